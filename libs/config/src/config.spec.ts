@@ -1,0 +1,55 @@
+import { ConfigError, loadConfig } from './config';
+
+describe('loadConfig', () => {
+  const minimal = { REDIS_URL: 'redis://127.0.0.1:6390' };
+
+  it('applies defaults with only REDIS_URL set', () => {
+    const c = loadConfig({ ...minimal, DATA_DIR: '/var/lib/stratum' });
+    expect(c.storage).toEqual({ kind: 'fs', root: '/var/lib/stratum/store' });
+    expect(c.api.port).toBe(8080);
+    expect(c.worker.concurrency).toBe(2);
+    expect(c.runtimePath).toBe('/usr/sbin/runc');
+    expect(c.worker.scratchDir.startsWith('/var/lib/stratum/worker/')).toBe(true);
+  });
+
+  it('refuses a missing REDIS_URL with a message naming it', () => {
+    expect(() => loadConfig({})).toThrow(ConfigError);
+    expect(() => loadConfig({})).toThrow(/REDIS_URL/);
+  });
+
+  it('refuses a bad port and a bad storage kind, listing both problems', () => {
+    try {
+      loadConfig({ ...minimal, API_PORT: '70000', STORAGE: 'ftp' });
+      throw new Error('expected ConfigError');
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      const problems = (e as ConfigError).problems.join('\n');
+      expect(problems).toMatch(/API_PORT/);
+      expect(problems).toMatch(/STORAGE/);
+    }
+  });
+
+  it('requires S3 settings only when STORAGE=s3', () => {
+    expect(() => loadConfig({ ...minimal, STORAGE: 's3' })).toThrow(
+      /S3_ENDPOINT.*required because STORAGE=s3/,
+    );
+    const c = loadConfig({
+      ...minimal,
+      STORAGE: 's3',
+      S3_ENDPOINT: 'http://127.0.0.1:9000',
+      S3_ACCESS_KEY: 'k',
+      S3_SECRET_KEY: 's',
+      S3_BUCKET: 'stratum-blobs',
+    });
+    expect(c.storage).toMatchObject({ kind: 's3', bucket: 'stratum-blobs', region: 'us-east-1' });
+  });
+
+  it('treats empty variables as unset', () => {
+    expect(loadConfig({ ...minimal, API_PORT: '' }).api.port).toBe(8080);
+  });
+
+  it('coerces numeric settings and rejects non-numbers', () => {
+    expect(loadConfig({ ...minimal, WORKER_CONCURRENCY: '4' }).worker.concurrency).toBe(4);
+    expect(() => loadConfig({ ...minimal, MAX_CONTEXT_BYTES: 'lots' })).toThrow(/MAX_CONTEXT_BYTES/);
+  });
+});

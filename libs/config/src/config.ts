@@ -1,0 +1,135 @@
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import { z } from 'zod';
+
+/** Raised when the environment does not describe a runnable service; the message lists every problem. */
+export class ConfigError extends Error {
+  readonly code = 'CONFIG_INVALID';
+  constructor(readonly problems: string[]) {
+    super(`Invalid Stratum configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const port = z.coerce.number().int().min(1).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const s3Schema = z.object({
+  S3_ENDPOINT: z.url({ message: 'S3_ENDPOINT must be a URL such as http://127.0.0.1:9000' }),
+  S3_ACCESS_KEY: z.string().min(1),
+  S3_SECRET_KEY: z.string().min(1),
+  S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'S3_BUCKET must be a valid bucket name'),
+  S3_REGION: z.string().min(1).default('us-east-1'),
+});
+
+const baseSchema = z.object({
+  REDIS_URL: z
+    .string({ message: 'REDIS_URL is required, e.g. redis://127.0.0.1:6390' })
+    .regex(/^rediss?:\/\//, 'REDIS_URL must start with redis:// or rediss://'),
+  DATA_DIR: z.string().min(1).default('./.data'),
+  STORAGE: z.enum(['fs', 's3'], { message: 'STORAGE must be "fs" or "s3"' }).default('fs'),
+  RUNTIME: z.string().min(1).default('/usr/sbin/runc'),
+  API_HOST: z.string().min(1).default('0.0.0.0'),
+  API_PORT: port.default(8080),
+  PUBLIC_URL: z.url().optional(),
+  MAX_CONTEXT_BYTES: positiveInt.default(2 * 1024 * 1024 * 1024),
+  BUILD_RETENTION_SECONDS: positiveInt.default(7 * 24 * 3600),
+  WORKER_CONCURRENCY: positiveInt.max(64).default(2),
+  WORKER_ID: z.string().min(1).default(hostname()),
+  WORKER_SHUTDOWN_TIMEOUT_MS: positiveInt.default(30_000),
+  JOB_ATTEMPTS: positiveInt.max(20).default(3),
+  STEP_TIMEOUT_SECONDS: positiveInt.default(3600),
+  LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
+  PRETTY_LOGS: bool.default(true),
+});
+
+export type StorageConfig =
+  | { readonly kind: 'fs'; readonly root: string }
+  | {
+      readonly kind: 's3';
+      readonly endpoint: string;
+      readonly accessKey: string;
+      readonly secretKey: string;
+      readonly bucket: string;
+      readonly region: string;
+    };
+
+/** The whole validated configuration, read once at boot. */
+export interface StratumConfig {
+  readonly redisUrl: string;
+  readonly dataDir: string;
+  readonly storage: StorageConfig;
+  readonly runtimePath: string;
+  readonly api: { readonly host: string; readonly port: number; readonly publicUrl: string | null };
+  readonly maxContextBytes: number;
+  readonly buildRetentionSeconds: number;
+  readonly worker: {
+    readonly id: string;
+    readonly concurrency: number;
+    readonly shutdownTimeoutMs: number;
+    /** Host scratch space: container roots, upper dirs, extracted contexts. */
+    readonly scratchDir: string;
+  };
+  readonly jobAttempts: number;
+  readonly stepTimeoutSeconds: number;
+  readonly logLevel: 'error' | 'warn' | 'log' | 'debug' | 'verbose';
+}
+
+function describe(issues: z.core.$ZodIssue[]): string[] {
+  return issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+}
+
+/**
+ * Validates the environment. Backend-specific settings are required only when that backend
+ * is chosen (S3_* only with STORAGE=s3). Throws {@link ConfigError} naming every problem.
+ */
+export function loadConfig(env: Record<string, string | undefined> = process.env): StratumConfig {
+  const clean = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const base = baseSchema.safeParse(clean);
+  const problems: string[] = base.success ? [] : describe(base.error.issues);
+  let storage: StorageConfig | null = null;
+  const chosen = base.success ? base.data.STORAGE : clean.STORAGE;
+  const dataDir = resolve(base.success ? base.data.DATA_DIR : (clean.DATA_DIR ?? './.data'));
+  if (chosen === 's3') {
+    const s3 = s3Schema.safeParse(clean);
+    if (s3.success) {
+      storage = {
+        kind: 's3',
+        endpoint: s3.data.S3_ENDPOINT,
+        accessKey: s3.data.S3_ACCESS_KEY,
+        secretKey: s3.data.S3_SECRET_KEY,
+        bucket: s3.data.S3_BUCKET,
+        region: s3.data.S3_REGION,
+      };
+    } else {
+      problems.push(...describe(s3.error.issues).map((p) => `${p} (required because STORAGE=s3)`));
+    }
+  } else {
+    storage = { kind: 'fs', root: resolve(dataDir, 'store') };
+  }
+  if (!base.success || storage === null || problems.length > 0) {
+    throw new ConfigError(problems);
+  }
+  const c = base.data;
+  return {
+    redisUrl: c.REDIS_URL,
+    dataDir,
+    storage,
+    runtimePath: c.RUNTIME,
+    api: { host: c.API_HOST, port: c.API_PORT, publicUrl: c.PUBLIC_URL ?? null },
+    maxContextBytes: c.MAX_CONTEXT_BYTES,
+    buildRetentionSeconds: c.BUILD_RETENTION_SECONDS,
+    worker: {
+      id: c.WORKER_ID,
+      concurrency: c.WORKER_CONCURRENCY,
+      shutdownTimeoutMs: c.WORKER_SHUTDOWN_TIMEOUT_MS,
+      scratchDir: resolve(dataDir, 'worker', c.WORKER_ID),
+    },
+    jobAttempts: c.JOB_ATTEMPTS,
+    stepTimeoutSeconds: c.STEP_TIMEOUT_SECONDS,
+    logLevel: c.LOG_LEVEL,
+  };
+}

@@ -1,0 +1,88 @@
+import { Digest } from './jobs';
+
+export const BuildState = {
+  Queued: 'queued',
+  Running: 'running',
+  Succeeded: 'succeeded',
+  Failed: 'failed',
+  Cancelled: 'cancelled',
+} as const;
+export type BuildState = (typeof BuildState)[keyof typeof BuildState];
+
+export const TERMINAL_BUILD_STATES: readonly BuildState[] = [
+  BuildState.Succeeded,
+  BuildState.Failed,
+  BuildState.Cancelled,
+];
+
+export function isTerminalBuildState(state: BuildState): boolean {
+  return TERMINAL_BUILD_STATES.includes(state);
+}
+
+export const StepStatus = {
+  Pending: 'pending',
+  Running: 'running',
+  Done: 'done',
+  Cached: 'cached',
+  Failed: 'failed',
+  Cancelled: 'cancelled',
+} as const;
+export type StepStatus = (typeof StepStatus)[keyof typeof StepStatus];
+
+export interface StepRecord {
+  readonly index: number;
+  /** The instruction as written, e.g. `RUN make`. */
+  readonly name: string;
+  status: StepStatus;
+  startedAt: string | null;
+  finishedAt: string | null;
+  durationMs: number | null;
+  /** Compressed size of the layer the step produced, when it produced one. */
+  layerSize: number | null;
+}
+
+/** What `GET /api/v1/builds/:id` answers. */
+export interface BuildRecord {
+  readonly id: string;
+  state: BuildState;
+  readonly contextDigest: Digest;
+  readonly contextSize: number;
+  readonly dockerfile: string;
+  readonly tags: string[];
+  readonly buildArgs: Record<string, string>;
+  readonly target: string | null;
+  readonly noCache: boolean;
+  readonly createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  steps: StepRecord[];
+  imageDigest: Digest | null;
+  error: string | null;
+  /** Times the job has been attempted (a crashed worker's job is retried). */
+  attempts: number;
+}
+
+/**
+ * Events on a build's log stream, in order. Sent over SSE with `event: <type>`.
+ */
+export type BuildEvent =
+  | { readonly type: 'state'; readonly state: BuildState; readonly at: string }
+  | { readonly type: 'step'; readonly step: StepRecord }
+  | {
+      readonly type: 'log';
+      readonly step: number | null;
+      readonly stream: 'stdout' | 'stderr' | 'system';
+      readonly text: string;
+    }
+  | { readonly type: 'result'; readonly imageDigest: Digest }
+  | { readonly type: 'error'; readonly message: string };
+
+export type BuildEventType = BuildEvent['type'];
+
+/** A page of builds, newest first. */
+export interface BuildPage {
+  readonly items: BuildRecord[];
+  readonly total: number;
+  readonly offset: number;
+  readonly limit: number;
+}

@@ -1,0 +1,82 @@
+import { JobName } from './queues';
+
+/** A `sha256:<hex>` content digest. */
+export type Digest = `sha256:${string}`;
+
+/** JSON-compatible by construction: payloads carry ids and digests, never file contents. */
+export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
+
+export interface BuildJobData {
+  readonly buildId: string;
+  /** Digest of the uploaded build context tar in the blob store. */
+  readonly contextDigest: Digest;
+  /** Path of the Dockerfile inside the context. */
+  readonly dockerfile: string;
+  /** `repo:tag` references to tag the result with. */
+  readonly tags: string[];
+  readonly buildArgs: Record<string, string>;
+  readonly target: string | null;
+  readonly noCache: boolean;
+}
+
+export interface BuildJobResult {
+  readonly buildId: string;
+  readonly state: 'succeeded' | 'failed' | 'cancelled';
+  readonly imageDigest: Digest | null;
+}
+
+export interface RunContainerJobData {
+  readonly containerId: string;
+}
+
+export interface RunContainerJobResult {
+  readonly containerId: string;
+  readonly exitCode: number | null;
+}
+
+export interface CommitJobData {
+  readonly containerId: string;
+  readonly commitId: string;
+  readonly repository: string;
+  readonly tag: string;
+  readonly message: string;
+  readonly author: string;
+  /** Dockerfile-style config changes, as `docker commit --change`: `CMD ["sh"]`, `ENV A=b`. */
+  readonly changes: string[];
+}
+
+export interface CommitJobResult {
+  readonly commitId: string;
+  readonly imageDigest: Digest;
+}
+
+export interface PushJobData {
+  readonly pushId: string;
+  readonly manifestDigest: Digest;
+  /** Source repository holding the manifest. */
+  readonly sourceRepository: string;
+  /** Targets: `repo:tag` in our registry, or `host/repo:tag` for another registry. */
+  readonly targets: string[];
+}
+
+export interface PushJobResult {
+  readonly pushId: string;
+  readonly pushed: string[];
+}
+
+/** Job name -> payload: the discriminated union every producer and processor is typed by. */
+export interface JobDataMap {
+  [JobName.Build]: BuildJobData;
+  [JobName.RunContainer]: RunContainerJobData;
+  [JobName.Commit]: CommitJobData;
+  [JobName.Push]: PushJobData;
+}
+
+export interface JobResultMap {
+  [JobName.Build]: BuildJobResult;
+  [JobName.RunContainer]: RunContainerJobResult;
+  [JobName.Commit]: CommitJobResult;
+  [JobName.Push]: PushJobResult;
+}
+
+export type AnyJob = { [K in JobName]: { name: K; data: JobDataMap[K] } }[JobName];

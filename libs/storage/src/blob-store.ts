@@ -1,0 +1,44 @@
+import { Readable } from 'node:stream';
+
+/** A `sha256:<64 hex>` digest. */
+export type BlobDigest = `sha256:${string}`;
+
+export interface ByteRange {
+  /** First byte, inclusive. */
+  readonly start: number;
+  /** Last byte, inclusive (HTTP Range semantics). */
+  readonly end: number;
+}
+
+export type BlobStat = { readonly exists: true; readonly size: number } | { readonly exists: false };
+
+export interface PutBlobOptions {
+  /** When given, the write fails with DIGEST_INVALID unless the bytes hash to it; nothing becomes visible. */
+  readonly expectedDigest?: BlobDigest;
+  /** When given, the write fails with SIZE_INVALID unless exactly this many bytes arrive. */
+  readonly expectedSize?: number;
+  /** When given, the write fails with BLOB_TOO_LARGE as soon as more bytes arrive. */
+  readonly maxBytes?: number;
+}
+
+export interface PutBlobResult {
+  readonly digest: BlobDigest;
+  readonly size: number;
+  /** False when the blob already existed (stored once, shared). */
+  readonly created: boolean;
+}
+
+/**
+ * Content-addressed blob storage. Writes stream, are verified against their digest and become
+ * visible atomically: a reader never sees a partial or wrong blob.
+ */
+export interface BlobStore {
+  stat(digest: BlobDigest): Promise<BlobStat>;
+  has(digest: BlobDigest): Promise<boolean>;
+  /** Throws StorageError BLOB_UNKNOWN when absent, RANGE_INVALID for an unsatisfiable range. */
+  get(digest: BlobDigest, range?: ByteRange): Promise<Readable>;
+  put(data: Readable, options?: PutBlobOptions): Promise<PutBlobResult>;
+  /** True when something was deleted. */
+  delete(digest: BlobDigest): Promise<boolean>;
+  list(): AsyncIterable<BlobDigest>;
+}
