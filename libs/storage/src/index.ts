@@ -1,0 +1,12 @@
+export type { BlobDigest, BlobStat, BlobStore, ByteRange, PutBlobOptions, PutBlobResult } from './blob-store';
+export { BlobVerifier } from './blob-verifier';
+export { createStorage } from './create-storage';
+export type { Storage } from './create-storage';
+export { digestHex, isBlobDigest, parseBlobDigest } from './digest';
+export { FsBlobStore } from './fs-blob-store';
+export { FsRepositoryStore } from './fs-repository-store';
+export { assertRepositoryName, assertTagName, isRepositoryName, isTagName } from './repository-store';
+export type { RepositoryStore } from './repository-store';
+export { isStorageError, STORAGE_ERROR_CODES, StorageError } from './storage-error';
+export type { StorageErrorCode } from './storage-error';
+export { BLOB_STORE, REPOSITORY_STORE, StorageModule } from './storage.module';

@@ -1,0 +1,77 @@
+import { BlobDigest } from './blob-store';
+import { StorageError } from './storage-error';
+
+/**
+ * Repository metadata: tags, which manifests and which blobs belong to a repository.
+ * Blobs themselves live in the {@link BlobStore}; a repository only links to them, so a
+ * registry serves a layer from a repository only when {@link RepositoryStore.hasBlob} says so.
+ *
+ * Names are validated on every call: NAME_INVALID for a bad repository, TAG_INVALID for a bad
+ * tag, DIGEST_INVALID for a bad digest.
+ */
+export interface RepositoryStore {
+  /** Points `tag` at a manifest digest (creates or moves it). */
+  setTag(repository: string, tag: string, digest: BlobDigest): Promise<void>;
+  /** The manifest digest a tag points at, or null. */
+  getTag(repository: string, tag: string): Promise<BlobDigest | null>;
+  /** Tags of a repository, sorted; empty for an unknown repository. */
+  listTags(repository: string): Promise<string[]>;
+  /** True when a tag was deleted. */
+  deleteTag(repository: string, tag: string): Promise<boolean>;
+  /** Every repository with at least one tag, manifest or blob link, sorted. */
+  listRepositories(): Promise<string[]>;
+  /** True when the repository has any tag, manifest or blob link. */
+  hasRepository(repository: string): Promise<boolean>;
+
+  /** Records that a manifest (by digest) belongs to the repository. Idempotent. */
+  linkManifest(repository: string, digest: BlobDigest): Promise<void>;
+  hasManifest(repository: string, digest: BlobDigest): Promise<boolean>;
+  /** True when a link was removed. Does not touch tags pointing at it. */
+  unlinkManifest(repository: string, digest: BlobDigest): Promise<boolean>;
+  /** Manifest digests linked to the repository, sorted. */
+  listManifests(repository: string): Promise<BlobDigest[]>;
+
+  /** Records that the repository may serve a blob (layer or config). Idempotent. */
+  linkBlob(repository: string, digest: BlobDigest): Promise<void>;
+  hasBlob(repository: string, digest: BlobDigest): Promise<boolean>;
+  /** True when a link was removed. */
+  unlinkBlob(repository: string, digest: BlobDigest): Promise<boolean>;
+}
+
+/** Repository name grammar from the OCI distribution spec (`<name>` in the pull section). */
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
+const REPOSITORY_NAME = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
+/** Tag grammar from the same spec. */
+const TAG = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
+/** Docker and distribution cap the full name (host included) at 255 characters. */
+const MAX_REPOSITORY_NAME = 255;
+
+/** True when `name` is a valid repository name. */
+export function isRepositoryName(name: unknown): name is string {
+  return typeof name === 'string' && name.length <= MAX_REPOSITORY_NAME && REPOSITORY_NAME.test(name);
+}
+
+/** True when `tag` is a valid tag. */
+export function isTagName(tag: unknown): tag is string {
+  return typeof tag === 'string' && TAG.test(tag);
+}
+
+/**
+ * Throws StorageError NAME_INVALID unless `name` matches the spec grammar. The grammar has no
+ * `.`/`..` components, empty components, leading separators or upper case, so a valid name is
+ * also a safe relative path / key prefix.
+ */
+export function assertRepositoryName(name: string): string {
+  if (!isRepositoryName(name)) {
+    throw new StorageError('NAME_INVALID', `invalid repository name: ${JSON.stringify(name)}`);
+  }
+  return name;
+}
+
+/** Throws StorageError TAG_INVALID unless `tag` matches the spec grammar. */
+export function assertTagName(tag: string): string {
+  if (!isTagName(tag)) {
+    throw new StorageError('TAG_INVALID', `invalid tag: ${JSON.stringify(tag)}`);
+  }
+  return tag;
+}

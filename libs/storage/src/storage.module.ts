@@ -1,0 +1,30 @@
+import { Global, Module } from '@nestjs/common';
+import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
+import { createStorage, Storage } from './create-storage';
+
+/** Injection token for the {@link BlobStore}. */
+export const BLOB_STORE = Symbol('BLOB_STORE');
+/** Injection token for the {@link RepositoryStore}. */
+export const REPOSITORY_STORE = Symbol('REPOSITORY_STORE');
+/** Internal: both stores, built once. */
+const STORAGE = Symbol('STORAGE');
+
+/**
+ * Global module providing {@link BLOB_STORE} and {@link REPOSITORY_STORE} for the backend chosen
+ * in the config (`STRATUM_CONFIG`, from `ConfigModule.forRoot()`). Boot fails if the backend
+ * cannot be prepared.
+ */
+@Global()
+@Module({
+  providers: [
+    {
+      provide: STORAGE,
+      inject: [STRATUM_CONFIG],
+      useFactory: (config: StratumConfig): Promise<Storage> => createStorage(config.storage),
+    },
+    { provide: BLOB_STORE, inject: [STORAGE], useFactory: (s: Storage) => s.blobs },
+    { provide: REPOSITORY_STORE, inject: [STORAGE], useFactory: (s: Storage) => s.repositories },
+  ],
+  exports: [BLOB_STORE, REPOSITORY_STORE],
+})
+export class StorageModule {}
