@@ -1,0 +1,503 @@
+import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import type { Readable } from 'node:stream';
+import { detectMemoryCgroup, readOomKillCount, type MemoryCgroupLayout } from './cgroups';
+import { resolveInRootfs } from './rootfs-path';
+import { RuntimeError } from './runtime-error';
+import { generateRuntimeSpec, type ProcessUser, type RuntimeSpecOptions } from './runtime-spec';
+import { resolveUser } from './user';
+
+/** Where runc and our per-container files live. */
+export interface RuncRuntimeOptions {
+  /** Absolute path of the runc binary, e.g. /usr/sbin/runc. */
+  runcPath: string;
+  /** Passed as `runc --root`: our containers' state, apart from anyone else's. Ideally on tmpfs. */
+  stateRoot: string;
+  /** Parent of the per-container bundle dirs (`<bundleDir>/<id>/config.json`). */
+  bundleDir: string;
+  /** Absolute cgroup parent; each container gets `<cgroupParent>/<id>`. Default `/stratum`. */
+  cgroupParent?: string;
+  /** After `runc kill` how long to wait before SIGKILLing runc itself. Default 10 s. */
+  killGraceMs?: number;
+}
+
+/** What to run: {@link RuntimeSpecOptions} with `user` also accepted as a Dockerfile `USER` string. */
+export interface RunOptions extends Omit<RuntimeSpecOptions, 'user' | 'cgroupsPath'> {
+  /** `name`, `uid`, `name:group`, `uid:gid` (resolved in the rootfs), or numeric ids. Default root. */
+  user?: string | ProcessUser;
+}
+
+/** Output sinks and the ways a run may be stopped early. */
+export interface RunIo {
+  onStdout(chunk: Buffer): void;
+  onStderr(chunk: Buffer): void;
+  /** Aborting kills the container (SIGKILL) and resolves with `cancelled: true`. */
+  signal?: AbortSignal;
+  /** Kills the container after this long and resolves with `timedOut: true`. */
+  timeoutMs?: number;
+  /** Piped to the process's stdin; without it stdin is /dev/null. */
+  stdin?: Readable;
+}
+
+/** How a run ended. Expected outcomes (non-zero exit, timeout, abort, OOM) are values, not errors. */
+export interface RunResult {
+  /** runc's exit status: the process's code, or 128+n when signal n killed it (Docker's convention). */
+  exitCode: number | null;
+  /**
+   * The signal name when exitCode > 128 maps to one (a process that itself exits 137 looks
+   * the same), or when runc itself was killed (then exitCode is null).
+   */
+  signal: string | null;
+  timedOut: boolean;
+  cancelled: boolean;
+  /** With a memory limit: whether the kernel OOM-killed a process in the container; else undefined. */
+  oomKilled?: boolean;
+}
+
+/** What {@link RuncRuntime.sweep} removed. */
+export interface SweepResult {
+  containers: string[];
+  bundles: string[];
+}
+
+interface RuncOutput {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** runc's own rule for container ids, made a little stricter (no leading dot). */
+const ID_PATTERN = /^[A-Za-z0-9_+-][A-Za-z0-9_+.-]{0,127}$/;
+const KILL_RETRY_MS = 200;
+const STDIO_DRAIN_MS = 5000;
+
+const SIGNAL_NAMES = new Map<number, string>(
+  Object.entries(osConstants.signals).map(([name, num]) => [num, name] as [number, string]),
+);
+
+function isMissingContainer(stderr: string): boolean {
+  return /does not exist|not exist|not found/i.test(stderr);
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Runs processes in containers with runc, one foreground `runc run --keep` per process, its
+ * stdout and stderr as separate pipes (no terminal). Every run removes its runc state and
+ * bundle dir when it ends; the rootfs is never deleted.
+ * https://github.com/opencontainers/runc/blob/v1.1.5/docs/terminals.md (pass-through stdio)
+ */
+export class RuncRuntime {
+  private readonly cgroupParent: string;
+  private readonly killGraceMs: number;
+  private readonly active = new Set<string>();
+  private memoryCgroup: Promise<MemoryCgroupLayout> | undefined;
+
+  constructor(private readonly options: RuncRuntimeOptions) {
+    for (const [key, value] of [
+      ['runcPath', options.runcPath],
+      ['stateRoot', options.stateRoot],
+      ['bundleDir', options.bundleDir],
+    ] as const) {
+      if (!path.isAbsolute(value)) {
+        throw new RuntimeError(
+          'OPTIONS_INVALID',
+          `${key} must be an absolute path, got ${JSON.stringify(value)}`,
+        );
+      }
+    }
+    this.cgroupParent = options.cgroupParent ?? '/stratum';
+    if (!path.isAbsolute(this.cgroupParent)) {
+      throw new RuntimeError('OPTIONS_INVALID', 'cgroupParent must be absolute');
+    }
+    this.killGraceMs = options.killGraceMs ?? 10_000;
+  }
+
+  /**
+   * Runs `options.args` in a new container named `id` and resolves when it has ended and
+   * been cleaned up. Stdout and stderr chunks reach `io` as they are written.
+   * @throws RuntimeError OPTIONS_INVALID / USER_UNKNOWN before anything starts,
+   *   CONTAINER_EXISTS for an id in use, START_FAILED when runc could not start the process
+   *   (e.g. executable not found), RUNC_FAILED when runc itself could not be run.
+   */
+  async run(id: string, options: RunOptions, io: RunIo): Promise<RunResult> {
+    this.checkId(id);
+    if (this.active.has(id)) {
+      throw new RuntimeError('CONTAINER_EXISTS', `container ${id} is already running`, { id });
+    }
+    if (io.signal?.aborted) {
+      return { exitCode: null, signal: null, timedOut: false, cancelled: true };
+    }
+    if (io.timeoutMs !== undefined && !(Number.isFinite(io.timeoutMs) && io.timeoutMs > 0)) {
+      throw new RuntimeError(
+        'OPTIONS_INVALID',
+        `timeoutMs must be a positive number, got ${String(io.timeoutMs)}`,
+      );
+    }
+    this.active.add(id);
+    try {
+      return await this.runActive(id, options, io);
+    } finally {
+      this.active.delete(id);
+    }
+  }
+
+  private async runActive(id: string, options: RunOptions, io: RunIo): Promise<RunResult> {
+    let user: ProcessUser | undefined;
+    let home = '/';
+    if (typeof options.user === 'string') {
+      const resolved = await resolveUser(options.rootfs, options.user);
+      user = resolved;
+      home = resolved.home;
+    } else {
+      user = options.user;
+    }
+    const cgroupsPath = path.posix.join(this.cgroupParent, id);
+    const spec = generateRuntimeSpec({ ...options, user, cgroupsPath });
+    // Docker sets HOME from the passwd entry when the image does not
+    if (!spec.process.env?.some((e) => e.startsWith('HOME='))) {
+      spec.process.env?.push(`HOME=${home}`);
+    }
+
+    await fs.mkdir(this.options.bundleDir, { recursive: true, mode: 0o700 });
+    const bundle = path.join(this.options.bundleDir, id);
+    try {
+      await fs.mkdir(bundle, { mode: 0o700 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new RuntimeError('CONTAINER_EXISTS', `bundle for container ${id} already exists`, { id });
+      }
+      throw err;
+    }
+
+    // runc creates missing mount points in the rootfs; remember them to remove afterwards,
+    // so /proc, /etc/resolv.conf or a cache mount's stub don't end up in the layer
+    let stubs: string[] = [];
+    try {
+      stubs = await missingMountPoints(
+        options.rootfs,
+        spec.mounts.map((m) => m.destination),
+      );
+      await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec), { mode: 0o600 });
+      return await this.execute(id, bundle, cgroupsPath, options.memoryBytes !== undefined, io);
+    } finally {
+      await this.forceDelete(id);
+      await fs.rm(bundle, { recursive: true, force: true });
+      await removeStubs(stubs);
+    }
+  }
+
+  private async execute(
+    id: string,
+    bundle: string,
+    cgroupsPath: string,
+    hasMemoryLimit: boolean,
+    io: RunIo,
+  ): Promise<RunResult> {
+    const logFile = path.join(bundle, 'runc.log');
+    const child = spawn(
+      this.options.runcPath,
+      [
+        '--root',
+        this.options.stateRoot,
+        '--log',
+        logFile,
+        '--log-format',
+        'json',
+        'run',
+        // keep the stopped container (and its cgroup) so we can read OOM counters; we delete it
+        '--keep',
+        '--bundle',
+        bundle,
+        id,
+      ],
+      { stdio: [io.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] },
+    );
+    // both are pipes by construction; the stdio tuple's type only loses that
+    const stdout = child.stdout as Readable;
+    const stderr = child.stderr as Readable;
+    stdout.on('data', (chunk: Buffer) => io.onStdout(chunk));
+    stderr.on('data', (chunk: Buffer) => io.onStderr(chunk));
+    if (io.stdin && child.stdin) {
+      // the process may exit without reading its stdin: EPIPE is not our failure
+      child.stdin.on('error', () => undefined);
+      io.stdin.pipe(child.stdin);
+    }
+
+    let exited = false;
+    let stopReason: 'timeout' | 'abort' | null = null;
+    const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+      let exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+      let drainTimer: NodeJS.Timeout | undefined;
+      child.once('error', (err) => {
+        exited = true;
+        reject(new RuntimeError('RUNC_FAILED', `cannot run ${this.options.runcPath}: ${err.message}`));
+      });
+      child.once('exit', (code, signal) => {
+        exited = true;
+        exit = { code, signal };
+        // a stray holder of our pipes must not hang the run forever
+        drainTimer = setTimeout(() => {
+          stdout.destroy();
+          stderr.destroy();
+        }, STDIO_DRAIN_MS);
+      });
+      child.once('close', (code: number | null, signal: NodeJS.Signals | null) => {
+        clearTimeout(drainTimer);
+        resolve(exit ?? { code, signal });
+      });
+    });
+
+    const stop = (reason: 'timeout' | 'abort'): void => {
+      if (stopReason !== null || exited) {
+        return;
+      }
+      stopReason = reason;
+      void this.killUntilExit(id, child.pid, () => exited);
+    };
+    const onAbort = (): void => stop('abort');
+    io.signal?.addEventListener('abort', onAbort, { once: true });
+    const timer = io.timeoutMs !== undefined ? setTimeout(() => stop('timeout'), io.timeoutMs) : undefined;
+
+    let exit: { code: number | null; signal: NodeJS.Signals | null };
+    try {
+      exit = await ended;
+    } finally {
+      clearTimeout(timer);
+      io.signal?.removeEventListener('abort', onAbort);
+      if (io.stdin && child.stdin) {
+        io.stdin.unpipe(child.stdin);
+      }
+    }
+
+    let oomKilled: boolean | undefined;
+    if (hasMemoryLimit) {
+      this.memoryCgroup ??= detectMemoryCgroup().catch(() => null);
+      const count = await readOomKillCount(await this.memoryCgroup, cgroupsPath);
+      oomKilled = count === null ? undefined : count > 0;
+    }
+
+    if (stopReason === null && exit.code !== 0) {
+      const startError = await readRuncError(logFile);
+      if (startError !== null) {
+        throw new RuntimeError('START_FAILED', startError, { id, exitCode: exit.code });
+      }
+    }
+
+    const result: RunResult = {
+      exitCode: exit.code,
+      signal:
+        exit.signal ??
+        (exit.code !== null && exit.code > 128 ? (SIGNAL_NAMES.get(exit.code - 128) ?? null) : null),
+      timedOut: stopReason === 'timeout',
+      cancelled: stopReason === 'abort',
+    };
+    if (oomKilled !== undefined) {
+      result.oomKilled = oomKilled;
+    }
+    return result;
+  }
+
+  /**
+   * `runc kill <id> KILL` until `runc run` returns: the container may not exist yet when a
+   * timeout fires during start-up. After killGraceMs, SIGKILL runc itself; the `--keep`
+   * state it leaves is removed by the caller's `runc delete -f`.
+   */
+  private async killUntilExit(
+    id: string,
+    runcPid: number | undefined,
+    hasExited: () => boolean,
+  ): Promise<void> {
+    const deadline = Date.now() + this.killGraceMs;
+    while (!hasExited()) {
+      if (Date.now() > deadline) {
+        if (runcPid !== undefined) {
+          try {
+            process.kill(runcPid, 'SIGKILL');
+          } catch {
+            // already gone
+          }
+        }
+        return;
+      }
+      // one SIGKILL to the init of a new pid namespace takes every process in it down
+      await this.runc(['kill', id, 'KILL']).catch(() => undefined);
+      await delay(KILL_RETRY_MS);
+    }
+  }
+
+  /** Ids of the containers in our state root (running, created or stopped). */
+  async list(): Promise<string[]> {
+    const out = await this.runc(['list', '--format', 'json']);
+    if (out.code !== 0) {
+      throw new RuntimeError('RUNC_FAILED', `runc list failed: ${out.stderr.trim()}`);
+    }
+    const parsed = JSON.parse(out.stdout.trim() || 'null') as Array<{ id: string }> | null;
+    return (parsed ?? []).map((c) => c.id);
+  }
+
+  /**
+   * Deletes container `id` from our state root (with `force`, killing it first) and its
+   * bundle dir. Resolves false when there was no such container.
+   */
+  async delete(id: string, options: { force?: boolean } = {}): Promise<boolean> {
+    this.checkId(id);
+    const out = await this.runc(['delete', ...(options.force ? ['--force'] : []), id]);
+    if (out.code !== 0 && !isMissingContainer(out.stderr)) {
+      throw new RuntimeError('RUNC_FAILED', `runc delete ${id} failed: ${out.stderr.trim()}`, { id });
+    }
+    if (!this.active.has(id)) {
+      await fs.rm(path.join(this.options.bundleDir, id), { recursive: true, force: true });
+    }
+    return out.code === 0;
+  }
+
+  /**
+   * Force-deletes every container in our state root and removes bundle dirs, except those
+   * of runs in flight in this instance. Call at worker start-up to clear a crashed
+   * predecessor's leftovers. (Mount-point stubs a crashed run left in a rootfs are the
+   * rootfs owner's to discard.)
+   */
+  async sweep(): Promise<SweepResult> {
+    const containers: string[] = [];
+    for (const id of await this.list()) {
+      if (!this.active.has(id) && ID_PATTERN.test(id)) {
+        await this.delete(id, { force: true });
+        containers.push(id);
+      }
+    }
+    const bundles: string[] = [];
+    let entries: string[] = [];
+    try {
+      entries = await fs.readdir(this.options.bundleDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw err;
+      }
+    }
+    for (const name of entries) {
+      if (!this.active.has(name)) {
+        await fs.rm(path.join(this.options.bundleDir, name), { recursive: true, force: true });
+        bundles.push(name);
+      }
+    }
+    return { containers, bundles };
+  }
+
+  private checkId(id: string): void {
+    if (typeof id !== 'string' || !ID_PATTERN.test(id)) {
+      throw new RuntimeError('OPTIONS_INVALID', `invalid container id ${JSON.stringify(id)}`);
+    }
+  }
+
+  private async forceDelete(id: string): Promise<void> {
+    const out = await this.runc(['delete', '--force', id]).catch((err: unknown) => ({
+      code: 1,
+      stdout: '',
+      stderr: String(err),
+    }));
+    if (out.code !== 0 && !isMissingContainer(out.stderr)) {
+      // the run's outcome stands; sweep() clears what is left at the next start-up
+      // (no logger in this lib yet, so keep the reason on stderr of the worker)
+      process.emitWarning(`runc delete -f ${id} failed: ${out.stderr.trim()}`);
+    }
+  }
+
+  private runc(args: string[]): Promise<RuncOutput> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(this.options.runcPath, ['--root', this.options.stateRoot, ...args], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const stdout: Buffer[] = [];
+      const stderr: Buffer[] = [];
+      child.stdout.on('data', (c: Buffer) => stdout.push(c));
+      child.stderr.on('data', (c: Buffer) => stderr.push(c));
+      child.once('error', reject);
+      child.once('close', (code) =>
+        resolve({
+          code,
+          stdout: Buffer.concat(stdout).toString('utf8'),
+          stderr: Buffer.concat(stderr).toString('utf8'),
+        }),
+      );
+    });
+  }
+}
+
+/** The last error runc logged (JSON log format), or null. */
+async function readRuncError(logFile: string): Promise<string | null> {
+  let text: string;
+  try {
+    text = await fs.readFile(logFile, 'utf8');
+  } catch {
+    return null;
+  }
+  let message: string | null = null;
+  for (const line of text.split('\n')) {
+    try {
+      const entry = JSON.parse(line) as { level?: string; msg?: string };
+      if ((entry.level === 'error' || entry.level === 'fatal') && entry.msg) {
+        message = entry.msg;
+      }
+    } catch {
+      // partial or non-JSON line
+    }
+  }
+  return message;
+}
+
+/**
+ * Host paths (inside rootfs) that runc will have to create to mount at `destinations`:
+ * for each destination, the first missing component and everything below it, outermost first.
+ */
+async function missingMountPoints(rootfs: string, destinations: string[]): Promise<string[]> {
+  const missing: string[] = [];
+  for (const destination of destinations) {
+    const parts = destination.split('/').filter((p) => p !== '');
+    let missingFrom = -1;
+    for (let i = 1; i <= parts.length; i++) {
+      const host = await resolveInRootfs(rootfs, '/' + parts.slice(0, i).join('/'));
+      if (host === null) {
+        break;
+      }
+      const exists = await fs.lstat(host).then(
+        () => true,
+        () => false,
+      );
+      if (!exists) {
+        missingFrom = i;
+        break;
+      }
+    }
+    if (missingFrom === -1) {
+      continue;
+    }
+    for (let i = missingFrom; i <= parts.length; i++) {
+      const host = await resolveInRootfs(rootfs, '/' + parts.slice(0, i).join('/'));
+      if (host !== null && !missing.includes(host)) {
+        missing.push(host);
+      }
+    }
+  }
+  return missing;
+}
+
+/** Removes, innermost first, the stubs runc created that are still empty. */
+async function removeStubs(stubs: string[]): Promise<void> {
+  for (const stub of [...stubs].reverse()) {
+    try {
+      const stat = await fs.lstat(stub);
+      if (stat.isDirectory()) {
+        await fs.rmdir(stub); // fails (ENOTEMPTY) if anything was put in it: keep it then
+      } else if (stat.isFile() && stat.size === 0) {
+        await fs.unlink(stub);
+      }
+    } catch {
+      // gone already, not empty, or not ours to remove
+    }
+  }
+}
