@@ -133,3 +133,25 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: c.LOG_LEVEL,
   };
 }
+
+/** Settings of the `stratum` CLI. */
+export interface CliConfig {
+  /** Base URL of the Stratum API. */
+  readonly serverUrl: string;
+  /** API token sent as a Bearer token, when set. */
+  readonly token: string | null;
+}
+
+export function loadCliConfig(env: Record<string, string | undefined> = process.env): CliConfig {
+  const url = z.url().safeParse(env.STRATUM_URL ?? 'http://127.0.0.1:8080');
+  if (!url.success) {
+    throw new ConfigError([`STRATUM_URL: must be a URL such as http://127.0.0.1:8080`]);
+  }
+  return { serverUrl: url.data.replace(/\/+$/, ''), token: env.STRATUM_TOKEN ?? null };
+}
+
+/** Nest logger levels enabled by a LOG_LEVEL (that level and everything more severe). */
+export function loggerLevels(level: StratumConfig['logLevel']): StratumConfig['logLevel'][] {
+  const order = ['error', 'warn', 'log', 'debug', 'verbose'] as const;
+  return order.slice(0, order.indexOf(level) + 1);
+}

@@ -1,0 +1,20 @@
+import { DynamicModule, Module } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
+import { ConfigModule, StratumConfig } from '@stratum/config';
+import { JobsModule } from '@stratum/jobs';
+import { StorageModule } from '@stratum/storage';
+import { BuildsModule } from './builds/builds.module';
+import { ErrorFilter } from './common/error.filter';
+import { HealthController } from './health/health.controller';
+
+@Module({})
+export class AppModule {
+  static forRoot(config: StratumConfig): DynamicModule {
+    return {
+      module: AppModule,
+      imports: [ConfigModule.forRoot(config), StorageModule, JobsModule.forRoot(), BuildsModule],
+      controllers: [HealthController],
+      providers: [{ provide: APP_FILTER, useClass: ErrorFilter }],
+    };
+  }
+}

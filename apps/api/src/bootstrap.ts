@@ -1,0 +1,24 @@
+import { INestApplication } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
+import { loggerLevels, StratumConfig } from '@stratum/config';
+import { AppModule } from './app.module';
+
+/** Creates the API application (used by main.ts and by the e2e tests). */
+export async function createApiApp(config: StratumConfig): Promise<INestApplication> {
+  const app = await NestFactory.create(AppModule.forRoot(config), {
+    logger: loggerLevels(config.logLevel),
+    bodyParser: true,
+  });
+  app.enableShutdownHooks();
+  const document = SwaggerModule.createDocument(
+    app,
+    new DocumentBuilder()
+      .setTitle('Stratum')
+      .setDescription('Container image builds, containers, commits and the registry')
+      .setVersion('1')
+      .build(),
+  );
+  SwaggerModule.setup('docs', app, document, { jsonDocumentUrl: 'docs/openapi.json' });
+  return app;
+}

@@ -1,0 +1,79 @@
+import {
+  Controller,
+  Delete,
+  Get,
+  HttpCode,
+  Param,
+  ParseUUIDPipe,
+  Post,
+  Query,
+  Req,
+  Res,
+} from '@nestjs/common';
+import { ApiBody, ApiConsumes, ApiOperation, ApiProduces, ApiTags } from '@nestjs/swagger';
+import { Request, Response } from 'express';
+import { BuildPage, BuildRecord } from '@stratum/contracts';
+import { writeSse } from '../common/sse';
+import { ZodPipe } from '../common/zod-query.pipe';
+import { BuildSubmitted, ListBuildsQuery, SubmitBuildQuery } from './builds.dto';
+import { BuildsService } from './builds.service';
+
+const uuid = new ParseUUIDPipe({ version: '4' });
+
+@ApiTags('builds')
+@Controller('api/v1/builds')
+export class BuildsController {
+  constructor(private readonly builds: BuildsService) {}
+
+  @Post()
+  @HttpCode(202)
+  @ApiOperation({
+    summary: 'Submit a build: the body is the context as a tar (optionally gzip)',
+    description: 'Query: t (repeatable repo:tag), dockerfile, buildargs (JSON object), target, nocache.',
+  })
+  @ApiConsumes('application/x-tar', 'application/gzip')
+  @ApiBody({ schema: { type: 'string', format: 'binary' } })
+  async submit(
+    @Req() req: Request,
+    @Res({ passthrough: true }) res: Response,
+    @Query(new ZodPipe(SubmitBuildQuery)) query: SubmitBuildQuery,
+  ): Promise<BuildSubmitted> {
+    const length = req.headers['content-length'];
+    const submitted = await this.builds.submit(req, length === undefined ? null : Number(length), query);
+    res.setHeader('Location', submitted.url);
+    return submitted;
+  }
+
+  @Get()
+  @ApiOperation({ summary: 'List builds, newest first (offset, limit, state)' })
+  list(@Query(new ZodPipe(ListBuildsQuery)) query: ListBuildsQuery): Promise<BuildPage> {
+    return this.builds.list(query);
+  }
+
+  @Get(':id')
+  @ApiOperation({ summary: 'A build: state, steps, timings, image digest, error' })
+  get(@Param('id', uuid) id: string): Promise<BuildRecord> {
+    return this.builds.get(id);
+  }
+
+  @Get(':id/logs')
+  @ApiOperation({ summary: 'The build’s events as Server-Sent Events: replayed, then live until it ends' })
+  @ApiProduces('text/event-stream')
+  async logs(@Param('id', uuid) id: string, @Req() req: Request, @Res() res: Response): Promise<void> {
+    const lastEventId = req.header('last-event-id') ?? null;
+    const abort = new AbortController();
+    const events = await this.builds.events(id, lastEventId, abort.signal);
+    await writeSse(req, res, async function* (signal) {
+      signal.addEventListener('abort', () => abort.abort());
+      for await (const { id: eventId, event } of events) {
+        yield { id: eventId, event: event.type, data: event };
+      }
+    });
+  }
+
+  @Delete(':id')
+  @ApiOperation({ summary: 'Cancel a build: a queued build is dropped, a running step is killed' })
+  cancel(@Param('id', uuid) id: string): Promise<BuildRecord> {
+    return this.builds.cancel(id);
+  }
+}

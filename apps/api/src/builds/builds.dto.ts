@@ -1,0 +1,68 @@
+import { z } from 'zod';
+import { BuildState } from '@stratum/contracts';
+
+const reference = z
+  .string()
+  .min(1)
+  .max(255)
+  .regex(/^[a-z0-9][a-z0-9._\-/:@]*$/i, 'must be an image reference such as repo:tag');
+
+const stringOrList = z
+  .union([z.string(), z.array(z.string())])
+  .transform((v) => (Array.isArray(v) ? v : [v]));
+
+/**
+ * Query of `POST /api/v1/builds`, named as Docker Engine's `POST /build` names them
+ * (https://docs.docker.com/reference/api/engine/version/v1.47/#tag/Image/operation/ImageBuild):
+ * `t` (repeatable), `dockerfile`, `buildargs` (a JSON object), `target`, `nocache`.
+ */
+export const SubmitBuildQuery = z.object({
+  t: stringOrList.pipe(z.array(reference)).default([]),
+  dockerfile: z
+    .string()
+    .min(1)
+    .max(4096)
+    .default('Dockerfile')
+    .refine((p) => !p.split('/').includes('..'), 'must stay inside the build context'),
+  buildargs: z
+    .string()
+    .default('{}')
+    .transform((raw, ctx) => {
+      try {
+        const parsed: unknown = JSON.parse(raw);
+        const args = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).safeParse(parsed);
+        if (args.success) {
+          return args.data;
+        }
+        ctx.addIssue({ code: 'custom', message: 'must be a JSON object of NAME: "value" strings' });
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'must be valid JSON' });
+      }
+      return z.NEVER;
+    }),
+  target: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'must be a stage name')
+    .optional(),
+  nocache: z
+    .enum(['true', 'false', '1', '0'])
+    .default('false')
+    .transform((v) => v === 'true' || v === '1'),
+});
+export type SubmitBuildQuery = z.infer<typeof SubmitBuildQuery>;
+
+export const ListBuildsQuery = z.object({
+  offset: z.coerce.number().int().min(0).default(0),
+  limit: z.coerce.number().int().min(1).max(200).default(20),
+  state: z.enum(Object.values(BuildState) as [BuildState, ...BuildState[]]).optional(),
+});
+export type ListBuildsQuery = z.infer<typeof ListBuildsQuery>;
+
+/** 202 answer to a build submission. */
+export interface BuildSubmitted {
+  readonly id: string;
+  readonly state: BuildState;
+  readonly url: string;
+  readonly logsUrl: string;
+  readonly contextDigest: string;
+}

@@ -1,0 +1,163 @@
+import { randomUUID } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { Inject, Injectable } from '@nestjs/common';
+import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
+import {
+  BuildPage,
+  BuildRecord,
+  BuildState,
+  Digest,
+  isTerminalBuildState,
+  StratumError,
+} from '@stratum/contracts';
+import { BuildProducer, BuildRecordStore, StoredBuildEvent } from '@stratum/jobs';
+import { BLOB_STORE, BlobStore } from '@stratum/storage';
+import { BuildSubmitted, ListBuildsQuery, SubmitBuildQuery } from './builds.dto';
+import { inspectContext, normalizeContextPath } from './context-upload';
+
+@Injectable()
+export class BuildsService {
+  constructor(
+    @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
+    @Inject(BLOB_STORE) private readonly blobs: BlobStore,
+    private readonly records: BuildRecordStore,
+    private readonly producer: BuildProducer,
+  ) {}
+
+  /**
+   * Streams the context into the blob store while checking it is a tar that holds the
+   * Dockerfile, then records the build and enqueues its job. On any failure the context blob
+   * this request created is removed again, so a refused request leaves nothing behind.
+   */
+  async submit(
+    body: Readable,
+    declaredLength: number | null,
+    query: SubmitBuildQuery,
+  ): Promise<BuildSubmitted> {
+    if (declaredLength !== null && declaredLength > this.config.maxContextBytes) {
+      body.resume();
+      throw new StratumError(
+        'CONTEXT_TOO_LARGE',
+        `build context of ${declaredLength} bytes is larger than the limit of ${this.config.maxContextBytes} bytes`,
+      );
+    }
+    const { bytes, summary } = inspectContext(body, this.config.maxContextBytes);
+    let stored: { digest: Digest; size: number; created: boolean } | null = null;
+    try {
+      const [put, contents] = await Promise.all([
+        this.blobs.put(bytes, { maxBytes: this.config.maxContextBytes }).then((r) => {
+          stored = { digest: r.digest, size: r.size, created: r.created };
+          return r;
+        }),
+        summary,
+      ]);
+      const dockerfile = normalizeContextPath(query.dockerfile);
+      if (!contents.paths.has(dockerfile)) {
+        throw new StratumError(
+          'DOCKERFILE_MISSING',
+          `the build context has no Dockerfile at "${query.dockerfile}" (use ?dockerfile= to name another path)`,
+        );
+      }
+      return await this.createBuild(put.digest, put.size, dockerfile, query);
+    } catch (err) {
+      if (stored !== null && (stored as { created: boolean }).created) {
+        await this.blobs.delete((stored as { digest: Digest }).digest).catch(() => undefined);
+      }
+      // Prefer the inspection's error (too large, not a tar) over the store's echo of it.
+      const reason = await summary.then(
+        () => err,
+        (inspectErr: unknown) => inspectErr,
+      );
+      throw reason;
+    }
+  }
+
+  private async createBuild(
+    contextDigest: Digest,
+    contextSize: number,
+    dockerfile: string,
+    query: SubmitBuildQuery,
+  ): Promise<BuildSubmitted> {
+    const id = randomUUID();
+    const record: BuildRecord = {
+      id,
+      state: BuildState.Queued,
+      contextDigest,
+      contextSize,
+      dockerfile,
+      tags: query.t,
+      buildArgs: query.buildargs,
+      target: query.target ?? null,
+      noCache: query.nocache,
+      createdAt: new Date().toISOString(),
+      startedAt: null,
+      finishedAt: null,
+      steps: [],
+      imageDigest: null,
+      error: null,
+      attempts: 0,
+    };
+    await this.records.create(record);
+    await this.records.appendEvent(id, { type: 'state', state: BuildState.Queued, at: record.createdAt });
+    await this.producer.submit({
+      buildId: id,
+      contextDigest,
+      dockerfile,
+      tags: query.t,
+      buildArgs: query.buildargs,
+      target: query.target ?? null,
+      noCache: query.nocache,
+    });
+    return {
+      id,
+      state: record.state,
+      url: `/api/v1/builds/${id}`,
+      logsUrl: `/api/v1/builds/${id}/logs`,
+      contextDigest,
+    };
+  }
+
+  async get(id: string): Promise<BuildRecord> {
+    const record = await this.records.get(id);
+    if (record === null) {
+      throw new StratumError('BUILD_UNKNOWN', `no build with id "${id}"`);
+    }
+    return record;
+  }
+
+  list(query: ListBuildsQuery): Promise<BuildPage> {
+    return this.records.list(query.offset, query.limit, query.state);
+  }
+
+  /** Events of a build: replayed from `afterId`, then live until it ends. */
+  async events(
+    id: string,
+    afterId: string | null,
+    signal: AbortSignal,
+  ): Promise<AsyncIterable<StoredBuildEvent>> {
+    await this.get(id);
+    return this.records.follow(id, afterId ?? '0', signal);
+  }
+
+  /**
+   * Cancels a build. A queued job is removed at once; a running one is signalled and its
+   * worker kills the step, cleans up and records `cancelled`.
+   */
+  async cancel(id: string): Promise<BuildRecord> {
+    const record = await this.get(id);
+    if (isTerminalBuildState(record.state)) {
+      throw new StratumError('BUILD_FINISHED', `build ${id} has already ${record.state}`);
+    }
+    await this.records.requestCancel(id);
+    if (await this.producer.removeIfWaiting(id)) {
+      await this.records.appendEvent(id, {
+        type: 'log',
+        step: null,
+        stream: 'system',
+        text: 'cancelled before it started\n',
+      });
+      return (await this.records.transition(id, BuildState.Cancelled, { error: 'cancelled' })) ?? record;
+    }
+    return (await this.records.get(id)) ?? record;
+  }
+}

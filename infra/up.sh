@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Quick start, command 1: set up everything and run Stratum on this machine —
+# a local redis-server on a free port, the worker and the API (port $API_PORT, default 8080),
+# with the filesystem store under $DATA_DIR (default ./.data). Ctrl-C stops all three.
+# Safe to re-run.
+source "$(dirname "$0")/lib.sh"
+setup_all
+cd "$STRATUM_ROOT"
+
+export DATA_DIR=${DATA_DIR:-$STRATUM_ROOT/.data}
+export API_PORT=${API_PORT:-8080}
+mkdir -p "$DATA_DIR/redis"
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  log "stopping (pids ${pids[*]:-})"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap stop INT TERM EXIT
+
+if [[ -z ${REDIS_URL:-} ]]; then
+  port=$(free_port)
+  redis-server "$STRATUM_ROOT/infra/redis.conf" --port "$port" --dir "$DATA_DIR/redis" \
+    >"$DATA_DIR/redis.log" 2>&1 &
+  pids+=($!)
+  export REDIS_URL=redis://127.0.0.1:$port
+  for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  log "redis-server on port $port (pid ${pids[0]})"
+fi
+
+node dist/workers/builder/src/main.js &
+pids+=($!)
+node dist/apps/api/src/main.js &
+pids+=($!)
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$API_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+log "Stratum is up: API http://127.0.0.1:$API_PORT (docs /docs), data in $DATA_DIR"
+log "try: node dist/apps/cli/src/main.js build -t hello:latest <dir>   (STRATUM_URL=http://127.0.0.1:$API_PORT)"
+wait -n "${pids[@]}"

@@ -1,0 +1,67 @@
+/**
+ * Error codes every part of Stratum may raise, and the HTTP status each one maps to.
+ * Domain errors carry a `code`; the API's global filter turns the code into the status.
+ */
+export const ERROR_STATUS = {
+  // requests
+  BAD_REQUEST: 400,
+  CONTEXT_MISSING: 400,
+  CONTEXT_INVALID: 400,
+  CONTEXT_TOO_LARGE: 413,
+  DOCKERFILE_MISSING: 400,
+  DOCKERFILE_INVALID: 400,
+  BUILD_UNKNOWN: 404,
+  BUILD_FINISHED: 409,
+  BUILD_FAILED: 422,
+  CONTAINER_UNKNOWN: 404,
+  CONTAINER_STATE: 409,
+  IMAGE_UNKNOWN: 404,
+  UNAUTHORIZED: 401,
+  DENIED: 403,
+  // storage / registry (OCI distribution codes)
+  BLOB_UNKNOWN: 404,
+  BLOB_UPLOAD_UNKNOWN: 404,
+  BLOB_UPLOAD_INVALID: 400,
+  DIGEST_INVALID: 400,
+  SIZE_INVALID: 400,
+  BLOB_TOO_LARGE: 413,
+  RANGE_INVALID: 416,
+  NAME_INVALID: 400,
+  NAME_UNKNOWN: 404,
+  MANIFEST_INVALID: 400,
+  MANIFEST_UNKNOWN: 404,
+  TAG_INVALID: 400,
+  UNSUPPORTED: 415,
+  // layers
+  LAYER_INVALID: 400,
+  LAYER_PATH_ESCAPE: 400,
+  // infrastructure
+  UNAVAILABLE: 503,
+  CONFIG_INVALID: 500,
+  INTERNAL: 500,
+} as const;
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.prototype.hasOwnProperty.call(ERROR_STATUS, code);
+}
+
+/** A domain error with a code: the message names the problem, the code decides the status. */
+export class StratumError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly detail?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = 'StratumError';
+  }
+}
+
+/** The JSON body of every REST API error. */
+export interface ErrorBody {
+  readonly statusCode: number;
+  readonly code: string;
+  readonly message: string;
+  readonly detail?: Record<string, unknown>;
+}

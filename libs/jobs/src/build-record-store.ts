@@ -1,0 +1,231 @@
+import { Redis } from 'ioredis';
+import {
+  BuildEvent,
+  BuildPage,
+  BuildRecord,
+  BuildState,
+  isTerminalBuildState,
+  StepRecord,
+} from '@stratum/contracts';
+import { RedisKeys } from './redis';
+
+/** An event as stored on a build's stream, with the stream id (used as the SSE `id:`). */
+export interface StoredBuildEvent {
+  readonly id: string;
+  readonly event: BuildEvent;
+}
+
+const MAX_EVENTS = 200_000;
+
+/**
+ * Build records and their event (log) streams, kept in Redis so they survive API and worker
+ * restarts. A record expires `retentionSeconds` after the build reaches a terminal state.
+ */
+export class BuildRecordStore {
+  private txConn: Redis | null = null;
+  private txChain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly retentionSeconds: number,
+  ) {}
+
+  async create(record: BuildRecord): Promise<void> {
+    await this.redis
+      .multi()
+      .set(RedisKeys.build(record.id), JSON.stringify(record))
+      .zadd(RedisKeys.buildIndex, Date.parse(record.createdAt), record.id)
+      .exec();
+  }
+
+  async get(id: string): Promise<BuildRecord | null> {
+    const raw = await this.redis.get(RedisKeys.build(id));
+    return raw === null ? null : (JSON.parse(raw) as BuildRecord);
+  }
+
+  /**
+   * Read-modify-write under WATCH, retried on conflict, so the API (cancel) and a worker
+   * (progress) never overwrite each other's changes. Returns null when the record is gone.
+   */
+  async update(id: string, change: (record: BuildRecord) => void): Promise<BuildRecord | null> {
+    // WATCH is per connection: updates from this process go one at a time over a dedicated
+    // connection; other processes' concurrent writes make EXEC fail and we retry.
+    const run = this.txChain.then(() => this.updateNow(id, change));
+    this.txChain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async updateNow(id: string, change: (record: BuildRecord) => void): Promise<BuildRecord | null> {
+    const key = RedisKeys.build(id);
+    const conn = (this.txConn ??= this.redis.duplicate());
+    for (let attempt = 0; attempt < 50; attempt++) {
+      await conn.watch(key);
+      const raw = await conn.get(key);
+      if (raw === null) {
+        await conn.unwatch();
+        return null;
+      }
+      const record = JSON.parse(raw) as BuildRecord;
+      change(record);
+      const tx = conn.multi().set(key, JSON.stringify(record));
+      if (isTerminalBuildState(record.state)) {
+        tx.expire(key, this.retentionSeconds).expire(RedisKeys.buildEvents(id), this.retentionSeconds);
+      }
+      if ((await tx.exec()) !== null) {
+        return record;
+      }
+    }
+    throw new Error(`build ${id}: too many concurrent updates`);
+  }
+
+  /** Closes the connections this store opened itself. */
+  async close(): Promise<void> {
+    await this.txChain;
+    this.txConn?.disconnect();
+    this.txConn = null;
+  }
+
+  /** Newest first. Ids whose record has expired are dropped from the index on the way. */
+  async list(offset: number, limit: number, state?: BuildState): Promise<BuildPage> {
+    const ids = await this.redis.zrevrange(RedisKeys.buildIndex, 0, -1);
+    const items: BuildRecord[] = [];
+    const stale: string[] = [];
+    let matched = 0;
+    for (let i = 0; i < ids.length; i += 200) {
+      const chunk = ids.slice(i, i + 200);
+      const raws = await this.redis.mget(chunk.map((id) => RedisKeys.build(id)));
+      raws.forEach((raw, j) => {
+        if (raw === null) {
+          stale.push(chunk[j]);
+          return;
+        }
+        const record = JSON.parse(raw) as BuildRecord;
+        if (state !== undefined && record.state !== state) {
+          return;
+        }
+        if (matched >= offset && items.length < limit) {
+          items.push(record);
+        }
+        matched++;
+      });
+    }
+    if (stale.length > 0) {
+      await this.redis.zrem(RedisKeys.buildIndex, ...stale);
+    }
+    return { items, total: matched, offset, limit };
+  }
+
+  async appendEvent(id: string, event: BuildEvent): Promise<string> {
+    const streamId = await this.redis.xadd(
+      RedisKeys.buildEvents(id),
+      'MAXLEN',
+      '~',
+      String(MAX_EVENTS),
+      '*',
+      'e',
+      JSON.stringify(event),
+    );
+    return streamId ?? '';
+  }
+
+  /** Records a step's new status and emits the matching `step` event. */
+  async recordStep(id: string, step: StepRecord): Promise<void> {
+    await this.update(id, (r) => {
+      const steps = r.steps.filter((s) => s.index !== step.index);
+      steps.push(step);
+      steps.sort((a, b) => a.index - b.index);
+      r.steps = steps;
+    });
+    await this.appendEvent(id, { type: 'step', step });
+  }
+
+  /** Moves the build to `state` (with its timestamps) and emits a `state` event. */
+  async transition(
+    id: string,
+    state: BuildState,
+    extra: Partial<Pick<BuildRecord, 'error' | 'imageDigest'>> = {},
+  ): Promise<BuildRecord | null> {
+    const at = new Date().toISOString();
+    const record = await this.update(id, (r) => {
+      r.state = state;
+      if (state === 'running') {
+        r.startedAt = at;
+        r.attempts += 1;
+      }
+      if (isTerminalBuildState(state)) {
+        r.finishedAt = at;
+      }
+      if (extra.error !== undefined) {
+        r.error = extra.error;
+      }
+      if (extra.imageDigest !== undefined) {
+        r.imageDigest = extra.imageDigest;
+      }
+    });
+    if (record !== null) {
+      await this.appendEvent(id, { type: 'state', state, at });
+    }
+    return record;
+  }
+
+  /**
+   * Replays a build's events after `afterId` ('0' for all), then follows new ones live until a
+   * terminal `state` event has been delivered. Uses its own connection for blocking reads.
+   */
+  async *follow(id: string, afterId = '0', signal?: AbortSignal): AsyncGenerator<StoredBuildEvent> {
+    const key = RedisKeys.buildEvents(id);
+    const reader = this.redis.duplicate();
+    const onAbort = (): void => reader.disconnect();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const aborted = (): boolean => signal?.aborted === true;
+    let last = afterId;
+    try {
+      while (!aborted()) {
+        let batch: [string, [string, string[]][]][] | null;
+        try {
+          batch = (await reader.xread('COUNT', 500, 'BLOCK', 5000, 'STREAMS', key, last)) as
+            [string, [string, string[]][]][] | null;
+        } catch (err) {
+          if (aborted()) {
+            return;
+          }
+          throw err;
+        }
+        if (batch === null) {
+          // Nothing new for a while: stop if the build ended (and its last events were read) or vanished.
+          const record = await this.get(id);
+          if (record === null || isTerminalBuildState(record.state)) {
+            return;
+          }
+          continue;
+        }
+        for (const [, entries] of batch) {
+          for (const [streamId, fields] of entries) {
+            last = streamId;
+            const event = JSON.parse(fields[1]) as BuildEvent;
+            yield { id: streamId, event };
+            if (event.type === 'state' && isTerminalBuildState(event.state)) {
+              return;
+            }
+          }
+        }
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      reader.disconnect();
+    }
+  }
+
+  /** Marks a build as asked to stop; workers check it before and while running. */
+  async requestCancel(id: string): Promise<void> {
+    await this.redis
+      .multi()
+      .set(RedisKeys.buildCancel(id), '1', 'EX', this.retentionSeconds)
+      .publish(RedisKeys.cancelChannel, id)
+      .exec();
+  }
+
+  async isCancelRequested(id: string): Promise<boolean> {
+    return (await this.redis.exists(RedisKeys.buildCancel(id))) === 1;
+  }
+}

@@ -1,0 +1,63 @@
+import { DynamicModule, Global, Inject, Module, OnApplicationShutdown } from '@nestjs/common';
+import { Redis } from 'ioredis';
+import { QueueName } from '@stratum/contracts';
+import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
+import { BuildRecordStore } from './build-record-store';
+import { BuildProducer, CommitProducer, createQueue, PushProducer } from './producers';
+import { createRedis } from './redis';
+
+/** Injection token of the shared ioredis connection. */
+export const REDIS = Symbol('REDIS');
+
+@Global()
+@Module({})
+export class JobsModule implements OnApplicationShutdown {
+  constructor(
+    @Inject(REDIS) private readonly redis: Redis,
+    private readonly records: BuildRecordStore,
+    private readonly builds: BuildProducer,
+    private readonly commits: CommitProducer,
+    private readonly pushes: PushProducer,
+  ) {}
+
+  /** Redis connection, build records and one producer per queue. */
+  static forRoot(): DynamicModule {
+    return {
+      module: JobsModule,
+      providers: [
+        {
+          provide: REDIS,
+          inject: [STRATUM_CONFIG],
+          useFactory: (config: StratumConfig) => createRedis(config.redisUrl, `stratum-${process.pid}`),
+        },
+        {
+          provide: BuildRecordStore,
+          inject: [REDIS, STRATUM_CONFIG],
+          useFactory: (redis: Redis, config: StratumConfig) =>
+            new BuildRecordStore(redis, config.buildRetentionSeconds),
+        },
+        ...(
+          [
+            [BuildProducer, QueueName.Build],
+            [CommitProducer, QueueName.Commit],
+            [PushProducer, QueueName.Push],
+          ] as const
+        ).map(([cls, queue]) => ({
+          provide: cls,
+          inject: [REDIS, STRATUM_CONFIG],
+          useFactory: (redis: Redis, config: StratumConfig) =>
+            new cls(createQueue(queue, redis), {
+              attempts: config.jobAttempts,
+              retentionSeconds: config.buildRetentionSeconds,
+            }),
+        })),
+      ],
+      exports: [REDIS, BuildRecordStore, BuildProducer, CommitProducer, PushProducer],
+    };
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await Promise.all([this.builds.close(), this.commits.close(), this.pushes.close(), this.records.close()]);
+    this.redis.disconnect();
+  }
+}

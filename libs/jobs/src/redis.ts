@@ -1,0 +1,21 @@
+import { Redis } from 'ioredis';
+
+/**
+ * A Redis connection for Stratum. `maxRetriesPerRequest: null` is what BullMQ requires of
+ * connections used by workers (blocking commands must not time out).
+ */
+export function createRedis(url: string, name = 'stratum'): Redis {
+  return new Redis(url, { maxRetriesPerRequest: null, connectionName: name, lazyConnect: false });
+}
+
+/** Key layout, in one place. */
+export const RedisKeys = {
+  build: (id: string) => `stratum:build:${id}`,
+  buildEvents: (id: string) => `stratum:build:${id}:events`,
+  buildCancel: (id: string) => `stratum:build:${id}:cancel`,
+  buildIndex: 'stratum:builds',
+  cancelChannel: 'stratum:cancel',
+} as const;
+
+/** BullMQ key prefix (its default, named so operators can find it). */
+export const QUEUE_PREFIX = 'bull';
