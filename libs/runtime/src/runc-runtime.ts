@@ -6,7 +6,12 @@ import type { Readable } from 'node:stream';
 import { detectMemoryCgroup, readOomKillCount, type MemoryCgroupLayout } from './cgroups';
 import { resolveInRootfs } from './rootfs-path';
 import { RuntimeError } from './runtime-error';
-import { generateRuntimeSpec, type ProcessUser, type RuntimeSpecOptions } from './runtime-spec';
+import {
+  DEFAULT_NOFILE,
+  generateRuntimeSpec,
+  type ProcessUser,
+  type RuntimeSpecOptions,
+} from './runtime-spec';
 import { resolveUser } from './user';
 
 /** Where runc and our per-container files live. */
@@ -147,17 +152,19 @@ export class RuncRuntime {
   }
 
   private async runActive(id: string, options: RunOptions, io: RunIo): Promise<RunResult> {
-    let user: ProcessUser | undefined;
+    let user: ProcessUser;
     let home = '/';
-    if (typeof options.user === 'string') {
+    if (typeof options.user === 'object') {
+      user = options.user;
+    } else {
+      // also for the default (root): HOME and supplementary groups come from the image
       const resolved = await resolveUser(options.rootfs, options.user);
       user = resolved;
       home = resolved.home;
-    } else {
-      user = options.user;
     }
     const cgroupsPath = path.posix.join(this.cgroupParent, id);
-    const spec = generateRuntimeSpec({ ...options, user, cgroupsPath });
+    const nofile = options.nofile ?? (await defaultNofile());
+    const spec = generateRuntimeSpec({ ...options, user, cgroupsPath, nofile });
     // Docker sets HOME from the passwd entry when the image does not
     if (!spec.process.env?.some((e) => e.startsWith('HOME='))) {
       spec.process.env?.push(`HOME=${home}`);
@@ -346,14 +353,19 @@ export class RuncRuntime {
    */
   async delete(id: string, options: { force?: boolean } = {}): Promise<boolean> {
     this.checkId(id);
-    const out = await this.runc(['delete', ...(options.force ? ['--force'] : []), id]);
-    if (out.code !== 0 && !isMissingContainer(out.stderr)) {
-      throw new RuntimeError('RUNC_FAILED', `runc delete ${id} failed: ${out.stderr.trim()}`, { id });
+    // `runc delete --force` succeeds for a missing id too, so ask first
+    const state = await this.runc(['state', id]);
+    const exists = state.code === 0;
+    if (exists) {
+      const out = await this.runc(['delete', ...(options.force ? ['--force'] : []), id]);
+      if (out.code !== 0 && !isMissingContainer(out.stderr)) {
+        throw new RuntimeError('RUNC_FAILED', `runc delete ${id} failed: ${out.stderr.trim()}`, { id });
+      }
     }
     if (!this.active.has(id)) {
       await fs.rm(path.join(this.options.bundleDir, id), { recursive: true, force: true });
     }
-    return out.code === 0;
+    return exists;
   }
 
   /**
@@ -426,6 +438,25 @@ export class RuncRuntime {
       );
     });
   }
+}
+
+/**
+ * {@link DEFAULT_NOFILE} capped at our own hard limit: raising a hard limit needs
+ * CAP_SYS_RESOURCE, which a worker in a container may not have (runc then fails with
+ * "error setting rlimit type 7: operation not permitted").
+ */
+async function defaultNofile(): Promise<{ soft: number; hard: number }> {
+  let hard: number = DEFAULT_NOFILE.hard;
+  try {
+    const limits = await fs.readFile('/proc/self/limits', 'utf8');
+    const match = /^Max open files\s+\S+\s+(\d+)/m.exec(limits);
+    if (match) {
+      hard = Math.min(hard, Number(match[1]));
+    }
+  } catch {
+    // not Linux /proc: keep the default and let runc say if it cannot
+  }
+  return { soft: Math.min(DEFAULT_NOFILE.soft, hard), hard };
 }
 
 /** The last error runc logged (JSON log format), or null. */

@@ -102,7 +102,7 @@ export interface RuntimeSpecOptions {
   pidsLimit?: number;
   /** CPU quota in cores (e.g. 1.5), as a CFS quota over a 100 ms period. */
   cpus?: number;
-  /** RLIMIT_NOFILE; default {@link DEFAULT_NOFILE}. */
+  /** RLIMIT_NOFILE; default {@link DEFAULT_NOFILE} ({@link RuncRuntime} caps it at its own hard limit). */
   nofile?: { soft: number; hard: number };
   /** Sets no_new_privs (setuid binaries stop elevating). Default false, as in Docker. */
   noNewPrivileges?: boolean;

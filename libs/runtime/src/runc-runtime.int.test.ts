@@ -1,0 +1,316 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, promises as fs, readdirSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Readable } from 'node:stream';
+import { detectMemoryCgroup } from './cgroups';
+import { RuncRuntime, type RunIo, type RunOptions, type RunResult } from './runc-runtime';
+import { RuntimeError } from './runtime-error';
+import { generateRuntimeSpec } from './runtime-spec';
+
+// Real runc against a busybox rootfs made by the shared fixture script. Needs root.
+const RUNC = '/usr/sbin/runc';
+const FIXTURE = '/work/shared/fixtures/make-busybox-rootfs.sh';
+const skipReason =
+  process.getuid?.() !== 0
+    ? 'needs root'
+    : !existsSync(RUNC)
+      ? `no runc at ${RUNC}`
+      : !existsSync(FIXTURE)
+        ? `no fixture script ${FIXTURE}`
+        : null;
+if (skipReason) {
+  console.warn(`runc integration tests skipped: ${skipReason}`);
+}
+const describeRunc = skipReason ? describe.skip : describe;
+
+// cgroup parent unique to this test process, removed at the end
+const CGROUP_PARENT = `/stratum-test-${process.pid}`;
+
+describeRunc('RuncRuntime (real runc)', () => {
+  let work: string;
+  let tarball: string;
+  let rootfs: string; // shared, for runs that write nothing that matters
+  let runtime: RuncRuntime;
+  let stateRoot: string;
+  let bundleDir: string;
+  let seq = 0;
+
+  async function freshRootfs(): Promise<string> {
+    const dir = await fs.mkdtemp(path.join(work, 'rootfs-'));
+    execFileSync('tar', ['-xf', tarball, '-C', dir]);
+    // mkdtemp makes it 0700, which would keep non-root users out of their own /
+    await fs.chmod(dir, 0o755);
+    return dir;
+  }
+
+  interface Outcome extends RunResult {
+    stdout: string;
+    stderr: string;
+    ms: number;
+  }
+
+  async function run(
+    args: string[],
+    options: Partial<RunOptions> = {},
+    io: Partial<RunIo> = {},
+  ): Promise<Outcome> {
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const started = Date.now();
+    const result = await runtime.run(
+      `t${process.pid}-${++seq}`,
+      { rootfs, args, ...options },
+      { onStdout: (c) => out.push(c), onStderr: (c) => err.push(c), ...io },
+    );
+    return {
+      ...result,
+      stdout: Buffer.concat(out).toString(),
+      stderr: Buffer.concat(err).toString(),
+      ms: Date.now() - started,
+    };
+  }
+
+  beforeAll(async () => {
+    work = await fs.mkdtemp(path.join(os.tmpdir(), 'stratum-runtime-'));
+    tarball = path.join(work, 'busybox.tar');
+    execFileSync(FIXTURE, [tarball], { stdio: 'ignore' });
+    rootfs = await freshRootfs();
+    stateRoot = path.join(work, 'state');
+    bundleDir = path.join(work, 'bundles');
+    runtime = new RuncRuntime({
+      runcPath: RUNC,
+      stateRoot,
+      bundleDir,
+      cgroupParent: CGROUP_PARENT,
+      killGraceMs: 5000,
+    });
+  }, 60_000);
+
+  afterEach(async () => {
+    // every run must leave no runc state and no bundle behind
+    expect(await runtime.list()).toEqual([]);
+    expect(existsSync(bundleDir) ? readdirSync(bundleDir) : []).toEqual([]);
+  });
+
+  afterAll(async () => {
+    if (runtime) {
+      await runtime.sweep();
+    }
+    for (const controller of readdirSync('/sys/fs/cgroup')) {
+      await fs.rmdir(path.join('/sys/fs/cgroup', controller, CGROUP_PARENT)).catch(() => undefined);
+    }
+    if (work) {
+      await fs.rm(work, { recursive: true, force: true });
+    }
+  });
+
+  it('streams stdout and stderr separately', async () => {
+    const r = await run(['sh', '-c', 'echo out; echo err >&2; echo out2']);
+    expect(r).toMatchObject({ exitCode: 0, signal: null, timedOut: false, cancelled: false });
+    expect(r.stdout).toBe('out\nout2\n');
+    expect(r.stderr).toBe('err\n');
+  });
+
+  it('reports exit codes', async () => {
+    expect((await run(['true'])).exitCode).toBe(0);
+    expect((await run(['sh', '-c', 'exit 3'])).exitCode).toBe(3);
+  });
+
+  it('applies env, cwd and a default PATH and HOME', async () => {
+    const r = await run(['sh', '-c', 'echo "$FOO|$(pwd)|$PATH|$HOME"'], {
+      env: { FOO: 'bar baz' },
+      cwd: '/tmp',
+    });
+    expect(r.stdout.trim()).toBe(
+      'bar baz|/tmp|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|/root',
+    );
+  });
+
+  it('pipes stdin', async () => {
+    const r = await run(['cat'], {}, { stdin: Readable.from([Buffer.from('hello '), Buffer.from('stdin')]) });
+    expect(r.stdout).toBe('hello stdin');
+  });
+
+  it('runs as numeric and named users', async () => {
+    const numeric = await run(['id'], { user: '65534:65534' });
+    expect(numeric.stdout.trim()).toBe('uid=65534(nobody) gid=65534(nogroup)');
+    const named = await run(['sh', '-c', 'id -u; id -g; echo $HOME'], { user: 'nobody' });
+    expect(named.stdout.split('\n')).toEqual(['65534', '65534', '/', '']);
+    const noEntry = await run(['id', '-u'], { user: '4242' });
+    expect(noEntry.stdout.trim()).toBe('4242');
+    await expect(run(['id'], { user: 'nosuchuser' })).rejects.toMatchObject({ reason: 'USER_UNKNOWN' });
+  });
+
+  it('writes land in the rootfs dir and mount-point stubs are removed', async () => {
+    const own = await freshRootfs();
+    const cache = await fs.mkdtemp(path.join(work, 'cache-'));
+    await fs.rm(path.join(own, 'proc'), { recursive: true });
+    const r = await run(['sh', '-c', 'echo hi > /root/x && mkdir -p /var/lib/y && echo c > /cache/dir/f'], {
+      rootfs: own,
+      network: 'host',
+      mounts: [{ source: cache, destination: '/cache/dir' }],
+    });
+    expect(r.exitCode).toBe(0);
+    expect(await fs.readFile(path.join(own, 'root/x'), 'utf8')).toBe('hi\n');
+    expect(existsSync(path.join(own, 'var/lib/y'))).toBe(true);
+    expect(await fs.readFile(path.join(cache, 'f'), 'utf8')).toBe('c\n');
+    // runc had to create these to mount on; none may end up in a layer
+    for (const stub of ['proc', 'cache', 'etc/resolv.conf', 'etc/hosts']) {
+      expect([stub, existsSync(path.join(own, stub))]).toEqual([stub, false]);
+    }
+    expect(existsSync(path.join(own, 'etc/passwd'))).toBe(true);
+  });
+
+  it('read-only bind mounts are read-only', async () => {
+    const secret = await fs.mkdtemp(path.join(work, 'secret-'));
+    await fs.writeFile(path.join(secret, 's'), 'top');
+    const r = await run(['sh', '-c', 'cat /run/secrets/s; echo x > /run/secrets/s'], {
+      mounts: [{ source: secret, destination: '/run/secrets', readonly: true }],
+    });
+    expect(r.stdout).toBe('top');
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr).toMatch(/Read-only file system/);
+  });
+
+  it("network 'none' has only lo, 'host' sees the host's interfaces", async () => {
+    const none = await run(['ls', '/sys/class/net']);
+    expect(none.stdout.split(/\s+/).filter(Boolean)).toEqual(['lo']);
+    const host = await run(['ls', '/sys/class/net'], { network: 'host' });
+    expect(host.stdout.split(/\s+/).filter(Boolean).sort()).toEqual(readdirSync('/sys/class/net').sort());
+  });
+
+  it('sees only its own processes', async () => {
+    const r = await run(['sh', '-c', 'echo $$; ls /proc | grep -E "^[0-9]+$" | wc -l']);
+    const [pid, count] = r.stdout.trim().split('\n').map(Number);
+    expect(pid).toBe(1);
+    expect(count).toBeLessThanOrEqual(4); // sh, ls, grep, wc
+  });
+
+  it("mounts /sys read-only and masks Docker's masked paths", async () => {
+    const r = await run([
+      'sh',
+      '-c',
+      'grep " /sys " /proc/mounts; mkdir /sys/stratum-x && echo WROTE; wc -c < /proc/timer_list; ls /sys/firmware | wc -l',
+    ]);
+    expect(r.stdout).toMatch(/^sysfs \/sys sysfs ro,/m);
+    expect(r.stdout).not.toMatch(/WROTE/);
+    expect(r.stderr).toMatch(/Read-only file system/);
+    // on the host both have content (checked to keep the assertion meaningful)
+    expect(readdirSync('/sys/firmware').length).toBeGreaterThan(0);
+    expect(r.stdout.trim().split('\n').slice(-2)).toEqual(['0', '0']);
+  });
+
+  it("has Docker's default capabilities (none for a non-root user)", async () => {
+    const root = await run(['grep', 'Cap', '/proc/self/status']);
+    expect(root.stdout).toMatch(/^CapEff:\s+00000000a80425fb$/m);
+    expect(root.stdout).toMatch(/^CapBnd:\s+00000000a80425fb$/m);
+    expect(root.stdout).toMatch(/^CapInh:\s+0{16}$/m);
+    const nobody = await run(['grep', 'CapEff', '/proc/self/status'], { user: 'nobody' });
+    expect(nobody.stdout).toMatch(/^CapEff:\s+0{16}$/m);
+  });
+
+  it('sets no_new_privs when asked', async () => {
+    const off = await run(['grep', 'NoNewPrivs', '/proc/self/status']);
+    const on = await run(['grep', 'NoNewPrivs', '/proc/self/status'], { noNewPrivileges: true });
+    expect(off.stdout).toMatch(/NoNewPrivs:\s+0/);
+    expect(on.stdout).toMatch(/NoNewPrivs:\s+1/);
+  });
+
+  it('a pids limit stops a fork loop and the run still ends', async () => {
+    const r = await run(
+      // busybox sh gives up on a failed fork, so the loop runs in a subshell
+      ['sh', '-c', '(i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done); echo loop done'],
+      { pidsLimit: 32 },
+      { timeoutMs: 20_000 },
+    );
+    expect(r.timedOut).toBe(false);
+    expect(r.stdout).toBe('loop done\n');
+    expect(r.stderr).toMatch(/can't fork/);
+  }, 30_000);
+
+  it('a memory limit kills a memory hog', async () => {
+    const layout = await detectMemoryCgroup();
+    if (layout === null) {
+      console.warn('memory limit test skipped: no memory cgroup controller on this host');
+      return;
+    }
+    const r = await run(
+      ['sh', '-c', 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo survived ${#x}'],
+      { memoryBytes: 32 * 1024 * 1024 },
+      { timeoutMs: 30_000 },
+    );
+    expect(r.timedOut).toBe(false);
+    expect(r.stdout).not.toMatch(/survived 200000000/);
+    expect(r.exitCode === 137 || r.oomKilled === true).toBe(true);
+    expect(r.oomKilled).toBe(true);
+  }, 40_000);
+
+  it('oomKilled is false for a run that stays under its memory limit', async () => {
+    const r = await run(['true'], { memoryBytes: 64 * 1024 * 1024 });
+    expect(r).toMatchObject({ exitCode: 0, oomKilled: false });
+  });
+
+  it('a timeout kills `sleep 60` within ~2 s', async () => {
+    const r = await run(['sleep', '60'], {}, { timeoutMs: 500 });
+    expect(r).toMatchObject({ timedOut: true, cancelled: false, exitCode: 137, signal: 'SIGKILL' });
+    expect(r.ms).toBeLessThan(2500);
+  });
+
+  it('an AbortSignal cancels the run', async () => {
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 300);
+    const r = await run(['sh', '-c', 'sleep 60; echo never'], {}, { signal: controller.signal });
+    expect(r).toMatchObject({ cancelled: true, timedOut: false });
+    expect(r.stdout).toBe('');
+    expect(r.ms).toBeLessThan(2500);
+    const already = await run(['true'], {}, { signal: AbortSignal.abort() });
+    expect(already).toMatchObject({ cancelled: true, exitCode: null });
+  });
+
+  it('a start failure is a START_FAILED error and leaves nothing behind', async () => {
+    const err: unknown = await run(['no-such-binary']).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RuntimeError);
+    expect(err).toMatchObject({ reason: 'START_FAILED', code: 'BAD_REQUEST' });
+    expect((err as Error).message).toMatch(/no-such-binary.*not found/);
+  });
+
+  it('refuses a second run with an id in use', async () => {
+    const first = runtime.run(
+      'dup-id',
+      { rootfs, args: ['sleep', '1'] },
+      { onStdout: () => {}, onStderr: () => {} },
+    );
+    await expect(
+      runtime.run('dup-id', { rootfs, args: ['true'] }, { onStdout: () => {}, onStderr: () => {} }),
+    ).rejects.toMatchObject({ reason: 'CONTAINER_EXISTS' });
+    expect((await first).exitCode).toBe(0);
+  });
+
+  it('sweep removes a leftover container and stale bundle dirs', async () => {
+    // what a crashed worker leaves: a created container, its bundle, a stray bundle dir
+    const bundle = path.join(bundleDir, 'leftover');
+    await fs.mkdir(bundle, { recursive: true });
+    const spec = generateRuntimeSpec({
+      rootfs,
+      args: ['sleep', '60'],
+      cgroupsPath: `${CGROUP_PARENT}/leftover`,
+      nofile: { soft: 1024, hard: 1024 },
+    });
+    await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
+    const created = spawnSync(RUNC, ['--root', stateRoot, 'create', '--bundle', bundle, 'leftover'], {
+      stdio: 'ignore',
+      timeout: 20_000,
+    });
+    expect(created.status).toBe(0);
+    await fs.mkdir(path.join(bundleDir, 'stray'));
+    expect(await runtime.list()).toEqual(['leftover']);
+
+    const swept = await runtime.sweep();
+    expect(swept.containers).toEqual(['leftover']);
+    expect(swept.bundles).toEqual(['stray']); // delete() already took leftover's bundle
+    expect(existsSync(bundle)).toBe(false);
+    expect(await runtime.list()).toEqual([]);
+    expect(await runtime.delete('leftover', { force: true })).toBe(false);
+  });
+});
