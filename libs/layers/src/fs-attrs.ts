@@ -1,0 +1,76 @@
+// Extended attributes and device nodes through host CLIs: node has no xattr or mknod API
+// and we avoid native addons. Debian packages: `attr` (getfattr/setfattr), coreutils (mknod).
+import { run } from './host-tools';
+
+/** Sets one xattr on `path` without following a final symlink. */
+export async function setXattr(path: string, name: string, value: Buffer): Promise<void> {
+  // "0s" prefix = base64, so binary values (security.capability) survive the CLI.
+  await run('setfattr', ['-h', '-n', name, '-v', `0s${value.toString('base64')}`, '--', path]);
+}
+
+/** Creates a device node or fifo. */
+export async function mknod(
+  path: string,
+  kind: 'char' | 'block' | 'fifo',
+  mode: number,
+  major = 0,
+  minor = 0,
+): Promise<void> {
+  const m = (mode & 0o7777).toString(8);
+  if (kind === 'fifo') {
+    await run('mknod', ['-m', m, '--', path, 'p']);
+  } else {
+    await run('mknod', ['-m', m, '--', path, kind === 'char' ? 'c' : 'b', String(major), String(minor)]);
+  }
+}
+
+/** getfattr escapes bytes outside printable ASCII (and `\`) in names as `\ooo`. */
+function unescapeGetfattr(s: string): string {
+  const bytes = Buffer.from(
+    s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))),
+    'latin1',
+  );
+  return bytes.toString('utf8');
+}
+
+/**
+ * All xattrs (every namespace, as root) of every file under `dir`, without following
+ * symlinks, in one `getfattr -R` run. Keys are absolute paths; files without xattrs are absent.
+ */
+export async function readXattrsRecursive(dir: string): Promise<Map<string, Map<string, Buffer>>> {
+  const { stdout } = await run(
+    'getfattr',
+    ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'base64', '--absolute-names', '--', dir],
+    {
+      allowFail: true, // exits 1 when some file has no xattrs support; output is still complete
+    },
+  );
+  const result = new Map<string, Map<string, Buffer>>();
+  let current: Map<string, Buffer> | undefined;
+  // latin1 keeps every byte as one char, so \ooo escapes rebuild the exact name bytes.
+  for (const line of stdout.toString('latin1').split('\n')) {
+    if (line.startsWith('# file: ')) {
+      current = new Map();
+      result.set(unescapeGetfattr(line.slice('# file: '.length)), current);
+      continue;
+    }
+    const eq = line.indexOf('=');
+    if (current === undefined || line === '' || eq === -1) {
+      continue;
+    }
+    const name = unescapeGetfattr(line.slice(0, eq));
+    const raw = line.slice(eq + 1);
+    let value: Buffer;
+    if (raw.startsWith('0s')) {
+      value = Buffer.from(raw.slice(2), 'base64');
+    } else if (raw.startsWith('0x')) {
+      value = Buffer.from(raw.slice(2), 'hex');
+    } else if (raw.startsWith('"') && raw.endsWith('"')) {
+      value = Buffer.from(unescapeGetfattr(raw.slice(1, -1)), 'utf8');
+    } else {
+      value = Buffer.alloc(0);
+    }
+    current.set(name, value);
+  }
+  return result;
+}

@@ -1,0 +1,106 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { Duplex } from 'node:stream';
+import { LayerError } from './layer-error';
+
+const availability = new Map<string, Promise<boolean>>();
+
+/** Whether a host command can be started (cached per process; no PATH parsing here). */
+export function hasTool(cmd: string): Promise<boolean> {
+  let p = availability.get(cmd);
+  if (!p) {
+    p = new Promise<boolean>((resolve) => {
+      const child = spawn(cmd, ['--version'], { stdio: 'ignore' });
+      child.on('error', () => resolve(false));
+      child.on('close', () => resolve(true));
+    });
+    availability.set(cmd, p);
+  }
+  return p;
+}
+
+/** Output of a finished command. */
+export interface RunResult {
+  stdout: Buffer;
+  stderr: string;
+}
+
+/**
+ * Runs a command to completion and collects its output. Throws LAYER_TOOL_MISSING when it
+ * is not installed and LAYER_TOOL_FAILED on a non-zero exit (with stderr in the message).
+ */
+export function run(
+  cmd: string,
+  args: string[],
+  options: { cwd?: string; allowFail?: boolean } = {},
+): Promise<RunResult & { code: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      reject(
+        e.code === 'ENOENT'
+          ? new LayerError('LAYER_TOOL_MISSING', `${cmd} is not installed`, undefined, { cause: e })
+          : new LayerError('LAYER_TOOL_FAILED', `${cmd} could not start: ${e.message}`, undefined, {
+              cause: e,
+            }),
+      );
+    });
+    child.on('close', (code) => {
+      const stderr = Buffer.concat(err).toString('utf8').trim();
+      const result = { stdout: Buffer.concat(out), stderr, code: code ?? -1 };
+      if (code !== 0 && options.allowFail !== true) {
+        reject(
+          new LayerError(
+            'LAYER_TOOL_FAILED',
+            `${cmd} ${args.join(' ')} failed (exit ${code ?? 'signal'}): ${stderr}`,
+          ),
+        );
+      } else {
+        resolve(result);
+      }
+    });
+  });
+}
+
+/** A child process used as a byte filter (stdin -> stdout), e.g. pigz or zstd. */
+export interface FilterProcess {
+  duplex: Duplex;
+  /** Resolves when the process exited 0; rejects otherwise. */
+  exited: Promise<void>;
+  child: ChildProcess;
+}
+
+export function spawnFilter(cmd: string, args: string[]): FilterProcess {
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const err: Buffer[] = [];
+  child.stderr.on('data', (b: Buffer) => err.push(b));
+  const duplex = Duplex.from({ writable: child.stdin, readable: child.stdout });
+  const exited = new Promise<void>((resolve, reject) => {
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      const error =
+        e.code === 'ENOENT'
+          ? new LayerError('LAYER_TOOL_MISSING', `${cmd} is not installed`, undefined, { cause: e })
+          : new LayerError('LAYER_TOOL_FAILED', `${cmd} failed: ${e.message}`, undefined, { cause: e });
+      duplex.destroy(error);
+      reject(error);
+    });
+    child.on('close', (code, signal) => {
+      if (code === 0) {
+        resolve();
+      } else {
+        const error = new LayerError(
+          'LAYER_TOOL_FAILED',
+          `${cmd} exited with ${code ?? signal ?? 'unknown'}: ${Buffer.concat(err).toString('utf8').trim()}`,
+        );
+        duplex.destroy(error);
+        reject(error);
+      }
+    });
+  });
+  // Avoid unhandled rejections when the caller only watches the stream.
+  exited.catch(() => undefined);
+  return { duplex, exited, child };
+}

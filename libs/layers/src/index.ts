@@ -1,0 +1,48 @@
+/**
+ * `@stratum/layers`: layer tars and overlay mounts.
+ *
+ * - {@link applyLayer}: apply a (gzip/zstd/plain) layer tar to a directory, safely.
+ * - {@link snapshotDirectory}: turn an overlay upper dir into a compressed, hashed layer.
+ * - {@link createTarFromDirectory}, {@link compressLayer}: layers from whole trees / plain tars.
+ * - {@link mountOverlay}, {@link unmountOverlay}, {@link listOverlayMountsUnder}: overlay mounts.
+ * - {@link LayerCache}: the host's extracted-layer cache (overlay lowerdirs keyed by diffID).
+ *
+ * Host requirements (Debian): `attr` (getfattr/setfattr), `zstd`, `pigz` (optional, faster
+ * gzip), `util-linux` (mount/umount), `coreutils` (mknod). Runs as root.
+ */
+export { LayerError, type LayerErrorCode } from './layer-error';
+export {
+  applyLayer,
+  OVERLAY_OPAQUE_XATTR,
+  WHITEOUT_OPAQUE,
+  WHITEOUT_PREFIX,
+  type ApplyLayerOptions,
+  type ApplyLayerResult,
+} from './layer-apply';
+export {
+  compressLayer,
+  detectCompression,
+  LAYER_MEDIA_TYPES,
+  type CompressionOptions,
+  type DetectedCompression,
+  type LayerCompression,
+  type LayerDigests,
+  type LayerStream,
+} from './layer-compression';
+export {
+  createTarFromDirectory,
+  snapshotDirectory,
+  tarDirectory,
+  type SnapshotOptions,
+} from './layer-snapshot';
+export {
+  listOverlayMountsUnder,
+  MAX_LOWER_DIRS,
+  mountOverlay,
+  readMountInfo,
+  unmountOverlay,
+  type MountInfo,
+  type OverlayMountSpec,
+  type UnmountResult,
+} from './overlay-mount';
+export { LayerCache, type CachedLayer, type EvictResult, type LayerLease } from './layer-cache';

@@ -1,0 +1,342 @@
+import {
+  chmod,
+  lchown,
+  link,
+  lstat,
+  lutimes,
+  mkdir,
+  open,
+  readdir,
+  realpath,
+  rm,
+  symlink,
+  utimes,
+} from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { mknod, setXattr } from './fs-attrs';
+import { decompressed, type DetectedCompression } from './layer-compression';
+import { LayerError } from './layer-error';
+import { cleanEntryPath, resolveDir } from './safe-path';
+import { ByteReader, readTar, type TarEntry } from './tar-reader';
+
+/** OCI whiteout names. https://github.com/opencontainers/image-spec/blob/main/layer.md#whiteouts */
+export const WHITEOUT_PREFIX = '.wh.';
+export const WHITEOUT_OPAQUE = '.wh..wh..opq';
+/** Overlay marks an opaque directory with this xattr (value `y`). https://docs.kernel.org/filesystems/overlayfs.html */
+export const OVERLAY_OPAQUE_XATTR = 'trusted.overlay.opaque';
+
+/** Options of {@link applyLayer}. */
+export interface ApplyLayerOptions {
+  /**
+   * `oci` (default): whiteouts delete what lower layers put in the target.
+   * `overlay`: whiteouts become overlayfs whiteouts (char device 0/0; opaque dirs get
+   * `trusted.overlay.opaque=y`) so the target can serve as an overlay lowerdir.
+   */
+  whiteoutFormat?: 'oci' | 'overlay';
+}
+
+/** What {@link applyLayer} did. */
+export interface ApplyLayerResult {
+  /** Tar entries applied (whiteouts included, pax/long-name records not). */
+  entries: number;
+  /** Bytes of regular-file content written. */
+  bytes: number;
+  /** `sha256:` of the uncompressed tar stream: compare it with the expected diffID. */
+  diffId: string;
+  /** Bytes of the uncompressed tar stream. */
+  uncompressedSize: number;
+  compression: DetectedCompression;
+  /** Things skipped on purpose (e.g. xattrs when `setfattr` is missing). At most 100. */
+  warnings: string[];
+}
+
+const MAX_WARNINGS = 100;
+
+class Applier {
+  readonly layerPaths = new Set<string>();
+  readonly layerAncestors = new Set<string>();
+  readonly dirTimes = new Map<string, number>();
+  readonly warnings: string[] = [];
+  entries = 0;
+  bytes = 0;
+  private xattrsUnavailable = false;
+
+  constructor(
+    readonly root: string,
+    readonly overlay: boolean,
+  ) {}
+
+  warn(message: string): void {
+    if (this.warnings.length < MAX_WARNINGS) {
+      this.warnings.push(message);
+    }
+  }
+
+  private remember(rel: string[]): void {
+    this.layerPaths.add(rel.join('/'));
+    for (let i = 1; i < rel.length; i++) {
+      this.layerAncestors.add(rel.slice(0, i).join('/'));
+    }
+  }
+
+  async apply(entry: TarEntry): Promise<void> {
+    const comps = cleanEntryPath(entry.path);
+    this.entries++;
+    if (comps.length === 0) {
+      if (entry.type === 'dir') {
+        await this.metadata(this.root, entry);
+      } else {
+        this.warn(`ignored non-directory entry for the root: ${entry.path}`);
+      }
+      return;
+    }
+    const base = comps[comps.length - 1];
+    if (base.startsWith(WHITEOUT_PREFIX)) {
+      await this.whiteout(entry, comps.slice(0, -1), base);
+      return;
+    }
+    let linkTarget: string | undefined;
+    if (entry.type === 'link') {
+      // Resolve before anything at the entry's path is removed.
+      linkTarget = await this.linkTarget(entry);
+    }
+    const parent = (await resolveDir(this.root, comps.slice(0, -1), entry.path, true)) as string[];
+    const rel = [...parent, base];
+    const abs = join(this.root, ...rel);
+    if (linkTarget === abs) {
+      this.remember(rel);
+      return; // a hard link to itself: nothing to do
+    }
+    const existing = await lstat(abs).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') {
+        return undefined;
+      }
+      throw e;
+    });
+    // Replace whatever is there, except a directory that stays a directory (merge).
+    if (existing && !(existing.isDirectory() && entry.type === 'dir')) {
+      await rm(abs, { recursive: true, force: true });
+    }
+    switch (entry.type) {
+      case 'dir':
+        if (!existing?.isDirectory()) {
+          await mkdir(abs, { mode: 0o700 });
+        }
+        break;
+      case 'file':
+        await this.writeFile(abs, entry);
+        break;
+      case 'symlink':
+        await symlink(entry.linkpath, abs);
+        break;
+      case 'link':
+        await link(linkTarget as string, abs);
+        this.remember(rel);
+        return; // the inode's metadata belongs to the entry that created it
+      case 'char':
+      case 'block':
+        await mknod(abs, entry.type, entry.mode, entry.devmajor, entry.devminor);
+        break;
+      case 'fifo':
+        await mknod(abs, 'fifo', entry.mode);
+        break;
+      default: {
+        const never: never = entry.type;
+        throw new LayerError(
+          'LAYER_UNSUPPORTED_ENTRY',
+          `unsupported entry type ${String(never)}`,
+          entry.path,
+        );
+      }
+    }
+    this.remember(rel);
+    await this.metadata(abs, entry);
+  }
+
+  private async linkTarget(entry: TarEntry): Promise<string> {
+    const comps = cleanEntryPath(entry.linkpath, entry.path);
+    if (comps.length === 0) {
+      throw new LayerError('LAYER_UNSUPPORTED_ENTRY', 'hard link to the root directory', entry.path);
+    }
+    const parent = await resolveDir(this.root, comps.slice(0, -1), entry.path, false);
+    const missing = (): LayerError =>
+      new LayerError(
+        'LAYER_LINK_TARGET_MISSING',
+        `hard link target ${JSON.stringify(entry.linkpath)} does not exist in the layer root`,
+        entry.path,
+      );
+    if (parent === undefined) {
+      throw missing();
+    }
+    const abs = join(this.root, ...parent, comps[comps.length - 1]);
+    const st = await lstat(abs).catch(() => undefined);
+    if (!st) {
+      throw missing();
+    }
+    if (st.isDirectory()) {
+      throw new LayerError('LAYER_UNSUPPORTED_ENTRY', 'hard link to a directory', entry.path);
+    }
+    return abs;
+  }
+
+  private async writeFile(abs: string, entry: TarEntry): Promise<void> {
+    const fh = await open(abs, 'wx', 0o600);
+    try {
+      for await (const chunk of entry.body()) {
+        let off = 0;
+        while (off < chunk.length) {
+          const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
+          off += bytesWritten;
+        }
+        this.bytes += chunk.length;
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+
+  private async metadata(abs: string, entry: TarEntry): Promise<void> {
+    await lchown(abs, entry.uid, entry.gid);
+    if (entry.type !== 'symlink') {
+      // After chown, which clears setuid/setgid.
+      await chmod(abs, entry.mode & 0o7777);
+    }
+    for (const [name, value] of entry.xattrs) {
+      if (name.startsWith('trusted.overlay.')) {
+        // A layer must not smuggle overlay metadata (redirects, opaque) into a lowerdir.
+        this.warn(`ignored xattr ${name} on ${entry.path}`);
+        continue;
+      }
+      await this.xattr(abs, name, value, entry.path);
+    }
+    if (entry.type === 'dir') {
+      this.dirTimes.set(abs, entry.mtime); // after the directory's contents are written
+    } else {
+      await lutimes(abs, entry.mtime, entry.mtime);
+    }
+  }
+
+  private async xattr(abs: string, name: string, value: Buffer, entryPath: string): Promise<void> {
+    if (this.xattrsUnavailable) {
+      this.warn(`skipped xattr ${name} on ${entryPath}: setfattr is not installed`);
+      return;
+    }
+    try {
+      await setXattr(abs, name, value);
+    } catch (e) {
+      if (e instanceof LayerError && e.code === 'LAYER_TOOL_MISSING') {
+        this.xattrsUnavailable = true;
+        this.warn(`skipped xattr ${name} on ${entryPath}: setfattr is not installed`);
+        return;
+      }
+      throw e;
+    }
+  }
+
+  private async whiteout(entry: TarEntry, parentComps: string[], base: string): Promise<void> {
+    const parent = await resolveDir(this.root, parentComps, entry.path, this.overlay);
+    if (base === WHITEOUT_OPAQUE) {
+      if (parent === undefined) {
+        return; // nothing below to hide
+      }
+      if (this.overlay) {
+        await setXattr(join(this.root, ...parent), OVERLAY_OPAQUE_XATTR, Buffer.from('y'));
+      } else {
+        await this.pruneLower(parent);
+      }
+      return;
+    }
+    if (base.startsWith(`${WHITEOUT_PREFIX}${WHITEOUT_PREFIX}`)) {
+      this.warn(`ignored whiteout meta entry ${entry.path}`);
+      return;
+    }
+    const name = base.slice(WHITEOUT_PREFIX.length);
+    if (name === '' || name === '.' || name === '..') {
+      throw new LayerError('LAYER_PATH_ESCAPE', 'whiteout for an invalid name', entry.path);
+    }
+    if (parent === undefined) {
+      return;
+    }
+    const rel = [...parent, name];
+    if (this.layerPaths.has(rel.join('/'))) {
+      return; // whiteouts hide lower layers only, never entries of their own layer
+    }
+    const abs = join(this.root, ...rel);
+    await rm(abs, { recursive: true, force: true });
+    if (this.overlay) {
+      await mknod(abs, 'char', 0, 0, 0);
+    }
+  }
+
+  /** Opaque directory: drop what lower layers put there, keep this layer's entries. */
+  private async pruneLower(rel: string[]): Promise<void> {
+    const abs = join(this.root, ...rel);
+    for (const name of await readdir(abs)) {
+      const childRel = [...rel, name];
+      const key = childRel.join('/');
+      const childAbs = join(abs, name);
+      if (this.layerPaths.has(key) || this.layerAncestors.has(key)) {
+        const st = await lstat(childAbs);
+        if (st.isDirectory()) {
+          await this.pruneLower(childRel);
+        }
+      } else {
+        await rm(childAbs, { recursive: true, force: true });
+      }
+    }
+  }
+
+  async finish(): Promise<void> {
+    for (const [abs, mtime] of this.dirTimes) {
+      await utimes(abs, mtime, mtime).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') {
+          throw e;
+        }
+      });
+    }
+  }
+}
+
+/**
+ * Applies a layer tar (plain, gzip or zstd, detected from the first bytes) to `targetDir`.
+ *
+ * Whiteouts, hard links, symlinks, devices, fifos, modes (setuid/sticky), owners, xattrs
+ * (`SCHILY.xattr.*`, via `setfattr`) and mtimes are honoured; directory mtimes are set
+ * after their contents. Every path is resolved component by component with lstat inside
+ * the root: a `..` that climbs out, a symlink (anywhere on the path, including one created
+ * earlier in the same tar) that leads out, or a hard link whose target is outside fails
+ * with `LayerError` code `LAYER_PATH_ESCAPE` naming the entry, before anything is written
+ * outside. Absolute names and absolute symlink targets are taken relative to the root, as
+ * Docker does. File contents are streamed, never held whole in memory.
+ *
+ * On failure the target is left partially written: extract into a scratch directory.
+ */
+export async function applyLayer(
+  source: Readable,
+  targetDir: string,
+  options: ApplyLayerOptions = {},
+): Promise<ApplyLayerResult> {
+  const root = await realpath(targetDir);
+  const input = await decompressed(source);
+  const applier = new Applier(root, options.whiteoutFormat === 'overlay');
+  const reader = new ByteReader(input.stream);
+  try {
+    for await (const entry of readTar(reader)) {
+      await applier.apply(entry);
+    }
+    await input.exited;
+  } catch (e) {
+    input.close();
+    throw e;
+  }
+  await applier.finish();
+  return {
+    entries: applier.entries,
+    bytes: applier.bytes,
+    diffId: `sha256:${reader.hash.digest('hex')}`,
+    uncompressedSize: reader.total,
+    compression: input.compression,
+    warnings: applier.warnings,
+  };
+}

@@ -1,0 +1,233 @@
+import { createHash } from 'node:crypto';
+import { PassThrough, Readable, Transform, pipeline, type Duplex } from 'node:stream';
+import { createGunzip, createGzip } from 'node:zlib';
+import { hasTool, spawnFilter } from './host-tools';
+import { LayerError } from './layer-error';
+
+/** Layer compression. `none` is a plain tar. */
+export type LayerCompression = 'gzip' | 'zstd' | 'none';
+
+/** OCI layer media types. https://github.com/opencontainers/image-spec/blob/main/layer.md */
+export const LAYER_MEDIA_TYPES = {
+  gzip: 'application/vnd.oci.image.layer.v1.tar+gzip',
+  zstd: 'application/vnd.oci.image.layer.v1.tar+zstd',
+  none: 'application/vnd.oci.image.layer.v1.tar',
+} as const satisfies Record<LayerCompression, string>;
+
+/** Digests and sizes of a produced layer blob. */
+export interface LayerDigests {
+  /** `sha256:` of the uncompressed tar (goes into the config's rootfs.diff_ids). */
+  diffId: string;
+  /** `sha256:` of the blob bytes as streamed (goes into the manifest). */
+  digest: string;
+  /** Bytes of the blob as streamed. */
+  size: number;
+  /** Bytes of the uncompressed tar. */
+  uncompressedSize: number;
+  mediaType: string;
+}
+
+/** A layer blob being produced: pipe `stream` to storage; `done` settles once it is fully read. */
+export interface LayerStream {
+  stream: Readable;
+  done: Promise<LayerDigests>;
+}
+
+/** Compression options shared by snapshot, tar creation and compressLayer. */
+export interface CompressionOptions {
+  /** Default `gzip`. */
+  compression?: LayerCompression;
+  /** gzip 1-9 (default 6), zstd 1-19 (default 3). */
+  level?: number;
+  /**
+   * gzip implementation. `auto` (default) uses `pigz -n` when installed (both cores,
+   * deterministic), else node's zlib. The two produce different (each deterministic)
+   * bytes, so blob digests differ between hosts with and without pigz; diffIDs do not.
+   */
+  gzipImplementation?: 'auto' | 'pigz' | 'zlib';
+}
+
+function hashTap(onDone: (hex: string, size: number) => void): Transform {
+  const hash = createHash('sha256');
+  let size = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb): void {
+      hash.update(chunk);
+      size += chunk.length;
+      cb(null, chunk);
+    },
+    flush(cb): void {
+      onDone(`sha256:${hash.digest('hex')}`, size);
+      cb();
+    },
+  });
+}
+
+async function compressor(options: CompressionOptions): Promise<{ duplex: Duplex; exited: Promise<void> }> {
+  const compression = options.compression ?? 'gzip';
+  switch (compression) {
+    case 'none':
+      return { duplex: new PassThrough(), exited: Promise.resolve() };
+    case 'gzip': {
+      const level = options.level ?? 6;
+      const impl = options.gzipImplementation ?? 'auto';
+      if (impl === 'pigz' || (impl === 'auto' && (await hasTool('pigz')))) {
+        // -n: no name/mtime in the gzip header, so output depends on the input only.
+        return spawnFilter('pigz', ['-n', '-c', `-${level}`]);
+      }
+      return { duplex: createGzip({ level }), exited: Promise.resolve() };
+    }
+    case 'zstd': {
+      const level = options.level ?? 3;
+      // zstd's multithreaded output does not depend on the thread count (-T0 = all cores).
+      return spawnFilter('zstd', ['-T0', `-${level}`, '-c', '-q', '--no-progress']);
+    }
+    default: {
+      const never: never = compression;
+      throw new LayerError('LAYER_INVALID_ARGUMENT', `unknown compression ${String(never)}`);
+    }
+  }
+}
+
+/**
+ * Compresses a plain tar stream while hashing it, in one pass: `diffId` over the tar bytes,
+ * `digest` over the compressed bytes. Use it to import an existing rootfs tar as a layer.
+ */
+export function compressLayer(tar: Readable, options: CompressionOptions = {}): LayerStream {
+  const compression = options.compression ?? 'gzip';
+  const out = new PassThrough();
+  const done = (async (): Promise<LayerDigests> => {
+    let diffId = '';
+    let uncompressedSize = 0;
+    let digest = '';
+    let size = 0;
+    let comp: { duplex: Duplex; exited: Promise<void> };
+    try {
+      comp = await compressor(options);
+    } catch (e) {
+      tar.destroy();
+      out.destroy(e as Error);
+      throw e;
+    }
+    const tapIn = hashTap((h, n) => {
+      diffId = h;
+      uncompressedSize = n;
+    });
+    const tapOut = hashTap((h, n) => {
+      digest = h;
+      size = n;
+    });
+    await Promise.all([
+      new Promise<void>((resolve, reject) => {
+        pipeline(tar, tapIn, comp.duplex, tapOut, out, (err) => (err ? reject(err) : resolve()));
+      }),
+      comp.exited,
+    ]).catch((e: unknown) => {
+      out.destroy(e as Error);
+      throw e;
+    });
+    return { diffId, digest, size, uncompressedSize, mediaType: LAYER_MEDIA_TYPES[compression] };
+  })();
+  done.catch(() => undefined); // the caller sees the error through done and the stream
+  return { stream: out, done };
+}
+
+/** Compression detected from a layer's first bytes. */
+export type DetectedCompression = 'gzip' | 'zstd' | 'none';
+
+export function detectCompression(head: Buffer): DetectedCompression {
+  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) {
+    return 'gzip';
+  }
+  if (head.length >= 4 && head.readUInt32BE(0) === 0x28b52ffd) {
+    return 'zstd';
+  }
+  return 'none';
+}
+
+/**
+ * Sniffs the compression of `source` and returns the uncompressed bytes. Errors of the
+ * decompressor (including a failing zstd process) surface while iterating the result.
+ */
+export async function decompressed(
+  source: Readable,
+): Promise<{
+  stream: AsyncIterable<unknown>;
+  compression: DetectedCompression;
+  close: () => void;
+  exited: Promise<void>;
+}> {
+  const it = source[Symbol.asyncIterator]() as AsyncIterator<unknown>;
+  const head: Buffer[] = [];
+  let headLen = 0;
+  let ended = false;
+  while (headLen < 4) {
+    const next = await it.next();
+    if (next.done === true) {
+      ended = true;
+      break;
+    }
+    const value: unknown = next.value;
+    const chunk = Buffer.isBuffer(value) ? value : Buffer.from(value as Uint8Array);
+    head.push(chunk);
+    headLen += chunk.length;
+  }
+  const first = Buffer.concat(head);
+  const compression = detectCompression(first);
+  const replay = Readable.from(
+    (async function* (): AsyncGenerator<Buffer> {
+      yield first;
+      if (ended) {
+        return;
+      }
+      for (;;) {
+        const next = await it.next();
+        if (next.done === true) {
+          return;
+        }
+        const value: unknown = next.value;
+        yield Buffer.isBuffer(value) ? value : Buffer.from(value as Uint8Array);
+      }
+    })(),
+    { objectMode: false },
+  );
+  const close = (): void => {
+    replay.destroy();
+    source.destroy();
+  };
+  switch (compression) {
+    case 'none':
+      return { stream: replay, compression, close, exited: Promise.resolve() };
+    case 'gzip': {
+      const gunzip = createGunzip();
+      pipeline(replay, gunzip, () => undefined);
+      return {
+        stream: gunzip,
+        compression,
+        close: () => {
+          close();
+          gunzip.destroy();
+        },
+        exited: Promise.resolve(),
+      };
+    }
+    case 'zstd': {
+      const proc = spawnFilter('zstd', ['-d', '-c', '-q']);
+      pipeline(replay, proc.duplex, () => undefined);
+      return {
+        stream: proc.duplex,
+        compression,
+        close: () => {
+          close();
+          proc.duplex.destroy();
+          proc.child.kill();
+        },
+        exited: proc.exited,
+      };
+    }
+    default: {
+      const never: never = compression;
+      throw new LayerError('LAYER_INVALID_ARGUMENT', `unknown compression ${String(never)}`);
+    }
+  }
+}

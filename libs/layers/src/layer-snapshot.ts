@@ -1,0 +1,252 @@
+import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import type { Stats } from 'node:fs';
+import { readXattrsRecursive } from './fs-attrs';
+import { OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './layer-apply';
+import { compressLayer, type CompressionOptions, type LayerStream } from './layer-compression';
+import { LayerError } from './layer-error';
+import { END_OF_ARCHIVE, encodeHeader, padding, type TarHeader } from './tar-format';
+
+/** Options of {@link snapshotDirectory} and {@link createTarFromDirectory}. */
+export interface SnapshotOptions extends CompressionOptions {
+  /** Clamp every mtime to at most this (seconds since the epoch), for reproducible layers. */
+  sourceDateEpoch?: number;
+  /** Archive xattrs (default true). `trusted.overlay.*` is never archived. */
+  xattrs?: boolean;
+}
+
+interface WalkConfig {
+  root: string;
+  whiteouts: boolean;
+  xattrs: boolean;
+  sourceDateEpoch?: number;
+}
+
+/** Linux dev_t -> major/minor (glibc's gnu_dev_major/minor). */
+function splitDev(rdev: number): [number, number] {
+  const d = BigInt(rdev);
+  const major = Number(((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn));
+  const minor = Number((d & 0xffn) | ((d >> 12n) & ~0xffn));
+  return [major, minor];
+}
+
+async function readNames(dir: string): Promise<string[]> {
+  const raw = await readdir(dir, { encoding: 'buffer' });
+  const names = raw.map((b) => {
+    const s = b.toString('utf8');
+    if (!Buffer.from(s, 'utf8').equals(b)) {
+      throw new LayerError(
+        'LAYER_UNSUPPORTED_ENTRY',
+        'file name is not valid UTF-8',
+        join(dir, b.toString('latin1')),
+      );
+    }
+    return s;
+  });
+  // Byte order of the UTF-8 names: the same on every machine and locale.
+  return names.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+}
+
+/** Streams `size` bytes of a file, failing if it changed size while we read it. */
+async function* fileBody(abs: string, size: number, entry: string): AsyncGenerator<Buffer> {
+  const fh = await open(abs, 'r');
+  try {
+    let left = size;
+    while (left > 0) {
+      const buf = Buffer.allocUnsafe(Math.min(left, 1024 * 1024));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) {
+        throw new LayerError('LAYER_FILE_CHANGED', 'file shrank while it was archived', entry);
+      }
+      left -= bytesRead;
+      yield buf.subarray(0, bytesRead);
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * The tar bytes of a directory tree: depth-first, each directory's names in byte order
+ * (so parents come before children, like `tar --sort=name`), with whiteout conversion when
+ * `whiteouts` is set. Only the tree is read: cost grows with its size, not the image's.
+ */
+async function* tarBytes(cfg: WalkConfig): AsyncGenerator<Buffer> {
+  const wantXattrs = cfg.whiteouts || cfg.xattrs;
+  const allXattrs = wantXattrs ? await readXattrsRecursive(cfg.root) : new Map<string, Map<string, Buffer>>();
+  if (cfg.whiteouts) {
+    for (const [path, attrs] of allXattrs) {
+      for (const name of attrs.keys()) {
+        if (name === 'trusted.overlay.redirect' || name === 'trusted.overlay.metacopy') {
+          throw new LayerError(
+            'LAYER_UNSUPPORTED_OVERLAY',
+            `upper dir uses ${name}; mount overlays with redirect_dir=off,metacopy=off to snapshot them`,
+            path,
+          );
+        }
+      }
+    }
+  }
+  const inodes = new Map<string, string>();
+  const clampTime = (st: Stats): number => {
+    const t = Math.floor(st.mtimeMs / 1000);
+    return cfg.sourceDateEpoch !== undefined ? Math.min(t, cfg.sourceDateEpoch) : t;
+  };
+  const xattrsOf = (abs: string): Map<string, Buffer> => {
+    const out = new Map<string, Buffer>();
+    if (!cfg.xattrs) {
+      return out;
+    }
+    for (const [k, v] of allXattrs.get(abs) ?? []) {
+      if (!k.startsWith('trusted.overlay.')) {
+        out.set(k, v);
+      }
+    }
+    return out;
+  };
+  const base = (st: Stats, path: string, abs: string): TarHeader => ({
+    path,
+    type: 'file',
+    mode: st.mode & 0o7777,
+    uid: st.uid,
+    gid: st.gid,
+    size: 0,
+    mtime: clampTime(st),
+    linkpath: '',
+    devmajor: 0,
+    devminor: 0,
+    xattrs: xattrsOf(abs),
+  });
+  const marker = (path: string, st: Stats): TarHeader => ({
+    path,
+    type: 'file',
+    mode: 0,
+    uid: 0,
+    gid: 0,
+    size: 0,
+    mtime: clampTime(st),
+    linkpath: '',
+    devmajor: 0,
+    devminor: 0,
+    xattrs: new Map(),
+  });
+
+  async function* walk(absDir: string, relDir: string): AsyncGenerator<Buffer> {
+    for (const name of await readNames(absDir)) {
+      const abs = join(absDir, name);
+      const rel = relDir === '' ? name : `${relDir}/${name}`;
+      const st = await lstat(abs);
+      if (cfg.whiteouts) {
+        if (name.startsWith(WHITEOUT_PREFIX)) {
+          throw new LayerError(
+            'LAYER_UNSUPPORTED_ENTRY',
+            `a file named ${WHITEOUT_PREFIX}* cannot be stored in a layer`,
+            rel,
+          );
+        }
+        if (st.isCharacterDevice() && st.rdev === 0) {
+          // overlay whiteout -> OCI whiteout
+          yield encodeHeader(
+            marker(relDir === '' ? `${WHITEOUT_PREFIX}${name}` : `${relDir}/${WHITEOUT_PREFIX}${name}`, st),
+          );
+          continue;
+        }
+      }
+      if (st.isDirectory()) {
+        yield encodeHeader({ ...base(st, rel, abs), type: 'dir', path: `${rel}/` });
+        if (cfg.whiteouts && allXattrs.get(abs)?.get(OVERLAY_OPAQUE_XATTR)?.toString() === 'y') {
+          yield encodeHeader(marker(`${rel}/${WHITEOUT_OPAQUE}`, st));
+        }
+        yield* walk(abs, rel);
+      } else if (st.isFile()) {
+        if (st.nlink > 1) {
+          const key = `${st.dev}:${st.ino}`;
+          const first = inodes.get(key);
+          if (first !== undefined) {
+            yield encodeHeader({ ...base(st, rel, abs), type: 'link', linkpath: first, xattrs: new Map() });
+            continue;
+          }
+          inodes.set(key, rel);
+        }
+        yield encodeHeader({ ...base(st, rel, abs), size: st.size });
+        yield* fileBody(abs, st.size, rel);
+        const pad = padding(st.size);
+        if (pad > 0) {
+          yield Buffer.alloc(pad);
+        }
+      } else if (st.isSymbolicLink()) {
+        const target = await readlink(abs, { encoding: 'buffer' });
+        const text = target.toString('utf8');
+        if (!Buffer.from(text, 'utf8').equals(target)) {
+          throw new LayerError('LAYER_UNSUPPORTED_ENTRY', 'symlink target is not valid UTF-8', rel);
+        }
+        yield encodeHeader({ ...base(st, rel, abs), type: 'symlink', linkpath: text });
+      } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+        const [devmajor, devminor] = splitDev(st.rdev);
+        yield encodeHeader({
+          ...base(st, rel, abs),
+          type: st.isCharacterDevice() ? 'char' : 'block',
+          devmajor,
+          devminor,
+        });
+      } else if (st.isFIFO()) {
+        yield encodeHeader({ ...base(st, rel, abs), type: 'fifo' });
+      }
+      // Sockets are skipped, as Docker does: they cannot be archived meaningfully.
+    }
+  }
+
+  yield* walk(cfg.root, '');
+  yield END_OF_ARCHIVE;
+}
+
+/**
+ * A plain, deterministic tar of `dir` (no whiteout conversion; the root itself is not an
+ * entry). Identical trees give identical bytes: sorted names, numeric ids only, empty
+ * uname/gname, whole-second mtimes (clamped to `sourceDateEpoch` if given).
+ */
+export function tarDirectory(
+  dir: string,
+  options: Omit<SnapshotOptions, keyof CompressionOptions> = {},
+): Readable {
+  return Readable.from(
+    tarBytes({
+      root: dir,
+      whiteouts: false,
+      xattrs: options.xattrs ?? true,
+      sourceDateEpoch: options.sourceDateEpoch,
+    }),
+    {
+      objectMode: false,
+    },
+  );
+}
+
+/**
+ * Turns an overlay upper dir into a layer blob: walks the upper dir only, converts overlay
+ * whiteouts (char device 0/0 -> `.wh.<name>`; `trusted.overlay.opaque=y` ->
+ * `<dir>/.wh..wh..opq`), keeps hard links within the layer, and compresses while hashing
+ * in one pass. Pipe `stream` into blob storage; `done` gives diffId, digest and sizes once
+ * the stream has been read to the end. Deterministic for identical trees.
+ */
+export function snapshotDirectory(upperDir: string, options: SnapshotOptions = {}): LayerStream {
+  const tar = Readable.from(
+    tarBytes({
+      root: upperDir,
+      whiteouts: true,
+      xattrs: options.xattrs ?? true,
+      sourceDateEpoch: options.sourceDateEpoch,
+    }),
+    { objectMode: false },
+  );
+  return compressLayer(tar, options);
+}
+
+/**
+ * A layer blob of a whole directory tree (e.g. a rootfs or a COPY source), without whiteout
+ * semantics; same output shape as {@link snapshotDirectory}.
+ */
+export function createTarFromDirectory(dir: string, options: SnapshotOptions = {}): LayerStream {
+  return compressLayer(tarDirectory(dir, options), options);
+}

@@ -1,0 +1,195 @@
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { run } from './host-tools';
+import { LayerError } from './layer-error';
+
+/** overlayfs refuses more lower layers than this (OVL_MAX_STACK). */
+export const MAX_LOWER_DIRS = 500;
+
+/** Arguments of {@link mountOverlay}. */
+export interface OverlayMountSpec {
+  /** Read-only layers, topmost first. May be empty (FROM scratch). */
+  lowerDirs: string[];
+  /** Writable layer; must be on the same filesystem as `workDir`. */
+  upperDir: string;
+  /** overlayfs scratch dir, empty, same filesystem as `upperDir`. */
+  workDir: string;
+  /** Mount point (created if missing). */
+  target: string;
+}
+
+function checkPath(p: string, what: string): string {
+  const abs = resolve(p);
+  // overlay's option parser splits on ',' and ':' (escaping is kernel-version dependent).
+  if (/[,:\\\n]/.test(abs)) {
+    throw new LayerError(
+      'LAYER_INVALID_ARGUMENT',
+      `${what} path must not contain ',', ':', '\\' or newlines: ${abs}`,
+    );
+  }
+  return abs;
+}
+
+/** A directory that is and stays empty, used as the lower layer of a FROM-scratch mount. */
+async function emptyLowerDir(near: string): Promise<string> {
+  const dir = join(dirname(near), '.stratum-empty-lower');
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  if ((await readdir(dir)).length !== 0) {
+    throw new LayerError('LAYER_INVALID_ARGUMENT', `${dir} must be empty`);
+  }
+  return dir;
+}
+
+/**
+ * Mounts an overlay at `target`.
+ *
+ * The kernel copies mount options into one page (4096 bytes), so 100+ absolute lowerdir
+ * paths do not fit. As Docker's overlay2 driver does with its `l/` directory of short
+ * symlinks (https://github.com/moby/moby/blob/master/daemon/graphdriver/overlay2/overlay.go,
+ * "mountFrom" / "l/"), we make a temp dir of one- or two-character symlinks to the lower
+ * dirs and run `mount` with that as its cwd, so `lowerdir=0:1:2…` is resolved relative to
+ * it. overlayfs resolves the paths at mount time and holds the directories, so the
+ * symlinks are removed right after. https://docs.kernel.org/filesystems/overlayfs.html
+ *
+ * redirect_dir, metacopy and index are off: with them on, renames and chowns in the merged
+ * view are recorded as xattrs that a snapshot of the upper dir could not turn into a layer.
+ */
+export async function mountOverlay(spec: OverlayMountSpec): Promise<void> {
+  const upper = checkPath(spec.upperDir, 'upperDir');
+  const work = checkPath(spec.workDir, 'workDir');
+  const target = checkPath(spec.target, 'target');
+  if (spec.lowerDirs.length > MAX_LOWER_DIRS) {
+    throw new LayerError(
+      'LAYER_INVALID_ARGUMENT',
+      `overlay supports at most ${MAX_LOWER_DIRS} lower dirs, got ${spec.lowerDirs.length}`,
+    );
+  }
+  const lowers = spec.lowerDirs.map((l) => resolve(l));
+  await Promise.all([upper, work, target].map((d) => mkdir(d, { recursive: true })));
+  if (lowers.length === 0) {
+    lowers.push(await emptyLowerDir(work));
+  }
+  const linkDir = await mkdtemp(join(tmpdir(), 'stratum-ovl-'));
+  try {
+    const names = await Promise.all(
+      lowers.map(async (lower, i) => {
+        const name = i.toString(36);
+        await symlink(lower, join(linkDir, name));
+        return name;
+      }),
+    );
+    const options = `lowerdir=${names.join(':')},upperdir=${upper},workdir=${work},redirect_dir=off,metacopy=off,index=off`;
+    if (Buffer.byteLength(options) >= 4096) {
+      throw new LayerError(
+        'LAYER_INVALID_ARGUMENT',
+        'overlay mount options exceed one page even with short lowerdir links',
+      );
+    }
+    try {
+      await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target], { cwd: linkDir });
+    } catch (e) {
+      throw new LayerError(
+        'LAYER_MOUNT_FAILED',
+        `mounting overlay at ${target} failed: ${(e as Error).message}`,
+        undefined,
+        { cause: e },
+      );
+    }
+  } finally {
+    await rm(linkDir, { recursive: true, force: true });
+  }
+}
+
+/** Result of {@link unmountOverlay}: `false` when nothing was mounted there. */
+export interface UnmountResult {
+  unmounted: boolean;
+}
+
+/**
+ * Unmounts `target`. Retries briefly while busy; with `lazy` falls back to a lazy detach
+ * (`umount -l`) as a last resort. Not mounted is a value, not an error.
+ */
+export async function unmountOverlay(
+  target: string,
+  options: { lazy?: boolean } = {},
+): Promise<UnmountResult> {
+  const abs = resolve(target);
+  for (let attempt = 0; ; attempt++) {
+    if (!(await isMountPoint(abs))) {
+      return { unmounted: false };
+    }
+    const res = await run('umount', [abs], { allowFail: true });
+    if (res.code === 0) {
+      return { unmounted: true };
+    }
+    if (/not mounted|no mount point/i.test(res.stderr)) {
+      return { unmounted: false };
+    }
+    if (attempt >= 5) {
+      if (options.lazy === true) {
+        await run('umount', ['-l', abs]);
+        return { unmounted: true };
+      }
+      throw new LayerError('LAYER_MOUNT_FAILED', `unmounting ${abs} failed: ${res.stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 100 * (attempt + 1)));
+  }
+}
+
+/** One line of /proc/self/mountinfo that we care about. */
+export interface MountInfo {
+  target: string;
+  fsType: string;
+  source: string;
+  /** Superblock options (lowerdir=…, upperdir=…). */
+  options: string;
+}
+
+// mountinfo escapes space, tab, newline and backslash as \ooo.
+function unescapeMountinfo(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Parses /proc/self/mountinfo. https://docs.kernel.org/filesystems/proc.html (3.5) */
+export async function readMountInfo(): Promise<MountInfo[]> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  const out: MountInfo[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '') {
+      continue;
+    }
+    const [left, right] = line.split(' - ');
+    if (right === undefined) {
+      continue;
+    }
+    const fields = left.split(' ');
+    const [fsType, source, options] = right.split(' ');
+    out.push({
+      target: unescapeMountinfo(fields[4]),
+      fsType,
+      source: unescapeMountinfo(source),
+      options: options ?? '',
+    });
+  }
+  return out;
+}
+
+async function isMountPoint(abs: string): Promise<boolean> {
+  return (await readMountInfo()).some((m) => m.target === abs);
+}
+
+/**
+ * Overlay mounts at or below `prefix`, deepest first (the order to unmount them in): for a
+ * worker's start-up sweep of what a crashed predecessor left mounted.
+ */
+export async function listOverlayMountsUnder(prefix: string): Promise<MountInfo[]> {
+  const root = resolve(prefix);
+  const under = (await readMountInfo()).filter(
+    (m) =>
+      m.fsType === 'overlay' && (m.target === root || m.target.startsWith(root === '/' ? '/' : `${root}/`)),
+  );
+  return under.sort(
+    (a, b) => b.target.split('/').length - a.target.split('/').length || (a.target < b.target ? -1 : 1),
+  );
+}
