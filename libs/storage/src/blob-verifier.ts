@@ -51,7 +51,7 @@ export class BlobVerifier {
 
   /** Final digest and size, verified against the expectations. Call once, after the last chunk. */
   finish(): { digest: BlobDigest; size: number } {
-    const digest = `sha256:${this.hash.digest('hex')}`;
+    const digest: BlobDigest = `sha256:${this.hash.digest('hex')}`;
     const { expectedDigest, expectedSize } = this.options;
     if (expectedSize !== undefined && this.count !== expectedSize) {
       throw new StorageError('SIZE_INVALID', `got ${this.count} bytes, expected ${expectedSize}`);

@@ -3,7 +3,9 @@ import { BlobStore } from './blob-store';
 import { FsBlobStore } from './fs-blob-store';
 import { FsRepositoryStore } from './fs-repository-store';
 import { RepositoryStore } from './repository-store';
-import { StorageError } from './storage-error';
+import { S3BlobStore } from './s3-blob-store';
+import { S3RepositoryStore } from './s3-repository-store';
+import { createS3Client, ensureBucket } from './s3-util';
 
 /** The two stores a service needs, on one backend. */
 export interface Storage {
@@ -22,7 +24,13 @@ export async function createStorage(config: StorageConfig): Promise<Storage> {
       await blobs.init();
       return { blobs, repositories: new FsRepositoryStore(config.root) };
     }
-    case 's3':
-      throw new StorageError('UNAVAILABLE', 'the S3 backend is not implemented yet');
+    case 's3': {
+      const client = createS3Client(config);
+      await ensureBucket(client, config.bucket, config.region);
+      return {
+        blobs: new S3BlobStore(client, config.bucket),
+        repositories: new S3RepositoryStore(client, config.bucket),
+      };
+    }
   }
 }
