@@ -149,9 +149,7 @@ export function detectCompression(head: Buffer): DetectedCompression {
  * Sniffs the compression of `source` and returns the uncompressed bytes. Errors of the
  * decompressor (including a failing zstd process) surface while iterating the result.
  */
-export async function decompressed(
-  source: Readable,
-): Promise<{
+export async function decompressed(source: Readable): Promise<{
   stream: AsyncIterable<unknown>;
   compression: DetectedCompression;
   close: () => void;
