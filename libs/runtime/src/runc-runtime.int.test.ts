@@ -268,6 +268,22 @@ describeRunc('RuncRuntime (real runc)', () => {
     expect(already).toMatchObject({ cancelled: true, exitCode: null });
   });
 
+  it('an output sink that throws stops the container and rejects the run', async () => {
+    const started = Date.now();
+    const promise = runtime.run(
+      `t${process.pid}-sink`,
+      { rootfs, args: ['sh', '-c', 'echo boom; sleep 60'] },
+      {
+        onStdout: () => {
+          throw new Error('sink broke');
+        },
+        onStderr: () => {},
+      },
+    );
+    await expect(promise).rejects.toThrow('sink broke');
+    expect(Date.now() - started).toBeLessThan(2500);
+  });
+
   it('a start failure is a START_FAILED error and leaves nothing behind', async () => {
     const err: unknown = await run(['no-such-binary']).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RuntimeError);

@@ -26,6 +26,8 @@ export interface RuncRuntimeOptions {
   cgroupParent?: string;
   /** After `runc kill` how long to wait before SIGKILLing runc itself. Default 10 s. */
   killGraceMs?: number;
+  /** Problems that do not change a run's outcome (a failed clean-up). Default: process.emitWarning. */
+  onWarning?: (message: string) => void;
 }
 
 /** What to run: {@link RuntimeSpecOptions} with `user` also accepted as a Dockerfile `USER` string. */
@@ -227,8 +229,21 @@ export class RuncRuntime {
     // both are pipes by construction; the stdio tuple's type only loses that
     const stdout = child.stdout as Readable;
     const stderr = child.stderr as Readable;
-    stdout.on('data', (chunk: Buffer) => io.onStdout(chunk));
-    stderr.on('data', (chunk: Buffer) => io.onStderr(chunk));
+    // a throwing sink must not become an uncaught exception: stop the container, rethrow later
+    let sinkError: unknown = null;
+    const deliver = (sink: (chunk: Buffer) => void, chunk: Buffer): void => {
+      if (sinkError !== null) {
+        return;
+      }
+      try {
+        sink(chunk);
+      } catch (err) {
+        sinkError = err;
+        stop('abort');
+      }
+    };
+    stdout.on('data', (chunk: Buffer) => deliver((c) => io.onStdout(c), chunk));
+    stderr.on('data', (chunk: Buffer) => deliver((c) => io.onStderr(c), chunk));
     if (io.stdin && child.stdin) {
       // the process may exit without reading its stdin: EPIPE is not our failure
       child.stdin.on('error', () => undefined);
@@ -259,13 +274,14 @@ export class RuncRuntime {
       });
     });
 
-    const stop = (reason: 'timeout' | 'abort'): void => {
+    function stop(reason: 'timeout' | 'abort'): void {
       if (stopReason !== null || exited) {
         return;
       }
       stopReason = reason;
-      void this.killUntilExit(id, child.pid, () => exited);
-    };
+      void killUntilExit(id, child.pid, () => exited);
+    }
+    const killUntilExit = this.killUntilExit.bind(this);
     const onAbort = (): void => stop('abort');
     io.signal?.addEventListener('abort', onAbort, { once: true });
     const timer = io.timeoutMs !== undefined ? setTimeout(() => stop('timeout'), io.timeoutMs) : undefined;
@@ -288,6 +304,9 @@ export class RuncRuntime {
       oomKilled = count === null ? undefined : count > 0;
     }
 
+    if (sinkError !== null) {
+      throw sinkError instanceof Error ? sinkError : new Error('output sink failed', { cause: sinkError });
+    }
     if (stopReason === null && exit.code !== 0) {
       const startError = await readRuncError(logFile);
       if (startError !== null) {
@@ -414,8 +433,12 @@ export class RuncRuntime {
     }));
     if (out.code !== 0 && !isMissingContainer(out.stderr)) {
       // the run's outcome stands; sweep() clears what is left at the next start-up
-      // (no logger in this lib yet, so keep the reason on stderr of the worker)
-      process.emitWarning(`runc delete -f ${id} failed: ${out.stderr.trim()}`);
+      const message = `runc delete -f ${id} failed: ${out.stderr.trim()}`;
+      if (this.options.onWarning) {
+        this.options.onWarning(message);
+      } else {
+        process.emitWarning(message);
+      }
     }
   }
 
