@@ -44,8 +44,7 @@ async function readNames(dir: string): Promise<string[]> {
     }
     return s;
   });
-  // Byte order of the UTF-8 names: the same on every machine and locale.
-  return names.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+  return names;
 }
 
 /** Streams `size` bytes of a file, failing if it changed size while we read it. */
@@ -68,9 +67,10 @@ async function* fileBody(abs: string, size: number, entry: string): AsyncGenerat
 }
 
 /**
- * The tar bytes of a directory tree: depth-first, each directory's names in byte order
- * (so parents come before children, like `tar --sort=name`), with whiteout conversion when
- * `whiteouts` is set. Only the tree is read: cost grows with its size, not the image's.
+ * The tar bytes of a directory tree: depth-first, each directory's entries in byte order
+ * of their tar names (so parents come before children, like `tar --sort=name`; the same on
+ * every machine and locale), with whiteout conversion when `whiteouts` is set. An opaque
+ * marker comes right after its directory, before the directory's other entries. Only the tree is read: cost grows with its size, not the image's.
  */
 async function* tarBytes(cfg: WalkConfig): AsyncGenerator<Buffer> {
   const wantXattrs = cfg.whiteouts || cfg.xattrs;
@@ -133,25 +133,35 @@ async function* tarBytes(cfg: WalkConfig): AsyncGenerator<Buffer> {
   });
 
   async function* walk(absDir: string, relDir: string): AsyncGenerator<Buffer> {
+    const children: { name: string; st: Stats; whiteout: boolean; sortKey: Buffer }[] = [];
     for (const name of await readNames(absDir)) {
+      const st = await lstat(join(absDir, name));
+      if (cfg.whiteouts && name.startsWith(WHITEOUT_PREFIX)) {
+        throw new LayerError(
+          'LAYER_UNSUPPORTED_ENTRY',
+          `a file named ${WHITEOUT_PREFIX}* cannot be stored in a layer`,
+          join(relDir, name),
+        );
+      }
+      // overlay whiteout (char device 0/0) -> OCI whiteout `.wh.<name>`
+      const whiteout = cfg.whiteouts && st.isCharacterDevice() && st.rdev === 0;
+      children.push({
+        name,
+        st,
+        whiteout,
+        sortKey: Buffer.from(whiteout ? `${WHITEOUT_PREFIX}${name}` : name),
+      });
+    }
+    // In byte order of the names as they appear in the tar.
+    children.sort((a, b) => Buffer.compare(a.sortKey, b.sortKey));
+    for (const { name, st, whiteout } of children) {
       const abs = join(absDir, name);
       const rel = relDir === '' ? name : `${relDir}/${name}`;
-      const st = await lstat(abs);
-      if (cfg.whiteouts) {
-        if (name.startsWith(WHITEOUT_PREFIX)) {
-          throw new LayerError(
-            'LAYER_UNSUPPORTED_ENTRY',
-            `a file named ${WHITEOUT_PREFIX}* cannot be stored in a layer`,
-            rel,
-          );
-        }
-        if (st.isCharacterDevice() && st.rdev === 0) {
-          // overlay whiteout -> OCI whiteout
-          yield encodeHeader(
-            marker(relDir === '' ? `${WHITEOUT_PREFIX}${name}` : `${relDir}/${WHITEOUT_PREFIX}${name}`, st),
-          );
-          continue;
-        }
+      if (whiteout) {
+        yield encodeHeader(
+          marker(relDir === '' ? `${WHITEOUT_PREFIX}${name}` : `${relDir}/${WHITEOUT_PREFIX}${name}`, st),
+        );
+        continue;
       }
       if (st.isDirectory()) {
         yield encodeHeader({ ...base(st, rel, abs), type: 'dir', path: `${rel}/` });
