@@ -1,0 +1,115 @@
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { LayerError, listOverlayMountsUnder, mountOverlay, readMountInfo, unmountOverlay } from '.';
+import { tempDir } from '../test-support/tree';
+
+jest.setTimeout(60_000);
+
+let scratch: string;
+beforeAll(async () => {
+  scratch = await tempDir();
+});
+afterAll(async () => {
+  for (const m of await listOverlayMountsUnder(scratch)) {
+    await unmountOverlay(m.target, { lazy: true });
+  }
+  await rm(scratch, { recursive: true, force: true });
+});
+
+describe('mountOverlay', () => {
+  it('mounts 120 lower dirs (topmost first) despite the one-page option limit', async () => {
+    const lowers: string[] = [];
+    for (let i = 0; i < 120; i++) {
+      // long paths: 120 of them would be ~12 KB of options without the short links
+      const dir = join(scratch, 'layers', `sha256-${'0'.repeat(60)}${String(i).padStart(4, '0')}`, 'diff');
+      await mkdir(dir, { recursive: true });
+      await writeFile(join(dir, `f${i}`), String(i));
+      await writeFile(join(dir, 'shared'), String(i));
+      lowers.push(dir);
+    }
+    const base = join(scratch, 'c120');
+    const target = join(base, 'merged');
+    await mountOverlay({
+      lowerDirs: lowers,
+      upperDir: join(base, 'upper'),
+      workDir: join(base, 'work'),
+      target,
+    });
+    try {
+      const names = await readdir(target);
+      expect(names).toHaveLength(121);
+      expect(await readFile(join(target, 'shared'), 'utf8')).toBe('0');
+      await writeFile(join(target, 'f5'), 'changed');
+      expect(await readFile(join(base, 'upper', 'f5'), 'utf8')).toBe('changed');
+      expect(await readFile(join(lowers[5], 'f5'), 'utf8')).toBe('5');
+      const listed = await listOverlayMountsUnder(scratch);
+      expect(listed.map((m) => m.target)).toContain(target);
+      expect(listed.find((m) => m.target === target)?.options).toContain('lowerdir=0:1:2:');
+    } finally {
+      expect(await unmountOverlay(target)).toEqual({ unmounted: true });
+    }
+    expect(await readdir(target)).toEqual([]);
+    expect((await readMountInfo()).some((m) => m.target === target)).toBe(false);
+  });
+
+  it('mounts with zero lower dirs (FROM scratch)', async () => {
+    const base = join(scratch, 'scratch-mount');
+    const target = join(base, 'merged');
+    await mountOverlay({ lowerDirs: [], upperDir: join(base, 'upper'), workDir: join(base, 'work'), target });
+    try {
+      expect(await readdir(target)).toEqual([]);
+      await writeFile(join(target, 'hello'), 'world');
+      expect(await readFile(join(base, 'upper', 'hello'), 'utf8')).toBe('world');
+    } finally {
+      await unmountOverlay(target);
+    }
+  });
+
+  it('reports a failed mount and unmounting nothing as values/errors with codes', async () => {
+    const base = join(scratch, 'bad');
+    const err = await mountOverlay({
+      lowerDirs: [join(base, 'does-not-exist')],
+      upperDir: join(base, 'upper'),
+      workDir: join(base, 'work'),
+      target: join(base, 'merged'),
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LayerError);
+    expect(err).toMatchObject({ code: 'LAYER_MOUNT_FAILED' });
+    expect(await unmountOverlay(join(base, 'merged'))).toEqual({ unmounted: false });
+    await expect(
+      mountOverlay({
+        lowerDirs: [],
+        upperDir: join(base, 'u:x'),
+        workDir: join(base, 'w'),
+        target: join(base, 'm'),
+      }),
+    ).rejects.toMatchObject({ code: 'LAYER_INVALID_ARGUMENT' });
+  });
+
+  it('lists leftover mounts deepest first for a start-up sweep', async () => {
+    const base = join(scratch, 'sweep');
+    const lower = join(base, 'lower');
+    await mkdir(lower, { recursive: true });
+    const outer = join(base, 'a', 'merged');
+    await mountOverlay({
+      lowerDirs: [lower],
+      upperDir: join(base, 'a/upper'),
+      workDir: join(base, 'a/work'),
+      target: outer,
+    });
+    const inner = join(outer, 'nested');
+    await mountOverlay({
+      lowerDirs: [lower],
+      upperDir: join(base, 'b/upper'),
+      workDir: join(base, 'b/work'),
+      target: inner,
+    });
+    const found = (await listOverlayMountsUnder(base)).map((m) => m.target);
+    expect(found).toEqual([inner, outer]);
+    expect(await listOverlayMountsUnder(join(base, 'a', 'merg'))).toEqual([]);
+    for (const t of found) {
+      await unmountOverlay(t);
+    }
+    expect(await listOverlayMountsUnder(base)).toEqual([]);
+  });
+});
