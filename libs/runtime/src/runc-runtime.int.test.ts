@@ -257,6 +257,12 @@ describeRunc('RuncRuntime (real runc)', () => {
     expect(r.ms).toBeLessThan(2500);
   });
 
+  it('a timeout that fires while runc is still starting the container still kills it', async () => {
+    const r = await run(['sleep', '60'], {}, { timeoutMs: 1 });
+    expect(r.timedOut).toBe(true);
+    expect(r.ms).toBeLessThan(3000);
+  });
+
   it('an AbortSignal cancels the run', async () => {
     const controller = new AbortController();
     setTimeout(() => controller.abort(), 300);
