@@ -107,7 +107,7 @@ export function buildTar(specs: Spec[]): Buffer {
         linkpath: s.linkpath ?? '',
         devmajor: s.devmajor ?? 0,
         devminor: s.devminor ?? 0,
-        xattrs: s.xattrs ?? new Map(),
+        xattrs: s.xattrs ?? new Map<string, Buffer>(),
         path: s.path,
       }),
     );
