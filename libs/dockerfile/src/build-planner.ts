@@ -134,9 +134,9 @@ export function planBuild(dockerfile: Dockerfile, options: PlanOptions = {}): Bu
       dependencies.push({ via: 'FROM', line: from.startLine, ref, image: ref });
     }
     dependencies.push(...sourceDependencies(stage, stages, seed));
-    const dependsOn = [...new Set(dependencies.flatMap((d) => (d.stageIndex === undefined ? [] : [d.stageIndex])))].sort(
-      (a, b) => a - b,
-    );
+    const dependsOn = [
+      ...new Set(dependencies.flatMap((d) => (d.stageIndex === undefined ? [] : [d.stageIndex]))),
+    ].sort((a, b) => a - b);
     const imageSources = [
       ...new Set(dependencies.flatMap((d) => (d.image !== undefined && d.via !== 'FROM' ? [d.image] : []))),
     ];
@@ -160,7 +160,8 @@ export function planBuild(dockerfile: Dockerfile, options: PlanOptions = {}): Bu
     if (target < 0) {
       const names = stages.flatMap((s) => (s.name !== undefined ? [s.name] : []));
       throw planError(
-        `target stage "${options.target}" could not be found` + (names.length > 0 ? ` (stages: ${names.join(', ')})` : ''),
+        `target stage "${options.target}" could not be found` +
+          (names.length > 0 ? ` (stages: ${names.join(', ')})` : ''),
       );
     }
   }
@@ -260,7 +261,10 @@ function resolveSource(
   const named = stages.find((s) => s.name !== undefined && s.name === ref.toLowerCase());
   if (named !== undefined) {
     if (named.index >= stage.index) {
-      throw planError(`${flag}=${ref} refers to the current or a later build stage "${named.name ?? ''}"`, line);
+      throw planError(
+        `${flag}=${ref} refers to the current or a later build stage "${named.name ?? ''}"`,
+        line,
+      );
     }
     return { via, line, ref, stageIndex: named.index };
   }

@@ -22,7 +22,7 @@ const lines = (...ls: string[]): string => ls.join('\n') + '\n';
 
 /** The instructions of a one-stage file after `FROM scratch`. */
 function body(...ls: string[]): Instruction[] {
-  return parseDockerfile(lines('FROM scratch', ...ls)).stages[0]!.instructions;
+  return parseDockerfile(lines('FROM scratch', ...ls)).stages[0].instructions;
 }
 
 function only<T extends Instruction>(...ls: string[]): T {
@@ -51,12 +51,12 @@ describe('parseDockerfile: structure', () => {
       [1, undefined, 'scratch'],
     ]);
     expect(df.instructions.map((i) => i.kind)).toEqual(['ARG', 'FROM', 'RUN', 'FROM', 'COPY']);
-    expect(df.stages[0]!.instructions.map((i) => i.kind)).toEqual(['RUN']);
+    expect(df.stages[0].instructions.map((i) => i.kind)).toEqual(['RUN']);
   });
 
   it('is case-insensitive for keywords and keeps the keyword as written', () => {
     const df = parseDockerfile(lines('from alpine as B', 'Run echo', 'cOpY a b'));
-    expect(df.stages[0]!.name).toBe('b');
+    expect(df.stages[0].name).toBe('b');
     expect(df.instructions.map((i) => [i.kind, i.keyword])).toEqual([
       ['FROM', 'from'],
       ['RUN', 'Run'],
@@ -67,11 +67,11 @@ describe('parseDockerfile: structure', () => {
   it('records start/end lines, the logical line and the exact source', () => {
     const text = lines('# c', '', 'FROM scratch', 'RUN a \\', '  b \\', '  c', 'CMD x');
     const df = parseDockerfile(text);
-    const run = df.instructions[1]!;
+    const run = df.instructions[1];
     expect([run.startLine, run.endLine]).toEqual([4, 6]);
     expect(run.original).toBe('RUN a   b   c');
     expect(run.source).toBe('RUN a \\\n  b \\\n  c\n');
-    expect(df.instructions[2]!.startLine).toBe(7);
+    expect(df.instructions[2].startLine).toBe(7);
   });
 
   it('treats only full lines starting with # as comments', () => {
@@ -83,7 +83,7 @@ describe('parseDockerfile: structure', () => {
     const df = parseDockerfile(
       lines('FROM scratch', 'RUN echo a \\', '# comment', '    # indented comment', '', '  && echo b'),
     );
-    const run = df.stages[0]!.instructions[0] as RunInstruction;
+    const run = df.stages[0].instructions[0] as RunInstruction;
     expect(run.command).toEqual({ form: 'shell', command: 'echo a   && echo b' });
     expect([run.startLine, run.endLine]).toEqual([2, 6]);
     expect(df.warnings.map((w) => w.message)).toEqual([expect.stringContaining('Empty continuation line')]);
@@ -117,9 +117,9 @@ describe('parseDockerfile: directives', () => {
     const df = parseDockerfile(
       lines('# escape=`', 'FROM scratch', 'RUN dir c:\\ `', '  && echo done', 'ENV P="a`"b" Q=c:\\x'),
     );
-    const run = df.stages[0]!.instructions[0] as RunInstruction;
+    const run = df.stages[0].instructions[0] as RunInstruction;
     expect(run.command).toEqual({ form: 'shell', command: 'dir c:\\   && echo done' });
-    const env = df.stages[0]!.instructions[1] as EnvInstruction;
+    const env = df.stages[0].instructions[1] as EnvInstruction;
     expect(env.pairs).toEqual([
       { key: 'P', value: '"a`"b"' },
       { key: 'Q', value: 'c:\\x' },
@@ -187,7 +187,7 @@ describe('parseDockerfile: exec vs shell form', () => {
 
 describe('parseDockerfile: instructions', () => {
   it('FROM with platform and AS', () => {
-    const from = parseDockerfile(lines('FROM --platform=$BUILDPLATFORM golang:1.22 AS builder')).stages[0]!
+    const from = parseDockerfile(lines('FROM --platform=$BUILDPLATFORM golang:1.22 AS builder')).stages[0]
       .from;
     expect(from).toMatchObject<Partial<FromInstruction>>({
       image: 'golang:1.22',
@@ -327,8 +327,8 @@ describe('parseDockerfile: instructions', () => {
       'ENV PATH /usr/local/bin:$PATH  more words',
       'ENV A=1 B="two words" C=three\\ words D=',
     ) as EnvInstruction[];
-    expect(a!.pairs).toEqual([{ key: 'PATH', value: '/usr/local/bin:$PATH  more words' }]);
-    expect(b!.pairs).toEqual([
+    expect(a.pairs).toEqual([{ key: 'PATH', value: '/usr/local/bin:$PATH  more words' }]);
+    expect(b.pairs).toEqual([
       { key: 'A', value: '1' },
       { key: 'B', value: '"two words"' },
       { key: 'C', value: 'three\\ words' },
@@ -380,8 +380,8 @@ describe('parseDockerfile: instructions', () => {
 
   it('VOLUME in JSON and list form', () => {
     const [a, b] = body('VOLUME ["/data", "/var/log x"]', 'VOLUME /a /b') as VolumeInstruction[];
-    expect(a!.paths).toEqual(['/data', '/var/log x']);
-    expect(b!.paths).toEqual(['/a', '/b']);
+    expect(a.paths).toEqual(['/data', '/var/log x']);
+    expect(b.paths).toEqual(['/a', '/b']);
     expect(parseError(lines('FROM scratch', 'VOLUME [""]')).detail).toBe(
       'VOLUME specified can not be an empty string',
     );
@@ -404,16 +404,16 @@ describe('parseDockerfile: instructions', () => {
       'HEALTHCHECK --interval=30s --timeout=1m30s --start-period=500ms --start-interval=2s --retries=3 CMD curl -f http://localhost/ || exit 1',
       'HEALTHCHECK cmd ["curl", "-f", "http://x"]',
     ) as HealthcheckInstruction[];
-    expect(none!.test).toEqual(['NONE']);
-    expect(shell!.test).toEqual(['CMD-SHELL', 'curl -f http://localhost/ || exit 1']);
-    expect(shell!.options).toEqual({
+    expect(none.test).toEqual(['NONE']);
+    expect(shell.test).toEqual(['CMD-SHELL', 'curl -f http://localhost/ || exit 1']);
+    expect(shell.options).toEqual({
       intervalNs: 30e9,
       timeoutNs: 90e9,
       startPeriodNs: 500e6,
       startIntervalNs: 2e9,
       retries: 3,
     });
-    expect(exec!.test).toEqual(['CMD', 'curl', '-f', 'http://x']);
+    expect(exec.test).toEqual(['CMD', 'curl', '-f', 'http://x']);
   });
 
   it.each([
@@ -449,14 +449,14 @@ describe('parseDockerfile: heredocs', () => {
     const df = parseDockerfile(
       lines('FROM scratch', 'RUN <<EOF', 'echo $HOME', '  indented', 'EOF', 'CMD x'),
     );
-    const run = df.stages[0]!.instructions[0] as RunInstruction;
+    const run = df.stages[0].instructions[0] as RunInstruction;
     expect(run.command).toEqual({ form: 'shell', command: '<<EOF' });
     expect(run.heredocs).toEqual([
       { name: 'EOF', fileDescriptor: 0, expand: true, chomp: false, content: 'echo $HOME\n  indented\n' },
     ]);
     expect([run.startLine, run.endLine]).toEqual([2, 5]);
     expect(run.source).toBe('RUN <<EOF\necho $HOME\n  indented\nEOF\n');
-    expect(df.stages[0]!.instructions[1]!.startLine).toBe(6);
+    expect(df.stages[0].instructions[1].startLine).toBe(6);
   });
 
   it('<<- strips leading tabs from the body and the terminator', () => {
@@ -515,7 +515,7 @@ describe('parseDockerfile: heredocs', () => {
   it('ONBUILD RUN <<EOF appends the body to the expression', () => {
     const ob = only<OnbuildInstruction>('ONBUILD RUN <<EOF', 'echo hi', 'EOF');
     expect(ob.expression).toBe('RUN <<EOF\necho hi\nEOF');
-    expect((ob.trigger as RunInstruction).heredocs[0]!.content).toBe('echo hi\n');
+    expect((ob.trigger as RunInstruction).heredocs[0].content).toBe('echo hi\n');
   });
 
   it('reports a missing terminator at the instruction line', () => {

@@ -39,7 +39,7 @@ export function expandInstruction<T extends Instruction>(instr: T, scope: Expans
   const words = (w: string): string[] => guard(() => lex.processWords(w, lookup));
   const opt = (w: string | undefined): string | undefined => (w === undefined ? undefined : word(w));
 
-  const i = instr as Instruction;
+  const i = instr;
   let out: Instruction;
   switch (i.kind) {
     case 'FROM': {
@@ -60,7 +60,9 @@ export function expandInstruction<T extends Instruction>(instr: T, scope: Expans
       out = {
         ...i,
         args: i.args.map((a) =>
-          a.defaultValue === undefined ? { name: word(a.name) } : { name: word(a.name), defaultValue: word(a.defaultValue) },
+          a.defaultValue === undefined
+            ? { name: word(a.name) }
+            : { name: word(a.name), defaultValue: word(a.defaultValue) },
         ),
       };
       break;

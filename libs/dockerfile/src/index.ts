@@ -59,7 +59,13 @@ export type {
   WorkdirInstruction,
 } from './instructions';
 export { INSTRUCTION_KINDS } from './instructions';
-export { ShellLex, ShellLexError, type LexResult, type ShellLexOptions, type VariableLookup } from './shell-lex';
+export {
+  ShellLex,
+  ShellLexError,
+  type LexResult,
+  type ShellLexOptions,
+  type VariableLookup,
+} from './shell-lex';
 export { ExpansionScope, PLATFORM_ARGS, PROXY_ARGS, platformArgs, type ScopeSeed } from './expansion-scope';
 export { expandInstruction } from './expand-instruction';
 export {

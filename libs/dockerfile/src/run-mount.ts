@@ -98,7 +98,7 @@ export function parseMount(raw: string, expand?: (value: string) => string): Mou
   try {
     fields = readCsvRecord(raw);
   } catch (err) {
-    throw new Error(`failed to parse csv mounts: ${(err as Error).message}`);
+    throw new Error(`failed to parse csv mounts: ${(err as Error).message}`, { cause: err });
   }
   const m: Mount = { type: 'bind', readOnly: false, required: false, raw };
   let roAuto = true;
