@@ -1,0 +1,46 @@
+import type { Digest, ImageConfig, OciImageManifest } from '@stratum/oci';
+
+/** One layer of an image: its blob, and the digest of its uncompressed tar. */
+export interface LayerDescriptor {
+  readonly digest: Digest;
+  readonly diffId: Digest;
+  readonly size: number;
+  readonly mediaType: string;
+}
+
+/** An image as stored: manifest + config, both parsed, with the layers in order (bottom first). */
+export interface StoredImage {
+  readonly manifestDigest: Digest;
+  readonly manifestSize: number;
+  readonly manifestMediaType: string;
+  readonly manifest: OciImageManifest;
+  readonly configDigest: Digest;
+  readonly config: ImageConfig;
+  readonly layers: LayerDescriptor[];
+  /** The repository the image was resolved in (null when resolved by bare digest). */
+  readonly repository: string | null;
+}
+
+/** What is needed to write a new image. */
+export interface NewImage {
+  readonly config: ImageConfig;
+  readonly layers: readonly LayerDescriptor[];
+  /** `repo:tag` references (our registry) to point at the new manifest. */
+  readonly tags: readonly string[];
+}
+
+export interface WrittenImage {
+  readonly manifestDigest: Digest;
+  readonly configDigest: Digest;
+  readonly manifestSize: number;
+}
+
+/** Listing entry of `GET /api/v1/images`. */
+export interface ImageSummary {
+  readonly repository: string;
+  readonly tag: string;
+  readonly manifestDigest: Digest;
+  /** Sum of compressed layer sizes. */
+  readonly size: number;
+  readonly created: string | null;
+}
