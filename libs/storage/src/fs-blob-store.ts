@@ -1,4 +1,4 @@
-import { FileHandle, link, mkdir, open, rename, stat } from 'node:fs/promises';
+import { FileHandle, link, mkdir, open, readdir, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { BlobDigest, BlobStat, BlobStore, ByteRange, PutBlobOptions, PutBlobResult } from './blob-store';
@@ -150,6 +150,28 @@ export class FsBlobStore implements BlobStore {
     } catch (err) {
       throw wrapFsError(err);
     }
+  }
+
+  /**
+   * Deletes upload temp files older than `maxAgeMs` (left by a crashed process). Run at boot;
+   * a live upload keeps writing, so a generous age (an hour) never hits one. Returns the count.
+   */
+  async sweepTemp(maxAgeMs: number): Promise<number> {
+    const cutoff = Date.now() - maxAgeMs;
+    let removed = 0;
+    for (const name of await readdir(this.tmpDir).catch(() => [] as string[])) {
+      const path = join(this.tmpDir, name);
+      try {
+        if ((await stat(path)).mtimeMs < cutoff && (await unlinkQuietly(path))) {
+          removed++;
+        }
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') {
+          throw wrapFsError(err);
+        }
+      }
+    }
+    return removed;
   }
 
   async *list(): AsyncIterable<BlobDigest> {

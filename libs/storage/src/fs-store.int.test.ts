@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -48,5 +48,16 @@ describe('FsBlobStore layout', () => {
       code: 'NAME_INVALID',
     });
     expect((await readdir(root)).sort()).toEqual(['store']);
+  });
+
+  it('sweeps stale temp files but not fresh ones', async () => {
+    const store = new FsBlobStore(root);
+    await store.init();
+    await writeFile(join(root, 'tmp', 'stale'), 'x');
+    await writeFile(join(root, 'tmp', 'fresh'), 'y');
+    const old = new Date(Date.now() - 2 * 3600_000);
+    await utimes(join(root, 'tmp', 'stale'), old, old);
+    expect(await store.sweepTemp(3600_000)).toBe(1);
+    expect(await readdir(join(root, 'tmp'))).toEqual(['fresh']);
   });
 });

@@ -142,6 +142,22 @@ export class S3BlobStore implements BlobStore {
     return true;
   }
 
+  /**
+   * Deletes `tmp/` objects older than `maxAgeMs` (left by a crashed process); prefer a bucket
+   * lifecycle rule in production. Returns the count.
+   */
+  async sweepTemp(maxAgeMs: number): Promise<number> {
+    const cutoff = Date.now() - maxAgeMs;
+    let removed = 0;
+    for await (const item of listObjects(this.client, this.bucket, TMP_PREFIX)) {
+      if (item.name !== undefined && item.lastModified.getTime() < cutoff) {
+        await removeQuietly(this.client, this.bucket, item.name);
+        removed++;
+      }
+    }
+    return removed;
+  }
+
   async *list(): AsyncIterable<BlobDigest> {
     for await (const item of listObjects(this.client, this.bucket, BLOB_PREFIX)) {
       const hex = (item.name ?? '').slice(BLOB_PREFIX.length);

@@ -129,6 +129,18 @@ describe('S3 backend specifics', () => {
     expect(tmp).toEqual([]);
   }, 60_000);
 
+  it('sweeps temp objects by age', async () => {
+    const config = configFor(`stratum-test-${process.pid}-sweep`);
+    const client = createS3Client(config);
+    await ensureBucket(client, config.bucket, config.region);
+    const store = new S3BlobStore(client, config.bucket);
+    await client.putObject(config.bucket, 'tmp/left-by-a-crash', Buffer.from('x'));
+    expect(await store.sweepTemp(3600_000)).toBe(0);
+    // A cutoff in the future makes every temp object stale.
+    expect(await store.sweepTemp(-60_000)).toBe(1);
+    expect(await store.sweepTemp(-60_000)).toBe(0);
+  });
+
   it('maps an unreachable endpoint to UNAVAILABLE', async () => {
     // A port that was free a moment ago: nothing listens there.
     const port = await new Promise<number>((resolve, reject) => {
