@@ -45,14 +45,17 @@ export function normalizeMediaType(contentType: string): string {
   return (contentType.split(';')[0] ?? '').trim().toLowerCase();
 }
 
+/** True for an OCI image manifest or Docker schema2 manifest (parameters ignored). */
 export function isManifestMediaType(mediaType: string): boolean {
   return (MANIFEST_MEDIA_TYPES as readonly string[]).includes(normalizeMediaType(mediaType));
 }
 
+/** True for an OCI image index or Docker manifest list (parameters ignored). */
 export function isIndexMediaType(mediaType: string): boolean {
   return (INDEX_MEDIA_TYPES as readonly string[]).includes(normalizeMediaType(mediaType));
 }
 
+/** True for a layer media type we can apply (tar, tar+gzip, tar+zstd, Docker gzip). */
 export function isLayerMediaType(mediaType: string): boolean {
   return normalizeMediaType(mediaType) in LAYER_COMPRESSION;
 }
