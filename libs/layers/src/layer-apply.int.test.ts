@@ -31,7 +31,7 @@ async function fresh(): Promise<string> {
 
 describe('applyLayer: busybox rootfs', () => {
   it('extracts like GNU tar, in every compression, and reports the diffID', async () => {
-    const tarPath = await busyboxTar();
+    const tarPath = await busyboxTar(scratch);
     const expectedDiffId = sha256(await readFile(tarPath));
     const reference = await fresh();
     sh(`tar --numeric-owner --same-owner -xpf ${tarPath} -C ${reference}`);

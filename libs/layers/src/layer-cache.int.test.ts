@@ -30,7 +30,7 @@ function tarOf(name: string, size: number): Buffer {
 describe('LayerCache', () => {
   it('extracts once under concurrent ensure calls, verifying the diffID', async () => {
     const cache = new LayerCache(join(scratch, 'c1'));
-    const tarPath = await busyboxTar();
+    const tarPath = await busyboxTar(scratch);
     const diffId = sha256(await readFile(tarPath));
     let opened = 0;
     const open = async (): Promise<Readable> => {

@@ -69,7 +69,7 @@ async function store(layer: LayerStream, file: string): Promise<Awaited<LayerStr
 
 async function busyboxLower(): Promise<string> {
   const lower = await fresh();
-  await applyLayer(fileStream(await busyboxTar()), lower);
+  await applyLayer(fileStream(await busyboxTar(scratch)), lower);
   sh(
     'mkdir -p opt/app opt/other && echo a > opt/app/a && echo b > opt/app/b && echo o > opt/other/o && touch -d @1600000000 opt/app opt/other opt',
     lower,
@@ -198,7 +198,7 @@ describe('snapshotDirectory: determinism', () => {
 
 describe('compressLayer', () => {
   it('imports a plain rootfs tar: diffID is the tar digest, the blob round-trips', async () => {
-    const tarPath = await busyboxTar();
+    const tarPath = await busyboxTar(scratch);
     const tar = await readFile(tarPath);
     for (const compression of ['gzip', 'zstd', 'none'] as const) {
       const layer = compressLayer(streamOf(tar), { compression });
@@ -257,7 +257,7 @@ describe('umoci interop', () => {
     'umoci raw unpack of an OCI layout with our layers gives the merged tree',
     async () => {
       const lower = await fresh();
-      await applyLayer(fileStream(await busyboxTar()), lower);
+      await applyLayer(fileStream(await busyboxTar(scratch)), lower);
       const { upper, merged } = await mount([lower]);
       sh(
         'echo new > newfile && rm etc/group && rm -rf bin && mkdir bin && echo sh > bin/sh && ln newfile hl',
@@ -280,7 +280,7 @@ describe('umoci interop', () => {
         await writeFile(join(layout, 'blobs/sha256', digest.slice(7)), bytes);
         return { digest, size: bytes.length };
       };
-      const base = await put(compressLayer(fileStream(await busyboxTar()), { compression: 'gzip' }));
+      const base = await put(compressLayer(fileStream(await busyboxTar(scratch)), { compression: 'gzip' }));
       const top = await put(snapshotDirectory(upper, { compression: 'gzip' }));
       const config = await putJson({
         architecture: 'amd64',

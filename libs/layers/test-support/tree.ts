@@ -1,6 +1,6 @@
 // Test helpers for libs/layers integration tests (not part of the public surface).
 import { createHash } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { lstat, mkdtemp, readdir, readlink, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -144,14 +144,23 @@ export function sha256(buf: Buffer): string {
   return `sha256:${createHash('sha256').update(buf).digest('hex')}`;
 }
 
-let busybox: Promise<string> | undefined;
-/** Path of the busybox rootfs tar fixture (made once per test process). */
-export function busyboxTar(): Promise<string> {
-  busybox ??= (async (): Promise<string> => {
-    const dir = await tempDir('stratum-bb-');
-    const out = join(dir, 'busybox-rootfs.tar');
-    execFileSync('/work/shared/fixtures/make-busybox-rootfs.sh', [out], { stdio: 'ignore' });
-    return out;
-  })();
-  return busybox;
+let busybox: { dir: string; tar: Promise<string> } | undefined;
+/** Path of the busybox rootfs tar fixture, made once per test file inside `scratch`. */
+export function busyboxTar(scratch: string): Promise<string> {
+  if (busybox?.dir !== scratch) {
+    const out = join(scratch, 'busybox-rootfs.tar');
+    busybox = {
+      dir: scratch,
+      tar: new Promise<string>((resolve, reject) => {
+        execFile('/work/shared/fixtures/make-busybox-rootfs.sh', [out], (err) => {
+          if (err) {
+            reject(new Error(`busybox fixture failed: ${err.message}`));
+          } else {
+            resolve(out);
+          }
+        });
+      }),
+    };
+  }
+  return busybox.tar;
 }
