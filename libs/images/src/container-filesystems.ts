@@ -1,0 +1,115 @@
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { StratumError } from '@stratum/contracts';
+import {
+  LayerCache,
+  LayerLease,
+  mountOverlay,
+  snapshotDirectory,
+  SnapshotOptions,
+  unmountOverlay,
+} from '@stratum/layers';
+import { BlobDigest, BlobStore } from '@stratum/storage';
+import { ImageService } from './image.service';
+import { LayerDescriptor } from './image-types';
+
+/** A container's filesystem: the image's layers read-only below, one writable upper dir. */
+export interface ContainerFs {
+  readonly id: string;
+  readonly dir: string;
+  readonly upper: string;
+  readonly work: string;
+  /** The root the container sees (overlay mount point). */
+  readonly merged: string;
+  readonly layers: readonly LayerDescriptor[];
+}
+
+export interface ContainerFilesystemsOptions {
+  readonly blobs: BlobStore;
+  readonly images: ImageService;
+  readonly cache: LayerCache;
+  /** Parent of every container's dir (on the same filesystem as the cache). */
+  readonly root: string;
+}
+
+/**
+ * Creates container filesystems from image layers: each layer is extracted once per host into
+ * the {@link LayerCache} and shared read-only as an overlay lowerdir; a container owns only its
+ * upper dir, so two containers of one image never see each other's changes.
+ */
+export class ContainerFilesystems {
+  private readonly leases = new Map<string, LayerLease>();
+
+  constructor(private readonly options: ContainerFilesystemsOptions) {}
+
+  /** The filesystem of container `id` (whether or not it is mounted). */
+  describe(id: string, layers: readonly LayerDescriptor[]): ContainerFs {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(id)) {
+      throw new StratumError('BAD_REQUEST', `invalid container id "${id}"`);
+    }
+    const dir = join(this.options.root, id);
+    return {
+      id,
+      dir,
+      upper: join(dir, 'upper'),
+      work: join(dir, 'work'),
+      merged: join(dir, 'merged'),
+      layers,
+    };
+  }
+
+  /** Makes the dirs and mounts the overlay; extracts any layer the host does not have yet. */
+  async create(id: string, layers: readonly LayerDescriptor[]): Promise<ContainerFs> {
+    const fs = this.describe(id, layers);
+    await mkdir(fs.upper, { recursive: true });
+    await this.mount(fs);
+    return fs;
+  }
+
+  /** Mounts an existing container's filesystem (its upper dir keeps earlier changes). */
+  async mount(fs: ContainerFs): Promise<void> {
+    const { cache, blobs } = this.options;
+    await Promise.all(fs.layers.map((l) => cache.ensure(l.diffId, () => blobs.get(l.digest as BlobDigest))));
+    const lease = await cache.acquire(fs.layers.map((l) => l.diffId));
+    try {
+      await mkdir(fs.upper, { recursive: true });
+      await rm(fs.work, { recursive: true, force: true });
+      await mkdir(fs.work, { recursive: true });
+      await mkdir(fs.merged, { recursive: true });
+      await mountOverlay({
+        lowerDirs: [...lease.lowerDirs],
+        upperDir: fs.upper,
+        workDir: fs.work,
+        target: fs.merged,
+      });
+      this.leases.set(fs.merged, lease);
+    } catch (err) {
+      cache.release(lease);
+      throw err;
+    }
+  }
+
+  async unmount(fs: ContainerFs): Promise<void> {
+    await unmountOverlay(fs.merged, { lazy: true });
+    const lease = this.leases.get(fs.merged);
+    if (lease !== undefined) {
+      this.options.cache.release(lease);
+      this.leases.delete(fs.merged);
+    }
+    await rm(fs.work, { recursive: true, force: true });
+  }
+
+  /**
+   * Turns the upper dir into a layer blob (walking the upper dir only, so the cost follows
+   * the bytes changed). Call with the overlay unmounted or the container stopped.
+   */
+  async snapshot(fs: ContainerFs, options: SnapshotOptions = {}): Promise<LayerDescriptor> {
+    return this.options.images.storeLayer(snapshotDirectory(fs.upper, options));
+  }
+
+  /** Unmounts and deletes everything of the container. */
+  async remove(fs: ContainerFs): Promise<void> {
+    await this.unmount(fs);
+    await rm(fs.dir, { recursive: true, force: true });
+  }
+}

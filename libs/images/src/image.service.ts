@@ -1,0 +1,225 @@
+import { Readable } from 'node:stream';
+import { StratumError } from '@stratum/contracts';
+import { LayerStream } from '@stratum/layers';
+import {
+  Digest,
+  encodeJson,
+  ImageConfig,
+  MediaType,
+  OciImageManifest,
+  parseImageConfig,
+  parseManifest,
+  parseReference,
+} from '@stratum/oci';
+import { BlobDigest, BlobStore, RepositoryStore } from '@stratum/storage';
+import { ImageSummary, LayerDescriptor, NewImage, StoredImage, WrittenImage } from './image-types';
+
+async function readAll(stream: Readable, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) {
+      stream.destroy();
+      throw new StratumError('MANIFEST_INVALID', `document larger than ${limit} bytes`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+const MAX_DOCUMENT = 4 * 1024 * 1024;
+
+/** `repo:tag` -> parts; refuses references naming another registry. */
+export function localReference(ref: string): {
+  repository: string;
+  tag: string | null;
+  digest: Digest | null;
+} {
+  let parsed;
+  try {
+    parsed = parseReference(ref);
+  } catch (err) {
+    throw new StratumError('NAME_INVALID', err instanceof Error ? err.message : String(err));
+  }
+  if (parsed.registry !== null) {
+    throw new StratumError(
+      'NAME_INVALID',
+      `"${ref}" names another registry (${parsed.registry}); expected repo[:tag]`,
+    );
+  }
+  return { repository: parsed.repository, tag: parsed.tag, digest: parsed.digest as Digest | null };
+}
+
+/**
+ * Images in our registry's storage: resolve a reference to its manifest and config, write a
+ * new image (config + OCI manifest + tags, tags last so none names a missing blob), list, tag.
+ */
+export class ImageService {
+  constructor(
+    private readonly blobs: BlobStore,
+    private readonly repositories: RepositoryStore,
+  ) {}
+
+  private async readJson(digest: Digest): Promise<Buffer> {
+    return readAll(await this.blobs.get(digest as BlobDigest), MAX_DOCUMENT);
+  }
+
+  /** Resolves `repo`, `repo:tag` or `repo@sha256:…`. Throws IMAGE_UNKNOWN when absent. */
+  async resolve(ref: string): Promise<StoredImage> {
+    const { repository, tag, digest } = localReference(ref);
+    let manifestDigest: Digest | null = digest;
+    if (manifestDigest === null && tag !== null) {
+      manifestDigest = (await this.repositories.getTag(repository, tag));
+    }
+    if (
+      manifestDigest === null ||
+      !(await this.repositories.hasManifest(repository, manifestDigest as BlobDigest))
+    ) {
+      throw new StratumError('IMAGE_UNKNOWN', `image "${ref}" not found`);
+    }
+    return this.load(repository, manifestDigest);
+  }
+
+  /** Loads a manifest and its config by digest. */
+  async load(repository: string | null, manifestDigest: Digest): Promise<StoredImage> {
+    const bytes = await this.readJson(manifestDigest);
+    const parsed = parseManifest(bytes);
+    if (!parsed.ok) {
+      throw new StratumError('MANIFEST_INVALID', `manifest ${manifestDigest}: ${parsed.message}`);
+    }
+    if (parsed.kind !== 'oci-manifest' && parsed.kind !== 'docker-manifest') {
+      throw new StratumError(
+        'UNSUPPORTED',
+        `manifest ${manifestDigest} is an index; pick a platform manifest`,
+      );
+    }
+    const manifest = parsed.manifest as OciImageManifest;
+    const configDigest = manifest.config.digest;
+    const cfg = parseImageConfig(await this.readJson(configDigest));
+    if (!cfg.ok) {
+      throw new StratumError('MANIFEST_INVALID', `config ${configDigest}: ${cfg.message}`);
+    }
+    const diffIds = cfg.config.rootfs.diff_ids;
+    if (diffIds.length !== manifest.layers.length) {
+      throw new StratumError(
+        'MANIFEST_INVALID',
+        `manifest ${manifestDigest} has ${manifest.layers.length} layers but its config lists ${diffIds.length} diff_ids`,
+      );
+    }
+    const layers: LayerDescriptor[] = manifest.layers.map((l, i) => ({
+      digest: l.digest,
+      diffId: diffIds[i],
+      size: l.size,
+      mediaType: l.mediaType,
+    }));
+    return {
+      manifestDigest,
+      manifestSize: bytes.length,
+      manifestMediaType: parsed.mediaType,
+      manifest,
+      configDigest,
+      config: cfg.config,
+      layers,
+      repository,
+    };
+  }
+
+  /** Pipes a layer stream (snapshot or compression) into the blob store and describes it. */
+  async storeLayer(layer: LayerStream): Promise<LayerDescriptor> {
+    const [put, digests] = await Promise.all([this.blobs.put(layer.stream), layer.done]);
+    if (put.digest !== digests.digest) {
+      throw new StratumError(
+        'DIGEST_INVALID',
+        `layer stored as ${put.digest} but hashed as ${digests.digest}`,
+      );
+    }
+    return {
+      digest: digests.digest,
+      diffId: digests.diffId as Digest,
+      size: digests.size,
+      mediaType: digests.mediaType,
+    };
+  }
+
+  /** Writes config and manifest blobs, links them into each tag's repository, then moves the tags. */
+  async write(image: NewImage): Promise<WrittenImage> {
+    const config: ImageConfig = {
+      ...image.config,
+      rootfs: { type: 'layers', diff_ids: image.layers.map((l) => l.diffId) },
+    };
+    const configJson = encodeJson(config);
+    await this.blobs.put(Readable.from([configJson.bytes]), { expectedDigest: configJson.digest });
+    const manifest: OciImageManifest = {
+      schemaVersion: 2,
+      mediaType: MediaType.OciManifest,
+      config: { mediaType: MediaType.OciConfig, digest: configJson.digest, size: configJson.size },
+      layers: image.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
+    };
+    const manifestJson = encodeJson(manifest);
+    await this.blobs.put(Readable.from([manifestJson.bytes]), { expectedDigest: manifestJson.digest });
+    const targets = image.tags.map((t) => {
+      const r = localReference(t);
+      return { repository: r.repository, tag: r.tag ?? 'latest' };
+    });
+    for (const { repository } of targets) {
+      await this.link(repository, manifestJson.digest, configJson.digest, image.layers);
+    }
+    for (const { repository, tag } of targets) {
+      await this.repositories.setTag(repository, tag, manifestJson.digest);
+    }
+    return {
+      manifestDigest: manifestJson.digest,
+      configDigest: configJson.digest,
+      manifestSize: manifestJson.size,
+    };
+  }
+
+  private async link(
+    repository: string,
+    manifest: Digest,
+    config: Digest,
+    layers: readonly LayerDescriptor[],
+  ): Promise<void> {
+    for (const l of layers) {
+      await this.repositories.linkBlob(repository, l.digest as BlobDigest);
+    }
+    await this.repositories.linkBlob(repository, config as BlobDigest);
+    await this.repositories.linkManifest(repository, manifest as BlobDigest);
+  }
+
+  /** Points `target` (`repo:tag`) at the image `ref` names, linking its blobs into the target repository. */
+  async tag(ref: string, target: string): Promise<StoredImage> {
+    const image = await this.resolve(ref);
+    const t = localReference(target);
+    await this.link(t.repository, image.manifestDigest, image.configDigest, image.layers);
+    await this.repositories.setTag(t.repository, t.tag ?? 'latest', image.manifestDigest as BlobDigest);
+    return image;
+  }
+
+  /** Every tag of every repository, with sizes. */
+  async list(): Promise<ImageSummary[]> {
+    const out: ImageSummary[] = [];
+    for (const repository of await this.repositories.listRepositories()) {
+      for (const tag of await this.repositories.listTags(repository)) {
+        const digest = await this.repositories.getTag(repository, tag);
+        if (digest === null) {
+          continue;
+        }
+        try {
+          const image = await this.load(repository, digest);
+          out.push({
+            repository,
+            tag,
+            manifestDigest: digest,
+            size: image.layers.reduce((n, l) => n + l.size, 0),
+            created: image.config.created ?? null,
+          });
+        } catch {
+          // an index or a foreign artifact: not an image we list
+        }
+      }
+    }
+    return out;
+  }
+}
