@@ -1,0 +1,74 @@
+import { BuildEvent } from '@stratum/contracts';
+import { parseSse } from './api-client';
+
+function streamOf(chunks: (string | Uint8Array)[]): ReadableStream<Uint8Array> {
+  const enc = new TextEncoder();
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      for (const c of chunks) {
+        controller.enqueue(typeof c === 'string' ? enc.encode(c) : c);
+      }
+      controller.close();
+    },
+  });
+}
+
+async function collect(chunks: (string | Uint8Array)[]): Promise<BuildEvent[]> {
+  const out: BuildEvent[] = [];
+  for await (const e of parseSse(streamOf(chunks))) {
+    out.push(e);
+  }
+  return out;
+}
+
+const queued: BuildEvent = { type: 'state', state: 'queued', at: '2024-01-01T00:00:00.000Z' };
+const log: BuildEvent = { type: 'log', step: 0, stream: 'stdout', text: 'hello\n' };
+
+describe('parseSse', () => {
+  it('parses id/event/data frames into the data JSON, in order', async () => {
+    const text =
+      `id: 1-0\nevent: state\ndata: ${JSON.stringify(queued)}\n\n` +
+      `id: 2-0\nevent: log\ndata: ${JSON.stringify(log)}\n\n`;
+    expect(await collect([text])).toEqual([queued, log]);
+  });
+
+  it('reassembles frames split across chunks at any byte', async () => {
+    const text = `id: 1-0\nevent: log\ndata: ${JSON.stringify(log)}\n\nid: 2-0\nevent: state\ndata: ${JSON.stringify(queued)}\n\n`;
+    const bytes = new TextEncoder().encode(text);
+    const chunks: Uint8Array[] = [];
+    for (let i = 0; i < bytes.length; i += 3) {
+      chunks.push(bytes.slice(i, i + 3));
+    }
+    expect(await collect(chunks)).toEqual([log, queued]);
+  });
+
+  it('keeps multi-byte UTF-8 characters split between chunks intact', async () => {
+    const e: BuildEvent = { type: 'log', step: null, stream: 'system', text: 'größe ✓ 🚀\n' };
+    const bytes = new TextEncoder().encode(`data: ${JSON.stringify(e)}\n\n`);
+    const idx = bytes.indexOf(0xf0); // first byte of the emoji
+    expect(await collect([bytes.slice(0, idx + 1), bytes.slice(idx + 1)])).toEqual([e]);
+  });
+
+  it('skips comments (heartbeats) and frames without data', async () => {
+    const text = `: keep-alive\n\nevent: ping\n\ndata: ${JSON.stringify(queued)}\n\n: keep-alive\n\n`;
+    expect(await collect([text])).toEqual([queued]);
+  });
+
+  it('joins multi-line data with newlines', async () => {
+    const text = `data: {"type":"error",\ndata: "message":"boom"}\n\n`;
+    expect(await collect([text])).toEqual([{ type: 'error', message: 'boom' }]);
+  });
+
+  it('accepts `data:` without a space', async () => {
+    expect(await collect([`data:${JSON.stringify(queued)}\n\n`])).toEqual([queued]);
+  });
+
+  it('accepts CRLF line endings (allowed by the SSE spec)', async () => {
+    const text = `id: 1-0\r\nevent: state\r\ndata: ${JSON.stringify(queued)}\r\n\r\n`;
+    expect(await collect([text])).toEqual([queued]);
+  });
+
+  it('yields nothing for an empty stream', async () => {
+    expect(await collect([])).toEqual([]);
+  });
+});
