@@ -92,7 +92,10 @@ describe('planContext', () => {
     const plan = await planContext(join(dir, 'ctx'), join(dir, 'elsewhere/Dockerfile'), dir);
     expect(plan.files).toEqual(['a.txt']);
     expect(plan.dockerfile).toBe('.stratum.Dockerfile');
-    expect(plan.extraDockerfile).toEqual({ source: join(dir, 'elsewhere/Dockerfile'), name: '.stratum.Dockerfile' });
+    expect(plan.extraDockerfile).toEqual({
+      source: join(dir, 'elsewhere/Dockerfile'),
+      name: '.stratum.Dockerfile',
+    });
   });
 
   it('treats a file whose name starts with ".." as inside the context', async () => {

@@ -33,7 +33,9 @@ describe('ProgressPrinter', () => {
   });
 
   it('prints DONE with the duration in seconds, one decimal', () => {
-    expect(render([{ type: 'step', step: step({ status: 'done', durationMs: 1234 }) }])).toBe('#2 DONE 1.2s\n');
+    expect(render([{ type: 'step', step: step({ status: 'done', durationMs: 1234 }) }])).toBe(
+      '#2 DONE 1.2s\n',
+    );
   });
 
   it('prints cached, failed, cancelled and nothing for pending', () => {
@@ -61,6 +63,8 @@ describe('ProgressPrinter', () => {
     expect(render([{ type: 'result', imageDigest: `sha256:${'a'.repeat(64)}` }])).toBe(
       `=> image sha256:${'a'.repeat(64)}\n`,
     );
-    expect(render([{ type: 'error', message: 'Dockerfile:3: exit 3' }])).toBe('ERROR: Dockerfile:3: exit 3\n');
+    expect(render([{ type: 'error', message: 'Dockerfile:3: exit 3' }])).toBe(
+      'ERROR: Dockerfile:3: exit 3\n',
+    );
   });
 });

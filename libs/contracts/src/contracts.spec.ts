@@ -61,7 +61,10 @@ describe('build states', () => {
 describe('ERROR_STATUS', () => {
   it('maps every code to an HTTP error status', () => {
     for (const [code, status] of Object.entries(ERROR_STATUS)) {
-      expect({ code, ok: Number.isInteger(status) && status >= 400 && status <= 599 }).toEqual({ code, ok: true });
+      expect({ code, ok: Number.isInteger(status) && status >= 400 && status <= 599 }).toEqual({
+        code,
+        ok: true,
+      });
     }
   });
 

@@ -1,0 +1,412 @@
+import { randomUUID } from 'node:crypto';
+import { Job, Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { BuildEvent, BuildRecord, JobName, QueueName } from '@stratum/contracts';
+import { RedisServerHandle, startRedisServer } from '@stratum/testing';
+import { BuildRecordStore, StoredBuildEvent } from './build-record-store';
+import { BuildProducer, CommitProducer, createQueue, jobOptions, PushProducer } from './producers';
+import { createRedis, QUEUE_PREFIX, RedisKeys } from './redis';
+
+jest.setTimeout(30_000);
+
+const RETENTION = 3600;
+let server: RedisServerHandle;
+let redis: Redis;
+let store: BuildRecordStore;
+
+function record(over: Partial<BuildRecord> = {}): BuildRecord {
+  return {
+    id: randomUUID(),
+    state: 'queued',
+    contextDigest: `sha256:${'c'.repeat(64)}`,
+    contextSize: 10,
+    dockerfile: 'Dockerfile',
+    tags: ['a/b:1'],
+    buildArgs: {},
+    target: null,
+    noCache: false,
+    createdAt: new Date().toISOString(),
+    startedAt: null,
+    finishedAt: null,
+    steps: [],
+    imageDigest: null,
+    error: null,
+    attempts: 0,
+    ...over,
+  };
+}
+
+async function collect(it: AsyncIterable<StoredBuildEvent>): Promise<StoredBuildEvent[]> {
+  const out: StoredBuildEvent[] = [];
+  for await (const e of it) {
+    out.push(e);
+  }
+  return out;
+}
+
+beforeAll(async () => {
+  server = await startRedisServer();
+  redis = createRedis(server.url, 'jobs-int-test');
+  store = new BuildRecordStore(redis, RETENTION);
+});
+
+afterAll(async () => {
+  await store.close();
+  redis.disconnect();
+  await server.stop();
+});
+
+describe('BuildRecordStore', () => {
+  it('creates, gets and updates a record', async () => {
+    const r = record();
+    await store.create(r);
+    expect(await store.get(r.id)).toEqual(r);
+    const updated = await store.update(r.id, (x) => {
+      x.error = 'e';
+    });
+    expect(updated?.error).toBe('e');
+    expect((await store.get(r.id))?.error).toBe('e');
+    // a running record has no expiry
+    expect(await redis.ttl(RedisKeys.build(r.id))).toBe(-1);
+  });
+
+  it('answers null for unknown ids, and update of an unknown id is null', async () => {
+    const id = randomUUID();
+    expect(await store.get(id)).toBeNull();
+    expect(await store.update(id, () => undefined)).toBeNull();
+  });
+
+  it('loses no update when two store instances (two processes) update concurrently', async () => {
+    const r = record();
+    await store.create(r);
+    const otherRedis = createRedis(server.url, 'jobs-int-test-other');
+    const other = new BuildRecordStore(otherRedis, RETENTION);
+    try {
+      const N = 40;
+      const bump = (s: BuildRecordStore, tag: string) =>
+        Array.from({ length: N }, (_, i) =>
+          s.update(r.id, (x) => {
+            x.attempts += 1;
+            x.tags.push(`${tag}${i}`);
+          }),
+        );
+      await Promise.all([...bump(store, 'a'), ...bump(other, 'b')]);
+      const final = await store.get(r.id);
+      expect(final?.attempts).toBe(2 * N);
+      expect(final?.tags).toHaveLength(1 + 2 * N);
+    } finally {
+      await other.close();
+      otherRedis.disconnect();
+    }
+  });
+
+  it('a throwing change does not wedge later updates', async () => {
+    const r = record();
+    await store.create(r);
+    await expect(
+      store.update(r.id, () => {
+        throw new Error('boom');
+      }),
+    ).rejects.toThrow('boom');
+    const after = await store.update(r.id, (x) => {
+      x.attempts = 7;
+    });
+    expect(after?.attempts).toBe(7);
+  });
+
+  describe('list', () => {
+    const ids: string[] = [];
+    let local: BuildRecordStore;
+    let localRedis: Redis;
+
+    beforeAll(async () => {
+      // a fresh database so other tests' records do not count
+      localRedis = new Redis(`${server.url}/3`, { maxRetriesPerRequest: null });
+      local = new BuildRecordStore(localRedis, RETENTION);
+      const base = Date.parse('2024-01-01T00:00:00Z');
+      for (let i = 0; i < 7; i++) {
+        const r = record({
+          createdAt: new Date(base + i * 1000).toISOString(),
+          state: i % 3 === 0 ? 'failed' : 'succeeded',
+        });
+        ids.push(r.id);
+        await local.create(r);
+      }
+    });
+    afterAll(async () => {
+      await local.close();
+      localRedis.disconnect();
+    });
+
+    it('pages newest first', async () => {
+      const p1 = await local.list(0, 3);
+      expect(p1.total).toBe(7);
+      expect(p1.items.map((r) => r.id)).toEqual([ids[6], ids[5], ids[4]]);
+      expect(p1).toMatchObject({ offset: 0, limit: 3 });
+      const p3 = await local.list(6, 3);
+      expect(p3.items.map((r) => r.id)).toEqual([ids[0]]);
+      expect((await local.list(10, 3)).items).toEqual([]);
+    });
+
+    it('filters by state, with the total of that state', async () => {
+      const failed = await local.list(0, 10, 'failed');
+      expect(failed.items.map((r) => r.id)).toEqual([ids[6], ids[3], ids[0]]);
+      expect(failed.total).toBe(3);
+      const page = await local.list(1, 1, 'failed');
+      expect(page.items.map((r) => r.id)).toEqual([ids[3]]);
+      expect(page.total).toBe(3);
+      expect((await local.list(0, 10, 'running')).total).toBe(0);
+    });
+
+    it('drops expired records from the index', async () => {
+      await localRedis.del(RedisKeys.build(ids[5]));
+      const page = await local.list(0, 10);
+      expect(page.total).toBe(6);
+      expect(page.items.map((r) => r.id)).not.toContain(ids[5]);
+      expect(await localRedis.zscore(RedisKeys.buildIndex, ids[5])).toBeNull();
+    });
+  });
+
+  describe('events', () => {
+    it('replays appended events in order, then follows live ones until a terminal state', async () => {
+      const r = record();
+      await store.create(r);
+      await store.appendEvent(r.id, { type: 'state', state: 'queued', at: r.createdAt });
+      await store.transition(r.id, 'running');
+      const following = collect(store.follow(r.id));
+      await new Promise((res) => setTimeout(res, 200));
+      await store.recordStep(r.id, {
+        index: 0,
+        name: 'RUN x',
+        status: 'done',
+        startedAt: 'a',
+        finishedAt: 'b',
+        durationMs: 5,
+        layerSize: 10,
+      });
+      await store.appendEvent(r.id, { type: 'log', step: 0, stream: 'stdout', text: 'hi\n' });
+      await store.appendEvent(r.id, { type: 'result', imageDigest: `sha256:${'d'.repeat(64)}` });
+      const started = Date.now();
+      await store.transition(r.id, 'succeeded', { imageDigest: `sha256:${'d'.repeat(64)}` });
+      const events = await following;
+      expect(Date.now() - started).toBeLessThan(2000); // ends on the terminal event, not on a timeout
+      expect(events.map((e) => e.event.type)).toEqual(['state', 'state', 'step', 'log', 'result', 'state']);
+      expect(events.map((e) => (e.event.type === 'state' ? e.event.state : null))).toEqual([
+        'queued',
+        'running',
+        null,
+        null,
+        null,
+        'succeeded',
+      ]);
+      // stream ids are strictly increasing
+      const ids = events.map((e) => e.id);
+      expect([...ids].sort(compareStreamIds)).toEqual(ids);
+      expect(new Set(ids).size).toBe(ids.length);
+      const rec = await store.get(r.id);
+      expect(rec).toMatchObject({ state: 'succeeded', attempts: 1, imageDigest: `sha256:${'d'.repeat(64)}` });
+      expect(rec?.startedAt).not.toBeNull();
+      expect(rec?.finishedAt).not.toBeNull();
+      expect(rec?.steps).toEqual([expect.objectContaining({ index: 0, status: 'done', durationMs: 5 })]);
+
+      // replay after the end gives the same events and ends by itself
+      const replay = await collect(store.follow(r.id));
+      expect(replay).toEqual(events);
+
+      // resume after an id
+      const resumed = await collect(store.follow(r.id, events[2].id));
+      expect(resumed).toEqual(events.slice(3));
+    });
+
+    it('sets the retention expiry on the record and its events at a terminal state', async () => {
+      const r = record();
+      await store.create(r);
+      await store.appendEvent(r.id, { type: 'state', state: 'queued', at: r.createdAt });
+      await store.transition(r.id, 'running');
+      expect(await redis.ttl(RedisKeys.build(r.id))).toBe(-1);
+      expect(await redis.ttl(RedisKeys.buildEvents(r.id))).toBe(-1);
+      await store.transition(r.id, 'failed', { error: 'Dockerfile:2: exit 3' });
+      for (const key of [RedisKeys.build(r.id), RedisKeys.buildEvents(r.id)]) {
+        const ttl = await redis.ttl(key);
+        expect(ttl).toBeGreaterThan(RETENTION - 10);
+        expect(ttl).toBeLessThanOrEqual(RETENTION);
+      }
+      expect(await store.get(r.id)).toMatchObject({ state: 'failed', error: 'Dockerfile:2: exit 3' });
+    });
+
+    it('stops following when aborted', async () => {
+      const r = record();
+      await store.create(r);
+      await store.appendEvent(r.id, { type: 'state', state: 'queued', at: r.createdAt });
+      const abort = new AbortController();
+      const seen: BuildEvent[] = [];
+      const done = (async () => {
+        for await (const e of store.follow(r.id, '0', abort.signal)) {
+          seen.push(e.event);
+        }
+      })();
+      await new Promise((res) => setTimeout(res, 200));
+      const t = Date.now();
+      abort.abort();
+      await done;
+      expect(Date.now() - t).toBeLessThan(1000);
+      expect(seen).toHaveLength(1);
+    });
+
+    it('ends promptly when resumed after the terminal event (Last-Event-ID of the last frame)', async () => {
+      const r = record();
+      await store.create(r);
+      await store.appendEvent(r.id, { type: 'state', state: 'queued', at: r.createdAt });
+      await store.transition(r.id, 'cancelled', { error: 'cancelled' });
+      const all = await collect(store.follow(r.id));
+      const t = Date.now();
+      expect(await collect(store.follow(r.id, all[all.length - 1].id))).toEqual([]);
+      expect(Date.now() - t).toBeLessThan(1000);
+    });
+  });
+
+  it('requestCancel marks the build and publishes its id; isCancelRequested reads it', async () => {
+    const id = randomUUID();
+    const sub = createRedis(server.url, 'cancel-sub');
+    try {
+      const got = new Promise<string>((res) => sub.on('message', (_c: string, m: string) => res(m)));
+      await sub.subscribe(RedisKeys.cancelChannel);
+      expect(await store.isCancelRequested(id)).toBe(false);
+      await store.requestCancel(id);
+      expect(await store.isCancelRequested(id)).toBe(true);
+      expect(await got).toBe(id);
+      const ttl = await redis.ttl(RedisKeys.buildCancel(id));
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(RETENTION);
+    } finally {
+      sub.disconnect();
+    }
+  });
+});
+
+function compareStreamIds(a: string, b: string): number {
+  const [am, as] = a.split('-').map(Number);
+  const [bm, bs] = b.split('-').map(Number);
+  return am - bm || as - bs;
+}
+
+describe('producers', () => {
+  const settings = { attempts: 3, retentionSeconds: 600 };
+  let conn: Redis;
+  let builds: BuildProducer;
+  let commits: CommitProducer;
+  let pushes: PushProducer;
+
+  const buildData = (buildId: string) => ({
+    buildId,
+    contextDigest: `sha256:${'c'.repeat(64)}` as const,
+    dockerfile: 'Dockerfile',
+    tags: [],
+    buildArgs: {},
+    target: null,
+    noCache: false,
+  });
+
+  beforeAll(() => {
+    conn = createRedis(server.url, 'producers');
+    builds = new BuildProducer(createQueue(QueueName.Build, conn), settings);
+    commits = new CommitProducer(createQueue(QueueName.Commit, conn), settings);
+    pushes = new PushProducer(createQueue(QueueName.Push, conn), settings);
+  });
+  afterAll(async () => {
+    await Promise.all([builds.close(), commits.close(), pushes.close()]);
+    conn.disconnect();
+  });
+
+  it('uses the build id as job id, so submitting twice enqueues once', async () => {
+    const id = randomUUID();
+    await builds.submit(buildData(id));
+    await builds.submit(buildData(id));
+    const jobs = await builds.queue.getJobs(['waiting']);
+    expect(jobs.filter((j) => j.data.buildId === id)).toHaveLength(1);
+    const job = await builds.queue.getJob(id);
+    expect(job?.name).toBe(JobName.Build);
+    expect(job?.data).toEqual(buildData(id));
+    expect(job?.opts).toMatchObject({
+      jobId: id,
+      attempts: 3,
+      backoff: { type: 'exponential', delay: 2000 },
+      removeOnComplete: { age: 600 },
+      removeOnFail: { age: 600 },
+    });
+  });
+
+  it('uses the Stratum queue prefix and queue names', async () => {
+    const id = randomUUID();
+    await builds.submit(buildData(id));
+    expect(await conn.exists(`${QUEUE_PREFIX}:${QueueName.Build}:${id}`)).toBe(1);
+  });
+
+  it('sets per-name options: a container run is attempted once', async () => {
+    expect(jobOptions(JobName.RunContainer, 'x', settings)).toMatchObject({ jobId: 'x', attempts: 1 });
+    expect(jobOptions(JobName.RunContainer, 'x', settings).backoff).toBeUndefined();
+    for (const name of [JobName.Build, JobName.Commit, JobName.Push]) {
+      expect(jobOptions(name, 'y', settings)).toMatchObject({ jobId: 'y', attempts: 3 });
+    }
+    const cid = randomUUID();
+    await commits.runContainer({ containerId: cid });
+    const run = await commits.queue.getJob(`run-${cid}`);
+    expect(run?.name).toBe(JobName.RunContainer);
+    expect(run?.opts.attempts).toBe(1);
+    const pid = randomUUID();
+    await pushes.push({
+      pushId: pid,
+      manifestDigest: `sha256:${'e'.repeat(64)}`,
+      sourceRepository: 'a/b',
+      targets: ['a/b:2'],
+    });
+    expect((await pushes.queue.getJob(pid))?.name).toBe(JobName.Push);
+  });
+
+  it('removeIfWaiting removes a waiting job, and refuses unknown and active ones', async () => {
+    const waiting = randomUUID();
+    await builds.submit(buildData(waiting));
+    expect(await builds.removeIfWaiting(waiting)).toBe(true);
+    expect(await builds.queue.getJob(waiting)).toBeUndefined();
+    expect(await builds.removeIfWaiting(waiting)).toBe(false);
+    expect(await builds.removeIfWaiting(randomUUID())).toBe(false);
+
+    // an active job: a worker holds it until released
+    await builds.queue.drain();
+    const activeId = randomUUID();
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((res) => (release = res));
+    const workerConn = createRedis(server.url, 'producers-worker');
+    let startedResolve: () => void = () => undefined;
+    const started = new Promise<void>((res) => (startedResolve = res));
+    const worker = new Worker(
+      QueueName.Build,
+      async (job: Job) => {
+        if (job.id === activeId) {
+          startedResolve();
+          await held;
+        }
+      },
+      { connection: workerConn, prefix: QUEUE_PREFIX },
+    );
+    try {
+      await builds.submit(buildData(activeId));
+      await started;
+      expect(await builds.removeIfWaiting(activeId)).toBe(false);
+      expect(await (await builds.queue.getJob(activeId))?.getState()).toBe('active');
+    } finally {
+      release();
+      await worker.close();
+      workerConn.disconnect();
+    }
+  });
+
+  it('removeIfWaiting removes a delayed job (a retry waiting for its backoff)', async () => {
+    const queue = new Queue(QueueName.Build, { connection: conn, prefix: QUEUE_PREFIX });
+    const id = randomUUID();
+    await queue.add(JobName.Build, buildData(id), { jobId: id, delay: 60_000 });
+    expect(await builds.removeIfWaiting(id)).toBe(true);
+    expect(await queue.getJob(id)).toBeUndefined();
+    await queue.close();
+  });
+});
