@@ -1,0 +1,86 @@
+import { Body, Controller, Delete, Get, HttpCode, Param, Post, Res } from '@nestjs/common';
+import { ApiOperation, ApiParam, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { Response } from 'express';
+import { ZodPipe } from '../common/zod-query.pipe';
+import { ContainerRecord } from './container-records';
+import {
+  CommitAccepted,
+  CommitContainerBody,
+  ContainerCreated,
+  ContainerIdParam,
+  CreateContainerBody,
+} from './containers.dto';
+import { ContainersService } from './containers.service';
+
+const containerId = new ZodPipe(ContainerIdParam);
+
+@ApiTags('containers')
+@Controller('api/v1/containers')
+export class ContainersController {
+  constructor(private readonly containers: ContainersService) {}
+
+  @Post()
+  @HttpCode(202)
+  @ApiOperation({
+    summary: 'Run a command in a new container of an image, like `docker run` (detached)',
+    description:
+      'Body: {image, cmd: string[], env?: ["K=v"] | {K: v}, workdir?, user?, network?: "none"|"host"}. ' +
+      "The image's Entrypoint is kept and cmd replaces its Cmd. Poll the container until state is `exited`.",
+  })
+  @ApiResponse({ status: 202, description: 'Created and queued: id and URL' })
+  @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
+  async create(
+    @Body(new ZodPipe(CreateContainerBody)) body: CreateContainerBody,
+    @Res({ passthrough: true }) res: Response,
+  ): Promise<ContainerCreated> {
+    const created = await this.containers.create(body);
+    res.setHeader('Location', created.url);
+    return created;
+  }
+
+  @Get()
+  @ApiOperation({ summary: 'Containers that are not removed, newest first' })
+  list(): Promise<ContainerRecord[]> {
+    return this.containers.list();
+  }
+
+  @Get(':id')
+  @ApiOperation({
+    summary: 'A container: state (created|running|exited|removed), exit code, logs (bounded), commits',
+    description:
+      'Each commit (POST …/commit) appears in `commits[]` with its state and, once done, imageDigest.',
+  })
+  @ApiParam({ name: 'id', description: '32 hex digits' })
+  @ApiResponse({ status: 404, description: 'CONTAINER_UNKNOWN' })
+  get(@Param('id', containerId) id: string): Promise<ContainerRecord> {
+    return this.containers.get(id);
+  }
+
+  @Delete(':id')
+  @ApiOperation({ summary: 'Remove a container and its changes, like `docker rm`; 409 while it runs' })
+  @ApiResponse({ status: 409, description: 'CONTAINER_STATE (running or being committed)' })
+  remove(@Param('id', containerId) id: string): Promise<ContainerRecord> {
+    return this.containers.remove(id);
+  }
+
+  @Post(':id/commit')
+  @HttpCode(202)
+  @ApiOperation({
+    summary: "Commit an exited container's changes as a new image, like `docker commit`",
+    description:
+      'Body: {repository, tag?, message?, author?, changes?: ["CMD [\\"sh\\"]", "ENV A=b", …]}. ' +
+      'The result is on GET /api/v1/containers/:id in commits[] (state queued|running|succeeded|failed, imageDigest).',
+  })
+  @ApiResponse({ status: 202, description: 'Queued: commitId and the container URL to follow it on' })
+  @ApiResponse({ status: 404, description: 'CONTAINER_UNKNOWN' })
+  @ApiResponse({ status: 409, description: 'CONTAINER_STATE (not exited)' })
+  async commit(
+    @Param('id', containerId) id: string,
+    @Body(new ZodPipe(CommitContainerBody)) body: CommitContainerBody,
+    @Res({ passthrough: true }) res: Response,
+  ): Promise<CommitAccepted> {
+    const accepted = await this.containers.commit(id, body);
+    res.setHeader('Location', accepted.url);
+    return accepted;
+  }
+}

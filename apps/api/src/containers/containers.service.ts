@@ -1,0 +1,138 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { Injectable } from '@nestjs/common';
+import { Digest, StratumError } from '@stratum/contracts';
+import { ImageService } from '@stratum/images';
+import { CommitProducer } from '@stratum/jobs';
+import { commandOf, parseCommitChanges, runConfig } from './container-config';
+import {
+  CommitState,
+  ContainerRecord,
+  ContainerRecordStore,
+  ContainerState,
+  KeepRecord,
+} from './container-records';
+import { CommitAccepted, CommitContainerBody, ContainerCreated, CreateContainerBody } from './containers.dto';
+
+/**
+ * Containers as `docker run` / `docker rm` / `docker commit` see them. The API records and
+ * enqueues; a builder worker runs the command and commits on its host, where the container's
+ * upper dir lives.
+ */
+@Injectable()
+export class ContainersService {
+  constructor(
+    private readonly records: ContainerRecordStore,
+    private readonly images: ImageService,
+    private readonly producer: CommitProducer,
+  ) {}
+
+  /** Resolves the image now (so an unknown one is a 404 here), records, enqueues the run. */
+  async create(body: CreateContainerBody): Promise<ContainerCreated> {
+    const image = await this.images.resolve(body.image);
+    if (image.repository === null) {
+      throw new StratumError('BAD_REQUEST', `image "${body.image}" must name a repository`);
+    }
+    const config = runConfig(image.config, body);
+    const id = randomBytes(16).toString('hex');
+    const record: ContainerRecord = {
+      id,
+      state: ContainerState.Created,
+      image: body.image,
+      imageRef: `${image.repository}@${image.manifestDigest}`,
+      imageDigest: image.manifestDigest as Digest,
+      command: commandOf(config),
+      config,
+      network: body.network,
+      createdAt: new Date().toISOString(),
+      startedAt: null,
+      finishedAt: null,
+      exitCode: null,
+      signal: null,
+      error: null,
+      logs: { stdout: '', stderr: '', truncated: false },
+      worker: null,
+      commits: [],
+    };
+    await this.records.create(record);
+    await this.producer.runContainer({ containerId: id });
+    return { id, state: record.state, url: `/api/v1/containers/${id}` };
+  }
+
+  get(id: string): Promise<ContainerRecord> {
+    return this.records.require(id);
+  }
+
+  list(): Promise<ContainerRecord[]> {
+    return this.records.list();
+  }
+
+  /**
+   * `docker rm`: the record becomes a `removed` tombstone and the worker holding the upper dir
+   * deletes it (told over pub/sub, and by its periodic sweep when it missed that). A queued
+   * container is dropped before it runs; a running one is a 409.
+   */
+  async remove(id: string): Promise<ContainerRecord> {
+    const current = await this.records.require(id);
+    if (current.state === ContainerState.Created) {
+      // Taken off the queue, it will never run; a worker that took it already sees `removed`.
+      await this.producer.removeIfWaiting(`run-${id}`);
+    }
+    const updated = await this.records.update(id, (r) => {
+      if (r.state === ContainerState.Removed) {
+        throw new KeepRecord();
+      }
+      if (r.state === ContainerState.Running) {
+        throw new StratumError('CONTAINER_STATE', `container ${id} is running; wait until it exits`);
+      }
+      if (r.commits.some((c) => c.state === CommitState.Queued || c.state === CommitState.Running)) {
+        throw new StratumError('CONTAINER_STATE', `container ${id} is being committed; wait until that ends`);
+      }
+      r.state = ContainerState.Removed;
+    });
+    if (updated === null) {
+      throw new StratumError('CONTAINER_UNKNOWN', `no container with id "${id}"`);
+    }
+    await this.records.publishRemoved(id);
+    return updated;
+  }
+
+  /** `docker commit`: validates the changes now, records the commit, enqueues it. */
+  async commit(id: string, body: CommitContainerBody): Promise<CommitAccepted> {
+    parseCommitChanges(body.changes);
+    const commitId = randomUUID();
+    const updated = await this.records.update(id, (r) => {
+      if (r.state !== ContainerState.Exited) {
+        throw new StratumError(
+          'CONTAINER_STATE',
+          `container ${id} is ${r.state}; only an exited container can be committed`,
+        );
+      }
+      r.commits.push({
+        id: commitId,
+        repository: body.repository,
+        tag: body.tag,
+        message: body.message,
+        author: body.author,
+        changes: body.changes,
+        state: CommitState.Queued,
+        imageDigest: null,
+        error: null,
+        createdAt: new Date().toISOString(),
+        finishedAt: null,
+      });
+    });
+    if (updated === null) {
+      throw new StratumError('CONTAINER_UNKNOWN', `no container with id "${id}"`);
+    }
+    await this.producer.commit({
+      containerId: id,
+      commitId,
+      repository: body.repository,
+      tag: body.tag,
+      message: body.message,
+      author: body.author,
+      changes: body.changes,
+    });
+    return { commitId, containerId: id, state: 'queued', url: `/api/v1/containers/${id}` };
+  }
+}

@@ -1,0 +1,69 @@
+import { z } from 'zod';
+import { Digest, HistoryEntry, ContainerConfig } from '@stratum/oci';
+import { isRepositoryName, isTagName } from '@stratum/storage';
+
+export const repositoryName = z
+  .string()
+  .refine(
+    isRepositoryName,
+    'must be a repository name: lowercase [a-z0-9] components separated by . _ - and /',
+  );
+export const tagName = z.string().refine(isTagName, 'must be a tag: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}');
+
+/** Query of `POST /api/v1/images/import` (as `docker import - repository:tag -m message`). */
+export const ImportImageQuery = z.object({
+  repository: repositoryName,
+  tag: tagName.default('latest'),
+  message: z.string().max(4096).default(''),
+});
+export type ImportImageQuery = z.infer<typeof ImportImageQuery>;
+
+/** Body of `POST /api/v1/images/:ref/tag`. */
+export const TagImageBody = z.object({
+  repository: repositoryName,
+  tag: tagName.default('latest'),
+});
+export type TagImageBody = z.infer<typeof TagImageBody>;
+
+/** A `repo`, `repo:tag` or `repo@sha256:…` of our registry (URL-encoded in the path). */
+export const ImageRefParam = z.string().min(1).max(512);
+
+export interface ImageLayerView {
+  readonly digest: Digest;
+  readonly diffId: Digest;
+  readonly size: number;
+  readonly mediaType: string;
+}
+
+/** `GET /api/v1/images/:ref`. */
+export interface ImageDetail {
+  readonly reference: string;
+  readonly repository: string | null;
+  readonly manifestDigest: Digest;
+  readonly configDigest: Digest;
+  readonly created: string | null;
+  readonly author: string | null;
+  readonly architecture: string;
+  readonly os: string;
+  /** Sum of compressed layer sizes. */
+  readonly size: number;
+  readonly layers: ImageLayerView[];
+  readonly history: HistoryEntry[];
+  readonly config: ContainerConfig;
+}
+
+/** 201 answer of an import. */
+export interface ImportedImage {
+  readonly repository: string;
+  readonly tag: string;
+  readonly manifestDigest: Digest;
+  readonly configDigest: Digest;
+  readonly layer: ImageLayerView;
+}
+
+/** 201 answer of a tag. */
+export interface TaggedImage {
+  readonly repository: string;
+  readonly tag: string;
+  readonly manifestDigest: Digest;
+}

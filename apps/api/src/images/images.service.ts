@@ -1,0 +1,95 @@
+import { Readable } from 'node:stream';
+import { Inject, Injectable } from '@nestjs/common';
+import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
+import { ImageService, ImageSummary, StoredImage } from '@stratum/images';
+import { compressLayer } from '@stratum/layers';
+import { ImageConfig } from '@stratum/oci';
+import { ImageDetail, ImportedImage, ImportImageQuery, TagImageBody, TaggedImage } from './images.dto';
+import { rootfsTar } from './rootfs-upload';
+
+/** Images API: import a root filesystem, list, inspect, tag. Storage work is ImageService's. */
+@Injectable()
+export class ImagesApiService {
+  constructor(
+    @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
+    private readonly images: ImageService,
+  ) {}
+
+  /**
+   * `docker import`: the tar becomes the image's only layer (compressed and hashed while it
+   * streams into the blob store), with a linux/amd64 config whose one history entry carries
+   * the message, as Docker's import writes it (moby daemon/images/image_import.go).
+   */
+  async import(body: Readable, query: ImportImageQuery): Promise<ImportedImage> {
+    const { tar, summary } = await rootfsTar(body, this.config.maxContextBytes);
+    let layer;
+    try {
+      [layer] = await Promise.all([this.images.storeLayer(compressLayer(tar)), summary]);
+    } catch (err) {
+      // Prefer the upload check's error (not a tar, too large) over the store's echo of it.
+      throw await summary.then(
+        () => err,
+        (checkErr: unknown) => checkErr,
+      );
+    }
+    const created = new Date().toISOString();
+    const comment = query.message !== '' ? query.message : 'Imported from -';
+    const config: ImageConfig = {
+      created,
+      architecture: 'amd64',
+      os: 'linux',
+      config: {},
+      rootfs: { type: 'layers', diff_ids: [layer.diffId] },
+      // Docker's import writes no created_by, only the comment ("Imported from -" by default).
+      history: [{ created, comment }],
+    };
+    const written = await this.images.write({
+      config,
+      layers: [layer],
+      tags: [`${query.repository}:${query.tag}`],
+    });
+    return {
+      repository: query.repository,
+      tag: query.tag,
+      manifestDigest: written.manifestDigest,
+      configDigest: written.configDigest,
+      layer: { digest: layer.digest, diffId: layer.diffId, size: layer.size, mediaType: layer.mediaType },
+    };
+  }
+
+  list(): Promise<ImageSummary[]> {
+    return this.images.list();
+  }
+
+  async get(ref: string): Promise<ImageDetail> {
+    return detail(ref, await this.images.resolve(ref));
+  }
+
+  async tag(ref: string, body: TagImageBody): Promise<TaggedImage> {
+    const image = await this.images.tag(ref, `${body.repository}:${body.tag}`);
+    return { repository: body.repository, tag: body.tag, manifestDigest: image.manifestDigest };
+  }
+}
+
+function detail(reference: string, image: StoredImage): ImageDetail {
+  const c = image.config;
+  return {
+    reference,
+    repository: image.repository,
+    manifestDigest: image.manifestDigest,
+    configDigest: image.configDigest,
+    created: c.created ?? null,
+    author: c.author ?? null,
+    architecture: c.architecture,
+    os: c.os,
+    size: image.layers.reduce((n, l) => n + l.size, 0),
+    layers: image.layers.map((l) => ({
+      digest: l.digest,
+      diffId: l.diffId,
+      size: l.size,
+      mediaType: l.mediaType,
+    })),
+    history: c.history ?? [],
+    config: c.config ?? {},
+  };
+}
