@@ -1,1 +1,6 @@
+// api-server.ts is not re-exported: it loads the whole API app, which tests that only need
+// Redis should not pay for (e2e tests import '../support/api-server' directly).
 export * from './redis-server';
+export * from './worker-process';
+export * from './build-context';
+export * from './sse-client';
