@@ -23,6 +23,12 @@ interface WalkConfig {
   sourceDateEpoch?: number;
 }
 
+/** One tar header, plus the file whose content follows it. */
+interface TarItem {
+  header: Buffer;
+  file?: { abs: string; size: number; rel: string };
+}
+
 /** Linux dev_t -> major/minor (glibc's gnu_dev_major/minor). */
 function splitDev(rdev: number): [number, number] {
   const d = BigInt(rdev);
@@ -72,7 +78,7 @@ async function* fileBody(abs: string, size: number, entry: string): AsyncGenerat
  * every machine and locale), with whiteout conversion when `whiteouts` is set. An opaque
  * marker comes right after its directory, before the directory's other entries. Only the tree is read: cost grows with its size, not the image's.
  */
-async function* tarBytes(cfg: WalkConfig): AsyncGenerator<Buffer> {
+async function* tarItems(cfg: WalkConfig): AsyncGenerator<TarItem> {
   const wantXattrs = cfg.whiteouts || cfg.xattrs;
   const allXattrs = wantXattrs ? await readXattrsRecursive(cfg.root) : new Map<string, Map<string, Buffer>>();
   if (cfg.whiteouts) {
@@ -132,10 +138,21 @@ async function* tarBytes(cfg: WalkConfig): AsyncGenerator<Buffer> {
     xattrs: new Map(),
   });
 
-  async function* walk(absDir: string, relDir: string): AsyncGenerator<Buffer> {
-    const children: { name: string; st: Stats; whiteout: boolean; sortKey: Buffer }[] = [];
-    for (const name of await readNames(absDir)) {
-      const st = await lstat(join(absDir, name));
+  interface Child {
+    name: string;
+    st: Stats;
+    whiteout: boolean;
+    sortKey: Buffer;
+  }
+  const listChildren = async (absDir: string, relDir: string): Promise<Child[]> => {
+    const names = await readNames(absDir);
+    const stats: Stats[] = [];
+    // lstat in parallel batches: the thread pool, not the walk, bounds the latency.
+    for (let i = 0; i < names.length; i += 64) {
+      stats.push(...(await Promise.all(names.slice(i, i + 64).map((name) => lstat(join(absDir, name))))));
+    }
+    const children: Child[] = names.map((name, i) => {
+      const st = stats[i];
       if (cfg.whiteouts && name.startsWith(WHITEOUT_PREFIX)) {
         throw new LayerError(
           'LAYER_UNSUPPORTED_ENTRY',
@@ -145,70 +162,153 @@ async function* tarBytes(cfg: WalkConfig): AsyncGenerator<Buffer> {
       }
       // overlay whiteout (char device 0/0) -> OCI whiteout `.wh.<name>`
       const whiteout = cfg.whiteouts && st.isCharacterDevice() && st.rdev === 0;
-      children.push({
-        name,
-        st,
-        whiteout,
-        sortKey: Buffer.from(whiteout ? `${WHITEOUT_PREFIX}${name}` : name),
-      });
-    }
+      return { name, st, whiteout, sortKey: Buffer.from(whiteout ? `${WHITEOUT_PREFIX}${name}` : name) };
+    });
     // In byte order of the names as they appear in the tar.
-    children.sort((a, b) => Buffer.compare(a.sortKey, b.sortKey));
-    for (const { name, st, whiteout } of children) {
-      const abs = join(absDir, name);
-      const rel = relDir === '' ? name : `${relDir}/${name}`;
-      if (whiteout) {
-        yield encodeHeader(
+    return children.sort((a, b) => Buffer.compare(a.sortKey, b.sortKey));
+  };
+
+  // An explicit stack instead of recursive generators: each yield would otherwise pass
+  // through one generator per directory level.
+  const stack: { absDir: string; relDir: string; children: Child[]; next: number }[] = [
+    { absDir: cfg.root, relDir: '', children: await listChildren(cfg.root, ''), next: 0 },
+  ];
+  while (stack.length > 0) {
+    const frame = stack[stack.length - 1];
+    if (frame.next >= frame.children.length) {
+      stack.pop();
+      continue;
+    }
+    const { name, st, whiteout } = frame.children[frame.next++];
+    const { absDir, relDir } = frame;
+    const abs = join(absDir, name);
+    const rel = relDir === '' ? name : `${relDir}/${name}`;
+    if (whiteout) {
+      yield {
+        header: encodeHeader(
           marker(relDir === '' ? `${WHITEOUT_PREFIX}${name}` : `${relDir}/${WHITEOUT_PREFIX}${name}`, st),
-        );
-        continue;
+        ),
+      };
+    } else if (st.isDirectory()) {
+      yield { header: encodeHeader({ ...base(st, rel, abs), type: 'dir', path: `${rel}/` }) };
+      if (cfg.whiteouts && allXattrs.get(abs)?.get(OVERLAY_OPAQUE_XATTR)?.toString() === 'y') {
+        yield { header: encodeHeader(marker(`${rel}/${WHITEOUT_OPAQUE}`, st)) };
       }
-      if (st.isDirectory()) {
-        yield encodeHeader({ ...base(st, rel, abs), type: 'dir', path: `${rel}/` });
-        if (cfg.whiteouts && allXattrs.get(abs)?.get(OVERLAY_OPAQUE_XATTR)?.toString() === 'y') {
-          yield encodeHeader(marker(`${rel}/${WHITEOUT_OPAQUE}`, st));
-        }
-        yield* walk(abs, rel);
-      } else if (st.isFile()) {
+      stack.push({ absDir: abs, relDir: rel, children: await listChildren(abs, rel), next: 0 });
+    } else if (st.isFile()) {
+      const key = `${st.dev}:${st.ino}`;
+      const first = st.nlink > 1 ? inodes.get(key) : undefined;
+      if (first !== undefined) {
+        yield {
+          header: encodeHeader({ ...base(st, rel, abs), type: 'link', linkpath: first, xattrs: new Map() }),
+        };
+      } else {
         if (st.nlink > 1) {
-          const key = `${st.dev}:${st.ino}`;
-          const first = inodes.get(key);
-          if (first !== undefined) {
-            yield encodeHeader({ ...base(st, rel, abs), type: 'link', linkpath: first, xattrs: new Map() });
-            continue;
-          }
           inodes.set(key, rel);
         }
-        yield encodeHeader({ ...base(st, rel, abs), size: st.size });
-        yield* fileBody(abs, st.size, rel);
-        const pad = padding(st.size);
-        if (pad > 0) {
-          yield Buffer.alloc(pad);
-        }
-      } else if (st.isSymbolicLink()) {
-        const target = await readlink(abs, { encoding: 'buffer' });
-        const text = target.toString('utf8');
-        if (!Buffer.from(text, 'utf8').equals(target)) {
-          throw new LayerError('LAYER_UNSUPPORTED_ENTRY', 'symlink target is not valid UTF-8', rel);
-        }
-        yield encodeHeader({ ...base(st, rel, abs), type: 'symlink', linkpath: text });
-      } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-        const [devmajor, devminor] = splitDev(st.rdev);
-        yield encodeHeader({
+        yield {
+          header: encodeHeader({ ...base(st, rel, abs), size: st.size }),
+          file: { abs, size: st.size, rel },
+        };
+      }
+    } else if (st.isSymbolicLink()) {
+      const target = await readlink(abs, { encoding: 'buffer' });
+      const text = target.toString('utf8');
+      if (!Buffer.from(text, 'utf8').equals(target)) {
+        throw new LayerError('LAYER_UNSUPPORTED_ENTRY', 'symlink target is not valid UTF-8', rel);
+      }
+      yield { header: encodeHeader({ ...base(st, rel, abs), type: 'symlink', linkpath: text }) };
+    } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+      const [devmajor, devminor] = splitDev(st.rdev);
+      yield {
+        header: encodeHeader({
           ...base(st, rel, abs),
           type: st.isCharacterDevice() ? 'char' : 'block',
           devmajor,
           devminor,
-        });
-      } else if (st.isFIFO()) {
-        yield encodeHeader({ ...base(st, rel, abs), type: 'fifo' });
-      }
-      // Sockets are skipped, as Docker does: they cannot be archived meaningfully.
+        }),
+      };
+    } else if (st.isFIFO()) {
+      yield { header: encodeHeader({ ...base(st, rel, abs), type: 'fifo' }) };
     }
+    // Sockets are skipped, as Docker does: they cannot be archived meaningfully.
   }
+}
 
-  yield* walk(cfg.root, '');
-  yield END_OF_ARCHIVE;
+const BATCH = 1024 * 1024;
+
+/** The tar bytes: headers and small files batched into ~1 MiB chunks, big files streamed. */
+async function* tarBytes(cfg: WalkConfig): AsyncGenerator<Buffer> {
+  let batch: Buffer[] = [];
+  let batched = 0;
+  const add = (b: Buffer): void => {
+    batch.push(b);
+    batched += b.length;
+  };
+  const take = (): Buffer => {
+    const out = Buffer.concat(batch, batched);
+    batch = [];
+    batched = 0;
+    return out;
+  };
+  // Small files are read ahead, several at once, while earlier entries are written out.
+  const SMALL = BATCH / 4;
+  const LOOKAHEAD = 32;
+  const readSmall = async (abs: string, size: number, rel: string): Promise<Buffer[]> => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of fileBody(abs, size, rel)) {
+      chunks.push(chunk);
+    }
+    return chunks;
+  };
+  const queue: { item: TarItem; content?: Promise<Buffer[]> }[] = [];
+  const iter = tarItems(cfg)[Symbol.asyncIterator]();
+  let exhausted = false;
+  try {
+    for (;;) {
+      while (!exhausted && queue.length < LOOKAHEAD) {
+        const next = await iter.next();
+        if (next.done === true) {
+          exhausted = true;
+          break;
+        }
+        const item = next.value;
+        const content =
+          item.file && item.file.size <= SMALL
+            ? readSmall(item.file.abs, item.file.size, item.file.rel)
+            : undefined;
+        content?.catch(() => undefined); // awaited below, in order
+        queue.push({ item, content });
+      }
+      const head = queue.shift();
+      if (head === undefined) {
+        break;
+      }
+      const { item, content } = head;
+      add(item.header);
+      if (item.file) {
+        const { abs, size, rel } = item.file;
+        if (content) {
+          for (const chunk of await content) {
+            add(chunk);
+          }
+        } else {
+          yield take();
+          yield* fileBody(abs, size, rel);
+        }
+        if (padding(size) > 0) {
+          add(Buffer.alloc(padding(size)));
+        }
+      }
+      if (batched >= BATCH) {
+        yield take();
+      }
+    }
+  } finally {
+    await iter.return?.(undefined);
+  }
+  add(END_OF_ARCHIVE);
+  yield take();
 }
 
 /**
