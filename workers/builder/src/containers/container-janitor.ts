@@ -1,0 +1,106 @@
+import { readdir } from 'node:fs/promises';
+import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { Redis } from 'ioredis';
+import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
+import { ContainerFilesystems } from '@stratum/images';
+import { createRedis } from '@stratum/jobs';
+import {
+  CONTAINER_ID,
+  ContainerKeys,
+  ContainerRecordStore,
+  ContainerState,
+} from '../../../../apps/api/src/containers/container-records';
+import { CONTAINERS_ROOT } from './container-tokens';
+import { RunContainerProcessor } from './run-container.processor';
+
+const SWEEP_INTERVAL_MS = 5 * 60_000;
+
+/**
+ * Deletes the files of removed containers on this host: at once when the API announces a
+ * removal (pub/sub), and by a sweep at start and every few minutes for announcements missed
+ * while the worker was down. At start it also marks containers this worker was running when
+ * it died as exited.
+ */
+@Injectable()
+export class ContainerJanitor implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger('ContainerJanitor');
+  private subscriber: Redis | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
+    @Inject(CONTAINERS_ROOT) private readonly root: string,
+    private readonly records: ContainerRecordStore,
+    private readonly filesystems: ContainerFilesystems,
+    private readonly runs: RunContainerProcessor,
+  ) {}
+
+  async onApplicationBootstrap(): Promise<void> {
+    await this.sweep(true);
+    const sub = createRedis(this.config.redisUrl, `stratum-worker-${this.config.worker.id}-containers`);
+    this.subscriber = sub;
+    sub.on('message', (_channel: string, id: string) => {
+      void this.serial(() => this.removeIfGone(id));
+    });
+    await sub.subscribe(ContainerKeys.removedChannel);
+    this.timer = setInterval(() => void this.serial(() => this.sweep(false)), SWEEP_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    if (this.timer !== null) {
+      clearInterval(this.timer);
+    }
+    this.subscriber?.disconnect();
+    await this.chain;
+  }
+
+  private serial(task: () => Promise<void>): Promise<void> {
+    const next = this.chain.then(task).catch((err: unknown) => {
+      this.logger.warn(`container clean-up failed: ${err instanceof Error ? err.message : String(err)}`);
+    });
+    this.chain = next;
+    return next;
+  }
+
+  /** Removes the container's files when its record is gone or says removed. */
+  private async removeIfGone(id: string): Promise<void> {
+    if (!CONTAINER_ID.test(id)) {
+      return;
+    }
+    const record = await this.records.get(id);
+    if (record !== null && record.state !== ContainerState.Removed) {
+      return;
+    }
+    const fs = this.filesystems.describe(id, []);
+    await this.filesystems.remove(fs);
+  }
+
+  private async sweep(atStart: boolean): Promise<void> {
+    let names: string[];
+    try {
+      names = await readdir(this.root);
+    } catch {
+      return;
+    }
+    for (const id of names.filter((n) => CONTAINER_ID.test(n))) {
+      const record = await this.records.get(id);
+      if (record === null || record.state === ContainerState.Removed) {
+        await this.filesystems.remove(this.filesystems.describe(id, []));
+        this.logger.log(`removed the files of container ${id}`);
+      } else if (
+        atStart &&
+        record.state === ContainerState.Running &&
+        record.worker === this.config.worker.id &&
+        !this.runs.active.has(id)
+      ) {
+        await this.records.update(id, (r) => {
+          r.state = ContainerState.Exited;
+          r.error = 'the worker restarted while it ran';
+          r.finishedAt = new Date().toISOString();
+        });
+      }
+    }
+  }
+}
