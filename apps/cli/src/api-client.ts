@@ -73,7 +73,7 @@ export class ApiClient {
       headers: { 'content-type': 'application/x-tar' },
       body: Readable.toWeb(context) as ReadableStream,
       duplex: 'half',
-    } as RequestInit);
+    });
   }
 
   getBuild(id: string): Promise<BuildRecord> {

@@ -183,8 +183,7 @@ export class BuildRecordStore {
       while (!aborted()) {
         let batch: [string, [string, string[]][]][] | null;
         try {
-          batch = (await reader.xread('COUNT', 500, 'BLOCK', 5000, 'STREAMS', key, last)) as
-            [string, [string, string[]][]][] | null;
+          batch = (await reader.xread('COUNT', 500, 'BLOCK', 5000, 'STREAMS', key, last));
         } catch (err) {
           if (aborted()) {
             return;

@@ -57,14 +57,14 @@ export function inspectContext(
     },
   });
   const summary = new Promise<ContextSummary>((resolve, reject) => {
-    let failed: unknown = null;
+    let failed: Error | null = null;
     parser.on('error', (err: Error & { code?: string }) => {
       failed ??= new StratumError(
         'CONTEXT_INVALID',
         `build context is not a valid tar archive: ${err.message}`,
       );
     });
-    counted.on('error', (err) => {
+    counted.on('error', (err: Error) => {
       failed ??= err;
       reject(err);
     });

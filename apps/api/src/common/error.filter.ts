@@ -29,7 +29,7 @@ export function toErrorBody(error: unknown): ErrorBody {
     const response = error.getResponse();
     const message =
       typeof response === 'object' && response !== null && 'message' in response
-        ? String((response as { message: unknown }).message)
+        ? String(response.message)
         : error.message;
     return { statusCode: error.getStatus(), code: httpCode(error.getStatus()), message };
   }

@@ -6,8 +6,10 @@ import { BLOB_STORE, BlobStore } from '@stratum/storage';
 
 export interface Health {
   readonly status: 'ok' | 'degraded';
-  readonly redis: 'ok' | string;
-  readonly storage: 'ok' | string;
+  /** `ok`, or the error. */
+  readonly redis: string;
+  /** `ok`, or the error. */
+  readonly storage: string;
 }
 
 @ApiTags('health')

@@ -1,0 +1,73 @@
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
+import { listOverlayMountsUnder, unmountOverlay } from '@stratum/layers';
+import { RuncRuntime } from '@stratum/runtime';
+
+/** Where this worker keeps things on its host; everything under `scratchDir` is its own. */
+export interface WorkerPaths {
+  readonly scratch: string;
+  readonly runcRoot: string;
+  readonly bundles: string;
+  readonly jobs: string;
+  readonly layerCache: string;
+}
+
+export function workerPaths(config: StratumConfig): WorkerPaths {
+  const scratch = config.worker.scratchDir;
+  return {
+    scratch,
+    runcRoot: join(scratch, 'runc'),
+    bundles: join(scratch, 'bundles'),
+    jobs: join(scratch, 'jobs'),
+    layerCache: join(config.dataDir, 'layer-cache'),
+  };
+}
+
+export interface SweepReport {
+  readonly containers: number;
+  readonly mounts: number;
+  readonly jobDirs: number;
+}
+
+/**
+ * Start-up sweep: what a crashed predecessor with the same WORKER_ID left on this host —
+ * runc containers in our runc root, overlay mounts under our scratch dir, per-job temp dirs.
+ * Order matters: kill containers first (they hold the mounts busy), then unmount, then delete.
+ */
+@Injectable()
+export class HostSweeper {
+  private readonly logger = new Logger('HostSweeper');
+  readonly paths: WorkerPaths;
+
+  constructor(
+    @Inject(STRATUM_CONFIG) config: StratumConfig,
+    private readonly runtime: RuncRuntime,
+  ) {
+    this.paths = workerPaths(config);
+  }
+
+  async sweep(): Promise<SweepReport> {
+    for (const dir of [this.paths.scratch, this.paths.jobs, this.paths.layerCache]) {
+      await mkdir(dir, { recursive: true });
+    }
+    const containers = (await this.runtime.sweep()).containers.length;
+    const mounts = await listOverlayMountsUnder(this.paths.scratch);
+    // deepest first, so nested mounts come off before their parents
+    for (const m of [...mounts].sort((a, b) => b.target.length - a.target.length)) {
+      await unmountOverlay(m.target, { lazy: true });
+    }
+    const jobDirs = await readdir(this.paths.jobs);
+    for (const d of jobDirs) {
+      await rm(join(this.paths.jobs, d), { recursive: true, force: true });
+    }
+    const report = { containers, mounts: mounts.length, jobDirs: jobDirs.length };
+    if (report.containers + report.mounts + report.jobDirs > 0) {
+      this.logger.warn(
+        `swept what a previous worker left: ${report.containers} container(s), ${report.mounts} mount(s), ${report.jobDirs} job dir(s)`,
+      );
+    }
+    return report;
+  }
+}

@@ -1,0 +1,31 @@
+import 'reflect-metadata';
+import { Logger } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { ConfigError, loadConfig, loggerLevels, StratumConfig } from '@stratum/config';
+import { WorkerModule } from './worker.module';
+
+async function main(): Promise<void> {
+  let config: StratumConfig;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`stratum-worker: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const app = await NestFactory.createApplicationContext(WorkerModule.forRoot(config), {
+    logger: loggerLevels(config.logLevel),
+  });
+  app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
+  await app.init();
+  new Logger('Worker').log(`stratum-worker ${config.worker.id} ready (pid ${process.pid})`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(
+    `stratum-worker: failed to start: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  process.exit(1);
+});

@@ -1,0 +1,145 @@
+import {
+  BeforeApplicationShutdown,
+  Inject,
+  Injectable,
+  Logger,
+  OnApplicationBootstrap,
+} from '@nestjs/common';
+import { Job, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
+import { JobName, QUEUE_JOBS, QueueName } from '@stratum/contracts';
+import { createRedis, QUEUE_PREFIX, RedisKeys } from '@stratum/jobs';
+import { HostSweeper } from './host-sweeper';
+import { AbortReason, JOB_HANDLERS, JobHandler } from './job-handler';
+
+/**
+ * Checks that each job name of the served queues has exactly one handler, and no handler is
+ * left without a queue. Throws at boot otherwise (CONVENTIONS §6).
+ */
+export function routeHandlers(handlers: readonly JobHandler[]): Map<QueueName, Map<JobName, JobHandler>> {
+  const byName = new Map<JobName, JobHandler[]>();
+  for (const h of handlers) {
+    byName.set(h.name, [...(byName.get(h.name) ?? []), h]);
+  }
+  const problems: string[] = [];
+  const routes = new Map<QueueName, Map<JobName, JobHandler>>();
+  for (const [queue, names] of Object.entries(QUEUE_JOBS) as [QueueName, readonly JobName[]][]) {
+    const served = names.filter((n) => byName.has(n));
+    if (served.length === 0) {
+      continue; // this worker does not serve that queue
+    }
+    const route = new Map<JobName, JobHandler>();
+    for (const name of names) {
+      const found = byName.get(name) ?? [];
+      if (found.length !== 1) {
+        problems.push(`job "${name}" of queue "${queue}" has ${found.length} handlers, needs exactly one`);
+      } else {
+        route.set(name, found[0]);
+      }
+    }
+    routes.set(queue, route);
+  }
+  for (const name of byName.keys()) {
+    if (![...routes.values()].some((r) => r.has(name))) {
+      problems.push(`handler for "${name}" belongs to no queue`);
+    }
+  }
+  if (problems.length > 0) {
+    throw new Error(`worker cannot start:\n  - ${problems.join('\n  - ')}`);
+  }
+  return routes;
+}
+
+/** Runs one BullMQ worker per served queue; cancels jobs on request; shuts down gracefully. */
+@Injectable()
+export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly logger = new Logger('QueueWorkers');
+  private readonly workers: Worker[] = [];
+  private readonly connections: Redis[] = [];
+  private readonly routes: Map<QueueName, Map<JobName, JobHandler>>;
+
+  constructor(
+    @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
+    @Inject(JOB_HANDLERS) handlers: JobHandler[],
+    private readonly sweeper: HostSweeper,
+  ) {
+    this.routes = routeHandlers(handlers);
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    await this.sweeper.sweep();
+    for (const [queue, route] of this.routes) {
+      const connection = createRedis(
+        this.config.redisUrl,
+        `stratum-worker-${this.config.worker.id}-${queue}`,
+      );
+      this.connections.push(connection);
+      const worker = new Worker(
+        queue,
+        async (job: Job, _token?: string, signal?: AbortSignal) => {
+          const handler = route.get(job.name as JobName);
+          if (!handler) {
+            throw new Error(`no handler for job "${job.name}" on queue "${queue}"`);
+          }
+          return handler.handle(job as never, signal ?? new AbortController().signal);
+        },
+        {
+          connection,
+          prefix: QUEUE_PREFIX,
+          concurrency: this.config.worker.concurrency,
+          name: this.config.worker.id,
+          // A crashed worker's job is picked up again once its lock expires (stalled-job check).
+          lockDuration: 30_000,
+          stalledInterval: 15_000,
+          maxStalledCount: 2,
+        },
+      );
+      worker.on('failed', (job, err) =>
+        this.logger.warn(`${queue} job ${job?.id ?? '?'} failed: ${err.message}`),
+      );
+      worker.on('error', (err) => this.logger.error(`${queue} worker: ${err.message}`));
+      this.workers.push(worker);
+    }
+    await this.subscribeToCancels();
+    this.logger.log(
+      `worker ${this.config.worker.id} serving ${[...this.routes.keys()].join(', ')} (concurrency ${this.config.worker.concurrency})`,
+    );
+  }
+
+  private async subscribeToCancels(): Promise<void> {
+    const sub = createRedis(this.config.redisUrl, `stratum-worker-${this.config.worker.id}-cancel`);
+    this.connections.push(sub);
+    sub.on('message', (_channel: string, jobId: string) => {
+      for (const worker of this.workers) {
+        if (worker.cancelJob(jobId, AbortReason.Cancelled)) {
+          this.logger.log(`cancelling job ${jobId}`);
+        }
+      }
+    });
+    await sub.subscribe(RedisKeys.cancelChannel);
+  }
+
+  /**
+   * Graceful shutdown: stop taking jobs and let running ones finish for up to the configured
+   * timeout; then abort them as `shutdown`, which fails the attempt so BullMQ retries the job
+   * on another worker.
+   */
+  async beforeApplicationShutdown(): Promise<void> {
+    const closing = Promise.all(this.workers.map((w) => w.close()));
+    const timedOut = await Promise.race([
+      closing.then(() => false),
+      new Promise<boolean>((r) => setTimeout(() => r(true), this.config.worker.shutdownTimeoutMs).unref()),
+    ]);
+    if (timedOut) {
+      this.logger.warn('shutdown timeout reached: aborting running jobs so they are retried elsewhere');
+      for (const w of this.workers) {
+        w.cancelAllJobs(AbortReason.Shutdown);
+      }
+      await closing;
+    }
+    for (const c of this.connections) {
+      c.disconnect();
+    }
+  }
+}

@@ -1,0 +1,63 @@
+import { DynamicModule, Module } from '@nestjs/common';
+import { BuildEngine } from '@stratum/build';
+import { ConfigModule, STRATUM_CONFIG, StratumConfig } from '@stratum/config';
+import { JobsModule } from '@stratum/jobs';
+import { RuncRuntime } from '@stratum/runtime';
+import { BLOB_STORE, BlobStore, REPOSITORY_STORE, RepositoryStore, StorageModule } from '@stratum/storage';
+import { BuildProcessor } from './build.processor';
+import {
+  CommitProcessor,
+  ContainersWorkerModule,
+  RunContainerProcessor,
+} from './containers/containers-worker.module';
+import { HostSweeper, workerPaths } from './host-sweeper';
+import { JOB_HANDLERS, JobHandler } from './job-handler';
+import { QueueWorkersService } from './queue-workers.service';
+
+@Module({})
+export class WorkerModule {
+  static forRoot(config: StratumConfig): DynamicModule {
+    const paths = workerPaths(config);
+    return {
+      module: WorkerModule,
+      imports: [ConfigModule.forRoot(config), StorageModule, JobsModule.forRoot(), ContainersWorkerModule],
+      providers: [
+        {
+          provide: RuncRuntime,
+          useFactory: () =>
+            new RuncRuntime({
+              runcPath: config.runtimePath,
+              stateRoot: paths.runcRoot,
+              bundleDir: paths.bundles,
+            }),
+        },
+        {
+          provide: BuildEngine,
+          inject: [BLOB_STORE, REPOSITORY_STORE, RuncRuntime, STRATUM_CONFIG],
+          useFactory: (
+            blobs: BlobStore,
+            repositories: RepositoryStore,
+            runtime: RuncRuntime,
+            c: StratumConfig,
+          ) =>
+            new BuildEngine({
+              blobs,
+              repositories,
+              runtime,
+              jobsDir: paths.jobs,
+              layerCacheDir: paths.layerCache,
+              stepTimeoutMs: c.stepTimeoutSeconds * 1000,
+            }),
+        },
+        HostSweeper,
+        BuildProcessor,
+        {
+          provide: JOB_HANDLERS,
+          inject: [BuildProcessor, RunContainerProcessor, CommitProcessor],
+          useFactory: (...handlers: JobHandler[]) => handlers,
+        },
+        QueueWorkersService,
+      ],
+    };
+  }
+}
