@@ -57,6 +57,8 @@ class Applier {
   readonly layerPaths = new Set<string>();
   readonly layerAncestors = new Set<string>();
   readonly dirTimes = new Map<string, number>();
+  /** Real directories seen so far (cleared on every removal); saves lstat calls. */
+  readonly knownDirs = new Set<string>();
   readonly warnings: string[] = [];
   entries = 0;
   bytes = 0;
@@ -101,7 +103,13 @@ class Applier {
       // Resolve before anything at the entry's path is removed.
       linkTarget = await this.linkTarget(entry);
     }
-    const parent = (await resolveDir(this.root, comps.slice(0, -1), entry.path, true)) as string[];
+    const parent = (await resolveDir(
+      this.root,
+      comps.slice(0, -1),
+      entry.path,
+      true,
+      this.knownDirs,
+    )) as string[];
     const rel = [...parent, base];
     const abs = join(this.root, ...rel);
     if (linkTarget === abs) {
@@ -116,7 +124,7 @@ class Applier {
     });
     // Replace whatever is there, except a directory that stays a directory (merge).
     if (existing && !(existing.isDirectory() && entry.type === 'dir')) {
-      await rm(abs, { recursive: true, force: true });
+      await this.remove(abs);
     }
     switch (entry.type) {
       case 'dir':
@@ -159,7 +167,7 @@ class Applier {
     if (comps.length === 0) {
       throw new LayerError('LAYER_UNSUPPORTED_ENTRY', 'hard link to the root directory', entry.path);
     }
-    const parent = await resolveDir(this.root, comps.slice(0, -1), entry.path, false);
+    const parent = await resolveDir(this.root, comps.slice(0, -1), entry.path, false, this.knownDirs);
     const missing = (): LayerError =>
       new LayerError(
         'LAYER_LINK_TARGET_MISSING',
@@ -235,7 +243,7 @@ class Applier {
   }
 
   private async whiteout(entry: TarEntry, parentComps: string[], base: string): Promise<void> {
-    const parent = await resolveDir(this.root, parentComps, entry.path, this.overlay);
+    const parent = await resolveDir(this.root, parentComps, entry.path, this.overlay, this.knownDirs);
     if (base === WHITEOUT_OPAQUE) {
       if (parent === undefined) {
         return; // nothing below to hide
@@ -263,7 +271,7 @@ class Applier {
       return; // whiteouts hide lower layers only, never entries of their own layer
     }
     const abs = join(this.root, ...rel);
-    await rm(abs, { recursive: true, force: true });
+    await this.remove(abs);
     if (this.overlay) {
       await mknod(abs, 'char', 0, 0, 0);
     }
@@ -282,9 +290,14 @@ class Applier {
           await this.pruneLower(childRel);
         }
       } else {
-        await rm(childAbs, { recursive: true, force: true });
+        await this.remove(childAbs);
       }
     }
+  }
+
+  private async remove(abs: string): Promise<void> {
+    this.knownDirs.clear();
+    await rm(abs, { recursive: true, force: true });
   }
 
   async finish(): Promise<void> {

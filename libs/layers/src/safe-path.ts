@@ -38,6 +38,9 @@ const MAX_SYMLINKS = 40; // the kernel's ELOOP limit
  * the root with `..` is LAYER_PATH_ESCAPE. Missing directories are created when `create`
  * is set (mode 0755, like Docker's implicit parents), else reported as `undefined`.
  *
+ * `knownDirs` caches root-relative paths already seen to be real directories; the caller
+ * must clear it whenever it removes anything.
+ *
  * Returns the real root-relative components: every prefix of the result is a real
  * directory, so later path operations on it cannot be redirected by a symlink (we are the
  * only writer of the tree while a layer is applied).
@@ -47,6 +50,7 @@ export async function resolveDir(
   components: readonly string[],
   entry: string,
   create: boolean,
+  knownDirs?: Set<string>,
 ): Promise<string[] | undefined> {
   const real: string[] = [];
   const queue = [...components];
@@ -67,6 +71,11 @@ export async function resolveDir(
       real.pop();
       continue;
     }
+    const key = real.length === 0 ? part : `${real.join('/')}/${part}`;
+    if (knownDirs?.has(key) === true) {
+      real.push(part);
+      continue;
+    }
     const abs = join(root, ...real, part);
     let st;
     try {
@@ -79,6 +88,7 @@ export async function resolveDir(
         return undefined;
       }
       await mkdir(abs, { mode: 0o755 });
+      knownDirs?.add(key);
       real.push(part);
       continue;
     }
@@ -96,6 +106,7 @@ export async function resolveDir(
     if (!st.isDirectory()) {
       throw new LayerError('LAYER_NOT_A_DIRECTORY', `${join(...real, part)} is not a directory`, entry);
     }
+    knownDirs?.add(key);
     real.push(part);
   }
   return real;
