@@ -343,6 +343,7 @@ class BuildRun {
       await this.filesystems.unmount(fs);
       this.checkAbort();
       const layer = await this.filesystems.snapshot(fs, { compression: this.options.compression ?? 'gzip' });
+      await this.filesystems.adoptUpper(fs, layer);
       state.layers.push(layer);
       addHistory(state, { created: new Date().toISOString(), created_by: createdBy });
       return layer.size;

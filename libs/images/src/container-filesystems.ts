@@ -107,6 +107,15 @@ export class ContainerFilesystems {
     return this.options.images.storeLayer(snapshotDirectory(fs.upper, options));
   }
 
+  /**
+   * Hands the (unmounted) upper dir to the layer cache as the extracted form of `layer`, which
+   * was just snapshotted from it: the next step mounts it as a lowerdir without extracting the
+   * blob again. The container cannot be mounted afterwards; remove it.
+   */
+  async adoptUpper(fs: ContainerFs, layer: LayerDescriptor): Promise<void> {
+    await this.options.cache.adopt(layer.diffId, fs.upper, layer.size);
+  }
+
   /** Unmounts and deletes everything of the container. */
   async remove(fs: ContainerFs): Promise<void> {
     await this.unmount(fs);

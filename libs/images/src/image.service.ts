@@ -70,7 +70,7 @@ export class ImageService {
     const { repository, tag, digest } = localReference(ref);
     let manifestDigest: Digest | null = digest;
     if (manifestDigest === null && tag !== null) {
-      manifestDigest = (await this.repositories.getTag(repository, tag));
+      manifestDigest = await this.repositories.getTag(repository, tag);
     }
     if (
       manifestDigest === null ||

@@ -175,6 +175,38 @@ export class LayerCache {
   }
 
   /**
+   * Takes ownership of a directory that already is the layer's extracted form in overlay
+   * format — typically the upper dir a snapshot was just taken of — instead of extracting the
+   * blob again. The directory is moved (same filesystem), so the caller must not use it after.
+   * Returns undefined when it cannot be moved here (another filesystem); the caller keeps it.
+   */
+  async adopt(diffId: string, dir: string, size: number): Promise<CachedLayer | undefined> {
+    await this.init();
+    const hex = hexOf(diffId);
+    const existing = this.entries.get(hex);
+    if (existing) {
+      existing.lastUsed = this.now();
+      return { diffId, path: this.dirOf(hex), size: existing.size };
+    }
+    const entry: Entry = { diffId, size, lastUsed: this.now(), refs: 0 };
+    await this.writeMeta(hex, entry);
+    try {
+      await rename(dir, this.dirOf(hex));
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EXDEV') {
+        await rm(this.metaOf(hex), { force: true });
+        return undefined;
+      }
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') {
+        throw e;
+      }
+    }
+    this.entries.set(hex, entry);
+    return { diffId, path: this.dirOf(hex), size };
+  }
+
+  /**
    * Pins layers (bottom first, as in rootfs.diff_ids) so eviction leaves them alone while a
    * container uses them. Throws LAYER_NOT_CACHED when one is missing: `ensure` it first.
    */
