@@ -116,7 +116,8 @@ export async function* parseSse(body: ReadableStream<Uint8Array>): AsyncGenerato
   const decoder = new TextDecoder();
   let buffer = '';
   for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += decoder.decode(chunk, { stream: true });
+    // The SSE spec allows CRLF, LF or CR line ends; a CR at the end of a chunk may be half of a CRLF.
+    buffer = (buffer + decoder.decode(chunk, { stream: true })).replace(/\r\n|\r(?=.)/gs, '\n');
     let sep: number;
     while ((sep = buffer.indexOf('\n\n')) >= 0) {
       const frame = buffer.slice(0, sep);

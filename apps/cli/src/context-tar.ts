@@ -29,7 +29,7 @@ export async function planContext(
   const root = resolve(dir);
   const dfPath = dockerfile === undefined ? join(root, 'Dockerfile') : resolve(cwd, dockerfile);
   const relDf = relative(root, dfPath);
-  const inside = relDf !== '' && !relDf.startsWith('..') && !isAbsolute(relDf);
+  const inside = relDf !== '' && relDf !== '..' && !relDf.startsWith(`..${sep}`) && !isAbsolute(relDf);
   let ignoreText = '';
   try {
     ignoreText = await readFile(join(root, '.dockerignore'), 'utf8');
