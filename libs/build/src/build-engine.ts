@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, lchown, lstat, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { BuildJobData, Digest, StepRecord, StepStatus } from '@stratum/contracts';
 import {
@@ -14,16 +14,29 @@ import {
   planBuild,
   PlannedStage,
   RunInstruction,
+  WorkdirInstruction,
 } from '@stratum/dockerfile';
-import { ContainerFilesystems, ContainerFs, ImageService } from '@stratum/images';
+import { ContainerFilesystems, ContainerFs, ImageService, LayerDescriptor } from '@stratum/images';
 import { applyLayer, detectCompression, LayerCache } from '@stratum/layers';
+import { HistoryEntry } from '@stratum/oci';
 import { resolveUser, RuncRuntime } from '@stratum/runtime';
-import { BlobStore, RepositoryStore } from '@stratum/storage';
+import { BlobDigest, BlobStore, RepositoryStore } from '@stratum/storage';
+import { BuildCacheIndex, BuildCacheRecord, MemoryBuildCacheIndex, stepCacheKey } from './build-cache';
 import { BuildError } from './build-errors';
 import { BuildReporter } from './build-reporter';
-import { containerPath, copyIntoContainer } from './file-copy';
+import { applyDockerignore } from './context-filter';
+import { copyIntoContainer, matchSources, SourceEntry } from './file-copy';
 import { addHistory, cloneState, envMap, ImageState, scratchState } from './image-state';
-import { applyMetadata, commandArgs, isMetadataInstruction, stageShell } from './metadata-steps';
+import {
+  applyMetadata,
+  commandArgs,
+  isMetadataInstruction,
+  MetadataInstruction,
+  stageShell,
+} from './metadata-steps';
+import { fetchRemote, isRemoteSource, parseChecksum, remoteFileName } from './remote-source';
+import { containerPath, resolveInRoot } from './root-path';
+import { hashSources } from './source-hash';
 
 export interface BuildEngineOptions {
   readonly blobs: BlobStore;
@@ -35,6 +48,11 @@ export interface BuildEngineOptions {
   readonly layerCacheDir: string;
   readonly stepTimeoutMs: number;
   readonly compression?: 'gzip' | 'zstd';
+  /**
+   * The step cache index. Share one (Redis) between worker hosts so they reuse each other's
+   * layers; default: an in-process index, which only this engine sees.
+   */
+  readonly cacheIndex?: BuildCacheIndex;
 }
 
 export interface BuildRunContext {
@@ -53,6 +71,17 @@ interface StepRef {
   readonly instruction: Instruction;
 }
 
+/** A step with its cache key computed, ready to be replayed from the cache or run. */
+interface PreparedStep {
+  readonly key: string;
+  /** Config change, applied on a hit and on a miss alike (it is cheap and deterministic). */
+  readonly metadata: MetadataInstruction | null;
+  /** History text of a filesystem step (metadata steps get theirs from applying the change). */
+  readonly createdBy?: string;
+  /** The filesystem work on a miss: returns the new layer, or null when nothing changed. */
+  readonly run?: () => Promise<LayerDescriptor | null>;
+}
+
 /** Thrown inside the engine when the build's signal fires. */
 class BuildAborted extends Error {
   constructor() {
@@ -67,15 +96,19 @@ const MAX_DOCKERFILE = 1024 * 1024;
  * Executes Dockerfile builds: parses and plans, then runs each stage's steps on overlay
  * container filesystems (RUN with runc, COPY/ADD by file copy), snapshots every filesystem
  * step's upper dir into a layer blob, and writes the final image with its tags.
- * Independent stages run in parallel.
+ * Independent stages run in parallel. Every step has a cache key (see {@link stepCacheKey});
+ * a step whose key is in the {@link BuildCacheIndex} (and whose layer is still in the blob
+ * store) is replayed without running.
  */
 export class BuildEngine {
   readonly images: ImageService;
   readonly cache: LayerCache;
+  readonly cacheIndex: BuildCacheIndex;
 
   constructor(private readonly options: BuildEngineOptions) {
     this.images = new ImageService(options.blobs, options.repositories);
     this.cache = new LayerCache(options.layerCacheDir);
+    this.cacheIndex = options.cacheIndex ?? new MemoryBuildCacheIndex();
   }
 
   async build(data: BuildJobData, ctx: BuildRunContext): Promise<BuildOutcome> {
@@ -89,10 +122,14 @@ export class BuildEngine {
       cache: this.cache,
       root: join(jobDir, 'containers'),
     });
-    const run = new BuildRun(this, this.options, data, ctx, contextDir, filesystems);
+    const run = new BuildRun(this, this.options, data, ctx, jobDir, contextDir, filesystems);
     try {
       ctx.reporter.log(null, 'system', `loading build context ${data.contextDigest}\n`);
       await applyLayer(await this.options.blobs.get(data.contextDigest), contextDir);
+      const ignored = await applyDockerignore(contextDir, data.dockerfile);
+      if (ignored > 0) {
+        ctx.reporter.log(null, 'system', `.dockerignore: left out ${ignored} path(s) of the context\n`);
+      }
       return await run.execute();
     } finally {
       await run.cleanup();
@@ -106,20 +143,30 @@ class BuildRun {
   private readonly steps: StepRecord[] = [];
   private readonly live = new Set<ContainerFs>();
   private readonly stageNames = new Map<string, number>();
+  /** `SOURCE_DATE_EPOCH` build arg (seconds), or null. */
+  private readonly epoch: number | null;
 
   constructor(
     private readonly engine: BuildEngine,
     private readonly options: BuildEngineOptions,
     private readonly data: BuildJobData,
     private readonly ctx: BuildRunContext,
+    private readonly jobDir: string,
     private readonly contextDir: string,
     private readonly filesystems: ContainerFilesystems,
-  ) {}
+  ) {
+    this.epoch = sourceDateEpoch(data.buildArgs);
+  }
 
   private checkAbort(): void {
     if (this.ctx.signal.aborted) {
       throw new BuildAborted();
     }
+  }
+
+  /** Time stamp of new history entries and of the image: now, or SOURCE_DATE_EPOCH when given. */
+  private now(): string {
+    return (this.epoch === null ? new Date() : new Date(this.epoch * 1000)).toISOString();
   }
 
   async execute(): Promise<BuildOutcome> {
@@ -165,16 +212,17 @@ class BuildRun {
     if (final === undefined) {
       throw new BuildError(`target stage ${plan.target} produced no image`);
     }
-    final.config.created = new Date().toISOString();
+    final.config.created = this.epoch !== null ? this.now() : (latestHistoryTime(final) ?? this.now());
     const written = await this.engine.images.write({
       config: final.config,
       layers: final.layers,
       tags: this.data.tags,
     });
+    const cached = this.steps.filter((s) => s.status === StepStatus.Cached).length;
     this.ctx.reporter.log(
       null,
       'system',
-      `writing image ${written.manifestDigest}${this.data.tags.length ? ` as ${this.data.tags.join(', ')}` : ''}\n`,
+      `${cached} of ${this.steps.length} steps cached; writing image ${written.manifestDigest}${this.data.tags.length ? ` as ${this.data.tags.join(', ')}` : ''}\n`,
     );
     return { imageDigest: written.manifestDigest as Digest, configDigest: written.configDigest as Digest };
   }
@@ -197,11 +245,12 @@ class BuildRun {
     for (const w of dockerfile.warnings) {
       this.ctx.reporter.log(null, 'system', `warning: line ${w.line}: ${w.message}\n`);
     }
-    if (plan.unusedBuildArgs.length > 0) {
+    const unused = plan.unusedBuildArgs.filter((a) => a !== 'SOURCE_DATE_EPOCH');
+    if (unused.length > 0) {
       this.ctx.reporter.log(
         null,
         'system',
-        `warning: build args not consumed by any stage: ${plan.unusedBuildArgs.join(', ')}\n`,
+        `warning: build args not consumed by any stage: ${unused.join(', ')}\n`,
       );
     }
     return plan;
@@ -220,12 +269,12 @@ class BuildRun {
       }
       case 'image': {
         const image = await this.resolveImage(stage.base.ref, stage.stage.from.startLine);
-        const state: ImageState = {
+        return {
           layers: [...image.layers],
           config: structuredClone(image.config),
           cmdSetInStage: false,
+          cacheKey: `image:${image.manifestDigest}`,
         };
-        return state;
       }
     }
   }
@@ -268,85 +317,418 @@ class BuildRun {
         const expanded = expandInstruction(instr, scope);
         scope.apply(expanded);
         this.ctx.reporter.log(null, 'system', `running ONBUILD trigger: ${trigger}\n`);
-        await this.runInstruction(state, expanded, null, scope.runEnvironment(), results);
+        await this.runStep(null, state, expanded, scope.runEnvironment(), results);
       }
     }
     for (const ref of stepRefs.filter((r) => r.stage.index === stage.index)) {
       this.checkAbort();
       const expanded = expandInstruction(ref.instruction, scope);
       scope.apply(expanded);
-      await this.runStep(ref.index, () =>
-        this.runInstruction(state, expanded, ref.index, scope.runEnvironment(), results),
-      );
+      await this.runStep(ref.index, state, expanded, scope.runEnvironment(), results);
     }
     return state;
   }
 
-  private async runStep(index: number, work: () => Promise<number | null>): Promise<void> {
-    const step = this.steps[index];
-    const started = Date.now();
-    step.status = StepStatus.Running;
-    step.startedAt = new Date(started).toISOString();
-    await this.ctx.reporter.step(step);
-    try {
-      step.layerSize = await work();
-      step.status = StepStatus.Done;
-    } catch (err) {
-      step.status = this.ctx.signal.aborted ? StepStatus.Cancelled : StepStatus.Failed;
-      throw err;
-    } finally {
-      step.finishedAt = new Date().toISOString();
-      step.durationMs = Date.now() - started;
-      await this.ctx.reporter.step(step);
-    }
-  }
-
-  /** Runs one expanded instruction against `state`; returns the new layer's size, or null. */
-  private async runInstruction(
+  /**
+   * One step: compute its key, replay it from the cache when the index has it (status
+   * `cached`, nothing runs), otherwise run it (`running` -> `done`) and record it.
+   */
+  private async runStep(
+    index: number | null,
     state: ImageState,
     instr: Instruction,
-    stepIndex: number | null,
     runEnv: Record<string, string>,
     results: Map<number, ImageState>,
-  ): Promise<number | null> {
-    if (isMetadataInstruction(instr)) {
-      const createdBy = applyMetadata(state, instr);
-      addHistory(state, { created: new Date().toISOString(), created_by: createdBy, empty_layer: true });
-      return null;
+  ): Promise<void> {
+    if (instr.kind === 'FROM') {
+      return;
     }
-    switch (instr.kind) {
-      case 'FROM':
-        return null;
-      case 'RUN':
-        return this.withContainer(state, `RUN ${describeRun(instr, stageShell(state))}`, (fs) =>
-          this.run(fs, state, instr, stepIndex, runEnv),
-        );
-      case 'COPY':
-      case 'ADD':
-        return this.withContainer(state, `${instr.kind} ${instr.sources.join(' ')} ${instr.dest}`, (fs) =>
-          this.copy(fs, state, instr, results),
-        );
+    const step = index === null ? null : this.steps[index];
+    const started = Date.now();
+    const report = async (status: StepStatus, layerSize: number | null = null): Promise<void> => {
+      if (step === null) {
+        return;
+      }
+      step.status = status;
+      step.startedAt ??= new Date(started).toISOString();
+      if (status !== StepStatus.Running) {
+        step.finishedAt = new Date().toISOString();
+        step.durationMs = Date.now() - started;
+        step.layerSize = layerSize;
+      }
+      await this.ctx.reporter.step(step);
+    };
+    try {
+      const prepared = await this.prepare(index, state, instr, runEnv, results);
+      const hit = this.data.noCache ? null : await this.lookup(prepared.key);
+      const createdBy =
+        prepared.metadata !== null ? applyMetadata(state, prepared.metadata) : prepared.createdBy;
+      if (hit !== null) {
+        if (hit.layer !== null) {
+          state.layers.push(hit.layer);
+        }
+        addHistory(state, hit.history);
+        state.cacheKey = prepared.key;
+        await report(StepStatus.Cached, hit.layer?.size ?? null);
+        return;
+      }
+      await report(StepStatus.Running);
+      const layer = prepared.run !== undefined ? await prepared.run() : null;
+      const history: HistoryEntry = {
+        created: this.now(),
+        created_by: createdBy ?? instr.original,
+        ...(layer === null ? { empty_layer: true } : {}),
+      };
+      if (layer !== null) {
+        state.layers.push(layer);
+      }
+      addHistory(state, history);
+      state.cacheKey = prepared.key;
+      await this.engine.cacheIndex.put(prepared.key, {
+        version: 1,
+        layer,
+        history,
+        recordedAt: new Date().toISOString(),
+      });
+      await report(StepStatus.Done, layer?.size ?? null);
+    } catch (err) {
+      await report(this.ctx.signal.aborted ? StepStatus.Cancelled : StepStatus.Failed).catch(() => undefined);
+      throw err;
     }
   }
 
-  /** Mounts a container on the state's layers, runs `work` in it, snapshots the upper dir as a new layer. */
+  /** The index's record for `key`, trusted only when its layer is still in the blob store. */
+  private async lookup(key: string): Promise<BuildCacheRecord | null> {
+    const rec = await this.engine.cacheIndex.get(key);
+    if (rec === null) {
+      return null;
+    }
+    if (rec.layer !== null && !(await this.options.blobs.has(rec.layer.digest as BlobDigest))) {
+      await this.engine.cacheIndex.delete(key);
+      return null;
+    }
+    return rec;
+  }
+
+  /** Cache key and work of one expanded instruction. */
+  private async prepare(
+    stepIndex: number | null,
+    state: ImageState,
+    instr: Exclude<Instruction, { kind: 'FROM' }>,
+    runEnv: Record<string, string>,
+    results: Map<number, ImageState>,
+  ): Promise<PreparedStep> {
+    const parent = state.cacheKey ?? 'scratch';
+    const instruction = canonicalInstruction(instr);
+    const cfg = state.config.config ?? {};
+    const workdir = cfg.WorkingDir && cfg.WorkingDir !== '' ? cfg.WorkingDir : '/';
+    const epoch = this.epoch;
+    if (instr.kind === 'WORKDIR') {
+      const key = stepCacheKey({ parent, instruction, inputs: { workdir, user: cfg.User ?? '', epoch } });
+      return { key, metadata: instr, run: () => this.workdir(state, instr) };
+    }
+    if (isMetadataInstruction(instr)) {
+      // ARG changes nothing in the image but the RUN environment; its value keys it all the same.
+      const inputs = instr.kind === 'ARG' ? { env: runEnv, epoch } : { epoch };
+      return { key: stepCacheKey({ parent, instruction, inputs }), metadata: instr };
+    }
+    switch (instr.kind) {
+      case 'RUN': {
+        const args = runArgs(instr, stageShell(state));
+        const key = stepCacheKey({
+          parent,
+          instruction,
+          inputs: {
+            args,
+            env: runEnv,
+            user: cfg.User ?? '',
+            workdir,
+            network: instr.network ?? 'default',
+            security: instr.security ?? 'sandbox',
+            mounts: instr.mounts.map((m) => m.raw),
+            epoch,
+          },
+        });
+        return {
+          key,
+          metadata: null,
+          createdBy: `RUN ${args.join(' ')}`,
+          run: () => this.withContainer(state, (fs) => this.run(fs, state, instr, args, runEnv, stepIndex)),
+        };
+      }
+      case 'COPY':
+      case 'ADD':
+        return this.prepareCopy(state, instr, parent, instruction, workdir, results);
+    }
+  }
+
+  private async prepareCopy(
+    state: ImageState,
+    instr: CopyInstruction | AddInstruction,
+    parent: string,
+    instruction: unknown,
+    workdir: string,
+    results: Map<number, ImageState>,
+  ): Promise<PreparedStep> {
+    if (instr.exclude.length > 0) {
+      throw new BuildError(`${instr.kind} --exclude is not supported yet`, instr.startLine);
+    }
+    if (instr.kind === 'COPY' && instr.parents) {
+      throw new BuildError('COPY --parents is not supported yet', instr.startLine);
+    }
+    if (instr.inlineSources.length > 0 && instr.sources.length > 0) {
+      throw new BuildError(
+        `${instr.kind}: mixing heredoc and file sources is not supported`,
+        instr.startLine,
+      );
+    }
+    const createdBy = `${instr.kind} ${[...instr.sources, ...instr.inlineSources.map((s) => s.path)].join(' ')} ${instr.dest}`;
+    const epoch = this.epoch;
+    const base = { workdir, epoch };
+    // COPY --from: the source stage's (or image's) key stands for every file it could read.
+    if (instr.kind === 'COPY' && instr.from !== undefined) {
+      const fromState = await this.fromState(instr.from, results, instr.startLine);
+      const key = stepCacheKey({ parent, instruction, inputs: { ...base, from: fromState.cacheKey } });
+      return {
+        key,
+        metadata: null,
+        createdBy,
+        run: () =>
+          this.withContainer(state, async (fs) => {
+            const fromFs = await this.filesystems.create(`${fs.id}-from`, fromState.layers);
+            this.live.add(fromFs);
+            try {
+              const sources = await matchSources(fromFs.merged, instr.sources, instr.startLine, instr.kind);
+              await this.copyInto(fs, instr, fromFs.merged, sources, workdir);
+            } finally {
+              await this.filesystems.remove(fromFs);
+              this.live.delete(fromFs);
+            }
+          }),
+      };
+    }
+    if (instr.inlineSources.length > 0) {
+      // Heredoc sources: their text is part of the instruction, hence of the key.
+      const key = stepCacheKey({ parent, instruction, inputs: base });
+      return {
+        key,
+        metadata: null,
+        createdBy,
+        run: () =>
+          this.withContainer(state, async (fs) => {
+            const root = join(fs.dir, 'inline');
+            await mkdir(root, { recursive: true });
+            for (const s of instr.inlineSources) {
+              await writeFile(join(root, posix.basename(s.path)), s.data, { mode: 0o644 });
+            }
+            const sources = await matchSources(
+              root,
+              instr.inlineSources.map((s) => posix.basename(s.path)),
+              instr.startLine,
+              instr.kind,
+            );
+            await this.copyInto(fs, instr, root, sources, workdir);
+          }),
+      };
+    }
+    // Sources from the context (and, for ADD, URLs): keyed by the content of what is read.
+    const remote: { url: string; checksum?: string }[] = [];
+    const local: string[] = [];
+    for (const src of instr.sources) {
+      if (instr.kind === 'ADD' && isRemoteSource(src)) {
+        remote.push({
+          url: src,
+          ...(instr.checksum !== undefined
+            ? { checksum: parseChecksum(instr.checksum, instr.startLine) }
+            : {}),
+        });
+      } else {
+        local.push(src);
+      }
+    }
+    if (instr.kind === 'ADD' && instr.checksum !== undefined && local.length > 0) {
+      throw new BuildError('ADD --checksum can only be used with HTTP(S) sources', instr.startLine);
+    }
+    if (remote.length > 0 && remote.length + local.length > 1 && !instr.dest.endsWith('/')) {
+      throw new BuildError(
+        'When using ADD with more than one source file, the destination must be a directory and end with a /',
+        instr.startLine,
+      );
+    }
+    const sources = await matchSources(this.contextDir, local, instr.startLine, instr.kind);
+    const remoteInputs: { url: string; digest: string }[] = [];
+    const fetched: SourceEntry[] = [];
+    const fetchAll = async (): Promise<void> => {
+      for (const r of remote) {
+        const f = await fetchRemote(r.url, join(this.jobDir, 'remote'), {
+          ...(r.checksum !== undefined ? { checksum: r.checksum } : {}),
+          line: instr.startLine,
+          signal: this.ctx.signal,
+        });
+        fetched.push({ rel: posix.basename(f.rel), host: f.path, stat: await lstat(f.path) });
+        remoteInputs.push({ url: r.url, digest: f.digest });
+      }
+    };
+    if (remote.every((r) => r.checksum !== undefined)) {
+      // With --checksum the content is known without downloading: a hit needs no network.
+      for (const r of remote) {
+        remoteFileName(r.url, instr.startLine);
+        remoteInputs.push({ url: r.url, digest: r.checksum as string });
+      }
+    } else {
+      await fetchAll();
+    }
+    const key = stepCacheKey({
+      parent,
+      instruction,
+      inputs: { ...base, sources: await hashSources(sources), remote: remoteInputs },
+    });
+    return {
+      key,
+      metadata: null,
+      createdBy,
+      run: () =>
+        this.withContainer(state, async (fs) => {
+          if (remote.length > 0 && fetched.length === 0) {
+            await fetchAll();
+          }
+          let toCopy = sources;
+          if (instr.kind === 'ADD' && instr.unpack !== false) {
+            toCopy = [];
+            for (const s of sources) {
+              if (await isLocalArchive(s.host)) {
+                const dest = posix.isAbsolute(instr.dest) ? instr.dest : posix.join(workdir, instr.dest);
+                const destDir = containerPath(fs.merged, await resolveInRoot(fs.merged, dest, true));
+                await mkdir(destDir, { recursive: true });
+                await applyLayer(createReadStream(s.host), destDir);
+              } else {
+                toCopy.push(s);
+              }
+            }
+          }
+          if (toCopy.length > 0) {
+            await this.copyInto(fs, instr, this.contextDir, toCopy, workdir);
+          }
+          for (const f of fetched) {
+            await this.copyInto(fs, instr, posix.dirname(f.host), [f], workdir);
+          }
+        }),
+    };
+  }
+
+  private async copyInto(
+    fs: ContainerFs,
+    instr: CopyInstruction | AddInstruction,
+    sourceRoot: string,
+    sources: SourceEntry[],
+    workdir: string,
+  ): Promise<void> {
+    let owner: { uid: number; gid: number } | null = null;
+    if (instr.chown !== undefined) {
+      try {
+        const u = await resolveUser(fs.merged, instr.chown);
+        owner = { uid: u.uid, gid: u.gid };
+      } catch (err) {
+        throw new BuildError(
+          `${instr.kind} --chown=${instr.chown}: ${(err as Error).message}`,
+          instr.startLine,
+        );
+      }
+    }
+    let mode: number | null = null;
+    if (instr.chmod !== undefined) {
+      if (!/^[0-7]{3,4}$/.test(instr.chmod)) {
+        throw new BuildError(
+          `${instr.kind} --chmod=${instr.chmod}: expected an octal mode such as 0755`,
+          instr.startLine,
+        );
+      }
+      mode = parseInt(instr.chmod, 8);
+    }
+    await copyIntoContainer({
+      sourceRoot,
+      sources,
+      targetRoot: fs.merged,
+      dest: instr.dest,
+      workdir,
+      owner,
+      mode,
+      line: instr.startLine,
+      kind: instr.kind,
+    });
+  }
+
+  /**
+   * WORKDIR creates its directory like BuildKit (mkdir -p, 0755, owned by the current USER):
+   * a layer only when it did not exist yet.
+   */
+  private async workdir(state: ImageState, instr: WorkdirInstruction): Promise<LayerDescriptor | null> {
+    const cfg = state.config.config ?? {};
+    const dir = cfg.WorkingDir && cfg.WorkingDir !== '' ? cfg.WorkingDir : '/';
+    if (dir === '/') {
+      return null;
+    }
+    return this.withContainer(state, async (fs) => {
+      const resolved = await resolveInRoot(fs.merged, dir, true);
+      const st = await lstat(containerPath(fs.merged, resolved)).catch(() => null);
+      if (st?.isDirectory() === true) {
+        return false;
+      }
+      let owner: { uid: number; gid: number } | null = null;
+      if (cfg.User !== undefined && cfg.User !== '') {
+        try {
+          const u = await resolveUser(fs.merged, cfg.User);
+          owner = { uid: u.uid, gid: u.gid };
+        } catch (err) {
+          throw new BuildError(
+            `WORKDIR ${dir}: user ${cfg.User}: ${(err as Error).message}`,
+            instr.startLine,
+          );
+        }
+      }
+      let cur = '/';
+      for (const part of resolved.split('/').filter(Boolean)) {
+        cur = posix.join(cur, part);
+        const host = containerPath(fs.merged, cur);
+        const pst = await lstat(host).catch(() => null);
+        if (pst === null) {
+          await mkdir(host);
+          await chmod(host, 0o755);
+          if (owner !== null) {
+            await lchown(host, owner.uid, owner.gid);
+          }
+        } else if (!pst.isDirectory()) {
+          throw new BuildError(`WORKDIR ${dir}: ${cur} is not a directory`, instr.startLine);
+        }
+      }
+      return true;
+    });
+  }
+
+  /**
+   * Mounts a container on the state's layers, runs `work` in it and snapshots the upper dir
+   * as a new layer. `work` returning false means it changed nothing: no layer (null).
+   */
   private async withContainer(
     state: ImageState,
-    createdBy: string,
-    work: (fs: ContainerFs) => Promise<void>,
-  ): Promise<number> {
+    work: (fs: ContainerFs) => Promise<boolean | void>,
+  ): Promise<LayerDescriptor | null> {
     const id = `${this.data.buildId.slice(0, 8)}-${randomBytes(6).toString('hex')}`;
     const fs = await this.filesystems.create(id, state.layers);
     this.live.add(fs);
     try {
-      await work(fs);
+      const changed = await work(fs);
       await this.filesystems.unmount(fs);
       this.checkAbort();
-      const layer = await this.filesystems.snapshot(fs, { compression: this.options.compression ?? 'gzip' });
+      if (changed === false) {
+        return null;
+      }
+      const layer = await this.filesystems.snapshot(fs, {
+        compression: this.options.compression ?? 'gzip',
+        ...(this.epoch !== null ? { sourceDateEpoch: this.epoch } : {}),
+      });
       await this.filesystems.adoptUpper(fs, layer);
-      state.layers.push(layer);
-      addHistory(state, { created: new Date().toISOString(), created_by: createdBy });
-      return layer.size;
+      return layer;
     } finally {
       await this.filesystems.remove(fs);
       this.live.delete(fs);
@@ -357,16 +739,28 @@ class BuildRun {
     fs: ContainerFs,
     state: ImageState,
     instr: RunInstruction,
-    stepIndex: number | null,
+    args: string[],
     runEnv: Record<string, string>,
+    stepIndex: number | null,
   ): Promise<void> {
     for (const m of instr.mounts) {
-      if (m.type !== 'cache' && !(m.type === 'secret' && !m.required)) {
+      if (m.type === 'secret' || m.type === 'ssh') {
+        if (m.required) {
+          throw new BuildError(
+            `RUN --mount=type=${m.type}${m.id !== undefined ? `,id=${m.id}` : ''}: ${m.type === 'secret' ? 'secrets' : 'SSH agents'} cannot be provided to builds on this server (it has no ${m.type === 'secret' ? 'secret store' : 'SSH forwarding'}); remove required=true to run without it`,
+            instr.startLine,
+          );
+        }
+        this.ctx.reporter.log(
+          null,
+          'system',
+          `line ${instr.startLine}: skipping --mount=type=${m.type} (not provided)\n`,
+        );
+      } else if (m.type !== 'cache') {
         throw new BuildError(`RUN --mount=type=${m.type} is not supported yet`, instr.startLine);
       }
     }
     const cfg = state.config.config ?? {};
-    const args = runArgs(instr, stageShell(state));
     const cacheMounts = await Promise.all(
       instr.mounts
         .filter((m) => m.type === 'cache' && m.target !== undefined)
@@ -426,100 +820,6 @@ class BuildRun {
     }
   }
 
-  private async copy(
-    fs: ContainerFs,
-    state: ImageState,
-    instr: CopyInstruction | AddInstruction,
-    results: Map<number, ImageState>,
-  ): Promise<void> {
-    const cfg = state.config.config ?? {};
-    const workdir = cfg.WorkingDir && cfg.WorkingDir !== '' ? cfg.WorkingDir : '/';
-    let owner: { uid: number; gid: number } | null = null;
-    if (instr.chown !== undefined) {
-      try {
-        const u = await resolveUser(fs.merged, instr.chown);
-        owner = { uid: u.uid, gid: u.gid };
-      } catch (err) {
-        throw new BuildError(
-          `${instr.kind} --chown=${instr.chown}: ${(err as Error).message}`,
-          instr.startLine,
-        );
-      }
-    }
-    let mode: number | null = null;
-    if (instr.chmod !== undefined) {
-      if (!/^[0-7]{3,4}$/.test(instr.chmod)) {
-        throw new BuildError(
-          `${instr.kind} --chmod=${instr.chmod}: expected an octal mode such as 0755`,
-          instr.startLine,
-        );
-      }
-      mode = parseInt(instr.chmod, 8);
-    }
-    // Heredoc sources (COPY <<EOF /dest) are written into a private dir and copied from there.
-    let sourceRoot = this.contextDir;
-    let sources = [...instr.sources];
-    let fromFs: ContainerFs | null = null;
-    try {
-      if (instr.inlineSources.length > 0) {
-        sourceRoot = join(fs.dir, 'inline');
-        await mkdir(sourceRoot, { recursive: true });
-        for (const s of instr.inlineSources) {
-          await writeFile(join(sourceRoot, posix.basename(s.path)), s.data, { mode: 0o644 });
-        }
-        sources = instr.inlineSources.map((s) => posix.basename(s.path));
-        if (instr.sources.length > 0) {
-          throw new BuildError(
-            `${instr.kind}: mixing heredoc and file sources is not supported`,
-            instr.startLine,
-          );
-        }
-      } else if (instr.kind === 'COPY' && instr.from !== undefined) {
-        const fromState = await this.fromState(instr.from, results, instr.startLine);
-        fromFs = await this.filesystems.create(`${fs.id}-from`, fromState.layers);
-        this.live.add(fromFs);
-        sourceRoot = fromFs.merged;
-      }
-      if (instr.kind === 'ADD') {
-        const remaining: string[] = [];
-        for (const src of sources) {
-          if (/^https?:\/\//.test(src)) {
-            throw new BuildError('ADD from a URL is not supported yet', instr.startLine);
-          }
-          const abs = join(sourceRoot, posix.normalize(`/${src}`));
-          if (instr.unpack !== false && (await isLocalArchive(abs))) {
-            const destDir = containerPath(
-              fs.merged,
-              posix.isAbsolute(instr.dest) ? instr.dest : posix.join(workdir, instr.dest),
-            );
-            await mkdir(destDir, { recursive: true });
-            await applyLayer(createReadStream(abs), destDir);
-          } else {
-            remaining.push(src);
-          }
-        }
-        sources = remaining;
-      }
-      if (sources.length > 0) {
-        await copyIntoContainer({
-          sourceRoot,
-          sources,
-          targetRoot: fs.merged,
-          dest: instr.dest,
-          workdir,
-          owner,
-          mode,
-          line: instr.startLine,
-        });
-      }
-    } finally {
-      if (fromFs !== null) {
-        await this.filesystems.remove(fromFs);
-        this.live.delete(fromFs);
-      }
-    }
-  }
-
   private async fromState(from: string, results: Map<number, ImageState>, line: number): Promise<ImageState> {
     // A stage by name or index; otherwise an image reference.
     for (const [index, state] of results) {
@@ -535,7 +835,7 @@ class BuildRun {
       }
     }
     const image = await this.resolveImage(from, line);
-    return { layers: [...image.layers], config: image.config };
+    return { layers: [...image.layers], config: image.config, cacheKey: `image:${image.manifestDigest}` };
   }
 
   /** Unmounts and removes what a failed or cancelled build left mounted. */
@@ -545,6 +845,44 @@ class BuildRun {
       this.live.delete(fs);
     }
   }
+}
+
+/** `SOURCE_DATE_EPOCH` from the build args (BuildKit reads it there too), checked. */
+function sourceDateEpoch(buildArgs: Record<string, string>): number | null {
+  const v = buildArgs.SOURCE_DATE_EPOCH;
+  if (v === undefined || v === '') {
+    return null;
+  }
+  if (!/^\d{1,12}$/.test(v)) {
+    throw new BuildError(`SOURCE_DATE_EPOCH must be a number of seconds since 1970, got "${v}"`);
+  }
+  return Number(v);
+}
+
+/** The newest `created` of the image's history (what BuildKit dates an image by), or null. */
+function latestHistoryTime(state: ImageState): string | null {
+  let best: number | null = null;
+  for (const h of state.config.history ?? []) {
+    const t = h.created === undefined ? NaN : Date.parse(h.created);
+    if (!Number.isNaN(t) && (best === null || t > best)) {
+      best = t;
+    }
+  }
+  return best === null ? null : new Date(best).toISOString();
+}
+
+/** Where an instruction sits in the file is not part of what it does: drop it from the key. */
+const POSITION_FIELDS = new Set(['keyword', 'startLine', 'endLine', 'original', 'source']);
+
+/** The expanded instruction as a key input: every field but its position and spelling. */
+export function canonicalInstruction(instr: Instruction): unknown {
+  const strip = (i: Instruction): Record<string, unknown> =>
+    Object.fromEntries(Object.entries(i).filter(([k]) => !POSITION_FIELDS.has(k)));
+  const out = strip(instr);
+  if (instr.kind === 'ONBUILD') {
+    out.trigger = strip(instr.trigger);
+  }
+  return out;
 }
 
 function sanitizeId(id: string): string {
@@ -584,10 +922,6 @@ export function runArgs(instr: RunInstruction, shell: readonly string[]): string
   }
   const bodies = instr.heredocs.map((h) => `${h.content}${h.name}\n`).join('');
   return [...shell, `${cmd}\n${bodies}`];
-}
-
-function describeRun(instr: RunInstruction, shell: readonly string[]): string {
-  return runArgs(instr, shell).join(' ');
 }
 
 function stepName(ref: StepRef): string {

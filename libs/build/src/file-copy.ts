@@ -1,4 +1,4 @@
-import { constants } from 'node:fs';
+import { constants, Stats } from 'node:fs';
 import {
   chmod,
   copyFile,
@@ -9,23 +9,34 @@ import {
   readdir,
   readlink,
   rm,
-  stat,
   symlink,
 } from 'node:fs/promises';
-import { dirname, join, posix } from 'node:path';
+import { join, posix } from 'node:path';
 import fg from 'fast-glob';
 import { BuildError } from './build-errors';
+import { containerPath, resolveInRoot } from './root-path';
+
+export { containerPath } from './root-path';
 
 export interface CopyOwner {
   readonly uid: number;
   readonly gid: number;
 }
 
+/** One source a COPY/ADD reads: a matched path and what it resolves to inside its root. */
+export interface SourceEntry {
+  /** The path as matched, relative to the source root (its basename names the copy). */
+  readonly rel: string;
+  /** Host path of the resolved source (symlinks followed inside the source root). */
+  readonly host: string;
+  readonly stat: Stats;
+}
+
 export interface CopyRequest {
   /** Root the sources are relative to (the build context, or another stage's root). */
   readonly sourceRoot: string;
-  /** Source patterns as written (after variable expansion). */
-  readonly sources: readonly string[];
+  /** Sources, as {@link matchSources} found them. */
+  readonly sources: readonly SourceEntry[];
   /** Absolute path of the container's root (the merged overlay mount). */
   readonly targetRoot: string;
   /** Destination as written (after expansion), resolved against `workdir` when relative. */
@@ -34,11 +45,54 @@ export interface CopyRequest {
   readonly owner: CopyOwner | null;
   readonly mode: number | null;
   readonly line: number;
+  /** `COPY` or `ADD`, for messages. */
+  readonly kind?: string;
 }
 
-/** Joins a container path onto a root without ever leaving it (`..` stops at the root). */
-export function containerPath(root: string, p: string): string {
-  return join(root, posix.normalize(`/${p}`));
+/**
+ * Finds what COPY/ADD sources name in `sourceRoot`: wildcards as Go's filepath.Match (via
+ * fast-glob), literal paths as they are. Like BuildKit, a source path is resolved inside its
+ * root with symlinks followed (a symlink source copies its target), never leaving the root.
+ */
+export async function matchSources(
+  sourceRoot: string,
+  patterns: readonly string[],
+  line: number,
+  kind = 'COPY',
+): Promise<SourceEntry[]> {
+  const out: SourceEntry[] = [];
+  for (const pattern of patterns) {
+    const clean = posix.normalize(`/${pattern}`).slice(1) || '.';
+    let rels: string[];
+    if (fg.isDynamicPattern(clean)) {
+      rels = (
+        await fg(clean, {
+          cwd: sourceRoot,
+          dot: true,
+          onlyFiles: false,
+          followSymbolicLinks: false,
+          unique: true,
+        })
+      ).sort();
+      if (rels.length === 0) {
+        throw new BuildError(`${kind}: no source files were specified matching "${pattern}"`, line);
+      }
+    } else {
+      rels = [clean];
+    }
+    for (const rel of rels) {
+      const host = containerPath(sourceRoot, await resolveInRoot(sourceRoot, rel, true));
+      const st = await lstat(host).catch(() => null);
+      if (st === null) {
+        throw new BuildError(`${kind}: "${pattern}": not found in the build context`, line);
+      }
+      if (st.isSymbolicLink()) {
+        throw new BuildError(`${kind}: "${pattern}": too many levels of symbolic links`, line);
+      }
+      out.push({ rel, host, stat: st });
+    }
+  }
+  return out;
 }
 
 /**
@@ -46,122 +100,124 @@ export function containerPath(root: string, p: string): string {
  * a directory source copies its contents; several sources (or a wildcard) need a destination
  * ending in `/`; a destination ending in `/` receives files under their own names; missing
  * parents are created; modes and mtimes are kept; owner is root unless `--chown`.
+ *
+ * Every destination path is resolved inside `targetRoot` (symlinked parents are followed as
+ * the container would, `/` meaning the container's root), so a copy can never write outside it.
  */
 export async function copyIntoContainer(req: CopyRequest): Promise<number> {
+  const kind = req.kind ?? 'COPY';
   const destIsDir = req.dest.endsWith('/') || req.dest === '.' || req.dest.endsWith('/.');
-  const destAbsInContainer = posix.isAbsolute(req.dest) ? req.dest : posix.join(req.workdir, req.dest);
-  const matches: string[] = [];
-  for (const pattern of req.sources) {
-    const clean = posix.normalize(`/${pattern}`).slice(1) || '.';
-    if (fg.isDynamicPattern(clean)) {
-      const found = await fg(clean, {
-        cwd: req.sourceRoot,
-        dot: true,
-        onlyFiles: false,
-        followSymbolicLinks: false,
-        unique: true,
-      });
-      if (found.length === 0) {
-        throw new BuildError(`COPY: no source files were specified matching "${pattern}"`, req.line);
-      }
-      matches.push(...found.sort());
-    } else {
-      try {
-        await lstat(join(req.sourceRoot, clean));
-      } catch {
-        throw new BuildError(`COPY: "${pattern}": not found in the build context`, req.line);
-      }
-      matches.push(clean);
-    }
-  }
-  if (matches.length > 1 && !destIsDir) {
+  const destAbs = posix.normalize(posix.isAbsolute(req.dest) ? req.dest : posix.join(req.workdir, req.dest));
+  if (req.sources.length > 1 && !destIsDir) {
     throw new BuildError(
-      'When using COPY with more than one source file, the destination must be a directory and end with a /',
+      `When using ${kind} with more than one source file, the destination must be a directory and end with a /`,
       req.line,
     );
   }
   let copied = 0;
-  for (const rel of matches) {
-    const src = join(req.sourceRoot, rel);
-    const st = await lstat(src);
-    let target: string;
-    if (st.isDirectory()) {
-      target = containerPath(req.targetRoot, destAbsInContainer);
-      await ensureDir(req.targetRoot, destAbsInContainer, req.owner);
-      copied += await copyTree(src, target, req, true);
+  for (const src of req.sources) {
+    if (src.stat.isDirectory()) {
+      const dir = await ensureDir(req, destAbs);
+      copied += await copyTree(src.host, dir, req);
       continue;
     }
-    target = destIsDir
-      ? containerPath(req.targetRoot, posix.join(destAbsInContainer, posix.basename(rel)))
-      : containerPath(req.targetRoot, destAbsInContainer);
-    const parentInContainer = destIsDir ? destAbsInContainer : posix.dirname(destAbsInContainer);
-    await ensureDir(req.targetRoot, parentInContainer, req.owner);
-    // Existing directory at a non-slash destination: Docker copies the file into it.
-    const existing = await stat(target).catch(() => null);
-    if (existing?.isDirectory() === true && !destIsDir) {
-      target = join(target, posix.basename(rel));
+    let parent: string;
+    let name: string;
+    if (destIsDir) {
+      parent = await ensureDir(req, destAbs);
+      name = posix.basename(src.rel);
+    } else {
+      parent = await ensureDir(req, posix.dirname(destAbs));
+      name = posix.basename(destAbs);
+      // An existing directory (or a link to one) at a destination without `/`: Docker copies into it.
+      const existing = await resolveInRoot(req.targetRoot, posix.join(parent, name), true);
+      const st = await lstat(containerPath(req.targetRoot, existing)).catch(() => null);
+      if (st?.isDirectory() === true) {
+        parent = existing;
+        name = posix.basename(src.rel);
+      }
     }
-    await copyEntry(src, target, st, req);
+    await copyEntry(src.host, containerPath(req.targetRoot, posix.join(parent, name)), src.stat, req);
     copied++;
   }
   return copied;
 }
 
-/** Creates `dir` (a container path) and missing parents, as root:root 0755 (or the --chown owner for new dirs). */
-async function ensureDir(root: string, dir: string, owner: CopyOwner | null): Promise<void> {
-  const parts = posix.normalize(`/${dir}`).split('/').filter(Boolean);
-  let cur = root;
-  for (const part of parts) {
-    cur = join(cur, part);
-    const st = await lstat(cur).catch(() => null);
+/**
+ * Makes container directory `dir` exist (missing parts as 0755, owned by the --chown owner)
+ * and returns its resolved container path.
+ */
+async function ensureDir(req: CopyRequest, dir: string): Promise<string> {
+  const resolved = await resolveInRoot(req.targetRoot, dir, true);
+  let cur = '/';
+  for (const part of resolved.split('/').filter(Boolean)) {
+    cur = posix.join(cur, part);
+    const host = containerPath(req.targetRoot, cur);
+    const st = await lstat(host).catch(() => null);
     if (st === null) {
-      await mkdir(cur, { mode: 0o755 });
-      await chmod(cur, 0o755);
-      if (owner !== null) {
-        await lchown(cur, owner.uid, owner.gid);
+      await mkdir(host, { mode: 0o755 });
+      await chmod(host, 0o755);
+      if (req.owner !== null) {
+        await lchown(host, req.owner.uid, req.owner.gid);
       }
-    } else if (st.isSymbolicLink()) {
-      // Never follow a link out of the root: resolve it as a container path.
-      throw new BuildError(`COPY: destination parent ${cur.slice(root.length)} is a symbolic link`, null);
     } else if (!st.isDirectory()) {
-      throw new BuildError(`COPY: destination parent ${cur.slice(root.length)} is not a directory`, null);
+      throw new BuildError(`${req.kind ?? 'COPY'}: destination parent ${cur} is not a directory`, req.line);
     }
   }
+  return resolved;
 }
 
-async function copyTree(srcDir: string, destDir: string, req: CopyRequest, isTop: boolean): Promise<number> {
+/** Copies the contents of `srcDir` into container dir `destDir` (resolved, existing). */
+async function copyTree(srcDir: string, destDir: string, req: CopyRequest): Promise<number> {
   let n = 0;
-  const st = await lstat(srcDir);
-  await mkdir(destDir, { recursive: true });
   const names = (await readdir(srcDir)).sort();
   for (const name of names) {
     const s = join(srcDir, name);
-    const d = join(destDir, name);
     const est = await lstat(s);
+    const dContainer = posix.join(destDir, name);
+    const d = containerPath(req.targetRoot, dContainer);
     if (est.isDirectory()) {
-      n += await copyTree(s, d, req, false);
+      const existing = await lstat(d).catch(() => null);
+      let into = dContainer;
+      if (existing?.isSymbolicLink() === true) {
+        // A link to a directory in the image is merged into, as `docker cp`/COPY do.
+        const target = await resolveInRoot(req.targetRoot, dContainer, true);
+        const tst = await lstat(containerPath(req.targetRoot, target)).catch(() => null);
+        if (tst?.isDirectory() === true) {
+          into = target;
+        } else {
+          await rm(d, { force: true });
+          await mkdir(d);
+        }
+      } else if (existing === null) {
+        await mkdir(d);
+      } else if (!existing.isDirectory()) {
+        await rm(d, { force: true });
+        await mkdir(d);
+      }
+      n += await copyTree(s, into, req);
+      await applyMeta(containerPath(req.targetRoot, into), est.mode & 0o7777, est, req);
     } else {
       await copyEntry(s, d, est, req);
       n++;
     }
   }
-  if (!isTop) {
-    await applyMeta(destDir, st.mode & 0o7777, st, req);
-  }
   return n;
 }
 
-async function copyEntry(
-  src: string,
-  dest: string,
-  st: Awaited<ReturnType<typeof lstat>>,
-  req: CopyRequest,
-): Promise<void> {
+/** Copies one non-directory; `dest` is a host path whose parent is a real directory inside the root. */
+async function copyEntry(src: string, dest: string, st: Stats, req: CopyRequest): Promise<void> {
   const existing = await lstat(dest).catch(() => null);
-  if (existing !== null && (existing.isSymbolicLink() || !existing.isDirectory())) {
+  if (existing !== null) {
+    if (existing.isDirectory()) {
+      throw new BuildError(
+        `${req.kind ?? 'COPY'}: cannot overwrite directory ${dest.slice(req.targetRoot.length)} with a file`,
+        req.line,
+      );
+    }
+    // Replace rather than write through: the old entry may be a symlink.
     await rm(dest, { force: true });
   }
-  await mkdir(dirname(dest), { recursive: true });
   if (st.isSymbolicLink()) {
     await symlink(await readlink(src), dest);
     await lchown(dest, req.owner?.uid ?? 0, req.owner?.gid ?? 0);
@@ -170,20 +226,15 @@ async function copyEntry(
   }
   if (!st.isFile()) {
     throw new BuildError(
-      `COPY: ${src.slice(req.sourceRoot.length)} is not a regular file, directory or symlink`,
+      `${req.kind ?? 'COPY'}: ${src.slice(req.sourceRoot.length)} is not a regular file, directory or symlink`,
       req.line,
     );
   }
   await copyFile(src, dest, constants.COPYFILE_FICLONE);
-  await applyMeta(dest, Number(st.mode) & 0o7777, st, req);
+  await applyMeta(dest, st.mode & 0o7777, st, req);
 }
 
-async function applyMeta(
-  path: string,
-  mode: number,
-  st: Awaited<ReturnType<typeof lstat>>,
-  req: CopyRequest,
-): Promise<void> {
+async function applyMeta(path: string, mode: number, st: Stats, req: CopyRequest): Promise<void> {
   await lchown(path, req.owner?.uid ?? 0, req.owner?.gid ?? 0);
   await chmod(path, req.mode ?? mode);
   await lutimes(path, st.atime, st.mtime);

@@ -7,10 +7,16 @@ export interface ImageState {
   config: ImageConfig;
   /** Whether this stage set CMD itself (ENTRYPOINT clears only an inherited CMD). */
   cmdSetInStage?: boolean;
+  /**
+   * Cache key of the last step applied (or the base's identity: `scratch`, `image:<manifest
+   * digest>`); the parent of the next step's key.
+   */
+  cacheKey?: string;
 }
 
 export function scratchState(): ImageState {
   return {
+    cacheKey: 'scratch',
     layers: [],
     config: {
       architecture: 'amd64',
@@ -23,7 +29,12 @@ export function scratchState(): ImageState {
 }
 
 export function cloneState(s: ImageState): ImageState {
-  return { layers: [...s.layers], config: structuredClone(s.config), cmdSetInStage: false };
+  return {
+    layers: [...s.layers],
+    config: structuredClone(s.config),
+    cmdSetInStage: false,
+    cacheKey: s.cacheKey,
+  };
 }
 
 /** `KEY=VALUE` list -> map (first `=` splits; later duplicates win, as Docker does). */

@@ -1,16 +1,38 @@
 /**
  * `@stratum/build`: executes Dockerfile builds on overlay container filesystems with runc,
- * one layer per filesystem step, and writes the resulting image.
+ * one layer per filesystem step, with a step cache shared through Redis and the blob store,
+ * and writes the resulting image.
  */
 export {
   BuildEngine,
+  canonicalInstruction,
   runArgs,
   type BuildEngineOptions,
   type BuildOutcome,
   type BuildRunContext,
 } from './build-engine';
+export {
+  cacheRecordKey,
+  DEFAULT_CACHE_TTL_SECONDS,
+  MemoryBuildCacheIndex,
+  RedisBuildCacheIndex,
+  stableJson,
+  stepCacheKey,
+  type BuildCacheIndex,
+  type BuildCacheRecord,
+  type StepKeyInput,
+} from './build-cache';
 export { BuildError, isUserBuildError } from './build-errors';
 export type { BuildReporter } from './build-reporter';
-export { copyIntoContainer, containerPath, type CopyRequest } from './file-copy';
+export { applyDockerignore } from './context-filter';
+export {
+  copyIntoContainer,
+  containerPath,
+  matchSources,
+  type CopyRequest,
+  type SourceEntry,
+} from './file-copy';
+export { hashSources } from './source-hash';
+export { resolveInRoot } from './root-path';
 export { applyMetadata, commandArgs, stageShell } from './metadata-steps';
 export { scratchState, type ImageState } from './image-state';

@@ -1,7 +1,8 @@
 import { DynamicModule, Module } from '@nestjs/common';
-import { BuildEngine } from '@stratum/build';
+import { Redis } from 'ioredis';
+import { BuildEngine, RedisBuildCacheIndex } from '@stratum/build';
 import { ConfigModule, STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { JobsModule } from '@stratum/jobs';
+import { JobsModule, REDIS } from '@stratum/jobs';
 import { RuncRuntime } from '@stratum/runtime';
 import { BLOB_STORE, BlobStore, REPOSITORY_STORE, RepositoryStore, StorageModule } from '@stratum/storage';
 import { BuildProcessor } from './build.processor';
@@ -33,12 +34,13 @@ export class WorkerModule {
         },
         {
           provide: BuildEngine,
-          inject: [BLOB_STORE, REPOSITORY_STORE, RuncRuntime, STRATUM_CONFIG],
+          inject: [BLOB_STORE, REPOSITORY_STORE, RuncRuntime, STRATUM_CONFIG, REDIS],
           useFactory: (
             blobs: BlobStore,
             repositories: RepositoryStore,
             runtime: RuncRuntime,
             c: StratumConfig,
+            redis: Redis,
           ) =>
             new BuildEngine({
               blobs,
@@ -47,6 +49,8 @@ export class WorkerModule {
               jobsDir: paths.jobs,
               layerCacheDir: paths.layerCache,
               stepTimeoutMs: c.stepTimeoutSeconds * 1000,
+              // shared by every worker host, like the layers it names (blob store)
+              cacheIndex: new RedisBuildCacheIndex(redis),
             }),
         },
         HostSweeper,

@@ -1,0 +1,65 @@
+import { readFile, readdir, rm, rmdir } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import { Dockerignore, parseDockerignore } from '@stratum/dockerfile';
+
+/**
+ * Applies the context's ignore file to the extracted context, as the docker CLI does before
+ * sending it: contexts uploaded by other clients (curl, a webhook) arrive unfiltered. Like
+ * BuildKit, `<Dockerfile>.dockerignore` next to the Dockerfile wins over `.dockerignore` at
+ * the root. The Dockerfile and the ignore file themselves are always kept.
+ *
+ * @returns how many entries were removed.
+ */
+export async function applyDockerignore(contextDir: string, dockerfile: string): Promise<number> {
+  const dockerfilePath = posix.normalize(`/${dockerfile}`).slice(1);
+  let text: string | null = null;
+  for (const candidate of [`${dockerfilePath}.dockerignore`, '.dockerignore']) {
+    text = await readFile(join(contextDir, candidate), 'utf8').catch(() => null);
+    if (text !== null) {
+      break;
+    }
+  }
+  if (text === null) {
+    return 0;
+  }
+  const rules = parseDockerignore(text, { dockerfilePath });
+  if (rules.patterns.length === 0) {
+    return 0;
+  }
+  const hasExceptions = rules.patterns.some((p) => p.startsWith('!'));
+  return prune(contextDir, '', rules, hasExceptions);
+}
+
+async function prune(
+  root: string,
+  rel: string,
+  rules: Dockerignore,
+  hasExceptions: boolean,
+): Promise<number> {
+  let removed = 0;
+  const entries = await readdir(join(root, rel), { withFileTypes: true });
+  for (const e of entries) {
+    const path = rel === '' ? e.name : `${rel}/${e.name}`;
+    const ignored = rules.isIgnored(path);
+    if (e.isDirectory()) {
+      if (ignored && !hasExceptions) {
+        await rm(join(root, path), { recursive: true, force: true });
+        removed++;
+        continue;
+      }
+      // With `!` exceptions a child of an ignored directory may come back: look inside.
+      removed += await prune(root, path, rules, hasExceptions);
+      if (ignored) {
+        const left = await readdir(join(root, path));
+        if (left.length === 0) {
+          await rmdir(join(root, path));
+          removed++;
+        }
+      }
+    } else if (ignored) {
+      await rm(join(root, path), { force: true });
+      removed++;
+    }
+  }
+  return removed;
+}
