@@ -1,0 +1,389 @@
+// BuildEngine against real runc, overlayfs, a filesystem blob store and a real redis-server:
+// the step cache (hits, misses, sharing between two "hosts", a vanished blob), and the
+// Docker/BuildKit behaviours the engine implements itself (COPY through symlinks, .dockerignore,
+// ADD <url>, WORKDIR, secrets, SOURCE_DATE_EPOCH, errors with lines).
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { lstat, mkdtemp, readFile, readlink, rm } from 'node:fs/promises';
+import { createServer, Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { Redis } from 'ioredis';
+import {
+  BuildEngine,
+  BuildReporter,
+  cacheRecordKey,
+  isUserBuildError,
+  RedisBuildCacheIndex,
+} from '@stratum/build';
+import { BuildJobData, Digest, StepRecord } from '@stratum/contracts';
+import { applyLayer } from '@stratum/layers';
+import { RuncRuntime } from '@stratum/runtime';
+import { BlobDigest, FsBlobStore, FsRepositoryStore } from '@stratum/storage';
+import { busyboxContext, contextTar, freePort, RedisServerHandle, startRedisServer } from '@stratum/testing';
+
+jest.setTimeout(120_000);
+
+let work: string;
+let redisServer: RedisServerHandle;
+let redis: Redis;
+let blobs: FsBlobStore;
+let repositories: FsRepositoryStore;
+const engines: BuildEngine[] = [];
+
+/** One worker host: its own scratch, layer cache and runc state; shared blob store and Redis. */
+function host(name: string): BuildEngine {
+  const dir = join(work, name);
+  const engine = new BuildEngine({
+    blobs,
+    repositories,
+    runtime: new RuncRuntime({
+      runcPath: '/usr/sbin/runc',
+      stateRoot: join(dir, 'runc'),
+      bundleDir: join(dir, 'bundles'),
+      cgroupParent: `/stratum-test-build-${process.pid}`,
+    }),
+    jobsDir: join(dir, 'jobs'),
+    layerCacheDir: join(dir, 'layers'),
+    stepTimeoutMs: 60_000,
+    cacheIndex: new RedisBuildCacheIndex(redis),
+  });
+  engines.push(engine);
+  return engine;
+}
+
+interface Result {
+  imageDigest: Digest;
+  steps: StepRecord[];
+  logs: string;
+}
+
+let seq = 0;
+async function build(
+  engine: BuildEngine,
+  files: Record<string, string | Buffer>,
+  opts: Partial<Pick<BuildJobData, 'buildArgs' | 'noCache' | 'tags'>> = {},
+): Promise<Result> {
+  const put = await blobs.put(Readable.from([await contextTar(files)]));
+  const steps = new Map<number, StepRecord>();
+  let logs = '';
+  const reporter: BuildReporter = {
+    log: (_step, _stream, text) => {
+      logs += text;
+    },
+    step: async (s) => {
+      steps.set(s.index, { ...s });
+    },
+  };
+  const out = await engine.build(
+    {
+      buildId: `b${++seq}-${Date.now()}`,
+      contextDigest: put.digest,
+      dockerfile: 'Dockerfile',
+      tags: opts.tags ?? [`it/build:${seq}`],
+      buildArgs: opts.buildArgs ?? {},
+      target: null,
+      noCache: opts.noCache ?? false,
+    },
+    { signal: new AbortController().signal, reporter },
+  );
+  return { imageDigest: out.imageDigest, steps: [...steps.values()].sort((a, b) => a.index - b.index), logs };
+}
+
+/** The image's filesystem, all layers applied in order, in a new directory. */
+async function unpack(engine: BuildEngine, digest: Digest): Promise<string> {
+  const image = await engine.images.load(null, digest);
+  const dir = await mkdtemp(join(work, 'rootfs-'));
+  for (const l of image.layers) {
+    await applyLayer(await blobs.get(l.digest as BlobDigest), dir);
+  }
+  return dir;
+}
+
+const statuses = (r: Result): string[] => r.steps.map((s) => s.status);
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'stratum-build-it-'));
+  redisServer = await startRedisServer();
+  redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+  blobs = new FsBlobStore(join(work, 'store'));
+  repositories = new FsRepositoryStore(join(work, 'store'));
+});
+
+afterAll(async () => {
+  redis?.disconnect();
+  await redisServer?.stop();
+  let mounts: string[] = [];
+  try {
+    mounts = execFileSync('findmnt', ['-rn', '-t', 'overlay', '-o', 'TARGET'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((t) => work !== undefined && t.startsWith(work));
+  } catch {
+    // findmnt exits 1 when there is no overlay mount at all
+  }
+  expect(mounts).toEqual([]);
+  await rm(work, { recursive: true, force: true });
+});
+
+describe('step cache', () => {
+  const dockerfile = [
+    'ARG GREETING=hello',
+    'RUN mkdir /out && echo "$GREETING" > /out/greeting',
+    'COPY app.conf /etc/app.conf',
+    'COPY src/ /src/',
+    'RUN cat /etc/app.conf /src/* > /out/all',
+    'WORKDIR /srv/www',
+    'CMD ["cat", "/out/all"]',
+  ].join('\n');
+  const files = (conf = 'a=1\n', readme = 'readme\n'): Record<string, string | Buffer> =>
+    busyboxContext(dockerfile, { 'app.conf': conf, 'src/x.txt': 'x\n', 'README.md': readme });
+
+  it('a second build replays every step from the cache and gives the same image', async () => {
+    const a = host('a');
+    const cold = await build(a, files());
+    expect(statuses(cold).every((s) => s === 'done')).toBe(true);
+    const warm = await build(a, files());
+    expect(statuses(warm).every((s) => s === 'cached')).toBe(true);
+    expect(warm.imageDigest).toBe(cold.imageDigest);
+    // layer sizes are reported for cached filesystem steps too
+    expect(warm.steps[0].layerSize).toBe(cold.steps[0].layerSize);
+    expect(warm.logs).toMatch(/9 of 9 steps cached/);
+  });
+
+  it('another host reuses the cache (Redis index + shared blobs) and can build on cached layers', async () => {
+    const b = host('b');
+    const warm = await build(b, files('a=1\n', 'another readme\n'));
+    // README.md is in no step's sources: still fully cached
+    expect(statuses(warm).every((s) => s === 'cached')).toBe(true);
+    // app.conf changes: the COPY of it and every later filesystem step rebuild on this host,
+    // on top of cached layers it never built (extracted from the blob store)
+    const changed = await build(b, files('a=2\n'));
+    expect(statuses(changed)).toEqual([
+      'cached', // ADD rootfs.tar
+      'cached', // ENV PATH
+      'cached', // ARG
+      'cached', // RUN mkdir /out
+      'done', // COPY app.conf
+      'done', // COPY src/ (its parent changed)
+      'done', // RUN cat
+      'done', // WORKDIR /srv/www
+      'done', // CMD
+    ]);
+    const root = await unpack(b, changed.imageDigest);
+    expect(await readFile(join(root, 'out/all'), 'utf8')).toBe('a=2\nx\n');
+    expect(await readFile(join(root, 'out/greeting'), 'utf8')).toBe('hello\n');
+  });
+
+  it('a build arg that changes the RUN environment misses from that RUN on', async () => {
+    const a = host('a2');
+    const r = await build(a, files(), { buildArgs: { GREETING: 'bonjour' } });
+    expect(statuses(r).slice(0, 4)).toEqual(['cached', 'cached', 'done', 'done']);
+    const root = await unpack(a, r.imageDigest);
+    expect(await readFile(join(root, 'out/greeting'), 'utf8')).toBe('bonjour\n');
+  });
+
+  it('noCache runs everything but still records, and a vanished layer blob is a miss', async () => {
+    const a = host('a3');
+    const body = 'RUN echo nocache > /n';
+    const first = await build(a, busyboxContext(body), { noCache: true });
+    expect(statuses(first).every((s) => s === 'done')).toBe(true);
+    const second = await build(a, busyboxContext(body));
+    expect(statuses(second).every((s) => s === 'cached')).toBe(true);
+    // delete the RUN's layer blob: its record must not be trusted
+    const image = await a.images.load(null, second.imageDigest);
+    const runLayer = image.layers[image.layers.length - 1];
+    const keys = await redis.keys(cacheRecordKey('*'));
+    const values = await Promise.all(keys.map((k) => redis.get(k)));
+    const stale = keys.filter((_, i) => values[i]?.includes(runLayer.digest));
+    expect(stale.length).toBeGreaterThan(0);
+    await blobs.delete(runLayer.digest as BlobDigest);
+    const third = await build(a, busyboxContext(body));
+    expect(statuses(third)).toEqual(['cached', 'cached', 'done']);
+    expect(await blobs.has(runLayer.digest as BlobDigest)).toBe(true); // rebuilt (same bytes or not, a layer exists again)
+  });
+});
+
+describe('Docker/BuildKit behaviours', () => {
+  it('COPY resolves symlinked destination parents inside the container root', async () => {
+    const e = host('c');
+    const r = await build(
+      e,
+      busyboxContext(
+        [
+          'RUN mkdir -p /real /etc/conf.d && ln -s /real /link && ln -s ../etc/conf.d /rel && ln -s / /root-link',
+          'COPY f.txt /link/sub/f.txt',
+          'COPY f.txt /rel/',
+          'COPY f.txt /root-link/../../../escaped.txt',
+          'COPY dir/ /link/',
+        ].join('\n'),
+        { 'f.txt': 'content\n', 'dir/a/b.txt': 'b\n' },
+      ),
+    );
+    const root = await unpack(e, r.imageDigest);
+    expect(await readFile(join(root, 'real/sub/f.txt'), 'utf8')).toBe('content\n');
+    expect(await readFile(join(root, 'etc/conf.d/f.txt'), 'utf8')).toBe('content\n');
+    expect(await readFile(join(root, 'escaped.txt'), 'utf8')).toBe('content\n');
+    expect(await readFile(join(root, 'real/a/b.txt'), 'utf8')).toBe('b\n');
+    expect(await readlink(join(root, 'link'))).toBe('/real');
+  });
+
+  it('applies .dockerignore to uploaded contexts (with ! exceptions), keeping the Dockerfile', async () => {
+    const e = host('d');
+    const r = await build(
+      e,
+      busyboxContext('COPY . /ctx/\nRUN cd /ctx && find . | sort > /list', {
+        '.dockerignore': '# secrets\nsecret*\n!secret-ok\nnode_modules\n**/*.log\n',
+        'secret.key': 'k',
+        'secret-ok': 'ok',
+        'node_modules/x/index.js': 'x',
+        'sub/debug.log': 'log',
+        'sub/keep.txt': 'keep',
+      }),
+    );
+    const root = await unpack(e, r.imageDigest);
+    const list = (await readFile(join(root, 'list'), 'utf8')).trim().split('\n');
+    expect(list).toEqual(
+      expect.arrayContaining([
+        './.dockerignore',
+        './Dockerfile',
+        './secret-ok',
+        './sub/keep.txt',
+        './rootfs.tar',
+      ]),
+    );
+    expect(list.filter((p) => /secret\.key|node_modules|debug\.log/.test(p))).toEqual([]);
+    expect(r.logs).toMatch(/\.dockerignore: left out/);
+  });
+
+  describe('ADD <url>', () => {
+    let server: Server;
+    let port: number;
+    let requests = 0;
+    const body = 'remote file\n';
+    const sha = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+
+    beforeAll(async () => {
+      port = await freePort();
+      server = createServer((req, res) => {
+        requests++;
+        if (req.url === '/files/data.txt') {
+          res.writeHead(200, {
+            'last-modified': 'Wed, 21 Oct 2015 07:28:00 GMT',
+            'content-type': 'text/plain',
+          });
+          res.end(body);
+        } else {
+          res.writeHead(404).end();
+        }
+      });
+      await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+    });
+    afterAll(async () => {
+      await new Promise((r) => server.close(r));
+    });
+
+    it('fetches into the image with mode 0600 and the Last-Modified time', async () => {
+      const e = host('u');
+      const r = await build(
+        e,
+        busyboxContext(
+          `ADD http://127.0.0.1:${port}/files/data.txt /dl/\nADD http://127.0.0.1:${port}/files/data.txt /named`,
+        ),
+      );
+      const root = await unpack(e, r.imageDigest);
+      expect(await readFile(join(root, 'dl/data.txt'), 'utf8')).toBe(body);
+      const st = await lstat(join(root, 'named'));
+      expect(st.mode & 0o7777).toBe(0o600);
+      expect(st.mtime.toISOString()).toBe('2015-10-21T07:28:00.000Z');
+    });
+
+    it('--checksum is verified, and a cached ADD with a checksum does not download again', async () => {
+      const e = host('u2');
+      const df = `ADD --checksum=${sha} http://127.0.0.1:${port}/files/data.txt /c.txt`;
+      await build(e, busyboxContext(df));
+      const before = requests;
+      const again = await build(e, busyboxContext(df));
+      expect(statuses(again).every((s) => s === 'cached')).toBe(true);
+      expect(requests).toBe(before);
+      const bad = `ADD --checksum=sha256:${'0'.repeat(64)} http://127.0.0.1:${port}/files/data.txt /c.txt`;
+      await expect(build(e, busyboxContext(bad))).rejects.toMatchObject({
+        name: 'BuildError',
+        line: 4,
+        message: expect.stringMatching(/checksum mismatch/),
+      });
+      await expect(
+        build(e, busyboxContext(`ADD http://127.0.0.1:${port}/missing.txt /m`)),
+      ).rejects.toMatchObject({ line: 4, message: expect.stringMatching(/404/) });
+    });
+  });
+
+  it('WORKDIR creates a missing directory (owned by USER) in a layer; an existing one adds no layer', async () => {
+    const e = host('w');
+    const r = await build(
+      e,
+      busyboxContext('USER 65534:65534\nWORKDIR /home/app/data\nWORKDIR /tmp\nUSER root'),
+    );
+    const image = await e.images.load(null, r.imageDigest);
+    const history = image.config.history ?? [];
+    const workdirs = history.filter((h) => h.created_by?.startsWith('WORKDIR'));
+    expect(workdirs.map((h) => [h.created_by, h.empty_layer ?? false])).toEqual([
+      ['WORKDIR /home/app/data', false],
+      ['WORKDIR /tmp', true],
+    ]);
+    expect(image.layers).toHaveLength(2);
+    const root = await unpack(e, r.imageDigest);
+    const st = await lstat(join(root, 'home/app/data'));
+    expect(st.isDirectory()).toBe(true);
+    expect([st.uid, st.gid, st.mode & 0o7777]).toEqual([65534, 65534, 0o755]);
+  });
+
+  it('RUN --mount=type=secret: a required secret fails with its line, an optional one is skipped', async () => {
+    const e = host('s');
+    await expect(
+      build(
+        e,
+        busyboxContext('RUN echo ok\nRUN --mount=type=secret,id=npm,required=true cat /run/secrets/npm'),
+      ),
+    ).rejects.toMatchObject({ name: 'BuildError', line: 5, message: expect.stringMatching(/secret store/) });
+    const r = await build(e, busyboxContext('RUN --mount=type=secret,id=npm echo fine > /f'));
+    expect(statuses(r).pop()).toBe('done');
+  });
+
+  it('SOURCE_DATE_EPOCH dates the image, its history and clamps file times', async () => {
+    const e = host('t');
+    const r = await build(e, busyboxContext('RUN echo x > /new && touch -d "2030-01-01" /future'), {
+      buildArgs: { SOURCE_DATE_EPOCH: '1700000000' },
+    });
+    const image = await e.images.load(null, r.imageDigest);
+    const when = new Date(1_700_000_000_000).toISOString();
+    expect(image.config.created).toBe(when);
+    expect(new Set((image.config.history ?? []).map((h) => h.created))).toEqual(new Set([when]));
+    const root = await unpack(e, r.imageDigest);
+    expect((await lstat(join(root, 'future'))).mtimeMs).toBeLessThanOrEqual(1_700_000_000_000);
+    expect(r.logs).not.toMatch(/not consumed.*SOURCE_DATE_EPOCH/);
+  });
+
+  it('the image is dated by its newest history entry (not the time of a cached rebuild)', async () => {
+    const e = host('t2');
+    const first = await build(e, busyboxContext('RUN echo dated > /d'));
+    const image = await e.images.load(null, first.imageDigest);
+    const newest = (image.config.history ?? [])
+      .map((h) => h.created ?? '')
+      .sort()
+      .pop();
+    expect(image.config.created).toBe(newest);
+  });
+
+  it('a malformed Dockerfile fails as a user error with its line number', async () => {
+    const e = host('m');
+    const err: unknown = await build(e, busyboxContext('RUN echo fine\nCOPY --bogus=1 a b\n')).catch(
+      (x: unknown) => x,
+    );
+    expect(isUserBuildError(err)).toBe(true);
+    expect((err as Error).message).toMatch(/line 5/);
+    const err2: unknown = await build(e, busyboxContext('RUNN echo typo\n')).catch((x: unknown) => x);
+    expect(isUserBuildError(err2)).toBe(true);
+    expect((err2 as Error).message).toMatch(/line 4.*RUNN/i);
+  });
+});
