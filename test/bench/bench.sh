@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Stratum benchmark: every workload in ../shared/bench/workloads through Stratum end to end
+# (CLI -> API -> queue -> worker -> image in our registry), cold and warm, beside BuildKit and
+# Buildah timed by ../shared/bench/peers.sh in the same run. Prints a table of seconds and the
+# ratio Stratum / BuildKit, the worker's and API's peak RSS, the snapshot micro-benchmark and a
+# registry pull comparison.
+# Usage: test/bench/bench.sh [WORKLOAD ...]     (npm run bench)
+source "$(dirname "$0")/../../infra/lib.sh"
+setup_all
+cd "$STRATUM_ROOT"
+shared=$(cd "$STRATUM_ROOT/../shared" && pwd)
+out=${BENCH_OUT:-$STRATUM_ROOT/test-output/bench}
+rm -rf "$out"; mkdir -p "$out"
+export BENCH_TMP=${BENCH_TMP:-/tmp/stratum-bench-peers}
+workloads=("$@"); ((${#workloads[@]})) || workloads=($(ls "$shared/bench/workloads"))
+
+log "peers (BuildKit, Buildah): $shared/bench/peers.sh ${workloads[*]}"
+"$shared/bench/peers.sh" "${workloads[@]}" | tee "$out/peers.tsv"
+
+apt_install skopeo
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+trap cleanup EXIT
+peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status" 2>/dev/null || echo "?"; }
+now() { date +%s.%N; }
+
+# A fresh stack per workload: new Redis, empty store and layer cache, so "cold" is cold.
+start_stack() {
+  cleanup
+  data=$(mktemp -d /tmp/stratum-bench-data.XXXX)
+  rport=$(free_port); aport=$(free_port)
+  redis-server --port "$rport" --save '' --appendonly no --dir "$data" >"$out/redis.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  export REDIS_URL=redis://127.0.0.1:$rport DATA_DIR=$data API_PORT=$aport WORKER_ID=bench LOG_LEVEL=warn
+  node dist/workers/builder/src/main.js >>"$out/worker.log" 2>&1 &
+  worker_pid=$!; pids+=($worker_pid)
+  node dist/apps/api/src/main.js >>"$out/api.log" 2>&1 &
+  api_pid=$!; pids+=($api_pid)
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$aport/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+  export STRATUM_URL=http://127.0.0.1:$aport
+}
+
+: >"$out/stratum.tsv"
+for w in "${workloads[@]}"; do
+  ctx=$BENCH_TMP/ctx/$w # the same context dirs peers.sh built
+  start_stack
+  for phase in cold warm; do
+    s=$(now)
+    node dist/apps/cli/src/main.js build -t "bench/$w:latest" "$ctx" >>"$out/stratum-$w.log" 2>&1 ||
+      { log "stratum build of $w ($phase) failed; see $out/stratum-$w.log"; exit 1; }
+    e=$(now)
+    printf '%s\tstratum\t%s-build+push\t%.3f\n' "$w" "$phase" "$(echo "$e - $s" | bc)" | tee -a "$out/stratum.tsv"
+  done
+  printf '%s\tstratum\tworker-peak-rss-mb\t%s\n%s\tstratum\tapi-peak-rss-mb\t%s\n' \
+    "$w" "$(peak_rss_mb "$worker_pid")" "$w" "$(peak_rss_mb "$api_pid")" | tee -a "$out/stratum.tsv"
+  if [[ $w == bigdata ]]; then
+    # Registry pull: skopeo copy to a local dir, from Stratum and from CNCF Distribution holding the same image.
+    port=${BENCH_REGISTRY_PORT:-5099}
+    skopeo copy -q --src-tls-verify=false --dest-tls-verify=false \
+      "docker://127.0.0.1:$aport/bench/$w:latest" "docker://127.0.0.1:$port/mirror/$w:latest" >>"$out/skopeo.log" 2>&1
+    for src in "stratum|127.0.0.1:$aport/bench/$w:latest" "distribution|127.0.0.1:$port/mirror/$w:latest"; do
+      name=${src%%|*}; ref=${src#*|}; dir=$(mktemp -d)
+      s=$(now)
+      skopeo copy -q --src-tls-verify=false "docker://$ref" "dir:$dir/img" >>"$out/skopeo.log" 2>&1
+      e=$(now); rm -rf "$dir"
+      printf '%s\t%s\tskopeo-pull\t%.3f\n' "$w" "$name" "$(echo "$e - $s" | bc)" | tee -a "$out/stratum.tsv"
+    done
+  fi
+done
+cleanup
+
+log "snapshot micro-benchmark (one-file change on a 200 MB base)"
+node test/bench/snapshot-bench.js | tee -a "$out/stratum.tsv"
+
+node test/bench/report.js "$out/peers.tsv" "$out/stratum.tsv" | tee "$out/report.txt"
