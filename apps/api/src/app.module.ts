@@ -4,15 +4,17 @@ import { ConfigModule, StratumConfig } from '@stratum/config';
 import { JobsModule } from '@stratum/jobs';
 import { StorageModule } from '@stratum/storage';
 import { BuildsModule } from './builds/builds.module';
+import { ContainersModule } from './containers/containers.module';
 import { ErrorFilter } from './common/error.filter';
 import { HealthController } from './health/health.controller';
+import { RegistryModule } from './registry/registry.module';
 
 @Module({})
 export class AppModule {
   static forRoot(config: StratumConfig): DynamicModule {
     return {
       module: AppModule,
-      imports: [ConfigModule.forRoot(config), StorageModule, JobsModule.forRoot(), BuildsModule],
+      imports: [ConfigModule.forRoot(config), StorageModule, JobsModule.forRoot(), BuildsModule, RegistryModule, ContainersModule],
       controllers: [HealthController],
       providers: [{ provide: APP_FILTER, useClass: ErrorFilter }],
     };

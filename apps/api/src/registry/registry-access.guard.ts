@@ -1,0 +1,77 @@
+import { CanActivate, ExecutionContext, Inject, Injectable } from '@nestjs/common';
+import { Request } from 'express';
+import { parseRegistryPath, RegistryAction, RegistryRoute, routeAction } from '@stratum/registry';
+
+/** One repository and what a request does to it (the shape of a Docker token `scope`). */
+export interface RegistryScope {
+  /** null for the catalog. */
+  readonly repository: string | null;
+  readonly actions: RegistryAction[];
+}
+
+/** What the {@link RegistryAuthorizer} decides on. */
+export interface RegistryAccessRequest {
+  readonly route: RegistryRoute;
+  readonly method: string;
+  /** Every scope the request needs: a cross-repository mount also needs `pull` on `from`. */
+  readonly scopes: RegistryScope[];
+  readonly headers: Request['headers'];
+}
+
+/**
+ * The hook where authentication will go (a later issue): throw RegistryError UNAUTHORIZED (401;
+ * the filter will add `WWW-Authenticate`) or DENIED (403) to refuse. The base endpoint `/v2/` is
+ * also passed, with no scopes, so a token-auth implementation can answer its 401 challenge there.
+ */
+export interface RegistryAuthorizer {
+  authorize(request: RegistryAccessRequest): Promise<void>;
+}
+
+/** Injection token of the {@link RegistryAuthorizer}. */
+export const REGISTRY_AUTHORIZER = Symbol('REGISTRY_AUTHORIZER');
+
+/** No authentication yet: every request is allowed. */
+export class AllowAllRegistryAuthorizer implements RegistryAuthorizer {
+  async authorize(): Promise<void> {
+    // Open registry until auth lands.
+  }
+}
+
+const ROUTE = Symbol('registryRoute');
+type RoutedRequest = Request & { [ROUTE]?: RegistryRoute | null };
+
+/** The endpoint of a /v2/ request (parsed once per request); null when there is none. */
+export function registryRouteOf(req: Request): RegistryRoute | null {
+  const r = req as RoutedRequest;
+  if (r[ROUTE] === undefined) {
+    const path = (req.originalUrl.split('?')[0] ?? '').replace(/^\/v2\/?/, '');
+    r[ROUTE] = parseRegistryPath(path);
+  }
+  return r[ROUTE];
+}
+
+/** Asks the {@link RegistryAuthorizer} before any registry handler runs. */
+@Injectable()
+export class RegistryAccessGuard implements CanActivate {
+  constructor(@Inject(REGISTRY_AUTHORIZER) private readonly authorizer: RegistryAuthorizer) {}
+
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    const req = context.switchToHttp().getRequest<Request>();
+    const route = registryRouteOf(req);
+    if (route === null) {
+      return true; // the controller answers 404
+    }
+    const action = routeAction(route, req.method);
+    const scopes: RegistryScope[] = [];
+    if (action !== null) {
+      const repository = 'name' in route ? route.name : null;
+      scopes.push({ repository, actions: action === 'push' ? ['pull', 'push'] : [action] });
+      const from = req.query.from;
+      if (route.kind === 'uploads' && typeof from === 'string' && from !== '') {
+        scopes.push({ repository: from, actions: ['pull'] });
+      }
+    }
+    await this.authorizer.authorize({ route, method: req.method, scopes, headers: req.headers });
+    return true;
+  }
+}
