@@ -195,6 +195,42 @@ describe('registry /v2/ (e2e, skopeo)', () => {
     expect(sha(raw)).toBe(image.digest);
   }, 120_000);
 
+  it('podman pulls from and pushes to Stratum', async () => {
+    // A private store (vfs: no mounts) so the host's podman images are not touched.
+    const store = join(work, 'podman');
+    const podman = async (...args: string[]): Promise<string> =>
+      (
+        await run(
+          'podman',
+          [
+            '--root',
+            join(store, 'root'),
+            '--runroot',
+            join(store, 'run'),
+            '--storage-driver',
+            'vfs',
+            ...args,
+          ],
+          { timeout: 120_000 },
+        )
+      ).stdout;
+    await podman('pull', '--tls-verify=false', `${host}/ns/name:v1`);
+    await podman('tag', `${host}/ns/name:v1`, `${host}/podman/pushed:latest`);
+    await podman('push', '--tls-verify=false', `${host}/podman/pushed:latest`);
+    const pushed = await http.get('/v2/podman/pushed/manifests/latest').expect(200);
+    const manifest = JSON.parse(pushed.text) as { layers: { digest: string }[] };
+    for (const layer of manifest.layers) {
+      await http.head(`/v2/podman/pushed/blobs/${layer.digest}`).expect(200);
+    }
+    await podman('rmi', '-a', '-f');
+    await podman(
+      'pull',
+      '--tls-verify=false',
+      `${host}/podman/pushed@${pushed.headers['docker-content-digest']}`,
+    );
+    await podman('rmi', '-a', '-f');
+  }, 240_000);
+
   it('lists the catalog and pages tags with Link headers', async () => {
     for (const tag of ['a', 'b', 'c']) {
       const r = await http
@@ -204,7 +240,7 @@ describe('registry /v2/ (e2e, skopeo)', () => {
       expect([r.status, r.text]).toEqual([201, '']);
     }
     const catalog = await http.get('/v2/_catalog').expect(200);
-    expect(catalog.body).toEqual({ repositories: ['ns/name', 'other/deep/repo'] });
+    expect(catalog.body).toEqual({ repositories: ['ns/name', 'other/deep/repo', 'podman/pushed'] });
     const firstRepo = await http.get('/v2/_catalog?n=1').expect(200);
     expect(firstRepo.body).toEqual({ repositories: ['ns/name'] });
     expect(firstRepo.headers.link).toBe('</v2/_catalog?n=1&last=ns%2Fname>; rel="next"');
