@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { MediaType } from '@stratum/oci';
-import { BlobDigest, FsBlobStore, FsRepositoryStore } from '@stratum/storage';
+import S3rver from 's3rver';
+import { BlobDigest, BlobStore, createStorage, Storage } from '@stratum/storage';
 import { RedisServerHandle, startRedisServer } from '@stratum/testing';
 import { RegistryError, toRegistryError } from './registry-error';
 import { RegistryService } from './registry.service';
@@ -33,31 +34,54 @@ async function expectCode(p: Promise<unknown>, code: string): Promise<RegistryEr
   throw new Error(`expected ${code}`);
 }
 
-describe('RegistryService (fs store, real redis)', () => {
+// The same behaviour over both storage backends: the fs store and S3 (s3rver, in-process).
+describe.each(['fs', 's3'] as const)('RegistryService (%s store, real redis)', (backend) => {
   let redisServer: RedisServerHandle;
   let redis: Redis;
   let dir: string;
   let uploadDir: string;
   let registry: RegistryService;
-  let blobs: FsBlobStore;
+  let blobs: BlobStore;
+  let s3: { server: S3rver; dir: string; endpoint: string } | null = null;
+  let bucketSeq = 0;
 
   beforeAll(async () => {
     redisServer = await startRedisServer();
     redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+    if (backend === 's3') {
+      const s3dir = await mkdtemp(join(tmpdir(), 'stratum-registry-s3-'));
+      const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: s3dir });
+      const { port } = await server.run();
+      s3 = { server, dir: s3dir, endpoint: `http://127.0.0.1:${port}` };
+    }
   });
   afterAll(async () => {
     redis.disconnect();
     await redisServer.stop();
+    if (s3 !== null) {
+      await s3.server.close();
+      await rm(s3.dir, { recursive: true, force: true });
+    }
   });
   beforeEach(async () => {
     await redis.flushall();
     dir = await mkdtemp(join(tmpdir(), 'stratum-registry-'));
     uploadDir = join(dir, 'uploads');
-    blobs = new FsBlobStore(join(dir, 'store'));
-    await blobs.init();
+    const storage: Storage =
+      s3 === null
+        ? await createStorage({ kind: 'fs', root: join(dir, 'store') })
+        : await createStorage({
+            kind: 's3',
+            endpoint: s3.endpoint,
+            bucket: `registry-${process.pid}-${++bucketSeq}`,
+            accessKey: 'S3RVER',
+            secretKey: 'S3RVER',
+            region: 'us-east-1',
+          });
+    blobs = storage.blobs;
     const uploads = new UploadSessionStore(redis, uploadDir, 3600);
     await uploads.init();
-    registry = new RegistryService(blobs, new FsRepositoryStore(join(dir, 'store')), uploads, redis, {
+    registry = new RegistryService(blobs, storage.repositories, uploads, redis, {
       maxPageSize: 50,
     });
   });
