@@ -15,7 +15,13 @@ import { Request, Response } from 'express';
 import { BuildPage, BuildRecord } from '@stratum/contracts';
 import { writeSse } from '../common/sse';
 import { ZodPipe } from '../common/zod-query.pipe';
-import { BuildSubmitted, ListBuildsQuery, SubmitBuildQuery } from './builds.dto';
+import {
+  BuildSubmitted,
+  ListBuildsQuery,
+  ListBuildsQuerySchema,
+  SubmitBuildQuery,
+  SubmitBuildQuerySchema,
+} from './builds.dto';
 import { BuildsService } from './builds.service';
 
 const uuid = new ParseUUIDPipe({ version: '4' });
@@ -36,7 +42,7 @@ export class BuildsController {
   async submit(
     @Req() req: Request,
     @Res({ passthrough: true }) res: Response,
-    @Query(new ZodPipe(SubmitBuildQuery)) query: SubmitBuildQuery,
+    @Query(new ZodPipe(SubmitBuildQuerySchema)) query: SubmitBuildQuery,
   ): Promise<BuildSubmitted> {
     const length = req.headers['content-length'];
     const submitted = await this.builds.submit(req, length === undefined ? null : Number(length), query);
@@ -46,7 +52,7 @@ export class BuildsController {
 
   @Get()
   @ApiOperation({ summary: 'List builds, newest first (offset, limit, state)' })
-  list(@Query(new ZodPipe(ListBuildsQuery)) query: ListBuildsQuery): Promise<BuildPage> {
+  list(@Query(new ZodPipe(ListBuildsQuerySchema)) query: ListBuildsQuery): Promise<BuildPage> {
     return this.builds.list(query);
   }
 

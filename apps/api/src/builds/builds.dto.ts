@@ -16,7 +16,7 @@ const stringOrList = z
  * (https://docs.docker.com/reference/api/engine/version/v1.47/#tag/Image/operation/ImageBuild):
  * `t` (repeatable), `dockerfile`, `buildargs` (a JSON object), `target`, `nocache`.
  */
-export const SubmitBuildQuery = z.object({
+export const SubmitBuildQuerySchema = z.object({
   t: stringOrList.pipe(z.array(reference)).default([]),
   dockerfile: z
     .string()
@@ -49,14 +49,14 @@ export const SubmitBuildQuery = z.object({
     .default('false')
     .transform((v) => v === 'true' || v === '1'),
 });
-export type SubmitBuildQuery = z.infer<typeof SubmitBuildQuery>;
+export type SubmitBuildQuery = z.infer<typeof SubmitBuildQuerySchema>;
 
-export const ListBuildsQuery = z.object({
+export const ListBuildsQuerySchema = z.object({
   offset: z.coerce.number().int().min(0).default(0),
   limit: z.coerce.number().int().min(1).max(200).default(20),
   state: z.enum(Object.values(BuildState) as [BuildState, ...BuildState[]]).optional(),
 });
-export type ListBuildsQuery = z.infer<typeof ListBuildsQuery>;
+export type ListBuildsQuery = z.infer<typeof ListBuildsQuerySchema>;
 
 /** 202 answer to a build submission. */
 export interface BuildSubmitted {
