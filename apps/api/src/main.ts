@@ -1,18 +1,9 @@
 import 'reflect-metadata';
-import { ConfigError, loadConfig, StratumConfig } from '@stratum/config';
+import { loadConfigOrExit } from '@stratum/config';
 import { createApiApp } from './bootstrap';
 
 async function main(): Promise<void> {
-  let config: StratumConfig;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`stratum-api: ${err.message}\n`);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const config = loadConfigOrExit('stratum-api');
   const app = await createApiApp(config);
   await app.listen(config.api.port, config.api.host);
   process.stdout.write(

@@ -155,3 +155,22 @@ export function loggerLevels(level: StratumConfig['logLevel']): StratumConfig['l
   const order = ['error', 'warn', 'log', 'debug', 'verbose'] as const;
   return order.slice(0, order.indexOf(level) + 1);
 }
+
+/**
+ * For a process entry point: the validated config, or — on a ConfigError — the problems on
+ * stderr and exit code 2, before anything else starts.
+ */
+export function loadConfigOrExit(
+  processName: string,
+  env: Record<string, string | undefined> = process.env,
+): StratumConfig {
+  try {
+    return loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${processName}: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+}

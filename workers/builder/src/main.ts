@@ -1,20 +1,11 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { ConfigError, loadConfig, loggerLevels, StratumConfig } from '@stratum/config';
+import { loadConfigOrExit, loggerLevels } from '@stratum/config';
 import { WorkerModule } from './worker.module';
 
 async function main(): Promise<void> {
-  let config: StratumConfig;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`stratum-worker: ${err.message}\n`);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const config = loadConfigOrExit('stratum-worker');
   const app = await NestFactory.createApplicationContext(WorkerModule.forRoot(config), {
     logger: loggerLevels(config.logLevel),
   });
