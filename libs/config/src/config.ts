@@ -25,6 +25,157 @@ const s3Schema = z.object({
   S3_REGION: z.string().min(1).default('us-east-1'),
 });
 
+/**
+ * Registry authentication and pushes to / mirrors of other registries. Lists are comma-separated:
+ * - REGISTRY_USERS: `user:password`, the password plain or a bcrypt hash (`$2y$…`, as htpasswd -B writes)
+ * - API_TOKENS: `name:token` (Bearer on /api/v1 when API_AUTH=true; the password of a registry login)
+ * - REPOSITORY_ACCESS: `pattern=public|private` (`*` matches anything), first match wins over ANONYMOUS_PULL
+ * - REGISTRY_MIRRORS: `prefix=upstream-url` (credentials as URL userinfo), served pull-through at /v2/<prefix>/…
+ * - REGISTRY_CREDENTIALS: `host[:port]=user:password` for pushes to, and pulls from, other registries
+ * - REGISTRY_INSECURE: `host[:port]` reached over plain HTTP
+ */
+const authSchema = z.object({
+  REGISTRY_AUTH: z
+    .enum(['none', 'token'], { message: 'REGISTRY_AUTH must be "none" or "token"' })
+    .default('none'),
+  API_AUTH: bool.default(false),
+  AUTH_SECRET: z.string().min(32, 'AUTH_SECRET must be at least 32 characters').optional(),
+  AUTH_SERVICE: z.string().min(1).default('stratum'),
+  TOKEN_TTL_SECONDS: positiveInt.max(86_400).default(300),
+  ANONYMOUS_PULL: bool.default(true),
+  REGISTRY_USERS: z.string().optional(),
+  API_TOKENS: z.string().optional(),
+  REPOSITORY_ACCESS: z.string().optional(),
+  REGISTRY_MIRRORS: z.string().optional(),
+  REGISTRY_CREDENTIALS: z.string().optional(),
+  REGISTRY_INSECURE: z.string().optional(),
+});
+
+export interface AuthConfig {
+  /** `token`: the Docker token flow guards /v2/ (push always needs a token; pull per `anonymousPull`). */
+  readonly registry: 'none' | 'token';
+  /** True: /api/v1 needs `Authorization: Bearer <API token>`. */
+  readonly api: boolean;
+  /** HS256 key of registry tokens; set whenever `registry` is `token` or `api` is true. */
+  readonly secret: string | null;
+  /** The `service` of the Bearer challenge and the tokens' audience. */
+  readonly service: string;
+  readonly tokenTtlSeconds: number;
+  readonly anonymousPull: boolean;
+  readonly repositoryAccess: readonly { readonly pattern: string; readonly access: 'public' | 'private' }[];
+  readonly users: readonly { readonly username: string; readonly password: string }[];
+  readonly apiTokens: readonly { readonly name: string; readonly token: string }[];
+}
+
+export interface RegistryClientConfig {
+  readonly mirrors: readonly {
+    readonly prefix: string;
+    readonly upstream: string;
+    readonly username: string | null;
+    readonly password: string | null;
+  }[];
+  readonly credentials: readonly {
+    readonly host: string;
+    readonly username: string;
+    readonly password: string;
+  }[];
+  readonly insecureHosts: readonly string[];
+}
+
+function listItems(value: string | undefined): string[] {
+  return (value ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+}
+
+function splitOnce(item: string, sep: string): [string, string] | null {
+  const i = item.indexOf(sep);
+  return i <= 0 || i === item.length - 1 ? null : [item.slice(0, i), item.slice(i + 1)];
+}
+
+function parseAuth(a: z.infer<typeof authSchema>, problems: string[]): AuthConfig {
+  const users = listItems(a.REGISTRY_USERS).flatMap((item) => {
+    const kv = splitOnce(item, ':');
+    if (kv === null) {
+      problems.push('REGISTRY_USERS: each entry must be user:password');
+      return [];
+    }
+    return [{ username: kv[0], password: kv[1] }];
+  });
+  const apiTokens = listItems(a.API_TOKENS).flatMap((item) => {
+    const kv = splitOnce(item, ':');
+    if (kv === null || kv[1].length < 16) {
+      problems.push('API_TOKENS: each entry must be name:token, the token at least 16 characters');
+      return [];
+    }
+    return [{ name: kv[0], token: kv[1] }];
+  });
+  const repositoryAccess = listItems(a.REPOSITORY_ACCESS).flatMap((item): AuthConfig['repositoryAccess'] => {
+    const kv = splitOnce(item, '=');
+    if (kv === null || (kv[1] !== 'public' && kv[1] !== 'private')) {
+      problems.push('REPOSITORY_ACCESS: each entry must be pattern=public or pattern=private');
+      return [];
+    }
+    return [{ pattern: kv[0], access: kv[1] }];
+  });
+  if ((a.REGISTRY_AUTH === 'token' || a.API_AUTH) && a.AUTH_SECRET === undefined) {
+    problems.push('AUTH_SECRET: required (at least 32 characters) when REGISTRY_AUTH=token or API_AUTH=true');
+  }
+  if (a.API_AUTH && apiTokens.length === 0) {
+    problems.push('API_TOKENS: at least one token is required when API_AUTH=true');
+  }
+  return {
+    registry: a.REGISTRY_AUTH,
+    api: a.API_AUTH,
+    secret: a.AUTH_SECRET ?? null,
+    service: a.AUTH_SERVICE,
+    tokenTtlSeconds: a.TOKEN_TTL_SECONDS,
+    anonymousPull: a.ANONYMOUS_PULL,
+    repositoryAccess,
+    users,
+    apiTokens,
+  };
+}
+
+function parseRegistryClients(a: z.infer<typeof authSchema>, problems: string[]): RegistryClientConfig {
+  const mirrors = listItems(a.REGISTRY_MIRRORS).flatMap((item) => {
+    const kv = splitOnce(item, '=');
+    let url: URL | null;
+    try {
+      url = kv === null ? null : new URL(kv[1]);
+    } catch {
+      url = null;
+    }
+    if (
+      kv === null ||
+      url === null ||
+      !/^https?:$/.test(url.protocol) ||
+      !/^[a-z0-9]+([._/-][a-z0-9]+)*$/.test(kv[0])
+    ) {
+      problems.push(
+        'REGISTRY_MIRRORS: each entry must be prefix=http(s)://host[:port] with a repository-name prefix',
+      );
+      return [];
+    }
+    const username = url.username === '' ? null : decodeURIComponent(url.username);
+    const password = url.password === '' ? null : decodeURIComponent(url.password);
+    url.username = '';
+    url.password = '';
+    return [{ prefix: kv[0], upstream: url.toString().replace(/\/+$/, ''), username, password }];
+  });
+  const credentials = listItems(a.REGISTRY_CREDENTIALS).flatMap((item) => {
+    const kv = splitOnce(item, '=');
+    const up = kv === null ? null : splitOnce(kv[1], ':');
+    if (kv === null || up === null) {
+      problems.push('REGISTRY_CREDENTIALS: each entry must be host[:port]=user:password');
+      return [];
+    }
+    return [{ host: kv[0], username: up[0], password: up[1] }];
+  });
+  return { mirrors, credentials, insecureHosts: listItems(a.REGISTRY_INSECURE) };
+}
+
 const baseSchema = z.object({
   REDIS_URL: z
     .string({ message: 'REDIS_URL is required, e.g. redis://127.0.0.1:6390' })
@@ -76,6 +227,8 @@ export interface StratumConfig {
   readonly jobAttempts: number;
   readonly stepTimeoutSeconds: number;
   readonly logLevel: 'error' | 'warn' | 'log' | 'debug' | 'verbose';
+  readonly auth: AuthConfig;
+  readonly registryClients: RegistryClientConfig;
 }
 
 function describe(issues: z.core.$ZodIssue[]): string[] {
@@ -110,7 +263,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   } else {
     storage = { kind: 'fs', root: resolve(dataDir, 'store') };
   }
-  if (!base.success || storage === null || problems.length > 0) {
+  const authEnv = authSchema.safeParse(clean);
+  let auth: AuthConfig | null = null;
+  let registryClients: RegistryClientConfig | null = null;
+  if (authEnv.success) {
+    auth = parseAuth(authEnv.data, problems);
+    registryClients = parseRegistryClients(authEnv.data, problems);
+  } else {
+    problems.push(...describe(authEnv.error.issues));
+  }
+  if (!base.success || storage === null || auth === null || registryClients === null || problems.length > 0) {
     throw new ConfigError(problems);
   }
   const c = base.data;
@@ -131,6 +293,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     jobAttempts: c.JOB_ATTEMPTS,
     stepTimeoutSeconds: c.STEP_TIMEOUT_SECONDS,
     logLevel: c.LOG_LEVEL,
+    auth,
+    registryClients,
   };
 }
 
