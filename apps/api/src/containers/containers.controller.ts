@@ -6,9 +6,11 @@ import { ContainerRecord } from './container-records';
 import {
   CommitAccepted,
   CommitContainerBody,
+  CommitContainerBodySchema,
   ContainerCreated,
   ContainerIdParam,
   CreateContainerBody,
+  CreateContainerBodySchema,
 } from './containers.dto';
 import { ContainersService } from './containers.service';
 
@@ -30,7 +32,7 @@ export class ContainersController {
   @ApiResponse({ status: 202, description: 'Created and queued: id and URL' })
   @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
   async create(
-    @Body(new ZodPipe(CreateContainerBody)) body: CreateContainerBody,
+    @Body(new ZodPipe(CreateContainerBodySchema)) body: CreateContainerBody,
     @Res({ passthrough: true }) res: Response,
   ): Promise<ContainerCreated> {
     const created = await this.containers.create(body);
@@ -76,7 +78,7 @@ export class ContainersController {
   @ApiResponse({ status: 409, description: 'CONTAINER_STATE (not exited)' })
   async commit(
     @Param('id', containerId) id: string,
-    @Body(new ZodPipe(CommitContainerBody)) body: CommitContainerBody,
+    @Body(new ZodPipe(CommitContainerBodySchema)) body: CommitContainerBody,
     @Res({ passthrough: true }) res: Response,
   ): Promise<CommitAccepted> {
     const accepted = await this.containers.commit(id, body);

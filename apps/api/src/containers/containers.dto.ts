@@ -8,7 +8,7 @@ const envName = /^[^=\0]+$/;
  * Body of `POST /api/v1/containers` (as `docker run [-e] [-w] [-u] [--network] IMAGE CMD...`).
  * `env` is `["KEY=value"]` or `{"KEY": "value"}`.
  */
-export const CreateContainerBody = z.object({
+export const CreateContainerBodySchema = z.object({
   image: z.string().min(1).max(512),
   cmd: z
     .array(z.string().max(128 * 1024))
@@ -31,10 +31,10 @@ export const CreateContainerBody = z.object({
     .optional(),
   network: z.enum(['none', 'host']).default('none'),
 });
-export type CreateContainerBody = z.infer<typeof CreateContainerBody>;
+export type CreateContainerBody = z.infer<typeof CreateContainerBodySchema>;
 
 /** Body of `POST /api/v1/containers/:id/commit` (as `docker commit -m -a -c`). */
-export const CommitContainerBody = z.object({
+export const CommitContainerBodySchema = z.object({
   repository: repositoryName,
   tag: tagName.default('latest'),
   message: z
@@ -52,7 +52,7 @@ export const CommitContainerBody = z.object({
     .max(256)
     .default([]),
 });
-export type CommitContainerBody = z.infer<typeof CommitContainerBody>;
+export type CommitContainerBody = z.infer<typeof CommitContainerBodySchema>;
 
 export const ContainerIdParam = z.string().regex(CONTAINER_ID, 'must be a container id (32 hex digits)');
 

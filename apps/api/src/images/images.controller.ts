@@ -8,7 +8,9 @@ import {
   ImageRefParam,
   ImportedImage,
   ImportImageQuery,
+  ImportImageQuerySchema,
   TagImageBody,
+  TagImageBodySchema,
   TaggedImage,
 } from './images.dto';
 import { ImagesApiService } from './images.service';
@@ -35,7 +37,7 @@ export class ImagesController {
   })
   import(
     @Req() req: Request,
-    @Query(new ZodPipe(ImportImageQuery)) query: ImportImageQuery,
+    @Query(new ZodPipe(ImportImageQuerySchema)) query: ImportImageQuery,
   ): Promise<ImportedImage> {
     return this.images.import(req, query);
   }
@@ -61,7 +63,7 @@ export class ImagesController {
   @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
   tag(
     @Param('ref', ref) reference: string,
-    @Body(new ZodPipe(TagImageBody)) body: TagImageBody,
+    @Body(new ZodPipe(TagImageBodySchema)) body: TagImageBody,
   ): Promise<TaggedImage> {
     return this.images.tag(reference, body);
   }

@@ -11,19 +11,19 @@ export const repositoryName = z
 export const tagName = z.string().refine(isTagName, 'must be a tag: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}');
 
 /** Query of `POST /api/v1/images/import` (as `docker import - repository:tag -m message`). */
-export const ImportImageQuery = z.object({
+export const ImportImageQuerySchema = z.object({
   repository: repositoryName,
   tag: tagName.default('latest'),
   message: z.string().max(4096).default(''),
 });
-export type ImportImageQuery = z.infer<typeof ImportImageQuery>;
+export type ImportImageQuery = z.infer<typeof ImportImageQuerySchema>;
 
 /** Body of `POST /api/v1/images/:ref/tag`. */
-export const TagImageBody = z.object({
+export const TagImageBodySchema = z.object({
   repository: repositoryName,
   tag: tagName.default('latest'),
 });
-export type TagImageBody = z.infer<typeof TagImageBody>;
+export type TagImageBody = z.infer<typeof TagImageBodySchema>;
 
 /** A `repo`, `repo:tag` or `repo@sha256:…` of our registry (URL-encoded in the path). */
 export const ImageRefParam = z.string().min(1).max(512);
