@@ -101,8 +101,9 @@ export function parseCommitChanges(changes: readonly string[]): Instruction[] {
       const why = err instanceof DockerfileError ? err.message : String(err);
       throw new StratumError('BAD_REQUEST', `changes[${i}]: ${why}`);
     }
-    const instr = parsed.stages[0]?.instructions[0];
-    if (instr === undefined || parsed.stages[0].instructions.length !== 1) {
+    // parsed.instructions[0] is our FROM; a change that is itself a FROM is refused below.
+    const instr = parsed.instructions[1];
+    if (instr === undefined || parsed.instructions.length !== 2) {
       throw new StratumError('BAD_REQUEST', `changes[${i}]: expected one instruction`);
     }
     if (!COMMIT_KINDS.has(instr.kind)) {
