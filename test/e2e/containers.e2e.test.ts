@@ -156,6 +156,19 @@ describe('images: import, inspect, list, tag', () => {
     );
   });
 
+  it('imports a gzip tar as the same layer content (diffID of the inflated tar)', async () => {
+    const gz = execFileSync('gzip', ['-c', baseTar]);
+    const res = await request(api.url)
+      .post('/api/v1/images/import?repository=base&tag=gz')
+      .set('Content-Type', 'application/gzip')
+      .send(gz)
+      .expect(201);
+    const base = (await request(api.url).get(image('base:1')).expect(200)).body;
+    expect(res.body.layer.diffId).toBe(base.layers[0].diffId);
+    const detail = (await request(api.url).get(image('base:gz')).expect(200)).body;
+    expect(detail.history).toEqual([expect.objectContaining({ comment: 'Imported from -' })]);
+  });
+
   it('tags an image under another name', async () => {
     const base = await request(api.url).get(image('base:1')).expect(200);
     const tagged = await request(api.url)
