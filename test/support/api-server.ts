@@ -1,3 +1,4 @@
+import 'reflect-metadata';
 import { INestApplication } from '@nestjs/common';
 import { createApiApp } from '../../apps/api/src/bootstrap';
 import { loadConfig, StratumConfig } from '@stratum/config';
@@ -25,6 +26,15 @@ export async function startApiServer(config: StratumConfig): Promise<ApiServerHa
     app,
     config,
     url: `http://127.0.0.1:${port}`,
-    close: () => app.close(),
+    close: async () => {
+      // A request the API never answers must not keep close() waiting forever.
+      const server = app.getHttpServer() as import('node:http').Server;
+      const force = setTimeout(() => server.closeAllConnections(), 2000);
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(force);
+      }
+    },
   };
 }
