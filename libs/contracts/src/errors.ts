@@ -16,6 +16,7 @@ export const ERROR_STATUS = {
   CONTAINER_UNKNOWN: 404,
   CONTAINER_STATE: 409,
   IMAGE_UNKNOWN: 404,
+  PUSH_UNKNOWN: 404,
   UNAUTHORIZED: 401,
   DENIED: 403,
   // storage / registry (OCI distribution codes)

@@ -2,3 +2,4 @@ export * from './queues';
 export * from './jobs';
 export * from './builds';
 export * from './errors';
+export * from './pushes';

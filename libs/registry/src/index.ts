@@ -23,3 +23,35 @@ export type {
 } from './registry.service';
 export { RegistryKeys, UploadSessionStore } from './upload-session-store';
 export type { UploadSession } from './upload-session-store';
+export { ImageTransfer, blobsOf } from './image-transfer';
+export type { BlobOutcome, TransferProgress } from './image-transfer';
+export {
+  ImagePusher,
+  isTransientPushError,
+  newPushRecord,
+  parsePushTarget,
+  PushFailedError,
+} from './image-pusher';
+export type { PushTarget } from './image-pusher';
+export { MirrorKeys, PullThroughCache } from './pull-through-cache';
+export type { MirrorEntry } from './pull-through-cache';
+export { PushKeys, PushRecordStore } from './push-record-store';
+export { DEFAULT_PLATFORM, RegistryClient, RemoteRegistryError, selectPlatform } from './registry-client';
+export type {
+  RegistryClientOptions,
+  RegistryCredentials,
+  RemoteBlob,
+  RemoteManifest,
+} from './registry-client';
+export { isLoopbackRegistry, RegistryClients } from './registry-clients';
+export type { RegistryClientsOptions } from './registry-clients';
+export {
+  bearerChallenge,
+  formatScope,
+  parseScopes,
+  RegistryTokenIssuer,
+  scopesAllow,
+} from './registry-token';
+export type { RegistryTokenClaims, ResourceScope } from './registry-token';
+export { RemoteImageResolver } from './remote-image-resolver';
+export type { ResolvedRemoteImage } from './remote-image-resolver';

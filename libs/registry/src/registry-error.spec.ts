@@ -9,6 +9,7 @@ describe('toRegistryErrorResponse', () => {
       toRegistryErrorResponse(new RegistryError('MANIFEST_BLOB_UNKNOWN', 'm', { missing: ['x'] })),
     ).toEqual({
       status: 400,
+      headers: {},
       body: { errors: [{ code: 'MANIFEST_BLOB_UNKNOWN', message: 'm', detail: { missing: ['x'] } }] },
       internal: false,
     });
@@ -34,6 +35,7 @@ describe('toRegistryErrorResponse', () => {
   it('hides unexpected errors behind 500 UNKNOWN', () => {
     expect(toRegistryErrorResponse(new Error('secret path /x'))).toEqual({
       status: 500,
+      headers: {},
       body: { errors: [{ code: 'UNKNOWN', message: 'internal error' }] },
       internal: true,
     });

@@ -36,16 +36,19 @@ export type RegistryErrorCode = keyof typeof REGISTRY_ERROR_STATUS;
 /** A registry failure with an OCI error code; `status` overrides the code's default HTTP status. */
 export class RegistryError extends Error {
   readonly status: number;
+  /** Response headers the answer must carry (`WWW-Authenticate` on a 401). */
+  readonly headers: Readonly<Record<string, string>>;
 
   constructor(
     readonly code: RegistryErrorCode,
     message: string,
     readonly detail?: unknown,
-    options?: { status?: number; cause?: unknown },
+    options?: { status?: number; cause?: unknown; headers?: Record<string, string> },
   ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'RegistryError';
     this.status = options?.status ?? REGISTRY_ERROR_STATUS[code];
+    this.headers = options?.headers ?? {};
   }
 }
 
@@ -57,6 +60,7 @@ export interface RegistryErrorBody {
 /** What a failure answers on the wire. `internal` marks the ones worth logging. */
 export interface RegistryErrorResponse {
   readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
   readonly body: RegistryErrorBody;
   readonly internal: boolean;
 }
@@ -71,6 +75,7 @@ export function toRegistryErrorResponse(err: unknown): RegistryErrorResponse {
   if (e === null) {
     return {
       status: 500,
+      headers: {},
       body: { errors: [{ code: 'UNKNOWN', message: 'internal error' }] },
       internal: true,
     };
@@ -79,7 +84,7 @@ export function toRegistryErrorResponse(err: unknown): RegistryErrorResponse {
     e.detail === undefined
       ? { code: e.code, message: e.message }
       : { code: e.code, message: e.message, detail: e.detail };
-  return { status: e.status, body: { errors: [entry] }, internal: e.status >= 500 };
+  return { status: e.status, headers: e.headers, body: { errors: [entry] }, internal: e.status >= 500 };
 }
 
 /** The {@link RegistryError} equivalent of a known error, or null for an unexpected one. */

@@ -11,6 +11,8 @@ import { RegistryError } from './registry-error';
  */
 export type RegistryRoute =
   | { readonly kind: 'base' }
+  /** The Docker token endpoint, `/v2/token` (not a distribution endpoint; no repository ends in `/token`-only paths). */
+  | { readonly kind: 'token' }
   | { readonly kind: 'catalog' }
   | { readonly kind: 'tags'; readonly name: string }
   | { readonly kind: 'manifest'; readonly name: string; readonly reference: string }
@@ -47,6 +49,9 @@ export function parseRegistryPath(rest: string): RegistryRoute | null {
   if (path === '' || path === '/') {
     return { kind: 'base' };
   }
+  if (path === 'token') {
+    return { kind: 'token' };
+  }
   for (const [pattern, build] of PATTERNS) {
     const m = pattern.exec(path);
     if (m) {
@@ -67,6 +72,7 @@ export function routeAction(route: RegistryRoute, method: string): RegistryActio
   const m = method.toUpperCase();
   switch (route.kind) {
     case 'base':
+    case 'token':
       return null;
     case 'catalog':
       return 'catalog';

@@ -13,6 +13,8 @@ import {
 } from './containers/containers-worker.module';
 import { HostSweeper, workerPaths } from './host-sweeper';
 import { JOB_HANDLERS, JobHandler } from './job-handler';
+import { PushProcessor } from './push/push.processor';
+import { PushWorkerModule } from './push/push-worker.module';
 import { QueueWorkersService } from './queue-workers.service';
 
 @Module({})
@@ -21,7 +23,13 @@ export class WorkerModule {
     const paths = workerPaths(config);
     return {
       module: WorkerModule,
-      imports: [ConfigModule.forRoot(config), StorageModule, JobsModule.forRoot(), ContainersWorkerModule],
+      imports: [
+        ConfigModule.forRoot(config),
+        StorageModule,
+        JobsModule.forRoot(),
+        ContainersWorkerModule,
+        PushWorkerModule,
+      ],
       providers: [
         {
           provide: RuncRuntime,
@@ -57,7 +65,7 @@ export class WorkerModule {
         BuildProcessor,
         {
           provide: JOB_HANDLERS,
-          inject: [BuildProcessor, RunContainerProcessor, CommitProcessor],
+          inject: [BuildProcessor, RunContainerProcessor, CommitProcessor, PushProcessor],
           useFactory: (...handlers: JobHandler[]) => handlers,
         },
         QueueWorkersService,

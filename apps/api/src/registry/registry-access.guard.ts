@@ -19,8 +19,8 @@ export interface RegistryAccessRequest {
 }
 
 /**
- * The hook where authentication will go (a later issue): throw RegistryError UNAUTHORIZED (401;
- * the filter will add `WWW-Authenticate`) or DENIED (403) to refuse. The base endpoint `/v2/` is
+ * The authentication hook (auth/auth.module.ts picks the implementation): throw RegistryError
+ * UNAUTHORIZED (401, with its `WWW-Authenticate` challenge in the error's headers) or DENIED (403). The base endpoint `/v2/` is
  * also passed, with no scopes, so a token-auth implementation can answer its 401 challenge there.
  */
 export interface RegistryAuthorizer {
@@ -30,10 +30,10 @@ export interface RegistryAuthorizer {
 /** Injection token of the {@link RegistryAuthorizer}. */
 export const REGISTRY_AUTHORIZER = Symbol('REGISTRY_AUTHORIZER');
 
-/** No authentication yet: every request is allowed. */
+/** REGISTRY_AUTH=none: every request is allowed. */
 export class AllowAllRegistryAuthorizer implements RegistryAuthorizer {
   async authorize(): Promise<void> {
-    // Open registry until auth lands.
+    // An open registry, by configuration.
   }
 }
 
@@ -58,8 +58,8 @@ export class RegistryAccessGuard implements CanActivate {
   async canActivate(context: ExecutionContext): Promise<boolean> {
     const req = context.switchToHttp().getRequest<Request>();
     const route = registryRouteOf(req);
-    if (route === null) {
-      return true; // the controller answers 404
+    if (route === null || route.kind === 'token') {
+      return true; // the controller answers 404; the token endpoint checks its own credentials
     }
     const action = routeAction(route, req.method);
     const scopes: RegistryScope[] = [];

@@ -13,7 +13,7 @@ export class RegistryErrorFilter implements ExceptionFilter {
 
   catch(error: unknown, host: ArgumentsHost): void {
     const res = host.switchToHttp().getResponse<Response>();
-    const { status, body, internal } = toRegistryErrorResponse(fromHttpException(error));
+    const { status, headers, body, internal } = toRegistryErrorResponse(fromHttpException(error));
     if (internal) {
       this.logger.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
     }
@@ -23,6 +23,9 @@ export class RegistryErrorFilter implements ExceptionFilter {
       return;
     }
     res.setHeader('Docker-Distribution-API-Version', 'registry/2.0');
+    for (const [name, value] of Object.entries(headers)) {
+      res.setHeader(name, value);
+    }
     res.status(status).json(body);
   }
 }

@@ -1,15 +1,17 @@
 import { pipeline } from 'node:stream/promises';
-import { All, Controller, Inject, Req, Res, UseFilters, UseGuards } from '@nestjs/common';
+import { All, Controller, Inject, Optional, Req, Res, UseFilters, UseGuards } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
 import { Request, Response } from 'express';
 import {
   Page,
   parsePageQuery,
+  PullThroughCache,
   RegistryError,
   RegistryRoute,
   RegistryService,
   uploadRangeHeader,
 } from '@stratum/registry';
+import { RegistryTokenService } from '../auth/registry-token.service';
 import { RegistryAccessGuard, registryRouteOf } from './registry-access.guard';
 import { RegistryErrorFilter } from './registry-error.filter';
 import { registryContentType } from './registry-request.middleware';
@@ -31,7 +33,11 @@ type Route<K extends RegistryRoute['kind']> = Extract<RegistryRoute, { kind: K }
 @UseFilters(RegistryErrorFilter)
 @UseGuards(RegistryAccessGuard)
 export class RegistryController {
-  constructor(@Inject(RegistryService) private readonly registry: RegistryService) {}
+  constructor(
+    @Inject(RegistryService) private readonly registry: RegistryService,
+    @Optional() @Inject(RegistryTokenService) private readonly tokens: RegistryTokenService | null = null,
+    @Optional() @Inject(PullThroughCache) private readonly mirror: PullThroughCache | null = null,
+  ) {}
 
   @All()
   base(@Req() req: Request, @Res() res: Response): Promise<void> {
@@ -54,6 +60,8 @@ export class RegistryController {
     switch (route.kind) {
       case 'base':
         return only(method, ['GET', 'HEAD'], () => void res.status(200).json({}));
+      case 'token':
+        return only(method, ['GET'], () => this.token(req, res));
       case 'catalog':
         return only(method, ['GET'], () => this.catalog(req, res));
       case 'tags':
@@ -69,6 +77,20 @@ export class RegistryController {
       case 'referrers':
         return only(method, ['GET'], () => this.referrers(route, req, res));
     }
+  }
+
+  private async token(req: Request, res: Response): Promise<void> {
+    if (this.tokens === null) {
+      throw new RegistryError('UNSUPPORTED', 'token auth is not enabled (REGISTRY_AUTH=none)', undefined, {
+        status: 404,
+      });
+    }
+    const answer = await this.tokens.issue(req.headers.authorization, {
+      service: req.query.service,
+      scope: req.query.scope,
+    });
+    res.setHeader('Cache-Control', 'no-store');
+    res.status(200).json(answer);
   }
 
   private async catalog(req: Request, res: Response): Promise<void> {
@@ -92,6 +114,11 @@ export class RegistryController {
     res: Response,
   ): Promise<void> {
     const { name, reference } = route;
+    if (method === 'PUT' || method === 'DELETE') {
+      this.mirror?.assertWritable(name);
+    } else {
+      await this.mirror?.ensureManifest(name, reference);
+    }
     if (method === 'PUT') {
       const put = await this.registry.putManifest(name, reference, req, registryContentType(req));
       res.setHeader('Location', `/v2/${name}/manifests/${put.digest}`);
@@ -119,10 +146,12 @@ export class RegistryController {
   private async blob(route: Route<'blob'>, method: string, req: Request, res: Response): Promise<void> {
     const { name, digest } = route;
     if (method === 'DELETE') {
+      this.mirror?.assertWritable(name);
       await this.registry.deleteBlob(name, digest);
       res.status(202).end();
       return;
     }
+    await this.mirror?.ensureBlob(name, digest);
     res.setHeader('Accept-Ranges', 'bytes');
     if (method === 'HEAD') {
       const info = await this.registry.statBlob(name, digest);
@@ -157,6 +186,7 @@ export class RegistryController {
 
   private async startUpload(route: Route<'uploads'>, req: Request, res: Response): Promise<void> {
     const { name } = route;
+    this.mirror?.assertWritable(name);
     const result = await this.registry.startUpload(name, {
       ...stringParam('digest', req.query.digest),
       ...stringParam('mount', req.query.mount),

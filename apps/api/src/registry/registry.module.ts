@@ -4,14 +4,20 @@ import { HttpAdapterHost } from '@nestjs/core';
 import type { Redis } from 'ioredis';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { REDIS } from '@stratum/jobs';
-import { RegistryService, UploadSessionStore } from '@stratum/registry';
-import { BLOB_STORE, BlobStore, REPOSITORY_STORE, RepositoryStore } from '@stratum/storage';
 import {
-  AllowAllRegistryAuthorizer,
-  REGISTRY_AUTHORIZER,
-  RegistryAccessGuard,
-} from './registry-access.guard';
+  ImageTransfer,
+  PullThroughCache,
+  PushRecordStore,
+  RegistryClients,
+  RegistryService,
+  UploadSessionStore,
+} from '@stratum/registry';
+import { BLOB_STORE, BlobStore, REPOSITORY_STORE, RepositoryStore } from '@stratum/storage';
+import { AuthModule } from '../auth/auth.module';
+import { RegistryAccessGuard } from './registry-access.guard';
 import { RegistryController } from './registry.controller';
+import { PushController } from './push.controller';
+import { PushService } from './push.service';
 import { registryRequestMiddleware } from './registry-request.middleware';
 
 /** How long an idle upload session lives (each chunk renews it). */
@@ -19,11 +25,13 @@ const UPLOAD_TTL_SECONDS = 24 * 3600;
 const SWEEP_INTERVAL_MS = 3600 * 1000;
 
 /**
- * The registry API at /v2/ over the configured storage (StorageModule) and Redis (JobsModule).
- * Swap {@link REGISTRY_AUTHORIZER} to add authentication.
+ * The registry API at /v2/ over the configured storage (StorageModule) and Redis (JobsModule),
+ * guarded by AuthModule's REGISTRY_AUTHORIZER, with the pull-through mirrors of REGISTRY_MIRRORS;
+ * push requests (`POST /api/v1/images/:ref/push`, `GET /api/v1/pushes/:id`).
  */
 @Module({
-  controllers: [RegistryController],
+  imports: [AuthModule],
+  controllers: [RegistryController, PushController],
   providers: [
     {
       provide: UploadSessionStore,
@@ -49,10 +57,49 @@ const SWEEP_INTERVAL_MS = 3600 * 1000;
         redis: Redis,
       ) => new RegistryService(blobs, repositories, uploads, redis),
     },
-    { provide: REGISTRY_AUTHORIZER, useClass: AllowAllRegistryAuthorizer },
     RegistryAccessGuard,
+    {
+      provide: ImageTransfer,
+      inject: [BLOB_STORE, REPOSITORY_STORE],
+      useFactory: (blobs: BlobStore, repositories: RepositoryStore) => new ImageTransfer(blobs, repositories),
+    },
+    {
+      provide: PullThroughCache,
+      inject: [STRATUM_CONFIG, ImageTransfer, REPOSITORY_STORE, REDIS],
+      useFactory: (
+        config: StratumConfig,
+        transfer: ImageTransfer,
+        repositories: RepositoryStore,
+        redis: Redis,
+      ) => {
+        const { mirrors } = config.registryClients;
+        if (mirrors.length === 0) {
+          return null;
+        }
+        const clients = new RegistryClients(config.registryClients);
+        const entries = mirrors.map((m) => {
+          const url = new URL(m.upstream);
+          const credentials =
+            m.username !== null && m.password !== null
+              ? { username: m.username, password: m.password }
+              : null;
+          return {
+            prefix: m.prefix,
+            client: clients.clientFor(url.host, credentials, url.protocol === 'http:'),
+          };
+        });
+        return new PullThroughCache(entries, transfer, repositories, redis);
+      },
+    },
+    {
+      provide: PushRecordStore,
+      inject: [REDIS, STRATUM_CONFIG],
+      useFactory: (redis: Redis, config: StratumConfig) =>
+        new PushRecordStore(redis, config.buildRetentionSeconds, config.auth.secret),
+    },
+    PushService,
   ],
-  exports: [RegistryService],
+  exports: [RegistryService, PushService],
 })
 export class RegistryModule implements OnModuleInit, OnModuleDestroy {
   private sweeper: NodeJS.Timeout | undefined;

@@ -1,0 +1,33 @@
+import { CanActivate, ExecutionContext, Inject, Injectable, UnauthorizedException } from '@nestjs/common';
+import { Request } from 'express';
+import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
+import { CredentialVerifier, parseBearer } from './credential-verifier';
+
+/**
+ * API tokens on the REST API (API_AUTH=true): every `/api/…` request needs
+ * `Authorization: Bearer <token>` with a token of API_TOKENS. Off by default; /v2/ has its own
+ * auth (TokenRegistryAuthorizer), health and docs stay open.
+ */
+@Injectable()
+export class ApiTokenGuard implements CanActivate {
+  private readonly verifier: CredentialVerifier;
+
+  constructor(@Inject(STRATUM_CONFIG) private readonly config: StratumConfig) {
+    this.verifier = new CredentialVerifier(config.auth);
+  }
+
+  canActivate(context: ExecutionContext): boolean {
+    if (!this.config.auth.api || context.getType() !== 'http') {
+      return true;
+    }
+    const req = context.switchToHttp().getRequest<Request>();
+    if (!req.path.startsWith('/api/')) {
+      return true;
+    }
+    const token = parseBearer(req.headers.authorization);
+    if (token === null || this.verifier.verifyToken(token) === null) {
+      throw new UnauthorizedException('an API token is required: Authorization: Bearer <token>');
+    }
+    return true;
+  }
+}

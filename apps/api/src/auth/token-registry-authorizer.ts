@@ -1,0 +1,97 @@
+import { AuthConfig } from '@stratum/config';
+import {
+  bearerChallenge,
+  RegistryError,
+  RegistryTokenIssuer,
+  ResourceScope,
+  scopesAllow,
+} from '@stratum/registry';
+import { RegistryAccessRequest, RegistryAuthorizer } from '../registry/registry-access.guard';
+import { CredentialVerifier, parseBasic, parseBearer } from './credential-verifier';
+import { RegistryAccessPolicy } from './registry-access-policy';
+
+/**
+ * Docker token auth on /v2/ (REGISTRY_AUTH=token). A request passes with a token of ours whose
+ * `access` covers every scope it needs, with Basic credentials (checked directly, for curl and
+ * clients that send them up front), or anonymously for a pull of a public repository. Otherwise
+ * it is a 401 whose `WWW-Authenticate` challenge names the token realm and the scope to ask for.
+ * `/v2/` itself always wants a signed-in or anonymous token: that 401 is how clients discover
+ * the realm (Distribution does the same).
+ */
+export class TokenRegistryAuthorizer implements RegistryAuthorizer {
+  constructor(
+    private readonly auth: AuthConfig,
+    private readonly issuer: RegistryTokenIssuer,
+    private readonly verifier: CredentialVerifier,
+    private readonly policy: RegistryAccessPolicy,
+    private readonly publicUrl: string | null,
+  ) {}
+
+  async authorize(request: RegistryAccessRequest): Promise<void> {
+    const header = request.headers.authorization;
+    const wanted: ResourceScope[] = request.scopes.map((s) =>
+      s.repository === null
+        ? { type: 'registry', name: 'catalog', actions: ['*'] }
+        : { type: 'repository', name: s.repository, actions: s.actions },
+    );
+    let granted: ResourceScope[] | null = null;
+    let presented = false;
+    const bearer = parseBearer(header);
+    if (bearer !== null) {
+      presented = true;
+      granted = this.issuer.verify(bearer)?.access ?? null;
+    } else if (parseBasic(header) !== null) {
+      presented = true;
+      const principal = await this.verifier.verifyBasic(header);
+      granted = principal === null ? null : this.policy.grant(principal, wanted);
+    }
+    if (request.route.kind === 'base') {
+      if (granted !== null) {
+        return;
+      }
+      throw this.challenge(request, [], presented ? 'invalid_token' : undefined);
+    }
+    const have = granted ?? (presented ? [] : this.policy.grant(null, wanted));
+    if (wanted.every((w) => scopesAllow(have, w))) {
+      return;
+    }
+    throw this.challenge(
+      request,
+      wanted,
+      granted === null && presented ? 'invalid_token' : presented ? 'insufficient_scope' : undefined,
+    );
+  }
+
+  private challenge(
+    request: RegistryAccessRequest,
+    scopes: ResourceScope[],
+    error?: 'invalid_token' | 'insufficient_scope',
+  ): RegistryError {
+    const realm = `${this.baseUrl(request)}/v2/token`;
+    return new RegistryError(
+      'UNAUTHORIZED',
+      'authentication required',
+      scopes.length > 0 ? { scopes } : undefined,
+      {
+        headers: {
+          'WWW-Authenticate': bearerChallenge({
+            realm,
+            service: this.auth.service,
+            scopes,
+            ...(error !== undefined ? { error } : {}),
+          }),
+        },
+      },
+    );
+  }
+
+  private baseUrl(request: RegistryAccessRequest): string {
+    if (this.publicUrl !== null) {
+      return this.publicUrl.replace(/\/+$/, '');
+    }
+    const proto = request.headers['x-forwarded-proto'];
+    const scheme =
+      typeof proto === 'string' && proto !== '' ? (proto.split(',')[0] ?? 'http').trim() : 'http';
+    return `${scheme}://${request.headers.host ?? 'localhost'}`;
+  }
+}

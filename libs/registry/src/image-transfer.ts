@@ -1,0 +1,245 @@
+import { Readable } from 'node:stream';
+import {
+  Descriptor,
+  MediaType,
+  normalizeMediaType,
+  parseManifest,
+  ParsedManifest,
+  Platform,
+} from '@stratum/oci';
+import { BlobDigest, BlobStore, isBlobDigest, RepositoryStore } from '@stratum/storage';
+import { RegistryClient } from './registry-client';
+import { RegistryError } from './registry-error';
+import { readLimited, storedMediaType } from './registry.service';
+
+const MAX_MANIFEST = 4 * 1024 * 1024;
+/** Layers that live at their `urls`, which a registry need not hold. */
+const NON_DISTRIBUTABLE = new Set([
+  MediaType.DockerForeignLayerGzip,
+  'application/vnd.oci.image.layer.nondistributable.v1.tar',
+  'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip',
+  'application/vnd.oci.image.layer.nondistributable.v1.tar+zstd',
+]);
+
+/** What happened to one blob of a push. */
+export type BlobOutcome = 'exists' | 'mounted' | 'uploaded' | 'linked';
+
+/** Progress callback of a transfer. */
+export type TransferProgress = (event: { digest: string; size: number; outcome: BlobOutcome }) => void;
+
+/** A manifest as read from our storage. */
+interface LocalManifest {
+  readonly digest: BlobDigest;
+  readonly bytes: Buffer;
+  readonly mediaType: string;
+  readonly parsed: ParsedManifest;
+}
+
+/**
+ * Copies images between our storage and repositories, ours or another registry's:
+ * - {@link pushLocal}: links blobs and manifests into another repository of ours, tag last;
+ * - {@link pushRemote}: uploads what the other registry lacks (HEAD first, cross-repository
+ *   mount when a repository there already has it), child manifests by digest, the tagged
+ *   manifest last, so no tag there ever names a missing blob;
+ * - {@link fetchManifest} / {@link fetchBlob} / {@link fetchImage}: the other direction, for
+ *   the pull-through mirror and {@link RemoteImageResolver}; every byte is verified on the way in.
+ */
+export class ImageTransfer {
+  constructor(
+    private readonly blobs: BlobStore,
+    private readonly repositories: RepositoryStore,
+  ) {}
+
+  /** Reads a manifest of `repository` from our storage. */
+  async readManifest(repository: string, digest: BlobDigest): Promise<LocalManifest> {
+    if (!(await this.repositories.hasManifest(repository, digest))) {
+      throw new RegistryError('MANIFEST_UNKNOWN', `manifest unknown: ${repository}@${digest}`);
+    }
+    const bytes = await readLimited(await this.blobs.get(digest), MAX_MANIFEST, 'MANIFEST_INVALID');
+    const parsed = parseManifest(bytes);
+    if (!parsed.ok) {
+      throw new RegistryError('MANIFEST_INVALID', `${repository}@${digest}: ${parsed.message}`);
+    }
+    return { digest, bytes, mediaType: storedMediaType(bytes), parsed };
+  }
+
+  /** Links the image (every child of an index too) into `target`, then points `tag` at it. */
+  async pushLocal(
+    source: string,
+    digest: BlobDigest,
+    target: string,
+    tag: string | null,
+    progress?: TransferProgress,
+  ): Promise<void> {
+    await this.linkLocal(source, digest, target, progress);
+    if (tag !== null) {
+      await this.repositories.setTag(target, tag, digest);
+    }
+  }
+
+  private async linkLocal(
+    source: string,
+    digest: BlobDigest,
+    target: string,
+    progress?: TransferProgress,
+  ): Promise<void> {
+    const m = await this.readManifest(source, digest);
+    for (const child of children(m.parsed)) {
+      await this.linkLocal(source, asDigest(child.digest), target, progress);
+    }
+    for (const blob of blobsOf(m.parsed)) {
+      const d = asDigest(blob.digest);
+      if (!(await this.repositories.hasBlob(source, d))) {
+        throw new RegistryError('BLOB_UNKNOWN', `${source} does not hold ${d}`, { digest: d });
+      }
+      await this.repositories.linkBlob(target, d);
+      progress?.({ digest: d, size: blob.size, outcome: 'linked' });
+    }
+    await this.repositories.linkManifest(target, digest);
+  }
+
+  /**
+   * Copies the image to `repository` of another registry and tags it `tag` there (or stores it by
+   * digest only when `tag` is null). `mountFrom`: repositories of that registry that may already
+   * hold the blobs (earlier targets of the same push), tried before uploading.
+   */
+  async pushRemote(
+    client: RegistryClient,
+    source: string,
+    digest: BlobDigest,
+    repository: string,
+    tag: string | null,
+    options: { mountFrom?: readonly string[]; progress?: TransferProgress; signal?: AbortSignal } = {},
+  ): Promise<void> {
+    const m = await this.readManifest(source, digest);
+    for (const child of children(m.parsed)) {
+      await this.pushRemote(client, source, asDigest(child.digest), repository, null, options);
+    }
+    for (const blob of blobsOf(m.parsed)) {
+      await this.pushBlob(client, asDigest(blob.digest), blob.size, repository, options);
+    }
+    await client.putManifest(repository, tag ?? digest, m.bytes, m.mediaType, options.signal);
+  }
+
+  private async pushBlob(
+    client: RegistryClient,
+    digest: BlobDigest,
+    size: number,
+    repository: string,
+    options: { mountFrom?: readonly string[]; progress?: TransferProgress; signal?: AbortSignal },
+  ): Promise<void> {
+    const { signal, progress } = options;
+    if (await client.hasBlob(repository, digest, signal)) {
+      progress?.({ digest, size, outcome: 'exists' });
+      return;
+    }
+    for (const from of options.mountFrom ?? []) {
+      if (from !== repository && (await client.mountBlob(repository, digest, from, signal))) {
+        progress?.({ digest, size, outcome: 'mounted' });
+        return;
+      }
+    }
+    await client.uploadBlob(repository, digest, size, (range) => this.blobs.get(digest, range), signal);
+    progress?.({ digest, size, outcome: 'uploaded' });
+  }
+
+  /**
+   * Fetches a manifest from another registry into `repository` of ours (verified, stored byte for
+   * byte, linked). Returns it; the caller decides when to tag (after the blobs, for a tag).
+   */
+  async fetchManifest(
+    client: RegistryClient,
+    upstream: string,
+    reference: string,
+    repository: string,
+    signal?: AbortSignal,
+  ): Promise<LocalManifest> {
+    const m = await client.getManifest(upstream, reference, signal);
+    await this.blobs.put(Readable.from([m.bytes]), {
+      expectedDigest: m.digest,
+      expectedSize: m.bytes.length,
+    });
+    await this.repositories.linkManifest(repository, m.digest);
+    return { digest: m.digest, bytes: m.bytes, mediaType: m.mediaType, parsed: m.parsed };
+  }
+
+  /**
+   * Makes a blob of the other registry's `upstream` repository available in our `repository`:
+   * streamed into the blob store (verified by it) unless we hold the bytes already; linked.
+   */
+  async fetchBlob(
+    client: RegistryClient,
+    upstream: string,
+    digest: BlobDigest,
+    repository: string,
+    signal?: AbortSignal,
+    size?: number,
+  ): Promise<void> {
+    if (await this.repositories.hasBlob(repository, digest)) {
+      return;
+    }
+    // Bytes held for another repository are linked only once upstream says this one has them,
+    // so a mirror path is no way to read another repository's blobs by digest.
+    if ((await this.blobs.has(digest)) && (await client.hasBlob(upstream, digest, signal))) {
+      await this.repositories.linkBlob(repository, digest);
+      return;
+    }
+    const blob = await client.getBlob(upstream, digest, signal, size);
+    await this.blobs.put(blob.stream, {
+      expectedDigest: digest,
+      ...(size !== undefined ? { expectedSize: size } : {}),
+    });
+    await this.repositories.linkBlob(repository, digest);
+  }
+
+  /**
+   * Fetches a whole image (the manifest for `platform` when `reference` names an index, its
+   * config and layers) into `repository` and points `tag` at it, last. Returns the manifest's digest.
+   */
+  async fetchImage(
+    client: RegistryClient,
+    upstream: string,
+    reference: string,
+    repository: string,
+    tag: string | null,
+    platform?: Platform,
+    signal?: AbortSignal,
+  ): Promise<BlobDigest> {
+    const { manifest } = await client.getImageManifest(upstream, reference, platform, signal);
+    const parsed = manifest.parsed;
+    for (const blob of blobsOf(parsed)) {
+      await this.fetchBlob(client, upstream, asDigest(blob.digest), repository, signal, blob.size);
+    }
+    await this.blobs.put(Readable.from([manifest.bytes]), { expectedDigest: manifest.digest });
+    await this.repositories.linkManifest(repository, manifest.digest);
+    if (tag !== null) {
+      await this.repositories.setTag(repository, tag, manifest.digest);
+    }
+    return manifest.digest;
+  }
+}
+
+/** Config and layers of an image manifest a registry must hold (none for an index). */
+export function blobsOf(parsed: ParsedManifest): Descriptor[] {
+  if (parsed.kind !== 'oci-manifest' && parsed.kind !== 'docker-manifest') {
+    return [];
+  }
+  const { config, layers } = parsed.manifest;
+  return [config, ...layers].filter(
+    (d) => !(NON_DISTRIBUTABLE.has(normalizeMediaType(d.mediaType)) && (d.urls?.length ?? 0) > 0),
+  );
+}
+
+/** The child manifests of an index (none for an image manifest). */
+function children(parsed: ParsedManifest): Descriptor[] {
+  return parsed.kind === 'oci-index' || parsed.kind === 'docker-manifest-list'
+    ? parsed.manifest.manifests
+    : [];
+}
+
+function asDigest(d: string): BlobDigest {
+  if (!isBlobDigest(d)) {
+    throw new RegistryError('DIGEST_INVALID', `unsupported digest ${d}`);
+  }
+  return d;
+}
