@@ -42,33 +42,35 @@ export class BuildsService {
       );
     }
     const { bytes, summary } = inspectContext(body, this.config.maxContextBytes);
-    let stored: { digest: Digest; size: number; created: boolean } | null = null;
-    try {
-      const [put, contents] = await Promise.all([
-        this.blobs.put(bytes, { maxBytes: this.config.maxContextBytes }).then((r) => {
-          stored = { digest: r.digest, size: r.size, created: r.created };
-          return r;
-        }),
-        summary,
-      ]);
-      const dockerfile = normalizeContextPath(query.dockerfile);
-      if (!contents.paths.has(dockerfile)) {
-        throw new StratumError(
-          'DOCKERFILE_MISSING',
-          `the build context has no Dockerfile at "${query.dockerfile}" (use ?dockerfile= to name another path)`,
-        );
+    // Wait for both, even when one fails early: a blob this request created is removed only
+    // after the store has finished writing it.
+    const [put, contents] = await Promise.allSettled([
+      this.blobs.put(bytes, { maxBytes: this.config.maxContextBytes }),
+      summary,
+    ]);
+    const discard = async (): Promise<void> => {
+      if (put.status === 'fulfilled' && put.value.created) {
+        await this.blobs.delete(put.value.digest).catch(() => undefined);
       }
-      return await this.createBuild(put.digest, put.size, dockerfile, query);
-    } catch (err) {
-      if (stored !== null && (stored as { created: boolean }).created) {
-        await this.blobs.delete((stored as { digest: Digest }).digest).catch(() => undefined);
-      }
+    };
+    if (contents.status === 'rejected' || put.status === 'rejected') {
+      await discard();
       // Prefer the inspection's error (too large, not a tar) over the store's echo of it.
-      const reason = await summary.then(
-        () => err,
-        (inspectErr: unknown) => inspectErr,
+      throw contents.status === 'rejected' ? contents.reason : (put as PromiseRejectedResult).reason;
+    }
+    const dockerfile = normalizeContextPath(query.dockerfile);
+    if (!contents.value.paths.has(dockerfile)) {
+      await discard();
+      throw new StratumError(
+        'DOCKERFILE_MISSING',
+        `the build context has no Dockerfile at "${query.dockerfile}" (use ?dockerfile= to name another path)`,
       );
-      throw reason;
+    }
+    try {
+      return await this.createBuild(put.value.digest, put.value.size, dockerfile, query);
+    } catch (err) {
+      await discard();
+      throw err;
     }
   }
 

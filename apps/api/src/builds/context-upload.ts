@@ -56,13 +56,20 @@ export function inspectContext(
       entry.resume();
     },
   });
+  let parserFailed = false;
   const summary = new Promise<ContextSummary>((resolve, reject) => {
     let failed: Error | null = null;
-    parser.on('error', (err: Error & { code?: string }) => {
-      failed ??= new StratumError(
-        'CONTEXT_INVALID',
-        `build context is not a valid tar archive: ${err.message}`,
-      );
+    parser.on('error', (err: Error) => {
+      if (failed === null) {
+        failed =
+          counted.bytes === 0
+            ? new StratumError('CONTEXT_MISSING', 'the request has no build context: send a tar as the body')
+            : new StratumError('CONTEXT_INVALID', `build context is not a valid tar archive: ${err.message}`);
+        // Stop storing; the rest of the body still drains through `counted` (and its limit).
+        parserFailed = true;
+        bytes.destroy(failed);
+        reject(failed);
+      }
     });
     counted.on('error', (err: Error) => {
       failed ??= err;
@@ -87,7 +94,17 @@ export function inspectContext(
   summary.catch(() => undefined);
   source.pipe(counted);
   counted.pipe(bytes);
-  counted.pipe(parser);
+  // The store reports errors through its own listener; this one only keeps a late destroy()
+  // (after the store finished) from being an unhandled 'error' event.
+  bytes.on('error', () => undefined);
+  // Fed by hand, not piped: pipe() would detach the parser on its first error and it would
+  // then never reach 'close'.
+  counted.on('data', (chunk: Buffer) => {
+    if (!parserFailed) {
+      parser.write(chunk);
+    }
+  });
+  counted.on('end', () => parser.end());
   counted.on('error', (err) => bytes.destroy(err));
   return { bytes, summary, counted };
 }
