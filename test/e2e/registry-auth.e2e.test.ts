@@ -118,7 +118,7 @@ describe('registry auth (e2e, token flow, skopeo/podman/buildah)', () => {
       .expect(200);
     expect(ok.body.expires_in).toBe(300);
     expect(ok.body.access_token).toBe(ok.body.token);
-    const claims = JSON.parse(Buffer.from((ok.body.token as string).split('.')[1]!, 'base64url').toString());
+    const claims = JSON.parse(Buffer.from((ok.body.token as string).split('.')[1], 'base64url').toString());
     expect(claims.sub).toBe('alice');
     expect(claims.access).toEqual([
       { type: 'repository', name: 'team/app', actions: ['pull', 'push'] },

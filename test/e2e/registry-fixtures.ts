@@ -84,7 +84,7 @@ export async function writeOciLayout(
       await writeFile(join(dir, 'blobs', 'sha256', sha(blob).slice(7)), blob);
     }
   }
-  const top = index ?? images[0]!.manifest;
+  const top = index ?? images[0].manifest;
   if (index !== undefined) {
     await writeFile(join(dir, 'blobs', 'sha256', sha(index).slice(7)), index);
   }
