@@ -1,6 +1,17 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+// Apps and workers share code through libs only (CONVENTIONS §1). A later block's
+// no-restricted-imports replaces an earlier one's, so each block lists every pattern.
+const libImports = {
+  group: ['**/libs/*/src/**', '@stratum/*/*'],
+  message: 'Import a lib through @stratum/<lib> only.',
+};
+const crossing = (from, to) => ({
+  group: [`**/${to}/**`, `${to}/**`],
+  message: `${from}/ must not import from ${to}/: move what both need into a lib under libs/ and import @stratum/<lib>.`,
+});
+
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'coverage/**', 'test-output/**', '**/*.js', '**/*.mjs'] },
   js.configs.recommended,
@@ -16,17 +27,7 @@ export default tseslint.config(
       '@typescript-eslint/no-extraneous-class': 'off',
       eqeqeq: 'error',
       curly: 'error',
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            {
-              group: ['**/libs/*/src/**', '@stratum/*/*'],
-              message: 'Import a lib through @stratum/<lib> only.',
-            },
-          ],
-        },
-      ],
+      'no-restricted-imports': ['error', { patterns: [libImports] }],
       'no-restricted-syntax': [
         'error',
         {
@@ -35,6 +36,14 @@ export default tseslint.config(
         },
       ],
     },
+  },
+  {
+    files: ['workers/**/*.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [libImports, crossing('workers', 'apps')] }] },
+  },
+  {
+    files: ['apps/**/*.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [libImports, crossing('apps', 'workers')] }] },
   },
   {
     files: ['libs/config/src/**/*.ts', 'test/**/*.ts', '**/*.spec.ts', '**/*.test.ts'],

@@ -3,3 +3,4 @@ export * from './jobs';
 export * from './builds';
 export * from './errors';
 export * from './pushes';
+export * from './containers';

@@ -1,6 +1,7 @@
 /**
  * `@stratum/images`: images in our storage (resolve, write, tag, list) and container
- * filesystems made from their layers (overlay on the host's layer cache, snapshot to a layer).
+ * filesystems made from their layers (overlay on the host's layer cache, snapshot to a layer),
+ * and the rules of `docker run` / `docker commit` over image configs.
  */
 export * from './image-types';
 export { ImageService, localReference } from './image.service';
@@ -10,3 +11,14 @@ export {
   type ContainerFilesystemsOptions,
 } from './container-filesystems';
 export { ImagesModule } from './images.module';
+export {
+  applyCommitChanges,
+  commandOf,
+  commitConfig,
+  type CommitInput,
+  EMPTY_TAR_DIFF_ID,
+  mergeEnv,
+  parseCommitChanges,
+  runConfig,
+  type RunOverrides,
+} from './container-config';

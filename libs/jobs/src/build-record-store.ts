@@ -7,6 +7,7 @@ import {
   isTerminalBuildState,
   StepRecord,
 } from '@stratum/contracts';
+import { JsonRecords } from './json-records';
 import { RedisKeys } from './redis';
 
 /** An event as stored on a build's stream, with the stream id (used as the SSE `id:`). */
@@ -22,96 +23,61 @@ const MAX_EVENTS = 200_000;
  * restarts. A record expires `retentionSeconds` after the build reaches a terminal state.
  */
 export class BuildRecordStore {
-  private txConn: Redis | null = null;
-  private txChain: Promise<unknown> = Promise.resolve();
+  private readonly records: JsonRecords<BuildRecord>;
 
   constructor(
     private readonly redis: Redis,
     private readonly retentionSeconds: number,
-  ) {}
-
-  async create(record: BuildRecord): Promise<void> {
-    await this.redis
-      .multi()
-      .set(RedisKeys.build(record.id), JSON.stringify(record))
-      .zadd(RedisKeys.buildIndex, Date.parse(record.createdAt), record.id)
-      .exec();
+  ) {
+    this.records = new JsonRecords<BuildRecord>(redis, {
+      kind: 'build',
+      key: RedisKeys.build,
+      index: RedisKeys.buildIndex,
+      onWrite: (tx, id, record) => {
+        if (isTerminalBuildState(record.state)) {
+          tx.expire(RedisKeys.build(id), retentionSeconds).expire(
+            RedisKeys.buildEvents(id),
+            retentionSeconds,
+          );
+        }
+      },
+    });
   }
 
-  async get(id: string): Promise<BuildRecord | null> {
-    const raw = await this.redis.get(RedisKeys.build(id));
-    return raw === null ? null : (JSON.parse(raw) as BuildRecord);
+  create(record: BuildRecord): Promise<void> {
+    return this.records.create(record);
+  }
+
+  get(id: string): Promise<BuildRecord | null> {
+    return this.records.get(id);
   }
 
   /**
    * Read-modify-write under WATCH, retried on conflict, so the API (cancel) and a worker
    * (progress) never overwrite each other's changes. Returns null when the record is gone.
    */
-  async update(id: string, change: (record: BuildRecord) => void): Promise<BuildRecord | null> {
-    // WATCH is per connection: updates from this process go one at a time over a dedicated
-    // connection; other processes' concurrent writes make EXEC fail and we retry.
-    const run = this.txChain.then(() => this.updateNow(id, change));
-    this.txChain = run.catch(() => undefined);
-    return run;
-  }
-
-  private async updateNow(id: string, change: (record: BuildRecord) => void): Promise<BuildRecord | null> {
-    const key = RedisKeys.build(id);
-    const conn = (this.txConn ??= this.redis.duplicate());
-    for (let attempt = 0; attempt < 50; attempt++) {
-      await conn.watch(key);
-      const raw = await conn.get(key);
-      if (raw === null) {
-        await conn.unwatch();
-        return null;
-      }
-      const record = JSON.parse(raw) as BuildRecord;
-      change(record);
-      const tx = conn.multi().set(key, JSON.stringify(record));
-      if (isTerminalBuildState(record.state)) {
-        tx.expire(key, this.retentionSeconds).expire(RedisKeys.buildEvents(id), this.retentionSeconds);
-      }
-      if ((await tx.exec()) !== null) {
-        return record;
-      }
-    }
-    throw new Error(`build ${id}: too many concurrent updates`);
+  update(id: string, change: (record: BuildRecord) => void): Promise<BuildRecord | null> {
+    return this.records.update(id, change);
   }
 
   /** Closes the connections this store opened itself. */
-  async close(): Promise<void> {
-    await this.txChain;
-    this.txConn?.disconnect();
-    this.txConn = null;
+  close(): Promise<void> {
+    return this.records.close();
   }
 
   /** Newest first. Ids whose record has expired are dropped from the index on the way. */
   async list(offset: number, limit: number, state?: BuildState): Promise<BuildPage> {
-    const ids = await this.redis.zrevrange(RedisKeys.buildIndex, 0, -1);
     const items: BuildRecord[] = [];
-    const stale: string[] = [];
     let matched = 0;
-    for (let i = 0; i < ids.length; i += 200) {
-      const chunk = ids.slice(i, i + 200);
-      const raws = await this.redis.mget(chunk.map((id) => RedisKeys.build(id)));
-      raws.forEach((raw, j) => {
-        if (raw === null) {
-          stale.push(chunk[j]);
-          return;
-        }
-        const record = JSON.parse(raw) as BuildRecord;
-        if (state !== undefined && record.state !== state) {
-          return;
-        }
-        if (matched >= offset && items.length < limit) {
-          items.push(record);
-        }
-        matched++;
-      });
-    }
-    if (stale.length > 0) {
-      await this.redis.zrem(RedisKeys.buildIndex, ...stale);
-    }
+    await this.records.scan((record) => {
+      if (state !== undefined && record.state !== state) {
+        return;
+      }
+      if (matched >= offset && items.length < limit) {
+        items.push(record);
+      }
+      matched++;
+    });
     return { items, total: matched, offset, limit };
   }
 
@@ -183,7 +149,7 @@ export class BuildRecordStore {
       while (!aborted()) {
         let batch: [string, [string, string[]][]][] | null;
         try {
-          batch = (await reader.xread('COUNT', 500, 'BLOCK', 5000, 'STREAMS', key, last));
+          batch = await reader.xread('COUNT', 500, 'BLOCK', 5000, 'STREAMS', key, last);
         } catch (err) {
           if (aborted()) {
             return;

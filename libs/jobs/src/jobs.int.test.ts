@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import { BuildEvent, BuildRecord, JobName, QueueName } from '@stratum/contracts';
+import { BuildEvent, BuildRecord, ContainerRecord, JobName, QueueName } from '@stratum/contracts';
 import { RedisServerHandle, startRedisServer } from '@stratum/testing';
 import { BuildRecordStore, StoredBuildEvent } from './build-record-store';
+import { ContainerRecordStore } from './container-record-store';
+import { KeepRecord } from './json-records';
 import { BuildProducer, CommitProducer, createQueue, jobOptions, PushProducer } from './producers';
 import { createRedis, QUEUE_PREFIX, RedisKeys } from './redis';
 
@@ -281,6 +283,54 @@ describe('BuildRecordStore', () => {
     } finally {
       sub.disconnect();
     }
+  });
+});
+
+describe('ContainerRecordStore', () => {
+  const container = (id: string): ContainerRecord => ({
+    id,
+    state: 'exited',
+    image: 'base:1',
+    imageRef: `base@sha256:${'a'.repeat(64)}`,
+    imageDigest: `sha256:${'a'.repeat(64)}`,
+    command: ['true'],
+    config: { Entrypoint: [], Cmd: ['true'], Env: [], WorkingDir: '', User: '' },
+    network: 'none',
+    createdAt: new Date().toISOString(),
+    startedAt: null,
+    finishedAt: null,
+    exitCode: 0,
+    signal: null,
+    error: null,
+    logs: { stdout: '', stderr: '', truncated: false },
+    worker: 'w1',
+    commits: [],
+  });
+  let containers: ContainerRecordStore;
+  beforeAll(() => {
+    containers = new ContainerRecordStore(redis, RETENTION);
+  });
+  afterAll(() => containers.close());
+
+  it('updates under WATCH like builds; KeepRecord writes nothing; a removed record leaves the list and expires', async () => {
+    const id = randomUUID().replace(/-/g, '');
+    await containers.create(container(id));
+    expect(await containers.get('not-an-id')).toBeNull();
+    await expect(containers.require('0'.repeat(32))).rejects.toMatchObject({ code: 'CONTAINER_UNKNOWN' });
+    const kept = await containers.update(id, (r) => {
+      r.exitCode = 9;
+      throw new KeepRecord();
+    });
+    expect(kept?.exitCode).toBe(0);
+    expect((await containers.get(id))?.exitCode).toBe(0);
+    expect((await containers.list()).map((r) => r.id)).toContain(id);
+    await containers.update(id, (r) => {
+      r.state = 'removed';
+    });
+    expect((await containers.list()).map((r) => r.id)).not.toContain(id);
+    expect((await containers.get(id))?.state).toBe('removed');
+    expect(await redis.ttl(RedisKeys.container(id))).toBeGreaterThan(0);
+    expect(await redis.zscore(RedisKeys.containerIndex, id)).toBeNull();
   });
 });
 

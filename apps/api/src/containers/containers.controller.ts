@@ -1,8 +1,8 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Post, Res } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiResponse, ApiTags } from '@nestjs/swagger';
 import { Response } from 'express';
+import { ContainerRecord } from '@stratum/contracts';
 import { ZodPipe } from '../common/zod-query.pipe';
-import { ContainerRecord } from './container-records';
 import {
   CommitAccepted,
   CommitContainerBody,

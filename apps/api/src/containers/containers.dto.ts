@@ -1,6 +1,6 @@
 import { z } from 'zod';
+import { CONTAINER_ID, ContainerState } from '@stratum/contracts';
 import { repositoryName, tagName } from '../images/images.dto';
-import { CONTAINER_ID, ContainerState } from './container-records';
 
 const envName = /^[^=\0]+$/;
 

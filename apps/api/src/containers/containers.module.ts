@@ -2,9 +2,8 @@ import { Inject, Module, OnApplicationShutdown } from '@nestjs/common';
 import { Redis } from 'ioredis';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { ImagesModule } from '@stratum/images';
-import { REDIS } from '@stratum/jobs';
+import { ContainerRecordStore, REDIS } from '@stratum/jobs';
 import { ImagesApiModule } from '../images/images-api.module';
-import { ContainerRecordStore } from './container-records';
 import { ContainersController } from './containers.controller';
 import { ContainersService } from './containers.service';
 

@@ -1,16 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
-import { Digest, StratumError } from '@stratum/contracts';
-import { ImageService } from '@stratum/images';
-import { CommitProducer } from '@stratum/jobs';
-import { commandOf, parseCommitChanges, runConfig } from './container-config';
-import {
-  CommitState,
-  ContainerRecord,
-  ContainerRecordStore,
-  ContainerState,
-  KeepRecord,
-} from './container-records';
+import { CommitState, ContainerRecord, ContainerState, Digest, StratumError } from '@stratum/contracts';
+import { commandOf, ImageService, parseCommitChanges, runConfig } from '@stratum/images';
+import { CommitProducer, ContainerRecordStore, KeepRecord } from '@stratum/jobs';
 import { CommitAccepted, CommitContainerBody, ContainerCreated, CreateContainerBody } from './containers.dto';
 
 /**

@@ -2,19 +2,24 @@ import { stat } from 'node:fs/promises';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { Job, UnrecoverableError } from 'bullmq';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { CommitJobData, CommitJobResult, Digest, JobName, StratumError } from '@stratum/contracts';
-import { ContainerFilesystems, ImageService } from '@stratum/images';
 import {
-  commitConfig,
-  EMPTY_TAR_DIFF_ID,
-  parseCommitChanges,
-} from '../../../../apps/api/src/containers/container-config';
-import {
+  CommitJobData,
+  CommitJobResult,
   CommitState,
   ContainerCommit,
-  ContainerRecordStore,
   ContainerState,
-} from '../../../../apps/api/src/containers/container-records';
+  Digest,
+  JobName,
+  StratumError,
+} from '@stratum/contracts';
+import {
+  commitConfig,
+  ContainerFilesystems,
+  EMPTY_TAR_DIFF_ID,
+  ImageService,
+  parseCommitChanges,
+} from '@stratum/images';
+import { ContainerRecordStore } from '@stratum/jobs';
 import { JobHandler } from '../job-handler';
 
 /** Mistakes of the request (bad change, no such container): failing again will not help. */

@@ -2,14 +2,9 @@ import { readdir } from 'node:fs/promises';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { Redis } from 'ioredis';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
+import { CONTAINER_ID, ContainerState } from '@stratum/contracts';
 import { ContainerFilesystems } from '@stratum/images';
-import { createRedis } from '@stratum/jobs';
-import {
-  CONTAINER_ID,
-  ContainerKeys,
-  ContainerRecordStore,
-  ContainerState,
-} from '../../../../apps/api/src/containers/container-records';
+import { ContainerRecordStore, createRedis, RedisKeys } from '@stratum/jobs';
 import { CONTAINERS_ROOT } from './container-tokens';
 import { RunContainerProcessor } from './run-container.processor';
 
@@ -43,7 +38,7 @@ export class ContainerJanitor implements OnApplicationBootstrap, OnApplicationSh
     sub.on('message', (_channel: string, id: string) => {
       void this.serial(() => this.removeIfGone(id));
     });
-    await sub.subscribe(ContainerKeys.removedChannel);
+    await sub.subscribe(RedisKeys.containerRemovedChannel);
     this.timer = setInterval(() => void this.serial(() => this.sweep(false)), SWEEP_INTERVAL_MS);
     this.timer.unref();
   }

@@ -1,14 +1,10 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { Job } from 'bullmq';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { JobName, RunContainerJobData, RunContainerJobResult } from '@stratum/contracts';
+import { ContainerState, JobName, RunContainerJobData, RunContainerJobResult } from '@stratum/contracts';
 import { ContainerFilesystems, ContainerFs, ImageService } from '@stratum/images';
+import { ContainerRecordStore, KeepRecord } from '@stratum/jobs';
 import { RuncRuntime, RuntimeError } from '@stratum/runtime';
-import {
-  ContainerRecordStore,
-  ContainerState,
-  KeepRecord,
-} from '../../../../apps/api/src/containers/container-records';
 import { JobHandler } from '../job-handler';
 import { CONTAINER_RUNTIME } from './container-tokens';
 import { LogTail } from './log-tail';

@@ -1,5 +1,5 @@
 import { posix } from 'node:path';
-import { StratumError } from '@stratum/contracts';
+import { ContainerRunConfig, StratumError } from '@stratum/contracts';
 import {
   DockerfileError,
   expandInstruction,
@@ -8,7 +8,6 @@ import {
   parseDockerfile,
 } from '@stratum/dockerfile';
 import { ContainerConfig, Digest, HistoryEntry, ImageConfig } from '@stratum/oci';
-import { ContainerRunConfig } from './container-records';
 
 // Pure rules of `docker run` and `docker commit` over image configs, shared by the API (which
 // validates and records) and the worker (which runs and commits).

@@ -1,0 +1,87 @@
+import { Digest } from './jobs';
+
+// Containers as `docker run` / `docker commit` see them: the record the API answers
+// `GET /api/v1/containers/:id` with, written by the API (create, remove, commit requests) and
+// by the builder worker that runs and commits the container.
+
+export const ContainerState = {
+  /** Recorded; its run-container job is queued. */
+  Created: 'created',
+  Running: 'running',
+  /** The command ended (or could not start); the upper dir keeps its changes for a commit. */
+  Exited: 'exited',
+  /** Deleted by the user; a tombstone kept for a while so GET answers `removed`. */
+  Removed: 'removed',
+} as const;
+export type ContainerState = (typeof ContainerState)[keyof typeof ContainerState];
+
+export const CommitState = {
+  Queued: 'queued',
+  Running: 'running',
+  Succeeded: 'succeeded',
+  Failed: 'failed',
+} as const;
+export type CommitState = (typeof CommitState)[keyof typeof CommitState];
+
+/** A commit of a container, kept on the container's record. */
+export interface ContainerCommit {
+  readonly id: string;
+  readonly repository: string;
+  readonly tag: string;
+  readonly message: string;
+  readonly author: string;
+  readonly changes: string[];
+  state: CommitState;
+  imageDigest: Digest | null;
+  error: string | null;
+  readonly createdAt: string;
+  finishedAt: string | null;
+}
+
+/**
+ * The container's configuration as Docker's `container.Config` holds it: the image's config
+ * with the run's overrides applied. A commit starts from this, as `docker commit` does.
+ */
+export interface ContainerRunConfig {
+  readonly Entrypoint: string[];
+  readonly Cmd: string[];
+  readonly Env: string[];
+  readonly WorkingDir: string;
+  readonly User: string;
+}
+
+export interface ContainerLogs {
+  stdout: string;
+  stderr: string;
+  /** True when older output was dropped to keep each stream within the limit. */
+  truncated: boolean;
+}
+
+/** What `GET /api/v1/containers/:id` answers. */
+export interface ContainerRecord {
+  readonly id: string;
+  state: ContainerState;
+  /** The image as the request named it. */
+  readonly image: string;
+  /** `repository@manifestDigest`: the exact image resolved at creation. */
+  readonly imageRef: string;
+  readonly imageDigest: Digest;
+  /** The argv run: Entrypoint + Cmd. */
+  readonly command: string[];
+  readonly config: ContainerRunConfig;
+  readonly network: 'none' | 'host';
+  readonly createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  exitCode: number | null;
+  signal: string | null;
+  /** Why the container could not run, when it could not. */
+  error: string | null;
+  logs: ContainerLogs;
+  /** Id of the worker whose host holds the container's upper dir. */
+  worker: string | null;
+  commits: ContainerCommit[];
+}
+
+/** A container id: 32 lowercase hex digits. */
+export const CONTAINER_ID = /^[a-f0-9]{32}$/;
