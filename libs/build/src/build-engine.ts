@@ -305,6 +305,9 @@ class BuildRun {
   ): Promise<ImageState> {
     this.checkAbort();
     const state = await this.baseState(stage, results);
+    if (stage.base.kind !== 'stage') {
+      ensureDefaultPath(state);
+    }
     // ONBUILD triggers of the base image run first, then are not inherited (Docker semantics).
     const triggers = stage.base.kind === 'image' ? (state.config.config?.OnBuild ?? []) : [];
     if (state.config.config) {
@@ -844,6 +847,20 @@ class BuildRun {
       await this.filesystems.remove(fs).catch(() => undefined);
       this.live.delete(fs);
     }
+  }
+}
+
+/** Linux's default PATH, as BuildKit's system.DefaultPathEnv. */
+const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/**
+ * BuildKit makes sure every stage's config has a PATH (dockerfile2llb: "make sure that PATH
+ * is always set"), so RUN finds binaries and the image carries it, even FROM scratch.
+ */
+function ensureDefaultPath(state: ImageState): void {
+  const cfg = state.config.config ?? {};
+  if (!(cfg.Env ?? []).some((e) => e.startsWith('PATH='))) {
+    state.config.config = { ...cfg, Env: [...(cfg.Env ?? []), `PATH=${DEFAULT_PATH}`] };
   }
 }
 
