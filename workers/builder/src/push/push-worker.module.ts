@@ -10,20 +10,32 @@ import { PushProcessor } from './push.processor';
 @Module({
   providers: [
     {
+      provide: PushRecordStore,
+      inject: [REDIS, STRATUM_CONFIG],
+      useFactory: (redis: Redis, config: StratumConfig) =>
+        new PushRecordStore(redis, config.buildRetentionSeconds, config.auth.secret),
+    },
+    {
       provide: ImagePusher,
-      inject: [BLOB_STORE, REPOSITORY_STORE, REDIS, STRATUM_CONFIG],
-      useFactory: (blobs: BlobStore, repositories: RepositoryStore, redis: Redis, config: StratumConfig) => {
+      inject: [BLOB_STORE, REPOSITORY_STORE, PushRecordStore, STRATUM_CONFIG],
+      useFactory: (
+        blobs: BlobStore,
+        repositories: RepositoryStore,
+        records: PushRecordStore,
+        config: StratumConfig,
+      ) => {
         const publicHost = config.api.publicUrl === null ? [] : [new URL(config.api.publicUrl).host];
         return new ImagePusher(
           new ImageTransfer(blobs, repositories),
           new RegistryClients(config.registryClients),
-          new PushRecordStore(redis, config.buildRetentionSeconds, config.auth.secret),
+          records,
           publicHost,
         );
       },
     },
     PushProcessor,
   ],
-  exports: [PushProcessor],
+  // PushRecordStore too: a build that pushes its result records the push before enqueueing it.
+  exports: [PushProcessor, PushRecordStore],
 })
 export class PushWorkerModule {}
