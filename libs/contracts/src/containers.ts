@@ -78,8 +78,11 @@ export interface ContainerRecord {
   /** Why the container could not run, when it could not. */
   error: string | null;
   logs: ContainerLogs;
-  /** Id of the worker whose host holds the container's upper dir. */
-  worker: string | null;
+  /**
+   * WORKER_ID of the worker whose host holds the container's upper dir, set when it starts
+   * running; its commit and remove-container jobs go to that worker's own queue.
+   */
+  workerId: string | null;
   commits: ContainerCommit[];
 }
 

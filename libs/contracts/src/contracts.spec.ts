@@ -10,6 +10,8 @@ import {
   QueueName,
   StratumError,
   TERMINAL_BUILD_STATES,
+  WORKER_QUEUE_JOBS,
+  workerQueueName,
 } from './index';
 
 const repoRoot = resolve(__dirname, '../../..');
@@ -115,10 +117,17 @@ describe('QUEUE_JOBS', () => {
     expect(Object.keys(QUEUE_JOBS).sort()).toEqual(Object.values(QueueName).sort());
   });
 
-  it('routes every job name to exactly one queue', () => {
-    const all = Object.values(QUEUE_JOBS).flat();
+  it('routes every job name to exactly one queue (shared or per-worker)', () => {
+    const all = [...Object.values(QUEUE_JOBS), ...Object.values(WORKER_QUEUE_JOBS)].flat();
     expect([...all].sort()).toEqual(Object.values(JobName).sort());
     expect(new Set(all).size).toBe(all.length);
+  });
+
+  it('names a worker queue `<queue>.<workerId>` and refuses ids that cannot name a BullMQ queue', () => {
+    expect(workerQueueName(QueueName.Commit, 'build-host-1.example')).toBe('commit.build-host-1.example');
+    for (const bad of ['a:b', '', '-x', 'a b', 'x'.repeat(129)]) {
+      expect(() => workerQueueName(QueueName.Commit, bad)).toThrow(/cannot name a queue/);
+    }
   });
 
   it('has unique queue and job name values', () => {

@@ -50,6 +50,17 @@ export interface CommitJobResult {
   readonly imageDigest: Digest;
 }
 
+/** Deletes a removed container's files (upper dir) on the worker that holds them. */
+export interface RemoveContainerJobData {
+  readonly containerId: string;
+}
+
+export interface RemoveContainerJobResult {
+  readonly containerId: string;
+  /** False when the record says the container is not removed (nothing was deleted). */
+  readonly removed: boolean;
+}
+
 export interface PushJobData {
   readonly pushId: string;
   readonly manifestDigest: Digest;
@@ -69,6 +80,7 @@ export interface JobDataMap {
   [JobName.Build]: BuildJobData;
   [JobName.RunContainer]: RunContainerJobData;
   [JobName.Commit]: CommitJobData;
+  [JobName.RemoveContainer]: RemoveContainerJobData;
   [JobName.Push]: PushJobData;
 }
 
@@ -76,6 +88,7 @@ export interface JobResultMap {
   [JobName.Build]: BuildJobResult;
   [JobName.RunContainer]: RunContainerJobResult;
   [JobName.Commit]: CommitJobResult;
+  [JobName.RemoveContainer]: RemoveContainerJobResult;
   [JobName.Push]: PushJobResult;
 }
 

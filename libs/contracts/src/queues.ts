@@ -13,13 +13,43 @@ export const JobName = {
   Build: 'build',
   RunContainer: 'run-container',
   Commit: 'commit',
+  RemoveContainer: 'remove-container',
   Push: 'push',
 } as const;
 export type JobName = (typeof JobName)[keyof typeof JobName];
 
-/** Every queue and the job names it carries: a worker refuses to start unless each has exactly one handler. */
+/**
+ * Every shared queue and the job names it carries (any worker may take them): a worker refuses
+ * to start unless each has exactly one handler.
+ */
 export const QUEUE_JOBS: Readonly<Record<QueueName, readonly JobName[]>> = {
   [QueueName.Build]: [JobName.Build],
-  [QueueName.Commit]: [JobName.RunContainer, JobName.Commit],
+  // Any worker may run a container; it then holds the container's upper dir (see below).
+  [QueueName.Commit]: [JobName.RunContainer],
   [QueueName.Push]: [JobName.Push],
 };
+
+/**
+ * Queues every worker has one of, named by {@link workerQueueName}, which only that worker
+ * consumes: jobs that must run on the host holding their files (a container's upper dir lives
+ * on the worker that ran it).
+ */
+export const WORKER_QUEUE_JOBS: Readonly<Partial<Record<QueueName, readonly JobName[]>>> = {
+  [QueueName.Commit]: [JobName.Commit, JobName.RemoveContainer],
+};
+
+/** What a worker id must look like to name a queue (BullMQ refuses `:` in queue names). */
+export const WORKER_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+/**
+ * The queue of `base` that only worker `workerId` consumes: `commit.<workerId>`. Throws when
+ * the id cannot name a queue, so a worker with such an id refuses to start.
+ */
+export function workerQueueName(base: QueueName, workerId: string): string {
+  if (!WORKER_ID_PATTERN.test(workerId)) {
+    throw new Error(
+      `worker id ${JSON.stringify(workerId)} cannot name a queue: use letters, digits, '_', '.', '-' (no ':')`,
+    );
+  }
+  return `${base}.${workerId}`;
+}

@@ -11,10 +11,7 @@ import { RedisKeys } from './redis';
 export class ContainerRecordStore {
   private readonly records: JsonRecords<ContainerRecord>;
 
-  constructor(
-    private readonly redis: Redis,
-    retentionSeconds: number,
-  ) {
+  constructor(redis: Redis, retentionSeconds: number) {
     this.records = new JsonRecords<ContainerRecord>(redis, {
       kind: 'container',
       key: RedisKeys.container,
@@ -61,11 +58,6 @@ export class ContainerRecordStore {
       }
     });
     return out;
-  }
-
-  /** Tells the workers a container was removed, so the one holding it deletes its files. */
-  async publishRemoved(id: string): Promise<void> {
-    await this.redis.publish(RedisKeys.containerRemovedChannel, id);
   }
 
   close(): Promise<void> {

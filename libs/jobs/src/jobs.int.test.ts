@@ -303,7 +303,7 @@ describe('ContainerRecordStore', () => {
     signal: null,
     error: null,
     logs: { stdout: '', stderr: '', truncated: false },
-    worker: 'w1',
+    workerId: 'w1',
     commits: [],
   });
   let containers: ContainerRecordStore;
@@ -360,7 +360,9 @@ describe('producers', () => {
   beforeAll(() => {
     conn = createRedis(server.url, 'producers');
     builds = new BuildProducer(createQueue(QueueName.Build, conn), settings);
-    commits = new CommitProducer(createQueue(QueueName.Commit, conn), settings);
+    commits = new CommitProducer(createQueue(QueueName.Commit, conn), settings, (name) =>
+      createQueue(name, conn),
+    );
     pushes = new PushProducer(createQueue(QueueName.Push, conn), settings);
   });
   afterAll(async () => {
@@ -395,7 +397,7 @@ describe('producers', () => {
   it('sets per-name options: a container run is attempted once', async () => {
     expect(jobOptions(JobName.RunContainer, 'x', settings)).toMatchObject({ jobId: 'x', attempts: 1 });
     expect(jobOptions(JobName.RunContainer, 'x', settings).backoff).toBeUndefined();
-    for (const name of [JobName.Build, JobName.Commit, JobName.Push]) {
+    for (const name of [JobName.Build, JobName.Commit, JobName.RemoveContainer, JobName.Push]) {
       expect(jobOptions(name, 'y', settings)).toMatchObject({ jobId: 'y', attempts: 3 });
     }
     const cid = randomUUID();
@@ -411,6 +413,31 @@ describe('producers', () => {
       targets: ['a/b:2'],
     });
     expect((await pushes.queue.getJob(pid))?.name).toBe(JobName.Push);
+  });
+
+  it("puts commits and removals on the owning worker's own queue, runs on the shared one", async () => {
+    const cid = randomUUID().replace(/-/g, '');
+    const commitId = randomUUID();
+    await commits.commit('host-a', {
+      containerId: cid,
+      commitId,
+      repository: 'r',
+      tag: 't',
+      message: '',
+      author: '',
+      changes: [],
+    });
+    await commits.removeContainer('host-a', { containerId: cid });
+    const own = commits.onWorker('host-a').queue;
+    expect(own.name).toBe(`${QueueName.Commit}.host-a`);
+    const job = await own.getJob(commitId);
+    expect(job?.name).toBe(JobName.Commit);
+    expect(job?.opts).toMatchObject({ attempts: 3, backoff: { type: 'exponential', delay: 2000 } });
+    expect((await own.getJob(`remove-${cid}`))?.name).toBe(JobName.RemoveContainer);
+    expect(await commits.queue.getJob(commitId)).toBeUndefined();
+    expect(await commits.onWorker('host-b').queue.getJob(commitId)).toBeUndefined();
+    expect(commits.onWorker('host-a')).toBe(commits.onWorker('host-a'));
+    expect(() => commits.onWorker('bad:id')).toThrow(/cannot name a queue/);
   });
 
   it('removeIfWaiting removes a waiting job, and refuses unknown and active ones', async () => {

@@ -3,8 +3,12 @@ import { Redis } from 'ioredis';
 import { QueueName } from '@stratum/contracts';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { BuildRecordStore } from './build-record-store';
-import { BuildProducer, CommitProducer, createQueue, PushProducer } from './producers';
+import { BuildProducer, CommitProducer, createQueue, ProducerSettings, PushProducer } from './producers';
 import { createRedis } from './redis';
+
+function producerSettings(config: StratumConfig): ProducerSettings {
+  return { attempts: config.jobAttempts, retentionSeconds: config.buildRetentionSeconds };
+}
 
 /** Injection token of the shared ioredis connection. */
 export const REDIS = Symbol('REDIS');
@@ -39,18 +43,22 @@ export class JobsModule implements OnApplicationShutdown {
         ...(
           [
             [BuildProducer, QueueName.Build],
-            [CommitProducer, QueueName.Commit],
             [PushProducer, QueueName.Push],
           ] as const
         ).map(([cls, queue]) => ({
           provide: cls,
           inject: [REDIS, STRATUM_CONFIG],
           useFactory: (redis: Redis, config: StratumConfig) =>
-            new cls(createQueue(queue, redis), {
-              attempts: config.jobAttempts,
-              retentionSeconds: config.buildRetentionSeconds,
-            }),
+            new cls(createQueue(queue, redis), producerSettings(config)),
         })),
+        {
+          provide: CommitProducer,
+          inject: [REDIS, STRATUM_CONFIG],
+          useFactory: (redis: Redis, config: StratumConfig) =>
+            new CommitProducer(createQueue(QueueName.Commit, redis), producerSettings(config), (name) =>
+              createQueue(name, redis),
+            ),
+        },
       ],
       exports: [REDIS, BuildRecordStore, BuildProducer, CommitProducer, PushProducer],
     };

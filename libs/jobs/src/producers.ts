@@ -7,7 +7,9 @@ import {
   JobName,
   PushJobData,
   QueueName,
+  RemoveContainerJobData,
   RunContainerJobData,
+  workerQueueName,
 } from '@stratum/contracts';
 import { QUEUE_PREFIX } from './redis';
 
@@ -27,6 +29,7 @@ export function jobOptions(name: JobName, jobId: string, settings: ProducerSetti
   switch (name) {
     case JobName.Build:
     case JobName.Commit:
+    case JobName.RemoveContainer:
     case JobName.Push:
       return { ...base, attempts: settings.attempts, backoff: { type: 'exponential', delay: 2000 } };
     case JobName.RunContainer:
@@ -39,7 +42,7 @@ export function jobOptions(name: JobName, jobId: string, settings: ProducerSetti
 export class QueueProducer<N extends JobName> {
   constructor(
     readonly queue: Queue,
-    private readonly settings: ProducerSettings,
+    protected readonly settings: ProducerSettings,
   ) {}
 
   async enqueue(name: N, jobId: string, data: JobDataMap[N]): Promise<void> {
@@ -80,12 +83,53 @@ export class BuildProducer extends QueueProducer<typeof JobName.Build> {
   }
 }
 
-export class CommitProducer extends QueueProducer<typeof JobName.Commit | typeof JobName.RunContainer> {
+type WorkerCommitJob = typeof JobName.Commit | typeof JobName.RemoveContainer;
+
+/**
+ * Container jobs. A run goes to the shared `commit` queue (any worker may run it); commits and
+ * removals go to the queue of the worker whose host holds the container's upper dir
+ * (`commit.<workerId>`, see workerQueueName), which only that worker consumes.
+ */
+export class CommitProducer extends QueueProducer<typeof JobName.RunContainer> {
+  private readonly workerQueues = new Map<string, QueueProducer<WorkerCommitJob>>();
+
+  constructor(
+    queue: Queue,
+    settings: ProducerSettings,
+    /** Opens a queue by name (on the same connection as `queue`). */
+    private readonly openQueue: (name: string) => Queue,
+  ) {
+    super(queue, settings);
+  }
+
   runContainer(data: RunContainerJobData): Promise<void> {
     return this.enqueue(JobName.RunContainer, `run-${data.containerId}`, data);
   }
-  commit(data: CommitJobData): Promise<void> {
-    return this.enqueue(JobName.Commit, data.commitId, data);
+
+  /** Commits on the worker holding the container. */
+  commit(workerId: string, data: CommitJobData): Promise<void> {
+    return this.onWorker(workerId).enqueue(JobName.Commit, data.commitId, data);
+  }
+
+  /** Deletes a removed container's files on the worker holding them. */
+  removeContainer(workerId: string, data: RemoveContainerJobData): Promise<void> {
+    return this.onWorker(workerId).enqueue(JobName.RemoveContainer, `remove-${data.containerId}`, data);
+  }
+
+  /** The producer of worker `workerId`'s own queue. */
+  onWorker(workerId: string): QueueProducer<WorkerCommitJob> {
+    const name = workerQueueName(QueueName.Commit, workerId);
+    let producer = this.workerQueues.get(name);
+    if (producer === undefined) {
+      producer = new QueueProducer<WorkerCommitJob>(this.openQueue(name), this.settings);
+      this.workerQueues.set(name, producer);
+    }
+    return producer;
+  }
+
+  override async close(): Promise<void> {
+    await Promise.all([super.close(), ...[...this.workerQueues.values()].map((p) => p.close())]);
+    this.workerQueues.clear();
   }
 }
 
@@ -95,6 +139,7 @@ export class PushProducer extends QueueProducer<typeof JobName.Push> {
   }
 }
 
-export function createQueue(name: QueueName, connection: Redis): Queue {
+/** A queue by name: a QueueName, or a worker's own queue (workerQueueName). */
+export function createQueue(name: string, connection: Redis): Queue {
   return new Queue(name, { connection, prefix: QUEUE_PREFIX });
 }

@@ -18,8 +18,6 @@ export const RedisKeys = {
   container: (id: string) => `stratum:container:${id}`,
   /** Sorted set of live container ids by creation time. */
   containerIndex: 'stratum:container:_index',
-  /** Pub/sub: ids of removed containers, so the worker holding one deletes its files. */
-  containerRemovedChannel: 'stratum:container:_removed',
 } as const;
 
 /** BullMQ key prefix (its default, named so operators can find it). */

@@ -8,23 +8,40 @@ import {
 import { Job, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { JobName, QUEUE_JOBS, QueueName } from '@stratum/contracts';
+import { JobName, QUEUE_JOBS, QueueName, WORKER_QUEUE_JOBS, workerQueueName } from '@stratum/contracts';
 import { createRedis, QUEUE_PREFIX, RedisKeys } from '@stratum/jobs';
 import { HostSweeper } from './host-sweeper';
 import { AbortReason, JOB_HANDLERS, JobHandler } from './job-handler';
 
 /**
- * Checks that each job name of the served queues has exactly one handler, and no handler is
- * left without a queue. Throws at boot otherwise (CONVENTIONS §6).
+ * The queues worker `workerId` consumes, with their job names: the shared queues
+ * (QUEUE_JOBS) and its own per-worker queues (WORKER_QUEUE_JOBS, `commit.<workerId>`).
+ * Throws when the id cannot name a queue.
  */
-export function routeHandlers(handlers: readonly JobHandler[]): Map<QueueName, Map<JobName, JobHandler>> {
+export function servedQueues(workerId: string): [string, readonly JobName[]][] {
+  return [
+    ...(Object.entries(QUEUE_JOBS) as [QueueName, readonly JobName[]][]),
+    ...(Object.entries(WORKER_QUEUE_JOBS) as [QueueName, readonly JobName[]][]).map(
+      ([base, names]): [string, readonly JobName[]] => [workerQueueName(base, workerId), names],
+    ),
+  ];
+}
+
+/**
+ * Checks that each job name of the served queues (shared and this worker's own) has exactly
+ * one handler, and no handler is left without a queue. Throws at boot otherwise (CONVENTIONS §6).
+ */
+export function routeHandlers(
+  handlers: readonly JobHandler[],
+  workerId: string,
+): Map<string, Map<JobName, JobHandler>> {
   const byName = new Map<JobName, JobHandler[]>();
   for (const h of handlers) {
     byName.set(h.name, [...(byName.get(h.name) ?? []), h]);
   }
   const problems: string[] = [];
-  const routes = new Map<QueueName, Map<JobName, JobHandler>>();
-  for (const [queue, names] of Object.entries(QUEUE_JOBS) as [QueueName, readonly JobName[]][]) {
+  const routes = new Map<string, Map<JobName, JobHandler>>();
+  for (const [queue, names] of servedQueues(workerId)) {
     const served = names.filter((n) => byName.has(n));
     if (served.length === 0) {
       continue; // this worker does not serve that queue
@@ -39,6 +56,14 @@ export function routeHandlers(handlers: readonly JobHandler[]): Map<QueueName, M
       }
     }
     routes.set(queue, route);
+  }
+  // A worker that takes a family's shared jobs (runs a container) must take its own queue's
+  // too (commit and remove that container), and the other way round.
+  for (const base of Object.keys(WORKER_QUEUE_JOBS) as QueueName[]) {
+    const own = workerQueueName(base, workerId);
+    if (routes.has(base) !== routes.has(own)) {
+      problems.push(`queue "${base}" and this worker's queue "${own}" must be served together`);
+    }
   }
   for (const name of byName.keys()) {
     if (![...routes.values()].some((r) => r.has(name))) {
@@ -57,14 +82,14 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
   private readonly logger = new Logger('QueueWorkers');
   private readonly workers: Worker[] = [];
   private readonly connections: Redis[] = [];
-  private readonly routes: Map<QueueName, Map<JobName, JobHandler>>;
+  private readonly routes: Map<string, Map<JobName, JobHandler>>;
 
   constructor(
     @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
     @Inject(JOB_HANDLERS) handlers: JobHandler[],
     private readonly sweeper: HostSweeper,
   ) {
-    this.routes = routeHandlers(handlers);
+    this.routes = routeHandlers(handlers, config.worker.id);
   }
 
   async onApplicationBootstrap(): Promise<void> {

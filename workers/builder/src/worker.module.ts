@@ -9,6 +9,7 @@ import { BuildProcessor } from './build.processor';
 import {
   CommitProcessor,
   ContainersWorkerModule,
+  RemoveContainerProcessor,
   RunContainerProcessor,
 } from './containers/containers-worker.module';
 import { HostSweeper, workerPaths } from './host-sweeper';
@@ -65,7 +66,13 @@ export class WorkerModule {
         BuildProcessor,
         {
           provide: JOB_HANDLERS,
-          inject: [BuildProcessor, RunContainerProcessor, CommitProcessor, PushProcessor],
+          inject: [
+            BuildProcessor,
+            RunContainerProcessor,
+            CommitProcessor,
+            RemoveContainerProcessor,
+            PushProcessor,
+          ],
           useFactory: (...handlers: JobHandler[]) => handlers,
         },
         QueueWorkersService,

@@ -42,7 +42,7 @@ export class ContainersService {
       signal: null,
       error: null,
       logs: { stdout: '', stderr: '', truncated: false },
-      worker: null,
+      workerId: null,
       commits: [],
     };
     await this.records.create(record);
@@ -59,9 +59,9 @@ export class ContainersService {
   }
 
   /**
-   * `docker rm`: the record becomes a `removed` tombstone and the worker holding the upper dir
-   * deletes it (told over pub/sub, and by its periodic sweep when it missed that). A queued
-   * container is dropped before it runs; a running one is a 409.
+   * `docker rm`: the record becomes a `removed` tombstone and a remove-container job on the
+   * queue of the worker holding the upper dir deletes it (that worker's periodic sweep is the
+   * safety net). A queued container is dropped before it runs; a running one is a 409.
    */
   async remove(id: string): Promise<ContainerRecord> {
     const current = await this.records.require(id);
@@ -84,7 +84,9 @@ export class ContainersService {
     if (updated === null) {
       throw new StratumError('CONTAINER_UNKNOWN', `no container with id "${id}"`);
     }
-    await this.records.publishRemoved(id);
+    if (updated.workerId !== null) {
+      await this.producer.removeContainer(updated.workerId, { containerId: id });
+    }
     return updated;
   }
 
@@ -116,7 +118,12 @@ export class ContainersService {
     if (updated === null) {
       throw new StratumError('CONTAINER_UNKNOWN', `no container with id "${id}"`);
     }
-    await this.producer.commit({
+    if (updated.workerId === null) {
+      // An exited container always ran somewhere; a record without a worker was never run.
+      throw new StratumError('CONTAINER_STATE', `container ${id} has no worker holding its files`);
+    }
+    // Only the worker holding the upper dir can snapshot it: its own queue.
+    await this.producer.commit(updated.workerId, {
       containerId: id,
       commitId,
       repository: body.repository,

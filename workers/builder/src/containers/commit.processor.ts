@@ -35,7 +35,7 @@ function isUserError(err: unknown): boolean {
  * overlay whiteouts become OCI whiteouts) and writes the image: the parent's layers plus that
  * one, the container's config with the changes applied, a history entry with the container's
  * command, the message and the author. The upper dir lives on the worker that ran the
- * container, so only that worker can commit it.
+ * container, so commits come on that worker's own queue (`commit.<workerId>`).
  */
 @Injectable()
 export class CommitProcessor implements JobHandler<typeof JobName.Commit> {
@@ -94,10 +94,11 @@ export class CommitProcessor implements JobHandler<typeof JobName.Commit> {
     if (record.state !== ContainerState.Exited) {
       throw new StratumError('CONTAINER_STATE', `container ${record.id} is ${record.state}, not exited`);
     }
-    if (record.worker !== this.config.worker.id) {
-      // Retried: with luck the worker that holds it takes the next attempt.
-      throw new Error(
-        `container ${record.id} lives on worker ${record.worker ?? '(none)'}, not on ${this.config.worker.id}`,
+    if (record.workerId !== this.config.worker.id) {
+      // Commits go to the queue of the worker holding the container; retrying here cannot help.
+      throw new StratumError(
+        'CONTAINER_STATE',
+        `container ${record.id} lives on worker ${record.workerId ?? '(none)'}, not on ${this.config.worker.id}`,
       );
     }
     const changes = parseCommitChanges(d.changes);

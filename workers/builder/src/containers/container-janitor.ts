@@ -1,25 +1,23 @@
 import { readdir } from 'node:fs/promises';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import { Redis } from 'ioredis';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { CONTAINER_ID, ContainerState } from '@stratum/contracts';
 import { ContainerFilesystems } from '@stratum/images';
-import { ContainerRecordStore, createRedis, RedisKeys } from '@stratum/jobs';
+import { ContainerRecordStore } from '@stratum/jobs';
 import { CONTAINERS_ROOT } from './container-tokens';
 import { RunContainerProcessor } from './run-container.processor';
 
 const SWEEP_INTERVAL_MS = 5 * 60_000;
 
 /**
- * Deletes the files of removed containers on this host: at once when the API announces a
- * removal (pub/sub), and by a sweep at start and every few minutes for announcements missed
- * while the worker was down. At start it also marks containers this worker was running when
- * it died as exited.
+ * Safety net for removed containers' files on this host (a remove-container job on this
+ * worker's queue normally deletes them): a sweep at start and every few minutes deletes the
+ * files of containers whose record is gone or says removed. At start it also marks containers
+ * this worker was running when it died as exited.
  */
 @Injectable()
 export class ContainerJanitor implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger('ContainerJanitor');
-  private subscriber: Redis | null = null;
   private timer: NodeJS.Timeout | null = null;
   private chain: Promise<unknown> = Promise.resolve();
 
@@ -33,12 +31,6 @@ export class ContainerJanitor implements OnApplicationBootstrap, OnApplicationSh
 
   async onApplicationBootstrap(): Promise<void> {
     await this.sweep(true);
-    const sub = createRedis(this.config.redisUrl, `stratum-worker-${this.config.worker.id}-containers`);
-    this.subscriber = sub;
-    sub.on('message', (_channel: string, id: string) => {
-      void this.serial(() => this.removeIfGone(id));
-    });
-    await sub.subscribe(RedisKeys.containerRemovedChannel);
     this.timer = setInterval(() => void this.serial(() => this.sweep(false)), SWEEP_INTERVAL_MS);
     this.timer.unref();
   }
@@ -47,7 +39,6 @@ export class ContainerJanitor implements OnApplicationBootstrap, OnApplicationSh
     if (this.timer !== null) {
       clearInterval(this.timer);
     }
-    this.subscriber?.disconnect();
     await this.chain;
   }
 
@@ -57,19 +48,6 @@ export class ContainerJanitor implements OnApplicationBootstrap, OnApplicationSh
     });
     this.chain = next;
     return next;
-  }
-
-  /** Removes the container's files when its record is gone or says removed. */
-  private async removeIfGone(id: string): Promise<void> {
-    if (!CONTAINER_ID.test(id)) {
-      return;
-    }
-    const record = await this.records.get(id);
-    if (record !== null && record.state !== ContainerState.Removed) {
-      return;
-    }
-    const fs = this.filesystems.describe(id, []);
-    await this.filesystems.remove(fs);
   }
 
   private async sweep(atStart: boolean): Promise<void> {
@@ -87,7 +65,7 @@ export class ContainerJanitor implements OnApplicationBootstrap, OnApplicationSh
       } else if (
         atStart &&
         record.state === ContainerState.Running &&
-        record.worker === this.config.worker.id &&
+        record.workerId === this.config.worker.id &&
         !this.runs.active.has(id)
       ) {
         await this.records.update(id, (r) => {

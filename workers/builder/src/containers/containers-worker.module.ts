@@ -11,14 +11,15 @@ import { workerPaths } from '../host-sweeper';
 import { CommitProcessor } from './commit.processor';
 import { ContainerJanitor } from './container-janitor';
 import { CONTAINER_RUNTIME, CONTAINERS_ROOT } from './container-tokens';
+import { RemoveContainerProcessor } from './remove-container.processor';
 import { RunContainerProcessor } from './run-container.processor';
 
 /** Token of the layer cache container filesystems are made from. */
 const CONTAINER_LAYER_CACHE = Symbol('CONTAINER_LAYER_CACHE');
 
 /**
- * Containers on this host: `run-container` and `commit` job handlers (export both; the
- * worker's JOB_HANDLERS lists them), the filesystems they use, and the clean-up of removed
+ * Containers on this host: `run-container`, `commit` and `remove-container` job handlers
+ * (exported; the worker's JOB_HANDLERS lists them), the filesystems they use, and the clean-up of removed
  * containers' files.
  */
 @Module({
@@ -62,9 +63,10 @@ const CONTAINER_LAYER_CACHE = Symbol('CONTAINER_LAYER_CACHE');
     },
     RunContainerProcessor,
     CommitProcessor,
+    RemoveContainerProcessor,
     ContainerJanitor,
   ],
-  exports: [RunContainerProcessor, CommitProcessor],
+  exports: [RunContainerProcessor, CommitProcessor, RemoveContainerProcessor],
 })
 export class ContainersWorkerModule implements OnApplicationShutdown {
   constructor(@Inject(ContainerRecordStore) private readonly records: ContainerRecordStore) {}
@@ -74,4 +76,4 @@ export class ContainersWorkerModule implements OnApplicationShutdown {
   }
 }
 
-export { CommitProcessor, RunContainerProcessor };
+export { CommitProcessor, RemoveContainerProcessor, RunContainerProcessor };

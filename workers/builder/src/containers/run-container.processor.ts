@@ -46,12 +46,12 @@ export class RunContainerProcessor implements JobHandler<typeof JobName.RunConta
       }
       r.state = ContainerState.Running;
       r.startedAt = new Date().toISOString();
-      r.worker = workerId;
+      r.workerId = workerId;
       mine = true;
     });
     if (record === null || !mine) {
       // Removed before it ran, or a redelivery of a run this worker lost in a crash.
-      if (record?.state === ContainerState.Running && record.worker === workerId && !this.active.has(id)) {
+      if (record?.state === ContainerState.Running && record.workerId === workerId && !this.active.has(id)) {
         await this.finish(id, { exitCode: null, signal: null, error: 'the worker restarted while it ran' });
       }
       return { containerId: id, exitCode: record?.exitCode ?? null };
