@@ -75,11 +75,7 @@ export async function fetchRemote(
       cb(null, chunk);
     },
   });
-  await pipeline(
-    Readable.fromWeb(res.body),
-    tap,
-    createWriteStream(path, { mode: 0o600 }),
-  );
+  await pipeline(Readable.fromWeb(res.body), tap, createWriteStream(path, { mode: 0o600 }));
   const digest = `sha256:${hash.digest('hex')}`;
   if (options.checksum !== undefined && options.checksum !== digest) {
     throw new BuildError(
