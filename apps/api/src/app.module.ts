@@ -14,7 +14,14 @@ export class AppModule {
   static forRoot(config: StratumConfig): DynamicModule {
     return {
       module: AppModule,
-      imports: [ConfigModule.forRoot(config), StorageModule, JobsModule.forRoot(), BuildsModule, RegistryModule, ContainersModule],
+      imports: [
+        ConfigModule.forRoot(config),
+        StorageModule,
+        JobsModule.forRoot(),
+        BuildsModule,
+        RegistryModule,
+        ContainersModule,
+      ],
       controllers: [HealthController],
       providers: [{ provide: APP_FILTER, useClass: ErrorFilter }],
     };
