@@ -253,6 +253,11 @@ describe('containers: run, commit, run the commit', () => {
       ],
     });
     expect(walkDigest).toMatch(/^sha256:/);
+    // Containers use the host's one layer cache (the build engine's), not one of their own.
+    const baseLayer = (await request(api.url).get(image('base:1')).expect(200)).body.layers[0];
+    const hex = (baseLayer.diffId as string).slice('sha256:'.length);
+    expect(existsSync(join(dataDir, 'data', 'layer-cache', 'layers', hex))).toBe(true);
+    expect(existsSync(join(dataDir, 'data', 'container-layer-cache'))).toBe(false);
 
     const base = (await request(api.url).get(image('base:1')).expect(200)).body;
     const walk = (await request(api.url).get(image('walk:1')).expect(200)).body;

@@ -42,7 +42,7 @@ export class HostSweeper {
   readonly paths: WorkerPaths;
 
   constructor(
-    @Inject(STRATUM_CONFIG) config: StratumConfig,
+    @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
     private readonly runtime: RuncRuntime,
   ) {
     this.paths = workerPaths(config);
@@ -58,6 +58,8 @@ export class HostSweeper {
     for (const m of [...mounts].sort((a, b) => b.target.length - a.target.length)) {
       await unmountOverlay(m.target, { lazy: true });
     }
+    // Containers used a cache of their own before they shared the host's layer cache.
+    await rm(join(this.config.dataDir, 'container-layer-cache'), { recursive: true, force: true });
     const jobDirs = await readdir(this.paths.jobs);
     for (const d of jobDirs) {
       await rm(join(this.paths.jobs, d), { recursive: true, force: true });

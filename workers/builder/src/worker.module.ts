@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { BuildEngine, RedisBuildCacheIndex } from '@stratum/build';
 import { ConfigModule, STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { JobsModule, REDIS } from '@stratum/jobs';
+import { LayerCache } from '@stratum/layers';
 import { RuncRuntime } from '@stratum/runtime';
 import { BLOB_STORE, BlobStore, REPOSITORY_STORE, RepositoryStore, StorageModule } from '@stratum/storage';
 import { BuildProcessor } from './build.processor';
@@ -24,6 +25,10 @@ export class WorkerModule {
     const paths = workerPaths(config);
     return {
       module: WorkerModule,
+      // Global so the feature modules it imports (containers) inject the host's one RuncRuntime
+      // and one LayerCache: a LayerCache must be the only instance on its root (it wipes tmp/
+      // at init and counts leases in memory).
+      global: true,
       imports: [
         ConfigModule.forRoot(config),
         StorageModule,
@@ -62,6 +67,13 @@ export class WorkerModule {
               cacheIndex: new RedisBuildCacheIndex(redis),
             }),
         },
+        {
+          // The engine's own cache on paths.layerCache, until BuildEngineOptions takes a
+          // `cache` (then: new LayerCache(paths.layerCache) here, passed to the engine).
+          provide: LayerCache,
+          inject: [BuildEngine],
+          useFactory: (engine: BuildEngine) => engine.cache,
+        },
         HostSweeper,
         BuildProcessor,
         {
@@ -77,6 +89,7 @@ export class WorkerModule {
         },
         QueueWorkersService,
       ],
+      exports: [RuncRuntime, LayerCache],
     };
   }
 }

@@ -5,22 +5,18 @@ import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { ContainerFilesystems, ImageService, ImagesModule } from '@stratum/images';
 import { ContainerRecordStore, REDIS } from '@stratum/jobs';
 import { LayerCache } from '@stratum/layers';
-import { RuncRuntime } from '@stratum/runtime';
 import { BLOB_STORE, BlobStore } from '@stratum/storage';
 import { workerPaths } from '../host-sweeper';
 import { CommitProcessor } from './commit.processor';
 import { ContainerJanitor } from './container-janitor';
-import { CONTAINER_RUNTIME, CONTAINERS_ROOT } from './container-tokens';
+import { CONTAINERS_ROOT } from './container-tokens';
 import { RemoveContainerProcessor } from './remove-container.processor';
 import { RunContainerProcessor } from './run-container.processor';
 
-/** Token of the layer cache container filesystems are made from. */
-const CONTAINER_LAYER_CACHE = Symbol('CONTAINER_LAYER_CACHE');
-
 /**
  * Containers on this host: `run-container`, `commit` and `remove-container` job handlers
- * (exported; the worker's JOB_HANDLERS lists them), the filesystems they use, and the clean-up of removed
- * containers' files.
+ * (exported; the worker's JOB_HANDLERS lists them), the filesystems they use, and the
+ * clean-up of removed containers' files.
  */
 @Module({
   imports: [ImagesModule],
@@ -31,27 +27,9 @@ const CONTAINER_LAYER_CACHE = Symbol('CONTAINER_LAYER_CACHE');
       useFactory: (config: StratumConfig) => join(workerPaths(config).scratch, 'containers'),
     },
     {
-      // Its own cache dir: a LayerCache must be the only instance on its root (it wipes its
-      // tmp/ at init and counts leases in memory), and the build engine makes its own.
-      provide: CONTAINER_LAYER_CACHE,
-      inject: [STRATUM_CONFIG],
-      useFactory: (config: StratumConfig) => new LayerCache(join(config.dataDir, 'container-layer-cache')),
-    },
-    {
-      provide: CONTAINER_RUNTIME,
-      inject: [STRATUM_CONFIG],
-      useFactory: (config: StratumConfig) => {
-        const paths = workerPaths(config);
-        return new RuncRuntime({
-          runcPath: config.runtimePath,
-          stateRoot: paths.runcRoot,
-          bundleDir: paths.bundles,
-        });
-      },
-    },
-    {
+      // The host's one LayerCache and RuncRuntime come from WorkerModule (global).
       provide: ContainerFilesystems,
-      inject: [BLOB_STORE, ImageService, CONTAINER_LAYER_CACHE, CONTAINERS_ROOT],
+      inject: [BLOB_STORE, ImageService, LayerCache, CONTAINERS_ROOT],
       useFactory: (blobs: BlobStore, images: ImageService, cache: LayerCache, root: string) =>
         new ContainerFilesystems({ blobs, images, cache, root }),
     },

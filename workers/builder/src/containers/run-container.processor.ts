@@ -6,7 +6,6 @@ import { ContainerFilesystems, ContainerFs, ImageService } from '@stratum/images
 import { ContainerRecordStore, KeepRecord } from '@stratum/jobs';
 import { RuncRuntime, RuntimeError } from '@stratum/runtime';
 import { JobHandler } from '../job-handler';
-import { CONTAINER_RUNTIME } from './container-tokens';
 import { LogTail } from './log-tail';
 
 /** Each of stdout and stderr keeps its last this many bytes on the record. */
@@ -30,7 +29,8 @@ export class RunContainerProcessor implements JobHandler<typeof JobName.RunConta
     private readonly records: ContainerRecordStore,
     private readonly images: ImageService,
     private readonly filesystems: ContainerFilesystems,
-    @Inject(CONTAINER_RUNTIME) private readonly runtime: RuncRuntime,
+    /** The host's one runtime, shared with builds (container ids here are `ctr-<id>`). */
+    private readonly runtime: RuncRuntime,
   ) {}
 
   async handle(
