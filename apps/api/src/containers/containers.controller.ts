@@ -8,13 +8,13 @@ import {
   CommitContainerBody,
   CommitContainerBodySchema,
   ContainerCreated,
-  ContainerIdParam,
+  ContainerIdParamSchema,
   CreateContainerBody,
   CreateContainerBodySchema,
 } from './containers.dto';
 import { ContainersService } from './containers.service';
 
-const containerId = new ZodPipe(ContainerIdParam);
+const containerId = new ZodPipe(ContainerIdParamSchema);
 
 @ApiTags('containers')
 @Controller('api/v1/containers')

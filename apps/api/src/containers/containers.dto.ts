@@ -54,7 +54,9 @@ export const CommitContainerBodySchema = z.object({
 });
 export type CommitContainerBody = z.infer<typeof CommitContainerBodySchema>;
 
-export const ContainerIdParam = z.string().regex(CONTAINER_ID, 'must be a container id (32 hex digits)');
+export const ContainerIdParamSchema = z
+  .string()
+  .regex(CONTAINER_ID, 'must be a container id (32 hex digits)');
 
 /** 202 answer of a create. */
 export interface ContainerCreated {

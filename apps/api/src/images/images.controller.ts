@@ -5,7 +5,7 @@ import { ImageSummary } from '@stratum/images';
 import { ZodPipe } from '../common/zod-query.pipe';
 import {
   ImageDetail,
-  ImageRefParam,
+  ImageRefParamSchema,
   ImportedImage,
   ImportImageQuery,
   ImportImageQuerySchema,
@@ -15,7 +15,7 @@ import {
 } from './images.dto';
 import { ImagesApiService } from './images.service';
 
-const ref = new ZodPipe(ImageRefParam);
+const ref = new ZodPipe(ImageRefParamSchema);
 
 @ApiTags('images')
 @Controller('api/v1/images')

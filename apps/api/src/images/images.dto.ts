@@ -26,7 +26,7 @@ export const TagImageBodySchema = z.object({
 export type TagImageBody = z.infer<typeof TagImageBodySchema>;
 
 /** A `repo`, `repo:tag` or `repo@sha256:…` of our registry (URL-encoded in the path). */
-export const ImageRefParam = z.string().min(1).max(512);
+export const ImageRefParamSchema = z.string().min(1).max(512);
 
 export interface ImageLayerView {
   readonly digest: Digest;
