@@ -127,19 +127,50 @@ export class ImageService {
 
   /** Pipes a layer stream (snapshot or compression) into the blob store and describes it. */
   async storeLayer(layer: LayerStream): Promise<LayerDescriptor> {
-    const [put, digests] = await Promise.all([this.blobs.put(layer.stream), layer.done]);
-    if (put.digest !== digests.digest) {
+    return (await this.putLayer(layer)).layer;
+  }
+
+  /**
+   * Like {@link storeLayer}, and says whether this call created the blob (false: the store had
+   * it), so a caller that refuses the layer afterwards can delete what it added. When the
+   * layer stream fails after the store took the bytes, the blob it created is deleted here.
+   */
+  async putLayer(layer: LayerStream): Promise<{ layer: LayerDescriptor; created: boolean }> {
+    const [put, hashed] = await Promise.allSettled([this.blobs.put(layer.stream), layer.done]);
+    const dropCreated = async (): Promise<void> => {
+      if (put.status === 'fulfilled' && put.value.created) {
+        await this.blobs.delete(put.value.digest).catch(() => undefined);
+      }
+    };
+    if (hashed.status === 'rejected') {
+      await dropCreated();
+      throw hashed.reason;
+    }
+    if (put.status === 'rejected') {
+      throw put.reason;
+    }
+    if (put.value.digest !== hashed.value.digest) {
+      await dropCreated();
       throw new StratumError(
         'DIGEST_INVALID',
-        `layer stored as ${put.digest} but hashed as ${digests.digest}`,
+        `layer stored as ${put.value.digest} but hashed as ${hashed.value.digest}`,
       );
     }
+    const digests = hashed.value;
     return {
-      digest: digests.digest,
-      diffId: digests.diffId as Digest,
-      size: digests.size,
-      mediaType: digests.mediaType,
+      layer: {
+        digest: put.value.digest,
+        diffId: digests.diffId as Digest,
+        size: digests.size,
+        mediaType: digests.mediaType,
+      },
+      created: put.value.created,
     };
+  }
+
+  /** Deletes a layer blob this process stored and then refused (see {@link putLayer}). */
+  async discardLayer(layer: LayerDescriptor): Promise<void> {
+    await this.blobs.delete(layer.digest as BlobDigest);
   }
 
   /** Writes config and manifest blobs, links them into each tag's repository, then moves the tags. */

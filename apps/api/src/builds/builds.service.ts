@@ -13,7 +13,7 @@ import {
 import { BuildProducer, BuildRecordStore, StoredBuildEvent } from '@stratum/jobs';
 import { BLOB_STORE, BlobStore } from '@stratum/storage';
 import { BuildSubmitted, ListBuildsQuery, SubmitBuildQuery } from './builds.dto';
-import { inspectContext, normalizeContextPath } from './context-upload';
+import { inspectContext, normalizeContextPath } from '../common/tar-upload';
 
 @Injectable()
 export class BuildsService {

@@ -22,16 +22,20 @@ export class ImagesApiService {
    */
   async import(body: Readable, query: ImportImageQuery): Promise<ImportedImage> {
     const { tar, summary } = await rootfsTar(body, this.config.maxContextBytes);
-    let layer;
-    try {
-      [layer] = await Promise.all([this.images.storeLayer(compressLayer(tar)), summary]);
-    } catch (err) {
-      // Prefer the upload check's error (not a tar, too large) over the store's echo of it.
-      throw await summary.then(
-        () => err,
-        (checkErr: unknown) => checkErr,
-      );
+    // Both settle before anything is decided: the store may finish after the check failed.
+    const [stored, checked] = await Promise.allSettled([this.images.putLayer(compressLayer(tar)), summary]);
+    if (checked.status === 'rejected') {
+      // Not a tar (or too large) after all: delete the blob this request created, as a refused
+      // build context is; prefer the check's error over the store's echo of it.
+      if (stored.status === 'fulfilled' && stored.value.created) {
+        await this.images.discardLayer(stored.value.layer).catch(() => undefined);
+      }
+      throw checked.reason;
     }
+    if (stored.status === 'rejected') {
+      throw stored.reason;
+    }
+    const { layer } = stored.value;
     const created = new Date().toISOString();
     const comment = query.message !== '' ? query.message : 'Imported from -';
     const config: ImageConfig = {

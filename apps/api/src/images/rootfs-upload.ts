@@ -1,8 +1,8 @@
-import { PassThrough, pipeline, Readable, Transform, TransformCallback } from 'node:stream';
+import { pipeline, Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { Parser, ReadEntry } from 'tar';
 import { StratumError } from '@stratum/contracts';
 import { detectCompression } from '@stratum/layers';
+import { inspectTar, TarUploadErrors } from '../common/tar-upload';
 
 /** What the upload held, known once the tar has been read to its end. */
 export interface RootfsSummary {
@@ -11,20 +11,13 @@ export interface RootfsSummary {
   readonly bytes: number;
 }
 
-class ByteLimit extends Transform {
-  bytes = 0;
-  constructor(private readonly limit: number) {
-    super();
-  }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.bytes += chunk.length;
-    if (this.bytes > this.limit) {
-      done(new StratumError('BLOB_TOO_LARGE', `the root filesystem tar is larger than ${this.limit} bytes`));
-      return;
-    }
-    done(null, chunk);
-  }
-}
+const ROOTFS_ERRORS: TarUploadErrors = {
+  empty: () => new StratumError('BAD_REQUEST', 'the request has no body: send the root filesystem as a tar'),
+  invalid: (why) => new StratumError('LAYER_INVALID', `the body is not a valid tar archive: ${why}`),
+  tooLarge: (limit) =>
+    new StratumError('BLOB_TOO_LARGE', `the root filesystem tar is larger than ${limit} bytes`),
+  source: (err) => new StratumError('LAYER_INVALID', `the body is not a valid gzip stream: ${err.message}`),
+};
 
 /** Replays `head` then the rest of `it` as a byte stream. */
 function replay(head: Buffer, it: AsyncIterator<unknown>, ended: boolean): Readable {
@@ -51,9 +44,10 @@ function replay(head: Buffer, it: AsyncIterator<unknown>, ended: boolean): Reada
 
 /**
  * The body of an import as a plain tar (`docker import` takes a tar, plain or gzip): sniffs
- * gzip from the first bytes and inflates it, caps the uncompressed size, and parses the tar on
- * the way (strict) so a body that is not a tar fails the import with LAYER_INVALID instead of
- * becoming a layer. Nothing is buffered beyond one chunk.
+ * gzip from the first bytes and inflates it, then checks the plain tar as a build context is
+ * checked (inspectTar: size cap on the uncompressed bytes, strict parse on the way), so a body
+ * that is not a tar fails the import with LAYER_INVALID instead of becoming a layer. Nothing is
+ * buffered beyond one chunk.
  */
 export async function rootfsTar(
   source: Readable,
@@ -75,7 +69,7 @@ export async function rootfsTar(
     length += chunk.length;
   }
   if (length === 0) {
-    throw new StratumError('BAD_REQUEST', 'the request has no body: send the root filesystem as a tar');
+    throw ROOTFS_ERRORS.empty();
   }
   const head = Buffer.concat(chunks);
   const compression = detectCompression(head);
@@ -92,44 +86,8 @@ export async function rootfsTar(
     pipeline(plain, gunzip, () => undefined);
     plain = gunzip;
   }
-  const limited = new ByteLimit(limit);
-  const tar = new PassThrough();
-  let entries = 0;
-  const parser = new Parser({
-    strict: true,
-    onReadEntry: (entry: ReadEntry) => {
-      entries++;
-      entry.resume();
-    },
-  });
-  const summary = new Promise<RootfsSummary>((resolve, reject) => {
-    let failed: Error | null = null;
-    const fail = (err: Error): void => {
-      failed ??= err;
-      tar.destroy(failed);
-      reject(failed);
-    };
-    plain.on('error', (err: Error) =>
-      fail(new StratumError('LAYER_INVALID', `the body is not a valid gzip stream: ${err.message}`)),
-    );
-    limited.on('error', fail);
-    parser.on('error', (err: Error) =>
-      fail(new StratumError('LAYER_INVALID', `the body is not a valid tar archive: ${err.message}`)),
-    );
-    parser.on('close', () => {
-      if (failed !== null) {
-        return;
-      }
-      if (entries === 0) {
-        fail(new StratumError('LAYER_INVALID', 'the body is not a valid tar archive: no entries'));
-        return;
-      }
-      resolve({ entries, bytes: limited.bytes });
-    });
-  });
-  summary.catch(() => undefined);
-  plain.pipe(limited);
-  limited.pipe(tar);
-  limited.pipe(parser);
+  const { bytes: tar, summary: checked } = inspectTar(plain, limit, ROOTFS_ERRORS);
+  const summary = checked.then(({ entries, bytes }): RootfsSummary => ({ entries, bytes }));
+  summary.catch(() => undefined); // the caller may await the store first
   return { tar, summary };
 }
