@@ -18,6 +18,7 @@ export interface SubmitOptions {
   readonly buildArgs: Record<string, string>;
   readonly target: string | null;
   readonly noCache: boolean;
+  readonly push?: boolean;
 }
 
 /** A thin typed client of the Stratum REST API. */
@@ -68,6 +69,9 @@ export class ApiClient {
       q.set('target', o.target);
     }
     q.set('nocache', String(o.noCache));
+    if (o.push === true) {
+      q.set('push', 'true');
+    }
     return this.request(`/api/v1/builds?${q.toString()}`, {
       method: 'POST',
       headers: { 'content-type': 'application/x-tar' },

@@ -55,10 +55,18 @@ export function buildProgram(client: () => ApiClient): Command {
     .option('--build-arg <KEY=VALUE>', 'set a build-time variable (repeatable)', collect, [])
     .option('--target <stage>', 'build this stage only')
     .addOption(new Option('--no-cache', 'do not use the build cache'))
+    .option('--push', 'push tags naming another registry (host/repo:tag) there once built', false)
     .action(
       async (
         dir: string,
-        o: { tag: string[]; file?: string; buildArg: string[]; target?: string; cache: boolean },
+        o: {
+          tag: string[];
+          file?: string;
+          buildArg: string[];
+          target?: string;
+          cache: boolean;
+          push: boolean;
+        },
       ) => {
         const api = client();
         const plan = await planContext(dir, o.file, process.cwd());
@@ -71,6 +79,7 @@ export function buildProgram(client: () => ApiClient): Command {
             buildArgs: parseBuildArgs(o.buildArg),
             target: o.target ?? null,
             noCache: !o.cache,
+            push: o.push,
           });
           out(`=> build ${submitted.id}\n`);
           const state = await follow(api, submitted.id);

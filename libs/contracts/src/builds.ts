@@ -57,6 +57,8 @@ export interface BuildRecord {
   finishedAt: string | null;
   steps: StepRecord[];
   imageDigest: Digest | null;
+  /** With `push`: the push job copying the image to the other registries (`GET /api/v1/pushes/:id`). */
+  pushId?: string | null;
   error: string | null;
   /** Times the job has been attempted (a crashed worker's job is retried). */
   attempts: number;

@@ -17,6 +17,8 @@ export interface BuildJobData {
   readonly buildArgs: Record<string, string>;
   readonly target: string | null;
   readonly noCache: boolean;
+  /** Push tags naming another registry (`host/repo:tag`) there once the image is built. */
+  readonly push?: boolean;
 }
 
 export interface BuildJobResult {

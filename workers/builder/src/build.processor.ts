@@ -1,8 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import { Injectable, Logger } from '@nestjs/common';
 import { Job, UnrecoverableError } from 'bullmq';
 import { BuildEngine, isUserBuildError } from '@stratum/build';
-import { BuildJobData, BuildJobResult, BuildState, JobName } from '@stratum/contracts';
-import { BuildRecordStore } from '@stratum/jobs';
+import { BuildJobData, BuildJobResult, BuildState, Digest, JobName } from '@stratum/contracts';
+import { localReference } from '@stratum/images';
+import { BuildRecordStore, PushProducer } from '@stratum/jobs';
+import { parseReference } from '@stratum/oci';
+import { newPushRecord, PushRecordStore } from '@stratum/registry';
 import { BuildEventSink } from './build-event-sink';
 import { AbortReason, JobHandler } from './job-handler';
 
@@ -19,7 +23,35 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
   constructor(
     private readonly records: BuildRecordStore,
     private readonly engine: BuildEngine,
+    private readonly pushes: PushRecordStore,
+    private readonly pushProducer: PushProducer,
   ) {}
+
+  /** Records and enqueues the push of the built image to other registries (`push: true`). */
+  private async startPush(
+    buildId: string,
+    imageDigest: Digest,
+    sourceTag: string,
+    targets: string[],
+  ): Promise<void> {
+    const data = {
+      pushId: randomUUID(),
+      manifestDigest: imageDigest,
+      sourceRepository: localReference(sourceTag).repository,
+      targets,
+    };
+    await this.pushes.create(newPushRecord(data, sourceTag), null);
+    await this.pushProducer.push(data);
+    await this.records.update(buildId, (r) => {
+      r.pushId = data.pushId;
+    });
+    await this.records.appendEvent(buildId, {
+      type: 'log',
+      step: null,
+      stream: 'system',
+      text: `pushing to ${targets.join(', ')} (push ${data.pushId})\n`,
+    });
+  }
 
   async handle(
     job: Job<BuildJobData, BuildJobResult, typeof JobName.Build>,
@@ -48,9 +80,15 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
     await this.records.transition(buildId, BuildState.Running);
     const sink = new BuildEventSink(this.records, buildId);
     try {
-      const outcome = await this.engine.build(job.data, { signal, reporter: sink });
+      const { local, remote } = splitTags(job.data.tags);
+      // An image only pushed elsewhere still lives in our registry, under the build's id.
+      const tags = local.length > 0 ? local : [`builds/${buildId}:latest`];
+      const outcome = await this.engine.build({ ...job.data, tags }, { signal, reporter: sink });
       await sink.flush();
       await this.records.appendEvent(buildId, { type: 'result', imageDigest: outcome.imageDigest });
+      if (remote.length > 0 && job.data.push === true) {
+        await this.startPush(buildId, outcome.imageDigest, tags[0], remote);
+      }
       await this.records.transition(buildId, BuildState.Succeeded, { imageDigest: outcome.imageDigest });
       return done('succeeded', outcome.imageDigest);
     } catch (err) {
@@ -88,4 +126,14 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
       throw err;
     }
   }
+}
+
+/** Tags in our registry (`repo:tag`) and in others (`host/repo:tag`). */
+export function splitTags(tags: readonly string[]): { local: string[]; remote: string[] } {
+  const local: string[] = [];
+  const remote: string[] = [];
+  for (const t of tags) {
+    (parseReference(t).registry === null ? local : remote).push(t);
+  }
+  return { local, remote };
 }

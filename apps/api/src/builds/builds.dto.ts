@@ -48,6 +48,10 @@ export const SubmitBuildQuerySchema = z.object({
     .enum(['true', 'false', '1', '0'])
     .default('false')
     .transform((v) => v === 'true' || v === '1'),
+  push: z
+    .enum(['true', 'false', '1', '0'])
+    .default('false')
+    .transform((v) => v === 'true' || v === '1'),
 });
 export type SubmitBuildQuery = z.infer<typeof SubmitBuildQuerySchema>;
 

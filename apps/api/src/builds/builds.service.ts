@@ -11,6 +11,7 @@ import {
   StratumError,
 } from '@stratum/contracts';
 import { BuildProducer, BuildRecordStore, StoredBuildEvent } from '@stratum/jobs';
+import { parseReference } from '@stratum/oci';
 import { BLOB_STORE, BlobStore } from '@stratum/storage';
 import { BuildSubmitted, ListBuildsQuery, SubmitBuildQuery } from './builds.dto';
 import { inspectContext, normalizeContextPath } from '../common/tar-upload';
@@ -34,6 +35,7 @@ export class BuildsService {
     declaredLength: number | null,
     query: SubmitBuildQuery,
   ): Promise<BuildSubmitted> {
+    checkTags(query.t, query.push);
     if (declaredLength !== null && declaredLength > this.config.maxContextBytes) {
       body.resume();
       throw new StratumError(
@@ -96,6 +98,7 @@ export class BuildsService {
       finishedAt: null,
       steps: [],
       imageDigest: null,
+      pushId: null,
       error: null,
       attempts: 0,
     };
@@ -109,6 +112,7 @@ export class BuildsService {
       buildArgs: query.buildargs,
       target: query.target ?? null,
       noCache: query.nocache,
+      push: query.push,
     });
     return {
       id,
@@ -161,5 +165,32 @@ export class BuildsService {
       return (await this.records.transition(id, BuildState.Cancelled, { error: 'cancelled' })) ?? record;
     }
     return (await this.records.get(id)) ?? record;
+  }
+}
+
+/**
+ * Tags are `repo:tag` in our registry, or `host[:port]/repo:tag` in another one — those only
+ * with `push=true` (as `docker buildx build --push`), since the image is copied there.
+ */
+function checkTags(tags: readonly string[], push: boolean): void {
+  for (const tag of tags) {
+    let ref;
+    try {
+      ref = parseReference(tag);
+    } catch (err) {
+      throw new StratumError(
+        'BAD_REQUEST',
+        `invalid tag "${tag}": ${err instanceof Error ? err.message : String(err)}`,
+      );
+    }
+    if (ref.digest !== null) {
+      throw new StratumError('BAD_REQUEST', `invalid tag "${tag}": a tag cannot name a digest`);
+    }
+    if (ref.registry !== null && !push) {
+      throw new StratumError(
+        'BAD_REQUEST',
+        `tag "${tag}" names another registry (${ref.registry}); add push=true to push the image there`,
+      );
+    }
   }
 }

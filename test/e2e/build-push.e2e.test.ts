@@ -1,0 +1,106 @@
+// A build with push=true: the image lands in our registry and is copied to another registry
+// (a real CNCF Distribution started here) by the push job, as `docker buildx build --push` does.
+import 'reflect-metadata';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import request from 'supertest';
+import { BuildRecord, PushRecord } from '@stratum/contracts';
+import {
+  busyboxContext,
+  contextTar,
+  RedisServerHandle,
+  startRedisServer,
+  startWorkerProcess,
+  WorkerProcessHandle,
+} from '@stratum/testing';
+import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { DistributionHandle, skopeo, startDistribution } from './registry-fixtures';
+
+jest.setTimeout(90_000);
+
+let redisServer: RedisServerHandle;
+let dataDir: string;
+let api: ApiServerHandle;
+let worker: WorkerProcessHandle;
+let distribution: DistributionHandle;
+
+beforeAll(async () => {
+  redisServer = await startRedisServer();
+  dataDir = mkdtempSync(join(tmpdir(), 'stratum-e2e-build-push-'));
+  distribution = await startDistribution();
+  const env = {
+    REDIS_URL: redisServer.url,
+    DATA_DIR: dataDir,
+    WORKER_ID: 'e2e-build-push',
+    JOB_ATTEMPTS: '2',
+  };
+  api = await startApiServer(testConfig(env));
+  worker = await startWorkerProcess(env);
+});
+
+afterAll(async () => {
+  await worker?.stop(10_000);
+  await api?.close();
+  await distribution?.stop();
+  await redisServer?.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+async function submit(query: Record<string, string | string[]>): Promise<request.Response> {
+  return request(api.url)
+    .post('/api/v1/builds')
+    .query(query)
+    .set('content-type', 'application/x-tar')
+    .send(await contextTar(busyboxContext('RUN echo pushed > /hello\nCMD ["cat", "/hello"]\n')));
+}
+
+async function poll<T>(url: string, done: (body: T) => boolean, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const body = (await request(api.url).get(url)).body as T;
+    if (done(body) || Date.now() > deadline) {
+      return body;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+it('refuses a tag naming another registry without push=true, naming the tag', async () => {
+  const res = await submit({ t: `${distribution.host}/team/app:1` });
+  expect(res.status).toBe(400);
+  expect(res.body.message).toContain(`${distribution.host}/team/app:1`);
+  expect(res.body.message).toMatch(/push=true/);
+});
+
+it('builds, keeps the image in our registry and pushes it to the other registry', async () => {
+  const res = await submit({ t: ['team/app:1', `${distribution.host}/team/app:1`], push: 'true' });
+  expect(res.status).toBe(202);
+  const build = await poll<BuildRecord>(
+    `/api/v1/builds/${res.body.id}`,
+    (b) => ['succeeded', 'failed'].includes(b.state) && b.pushId !== null && b.pushId !== undefined,
+  );
+  expect(build.state).toBe('succeeded');
+  expect(build.pushId).toEqual(expect.any(String));
+  const push = await poll<PushRecord>(`/api/v1/pushes/${build.pushId}`, (p) =>
+    ['succeeded', 'failed'].includes(p.state),
+  );
+  expect(push.state).toBe('succeeded');
+  // Same manifest in ours and in theirs.
+  const ours = await request(api.url).head('/v2/team/app/manifests/1');
+  expect(ours.headers['docker-content-digest']).toBe(build.imageDigest);
+  const theirs = JSON.parse(
+    await skopeo('inspect', '--tls-verify=false', '--raw', `docker://${distribution.host}/team/app:1`),
+  ) as { layers: { digest: string }[] };
+  const digestThere = (
+    await skopeo(
+      'inspect',
+      '--tls-verify=false',
+      '--format',
+      '{{.Digest}}',
+      `docker://${distribution.host}/team/app:1`,
+    )
+  ).trim();
+  expect(digestThere).toBe(build.imageDigest);
+  expect(theirs.layers.length).toBeGreaterThanOrEqual(2);
+});
