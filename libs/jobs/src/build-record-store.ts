@@ -145,11 +145,17 @@ export class BuildRecordStore {
     signal?.addEventListener('abort', onAbort, { once: true });
     const aborted = (): boolean => signal?.aborted === true;
     let last = afterId;
+    // Read without blocking while there is a backlog; block only once caught up and the build
+    // is still going. A build already over ends the stream at once (no 5 s wait on resume).
+    let block = false;
+    let lookedAfterEnd = false;
     try {
       while (!aborted()) {
         let batch: [string, [string, string[]][]][] | null;
         try {
-          batch = await reader.xread('COUNT', 500, 'BLOCK', 5000, 'STREAMS', key, last);
+          batch = block
+            ? await reader.xread('COUNT', 500, 'BLOCK', 5000, 'STREAMS', key, last)
+            : await reader.xread('COUNT', 500, 'STREAMS', key, last);
         } catch (err) {
           if (aborted()) {
             return;
@@ -157,13 +163,20 @@ export class BuildRecordStore {
           throw err;
         }
         if (batch === null) {
-          // Nothing new for a while: stop if the build ended (and its last events were read) or vanished.
           const record = await this.get(id);
           if (record === null || isTerminalBuildState(record.state)) {
-            return;
+            // Its last events may have landed after our read: one more look, then done.
+            if (lookedAfterEnd) {
+              return;
+            }
+            lookedAfterEnd = true;
+            block = false;
+            continue;
           }
+          block = true;
           continue;
         }
+        block = false;
         for (const [, entries] of batch) {
           for (const [streamId, fields] of entries) {
             last = streamId;
