@@ -44,7 +44,9 @@ export interface BuildEngineOptions {
   readonly runtime: RuncRuntime;
   /** Per-build scratch dirs live here (`<jobsDir>/<buildId>`). */
   readonly jobsDir: string;
-  /** The host's extracted-layer cache. */
+  /** The host's extracted-layer cache, shared with everything else mounting layers on this host. */
+  readonly cache?: LayerCache;
+  /** Where the engine makes its own layer cache when none is given. */
   readonly layerCacheDir: string;
   readonly stepTimeoutMs: number;
   readonly compression?: 'gzip' | 'zstd';
@@ -107,7 +109,7 @@ export class BuildEngine {
 
   constructor(private readonly options: BuildEngineOptions) {
     this.images = new ImageService(options.blobs, options.repositories);
-    this.cache = new LayerCache(options.layerCacheDir);
+    this.cache = options.cache ?? new LayerCache(options.layerCacheDir);
     this.cacheIndex = options.cacheIndex ?? new MemoryBuildCacheIndex();
   }
 

@@ -46,13 +46,15 @@ export class WorkerModule {
               bundleDir: paths.bundles,
             }),
         },
+        { provide: LayerCache, useFactory: () => new LayerCache(paths.layerCache) },
         {
           provide: BuildEngine,
-          inject: [BLOB_STORE, REPOSITORY_STORE, RuncRuntime, STRATUM_CONFIG, REDIS],
+          inject: [BLOB_STORE, REPOSITORY_STORE, RuncRuntime, LayerCache, STRATUM_CONFIG, REDIS],
           useFactory: (
             blobs: BlobStore,
             repositories: RepositoryStore,
             runtime: RuncRuntime,
+            cache: LayerCache,
             c: StratumConfig,
             redis: Redis,
           ) =>
@@ -60,19 +62,13 @@ export class WorkerModule {
               blobs,
               repositories,
               runtime,
+              cache,
               jobsDir: paths.jobs,
               layerCacheDir: paths.layerCache,
               stepTimeoutMs: c.stepTimeoutSeconds * 1000,
               // shared by every worker host, like the layers it names (blob store)
               cacheIndex: new RedisBuildCacheIndex(redis),
             }),
-        },
-        {
-          // The engine's own cache on paths.layerCache, until BuildEngineOptions takes a
-          // `cache` (then: new LayerCache(paths.layerCache) here, passed to the engine).
-          provide: LayerCache,
-          inject: [BuildEngine],
-          useFactory: (engine: BuildEngine) => engine.cache,
         },
         HostSweeper,
         BuildProcessor,
