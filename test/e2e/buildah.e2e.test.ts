@@ -16,12 +16,13 @@ import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
 import { busyboxRootfs, RedisServerHandle, startRedisServer } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { BENCH_WORKLOADS } from '@stratum/testing';
 
 jest.setTimeout(600_000);
 
 const REPO = resolve(__dirname, '../..');
 const DIST = process.env.STRATUM_DIST ?? join(REPO, 'dist');
-const WORKLOADS = '/work/shared/bench/workloads';
+const WORKLOADS = BENCH_WORKLOADS;
 const SLOW = process.env.STRATUM_E2E_SLOW === '1';
 const FAST_WORKLOADS = ['steps', 'multistage', 'manyfiles', 'context'];
 const WORKLOAD_NAMES = SLOW ? [...FAST_WORKLOADS, 'bigdata'] : FAST_WORKLOADS;

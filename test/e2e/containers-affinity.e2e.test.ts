@@ -13,6 +13,7 @@ import {
   WorkerProcessHandle,
 } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { BUSYBOX_FIXTURE } from '@stratum/testing';
 
 // Worker affinity: two worker processes (different WORKER_IDs, one Redis, one DATA_DIR store).
 // A container's upper dir lives on the worker that ran it; its commits and its removal must
@@ -20,7 +21,7 @@ import { ApiServerHandle, startApiServer, testConfig } from '../support/api-serv
 
 jest.setTimeout(240_000);
 
-const FIXTURE = '/work/shared/fixtures/make-busybox-rootfs.sh';
+const FIXTURE = BUSYBOX_FIXTURE;
 const A = 'affinity-a';
 const B = 'affinity-b';
 

@@ -19,6 +19,7 @@ import {
   WorkerProcessHandle,
 } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { BUSYBOX_FIXTURE } from '@stratum/testing';
 
 // docker import / run / commit through the real API (in process), a real worker process
 // (dist/, `npm run build` first), real redis-server, runc and overlayfs.
@@ -26,7 +27,7 @@ import { ApiServerHandle, startApiServer, testConfig } from '../support/api-serv
 jest.setTimeout(180_000);
 
 const WORKER_ID = 'e2e-containers';
-const FIXTURE = '/work/shared/fixtures/make-busybox-rootfs.sh';
+const FIXTURE = BUSYBOX_FIXTURE;
 
 let redis: RedisServerHandle;
 let api: ApiServerHandle;

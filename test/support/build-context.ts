@@ -3,8 +3,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, w
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { create as createTar } from 'tar';
+import { BUSYBOX_FIXTURE } from './shared';
 
-const FIXTURE_SCRIPT = '/work/shared/fixtures/make-busybox-rootfs.sh';
+const FIXTURE_SCRIPT = BUSYBOX_FIXTURE;
 
 /** A busybox root filesystem tar, made once per machine by the shared fixture script. */
 export function busyboxRootfs(): Buffer {

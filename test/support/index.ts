@@ -4,3 +4,4 @@ export * from './redis-server';
 export * from './worker-process';
 export * from './build-context';
 export * from './sse-client';
+export * from './shared';

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { planBuild } from './build-planner';
 import { DockerfileError } from './dockerfile-error';
 import { parseDockerfile } from './dockerfile-parser';
+import { BENCH_WORKLOADS } from '@stratum/testing';
 
 const lines = (...ls: string[]): string => ls.join('\n') + '\n';
 const plan = (text: string, options = {}): ReturnType<typeof planBuild> =>
@@ -131,7 +132,7 @@ describe('planBuild', () => {
 });
 
 describe('bench workloads parse and plan', () => {
-  const root = '/work/shared/bench/workloads';
+  const root = BENCH_WORKLOADS;
   const load = (name: string): ReturnType<typeof parseDockerfile> =>
     parseDockerfile(readFileSync(join(root, name, 'Dockerfile'), 'utf8'));
 

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../src/tar-format';
+import { BUSYBOX_FIXTURE } from '@stratum/testing';
 
 export async function tempDir(prefix = 'stratum-layers-'): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
@@ -152,7 +153,7 @@ export function busyboxTar(scratch: string): Promise<string> {
     busybox = {
       dir: scratch,
       tar: new Promise<string>((resolve, reject) => {
-        execFile('/work/shared/fixtures/make-busybox-rootfs.sh', [out], (err) => {
+        execFile(BUSYBOX_FIXTURE, [out], (err) => {
           if (err) {
             reject(new Error(`busybox fixture failed: ${err.message}`));
           } else {

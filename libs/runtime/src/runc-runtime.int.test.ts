@@ -7,10 +7,11 @@ import { detectMemoryCgroup } from './cgroups';
 import { RuncRuntime, type RunIo, type RunOptions, type RunResult } from './runc-runtime';
 import { RuntimeError } from './runtime-error';
 import { generateRuntimeSpec } from './runtime-spec';
+import { BUSYBOX_FIXTURE } from '@stratum/testing';
 
 // Real runc against a busybox rootfs made by the shared fixture script. Needs root.
 const RUNC = '/usr/sbin/runc';
-const FIXTURE = '/work/shared/fixtures/make-busybox-rootfs.sh';
+const FIXTURE = BUSYBOX_FIXTURE;
 const skipReason =
   process.getuid?.() !== 0
     ? 'needs root'
