@@ -35,12 +35,15 @@ ensure_node() {
   fi
 }
 
-# npm packages: `npm ci` when node_modules is missing or older than the lockfile.
+# npm packages from the lockfile, when node_modules is missing or older than it. `npm install`
+# rather than `npm ci`: npm 11 writes lockfiles without the other platforms' optional binaries
+# (@swc/core-darwin-*, …) and `npm ci` then refuses them as "out of sync"; `npm install`
+# installs the locked versions all the same.
 ensure_npm_packages() {
   cd "$STRATUM_ROOT"
   if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
-    log "installing npm packages (npm ci)"
-    npm ci --no-audit --no-fund --loglevel=error
+    log "installing npm packages (locked versions)"
+    npm install --no-audit --no-fund --loglevel=error
   fi
 }
 
