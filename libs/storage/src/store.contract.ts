@@ -3,6 +3,8 @@ import { Readable } from 'node:stream';
 import { BlobDigest, BlobStore } from './blob-store';
 import { RepositoryStore } from './repository-store';
 import { StorageError, StorageErrorCode } from './storage-error';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 /**
  * The one contract both storage backends must pass (CONVENTIONS.md §9). Each backend's
@@ -237,12 +239,20 @@ export function describeStorageContract(
         const total = options.largeBytes;
         const chunkSize = 64 * 1024;
         const digest = lazyDigest(total, chunkSize, 42);
+        // Count live buffers only: collect garbage before each sample, or chunks already written
+        // but not yet collected look like buffering (this failed under load without it).
+        const gc = liveGc();
+        gc();
         const baseline = process.memoryUsage().arrayBuffers;
         let peak = baseline;
+        let produced = 0;
         const source = Readable.from(
           (function* () {
             for (const c of lazyChunks(total, chunkSize, 42)) {
-              peak = Math.max(peak, process.memoryUsage().arrayBuffers);
+              if (++produced % 16 === 0) {
+                gc();
+                peak = Math.max(peak, process.memoryUsage().arrayBuffers);
+              }
               yield c;
             }
           })(),
@@ -368,4 +378,10 @@ export function describeStorageContract(
       });
     });
   });
+}
+
+/** V8's gc(), made callable at run time (jest runs without --expose-gc). */
+function liveGc(): () => void {
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
 }
