@@ -10,7 +10,17 @@ export interface ByteRange {
   readonly end: number;
 }
 
-export type BlobStat = { readonly exists: true; readonly size: number } | { readonly exists: false };
+export type BlobStat =
+  | {
+      readonly exists: true;
+      readonly size: number;
+      /**
+       * When the blob was last written (fs mtime, S3 LastModified). Garbage collection never
+       * deletes a blob younger than its grace period; a backend that cannot tell leaves it unset.
+       */
+      readonly modifiedAt?: Date;
+    }
+  | { readonly exists: false };
 
 export interface PutBlobOptions {
   /** When given, the write fails with DIGEST_INVALID unless the bytes hash to it; nothing becomes visible. */

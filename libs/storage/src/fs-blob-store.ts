@@ -42,7 +42,7 @@ export class FsBlobStore implements BlobStore {
     const path = this.pathOf(digest);
     try {
       const s = await stat(path);
-      return { exists: true, size: s.size };
+      return { exists: true, size: s.size, modifiedAt: s.mtime };
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') {
         return { exists: false };

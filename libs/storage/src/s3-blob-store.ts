@@ -4,7 +4,14 @@ import { Client, CopyDestinationOptions, CopySourceOptions } from 'minio';
 import { BlobDigest, BlobStat, BlobStore, ByteRange, PutBlobOptions, PutBlobResult } from './blob-store';
 import { bufferChunks, BlobVerifier, resolveRange } from './blob-verifier';
 import { parseBlobDigest } from './digest';
-import { isS3NotFound, listObjects, mapS3Error, removeQuietly, statOrNull } from './s3-util';
+import {
+  isS3NotFound,
+  listObjects,
+  mapS3Error,
+  removeQuietly,
+  statObjectOrNull,
+  statOrNull,
+} from './s3-util';
 import { StorageError } from './storage-error';
 
 const BLOB_PREFIX = 'blobs/sha256/';
@@ -51,8 +58,8 @@ export class S3BlobStore implements BlobStore {
   }
 
   async stat(digest: BlobDigest): Promise<BlobStat> {
-    const size = await statOrNull(this.client, this.bucket, this.keyOf(digest));
-    return size === null ? { exists: false } : { exists: true, size };
+    const s = await statObjectOrNull(this.client, this.bucket, this.keyOf(digest));
+    return s === null ? { exists: false } : { exists: true, size: s.size, modifiedAt: s.lastModified };
   }
 
   async has(digest: BlobDigest): Promise<boolean> {

@@ -124,6 +124,23 @@ export async function statOrNull(client: Client, bucket: string, key: string): P
   }
 }
 
+/** Size and LastModified of an object, or null when absent. */
+export async function statObjectOrNull(
+  client: Client,
+  bucket: string,
+  key: string,
+): Promise<{ size: number; lastModified: Date } | null> {
+  try {
+    const s = await client.statObject(bucket, key);
+    return { size: s.size, lastModified: s.lastModified };
+  } catch (err) {
+    if (isS3NotFound(err)) {
+      return null;
+    }
+    throw mapS3Error(err, `reading ${key}`);
+  }
+}
+
 /** Creates the bucket when missing (several replicas may race; "already yours" is fine). */
 export async function ensureBucket(client: Client, bucket: string, region: string): Promise<void> {
   try {

@@ -112,7 +112,13 @@ export function describeStorageContract(
         const res = await blobs.put(chunked(data), { expectedDigest: digest, expectedSize: data.length });
         expect(res).toEqual({ digest, size: data.length, created: true });
         expect(await blobs.has(digest)).toBe(true);
-        expect(await blobs.stat(digest)).toEqual({ exists: true, size: data.length });
+        const stat = await blobs.stat(digest);
+        expect(stat).toMatchObject({ exists: true, size: data.length });
+        // modifiedAt (garbage collection's grace period) is the write time, give or take clock skew.
+        const modifiedAt = stat.exists ? stat.modifiedAt : undefined;
+        // (not toBeInstanceOf(Date): fs.Stats dates come from Node's realm, not Jest's sandbox)
+        expect(typeof modifiedAt?.getTime()).toBe('number');
+        expect(Math.abs(Date.now() - (modifiedAt?.getTime() ?? 0))).toBeLessThan(5 * 60_000);
         expect((await readAll(await blobs.get(digest))).equals(data)).toBe(true);
         expect(await collect(blobs.list())).toEqual([digest]);
         expect(await h.tempEntries()).toEqual([]);
