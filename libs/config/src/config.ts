@@ -195,6 +195,24 @@ const baseSchema = z.object({
   STEP_TIMEOUT_SECONDS: positiveInt.default(3600),
   LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
   PRETTY_LOGS: bool.default(true),
+  // git triggers (webhooks) and project builds
+  WEBHOOK_MAX_BODY_BYTES: positiveInt.default(25 * 1024 * 1024),
+  WEBHOOK_REPLAY_TTL_SECONDS: positiveInt.default(7 * 24 * 3600),
+  GIT_FETCH_TIMEOUT_SECONDS: positiveInt.default(300),
+  GIT_ALLOW_FILE_URLS: bool.default(false),
+  // maintenance (garbage collection, retention, clean-ups); a cron expression or "off"
+  MAINTENANCE_SCHEDULE: z
+    .string()
+    .regex(
+      /^(off|\S+( \S+){4,5})$/,
+      'MAINTENANCE_SCHEDULE must be a cron expression (5 or 6 fields) or "off"',
+    )
+    .default('17 3 * * *'),
+  GC_GRACE_SECONDS: positiveInt.default(24 * 3600),
+  RETENTION_KEEP_TAGS: z.coerce.number().int().min(0).default(0),
+  RETENTION_UNTAGGED_DAYS: z.coerce.number().int().min(0).default(0),
+  RETENTION_REPOSITORIES: z.string().min(1).default('*'),
+  CONTAINER_IDLE_SECONDS: positiveInt.default(7 * 24 * 3600),
 });
 
 export type StorageConfig =
@@ -229,6 +247,36 @@ export interface StratumConfig {
   readonly logLevel: 'error' | 'warn' | 'log' | 'debug' | 'verbose';
   readonly auth: AuthConfig;
   readonly registryClients: RegistryClientConfig;
+  readonly git: GitConfig;
+  readonly maintenance: MaintenanceConfig;
+}
+
+/** Git triggers: webhook receivers and fetching a project's commit. */
+export interface GitConfig {
+  /** Larger webhook bodies are refused with 413. */
+  readonly webhookMaxBodyBytes: number;
+  /** How long a delivery id is remembered; a second delivery with it is refused as a replay. */
+  readonly replayTtlSeconds: number;
+  /** A `git fetch` running longer is killed. */
+  readonly fetchTimeoutSeconds: number;
+  /** True: projects may name `file://` repositories (tests, single-host setups). */
+  readonly allowFileUrls: boolean;
+}
+
+/** Scheduled maintenance of the API (one replica runs each job, under a Redis lock). */
+export interface MaintenanceConfig {
+  /** Cron expression of the maintenance run, or null (`off`) for manual runs only. */
+  readonly schedule: string | null;
+  /** Garbage collection never deletes a blob written less than this long ago. */
+  readonly gcGraceSeconds: number;
+  /** Keep this many newest tags per repository (0: keep all). */
+  readonly retentionKeepTags: number;
+  /** Unlink untagged manifests older than this many days (0: never). */
+  readonly retentionUntaggedDays: number;
+  /** Repository patterns (`*` matches anything) retention applies to. */
+  readonly retentionRepositories: readonly string[];
+  /** Exited containers untouched this long are removed. */
+  readonly containerIdleSeconds: number;
 }
 
 function describe(issues: z.core.$ZodIssue[]): string[] {
@@ -295,6 +343,20 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: c.LOG_LEVEL,
     auth,
     registryClients,
+    git: {
+      webhookMaxBodyBytes: c.WEBHOOK_MAX_BODY_BYTES,
+      replayTtlSeconds: c.WEBHOOK_REPLAY_TTL_SECONDS,
+      fetchTimeoutSeconds: c.GIT_FETCH_TIMEOUT_SECONDS,
+      allowFileUrls: c.GIT_ALLOW_FILE_URLS,
+    },
+    maintenance: {
+      schedule: c.MAINTENANCE_SCHEDULE === 'off' ? null : c.MAINTENANCE_SCHEDULE,
+      gcGraceSeconds: c.GC_GRACE_SECONDS,
+      retentionKeepTags: c.RETENTION_KEEP_TAGS,
+      retentionUntaggedDays: c.RETENTION_UNTAGGED_DAYS,
+      retentionRepositories: listItems(c.RETENTION_REPOSITORIES),
+      containerIdleSeconds: c.CONTAINER_IDLE_SECONDS,
+    },
   };
 }
 

@@ -4,3 +4,5 @@ export * from './builds';
 export * from './errors';
 export * from './pushes';
 export * from './containers';
+export * from './projects';
+export * from './maintenance';

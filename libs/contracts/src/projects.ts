@@ -1,0 +1,51 @@
+// Projects: a git repository whose pushes (webhooks) or schedule build an image.
+
+/** Forges whose webhooks `POST /hooks/<forge>` receives. */
+export const GitForge = { GitHub: 'github', GitLab: 'gitlab', Gitea: 'gitea' } as const;
+export type GitForge = (typeof GitForge)[keyof typeof GitForge];
+
+/** A project as `GET /api/v1/projects/:name` answers it (secrets are never shown). */
+export interface ProjectView {
+  readonly name: string;
+  /** Clone URL (https, ssh, git; file only when GIT_ALLOW_FILE_URLS). */
+  readonly repoUrl: string;
+  /** Branches whose pushes build; `*` at the end of one matches any suffix. */
+  readonly branches: string[];
+  /** The build context inside the repository (`.`: its root). */
+  readonly context: string;
+  /** The Dockerfile, relative to the context. */
+  readonly dockerfile: string;
+  /** Image tags; `{repo}`, `{branch}`, `{sha}`, `{shortsha}` are filled in per build. */
+  readonly tags: string[];
+  /** Repository of our registry `{repo}` stands for (default: the project's name). */
+  readonly repository: string;
+  readonly buildArgs: Record<string, string>;
+  readonly target: string | null;
+  /** Cron expression of scheduled rebuilds of `scheduleBranch`, or null. */
+  readonly schedule: string | null;
+  readonly scheduleBranch: string | null;
+  /** True when a webhook secret is set (required for webhooks to be accepted). */
+  readonly hasSecret: boolean;
+  /** True when fetch credentials are set. */
+  readonly hasCredentials: boolean;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+  /** The last build a push or the schedule started, or the reason it could not. */
+  readonly lastTrigger: ProjectTrigger | null;
+}
+
+/** One build started from a project (or its failure to start). */
+export interface ProjectTrigger {
+  readonly source: 'webhook' | 'schedule' | 'manual';
+  readonly branch: string;
+  readonly sha: string;
+  readonly buildId: string | null;
+  readonly tags: string[];
+  readonly error: string | null;
+  readonly at: string;
+}
+
+/** Answer of a webhook receiver. */
+export type WebhookResult =
+  | { readonly status: 'accepted'; readonly builds: ProjectTrigger[] }
+  | { readonly status: 'ignored'; readonly reason: string };

@@ -1,0 +1,144 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { StratumError } from '@stratum/contracts';
+
+/** Credentials for fetching over HTTP(S): sent as a Basic `Authorization` header. */
+export interface GitCredentials {
+  /** `x-access-token` (GitHub), `oauth2` (GitLab), a user name (Gitea); default `git`. */
+  readonly username?: string;
+  readonly token: string;
+}
+
+export interface GitCliOptions {
+  /** The whole command is killed after this long. */
+  readonly timeoutMs: number;
+  /** Also allow `file://` repositories (off by default: a project must not read the API host's disk). */
+  readonly allowFile: boolean;
+  readonly credentials?: GitCredentials | null;
+}
+
+const SHA = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
+
+/** True for a full commit id (SHA-1 or SHA-256). */
+export function isCommitSha(sha: string): boolean {
+  return SHA.test(sha);
+}
+
+/**
+ * Runs git with nothing of the host's configuration and nothing that executes code from the
+ * repository: no system or global config (HOME is an empty temp dir), hooks pointed at
+ * /dev/null, an empty template dir, no prompts, only the allowed transports (`protocol.allow`
+ * also covers redirects and submodules), and credentials passed in the environment
+ * (GIT_CONFIG_COUNT…), never on the command line where `ps` shows them.
+ * https://git-scm.com/docs/git-config#Documentation/git-config.txt-protocolallow
+ */
+export class GitCli {
+  constructor(private readonly options: GitCliOptions) {}
+
+  /** Runs `git args…` in `cwd`; resolves with stdout, rejects with GIT_FETCH_FAILED and stderr. */
+  async run(args: readonly string[], cwd: string, signal?: AbortSignal): Promise<string> {
+    const home = await mkdtemp(join(tmpdir(), 'stratum-git-home-'));
+    try {
+      return await this.spawn(args, cwd, home, signal);
+    } finally {
+      await rm(home, { recursive: true, force: true });
+    }
+  }
+
+  private environment(home: string): NodeJS.ProcessEnv {
+    const config: [string, string][] = [
+      ['core.hooksPath', '/dev/null'],
+      ['protocol.allow', 'never'],
+      ['protocol.https.allow', 'always'],
+      ['protocol.http.allow', 'always'],
+      ['protocol.ssh.allow', 'always'],
+      ['protocol.git.allow', 'always'],
+      ['protocol.file.allow', this.options.allowFile ? 'always' : 'never'],
+      ['advice.detachedHead', 'false'],
+      ['init.defaultBranch', 'main'],
+      ['core.askPass', ''],
+      ['credential.helper', ''],
+    ];
+    const creds = this.options.credentials;
+    if (creds) {
+      const basic = Buffer.from(`${creds.username ?? 'git'}:${creds.token}`).toString('base64');
+      config.push(['http.extraHeader', `Authorization: Basic ${basic}`]);
+    }
+    const env: NodeJS.ProcessEnv = {
+      PATH: '/usr/local/bin:/usr/bin:/bin',
+      HOME: home,
+      XDG_CONFIG_HOME: home,
+      GIT_CONFIG_NOSYSTEM: '1',
+      GIT_TERMINAL_PROMPT: '0',
+      GIT_ASKPASS: '/bin/false',
+      SSH_ASKPASS: '/bin/false',
+      GIT_SSH_COMMAND: 'ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new',
+      GIT_CONFIG_COUNT: String(config.length),
+      LC_ALL: 'C',
+    };
+    config.forEach(([k, v], i) => {
+      env[`GIT_CONFIG_KEY_${i}`] = k;
+      env[`GIT_CONFIG_VALUE_${i}`] = v;
+    });
+    return env;
+  }
+
+  private spawn(args: readonly string[], cwd: string, home: string, signal?: AbortSignal): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const child = spawn('git', args, {
+        cwd,
+        env: this.environment(home),
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true,
+      });
+      const out: Buffer[] = [];
+      let err = '';
+      let reason: string | null = null;
+      const kill = (why: string): void => {
+        reason = why;
+        try {
+          // The whole group: git forks git-remote-https, ssh, upload-pack…
+          process.kill(-(child.pid ?? 0), 'SIGKILL');
+        } catch {
+          child.kill('SIGKILL');
+        }
+      };
+      const timer = setTimeout(
+        () => kill(`timed out after ${this.options.timeoutMs / 1000} s`),
+        this.options.timeoutMs,
+      );
+      const onAbort = (): void => kill('cancelled');
+      signal?.addEventListener('abort', onAbort);
+      child.stdout.on('data', (c: Buffer) => out.push(c));
+      child.stderr.on('data', (c: Buffer) => {
+        if (err.length < 16_384) {
+          err += c.toString();
+        }
+      });
+      child.on('error', (e) => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        reject(new StratumError('GIT_FETCH_FAILED', `git could not start: ${e.message}`));
+      });
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        if (code === 0 && reason === null) {
+          resolve(Buffer.concat(out).toString());
+          return;
+        }
+        const what = reason ?? `exited with ${code}`;
+        reject(
+          new StratumError('GIT_FETCH_FAILED', `git ${args[0]} ${what}: ${redact(err.trim()).slice(-2000)}`),
+        );
+      });
+    });
+  }
+}
+
+/** Removes URL userinfo from git's messages. */
+export function redact(text: string): string {
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s]+@/gi, '$1***@');
+}

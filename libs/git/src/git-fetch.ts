@@ -1,0 +1,96 @@
+import { mkdir } from 'node:fs/promises';
+import { StratumError } from '@stratum/contracts';
+import { GitCli, GitCliOptions, isCommitSha, redact } from './git-cli';
+
+/** Where a project's repository lives; credentials optional. */
+export interface GitSource extends GitCliOptions {
+  readonly url: string;
+}
+
+/** True when `url` names a transport git may use for a project (file:// only when allowed). */
+export function checkRepositoryUrl(url: string, allowFile: boolean): string | null {
+  // scp-like ssh syntax: user@host:path
+  if (/^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^/].*/.test(url)) {
+    return null;
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return 'must be a URL (https://, ssh://, git://) or user@host:path';
+  }
+  const allowed = ['https:', 'http:', 'ssh:', 'git:', ...(allowFile ? ['file:'] : [])];
+  if (!allowed.includes(parsed.protocol)) {
+    return `the ${parsed.protocol.replace(':', '')} transport is not allowed (use ${allowed
+      .map((p) => p.replace(':', ''))
+      .join(', ')})`;
+  }
+  if (parsed.protocol !== 'file:' && url.startsWith('-')) {
+    return 'must not start with "-"';
+  }
+  return null;
+}
+
+/**
+ * Fetches exactly one commit into `dir` (a fresh repository) and checks it out, without
+ * history, submodules, hooks or LFS smudging: `git init`, `git fetch --depth 1 <url> <sha>`,
+ * `git checkout --detach`. Servers that refuse to serve an unadvertised commit id
+ * (uploadpack.allowReachableSHA1InWant off, protocol v0) get the branch head instead, which
+ * must then be that commit or have it within its last 50 commits.
+ */
+export async function fetchCommit(
+  source: GitSource,
+  sha: string,
+  branch: string | null,
+  dir: string,
+  signal?: AbortSignal,
+): Promise<void> {
+  if (!isCommitSha(sha)) {
+    throw new StratumError('BAD_REQUEST', `not a commit id: ${JSON.stringify(sha)}`);
+  }
+  const problem = checkRepositoryUrl(source.url, source.allowFile);
+  if (problem !== null) {
+    throw new StratumError('BAD_REQUEST', `repository ${redact(source.url)}: ${problem}`);
+  }
+  const git = new GitCli(source);
+  await mkdir(dir, { recursive: true });
+  await git.run(['init', '--quiet', '--template=', '.'], dir, signal);
+  try {
+    await git.run(['fetch', '--quiet', '--no-tags', '--depth', '1', '--', source.url, sha], dir, signal);
+  } catch (err) {
+    if (branch === null) {
+      throw err;
+    }
+    await git.run(
+      ['fetch', '--quiet', '--no-tags', '--depth', '50', '--', source.url, `refs/heads/${branch}`],
+      dir,
+      signal,
+    );
+  }
+  await git.run(['-c', 'core.symlinks=true', 'checkout', '--quiet', '--detach', sha, '--'], dir, signal);
+}
+
+/** The commit a branch points at (`git ls-remote`), or null when the branch does not exist. */
+export async function resolveBranch(
+  source: GitSource,
+  branch: string,
+  cwd: string,
+  signal?: AbortSignal,
+): Promise<string | null> {
+  const problem = checkRepositoryUrl(source.url, source.allowFile);
+  if (problem !== null) {
+    throw new StratumError('BAD_REQUEST', `repository ${redact(source.url)}: ${problem}`);
+  }
+  const out = await new GitCli(source).run(
+    ['ls-remote', '--', source.url, `refs/heads/${branch}`],
+    cwd,
+    signal,
+  );
+  for (const line of out.split('\n')) {
+    const [sha, ref] = line.split('\t');
+    if (ref === `refs/heads/${branch}` && sha !== undefined && isCommitSha(sha)) {
+      return sha;
+    }
+  }
+  return null;
+}

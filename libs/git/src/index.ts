@@ -1,0 +1,19 @@
+/**
+ * `@stratum/git`: fetch a repository at a commit (git CLI, no hooks, time-limited), turn the
+ * checkout into a build context (honouring `.dockerignore`), and read forge webhooks
+ * (signatures, push payloads).
+ */
+export { GitCli, isCommitSha, redact, type GitCliOptions, type GitCredentials } from './git-cli';
+export { checkRepositoryUrl, fetchCommit, resolveBranch, type GitSource } from './git-fetch';
+export { planContextFiles, tarContextFiles } from './context-tar';
+export { repositoryKey } from './repo-url';
+export {
+  parseWebhook,
+  signWebhook,
+  verifyWebhook,
+  webhookCredentials,
+  type ParsedWebhook,
+  type PushEvent,
+  type WebhookCredentials,
+  type WebhookHeaders,
+} from './webhooks';

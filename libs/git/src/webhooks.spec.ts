@@ -1,0 +1,88 @@
+import { GitForge } from '@stratum/contracts';
+import { repositoryKey } from './repo-url';
+import { parseWebhook, signWebhook, verifyWebhook, webhookCredentials } from './webhooks';
+
+describe('webhook signatures', () => {
+  const body = Buffer.from('{"ref":"refs/heads/main"}');
+  it.each([GitForge.GitHub, GitForge.Gitea, GitForge.GitLab])('%s: accepts its own proof only', (forge) => {
+    const proof = signWebhook(forge, 's3cret', body);
+    expect(verifyWebhook(forge, 's3cret', body, proof)).toBe(true);
+    expect(verifyWebhook(forge, 'other', body, proof)).toBe(false);
+    expect(verifyWebhook(forge, 's3cret', body, `${proof}0`)).toBe(false);
+    if (forge !== GitForge.GitLab) {
+      expect(verifyWebhook(forge, 's3cret', Buffer.from(`${body.toString()} `), proof)).toBe(false);
+    }
+  });
+
+  it('GitHub signatures carry the sha256= prefix (the value GitHub documents)', () => {
+    // https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries#testing-the-webhook-payload-validation
+    const proof = signWebhook(GitForge.GitHub, "It's a Secret to Everybody", Buffer.from('Hello, World!'));
+    expect(proof).toBe('sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17');
+  });
+
+  it('reads each forge’s headers', () => {
+    expect(
+      webhookCredentials(GitForge.GitLab, {
+        'x-gitlab-token': 't',
+        'x-gitlab-event-uuid': 'u',
+        'x-gitlab-event': 'Push Hook',
+      }),
+    ).toEqual({ forge: 'gitlab', proof: 't', deliveryId: 'u', event: 'Push Hook' });
+    expect(webhookCredentials(GitForge.GitHub, {}).proof).toBeNull();
+  });
+});
+
+describe('parseWebhook', () => {
+  it('reads a GitHub push and a branch deletion', () => {
+    const p = parseWebhook(GitForge.GitHub, 'push', {
+      ref: 'refs/heads/main',
+      after: 'a'.repeat(40),
+      repository: { clone_url: 'https://github.com/o/r.git', html_url: 'https://github.com/o/r' },
+    });
+    expect(p).toEqual({
+      kind: 'push',
+      push: {
+        ref: 'refs/heads/main',
+        sha: 'a'.repeat(40),
+        repositoryUrls: ['https://github.com/o/r.git', 'https://github.com/o/r'],
+      },
+    });
+    const d = parseWebhook(GitForge.GitHub, 'push', {
+      ref: 'refs/heads/x',
+      after: '0'.repeat(40),
+      deleted: true,
+      repository: {},
+    });
+    expect(d?.kind === 'push' && d.push.sha).toBeNull();
+  });
+
+  it('reads a GitLab push', () => {
+    const p = parseWebhook(GitForge.GitLab, 'Push Hook', {
+      object_kind: 'push',
+      ref: 'refs/heads/main',
+      after: 'b'.repeat(40),
+      checkout_sha: 'b'.repeat(40),
+      project: { git_http_url: 'https://gitlab.example/o/r.git', git_ssh_url: 'git@gitlab.example:o/r.git' },
+    });
+    expect(p?.kind === 'push' && p.push.sha).toBe('b'.repeat(40));
+  });
+
+  it('calls other events other, and a malformed push null', () => {
+    expect(parseWebhook(GitForge.GitHub, 'ping', { zen: 'hi' })?.kind).toBe('other');
+    expect(parseWebhook(GitForge.GitHub, 'push', { ref: 1 })).toBeNull();
+  });
+});
+
+describe('repositoryKey', () => {
+  it('makes the URLs of one repository equal', () => {
+    const keys = [
+      'https://github.com/Owner/Repo.git',
+      'https://GitHub.com/Owner/Repo',
+      'git@github.com:Owner/Repo.git',
+      'ssh://git@github.com/Owner/Repo.git',
+      'https://token@github.com/Owner/Repo/',
+    ].map(repositoryKey);
+    expect(new Set(keys)).toEqual(new Set(['github.com/Owner/Repo']));
+    expect(repositoryKey('file:///tmp/x/repo.git')).toBe('file:tmp/x/repo');
+  });
+});
