@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { ChainableCommander, Redis } from 'ioredis';
 import {
   BuildEvent,
   BuildPage,
@@ -56,8 +56,12 @@ export class BuildRecordStore {
    * Read-modify-write under WATCH, retried on conflict, so the API (cancel) and a worker
    * (progress) never overwrite each other's changes. Returns null when the record is gone.
    */
-  update(id: string, change: (record: BuildRecord) => void): Promise<BuildRecord | null> {
-    return this.records.update(id, change);
+  update(
+    id: string,
+    change: (record: BuildRecord) => void,
+    alsoInTransaction?: (tx: ChainableCommander, record: BuildRecord) => void,
+  ): Promise<BuildRecord | null> {
+    return this.records.update(id, change, alsoInTransaction);
   }
 
   /** Closes the connections this store opened itself. */
@@ -82,15 +86,7 @@ export class BuildRecordStore {
   }
 
   async appendEvent(id: string, event: BuildEvent): Promise<string> {
-    const streamId = await this.redis.xadd(
-      RedisKeys.buildEvents(id),
-      'MAXLEN',
-      '~',
-      String(MAX_EVENTS),
-      '*',
-      'e',
-      JSON.stringify(event),
-    );
+    const streamId = await this.redis.xadd(...eventArgs(id, event));
     return streamId ?? '';
   }
 
@@ -112,25 +108,28 @@ export class BuildRecordStore {
     extra: Partial<Pick<BuildRecord, 'error' | 'imageDigest'>> = {},
   ): Promise<BuildRecord | null> {
     const at = new Date().toISOString();
-    const record = await this.update(id, (r) => {
-      r.state = state;
-      if (state === 'running') {
-        r.startedAt = at;
-        r.attempts += 1;
-      }
-      if (isTerminalBuildState(state)) {
-        r.finishedAt = at;
-      }
-      if (extra.error !== undefined) {
-        r.error = extra.error;
-      }
-      if (extra.imageDigest !== undefined) {
-        r.imageDigest = extra.imageDigest;
-      }
-    });
-    if (record !== null) {
-      await this.appendEvent(id, { type: 'state', state, at });
-    }
+    const record = await this.update(
+      id,
+      (r) => {
+        r.state = state;
+        if (state === 'running') {
+          r.startedAt = at;
+          r.attempts += 1;
+        }
+        if (isTerminalBuildState(state)) {
+          r.finishedAt = at;
+        }
+        if (extra.error !== undefined) {
+          r.error = extra.error;
+        }
+        if (extra.imageDigest !== undefined) {
+          r.imageDigest = extra.imageDigest;
+        }
+        // The state event goes out in the same transaction: whoever sees the record in a
+        // terminal state finds the terminal event on the stream too (follow() relies on it).
+      },
+      (tx) => tx.xadd(...eventArgs(id, { type: 'state', state, at })),
+    );
     return record;
   }
 
@@ -206,4 +205,8 @@ export class BuildRecordStore {
   async isCancelRequested(id: string): Promise<boolean> {
     return (await this.redis.exists(RedisKeys.buildCancel(id))) === 1;
   }
+}
+
+function eventArgs(id: string, event: BuildEvent): [string, 'MAXLEN', '~', string, '*', 'e', string] {
+  return [RedisKeys.buildEvents(id), 'MAXLEN', '~', String(MAX_EVENTS), '*', 'e', JSON.stringify(event)];
 }

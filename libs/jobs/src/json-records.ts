@@ -43,19 +43,28 @@ export class JsonRecords<T extends { readonly id: string; readonly createdAt: st
   }
 
   /**
-   * Applies `change` atomically. `change` may throw (the error propagates, nothing is written)
+   * Applies `change` atomically (with whatever `alsoInTransaction` adds to the same MULTI).
+   * `change` may throw (the error propagates, nothing is written)
    * or throw {@link KeepRecord} to write nothing and answer the record as it is. Returns null
    * when the record does not exist.
    */
-  update(id: string, change: (record: T) => void): Promise<T | null> {
+  update(
+    id: string,
+    change: (record: T) => void,
+    alsoInTransaction?: (tx: ChainableCommander, record: T) => void,
+  ): Promise<T | null> {
     // WATCH is per connection: updates from this process go one at a time over a dedicated
     // connection; other processes' concurrent writes make EXEC fail and we retry.
-    const run = this.txChain.then(() => this.updateNow(id, change));
+    const run = this.txChain.then(() => this.updateNow(id, change, alsoInTransaction));
     this.txChain = run.catch(() => undefined);
     return run;
   }
 
-  private async updateNow(id: string, change: (record: T) => void): Promise<T | null> {
+  private async updateNow(
+    id: string,
+    change: (record: T) => void,
+    alsoInTransaction?: (tx: ChainableCommander, record: T) => void,
+  ): Promise<T | null> {
     const key = this.layout.key(id);
     const conn = (this.txConn ??= this.redis.duplicate());
     for (let attempt = 0; attempt < 50; attempt++) {
@@ -76,6 +85,7 @@ export class JsonRecords<T extends { readonly id: string; readonly createdAt: st
         throw err;
       }
       const tx = conn.multi().set(key, JSON.stringify(record));
+      alsoInTransaction?.(tx, record);
       this.layout.onWrite?.(tx, id, record);
       if ((await tx.exec()) !== null) {
         return record;
