@@ -1,0 +1,32 @@
+import { Controller, Get, HttpCode, Post, Query } from '@nestjs/common';
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { z } from 'zod';
+import { MaintenanceRun } from '@stratum/contracts';
+import { ZodPipe } from '../common/zod-query.pipe';
+import { MaintenanceService } from './maintenance.service';
+
+const RunsQuerySchema = z.object({ limit: z.coerce.number().int().min(1).max(200).default(50) });
+
+@ApiTags('maintenance')
+@Controller('api/v1/maintenance')
+export class MaintenanceController {
+  constructor(private readonly maintenance: MaintenanceService) {}
+
+  @Get('runs')
+  @ApiOperation({ summary: 'Maintenance runs, newest first, with what each freed' })
+  runs(
+    @Query(new ZodPipe(RunsQuerySchema)) query: z.infer<typeof RunsQuerySchema>,
+  ): Promise<MaintenanceRun[]> {
+    return this.maintenance.runs(query.limit);
+  }
+
+  @Post('gc')
+  @HttpCode(200)
+  @ApiOperation({
+    summary: 'Run maintenance now: retention, expired uploads, idle containers, blob garbage collection',
+    description: '409 MAINTENANCE_BUSY when another replica is running it.',
+  })
+  gc(): Promise<MaintenanceRun> {
+    return this.maintenance.gc('manual');
+  }
+}

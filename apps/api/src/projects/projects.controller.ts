@@ -1,0 +1,70 @@
+import { Body, Controller, Delete, Get, HttpCode, Param, Post, Put } from '@nestjs/common';
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ProjectTrigger, ProjectView } from '@stratum/contracts';
+import { ZodPipe } from '../common/zod-query.pipe';
+import {
+  CreateProjectBody,
+  CreateProjectBodySchema,
+  ProjectNameSchema,
+  TriggerProjectBody,
+  TriggerProjectBodySchema,
+  UpdateProjectBody,
+  UpdateProjectBodySchema,
+} from './projects.dto';
+import { ProjectsService } from './projects.service';
+
+const projectName = new ZodPipe(ProjectNameSchema);
+
+@ApiTags('projects')
+@Controller('api/v1/projects')
+export class ProjectsController {
+  constructor(private readonly projects: ProjectsService) {}
+
+  @Post()
+  @ApiOperation({
+    summary: 'Add a project: a git repository whose pushes (webhooks) or schedule build an image',
+    description:
+      'Body: name, repoUrl, branches, context, dockerfile, tags (templates with {repo} {branch} {sha} {shortsha}), repository, buildArgs, target, secret (webhook), credentials {username, token}, schedule (cron), scheduleBranch.',
+  })
+  create(@Body(new ZodPipe(CreateProjectBodySchema)) body: CreateProjectBody): Promise<ProjectView> {
+    return this.projects.create(body);
+  }
+
+  @Get()
+  @ApiOperation({ summary: 'Projects, by name' })
+  list(): Promise<ProjectView[]> {
+    return this.projects.list();
+  }
+
+  @Get(':name')
+  @ApiOperation({ summary: 'A project (secrets shown only as hasSecret / hasCredentials)' })
+  get(@Param('name', projectName) name: string): Promise<ProjectView> {
+    return this.projects.get(name);
+  }
+
+  @Put(':name')
+  @ApiOperation({ summary: 'Change a project: the fields given replace the stored ones' })
+  update(
+    @Param('name', projectName) name: string,
+    @Body(new ZodPipe(UpdateProjectBodySchema)) body: UpdateProjectBody,
+  ): Promise<ProjectView> {
+    return this.projects.update(name, body);
+  }
+
+  @Delete(':name')
+  @HttpCode(204)
+  @ApiOperation({ summary: 'Remove a project (its images stay)' })
+  delete(@Param('name', projectName) name: string): Promise<void> {
+    return this.projects.delete(name);
+  }
+
+  @Post(':name/builds')
+  @HttpCode(202)
+  @ApiOperation({ summary: 'Build a branch head (or a commit) of the project now. Body: branch, sha' })
+  trigger(
+    @Param('name', projectName) name: string,
+    @Body(new ZodPipe(TriggerProjectBodySchema)) body: TriggerProjectBody,
+  ): Promise<ProjectTrigger> {
+    return this.projects.trigger(name, body);
+  }
+}

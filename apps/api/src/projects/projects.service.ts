@@ -1,0 +1,81 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
+import { ProjectTrigger, ProjectView, StratumError } from '@stratum/contracts';
+import { checkRepositoryUrl, isCommitSha } from '@stratum/git';
+import { ProjectBuilder } from './project-builder';
+import { ProjectStore, projectView, StoredProject } from './project-store';
+import { CreateProjectBody, TriggerProjectBody, UpdateProjectBody } from './projects.dto';
+
+/** `/api/v1/projects`: git repositories whose pushes or schedule build images. */
+@Injectable()
+export class ProjectsService {
+  constructor(
+    @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
+    private readonly store: ProjectStore,
+    private readonly builder: ProjectBuilder,
+  ) {}
+
+  async create(body: CreateProjectBody): Promise<ProjectView> {
+    const now = new Date().toISOString();
+    const project = this.check({
+      ...body,
+      repository: body.repository ?? body.name,
+      createdAt: now,
+      updatedAt: now,
+      lastTrigger: null,
+    });
+    await this.store.create(project);
+    return projectView(project);
+  }
+
+  async list(): Promise<ProjectView[]> {
+    return (await this.store.list()).map(projectView);
+  }
+
+  async get(name: string): Promise<ProjectView> {
+    return projectView(await this.store.require(name));
+  }
+
+  /** Changes the fields given; secrets left out stay as they are (GET never shows them). */
+  async update(name: string, body: UpdateProjectBody): Promise<ProjectView> {
+    const defined = Object.fromEntries(Object.entries(body).filter(([, v]) => v !== undefined));
+    const updated = await this.store.update(name, (p) =>
+      this.check({ ...p, ...defined, updatedAt: new Date().toISOString() }),
+    );
+    return projectView(updated);
+  }
+
+  async delete(name: string): Promise<void> {
+    if (!(await this.store.delete(name))) {
+      throw new StratumError('PROJECT_UNKNOWN', `no project named "${name}"`);
+    }
+  }
+
+  /** Builds a branch's head (or the given commit) now. */
+  async trigger(name: string, body: TriggerProjectBody): Promise<ProjectTrigger> {
+    const project = await this.store.require(name);
+    const branch = body.branch ?? project.scheduleBranch ?? project.branches.find((b) => !b.endsWith('*'));
+    if (branch === undefined) {
+      throw new StratumError('BAD_REQUEST', 'name the branch to build');
+    }
+    const sha = body.sha ?? (await this.builder.headOf(project, branch));
+    if (!isCommitSha(sha)) {
+      throw new StratumError('BAD_REQUEST', `not a commit id: ${sha}`);
+    }
+    return this.builder.build(project, branch, sha, 'manual');
+  }
+
+  private check(p: StoredProject): StoredProject {
+    const problem = checkRepositoryUrl(p.repoUrl, this.config.git.allowFileUrls);
+    if (problem !== null) {
+      throw new StratumError('BAD_REQUEST', `invalid request: repoUrl: ${problem}`);
+    }
+    if (p.schedule !== null && p.scheduleBranch === null && p.branches.every((b) => b.endsWith('*'))) {
+      throw new StratumError(
+        'BAD_REQUEST',
+        'invalid request: scheduleBranch: required when every branch is a pattern',
+      );
+    }
+    return p;
+  }
+}
