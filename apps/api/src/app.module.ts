@@ -5,8 +5,11 @@ import { JobsModule } from '@stratum/jobs';
 import { StorageModule } from '@stratum/storage';
 import { BuildsModule } from './builds/builds.module';
 import { ContainersModule } from './containers/containers.module';
+import { DashboardModule } from './dashboard/dashboard.module';
 import { ErrorFilter } from './common/error.filter';
 import { HealthController } from './health/health.controller';
+import { MetricsModule } from './metrics/metrics.module';
+import { QueuesModule } from './queues/queues.module';
 import { RegistryModule } from './registry/registry.module';
 
 @Module({})
@@ -21,6 +24,9 @@ export class AppModule {
         BuildsModule,
         RegistryModule,
         ContainersModule,
+        QueuesModule,
+        MetricsModule,
+        DashboardModule,
       ],
       controllers: [HealthController],
       providers: [{ provide: APP_FILTER, useClass: ErrorFilter }],

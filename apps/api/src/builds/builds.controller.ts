@@ -82,4 +82,17 @@ export class BuildsController {
   cancel(@Param('id', uuid) id: string): Promise<BuildRecord> {
     return this.builds.cancel(id);
   }
-}
+
+  @Post(':id/retry')
+  @HttpCode(202)
+  @ApiOperation({
+    summary: 'Retry a finished build: a new build of the same context, Dockerfile, tags and arguments',
+  })
+  async retry(
+    @Param('id', uuid) id: string,
+    @Res({ passthrough: true }) res: Response,
+  ): Promise<BuildSubmitted> {
+    const submitted = await this.builds.retry(id);
+    res.setHeader('Location', submitted.url);
+    return submitted;
+  }}

@@ -166,6 +166,31 @@ export class BuildsService {
     }
     return (await this.records.get(id)) ?? record;
   }
+
+  /**
+   * A new build of a finished one: same context blob, Dockerfile, tags, build args, target and
+   * no-cache flag. `push` is implied by tags naming another registry (only accepted with it).
+   */
+  async retry(id: string): Promise<BuildSubmitted> {
+    const original = await this.get(id);
+    if (!isTerminalBuildState(original.state)) {
+      throw new StratumError('BAD_REQUEST', `build ${id} is still ${original.state}: cancel it or wait`);
+    }
+    if (!(await this.blobs.has(original.contextDigest))) {
+      throw new StratumError(
+        'CONTEXT_MISSING',
+        `the context of build ${id} (${original.contextDigest}) is no longer stored`,
+      );
+    }
+    return this.createBuild(original.contextDigest, original.contextSize, original.dockerfile, {
+      t: [...original.tags],
+      dockerfile: original.dockerfile,
+      buildargs: { ...original.buildArgs },
+      target: original.target ?? undefined,
+      nocache: original.noCache,
+      push: original.tags.some((t) => parseReference(t).registry !== null),
+    });
+  }
 }
 
 /**

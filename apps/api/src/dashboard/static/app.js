@@ -1,0 +1,760 @@
+// Stratum dashboard: a plain ES module over the REST API (/api/v1), no build step.
+// Views are hash routes; each returns a function that stops its timers and streams.
+// Text from the API (tags, logs, commands) only ever reaches the page as text nodes.
+
+const BUILD_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
+const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
+const POLL_MS = 2000;
+const MAX_LOG_CHARS = 2_000_000;
+
+const view = document.getElementById('view');
+
+// ---------------------------------------------------------------- helpers
+
+/** h('a', {href: '#'}, 'text', child…): an element; attributes starting with `on` are listeners. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) {
+      continue;
+    }
+    if (k.startsWith('on') && typeof v === 'function') {
+      el.addEventListener(k.slice(2), v);
+    } else if (k === 'dataset') {
+      Object.assign(el.dataset, v);
+    } else {
+      el.setAttribute(k, v === true ? '' : String(v));
+    }
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) {
+      continue;
+    }
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+}
+
+function replace(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body && body.message ? `${body.code ?? status}: ${body.message}` : `HTTP ${status}`);
+    this.status = status;
+  }
+}
+
+async function api(path, init = {}) {
+  const res = await fetch(path, {
+    ...init,
+    headers: { accept: 'application/json', ...(init.headers ?? {}) },
+  });
+  const text = await res.text();
+  let body = null;
+  try {
+    body = text === '' ? null : JSON.parse(text);
+  } catch {
+    body = { message: text };
+  }
+  if (!res.ok) {
+    throw new ApiError(res.status, body);
+  }
+  return body;
+}
+
+function bytes(n) {
+  if (n === null || n === undefined) {
+    return '—';
+  }
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
+}
+
+function duration(ms) {
+  if (ms === null || ms === undefined) {
+    return '—';
+  }
+  if (ms < 1000) {
+    return `${Math.round(ms)} ms`;
+  }
+  const s = ms / 1000;
+  return s < 60 ? `${s.toFixed(1)} s` : `${Math.floor(s / 60)} m ${Math.round(s % 60)} s`;
+}
+
+function between(start, end) {
+  if (!start) {
+    return null;
+  }
+  return (end ? Date.parse(end) : Date.now()) - Date.parse(start);
+}
+
+function when(iso) {
+  if (!iso) {
+    return '—';
+  }
+  const d = new Date(iso);
+  return h('time', { datetime: iso, title: iso }, d.toLocaleString());
+}
+
+const short = (digest) => (digest ? digest.replace(/^sha256:/, '').slice(0, 12) : '—');
+const badge = (state) => h('span', { class: `badge ${state}`, dataset: { state } }, state);
+
+function errorBox(err) {
+  return h('p', { class: 'error', role: 'alert' }, err instanceof Error ? err.message : String(err));
+}
+
+/** Runs `tick` now and every `ms` until the returned stop function is called. */
+function poll(ms, tick) {
+  let stopped = false;
+  let timer = null;
+  const run = async () => {
+    try {
+      await tick();
+    } finally {
+      if (!stopped) {
+        timer = setTimeout(run, ms);
+      }
+    }
+  };
+  void run();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
+
+// ---------------------------------------------------------------- builds
+
+function buildsView(params) {
+  const state = BUILD_STATES.includes(params.get('state')) ? params.get('state') : null;
+  const counts = h('div', { class: 'tabs', id: 'state-tabs' });
+  const table = h('div', { id: 'builds-table' });
+  const status = h('div');
+  replace(view, h('h1', {}, 'Builds'), submitForm(), counts, status, table);
+
+  return poll(POLL_MS, async () => {
+    try {
+      const query = new URLSearchParams({ limit: '50' });
+      if (state) {
+        query.set('state', state);
+      }
+      const [page, ...totals] = await Promise.all([
+        api(`/api/v1/builds?${query}`),
+        ...BUILD_STATES.map((s) => api(`/api/v1/builds?limit=1&state=${s}`).then((p) => p.total)),
+      ]);
+      const all = totals.reduce((a, b) => a + b, 0);
+      replace(
+        counts,
+        h('a', { href: '#/builds', class: state === null ? 'active' : null }, `all ${all}`),
+        BUILD_STATES.map((s, i) =>
+          h(
+            'a',
+            { href: `#/builds?state=${s}`, class: state === s ? 'active' : null, dataset: { count: s } },
+            `${s} ${totals[i]}`,
+          ),
+        ),
+      );
+      replace(status);
+      replace(table, buildsTable(page.items));
+    } catch (err) {
+      replace(status, errorBox(err));
+    }
+  });
+}
+
+function buildsTable(items) {
+  if (items.length === 0) {
+    return h('p', { class: 'muted' }, 'No builds.');
+  }
+  return h(
+    'table',
+    {},
+    h(
+      'thead',
+      {},
+      h(
+        'tr',
+        {},
+        ['build', 'state', 'tags', 'created', 'duration', 'steps', 'image'].map((c) => h('th', {}, c)),
+      ),
+    ),
+    h(
+      'tbody',
+      {},
+      items.map((b) => {
+        const cached = b.steps.filter((s) => s.status === 'cached').length;
+        return h(
+          'tr',
+          { dataset: { build: b.id, state: b.state } },
+          h('td', {}, h('a', { href: `#/builds/${b.id}`, class: 'mono' }, b.id.slice(0, 8))),
+          h('td', {}, badge(b.state)),
+          h('td', {}, b.tags.length ? b.tags.join(', ') : h('span', { class: 'muted' }, 'untagged')),
+          h('td', {}, when(b.createdAt)),
+          h('td', { class: 'num' }, duration(between(b.startedAt, b.finishedAt))),
+          h('td', { class: 'num' }, `${b.steps.length} (${cached} cached)`),
+          h('td', { class: 'mono' }, short(b.imageDigest)),
+        );
+      }),
+    ),
+  );
+}
+
+/** Uploads a context tar (or tar.gz) picked from disk as `POST /api/v1/builds`. */
+function submitForm() {
+  const file = h('input', { type: 'file', name: 'context', accept: '.tar,.tgz,.gz,application/x-tar' });
+  const tags = h('input', { type: 'text', name: 'tags', placeholder: 'repo:tag, other:tag' });
+  const dockerfile = h('input', { type: 'text', name: 'dockerfile', value: 'Dockerfile' });
+  const nocache = h('input', { type: 'checkbox', name: 'nocache' });
+  const message = h('span', { class: 'muted' });
+  const submit = h('button', { type: 'submit' }, 'Build');
+  const form = h(
+    'form',
+    { class: 'inline card', id: 'submit-build' },
+    h('label', {}, 'Context (tar or tar.gz)', file),
+    h('label', {}, 'Tags', tags),
+    h('label', {}, 'Dockerfile', dockerfile),
+    h('label', {}, 'No cache', nocache),
+    submit,
+    message,
+  );
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const picked = file.files && file.files[0];
+    if (!picked) {
+      replace(message, 'Pick a context tar first.');
+      return;
+    }
+    const query = new URLSearchParams({ dockerfile: dockerfile.value || 'Dockerfile' });
+    for (const t of tags.value.split(/[\s,]+/).filter(Boolean)) {
+      query.append('t', t);
+    }
+    if (nocache.checked) {
+      query.set('nocache', 'true');
+    }
+    submit.disabled = true;
+    replace(message, 'Uploading…');
+    try {
+      const gz = /\.(tgz|gz)$/.test(picked.name);
+      const res = await api(`/api/v1/builds?${query}`, {
+        method: 'POST',
+        headers: { 'content-type': gz ? 'application/gzip' : 'application/x-tar' },
+        body: picked,
+      });
+      location.hash = `#/builds/${res.id}`;
+    } catch (err) {
+      replace(message, errorBox(err));
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return form;
+}
+
+function buildView(id) {
+  let build = null;
+  let source = null;
+  let stopped = false;
+  let logChars = 0;
+  const steps = new Map();
+
+  const title = h('h1', {}, 'Build ', h('span', { class: 'mono' }, id));
+  const stateEl = h('span', { id: 'build-state' });
+  const cancel = h('button', { class: 'danger', id: 'cancel-build', disabled: true }, 'Cancel');
+  const retry = h('button', { class: 'secondary', id: 'retry-build', disabled: true }, 'Retry');
+  const message = h('div');
+  const meta = h('div', { class: 'card' });
+  const stepsEl = h('div', { id: 'build-steps' });
+  const log = h('pre', { class: 'log', id: 'build-log' });
+  replace(
+    view,
+    h('p', {}, h('a', { href: '#/builds' }, '← builds')),
+    title,
+    h('div', { class: 'actions' }, stateEl, cancel, retry),
+    message,
+    meta,
+    h('h2', {}, 'Steps'),
+    stepsEl,
+    h('h2', {}, 'Log'),
+    log,
+  );
+
+  cancel.addEventListener('click', async () => {
+    cancel.disabled = true;
+    try {
+      render(await api(`/api/v1/builds/${id}`, { method: 'DELETE' }));
+    } catch (err) {
+      replace(message, errorBox(err));
+    }
+  });
+  retry.addEventListener('click', async () => {
+    retry.disabled = true;
+    try {
+      const created = await api(`/api/v1/builds/${id}/retry`, { method: 'POST' });
+      location.hash = `#/builds/${created.id}`;
+    } catch (err) {
+      replace(message, errorBox(err));
+      retry.disabled = false;
+    }
+  });
+
+  function render(record) {
+    build = record;
+    for (const s of record.steps) {
+      steps.set(s.index, s);
+    }
+    replace(stateEl, badge(record.state));
+    cancel.disabled = TERMINAL.has(record.state);
+    retry.disabled = !TERMINAL.has(record.state);
+    const rows = [
+      ['tags', record.tags.length ? record.tags.join(', ') : 'untagged'],
+      ['image digest', h('code', { id: 'image-digest' }, record.imageDigest ?? '—')],
+      ['created', when(record.createdAt)],
+      ['started', when(record.startedAt)],
+      ['finished', when(record.finishedAt)],
+      ['duration', duration(between(record.startedAt, record.finishedAt))],
+      ['dockerfile', record.dockerfile],
+      ['target', record.target ?? '—'],
+      ['build args', Object.keys(record.buildArgs).length ? JSON.stringify(record.buildArgs) : '—'],
+      ['no cache', record.noCache ? 'yes' : 'no'],
+      ['context', h('code', {}, `${record.contextDigest} (${bytes(record.contextSize)})`)],
+      ['attempts', record.attempts],
+    ];
+    if (record.error) {
+      rows.push(['error', h('span', { class: 'error', id: 'build-error' }, record.error)]);
+    }
+    replace(
+      meta,
+      h(
+        'dl',
+        { class: 'meta' },
+        rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]),
+      ),
+    );
+    renderSteps();
+  }
+
+  function renderSteps() {
+    const list = [...steps.values()].sort((a, b) => a.index - b.index);
+    if (list.length === 0) {
+      replace(stepsEl, h('p', { class: 'muted' }, 'No step has started yet.'));
+      return;
+    }
+    replace(
+      stepsEl,
+      h(
+        'table',
+        {},
+        h(
+          'thead',
+          {},
+          h(
+            'tr',
+            {},
+            h('th', { class: 'num' }, '#'),
+            h('th', {}, 'instruction'),
+            h('th', {}, 'status'),
+            h('th', { class: 'num' }, 'duration'),
+            h('th', { class: 'num' }, 'layer'),
+          ),
+        ),
+        h(
+          'tbody',
+          {},
+          list.map((s) =>
+            h(
+              'tr',
+              { dataset: { step: s.index, status: s.status } },
+              h('td', { class: 'num' }, s.index + 1),
+              h('td', { class: 'mono' }, s.name),
+              h('td', {}, badge(s.status)),
+              h('td', { class: 'num' }, duration(s.durationMs)),
+              h('td', { class: 'num' }, bytes(s.layerSize)),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+
+  function appendLog(text, stream) {
+    if (logChars > MAX_LOG_CHARS) {
+      return;
+    }
+    logChars += text.length;
+    const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    log.append(stream === 'stdout' ? document.createTextNode(text) : h('span', { class: stream }, text));
+    if (logChars > MAX_LOG_CHARS) {
+      log.append(h('span', { class: 'system' }, '\n… log truncated here; the full log is on the API\n'));
+    }
+    if (atBottom) {
+      log.scrollTop = log.scrollHeight;
+    }
+  }
+
+  async function refresh() {
+    try {
+      render(await api(`/api/v1/builds/${id}`));
+    } catch (err) {
+      replace(message, errorBox(err));
+    }
+  }
+
+  // The stream replays the build's events from the start, then follows it live; the server ends
+  // it after the terminal state, and EventSource would reconnect, so close it then.
+  function follow() {
+    source = new EventSource(`/api/v1/builds/${id}/logs`);
+    source.addEventListener('log', (e) => {
+      const ev = JSON.parse(e.data);
+      appendLog(ev.text, ev.stream);
+    });
+    source.addEventListener('step', (e) => {
+      const ev = JSON.parse(e.data);
+      steps.set(ev.step.index, ev.step);
+      renderSteps();
+    });
+    source.addEventListener('result', () => void refresh());
+    source.addEventListener('error', (e) => {
+      if (e.data) {
+        appendLog(`error: ${JSON.parse(e.data).message}\n`, 'stderr');
+      } else if (source.readyState === EventSource.CLOSED && !stopped) {
+        replace(message, errorBox('the log stream closed'));
+      }
+    });
+    source.addEventListener('state', (e) => {
+      const ev = JSON.parse(e.data);
+      if (build) {
+        replace(stateEl, badge(ev.state));
+      }
+      if (TERMINAL.has(ev.state)) {
+        source.close();
+        log.dataset.ended = 'true';
+      }
+      void refresh();
+    });
+  }
+
+  void refresh().then(() => {
+    if (!stopped) {
+      follow();
+    }
+  });
+  return () => {
+    stopped = true;
+    source?.close();
+  };
+}
+
+// ---------------------------------------------------------------- images
+
+function imagesView() {
+  const body = h('div');
+  replace(view, h('h1', {}, 'Images'), body);
+  return poll(5000, async () => {
+    try {
+      const images = await api('/api/v1/images');
+      if (images.length === 0) {
+        replace(body, h('p', { class: 'muted' }, 'No repository has a tag yet.'));
+        return;
+      }
+      const byRepo = new Map();
+      for (const img of images) {
+        byRepo.set(img.repository, [...(byRepo.get(img.repository) ?? []), img]);
+      }
+      replace(
+        body,
+        h(
+          'table',
+          {},
+          h(
+            'thead',
+            {},
+            h(
+              'tr',
+              {},
+              ['repository', 'tag', 'digest', 'size', 'created'].map((c) => h('th', {}, c)),
+            ),
+          ),
+          h(
+            'tbody',
+            {},
+            [...byRepo.entries()].map(([repo, tags]) =>
+              tags.map((img, i) => {
+                const ref = `${img.repository}:${img.tag}`;
+                return h(
+                  'tr',
+                  { dataset: { image: ref } },
+                  h('td', {}, i === 0 ? repo : ''),
+                  h('td', {}, h('a', { href: `#/images/${encodeURIComponent(ref)}` }, img.tag)),
+                  h('td', { class: 'mono' }, short(img.manifestDigest)),
+                  h('td', { class: 'num' }, bytes(img.size)),
+                  h('td', {}, when(img.created)),
+                );
+              }),
+            ),
+          ),
+        ),
+      );
+    } catch (err) {
+      replace(body, errorBox(err));
+    }
+  });
+}
+
+function imageView(ref) {
+  const body = h('div');
+  replace(view, h('p', {}, h('a', { href: '#/images' }, '← images')), h('h1', {}, ref), body);
+  api(`/api/v1/images/${encodeURIComponent(ref)}`).then(
+    (img) => {
+      const c = img.config ?? {};
+      replace(
+        body,
+        h(
+          'div',
+          { class: 'card' },
+          h(
+            'dl',
+            { class: 'meta' },
+            [
+              ['manifest', h('code', { id: 'manifest-digest' }, img.manifestDigest)],
+              ['config', h('code', {}, img.configDigest)],
+              ['platform', `${img.os}/${img.architecture}`],
+              ['created', when(img.created)],
+              ['author', img.author ?? '—'],
+              ['size', bytes(img.size)],
+              ['entrypoint', c.Entrypoint ? JSON.stringify(c.Entrypoint) : '—'],
+              ['cmd', c.Cmd ? JSON.stringify(c.Cmd) : '—'],
+              ['env', (c.Env ?? []).join('\n') || '—'],
+              ['workdir', c.WorkingDir || '—'],
+            ].map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]),
+          ),
+        ),
+        h('h2', {}, `Layers (${img.layers.length})`),
+        h(
+          'table',
+          { id: 'image-layers' },
+          h(
+            'thead',
+            {},
+            h(
+              'tr',
+              {},
+              ['#', 'digest', 'diffID', 'size', 'media type'].map((t) => h('th', {}, t)),
+            ),
+          ),
+          h(
+            'tbody',
+            {},
+            img.layers.map((l, i) =>
+              h(
+                'tr',
+                {},
+                h('td', { class: 'num' }, i + 1),
+                h('td', { class: 'mono', title: l.digest }, short(l.digest)),
+                h('td', { class: 'mono', title: l.diffId }, short(l.diffId)),
+                h('td', { class: 'num' }, bytes(l.size)),
+                h('td', { class: 'mono' }, l.mediaType),
+              ),
+            ),
+          ),
+        ),
+        h('h2', {}, 'History'),
+        h(
+          'table',
+          { id: 'image-history' },
+          h(
+            'thead',
+            {},
+            h(
+              'tr',
+              {},
+              ['created', 'created by', 'layer', 'comment'].map((t) => h('th', {}, t)),
+            ),
+          ),
+          h(
+            'tbody',
+            {},
+            img.history.map((e) =>
+              h(
+                'tr',
+                {},
+                h('td', {}, when(e.created)),
+                h('td', { class: 'mono' }, e.created_by ?? ''),
+                h('td', {}, e.empty_layer ? h('span', { class: 'muted' }, 'none') : 'yes'),
+                h('td', {}, e.comment ?? ''),
+              ),
+            ),
+          ),
+        ),
+      );
+    },
+    (err) => replace(body, errorBox(err)),
+  );
+  return () => undefined;
+}
+
+// ---------------------------------------------------------------- containers
+
+function containersView() {
+  const body = h('div');
+  replace(view, h('h1', {}, 'Containers'), body);
+  return poll(3000, async () => {
+    try {
+      const list = await api('/api/v1/containers');
+      if (list.length === 0) {
+        replace(body, h('p', { class: 'muted' }, 'No containers.'));
+        return;
+      }
+      replace(
+        body,
+        h(
+          'table',
+          {},
+          h(
+            'thead',
+            {},
+            h(
+              'tr',
+              {},
+              ['container', 'image', 'command', 'state', 'exit', 'created', 'commits'].map((c) =>
+                h('th', {}, c),
+              ),
+            ),
+          ),
+          h(
+            'tbody',
+            {},
+            list.map((c) =>
+              h(
+                'tr',
+                { dataset: { container: c.id } },
+                h('td', { class: 'mono', title: c.id }, c.id.slice(0, 12)),
+                h('td', {}, c.image),
+                h('td', { class: 'mono' }, c.command.join(' ')),
+                h('td', {}, badge(c.state)),
+                h('td', { class: 'num' }, c.exitCode ?? c.signal ?? '—'),
+                h('td', {}, when(c.createdAt)),
+                h(
+                  'td',
+                  {},
+                  (c.commits ?? []).map((m) =>
+                    h('div', {}, `${m.repository}:${m.tag} `, badge(m.state), ' ', short(m.imageDigest)),
+                  ),
+                ),
+              ),
+            ),
+          ),
+        ),
+      );
+    } catch (err) {
+      replace(body, errorBox(err));
+    }
+  });
+}
+
+// ---------------------------------------------------------------- queues
+
+const QUEUE_COLUMNS = ['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed'];
+
+function queuesView() {
+  const body = h('div');
+  replace(view, h('h1', {}, 'Queues'), body);
+  return poll(POLL_MS, async () => {
+    try {
+      const q = await api('/api/v1/queues');
+      replace(
+        body,
+        h(
+          'div',
+          { class: 'counts' },
+          h('div', { class: 'count', id: 'workers-online' }, h('b', {}, q.workers.length), 'workers online'),
+        ),
+        h(
+          'p',
+          { class: 'muted' },
+          q.workers.length ? `workers: ${q.workers.join(', ')}` : 'No worker is connected.',
+        ),
+        h(
+          'table',
+          { id: 'queues-table' },
+          h(
+            'thead',
+            {},
+            h(
+              'tr',
+              {},
+              h('th', {}, 'queue'),
+              QUEUE_COLUMNS.map((c) => h('th', { class: 'num' }, c)),
+              h('th', {}, 'workers'),
+            ),
+          ),
+          h(
+            'tbody',
+            {},
+            q.queues.map((queue) =>
+              h(
+                'tr',
+                { dataset: { queue: queue.name } },
+                h('td', { class: 'mono' }, queue.name, queue.paused ? [' ', badge('paused')] : null),
+                QUEUE_COLUMNS.map((c) => h('td', { class: 'num', dataset: { col: c } }, queue.counts[c])),
+                h('td', {}, queue.workers.join(', ') || h('span', { class: 'error' }, 'none')),
+              ),
+            ),
+          ),
+        ),
+        h('p', { class: 'muted' }, `as of ${new Date(q.at).toLocaleTimeString()}`),
+      );
+    } catch (err) {
+      replace(body, errorBox(err));
+    }
+  });
+}
+
+// ---------------------------------------------------------------- router
+
+let stop = () => undefined;
+
+function route() {
+  stop();
+  const hash = location.hash.replace(/^#/, '') || '/builds';
+  const [path, queryString] = hash.split('?');
+  const params = new URLSearchParams(queryString ?? '');
+  const parts = path.split('/').filter(Boolean);
+  const section = parts[0] ?? 'builds';
+  for (const a of document.querySelectorAll('[data-nav]')) {
+    a.classList.toggle('active', a.dataset.nav === section);
+  }
+  try {
+    if (section === 'builds' && parts[1]) {
+      stop = buildView(decodeURIComponent(parts[1]));
+    } else if (section === 'images' && parts[1]) {
+      stop = imageView(decodeURIComponent(parts.slice(1).join('/')));
+    } else if (section === 'images') {
+      stop = imagesView();
+    } else if (section === 'containers') {
+      stop = containersView();
+    } else if (section === 'queues') {
+      stop = queuesView();
+    } else {
+      stop = buildsView(params);
+    }
+  } catch (err) {
+    replace(view, errorBox(err));
+    stop = () => undefined;
+  }
+}
+
+window.addEventListener('hashchange', route);
+route();

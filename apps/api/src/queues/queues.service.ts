@@ -1,0 +1,62 @@
+import { Injectable } from '@nestjs/common';
+import { Queue } from 'bullmq';
+import { QueueName } from '@stratum/contracts';
+import { BuildProducer, CommitProducer, PushProducer } from '@stratum/jobs';
+import { QUEUE_JOB_STATES, QueueHealth, QueueJobState, QueuesOverview } from './queues.dto';
+
+/**
+ * Reads queue health from BullMQ through the producers' Queue objects (no connection of its
+ * own): job counts by state and the workers online. A worker's own queues (`commit.<id>`) are
+ * found through the workers online on the shared queues, so the queue of a worker that is
+ * gone is no longer listed.
+ */
+@Injectable()
+export class QueuesService {
+  constructor(
+    private readonly builds: BuildProducer,
+    private readonly commits: CommitProducer,
+    private readonly pushes: PushProducer,
+  ) {}
+
+  async overview(): Promise<QueuesOverview> {
+    const shared: Queue[] = [this.builds.queue, this.commits.queue, this.pushes.queue];
+    const sharedHealth = await Promise.all(shared.map((q) => health(q)));
+    const workerIds = unique(sharedHealth.flatMap((q) => q.workers));
+    // The per-worker queues (WORKER_QUEUE_JOBS: commit.<id> today) of the workers on `commit`.
+    const committers = sharedHealth.find((q) => q.name === QueueName.Commit)?.workers ?? [];
+    const perWorker = committers.map((id) => this.commits.onWorker(id).queue);
+    const workerHealth = await Promise.all(perWorker.map((q) => health(q)));
+    return {
+      queues: [...sharedHealth, ...workerHealth],
+      workers: workerIds,
+      at: new Date().toISOString(),
+    };
+  }
+}
+
+async function health(queue: Queue): Promise<QueueHealth> {
+  const [raw, clients, paused] = await Promise.all([
+    queue.getJobCounts(...QUEUE_JOB_STATES),
+    queue.getWorkers(),
+    queue.isPaused(),
+  ]);
+  const counts = Object.fromEntries(QUEUE_JOB_STATES.map((s) => [s, raw[s] ?? 0])) as Record<
+    QueueJobState,
+    number
+  >;
+  return { name: queue.name, counts, paused, workers: unique(clients.map(workerIdOf)) };
+}
+
+/**
+ * A BullMQ worker names its Redis connections `<prefix>:<base64 queue>:w:<worker name>` (the
+ * builder passes its WORKER_ID as the name); one worker holds more than one connection.
+ */
+export function workerIdOf(client: Record<string, string>): string {
+  const raw = client.rawname ?? client.name ?? '';
+  const at = raw.indexOf(':w:');
+  return at >= 0 ? raw.slice(at + 3) : '(unnamed)';
+}
+
+function unique(values: string[]): string[] {
+  return [...new Set(values)].sort();
+}

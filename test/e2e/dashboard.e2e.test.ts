@@ -1,0 +1,324 @@
+// Decorator metadata is only recorded when reflect-metadata is loaded before any decorated
+// class (main.ts does the same).
+import 'reflect-metadata';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { BrowserContext, chromium, Page } from 'playwright-core';
+import request from 'supertest';
+import { BuildRecord } from '@stratum/contracts';
+import {
+  busyboxContext,
+  contextTar,
+  RedisServerHandle,
+  startRedisServer,
+  startWorkerProcess,
+  WorkerProcessHandle,
+} from '@stratum/testing';
+import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+
+jest.setTimeout(90_000);
+
+const WORKER_ID = 'e2e-dashboard';
+const CHROMIUM = '/usr/bin/chromium';
+const SCREENSHOTS = resolve(__dirname, '../../test-output/dashboard');
+/** Chromium on a machine without network stalls on its background fetches unless told not to make them. */
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+let redisServer: RedisServerHandle;
+let dataDir: string;
+let profileDir: string;
+let api: ApiServerHandle;
+let worker: WorkerProcessHandle;
+let browser: BrowserContext;
+let page: Page;
+const pageErrors: string[] = [];
+
+function env(): Record<string, string> {
+  return {
+    REDIS_URL: redisServer.url,
+    DATA_DIR: dataDir,
+    WORKER_ID,
+    WORKER_CONCURRENCY: '2',
+    WORKER_SHUTDOWN_TIMEOUT_MS: '3000',
+    JOB_ATTEMPTS: '1',
+  };
+}
+
+async function getBuild(id: string): Promise<BuildRecord> {
+  return (await request(api.url).get(`/api/v1/builds/${id}`)).body as BuildRecord;
+}
+
+async function waitForState(id: string, states: string[], timeoutMs = 30_000): Promise<BuildRecord> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const rec = await getBuild(id);
+    if (states.includes(rec.state) || Date.now() > deadline) {
+      return rec;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function shot(name: string): Promise<void> {
+  await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
+}
+
+/** Polls `check` until it holds (fails after `timeoutMs`). */
+async function until(check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) {
+      throw new Error('condition not met in time');
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const buildIdOf = (url: string): string => /#\/builds\/([0-9a-f-]{36})/.exec(url)?.[1] ?? '';
+
+beforeAll(async () => {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  redisServer = await startRedisServer();
+  dataDir = mkdtempSync(join(tmpdir(), 'stratum-e2e-dashboard-'));
+  profileDir = mkdtempSync(join(tmpdir(), 'stratum-e2e-chromium-'));
+  api = await startApiServer(testConfig(env()));
+  worker = await startWorkerProcess(env());
+  browser = await chromium.launchPersistentContext(profileDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1280, height: 900 },
+  });
+  page = browser.pages()[0] ?? (await browser.newPage());
+  page.setDefaultTimeout(20_000);
+  page.on('pageerror', (err) => pageErrors.push(err.message));
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await worker?.stop(10_000);
+  await api?.close();
+  await redisServer?.stop();
+  for (const dir of [profileDir, dataDir]) {
+    if (dir !== undefined) {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+});
+
+describe('serving', () => {
+  it('serves the page at / and /dashboard and its two assets, nothing else', async () => {
+    for (const path of ['/', '/dashboard', '/dashboard/']) {
+      const res = await request(api.url).get(path);
+      expect(res.status).toBe(200);
+      expect(res.headers['content-type']).toMatch(/text\/html/);
+      expect(res.text).toContain('/dashboard/app.js');
+    }
+    const js = await request(api.url).get('/dashboard/app.js');
+    expect(js.status).toBe(200);
+    expect(js.headers['content-type']).toMatch(/javascript/);
+    expect((await request(api.url).get('/dashboard/style.css')).headers['content-type']).toMatch(/text\/css/);
+    expect((await request(api.url).get('/dashboard/index.html.bak')).status).toBe(404);
+    expect((await request(api.url).get('/dashboard/..%2Fdashboard.controller.ts')).status).toBe(404);
+    // the registry is still where it was
+    const v2 = await request(api.url).get('/v2/');
+    expect(v2.status).toBe(200);
+    expect(v2.headers['docker-distribution-api-version']).toBe('registry/2.0');
+  });
+
+  it('GET /api/v1/queues: counts per queue and the worker online', async () => {
+    const res = await request(api.url).get('/api/v1/queues');
+    expect(res.status).toBe(200);
+    const names = (res.body.queues as { name: string }[]).map((q) => q.name);
+    expect(names).toEqual(expect.arrayContaining(['build', 'commit', 'push', `commit.${WORKER_ID}`]));
+    expect(res.body.workers).toEqual([WORKER_ID]);
+    const build = (res.body.queues as { name: string; workers: string[]; counts: object }[]).find(
+      (q) => q.name === 'build',
+    );
+    expect(build?.workers).toEqual([WORKER_ID]);
+    expect(build?.counts).toMatchObject({ waiting: 0, active: 0, failed: 0 });
+  });
+});
+
+describe('in the browser', () => {
+  let firstBuild: string;
+
+  it('submits a build through the page, shows its log live, its steps and the digest', async () => {
+    await page.goto(`${api.url}/`);
+    await page.waitForSelector('#submit-build');
+    const tar = await contextTar(
+      busyboxContext('RUN echo dashboard-first-line && sleep 3 && echo dashboard-second-line\n'),
+    );
+    await page.setInputFiles('#submit-build input[type=file]', {
+      name: 'context.tar',
+      mimeType: 'application/x-tar',
+      buffer: tar,
+    });
+    await page.fill('#submit-build input[name=tags]', 'dash/hello:1');
+    await page.click('#submit-build button[type=submit]');
+    await page.waitForURL(/#\/builds\/[0-9a-f-]{36}$/);
+    firstBuild = buildIdOf(page.url());
+
+    // Live: the first line is on the page while the build still runs (the RUN sleeps 3 s after it).
+    await page.locator('#build-log', { hasText: 'dashboard-first-line' }).waitFor();
+    expect(await page.textContent('#build-state')).toBe('running');
+    expect(await page.textContent('#build-log')).not.toContain('dashboard-second-line');
+    expect(await page.isEnabled('#cancel-build')).toBe(true);
+    expect(await page.isEnabled('#retry-build')).toBe(false);
+    await shot('01-build-running');
+
+    await page.waitForSelector('#build-state [data-state=succeeded]', { timeout: 30_000 });
+    await page.locator('#image-digest', { hasText: /^sha256:[0-9a-f]{64}$/ }).waitFor();
+    const record = await getBuild(firstBuild);
+    expect(record.state).toBe('succeeded');
+    expect(await page.textContent('#image-digest')).toBe(record.imageDigest);
+    expect(await page.textContent('#build-log')).toContain('dashboard-second-line');
+    // one row per step, with its status; the RUN step made a layer whose size is shown
+    const rows = await Promise.all(
+      (await page.locator('#build-steps tbody tr').all()).map(async (tr) => ({
+        status: await tr.getAttribute('data-status'),
+        cells: await tr.locator('td').allTextContents(),
+      })),
+    );
+    expect(rows).toHaveLength(record.steps.length);
+    expect(rows.every((r) => r.status === 'done')).toBe(true);
+    const run = rows.find((r) => r.cells[1]?.includes('RUN echo dashboard-first-line'));
+    expect(run?.cells[4]).toMatch(/\d+(\.\d)? (B|KiB|MiB)/);
+    expect(await page.isEnabled('#retry-build')).toBe(true);
+    expect(await page.isEnabled('#cancel-build')).toBe(false);
+    await shot('02-build-succeeded');
+  });
+
+  it('retries it: a new build of the same context, every step CACHED', async () => {
+    await page.click('#retry-build');
+    await page.waitForURL(
+      (url) => buildIdOf(url.toString()) !== firstBuild && buildIdOf(url.toString()) !== '',
+    );
+    const retried = buildIdOf(page.url());
+    await page.waitForSelector('#build-state [data-state=succeeded]', { timeout: 30_000 });
+    const [original, again] = [await getBuild(firstBuild), await getBuild(retried)];
+    expect(again).toMatchObject({
+      contextDigest: original.contextDigest,
+      tags: ['dash/hello:1'],
+      dockerfile: 'Dockerfile',
+      imageDigest: original.imageDigest,
+    });
+    await until(
+      async () =>
+        (await page.locator('#build-steps tbody tr[data-status=cached]').count()) === again.steps.length,
+    );
+    // shown as CACHED (the badge's text is upper-cased by the style sheet)
+    expect(await page.locator('#build-steps tbody [data-state]').allTextContents()).toEqual(
+      again.steps.map(() => 'cached'),
+    );
+    await shot('03-build-retried-cached');
+  });
+
+  it('cancels a long build from its page', async () => {
+    const res = await request(api.url)
+      .post('/api/v1/builds')
+      .set('content-type', 'application/x-tar')
+      .send(await contextTar(busyboxContext('RUN echo sleeping && sleep 30\n')));
+    expect(res.status).toBe(202);
+    const id = res.body.id as string;
+    await page.goto(`${api.url}/#/builds/${id}`);
+    // wait until the RUN step runs, so the cancel kills a running container
+    await page.locator('#build-log', { hasText: 'sleeping' }).waitFor();
+    const started = Date.now();
+    await page.click('#cancel-build');
+    await page.waitForSelector('#build-state [data-state=cancelled]', { timeout: 20_000 });
+    expect(Date.now() - started).toBeLessThan(20_000);
+    expect((await getBuild(id)).state).toBe('cancelled');
+    expect(await page.isEnabled('#retry-build')).toBe(true);
+    await shot('04-build-cancelled');
+  });
+
+  it('lists builds by state, with live counts', async () => {
+    await page.goto(`${api.url}/#/builds`);
+    await page.waitForSelector('#builds-table tbody tr');
+    await page.locator('[data-count=succeeded]', { hasText: /^succeeded 2$/ }).waitFor();
+    expect(await page.textContent('[data-count=cancelled]')).toBe('cancelled 1');
+    expect(await page.locator('#builds-table tbody tr').count()).toBe(3);
+    await page.click('[data-count=cancelled]');
+    await until(async () => (await page.locator('#builds-table tbody tr').count()) === 1);
+    expect(await page.getAttribute('#builds-table tbody tr', 'data-state')).toBe('cancelled');
+    // a build submitted elsewhere shows up without a reload
+    await page.click('[data-count=queued]');
+    await page.locator('#builds-table', { hasText: 'No builds' }).waitFor();
+    await page.goto(`${api.url}/#/builds`);
+    const res = await request(api.url)
+      .post('/api/v1/builds')
+      .query({ t: 'dash/later:1' })
+      .set('content-type', 'application/x-tar')
+      .send(await contextTar(busyboxContext('RUN echo later\n')));
+    await page.waitForSelector(`#builds-table tr[data-build="${res.body.id as string}"]`);
+    await waitForState(res.body.id as string, ['succeeded']);
+    await page.waitForSelector(
+      `#builds-table tr[data-build="${res.body.id as string}"][data-state=succeeded]`,
+    );
+    await shot('05-builds');
+  });
+
+  it('shows repositories and tags, and an image with its layers and history', async () => {
+    await page.goto(`${api.url}/#/images`);
+    await page.waitForSelector('tr[data-image="dash/hello:1"]');
+    await page.click('tr[data-image="dash/hello:1"] a');
+    await page.waitForSelector('#image-layers tbody tr');
+    const image = (await request(api.url).get(`/api/v1/images/${encodeURIComponent('dash/hello:1')}`)).body;
+    expect(await page.textContent('#manifest-digest')).toBe(image.manifestDigest);
+    expect(await page.locator('#image-layers tbody tr').count()).toBe(image.layers.length);
+    expect(await page.locator('#image-history tbody tr').count()).toBe(image.history.length);
+    expect(await page.textContent('#image-history')).toContain('dashboard-first-line');
+    await shot('06-image');
+  });
+
+  it('shows containers and queue health', async () => {
+    await page.goto(`${api.url}/#/containers`);
+    await page.locator('#view', { hasText: 'No containers' }).waitFor();
+    await page.goto(`${api.url}/#/queues`);
+    await page.waitForSelector('#queues-table tr[data-queue=build]');
+    expect(await page.textContent('#workers-online b')).toBe('1');
+    expect(await page.textContent('#queues-table tr[data-queue=build] td:last-child')).toBe(WORKER_ID);
+    expect(
+      Number(await page.textContent('#queues-table tr[data-queue=build] [data-col=completed]')),
+    ).toBeGreaterThanOrEqual(3);
+    await shot('07-queues');
+    expect(pageErrors).toEqual([]);
+  });
+});
+
+describe('retry over HTTP', () => {
+  it('refuses a build that is still going, and an unknown one', async () => {
+    const res = await request(api.url)
+      .post('/api/v1/builds')
+      .set('content-type', 'application/x-tar')
+      .send(await contextTar(busyboxContext('RUN sleep 30\n')));
+    const id = res.body.id as string;
+    const early = await request(api.url).post(`/api/v1/builds/${id}/retry`);
+    expect(early.status).toBe(400);
+    expect(early.body.message).toMatch(/still (queued|running)/);
+    await request(api.url).delete(`/api/v1/builds/${id}`).expect(200);
+    await waitForState(id, ['cancelled']);
+    const later = await request(api.url).post(`/api/v1/builds/${id}/retry`);
+    expect(later.status).toBe(202);
+    expect(later.headers.location).toBe(`/api/v1/builds/${later.body.id as string}`);
+    await request(api.url)
+      .delete(`/api/v1/builds/${later.body.id as string}`)
+      .expect(200);
+    const unknown = await request(api.url).post(
+      `/api/v1/builds/${'0'.repeat(8)}-0000-4000-8000-${'0'.repeat(12)}/retry`,
+    );
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.code).toBe('BUILD_UNKNOWN');
+  });
+});
