@@ -95,4 +95,5 @@ export class BuildsController {
     const submitted = await this.builds.retry(id);
     res.setHeader('Location', submitted.url);
     return submitted;
-  }}
+  }
+}
