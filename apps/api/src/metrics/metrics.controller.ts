@@ -13,6 +13,9 @@ export class MetricsController {
   @ApiProduces('text/plain')
   async scrape(@Res() res: Response): Promise<void> {
     const { contentType, body } = await this.metrics.scrape();
-    res.status(200).type(contentType).send(body);
+    // As prom-client names it (`text/plain; version=0.0.4; charset=utf-8`): Express's send()
+    // would rewrite the header's parameters.
+    res.status(200).setHeader('Content-Type', contentType);
+    res.end(body);
   }
 }
