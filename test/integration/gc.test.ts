@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,8 +21,6 @@ let redis: Redis;
 let root: string;
 let blobs: FsBlobStore;
 let repos: FsRepositoryStore;
-
-const sha = (b: Buffer): BlobDigest => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 /** Stores bytes as a blob written `ageMs` ago (its mtime is set back). */
 async function putBlob(bytes: Buffer, ageMs: number): Promise<BlobDigest> {

@@ -8,8 +8,11 @@ import { ContainersModule } from './containers/containers.module';
 import { DashboardModule } from './dashboard/dashboard.module';
 import { ErrorFilter } from './common/error.filter';
 import { HealthController } from './health/health.controller';
+import { HooksModule } from './hooks/hooks.module';
+import { MaintenanceModule } from './maintenance/maintenance.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { QueuesModule } from './queues/queues.module';
+import { ProjectsModule } from './projects/projects.module';
 import { RegistryModule } from './registry/registry.module';
 
 @Module({})
@@ -24,6 +27,9 @@ export class AppModule {
         BuildsModule,
         RegistryModule,
         ContainersModule,
+        ProjectsModule,
+        HooksModule,
+        MaintenanceModule,
         QueuesModule,
         MetricsModule,
         DashboardModule,

@@ -76,6 +76,19 @@ export class BuildsService {
     }
   }
 
+  /**
+   * Creates a build from a context blob already in the store (git triggers, scheduled
+   * rebuilds): the caller has checked that the context holds the Dockerfile.
+   */
+  async submitStored(
+    contextDigest: Digest,
+    contextSize: number,
+    query: SubmitBuildQuery,
+  ): Promise<BuildSubmitted> {
+    checkTags(query.t, query.push);
+    return this.createBuild(contextDigest, contextSize, normalizeContextPath(query.dockerfile), query);
+  }
+
   private async createBuild(
     contextDigest: Digest,
     contextSize: number,

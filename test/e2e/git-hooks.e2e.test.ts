@@ -1,0 +1,263 @@
+// Decorator metadata is only recorded when reflect-metadata is loaded before any decorated class.
+import 'reflect-metadata';
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import request from 'supertest';
+import { BuildRecord, GitForge, MaintenanceRun, ProjectView, WebhookResult } from '@stratum/contracts';
+import { signWebhook } from '@stratum/git';
+import {
+  busyboxContext,
+  RedisServerHandle,
+  startRedisServer,
+  startWorkerProcess,
+  WorkerProcessHandle,
+  writeTree,
+} from '@stratum/testing';
+import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+
+jest.setTimeout(120_000);
+
+// Real payloads GitHub sends, from the community's example collection.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const examples = require('@octokit/webhooks-examples') as {
+  name: string;
+  examples: Record<string, unknown>[];
+}[];
+
+const SECRET = 'a-webhook-secret-of-some-length';
+const WORKER_ID = 'e2e-git';
+
+let redisServer: RedisServerHandle;
+let dataDir: string;
+let api: ApiServerHandle;
+let worker: WorkerProcessHandle;
+let repoDir: string;
+let bareUrl: string;
+let sha: string;
+
+function git(args: string[], cwd: string): string {
+  return execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@example.com', ...args], {
+    cwd,
+    encoding: 'utf8',
+  }).trim();
+}
+
+/** GitHub's push example, pointed at our local repository, branch and commit. */
+function githubPush(ref: string, after: string, url = bareUrl): Buffer {
+  const push = examples.find((e) => e.name === 'push')?.examples.find((e) => e.ref === 'refs/heads/master');
+  if (push === undefined) {
+    throw new Error('no push example in @octokit/webhooks-examples');
+  }
+  const repository = { ...(push.repository as Record<string, unknown>), clone_url: url, html_url: url };
+  return Buffer.from(JSON.stringify({ ...push, ref, after, repository }));
+}
+
+function postHook(forge: GitForge, body: Buffer, headers: Record<string, string>): request.Test {
+  let req = request(api.url).post(`/hooks/${forge}`).set('Content-Type', 'application/json');
+  for (const [k, v] of Object.entries(headers)) {
+    req = req.set(k, v);
+  }
+  // A string goes out byte for byte (superagent would JSON-encode a Buffer as {type, data}).
+  return req.send(body.toString('utf8'));
+}
+
+function githubHeaders(body: Buffer, delivery = randomUUID(), secret = SECRET): Record<string, string> {
+  return {
+    'X-GitHub-Event': 'push',
+    'X-GitHub-Delivery': delivery,
+    'X-Hub-Signature-256': signWebhook(GitForge.GitHub, secret, body),
+  };
+}
+
+async function waitForBuild(id: string, timeoutMs: number): Promise<BuildRecord> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const rec = (await request(api.url).get(`/api/v1/builds/${id}`)).body as BuildRecord;
+    if (['succeeded', 'failed', 'cancelled'].includes(rec.state) || Date.now() > deadline) {
+      return rec;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+beforeAll(async () => {
+  redisServer = await startRedisServer();
+  dataDir = mkdtempSync(join(tmpdir(), 'stratum-e2e-git-'));
+  // A repository with a .dockerignore'd file; the build fails if it or .git reaches the context.
+  repoDir = writeTree(
+    busyboxContext(
+      'COPY . /ctx\nRUN test -f /ctx/app.txt && test ! -e /ctx/secret.txt && test ! -e /ctx/.git\n',
+      { '.dockerignore': 'secret.txt\n', 'app.txt': 'hello\n', 'secret.txt': 'do not ship\n' },
+    ),
+  );
+  git(['init', '-q', '-b', 'main'], repoDir);
+  git(['add', '-A'], repoDir);
+  git(['commit', '-q', '-m', 'first'], repoDir);
+  sha = git(['rev-parse', 'HEAD'], repoDir);
+  const bare = join(dataDir, 'hello.git');
+  git(['clone', '-q', '--bare', repoDir, bare], dataDir);
+  bareUrl = `file://${bare}`;
+  const env = {
+    REDIS_URL: redisServer.url,
+    DATA_DIR: dataDir,
+    WORKER_ID,
+    GIT_ALLOW_FILE_URLS: 'true',
+    MAINTENANCE_SCHEDULE: 'off',
+  };
+  api = await startApiServer(testConfig(env));
+  worker = await startWorkerProcess({ ...env, JOB_ATTEMPTS: '1', WORKER_SHUTDOWN_TIMEOUT_MS: '3000' });
+  const created = await request(api.url)
+    .post('/api/v1/projects')
+    .send({ name: 'hello', repoUrl: bareUrl, branches: ['main'], secret: SECRET });
+  expect(created.status).toBe(201);
+});
+
+afterAll(async () => {
+  await worker?.stop();
+  await api?.close();
+  await redisServer?.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+  rmSync(repoDir, { recursive: true, force: true });
+});
+
+describe('projects API', () => {
+  it('shows a project without its secret, refuses a duplicate, a bad URL and an unknown name', async () => {
+    const got = await request(api.url).get('/api/v1/projects/hello').expect(200);
+    const view = got.body as ProjectView;
+    expect(view).toMatchObject({
+      name: 'hello',
+      repository: 'hello',
+      tags: ['{repo}:{branch}', '{repo}:{shortsha}'],
+      hasSecret: true,
+      hasCredentials: false,
+    });
+    expect(JSON.stringify(got.body)).not.toContain(SECRET);
+    await request(api.url).post('/api/v1/projects').send({ name: 'hello', repoUrl: bareUrl }).expect(409);
+    await request(api.url).post('/api/v1/projects').send({ name: 'x', repoUrl: 'ftp://h/r' }).expect(400);
+    await request(api.url).get('/api/v1/projects/nope').expect(404);
+    const put = await request(api.url)
+      .put('/api/v1/projects/other')
+      .send({ branches: ['x'] });
+    expect(put.status).toBe(404);
+    const tmp = await request(api.url).post('/api/v1/projects').send({ name: 'tmp', repoUrl: bareUrl });
+    expect(tmp.status).toBe(201);
+    const changed = await request(api.url)
+      .put('/api/v1/projects/tmp')
+      .send({ branches: ['release/*'] });
+    expect((changed.body as ProjectView).branches).toEqual(['release/*']);
+    await request(api.url).delete('/api/v1/projects/tmp').expect(204);
+    const list = (await request(api.url).get('/api/v1/projects').expect(200)).body as ProjectView[];
+    expect(list.map((p) => p.name)).toEqual(['hello']);
+  });
+});
+
+describe('webhooks', () => {
+  it('a signed GitHub push of main builds that commit, tagged hello:main and hello:<shortsha>', async () => {
+    const body = githubPush('refs/heads/main', sha);
+    const res = await postHook(GitForge.GitHub, body, githubHeaders(body));
+    expect(`${res.status} ${res.text}`).toMatch(/^202 /);
+    const result = res.body as WebhookResult;
+    expect(result.status).toBe('accepted');
+    if (result.status !== 'accepted') {
+      return;
+    }
+    const [trigger] = result.builds;
+    expect(trigger).toMatchObject({ source: 'webhook', branch: 'main', sha, error: null });
+    expect(trigger.tags).toEqual(['hello:main', `hello:${sha.slice(0, 7)}`]);
+    const build = await waitForBuild(trigger.buildId as string, 90_000);
+    expect({ state: build.state, error: build.error }).toEqual({ state: 'succeeded', error: null });
+    // The RUN step that checks .dockerignore and .git were honoured really ran.
+    expect(build.steps.find((s) => s.name.includes('RUN test -f'))?.status).toBe('done');
+    const tags = await request(api.url).get('/v2/hello/tags/list').expect(200);
+    expect((tags.body as { tags: string[] }).tags.sort()).toEqual([sha.slice(0, 7), 'main'].sort());
+    const project = (await request(api.url).get('/api/v1/projects/hello')).body as ProjectView;
+    expect(project.lastTrigger?.buildId).toBe(trigger.buildId);
+  });
+
+  it('refuses a forged signature, a missing one and a replayed delivery with 401', async () => {
+    const body = githubPush('refs/heads/main', sha);
+    const forged = await postHook(GitForge.GitHub, body, githubHeaders(body, randomUUID(), 'not-the-secret'));
+    expect(forged.status).toBe(401);
+    // A body changed after signing is a forgery too.
+    const headers = githubHeaders(body);
+    const tampered = githubPush('refs/heads/main', 'f'.repeat(40));
+    expect((await postHook(GitForge.GitHub, tampered, headers)).status).toBe(401);
+    const { 'X-Hub-Signature-256': _, ...unsigned } = githubHeaders(body);
+    expect((await postHook(GitForge.GitHub, body, unsigned)).status).toBe(401);
+
+    // A delivery of a branch that does not build: accepted as genuine, then replayed.
+    const dev = githubPush('refs/heads/dev', sha);
+    const delivery = randomUUID();
+    const first = await postHook(GitForge.GitHub, dev, githubHeaders(dev, delivery));
+    expect(first.status).toBe(202);
+    expect(first.body).toEqual({ status: 'ignored', reason: expect.stringContaining('branch dev') });
+    const replay = await postHook(GitForge.GitHub, dev, githubHeaders(dev, delivery));
+    expect(replay.status).toBe(401);
+    expect((replay.body as { message: string }).message).toMatch(/replay/);
+  });
+
+  it('answers 202 ignored, with a reason, for a repository no project builds', async () => {
+    const body = githubPush('refs/heads/main', sha, 'https://github.com/someone/else.git');
+    const res = await postHook(GitForge.GitHub, body, githubHeaders(body));
+    expect(res.status).toBe(202);
+    expect(res.body).toEqual({ status: 'ignored', reason: expect.stringContaining('no project') });
+  });
+
+  it('checks GitLab’s token and Gitea’s signature', async () => {
+    const gitlab = Buffer.from(
+      JSON.stringify({
+        object_kind: 'push',
+        ref: 'refs/heads/feature',
+        before: '0'.repeat(40),
+        after: sha,
+        checkout_sha: sha,
+        project: { git_http_url: bareUrl, web_url: bareUrl },
+      }),
+    );
+    const gl = (token: string, uuid = randomUUID()) =>
+      postHook(GitForge.GitLab, gitlab, {
+        'X-Gitlab-Event': 'Push Hook',
+        'X-Gitlab-Token': token,
+        'X-Gitlab-Event-UUID': uuid,
+      });
+    expect((await gl('wrong-token')).status).toBe(401);
+    const ok = await gl(SECRET);
+    expect(ok.status).toBe(202);
+    expect(ok.body).toEqual({ status: 'ignored', reason: expect.stringContaining('branch feature') });
+
+    const gitea = githubPush('refs/heads/feature', sha);
+    const gt = (secret: string) =>
+      postHook(GitForge.Gitea, gitea, {
+        'X-Gitea-Event': 'push',
+        'X-Gitea-Delivery': randomUUID(),
+        'X-Gitea-Signature': signWebhook(GitForge.Gitea, secret, gitea),
+      });
+    expect((await gt('wrong-secret-xx')).status).toBe(401);
+    expect((await gt(SECRET)).status).toBe(202);
+  });
+});
+
+describe('maintenance', () => {
+  it('POST /api/v1/maintenance/gc runs now and is listed in the runs; the fresh build keeps its blobs', async () => {
+    const before = (
+      await request(api.url)
+        .get('/v2/hello/manifests/main')
+        .set('Accept', 'application/vnd.oci.image.manifest.v1+json')
+    ).status;
+    expect(before).toBe(200);
+    const run = await request(api.url).post('/api/v1/maintenance/gc').expect(200);
+    const r = run.body as MaintenanceRun;
+    expect(r).toMatchObject({ task: 'gc', trigger: 'manual', status: 'succeeded', error: null });
+    expect(r.freed.blobs).toBe(0);
+    const runs = (await request(api.url).get('/api/v1/maintenance/runs').expect(200))
+      .body as MaintenanceRun[];
+    expect(runs[0].id).toBe(r.id);
+    const after = await request(api.url)
+      .get('/v2/hello/manifests/main')
+      .set('Accept', 'application/vnd.oci.image.manifest.v1+json');
+    expect(after.status).toBe(200);
+  });
+});
