@@ -165,6 +165,28 @@ describe('bad requests leave nothing behind', () => {
     expect(res.body.message).toMatch(/tar/);
   });
 
+  it('a context holding a device node: 400 CONTEXT_INVALID naming it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stratum-e2e-devctx-'));
+    try {
+      execFileSync(
+        'sh',
+        ['-c', 'printf "FROM scratch\\n" > Dockerfile && mknod sda b 8 0 && tar -cf ctx.tar Dockerfile sda'],
+        {
+          cwd: dir,
+        },
+      );
+      const res = await request(api.url)
+        .post('/api/v1/builds')
+        .set('content-type', 'application/x-tar')
+        .send(readFileSync(join(dir, 'ctx.tar')));
+      expect(res.status).toBe(400);
+      expect(res.body).toMatchObject({ code: 'CONTEXT_INVALID' });
+      expect(res.body.message).toMatch(/device node \(sda\)/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a context without the Dockerfile: 400 DOCKERFILE_MISSING', async () => {
     const res = await submit({ 'README.md': 'no dockerfile here' });
     expect(res.status).toBe(400);

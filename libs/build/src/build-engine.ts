@@ -18,7 +18,7 @@ import {
 } from '@stratum/dockerfile';
 import { ContainerFilesystems, ContainerFs, ImageService, LayerDescriptor } from '@stratum/images';
 import { applyLayer, detectCompression, LayerCache } from '@stratum/layers';
-import { HistoryEntry } from '@stratum/oci';
+import { HistoryEntry, tryParseReference } from '@stratum/oci';
 import { resolveUser, RuncRuntime } from '@stratum/runtime';
 import { BlobDigest, BlobStore, RepositoryStore } from '@stratum/storage';
 import { BuildCacheIndex, BuildCacheRecord, MemoryBuildCacheIndex, stepCacheKey } from './build-cache';
@@ -38,6 +38,11 @@ import { fetchRemote, isRemoteSource, parseChecksum, remoteFileName } from './re
 import { containerPath, resolveInRoot } from './root-path';
 import { hashSources } from './source-hash';
 
+/** Pulls an image from another registry into our storage (libs/registry's RemoteImageResolver). */
+export interface RemoteImageSource {
+  resolve(reference: string, signal?: AbortSignal): Promise<{ repository: string; manifestDigest: Digest }>;
+}
+
 export interface BuildEngineOptions {
   readonly blobs: BlobStore;
   readonly repositories: RepositoryStore;
@@ -55,6 +60,12 @@ export interface BuildEngineOptions {
    * layers; default: an in-process index, which only this engine sees.
    */
   readonly cacheIndex?: BuildCacheIndex;
+  /**
+   * Fetches images that name another registry (`FROM registry.example.com/team/base:1`) into
+   * our storage. Without it such a FROM fails with a clear error. Unqualified names
+   * (`FROM team/base`) always mean our registry.
+   */
+  readonly remoteImages?: RemoteImageSource;
 }
 
 export interface BuildRunContext {
@@ -127,7 +138,8 @@ export class BuildEngine {
     const run = new BuildRun(this, this.options, data, ctx, jobDir, contextDir, filesystems);
     try {
       ctx.reporter.log(null, 'system', `loading build context ${data.contextDigest}\n`);
-      await applyLayer(await this.options.blobs.get(data.contextDigest), contextDir);
+      // A context is files to copy from: no device nodes (and nothing outside contextDir).
+      await applyLayer(await this.options.blobs.get(data.contextDigest), contextDir, { devices: 'reject' });
       const ignored = await applyDockerignore(contextDir, data.dockerfile);
       if (ignored > 0) {
         ctx.reporter.log(null, 'system', `.dockerignore: left out ${ignored} path(s) of the context\n`);
@@ -286,10 +298,23 @@ class BuildRun {
     line: number,
   ): Promise<Awaited<ReturnType<ImageService['resolve']>>> {
     try {
+      const registry = tryParseReference(ref)?.registry ?? null;
+      if (registry !== null) {
+        const remote = this.options.remoteImages;
+        if (remote === undefined) {
+          throw new BuildError(
+            `base image "${ref}" is in another registry and this worker cannot pull`,
+            line,
+          );
+        }
+        this.ctx.reporter.log(null, 'system', `pulling ${ref}\n`);
+        const fetched = await remote.resolve(ref, this.ctx.signal);
+        return await this.engine.images.load(fetched.repository, fetched.manifestDigest);
+      }
       return await this.engine.images.resolve(ref);
     } catch (err) {
       const code = (err as { code?: string }).code;
-      if (code === 'IMAGE_UNKNOWN' || code === 'NAME_INVALID') {
+      if (code === 'IMAGE_UNKNOWN' || code === 'NAME_INVALID' || code === 'MANIFEST_UNKNOWN') {
         throw new BuildError(
           `base image "${ref}" not found in this registry: ${(err as Error).message}`,
           line,

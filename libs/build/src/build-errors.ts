@@ -17,8 +17,13 @@ export class BuildError extends StratumError {
 const USER_ERROR_CODES = new Set([
   'BUILD_FAILED',
   'DOCKERFILE_INVALID',
+  // LayerError codes of a tar the user gave (context, ADD archive, base image layer)
   'LAYER_PATH_ESCAPE',
-  'LAYER_INVALID',
+  'LAYER_INVALID_TAR',
+  'LAYER_UNSUPPORTED_ENTRY',
+  'LAYER_LINK_TARGET_MISSING',
+  'LAYER_NOT_A_DIRECTORY',
+  'LAYER_DIGEST_MISMATCH',
   'CONTEXT_INVALID',
   'NAME_INVALID',
   'TAG_INVALID',

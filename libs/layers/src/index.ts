@@ -21,6 +21,7 @@ export {
 } from './layer-apply';
 export {
   compressLayer,
+  decompressed,
   detectCompression,
   LAYER_MEDIA_TYPES,
   type CompressionOptions,

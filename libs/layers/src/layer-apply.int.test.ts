@@ -152,6 +152,21 @@ describe('applyLayer: file kinds and metadata', () => {
   });
 });
 
+describe('applyLayer: devices refused when asked (build contexts)', () => {
+  it('fails with LAYER_UNSUPPORTED_ENTRY naming the device and creates no device node', async () => {
+    const target = await fresh();
+    const tar = buildTar([
+      { path: 'ok.txt', content: 'fine' },
+      { path: 'dev/sda', type: 'block', devmajor: 8, devminor: 0, mode: 0o660 },
+    ]);
+    const err = await applyLayer(streamOf(tar), target, { devices: 'reject' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LayerError);
+    expect((err as LayerError).code).toBe('LAYER_UNSUPPORTED_ENTRY');
+    expect((err as LayerError).message).toContain('dev/sda');
+    await expect(lstat(join(target, 'dev', 'sda'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
+
 describe('applyLayer: whiteouts', () => {
   const lower = buildTar([
     { path: 'a/', type: 'dir' },

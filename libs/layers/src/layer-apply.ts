@@ -34,6 +34,11 @@ export interface ApplyLayerOptions {
    * `trusted.overlay.opaque=y`) so the target can serve as an overlay lowerdir.
    */
   whiteoutFormat?: 'oci' | 'overlay';
+  /**
+   * `create` (default): device nodes in the tar are created (image layers may have them).
+   * `reject`: a device entry fails the apply with LAYER_UNSUPPORTED_ENTRY (build contexts).
+   */
+  devices?: 'create' | 'reject';
 }
 
 /** What {@link applyLayer} did. */
@@ -67,6 +72,7 @@ class Applier {
   constructor(
     readonly root: string,
     readonly overlay: boolean,
+    readonly rejectDevices = false,
   ) {}
 
   warn(message: string): void {
@@ -144,6 +150,13 @@ class Applier {
         return; // the inode's metadata belongs to the entry that created it
       case 'char':
       case 'block':
+        if (this.rejectDevices) {
+          throw new LayerError(
+            'LAYER_UNSUPPORTED_ENTRY',
+            `device nodes are not allowed here: ${entry.path}`,
+            entry.path,
+          );
+        }
         await mknod(abs, entry.type, entry.mode, entry.devmajor, entry.devminor);
         break;
       case 'fifo':
@@ -332,7 +345,7 @@ export async function applyLayer(
 ): Promise<ApplyLayerResult> {
   const root = await realpath(targetDir);
   const input = await decompressed(source);
-  const applier = new Applier(root, options.whiteoutFormat === 'overlay');
+  const applier = new Applier(root, options.whiteoutFormat === 'overlay', options.devices === 'reject');
   const reader = new ByteReader(input.stream);
   try {
     for await (const entry of readTar(reader)) {

@@ -1,9 +1,10 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { Redis } from 'ioredis';
-import { BuildEngine, RedisBuildCacheIndex } from '@stratum/build';
+import { BuildEngine, RemoteImageSource, RedisBuildCacheIndex } from '@stratum/build';
 import { ConfigModule, STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { JobsModule, REDIS } from '@stratum/jobs';
 import { LayerCache } from '@stratum/layers';
+import { ImageTransfer, RegistryClients, RemoteImageResolver } from '@stratum/registry';
 import { RuncRuntime } from '@stratum/runtime';
 import { BLOB_STORE, BlobStore, REPOSITORY_STORE, RepositoryStore, StorageModule } from '@stratum/storage';
 import { BuildProcessor } from './build.processor';
@@ -68,6 +69,13 @@ export class WorkerModule {
               stepTimeoutMs: c.stepTimeoutSeconds * 1000,
               // shared by every worker host, like the layers it names (blob store)
               cacheIndex: new RedisBuildCacheIndex(redis),
+              // FROM another registry: pulled through the registry client into our storage.
+              remoteImages: adaptResolver(
+                new RemoteImageResolver(
+                  new ImageTransfer(blobs, repositories),
+                  new RegistryClients(c.registryClients),
+                ),
+              ),
             }),
         },
         HostSweeper,
@@ -88,4 +96,14 @@ export class WorkerModule {
       exports: [RuncRuntime, LayerCache],
     };
   }
+}
+
+/** The engine's view of the resolver: the worker's platform (linux/amd64), manifest digest typed. */
+function adaptResolver(resolver: RemoteImageResolver): RemoteImageSource {
+  return {
+    resolve: async (reference, signal) => {
+      const r = await resolver.resolve(reference, { os: 'linux', architecture: 'amd64' }, signal);
+      return { repository: r.repository, manifestDigest: r.manifestDigest };
+    },
+  };
 }

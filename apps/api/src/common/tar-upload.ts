@@ -16,6 +16,8 @@ export interface TarUploadErrors {
   readonly tooLarge: (limit: number) => StratumError;
   /** The source stream failed (default: its own error). */
   readonly source?: (err: Error) => Error;
+  /** When set, a device node entry is refused with this error (a build context has no use for one). */
+  readonly device?: (path: string) => StratumError;
 }
 
 /** What an uploaded tar contains, known once it has been read to its end. */
@@ -75,20 +77,27 @@ export function inspectTar(
     onReadEntry: (entry: ReadEntry) => {
       entries++;
       paths.add(normalizeContextPath(entry.path));
+      if (errors.device !== undefined && (entry.type === 'CharacterDevice' || entry.type === 'BlockDevice')) {
+        refuse(errors.device(entry.path));
+      }
       entry.resume();
     },
   });
   let parserFailed = false;
+  let refuse: (err: Error) => void = () => undefined;
   const summary = new Promise<TarSummary>((resolve, reject) => {
     let failed: Error | null = null;
-    parser.on('error', (err: Error) => {
+    refuse = (err: Error): void => {
       if (failed === null) {
-        failed = counted.bytes === 0 ? errors.empty() : errors.invalid(err.message);
+        failed = err;
         // Stop storing; the rest of the body still drains through `counted` (and its limit).
         parserFailed = true;
         bytes.destroy(failed);
         reject(failed);
       }
+    };
+    parser.on('error', (err: Error) => {
+      refuse(counted.bytes === 0 ? errors.empty() : errors.invalid(err.message));
     });
     counted.on('error', (err: Error) => {
       failed ??= err;
@@ -137,6 +146,11 @@ const CONTEXT_ERRORS: TarUploadErrors = {
   invalid: (why) => new StratumError('CONTEXT_INVALID', `build context is not a valid tar archive: ${why}`),
   tooLarge: (limit) =>
     new StratumError('CONTEXT_TOO_LARGE', `build context is larger than the limit of ${limit} bytes`),
+  device: (path) =>
+    new StratumError(
+      'CONTEXT_INVALID',
+      `build context holds a device node (${path}); devices are not allowed`,
+    ),
 };
 
 /** A build context upload: {@link inspectTar} with the build API's error codes. */

@@ -1,7 +1,6 @@
-import { pipeline, Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
+import { Readable } from 'node:stream';
 import { StratumError } from '@stratum/contracts';
-import { detectCompression } from '@stratum/layers';
+import { decompressed } from '@stratum/layers';
 import { inspectTar, TarUploadErrors } from '../common/tar-upload';
 
 /** What the upload held, known once the tar has been read to its end. */
@@ -16,36 +15,15 @@ const ROOTFS_ERRORS: TarUploadErrors = {
   invalid: (why) => new StratumError('LAYER_INVALID', `the body is not a valid tar archive: ${why}`),
   tooLarge: (limit) =>
     new StratumError('BLOB_TOO_LARGE', `the root filesystem tar is larger than ${limit} bytes`),
-  source: (err) => new StratumError('LAYER_INVALID', `the body is not a valid gzip stream: ${err.message}`),
+  source: (err) =>
+    new StratumError('LAYER_INVALID', `the body is not a valid gzip or zstd stream: ${err.message}`),
 };
 
-/** Replays `head` then the rest of `it` as a byte stream. */
-function replay(head: Buffer, it: AsyncIterator<unknown>, ended: boolean): Readable {
-  return Readable.from(
-    (async function* (): AsyncGenerator<Buffer> {
-      if (head.length > 0) {
-        yield head;
-      }
-      if (ended) {
-        return;
-      }
-      for (;;) {
-        const next = await it.next();
-        if (next.done === true) {
-          return;
-        }
-        const value: unknown = next.value;
-        yield Buffer.isBuffer(value) ? value : Buffer.from(value as Uint8Array);
-      }
-    })(),
-    { objectMode: false },
-  );
-}
-
 /**
- * The body of an import as a plain tar (`docker import` takes a tar, plain or gzip): sniffs
- * gzip from the first bytes and inflates it, then checks the plain tar as a build context is
- * checked (inspectTar: size cap on the uncompressed bytes, strict parse on the way), so a body
+ * The body of an import as a plain tar (`docker import` takes a tar, plain or compressed): the
+ * layers lib sniffs gzip or zstd from the first bytes and inflates it, then the plain tar is
+ * checked as a build context is (inspectTar: size cap on the uncompressed bytes, strict parse
+ * on the way), so a body
  * that is not a tar fails the import with LAYER_INVALID instead of becoming a layer. Nothing is
  * buffered beyond one chunk.
  */
@@ -53,39 +31,8 @@ export async function rootfsTar(
   source: Readable,
   limit: number,
 ): Promise<{ tar: Readable; summary: Promise<RootfsSummary> }> {
-  const it = source[Symbol.asyncIterator]() as AsyncIterator<unknown>;
-  const chunks: Buffer[] = [];
-  let length = 0;
-  let ended = false;
-  while (length < 4) {
-    const next = await it.next();
-    if (next.done === true) {
-      ended = true;
-      break;
-    }
-    const value: unknown = next.value;
-    const chunk = Buffer.isBuffer(value) ? value : Buffer.from(value as Uint8Array);
-    chunks.push(chunk);
-    length += chunk.length;
-  }
-  if (length === 0) {
-    throw ROOTFS_ERRORS.empty();
-  }
-  const head = Buffer.concat(chunks);
-  const compression = detectCompression(head);
-  if (compression === 'zstd') {
-    source.destroy();
-    throw new StratumError(
-      'UNSUPPORTED',
-      'zstd-compressed imports are not supported: send a plain or gzip tar',
-    );
-  }
-  let plain: Readable = replay(head, it, ended);
-  if (compression === 'gzip') {
-    const gunzip = createGunzip();
-    pipeline(plain, gunzip, () => undefined);
-    plain = gunzip;
-  }
+  const { stream } = await decompressed(source);
+  const plain = stream instanceof Readable ? stream : Readable.from(stream, { objectMode: false });
   const { bytes: tar, summary: checked } = inspectTar(plain, limit, ROOTFS_ERRORS);
   const summary = checked.then(({ entries, bytes }): RootfsSummary => ({ entries, bytes }));
   summary.catch(() => undefined); // the caller may await the store first
