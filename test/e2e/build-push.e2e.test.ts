@@ -104,3 +104,39 @@ it('builds, keeps the image in our registry and pushes it to the other registry'
   expect(digestThere).toBe(build.imageDigest);
   expect(theirs.layers.length).toBeGreaterThanOrEqual(2);
 });
+
+it('builds FROM an image in the other registry, pulled through the registry client', async () => {
+  // The previous test pushed team/app:1 there; a fresh repository name shows it is pulled, not reused locally.
+  const res = await request(api.url)
+    .post('/api/v1/builds')
+    .query({ t: 'team/child:1' })
+    .set('content-type', 'application/x-tar')
+    .send(
+      await contextTar({
+        Dockerfile: `FROM ${distribution.host}/team/app:1\nRUN cat /hello > /copied\n`,
+      }),
+    );
+  expect(res.status).toBe(202);
+  const build = await poll<BuildRecord>(`/api/v1/builds/${res.body.id}`, (b) =>
+    ['succeeded', 'failed'].includes(b.state),
+  );
+  expect(build.error).toBeNull();
+  expect(build.state).toBe('succeeded');
+  const image = (await request(api.url).get(`/api/v1/images/${encodeURIComponent('team/child:1')}`)).body as {
+    layers: unknown[];
+  };
+  expect(image.layers.length).toBeGreaterThanOrEqual(3);
+});
+
+it('fails FROM an image the other registry does not have, naming it and the line', async () => {
+  const res = await request(api.url)
+    .post('/api/v1/builds')
+    .set('content-type', 'application/x-tar')
+    .send(await contextTar({ Dockerfile: `FROM ${distribution.host}/team/missing:1\nRUN true\n` }));
+  const build = await poll<BuildRecord>(`/api/v1/builds/${res.body.id}`, (b) =>
+    ['succeeded', 'failed'].includes(b.state),
+  );
+  expect(build.state).toBe('failed');
+  expect(build.error).toContain('team/missing:1');
+  expect(build.error).toMatch(/Dockerfile:1/);
+});
