@@ -15,7 +15,7 @@ import {
   WorkerProcessHandle,
 } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
-import { DistributionHandle, skopeo, startDistribution } from './registry-fixtures';
+import { DistributionHandle, run, skopeo, startDistribution } from './registry-fixtures';
 
 jest.setTimeout(90_000);
 
@@ -139,4 +139,52 @@ it('fails FROM an image the other registry does not have, naming it and the line
   expect(build.state).toBe('failed');
   expect(build.error).toContain('team/missing:1');
   expect(build.error).toMatch(/Dockerfile:1/);
+});
+
+it('podman pulls and runs an image Stratum built', async () => {
+  // A private podman store (vfs: no mounts) so the host's images are not touched.
+  const store = mkdtempSync(join(tmpdir(), 'stratum-e2e-podman-'));
+  const podman = async (...args: string[]): Promise<string> =>
+    (
+      await run(
+        'podman',
+        [
+          '--root',
+          join(store, 'root'),
+          '--runroot',
+          join(store, 'run'),
+          '--storage-driver',
+          'vfs',
+          '--cgroup-manager',
+          'cgroupfs',
+          '--events-backend',
+          'file',
+          '--runtime',
+          '/usr/sbin/runc',
+          ...args,
+        ],
+        { timeout: 120_000 },
+      )
+    ).stdout;
+  const host = new URL(api.url).host;
+  try {
+    const ref = `${host}/team/app:1`; // built by the push test above: CMD ["cat", "/hello"]
+    await podman('pull', '--tls-verify=false', ref);
+    // This host refuses runc raising RLIMIT_NOFILE and RLIMIT_NPROC to podman's defaults.
+    const out = await podman(
+      'run',
+      '--rm',
+      '--network',
+      'none',
+      '--ulimit',
+      'nofile=1024:1024',
+      '--ulimit',
+      'nproc=1024:1024',
+      ref,
+    );
+    expect(out.trim()).toBe('pushed');
+  } finally {
+    await podman('rmi', '-a', '-f').catch(() => undefined);
+    rmSync(store, { recursive: true, force: true });
+  }
 });
