@@ -203,6 +203,10 @@ describe('/metrics', () => {
         .digest('hex'),
     ).toBe(digestB.slice(7));
 
+    // a malformed path still gets the registry's own OCI error from the controller
+    const bad = await request(api.url).get('/v2/Bad/Name/blobs/sha256:short').expect(400);
+    expect(bad.body).toMatchObject({ errors: [{ code: 'NAME_INVALID' }] });
+
     const m = await scrape(api.url);
     expect(m.get('stratum_registry_blob_pulled_bytes_total')).toBe(layer.size + 10 + b.length);
     expect(m.get('stratum_registry_blob_pushed_bytes_total')).toBe(a.length + b.length);

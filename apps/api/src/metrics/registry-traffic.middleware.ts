@@ -1,4 +1,5 @@
 import { NextFunction, Request, Response } from 'express';
+import { RegistryRoute } from '@stratum/registry';
 import { registryRouteOf } from '../registry/registry-access.guard';
 import { isRegistryPath } from '../registry/registry-request.middleware';
 
@@ -23,7 +24,7 @@ type Pushable = Request & { push(chunk: unknown, encoding?: BufferEncoding): boo
 export function registryTrafficMiddleware(counters: RegistryTrafficCounters) {
   return (req: Request, res: Response, next: NextFunction): void => {
     if (isRegistryPath(req.url)) {
-      const route = registryRouteOf(req);
+      const route = routeOf(req);
       const method = req.method.toUpperCase();
       if (route?.kind === 'blob' && method === 'GET') {
         res.once('finish', () => {
@@ -50,4 +51,16 @@ export function registryTrafficMiddleware(counters: RegistryTrafficCounters) {
     }
     next();
   };
+}
+
+/**
+ * The request's registry endpoint, or null. A malformed path (a bad repository name or digest)
+ * throws here; the controller answers it with its OCI error code, so it must not escape.
+ */
+function routeOf(req: Request): RegistryRoute | null {
+  try {
+    return registryRouteOf(req);
+  } catch {
+    return null;
+  }
 }
