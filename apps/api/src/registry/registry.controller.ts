@@ -181,7 +181,16 @@ export class RegistryController {
       res.setHeader('Content-Length', String(blob.size));
       res.status(200);
     }
-    await pipeline(blob.stream, res);
+    try {
+      await pipeline(blob.stream, res);
+    } catch (err) {
+      // A client that hangs up mid-download (skopeo and podman do when they already have the
+      // blob) is not a server fault: stop reading, log nothing.
+      if ((err as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE' && res.destroyed) {
+        return;
+      }
+      throw err;
+    }
   }
 
   private async startUpload(route: Route<'uploads'>, req: Request, res: Response): Promise<void> {
