@@ -52,4 +52,13 @@ describe('loadConfig', () => {
     expect(loadConfig({ ...minimal, WORKER_CONCURRENCY: '4' }).worker.concurrency).toBe(4);
     expect(() => loadConfig({ ...minimal, MAX_CONTEXT_BYTES: 'lots' })).toThrow(/MAX_CONTEXT_BYTES/);
   });
+
+  it('reads the stalled-job timings, 30 s lock and 15 s check by default', () => {
+    expect(loadConfig(minimal).worker).toMatchObject({ lockDurationMs: 30_000, stalledIntervalMs: 15_000 });
+    const c = loadConfig({ ...minimal, WORKER_LOCK_DURATION_MS: '4000', WORKER_STALLED_INTERVAL_MS: '2000' });
+    expect(c.worker).toMatchObject({ lockDurationMs: 4000, stalledIntervalMs: 2000 });
+    expect(() => loadConfig({ ...minimal, WORKER_LOCK_DURATION_MS: '10' })).toThrow(
+      /WORKER_LOCK_DURATION_MS/,
+    );
+  });
 });

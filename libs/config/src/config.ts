@@ -191,6 +191,10 @@ const baseSchema = z.object({
   WORKER_CONCURRENCY: positiveInt.max(64).default(2),
   WORKER_ID: z.string().min(1).default(hostname()),
   WORKER_SHUTDOWN_TIMEOUT_MS: positiveInt.default(30_000),
+  // BullMQ stalled-job detection: a crashed worker's job is picked up again after about
+  // lockDuration + stalledInterval.
+  WORKER_LOCK_DURATION_MS: positiveInt.min(1000).default(30_000),
+  WORKER_STALLED_INTERVAL_MS: positiveInt.min(1000).default(15_000),
   JOB_ATTEMPTS: positiveInt.max(20).default(3),
   STEP_TIMEOUT_SECONDS: positiveInt.default(3600),
   LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
@@ -239,6 +243,10 @@ export interface StratumConfig {
     readonly id: string;
     readonly concurrency: number;
     readonly shutdownTimeoutMs: number;
+    /** BullMQ job lock: a job whose worker stops renewing it for this long is stalled. */
+    readonly lockDurationMs: number;
+    /** How often BullMQ looks for stalled jobs (and moves them back to waiting). */
+    readonly stalledIntervalMs: number;
     /** Host scratch space: container roots, upper dirs, extracted contexts. */
     readonly scratchDir: string;
   };
@@ -336,6 +344,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       id: c.WORKER_ID,
       concurrency: c.WORKER_CONCURRENCY,
       shutdownTimeoutMs: c.WORKER_SHUTDOWN_TIMEOUT_MS,
+      lockDurationMs: c.WORKER_LOCK_DURATION_MS,
+      stalledIntervalMs: c.WORKER_STALLED_INTERVAL_MS,
       scratchDir: resolve(dataDir, 'worker', c.WORKER_ID),
     },
     jobAttempts: c.JOB_ATTEMPTS,

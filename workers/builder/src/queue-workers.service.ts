@@ -115,8 +115,8 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
           concurrency: this.config.worker.concurrency,
           name: this.config.worker.id,
           // A crashed worker's job is picked up again once its lock expires (stalled-job check).
-          lockDuration: 30_000,
-          stalledInterval: 15_000,
+          lockDuration: this.config.worker.lockDurationMs,
+          stalledInterval: this.config.worker.stalledIntervalMs,
           maxStalledCount: 2,
         },
       );
