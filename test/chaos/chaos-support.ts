@@ -1,0 +1,122 @@
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import request from 'supertest';
+import { BuildRecord } from '@stratum/contracts';
+import { contextTar } from '@stratum/testing';
+
+/** Waits until `check` returns a value other than undefined, polling; fails naming `what`. */
+export async function pollFor<T>(
+  what: string,
+  check: () => Promise<T | undefined> | T | undefined,
+  timeoutMs: number,
+  intervalMs = 250,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) {
+      return v;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Overlay mount points under `dir`, from this process's mountinfo. */
+export function overlayMountsUnder(dir: string): string[] {
+  // mountinfo fields: id parent dev root mountpoint opts ... - fstype source superopts
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => / - overlay /.test(l))
+    .map((l) => l.split(' ')[4].replace(/\\040/g, ' '))
+    .filter((t) => t.startsWith(dir));
+}
+
+/** Ids of the runc containers in a runc root (empty when the root does not exist). */
+export function runcContainers(root: string): string[] {
+  try {
+    return execFileSync('runc', ['--root', root, 'list', '-q'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((s) => s !== '');
+  } catch {
+    return [];
+  }
+}
+
+/** Files under a directory, recursively (empty when it does not exist). */
+export function filesUnder(dir: string): string[] {
+  let out: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  for (const n of names) {
+    const p = join(dir, n);
+    out = statSync(p).isDirectory() ? out.concat(filesUnder(p)) : out.concat(p);
+  }
+  return out;
+}
+
+/** Entries of a directory (empty when it does not exist). */
+export function entriesOf(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** Posts a build of `files` (or raw tar bytes) and returns the response. */
+export async function submitBuild(
+  apiUrl: string,
+  files: Record<string, string | Buffer> | Buffer,
+  query: Record<string, string> = {},
+): Promise<request.Response> {
+  const body = Buffer.isBuffer(files) ? files : await contextTar(files);
+  return request(apiUrl)
+    .post('/api/v1/builds')
+    .query(query)
+    .set('content-type', 'application/x-tar')
+    .send(body);
+}
+
+/** Polls a build until it is in one of `states`; fails with the record otherwise. */
+export async function waitForBuild(
+  apiUrl: string,
+  id: string,
+  states: string[],
+  timeoutMs: number,
+): Promise<BuildRecord> {
+  let last: BuildRecord | undefined;
+  try {
+    return await pollFor(
+      `build ${id} to reach ${states.join('|')}`,
+      async () => {
+        const res = await request(apiUrl).get(`/api/v1/builds/${id}`);
+        last = res.body as BuildRecord;
+        return states.includes(last.state) ? last : undefined;
+      },
+      timeoutMs,
+      300,
+    );
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; last record: ${JSON.stringify(last)}`, { cause: err });
+  }
+}
+
+/** Whether a process with this pid still exists (a zombie counts as gone). */
+export function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^\d+ \(.*\) Z /.test(stat);
+  } catch {
+    return false;
+  }
+}
