@@ -1,9 +1,11 @@
-import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
-import { contextTar } from '@stratum/testing';
+import { contextTar, freePort } from '@stratum/testing';
 
 /** Waits until `check` returns a value other than undefined, polling; fails naming `what`. */
 export async function pollFor<T>(
@@ -118,5 +120,81 @@ export function alive(pid: number): boolean {
     return !/^\d+ \(.*\) Z /.test(stat);
   } catch {
     return false;
+  }
+}
+
+/** A redis-server with an append-only file fsynced on every write, restartable on its dir and port. */
+export class DurableRedis {
+  private child: ChildProcess | null = null;
+  readonly dir = mkdtempSync(join(tmpdir(), 'stratum-chaos-redis-'));
+
+  private constructor(readonly port: number) {}
+
+  static async start(): Promise<DurableRedis> {
+    const r = new DurableRedis(await freePort());
+    await r.start();
+    return r;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  async start(): Promise<void> {
+    const child = spawn(
+      'redis-server',
+      [
+        ...['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir],
+        ...['--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--daemonize', 'no'],
+      ],
+      { stdio: 'ignore' },
+    );
+    this.child = child;
+    const probe = new Redis(this.url, {
+      lazyConnect: true,
+      maxRetriesPerRequest: 1,
+      retryStrategy: () => null,
+    });
+    probe.on('error', () => undefined);
+    await pollFor(
+      `redis-server on port ${this.port}`,
+      async () => {
+        if (child.exitCode !== null) {
+          throw new Error(`redis-server exited with ${child.exitCode}`);
+        }
+        try {
+          await probe.connect();
+          // the AOF is loaded once PING answers (LOADING errors before)
+          await probe.ping();
+          return true;
+        } catch {
+          probe.disconnect();
+          return undefined;
+        }
+      },
+      20_000,
+      100,
+    );
+    probe.disconnect();
+  }
+
+  /** Stops the server, with SIGKILL (a crash) or SIGTERM. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const child = this.child;
+    if (child !== null && child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill(signal);
+      await exited;
+    }
+    this.child = null;
+  }
+
+  async destroy(): Promise<void> {
+    await this.stop();
+    rmSync(this.dir, { recursive: true, force: true });
   }
 }
