@@ -1,0 +1,146 @@
+// What a RUN step cannot do to the host: read its files, see its processes, reach its network,
+// exhaust its pids; while the same worker keeps serving another build.
+import 'reflect-metadata';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BuildEvent, BuildRecord } from '@stratum/contracts';
+import {
+  busyboxContext,
+  readSse,
+  RedisServerHandle,
+  startRedisServer,
+  startWorkerProcess,
+  WorkerProcessHandle,
+} from '@stratum/testing';
+import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { overlayMountsUnder, pollFor, submitBuild, waitForBuild } from './chaos-support';
+
+jest.setTimeout(180_000);
+
+let redisServer: RedisServerHandle;
+let dataDir: string;
+let api: ApiServerHandle;
+let worker: WorkerProcessHandle;
+const secretPath = `/tmp/chaos-secret-${randomBytes(6).toString('hex')}`;
+const secret = `top secret ${randomBytes(8).toString('hex')}`;
+
+function env(): Record<string, string> {
+  return {
+    REDIS_URL: redisServer.url,
+    DATA_DIR: dataDir,
+    WORKER_ID: 'chaos-isolation',
+    WORKER_CONCURRENCY: '2',
+    WORKER_SHUTDOWN_TIMEOUT_MS: '3000',
+    STEP_TIMEOUT_SECONDS: '120',
+    JOB_ATTEMPTS: '1',
+  };
+}
+
+async function build(body: string, tag: string): Promise<string> {
+  const res = await submitBuild(api.url, busyboxContext(body), { t: `chaos/isolation:${tag}` });
+  expect(res.status).toBe(202);
+  return (res.body as { id: string }).id;
+}
+
+async function logText(id: string): Promise<string> {
+  const sse = await readSse(`${api.url}/api/v1/builds/${id}/logs`, { timeoutMs: 30_000 });
+  return sse.frames
+    .map((f) => f.data as BuildEvent)
+    .map((e) => (e.type === 'log' ? e.text : e.type === 'error' ? e.message : ''))
+    .join('');
+}
+
+beforeAll(async () => {
+  writeFileSync(secretPath, `${secret}\n`, { mode: 0o644 });
+  redisServer = await startRedisServer();
+  dataDir = mkdtempSync(join(tmpdir(), 'stratum-chaos-isolation-'));
+  api = await startApiServer(testConfig(env()));
+  worker = await startWorkerProcess(env(), 60_000);
+  // warm the layer cache so the cases below start from a cached busybox
+  const id = await build('RUN true\n', 'warm');
+  expect((await waitForBuild(api.url, id, ['succeeded', 'failed'], 90_000)).state).toBe('succeeded');
+});
+
+afterAll(async () => {
+  rmSync(secretPath, { force: true });
+  await worker?.stop(10_000);
+  await api?.close();
+  await redisServer?.stop();
+  if (dataDir !== undefined && overlayMountsUnder(dataDir).length === 0) {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+it('a RUN step cannot read a host file outside its root', async () => {
+  const id = await build(`RUN cat ${secretPath}\n`, 'secret');
+  const rec = await waitForBuild(api.url, id, ['succeeded', 'failed'], 90_000);
+  expect(rec.state).toBe('failed');
+  expect(rec.error).toMatch(/exit code: 1/);
+  const log = await logText(id);
+  expect(log).toMatch(/No such file or directory/);
+  expect(log).not.toContain(secret);
+});
+
+it('a RUN step sees only its own processes', async () => {
+  const id = await build(
+    "RUN n=$(ls /proc | grep -c '^[0-9][0-9]*$'); echo pids=$n; ps; test $n -lt 10\n",
+    'pids',
+  );
+  const rec = await waitForBuild(api.url, id, ['succeeded', 'failed'], 90_000);
+  const log = await logText(id);
+  expect({ state: rec.state, error: rec.error }).toEqual({ state: 'succeeded', error: null });
+  const n = Number(/pids=(\d+)/.exec(log)?.[1]);
+  expect(n).toBeGreaterThan(0);
+  expect(n).toBeLessThan(10);
+  // no host process shows up in ps (the worker is a node process)
+  expect(log).not.toMatch(/node|redis-server|systemd/);
+});
+
+it('a RUN step has only a loopback interface unless asked for the network', async () => {
+  const id = await build(
+    'RUN echo ifaces=$(ls /sys/class/net | tr "\\n" " "); test "$(ls /sys/class/net)" = lo\n',
+    'net',
+  );
+  const rec = await waitForBuild(api.url, id, ['succeeded', 'failed'], 90_000);
+  expect({ state: rec.state, error: rec.error }).toEqual({ state: 'succeeded', error: null });
+  expect(await logText(id)).toMatch(/ifaces=lo *\n/);
+});
+
+it('a fork loop is stopped by the pids limit while the same worker serves another build', async () => {
+  // 6000 background processes asked for, above the engine's pids limit (4096): forks fail,
+  // the loop (in a subshell: busybox sh gives up on a failed fork) ends, and the step with it.
+  const bomb = await build(
+    '(i=0; while [ $i -lt 6000 ]; do sleep 60 & i=$((i+1)); done); echo loop ended\n'.replace(/^/, 'RUN '),
+    'forkloop',
+  );
+  await waitForBuild(api.url, bomb, ['running', 'succeeded', 'failed'], 60_000);
+  const other = await build('RUN echo served > /served && cat /served\n', 'neighbour');
+  const otherRec = await waitForBuild(api.url, other, ['succeeded', 'failed'], 120_000);
+  const bombStateThen = (
+    await waitForBuild(api.url, bomb, ['queued', 'running', 'succeeded', 'failed'], 5000)
+  ).state;
+  expect({ state: otherRec.state, error: otherRec.error }).toEqual({ state: 'succeeded', error: null });
+
+  const bombRec: BuildRecord = await waitForBuild(api.url, bomb, ['succeeded', 'failed'], 150_000);
+  const log = await logText(bomb);
+  expect(log).toMatch(/can't fork/);
+  expect(log).toMatch(/loop ended/);
+  expect(bombRec.state).toBe('succeeded');
+  // the host is fine afterwards: nothing of the container left running
+  await pollFor(
+    'the fork loop container to be gone',
+    () =>
+      overlayMountsUnder(join(dataDir, 'worker', 'chaos-isolation', 'jobs')).length === 0 ? true : undefined,
+    30_000,
+  );
+  process.stdout.write(
+    `chaos isolation: fork loop build ${bombRec.state} (can't fork seen); neighbour build ${otherRec.state} while the loop was ${bombStateThen}\n`,
+  );
+});
+
+// The engine runs RUN steps without a memory limit (libs/build build-engine.ts passes only
+// pidsLimit to runtime.run; libs/runtime supports memoryBytes). Not tested here: a memory hog
+// would take the host's memory. Reported to the owner of libs/build.
+it.todo('a memory hog in a RUN step is stopped by a memory limit (the engine sets none)');
