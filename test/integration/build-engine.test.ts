@@ -62,10 +62,11 @@ interface Result {
 let seq = 0;
 async function build(
   engine: BuildEngine,
-  files: Record<string, string | Buffer>,
+  files: Record<string, string | Buffer> | Buffer,
   opts: Partial<Pick<BuildJobData, 'buildArgs' | 'noCache' | 'tags'>> = {},
 ): Promise<Result> {
-  const put = await blobs.put(Readable.from([await contextTar(files)]));
+  const tar = Buffer.isBuffer(files) ? files : await contextTar(files);
+  const put = await blobs.put(Readable.from([tar]));
   const steps = new Map<number, StepRecord>();
   let logs = '';
   const reporter: BuildReporter = {
@@ -149,6 +150,23 @@ describe('step cache', () => {
     // layer sizes are reported for cached filesystem steps too
     expect(warm.steps[0].layerSize).toBe(cold.steps[0].layerSize);
     expect(warm.logs).toMatch(/9 of 9 steps cached/);
+  });
+
+  it('a rebuild of the same context blob memoizes what it read: no extraction when all is cached', async () => {
+    const a = host('a1');
+    const tar = await contextTar(files('memo=1\n'));
+    const cold = await build(a, tar);
+    expect(cold.logs).toMatch(/loading build context/);
+    const warm = await build(a, tar);
+    expect(statuses(warm).every((s) => s === 'cached')).toBe(true);
+    expect(warm.imageDigest).toBe(cold.imageDigest);
+    expect(warm.logs).not.toMatch(/loading build context/);
+    // with the digests memoized but the steps run, the context is extracted when a COPY runs
+    const rerun = await build(a, tar, { noCache: true });
+    expect(statuses(rerun).every((s) => s === 'done')).toBe(true);
+    expect(rerun.logs).toMatch(/loading build context/);
+    const root = await unpack(a, rerun.imageDigest);
+    expect(await readFile(join(root, 'out/all'), 'utf8')).toBe('memo=1\nx\n');
   });
 
   it('another host reuses the cache (Redis index + shared blobs) and can build on cached layers', async () => {

@@ -25,6 +25,13 @@ export interface BuildCacheIndex {
   put(key: string, record: BuildCacheRecord): Promise<void>;
   /** Forgets a record whose layer is gone from the blob store. */
   delete(key: string): Promise<void>;
+  /**
+   * Memoized values derived from content-addressed inputs (e.g. the digest of the files a
+   * COPY reads from a context blob), so a cached rebuild need not extract or hash anything.
+   * Optional: without them every build computes those values again.
+   */
+  getMemo?(key: string): Promise<string | null>;
+  putMemo?(key: string, value: string): Promise<void>;
 }
 
 /** In-process index (unit tests, single-process tools). */
@@ -42,10 +49,23 @@ export class MemoryBuildCacheIndex implements BuildCacheIndex {
   async delete(key: string): Promise<void> {
     this.records.delete(key);
   }
+
+  readonly memos = new Map<string, string>();
+
+  async getMemo(key: string): Promise<string | null> {
+    return this.memos.get(key) ?? null;
+  }
+
+  async putMemo(key: string, value: string): Promise<void> {
+    this.memos.set(key, value);
+  }
 }
 
 /** Key of a cache record in Redis. */
 export const cacheRecordKey = (key: string): string => `stratum:cache:${key}`;
+
+/** Key of a memoized value in Redis. */
+export const cacheMemoKey = (key: string): string => `stratum:cache-memo:${key}`;
 
 /** Default lifetime of a record: refreshed on every hit, so a used entry never expires. */
 export const DEFAULT_CACHE_TTL_SECONDS = 30 * 24 * 3600;
@@ -72,6 +92,19 @@ export class RedisBuildCacheIndex implements BuildCacheIndex {
 
   async delete(key: string): Promise<void> {
     await this.redis.del(cacheRecordKey(key));
+  }
+
+  async getMemo(key: string): Promise<string | null> {
+    const k = cacheMemoKey(key);
+    const [[, value]] = (await this.redis.multi().get(k).expire(k, this.ttlSeconds).exec()) as [
+      [Error | null, string | null],
+      [Error | null, number],
+    ];
+    return value;
+  }
+
+  async putMemo(key: string, value: string): Promise<void> {
+    await this.redis.set(cacheMemoKey(key), value, 'EX', this.ttlSeconds);
   }
 }
 

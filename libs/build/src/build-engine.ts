@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, lchown, lstat, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
@@ -21,10 +21,16 @@ import { applyLayer, detectCompression, LayerCache } from '@stratum/layers';
 import { HistoryEntry, tryParseReference } from '@stratum/oci';
 import { resolveUser, RuncRuntime } from '@stratum/runtime';
 import { BlobDigest, BlobStore, RepositoryStore } from '@stratum/storage';
-import { BuildCacheIndex, BuildCacheRecord, MemoryBuildCacheIndex, stepCacheKey } from './build-cache';
+import {
+  BuildCacheIndex,
+  BuildCacheRecord,
+  MemoryBuildCacheIndex,
+  stableJson,
+  stepCacheKey,
+} from './build-cache';
+import { BuildContext } from './build-context';
 import { BuildError } from './build-errors';
 import { BuildReporter } from './build-reporter';
-import { applyDockerignore } from './context-filter';
 import { copyIntoContainer, matchSources, SourceEntry } from './file-copy';
 import { addHistory, cloneState, envMap, ImageState, scratchState } from './image-state';
 import {
@@ -135,15 +141,16 @@ export class BuildEngine {
       cache: this.cache,
       root: join(jobDir, 'containers'),
     });
-    const run = new BuildRun(this, this.options, data, ctx, jobDir, contextDir, filesystems);
+    // Extracted only when a step needs its files (see BuildContext).
+    const context = new BuildContext(
+      this.options.blobs,
+      data.contextDigest,
+      contextDir,
+      data.dockerfile,
+      (t) => ctx.reporter.log(null, 'system', t),
+    );
+    const run = new BuildRun(this, this.options, data, ctx, jobDir, context, filesystems);
     try {
-      ctx.reporter.log(null, 'system', `loading build context ${data.contextDigest}\n`);
-      // A context is files to copy from: no device nodes (and nothing outside contextDir).
-      await applyLayer(await this.options.blobs.get(data.contextDigest), contextDir, { devices: 'reject' });
-      const ignored = await applyDockerignore(contextDir, data.dockerfile);
-      if (ignored > 0) {
-        ctx.reporter.log(null, 'system', `.dockerignore: left out ${ignored} path(s) of the context\n`);
-      }
       return await run.execute();
     } finally {
       await run.cleanup();
@@ -166,7 +173,7 @@ class BuildRun {
     private readonly data: BuildJobData,
     private readonly ctx: BuildRunContext,
     private readonly jobDir: string,
-    private readonly contextDir: string,
+    private readonly context: BuildContext,
     private readonly filesystems: ContainerFilesystems,
   ) {
     this.epoch = sourceDateEpoch(data.buildArgs);
@@ -241,7 +248,19 @@ class BuildRun {
     return { imageDigest: written.manifestDigest as Digest, configDigest: written.configDigest as Digest };
   }
 
-  private async plan(): Promise<BuildPlan> {
+  private get contextDir(): string {
+    return this.context.dir;
+  }
+
+  /** The Dockerfile's text: memoized per context blob, else read from the extracted context. */
+  private async dockerfileText(): Promise<string> {
+    const memoKey = `dockerfile:${stableJson({ v: 1, ctx: this.data.contextDigest, path: this.data.dockerfile })}`;
+    const index = this.engine.cacheIndex;
+    const memo = (await index.getMemo?.(memoKey)) ?? null;
+    if (memo !== null) {
+      return memo;
+    }
+    await this.context.materialize();
     const path = join(this.contextDir, posix.normalize(`/${this.data.dockerfile}`));
     const st = await lstat(path).catch(() => null);
     if (st === null || !st.isFile()) {
@@ -251,6 +270,12 @@ class BuildRun {
       throw new BuildError(`the Dockerfile is larger than ${MAX_DOCKERFILE} bytes`);
     }
     const text = await readFile(path, 'utf8');
+    await index.putMemo?.(memoKey, text);
+    return text;
+  }
+
+  private async plan(): Promise<BuildPlan> {
+    const text = await this.dockerfileText();
     const dockerfile = parseDockerfile(text);
     const plan = planBuild(dockerfile, {
       ...(this.data.target !== null ? { target: this.data.target } : {}),
@@ -585,7 +610,37 @@ class BuildRun {
         instr.startLine,
       );
     }
-    const sources = await matchSources(this.contextDir, local, instr.startLine, instr.kind);
+    // What the sources hash to depends only on the context blob, its ignore file (chosen by
+    // the Dockerfile's path) and the patterns: memoized, a cached step needs no extraction.
+    const memoKey = `sources:${createHash('sha256')
+      .update(
+        stableJson({
+          v: 1,
+          ctx: this.data.contextDigest,
+          dockerfile: this.data.dockerfile,
+          kind: instr.kind,
+          local,
+        }),
+      )
+      .digest('hex')}`;
+    let sources: SourceEntry[] | null = null;
+    const localSources = async (): Promise<SourceEntry[]> => {
+      if (sources === null) {
+        if (local.length > 0) {
+          await this.context.materialize();
+        }
+        sources = await matchSources(this.contextDir, local, instr.startLine, instr.kind);
+      }
+      return sources;
+    };
+    let sourcesDigest =
+      local.length === 0 ? null : ((await this.engine.cacheIndex.getMemo?.(memoKey)) ?? null);
+    if (sourcesDigest === null) {
+      sourcesDigest = await hashSources(await localSources());
+      if (local.length > 0) {
+        await this.engine.cacheIndex.putMemo?.(memoKey, sourcesDigest);
+      }
+    }
     const remoteInputs: { url: string; digest: string }[] = [];
     const fetched: SourceEntry[] = [];
     const fetchAll = async (): Promise<void> => {
@@ -611,7 +666,7 @@ class BuildRun {
     const key = stepCacheKey({
       parent,
       instruction,
-      inputs: { ...base, sources: await hashSources(sources), remote: remoteInputs },
+      inputs: { ...base, sources: sourcesDigest, remote: remoteInputs },
     });
     return {
       key,
@@ -622,10 +677,11 @@ class BuildRun {
           if (remote.length > 0 && fetched.length === 0) {
             await fetchAll();
           }
-          let toCopy = sources;
+          const matched = await localSources();
+          let toCopy = matched;
           if (instr.kind === 'ADD' && instr.unpack !== false) {
             toCopy = [];
-            for (const s of sources) {
+            for (const s of matched) {
               if (await isLocalArchive(s.host)) {
                 const dest = posix.isAbsolute(instr.dest) ? instr.dest : posix.join(workdir, instr.dest);
                 const destDir = containerPath(fs.merged, await resolveInRoot(fs.merged, dest, true));

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, Stats } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { Stats } from 'node:fs';
+import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SourceEntry } from './file-copy';
 
@@ -12,6 +12,8 @@ interface HashedEntry {
 
 /** How many files are read at once while hashing. */
 const HASH_CONCURRENCY = 16;
+/** Read size while hashing a file. */
+const READ_BUFFER = 1 << 20;
 
 /**
  * Digest (sha256 hex) of exactly what a COPY/ADD reads: for every matched source and, for a
@@ -31,11 +33,14 @@ export async function hashSources(sources: readonly SourceEntry[]): Promise<stri
   const contents = new Array<string>(entries.length);
   let next = 0;
   const worker = async (): Promise<void> => {
+    // One read buffer per worker: a fresh 1 MiB buffer per file (createReadStream) made the
+    // hashing of a context of many small files mostly garbage collection.
+    const buf = Buffer.allocUnsafe(READ_BUFFER);
     while (next < entries.length) {
       const i = next++;
       const e = entries[i];
       if (e.st.isFile()) {
-        contents[i] = await fileDigest(e.host);
+        contents[i] = await fileDigest(e.host, buf);
       } else if (e.st.isSymbolicLink()) {
         contents[i] = `link:${await readlink(e.host)}`;
       } else {
@@ -67,10 +72,19 @@ async function walk(dir: string, prefix: string, out: HashedEntry[]): Promise<vo
   }
 }
 
-async function fileDigest(path: string): Promise<string> {
+async function fileDigest(path: string, buf: Buffer): Promise<string> {
   const h = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
-    h.update(chunk as Buffer);
+  const fh = await open(path, 'r');
+  try {
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) {
+        break;
+      }
+      h.update(buf.subarray(0, bytesRead));
+    }
+  } finally {
+    await fh.close();
   }
   return h.digest('hex');
 }

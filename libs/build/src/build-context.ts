@@ -1,0 +1,37 @@
+import { Digest } from '@stratum/contracts';
+import { applyLayer } from '@stratum/layers';
+import { BlobStore } from '@stratum/storage';
+import { applyDockerignore } from './context-filter';
+
+/**
+ * One build's context. The blob is extracted (and `.dockerignore` applied) only when a step
+ * needs its files: a build whose Dockerfile and source digests are memoized for this blob
+ * (see `BuildCacheIndex.getMemo`) and whose steps are all cached never unpacks it.
+ */
+export class BuildContext {
+  private extracted: Promise<void> | null = null;
+
+  constructor(
+    private readonly blobs: BlobStore,
+    readonly digest: Digest,
+    /** Where the context is extracted to. */
+    readonly dir: string,
+    /** The Dockerfile's path in the context (it decides which ignore file applies). */
+    private readonly dockerfile: string,
+    private readonly log: (text: string) => void,
+  ) {}
+
+  /** Extracts the context into {@link dir} and applies its ignore file, once. */
+  materialize(): Promise<void> {
+    this.extracted ??= (async () => {
+      this.log(`loading build context ${this.digest}\n`);
+      // A context is files to copy from: no device nodes (and nothing outside the dir).
+      await applyLayer(await this.blobs.get(this.digest), this.dir, { devices: 'reject' });
+      const ignored = await applyDockerignore(this.dir, this.dockerfile);
+      if (ignored > 0) {
+        this.log(`.dockerignore: left out ${ignored} path(s) of the context\n`);
+      }
+    })();
+    return this.extracted;
+  }
+}
