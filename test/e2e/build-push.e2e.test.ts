@@ -15,7 +15,7 @@ import {
   WorkerProcessHandle,
 } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
-import { DistributionHandle, run, skopeo, startDistribution } from './registry-fixtures';
+import { DistributionHandle, isolatedTool, skopeo, startDistribution } from './registry-fixtures';
 
 jest.setTimeout(90_000);
 
@@ -144,28 +144,14 @@ it('fails FROM an image the other registry does not have, naming it and the line
 it('podman pulls and runs an image Stratum built', async () => {
   // A private podman store (vfs: no mounts) so the host's images are not touched.
   const store = mkdtempSync(join(tmpdir(), 'stratum-e2e-podman-'));
-  const podman = async (...args: string[]): Promise<string> =>
-    (
-      await run(
-        'podman',
-        [
-          '--root',
-          join(store, 'root'),
-          '--runroot',
-          join(store, 'run'),
-          '--storage-driver',
-          'vfs',
-          '--cgroup-manager',
-          'cgroupfs',
-          '--events-backend',
-          'file',
-          '--runtime',
-          '/usr/sbin/runc',
-          ...args,
-        ],
-        { timeout: 120_000 },
-      )
-    ).stdout;
+  const podman = isolatedTool('podman', store, [
+    '--cgroup-manager',
+    'cgroupfs',
+    '--events-backend',
+    'file',
+    '--runtime',
+    '/usr/sbin/runc',
+  ]);
   const host = new URL(api.url).host;
   try {
     const ref = `${host}/team/app:1`; // built by the push test above: CMD ["cat", "/hello"]

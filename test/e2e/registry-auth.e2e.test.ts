@@ -5,7 +5,7 @@ import bcrypt from 'bcryptjs';
 import request from 'supertest';
 import { RedisServerHandle, startRedisServer } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
-import { makeImage, run, sha, skopeo, writeOciLayout } from './registry-fixtures';
+import { isolatedTool, makeImage, run, sha, skopeo, writeOciLayout } from './registry-fixtures';
 
 // Registry auth end to end: REGISTRY_AUTH=token with users (bcrypt and plain) and an API token,
 // anonymous pull off except for public/*; real clients log in through the Docker token flow
@@ -172,22 +172,7 @@ describe('registry auth (e2e, token flow, skopeo/podman/buildah)', () => {
   it('podman login + push, and podman pull with the stored login', async () => {
     const store = join(work, 'podman');
     const authfile = join(work, 'podman-auth.json');
-    const podman = async (...args: string[]): Promise<string> =>
-      (
-        await run(
-          'podman',
-          [
-            '--root',
-            join(store, 'root'),
-            '--runroot',
-            join(store, 'run'),
-            '--storage-driver',
-            'vfs',
-            ...args,
-          ],
-          { timeout: 180_000 },
-        )
-      ).stdout;
+    const podman = isolatedTool('podman', store);
     await expect(
       podman('login', '--tls-verify=false', '--authfile', authfile, '-u', 'alice', '-p', 'bad', host),
     ).rejects.toThrow();
@@ -212,22 +197,8 @@ describe('registry auth (e2e, token flow, skopeo/podman/buildah)', () => {
 
   it('buildah push of an image made from scratch', async () => {
     const store = join(work, 'buildah');
-    const buildah = async (...args: string[]): Promise<string> =>
-      (
-        await run(
-          'buildah',
-          [
-            '--root',
-            join(store, 'root'),
-            '--runroot',
-            join(store, 'run'),
-            '--storage-driver',
-            'vfs',
-            ...args,
-          ],
-          { timeout: 180_000 },
-        )
-      ).stdout.trim();
+    const tool = isolatedTool('buildah', store);
+    const buildah = async (...args: string[]): Promise<string> => (await tool(...args)).trim();
     const file = join(work, 'greeting.txt');
     await run('sh', ['-c', `echo 'made by buildah' > ${file}`]);
     const ctr = await buildah('from', 'scratch');

@@ -174,3 +174,32 @@ export async function startDistribution(users?: Record<string, string>): Promise
     },
   };
 }
+
+/**
+ * `podman` or `buildah` with a private store under `store` (vfs: no mounts), so the host's
+ * images are never touched; `extra` are global flags (e.g. podman's `--runtime`).
+ */
+export function isolatedTool(
+  tool: 'podman' | 'buildah',
+  store: string,
+  extra: string[] = [],
+  timeoutMs = 180_000,
+): (...args: string[]) => Promise<string> {
+  return async (...args: string[]) =>
+    (
+      await run(
+        tool,
+        [
+          '--root',
+          join(store, 'root'),
+          '--runroot',
+          join(store, 'run'),
+          '--storage-driver',
+          'vfs',
+          ...extra,
+          ...args,
+        ],
+        { timeout: timeoutMs },
+      )
+    ).stdout;
+}

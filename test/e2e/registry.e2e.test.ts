@@ -1,85 +1,32 @@
-import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { gunzipSync } from 'node:zlib';
 import { INestApplication } from '@nestjs/common';
-import { SwaggerModule } from '@nestjs/swagger';
 import request from 'supertest';
-import { create as createTar } from 'tar';
 import { loadConfig } from '@stratum/config';
 import { freePort, RedisServerHandle, startRedisServer } from '@stratum/testing';
 import { createApiApp } from '../../apps/api/src/bootstrap';
+import {
+  isolatedTool,
+  makeImage,
+  OCI_MANIFEST,
+  OciImageParts,
+  sha,
+  skopeo,
+  writeOciLayout,
+} from './registry-fixtures';
 
 // The registry API end to end: the real API (createApiApp), a real redis-server, the fs store in
 // a temp DATA_DIR, and the real skopeo client pushing and pulling an OCI image built here.
 
-const run = promisify(execFile);
-const sha = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-
-async function skopeo(...args: string[]): Promise<string> {
-  const { stdout } = await run('skopeo', ['--insecure-policy', ...args], { timeout: 60_000 });
-  return stdout;
-}
-
 /** A one-layer OCI image layout at `dir`, tagged `tag`; returns the manifest digest and parts. */
-async function makeOciLayout(dir: string, tag: string) {
-  const files = join(dir, '..', 'rootfs');
-  await mkdir(join(files, 'etc'), { recursive: true });
-  await writeFile(join(files, 'etc', 'hello.txt'), 'hello from stratum\n');
-  await writeFile(join(files, 'README'), 'a tiny image\n');
-  const layerPath = join(dir, '..', 'layer.tar.gz');
-  await createTar({ gzip: true, file: layerPath, cwd: files, portable: true, mtime: new Date(0) }, [
-    'etc',
-    'README',
-  ]);
-  const layer = await readFile(layerPath);
-  const config = Buffer.from(
-    JSON.stringify({
-      architecture: 'amd64',
-      os: 'linux',
-      config: { Cmd: ['/bin/sh'] },
-      rootfs: { type: 'layers', diff_ids: [sha(gunzipSync(layer))] },
-      history: [{ created_by: 'stratum e2e' }],
-    }),
-  );
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: OCI_MANIFEST,
-      config: {
-        mediaType: 'application/vnd.oci.image.config.v1+json',
-        digest: sha(config),
-        size: config.length,
-      },
-      layers: [
-        { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha(layer), size: layer.length },
-      ],
-    }),
-  );
-  await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
-  for (const blob of [layer, config, manifest]) {
-    await writeFile(join(dir, 'blobs', 'sha256', sha(blob).slice(7)), blob);
-  }
-  await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  await writeFile(
-    join(dir, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [
-        {
-          mediaType: OCI_MANIFEST,
-          digest: sha(manifest),
-          size: manifest.length,
-          annotations: { 'org.opencontainers.image.ref.name': tag },
-        },
-      ],
-    }),
-  );
-  return { manifest, config, layer, digest: sha(manifest) };
+async function makeOciLayout(dir: string, tag: string): Promise<OciImageParts> {
+  const image = await makeImage(join(dir, '..'), {
+    'etc/hello.txt': 'hello from stratum\n',
+    README: 'a tiny image\n',
+  });
+  await writeOciLayout(dir, tag, [image]);
+  return image;
 }
 
 // superagent JSON-encodes a Buffer body when the Content-Type ends in +json: send manifests as strings.
@@ -105,17 +52,6 @@ describe('registry /v2/ (e2e, skopeo)', () => {
       DATA_DIR: dataDir,
       LOG_LEVEL: 'warn',
       PRETTY_LOGS: 'false',
-    });
-    // Under @swc/jest the builds controller's `@Query(new ZodPipe(X)) q: X` emits the zod schema
-    // (a value named like the type) as design:paramtypes, which crashes Swagger's explorer; tsc
-    // emits Object. Not a registry concern: fall back to an empty document so the app boots.
-    const createDocument = SwaggerModule.createDocument.bind(SwaggerModule);
-    jest.spyOn(SwaggerModule, 'createDocument').mockImplementation((...args) => {
-      try {
-        return createDocument(...args);
-      } catch {
-        return { openapi: '3.0.0', info: { title: 'Stratum', version: '1' }, paths: {} };
-      }
     });
     app = await createApiApp(config);
     const port = await freePort();
@@ -198,22 +134,7 @@ describe('registry /v2/ (e2e, skopeo)', () => {
   it('podman pulls from and pushes to Stratum', async () => {
     // A private store (vfs: no mounts) so the host's podman images are not touched.
     const store = join(work, 'podman');
-    const podman = async (...args: string[]): Promise<string> =>
-      (
-        await run(
-          'podman',
-          [
-            '--root',
-            join(store, 'root'),
-            '--runroot',
-            join(store, 'run'),
-            '--storage-driver',
-            'vfs',
-            ...args,
-          ],
-          { timeout: 120_000 },
-        )
-      ).stdout;
+    const podman = isolatedTool('podman', store, [], 120_000);
     await podman('pull', '--tls-verify=false', `${host}/ns/name:v1`);
     await podman('tag', `${host}/ns/name:v1`, `${host}/podman/pushed:latest`);
     await podman('push', '--tls-verify=false', `${host}/podman/pushed:latest`);
