@@ -295,6 +295,21 @@ describe('in the browser', () => {
     await shot('07-queues');
     expect(pageErrors).toEqual([]);
   });
+
+  it('runs maintenance from its page and lists the run with what it freed', async () => {
+    await page.goto(`${api.url}/#/maintenance`);
+    await page.locator('#view', { hasText: 'No maintenance run yet.' }).waitFor();
+    await page.click('#run-gc');
+    await page.locator('#gc-status', { hasText: 'succeeded' }).waitFor();
+    await page.waitForSelector('#maintenance-runs tbody tr');
+    const runs = (await request(api.url).get('/api/v1/maintenance/runs')).body as { id: string }[];
+    expect(runs).toHaveLength(1);
+    const row = page.locator(`#maintenance-runs tr[data-run="${runs[0].id}"]`);
+    expect(await row.locator('td').nth(1).textContent()).toBe('gc');
+    expect(await row.locator('.badge').textContent()).toBe('succeeded');
+    await shot('08-maintenance');
+    expect(pageErrors).toEqual([]);
+  });
 });
 
 describe('retry over HTTP', () => {

@@ -722,6 +722,76 @@ function queuesView() {
   });
 }
 
+// ---------------------------------------------------------------- maintenance
+
+/** `{blobs: 3, bytes: 1024}` -> "blobs 3, bytes 1024" (zero counts left out). */
+function counts(map) {
+  const parts = Object.entries(map ?? {})
+    .filter(([, n]) => n !== 0)
+    .map(([k, n]) => `${k} ${n}`);
+  return parts.length ? parts.join(', ') : 'nothing';
+}
+
+function maintenanceView() {
+  const body = h('div');
+  const status = h('span', { class: 'muted', id: 'gc-status' });
+  const button = h('button', { id: 'run-gc', type: 'button' }, 'Run maintenance now');
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    status.textContent = ' running…';
+    try {
+      const run = await api('/api/v1/maintenance/gc', { method: 'POST' });
+      status.textContent = ` ${run.status}: freed ${counts(run.freed)}`;
+    } catch (err) {
+      status.textContent = ` ${err instanceof Error ? err.message : String(err)}`;
+    } finally {
+      button.disabled = false;
+    }
+  });
+  replace(view, h('h1', {}, 'Maintenance'), h('p', {}, button, status), body);
+  return poll(POLL_MS, async () => {
+    try {
+      const runs = await api('/api/v1/maintenance/runs?limit=50');
+      replace(
+        body,
+        runs.length === 0
+          ? h('p', { class: 'muted' }, 'No maintenance run yet.')
+          : h(
+              'table',
+              { id: 'maintenance-runs' },
+              h(
+                'thead',
+                {},
+                h(
+                  'tr',
+                  {},
+                  ['started', 'task', 'trigger', 'status', 'freed', 'details'].map((c) => h('th', {}, c)),
+                ),
+              ),
+              h(
+                'tbody',
+                {},
+                runs.map((r) =>
+                  h(
+                    'tr',
+                    { dataset: { run: r.id } },
+                    h('td', {}, new Date(r.startedAt).toLocaleString()),
+                    h('td', { class: 'mono' }, r.task),
+                    h('td', {}, r.trigger),
+                    h('td', {}, badge(r.status)),
+                    h('td', { class: 'freed' }, counts(r.freed)),
+                    h('td', { class: 'muted' }, r.error ?? counts(r.stats)),
+                  ),
+                ),
+              ),
+            ),
+      );
+    } catch (err) {
+      replace(body, errorBox(err));
+    }
+  });
+}
+
 // ---------------------------------------------------------------- router
 
 let stop = () => undefined;
@@ -747,6 +817,8 @@ function route() {
       stop = containersView();
     } else if (section === 'queues') {
       stop = queuesView();
+    } else if (section === 'maintenance') {
+      stop = maintenanceView();
     } else {
       stop = buildsView(params);
     }
