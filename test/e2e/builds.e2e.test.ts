@@ -518,4 +518,22 @@ describe('builds with a real worker', () => {
     const replay = await readSse(`${api.url}/api/v1/builds/${okId}/logs`, { timeoutMs: 10_000 });
     expect(replay.frames).toEqual(okFrames);
   });
+
+  it('?context=<digest> builds a stored context without a body; an unknown one is 400 CONTEXT_MISSING', async () => {
+    const original = (await request(api.url).get(`/api/v1/builds/${okId}`)).body as BuildRecord;
+    const again = await request(api.url)
+      .post('/api/v1/builds')
+      .query({ t: 'e2e/ok:again', context: original.contextDigest });
+    expect(again.status).toBe(202);
+    expect(again.body.contextDigest).toBe(original.contextDigest);
+    const rec = await waitForState(again.body.id as string, ['succeeded', 'failed'], 45_000);
+    expect(rec).toMatchObject({ state: 'succeeded', contextSize: original.contextSize });
+    expect(rec.imageDigest).toBe(original.imageDigest);
+    expect(rec.steps.every((s) => s.status === 'cached')).toBe(true);
+    const unknown = await request(api.url)
+      .post('/api/v1/builds')
+      .query({ t: 'e2e/ok:unknown', context: `sha256:${'0'.repeat(64)}` });
+    expect(unknown.status).toBe(400);
+    expect(unknown.body).toMatchObject({ code: 'CONTEXT_MISSING' });
+  });
 });

@@ -1,7 +1,7 @@
 // Decorator metadata is only recorded when reflect-metadata is loaded before any decorated class.
 import 'reflect-metadata';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
@@ -33,12 +33,20 @@ interface CliResult {
 }
 
 /** Runs the compiled `stratum` CLI against the test API. */
-function stratum(args: string[], timeoutMs = 45_000): Promise<CliResult> {
+function stratum(
+  args: string[],
+  timeoutMs = 45_000,
+  extraEnv: Record<string, string> = {},
+): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
       [CLI_MAIN, ...args],
-      { env: { PATH: process.env.PATH, STRATUM_URL: api.url }, timeout: timeoutMs, killSignal: 'SIGKILL' },
+      {
+        env: { PATH: process.env.PATH, STRATUM_URL: api.url, ...extraEnv },
+        timeout: timeoutMs,
+        killSignal: 'SIGKILL',
+      },
       (err, stdout, stderr) => {
         const code = err === null ? 0 : typeof err.code === 'number' ? err.code : null;
         resolve({ code, stdout, stderr });
@@ -166,4 +174,23 @@ it('stratum logs of an unknown build fails with the API message', async () => {
   const res = await stratum(['logs', '8d6f2c1e-4b7a-4c1d-9e2f-0a1b2c3d4e5f']);
   expect(res.code).toBe(2);
   expect(res.stderr).toMatch(/no build with id/);
+});
+
+it('an unchanged context is named by its digest, not sent again; a changed one is sent', async () => {
+  const cache = contextDir({});
+  const dir = contextDir(busyboxContext('COPY a.txt /a.txt\nRUN cat /a.txt\n', { 'a.txt': 'one\n' }));
+  const run = (): Promise<CliResult> =>
+    stratum(['build', '-t', 'cli/reuse:1', dir], 45_000, { XDG_CACHE_HOME: cache });
+  const first = await run();
+  expect(first.code).toBe(0);
+  expect(first.stdout).toMatch(/=> sending build context/);
+  const second = await run();
+  expect(second.code).toBe(0);
+  expect(second.stdout).toMatch(/=> build context unchanged \(sha256:[0-9a-f]{64}\), not sent again/);
+  expect(second.stdout).not.toMatch(/=> sending build context/);
+  writeFileSync(join(dir, 'a.txt'), 'two\n');
+  const third = await run();
+  expect(third.code).toBe(0);
+  expect(third.stdout).toMatch(/=> sending build context/);
+  expect(third.stdout).toMatch(/#\d+ two/);
 });

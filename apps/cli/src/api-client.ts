@@ -19,11 +19,13 @@ export interface SubmitOptions {
   readonly target: string | null;
   readonly noCache: boolean;
   readonly push?: boolean;
+  /** Build from this stored context (an earlier submission's `contextDigest`) instead of a body. */
+  readonly context?: string;
 }
 
 /** A thin typed client of the Stratum REST API. */
 export class ApiClient {
-  constructor(private readonly config: CliConfig) {}
+  constructor(readonly config: CliConfig) {}
 
   private headers(extra: Record<string, string> = {}): Record<string, string> {
     return this.config.token === null ? extra : { ...extra, authorization: `Bearer ${this.config.token}` };
@@ -60,7 +62,11 @@ export class ApiClient {
     return JSON.parse(text) as T;
   }
 
-  submitBuild(context: Readable, o: SubmitOptions): Promise<{ id: string; url: string; logsUrl: string }> {
+  /** Submits a build: `context` is the tar, or null with `o.context` naming a stored one. */
+  submitBuild(
+    context: Readable | null,
+    o: SubmitOptions,
+  ): Promise<{ id: string; url: string; logsUrl: string; contextDigest: string }> {
     const q = new URLSearchParams();
     o.tags.forEach((t) => q.append('t', t));
     q.set('dockerfile', o.dockerfile);
@@ -71,6 +77,10 @@ export class ApiClient {
     q.set('nocache', String(o.noCache));
     if (o.push === true) {
       q.set('push', 'true');
+    }
+    if (context === null) {
+      q.set('context', o.context ?? '');
+      return this.request(`/api/v1/builds?${q.toString()}`, { method: 'POST' });
     }
     return this.request(`/api/v1/builds?${q.toString()}`, {
       method: 'POST',

@@ -2,8 +2,9 @@
 import { Command, Option } from 'commander';
 import { BuildEvent, BuildState, isTerminalBuildState } from '@stratum/contracts';
 import { ConfigError, loadCliConfig } from '@stratum/config';
-import { ApiClient, ApiError } from './api-client';
-import { planContext, tarContext } from './context-tar';
+import { ApiClient, ApiError, SubmitOptions } from './api-client';
+import { ContextDigestCache, contextFingerprint } from './context-cache';
+import { ContextPlan, planContext, tarContext } from './context-tar';
 import { ProgressPrinter } from './progress';
 
 const out = (s: string): void => void process.stdout.write(s);
@@ -43,6 +44,45 @@ function stateOf(e: BuildEvent): BuildState | null {
   return e.type === 'state' ? e.state : null;
 }
 
+/**
+ * Submits the build. An unchanged context (same {@link contextFingerprint} as when it was last
+ * sent to this server) is named by its digest; the tar is sent when it is new or the server
+ * no longer has it.
+ */
+async function submitContext(
+  api: ApiClient,
+  dir: string,
+  plan: ContextPlan,
+  options: SubmitOptions,
+): Promise<{ id: string }> {
+  const { cacheDir, serverUrl } = api.config;
+  const cache = cacheDir === null ? null : new ContextDigestCache(cacheDir, serverUrl);
+  const fingerprint = cache === null ? null : await contextFingerprint(dir, plan);
+  const known = cache === null || fingerprint === null ? null : await cache.lookup(dir, plan, fingerprint);
+  if (known !== null) {
+    try {
+      const submitted = await api.submitBuild(null, { ...options, context: known });
+      out(`=> build context unchanged (${known}), not sent again\n`);
+      return submitted;
+    } catch (e) {
+      if (!(e instanceof ApiError && e.code === 'CONTEXT_MISSING')) {
+        throw e;
+      }
+    }
+  }
+  const { stream, cleanup } = await tarContext(dir, plan);
+  try {
+    out(`=> sending build context (${plan.files.length} entries)\n`);
+    const submitted = await api.submitBuild(stream, options);
+    if (cache !== null && fingerprint !== null) {
+      await cache.remember(dir, plan, fingerprint, submitted.contextDigest);
+    }
+    return submitted;
+  } finally {
+    cleanup();
+  }
+}
+
 export function buildProgram(client: () => ApiClient): Command {
   const program = new Command('stratum').description('Stratum: container image builds').showHelpAfterError();
 
@@ -70,30 +110,25 @@ export function buildProgram(client: () => ApiClient): Command {
       ) => {
         const api = client();
         const plan = await planContext(dir, o.file, process.cwd());
-        const { stream, cleanup } = await tarContext(dir, plan);
-        try {
-          out(`=> sending build context (${plan.files.length} entries)\n`);
-          const submitted = await api.submitBuild(stream, {
-            tags: o.tag,
-            dockerfile: plan.dockerfile,
-            buildArgs: parseBuildArgs(o.buildArg),
-            target: o.target ?? null,
-            noCache: !o.cache,
-            push: o.push,
-          });
-          out(`=> build ${submitted.id}\n`);
-          const state = await follow(api, submitted.id);
-          if (state !== 'succeeded') {
-            const record = await api.getBuild(submitted.id);
-            err(`build ${state}${record.error ? `: ${record.error}` : ''}\n`);
-            process.exitCode = 1;
-            return;
-          }
+        const options: SubmitOptions = {
+          tags: o.tag,
+          dockerfile: plan.dockerfile,
+          buildArgs: parseBuildArgs(o.buildArg),
+          target: o.target ?? null,
+          noCache: !o.cache,
+          push: o.push,
+        };
+        const submitted = await submitContext(api, dir, plan, options);
+        out(`=> build ${submitted.id}\n`);
+        const state = await follow(api, submitted.id);
+        if (state !== 'succeeded') {
           const record = await api.getBuild(submitted.id);
-          out(`=> done: ${record.imageDigest ?? ''} ${record.tags.join(' ')}\n`);
-        } finally {
-          cleanup();
+          err(`build ${state}${record.error ? `: ${record.error}` : ''}\n`);
+          process.exitCode = 1;
+          return;
         }
+        const record = await api.getBuild(submitted.id);
+        out(`=> done: ${record.imageDigest ?? ''} ${record.tags.join(' ')}\n`);
       },
     );
 

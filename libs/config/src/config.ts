@@ -376,6 +376,11 @@ export interface CliConfig {
   readonly serverUrl: string;
   /** API token sent as a Bearer token, when set. */
   readonly token: string | null;
+  /**
+   * Where the CLI remembers the digests of contexts it sent (`$XDG_CACHE_HOME/stratum`, else
+   * `~/.cache/stratum`), so an unchanged context is not uploaded again; null: no such cache.
+   */
+  readonly cacheDir: string | null;
 }
 
 export function loadCliConfig(env: Record<string, string | undefined> = process.env): CliConfig {
@@ -383,7 +388,12 @@ export function loadCliConfig(env: Record<string, string | undefined> = process.
   if (!url.success) {
     throw new ConfigError([`STRATUM_URL: must be a URL such as http://127.0.0.1:8080`]);
   }
-  return { serverUrl: url.data.replace(/\/+$/, ''), token: env.STRATUM_TOKEN ?? null };
+  const cacheHome = env.XDG_CACHE_HOME || (env.HOME ? `${env.HOME}/.cache` : '');
+  return {
+    serverUrl: url.data.replace(/\/+$/, ''),
+    token: env.STRATUM_TOKEN ?? null,
+    cacheDir: env.STRATUM_NO_CONTEXT_CACHE === '1' || cacheHome === '' ? null : `${cacheHome}/stratum`,
+  };
 }
 
 /** Nest logger levels enabled by a LOG_LEVEL (that level and everything more severe). */

@@ -52,6 +52,15 @@ export const SubmitBuildQuerySchema = z.object({
     .enum(['true', 'false', '1', '0'])
     .default('false')
     .transform((v) => v === 'true' || v === '1'),
+  /**
+   * Build from a context the server already stores (the `contextDigest` of an earlier
+   * submission) instead of the body; answered with CONTEXT_MISSING when it is not stored,
+   * and the client then uploads it. The worker checks that it holds the Dockerfile.
+   */
+  context: z
+    .string()
+    .regex(/^sha256:[a-f0-9]{64}$/, 'must be a sha256 digest')
+    .optional(),
 });
 export type SubmitBuildQuery = z.infer<typeof SubmitBuildQuerySchema>;
 

@@ -36,6 +36,10 @@ export class BuildsService {
     query: SubmitBuildQuery,
   ): Promise<BuildSubmitted> {
     checkTags(query.t, query.push);
+    if (query.context !== undefined) {
+      body.resume();
+      return this.submitByDigest(query.context as Digest, query);
+    }
     if (declaredLength !== null && declaredLength > this.config.maxContextBytes) {
       body.resume();
       throw new StratumError(
@@ -74,6 +78,21 @@ export class BuildsService {
       await discard();
       throw err;
     }
+  }
+
+  /**
+   * A build of a context the client uploaded before (`?context=<digest>`): no upload when the
+   * store still has it; CONTEXT_MISSING (the client then sends the tar) when it does not.
+   */
+  private async submitByDigest(digest: Digest, query: SubmitBuildQuery): Promise<BuildSubmitted> {
+    const st = await this.blobs.stat(digest);
+    if (!st.exists) {
+      throw new StratumError(
+        'CONTEXT_MISSING',
+        `the build context ${digest} is not stored: send it as the body`,
+      );
+    }
+    return this.createBuild(digest, st.size, normalizeContextPath(query.dockerfile), query);
   }
 
   /**

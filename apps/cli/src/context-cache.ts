@@ -1,0 +1,85 @@
+import { createHash } from 'node:crypto';
+import { lstat, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { ContextPlan } from './context-tar';
+
+/** Bump when what goes into the tar (or into the fingerprint) changes. */
+const FINGERPRINT_VERSION = 'stratum-context-v1';
+const STAT_CONCURRENCY = 64;
+
+/**
+ * Fingerprint of a planned context: every entry's path and the lstat fields the tar is made
+ * from (type and mode, owner, size, mtime), plus ctime and inode, which any change of content
+ * moves (user space cannot set ctime). Equal fingerprints mean the same tar bytes.
+ */
+export async function contextFingerprint(dir: string, plan: ContextPlan): Promise<string> {
+  const root = resolve(dir);
+  const paths = plan.files.map((f) => join(root, f));
+  if (plan.extraDockerfile !== null) {
+    paths.push(plan.extraDockerfile.source);
+  }
+  const lines = new Array<string>(paths.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < paths.length) {
+      const i = next++;
+      const st = await lstat(paths[i], { bigint: true });
+      lines[i] =
+        `${JSON.stringify(paths[i])} ${st.mode} ${st.uid}:${st.gid} ${st.size} ${st.mtimeNs} ${st.ctimeNs} ${st.dev}:${st.ino}`;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(STAT_CONCURRENCY, paths.length) }, worker));
+  return createHash('sha256')
+    .update(`${FINGERPRINT_VERSION}\n${plan.dockerfile}\n${plan.extraDockerfile?.name ?? ''}\n`)
+    .update(lines.join('\n'))
+    .digest('hex');
+}
+
+/**
+ * Remembers, per server and context directory, the digest the server gave the context the
+ * last time it was sent, keyed by the context's {@link contextFingerprint}. One small file
+ * per directory, so the cache does not grow with the number of builds.
+ */
+export class ContextDigestCache {
+  constructor(
+    private readonly cacheDir: string,
+    private readonly serverUrl: string,
+  ) {}
+
+  private file(dir: string, plan: ContextPlan): string {
+    const key = createHash('sha256')
+      .update(`${this.serverUrl}\0${resolve(dir)}\0${plan.dockerfile}\0${plan.extraDockerfile?.source ?? ''}`)
+      .digest('hex');
+    return join(this.cacheDir, 'contexts', `${key}.json`);
+  }
+
+  /** The digest stored for exactly this fingerprint, or null. */
+  async lookup(dir: string, plan: ContextPlan, fingerprint: string): Promise<string | null> {
+    try {
+      const v = JSON.parse(await readFile(this.file(dir, plan), 'utf8')) as {
+        fingerprint?: unknown;
+        digest?: unknown;
+      };
+      return v.fingerprint === fingerprint &&
+        typeof v.digest === 'string' &&
+        /^sha256:[0-9a-f]{64}$/.test(v.digest)
+        ? v.digest
+        : null;
+    } catch {
+      return null; // no entry yet, or unreadable: send the context
+    }
+  }
+
+  /** Best effort: a cache that cannot be written only costs an upload next time. */
+  async remember(dir: string, plan: ContextPlan, fingerprint: string, digest: string): Promise<void> {
+    const file = this.file(dir, plan);
+    const tmp = `${file}.${process.pid}.tmp`;
+    try {
+      await mkdir(join(this.cacheDir, 'contexts'), { recursive: true });
+      await writeFile(tmp, JSON.stringify({ fingerprint, digest }));
+      await rename(tmp, file);
+    } catch {
+      // ignore
+    }
+  }
+}
