@@ -10,6 +10,9 @@ import { StorageError } from './storage-error';
 const HEX64 = /^[a-f0-9]{64}$/;
 const HEX2 = /^[a-f0-9]{2}$/;
 
+/** Read size when streaming a blob out. */
+const READ_CHUNK = 1024 * 1024;
+
 /**
  * {@link BlobStore} on a local directory (the embedded default).
  *
@@ -70,7 +73,13 @@ export class FsBlobStore implements BlobStore {
     try {
       const { size } = await fh.stat();
       const r = resolveRange(size, range);
-      return fh.createReadStream(r ? { start: r.start, end: r.end, autoClose: true } : { autoClose: true });
+      // 1 MiB reads: layer blobs are large, and each chunk costs a syscall and a socket write
+      // on the way out (the 64 KiB default made registry pulls slower than Distribution's).
+      return fh.createReadStream({
+        ...(r ? { start: r.start, end: r.end } : {}),
+        autoClose: true,
+        highWaterMark: READ_CHUNK,
+      });
     } catch (err) {
       await fh.close();
       throw wrapFsError(err);
