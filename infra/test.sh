@@ -15,4 +15,5 @@ log "integration tests"
 npx jest --selectProjects integration --ci --runInBand
 log "end-to-end tests"
 npx jest --selectProjects e2e --ci --runInBand
+npx jest --selectProjects chaos --ci --runInBand
 log "all tests passed"
