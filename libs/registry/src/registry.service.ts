@@ -675,14 +675,21 @@ export async function readLimited(
 ): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
+  // Past the limit keep reading (and dropping) a while, so the client gets our 413 instead of a
+  // reset connection; a body far past it is cut off.
+  const drainLimit = max + 64 * 1024 * 1024;
   for await (const chunk of stream as AsyncIterable<Buffer | string>) {
     const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
     total += buf.length;
-    if (total > max) {
-      stream.destroy();
-      throw new RegistryError(code, `body larger than ${max} bytes`, undefined, { status: 413 });
+    if (total > drainLimit) {
+      break; // ends the iteration, which destroys the stream
     }
-    chunks.push(buf);
+    if (total <= max) {
+      chunks.push(buf);
+    }
+  }
+  if (total > max) {
+    throw new RegistryError(code, `body larger than ${max} bytes`, undefined, { status: 413 });
   }
   return Buffer.concat(chunks);
 }
