@@ -354,6 +354,15 @@ export async function applyLayer(
     await input.exited;
   } catch (e) {
     input.close();
+    // A corrupt or truncated gzip stream fails inside zlib (Z_DATA_ERROR, Z_BUF_ERROR…): that is
+    // a bad layer, the user's input, not a fault of this host.
+    const code = typeof e === 'object' && e !== null ? (e as { code?: unknown }).code : undefined;
+    if (typeof code === 'string' && code.startsWith('Z_')) {
+      throw new LayerError(
+        'LAYER_INVALID_TAR',
+        `layer is not valid ${input.compression} data: ${(e as Error).message}`,
+      );
+    }
     throw e;
   }
   await applier.finish();
