@@ -34,6 +34,8 @@ function env(): Record<string, string> {
     WORKER_CONCURRENCY: '2',
     WORKER_SHUTDOWN_TIMEOUT_MS: '3000',
     STEP_TIMEOUT_SECONDS: '120',
+    STEP_MEMORY_BYTES: String(128 * 1024 * 1024),
+    STEP_PIDS_LIMIT: '256',
     JOB_ATTEMPTS: '1',
   };
 }
@@ -109,10 +111,10 @@ it('a RUN step has only a loopback interface unless asked for the network', asyn
 });
 
 it('a fork loop is stopped by the pids limit while the same worker serves another build', async () => {
-  // 6000 background processes asked for, above the engine's pids limit (4096): forks fail,
+  // 1000 background processes asked for, above the step pids limit (STEP_PIDS_LIMIT=256 here): forks fail,
   // the loop (in a subshell: busybox sh gives up on a failed fork) ends, and the step with it.
   const bomb = await build(
-    '(i=0; while [ $i -lt 6000 ]; do sleep 60 & i=$((i+1)); done); echo loop ended\n'.replace(/^/, 'RUN '),
+    '(i=0; while [ $i -lt 1000 ]; do sleep 60 & i=$((i+1)); done); echo loop ended\n'.replace(/^/, 'RUN '),
     'forkloop',
   );
   await waitForBuild(api.url, bomb, ['running', 'succeeded', 'failed'], 60_000);
@@ -140,7 +142,14 @@ it('a fork loop is stopped by the pids limit while the same worker serves anothe
   );
 });
 
-// The engine runs RUN steps without a memory limit (libs/build build-engine.ts passes only
-// pidsLimit to runtime.run; libs/runtime supports memoryBytes). Not tested here: a memory hog
-// would take the host's memory. Reported to the owner of libs/build.
-it.todo('a memory hog in a RUN step is stopped by a memory limit (the engine sets none)');
+it('a memory hog in a RUN step is stopped by the memory limit while the worker keeps serving', async () => {
+  // The shell holds a 400 MB command substitution in memory, well past the 128 MiB limit.
+  const hog = await build("RUN x=$(head -c 400m /dev/zero | tr '\\0' a); echo ${#x}\n", 'memhog');
+  const hogRec = await waitForBuild(api.url, hog, ['succeeded', 'failed'], 120_000);
+  expect(hogRec.state).toBe('failed');
+  expect(hogRec.error).toMatch(/exit code: 137/);
+  expect(hogRec.error).toMatch(/out of memory/);
+  const after = await build('RUN echo still serving\n', 'after-hog');
+  const afterRec = await waitForBuild(api.url, after, ['succeeded', 'failed'], 120_000);
+  expect({ state: afterRec.state, error: afterRec.error }).toEqual({ state: 'succeeded', error: null });
+});

@@ -60,6 +60,10 @@ export interface BuildEngineOptions {
   /** Where the engine makes its own layer cache when none is given. */
   readonly layerCacheDir: string;
   readonly stepTimeoutMs: number;
+  /** Memory limit of each RUN step (default 4 GiB): a hog is killed, the worker lives on. */
+  readonly stepMemoryBytes?: number;
+  /** Process limit of each RUN step (default 4096): a fork bomb is contained. */
+  readonly stepPidsLimit?: number;
   readonly compression?: 'gzip' | 'zstd';
   /**
    * The step cache index. Share one (Redis) between worker hosts so they reuse each other's
@@ -874,7 +878,8 @@ class BuildRun {
           ...(cfg.User ? { user: cfg.User } : {}),
           network: instr.network === 'host' ? 'host' : 'none',
           mounts: cacheMounts,
-          pidsLimit: 4096,
+          pidsLimit: this.options.stepPidsLimit ?? 4096,
+          memoryBytes: this.options.stepMemoryBytes ?? 4 * 1024 * 1024 * 1024,
         },
         {
           onStdout: (c) =>
@@ -899,8 +904,12 @@ class BuildRun {
       throw new BuildError(`RUN timed out after ${this.options.stepTimeoutMs / 1000}s`, instr.startLine);
     }
     if (result.exitCode !== 0) {
+      const oom =
+        result.oomKilled === true
+          ? ` (killed: out of memory, the step's limit is ${this.options.stepMemoryBytes ?? 4 * 1024 * 1024 * 1024} bytes)`
+          : '';
       throw new BuildError(
-        `process "${args.join(' ')}" did not complete successfully: exit code: ${result.exitCode ?? result.signal ?? 'unknown'}`,
+        `process "${args.join(' ')}" did not complete successfully: exit code: ${result.exitCode ?? result.signal ?? 'unknown'}${oom}`,
         instr.startLine,
       );
     }

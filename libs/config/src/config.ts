@@ -197,6 +197,8 @@ const baseSchema = z.object({
   WORKER_STALLED_INTERVAL_MS: positiveInt.min(1000).default(15_000),
   JOB_ATTEMPTS: positiveInt.max(20).default(3),
   STEP_TIMEOUT_SECONDS: positiveInt.default(3600),
+  STEP_MEMORY_BYTES: positiveInt.default(4 * 1024 * 1024 * 1024),
+  STEP_PIDS_LIMIT: positiveInt.default(4096),
   LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
   PRETTY_LOGS: bool.default(true),
   // git triggers (webhooks) and project builds
@@ -252,6 +254,10 @@ export interface StratumConfig {
   };
   readonly jobAttempts: number;
   readonly stepTimeoutSeconds: number;
+  /** Memory limit of a RUN step's container (cgroup), bytes. */
+  readonly stepMemoryBytes: number;
+  /** Process/thread limit of a RUN step's container. */
+  readonly stepPidsLimit: number;
   readonly logLevel: 'error' | 'warn' | 'log' | 'debug' | 'verbose';
   readonly auth: AuthConfig;
   readonly registryClients: RegistryClientConfig;
@@ -350,6 +356,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     jobAttempts: c.JOB_ATTEMPTS,
     stepTimeoutSeconds: c.STEP_TIMEOUT_SECONDS,
+    stepMemoryBytes: c.STEP_MEMORY_BYTES,
+    stepPidsLimit: c.STEP_PIDS_LIMIT,
     logLevel: c.LOG_LEVEL,
     auth,
     registryClients,

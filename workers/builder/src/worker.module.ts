@@ -67,6 +67,8 @@ export class WorkerModule {
               jobsDir: paths.jobs,
               layerCacheDir: paths.layerCache,
               stepTimeoutMs: c.stepTimeoutSeconds * 1000,
+              stepMemoryBytes: c.stepMemoryBytes,
+              stepPidsLimit: c.stepPidsLimit,
               // shared by every worker host, like the layers it names (blob store)
               cacheIndex: new RedisBuildCacheIndex(redis),
               // FROM another registry: pulled through the registry client into our storage.
