@@ -1,10 +1,10 @@
 import { rmSync } from 'node:fs';
-import { copyFile, lstat, mkdtemp, readdir, readFile } from 'node:fs/promises';
+import { copyFile, lstat, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
-import dockerignore from '@balena/dockerignore';
 import { create as createTar } from 'tar';
+import { planContextFiles } from '@stratum/git';
 
 export interface ContextPlan {
   /** Context-relative paths to send, parents before children. */
@@ -18,8 +18,8 @@ export interface ContextPlan {
 const OUTSIDE_DOCKERFILE = '.stratum.Dockerfile';
 
 /**
- * Decides what of `dir` is sent: everything .dockerignore does not exclude (Docker's matcher,
- * `@balena/dockerignore`), and always the Dockerfile and .dockerignore themselves, as Docker does.
+ * Decides what of `dir` is sent: everything .dockerignore does not exclude, and always the
+ * Dockerfile and .dockerignore themselves, as Docker does (the walk is `planContextFiles`).
  */
 export async function planContext(
   dir: string,
@@ -30,34 +30,7 @@ export async function planContext(
   const dfPath = dockerfile === undefined ? join(root, 'Dockerfile') : resolve(cwd, dockerfile);
   const relDf = relative(root, dfPath);
   const inside = relDf !== '' && relDf !== '..' && !relDf.startsWith(`..${sep}`) && !isAbsolute(relDf);
-  let ignoreText = '';
-  try {
-    ignoreText = await readFile(join(root, '.dockerignore'), 'utf8');
-  } catch {
-    // no .dockerignore: send everything
-  }
-  const ig = dockerignore({ ignorecase: false }).add(ignoreText);
-  const keep = new Set(['.dockerignore', inside ? relDf.split(sep).join('/') : '']);
-  const files: string[] = [];
-  const walk = async (rel: string): Promise<void> => {
-    const entries = await readdir(join(root, rel), { withFileTypes: true });
-    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    for (const e of entries) {
-      const p = rel === '' ? e.name : `${rel}/${e.name}`;
-      const ignored = ig.ignores(p) && !keep.has(p);
-      if (e.isDirectory()) {
-        // A directory is walked even when ignored, because a later `!pattern` may re-include its children.
-        const before = files.length;
-        await walk(p);
-        if (!ignored || files.length > before) {
-          files.splice(before, 0, p);
-        }
-      } else if (!ignored) {
-        files.push(p);
-      }
-    }
-  };
-  await walk('');
+  const files = await planContextFiles(root, inside ? relDf.split(sep).join('/') : '', { skipGitDir: false });
   if (inside) {
     await lstat(dfPath); // fails clearly when the Dockerfile does not exist
     return { files, dockerfile: relDf.split(sep).join('/'), extraDockerfile: null };

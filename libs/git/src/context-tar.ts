@@ -5,12 +5,18 @@ import dockerignore from '@balena/dockerignore';
 import { create as createTar } from 'tar';
 
 /**
- * The files of a checked-out directory a build context holds: everything `.dockerignore`
- * does not exclude (Docker's matcher, `@balena/dockerignore`, as the CLI uses), always the
- * Dockerfile and `.dockerignore` themselves, and never `.git` (as BuildKit drops it from git
- * contexts). Context-relative paths, parents before children, sorted.
+ * The files of a directory a build context holds: everything `.dockerignore` does not exclude
+ * (Docker's matcher, `@balena/dockerignore`), always the Dockerfile and `.dockerignore`
+ * themselves, and — for a git checkout (`skipGitDir`, the default) — never `.git`, as BuildKit
+ * drops it from git contexts. Context-relative paths, parents before children, sorted. Used by
+ * the webhook builds and by the CLI (which sends `.git` unless ignored, as `docker build` does).
  */
-export async function planContextFiles(dir: string, dockerfile: string): Promise<string[]> {
+export async function planContextFiles(
+  dir: string,
+  dockerfile: string,
+  options: { skipGitDir?: boolean } = {},
+): Promise<string[]> {
+  const skipGitDir = options.skipGitDir ?? true;
   const root = resolve(dir);
   let ignoreText = '';
   try {
@@ -26,7 +32,7 @@ export async function planContextFiles(dir: string, dockerfile: string): Promise
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const e of entries) {
       const p = rel === '' ? e.name : `${rel}/${e.name}`;
-      if (p === '.git') {
+      if (skipGitDir && p === '.git') {
         continue;
       }
       const ignored = ig.ignores(p) && !keep.has(p);
