@@ -1,18 +1,21 @@
+import { chmod, lchown, link, lstat, lutimes, open, readdir, realpath, rm, utimes } from 'node:fs/promises';
 import {
-  chmod,
-  lchown,
-  link,
-  lstat,
-  lutimes,
-  mkdir,
-  open,
-  readdir,
-  realpath,
-  rm,
-  symlink,
-  utimes,
-} from 'node:fs/promises';
+  chmodSync,
+  closeSync,
+  constants as fsConstants,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  symlinkSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { mknod, setXattr } from './fs-attrs';
 import { decompressed, type DetectedCompression } from './layer-compression';
@@ -58,6 +61,25 @@ export interface ApplyLayerResult {
 
 const MAX_WARNINGS = 100;
 
+/**
+ * Regular files up to this size are buffered whole (bounded memory) and written with
+ * synchronous calls on one fd; bigger ones are streamed with async writes.
+ */
+const SMALL_FILE = 1024 * 1024;
+/** Longest run of synchronous fs work before the event loop gets a turn. */
+const SYNC_SLICE_MS = 10;
+
+/**
+ * Why synchronous calls: entries are applied strictly one after another (each may depend on
+ * the previous one), so the async fs API bought no concurrency, only a thread-pool round trip
+ * per call (~6 per file: open, write, close, chown, chmod, utimes), which left the process
+ * idle most of the time. Each call here is a local metadata operation or a write of at most
+ * {@link SMALL_FILE} bytes; {@link Applier.maybeYield} hands the event loop a turn every
+ * {@link SYNC_SLICE_MS} ms so timers (lease renewals, heartbeats) and sockets keep running.
+ */
+const O_CREATE_EXCL =
+  fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+
 class Applier {
   readonly layerPaths = new Set<string>();
   readonly layerAncestors = new Set<string>();
@@ -68,6 +90,7 @@ class Applier {
   entries = 0;
   bytes = 0;
   private xattrsUnavailable = false;
+  private sliceStart = performance.now();
 
   constructor(
     readonly root: string,
@@ -85,6 +108,15 @@ class Applier {
     this.layerPaths.add(rel.join('/'));
     for (let i = 1; i < rel.length; i++) {
       this.layerAncestors.add(rel.slice(0, i).join('/'));
+    }
+  }
+
+  /** Gives the event loop a turn when synchronous work has run for a while. */
+  async maybeYield(): Promise<void> {
+    const now = performance.now();
+    if (now - this.sliceStart >= SYNC_SLICE_MS) {
+      await new Promise<void>((r) => setImmediate(r));
+      this.sliceStart = performance.now();
     }
   }
 
@@ -122,27 +154,41 @@ class Applier {
       this.remember(rel);
       return; // a hard link to itself: nothing to do
     }
-    const existing = await lstat(abs).catch((e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') {
-        return undefined;
-      }
-      throw e;
-    });
+    const existing = lstatSync(abs, { throwIfNoEntry: false });
     // Replace whatever is there, except a directory that stays a directory (merge).
     if (existing && !(existing.isDirectory() && entry.type === 'dir')) {
       await this.remove(abs);
     }
+    const plainMeta = entry.xattrs.size === 0;
     switch (entry.type) {
       case 'dir':
         if (!existing?.isDirectory()) {
-          await mkdir(abs, { mode: 0o700 });
+          mkdirSync(abs, { mode: 0o700 });
+        }
+        if (plainMeta) {
+          this.remember(rel);
+          lchownSync(abs, entry.uid, entry.gid);
+          chmodSync(abs, entry.mode & 0o7777); // after chown, which clears setuid/setgid
+          this.dirTimes.set(abs, entry.mtime); // after the directory's contents are written
+          return;
         }
         break;
       case 'file':
+        if (plainMeta && entry.size <= SMALL_FILE) {
+          await this.writeSmallFile(abs, entry);
+          this.remember(rel);
+          return;
+        }
         await this.writeFile(abs, entry);
         break;
       case 'symlink':
-        await symlink(entry.linkpath, abs);
+        symlinkSync(entry.linkpath, abs);
+        if (plainMeta) {
+          this.remember(rel);
+          lchownSync(abs, entry.uid, entry.gid);
+          lutimesSync(abs, entry.mtime, entry.mtime);
+          return;
+        }
         break;
       case 'link':
         await link(linkTarget as string, abs);
@@ -199,6 +245,34 @@ class Applier {
       throw new LayerError('LAYER_UNSUPPORTED_ENTRY', 'hard link to a directory', entry.path);
     }
     return abs;
+  }
+
+  /**
+   * A small regular file without xattrs: body buffered (at most SMALL_FILE bytes), then
+   * created (O_EXCL|O_NOFOLLOW: never through a symlink), written, chowned, chmodded and
+   * timestamped through one fd, synchronously (see SYNC_SLICE_MS).
+   */
+  private async writeSmallFile(abs: string, entry: TarEntry): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of entry.body()) {
+      chunks.push(chunk);
+    }
+    await this.maybeYield();
+    const fd = openSync(abs, O_CREATE_EXCL, 0o600);
+    try {
+      for (const chunk of chunks) {
+        let off = 0;
+        while (off < chunk.length) {
+          off += writeSync(fd, chunk, off, chunk.length - off);
+        }
+        this.bytes += chunk.length;
+      }
+      fchownSync(fd, entry.uid, entry.gid);
+      fchmodSync(fd, entry.mode & 0o7777); // after chown, which clears setuid/setgid
+      futimesSync(fd, entry.mtime, entry.mtime); // after the last write
+    } finally {
+      closeSync(fd);
+    }
   }
 
   private async writeFile(abs: string, entry: TarEntry): Promise<void> {
@@ -350,6 +424,7 @@ export async function applyLayer(
   try {
     for await (const entry of readTar(reader)) {
       await applier.apply(entry);
+      await applier.maybeYield();
     }
     await input.exited;
   } catch (e) {
