@@ -2,7 +2,8 @@
 // after BullMQ's stalled-job check and finishes it with the same image; the killed worker's
 // start-up sweep then removes what it left on the host.
 import 'reflect-metadata';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createCipheriv } from 'node:crypto';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BuildRecord } from '@stratum/contracts';
@@ -16,6 +17,7 @@ import {
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
 import {
   entriesOf,
+  filesUnder,
   overlayMountsUnder,
   pollFor,
   runcContainers,
@@ -23,7 +25,7 @@ import {
   waitForBuild,
 } from './chaos-support';
 
-jest.setTimeout(150_000);
+jest.setTimeout(240_000);
 
 const KILLED = 'chaos-crash-a';
 const SURVIVOR = 'chaos-crash-b';
@@ -61,10 +63,14 @@ beforeAll(async () => {
   api = await startApiServer(testConfig(env(SURVIVOR)));
 });
 
-afterAll(async () => {
-  for (const w of workers) {
+async function stopWorkers(): Promise<void> {
+  for (const w of workers.splice(0)) {
     await w.stop(10_000);
   }
+}
+
+afterAll(async () => {
+  await stopWorkers();
   await api?.close();
   await redisServer?.stop();
   if (dataDir !== undefined && overlayMountsUnder(dataDir).length === 0) {
@@ -134,5 +140,131 @@ it('a worker SIGKILLed during RUN: the job is taken over, succeeds with the undi
   expect(restarted.output()).toMatch(/swept what a previous worker left/);
   process.stdout.write(
     `chaos worker-crash: build ${id} attempts=${rec.attempts} digest=${rec.imageDigest}; killed worker left ${leftMounts} mount(s), ${leftContainers} container(s), ${leftJobDirs} job dir(s), all swept\n`,
+  );
+});
+
+// A worker SIGKILLed while it turns a large upper dir into a layer (snapshot, streamed into the
+// blob store), or later in that write: same outcome expected as for a kill during RUN.
+describe('a worker SIGKILLed after RUN, while the large layer is written', () => {
+  const FULL = process.env.CHAOS_FULL === '1';
+  // 8 MiB of incompressible, deterministic bytes, repeated: the layer neither compresses nor
+  // changes between builds.
+  const seed = ((): Buffer => {
+    const c = createCipheriv('aes-256-ctr', Buffer.alloc(32, 7), Buffer.alloc(16, 0));
+    return Buffer.concat([c.update(Buffer.alloc(8 * 1024 * 1024)), c.final()]);
+  })();
+  const copies = FULL ? 38 : 16;
+  const files = busyboxContext(
+    `COPY seed /seed\nRUN sleep 2 && for i in $(seq ${copies}); do cat /seed; done > /big && echo ok > /ok\n`,
+    { seed },
+  );
+  const query = (t: string): Record<string, string> => ({
+    t,
+    buildargs: JSON.stringify({ SOURCE_DATE_EPOCH: '0' }),
+    nocache: 'true',
+  });
+  const storeTmp = (): string => join(dataDir, 'store', 'tmp');
+  const bigTmpFile = (min: number): boolean =>
+    filesUnder(storeTmp()).some((f) => {
+      try {
+        return statSync(f).size >= min;
+      } catch {
+        return false;
+      }
+    });
+  let reference: string | undefined;
+
+  beforeAll(async () => {
+    await stopWorkers();
+    await startWorker('chaos-crash-ref');
+    const res = await submitBuild(api.url, files, query('chaos/bigref:1'));
+    expect(res.status).toBe(202);
+    const rec = await waitForBuild(
+      api.url,
+      (res.body as { id: string }).id,
+      ['succeeded', 'failed'],
+      180_000,
+    );
+    expect(rec.error ?? null).toBeNull();
+    reference = rec.imageDigest ?? undefined;
+    expect(reference).toMatch(/^sha256:[0-9a-f]{64}$/);
+    await stopWorkers();
+  });
+
+  afterEach(async () => {
+    await stopWorkers();
+  });
+
+  const phases: [string, () => Promise<void>][] = [
+    [
+      'snapshot',
+      async () => {
+        // kill as soon as the RUN container is gone: the upper dir is being snapshotted
+        await pollFor(
+          'the RUN container to exit',
+          () =>
+            runcContainers(join(scratch('chaos-crash-snapshot'), 'runc')).length === 0 ? true : undefined,
+          120_000,
+          50,
+        );
+      },
+    ],
+    [
+      'upload',
+      async () => {
+        // kill with the layer blob half written into the store
+        await pollFor(
+          'a layer upload past 32 MiB',
+          () => (bigTmpFile(32 * 1024 * 1024) ? true : undefined),
+          120_000,
+          50,
+        );
+      },
+    ],
+  ];
+
+  it.each(phases)(
+    'during %s: taken over, same digest as undisturbed, leftovers swept',
+    async (phase, waitForPhase) => {
+      const killedId = `chaos-crash-${phase}`;
+      const killed = await startWorker(killedId);
+      const res = await submitBuild(api.url, files, query(`chaos/big${phase}:1`));
+      expect(res.status).toBe(202);
+      const id = (res.body as { id: string }).id;
+      await pollFor(
+        'the RUN container of the first worker',
+        () => (runcContainers(join(scratch(killedId), 'runc')).length > 0 ? true : undefined),
+        120_000,
+        50,
+      );
+      await waitForPhase();
+      killed.process.kill('SIGKILL');
+      await pollFor(
+        'the killed worker to exit',
+        () => (killed.process.exitCode !== null || killed.process.signalCode !== null ? true : undefined),
+        10_000,
+      );
+      const killedAt = `${filesUnder(storeTmp()).length} store tmp file(s)`;
+      const survivor = await startWorker(`chaos-crash-${phase}-b`);
+
+      const rec = await waitForBuild(api.url, id, ['succeeded', 'failed', 'cancelled'], 180_000);
+      expect(rec.error ?? null).toBeNull();
+      expect(rec.state).toBe('succeeded');
+      expect(rec.attempts).toBe(2);
+      expect(rec.imageDigest).toBe(reference);
+      expect(survivor.output()).not.toMatch(/ERROR/);
+
+      const leftMounts = overlayMountsUnder(scratch(killedId)).length;
+      const leftJobDirs = entriesOf(join(scratch(killedId), 'jobs')).length;
+      expect(leftMounts + leftJobDirs).toBeGreaterThan(0);
+      const restarted = await startWorker(killedId);
+      expect(overlayMountsUnder(scratch(killedId))).toEqual([]);
+      expect(runcContainers(join(scratch(killedId), 'runc'))).toEqual([]);
+      expect(entriesOf(join(scratch(killedId), 'jobs'))).toEqual([]);
+      expect(restarted.output()).toMatch(/swept what a previous worker left/);
+      process.stdout.write(
+        `chaos worker-crash (${phase}): build ${id} attempts=${rec.attempts} digest=${rec.imageDigest}; at the kill ${killedAt}; killed worker left ${leftMounts} mount(s), ${leftJobDirs} job dir(s), all swept; store tmp now ${filesUnder(storeTmp()).length} file(s)\n`,
+      );
+    },
   );
 });
