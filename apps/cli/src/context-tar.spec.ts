@@ -1,6 +1,7 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
 import { Parser, ReadEntry } from 'tar';
 import { planContext, tarContext } from './context-tar';
 
@@ -147,5 +148,29 @@ describe('tarContext', () => {
     cleanup();
     expect(entries.get('.stratum.Dockerfile')).toBe('FROM scratch\n');
     expect(entries.get('a.txt')).toBe('a');
+  });
+
+  it('is deterministic and keeps long names, symlinks and hard links', async () => {
+    const long = `${'d'.repeat(120)}/${'f'.repeat(90)}.txt`;
+    write({ Dockerfile: 'FROM scratch', [long]: 'long', 'é.txt': 'utf8' });
+    symlinkSync('Dockerfile', join(dir, 'link'));
+    linkSync(join(dir, 'é.txt'), join(dir, 'hard'));
+    const plan = await planContext(dir, undefined, dir);
+    const bytes = async (): Promise<Buffer> => {
+      const { stream, cleanup } = await tarContext(dir, plan);
+      const chunks: Buffer[] = [];
+      for await (const c of stream) {
+        chunks.push(c as Buffer);
+      }
+      cleanup();
+      return Buffer.concat(chunks);
+    };
+    const a = await bytes();
+    expect((await bytes()).equals(a)).toBe(true);
+    const entries = await listTar(Readable.from([a]));
+    expect(entries.get(long)).toBe('long');
+    expect(entries.get('hard')).toBe('utf8'); // first name of the inode: the content
+    expect(entries.has('é.txt')).toBe(true); // a hard link entry to `hard`
+    expect(entries.has('link')).toBe(true);
   });
 });
