@@ -20,6 +20,7 @@ import {
 } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
 import { overlayMountsUnder, pollFor, submitBuild, waitForBuild } from './chaos-support';
+import { loadConfig } from '@stratum/config';
 
 jest.setTimeout(240_000);
 
@@ -83,10 +84,10 @@ let dataDir: string;
 let api: ApiServerHandle;
 let worker: WorkerProcessHandle | undefined;
 
-// The production default JOB_ATTEMPTS=3 with the exponential 2 s backoff of libs/jobs jobOptions
-// retries after 2 s and 6 s: a push gives up after about 6 s of storage outage. This test sets
-// enough attempts to span the outage (retries at 2, 6, 14, 30, 62 s).
-const ATTEMPTS = process.env.CHAOS_JOB_ATTEMPTS ?? '6';
+// The production defaults (JOB_ATTEMPTS=5, exponential backoff from 3 s: retries after 3, 9, 21
+// and 45 s) must ride out the outage: the test does not raise them. CHAOS_JOB_ATTEMPTS overrides.
+const ATTEMPTS =
+  process.env.CHAOS_JOB_ATTEMPTS ?? String(loadConfig({ REDIS_URL: 'redis://127.0.0.1:1' }).jobAttempts);
 
 function env(): Record<string, string> {
   return {
@@ -95,6 +96,7 @@ function env(): Record<string, string> {
     WORKER_ID: 'chaos-s3',
     WORKER_CONCURRENCY: '2',
     WORKER_SHUTDOWN_TIMEOUT_MS: '3000',
+    // test/support's testConfig defaults to 1 attempt: use the production default here
     JOB_ATTEMPTS: ATTEMPTS,
     STORAGE: 's3',
     S3_ENDPOINT: s3.endpoint,

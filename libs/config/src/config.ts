@@ -195,7 +195,7 @@ const baseSchema = z.object({
   // lockDuration + stalledInterval.
   WORKER_LOCK_DURATION_MS: positiveInt.min(1000).default(30_000),
   WORKER_STALLED_INTERVAL_MS: positiveInt.min(1000).default(15_000),
-  JOB_ATTEMPTS: positiveInt.max(20).default(3),
+  JOB_ATTEMPTS: positiveInt.max(20).default(5),
   STEP_TIMEOUT_SECONDS: positiveInt.default(3600),
   STEP_MEMORY_BYTES: positiveInt.default(4 * 1024 * 1024 * 1024),
   STEP_PIDS_LIMIT: positiveInt.default(4096),

@@ -382,7 +382,7 @@ describe('producers', () => {
     expect(job?.opts).toMatchObject({
       jobId: id,
       attempts: 3,
-      backoff: { type: 'exponential', delay: 2000 },
+      backoff: { type: 'exponential', delay: 3000 },
       removeOnComplete: { age: 600 },
       removeOnFail: { age: 600 },
     });
@@ -432,7 +432,7 @@ describe('producers', () => {
     expect(own.name).toBe(`${QueueName.Commit}.host-a`);
     const job = await own.getJob(commitId);
     expect(job?.name).toBe(JobName.Commit);
-    expect(job?.opts).toMatchObject({ attempts: 3, backoff: { type: 'exponential', delay: 2000 } });
+    expect(job?.opts).toMatchObject({ attempts: 3, backoff: { type: 'exponential', delay: 3000 } });
     expect((await own.getJob(`remove-${cid}`))?.name).toBe(JobName.RemoveContainer);
     expect(await commits.queue.getJob(commitId)).toBeUndefined();
     expect(await commits.onWorker('host-b').queue.getJob(commitId)).toBeUndefined();

@@ -31,7 +31,9 @@ export function jobOptions(name: JobName, jobId: string, settings: ProducerSetti
     case JobName.Commit:
     case JobName.RemoveContainer:
     case JobName.Push:
-      return { ...base, attempts: settings.attempts, backoff: { type: 'exponential', delay: 2000 } };
+      // 3 s, 6 s, 12 s, 24 s…: with the default 5 attempts a job rides out a 20-30 s outage of
+      // Redis-adjacent services or object storage (the chaos suite checks a storage outage).
+      return { ...base, attempts: settings.attempts, backoff: { type: 'exponential', delay: 3000 } };
     case JobName.RunContainer:
       // A user's command may not be idempotent: run it once.
       return { ...base, attempts: 1 };

@@ -51,4 +51,9 @@ export interface BlobStore {
   /** True when something was deleted. */
   delete(digest: BlobDigest): Promise<boolean>;
   list(): AsyncIterable<BlobDigest>;
+  /**
+   * Removes temp uploads not written to for `maxAgeMs` (what a killed writer left). Returns how
+   * many. Uploads still being written are younger and stay.
+   */
+  sweepTemp(maxAgeMs: number): Promise<number>;
 }

@@ -4,6 +4,7 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { listOverlayMountsUnder, unmountOverlay } from '@stratum/layers';
 import { RuncRuntime } from '@stratum/runtime';
+import { BLOB_STORE, BlobStore } from '@stratum/storage';
 
 /** Where this worker keeps things on its host; everything under `scratchDir` is its own. */
 export interface WorkerPaths {
@@ -29,7 +30,11 @@ export interface SweepReport {
   readonly containers: number;
   readonly mounts: number;
   readonly jobDirs: number;
+  readonly tempUploads: number;
 }
+
+/** A temp upload untouched this long was left by a writer that died. */
+const STALE_TEMP_UPLOAD_MS = 10 * 60 * 1000;
 
 /**
  * Start-up sweep: what a crashed predecessor with the same WORKER_ID left on this host —
@@ -44,6 +49,7 @@ export class HostSweeper {
   constructor(
     @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
     private readonly runtime: RuncRuntime,
+    @Inject(BLOB_STORE) private readonly blobs: BlobStore,
   ) {
     this.paths = workerPaths(config);
   }
@@ -64,10 +70,12 @@ export class HostSweeper {
     for (const d of jobDirs) {
       await rm(join(this.paths.jobs, d), { recursive: true, force: true });
     }
-    const report = { containers, mounts: mounts.length, jobDirs: jobDirs.length };
-    if (report.containers + report.mounts + report.jobDirs > 0) {
+    // The store is shared: only temp uploads idle long enough to be dead are removed.
+    const tempUploads = await this.blobs.sweepTemp(STALE_TEMP_UPLOAD_MS);
+    const report = { containers, mounts: mounts.length, jobDirs: jobDirs.length, tempUploads };
+    if (report.containers + report.mounts + report.jobDirs + report.tempUploads > 0) {
       this.logger.warn(
-        `swept what a previous worker left: ${report.containers} container(s), ${report.mounts} mount(s), ${report.jobDirs} job dir(s)`,
+        `swept what a previous worker left: ${report.containers} container(s), ${report.mounts} mount(s), ${report.jobDirs} job dir(s), ${report.tempUploads} stale temp upload(s)`,
       );
     }
     return report;

@@ -14,6 +14,9 @@ import { GarbageCollector } from './garbage-collector';
 import { MaintenanceKeys, MaintenanceLock } from './maintenance-lock';
 import { applyRetention } from './retention';
 
+/** A temp blob write untouched this long belongs to a process that died. */
+const STALE_TEMP_BLOB_MS = 10 * 60 * 1000;
+
 /** Runs kept in the list `GET /api/v1/maintenance/runs` reads. */
 const KEEP_RUNS = 200;
 const GC_LOCK_TTL_MS = 10 * 60_000;
@@ -47,7 +50,7 @@ export class MaintenanceService {
     return items.map((json) => JSON.parse(json) as MaintenanceRun);
   }
 
-  /** Retention, upload sessions, containers, then blob GC. MAINTENANCE_BUSY when another replica runs it. */
+  /** Retention, upload sessions, stale temp blobs, containers, then blob GC. MAINTENANCE_BUSY when another replica runs it. */
   async gc(trigger: Trigger): Promise<MaintenanceRun> {
     const done = await this.lock.run('gc', GC_LOCK_TTL_MS, () =>
       this.recorded('gc', trigger, async (freed, stats) => {
@@ -60,6 +63,8 @@ export class MaintenanceService {
         freed.tags = retention.tags;
         freed.manifests = retention.manifests;
         freed.uploads = await this.moduleRef.get(RegistryService, { strict: false }).sweepUploads();
+        // Partial blob writes of a killed process (worker or API) in the store's temp area.
+        freed.tempBlobs = await this.blobs.sweepTemp(STALE_TEMP_BLOB_MS);
         freed.containers = await this.removeIdleContainers();
         const gc = await new GarbageCollector(this.blobs, this.repositories, this.redis).run({
           graceMs: m.gcGraceSeconds * 1000,
