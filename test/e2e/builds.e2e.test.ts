@@ -536,4 +536,13 @@ describe('builds with a real worker', () => {
     expect(unknown.status).toBe(400);
     expect(unknown.body).toMatchObject({ code: 'CONTEXT_MISSING' });
   });
+
+  it('RUN --network=host is refused unless the operator allows it, naming the line', async () => {
+    const res = await submit(busyboxContext('RUN --network=host echo on-the-host-network\n'));
+    expect(res.status).toBe(202);
+    const rec = await waitForState(res.body.id as string, ['succeeded', 'failed'], 45_000);
+    expect(rec.state).toBe('failed');
+    expect(rec.error).toMatch(/Dockerfile:4/);
+    expect(rec.error).toMatch(/--network=host is not allowed/);
+  });
 });

@@ -486,6 +486,11 @@ describe('containers: run, commit, run the commit', () => {
       .post('/api/v1/containers')
       .send({ image: 'base:1', cmd: ['true'], network: 'bridge' })
       .expect(400);
+    const hostNet = await request(api.url)
+      .post('/api/v1/containers')
+      .send({ image: 'base:1', cmd: ['true'], network: 'host' })
+      .expect(403);
+    expect(hostNet.body.message).toMatch(/ALLOW_HOST_NETWORK/);
     await request(api.url)
       .post('/api/v1/containers')
       .send({ image: 'Bad Ref', cmd: ['true'] })

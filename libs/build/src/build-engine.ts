@@ -64,6 +64,8 @@ export interface BuildEngineOptions {
   readonly stepMemoryBytes?: number;
   /** Process limit of each RUN step (default 4096): a fork bomb is contained. */
   readonly stepPidsLimit?: number;
+  /** Allow `RUN --network=host` (default false: the host network reaches the worker's Redis). */
+  readonly allowHostNetwork?: boolean;
   readonly compression?: 'gzip' | 'zstd';
   /**
    * The step cache index. Share one (Redis) between worker hosts so they reuse each other's
@@ -157,8 +159,13 @@ export class BuildEngine {
     try {
       return await run.execute();
     } finally {
-      await run.cleanup();
-      await rm(jobDir, { recursive: true, force: true });
+      // Never let cleanup replace the build's own outcome (a user's BuildError must stay one).
+      await run
+        .cleanup()
+        .catch((err: unknown) => ctx.reporter.log(null, 'system', `cleanup: ${String(err)}\n`));
+      await rm(jobDir, { recursive: true, force: true }).catch((err: unknown) =>
+        ctx.reporter.log(null, 'system', `cleanup: ${String(err)}\n`),
+      );
     }
   }
 }
@@ -493,6 +500,12 @@ class BuildRun {
     }
     switch (instr.kind) {
       case 'RUN': {
+        if (instr.network === 'host' && this.options.allowHostNetwork !== true) {
+          throw new BuildError(
+            'RUN --network=host is not allowed on this service (an operator can enable it with ALLOW_HOST_NETWORK=true)',
+            instr.startLine,
+          );
+        }
         const args = runArgs(instr, stageShell(state));
         const key = stepCacheKey({
           parent,
@@ -690,7 +703,8 @@ class BuildRun {
                 const dest = posix.isAbsolute(instr.dest) ? instr.dest : posix.join(workdir, instr.dest);
                 const destDir = containerPath(fs.merged, await resolveInRoot(fs.merged, dest, true));
                 await mkdir(destDir, { recursive: true });
-                await applyLayer(createReadStream(s.host), destDir);
+                // A local archive from the build context: no device nodes, like the context itself.
+                await applyLayer(createReadStream(s.host), destDir, { devices: 'reject' });
               } else {
                 toCopy.push(s);
               }

@@ -201,6 +201,7 @@ const baseSchema = z.object({
   STEP_PIDS_LIMIT: positiveInt.default(4096),
   LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
   PRETTY_LOGS: bool.default(true),
+  ALLOW_HOST_NETWORK: bool.default(false),
   // git triggers (webhooks) and project builds
   WEBHOOK_MAX_BODY_BYTES: positiveInt.default(25 * 1024 * 1024),
   WEBHOOK_REPLAY_TTL_SECONDS: positiveInt.default(7 * 24 * 3600),
@@ -259,6 +260,11 @@ export interface StratumConfig {
   /** Process/thread limit of a RUN step's container. */
   readonly stepPidsLimit: number;
   readonly logLevel: 'error' | 'warn' | 'log' | 'debug' | 'verbose';
+  /**
+   * Whether `RUN --network=host` and containers with `network: host` are allowed. Off by default:
+   * on the host network a step reaches the worker's Redis and anything else on localhost.
+   */
+  readonly allowHostNetwork: boolean;
   readonly auth: AuthConfig;
   readonly registryClients: RegistryClientConfig;
   readonly git: GitConfig;
@@ -359,6 +365,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     stepMemoryBytes: c.STEP_MEMORY_BYTES,
     stepPidsLimit: c.STEP_PIDS_LIMIT,
     logLevel: c.LOG_LEVEL,
+    allowHostNetwork: c.ALLOW_HOST_NETWORK,
     auth,
     registryClients,
     git: {

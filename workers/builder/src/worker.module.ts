@@ -69,6 +69,7 @@ export class WorkerModule {
               stepTimeoutMs: c.stepTimeoutSeconds * 1000,
               stepMemoryBytes: c.stepMemoryBytes,
               stepPidsLimit: c.stepPidsLimit,
+              allowHostNetwork: c.allowHostNetwork,
               // shared by every worker host, like the layers it names (blob store)
               cacheIndex: new RedisBuildCacheIndex(redis),
               // FROM another registry: pulled through the registry client into our storage.

@@ -21,7 +21,8 @@ export class ApiTokenGuard implements CanActivate {
       return true;
     }
     const req = context.switchToHttp().getRequest<Request>();
-    if (!req.path.startsWith('/api/')) {
+    // Express matches routes case-insensitively: so must this check (`/API/v1/...` is /api).
+    if (!req.path.toLowerCase().startsWith('/api/')) {
       return true;
     }
     const token = parseBearer(req.headers.authorization);

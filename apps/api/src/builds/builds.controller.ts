@@ -12,7 +12,7 @@ import {
 } from '@nestjs/common';
 import { ApiBody, ApiConsumes, ApiOperation, ApiProduces, ApiTags } from '@nestjs/swagger';
 import { Request, Response } from 'express';
-import { BuildPage, BuildRecord } from '@stratum/contracts';
+import { BuildPage, BuildRecord, StratumError } from '@stratum/contracts';
 import { writeSse } from '../common/sse';
 import { ZodPipe } from '../common/zod-query.pipe';
 import {
@@ -67,6 +67,12 @@ export class BuildsController {
   @ApiProduces('text/event-stream')
   async logs(@Param('id', uuid) id: string, @Req() req: Request, @Res() res: Response): Promise<void> {
     const lastEventId = req.header('last-event-id') ?? null;
+    if (lastEventId !== null && !/^\d+-\d+$/.test(lastEventId)) {
+      throw new StratumError(
+        'BAD_REQUEST',
+        `Last-Event-ID "${lastEventId}" is not an event id of this stream`,
+      );
+    }
     const abort = new AbortController();
     const events = await this.builds.events(id, lastEventId, abort.signal);
     await writeSse(req, res, async function* (signal) {

@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
+import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { CommitState, ContainerRecord, ContainerState, Digest, StratumError } from '@stratum/contracts';
 import { commandOf, ImageService, parseCommitChanges, runConfig } from '@stratum/images';
 import { CommitProducer, ContainerRecordStore, KeepRecord } from '@stratum/jobs';
@@ -13,6 +14,7 @@ import { CommitAccepted, CommitContainerBody, ContainerCreated, CreateContainerB
 @Injectable()
 export class ContainersService {
   constructor(
+    @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
     private readonly records: ContainerRecordStore,
     private readonly images: ImageService,
     private readonly producer: CommitProducer,
@@ -20,6 +22,12 @@ export class ContainersService {
 
   /** Resolves the image now (so an unknown one is a 404 here), records, enqueues the run. */
   async create(body: CreateContainerBody): Promise<ContainerCreated> {
+    if (body.network === 'host' && !this.config.allowHostNetwork) {
+      throw new StratumError(
+        'DENIED',
+        'network "host" is not allowed on this service (an operator can enable it with ALLOW_HOST_NETWORK=true)',
+      );
+    }
     const image = await this.images.resolve(body.image);
     if (image.repository === null) {
       throw new StratumError('BAD_REQUEST', `image "${body.image}" must name a repository`);

@@ -85,6 +85,9 @@ export class RunContainerProcessor implements JobHandler<typeof JobName.RunConta
           cwd: c.WorkingDir === '' ? '/' : c.WorkingDir,
           ...(c.User !== '' ? { user: c.User } : {}),
           network: record.network,
+          // the same sandbox limits as a build's RUN step
+          memoryBytes: this.config.stepMemoryBytes,
+          pidsLimit: this.config.stepPidsLimit,
         },
         {
           onStdout: (chunk) => stdout.write(chunk),
