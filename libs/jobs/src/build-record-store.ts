@@ -91,14 +91,40 @@ export class BuildRecordStore {
   }
 
   /** Records a step's new status and emits the matching `step` event. */
-  async recordStep(id: string, step: StepRecord): Promise<void> {
-    await this.update(id, (r) => {
-      const steps = r.steps.filter((s) => s.index !== step.index);
-      steps.push(step);
-      steps.sort((a, b) => a.index - b.index);
-      r.steps = steps;
-    });
-    await this.appendEvent(id, { type: 'step', step });
+  recordStep(id: string, step: StepRecord): Promise<void> {
+    return this.recordSteps(id, [step]);
+  }
+
+  /**
+   * Records several step status changes, in order (a later one for the same index wins), in
+   * one read-modify-write, with their `step` events appended in that order in the same
+   * transaction. Ends as `recordStep` called for each in turn would.
+   */
+  async recordSteps(id: string, steps: readonly StepRecord[]): Promise<void> {
+    if (steps.length === 0) {
+      return;
+    }
+    const record = await this.update(
+      id,
+      (r) => {
+        const byIndex = new Map(r.steps.map((s) => [s.index, s]));
+        for (const step of steps) {
+          byIndex.set(step.index, step);
+        }
+        r.steps = [...byIndex.values()].sort((a, b) => a.index - b.index);
+      },
+      (tx) => {
+        for (const step of steps) {
+          tx.xadd(...eventArgs(id, { type: 'step', step }));
+        }
+      },
+    );
+    if (record === null) {
+      // No record (expired): the events still go out, as they always did.
+      for (const step of steps) {
+        await this.appendEvent(id, { type: 'step', step });
+      }
+    }
   }
 
   /** Moves the build to `state` (with its timestamps) and emits a `state` event. */

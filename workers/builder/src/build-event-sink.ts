@@ -3,12 +3,17 @@ import { StepRecord } from '@stratum/contracts';
 import { BuildRecordStore } from '@stratum/jobs';
 
 /**
- * The engine's reporter, writing to the build's record and event stream in Redis. Appends go
- * out one after another so the stream keeps the order the engine reported in.
+ * The engine's reporter, writing to the build's record and event stream in Redis. Writes go
+ * out one after another so the stream keeps the order the engine reported in. Step changes
+ * reported back to back (nothing else reported between them) while an earlier write is in
+ * flight are coalesced into one record update ({@link BuildRecordStore.recordSteps}), which
+ * appends their events in the same order; the record ends the same as with one write each.
  */
 export class BuildEventSink implements BuildReporter {
   private chain: Promise<unknown> = Promise.resolve();
   private failure: Error | null = null;
+  /** Steps of the last queued write, while it has not started: later steps may join it. */
+  private openBatch: StepRecord[] | null = null;
 
   constructor(
     private readonly records: BuildRecordStore,
@@ -27,12 +32,29 @@ export class BuildEventSink implements BuildReporter {
   }
 
   log(step: number | null, stream: 'stdout' | 'stderr' | 'system', text: string): void {
+    this.openBatch = null; // a later step must not be written before this log
     void this.enqueue(() => this.records.appendEvent(this.buildId, { type: 'log', step, stream, text }));
   }
 
+  /**
+   * Queues the change and resolves at once (like `log`, failures surface in {@link flush}):
+   * the engine's await would otherwise serialise one Redis round trip set per change.
+   */
   step(step: StepRecord): Promise<void> {
     const copy = { ...step };
-    return this.enqueue(() => this.records.recordStep(this.buildId, copy));
+    if (this.openBatch !== null) {
+      this.openBatch.push(copy);
+      return Promise.resolve();
+    }
+    const batch = [copy];
+    this.openBatch = batch;
+    void this.enqueue(() => {
+      if (this.openBatch === batch) {
+        this.openBatch = null;
+      }
+      return this.records.recordSteps(this.buildId, batch);
+    });
+    return Promise.resolve();
   }
 
   /** Waits until everything reported so far is in Redis; throws the first write failure. */
