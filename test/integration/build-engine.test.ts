@@ -12,6 +12,7 @@ import { Readable } from 'node:stream';
 import { Redis } from 'ioredis';
 import {
   BuildEngine,
+  BuildEngineOptions,
   BuildReporter,
   cacheRecordKey,
   isUserBuildError,
@@ -33,7 +34,7 @@ let repositories: FsRepositoryStore;
 const engines: BuildEngine[] = [];
 
 /** One worker host: its own scratch, layer cache and runc state; shared blob store and Redis. */
-function host(name: string): BuildEngine {
+function host(name: string, extra: Partial<BuildEngineOptions> = {}): BuildEngine {
   const dir = join(work, name);
   const engine = new BuildEngine({
     blobs,
@@ -48,6 +49,7 @@ function host(name: string): BuildEngine {
     layerCacheDir: join(dir, 'layers'),
     stepTimeoutMs: 60_000,
     cacheIndex: new RedisBuildCacheIndex(redis),
+    ...extra,
   });
   engines.push(engine);
   return engine;
@@ -407,5 +409,19 @@ describe('Docker/BuildKit behaviours', () => {
     const err2: unknown = await build(e, busyboxContext('RUNN echo typo\n')).catch((x: unknown) => x);
     expect(isUserBuildError(err2)).toBe(true);
     expect((err2 as Error).message).toMatch(/line 4.*RUNN/i);
+  });
+});
+
+describe('layer cache budget', () => {
+  it('trims the host layer cache after a build, and the next build re-extracts what it needs', async () => {
+    const small = host('budget', { layerCacheMaxBytes: 1 });
+    const body = 'RUN echo budget > /b';
+    const first = await build(small, busyboxContext(body), { noCache: true });
+    expect(statuses(first).every((s) => s === 'done')).toBe(true);
+    expect(small.cache.totalBytes()).toBeLessThanOrEqual(1);
+    const second = await build(small, busyboxContext(`${body}\nRUN cat /b > /c`));
+    expect(second.steps[second.steps.length - 1].status).toBe('done');
+    const root = await unpack(small, second.imageDigest);
+    expect(await readFile(join(root, 'c'), 'utf8')).toBe('budget\n');
   });
 });

@@ -64,6 +64,8 @@ export interface BuildEngineOptions {
   readonly stepMemoryBytes?: number;
   /** Process limit of each RUN step (default 4096): a fork bomb is contained. */
   readonly stepPidsLimit?: number;
+  /** After each build the layer cache is trimmed to this (LRU, unused layers only). Default 50 GiB. */
+  readonly layerCacheMaxBytes?: number;
   /** Allow `RUN --network=host` (default false: the host network reaches the worker's Redis). */
   readonly allowHostNetwork?: boolean;
   readonly compression?: 'gzip' | 'zstd';
@@ -166,6 +168,10 @@ export class BuildEngine {
       await rm(jobDir, { recursive: true, force: true }).catch((err: unknown) =>
         ctx.reporter.log(null, 'system', `cleanup: ${String(err)}\n`),
       );
+      // Layers no running container uses, least recently used first, beyond the host's budget.
+      await this.cache
+        .evict({ maxBytes: this.options.layerCacheMaxBytes ?? 50 * 1024 * 1024 * 1024 })
+        .catch((err: unknown) => ctx.reporter.log(null, 'system', `layer cache eviction: ${String(err)}\n`));
     }
   }
 }

@@ -199,6 +199,7 @@ const baseSchema = z.object({
   STEP_TIMEOUT_SECONDS: positiveInt.default(3600),
   STEP_MEMORY_BYTES: positiveInt.default(4 * 1024 * 1024 * 1024),
   STEP_PIDS_LIMIT: positiveInt.default(4096),
+  LAYER_CACHE_MAX_BYTES: positiveInt.default(50 * 1024 * 1024 * 1024),
   LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
   PRETTY_LOGS: bool.default(true),
   ALLOW_HOST_NETWORK: bool.default(false),
@@ -259,6 +260,8 @@ export interface StratumConfig {
   readonly stepMemoryBytes: number;
   /** Process/thread limit of a RUN step's container. */
   readonly stepPidsLimit: number;
+  /** The host's extracted-layer cache is trimmed (least recently used first) to this after each build. */
+  readonly layerCacheMaxBytes: number;
   readonly logLevel: 'error' | 'warn' | 'log' | 'debug' | 'verbose';
   /**
    * Whether `RUN --network=host` and containers with `network: host` are allowed. Off by default:
@@ -364,6 +367,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     stepTimeoutSeconds: c.STEP_TIMEOUT_SECONDS,
     stepMemoryBytes: c.STEP_MEMORY_BYTES,
     stepPidsLimit: c.STEP_PIDS_LIMIT,
+    layerCacheMaxBytes: c.LAYER_CACHE_MAX_BYTES,
     logLevel: c.LOG_LEVEL,
     allowHostNetwork: c.ALLOW_HOST_NETWORK,
     auth,

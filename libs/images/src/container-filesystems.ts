@@ -69,8 +69,21 @@ export class ContainerFilesystems {
   /** Mounts an existing container's filesystem (its upper dir keeps earlier changes). */
   async mount(fs: ContainerFs): Promise<void> {
     const { cache, blobs } = this.options;
-    await Promise.all(fs.layers.map((l) => cache.ensure(l.diffId, () => blobs.get(l.digest as BlobDigest))));
-    const lease = await cache.acquire(fs.layers.map((l) => l.diffId));
+    // An eviction may remove a layer between ensure() and acquire(): ensure again and retry.
+    let lease;
+    for (let attempt = 1; ; attempt++) {
+      await Promise.all(
+        fs.layers.map((l) => cache.ensure(l.diffId, () => blobs.get(l.digest as BlobDigest))),
+      );
+      try {
+        lease = await cache.acquire(fs.layers.map((l) => l.diffId));
+        break;
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'LAYER_NOT_CACHED' || attempt >= 3) {
+          throw err;
+        }
+      }
+    }
     try {
       await mkdir(fs.upper, { recursive: true });
       await rm(fs.work, { recursive: true, force: true });

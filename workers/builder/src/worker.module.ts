@@ -70,6 +70,7 @@ export class WorkerModule {
               stepMemoryBytes: c.stepMemoryBytes,
               stepPidsLimit: c.stepPidsLimit,
               allowHostNetwork: c.allowHostNetwork,
+              layerCacheMaxBytes: c.layerCacheMaxBytes,
               // shared by every worker host, like the layers it names (blob store)
               cacheIndex: new RedisBuildCacheIndex(redis),
               // FROM another registry: pulled through the registry client into our storage.
