@@ -9,7 +9,7 @@ log() { printf '\033[1m[stratum]\033[0m %s\n' "$*" >&2; }
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the service and its tests need. Installed only when missing.
-SYSTEM_PACKAGES=(redis-server runc git busybox-static ca-certificates curl attr pigz zstd util-linux iproute2 umoci chromium)
+SYSTEM_PACKAGES=(redis-server runc git busybox-static ca-certificates curl attr isal pigz zstd util-linux iproute2 umoci chromium)
 
 apt_install() {
   local missing=()
