@@ -107,9 +107,8 @@ export class ImagePusher {
       throw new PushFailedError(`invalid manifest digest ${String(data.manifestDigest)}`, false);
     }
     const digest: BlobDigest = data.manifestDigest;
-    if ((await this.records.get(data.pushId)) === null) {
-      await this.records.create(newPushRecord(data), null);
-    }
+    // A job whose record has expired (or was never written) gets one; an existing one is kept.
+    await this.records.create(newPushRecord(data), null);
     const started = await this.records.update(data.pushId, (r) => {
       r.state = PushState.Running;
       r.attempts += 1;

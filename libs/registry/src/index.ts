@@ -33,9 +33,11 @@ export {
   PushFailedError,
 } from './image-pusher';
 export type { PushTarget } from './image-pusher';
-export { MirrorKeys, PullThroughCache } from './pull-through-cache';
+export { MirrorKeys, mirrorWriteConflict, PullThroughCache } from './pull-through-cache';
 export type { MirrorEntry } from './pull-through-cache';
-export { PushKeys, PushRecordStore } from './push-record-store';
+export { PUSH_CREDENTIALS_KEY_SETTING, PushKeys, PushRecordStore } from './push-record-store';
+export { pushIdForBuild, PushSubmitter, pushSubmitterOptions } from './push-submitter';
+export type { PushQueue, PushSubmission, PushSubmitterOptions } from './push-submitter';
 export { DEFAULT_PLATFORM, RegistryClient, RemoteRegistryError, selectPlatform } from './registry-client';
 export type {
   RegistryClientOptions,

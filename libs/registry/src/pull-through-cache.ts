@@ -10,6 +10,22 @@ export interface MirrorEntry {
   readonly client: RegistryClient;
 }
 
+/**
+ * Why nothing may be written to `repository`, or null when it may: a repository at or under a
+ * pull-through mirror prefix (REGISTRY_MIRRORS) holds upstream's content, and a build, tag,
+ * commit or push there would replace what the mirror serves. The one check every write path
+ * uses (/v2 pushes, builds' tags, push targets, image tags and imports, commits); each caller
+ * turns the answer into its own error (DENIED on /v2, BAD_REQUEST naming the tag elsewhere).
+ */
+export function mirrorWriteConflict(repository: string, mirrorPrefixes: readonly string[]): string | null {
+  for (const prefix of mirrorPrefixes) {
+    if (repository === prefix || repository.startsWith(`${prefix}/`)) {
+      return `repository "${repository}" lies under the pull-through mirror prefix "${prefix}/" (REGISTRY_MIRRORS), which is read-only`;
+    }
+  }
+  return null;
+}
+
 /** Redis keys of the mirror. */
 export const MirrorKeys = {
   /** Set while a mirrored tag is fresh: it is served without asking upstream. */
@@ -42,10 +58,16 @@ export class PullThroughCache {
     return null;
   }
 
-  /** Refuses writes to a mirror repository (DENIED). */
+  /** The mirrors' prefixes, for {@link mirrorWriteConflict}. */
+  get prefixes(): string[] {
+    return this.mirrors.map((m) => m.prefix);
+  }
+
+  /** Refuses writes to a mirror repository (DENIED, 403). */
   assertWritable(repository: string): void {
-    if (this.match(repository) !== null) {
-      throw new RegistryError('DENIED', `${repository} is a read-only mirror`, undefined, { status: 405 });
+    const conflict = mirrorWriteConflict(repository, this.prefixes);
+    if (conflict !== null) {
+      throw new RegistryError('DENIED', conflict, { repository });
     }
   }
 

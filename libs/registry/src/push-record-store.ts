@@ -1,22 +1,36 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { PushRecord } from '@stratum/contracts';
+import { PushRecord, StratumError } from '@stratum/contracts';
+import { JsonRecords } from '@stratum/jobs';
 import { RegistryCredentials } from './registry-client';
 
 /** Redis keys of pushes. */
 export const PushKeys = {
   push: (id: string) => `stratum:push:${id}`,
   credentials: (id: string) => `stratum:push:${id}:credentials`,
+  /**
+   * Index JsonRecords' layout asks for. Push records are not listed, and {@link PushRecordStore.create}
+   * writes records itself (with their expiry), so nothing is ever added to it.
+   */
+  index: 'stratum:pushes',
 } as const;
+
+/** The setting whose value keys the encryption of push credentials. */
+export const PUSH_CREDENTIALS_KEY_SETTING = 'AUTH_SECRET';
 
 /**
  * Push records and the credentials a push request brought, in Redis. Credentials never travel
  * in the job payload (CONVENTIONS §4: ids and digests only); they are kept AES-256-GCM
- * encrypted under a key derived from AUTH_SECRET when one is configured, and deleted as soon
- * as the push is over.
+ * encrypted under a key derived from AUTH_SECRET, and deleted as soon as the push is over.
+ * Without AUTH_SECRET no credentials are kept at all: {@link create} refuses them (a push to
+ * another registry then relies on REGISTRY_CREDENTIALS).
+ *
+ * Records are updated under WATCH/MULTI ({@link JsonRecords}), so the API and a worker (or two
+ * attempts of a push job overlapping after a stall) never lose each other's changes.
  */
 export class PushRecordStore {
   private readonly key: Buffer | null;
+  private readonly records: JsonRecords<PushRecord>;
 
   constructor(
     private readonly redis: Redis,
@@ -25,32 +39,64 @@ export class PushRecordStore {
   ) {
     this.key =
       secret === null ? null : createHash('sha256').update(`stratum-push-credentials:${secret}`).digest();
+    this.records = new JsonRecords<PushRecord>(redis, {
+      kind: 'push',
+      key: PushKeys.push,
+      index: PushKeys.index,
+      // The SET of an update drops the key's TTL: put it back in the same transaction.
+      onWrite: (tx, id) => {
+        tx.expire(PushKeys.push(id), retentionSeconds);
+      },
+    });
   }
 
-  async create(record: PushRecord, credentials: RegistryCredentials | null): Promise<void> {
+  /**
+   * Throws BAD_REQUEST naming AUTH_SECRET when no key is configured: credentials are then
+   * refused rather than kept in clear ({@link create} checks the same).
+   */
+  assertKeepsCredentials(): void {
+    this.requireKey();
+  }
+
+  private requireKey(): Buffer {
+    if (this.key === null) {
+      throw new StratumError(
+        'BAD_REQUEST',
+        `credentials cannot be accepted: ${PUSH_CREDENTIALS_KEY_SETTING} is not set on this service ` +
+          `(it keys the encryption of push credentials); ask the operator to set it, or to configure ` +
+          `the registry's credentials in REGISTRY_CREDENTIALS and push without credentials`,
+      );
+    }
+    return this.key;
+  }
+
+  /**
+   * Records a push (and its credentials, encrypted) unless a record with its id exists already:
+   * a second submission of the same push (a retried build job) changes nothing. True when this
+   * call created it. Throws BAD_REQUEST for credentials when no key is configured.
+   */
+  async create(record: PushRecord, credentials: RegistryCredentials | null): Promise<boolean> {
+    const sealed = credentials === null ? null : this.seal(credentials);
     const multi = this.redis
       .multi()
-      .set(PushKeys.push(record.id), JSON.stringify(record), 'EX', this.retentionSeconds);
-    if (credentials !== null) {
-      multi.set(PushKeys.credentials(record.id), this.seal(credentials), 'EX', this.retentionSeconds);
+      .set(PushKeys.push(record.id), JSON.stringify(record), 'EX', this.retentionSeconds, 'NX');
+    if (sealed !== null) {
+      multi.set(PushKeys.credentials(record.id), sealed, 'EX', this.retentionSeconds, 'NX');
     }
-    await multi.exec();
+    const results = await multi.exec();
+    return results?.[0]?.[1] === 'OK';
   }
 
-  async get(id: string): Promise<PushRecord | null> {
-    const raw = await this.redis.get(PushKeys.push(id));
-    return raw === null ? null : (JSON.parse(raw) as PushRecord);
+  get(id: string): Promise<PushRecord | null> {
+    return this.records.get(id);
   }
 
-  /** Read-modify-write. A push has one writer at a time (the worker running its job). */
-  async update(id: string, change: (record: PushRecord) => void): Promise<PushRecord | null> {
-    const record = await this.get(id);
-    if (record === null) {
-      return null;
-    }
-    change(record);
-    await this.redis.set(PushKeys.push(id), JSON.stringify(record), 'EX', this.retentionSeconds);
-    return record;
+  /**
+   * Applies `change` atomically (read-modify-write under WATCH, retried on conflict). Returns
+   * null when the record does not exist (expired).
+   */
+  update(id: string, change: (record: PushRecord) => void): Promise<PushRecord | null> {
+    return this.records.update(id, change);
   }
 
   async credentials(id: string): Promise<RegistryCredentials | null> {
@@ -62,33 +108,32 @@ export class PushRecordStore {
     await this.redis.del(PushKeys.credentials(id));
   }
 
+  /** Closes the connection updates use (waits for pending ones). */
+  close(): Promise<void> {
+    return this.records.close();
+  }
+
   private seal(c: RegistryCredentials): string {
-    const plain = Buffer.from(JSON.stringify(c));
-    if (this.key === null) {
-      return `plain:${plain.toString('base64')}`;
-    }
+    const key = this.requireKey();
     const iv = randomBytes(12);
-    const cipher = createCipheriv('aes-256-gcm', this.key, iv);
-    const data = Buffer.concat([cipher.update(plain), cipher.final()]);
+    const cipher = createCipheriv('aes-256-gcm', key, iv);
+    const data = Buffer.concat([cipher.update(Buffer.from(JSON.stringify(c))), cipher.final()]);
     return `gcm:${Buffer.concat([iv, cipher.getAuthTag(), data]).toString('base64')}`;
   }
 
   private open(raw: string): RegistryCredentials | null {
     const [kind, b64] = raw.split(':', 2);
+    if (kind !== 'gcm' || this.key === null) {
+      return null; // only ever written encrypted
+    }
     const buf = Buffer.from(b64 ?? '', 'base64');
     try {
-      if (kind === 'plain') {
-        return JSON.parse(buf.toString('utf8')) as RegistryCredentials;
-      }
-      if (kind === 'gcm' && this.key !== null) {
-        const decipher = createDecipheriv('aes-256-gcm', this.key, buf.subarray(0, 12));
-        decipher.setAuthTag(buf.subarray(12, 28));
-        const plain = Buffer.concat([decipher.update(buf.subarray(28)), decipher.final()]);
-        return JSON.parse(plain.toString('utf8')) as RegistryCredentials;
-      }
+      const decipher = createDecipheriv('aes-256-gcm', this.key, buf.subarray(0, 12));
+      decipher.setAuthTag(buf.subarray(12, 28));
+      const plain = Buffer.concat([decipher.update(buf.subarray(28)), decipher.final()]);
+      return JSON.parse(plain.toString('utf8')) as RegistryCredentials;
     } catch {
-      // another secret, or tampered: as if there were none
+      return null; // another secret, or tampered: as if there were none
     }
-    return null;
   }
 }

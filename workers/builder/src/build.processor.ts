@@ -1,12 +1,11 @@
-import { randomUUID } from 'node:crypto';
 import { Injectable, Logger } from '@nestjs/common';
 import { Job, UnrecoverableError } from 'bullmq';
 import { BuildEngine, isUserBuildError } from '@stratum/build';
 import { BuildJobData, BuildJobResult, BuildState, Digest, JobName } from '@stratum/contracts';
 import { localReference } from '@stratum/images';
-import { BuildRecordStore, PushProducer } from '@stratum/jobs';
+import { BuildRecordStore } from '@stratum/jobs';
 import { parseReference } from '@stratum/oci';
-import { newPushRecord, PushRecordStore } from '@stratum/registry';
+import { pushIdForBuild, PushSubmitter } from '@stratum/registry';
 import { BuildEventSink } from './build-event-sink';
 import { AbortReason, JobHandler } from './job-handler';
 
@@ -23,33 +22,35 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
   constructor(
     private readonly records: BuildRecordStore,
     private readonly engine: BuildEngine,
-    private readonly pushes: PushRecordStore,
-    private readonly pushProducer: PushProducer,
+    private readonly pushes: PushSubmitter,
   ) {}
 
-  /** Records and enqueues the push of the built image to other registries (`push: true`). */
+  /**
+   * Records and enqueues the push of the built image to other registries (`push: true`), as the
+   * push API does. The push id is the build's: a retried build job submits the same push, which
+   * records and enqueues nothing new (the record is created only if absent, the job id dedupes).
+   */
   private async startPush(
     buildId: string,
     imageDigest: Digest,
     sourceTag: string,
     targets: string[],
   ): Promise<void> {
-    const data = {
-      pushId: randomUUID(),
+    const push = await this.pushes.submit({
+      pushId: pushIdForBuild(buildId),
       manifestDigest: imageDigest,
       sourceRepository: localReference(sourceTag).repository,
       targets,
-    };
-    await this.pushes.create(newPushRecord(data, sourceTag), null);
-    await this.pushProducer.push(data);
+      source: sourceTag,
+    });
     await this.records.update(buildId, (r) => {
-      r.pushId = data.pushId;
+      r.pushId = push.id;
     });
     await this.records.appendEvent(buildId, {
       type: 'log',
       step: null,
       stream: 'system',
-      text: `pushing to ${targets.join(', ')} (push ${data.pushId})\n`,
+      text: `pushing to ${targets.join(', ')} (push ${push.id})\n`,
     });
   }
 

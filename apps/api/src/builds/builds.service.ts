@@ -12,6 +12,7 @@ import {
 } from '@stratum/contracts';
 import { BuildProducer, BuildRecordStore, StoredBuildEvent } from '@stratum/jobs';
 import { parseReference } from '@stratum/oci';
+import { mirrorWriteConflict, pushSubmitterOptions } from '@stratum/registry';
 import { BLOB_STORE, BlobStore } from '@stratum/storage';
 import { BuildSubmitted, ListBuildsQuery, SubmitBuildQuery } from './builds.dto';
 import { inspectContext, normalizeContextPath } from '../common/tar-upload';
@@ -35,7 +36,7 @@ export class BuildsService {
     declaredLength: number | null,
     query: SubmitBuildQuery,
   ): Promise<BuildSubmitted> {
-    checkTags(query.t, query.push);
+    checkTags(query.t, query.push, this.config);
     if (query.context !== undefined) {
       body.resume();
       return this.submitByDigest(query.context as Digest, query);
@@ -104,7 +105,7 @@ export class BuildsService {
     contextSize: number,
     query: SubmitBuildQuery,
   ): Promise<BuildSubmitted> {
-    checkTags(query.t, query.push);
+    checkTags(query.t, query.push, this.config);
     return this.createBuild(contextDigest, contextSize, normalizeContextPath(query.dockerfile), query);
   }
 
@@ -229,7 +230,8 @@ export class BuildsService {
  * Tags are `repo:tag` in our registry, or `host[:port]/repo:tag` in another one — those only
  * with `push=true` (as `docker buildx build --push`), since the image is copied there.
  */
-function checkTags(tags: readonly string[], push: boolean): void {
+function checkTags(tags: readonly string[], push: boolean, config: StratumConfig): void {
+  const { localRegistries = [], mirrorPrefixes = [] } = pushSubmitterOptions(config);
   for (const tag of tags) {
     let ref;
     try {
@@ -248,6 +250,13 @@ function checkTags(tags: readonly string[], push: boolean): void {
         'BAD_REQUEST',
         `tag "${tag}" names another registry (${ref.registry}); add push=true to push the image there`,
       );
+    }
+    const conflict =
+      ref.registry === null || localRegistries.includes(ref.registry)
+        ? mirrorWriteConflict(ref.repository, mirrorPrefixes)
+        : null;
+    if (conflict !== null) {
+      throw new StratumError('BAD_REQUEST', `invalid tag "${tag}": ${conflict}`);
     }
   }
 }

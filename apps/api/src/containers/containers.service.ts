@@ -4,6 +4,7 @@ import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { CommitState, ContainerRecord, ContainerState, Digest, StratumError } from '@stratum/contracts';
 import { commandOf, ImageService, parseCommitChanges, runConfig } from '@stratum/images';
 import { CommitProducer, ContainerRecordStore, KeepRecord } from '@stratum/jobs';
+import { mirrorWriteConflict } from '@stratum/registry';
 import { CommitAccepted, CommitContainerBody, ContainerCreated, CreateContainerBody } from './containers.dto';
 
 /**
@@ -101,6 +102,13 @@ export class ContainersService {
   /** `docker commit`: validates the changes now, records the commit, enqueues it. */
   async commit(id: string, body: CommitContainerBody): Promise<CommitAccepted> {
     parseCommitChanges(body.changes);
+    const conflict = mirrorWriteConflict(
+      body.repository,
+      this.config.registryClients.mirrors.map((m) => m.prefix),
+    );
+    if (conflict !== null) {
+      throw new StratumError('BAD_REQUEST', `tag "${body.repository}:${body.tag}": ${conflict}`);
+    }
     const commitId = randomUUID();
     const updated = await this.records.update(id, (r) => {
       if (r.state !== ContainerState.Exited) {

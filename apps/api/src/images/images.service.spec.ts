@@ -31,7 +31,14 @@ function fakeImages(created: boolean) {
   return { images: images as unknown as ImageService, calls };
 }
 
-const config = { maxContextBytes: 1024 * 1024 } as StratumConfig;
+const config = {
+  maxContextBytes: 1024 * 1024,
+  registryClients: {
+    mirrors: [{ prefix: 'hub', upstream: 'https://registry-1.docker.io', username: null, password: null }],
+    credentials: [],
+    insecureHosts: [],
+  },
+} as unknown as StratumConfig;
 const query = { repository: 'r', tag: 't', message: '' };
 const notTar = (): Readable => Readable.from([Buffer.from('not a tar archive\n'.repeat(100))]);
 
@@ -83,5 +90,45 @@ describe('ImagesApiService.import', () => {
       tag: 't',
     });
     expect(calls).toEqual({ discarded: [], written: 1 });
+  });
+
+  it('refuses a repository under a pull-through mirror prefix before storing anything', async () => {
+    const { images, calls } = fakeImages(true);
+    let read = false;
+    const body = new Readable({
+      read() {
+        read = true;
+        this.push(null);
+      },
+    });
+    await expect(
+      new ImagesApiService(config, images).import(body, { ...query, repository: 'hub/library/alpine' }),
+    ).rejects.toMatchObject({
+      code: 'BAD_REQUEST',
+      message: expect.stringMatching(/"hub\/library\/alpine:t".*pull-through mirror prefix "hub\/"/),
+    });
+    expect(read).toBe(false);
+    expect(calls).toEqual({ discarded: [], written: 0 });
+  });
+});
+
+describe('ImagesApiService.tag', () => {
+  it('refuses a tag under a pull-through mirror prefix, naming it', async () => {
+    let tagged = 0;
+    const images = {
+      tag: async () => {
+        tagged++;
+        return { manifestDigest: LAYER.digest };
+      },
+    } as unknown as ImageService;
+    const service = new ImagesApiService(config, images);
+    await expect(service.tag('ns/app:v1', { repository: 'hub', tag: 'x' })).rejects.toMatchObject({
+      code: 'BAD_REQUEST',
+      message: expect.stringContaining('"hub:x"'),
+    });
+    await expect(service.tag('ns/app:v1', { repository: 'hubble/app', tag: 'x' })).resolves.toMatchObject({
+      repository: 'hubble/app',
+    });
+    expect(tagged).toBe(1);
   });
 });

@@ -1,9 +1,11 @@
 import { Readable } from 'node:stream';
 import { Inject, Injectable } from '@nestjs/common';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
+import { StratumError } from '@stratum/contracts';
 import { ImageService, ImageSummary, StoredImage } from '@stratum/images';
 import { compressLayer } from '@stratum/layers';
 import { ImageConfig } from '@stratum/oci';
+import { mirrorWriteConflict } from '@stratum/registry';
 import { ImageDetail, ImportedImage, ImportImageQuery, TagImageBody, TaggedImage } from './images.dto';
 import { rootfsTar } from './rootfs-upload';
 
@@ -21,6 +23,7 @@ export class ImagesApiService {
    * the message, as Docker's import writes it (moby daemon/images/image_import.go).
    */
   async import(body: Readable, query: ImportImageQuery): Promise<ImportedImage> {
+    this.assertWritable(query.repository, query.tag);
     const { tar, summary } = await rootfsTar(body, this.config.maxContextBytes);
     // Both settle before anything is decided: the store may finish after the check failed.
     const [stored, checked] = await Promise.allSettled([this.images.putLayer(compressLayer(tar)), summary]);
@@ -70,8 +73,20 @@ export class ImagesApiService {
   }
 
   async tag(ref: string, body: TagImageBody): Promise<TaggedImage> {
+    this.assertWritable(body.repository, body.tag);
     const image = await this.images.tag(ref, `${body.repository}:${body.tag}`);
     return { repository: body.repository, tag: body.tag, manifestDigest: image.manifestDigest };
+  }
+
+  /** BAD_REQUEST naming the tag when it lies under a pull-through mirror prefix (read-only). */
+  private assertWritable(repository: string, tag: string): void {
+    const conflict = mirrorWriteConflict(
+      repository,
+      this.config.registryClients.mirrors.map((m) => m.prefix),
+    );
+    if (conflict !== null) {
+      throw new StratumError('BAD_REQUEST', `tag "${repository}:${tag}": ${conflict}`);
+    }
   }
 }
 

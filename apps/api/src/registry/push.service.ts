@@ -1,12 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { PushRecord, StratumError } from '@stratum/contracts';
-import { PushProducer } from '@stratum/jobs';
 import { parseReference } from '@stratum/oci';
 import {
-  newPushRecord,
-  parsePushTarget,
   PushRecordStore,
+  PushSubmitter,
   RegistryCredentials,
   RegistryError,
   RegistryService,
@@ -25,16 +23,17 @@ export interface PushRequest {
 }
 
 /**
- * Push requests: validates the targets, records the push (credentials apart, encrypted) and
- * enqueues the `push` job; the worker does the copying (workers/builder/src/push). Also what the
- * builds service calls for a build with `push: true` (see {@link submit}).
+ * Push requests: resolves the image, then PushSubmitter validates the targets, records the push
+ * (credentials apart, encrypted) and enqueues the `push` job; the worker does the copying
+ * (workers/builder/src/push). A build with `push: true` goes through the same PushSubmitter
+ * on its worker.
  */
 @Injectable()
 export class PushService {
   constructor(
     @Inject(RegistryService) private readonly registry: RegistryService,
     @Inject(PushRecordStore) private readonly records: PushRecordStore,
-    @Inject(PushProducer) private readonly producer: PushProducer,
+    @Inject(PushSubmitter) private readonly submitter: PushSubmitter,
   ) {}
 
   /** `POST /api/v1/images/:ref/push`: `ref` is `repo`, `repo:tag` or `repo@sha256:…` of ours. */
@@ -71,26 +70,12 @@ export class PushService {
   }
 
   /**
-   * Records and enqueues a push of an image we hold. Throws BAD_REQUEST for a malformed target.
+   * Records and enqueues a push of an image we hold. Throws BAD_REQUEST for a malformed target,
+   * a target under a mirror prefix, or credentials this service cannot keep (no AUTH_SECRET).
    * Returns at once (202); `GET /api/v1/pushes/:id` follows it.
    */
   async submit(request: PushRequest): Promise<PushView> {
-    for (const target of request.targets) {
-      try {
-        parsePushTarget(target);
-      } catch (err) {
-        throw new StratumError('BAD_REQUEST', `target ${JSON.stringify(target)}: ${(err as Error).message}`);
-      }
-    }
-    const data = {
-      pushId: randomUUID(),
-      manifestDigest: request.manifestDigest,
-      sourceRepository: request.sourceRepository,
-      targets: [...new Set(request.targets)],
-    };
-    const record = newPushRecord(data, request.source);
-    await this.records.create(record, request.credentials ?? null);
-    await this.producer.push(data);
+    const record = await this.submitter.submit({ ...request, pushId: randomUUID() });
     return view(record);
   }
 

@@ -1,13 +1,15 @@
 import { join } from 'node:path';
-import { Inject, Module, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
+import { Inject, Module, OnApplicationShutdown, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import type { Redis } from 'ioredis';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { REDIS } from '@stratum/jobs';
+import { PushProducer, REDIS } from '@stratum/jobs';
 import {
   ImageTransfer,
   PullThroughCache,
   PushRecordStore,
+  PushSubmitter,
+  pushSubmitterOptions,
   RegistryClients,
   RegistryService,
   UploadSessionStore,
@@ -97,16 +99,23 @@ const SWEEP_INTERVAL_MS = 3600 * 1000;
       useFactory: (redis: Redis, config: StratumConfig) =>
         new PushRecordStore(redis, config.buildRetentionSeconds, config.auth.secret),
     },
+    {
+      provide: PushSubmitter,
+      inject: [PushRecordStore, PushProducer, STRATUM_CONFIG],
+      useFactory: (records: PushRecordStore, producer: PushProducer, config: StratumConfig) =>
+        new PushSubmitter(records, producer, pushSubmitterOptions(config)),
+    },
     PushService,
   ],
   exports: [RegistryService, PushService],
 })
-export class RegistryModule implements OnModuleInit, OnModuleDestroy {
+export class RegistryModule implements OnModuleInit, OnModuleDestroy, OnApplicationShutdown {
   private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
     adapterHost: HttpAdapterHost,
     @Inject(RegistryService) private readonly registry: RegistryService,
+    @Inject(PushRecordStore) private readonly pushes: PushRecordStore,
   ) {
     // Runs while Nest builds the module graph, i.e. before app.init() installs the global body
     // parsers, so this middleware comes first in Express's stack (see registry-request.middleware.ts).
@@ -125,5 +134,9 @@ export class RegistryModule implements OnModuleInit, OnModuleDestroy {
 
   onModuleDestroy(): void {
     clearInterval(this.sweeper);
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.pushes.close();
   }
 }

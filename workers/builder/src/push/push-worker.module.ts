@@ -1,8 +1,15 @@
-import { Module } from '@nestjs/common';
+import { Inject, Module, OnApplicationShutdown } from '@nestjs/common';
 import { Redis } from 'ioredis';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { REDIS } from '@stratum/jobs';
-import { ImagePusher, ImageTransfer, PushRecordStore, RegistryClients } from '@stratum/registry';
+import { PushProducer, REDIS } from '@stratum/jobs';
+import {
+  ImagePusher,
+  ImageTransfer,
+  PushRecordStore,
+  PushSubmitter,
+  pushSubmitterOptions,
+  RegistryClients,
+} from '@stratum/registry';
 import { BLOB_STORE, BlobStore, REPOSITORY_STORE, RepositoryStore } from '@stratum/storage';
 import { PushProcessor } from './push.processor';
 
@@ -24,18 +31,30 @@ import { PushProcessor } from './push.processor';
         records: PushRecordStore,
         config: StratumConfig,
       ) => {
-        const publicHost = config.api.publicUrl === null ? [] : [new URL(config.api.publicUrl).host];
         return new ImagePusher(
           new ImageTransfer(blobs, repositories),
           new RegistryClients(config.registryClients),
           records,
-          publicHost,
+          pushSubmitterOptions(config).localRegistries,
         );
       },
     },
+    {
+      provide: PushSubmitter,
+      inject: [PushRecordStore, PushProducer, STRATUM_CONFIG],
+      useFactory: (records: PushRecordStore, producer: PushProducer, config: StratumConfig) =>
+        new PushSubmitter(records, producer, pushSubmitterOptions(config)),
+    },
     PushProcessor,
   ],
-  // PushRecordStore too: a build that pushes its result records the push before enqueueing it.
-  exports: [PushProcessor, PushRecordStore],
+  // PushSubmitter too: a build that pushes its result submits the push as the push API does.
+  exports: [PushProcessor, PushSubmitter],
 })
-export class PushWorkerModule {}
+export class PushWorkerModule implements OnApplicationShutdown {
+  constructor(@Inject(PushRecordStore) private readonly records: PushRecordStore) {}
+
+  /** After the queue workers stopped (beforeApplicationShutdown): no update is under way. */
+  async onApplicationShutdown(): Promise<void> {
+    await this.records.close();
+  }
+}
