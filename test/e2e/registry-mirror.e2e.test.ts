@@ -5,7 +5,7 @@ import request from 'supertest';
 import { ImageService } from '@stratum/images';
 import { ImageTransfer, RegistryClients, RemoteImageResolver } from '@stratum/registry';
 import { FsBlobStore, FsRepositoryStore } from '@stratum/storage';
-import { RedisServerHandle, startRedisServer } from '@stratum/testing';
+import { contextTar, RedisServerHandle, startRedisServer } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
 import {
   DistributionHandle,
@@ -90,10 +90,98 @@ describe('pull-through mirror + RemoteImageResolver (e2e, Distribution upstream)
     expect((await http.get('/v2/_catalog').expect(200)).body.repositories).toEqual(['hub/library/multi']);
   }, 120_000);
 
-  it('refuses pushes to a mirror repository', async () => {
-    const res = await http.post('/v2/hub/library/multi/blobs/uploads/').expect(405);
-    expect(res.body.errors[0].code).toBe('DENIED');
-  });
+  it('refuses every write into the mirror prefix, naming it; the mirrored image stays as upstream has it', async () => {
+    // An image of our own to tag, push, commit from.
+    const ours = await makeImage(work, { 'ours.txt': 'ours\n' });
+    await writeOciLayout(join(work, 'ours'), 'v1', [ours]);
+    await skopeo(
+      'copy',
+      '--dest-tls-verify=false',
+      `oci:${join(work, 'ours')}:v1`,
+      `docker://${host}/ns/app:v1`,
+    );
+    const mirrored = (await http.head('/v2/hub/library/multi/manifests/v1').expect(200)).headers[
+      'docker-content-digest'
+    ];
+    expect(mirrored).toBe(sha(index));
+    const prefixNamed = /pull-through mirror prefix "hub\/".*read-only/;
+
+    // /v2: blob uploads, manifest PUT and DELETE answer DENIED (403) with the reason.
+    const denied = async (res: request.Response): Promise<void> => {
+      expect(res.status).toBe(403);
+      expect(res.body.errors[0].code).toBe('DENIED');
+      expect(res.body.errors[0].message).toMatch(prefixNamed);
+    };
+    await denied(await http.post('/v2/hub/library/multi/blobs/uploads/'));
+    await denied(
+      await http.post(`/v2/hub/library/multi/blobs/uploads/?digest=${sha(ours.layer)}`).send(ours.layer),
+    );
+    await denied(
+      await http
+        .put('/v2/hub/library/multi/manifests/v1')
+        .set('content-type', 'application/vnd.oci.image.manifest.v1+json')
+        .send(ours.manifest),
+    );
+    await denied(await http.delete(`/v2/hub/library/multi/manifests/${sha(index)}`));
+    // The prefix itself too (a repository named `hub`).
+    await denied(await http.post('/v2/hub/blobs/uploads/'));
+    // `hubble/…` is not under `hub/`: pushed as usual.
+    await skopeo(
+      'copy',
+      '--dest-tls-verify=false',
+      `oci:${join(work, 'ours')}:v1`,
+      `docker://${host}/hubble/app:v1`,
+    );
+
+    // REST API: 400 naming the tag.
+    const badRequest = (res: request.Response, tag: string): void => {
+      expect(res.status).toBe(400);
+      expect(res.body.code).toBe('BAD_REQUEST');
+      expect(res.body.message).toContain(`"${tag}"`);
+      expect(res.body.message).toMatch(prefixNamed);
+    };
+    badRequest(
+      await http
+        .post(`/api/v1/images/${encodeURIComponent('ns/app:v1')}/tag`)
+        .send({ repository: 'hub/library/multi', tag: 'v1' }),
+      'hub/library/multi:v1',
+    );
+    badRequest(
+      await http
+        .post('/api/v1/images/import')
+        .query({ repository: 'hub/library/multi', tag: 'v1' })
+        .set('content-type', 'application/x-tar')
+        .send(await contextTar({ 'a.txt': 'a\n' })),
+      'hub/library/multi:v1',
+    );
+    badRequest(
+      await http
+        .post(`/api/v1/images/${encodeURIComponent('ns/app:v1')}/push`)
+        .send({ targets: ['ns/copy:v1', 'hub/library/multi:v1'] }),
+      'hub/library/multi:v1',
+    );
+    badRequest(
+      await http
+        .post('/api/v1/builds')
+        .query({ t: ['ns/built:v1', 'hub/library/multi:v1'] })
+        .set('content-type', 'application/x-tar')
+        .send(await contextTar({ Dockerfile: 'FROM scratch\nCOPY a.txt /\n', 'a.txt': 'a\n' })),
+      'hub/library/multi:v1',
+    );
+    badRequest(
+      await http
+        .post(`/api/v1/containers/${'0'.repeat(32)}/commit`)
+        .send({ repository: 'hub/library/multi', tag: 'v1' }),
+      'hub/library/multi:v1',
+    );
+
+    // Nothing was written: the mirror serves upstream's index, no build or push was queued.
+    const after = await http.get('/v2/hub/library/multi/manifests/v1').expect(200);
+    expect(after.headers['docker-content-digest']).toBe(sha(index));
+    expect((await http.get('/api/v1/builds').expect(200)).body.total).toBe(0);
+    expect((await http.get('/v2/hub/library/multi/tags/list').expect(200)).body.tags).toEqual(['v1']);
+    expect((await http.get('/v2/_catalog').expect(200)).body.repositories).not.toContain('ns/copy');
+  }, 60_000);
 
   it('RemoteImageResolver stores the platform image for FROM, ready for ImageService.load', async () => {
     const root = join(work, 'resolver-store');
