@@ -39,6 +39,7 @@ describe('push jobs (e2e, worker -> Distribution)', () => {
   let http: ReturnType<typeof request>;
   let image: OciImageParts;
   const creds = { username: 'pusher', password: 'push-password' };
+  const SECRET = 'push-e2e-secret-of-at-least-32-characters';
 
   beforeAll(async () => {
     redis = await startRedisServer();
@@ -50,6 +51,8 @@ describe('push jobs (e2e, worker -> Distribution)', () => {
       DATA_DIR: dataDir,
       JOB_ATTEMPTS: '2',
       WORKER_ID: 'push-e2e',
+      // Keys the encryption of the credentials a push request brings (refused without it).
+      AUTH_SECRET: SECRET,
     });
     api = await startApiServer(config);
     worker = await NestFactory.createApplicationContext(WorkerModule.forRoot(config), { logger: ['error'] });
@@ -140,6 +143,29 @@ describe('push jobs (e2e, worker -> Distribution)', () => {
     const second = await waitForPush(again.body.id as string);
     expect(second.targets[0].blobs).toMatchObject({ exists: 2, uploaded: 0 });
   }, 120_000);
+
+  it('without AUTH_SECRET, a push bringing credentials is refused (400 naming AUTH_SECRET); nothing is kept', async () => {
+    const keyless = await startApiServer(
+      testConfig({ REDIS_URL: redis.url, DATA_DIR: dataDir, WORKER_ID: 'push-e2e-keyless' }),
+    );
+    try {
+      const before = (await redisKeys('stratum:push:*')).sort();
+      const res = await request(keyless.url)
+        .post(`/api/v1/images/${encodeURIComponent('ns/app:v1')}/push`)
+        .send({ targets: [`${dist.host}/team/keyless:v1`], credentials: creds })
+        .expect(400);
+      expect(res.body.code).toBe('BAD_REQUEST');
+      expect(res.body.message).toMatch(/credentials.*AUTH_SECRET is not set/);
+      expect((await redisKeys('stratum:push:*')).sort()).toEqual(before);
+      // Without credentials the same push is accepted (REGISTRY_CREDENTIALS would serve there).
+      await request(keyless.url)
+        .post(`/api/v1/images/${encodeURIComponent('ns/app:v1')}/push`)
+        .send({ targets: ['ns/keyless:v1'] })
+        .expect(202);
+    } finally {
+      await keyless.close();
+    }
+  }, 60_000);
 
   it('refused credentials fail the push at once (no retry); nothing is tagged there', async () => {
     const res = await http
