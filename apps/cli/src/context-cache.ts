@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { ContextPlan } from './context-tar';
 
 /** Bump when what goes into the tar (or into the fingerprint) changes. */
-const FINGERPRINT_VERSION = 'stratum-context-v2';
+const FINGERPRINT_VERSION = 'stratum-context-v3';
 const STAT_CONCURRENCY = 64;
 
 /**

@@ -3,7 +3,7 @@ import { lstat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { planContextFiles } from '@stratum/git';
-import { TAR_END, tarHeader, tarPadding } from './tar-writer';
+import { encodeHeader, END_OF_ARCHIVE, padding } from '@stratum/tar';
 
 export interface ContextPlan {
   /** Context-relative paths to send, parents before children. */
@@ -109,7 +109,7 @@ async function* contextEntries(dir: string, plan: ContextPlan): AsyncGenerator<B
     const mtime = Math.floor(st.mtimeMs / 1000);
     if (st.isDirectory()) {
       push(
-        tarHeader({
+        encodeHeader({
           path: `${rel}/`,
           type: 'dir',
           mode: portableMode(st.mode, true),
@@ -120,7 +120,7 @@ async function* contextEntries(dir: string, plan: ContextPlan): AsyncGenerator<B
       );
     } else if (st.isSymbolicLink()) {
       push(
-        tarHeader({
+        encodeHeader({
           path: rel,
           type: 'symlink',
           mode: portableMode(st.mode, false),
@@ -134,7 +134,7 @@ async function* contextEntries(dir: string, plan: ContextPlan): AsyncGenerator<B
       const first = st.nlink > 1 ? links.get(inode) : undefined;
       if (first !== undefined) {
         push(
-          tarHeader({
+          encodeHeader({
             path: rel,
             type: 'link',
             mode: portableMode(st.mode, false),
@@ -148,7 +148,7 @@ async function* contextEntries(dir: string, plan: ContextPlan): AsyncGenerator<B
           links.set(inode, rel);
         }
         push(
-          tarHeader({
+          encodeHeader({
             path: rel,
             type: 'file',
             mode: portableMode(st.mode, false),
@@ -180,18 +180,20 @@ async function* contextEntries(dir: string, plan: ContextPlan): AsyncGenerator<B
             throw changed(rel);
           }
         }
-        push(Buffer.alloc(tarPadding(st.size)));
+        push(Buffer.alloc(padding(st.size)));
       }
     } else if (st.isFIFO() || st.isCharacterDevice() || st.isBlockDevice()) {
       const type = st.isFIFO() ? 'fifo' : st.isCharacterDevice() ? 'char' : 'block';
-      push(tarHeader({ path: rel, type, mode: portableMode(st.mode, false), size: 0, mtime, linkpath: '' }));
+      push(
+        encodeHeader({ path: rel, type, mode: portableMode(st.mode, false), size: 0, mtime, linkpath: '' }),
+      );
     }
     // Sockets are not sent (nor by Docker).
     if (outBytes >= OUT_CHUNK) {
       yield take();
     }
   }
-  push(TAR_END);
+  push(END_OF_ARCHIVE);
   yield take();
 }
 

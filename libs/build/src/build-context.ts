@@ -25,8 +25,9 @@ export class BuildContext {
   materialize(): Promise<void> {
     this.extracted ??= (async () => {
       this.log(`loading build context ${this.digest}\n`);
-      // A context is files to copy from: no device nodes (and nothing outside the dir).
-      await applyLayer(await this.blobs.get(this.digest), this.dir, { devices: 'reject' });
+      // A context is a plain archive of files to copy from, not a layer: `.wh.*` names are
+      // ordinary files; no device nodes (and nothing outside the dir), as the API checked.
+      await applyLayer(await this.blobs.get(this.digest), this.dir, { devices: 'reject', kind: 'plain' });
       const ignored = await applyDockerignore(this.dir, this.dockerfile);
       if (ignored > 0) {
         this.log(`.dockerignore: left out ${ignored} path(s) of the context\n`);

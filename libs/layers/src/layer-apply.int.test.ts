@@ -167,6 +167,58 @@ describe('applyLayer: devices refused when asked (build contexts)', () => {
   });
 });
 
+describe('applyLayer: plain archives (build contexts)', () => {
+  const context = buildTar([
+    { path: 'Dockerfile', content: 'FROM scratch\n' },
+    { path: '.wh.foo', content: 'not a whiteout' },
+    { path: 'dir/', type: 'dir' },
+    { path: 'dir/.wh..wh..opq', content: 'not opaque either' },
+    { path: 'dir/.wh.', content: 'bare prefix' },
+    { path: 'dir/.wh..', content: 'dots' },
+    { path: 'dir/.wh..wh.plnk', content: 'aufs meta' },
+    { path: 'dir/keep', content: 'k' },
+    { path: 'link', type: 'link', linkpath: '.wh.foo' },
+  ]);
+
+  it('kind plain extracts .wh.* names as ordinary files', async () => {
+    const target = await fresh();
+    const result = await applyLayer(streamOf(context), target, { kind: 'plain', devices: 'reject' });
+    expect(result.warnings).toEqual([]);
+    expect(await readFile(join(target, '.wh.foo'), 'utf8')).toBe('not a whiteout');
+    expect(await readFile(join(target, 'dir/.wh..wh..opq'), 'utf8')).toBe('not opaque either');
+    expect(await readFile(join(target, 'dir/.wh.'), 'utf8')).toBe('bare prefix');
+    expect(await readFile(join(target, 'dir/.wh..'), 'utf8')).toBe('dots');
+    expect(await readFile(join(target, 'dir/.wh..wh.plnk'), 'utf8')).toBe('aufs meta');
+    expect((await stat(join(target, 'link'))).nlink).toBe(2);
+    expect((await readdir(join(target, 'dir'))).sort()).toEqual(
+      ['.wh.', '.wh..', '.wh..wh..opq', '.wh..wh.plnk', 'keep'].sort(),
+    );
+    // Also into a directory that is not empty (the archive rules do not run there).
+    const populated = await fresh();
+    await writeFile(join(populated, 'other'), 'o');
+    await applyLayer(streamOf(context), populated, { kind: 'plain' });
+    expect(await readFile(join(populated, '.wh.foo'), 'utf8')).toBe('not a whiteout');
+    expect((await readdir(join(populated, 'dir'))).length).toBe(5);
+  });
+
+  it('kind layer (the default) reads the same names as whiteouts', async () => {
+    const layer = buildTar([
+      { path: '.wh.foo', content: '' },
+      { path: 'dir/', type: 'dir' },
+      { path: 'dir/.wh..wh..opq' },
+      { path: 'dir/keep', content: 'k' },
+    ]);
+    const target = await fresh();
+    await applyLayer(streamOf(layer), target);
+    expect((await readdir(target)).sort()).toEqual(['dir']);
+    expect(await readdir(join(target, 'dir'))).toEqual(['keep']);
+    // `.wh..` whiteouts nothing sensible: refused in a layer.
+    await expect(
+      applyLayer(streamOf(buildTar([{ path: 'dir/.wh..', content: '' }])), await fresh()),
+    ).rejects.toMatchObject({ code: 'LAYER_PATH_ESCAPE', entry: 'dir/.wh..' });
+  });
+});
+
 describe('applyLayer: whiteouts', () => {
   const lower = buildTar([
     { path: 'a/', type: 'dir' },
@@ -309,12 +361,20 @@ describe('applyLayer: hostile tars', () => {
     { name: 'whiteout of ..', specs: [{ path: 'a/.wh...' }], code: 'LAYER_PATH_ESCAPE', entry: 'a/.wh...' },
   ];
 
-  for (const c of cases) {
-    it(`rejects ${c.name}`, async () => {
+  // Into an empty root the archive rules (@stratum/tar) refuse first; into one that already
+  // holds a file they do not run, and the on-disk resolution must refuse on its own.
+  for (const c of cases.flatMap((x) => [
+    { ...x, populated: false },
+    { ...x, populated: true },
+  ])) {
+    it(`rejects ${c.name}${c.populated ? ' (non-empty root: on-disk checks)' : ''}`, async () => {
       const base = await fresh();
       const root = join(base, 'root');
       const sentinel = join(base, 'sentinel');
       await mkdir(root);
+      if (c.populated) {
+        await writeFile(join(root, '.keep'), '');
+      }
       await mkdir(sentinel);
       await writeFile(join(sentinel, 'secret'), 'do not touch');
       const passwdBefore = await stat('/etc/passwd');

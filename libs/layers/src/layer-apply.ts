@@ -17,15 +17,23 @@ import {
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
+import {
+  ArchiveRules,
+  ByteReader,
+  cleanEntryPath,
+  readTar,
+  TarError,
+  whiteoutOf,
+  type TarEntry,
+  type Whiteout,
+} from '@stratum/tar';
 import { mknod, setXattr } from './fs-attrs';
 import { decompressed, type DetectedCompression } from './layer-compression';
-import { LayerError } from './layer-error';
-import { cleanEntryPath, resolveDir } from './safe-path';
-import { ByteReader, readTar, type TarEntry } from './tar-reader';
+import { LayerError, layerErrorOf } from './layer-error';
+import { resolveDir } from './safe-path';
 
 /** OCI whiteout names. https://github.com/opencontainers/image-spec/blob/main/layer.md#whiteouts */
-export const WHITEOUT_PREFIX = '.wh.';
-export const WHITEOUT_OPAQUE = '.wh..wh..opq';
+export { WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from '@stratum/tar';
 /** Overlay marks an opaque directory with this xattr (value `y`). https://docs.kernel.org/filesystems/overlayfs.html */
 export const OVERLAY_OPAQUE_XATTR = 'trusted.overlay.opaque';
 
@@ -42,6 +50,14 @@ export interface ApplyLayerOptions {
    * `reject`: a device entry fails the apply with LAYER_UNSUPPORTED_ENTRY (build contexts).
    */
   devices?: 'create' | 'reject';
+  /**
+   * `layer` (default): an image layer; `.wh.*` names are OCI whiteouts (see `whiteoutFormat`).
+   * `plain`: a plain archive (a build context): `.wh.foo` and `.wh..wh..opq` are ordinary
+   * files, extracted as they are (as `docker build` does with its context).
+   */
+  kind?: 'layer' | 'plain';
+  /** Fail (LAYER_INVALID_TAR) once the uncompressed tar exceeds this many bytes. */
+  maxBytes?: number;
 }
 
 /** What {@link applyLayer} did. */
@@ -95,7 +111,10 @@ class Applier {
   constructor(
     readonly root: string,
     readonly overlay: boolean,
-    readonly rejectDevices = false,
+    readonly rejectDevices: boolean,
+    readonly plain: boolean,
+    /** Set when the target started empty: the archive rules the API checks uploads with. */
+    readonly rules: ArchiveRules | undefined,
   ) {}
 
   warn(message: string): void {
@@ -121,7 +140,7 @@ class Applier {
   }
 
   async apply(entry: TarEntry): Promise<void> {
-    const comps = cleanEntryPath(entry.path);
+    const comps = this.rules?.check(entry) ?? cleanEntryPath(entry.path);
     this.entries++;
     if (comps.length === 0) {
       if (entry.type === 'dir') {
@@ -132,8 +151,9 @@ class Applier {
       return;
     }
     const base = comps[comps.length - 1];
-    if (base.startsWith(WHITEOUT_PREFIX)) {
-      await this.whiteout(entry, comps.slice(0, -1), base);
+    const whiteout = this.plain ? undefined : whiteoutOf(base, entry.path);
+    if (whiteout !== undefined) {
+      await this.whiteout(entry, comps.slice(0, -1), whiteout);
       return;
     }
     let linkTarget: string | undefined;
@@ -329,9 +349,9 @@ class Applier {
     }
   }
 
-  private async whiteout(entry: TarEntry, parentComps: string[], base: string): Promise<void> {
+  private async whiteout(entry: TarEntry, parentComps: string[], whiteout: Whiteout): Promise<void> {
     const parent = await resolveDir(this.root, parentComps, entry.path, this.overlay, this.knownDirs);
-    if (base === WHITEOUT_OPAQUE) {
+    if (whiteout.kind === 'opaque') {
       if (parent === undefined) {
         return; // nothing below to hide
       }
@@ -342,14 +362,11 @@ class Applier {
       }
       return;
     }
-    if (base.startsWith(`${WHITEOUT_PREFIX}${WHITEOUT_PREFIX}`)) {
+    if (whiteout.kind === 'meta') {
       this.warn(`ignored whiteout meta entry ${entry.path}`);
       return;
     }
-    const name = base.slice(WHITEOUT_PREFIX.length);
-    if (name === '' || name === '.' || name === '..') {
-      throw new LayerError('LAYER_PATH_ESCAPE', 'whiteout for an invalid name', entry.path);
-    }
+    const name = whiteout.name;
     if (parent === undefined) {
       return;
     }
@@ -410,6 +427,11 @@ class Applier {
  * outside. Absolute names and absolute symlink targets are taken relative to the root, as
  * Docker does. File contents are streamed, never held whole in memory.
  *
+ * When the target starts empty (every layer of the cache, every build context), each entry is
+ * first checked by @stratum/tar's `ArchiveRules`, the very check the API runs on an uploaded
+ * context or root filesystem, so both refuse the same entries with the same reason; the
+ * on-disk resolution stays the guard (and the only one for a non-empty target).
+ *
  * On failure the target is left partially written: extract into a scratch directory.
  */
 export async function applyLayer(
@@ -418,9 +440,21 @@ export async function applyLayer(
   options: ApplyLayerOptions = {},
 ): Promise<ApplyLayerResult> {
   const root = await realpath(targetDir);
+  const rejectDevices = options.devices === 'reject';
+  const kind = options.kind ?? 'layer';
+  const rules =
+    (await readdir(root)).length === 0
+      ? new ArchiveRules({ kind, devices: rejectDevices ? 'reject' : 'allow' })
+      : undefined;
   const input = await decompressed(source);
-  const applier = new Applier(root, options.whiteoutFormat === 'overlay', options.devices === 'reject');
-  const reader = new ByteReader(input.stream);
+  const applier = new Applier(
+    root,
+    options.whiteoutFormat === 'overlay',
+    rejectDevices,
+    kind === 'plain',
+    rules,
+  );
+  const reader = new ByteReader(input.stream, { maxBytes: options.maxBytes });
   try {
     for await (const entry of readTar(reader)) {
       await applier.apply(entry);
@@ -429,6 +463,9 @@ export async function applyLayer(
     await input.exited;
   } catch (e) {
     input.close();
+    if (e instanceof TarError) {
+      throw layerErrorOf(e);
+    }
     // A corrupt or truncated gzip stream fails inside zlib (Z_DATA_ERROR, Z_BUF_ERROR…): that is
     // a bad layer, the user's input, not a fault of this host.
     const code = typeof e === 'object' && e !== null ? (e as { code?: unknown }).code : undefined;

@@ -1,3 +1,5 @@
+import type { TarError, TarErrorCode } from '@stratum/tar';
+
 /** Machine-readable codes of {@link LayerError}. */
 export type LayerErrorCode =
   /** A tar entry (path, link target or a symlink on the way) would leave the target root. */
@@ -42,4 +44,19 @@ export class LayerError extends Error {
   ) {
     super(entry === undefined ? message : `${message} (entry ${JSON.stringify(entry)})`, options);
   }
+}
+
+const FROM_TAR: Record<TarErrorCode, LayerErrorCode> = {
+  TAR_INVALID: 'LAYER_INVALID_TAR',
+  TAR_UNSUPPORTED_ENTRY: 'LAYER_UNSUPPORTED_ENTRY',
+  TAR_PATH_ESCAPE: 'LAYER_PATH_ESCAPE',
+  TAR_LINK_TARGET_MISSING: 'LAYER_LINK_TARGET_MISSING',
+  TAR_NOT_A_DIRECTORY: 'LAYER_NOT_A_DIRECTORY',
+  // Only when a size limit was asked for: the input's fault, like a malformed tar.
+  TAR_TOO_LARGE: 'LAYER_INVALID_TAR',
+};
+
+/** The LayerError for a TarError of the codec or the archive rules (same reason and entry). */
+export function layerErrorOf(e: TarError): LayerError {
+  return new LayerError(FROM_TAR[e.code], e.reason, e.entry, { cause: e });
 }

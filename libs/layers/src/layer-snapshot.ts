@@ -6,7 +6,7 @@ import { readXattrsRecursive } from './fs-attrs';
 import { OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './layer-apply';
 import { compressLayer, type CompressionOptions, type LayerStream } from './layer-compression';
 import { LayerError } from './layer-error';
-import { END_OF_ARCHIVE, encodeHeader, padding, type TarHeader } from './tar-format';
+import { END_OF_ARCHIVE, encodeHeader, padding, type TarHeader } from '@stratum/tar';
 
 /** Options of {@link snapshotDirectory} and {@link createTarFromDirectory}. */
 export interface SnapshotOptions extends CompressionOptions {

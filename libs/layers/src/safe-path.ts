@@ -2,32 +2,6 @@ import { lstat, mkdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LayerError } from './layer-error';
 
-/**
- * Lexically cleans a tar entry name into root-relative components. A leading `/` is
- * relative to the root (as Docker does); `.` and empty components vanish; `..` pops a
- * component, and a `..` that would climb above the root is LAYER_PATH_ESCAPE.
- */
-export function cleanEntryPath(name: string, entry: string = name): string[] {
-  const out: string[] = [];
-  for (const part of name.split('/')) {
-    if (part === '' || part === '.') {
-      continue;
-    }
-    if (part === '..') {
-      if (out.length === 0) {
-        throw new LayerError('LAYER_PATH_ESCAPE', 'path climbs out of the layer root with ".."', entry);
-      }
-      out.pop();
-      continue;
-    }
-    if (part.includes('\0')) {
-      throw new LayerError('LAYER_INVALID_TAR', 'NUL byte in path', entry);
-    }
-    out.push(part);
-  }
-  return out;
-}
-
 const MAX_SYMLINKS = 40; // the kernel's ELOOP limit
 
 /**

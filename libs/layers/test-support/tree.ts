@@ -6,7 +6,7 @@ import { lstat, mkdtemp, readdir, readlink, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../src/tar-format';
+import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '@stratum/tar';
 import { BUSYBOX_FIXTURE } from '@stratum/testing';
 
 export async function tempDir(prefix = 'stratum-layers-'): Promise<string> {

@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
-import { LayerError } from './layer-error';
+import { TarError } from './tar-error';
 import {
   BLOCK,
   decodeHeader,
@@ -14,9 +14,16 @@ import {
 /** Largest pax / GNU long-name body we accept: metadata, not content. */
 const MAX_META_SIZE = 1024 * 1024;
 
+/** Options of {@link ByteReader}. */
+export interface ByteReaderOptions {
+  /** Fail with TAR_TOO_LARGE as soon as more than this many bytes have been read. */
+  maxBytes?: number;
+}
+
 /**
- * Pulls bytes from an async iterable on demand and hashes everything it pulls, so the
- * digest covers the whole stream (including tar padding after the end marker).
+ * Pulls bytes from an async iterable on demand and hashes (sha256) everything it pulls, so
+ * the digest covers the whole stream (including tar padding after the end marker): for a
+ * layer, the diffID.
  */
 export class ByteReader {
   readonly hash: Hash = createHash('sha256');
@@ -25,9 +32,11 @@ export class ByteReader {
   private buffered = 0;
   private ended = false;
   private readonly iter: AsyncIterator<unknown>;
+  private readonly maxBytes: number;
 
-  constructor(source: AsyncIterable<unknown>) {
+  constructor(source: AsyncIterable<unknown>, options: ByteReaderOptions = {}) {
     this.iter = source[Symbol.asyncIterator]();
+    this.maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
   }
 
   private async fill(): Promise<boolean> {
@@ -43,6 +52,9 @@ export class ByteReader {
     const chunk = Buffer.isBuffer(value) ? value : Buffer.from(value as Uint8Array);
     this.hash.update(chunk);
     this.total += chunk.length;
+    if (this.total > this.maxBytes) {
+      throw new TarError('TAR_TOO_LARGE', `the archive is larger than the limit of ${this.maxBytes} bytes`);
+    }
     if (chunk.length > 0) {
       this.chunks.push(chunk);
       this.buffered += chunk.length;
@@ -87,7 +99,7 @@ export class ByteReader {
         if (this.buffered === 0) {
           return null;
         }
-        throw new LayerError('LAYER_INVALID_TAR', 'unexpected end of tar stream');
+        throw new TarError('TAR_INVALID', 'unexpected end of tar stream');
       }
     }
     return this.take(n);
@@ -108,7 +120,7 @@ export class ByteReader {
     while (left > 0) {
       const b = await this.readSome(left);
       if (b === null) {
-        throw new LayerError('LAYER_INVALID_TAR', 'unexpected end of tar stream');
+        throw new TarError('TAR_INVALID', 'unexpected end of tar stream');
       }
       left -= b.length;
     }
@@ -141,7 +153,7 @@ function paxNumber(pax: Map<string, Buffer>, key: string, entry: string): number
   }
   const n = Number(s);
   if (!Number.isFinite(n) || n < 0) {
-    throw new LayerError('LAYER_INVALID_TAR', `bad pax ${key}=${JSON.stringify(s)}`, entry);
+    throw new TarError('TAR_INVALID', `bad pax ${key}=${JSON.stringify(s)}`, entry);
   }
   return n;
 }
@@ -150,8 +162,8 @@ function merge(raw: RawHeader, pax: Map<string, Buffer>, longName?: string, long
   const path = paxString(pax, 'path') ?? longName ?? raw.name;
   const type = entryTypeOf(raw.typeflag);
   if (type === undefined) {
-    throw new LayerError(
-      'LAYER_UNSUPPORTED_ENTRY',
+    throw new TarError(
+      'TAR_UNSUPPORTED_ENTRY',
       `unsupported tar entry type ${JSON.stringify(raw.typeflag)}`,
       path,
     );
@@ -197,11 +209,11 @@ export async function* readTar(reader: ByteReader): AsyncGenerator<TarEntry> {
     const raw = decodeHeader(block);
     const meta = async (): Promise<Buffer> => {
       if (raw.size > MAX_META_SIZE) {
-        throw new LayerError('LAYER_INVALID_TAR', `tar metadata record of ${raw.size} bytes is too large`);
+        throw new TarError('TAR_INVALID', `tar metadata record of ${raw.size} bytes is too large`);
       }
       const body = await reader.readExact(raw.size + padding(raw.size));
       if (body === null) {
-        throw new LayerError('LAYER_INVALID_TAR', 'unexpected end of tar stream');
+        throw new TarError('TAR_INVALID', 'unexpected end of tar stream');
       }
       return body.subarray(0, raw.size);
     };
@@ -238,7 +250,7 @@ export async function* readTar(reader: ByteReader): AsyncGenerator<TarEntry> {
         while (remaining > 0) {
           const chunk = await reader.readSome(Math.min(remaining, 1024 * 1024));
           if (chunk === null) {
-            throw new LayerError('LAYER_INVALID_TAR', 'unexpected end of tar stream', header.path);
+            throw new TarError('TAR_INVALID', 'unexpected end of tar stream', header.path);
           }
           remaining -= chunk.length;
           yield chunk;

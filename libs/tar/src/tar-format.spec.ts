@@ -1,7 +1,6 @@
 import { decodeHeader, encodeHeader, parsePax, type TarHeader } from './tar-format';
-import { detectCompression } from './layer-compression';
-import { cleanEntryPath } from './safe-path';
-import { LayerError } from './layer-error';
+import { cleanEntryPath } from './archive-rules';
+import { TarError } from './tar-error';
 
 const header = (over: Partial<TarHeader>): TarHeader => ({
   path: 'a',
@@ -68,7 +67,7 @@ describe('tar header codec', () => {
     expect(encodeHeader(header({ path: 'é/ü', size: 3 }))).toEqual(a);
     const bad = Buffer.from(a.subarray(a.length - 512));
     bad[0] ^= 1;
-    expect(() => decodeHeader(bad)).toThrow(LayerError);
+    expect(() => decodeHeader(bad)).toThrow(TarError);
   });
 
   it('reads GNU base-256 numbers', () => {
@@ -101,16 +100,7 @@ describe('cleanEntryPath', () => {
       } catch (e) {
         caught = e;
       }
-      expect(caught).toMatchObject({ code: 'LAYER_PATH_ESCAPE', entry: p });
+      expect(caught).toMatchObject({ code: 'TAR_PATH_ESCAPE', entry: p });
     }
-  });
-});
-
-describe('detectCompression', () => {
-  it('sniffs gzip and zstd magic', () => {
-    expect(detectCompression(Buffer.from([0x1f, 0x8b, 8, 0]))).toBe('gzip');
-    expect(detectCompression(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]))).toBe('zstd');
-    expect(detectCompression(Buffer.from('ustar'))).toBe('none');
-    expect(detectCompression(Buffer.alloc(0))).toBe('none');
   });
 });

@@ -2,7 +2,8 @@
 // Spec: https://pubs.opengroup.org/onlinepubs/9699919799/utilities/pax.html#tag_20_92_13_06
 // We write our own codec instead of node-tar's because we need pax xattr records
 // (SCHILY.xattr.*, binary values) in both directions and byte-exact, deterministic output.
-import { LayerError } from './layer-error';
+// Layers (snapshots), build contexts (the CLI) and every tar we read go through this one codec.
+import { TarError } from './tar-error';
 
 export const BLOCK = 512;
 
@@ -70,7 +71,7 @@ function readNumber(block: Buffer, off: number, len: number): number {
   if ((field[0] & 0x80) !== 0) {
     // GNU base-256: big-endian two's complement with the top bit as a marker.
     if (field[0] === 0xff) {
-      throw new LayerError('LAYER_INVALID_TAR', 'negative base-256 number in tar header');
+      throw new TarError('TAR_INVALID', 'negative base-256 number in tar header');
     }
     let value = field[0] & 0x7f;
     for (let i = 1; i < len; i++) {
@@ -83,12 +84,12 @@ function readNumber(block: Buffer, off: number, len: number): number {
     return 0;
   }
   if (!/^[0-7]+$/.test(text)) {
-    throw new LayerError('LAYER_INVALID_TAR', `bad octal field ${JSON.stringify(text)} in tar header`);
+    throw new TarError('TAR_INVALID', `bad octal field ${JSON.stringify(text)} in tar header`);
   }
   return parseInt(text, 8);
 }
 
-/** Decodes one header block; throws LAYER_INVALID_TAR on a bad checksum. */
+/** Decodes one header block; throws TAR_INVALID on a bad checksum. */
 export function decodeHeader(block: Buffer): RawHeader {
   const stored = readNumber(block, 148, 8);
   let unsigned = 0;
@@ -99,7 +100,7 @@ export function decodeHeader(block: Buffer): RawHeader {
     signed += b > 127 ? b - 256 : b;
   }
   if (stored !== unsigned && stored !== signed) {
-    throw new LayerError('LAYER_INVALID_TAR', 'tar header checksum mismatch');
+    throw new TarError('TAR_INVALID', 'tar header checksum mismatch');
   }
   const magic = block.subarray(257, 263).toString('latin1');
   let name = readString(block, 0, 100);
@@ -156,19 +157,19 @@ export function parsePax(body: Buffer): Map<string, Buffer> {
     }
     const space = body.indexOf(0x20, pos);
     if (space === -1) {
-      throw new LayerError('LAYER_INVALID_TAR', 'malformed pax record');
+      throw new TarError('TAR_INVALID', 'malformed pax record');
     }
     const len = Number(body.subarray(pos, space).toString('latin1'));
     if (!Number.isInteger(len) || len <= space - pos + 1 || pos + len > body.length) {
-      throw new LayerError('LAYER_INVALID_TAR', 'malformed pax record length');
+      throw new TarError('TAR_INVALID', 'malformed pax record length');
     }
     const record = body.subarray(space + 1, pos + len);
     if (record[record.length - 1] !== 0x0a) {
-      throw new LayerError('LAYER_INVALID_TAR', 'pax record does not end in a newline');
+      throw new TarError('TAR_INVALID', 'pax record does not end in a newline');
     }
     const eq = record.indexOf(0x3d);
     if (eq === -1) {
-      throw new LayerError('LAYER_INVALID_TAR', 'pax record without "="');
+      throw new TarError('TAR_INVALID', 'pax record without "="');
     }
     out.set(record.subarray(0, eq).toString('utf8'), Buffer.from(record.subarray(eq + 1, record.length - 1)));
     pos += len;
@@ -212,7 +213,8 @@ function splitUstar(path: string): [string, string] | undefined {
   if (path.length <= 100) {
     return ['', path];
   }
-  for (let i = path.indexOf('/'); i !== -1; i = path.indexOf('/', i + 1)) {
+  // The first '/' (not a leading one: an empty prefix would drop it) that leaves both fitting.
+  for (let i = path.indexOf('/', 1); i !== -1; i = path.indexOf('/', i + 1)) {
     const prefix = path.slice(0, i);
     const name = path.slice(i + 1);
     if (prefix.length <= 155 && name.length <= 100 && name !== '') {
@@ -259,10 +261,18 @@ function headerBlock(h: {
 }
 
 /**
- * Encodes the header (plus a pax header when needed) of one entry. Deterministic: the
- * same input always gives the same bytes. `mtime` is truncated to whole seconds.
+ * What {@link encodeHeader} needs: a {@link TarHeader} whose owner, device numbers and xattrs
+ * may be left out (0 and none: the portable form build contexts use).
  */
-export function encodeHeader(h: TarHeader): Buffer {
+export type EncodableHeader = Omit<TarHeader, 'uid' | 'gid' | 'devmajor' | 'devminor' | 'xattrs'> &
+  Partial<Pick<TarHeader, 'uid' | 'gid' | 'devmajor' | 'devminor' | 'xattrs'>>;
+
+/**
+ * Encodes the header (plus a pax header when needed) of one entry. Deterministic: the
+ * same input always gives the same bytes. `mtime` is truncated to whole seconds; uname and
+ * gname stay empty (numeric ids only).
+ */
+export function encodeHeader(h: EncodableHeader): Buffer {
   const records: Buffer[] = [];
   const split = splitUstar(h.path);
   let prefix = '';
@@ -286,19 +296,20 @@ export function encodeHeader(h: TarHeader): Buffer {
     records.push(paxRecord('size', String(size)));
     size = 0;
   }
-  let uid = h.uid;
+  let uid = h.uid ?? 0;
   if (uid > MAX_OCTAL_7) {
     records.push(paxRecord('uid', String(uid)));
     uid = 0;
   }
-  let gid = h.gid;
+  let gid = h.gid ?? 0;
   if (gid > MAX_OCTAL_7) {
     records.push(paxRecord('gid', String(gid)));
     gid = 0;
   }
   const mtime = Math.max(0, Math.floor(h.mtime));
-  for (const key of [...h.xattrs.keys()].sort()) {
-    records.push(paxRecord(`SCHILY.xattr.${key}`, h.xattrs.get(key) ?? Buffer.alloc(0)));
+  const xattrs = h.xattrs ?? new Map<string, Buffer>();
+  for (const key of [...xattrs.keys()].sort()) {
+    records.push(paxRecord(`SCHILY.xattr.${key}`, xattrs.get(key) ?? Buffer.alloc(0)));
   }
   const main = headerBlock({
     name,
@@ -310,8 +321,8 @@ export function encodeHeader(h: TarHeader): Buffer {
     size,
     mtime: Math.min(mtime, MAX_OCTAL_11),
     linkname,
-    devmajor: h.devmajor,
-    devminor: h.devminor,
+    devmajor: h.devmajor ?? 0,
+    devminor: h.devminor ?? 0,
   });
   if (records.length === 0) {
     return main;

@@ -1,0 +1,36 @@
+/**
+ * `@stratum/tar`: the one tar codec of Stratum (POSIX ustar + pax, GNU long names on read).
+ *
+ * - {@link encodeHeader}, {@link padding}, {@link END_OF_ARCHIVE}: write deterministic entries
+ *   (layer snapshots, the CLI's build contexts).
+ * - {@link ByteReader}, {@link readTar}: stream the entries of a plain tar, hashing it on the way.
+ * - {@link ArchiveRules}, {@link cleanEntryPath}, {@link whiteoutOf}: what an archive may do when
+ *   extracted (path escapes, links, devices, whiteouts), checked by the API and the extractor alike.
+ *
+ * Node built-ins only (the CLI loads it at start-up). Errors are {@link TarError}.
+ */
+export { TarError, type TarErrorCode } from './tar-error';
+export {
+  BLOCK,
+  decodeHeader,
+  encodeHeader,
+  END_OF_ARCHIVE,
+  entryTypeOf,
+  padding,
+  parsePax,
+  type EncodableHeader,
+  type RawHeader,
+  type TarEntryType,
+  type TarHeader,
+} from './tar-format';
+export { ByteReader, readTar, type ByteReaderOptions, type TarEntry } from './tar-reader';
+export {
+  ArchiveRules,
+  cleanEntryPath,
+  isDeviceEntry,
+  whiteoutOf,
+  WHITEOUT_OPAQUE,
+  WHITEOUT_PREFIX,
+  type ArchiveRulesOptions,
+  type Whiteout,
+} from './archive-rules';
