@@ -5,7 +5,10 @@ import { PushRecord } from '@stratum/contracts';
 export const PushImageBodySchema = z.object({
   /** `repo:tag` (this registry) or `host[:port]/repo:tag` (another registry). */
   targets: z.array(z.string().min(1).max(512)).min(1).max(32),
-  /** For the other registries of this push; kept encrypted (AUTH_SECRET) in Redis until the push ends, never in the job; refused (400) when AUTH_SECRET is unset. */
+  /**
+   * For the other registries of this push; kept encrypted (AUTH_SECRET) in Redis until the push
+   * ends, never in the job; refused (400) when AUTH_SECRET is unset.
+   */
   credentials: z
     .object({ username: z.string().min(1).max(512), password: z.string().min(1).max(8192) })
     .optional(),
