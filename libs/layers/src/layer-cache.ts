@@ -2,10 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, writeFile, mkdtemp } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { isSha256Digest } from '@stratum/oci';
 import { applyLayer } from './layer-apply';
 import { LayerError } from './layer-error';
-
-const DIFF_ID = /^sha256:([a-f0-9]{64})$/;
 
 /** A cached, extracted layer. */
 export interface CachedLayer {
@@ -47,11 +46,10 @@ interface Meta {
 }
 
 function hexOf(diffId: string): string {
-  const m = DIFF_ID.exec(diffId);
-  if (!m) {
+  if (!isSha256Digest(diffId)) {
     throw new LayerError('LAYER_INVALID_ARGUMENT', `not a sha256 diffID: ${JSON.stringify(diffId)}`);
   }
-  return m[1];
+  return diffId.slice('sha256:'.length);
 }
 
 /**
@@ -92,7 +90,7 @@ export class LayerCache {
       await Promise.all(['layers', 'meta', 'tmp'].map((d) => mkdir(join(this.root, d), { recursive: true })));
       const metas = new Set(await readdir(join(this.root, 'meta')));
       for (const hex of await readdir(join(this.root, 'layers'))) {
-        if (!/^[a-f0-9]{64}$/.test(hex)) {
+        if (!isSha256Digest(`sha256:${hex}`)) {
           continue;
         }
         if (!metas.has(`${hex}.json`)) {

@@ -6,6 +6,7 @@ import { lstat, mkdtemp, readdir, readlink, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { sha256Digest } from '@stratum/oci';
 import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '@stratum/tar';
 import { BUSYBOX_FIXTURE } from '@stratum/testing';
 
@@ -142,7 +143,7 @@ export function sh(cmd: string, cwd?: string): string {
 }
 
 export function sha256(buf: Buffer): string {
-  return `sha256:${createHash('sha256').update(buf).digest('hex')}`;
+  return sha256Digest(buf);
 }
 
 let busybox: { dir: string; tar: Promise<string> } | undefined;

@@ -53,9 +53,12 @@ export function isDigest(value: unknown): value is Digest {
   }
 }
 
-/** True when `value` is a valid sha256 digest. */
+/**
+ * True when `value` is a valid sha256 digest (`sha256:<64 lowercase hex>`). The one check of
+ * that form in Stratum: storage's `isBlobDigest` and the layer cache's diffIDs use it.
+ */
 export function isSha256Digest(value: unknown): value is Sha256Digest {
-  return typeof value === 'string' && /^sha256:[a-f0-9]{64}$/.test(value);
+  return typeof value === 'string' && value.startsWith('sha256:') && REGISTERED.sha256.test(value.slice(7));
 }
 
 /** sha256 digest of bytes (a string is hashed as UTF-8). */

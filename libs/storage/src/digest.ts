@@ -1,11 +1,13 @@
+import { isSha256Digest } from '@stratum/oci';
 import { BlobDigest } from './blob-store';
 import { StorageError } from './storage-error';
 
-const SHA256_DIGEST = /^sha256:([a-f0-9]{64})$/;
+// The digest grammar lives in @stratum/oci (isSha256Digest); these only give its answer the
+// store's names and error type.
 
 /** True when `value` is a `sha256:<64 lowercase hex>` digest, the only algorithm this store keeps. */
 export function isBlobDigest(value: unknown): value is BlobDigest {
-  return typeof value === 'string' && SHA256_DIGEST.test(value);
+  return isSha256Digest(value);
 }
 
 /**
@@ -13,11 +15,10 @@ export function isBlobDigest(value: unknown): value is BlobDigest {
  * Throws StorageError DIGEST_INVALID for anything but `sha256:<64 lowercase hex>`.
  */
 export function parseBlobDigest(value: string): { digest: BlobDigest; algorithm: 'sha256'; hex: string } {
-  const m = SHA256_DIGEST.exec(value);
-  if (!m) {
+  if (!isSha256Digest(value)) {
     throw new StorageError('DIGEST_INVALID', `invalid or unsupported digest: ${JSON.stringify(value)}`);
   }
-  return { digest: value as BlobDigest, algorithm: 'sha256', hex: m[1] };
+  return { digest: value, algorithm: 'sha256', hex: value.slice('sha256:'.length) };
 }
 
 /** The hex part of a valid digest (throws DIGEST_INVALID otherwise). */
