@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import { z } from 'zod';
+import type { z } from 'zod';
 
 /** Raised when the environment does not describe a runnable service; the message lists every problem. */
 export class ConfigError extends Error {
@@ -11,45 +11,110 @@ export class ConfigError extends Error {
   }
 }
 
-const port = z.coerce.number().int().min(1).max(65535);
-const positiveInt = z.coerce.number().int().positive();
-const bool = z
-  .enum(['true', 'false', '1', '0', 'yes', 'no'])
-  .transform((v) => v === 'true' || v === '1' || v === 'yes');
-
-const s3Schema = z.object({
-  S3_ENDPOINT: z.url({ message: 'S3_ENDPOINT must be a URL such as http://127.0.0.1:9000' }),
-  S3_ACCESS_KEY: z.string().min(1),
-  S3_SECRET_KEY: z.string().min(1),
-  S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'S3_BUCKET must be a valid bucket name'),
-  S3_REGION: z.string().min(1).default('us-east-1'),
-});
-
 /**
- * Registry authentication and pushes to / mirrors of other registries. Lists are comma-separated:
- * - REGISTRY_USERS: `user:password`, the password plain or a bcrypt hash (`$2y$…`, as htpasswd -B writes)
- * - API_TOKENS: `name:token` (Bearer on /api/v1 when API_AUTH=true; the password of a registry login)
- * - REPOSITORY_ACCESS: `pattern=public|private` (`*` matches anything), first match wins over ANONYMOUS_PULL
- * - REGISTRY_MIRRORS: `prefix=upstream-url` (credentials as URL userinfo), served pull-through at /v2/<prefix>/…
- * - REGISTRY_CREDENTIALS: `host[:port]=user:password` for pushes to, and pulls from, other registries
- * - REGISTRY_INSECURE: `host[:port]` reached over plain HTTP
+ * The environment schemas, built on first use: zod takes ~40 ms to load, and the CLI loads
+ * this lib for {@link loadCliConfig} only, so zod is required when a server loads its config.
  */
-const authSchema = z.object({
-  REGISTRY_AUTH: z
-    .enum(['none', 'token'], { message: 'REGISTRY_AUTH must be "none" or "token"' })
-    .default('none'),
-  API_AUTH: bool.default(false),
-  AUTH_SECRET: z.string().min(32, 'AUTH_SECRET must be at least 32 characters').optional(),
-  AUTH_SERVICE: z.string().min(1).default('stratum'),
-  TOKEN_TTL_SECONDS: positiveInt.max(86_400).default(300),
-  ANONYMOUS_PULL: bool.default(true),
-  REGISTRY_USERS: z.string().optional(),
-  API_TOKENS: z.string().optional(),
-  REPOSITORY_ACCESS: z.string().optional(),
-  REGISTRY_MIRRORS: z.string().optional(),
-  REGISTRY_CREDENTIALS: z.string().optional(),
-  REGISTRY_INSECURE: z.string().optional(),
-});
+function buildSchemas() {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- deferred on purpose (see above)
+  const { z } = require('zod') as typeof import('zod');
+  const port = z.coerce.number().int().min(1).max(65535);
+  const positiveInt = z.coerce.number().int().positive();
+  const bool = z
+    .enum(['true', 'false', '1', '0', 'yes', 'no'])
+    .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+  const s3Schema = z.object({
+    S3_ENDPOINT: z.url({ message: 'S3_ENDPOINT must be a URL such as http://127.0.0.1:9000' }),
+    S3_ACCESS_KEY: z.string().min(1),
+    S3_SECRET_KEY: z.string().min(1),
+    S3_BUCKET: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'S3_BUCKET must be a valid bucket name'),
+    S3_REGION: z.string().min(1).default('us-east-1'),
+  });
+
+  /**
+   * Registry authentication and pushes to / mirrors of other registries. Lists are comma-separated:
+   * - REGISTRY_USERS: `user:password`, the password plain or a bcrypt hash (`$2y$…`, as htpasswd -B writes)
+   * - API_TOKENS: `name:token` (Bearer on /api/v1 when API_AUTH=true; the password of a registry login)
+   * - REPOSITORY_ACCESS: `pattern=public|private` (`*` matches anything), first match wins over ANONYMOUS_PULL
+   * - REGISTRY_MIRRORS: `prefix=upstream-url` (credentials as URL userinfo), served pull-through at /v2/<prefix>/…
+   * - REGISTRY_CREDENTIALS: `host[:port]=user:password` for pushes to, and pulls from, other registries
+   * - REGISTRY_INSECURE: `host[:port]` reached over plain HTTP
+   */
+  const authSchema = z.object({
+    REGISTRY_AUTH: z
+      .enum(['none', 'token'], { message: 'REGISTRY_AUTH must be "none" or "token"' })
+      .default('none'),
+    API_AUTH: bool.default(false),
+    AUTH_SECRET: z.string().min(32, 'AUTH_SECRET must be at least 32 characters').optional(),
+    AUTH_SERVICE: z.string().min(1).default('stratum'),
+    TOKEN_TTL_SECONDS: positiveInt.max(86_400).default(300),
+    ANONYMOUS_PULL: bool.default(true),
+    REGISTRY_USERS: z.string().optional(),
+    API_TOKENS: z.string().optional(),
+    REPOSITORY_ACCESS: z.string().optional(),
+    REGISTRY_MIRRORS: z.string().optional(),
+    REGISTRY_CREDENTIALS: z.string().optional(),
+    REGISTRY_INSECURE: z.string().optional(),
+  });
+
+  const baseSchema = z.object({
+    REDIS_URL: z
+      .string({ message: 'REDIS_URL is required, e.g. redis://127.0.0.1:6390' })
+      .regex(/^rediss?:\/\//, 'REDIS_URL must start with redis:// or rediss://'),
+    DATA_DIR: z.string().min(1).default('./.data'),
+    STORAGE: z.enum(['fs', 's3'], { message: 'STORAGE must be "fs" or "s3"' }).default('fs'),
+    RUNTIME: z.string().min(1).default('/usr/sbin/runc'),
+    API_HOST: z.string().min(1).default('0.0.0.0'),
+    API_PORT: port.default(8080),
+    PUBLIC_URL: z.url().optional(),
+    MAX_CONTEXT_BYTES: positiveInt.default(2 * 1024 * 1024 * 1024),
+    BUILD_RETENTION_SECONDS: positiveInt.default(7 * 24 * 3600),
+    WORKER_CONCURRENCY: positiveInt.max(64).default(2),
+    WORKER_ID: z.string().min(1).default(hostname()),
+    WORKER_SHUTDOWN_TIMEOUT_MS: positiveInt.default(30_000),
+    // BullMQ stalled-job detection: a crashed worker's job is picked up again after about
+    // lockDuration + stalledInterval.
+    WORKER_LOCK_DURATION_MS: positiveInt.min(1000).default(30_000),
+    WORKER_STALLED_INTERVAL_MS: positiveInt.min(1000).default(15_000),
+    JOB_ATTEMPTS: positiveInt.max(20).default(5),
+    STEP_TIMEOUT_SECONDS: positiveInt.default(3600),
+    STEP_MEMORY_BYTES: positiveInt.default(4 * 1024 * 1024 * 1024),
+    STEP_PIDS_LIMIT: positiveInt.default(4096),
+    LAYER_CACHE_MAX_BYTES: positiveInt.default(50 * 1024 * 1024 * 1024),
+    LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
+    PRETTY_LOGS: bool.default(true),
+    ALLOW_HOST_NETWORK: bool.default(false),
+    // git triggers (webhooks) and project builds
+    WEBHOOK_MAX_BODY_BYTES: positiveInt.default(25 * 1024 * 1024),
+    WEBHOOK_REPLAY_TTL_SECONDS: positiveInt.default(7 * 24 * 3600),
+    GIT_FETCH_TIMEOUT_SECONDS: positiveInt.default(300),
+    GIT_ALLOW_FILE_URLS: bool.default(false),
+    // maintenance (garbage collection, retention, clean-ups); a cron expression or "off"
+    MAINTENANCE_SCHEDULE: z
+      .string()
+      .regex(
+        /^(off|\S+( \S+){4,5})$/,
+        'MAINTENANCE_SCHEDULE must be a cron expression (5 or 6 fields) or "off"',
+      )
+      .default('17 3 * * *'),
+    GC_GRACE_SECONDS: positiveInt.default(24 * 3600),
+    RETENTION_KEEP_TAGS: z.coerce.number().int().min(0).default(0),
+    RETENTION_UNTAGGED_DAYS: z.coerce.number().int().min(0).default(0),
+    RETENTION_REPOSITORIES: z.string().min(1).default('*'),
+    CONTAINER_IDLE_SECONDS: positiveInt.default(7 * 24 * 3600),
+  });
+  return { s3Schema, authSchema, baseSchema };
+}
+
+type Schemas = ReturnType<typeof buildSchemas>;
+let schemaCache: Schemas | null = null;
+function schemas(): Schemas {
+  return (schemaCache ??= buildSchemas());
+}
+type AuthEnv = z.infer<Schemas['authSchema']>;
 
 export interface AuthConfig {
   /** `token`: the Docker token flow guards /v2/ (push always needs a token; pull per `anonymousPull`). */
@@ -94,7 +159,7 @@ function splitOnce(item: string, sep: string): [string, string] | null {
   return i <= 0 || i === item.length - 1 ? null : [item.slice(0, i), item.slice(i + 1)];
 }
 
-function parseAuth(a: z.infer<typeof authSchema>, problems: string[]): AuthConfig {
+function parseAuth(a: AuthEnv, problems: string[]): AuthConfig {
   const users = listItems(a.REGISTRY_USERS).flatMap((item) => {
     const kv = splitOnce(item, ':');
     if (kv === null) {
@@ -138,7 +203,7 @@ function parseAuth(a: z.infer<typeof authSchema>, problems: string[]): AuthConfi
   };
 }
 
-function parseRegistryClients(a: z.infer<typeof authSchema>, problems: string[]): RegistryClientConfig {
+function parseRegistryClients(a: AuthEnv, problems: string[]): RegistryClientConfig {
   const mirrors = listItems(a.REGISTRY_MIRRORS).flatMap((item) => {
     const kv = splitOnce(item, '=');
     let url: URL | null;
@@ -175,53 +240,6 @@ function parseRegistryClients(a: z.infer<typeof authSchema>, problems: string[])
   });
   return { mirrors, credentials, insecureHosts: listItems(a.REGISTRY_INSECURE) };
 }
-
-const baseSchema = z.object({
-  REDIS_URL: z
-    .string({ message: 'REDIS_URL is required, e.g. redis://127.0.0.1:6390' })
-    .regex(/^rediss?:\/\//, 'REDIS_URL must start with redis:// or rediss://'),
-  DATA_DIR: z.string().min(1).default('./.data'),
-  STORAGE: z.enum(['fs', 's3'], { message: 'STORAGE must be "fs" or "s3"' }).default('fs'),
-  RUNTIME: z.string().min(1).default('/usr/sbin/runc'),
-  API_HOST: z.string().min(1).default('0.0.0.0'),
-  API_PORT: port.default(8080),
-  PUBLIC_URL: z.url().optional(),
-  MAX_CONTEXT_BYTES: positiveInt.default(2 * 1024 * 1024 * 1024),
-  BUILD_RETENTION_SECONDS: positiveInt.default(7 * 24 * 3600),
-  WORKER_CONCURRENCY: positiveInt.max(64).default(2),
-  WORKER_ID: z.string().min(1).default(hostname()),
-  WORKER_SHUTDOWN_TIMEOUT_MS: positiveInt.default(30_000),
-  // BullMQ stalled-job detection: a crashed worker's job is picked up again after about
-  // lockDuration + stalledInterval.
-  WORKER_LOCK_DURATION_MS: positiveInt.min(1000).default(30_000),
-  WORKER_STALLED_INTERVAL_MS: positiveInt.min(1000).default(15_000),
-  JOB_ATTEMPTS: positiveInt.max(20).default(5),
-  STEP_TIMEOUT_SECONDS: positiveInt.default(3600),
-  STEP_MEMORY_BYTES: positiveInt.default(4 * 1024 * 1024 * 1024),
-  STEP_PIDS_LIMIT: positiveInt.default(4096),
-  LAYER_CACHE_MAX_BYTES: positiveInt.default(50 * 1024 * 1024 * 1024),
-  LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
-  PRETTY_LOGS: bool.default(true),
-  ALLOW_HOST_NETWORK: bool.default(false),
-  // git triggers (webhooks) and project builds
-  WEBHOOK_MAX_BODY_BYTES: positiveInt.default(25 * 1024 * 1024),
-  WEBHOOK_REPLAY_TTL_SECONDS: positiveInt.default(7 * 24 * 3600),
-  GIT_FETCH_TIMEOUT_SECONDS: positiveInt.default(300),
-  GIT_ALLOW_FILE_URLS: bool.default(false),
-  // maintenance (garbage collection, retention, clean-ups); a cron expression or "off"
-  MAINTENANCE_SCHEDULE: z
-    .string()
-    .regex(
-      /^(off|\S+( \S+){4,5})$/,
-      'MAINTENANCE_SCHEDULE must be a cron expression (5 or 6 fields) or "off"',
-    )
-    .default('17 3 * * *'),
-  GC_GRACE_SECONDS: positiveInt.default(24 * 3600),
-  RETENTION_KEEP_TAGS: z.coerce.number().int().min(0).default(0),
-  RETENTION_UNTAGGED_DAYS: z.coerce.number().int().min(0).default(0),
-  RETENTION_REPOSITORIES: z.string().min(1).default('*'),
-  CONTAINER_IDLE_SECONDS: positiveInt.default(7 * 24 * 3600),
-});
 
 export type StorageConfig =
   | { readonly kind: 'fs'; readonly root: string }
@@ -312,6 +330,7 @@ function describe(issues: z.core.$ZodIssue[]): string[] {
  */
 export function loadConfig(env: Record<string, string | undefined> = process.env): StratumConfig {
   const clean = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const { s3Schema, authSchema, baseSchema } = schemas();
   const base = baseSchema.safeParse(clean);
   const problems: string[] = base.success ? [] : describe(base.error.issues);
   let storage: StorageConfig | null = null;
@@ -403,13 +422,13 @@ export interface CliConfig {
 }
 
 export function loadCliConfig(env: Record<string, string | undefined> = process.env): CliConfig {
-  const url = z.url().safeParse(env.STRATUM_URL ?? 'http://127.0.0.1:8080');
-  if (!url.success) {
+  const raw = env.STRATUM_URL ?? 'http://127.0.0.1:8080';
+  if (!URL.canParse(raw) || !/^https?:$/.test(new URL(raw).protocol)) {
     throw new ConfigError([`STRATUM_URL: must be a URL such as http://127.0.0.1:8080`]);
   }
   const cacheHome = env.XDG_CACHE_HOME || (env.HOME ? `${env.HOME}/.cache` : '');
   return {
-    serverUrl: url.data.replace(/\/+$/, ''),
+    serverUrl: raw.replace(/\/+$/, ''),
     token: env.STRATUM_TOKEN ?? null,
     cacheDir: env.STRATUM_NO_CONTEXT_CACHE === '1' || cacheHome === '' ? null : `${cacheHome}/stratum`,
   };
