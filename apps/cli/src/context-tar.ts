@@ -2,7 +2,7 @@ import { createReadStream, lstatSync, readFileSync, readlinkSync, type Stats } f
 import { lstat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
-import { planContextFiles } from '@stratum/git';
+import { planContextFiles } from '@stratum/dockerfile';
 import { encodeHeader, END_OF_ARCHIVE, padding } from '@stratum/tar';
 
 export interface ContextPlan {

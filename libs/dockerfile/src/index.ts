@@ -79,3 +79,4 @@ export {
   type StageDependency,
 } from './build-planner';
 export { parseDockerignore, type Dockerignore, type DockerignoreOptions } from './dockerignore';
+export { planContextFiles } from './context-files';

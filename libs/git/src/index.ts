@@ -5,7 +5,7 @@
  */
 export { GitCli, isCommitSha, redact, type GitCliOptions, type GitCredentials } from './git-cli';
 export { checkRepositoryUrl, fetchCommit, resolveBranch, type GitSource } from './git-fetch';
-export { planContextFiles, tarContextFiles } from './context-tar';
+export { tarContextFiles } from './context-tar';
 export { repositoryKey } from './repo-url';
 export {
   parseWebhook,
