@@ -33,14 +33,7 @@ export class BuildRecordStore {
       kind: 'build',
       key: RedisKeys.build,
       index: RedisKeys.buildIndex,
-      onWrite: (tx, id, record) => {
-        if (isTerminalBuildState(record.state)) {
-          tx.expire(RedisKeys.build(id), retentionSeconds).expire(
-            RedisKeys.buildEvents(id),
-            retentionSeconds,
-          );
-        }
-      },
+      onWrite: (tx, id, record) => indexWrite(tx, id, record, retentionSeconds),
     });
   }
 
@@ -69,20 +62,120 @@ export class BuildRecordStore {
     return this.records.close();
   }
 
-  /** Newest first. Ids whose record has expired are dropped from the index on the way. */
+  /**
+   * Newest first, optionally only builds in `state`: one page read from the sorted-set index
+   * of that state (or of all builds), so a page costs the same however many builds are kept.
+   * Before reading, finished builds whose retention is over leave the indexes (their records
+   * expire in Redis at the same instant, see {@link indexWrite}); an index that does not match
+   * the records (data from before the state indexes, or written by an older version) is rebuilt.
+   */
   async list(offset: number, limit: number, state?: BuildState): Promise<BuildPage> {
-    const items: BuildRecord[] = [];
-    let matched = 0;
-    await this.records.scan((record) => {
-      if (state !== undefined && record.state !== state) {
-        return;
+    await this.pruneExpired();
+    await this.reindexIfInconsistent();
+    const index = state === undefined ? RedisKeys.buildIndex : RedisKeys.buildStateIndex(state);
+    // A record that vanished (deleted by hand) or whose index entry is stale is fixed and the
+    // page read again; a few rounds settle it (each round fixes every entry it saw).
+    for (let round = 0; ; round++) {
+      const [[, ids], [, total]] = (await this.redis
+        .multi()
+        .zrevrange(index, offset, offset + limit - 1)
+        .zcard(index)
+        .exec()) as [[unknown, string[]], [unknown, number]];
+      const raws = ids.length === 0 ? [] : await this.redis.mget(ids.map((id) => RedisKeys.build(id)));
+      const items: BuildRecord[] = [];
+      const stale: string[] = [];
+      raws.forEach((raw, i) => {
+        const record = raw === null ? null : (JSON.parse(raw) as BuildRecord);
+        if (record === null || (state !== undefined && record.state !== state)) {
+          stale.push(ids[i]);
+        } else {
+          items.push(record);
+        }
+      });
+      if (stale.length === 0 || round === 3) {
+        return { items, total, offset, limit };
       }
-      if (matched >= offset && items.length < limit) {
-        items.push(record);
+      await this.reindex(stale);
+    }
+  }
+
+  /** Drops from the indexes the finished builds whose retention is over (by Redis's clock). */
+  private async pruneExpired(): Promise<void> {
+    await this.redis.eval(PRUNE_EXPIRED, INDEXES.length, ...INDEXES, 1000);
+  }
+
+  private lastFullReindex = 0;
+  private fullReindex: Promise<void> | null = null;
+
+  /**
+   * Every write keeps `sum of the state indexes == all index` (one MULTI); when it does not
+   * hold (records from before the state indexes, or created by an older version during a
+   * rolling upgrade), every record is indexed again, at most once a minute per process.
+   */
+  private async reindexIfInconsistent(): Promise<void> {
+    const tx = this.redis.multi().zcard(RedisKeys.buildIndex);
+    for (const s of BUILD_STATES) {
+      tx.zcard(RedisKeys.buildStateIndex(s));
+    }
+    const [all, ...byState] = ((await tx.exec()) ?? []).map(([, n]) => n as number);
+    if (byState.reduce((a, b) => a + b, 0) === all || Date.now() - this.lastFullReindex < 60_000) {
+      return;
+    }
+    this.fullReindex ??= (async () => {
+      try {
+        this.lastFullReindex = Date.now();
+        await this.reindex(await this.allRecordIds());
+      } finally {
+        this.fullReindex = null;
       }
-      matched++;
-    });
-    return { items, total: matched, offset, limit };
+    })();
+    await this.fullReindex;
+  }
+
+  /** Ids of every build record in Redis, indexed or not, and of every index entry. */
+  private async allRecordIds(): Promise<string[]> {
+    const ids = new Set(await this.redis.zrevrange(RedisKeys.buildIndex, 0, -1));
+    const prefix = RedisKeys.build('');
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.redis.scan(
+        cursor,
+        'MATCH',
+        `${prefix}*`,
+        'COUNT',
+        1000,
+        'TYPE',
+        'string',
+      );
+      cursor = next;
+      for (const key of keys) {
+        const id = key.slice(prefix.length);
+        if (!id.includes(':')) {
+          ids.add(id); // not stratum:build:<id>:cancel
+        }
+      }
+    } while (cursor !== '0');
+    return [...ids];
+  }
+
+  /**
+   * Puts each id in the indexes its record says (under WATCH, like any write: a concurrent
+   * transition is not undone), or out of all of them when it has no record.
+   */
+  private async reindex(ids: readonly string[]): Promise<void> {
+    const gone: string[] = [];
+    for (const id of ids) {
+      if ((await this.records.update(id, () => undefined)) === null) {
+        gone.push(id);
+      }
+    }
+    if (gone.length > 0) {
+      const tx = this.redis.multi();
+      for (const index of INDEXES) {
+        tx.zrem(index, ...gone);
+      }
+      await tx.exec();
+    }
   }
 
   async appendEvent(id: string, event: BuildEvent): Promise<string> {
@@ -236,3 +329,56 @@ export class BuildRecordStore {
 function eventArgs(id: string, event: BuildEvent): [string, 'MAXLEN', '~', string, '*', 'e', string] {
   return [RedisKeys.buildEvents(id), 'MAXLEN', '~', String(MAX_EVENTS), '*', 'e', JSON.stringify(event)];
 }
+
+const BUILD_STATES: readonly BuildState[] = Object.values(BuildState);
+/** Every index a build id may be in. */
+const INDEXES: readonly string[] = [
+  RedisKeys.buildExpiryIndex,
+  RedisKeys.buildIndex,
+  ...BUILD_STATES.map((s) => RedisKeys.buildStateIndex(s)),
+];
+
+/**
+ * Index changes of a build record write, in the write's MULTI: the record is in the index of
+ * all builds and in the index of its state only. A finished record expires `retentionSeconds`
+ * after it finished, and is in the expiry index with that instant, so that pruning the index
+ * by Redis's clock drops exactly the records Redis has expired.
+ */
+function indexWrite(tx: ChainableCommander, id: string, record: BuildRecord, retentionSeconds: number): void {
+  const created = Date.parse(record.createdAt);
+  tx.zadd(RedisKeys.buildIndex, created, id);
+  for (const s of BUILD_STATES) {
+    if (s === record.state) {
+      tx.zadd(RedisKeys.buildStateIndex(s), created, id);
+    } else {
+      tx.zrem(RedisKeys.buildStateIndex(s), id);
+    }
+  }
+  if (isTerminalBuildState(record.state)) {
+    const finished = record.finishedAt === null ? Date.now() : Date.parse(record.finishedAt);
+    const at = finished + retentionSeconds * 1000;
+    tx.pexpireat(RedisKeys.build(id), at)
+      .pexpireat(RedisKeys.buildEvents(id), at)
+      .zadd(RedisKeys.buildExpiryIndex, at, id);
+  } else {
+    tx.zrem(RedisKeys.buildExpiryIndex, id);
+  }
+}
+
+/**
+ * KEYS: the expiry index, then every other index; ARGV: how many to drop at most. Drops the
+ * ids whose expiry (ms) has passed by the server's clock (the clock PEXPIREAT goes by) from
+ * every index, atomically with the read, so a write that extends a retention in between is
+ * not undone.
+ */
+const PRUNE_EXPIRED = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, id in ipairs(ids) do
+  for i = 1, #KEYS do
+    redis.call('ZREM', KEYS[i], id)
+  end
+end
+return #ids
+`;

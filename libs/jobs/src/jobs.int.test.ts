@@ -169,6 +169,154 @@ describe('BuildRecordStore', () => {
     });
   });
 
+  describe('list index', () => {
+    // a database of its own: totals count only these records
+    let db: Redis;
+    let st: BuildRecordStore;
+    const base = Date.parse('2024-02-01T00:00:00Z');
+    const at = (i: number): string => new Date(base + i * 1000).toISOString();
+    const ids = (page: { items: readonly BuildRecord[] }): string[] => page.items.map((r) => r.id);
+    const indexesOf = async (id: string): Promise<string[]> => {
+      const keys = [
+        RedisKeys.buildIndex,
+        RedisKeys.buildExpiryIndex,
+        ...['queued', 'running', 'succeeded', 'failed', 'cancelled'].map((s) => RedisKeys.buildStateIndex(s)),
+      ];
+      const out: string[] = [];
+      for (const k of keys) {
+        if ((await db.zscore(k, id)) !== null) {
+          out.push(k);
+        }
+      }
+      return out;
+    };
+
+    beforeEach(async () => {
+      db = new Redis(`${server.url}/4`, { maxRetriesPerRequest: null });
+      await db.flushdb();
+      st = new BuildRecordStore(db, RETENTION);
+    });
+    afterEach(async () => {
+      await st.close();
+      db.disconnect();
+    });
+
+    it('pages newest first by creation time, through every page, with the total', async () => {
+      const made: BuildRecord[] = [];
+      // created out of order: the index orders by createdAt, not by insertion
+      for (const i of [5, 0, 9, 3, 7, 1, 8, 2, 6, 4, 10]) {
+        const r = record({ createdAt: at(i) });
+        made[i] = r;
+        await st.create(r);
+      }
+      const newestFirst = [...made].reverse().map((r) => r.id);
+      const seen: string[] = [];
+      for (let offset = 0; offset < 12; offset += 4) {
+        const page = await st.list(offset, 4);
+        expect(page).toMatchObject({ total: 11, offset, limit: 4 });
+        seen.push(...ids(page));
+      }
+      expect(seen).toEqual(newestFirst);
+      expect(ids(await st.list(11, 4))).toEqual([]);
+    });
+
+    it('follows transitions: a build is listed under its current state only', async () => {
+      const a = record({ createdAt: at(1) });
+      const b = record({ createdAt: at(2) });
+      await st.create(a);
+      await st.create(b);
+      expect(ids(await st.list(0, 10, 'queued'))).toEqual([b.id, a.id]);
+      await st.transition(a.id, 'running');
+      expect(ids(await st.list(0, 10, 'queued'))).toEqual([b.id]);
+      expect(ids(await st.list(0, 10, 'running'))).toEqual([a.id]);
+      await st.transition(a.id, 'succeeded', { imageDigest: `sha256:${'d'.repeat(64)}` });
+      const succeeded = await st.list(0, 10, 'succeeded');
+      expect(ids(succeeded)).toEqual([a.id]);
+      expect(succeeded.total).toBe(1);
+      expect((await st.list(0, 10, 'running')).total).toBe(0);
+      expect(await indexesOf(a.id)).toEqual([
+        RedisKeys.buildIndex,
+        RedisKeys.buildExpiryIndex,
+        RedisKeys.buildStateIndex('succeeded'),
+      ]);
+      // the record, its events and its expiry entry end at the same instant
+      const expiresAt = Number(await db.zscore(RedisKeys.buildExpiryIndex, a.id));
+      expect(await db.pexpiretime(RedisKeys.build(a.id))).toBe(expiresAt);
+      expect(Math.abs(expiresAt - Date.now() - RETENTION * 1000)).toBeLessThan(10_000);
+      expect(await indexesOf(b.id)).toEqual([RedisKeys.buildIndex, RedisKeys.buildStateIndex('queued')]);
+    });
+
+    it('retention: an expired build leaves every index, and the totals', async () => {
+      const short = new BuildRecordStore(db, 1);
+      try {
+        const keep = record({ createdAt: at(1) });
+        const gone = record({ createdAt: at(2) });
+        await short.create(keep);
+        await short.create(gone);
+        await short.transition(gone.id, 'failed', { error: 'exit 1' });
+        expect((await short.list(0, 10, 'failed')).total).toBe(1);
+        await new Promise((r) => setTimeout(r, 1300));
+        expect(await db.exists(RedisKeys.build(gone.id))).toBe(0);
+        const all = await short.list(0, 10);
+        expect(ids(all)).toEqual([keep.id]);
+        expect(all.total).toBe(1);
+        expect(await short.list(0, 10, 'failed')).toMatchObject({ items: [], total: 0 });
+        expect(await indexesOf(gone.id)).toEqual([]);
+        expect(await indexesOf(keep.id)).toEqual([RedisKeys.buildIndex, RedisKeys.buildStateIndex('queued')]);
+      } finally {
+        await short.close();
+      }
+    });
+
+    it('indexes records written before the state indexes existed, and forgets index entries without a record', async () => {
+      // What an older version left: records with only the all-builds index (finished ones with
+      // a relative EXPIRE), one record in no index at all, one index entry whose record is gone.
+      const finished = new Date(Date.now() - 60_000).toISOString();
+      const old = [
+        record({ createdAt: at(1), state: 'succeeded', finishedAt: finished }),
+        record({ createdAt: at(2), state: 'failed', finishedAt: finished }),
+        record({ createdAt: at(3), state: 'queued' }),
+      ];
+      for (const r of old) {
+        await db.set(RedisKeys.build(r.id), JSON.stringify(r));
+        await db.zadd(RedisKeys.buildIndex, Date.parse(r.createdAt), r.id);
+        if (r.state !== 'queued') {
+          await db.expire(RedisKeys.build(r.id), RETENTION);
+        }
+      }
+      const unindexed = record({ createdAt: at(4), state: 'running' });
+      await db.set(RedisKeys.build(unindexed.id), JSON.stringify(unindexed));
+      await db.zadd(RedisKeys.buildIndex, Date.parse(at(0)), 'vanished');
+      const longAgo = record({ createdAt: at(0), state: 'failed', finishedAt: at(0) });
+      await db.set(RedisKeys.build(longAgo.id), JSON.stringify(longAgo), 'EX', 60);
+      await db.zadd(RedisKeys.buildIndex, Date.parse(longAgo.createdAt), longAgo.id);
+
+      const running = await st.list(0, 10, 'running');
+      expect(ids(running)).toEqual([unindexed.id]);
+      expect(ids(await st.list(0, 10, 'succeeded'))).toEqual([old[0].id]);
+      expect(ids(await st.list(0, 10, 'failed'))).toEqual([old[1].id]);
+      const all = await st.list(0, 10);
+      expect(ids(all)).toEqual([unindexed.id, old[2].id, old[1].id, old[0].id]);
+      expect(all.total).toBe(4);
+      expect(await indexesOf('vanished')).toEqual([]);
+      // retention counts from the finish: one that finished longer ago is gone
+      expect(await db.exists(RedisKeys.build(longAgo.id))).toBe(0);
+      expect(await indexesOf(longAgo.id)).toEqual([]);
+      // finished ones now expire by their finish time, and are in the expiry index
+      expect(await indexesOf(old[1].id)).toContain(RedisKeys.buildExpiryIndex);
+      expect(await db.pexpiretime(RedisKeys.build(old[1].id))).toBe(Date.parse(finished) + RETENTION * 1000);
+    });
+
+    it('fixes a stale state entry met while paging (written by an older version)', async () => {
+      const r = record({ createdAt: at(1) });
+      await st.create(r);
+      // an older writer moved it to running without touching the state indexes
+      await db.set(RedisKeys.build(r.id), JSON.stringify({ ...r, state: 'running' }));
+      expect(await st.list(0, 10, 'queued')).toMatchObject({ items: [], total: 0 });
+      expect(ids(await st.list(0, 10, 'running'))).toEqual([r.id]);
+    });
+  });
+
   describe('events', () => {
     it('replays appended events in order, then follows live ones until a terminal state', async () => {
       const r = record();

@@ -11,7 +11,7 @@ export interface JsonRecordsLayout<T> {
   key(id: string): string;
   /** Sorted set of ids by creation time. */
   readonly index: string;
-  /** Added to the transaction that writes `record` (expiries, index removal). */
+  /** Added to the transaction that creates or writes `record` (expiries, index changes). */
   onWrite?(tx: ChainableCommander, id: string, record: T): void;
 }
 
@@ -30,11 +30,12 @@ export class JsonRecords<T extends { readonly id: string; readonly createdAt: st
   ) {}
 
   async create(record: T): Promise<void> {
-    await this.redis
+    const tx = this.redis
       .multi()
       .set(this.layout.key(record.id), JSON.stringify(record))
-      .zadd(this.layout.index, Date.parse(record.createdAt), record.id)
-      .exec();
+      .zadd(this.layout.index, Date.parse(record.createdAt), record.id);
+    this.layout.onWrite?.(tx, record.id, record);
+    await tx.exec();
   }
 
   async get(id: string): Promise<T | null> {
