@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { Stats } from 'node:fs';
-import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, Stats } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SourceEntry } from './file-copy';
 
@@ -10,16 +10,21 @@ interface HashedEntry {
   readonly host: string;
 }
 
-/** How many files are read at once while hashing. */
-const HASH_CONCURRENCY = 16;
 /** Read size while hashing a file. */
 const READ_BUFFER = 1 << 20;
+/** Files up to this size are read with synchronous calls (see file-copy's SYNC_COPY_MAX_BYTES). */
+const SYNC_READ_MAX_BYTES = 4 << 20;
+const YIELD_EVERY = 256;
 
 /**
  * Digest (sha256 hex) of exactly what a COPY/ADD reads: for every matched source and, for a
  * directory, everything under it: its path, type, permission bits, owner, link target and
  * content. Modification times are left out, as BuildKit's content hash does, so touching a
  * file without changing it keeps the cache.
+ *
+ * Small files and directory walks use synchronous calls, yielding to the event loop every
+ * {@link YIELD_EVERY} entries: a thread-pool round trip per syscall made hashing a 5,000-file
+ * context mostly waiting.
  */
 export async function hashSources(sources: readonly SourceEntry[]): Promise<string> {
   const entries: HashedEntry[] = [];
@@ -27,49 +32,59 @@ export async function hashSources(sources: readonly SourceEntry[]): Promise<stri
     const top = `${i}:${s.rel}`;
     entries.push({ path: top, st: s.stat, host: s.host });
     if (s.stat.isDirectory()) {
-      await walk(s.host, top, entries);
+      walk(s.host, top, entries);
     }
   }
-  const contents = new Array<string>(entries.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    // One read buffer per worker: a fresh 1 MiB buffer per file (createReadStream) made the
-    // hashing of a context of many small files mostly garbage collection.
-    const buf = Buffer.allocUnsafe(READ_BUFFER);
-    while (next < entries.length) {
-      const i = next++;
-      const e = entries[i];
-      if (e.st.isFile()) {
-        contents[i] = await fileDigest(e.host, buf);
-      } else if (e.st.isSymbolicLink()) {
-        contents[i] = `link:${await readlink(e.host)}`;
-      } else {
-        contents[i] = '';
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(HASH_CONCURRENCY, entries.length) }, worker));
+  // One read buffer: a fresh 1 MiB buffer per file made hashing many small files mostly GC.
+  const buf = Buffer.allocUnsafe(READ_BUFFER);
   const h = createHash('sha256');
   for (const [i, e] of entries.entries()) {
+    let content = '';
+    if (e.st.isFile()) {
+      content =
+        e.st.size <= SYNC_READ_MAX_BYTES ? fileDigestSync(e.host, buf) : await fileDigest(e.host, buf);
+    } else if (e.st.isSymbolicLink()) {
+      content = `link:${readlinkSync(e.host)}`;
+    }
     const type = e.st.isDirectory() ? 'd' : e.st.isFile() ? 'f' : e.st.isSymbolicLink() ? 'l' : 'o';
     h.update(
-      `${JSON.stringify(e.path)} ${type} ${(e.st.mode & 0o7777).toString(8)} ${e.st.uid}:${e.st.gid} ${contents[i]}\n`,
+      `${JSON.stringify(e.path)} ${type} ${(e.st.mode & 0o7777).toString(8)} ${e.st.uid}:${e.st.gid} ${content}\n`,
     );
+    if (i % YIELD_EVERY === YIELD_EVERY - 1) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
   }
   return h.digest('hex');
 }
 
-async function walk(dir: string, prefix: string, out: HashedEntry[]): Promise<void> {
-  const names = (await readdir(dir)).sort();
+function walk(dir: string, prefix: string, out: HashedEntry[]): void {
+  const names = readdirSync(dir).sort();
   for (const name of names) {
     const host = join(dir, name);
-    const st = await lstat(host);
+    const st = lstatSync(host);
     const path = `${prefix}/${name}`;
     out.push({ path, st, host });
     if (st.isDirectory()) {
-      await walk(host, path, out);
+      walk(host, path, out);
     }
   }
+}
+
+function fileDigestSync(path: string, buf: Buffer): string {
+  const h = createHash('sha256');
+  const fd = openSync(path, 'r');
+  try {
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) {
+        break;
+      }
+      h.update(buf.subarray(0, n));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex');
 }
 
 async function fileDigest(path: string, buf: Buffer): Promise<string> {
