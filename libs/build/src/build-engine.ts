@@ -824,7 +824,7 @@ class BuildRun {
     work: (fs: ContainerFs) => Promise<boolean | void>,
   ): Promise<LayerDescriptor | null> {
     const id = `${this.data.buildId.slice(0, 8)}-${randomBytes(6).toString('hex')}`;
-    const fs = await this.filesystems.create(id, state.layers);
+    const fs = await this.filesystems.create(id, state.layers, { volatile: true });
     this.live.add(fs);
     try {
       const changed = await work(fs);

@@ -22,6 +22,8 @@ export interface ContainerFs {
   /** The root the container sees (overlay mount point). */
   readonly merged: string;
   readonly layers: readonly LayerDescriptor[];
+  /** A throwaway build-step filesystem: mounted `volatile` (see OverlayMountSpec). */
+  readonly volatile?: boolean;
 }
 
 export interface ContainerFilesystemsOptions {
@@ -58,9 +60,16 @@ export class ContainerFilesystems {
     };
   }
 
-  /** Makes the dirs and mounts the overlay; extracts any layer the host does not have yet. */
-  async create(id: string, layers: readonly LayerDescriptor[]): Promise<ContainerFs> {
-    const fs = this.describe(id, layers);
+  /**
+   * Makes the dirs and mounts the overlay; extracts any layer the host does not have yet.
+   * `volatile`: a build step's filesystem, snapshotted and removed, never kept across a crash.
+   */
+  async create(
+    id: string,
+    layers: readonly LayerDescriptor[],
+    options: { volatile?: boolean } = {},
+  ): Promise<ContainerFs> {
+    const fs = { ...this.describe(id, layers), volatile: options.volatile === true };
     await mkdir(fs.upper, { recursive: true });
     await this.mount(fs);
     return fs;
@@ -94,6 +103,7 @@ export class ContainerFilesystems {
         upperDir: fs.upper,
         workDir: fs.work,
         target: fs.merged,
+        volatile: fs.volatile === true,
       });
       this.leases.set(fs.merged, lease);
     } catch (err) {

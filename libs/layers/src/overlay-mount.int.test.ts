@@ -65,6 +65,29 @@ describe('mountOverlay', () => {
     }
   });
 
+  it('mounts a throwaway step filesystem volatile, and it can be mounted again with a fresh work dir', async () => {
+    const base = join(scratch, 'volatile-mount');
+    const target = join(base, 'merged');
+    const spec = { lowerDirs: [], upperDir: join(base, 'upper'), workDir: join(base, 'work'), target };
+    await mountOverlay({ ...spec, volatile: true });
+    try {
+      const info = (await readMountInfo()).find((m) => m.target === target);
+      expect(info?.options ?? '').toMatch(/(^|,)(fsync=)?volatile(,|$)/);
+      await writeFile(join(target, 'kept'), 'in the page cache');
+    } finally {
+      await unmountOverlay(target);
+    }
+    expect(await readFile(join(base, 'upper', 'kept'), 'utf8')).toBe('in the page cache');
+    // overlayfs refuses an upper dir whose work dir still holds the volatile marker.
+    await rm(spec.workDir, { recursive: true, force: true });
+    await mountOverlay(spec);
+    try {
+      expect(await readFile(join(target, 'kept'), 'utf8')).toBe('in the page cache');
+    } finally {
+      await unmountOverlay(target);
+    }
+  });
+
   it('reports a failed mount and unmounting nothing as values/errors with codes', async () => {
     const base = join(scratch, 'bad');
     const err = await mountOverlay({
