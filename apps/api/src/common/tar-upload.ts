@@ -1,7 +1,15 @@
 import { posix } from 'node:path';
-import { PassThrough, Readable, Transform, TransformCallback } from 'node:stream';
-import { Parser, ReadEntry } from 'tar';
+import { PassThrough, Readable, Transform, TransformCallback, Writable } from 'node:stream';
 import { StratumError } from '@stratum/contracts';
+import { decompressed } from '@stratum/layers';
+import {
+  ArchiveRules,
+  ByteReader,
+  isDeviceEntry,
+  readTar,
+  TarError,
+  type ArchiveRulesOptions,
+} from '@stratum/tar';
 
 // Checking an uploaded tar while it streams into the blob store: build contexts
 // (POST /api/v1/builds) and root filesystems (POST /api/v1/images/import) alike.
@@ -10,8 +18,13 @@ import { StratumError } from '@stratum/contracts';
 export interface TarUploadErrors {
   /** The body is empty. */
   readonly empty: () => StratumError;
-  /** The body is not a tar archive (`why`: the parser's reason). */
+  /** The body is not a tar archive (`why`: the reader's reason). */
   readonly invalid: (why: string) => StratumError;
+  /**
+   * An entry the archive rules refuse (`why` names it): a path or link leading out, a link to
+   * nothing (default: `invalid(why)`).
+   */
+  readonly entry?: (why: string) => StratumError;
   /** More than `limit` bytes. */
   readonly tooLarge: (limit: number) => StratumError;
   /** The source stream failed (default: its own error). */
@@ -32,7 +45,7 @@ export interface TarSummary {
 /** What a context tar contains that the API checks before accepting a build. */
 export type ContextSummary = TarSummary;
 
-/** `./a/b`, `a/b/`, `/a/b` -> `a/b`: the form paths are compared in. */
+/** `./a/b`, `a/b/`, `/a/b` -> `a/b`: the form paths are compared in (as `cleanEntryPath` of @stratum/tar cleans entry names). */
 export function normalizeContextPath(p: string): string {
   const n = posix.normalize(`/${p}`).replace(/^\/+/, '').replace(/\/+$/, '');
   return n === '.' ? '' : n;
@@ -57,86 +70,157 @@ export class ByteLimit extends Transform {
   }
 }
 
+/** Resumes `source` once every writable it was paused for has drained (or closed). */
+class Backpressure {
+  private waiting = 0;
+  constructor(private readonly source: Readable) {}
+
+  /** Writes `chunk` to `to`; when `to` is full, pauses the source until `to` drains. */
+  write(to: Writable, chunk: Buffer): void {
+    if (to.destroyed || to.writableEnded || to.write(chunk)) {
+      return;
+    }
+    this.waiting++;
+    this.source.pause();
+    const go = (): void => {
+      to.off('drain', go);
+      to.off('close', go);
+      if (--this.waiting === 0) {
+        this.source.resume();
+      }
+    };
+    to.on('drain', go);
+    to.on('close', go);
+  }
+}
+
+function isZlibError(err: unknown): err is Error {
+  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && code.startsWith('Z_');
+}
+
 /**
- * Splits an upload into the bytes to store and a strict tar parse that checks, while the bytes
- * stream, that it is a tar (plain or gzip) and lists its paths. Nothing is buffered whole.
- * A body that is not a tar stops the stored stream at once (`bytes` is destroyed) and rejects
+ * Splits an upload into the bytes to store and a check, while the bytes stream, that it is a
+ * tar (plain, gzip or zstd) the worker will extract: read by @stratum/tar's reader (the one the
+ * worker extracts with) and checked entry by entry by its {@link ArchiveRules} (the ones the
+ * worker's extractor applies: `..` escapes, symlinks and hard links leading out, hard links to
+ * nothing, devices when `errors.device` is set), with the size limit on both the uploaded and
+ * the uncompressed bytes. Lists its paths. Nothing is buffered whole: the upload waits for the
+ * slower of the store and the check.
+ * A body that is refused stops the stored stream at once (`bytes` is destroyed) and rejects
  * `summary`; callers prefer that error over the store's echo of it.
  */
 export function inspectTar(
   source: Readable,
   limit: number,
   errors: TarUploadErrors,
+  rules: Pick<ArchiveRulesOptions, 'kind'> = {},
 ): { bytes: Readable; summary: Promise<TarSummary>; counted: ByteLimit } {
   const counted = new ByteLimit(limit, (l) => errors.tooLarge(l));
   const bytes = new PassThrough();
-  const paths = new Set<string>();
-  let entries = 0;
-  const parser = new Parser({
-    strict: true,
-    onReadEntry: (entry: ReadEntry) => {
-      entries++;
-      paths.add(normalizeContextPath(entry.path));
-      if (errors.device !== undefined && (entry.type === 'CharacterDevice' || entry.type === 'BlockDevice')) {
-        refuse(errors.device(entry.path));
-      }
-      entry.resume();
-    },
-  });
+  const parseIn = new PassThrough();
+  const flow = new Backpressure(counted);
   let parserFailed = false;
-  let refuse: (err: Error) => void = () => undefined;
+  const check = async (): Promise<{ entries: number; paths: Set<string> }> => {
+    const archive = new ArchiveRules({
+      kind: rules.kind,
+      devices: errors.device !== undefined ? 'reject' : 'allow',
+    });
+    const paths = new Set<string>();
+    let entries = 0;
+    const input = await decompressed(parseIn);
+    try {
+      for await (const entry of readTar(new ByteReader(input.stream, { maxBytes: limit }))) {
+        entries++;
+        try {
+          paths.add(archive.check(entry).join('/'));
+        } catch (err) {
+          const refusedDevice = err instanceof TarError && err.code === 'TAR_UNSUPPORTED_ENTRY';
+          if (errors.device !== undefined && refusedDevice && isDeviceEntry(entry)) {
+            throw errors.device(entry.path);
+          }
+          throw err;
+        }
+      }
+      await input.exited;
+    } finally {
+      input.close();
+    }
+    if (!counted.readableEnded) {
+      await new Promise((resolve) => counted.once('end', resolve));
+    }
+    return { entries, paths };
+  };
+  const refusal = (err: unknown): Error => {
+    if (counted.bytes === 0) {
+      return errors.empty();
+    }
+    if (err instanceof StratumError) {
+      return err;
+    }
+    if (err instanceof TarError) {
+      if (err.code === 'TAR_TOO_LARGE') {
+        return errors.tooLarge(limit);
+      }
+      return err.code === 'TAR_INVALID'
+        ? errors.invalid(err.message)
+        : (errors.entry ?? errors.invalid)(err.message);
+    }
+    if (isZlibError(err)) {
+      return errors.invalid(`not valid gzip data: ${err.message}`);
+    }
+    return errors.invalid(err instanceof Error ? err.message : String(err));
+  };
   const summary = new Promise<TarSummary>((resolve, reject) => {
     let failed: Error | null = null;
-    refuse = (err: Error): void => {
+    const fail = (err: Error): void => {
       if (failed === null) {
         failed = err;
-        // Stop storing; the rest of the body still drains through `counted` (and its limit).
+        // Stop storing and checking; the rest of the body still drains through `counted`
+        // (and its limit).
         parserFailed = true;
-        bytes.destroy(failed);
-        reject(failed);
+        bytes.destroy(err);
+        parseIn.destroy();
+        reject(err);
       }
     };
-    parser.on('error', (err: Error) => {
-      refuse(counted.bytes === 0 ? errors.empty() : errors.invalid(err.message));
-    });
-    counted.on('error', (err: Error) => {
-      failed ??= err;
-      reject(err);
-    });
-    source.on('error', (err: Error) => {
-      const mapped = errors.source?.(err) ?? err;
-      failed ??= mapped;
-      bytes.destroy(mapped);
-      reject(mapped);
-    });
-    parser.on('close', () => {
-      if (counted.bytes === 0 && counted.writableFinished) {
-        reject(errors.empty());
-      } else if (failed !== null) {
-        reject(failed);
-      } else if (entries === 0) {
-        reject(errors.invalid('no entries'));
-      } else {
-        resolve({ entries, paths, bytes: counted.bytes });
-      }
-    });
+    counted.on('error', fail);
+    source.on('error', (err: Error) => fail(errors.source?.(err) ?? err));
+    check().then(
+      ({ entries, paths }) => {
+        if (failed !== null) {
+          reject(failed);
+        } else if (counted.bytes === 0) {
+          fail(errors.empty());
+        } else if (entries === 0) {
+          fail(errors.invalid('no entries'));
+        } else {
+          resolve({ entries, paths, bytes: counted.bytes });
+        }
+      },
+      (err: unknown) => fail(refusal(err)),
+    );
   });
   // Avoid unhandled rejections when the caller awaits the store first and this one fails too.
   summary.catch(() => undefined);
   source.pipe(counted);
-  counted.pipe(bytes);
   // The store reports errors through its own listener; this one only keeps a late destroy()
   // (after the store finished) from being an unhandled 'error' event.
   bytes.on('error', () => undefined);
-  // Fed by hand, not piped: pipe() would detach the parser on its first error and it would
-  // then never reach 'close'.
+  parseIn.on('error', () => undefined);
+  // Fed by hand, not piped: a pipe would stop the body on the first refusal (the body is
+  // drained to its end so the answer reaches the client), and would resume the body when one
+  // side drains while the other is still full.
   counted.on('data', (chunk: Buffer) => {
+    flow.write(bytes, chunk);
     if (!parserFailed) {
-      parser.write(chunk);
+      flow.write(parseIn, chunk);
     }
   });
-  counted.on('end', () => parser.end());
-  counted.on('error', (err) => bytes.destroy(err));
+  counted.on('end', () => {
+    bytes.end();
+    parseIn.end();
+  });
   return { bytes, summary, counted };
 }
 
@@ -144,6 +228,8 @@ const CONTEXT_ERRORS: TarUploadErrors = {
   empty: () =>
     new StratumError('CONTEXT_MISSING', 'the request has no build context: send a tar as the body'),
   invalid: (why) => new StratumError('CONTEXT_INVALID', `build context is not a valid tar archive: ${why}`),
+  entry: (why) =>
+    new StratumError('CONTEXT_INVALID', `build context holds an entry that cannot be extracted: ${why}`),
   tooLarge: (limit) =>
     new StratumError('CONTEXT_TOO_LARGE', `build context is larger than the limit of ${limit} bytes`),
   device: (path) =>
@@ -158,5 +244,6 @@ export function inspectContext(
   source: Readable,
   limit: number,
 ): { bytes: Readable; summary: Promise<ContextSummary>; counted: ByteLimit } {
-  return inspectTar(source, limit, CONTEXT_ERRORS);
+  // A context is a plain archive: `.wh.*` names are ordinary files, as the worker extracts them.
+  return inspectTar(source, limit, CONTEXT_ERRORS, { kind: 'plain' });
 }

@@ -1,0 +1,87 @@
+// A build context is a plain archive, not a layer: files named like OCI whiteouts (`.wh.foo`,
+// `.wh..wh..opq`) reach the build as ordinary files. A layer cannot hold such a file (it would
+// delete `foo` when applied), so COPYing one into the image fails the build naming the file.
+import 'reflect-metadata';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import request from 'supertest';
+import { BuildRecord } from '@stratum/contracts';
+import {
+  contextTar,
+  RedisServerHandle,
+  startRedisServer,
+  startWorkerProcess,
+  WorkerProcessHandle,
+} from '@stratum/testing';
+import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+
+jest.setTimeout(90_000);
+
+let redisServer: RedisServerHandle;
+let dataDir: string;
+let api: ApiServerHandle;
+let worker: WorkerProcessHandle | null = null;
+
+function env(): Record<string, string> {
+  return {
+    REDIS_URL: redisServer.url,
+    DATA_DIR: dataDir,
+    WORKER_ID: 'e2e-wh-names',
+    WORKER_SHUTDOWN_TIMEOUT_MS: '3000',
+    JOB_ATTEMPTS: '1',
+  };
+}
+
+async function build(files: Record<string, string>): Promise<BuildRecord> {
+  const res = await request(api.url)
+    .post('/api/v1/builds')
+    .set('content-type', 'application/x-tar')
+    .send(await contextTar(files));
+  expect(res.status).toBe(202);
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const rec = (await request(api.url).get(`/api/v1/builds/${res.body.id as string}`)).body as BuildRecord;
+    if (rec.state === 'succeeded' || rec.state === 'failed' || Date.now() > deadline) {
+      return rec;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+beforeAll(async () => {
+  redisServer = await startRedisServer();
+  dataDir = mkdtempSync(join(tmpdir(), 'stratum-e2e-wh-'));
+  api = await startApiServer(testConfig(env()));
+  worker = await startWorkerProcess(env());
+});
+
+afterAll(async () => {
+  await worker?.stop(10_000);
+  await api?.close();
+  await redisServer?.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+it('accepts a context holding .wh.* files and builds what does not copy them', async () => {
+  const rec = await build({
+    Dockerfile: 'FROM scratch\nCOPY keep.txt /\n',
+    'keep.txt': 'kept',
+    '.wh.keep.txt': 'an ordinary file',
+    '.wh..wh..opq': 'an ordinary file too',
+  });
+  expect(rec.error ?? null).toBeNull();
+  expect(rec.state).toBe('succeeded');
+});
+
+it('COPY of a .wh.* file fails the build naming the file (a layer cannot hold it)', async () => {
+  const rec = await build({
+    Dockerfile: 'FROM scratch\nCOPY app/ /app/\n',
+    'app/main.txt': 'm',
+    'app/.wh.main.txt': 'would delete main.txt if it became a layer entry',
+  });
+  expect(rec.state).toBe('failed');
+  // The file was extracted (not taken for a whiteout and dropped): the snapshot names it.
+  expect(rec.error).toMatch(/\.wh\.\* cannot be stored in a layer/);
+  expect(rec.error).toContain('.wh.main.txt');
+});
