@@ -27,6 +27,14 @@ import {
 
 jest.setTimeout(240_000);
 
+/**
+ * Each kill case runs CHAOS_REPEAT times (default 1, the bounded CI form): a kill lands at a
+ * slightly different point each time, so running them several times locally finds what one
+ * run does not.
+ */
+const REPEAT = Math.max(1, Math.floor(Number(process.env.CHAOS_REPEAT ?? '1')) || 1);
+const RUNS = Array.from({ length: REPEAT }, (_, k) => k + 1);
+
 const KILLED = 'chaos-crash-a';
 const SURVIVOR = 'chaos-crash-b';
 
@@ -78,70 +86,80 @@ afterAll(async () => {
   }
 });
 
-it('a worker SIGKILLed during RUN: the job is taken over, succeeds with the undisturbed digest, and the restarted worker sweeps its leftovers', async () => {
-  const files = busyboxContext('RUN sleep 3 && echo done > /x\n');
-  const query = {
-    t: 'chaos/crash:1',
-    buildargs: JSON.stringify({ SOURCE_DATE_EPOCH: '0' }),
-    nocache: 'true',
-  };
+/** The image of the RUN case's context built undisturbed, made once for every run. */
+let runReference: string | undefined;
 
-  const killed = await startWorker(KILLED);
-  const res = await submitBuild(api.url, files, query);
-  expect(res.status).toBe(202);
-  const id = (res.body as { id: string }).id;
+it.each(RUNS)(
+  `a worker SIGKILLed during RUN (run %i of ${REPEAT}): the job is taken over, succeeds with the undisturbed digest, and the restarted worker sweeps its leftovers`,
+  async (run) => {
+    const files = busyboxContext('RUN sleep 3 && echo done > /x\n');
+    const query = {
+      t: `chaos/crash:${run}`,
+      buildargs: JSON.stringify({ SOURCE_DATE_EPOCH: '0' }),
+      nocache: 'true',
+    };
 
-  // Wait until the RUN step's container is running in the first worker's runc root.
-  await pollFor(
-    'the RUN container of the first worker',
-    () => (runcContainers(join(scratch(KILLED), 'runc')).length > 0 ? true : undefined),
-    60_000,
-    100,
-  );
-  const survivor = await startWorker(SURVIVOR);
-  killed.process.kill('SIGKILL');
-  await pollFor(
-    'the killed worker to exit',
-    () => (killed.process.exitCode !== null || killed.process.signalCode !== null ? true : undefined),
-    10_000,
-  );
+    const killed = await startWorker(KILLED);
+    const res = await submitBuild(api.url, files, query);
+    expect(res.status).toBe(202);
+    const id = (res.body as { id: string }).id;
 
-  const rec: BuildRecord = await waitForBuild(api.url, id, ['succeeded', 'failed', 'cancelled'], 120_000);
-  expect(rec.error ?? null).toBeNull();
-  expect(rec.state).toBe('succeeded');
-  // the first attempt ran on the killed worker, the second on the survivor
-  expect(rec.attempts).toBe(2);
-  expect(survivor.output()).not.toMatch(/ERROR/);
+    // Wait until the RUN step's container is running in the first worker's runc root.
+    await pollFor(
+      'the RUN container of the first worker',
+      () => (runcContainers(join(scratch(KILLED), 'runc')).length > 0 ? true : undefined),
+      60_000,
+      100,
+    );
+    const survivor = await startWorker(SURVIVOR);
+    killed.process.kill('SIGKILL');
+    await pollFor(
+      'the killed worker to exit',
+      () => (killed.process.exitCode !== null || killed.process.signalCode !== null ? true : undefined),
+      10_000,
+    );
 
-  // The same context built undisturbed (no cache) gives the same image.
-  const ref = await submitBuild(api.url, files, { ...query, t: 'chaos/crash:ref' });
-  expect(ref.status).toBe(202);
-  const refRec = await waitForBuild(
-    api.url,
-    (ref.body as { id: string }).id,
-    ['succeeded', 'failed'],
-    90_000,
-  );
-  expect(refRec.state).toBe('succeeded');
-  expect(rec.imageDigest).toMatch(/^sha256:[0-9a-f]{64}$/);
-  expect(rec.imageDigest).toBe(refRec.imageDigest);
+    const rec: BuildRecord = await waitForBuild(api.url, id, ['succeeded', 'failed', 'cancelled'], 120_000);
+    expect(rec.error ?? null).toBeNull();
+    expect(rec.state).toBe('succeeded');
+    // the first attempt ran on the killed worker, the second on the survivor
+    expect(rec.attempts).toBe(2);
+    expect(survivor.output()).not.toMatch(/ERROR/);
 
-  // What the killed worker left is still there before its restart (the test proves something).
-  const leftMounts = overlayMountsUnder(scratch(KILLED)).length;
-  const leftContainers = runcContainers(join(scratch(KILLED), 'runc')).length;
-  const leftJobDirs = entriesOf(join(scratch(KILLED), 'jobs')).length;
-  expect(leftMounts + leftContainers + leftJobDirs).toBeGreaterThan(0);
+    // The same context built undisturbed (no cache) gives the same image.
+    if (runReference === undefined) {
+      const ref = await submitBuild(api.url, files, { ...query, t: 'chaos/crash:ref' });
+      expect(ref.status).toBe(202);
+      const refRec = await waitForBuild(
+        api.url,
+        (ref.body as { id: string }).id,
+        ['succeeded', 'failed'],
+        90_000,
+      );
+      expect(refRec.state).toBe('succeeded');
+      runReference = refRec.imageDigest ?? undefined;
+    }
+    expect(rec.imageDigest).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(rec.imageDigest).toBe(runReference);
 
-  // Restarted with the same WORKER_ID, its start-up sweep removes all of it.
-  const restarted = await startWorker(KILLED);
-  expect(overlayMountsUnder(scratch(KILLED))).toEqual([]);
-  expect(runcContainers(join(scratch(KILLED), 'runc'))).toEqual([]);
-  expect(entriesOf(join(scratch(KILLED), 'jobs'))).toEqual([]);
-  expect(restarted.output()).toMatch(/swept what a previous worker left/);
-  process.stdout.write(
-    `chaos worker-crash: build ${id} attempts=${rec.attempts} digest=${rec.imageDigest}; killed worker left ${leftMounts} mount(s), ${leftContainers} container(s), ${leftJobDirs} job dir(s), all swept\n`,
-  );
-});
+    // What the killed worker left is still there before its restart (the test proves something).
+    const leftMounts = overlayMountsUnder(scratch(KILLED)).length;
+    const leftContainers = runcContainers(join(scratch(KILLED), 'runc')).length;
+    const leftJobDirs = entriesOf(join(scratch(KILLED), 'jobs')).length;
+    expect(leftMounts + leftContainers + leftJobDirs).toBeGreaterThan(0);
+
+    // Restarted with the same WORKER_ID, its start-up sweep removes all of it.
+    const restarted = await startWorker(KILLED);
+    expect(overlayMountsUnder(scratch(KILLED))).toEqual([]);
+    expect(runcContainers(join(scratch(KILLED), 'runc'))).toEqual([]);
+    expect(entriesOf(join(scratch(KILLED), 'jobs'))).toEqual([]);
+    expect(restarted.output()).toMatch(/swept what a previous worker left/);
+    await stopWorkers();
+    process.stdout.write(
+      `chaos worker-crash (RUN, run ${run}/${REPEAT}): build ${id} attempts=${rec.attempts} digest=${rec.imageDigest}; killed worker left ${leftMounts} mount(s), ${leftContainers} container(s), ${leftJobDirs} job dir(s), all swept\n`,
+    );
+  },
+);
 
 // A worker SIGKILLed while it turns a large upper dir into a layer (snapshot, streamed into the
 // blob store), or later in that write: same outcome expected as for a kill during RUN.
@@ -223,12 +241,12 @@ describe('a worker SIGKILLed after RUN, while the large layer is written', () =>
     ],
   ];
 
-  it.each(phases)(
-    'during %s: taken over, same digest as undisturbed, leftovers swept',
-    async (phase, waitForPhase) => {
+  it.each(phases.flatMap(([phase, wait]) => RUNS.map((run) => [phase, run, wait] as const)))(
+    `during %s (run %i of ${REPEAT}): taken over, same digest as undisturbed, leftovers swept`,
+    async (phase, run, waitForPhase) => {
       const killedId = `chaos-crash-${phase}`;
       const killed = await startWorker(killedId);
-      const res = await submitBuild(api.url, files, query(`chaos/big${phase}:1`));
+      const res = await submitBuild(api.url, files, query(`chaos/big${phase}:${run}`));
       expect(res.status).toBe(202);
       const id = (res.body as { id: string }).id;
       await pollFor(
@@ -263,7 +281,7 @@ describe('a worker SIGKILLed after RUN, while the large layer is written', () =>
       expect(entriesOf(join(scratch(killedId), 'jobs'))).toEqual([]);
       expect(restarted.output()).toMatch(/swept what a previous worker left/);
       process.stdout.write(
-        `chaos worker-crash (${phase}): build ${id} attempts=${rec.attempts} digest=${rec.imageDigest}; at the kill ${killedAt}; killed worker left ${leftMounts} mount(s), ${leftJobDirs} job dir(s), all swept; store tmp now ${filesUnder(storeTmp()).length} file(s)\n`,
+        `chaos worker-crash (${phase}, run ${run}/${REPEAT}): build ${id} attempts=${rec.attempts} digest=${rec.imageDigest}; at the kill ${killedAt}; killed worker left ${leftMounts} mount(s), ${leftJobDirs} job dir(s), all swept; store tmp now ${filesUnder(storeTmp()).length} file(s)\n`,
       );
     },
   );
