@@ -1,11 +1,17 @@
-import { createHash } from 'node:crypto';
-import { lstat, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import type { Hash } from 'node:crypto';
+import { lstatSync } from 'node:fs';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ContextPlan } from './context-tar';
 
 /** Bump when what goes into the tar (or into the fingerprint) changes. */
 const FINGERPRINT_VERSION = 'stratum-context-v3';
-const STAT_CONCURRENCY = 64;
+
+/** node:crypto is loaded on first use: loading it costs the CLI's start-up a few ms. */
+async function sha256(): Promise<Hash> {
+  const { createHash } = await import('node:crypto');
+  return createHash('sha256');
+}
 
 /**
  * Fingerprint of a planned context: every entry's path and the lstat fields the tar is made
@@ -18,18 +24,13 @@ export async function contextFingerprint(dir: string, plan: ContextPlan): Promis
   if (plan.extraDockerfile !== null) {
     paths.push(plan.extraDockerfile.source);
   }
-  const lines = new Array<string>(paths.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < paths.length) {
-      const i = next++;
-      const st = await lstat(paths[i], { bigint: true });
-      lines[i] =
-        `${JSON.stringify(paths[i])} ${st.mode} ${st.uid}:${st.gid} ${st.size} ${st.mtimeNs} ${st.ctimeNs} ${st.dev}:${st.ino}`;
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(STAT_CONCURRENCY, paths.length) }, worker));
-  return createHash('sha256')
+  // Synchronous lstat: the CLI has nothing else to do meanwhile, and 5,000 promise round trips
+  // through the thread pool took 3x as long.
+  const lines = paths.map((p) => {
+    const st = lstatSync(p, { bigint: true });
+    return `${JSON.stringify(p)} ${st.mode} ${st.uid}:${st.gid} ${st.size} ${st.mtimeNs} ${st.ctimeNs} ${st.dev}:${st.ino}`;
+  });
+  return (await sha256())
     .update(`${FINGERPRINT_VERSION}\n${plan.dockerfile}\n${plan.extraDockerfile?.name ?? ''}\n`)
     .update(lines.join('\n'))
     .digest('hex');
@@ -46,8 +47,8 @@ export class ContextDigestCache {
     private readonly serverUrl: string,
   ) {}
 
-  private file(dir: string, plan: ContextPlan): string {
-    const key = createHash('sha256')
+  private async file(dir: string, plan: ContextPlan): Promise<string> {
+    const key = (await sha256())
       .update(`${this.serverUrl}\0${resolve(dir)}\0${plan.dockerfile}\0${plan.extraDockerfile?.source ?? ''}`)
       .digest('hex');
     return join(this.cacheDir, 'contexts', `${key}.json`);
@@ -56,7 +57,7 @@ export class ContextDigestCache {
   /** The digest stored for exactly this fingerprint, or null. */
   async lookup(dir: string, plan: ContextPlan, fingerprint: string): Promise<string | null> {
     try {
-      const v = JSON.parse(await readFile(this.file(dir, plan), 'utf8')) as {
+      const v = JSON.parse(await readFile(await this.file(dir, plan), 'utf8')) as {
         fingerprint?: unknown;
         digest?: unknown;
       };
@@ -72,7 +73,7 @@ export class ContextDigestCache {
 
   /** Best effort: a cache that cannot be written only costs an upload next time. */
   async remember(dir: string, plan: ContextPlan, fingerprint: string, digest: string): Promise<void> {
-    const file = this.file(dir, plan);
+    const file = await this.file(dir, plan);
     const tmp = `${file}.${process.pid}.tmp`;
     try {
       await mkdir(join(this.cacheDir, 'contexts'), { recursive: true });
