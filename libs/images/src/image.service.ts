@@ -4,6 +4,7 @@ import { LayerStream } from '@stratum/layers';
 import {
   Digest,
   encodeJson,
+  type EncodedJson,
   ImageConfig,
   MediaType,
   OciImageManifest,
@@ -180,7 +181,7 @@ export class ImageService {
       rootfs: { type: 'layers', diff_ids: image.layers.map((l) => l.diffId) },
     };
     const configJson = encodeJson(config);
-    await this.blobs.put(Readable.from([configJson.bytes]), { expectedDigest: configJson.digest });
+    await this.putIfMissing(configJson);
     const manifest: OciImageManifest = {
       schemaVersion: 2,
       mediaType: MediaType.OciManifest,
@@ -188,7 +189,7 @@ export class ImageService {
       layers: image.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
     };
     const manifestJson = encodeJson(manifest);
-    await this.blobs.put(Readable.from([manifestJson.bytes]), { expectedDigest: manifestJson.digest });
+    await this.putIfMissing(manifestJson);
     const targets = image.tags.map((t) => {
       const r = localReference(t);
       return { repository: r.repository, tag: r.tag ?? 'latest' };
@@ -204,6 +205,13 @@ export class ImageService {
       configDigest: configJson.digest,
       manifestSize: manifestJson.size,
     };
+  }
+
+  /** Stores JSON whose digest was computed here from its bytes, unless the store has it already. */
+  private async putIfMissing(json: EncodedJson): Promise<void> {
+    if (!(await this.blobs.has(json.digest))) {
+      await this.blobs.put(Readable.from([json.bytes]), { expectedDigest: json.digest });
+    }
   }
 
   private async link(

@@ -37,6 +37,9 @@ export class FsRepositoryStore implements RepositoryStore {
     const dir = join(this.repoDir(repository), TAGS);
     assertTagName(tag);
     parseBlobDigest(digest);
+    if ((await readOrNull(join(dir, tag))) === digest) {
+      return; // already there: a rebuild that gives the same image writes (and fsyncs) nothing
+    }
     await writeFileAtomic(this.tmpDir, join(dir, tag), dir, digest);
   }
 
@@ -121,6 +124,10 @@ export class FsRepositoryStore implements RepositoryStore {
 
   private async link(repository: string, kind: string, digest: BlobDigest): Promise<void> {
     const { dir, path } = this.linkPath(repository, kind, digest);
+    // A link is named by its digest and holds only it, so one that exists is the one wanted.
+    if ((await readOrNull(path)) === digest) {
+      return;
+    }
     await writeFileAtomic(this.tmpDir, path, dir, digest);
   }
 
