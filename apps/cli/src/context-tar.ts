@@ -3,7 +3,7 @@ import { lstat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { planContextFiles } from '@stratum/dockerfile';
-import { encodeHeader, END_OF_ARCHIVE, padding } from '@stratum/tar';
+import type * as Tar from '@stratum/tar';
 
 export interface ContextPlan {
   /** Context-relative paths to send, parents before children. */
@@ -40,6 +40,17 @@ export async function planContext(
     dockerfile: OUTSIDE_DOCKERFILE,
     extraDockerfile: { source: dfPath, name: OUTSIDE_DOCKERFILE },
   };
+}
+
+let tarLib: typeof Tar | undefined;
+/**
+ * @stratum/tar, loaded when a context is first tarred rather than at start-up: `stratum --help`,
+ * `logs` or `builds` never need it, and every module loaded costs the CLI's start time.
+ */
+function tarCodec(): typeof Tar {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- deferred on purpose, see above
+  tarLib ??= require('@stratum/tar') as typeof Tar;
+  return tarLib;
 }
 
 /** Files up to this size are read whole ; bigger ones are streamed. */
@@ -85,6 +96,7 @@ function changed(rel: string): Error {
 }
 
 async function* contextEntries(dir: string, plan: ContextPlan): AsyncGenerator<Buffer> {
+  const { encodeHeader, END_OF_ARCHIVE, padding } = tarCodec();
   const root = resolve(dir);
   const todo: [string, string][] = plan.files.map((f) => [join(root, f), f]);
   if (plan.extraDockerfile !== null) {

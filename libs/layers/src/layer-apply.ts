@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { chmod, lchown, link, lstat, lutimes, open, readdir, realpath, rm, utimes } from 'node:fs/promises';
 import {
   chmodSync,
@@ -454,7 +455,8 @@ export async function applyLayer(
     kind === 'plain',
     rules,
   );
-  const reader = new ByteReader(input.stream, { maxBytes: options.maxBytes });
+  const hash = createHash('sha256');
+  const reader = new ByteReader(input.stream, { maxBytes: options.maxBytes, hash });
   try {
     for await (const entry of readTar(reader)) {
       await applier.apply(entry);
@@ -481,7 +483,7 @@ export async function applyLayer(
   return {
     entries: applier.entries,
     bytes: applier.bytes,
-    diffId: `sha256:${reader.hash.digest('hex')}`,
+    diffId: `sha256:${hash.digest('hex')}`,
     uncompressedSize: reader.total,
     compression: input.compression,
     warnings: applier.warnings,

@@ -3,11 +3,13 @@
  *
  * - {@link encodeHeader}, {@link padding}, {@link END_OF_ARCHIVE}: write deterministic entries
  *   (layer snapshots, the CLI's build contexts).
- * - {@link ByteReader}, {@link readTar}: stream the entries of a plain tar, hashing it on the way.
+ * - {@link ByteReader}, {@link readTar}: stream the entries of a plain tar (hashing it on the way
+ *   when given a hash).
  * - {@link ArchiveRules}, {@link cleanEntryPath}, {@link whiteoutOf}: what an archive may do when
  *   extracted (path escapes, links, devices, whiteouts), checked by the API and the extractor alike.
  *
- * Node built-ins only (the CLI loads it at start-up). Errors are {@link TarError}.
+ * No dependencies and no imports beyond types (the CLI loads it; the API and the worker pass
+ * their own hash when they need one). Errors are {@link TarError}.
  */
 export { TarError, type TarErrorCode } from './tar-error';
 export {

@@ -1,4 +1,4 @@
-import { createHash, type Hash } from 'node:crypto';
+import type { Hash } from 'node:crypto';
 import { TarError } from './tar-error';
 import {
   BLOCK,
@@ -18,15 +18,19 @@ const MAX_META_SIZE = 1024 * 1024;
 export interface ByteReaderOptions {
   /** Fail with TAR_TOO_LARGE as soon as more than this many bytes have been read. */
   maxBytes?: number;
+  /**
+   * Fed every byte pulled, tar padding after the end marker included: for a layer, a sha256
+   * gives the diffID. Without one nothing is hashed (the API's upload check needs no digest).
+   */
+  hash?: Hash;
 }
 
 /**
- * Pulls bytes from an async iterable on demand and hashes (sha256) everything it pulls, so
- * the digest covers the whole stream (including tar padding after the end marker): for a
- * layer, the diffID.
+ * Pulls bytes from an async iterable on demand, counting (and, given a hash, hashing)
+ * everything it pulls, so the digest covers the whole stream.
  */
 export class ByteReader {
-  readonly hash: Hash = createHash('sha256');
+  readonly hash: Hash | undefined;
   total = 0;
   private chunks: Buffer[] = [];
   private buffered = 0;
@@ -37,6 +41,7 @@ export class ByteReader {
   constructor(source: AsyncIterable<unknown>, options: ByteReaderOptions = {}) {
     this.iter = source[Symbol.asyncIterator]();
     this.maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
+    this.hash = options.hash;
   }
 
   private async fill(): Promise<boolean> {
@@ -50,7 +55,7 @@ export class ByteReader {
     }
     const value: unknown = next.value;
     const chunk = Buffer.isBuffer(value) ? value : Buffer.from(value as Uint8Array);
-    this.hash.update(chunk);
+    this.hash?.update(chunk);
     this.total += chunk.length;
     if (this.total > this.maxBytes) {
       throw new TarError('TAR_TOO_LARGE', `the archive is larger than the limit of ${this.maxBytes} bytes`);
