@@ -1,7 +1,7 @@
-import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, type Stats } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import type { Stats } from 'node:fs';
 import { readXattrsRecursive } from './fs-attrs';
 import { OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './layer-apply';
 import { compressLayer, type CompressionOptions, type LayerStream } from './layer-compression';
@@ -37,8 +37,8 @@ function splitDev(rdev: number): [number, number] {
   return [major, minor];
 }
 
-async function readNames(dir: string): Promise<string[]> {
-  const raw = await readdir(dir, { encoding: 'buffer' });
+function readNames(dir: string): string[] {
+  const raw = readdirSync(dir, { encoding: 'buffer' });
   const names = raw.map((b) => {
     const s = b.toString('utf8');
     if (!Buffer.from(s, 'utf8').equals(b)) {
@@ -51,6 +51,28 @@ async function readNames(dir: string): Promise<string[]> {
     return s;
   });
   return names;
+}
+
+/**
+ * Reads the first `size` bytes of a small file into `buf`, with synchronous calls: the walk and small
+ * files use sync syscalls because a thread-pool round trip per call made snapshotting many
+ * small files mostly waiting (5,005 files, 103 MB: ~690 ms before). Output is handed on in
+ * ~1 MiB batches, so the event loop still gets a turn between batches.
+ */
+function readSmallFile(abs: string, size: number, entry: string, buf: Buffer): void {
+  const fd = openSync(abs, 'r');
+  try {
+    let got = 0;
+    while (got < size) {
+      const n = readSync(fd, buf, got, size - got, null);
+      if (n === 0) {
+        throw new LayerError('LAYER_FILE_CHANGED', 'file shrank while it was archived', entry);
+      }
+      got += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Streams `size` bytes of a file, failing if it changed size while we read it. */
@@ -144,13 +166,9 @@ async function* tarItems(cfg: WalkConfig): AsyncGenerator<TarItem> {
     whiteout: boolean;
     sortKey: Buffer;
   }
-  const listChildren = async (absDir: string, relDir: string): Promise<Child[]> => {
-    const names = await readNames(absDir);
-    const stats: Stats[] = [];
-    // lstat in parallel batches: the thread pool, not the walk, bounds the latency.
-    for (let i = 0; i < names.length; i += 64) {
-      stats.push(...(await Promise.all(names.slice(i, i + 64).map((name) => lstat(join(absDir, name))))));
-    }
+  const listChildren = (absDir: string, relDir: string): Child[] => {
+    const names = readNames(absDir);
+    const stats = names.map((name) => lstatSync(join(absDir, name)));
     const children: Child[] = names.map((name, i) => {
       const st = stats[i];
       if (cfg.whiteouts && name.startsWith(WHITEOUT_PREFIX)) {
@@ -171,7 +189,7 @@ async function* tarItems(cfg: WalkConfig): AsyncGenerator<TarItem> {
   // An explicit stack instead of recursive generators: each yield would otherwise pass
   // through one generator per directory level.
   const stack: { absDir: string; relDir: string; children: Child[]; next: number }[] = [
-    { absDir: cfg.root, relDir: '', children: await listChildren(cfg.root, ''), next: 0 },
+    { absDir: cfg.root, relDir: '', children: listChildren(cfg.root, ''), next: 0 },
   ];
   while (stack.length > 0) {
     const frame = stack[stack.length - 1];
@@ -194,7 +212,7 @@ async function* tarItems(cfg: WalkConfig): AsyncGenerator<TarItem> {
       if (cfg.whiteouts && allXattrs.get(abs)?.get(OVERLAY_OPAQUE_XATTR)?.toString() === 'y') {
         yield { header: encodeHeader(marker(`${rel}/${WHITEOUT_OPAQUE}`, st)) };
       }
-      stack.push({ absDir: abs, relDir: rel, children: await listChildren(abs, rel), next: 0 });
+      stack.push({ absDir: abs, relDir: rel, children: listChildren(abs, rel), next: 0 });
     } else if (st.isFile()) {
       const key = `${st.dev}:${st.ino}`;
       const first = st.nlink > 1 ? inodes.get(key) : undefined;
@@ -212,7 +230,7 @@ async function* tarItems(cfg: WalkConfig): AsyncGenerator<TarItem> {
         };
       }
     } else if (st.isSymbolicLink()) {
-      const target = await readlink(abs, { encoding: 'buffer' });
+      const target = readlinkSync(abs, { encoding: 'buffer' });
       const text = target.toString('utf8');
       if (!Buffer.from(text, 'utf8').equals(target)) {
         throw new LayerError('LAYER_UNSUPPORTED_ENTRY', 'symlink target is not valid UTF-8', rel);
@@ -236,78 +254,60 @@ async function* tarItems(cfg: WalkConfig): AsyncGenerator<TarItem> {
 }
 
 const BATCH = 1024 * 1024;
+/** Files up to this size are copied into the batch; bigger ones are streamed on their own. */
+const SMALL = BATCH / 4;
 
-/** The tar bytes: headers and small files batched into ~1 MiB chunks, big files streamed. */
+/**
+ * The tar bytes: headers and small files written straight into ~1 MiB batch buffers (one
+ * allocation per batch, no per-file buffers to collect), big files streamed.
+ */
 async function* tarBytes(cfg: WalkConfig): AsyncGenerator<Buffer> {
-  let batch: Buffer[] = [];
-  let batched = 0;
-  const add = (b: Buffer): void => {
-    batch.push(b);
-    batched += b.length;
-  };
+  let buf = Buffer.allocUnsafeSlow(BATCH);
+  let used = 0;
   const take = (): Buffer => {
-    const out = Buffer.concat(batch, batched);
-    batch = [];
-    batched = 0;
+    const out = buf.subarray(0, used);
+    buf = Buffer.allocUnsafeSlow(BATCH);
+    used = 0;
     return out;
   };
-  // Small files are read ahead, several at once, while earlier entries are written out.
-  const SMALL = BATCH / 4;
-  const LOOKAHEAD = 32;
-  const readSmall = async (abs: string, size: number, rel: string): Promise<Buffer[]> => {
-    const chunks: Buffer[] = [];
-    for await (const chunk of fileBody(abs, size, rel)) {
-      chunks.push(chunk);
+  for await (const item of tarItems(cfg)) {
+    const size = item.file?.size ?? 0;
+    const inline = item.file === undefined || size <= SMALL;
+    const need = item.header.length + (inline ? size + padding(size) : 0);
+    if (used + need > BATCH && used > 0) {
+      yield take();
     }
-    return chunks;
-  };
-  const queue: { item: TarItem; content?: Promise<Buffer[]> }[] = [];
-  const iter = tarItems(cfg)[Symbol.asyncIterator]();
-  let exhausted = false;
-  try {
-    for (;;) {
-      while (!exhausted && queue.length < LOOKAHEAD) {
-        const next = await iter.next();
-        if (next.done === true) {
-          exhausted = true;
-          break;
-        }
-        const item = next.value;
-        const content =
-          item.file && item.file.size <= SMALL
-            ? readSmall(item.file.abs, item.file.size, item.file.rel)
-            : undefined;
-        content?.catch(() => undefined); // awaited below, in order
-        queue.push({ item, content });
-      }
-      const head = queue.shift();
-      if (head === undefined) {
-        break;
-      }
-      const { item, content } = head;
-      add(item.header);
-      if (item.file) {
-        const { abs, size, rel } = item.file;
-        if (content) {
-          for (const chunk of await content) {
-            add(chunk);
-          }
-        } else {
+    if (need > BATCH) {
+      yield item.header; // a header bigger than a batch (huge xattrs): on its own
+    } else {
+      used += item.header.copy(buf, used);
+    }
+    if (item.file) {
+      const { abs, rel } = item.file;
+      if (inline) {
+        readSmallFile(abs, size, rel, buf.subarray(used, used + size));
+        used += size;
+      } else {
+        if (used > 0) {
           yield take();
-          yield* fileBody(abs, size, rel);
         }
-        if (padding(size) > 0) {
-          add(Buffer.alloc(padding(size)));
-        }
+        yield* fileBody(abs, size, rel);
       }
-      if (batched >= BATCH) {
-        yield take();
+      const pad = padding(size);
+      if (pad > 0) {
+        if (inline) {
+          buf.fill(0, used, used + pad);
+          used += pad;
+        } else {
+          yield Buffer.alloc(pad);
+        }
       }
     }
-  } finally {
-    await iter.return?.(undefined);
   }
-  add(END_OF_ARCHIVE);
+  if (used + END_OF_ARCHIVE.length > BATCH) {
+    yield take();
+  }
+  used += END_OF_ARCHIVE.copy(buf, used);
   yield take();
 }
 
