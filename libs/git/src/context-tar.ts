@@ -1,9 +1,7 @@
-import { resolve } from 'node:path';
 import { Readable } from 'node:stream';
-import { create as createTar } from 'tar';
+import { tarFiles } from '@stratum/tar';
 
-/** Streams `files` of `dir` as a tar with portable headers (no uname/gname, no recursion). */
+/** Streams `files` of `dir` as a tar with portable headers (no uname/gname, no recursion), as the CLI does. */
 export function tarContextFiles(dir: string, files: readonly string[]): Readable {
-  const pack = createTar({ cwd: resolve(dir), portable: true, noDirRecurse: true }, [...files]);
-  return Readable.from(pack as AsyncIterable<Buffer>);
+  return Readable.from(tarFiles(dir, files));
 }
