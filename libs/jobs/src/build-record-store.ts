@@ -7,7 +7,7 @@ import {
   isTerminalBuildState,
   StepRecord,
 } from '@stratum/contracts';
-import { JsonRecords } from './json-records';
+import { JsonRecords, KeepRecord } from './json-records';
 import { RedisKeys } from './redis';
 
 /** An event as stored on a build's stream, with the stream id (used as the SSE `id:`). */
@@ -220,7 +220,12 @@ export class BuildRecordStore {
     }
   }
 
-  /** Moves the build to `state` (with its timestamps) and emits a `state` event. */
+  /**
+   * Moves the build to `state` (with its timestamps) and emits a `state` event. A finished
+   * build stays as it finished: a late or second run of its job (one whose lock expired during
+   * a Redis outage and was delivered again) cannot move it back, nor change its image; the
+   * record is answered unchanged and no event is emitted.
+   */
   async transition(
     id: string,
     state: BuildState,
@@ -230,6 +235,9 @@ export class BuildRecordStore {
     const record = await this.update(
       id,
       (r) => {
+        if (isTerminalBuildState(r.state)) {
+          throw new KeepRecord();
+        }
         r.state = state;
         if (state === 'running') {
           r.startedAt = at;

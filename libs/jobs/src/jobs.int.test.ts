@@ -384,6 +384,25 @@ describe('BuildRecordStore', () => {
       expect(await store.get(r.id)).toMatchObject({ state: 'failed', error: 'Dockerfile:2: exit 3' });
     });
 
+    it('a finished build stays as it finished: later transitions change nothing and emit nothing', async () => {
+      const r = record();
+      await store.create(r);
+      await store.transition(r.id, 'running');
+      const digest = `sha256:${'e'.repeat(64)}` as const;
+      const finished = await store.transition(r.id, 'succeeded', { imageDigest: digest });
+      const eventsBefore = await redis.xlen(RedisKeys.buildEvents(r.id));
+      // a second run of the same job, delivered again after its lock expired, ends late
+      expect(await store.transition(r.id, 'running')).toEqual(finished);
+      expect(await store.transition(r.id, 'queued')).toEqual(finished);
+      expect(await store.transition(r.id, 'failed', { error: 'late' })).toEqual(finished);
+      expect(await store.transition(r.id, 'succeeded', { imageDigest: `sha256:${'f'.repeat(64)}` })).toEqual(
+        finished,
+      );
+      expect(await store.get(r.id)).toMatchObject({ state: 'succeeded', imageDigest: digest, attempts: 1 });
+      expect(await redis.xlen(RedisKeys.buildEvents(r.id))).toBe(eventsBefore);
+      expect(await store.list(0, 1, 'succeeded')).toMatchObject({ items: [{ id: r.id }] });
+    });
+
     it('stops following when aborted', async () => {
       const r = record();
       await store.create(r);

@@ -1,4 +1,5 @@
 import { ChainableCommander, Redis } from 'ioredis';
+import { logConnectionErrors } from './redis';
 
 /** Thrown by an update's change function to leave the record as it is (update answers it unchanged). */
 export class KeepRecord extends Error {}
@@ -67,7 +68,7 @@ export class JsonRecords<T extends { readonly id: string; readonly createdAt: st
     alsoInTransaction?: (tx: ChainableCommander, record: T) => void,
   ): Promise<T | null> {
     const key = this.layout.key(id);
-    const conn = (this.txConn ??= this.redis.duplicate());
+    const conn = (this.txConn ??= this.duplicate());
     for (let attempt = 0; attempt < 50; attempt++) {
       await conn.watch(key);
       const raw = await conn.get(key);
@@ -93,6 +94,12 @@ export class JsonRecords<T extends { readonly id: string; readonly createdAt: st
       }
     }
     throw new Error(`${this.layout.kind} ${id}: too many concurrent updates`);
+  }
+
+  private duplicate(): Redis {
+    const conn = this.redis.duplicate();
+    logConnectionErrors(conn, `${this.layout.kind} records`);
+    return conn;
   }
 
   /**

@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import { JobsOptions, Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import {
@@ -141,7 +142,21 @@ export class PushProducer extends QueueProducer<typeof JobName.Push> {
   }
 }
 
-/** A queue by name: a QueueName, or a worker's own queue (workerQueueName). */
+/**
+ * A queue by name: a QueueName, or a worker's own queue (workerQueueName). While Redis is
+ * unreachable the connection retries and the queue reports each failed attempt; they are
+ * logged once per 10 s per queue (BullMQ prints a stack trace to stderr for each when nobody
+ * listens).
+ */
 export function createQueue(name: string, connection: Redis): Queue {
-  return new Queue(name, { connection, prefix: QUEUE_PREFIX });
+  const queue = new Queue(name, { connection, prefix: QUEUE_PREFIX });
+  const logger = new Logger('Queue');
+  let lastLogged = 0;
+  queue.on('error', (err: Error) => {
+    if (Date.now() - lastLogged >= 10_000) {
+      lastLogged = Date.now();
+      logger.warn(`queue ${name}: ${err.message}`);
+    }
+  });
+  return queue;
 }

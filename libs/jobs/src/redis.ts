@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import { Redis } from 'ioredis';
 
 /**
@@ -5,7 +6,25 @@ import { Redis } from 'ioredis';
  * connections used by workers (blocking commands must not time out).
  */
 export function createRedis(url: string, name = 'stratum'): Redis {
-  return new Redis(url, { maxRetriesPerRequest: null, connectionName: name, lazyConnect: false });
+  const redis = new Redis(url, { maxRetriesPerRequest: null, connectionName: name, lazyConnect: false });
+  logConnectionErrors(redis, name);
+  return redis;
+}
+
+/**
+ * While Redis is unreachable ioredis reconnects by itself and emits an error per failed
+ * attempt; without a listener it prints "Unhandled error event" with each. Logged once per
+ * 10 s per connection instead (commands wait for the reconnect: maxRetriesPerRequest null).
+ */
+export function logConnectionErrors(redis: Redis, name: string): void {
+  const logger = new Logger('Redis');
+  let lastLogged = 0;
+  redis.on('error', (err: Error) => {
+    if (Date.now() - lastLogged >= 10_000) {
+      lastLogged = Date.now();
+      logger.warn(`${name}: ${err.message}`);
+    }
+  });
 }
 
 /** Key layout, in one place. */
