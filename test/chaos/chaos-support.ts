@@ -1,7 +1,7 @@
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
@@ -42,7 +42,10 @@ export function overlayMountsUnder(dir: string): string[] {
 /** Ids of the runc containers in a runc root (empty when the root does not exist). */
 export function runcContainers(root: string): string[] {
   try {
-    return execFileSync('runc', ['--root', root, 'list', '-q'], { encoding: 'utf8' })
+    return execFileSync('runc', ['--root', root, 'list', '-q'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    })
       .split('\n')
       .filter((s) => s !== '');
   } catch {
@@ -123,15 +126,36 @@ export function alive(pid: number): boolean {
   }
 }
 
-/** A redis-server with an append-only file fsynced on every write, restartable on its dir and port. */
+/** The configuration file we ship for production Redis. */
+export const INFRA_REDIS_CONF = resolve(__dirname, '../../infra/redis.conf');
+
+/** A directive of a redis.conf file (`appendfsync` → `always`), or undefined when absent. */
+export function redisConfSetting(file: string, name: string): string | undefined {
+  const line = readFileSync(file, 'utf8')
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .find((w) => w[0] === name);
+  return line?.[1];
+}
+
+/**
+ * A redis-server with an append-only file, restartable on its dir and port. By default the AOF
+ * is fsynced on every write; with `configFile` (infra/redis.conf) it runs that file's settings,
+ * only port and dir overridden.
+ */
 export class DurableRedis {
   private child: ChildProcess | null = null;
   readonly dir = mkdtempSync(join(tmpdir(), 'stratum-chaos-redis-'));
 
-  private constructor(readonly port: number) {}
+  private constructor(
+    readonly port: number,
+    private readonly configFile: string | undefined,
+    private readonly extraArgs: readonly string[],
+  ) {}
 
-  static async start(): Promise<DurableRedis> {
-    const r = new DurableRedis(await freePort());
+  /** `extraArgs` override settings (`['--appendfsync', 'everysec']`). */
+  static async start(options: { configFile?: string; extraArgs?: string[] } = {}): Promise<DurableRedis> {
+    const r = new DurableRedis(await freePort(), options.configFile, options.extraArgs ?? []);
     await r.start();
     return r;
   }
@@ -145,12 +169,16 @@ export class DurableRedis {
   }
 
   async start(): Promise<void> {
+    const where = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir];
     const child = spawn(
       'redis-server',
-      [
-        ...['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir],
-        ...['--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--daemonize', 'no'],
-      ],
+      this.configFile !== undefined
+        ? [this.configFile, ...where, ...this.extraArgs]
+        : [
+            ...where,
+            ...['--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--daemonize', 'no'],
+            ...this.extraArgs,
+          ],
       { stdio: 'ignore' },
     );
     this.child = child;
