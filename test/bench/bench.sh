@@ -33,7 +33,8 @@ start_stack() {
   cleanup
   data=$(mktemp -d /tmp/stratum-bench-data.XXXX)
   rport=$(free_port); aport=$(free_port)
-  redis-server --port "$rport" --save '' --appendonly no --dir "$data" >"$out/redis.log" 2>&1 &
+  # The shipped config (append-only, fsync on every write), as up.sh runs it.
+  redis-server "$STRATUM_ROOT/infra/redis.conf" --port "$rport" --dir "$data" >"$out/redis.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
   export REDIS_URL=redis://127.0.0.1:$rport DATA_DIR=$data API_PORT=$aport WORKER_ID=bench LOG_LEVEL=warn
