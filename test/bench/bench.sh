@@ -64,9 +64,12 @@ for w in "${workloads[@]}"; do
     port=${BENCH_REGISTRY_PORT:-5099}
     skopeo copy -q --src-tls-verify=false --dest-tls-verify=false \
       "docker://127.0.0.1:$aport/bench/$w:latest" "docker://127.0.0.1:$port/mirror/$w:latest" >>"$out/skopeo.log" 2>&1
-    # Three rounds, the two registries interleaved; the median of each is reported.
-    for round in 1 2 3; do
-      for src in "stratum|127.0.0.1:$aport/bench/$w:latest" "distribution|127.0.0.1:$port/mirror/$w:latest"; do
+    # Three rounds, the two registries interleaved (who goes first alternates); the median of
+    # each is reported. `sync` first: the build's dirty pages are not flushed during the pulls.
+    sync
+    a="stratum|127.0.0.1:$aport/bench/$w:latest" b="distribution|127.0.0.1:$port/mirror/$w:latest"
+    for order in "$a $b" "$b $a" "$a $b"; do
+      for src in $order; do
         name=${src%%|*}; ref=${src#*|}; dir=$(mktemp -d)
         s=$(now)
         skopeo copy -q --src-tls-verify=false "docker://$ref" "dir:$dir/img" >>"$out/skopeo.log" 2>&1
