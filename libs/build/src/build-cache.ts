@@ -78,11 +78,7 @@ export class RedisBuildCacheIndex implements BuildCacheIndex {
   ) {}
 
   async get(key: string): Promise<BuildCacheRecord | null> {
-    const k = cacheRecordKey(key);
-    const [[, json]] = (await this.redis.multi().get(k).expire(k, this.ttlSeconds).exec()) as [
-      [Error | null, string | null],
-      [Error | null, number],
-    ];
+    const json = await this.read(cacheRecordKey(key));
     return json === null ? null : parseRecord(json);
   }
 
@@ -95,16 +91,28 @@ export class RedisBuildCacheIndex implements BuildCacheIndex {
   }
 
   async getMemo(key: string): Promise<string | null> {
-    const k = cacheMemoKey(key);
-    const [[, value]] = (await this.redis.multi().get(k).expire(k, this.ttlSeconds).exec()) as [
-      [Error | null, string | null],
-      [Error | null, number],
-    ];
-    return value;
+    return this.read(cacheMemoKey(key));
   }
 
   async putMemo(key: string, value: string): Promise<void> {
     await this.redis.set(cacheMemoKey(key), value, 'EX', this.ttlSeconds);
+  }
+
+  /**
+   * Reads an entry; a hit whose expiry is more than a tenth of the TTL (at most a day) old is
+   * given the full TTL again, without waiting. Renewing on every read made each cached step
+   * a write, and with the shipped `appendfsync always` an fsync, on the warm build's path.
+   */
+  private async read(k: string): Promise<string | null> {
+    const [[, value], [, ttl]] = (await this.redis.multi().get(k).ttl(k).exec()) as [
+      [Error | null, string | null],
+      [Error | null, number],
+    ];
+    const slack = Math.min(86_400, Math.ceil(this.ttlSeconds / 10));
+    if (value !== null && ttl >= 0 && ttl < this.ttlSeconds - slack) {
+      void this.redis.expire(k, this.ttlSeconds).catch(() => undefined);
+    }
+    return value;
   }
 }
 
