@@ -399,6 +399,19 @@ describe('Docker/BuildKit behaviours', () => {
     expect(image.config.created).toBe(newest);
   });
 
+  it('ADD of a local archive untars it as a plain archive: a .wh.* name is a file, not a whiteout', async () => {
+    const e = host('wh');
+    const archive = await contextTar({ 'app/.wh.keep': 'not a whiteout', 'app/other': 'y' });
+    const err: unknown = await build(
+      e,
+      busyboxContext('RUN mkdir /app && echo kept > /app/keep\nADD extra.tar /\n', { 'extra.tar': archive }),
+    ).catch((x: unknown) => x);
+    // As a layer it would have deleted /app/keep silently; as a file it cannot be stored in a
+    // layer (its name would mean a whiteout to every reader), so the step fails naming it.
+    expect(isUserBuildError(err)).toBe(true);
+    expect((err as Error).message).toMatch(/app\/\.wh\.keep/);
+  });
+
   it('a malformed Dockerfile fails as a user error with its line number', async () => {
     const e = host('m');
     const err: unknown = await build(e, busyboxContext('RUN echo fine\nCOPY --bogus=1 a b\n')).catch(

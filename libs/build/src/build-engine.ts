@@ -709,8 +709,9 @@ class BuildRun {
                 const dest = posix.isAbsolute(instr.dest) ? instr.dest : posix.join(workdir, instr.dest);
                 const destDir = containerPath(fs.merged, await resolveInRoot(fs.merged, dest, true));
                 await mkdir(destDir, { recursive: true });
-                // A local archive from the build context: no device nodes, like the context itself.
-                await applyLayer(createReadStream(s.host), destDir, { devices: 'reject' });
+                // A local archive from the build context is a plain archive, as Docker's ADD
+                // untars it: `.wh.*` names are files, not whiteouts; no device nodes.
+                await applyLayer(createReadStream(s.host), destDir, { devices: 'reject', kind: 'plain' });
               } else {
                 toCopy.push(s);
               }
