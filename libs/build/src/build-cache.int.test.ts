@@ -7,7 +7,12 @@ import { BuildCacheRecord, cacheMemoKey, cacheRecordKey, RedisBuildCacheIndex } 
 let server: RedisServerHandle;
 let redis: Redis;
 const TTL = 1000;
-const record: BuildCacheRecord = { version: 1, layer: null, history: { created_by: 'RUN true' } };
+const record: BuildCacheRecord = {
+  version: 1,
+  layer: null,
+  history: { created_by: 'RUN true' },
+  recordedAt: '2026-01-01T00:00:00.000Z',
+};
 
 beforeAll(async () => {
   server = await startRedisServer();
