@@ -537,6 +537,23 @@ describe('builds with a real worker', () => {
     expect(unknown.body).toMatchObject({ code: 'CONTEXT_MISSING' });
   });
 
+  it('?context=<digest> naming a blob larger than MAX_CONTEXT_BYTES is 413, as an upload of it would be', async () => {
+    const original = (await request(api.url).get(`/api/v1/builds/${okId}`)).body as BuildRecord;
+    const small = await startApiServer(
+      testConfig({ ...env(), MAX_CONTEXT_BYTES: String(original.contextSize - 1) }),
+    );
+    try {
+      const res = await request(small.url)
+        .post('/api/v1/builds')
+        .query({ t: 'e2e/ok:too-large', context: original.contextDigest });
+      expect(res.status).toBe(413);
+      expect(res.body).toMatchObject({ code: 'CONTEXT_TOO_LARGE' });
+      expect(res.body.message).toContain(original.contextDigest);
+    } finally {
+      await small.close();
+    }
+  });
+
   it('RUN --network=host is refused unless the operator allows it, naming the line', async () => {
     const res = await submit(busyboxContext('RUN --network=host echo on-the-host-network\n'));
     expect(res.status).toBe(202);

@@ -412,6 +412,13 @@ describe('Docker/BuildKit behaviours', () => {
     expect((err as Error).message).toMatch(/app\/\.wh\.keep/);
   });
 
+  it('a context that unpacks past maxContextBytes fails as a user error naming the limit', async () => {
+    const e = host('ctx-limit', { maxContextBytes: 100_000 });
+    const err: unknown = await build(e, busyboxContext('RUN true\n')).catch((x: unknown) => x);
+    expect(isUserBuildError(err)).toBe(true);
+    expect((err as Error).message).toMatch(/limit of 100000 bytes/);
+  });
+
   it('a malformed Dockerfile fails as a user error with its line number', async () => {
     const e = host('m');
     const err: unknown = await build(e, busyboxContext('RUN echo fine\nCOPY --bogus=1 a b\n')).catch(

@@ -19,6 +19,8 @@ export class BuildContext {
     /** The Dockerfile's path in the context (it decides which ignore file applies). */
     private readonly dockerfile: string,
     private readonly log: (text: string) => void,
+    /** Unpacked size limit (MAX_CONTEXT_BYTES): a context named by digest was not checked here. */
+    private readonly maxBytes?: number,
   ) {}
 
   /** Extracts the context into {@link dir} and applies its ignore file, once. */
@@ -27,7 +29,11 @@ export class BuildContext {
       this.log(`loading build context ${this.digest}\n`);
       // A context is a plain archive of files to copy from, not a layer: `.wh.*` names are
       // ordinary files; no device nodes (and nothing outside the dir), as the API checked.
-      await applyLayer(await this.blobs.get(this.digest), this.dir, { devices: 'reject', kind: 'plain' });
+      await applyLayer(await this.blobs.get(this.digest), this.dir, {
+        devices: 'reject',
+        kind: 'plain',
+        ...(this.maxBytes !== undefined ? { maxBytes: this.maxBytes } : {}),
+      });
       const ignored = await applyDockerignore(this.dir, this.dockerfile);
       if (ignored > 0) {
         this.log(`.dockerignore: left out ${ignored} path(s) of the context\n`);

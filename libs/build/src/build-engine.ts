@@ -68,6 +68,8 @@ export interface BuildEngineOptions {
   readonly layerCacheMaxBytes?: number;
   /** Allow `RUN --network=host` (default false: the host network reaches the worker's Redis). */
   readonly allowHostNetwork?: boolean;
+  /** Largest build context, unpacked (MAX_CONTEXT_BYTES); unlimited when unset. */
+  readonly maxContextBytes?: number;
   readonly compression?: 'gzip' | 'zstd';
   /**
    * The step cache index. Share one (Redis) between worker hosts so they reuse each other's
@@ -156,6 +158,7 @@ export class BuildEngine {
       contextDir,
       data.dockerfile,
       (t) => ctx.reporter.log(null, 'system', t),
+      this.options.maxContextBytes,
     );
     const run = new BuildRun(this, this.options, data, ctx, jobDir, context, filesystems);
     try {

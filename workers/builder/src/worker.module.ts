@@ -70,6 +70,7 @@ export class WorkerModule {
               stepMemoryBytes: c.stepMemoryBytes,
               stepPidsLimit: c.stepPidsLimit,
               allowHostNetwork: c.allowHostNetwork,
+              maxContextBytes: c.maxContextBytes,
               layerCacheMaxBytes: c.layerCacheMaxBytes,
               // shared by every worker host, like the layers it names (blob store)
               cacheIndex: new RedisBuildCacheIndex(redis),

@@ -93,6 +93,12 @@ export class BuildsService {
         `the build context ${digest} is not stored: send it as the body`,
       );
     }
+    if (st.size > this.config.maxContextBytes) {
+      throw new StratumError(
+        'CONTEXT_TOO_LARGE',
+        `build context ${digest} of ${st.size} bytes is larger than the limit of ${this.config.maxContextBytes} bytes`,
+      );
+    }
     return this.createBuild(digest, st.size, normalizeContextPath(query.dockerfile), query);
   }
 
