@@ -18,6 +18,12 @@ import { AbortReason, JobHandler } from './job-handler';
 export class BuildProcessor implements JobHandler<typeof JobName.Build> {
   readonly name = JobName.Build;
   private readonly logger = new Logger('BuildProcessor');
+  /**
+   * Builds this process is running. BullMQ can hand a job to the same worker again while the
+   * first delivery still runs (its lock expired, e.g. during a Redis outage); the second waits
+   * for the first, so two runs never share (and delete) the build's scratch dir at once.
+   */
+  private readonly inFlight = new Map<string, Promise<unknown>>();
 
   constructor(
     private readonly records: BuildRecordStore,
@@ -59,6 +65,27 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
     signal: AbortSignal,
   ): Promise<BuildJobResult> {
     const { buildId } = job.data;
+    const earlier = this.inFlight.get(buildId);
+    if (earlier !== undefined) {
+      this.logger.warn(`build ${buildId} delivered again while it runs here: waiting for the first run`);
+      await earlier.catch(() => undefined);
+    }
+    const run = this.run(job, signal);
+    this.inFlight.set(buildId, run);
+    try {
+      return await run;
+    } finally {
+      if (this.inFlight.get(buildId) === run) {
+        this.inFlight.delete(buildId);
+      }
+    }
+  }
+
+  private async run(
+    job: Job<BuildJobData, BuildJobResult, typeof JobName.Build>,
+    signal: AbortSignal,
+  ): Promise<BuildJobResult> {
+    const { buildId } = job.data;
     const done = (
       state: BuildJobResult['state'],
       imageDigest: BuildJobResult['imageDigest'] = null,
@@ -73,6 +100,9 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
     }
     if (existing.state === BuildState.Succeeded) {
       return done('succeeded', existing.imageDigest); // a retried job whose first attempt finished
+    }
+    if (existing.state === BuildState.Failed || existing.state === BuildState.Cancelled) {
+      return done(existing.state); // finished for good by an earlier delivery: nothing to redo
     }
     if (await this.records.isCancelRequested(buildId)) {
       await this.records.transition(buildId, BuildState.Cancelled, { error: 'cancelled' });

@@ -1,0 +1,127 @@
+// BuildProcessor against real Redis records: a job BullMQ hands to this worker again while its
+// first delivery still runs (lock expired) waits for the first run instead of running beside
+// it, and a build finished for good is not run again. The engine is a stand-in that records
+// how many builds run at once (the real one needs runc; its behaviour is not under test here).
+import { randomUUID } from 'node:crypto';
+import { Job } from 'bullmq';
+import { Redis } from 'ioredis';
+import { BuildEngine } from '@stratum/build';
+import { BuildJobData, BuildJobResult, BuildRecord, JobName } from '@stratum/contracts';
+import { BuildRecordStore, createRedis } from '@stratum/jobs';
+import { PushSubmitter } from '@stratum/registry';
+import { RedisServerHandle, startRedisServer } from '@stratum/testing';
+import { BuildProcessor } from './build.processor';
+
+let server: RedisServerHandle;
+let redis: Redis;
+let records: BuildRecordStore;
+
+beforeAll(async () => {
+  server = await startRedisServer();
+  redis = createRedis(server.url, 'build-processor-int-test');
+  records = new BuildRecordStore(redis, 3600);
+});
+afterAll(async () => {
+  await records.close();
+  redis.disconnect();
+  await server.stop();
+});
+
+const IMAGE = `sha256:${'a'.repeat(64)}`;
+
+/** An engine whose builds last until released, counting how many run at once. */
+function slowEngine(): {
+  engine: BuildEngine;
+  runs: () => number;
+  maxAtOnce: () => number;
+  release: () => void;
+} {
+  let running = 0;
+  let max = 0;
+  let runs = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const engine = {
+    build: async () => {
+      runs++;
+      running++;
+      max = Math.max(max, running);
+      await gate;
+      running--;
+      return { imageDigest: IMAGE, configDigest: IMAGE };
+    },
+  } as unknown as BuildEngine;
+  return { engine, runs: () => runs, maxAtOnce: () => max, release };
+}
+
+async function newBuild(
+  over: Partial<BuildRecord> = {},
+): Promise<Job<BuildJobData, BuildJobResult, typeof JobName.Build>> {
+  const id = randomUUID();
+  await records.create({
+    id,
+    state: 'queued',
+    contextDigest: `sha256:${'c'.repeat(64)}`,
+    contextSize: 10,
+    dockerfile: 'Dockerfile',
+    tags: ['it/processor:1'],
+    buildArgs: {},
+    target: null,
+    noCache: false,
+    createdAt: new Date().toISOString(),
+    startedAt: null,
+    finishedAt: null,
+    steps: [],
+    imageDigest: null,
+    error: null,
+    attempts: 0,
+    ...over,
+  });
+  const data: BuildJobData = {
+    buildId: id,
+    contextDigest: `sha256:${'c'.repeat(64)}`,
+    dockerfile: 'Dockerfile',
+    tags: ['it/processor:1'],
+    buildArgs: {},
+    target: null,
+    noCache: false,
+  };
+  return { data, opts: { attempts: 3 }, attemptsMade: 0 } as unknown as Job<
+    BuildJobData,
+    BuildJobResult,
+    typeof JobName.Build
+  >;
+}
+
+it('a second delivery of a running build waits for the first, then finds it done', async () => {
+  const e = slowEngine();
+  const processor = new BuildProcessor(records, e.engine, {} as PushSubmitter);
+  const job = await newBuild();
+  const signal = new AbortController().signal;
+  const first = processor.handle(job, signal);
+  await new Promise((r) => setTimeout(r, 100));
+  const second = processor.handle(job, signal);
+  await new Promise((r) => setTimeout(r, 100));
+  expect(e.runs()).toBe(1); // the second is waiting, not building
+  e.release();
+  expect(await first).toEqual({ buildId: job.data.buildId, state: 'succeeded', imageDigest: IMAGE });
+  expect(await second).toEqual({ buildId: job.data.buildId, state: 'succeeded', imageDigest: IMAGE });
+  expect(e.runs()).toBe(1);
+  expect(e.maxAtOnce()).toBe(1);
+  expect((await records.get(job.data.buildId))?.state).toBe('succeeded');
+});
+
+it('a build that failed or was cancelled for good is not run again', async () => {
+  const e = slowEngine();
+  e.release();
+  const processor = new BuildProcessor(records, e.engine, {} as PushSubmitter);
+  for (const state of ['failed', 'cancelled'] as const) {
+    const job = await newBuild({ state, finishedAt: new Date().toISOString(), error: 'earlier' });
+    expect(await processor.handle(job, new AbortController().signal)).toEqual({
+      buildId: job.data.buildId,
+      state,
+      imageDigest: null,
+    });
+  }
+  expect(e.runs()).toBe(0);
+});
