@@ -135,6 +135,11 @@ export class S3BlobStore implements BlobStore {
         await this.client.composeObject(dest, [source]);
       }
     } catch (err) {
+      // A concurrent put of the same blob may have published it meanwhile (s3rver answers the
+      // loser of two copies to one key with a 500): the content address holds the same bytes.
+      if ((await statOrNull(this.client, this.bucket, key).catch(() => null)) === size) {
+        return false;
+      }
       throw mapS3Error(err, `publishing ${digest}`);
     }
     return true;
