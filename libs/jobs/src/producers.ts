@@ -12,7 +12,7 @@ import {
   RunContainerJobData,
   workerQueueName,
 } from '@stratum/contracts';
-import { QUEUE_PREFIX } from './redis';
+import { logErrorsThrottled, QUEUE_PREFIX } from './redis';
 
 export interface ProducerSettings {
   readonly attempts: number;
@@ -143,20 +143,11 @@ export class PushProducer extends QueueProducer<typeof JobName.Push> {
 }
 
 /**
- * A queue by name: a QueueName, or a worker's own queue (workerQueueName). While Redis is
- * unreachable the connection retries and the queue reports each failed attempt; they are
- * logged once per 10 s per queue (BullMQ prints a stack trace to stderr for each when nobody
- * listens).
+ * A queue by name: a QueueName, or a worker's own queue (workerQueueName). Its connection
+ * errors while Redis is unreachable are logged once per 10 s ({@link logErrorsThrottled}).
  */
 export function createQueue(name: string, connection: Redis): Queue {
   const queue = new Queue(name, { connection, prefix: QUEUE_PREFIX });
-  const logger = new Logger('Queue');
-  let lastLogged = 0;
-  queue.on('error', (err: Error) => {
-    if (Date.now() - lastLogged >= 10_000) {
-      lastLogged = Date.now();
-      logger.warn(`queue ${name}: ${err.message}`);
-    }
-  });
+  logErrorsThrottled(queue, new Logger('Queue'), `queue ${name}`);
   return queue;
 }

@@ -12,19 +12,29 @@ export function createRedis(url: string, name = 'stratum'): Redis {
 }
 
 /**
- * While Redis is unreachable ioredis reconnects by itself and emits an error per failed
- * attempt; without a listener it prints "Unhandled error event" with each. Logged once per
- * 10 s per connection instead (commands wait for the reconnect: maxRetriesPerRequest null).
+ * Logs an emitter's `error` events at most once per `everyMs` (as warnings). While Redis is
+ * unreachable, ioredis connections, BullMQ queues and workers emit an error per reconnect
+ * attempt; unlistened, ioredis prints "Unhandled error event" and BullMQ a stack trace for
+ * each. Commands wait for the reconnect meanwhile (maxRetriesPerRequest null).
  */
-export function logConnectionErrors(redis: Redis, name: string): void {
-  const logger = new Logger('Redis');
+export function logErrorsThrottled(
+  emitter: { on(event: 'error', listener: (err: Error) => void): unknown },
+  logger: Logger,
+  label: string,
+  everyMs = 10_000,
+): void {
   let lastLogged = 0;
-  redis.on('error', (err: Error) => {
-    if (Date.now() - lastLogged >= 10_000) {
+  emitter.on('error', (err: Error) => {
+    if (Date.now() - lastLogged >= everyMs) {
       lastLogged = Date.now();
-      logger.warn(`${name}: ${err.message}`);
+      logger.warn(`${label}: ${err.message}`);
     }
   });
+}
+
+/** {@link logErrorsThrottled} for a Redis connection. */
+export function logConnectionErrors(redis: Redis, name: string): void {
+  logErrorsThrottled(redis, new Logger('Redis'), name);
 }
 
 /** Key layout, in one place. */

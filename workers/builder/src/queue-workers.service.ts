@@ -9,7 +9,7 @@ import { Job, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { JobName, QUEUE_JOBS, QueueName, WORKER_QUEUE_JOBS, workerQueueName } from '@stratum/contracts';
-import { createRedis, QUEUE_PREFIX, RedisKeys } from '@stratum/jobs';
+import { createRedis, logErrorsThrottled, QUEUE_PREFIX, RedisKeys } from '@stratum/jobs';
 import { HostSweeper } from './host-sweeper';
 import { AbortReason, JOB_HANDLERS, JobHandler } from './job-handler';
 
@@ -123,7 +123,8 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
       worker.on('failed', (job, err) =>
         this.logger.warn(`${queue} job ${job?.id ?? '?'} failed: ${err.message}`),
       );
-      worker.on('error', (err) => this.logger.error(`${queue} worker: ${err.message}`));
+      // Once per 10 s: while Redis is unreachable the worker reports every reconnect attempt.
+      logErrorsThrottled(worker, this.logger, `${queue} worker`);
       this.workers.push(worker);
     }
     await this.subscribeToCancels();
