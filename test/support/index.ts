@@ -5,3 +5,4 @@ export * from './worker-process';
 export * from './build-context';
 export * from './sse-client';
 export * from './shared';
+export * from './records';

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { BuildEvent, BuildRecord, ContainerRecord, JobName, QueueName } from '@stratum/contracts';
-import { RedisServerHandle, startRedisServer } from '@stratum/testing';
+import { newBuildRecord, RedisServerHandle, startRedisServer } from '@stratum/testing';
 import { BuildRecordStore, StoredBuildEvent } from './build-record-store';
 import { ContainerRecordStore } from './container-record-store';
 import { KeepRecord } from './json-records';
@@ -16,27 +16,7 @@ let server: RedisServerHandle;
 let redis: Redis;
 let store: BuildRecordStore;
 
-function record(over: Partial<BuildRecord> = {}): BuildRecord {
-  return {
-    id: randomUUID(),
-    state: 'queued',
-    contextDigest: `sha256:${'c'.repeat(64)}`,
-    contextSize: 10,
-    dockerfile: 'Dockerfile',
-    tags: ['a/b:1'],
-    buildArgs: {},
-    target: null,
-    noCache: false,
-    createdAt: new Date().toISOString(),
-    startedAt: null,
-    finishedAt: null,
-    steps: [],
-    imageDigest: null,
-    error: null,
-    attempts: 0,
-    ...over,
-  };
-}
+const record = newBuildRecord;
 
 async function collect(it: AsyncIterable<StoredBuildEvent>): Promise<StoredBuildEvent[]> {
   const out: StoredBuildEvent[] = [];

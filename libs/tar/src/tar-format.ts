@@ -224,19 +224,7 @@ function splitUstar(path: string): [string, string] | undefined {
   return undefined;
 }
 
-function headerBlock(h: {
-  name: string;
-  prefix: string;
-  typeflag: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtime: number;
-  linkname: string;
-  devmajor: number;
-  devminor: number;
-}): Buffer {
+function headerBlock(h: RawHeader & { prefix: string }): Buffer {
   const block = Buffer.alloc(BLOCK);
   writeString(block, 0, 100, h.name);
   writeOctal(block, 100, 8, h.mode);

@@ -9,7 +9,7 @@ import { BuildEngine } from '@stratum/build';
 import { BuildJobData, BuildJobResult, BuildRecord, JobName } from '@stratum/contracts';
 import { BuildRecordStore, createRedis } from '@stratum/jobs';
 import { PushSubmitter } from '@stratum/registry';
-import { RedisServerHandle, startRedisServer } from '@stratum/testing';
+import { newBuildRecord, RedisServerHandle, startRedisServer } from '@stratum/testing';
 import { BuildProcessor } from './build.processor';
 
 let server: RedisServerHandle;
@@ -58,25 +58,7 @@ async function newBuild(
   over: Partial<BuildRecord> = {},
 ): Promise<Job<BuildJobData, BuildJobResult, typeof JobName.Build>> {
   const id = randomUUID();
-  await records.create({
-    id,
-    state: 'queued',
-    contextDigest: `sha256:${'c'.repeat(64)}`,
-    contextSize: 10,
-    dockerfile: 'Dockerfile',
-    tags: ['it/processor:1'],
-    buildArgs: {},
-    target: null,
-    noCache: false,
-    createdAt: new Date().toISOString(),
-    startedAt: null,
-    finishedAt: null,
-    steps: [],
-    imageDigest: null,
-    error: null,
-    attempts: 0,
-    ...over,
-  });
+  await records.create(newBuildRecord({ id, tags: ['it/processor:1'], ...over }));
   const data: BuildJobData = {
     buildId: id,
     contextDigest: `sha256:${'c'.repeat(64)}`,
