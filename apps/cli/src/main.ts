@@ -26,18 +26,24 @@ function parseBuildArgs(pairs: string[]): Record<string, string> {
   return args;
 }
 
-/** Follows a build to its end, printing progress; returns the final state. */
-async function follow(client: ApiClient, id: string): Promise<BuildState> {
+/** Follows a build to its end, printing progress; returns the final state and image. */
+async function follow(
+  client: ApiClient,
+  id: string,
+): Promise<{ state: BuildState; imageDigest: string | null }> {
   const printer = new ProgressPrinter(out);
   let state: BuildState | null = null;
+  let imageDigest: string | null = null;
   for await (const event of client.followBuild(id)) {
     printer.print(event);
     state = stateOf(event) ?? state;
+    imageDigest = event.type === 'result' ? event.imageDigest : imageDigest;
   }
-  if (state === null || !isTerminalBuildState(state)) {
-    state = (await client.getBuild(id)).state; // stream ended early (API restart): ask
+  if (state === null || !isTerminalBuildState(state) || (state === 'succeeded' && imageDigest === null)) {
+    const record = await client.getBuild(id); // stream ended early (API restart): ask
+    return { state: record.state, imageDigest: record.imageDigest };
   }
-  return state;
+  return { state, imageDigest };
 }
 
 function stateOf(e: BuildEvent): BuildState | null {
@@ -120,15 +126,15 @@ export function buildProgram(client: () => ApiClient): Command {
         };
         const submitted = await submitContext(api, dir, plan, options);
         out(`=> build ${submitted.id}\n`);
-        const state = await follow(api, submitted.id);
+        const { state, imageDigest } = await follow(api, submitted.id);
         if (state !== 'succeeded') {
           const record = await api.getBuild(submitted.id);
           err(`build ${state}${record.error ? `: ${record.error}` : ''}\n`);
           process.exitCode = 1;
           return;
         }
-        const record = await api.getBuild(submitted.id);
-        out(`=> done: ${record.imageDigest ?? ''} ${record.tags.join(' ')}\n`);
+        // The stream named the image: no need to ask for the record (tags are the ones asked for).
+        out(`=> done: ${imageDigest ?? ''} ${o.tag.join(' ')}\n`);
       },
     );
 
@@ -151,7 +157,7 @@ export function buildProgram(client: () => ApiClient): Command {
     .description("Show a build's log (follows it while it runs)")
     .argument('<id>', 'build id')
     .action(async (id: string) => {
-      const state = await follow(client(), id);
+      const { state } = await follow(client(), id);
       process.exitCode = state === 'succeeded' ? 0 : 1;
     });
 
