@@ -11,7 +11,7 @@ const HEX64 = /^[a-f0-9]{64}$/;
 const HEX2 = /^[a-f0-9]{2}$/;
 
 /** Read size when streaming a blob out. */
-const READ_CHUNK = 1024 * 1024;
+const READ_CHUNK = 4 * 1024 * 1024;
 
 /**
  * {@link BlobStore} on a local directory (the embedded default).
@@ -73,8 +73,9 @@ export class FsBlobStore implements BlobStore {
     try {
       const { size } = await fh.stat();
       const r = resolveRange(size, range);
-      // 1 MiB reads: layer blobs are large, and each chunk costs a syscall and a socket write
-      // on the way out (the 64 KiB default made registry pulls slower than Distribution's).
+      // 4 MiB reads: layer blobs are large, and each chunk costs a syscall and a socket write
+      // on the way out (64 KiB made registry pulls far slower than Distribution's; serving a
+      // 268 MB blob took 155 ms of CPU with 1 MiB chunks, 125 ms with 4 MiB).
       return fh.createReadStream({
         ...(r ? { start: r.start, end: r.end } : {}),
         autoClose: true,
