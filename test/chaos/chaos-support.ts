@@ -1,11 +1,13 @@
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
-import { contextTar, freePort } from '@stratum/testing';
+import { contextTar, filesUnder, freePort, pollBuild } from '@stratum/testing';
+
+export { filesUnder };
 
 /** Waits until `check` returns a value other than undefined, polling; fails naming `what`. */
 export async function pollFor<T>(
@@ -53,22 +55,6 @@ export function runcContainers(root: string): string[] {
   }
 }
 
-/** Files under a directory, recursively (empty when it does not exist). */
-export function filesUnder(dir: string): string[] {
-  let out: string[] = [];
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return [];
-  }
-  for (const n of names) {
-    const p = join(dir, n);
-    out = statSync(p).isDirectory() ? out.concat(filesUnder(p)) : out.concat(p);
-  }
-  return out;
-}
-
 /** Entries of a directory (empty when it does not exist). */
 export function entriesOf(dir: string): string[] {
   try {
@@ -99,21 +85,13 @@ export async function waitForBuild(
   states: string[],
   timeoutMs: number,
 ): Promise<BuildRecord> {
-  let last: BuildRecord | undefined;
-  try {
-    return await pollFor(
-      `build ${id} to reach ${states.join('|')}`,
-      async () => {
-        const res = await request(apiUrl).get(`/api/v1/builds/${id}`);
-        last = res.body as BuildRecord;
-        return states.includes(last.state) ? last : undefined;
-      },
-      timeoutMs,
-      300,
+  const last = await pollBuild(apiUrl, id, states, timeoutMs, 300);
+  if (!states.includes(last.state)) {
+    throw new Error(
+      `build ${id} did not reach ${states.join('|')} in ${timeoutMs} ms; last record: ${JSON.stringify(last)}`,
     );
-  } catch (err) {
-    throw new Error(`${(err as Error).message}; last record: ${JSON.stringify(last)}`, { cause: err });
   }
+  return last;
 }
 
 /** Whether a process with this pid still exists (a zombie counts as gone). */

@@ -2,7 +2,7 @@
 // class (main.ts does the same).
 import 'reflect-metadata';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +19,8 @@ import {
   startRedisServer,
   startWorkerProcess,
   WorkerProcessHandle,
+  pollBuild,
+  filesUnder,
 } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
 
@@ -43,22 +45,6 @@ function env(): Record<string, string> {
     MAX_CONTEXT_BYTES: String(MAX_CONTEXT_BYTES),
     JOB_ATTEMPTS: '1',
   };
-}
-
-/** Files under a directory, recursively (empty when it does not exist). */
-function filesUnder(dir: string): string[] {
-  let out: string[] = [];
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return [];
-  }
-  for (const n of names) {
-    const p = join(dir, n);
-    out = statSync(p).isDirectory() ? out.concat(filesUnder(p)) : out.concat(p);
-  }
-  return out;
 }
 
 const blobs = (): string[] => filesUnder(join(dataDir, 'store', 'blobs')).sort();
@@ -89,16 +75,8 @@ async function submit(files: Record<string, string | Buffer>, query: Record<stri
     .send(body);
 }
 
-async function waitForState(id: string, states: string[], timeoutMs: number): Promise<BuildRecord> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const res = await request(api.url).get(`/api/v1/builds/${id}`);
-    const rec = res.body as BuildRecord;
-    if (states.includes(rec.state) || Date.now() > deadline) {
-      return rec;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
+function waitForState(id: string, states: string[], timeoutMs: number): Promise<BuildRecord> {
+  return pollBuild(api.url, id, states, timeoutMs);
 }
 
 /** A step's instruction without BuildKit's `[stage] ` prefix. */

@@ -13,6 +13,7 @@ import {
   startRedisServer,
   startWorkerProcess,
   WorkerProcessHandle,
+  pollBuild,
 } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
 
@@ -39,14 +40,7 @@ async function build(files: Record<string, string>): Promise<BuildRecord> {
     .set('content-type', 'application/x-tar')
     .send(await contextTar(files));
   expect(res.status).toBe(202);
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const rec = (await request(api.url).get(`/api/v1/builds/${res.body.id as string}`)).body as BuildRecord;
-    if (rec.state === 'succeeded' || rec.state === 'failed' || Date.now() > deadline) {
-      return rec;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  return pollBuild(api.url, res.body.id as string, ['succeeded', 'failed'], 60_000);
 }
 
 beforeAll(async () => {

@@ -14,6 +14,7 @@ import {
   startRedisServer,
   startWorkerProcess,
   WorkerProcessHandle,
+  pollBuild,
 } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
 
@@ -58,15 +59,8 @@ async function getBuild(id: string): Promise<BuildRecord> {
   return (await request(api.url).get(`/api/v1/builds/${id}`)).body as BuildRecord;
 }
 
-async function waitForState(id: string, states: string[], timeoutMs = 30_000): Promise<BuildRecord> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const rec = await getBuild(id);
-    if (states.includes(rec.state) || Date.now() > deadline) {
-      return rec;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
+function waitForState(id: string, states: string[], timeoutMs = 30_000): Promise<BuildRecord> {
+  return pollBuild(api.url, id, states, timeoutMs);
 }
 
 async function shot(name: string): Promise<void> {

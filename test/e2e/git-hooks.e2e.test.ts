@@ -15,6 +15,7 @@ import {
   startWorkerProcess,
   WorkerProcessHandle,
   writeTree,
+  pollBuild,
 } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
 
@@ -72,15 +73,8 @@ function githubHeaders(body: Buffer, delivery = randomUUID(), secret = SECRET): 
   };
 }
 
-async function waitForBuild(id: string, timeoutMs: number): Promise<BuildRecord> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const rec = (await request(api.url).get(`/api/v1/builds/${id}`)).body as BuildRecord;
-    if (['succeeded', 'failed', 'cancelled'].includes(rec.state) || Date.now() > deadline) {
-      return rec;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
+function waitForBuild(id: string, timeoutMs: number): Promise<BuildRecord> {
+  return pollBuild(api.url, id, ['succeeded', 'failed', 'cancelled'], timeoutMs, 250);
 }
 
 beforeAll(async () => {

@@ -6,3 +6,4 @@ export * from './build-context';
 export * from './sse-client';
 export * from './shared';
 export * from './records';
+export * from './polling';
