@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
-import { PassThrough, Readable, Transform, pipeline, type Duplex } from 'node:stream';
+import { PassThrough, Readable, pipeline, type Duplex } from 'node:stream';
 import { createGunzip, createGzip } from 'node:zlib';
+import { DigestStream } from '@stratum/oci';
 import { hasTool, spawnFilter } from './host-tools';
 import { LayerError } from './layer-error';
 
@@ -49,22 +49,6 @@ export interface CompressionOptions {
   gzipImplementation?: 'auto' | 'igzip' | 'pigz' | 'zlib';
 }
 
-function hashTap(onDone: (hex: string, size: number) => void): Transform {
-  const hash = createHash('sha256');
-  let size = 0;
-  return new Transform({
-    transform(chunk: Buffer, _enc, cb): void {
-      hash.update(chunk);
-      size += chunk.length;
-      cb(null, chunk);
-    },
-    flush(cb): void {
-      onDone(`sha256:${hash.digest('hex')}`, size);
-      cb();
-    },
-  });
-}
-
 async function compressor(options: CompressionOptions): Promise<{ duplex: Duplex; exited: Promise<void> }> {
   const compression = options.compression ?? 'gzip';
   switch (compression) {
@@ -103,10 +87,6 @@ export function compressLayer(tar: Readable, options: CompressionOptions = {}): 
   const compression = options.compression ?? 'gzip';
   const out = new PassThrough();
   const done = (async (): Promise<LayerDigests> => {
-    let diffId = '';
-    let uncompressedSize = 0;
-    let digest = '';
-    let size = 0;
     let comp: { duplex: Duplex; exited: Promise<void> };
     try {
       comp = await compressor(options);
@@ -115,14 +95,8 @@ export function compressLayer(tar: Readable, options: CompressionOptions = {}): 
       out.destroy(e as Error);
       throw e;
     }
-    const tapIn = hashTap((h, n) => {
-      diffId = h;
-      uncompressedSize = n;
-    });
-    const tapOut = hashTap((h, n) => {
-      digest = h;
-      size = n;
-    });
+    const tapIn = new DigestStream();
+    const tapOut = new DigestStream();
     await Promise.all([
       new Promise<void>((resolve, reject) => {
         pipeline(tar, tapIn, comp.duplex, tapOut, out, (err) => (err ? reject(err) : resolve()));
@@ -132,7 +106,15 @@ export function compressLayer(tar: Readable, options: CompressionOptions = {}): 
       out.destroy(e as Error);
       throw e;
     });
-    return { diffId, digest, size, uncompressedSize, mediaType: LAYER_MEDIA_TYPES[compression] };
+    const plain = tapIn.result();
+    const blob = tapOut.result();
+    return {
+      diffId: plain.digest,
+      digest: blob.digest,
+      size: blob.size,
+      uncompressedSize: plain.size,
+      mediaType: LAYER_MEDIA_TYPES[compression],
+    };
   })();
   done.catch(() => undefined); // the caller sees the error through done and the stream
   return { stream: out, done };
