@@ -15,6 +15,32 @@ export interface ContextPlan {
 
 const OUTSIDE_DOCKERFILE = '.stratum.Dockerfile';
 
+/** Where the Dockerfile of a build lies, relative to its context directory. */
+export interface DockerfileLocation {
+  /** The context directory, absolute. */
+  readonly root: string;
+  /** The Dockerfile, absolute. */
+  readonly path: string;
+  /** Its `/`-separated path inside the context, or null when it lies outside. */
+  readonly inContext: string | null;
+  /** The Dockerfile path as sent to the API (`inContext`, or a reserved name when outside). */
+  readonly sentAs: string;
+}
+
+/** Resolves `-f` (default DIR/Dockerfile) against the working directory and the context. */
+export function locateDockerfile(
+  dir: string,
+  dockerfile: string | undefined,
+  cwd: string,
+): DockerfileLocation {
+  const root = resolve(dir);
+  const path = dockerfile === undefined ? join(root, 'Dockerfile') : resolve(cwd, dockerfile);
+  const rel = relative(root, path);
+  const inside = rel !== '' && rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
+  const inContext = inside ? rel.split(sep).join('/') : null;
+  return { root, path, inContext, sentAs: inContext ?? OUTSIDE_DOCKERFILE };
+}
+
 /**
  * Decides what of `dir` is sent: everything .dockerignore does not exclude, and always the
  * Dockerfile and .dockerignore themselves, as Docker does (the walk is `planContextFiles`).
@@ -24,20 +50,17 @@ export async function planContext(
   dockerfile: string | undefined,
   cwd: string,
 ): Promise<ContextPlan> {
-  const root = resolve(dir);
-  const dfPath = dockerfile === undefined ? join(root, 'Dockerfile') : resolve(cwd, dockerfile);
-  const relDf = relative(root, dfPath);
-  const inside = relDf !== '' && relDf !== '..' && !relDf.startsWith(`..${sep}`) && !isAbsolute(relDf);
-  const files = await planContextFiles(root, inside ? relDf.split(sep).join('/') : '', { skipGitDir: false });
-  if (inside) {
-    await lstat(dfPath); // fails clearly when the Dockerfile does not exist
-    return { files, dockerfile: relDf.split(sep).join('/'), extraDockerfile: null };
-  }
-  await lstat(dfPath);
+  return planLocatedContext(locateDockerfile(dir, dockerfile, cwd));
+}
+
+/** {@link planContext} for an already located Dockerfile. */
+export async function planLocatedContext(loc: DockerfileLocation): Promise<ContextPlan> {
+  const files = await planContextFiles(loc.root, loc.inContext ?? '', { skipGitDir: false });
+  await lstat(loc.path); // fails clearly when the Dockerfile does not exist
   return {
     files,
-    dockerfile: OUTSIDE_DOCKERFILE,
-    extraDockerfile: { source: dfPath, name: OUTSIDE_DOCKERFILE },
+    dockerfile: loc.sentAs,
+    extraDockerfile: loc.inContext === null ? { source: loc.path, name: OUTSIDE_DOCKERFILE } : null,
   };
 }
 

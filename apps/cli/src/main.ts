@@ -4,7 +4,7 @@ import { BuildEvent, BuildState, isTerminalBuildState } from '@stratum/contracts
 import { ConfigError, loadCliConfig } from '@stratum/config';
 import { ApiClient, ApiError, SubmitOptions } from './api-client';
 import { ContextDigestCache, contextFingerprint } from './context-cache';
-import { ContextPlan, planContext, tarContext } from './context-tar';
+import { DockerfileLocation, locateDockerfile, planLocatedContext, tarContext } from './context-tar';
 import { ProgressPrinter } from './progress';
 
 const out = (s: string): void => void process.stdout.write(s);
@@ -57,14 +57,13 @@ function stateOf(e: BuildEvent): BuildState | null {
  */
 async function submitContext(
   api: ApiClient,
-  dir: string,
-  plan: ContextPlan,
+  loc: DockerfileLocation,
   options: SubmitOptions,
 ): Promise<{ id: string }> {
   const { cacheDir, serverUrl } = api.config;
   const cache = cacheDir === null ? null : new ContextDigestCache(cacheDir, serverUrl);
-  const fingerprint = cache === null ? null : await contextFingerprint(dir, plan);
-  const known = cache === null || fingerprint === null ? null : await cache.lookup(dir, plan, fingerprint);
+  const fingerprint = cache === null ? null : await contextFingerprint(loc);
+  const known = cache === null || fingerprint === null ? null : await cache.lookup(loc, fingerprint);
   if (known !== null) {
     try {
       const submitted = await api.submitBuild(null, { ...options, context: known });
@@ -76,12 +75,13 @@ async function submitContext(
       }
     }
   }
-  const { stream, cleanup } = await tarContext(dir, plan);
+  const plan = await planLocatedContext(loc);
+  const { stream, cleanup } = await tarContext(loc.root, plan);
   try {
     out(`=> sending build context (${plan.files.length} entries)\n`);
     const submitted = await api.submitBuild(stream, options);
     if (cache !== null && fingerprint !== null) {
-      await cache.remember(dir, plan, fingerprint, submitted.contextDigest);
+      await cache.remember(loc, fingerprint, submitted.contextDigest);
     }
     return submitted;
   } finally {
@@ -115,16 +115,16 @@ export function buildProgram(client: () => ApiClient): Command {
         },
       ) => {
         const api = client();
-        const plan = await planContext(dir, o.file, process.cwd());
+        const loc = locateDockerfile(dir, o.file, process.cwd());
         const options: SubmitOptions = {
           tags: o.tag,
-          dockerfile: plan.dockerfile,
+          dockerfile: loc.sentAs,
           buildArgs: parseBuildArgs(o.buildArg),
           target: o.target ?? null,
           noCache: !o.cache,
           push: o.push,
         };
-        const submitted = await submitContext(api, dir, plan, options);
+        const submitted = await submitContext(api, loc, options);
         out(`=> build ${submitted.id}\n`);
         const { state, imageDigest } = await follow(api, submitted.id);
         if (state !== 'succeeded') {
