@@ -52,7 +52,7 @@ for w in "${workloads[@]}"; do
   start_stack
   for phase in cold warm; do
     s=$(now)
-    node dist/apps/cli/src/main.js build -t "bench/$w:latest" "$ctx" >>"$out/stratum-$w.log" 2>&1 ||
+    apps/cli/bin/stratum build -t "bench/$w:latest" "$ctx" >>"$out/stratum-$w.log" 2>&1 ||
       { log "stratum build of $w ($phase) failed; see $out/stratum-$w.log"; exit 1; }
     e=$(now)
     printf '%s\tstratum\t%s-build+push\t%.3f\n' "$w" "$phase" "$(echo "$e - $s" | bc)" | tee -a "$out/stratum.tsv"

@@ -3,12 +3,12 @@ import 'reflect-metadata';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
 import {
   busyboxContext,
-  CLI_MAIN,
+  CLI_BIN,
   RedisServerHandle,
   startRedisServer,
   startWorkerProcess,
@@ -32,7 +32,7 @@ interface CliResult {
   readonly stderr: string;
 }
 
-/** Runs the compiled `stratum` CLI against the test API. */
+/** Runs the `stratum` command (its launcher, then the compiled CLI) against the test API. */
 function stratum(
   args: string[],
   timeoutMs = 45_000,
@@ -40,10 +40,10 @@ function stratum(
 ): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(
-      process.execPath,
-      [CLI_MAIN, ...args],
+      CLI_BIN,
+      args,
       {
-        env: { PATH: process.env.PATH, STRATUM_URL: api.url, ...extraEnv },
+        env: { PATH: `${dirname(process.execPath)}:${process.env.PATH}`, STRATUM_URL: api.url, ...extraEnv },
         timeout: timeoutMs,
         killSignal: 'SIGKILL',
       },
@@ -148,6 +148,14 @@ it('a missing context directory or Dockerfile is a clear error, exit 2', async (
   const res = await stratum(['build', dir]);
   expect(res.code).toBe(2);
   expect(res.stderr).toMatch(/^stratum: .*Dockerfile/);
+});
+
+it('the launcher keeps Node from loading NODE_EXTRA_CA_CERTS at start (the CLI loads it for https only)', async () => {
+  // Node warns when it cannot load the file, before any JavaScript runs: no warning, not read.
+  const res = await stratum(['builds'], 45_000, { NODE_EXTRA_CA_CERTS: '/nonexistent/extra-ca.pem' });
+  expect(res.code).toBe(0);
+  expect(res.stderr).not.toMatch(/extra certs/);
+  expect(res.stdout).toMatch(/^ID\s+STATE/);
 });
 
 it('stratum builds lists the builds', async () => {

@@ -5,6 +5,8 @@ import { resolve } from 'node:path';
 const REPO = resolve(__dirname, '../..');
 export const WORKER_MAIN = resolve(REPO, 'dist/workers/builder/src/main.js');
 export const CLI_MAIN = resolve(REPO, 'dist/apps/cli/src/main.js');
+/** The `stratum` command as installed (package.json "bin"): a launcher that runs CLI_MAIN. */
+export const CLI_BIN = resolve(REPO, 'apps/cli/bin/stratum');
 
 export interface WorkerProcessHandle {
   readonly process: ChildProcess;

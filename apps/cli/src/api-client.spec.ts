@@ -1,5 +1,11 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { BuildEvent } from '@stratum/contracts';
-import { parseSse } from './api-client';
+import { ApiClient, parseSse } from './api-client';
 
 function streamOf(chunks: (string | Uint8Array)[]): ReadableStream<Uint8Array> {
   const enc = new TextEncoder();
@@ -70,5 +76,91 @@ describe('parseSse', () => {
 
   it('yields nothing for an empty stream', async () => {
     expect(await collect([])).toEqual([]);
+  });
+});
+
+describe('ApiClient over https', () => {
+  let dir: string;
+  let server: Server;
+  let url: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'stratum-cli-tls-'));
+    // A CA Node does not know, and a server certificate for 127.0.0.1 signed by it.
+    const ssl = (...args: string[]): void =>
+      void execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+    ssl(
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.pem',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=stratum test CA',
+    );
+    ssl(
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'srv.key',
+      '-out',
+      'srv.csr',
+      '-subj',
+      '/CN=127.0.0.1',
+    );
+    writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\n');
+    ssl(
+      'x509',
+      '-req',
+      '-in',
+      'srv.csr',
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      'srv.pem',
+      '-days',
+      '1',
+      '-extfile',
+      'ext.cnf',
+    );
+    server = createServer(
+      { key: readFileSync(join(dir, 'srv.key')), cert: readFileSync(join(dir, 'srv.pem')) },
+      (req, res) => {
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ items: [], total: 0, url: req.url }));
+      },
+    );
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    await new Promise((resolve) => server.close(resolve));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const client = (extraCaFile: string | null): ApiClient =>
+    new ApiClient({ serverUrl: url, token: null, cacheDir: null, extraCaFile });
+
+  it('trusts the CAs of STRATUM_EXTRA_CA_CERTS beside Node’s own', async () => {
+    await expect(client(join(dir, 'ca.pem')).listBuilds(0, 5)).resolves.toMatchObject({ total: 0 });
+  });
+
+  it('refuses a server whose CA it was not given', async () => {
+    await expect(client(null).listBuilds(0, 5)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+  });
+
+  it('names a CA file it cannot read', async () => {
+    await expect(client(join(dir, 'missing.pem')).listBuilds(0, 5)).rejects.toThrow(/missing\.pem/);
   });
 });

@@ -1,5 +1,6 @@
-import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { readFileSync } from 'node:fs';
+import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import type * as Https from 'node:https';
 import { Readable } from 'node:stream';
 import { BuildEvent, BuildPage, BuildRecord, ErrorBody } from '@stratum/contracts';
 import { CliConfig } from '@stratum/config';
@@ -27,7 +28,38 @@ export interface SubmitOptions {
 
 /** A thin typed client of the Stratum REST API. */
 export class ApiClient {
+  private https: { request: typeof Https.request; ca: string[] | undefined } | undefined;
+
   constructor(readonly config: CliConfig) {}
+
+  /**
+   * node:https (and tls) are loaded for the first https request only (3 ms of start-up an
+   * http server does not need), with the CAs of `extraCaFile` trusted beside Node's roots.
+   */
+  private httpsRequest(): (
+    url: URL,
+    options: RequestOptions,
+    cb: (res: IncomingMessage) => void,
+  ) => ReturnType<typeof httpRequest> {
+    if (this.https === undefined) {
+      /* eslint-disable @typescript-eslint/no-require-imports -- deferred on purpose, see above */
+      const https = require('node:https') as typeof Https;
+      const { rootCertificates } = require('node:tls') as typeof import('node:tls');
+      /* eslint-enable @typescript-eslint/no-require-imports */
+      const file = this.config.extraCaFile;
+      let ca: string[] | undefined;
+      if (file !== null) {
+        try {
+          ca = [...rootCertificates, readFileSync(file, 'utf8')];
+        } catch (err) {
+          throw new ApiError(0, 'BAD_CONFIG', `cannot read the CA file ${file}: ${describe(err)}`);
+        }
+      }
+      this.https = { request: https.request, ca };
+    }
+    const { request, ca } = this.https;
+    return (url, options, cb) => request(url, ca === undefined ? options : { ...options, ca }, cb);
+  }
 
   private headers(extra: Record<string, string> = {}): Record<string, string> {
     return this.config.token === null ? extra : { ...extra, authorization: `Bearer ${this.config.token}` };
@@ -43,7 +75,7 @@ export class ApiClient {
     options: { headers?: Record<string, string>; body?: Readable; signal?: AbortSignal } = {},
   ): Promise<IncomingMessage> {
     const url = new URL(`${this.config.serverUrl}${path}`);
-    const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const request = url.protocol === 'https:' ? this.httpsRequest() : httpRequest;
     return new Promise<IncomingMessage>((resolve, reject) => {
       const req = request(
         url,

@@ -419,6 +419,12 @@ export interface CliConfig {
    * `~/.cache/stratum`), so an unchanged context is not uploaded again; null: no such cache.
    */
   readonly cacheDir: string | null;
+  /**
+   * PEM file of CAs trusted for an https server beside Node's own roots
+   * (`STRATUM_EXTRA_CA_CERTS`; apps/cli/bin/stratum moves NODE_EXTRA_CA_CERTS here, so that
+   * Node does not parse the bundle at every start), loaded on the first https request.
+   */
+  readonly extraCaFile: string | null;
 }
 
 export function loadCliConfig(env: Record<string, string | undefined> = process.env): CliConfig {
@@ -431,6 +437,7 @@ export function loadCliConfig(env: Record<string, string | undefined> = process.
     serverUrl: raw.replace(/\/+$/, ''),
     token: env.STRATUM_TOKEN ?? null,
     cacheDir: env.STRATUM_NO_CONTEXT_CACHE === '1' || cacheHome === '' ? null : `${cacheHome}/stratum`,
+    extraCaFile: env.STRATUM_EXTRA_CA_CERTS || null,
   };
 }
 
