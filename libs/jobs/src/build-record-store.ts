@@ -24,6 +24,8 @@ const MAX_EVENTS = 200_000;
  */
 export class BuildRecordStore {
   private readonly records: JsonRecords<BuildRecord>;
+  /** Connections of finished {@link follow}s, kept for the next (a new one costs a handshake). */
+  private readonly idleReaders: Redis[] = [];
 
   constructor(
     private readonly redis: Redis,
@@ -59,6 +61,9 @@ export class BuildRecordStore {
 
   /** Closes the connections this store opened itself. */
   close(): Promise<void> {
+    for (const reader of this.idleReaders.splice(0)) {
+      reader.disconnect();
+    }
     return this.records.close();
   }
 
@@ -262,17 +267,21 @@ export class BuildRecordStore {
 
   /**
    * Replays a build's events after `afterId` ('0' for all), then follows new ones live until a
-   * terminal `state` event has been delivered. Uses its own connection for blocking reads.
+   * terminal `state` event has been delivered. Uses a connection of its own for blocking reads
+   * (one a finished follow left idle, when there is one).
    */
   async *follow(id: string, afterId = '0', signal?: AbortSignal): AsyncGenerator<StoredBuildEvent> {
     const key = RedisKeys.buildEvents(id);
-    const reader = this.redis.duplicate();
+    const reader = this.idleReaders.pop() ?? this.redis.duplicate();
     const onAbort = (): void => reader.disconnect();
     signal?.addEventListener('abort', onAbort, { once: true });
     const aborted = (): boolean => signal?.aborted === true;
     let last = afterId;
-    // Read without blocking while there is a backlog; block only once caught up and the build
-    // is still going. A build already over ends the stream at once (no 5 s wait on resume).
+    let reusable = false;
+    // The first read does not block: a build already over ends the stream at once (no 5 s
+    // wait on resume). After that, reads block (returning at once while events are waiting);
+    // the record is looked at only when a read finds nothing: the terminal state event is
+    // written in the same transaction as the terminal record, so it is on the stream by then.
     let block = false;
     let lookedAfterEnd = false;
     try {
@@ -293,6 +302,7 @@ export class BuildRecordStore {
           if (record === null || isTerminalBuildState(record.state)) {
             // Its last events may have landed after our read: one more look, then done.
             if (lookedAfterEnd) {
+              reusable = true;
               return;
             }
             lookedAfterEnd = true;
@@ -302,13 +312,14 @@ export class BuildRecordStore {
           block = true;
           continue;
         }
-        block = false;
+        block = !lookedAfterEnd;
         for (const [, entries] of batch) {
           for (const [streamId, fields] of entries) {
             last = streamId;
             const event = JSON.parse(fields[1]) as BuildEvent;
             yield { id: streamId, event };
             if (event.type === 'state' && isTerminalBuildState(event.state)) {
+              reusable = true;
               return;
             }
           }
@@ -316,7 +327,12 @@ export class BuildRecordStore {
       }
     } finally {
       signal?.removeEventListener('abort', onAbort);
-      reader.disconnect();
+      // A read still blocked (the consumer stopped early, or aborted) cannot be taken back.
+      if (reusable && !aborted() && reader.status === 'ready' && this.idleReaders.length < 8) {
+        this.idleReaders.push(reader);
+      } else {
+        reader.disconnect();
+      }
     }
   }
 

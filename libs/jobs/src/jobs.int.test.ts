@@ -412,6 +412,38 @@ describe('BuildRecordStore', () => {
       expect(await collect(store.follow(r.id, all[all.length - 1].id))).toEqual([]);
       expect(Date.now() - t).toBeLessThan(1000);
     });
+
+    it('reuses the connection of a finished follow, not one it aborted mid-read', async () => {
+      const clients = async (): Promise<number> =>
+        ((await redis.client('LIST')) as string).trim().split('\n').length;
+      const done = record();
+      await store.create(done);
+      await store.transition(done.id, 'succeeded');
+      await collect(store.follow(done.id)); // leaves its connection idle
+      const connections = async (): Promise<number> =>
+        Number(/total_connections_received:(\d+)/.exec(await redis.info('stats'))?.[1]);
+      const before = await clients();
+      const opened = await connections();
+      for (let i = 0; i < 3; i++) {
+        expect((await collect(store.follow(done.id))).map((e) => e.event.type)).toEqual(['state']);
+      }
+      expect(await connections()).toBe(opened); // no new connection: the idle one served all three
+      expect(await clients()).toBe(before);
+      // A follow aborted while blocked cannot hand its read back: its connection is closed.
+      const running = record();
+      await store.create(running);
+      await store.transition(running.id, 'running');
+      const abort = new AbortController();
+      const following = collect(store.follow(running.id, '0', abort.signal));
+      await new Promise((r) => setTimeout(r, 100));
+      abort.abort();
+      await following;
+      const after = Date.now();
+      while ((await clients()) >= before && Date.now() - after < 2000) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(await clients()).toBe(before - 1);
+    });
   });
 
   it('requestCancel marks the build and publishes its id; isCancelRequested reads it', async () => {
