@@ -4,14 +4,12 @@ import { Readable } from 'node:stream';
 import { BlobDigest, BlobStat, BlobStore, ByteRange, PutBlobOptions, PutBlobResult } from './blob-store';
 import { bufferChunks, BlobVerifier, resolveRange } from './blob-verifier';
 import { parseBlobDigest } from './digest';
+import { FileSliceStream } from './file-slice-stream';
 import { errnoCode, readdirOrEmpty, syncDir, tempPath, unlinkQuietly, wrapFsError } from './fs-util';
 import { StorageError } from './storage-error';
 
 const HEX64 = /^[a-f0-9]{64}$/;
 const HEX2 = /^[a-f0-9]{2}$/;
-
-/** Read size when streaming a blob out. */
-const READ_CHUNK = 4 * 1024 * 1024;
 
 /**
  * {@link BlobStore} on a local directory (the embedded default).
@@ -73,14 +71,9 @@ export class FsBlobStore implements BlobStore {
     try {
       const { size } = await fh.stat();
       const r = resolveRange(size, range);
-      // 4 MiB reads: layer blobs are large, and each chunk costs a syscall and a socket write
-      // on the way out (64 KiB made registry pulls far slower than Distribution's; serving a
-      // 268 MB blob took 155 ms of CPU with 1 MiB chunks, 125 ms with 4 MiB).
-      return fh.createReadStream({
-        ...(r ? { start: r.start, end: r.end } : {}),
-        autoClose: true,
-        highWaterMark: READ_CHUNK,
-      });
+      // A FileSliceStream: 4 MiB reads (64 KiB made registry pulls far slower than
+      // Distribution's), and sendStream() writes it from reused buffers.
+      return new FileSliceStream(fh, r?.start ?? 0, r?.end ?? size - 1);
     } catch (err) {
       await fh.close();
       throw wrapFsError(err);

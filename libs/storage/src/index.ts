@@ -3,6 +3,7 @@ export { BlobVerifier } from './blob-verifier';
 export { createStorage } from './create-storage';
 export type { Storage } from './create-storage';
 export { digestHex, isBlobDigest, parseBlobDigest } from './digest';
+export { FILE_CHUNK, FileSliceStream, sendStream } from './file-slice-stream';
 export { FsBlobStore } from './fs-blob-store';
 export { FsRepositoryStore } from './fs-repository-store';
 export { assertRepositoryName, assertTagName, isRepositoryName, isTagName } from './repository-store';

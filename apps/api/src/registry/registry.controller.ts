@@ -1,4 +1,4 @@
-import { pipeline } from 'node:stream/promises';
+import { sendStream } from '@stratum/storage';
 import { All, Controller, Inject, Optional, Req, Res, UseFilters, UseGuards } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
 import { Request, Response } from 'express';
@@ -182,7 +182,7 @@ export class RegistryController {
       res.status(200);
     }
     try {
-      await pipeline(blob.stream, res);
+      await sendStream(blob.stream, res);
     } catch (err) {
       // A client that hangs up mid-download (skopeo and podman do when they already have the
       // blob) is not a server fault: stop reading, log nothing.
