@@ -7,49 +7,27 @@ import { join } from 'node:path';
 import request from 'supertest';
 import { BuildRecord, PushRecord } from '@stratum/contracts';
 import { pushIdForBuild } from '@stratum/registry';
-import {
-  busyboxContext,
-  contextTar,
-  RedisServerHandle,
-  startRedisServer,
-  startWorkerProcess,
-  WorkerProcessHandle,
-} from '@stratum/testing';
-import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { busyboxContext, contextTar } from '@stratum/testing';
+import { StackHandle, startStack } from '../support/stack';
 import { DistributionHandle, isolatedTool, skopeo, startDistribution } from './registry-fixtures';
 
 jest.setTimeout(90_000);
 
-let redisServer: RedisServerHandle;
-let dataDir: string;
-let api: ApiServerHandle;
-let worker: WorkerProcessHandle;
+let stack: StackHandle;
 let distribution: DistributionHandle;
 
 beforeAll(async () => {
-  redisServer = await startRedisServer();
-  dataDir = mkdtempSync(join(tmpdir(), 'stratum-e2e-build-push-'));
   distribution = await startDistribution();
-  const env = {
-    REDIS_URL: redisServer.url,
-    DATA_DIR: dataDir,
-    WORKER_ID: 'e2e-build-push',
-    JOB_ATTEMPTS: '2',
-  };
-  api = await startApiServer(testConfig(env));
-  worker = await startWorkerProcess(env);
+  stack = await startStack({ name: 'build-push', env: { JOB_ATTEMPTS: '2' } });
 });
 
 afterAll(async () => {
-  await worker?.stop(10_000);
-  await api?.close();
+  await stack?.stop();
   await distribution?.stop();
-  await redisServer?.stop();
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 async function submit(query: Record<string, string | string[]>): Promise<request.Response> {
-  return request(api.url)
+  return request(stack.api.url)
     .post('/api/v1/builds')
     .query(query)
     .set('content-type', 'application/x-tar')
@@ -59,7 +37,7 @@ async function submit(query: Record<string, string | string[]>): Promise<request
 async function poll<T>(url: string, done: (body: T) => boolean, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const body = (await request(api.url).get(url)).body as T;
+    const body = (await request(stack.api.url).get(url)).body as T;
     if (done(body) || Date.now() > deadline) {
       return body;
     }
@@ -89,7 +67,7 @@ it('builds, keeps the image in our registry and pushes it to the other registry'
   );
   expect(push.state).toBe('succeeded');
   // Same manifest in ours and in theirs.
-  const ours = await request(api.url).head('/v2/team/app/manifests/1');
+  const ours = await request(stack.api.url).head('/v2/team/app/manifests/1');
   expect(ours.headers['docker-content-digest']).toBe(build.imageDigest);
   const theirs = JSON.parse(
     await skopeo('inspect', '--tls-verify=false', '--raw', `docker://${distribution.host}/team/app:1`),
@@ -109,7 +87,7 @@ it('builds, keeps the image in our registry and pushes it to the other registry'
 
 it('builds FROM an image in the other registry, pulled through the registry client', async () => {
   // The previous test pushed team/app:1 there; a fresh repository name shows it is pulled, not reused locally.
-  const res = await request(api.url)
+  const res = await request(stack.api.url)
     .post('/api/v1/builds')
     .query({ t: 'team/child:1' })
     .set('content-type', 'application/x-tar')
@@ -124,14 +102,14 @@ it('builds FROM an image in the other registry, pulled through the registry clie
   );
   expect(build.error).toBeNull();
   expect(build.state).toBe('succeeded');
-  const image = (await request(api.url).get(`/api/v1/images/${encodeURIComponent('team/child:1')}`)).body as {
+  const image = (await request(stack.api.url).get(`/api/v1/images/${encodeURIComponent('team/child:1')}`)).body as {
     layers: unknown[];
   };
   expect(image.layers.length).toBeGreaterThanOrEqual(3);
 });
 
 it('fails FROM an image the other registry does not have, naming it and the line', async () => {
-  const res = await request(api.url)
+  const res = await request(stack.api.url)
     .post('/api/v1/builds')
     .set('content-type', 'application/x-tar')
     .send(await contextTar({ Dockerfile: `FROM ${distribution.host}/team/missing:1\nRUN true\n` }));
@@ -154,7 +132,7 @@ it('podman pulls and runs an image Stratum built', async () => {
     '--runtime',
     '/usr/sbin/runc',
   ]);
-  const host = new URL(api.url).host;
+  const host = new URL(stack.api.url).host;
   try {
     const ref = `${host}/team/app:1`; // built by the push test above: CMD ["cat", "/hello"]
     await podman('pull', '--tls-verify=false', ref);

@@ -1,29 +1,16 @@
 // Decorator metadata is only recorded when reflect-metadata is loaded before any decorated class.
 import 'reflect-metadata';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
-import {
-  busyboxContext,
-  CLI_BIN,
-  RedisServerHandle,
-  startRedisServer,
-  startWorkerProcess,
-  WorkerProcessHandle,
-  writeTree,
-} from '@stratum/testing';
-import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { busyboxContext, CLI_BIN, writeTree } from '@stratum/testing';
+import { StackHandle, startStack } from '../support/stack';
 
 jest.setTimeout(60_000);
 
-const WORKER_ID = 'e2e-cli';
-let redisServer: RedisServerHandle;
-let dataDir: string;
-let api: ApiServerHandle;
-let worker: WorkerProcessHandle;
+let stack: StackHandle;
 const dirs: string[] = [];
 
 interface CliResult {
@@ -43,7 +30,7 @@ function stratum(
       CLI_BIN,
       args,
       {
-        env: { PATH: `${dirname(process.execPath)}:${process.env.PATH}`, STRATUM_URL: api.url, ...extraEnv },
+        env: { PATH: `${dirname(process.execPath)}:${process.env.PATH}`, STRATUM_URL: stack.api.url, ...extraEnv },
         timeout: timeoutMs,
         killSignal: 'SIGKILL',
       },
@@ -70,28 +57,14 @@ const buildIdOf = (out: string): string => {
 };
 
 beforeAll(async () => {
-  redisServer = await startRedisServer();
-  dataDir = mkdtempSync(join(tmpdir(), 'stratum-e2e-cli-'));
-  const env = {
-    REDIS_URL: redisServer.url,
-    DATA_DIR: dataDir,
-    WORKER_ID,
-    WORKER_CONCURRENCY: '2',
-    WORKER_SHUTDOWN_TIMEOUT_MS: '3000',
-    JOB_ATTEMPTS: '1',
-  };
-  api = await startApiServer(testConfig(env));
-  worker = await startWorkerProcess(env);
+  stack = await startStack({
+    name: 'cli',
+    env: { WORKER_CONCURRENCY: '2', WORKER_SHUTDOWN_TIMEOUT_MS: '3000' },
+  });
 });
 
 afterAll(async () => {
-  await worker?.stop(10_000);
-  await api?.close();
-  await redisServer?.stop();
-  const mounted = readFileSync('/proc/self/mountinfo', 'utf8').includes(dataDir);
-  if (dataDir !== undefined && !mounted) {
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+  await stack?.stop();
   for (const d of dirs) {
     rmSync(d, { recursive: true, force: true });
   }
@@ -111,7 +84,7 @@ it('stratum build -t cli/test:1 DIR exits 0 and prints step progress', async () 
   expect(res.stdout).toMatch(/#\d+ DONE \d+\.\ds/);
   expect(res.stdout).toContain('=> build succeeded');
   expect(res.stdout).toMatch(/=> done: sha256:[0-9a-f]{64} cli\/test:1/);
-  const rec = (await request(api.url).get(`/api/v1/builds/${okId}`)).body as BuildRecord;
+  const rec = (await request(stack.api.url).get(`/api/v1/builds/${okId}`)).body as BuildRecord;
   expect(rec).toMatchObject({ state: 'succeeded', tags: ['cli/test:1'] });
 });
 
@@ -136,7 +109,7 @@ it('.dockerignore keeps a big file out of the context', async () => {
   const res = await stratum(['build', '-t', 'cli/ignore:1', dir]);
   expect(res.code).toBe(0);
   const id = buildIdOf(res.stdout);
-  const rec = (await request(api.url).get(`/api/v1/builds/${id}`)).body as BuildRecord;
+  const rec = (await request(stack.api.url).get(`/api/v1/builds/${id}`)).body as BuildRecord;
   const rootfs = readFileSync(join(dir, 'rootfs.tar')).length;
   expect(rec.contextSize).toBeGreaterThan(rootfs);
   expect(rec.contextSize).toBeLessThan(rootfs + 64 * 1024); // the 3 MiB file was not sent

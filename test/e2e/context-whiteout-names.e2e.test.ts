@@ -2,59 +2,30 @@
 // `.wh..wh..opq`) reach the build as ordinary files. A layer cannot hold such a file (it would
 // delete `foo` when applied), so COPYing one into the image fails the build naming the file.
 import 'reflect-metadata';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
-import {
-  contextTar,
-  RedisServerHandle,
-  startRedisServer,
-  startWorkerProcess,
-  WorkerProcessHandle,
-  pollBuild,
-} from '@stratum/testing';
-import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { contextTar, pollBuild } from '@stratum/testing';
+import { StackHandle, startStack } from '../support/stack';
 
 jest.setTimeout(90_000);
 
-let redisServer: RedisServerHandle;
-let dataDir: string;
-let api: ApiServerHandle;
-let worker: WorkerProcessHandle | null = null;
-
-function env(): Record<string, string> {
-  return {
-    REDIS_URL: redisServer.url,
-    DATA_DIR: dataDir,
-    WORKER_ID: 'e2e-wh-names',
-    WORKER_SHUTDOWN_TIMEOUT_MS: '3000',
-    JOB_ATTEMPTS: '1',
-  };
-}
+let stack: StackHandle;
 
 async function build(files: Record<string, string>): Promise<BuildRecord> {
-  const res = await request(api.url)
+  const res = await request(stack.api.url)
     .post('/api/v1/builds')
     .set('content-type', 'application/x-tar')
     .send(await contextTar(files));
   expect(res.status).toBe(202);
-  return pollBuild(api.url, res.body.id as string, ['succeeded', 'failed'], 60_000);
+  return pollBuild(stack.api.url, res.body.id as string, ['succeeded', 'failed'], 60_000);
 }
 
 beforeAll(async () => {
-  redisServer = await startRedisServer();
-  dataDir = mkdtempSync(join(tmpdir(), 'stratum-e2e-wh-'));
-  api = await startApiServer(testConfig(env()));
-  worker = await startWorkerProcess(env());
+  stack = await startStack({ name: 'wh-names', env: { WORKER_SHUTDOWN_TIMEOUT_MS: '3000' } });
 });
 
 afterAll(async () => {
-  await worker?.stop(10_000);
-  await api?.close();
-  await redisServer?.stop();
-  rmSync(dataDir, { recursive: true, force: true });
+  await stack?.stop();
 });
 
 it('accepts a context holding .wh.* files and builds what does not copy them', async () => {

@@ -7,16 +7,8 @@ import { join, resolve } from 'node:path';
 import { BrowserContext, chromium, Page } from 'playwright-core';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
-import {
-  busyboxContext,
-  contextTar,
-  RedisServerHandle,
-  startRedisServer,
-  startWorkerProcess,
-  WorkerProcessHandle,
-  pollBuild,
-} from '@stratum/testing';
-import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { busyboxContext, contextTar, pollBuild } from '@stratum/testing';
+import { StackHandle, startStack } from '../support/stack';
 
 jest.setTimeout(90_000);
 
@@ -35,32 +27,18 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-let redisServer: RedisServerHandle;
-let dataDir: string;
+let stack: StackHandle;
 let profileDir: string;
-let api: ApiServerHandle;
-let worker: WorkerProcessHandle;
 let browser: BrowserContext;
 let page: Page;
 const pageErrors: string[] = [];
 
-function env(): Record<string, string> {
-  return {
-    REDIS_URL: redisServer.url,
-    DATA_DIR: dataDir,
-    WORKER_ID,
-    WORKER_CONCURRENCY: '2',
-    WORKER_SHUTDOWN_TIMEOUT_MS: '3000',
-    JOB_ATTEMPTS: '1',
-  };
-}
-
 async function getBuild(id: string): Promise<BuildRecord> {
-  return (await request(api.url).get(`/api/v1/builds/${id}`)).body as BuildRecord;
+  return (await request(stack.api.url).get(`/api/v1/builds/${id}`)).body as BuildRecord;
 }
 
 function waitForState(id: string, states: string[], timeoutMs = 30_000): Promise<BuildRecord> {
-  return pollBuild(api.url, id, states, timeoutMs);
+  return pollBuild(stack.api.url, id, states, timeoutMs);
 }
 
 async function shot(name: string): Promise<void> {
@@ -82,11 +60,11 @@ const buildIdOf = (url: string): string => /#\/builds\/([0-9a-f-]{36})/.exec(url
 
 beforeAll(async () => {
   mkdirSync(SCREENSHOTS, { recursive: true });
-  redisServer = await startRedisServer();
-  dataDir = mkdtempSync(join(tmpdir(), 'stratum-e2e-dashboard-'));
+  stack = await startStack({
+    name: 'dashboard',
+    env: { WORKER_ID, WORKER_CONCURRENCY: '2', WORKER_SHUTDOWN_TIMEOUT_MS: '3000' },
+  });
   profileDir = mkdtempSync(join(tmpdir(), 'stratum-e2e-chromium-'));
-  api = await startApiServer(testConfig(env()));
-  worker = await startWorkerProcess(env());
   browser = await chromium.launchPersistentContext(profileDir, {
     executablePath: CHROMIUM,
     headless: true,
@@ -100,38 +78,34 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
-  await worker?.stop(10_000);
-  await api?.close();
-  await redisServer?.stop();
-  for (const dir of [profileDir, dataDir]) {
-    if (dir !== undefined) {
-      rmSync(dir, { recursive: true, force: true });
-    }
+  await stack?.stop();
+  if (profileDir !== undefined) {
+    rmSync(profileDir, { recursive: true, force: true });
   }
 });
 
 describe('serving', () => {
   it('serves the page at / and /dashboard and its two assets, nothing else', async () => {
     for (const path of ['/', '/dashboard', '/dashboard/']) {
-      const res = await request(api.url).get(path);
+      const res = await request(stack.api.url).get(path);
       expect(res.status).toBe(200);
       expect(res.headers['content-type']).toMatch(/text\/html/);
       expect(res.text).toContain('/dashboard/app.js');
     }
-    const js = await request(api.url).get('/dashboard/app.js');
+    const js = await request(stack.api.url).get('/dashboard/app.js');
     expect(js.status).toBe(200);
     expect(js.headers['content-type']).toMatch(/javascript/);
-    expect((await request(api.url).get('/dashboard/style.css')).headers['content-type']).toMatch(/text\/css/);
-    expect((await request(api.url).get('/dashboard/index.html.bak')).status).toBe(404);
-    expect((await request(api.url).get('/dashboard/..%2Fdashboard.controller.ts')).status).toBe(404);
+    expect((await request(stack.api.url).get('/dashboard/style.css')).headers['content-type']).toMatch(/text\/css/);
+    expect((await request(stack.api.url).get('/dashboard/index.html.bak')).status).toBe(404);
+    expect((await request(stack.api.url).get('/dashboard/..%2Fdashboard.controller.ts')).status).toBe(404);
     // the registry is still where it was
-    const v2 = await request(api.url).get('/v2/');
+    const v2 = await request(stack.api.url).get('/v2/');
     expect(v2.status).toBe(200);
     expect(v2.headers['docker-distribution-api-version']).toBe('registry/2.0');
   });
 
   it('GET /api/v1/queues: counts per queue and the worker online', async () => {
-    const res = await request(api.url).get('/api/v1/queues');
+    const res = await request(stack.api.url).get('/api/v1/queues');
     expect(res.status).toBe(200);
     const names = (res.body.queues as { name: string }[]).map((q) => q.name);
     expect(names).toEqual(expect.arrayContaining(['build', 'commit', 'push', `commit.${WORKER_ID}`]));
@@ -148,7 +122,7 @@ describe('in the browser', () => {
   let firstBuild: string;
 
   it('submits a build through the page, shows its log live, its steps and the digest', async () => {
-    await page.goto(`${api.url}/`);
+    await page.goto(`${stack.api.url}/`);
     await page.waitForSelector('#submit-build');
     const tar = await contextTar(
       busyboxContext('RUN echo dashboard-first-line && sleep 3 && echo dashboard-second-line\n'),
@@ -219,13 +193,13 @@ describe('in the browser', () => {
   });
 
   it('cancels a long build from its page', async () => {
-    const res = await request(api.url)
+    const res = await request(stack.api.url)
       .post('/api/v1/builds')
       .set('content-type', 'application/x-tar')
       .send(await contextTar(busyboxContext('RUN echo sleeping && sleep 30\n')));
     expect(res.status).toBe(202);
     const id = res.body.id as string;
-    await page.goto(`${api.url}/#/builds/${id}`);
+    await page.goto(`${stack.api.url}/#/builds/${id}`);
     // wait until the RUN step runs, so the cancel kills a running container
     await page.locator('#build-log', { hasText: 'sleeping' }).waitFor();
     const started = Date.now();
@@ -238,7 +212,7 @@ describe('in the browser', () => {
   });
 
   it('lists builds by state, with live counts', async () => {
-    await page.goto(`${api.url}/#/builds`);
+    await page.goto(`${stack.api.url}/#/builds`);
     await page.waitForSelector('#builds-table tbody tr');
     await page.locator('[data-count=succeeded]', { hasText: /^succeeded 2$/ }).waitFor();
     expect(await page.textContent('[data-count=cancelled]')).toBe('cancelled 1');
@@ -249,8 +223,8 @@ describe('in the browser', () => {
     // a build submitted elsewhere shows up without a reload
     await page.click('[data-count=queued]');
     await page.locator('#builds-table', { hasText: 'No builds' }).waitFor();
-    await page.goto(`${api.url}/#/builds`);
-    const res = await request(api.url)
+    await page.goto(`${stack.api.url}/#/builds`);
+    const res = await request(stack.api.url)
       .post('/api/v1/builds')
       .query({ t: 'dash/later:1' })
       .set('content-type', 'application/x-tar')
@@ -264,11 +238,11 @@ describe('in the browser', () => {
   });
 
   it('shows repositories and tags, and an image with its layers and history', async () => {
-    await page.goto(`${api.url}/#/images`);
+    await page.goto(`${stack.api.url}/#/images`);
     await page.waitForSelector('tr[data-image="dash/hello:1"]');
     await page.click('tr[data-image="dash/hello:1"] a');
     await page.waitForSelector('#image-layers tbody tr');
-    const image = (await request(api.url).get(`/api/v1/images/${encodeURIComponent('dash/hello:1')}`)).body;
+    const image = (await request(stack.api.url).get(`/api/v1/images/${encodeURIComponent('dash/hello:1')}`)).body;
     expect(await page.textContent('#manifest-digest')).toBe(image.manifestDigest);
     expect(await page.locator('#image-layers tbody tr').count()).toBe(image.layers.length);
     expect(await page.locator('#image-history tbody tr').count()).toBe(image.history.length);
@@ -277,9 +251,9 @@ describe('in the browser', () => {
   });
 
   it('shows containers and queue health', async () => {
-    await page.goto(`${api.url}/#/containers`);
+    await page.goto(`${stack.api.url}/#/containers`);
     await page.locator('#view', { hasText: 'No containers' }).waitFor();
-    await page.goto(`${api.url}/#/queues`);
+    await page.goto(`${stack.api.url}/#/queues`);
     await page.waitForSelector('#queues-table tr[data-queue=build]');
     expect(await page.textContent('#workers-online b')).toBe('1');
     expect(await page.textContent('#queues-table tr[data-queue=build] td:last-child')).toBe(WORKER_ID);
@@ -291,12 +265,12 @@ describe('in the browser', () => {
   });
 
   it('runs maintenance from its page and lists the run with what it freed', async () => {
-    await page.goto(`${api.url}/#/maintenance`);
+    await page.goto(`${stack.api.url}/#/maintenance`);
     await page.locator('#view', { hasText: 'No maintenance run yet.' }).waitFor();
     await page.click('#run-gc');
     await page.locator('#gc-status', { hasText: 'succeeded' }).waitFor();
     await page.waitForSelector('#maintenance-runs tbody tr');
-    const runs = (await request(api.url).get('/api/v1/maintenance/runs')).body as { id: string }[];
+    const runs = (await request(stack.api.url).get('/api/v1/maintenance/runs')).body as { id: string }[];
     expect(runs).toHaveLength(1);
     const row = page.locator(`#maintenance-runs tr[data-run="${runs[0].id}"]`);
     expect(await row.locator('td').nth(1).textContent()).toBe('gc');
@@ -308,23 +282,23 @@ describe('in the browser', () => {
 
 describe('retry over HTTP', () => {
   it('refuses a build that is still going, and an unknown one', async () => {
-    const res = await request(api.url)
+    const res = await request(stack.api.url)
       .post('/api/v1/builds')
       .set('content-type', 'application/x-tar')
       .send(await contextTar(busyboxContext('RUN sleep 30\n')));
     const id = res.body.id as string;
-    const early = await request(api.url).post(`/api/v1/builds/${id}/retry`);
+    const early = await request(stack.api.url).post(`/api/v1/builds/${id}/retry`);
     expect(early.status).toBe(400);
     expect(early.body.message).toMatch(/still (queued|running)/);
-    await request(api.url).delete(`/api/v1/builds/${id}`).expect(200);
+    await request(stack.api.url).delete(`/api/v1/builds/${id}`).expect(200);
     await waitForState(id, ['cancelled']);
-    const later = await request(api.url).post(`/api/v1/builds/${id}/retry`);
+    const later = await request(stack.api.url).post(`/api/v1/builds/${id}/retry`);
     expect(later.status).toBe(202);
     expect(later.headers.location).toBe(`/api/v1/builds/${later.body.id as string}`);
-    await request(api.url)
+    await request(stack.api.url)
       .delete(`/api/v1/builds/${later.body.id as string}`)
       .expect(200);
-    const unknown = await request(api.url).post(
+    const unknown = await request(stack.api.url).post(
       `/api/v1/builds/${'0'.repeat(8)}-0000-4000-8000-${'0'.repeat(12)}/retry`,
     );
     expect(unknown.status).toBe(404);

@@ -2,40 +2,15 @@
 // class (main.ts does the same).
 import 'reflect-metadata';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
-import {
-  busyboxContext,
-  contextTar,
-  RedisServerHandle,
-  startRedisServer,
-  startWorkerProcess,
-  WorkerProcessHandle,
-} from '@stratum/testing';
-import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { busyboxContext, contextTar, pollBuild } from '@stratum/testing';
+import { startApiServer, testConfig } from '../support/api-server';
+import { StackHandle, startStack } from '../support/stack';
 
 jest.setTimeout(60_000);
 
-const WORKER_ID = 'e2e-metrics';
-
-let redisServer: RedisServerHandle;
-let dataDir: string;
-let api: ApiServerHandle;
-let worker: WorkerProcessHandle;
-
-function env(): Record<string, string> {
-  return {
-    REDIS_URL: redisServer.url,
-    DATA_DIR: dataDir,
-    WORKER_ID,
-    WORKER_CONCURRENCY: '2',
-    WORKER_SHUTDOWN_TIMEOUT_MS: '3000',
-    JOB_ATTEMPTS: '1',
-  };
-}
+let stack: StackHandle;
 
 /** `name{labels}` -> value, from the text exposition format. */
 async function scrape(url: string): Promise<Map<string, number>> {
@@ -54,36 +29,24 @@ async function scrape(url: string): Promise<Map<string, number>> {
 }
 
 async function build(files: Record<string, string | Buffer>, tag: string): Promise<BuildRecord> {
-  const res = await request(api.url)
+  const res = await request(stack.api.url)
     .post('/api/v1/builds')
     .query({ t: tag })
     .set('content-type', 'application/x-tar')
     .send(await contextTar(files));
   expect(res.status).toBe(202);
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const rec = (await request(api.url).get(`/api/v1/builds/${res.body.id as string}`)).body as BuildRecord;
-    if (['succeeded', 'failed', 'cancelled'].includes(rec.state) || Date.now() > deadline) {
-      return rec;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  return pollBuild(stack.api.url, res.body.id as string, ['succeeded', 'failed', 'cancelled'], 30_000);
 }
 
 beforeAll(async () => {
-  redisServer = await startRedisServer();
-  dataDir = mkdtempSync(join(tmpdir(), 'stratum-e2e-metrics-'));
-  api = await startApiServer(testConfig(env()));
-  worker = await startWorkerProcess(env());
+  stack = await startStack({
+    name: 'metrics',
+    env: { WORKER_CONCURRENCY: '2', WORKER_SHUTDOWN_TIMEOUT_MS: '3000' },
+  });
 });
 
 afterAll(async () => {
-  await worker?.stop(10_000);
-  await api?.close();
-  await redisServer?.stop();
-  if (dataDir !== undefined) {
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+  await stack?.stop();
 });
 
 describe('/metrics', () => {
@@ -91,7 +54,7 @@ describe('/metrics', () => {
   let second: BuildRecord;
 
   it('starts with every series at zero', async () => {
-    const m = await scrape(api.url);
+    const m = await scrape(stack.api.url);
     expect(m.get('stratum_builds{state="succeeded"}')).toBe(0);
     expect(m.get('stratum_builds_finished_total{state="succeeded"}')).toBe(0);
     expect(m.get('stratum_build_steps_total{status="cached"}')).toBe(0);
@@ -100,7 +63,7 @@ describe('/metrics', () => {
     expect(m.get('stratum_registry_blob_pushed_bytes_total')).toBe(0);
     expect(m.get('stratum_workers_online')).toBe(1);
     expect(m.get('stratum_queue_workers{queue="build"}')).toBe(1);
-    expect(m.get(`stratum_queue_workers{queue="commit.${WORKER_ID}"}`)).toBe(1);
+    expect(m.get(`stratum_queue_workers{queue="commit.${stack.env.WORKER_ID}"}`)).toBe(1);
     expect(m.get('stratum_metrics_source_up{source="builds"}')).toBe(1);
     expect(m.get('stratum_metrics_source_up{source="queues"}')).toBe(1);
     expect(m.has('process_cpu_user_seconds_total')).toBe(true);
@@ -116,7 +79,7 @@ describe('/metrics', () => {
     expect(done).toBe(first.steps.length);
     expect(cached).toBe(second.steps.length);
 
-    const m = await scrape(api.url);
+    const m = await scrape(stack.api.url);
     expect(m.get('stratum_builds{state="succeeded"}')).toBe(2);
     expect(m.get('stratum_builds{state="running"}')).toBe(0);
     expect(m.get('stratum_builds_finished_total{state="succeeded"}')).toBe(2);
@@ -133,13 +96,13 @@ describe('/metrics', () => {
     expect(m.get('stratum_queue_jobs{queue="build",state="failed"}')).toBe(0);
 
     // scraped again, nothing is counted twice
-    const again = await scrape(api.url);
+    const again = await scrape(stack.api.url);
     expect(again.get('stratum_builds_finished_total{state="succeeded"}')).toBe(2);
     expect(again.get('stratum_build_steps_total{status="done"}')).toBe(done);
   });
 
   it('another API replica on the same Redis does not count the same builds again', async () => {
-    const replica = await startApiServer(testConfig(env()));
+    const replica = await startApiServer(testConfig(stack.env));
     try {
       const m = await scrape(replica.url);
       expect(m.get('stratum_builds{state="succeeded"}')).toBe(2); // gauges: cluster-wide
@@ -152,37 +115,37 @@ describe('/metrics', () => {
 
   it('counts blob bytes pulled from and pushed to the registry, and /v2 still works', async () => {
     // pull: the built image's layers, one whole and one ranged
-    const manifest = await request(api.url)
+    const manifest = await request(stack.api.url)
       .get('/v2/metrics/one/manifests/1')
       .set('accept', 'application/vnd.oci.image.manifest.v1+json');
     expect(manifest.status).toBe(200);
     const layers = (JSON.parse(manifest.text) as { layers: { digest: string; size: number }[] }).layers;
     const layer = layers[layers.length - 1];
-    const whole = await request(api.url).get(`/v2/metrics/one/blobs/${layer.digest}`).buffer(true);
+    const whole = await request(stack.api.url).get(`/v2/metrics/one/blobs/${layer.digest}`).buffer(true);
     expect(whole.status).toBe(200);
-    const ranged = await request(api.url)
+    const ranged = await request(stack.api.url)
       .get(`/v2/metrics/one/blobs/${layer.digest}`)
       .set('range', 'bytes=0-9');
     expect(ranged.status).toBe(206);
-    await request(api.url).head(`/v2/metrics/one/blobs/${layer.digest}`).expect(200); // no body: not counted
+    await request(stack.api.url).head(`/v2/metrics/one/blobs/${layer.digest}`).expect(200); // no body: not counted
 
     // push: one monolithic upload and one chunked (POST, PATCH, PATCH, PUT with a last chunk)
     const a = Buffer.alloc(300_000, 7);
     const digestA = `sha256:${createHash('sha256').update(a).digest('hex')}`;
-    await request(api.url)
+    await request(stack.api.url)
       .post(`/v2/metrics/pushed/blobs/uploads/?digest=${digestA}`)
       .set('content-type', 'application/octet-stream')
       .send(a)
       .expect(201);
     const b = Buffer.alloc(200_000, 9);
     const digestB = `sha256:${createHash('sha256').update(b).digest('hex')}`;
-    const start = await request(api.url).post('/v2/metrics/pushed/blobs/uploads/').expect(202);
+    const start = await request(stack.api.url).post('/v2/metrics/pushed/blobs/uploads/').expect(202);
     let location = start.headers.location;
     for (const [from, to] of [
       [0, 100_000],
       [100_000, 150_000],
     ]) {
-      const patch = await request(api.url)
+      const patch = await request(stack.api.url)
         .patch(location)
         .set('content-type', 'application/octet-stream')
         .set('content-range', `${from}-${to - 1}`)
@@ -190,13 +153,13 @@ describe('/metrics', () => {
         .expect(202);
       location = patch.headers.location;
     }
-    await request(api.url)
+    await request(stack.api.url)
       .put(`${location}${location.includes('?') ? '&' : '?'}digest=${digestB}`)
       .set('content-type', 'application/octet-stream')
       .send(b.subarray(150_000))
       .expect(201);
     // the bytes arrived whole (the counting did not take any from the upload)
-    const back = await request(api.url).get(`/v2/metrics/pushed/blobs/${digestB}`).buffer(true);
+    const back = await request(stack.api.url).get(`/v2/metrics/pushed/blobs/${digestB}`).buffer(true);
     expect(
       createHash('sha256')
         .update(back.body as Buffer)
@@ -204,16 +167,16 @@ describe('/metrics', () => {
     ).toBe(digestB.slice(7));
 
     // a malformed path still gets the registry's own OCI error from the controller
-    const bad = await request(api.url).get('/v2/Bad/Name/blobs/sha256:short').expect(400);
+    const bad = await request(stack.api.url).get('/v2/Bad/Name/blobs/sha256:short').expect(400);
     expect(bad.body).toMatchObject({ errors: [{ code: 'NAME_INVALID' }] });
 
     // A pull is counted when the server's response 'finish'es, which can come just after the
     // client has read the last byte: scrape until the counts settle (at most 5 s).
     const pulled = layer.size + 10 + b.length;
-    let m = await scrape(api.url);
+    let m = await scrape(stack.api.url);
     for (let i = 0; i < 50 && m.get('stratum_registry_blob_pulled_bytes_total') !== pulled; i++) {
       await new Promise((r) => setTimeout(r, 100));
-      m = await scrape(api.url);
+      m = await scrape(stack.api.url);
     }
     expect(m.get('stratum_registry_blob_pulled_bytes_total')).toBe(pulled);
     expect(m.get('stratum_registry_blob_pushed_bytes_total')).toBe(a.length + b.length);

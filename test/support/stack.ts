@@ -1,0 +1,60 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ApiServerHandle, startApiServer, testConfig } from './api-server';
+import { RedisServerHandle, startRedisServer } from './redis-server';
+import { startWorkerProcess, WorkerProcessHandle } from './worker-process';
+
+export interface StackOptions {
+  /** Names the data directory (`stratum-e2e-<name>-*`) and the worker id (`e2e-<name>`). */
+  readonly name: string;
+  /** More settings for the API and the worker, over REDIS_URL, DATA_DIR, WORKER_ID, JOB_ATTEMPTS=1. */
+  readonly env?: Record<string, string>;
+  /** Runs the compiled builder worker beside the API (default true; `npm run build` first). */
+  readonly worker?: boolean;
+}
+
+/** A test's own Stratum: redis-server, data directory, API in process, worker process. */
+export interface StackHandle {
+  readonly redis: RedisServerHandle;
+  readonly dataDir: string;
+  readonly api: ApiServerHandle;
+  readonly worker: WorkerProcessHandle | null;
+  /** The settings the API and the worker run with (for a second API or worker). */
+  readonly env: Record<string, string>;
+  /** Stops the worker, the API and Redis, and removes the data directory (unless a mount is left in it). */
+  stop(): Promise<void>;
+}
+
+/** Starts a {@link StackHandle}; what started is stopped again when a later part fails. */
+export async function startStack(options: StackOptions): Promise<StackHandle> {
+  const dataDir = mkdtempSync(join(tmpdir(), `stratum-e2e-${options.name}-`));
+  let redis: RedisServerHandle | undefined;
+  let api: ApiServerHandle | undefined;
+  let worker: WorkerProcessHandle | null = null;
+  const stop = async (): Promise<void> => {
+    await worker?.stop(10_000);
+    await api?.close();
+    await redis?.stop();
+    // A mount left below it (a leak the test should report) is not deleted through.
+    if (!readFileSync('/proc/self/mountinfo', 'utf8').includes(dataDir)) {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  };
+  try {
+    redis = await startRedisServer();
+    const env = {
+      REDIS_URL: redis.url,
+      DATA_DIR: dataDir,
+      WORKER_ID: `e2e-${options.name}`,
+      JOB_ATTEMPTS: '1',
+      ...options.env,
+    };
+    api = await startApiServer(testConfig(env));
+    worker = options.worker === false ? null : await startWorkerProcess(env);
+    return { redis, dataDir, api, worker, env, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
