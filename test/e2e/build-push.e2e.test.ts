@@ -102,7 +102,8 @@ it('builds FROM an image in the other registry, pulled through the registry clie
   );
   expect(build.error).toBeNull();
   expect(build.state).toBe('succeeded');
-  const image = (await request(stack.api.url).get(`/api/v1/images/${encodeURIComponent('team/child:1')}`)).body as {
+  const image = (await request(stack.api.url).get(`/api/v1/images/${encodeURIComponent('team/child:1')}`))
+    .body as {
     layers: unknown[];
   };
   expect(image.layers.length).toBeGreaterThanOrEqual(3);

@@ -30,7 +30,11 @@ function stratum(
       CLI_BIN,
       args,
       {
-        env: { PATH: `${dirname(process.execPath)}:${process.env.PATH}`, STRATUM_URL: stack.api.url, ...extraEnv },
+        env: {
+          PATH: `${dirname(process.execPath)}:${process.env.PATH}`,
+          STRATUM_URL: stack.api.url,
+          ...extraEnv,
+        },
         timeout: timeoutMs,
         killSignal: 'SIGKILL',
       },

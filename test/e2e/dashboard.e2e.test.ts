@@ -95,7 +95,9 @@ describe('serving', () => {
     const js = await request(stack.api.url).get('/dashboard/app.js');
     expect(js.status).toBe(200);
     expect(js.headers['content-type']).toMatch(/javascript/);
-    expect((await request(stack.api.url).get('/dashboard/style.css')).headers['content-type']).toMatch(/text\/css/);
+    expect((await request(stack.api.url).get('/dashboard/style.css')).headers['content-type']).toMatch(
+      /text\/css/,
+    );
     expect((await request(stack.api.url).get('/dashboard/index.html.bak')).status).toBe(404);
     expect((await request(stack.api.url).get('/dashboard/..%2Fdashboard.controller.ts')).status).toBe(404);
     // the registry is still where it was
@@ -242,7 +244,8 @@ describe('in the browser', () => {
     await page.waitForSelector('tr[data-image="dash/hello:1"]');
     await page.click('tr[data-image="dash/hello:1"] a');
     await page.waitForSelector('#image-layers tbody tr');
-    const image = (await request(stack.api.url).get(`/api/v1/images/${encodeURIComponent('dash/hello:1')}`)).body;
+    const image = (await request(stack.api.url).get(`/api/v1/images/${encodeURIComponent('dash/hello:1')}`))
+      .body;
     expect(await page.textContent('#manifest-digest')).toBe(image.manifestDigest);
     expect(await page.locator('#image-layers tbody tr').count()).toBe(image.layers.length);
     expect(await page.locator('#image-history tbody tr').count()).toBe(image.history.length);
