@@ -39,8 +39,15 @@ export class BuildRecordStore {
     });
   }
 
-  create(record: BuildRecord): Promise<void> {
-    return this.records.create(record);
+  /**
+   * Writes a new build record; `firstEvent` (the API's `queued` state event) goes onto its
+   * event stream in the same transaction, so that no record is seen without it.
+   */
+  create(record: BuildRecord, firstEvent?: BuildEvent): Promise<void> {
+    return this.records.create(
+      record,
+      firstEvent === undefined ? undefined : (tx) => tx.xadd(...eventArgs(record.id, firstEvent)),
+    );
   }
 
   get(id: string): Promise<BuildRecord | null> {

@@ -413,6 +413,20 @@ describe('BuildRecordStore', () => {
       expect(Date.now() - t).toBeLessThan(1000);
     });
 
+    it('create() writes the first event in the same transaction as the record', async () => {
+      const r = record();
+      await store.create(r, { type: 'state', state: 'queued', at: r.createdAt });
+      await store.transition(r.id, 'succeeded');
+      const events = await collect(store.follow(r.id));
+      expect(events.map((e) => e.event)).toEqual([
+        { type: 'state', state: 'queued', at: r.createdAt },
+        expect.objectContaining({ type: 'state', state: 'succeeded' }),
+      ]);
+      const bare = record();
+      await store.create(bare); // without one: an empty stream
+      expect(await redis.xlen(RedisKeys.buildEvents(bare.id))).toBe(0);
+    });
+
     it('reuses the connection of a finished follow, not one it aborted mid-read', async () => {
       const clients = async (): Promise<number> =>
         ((await redis.client('LIST')) as string).trim().split('\n').length;

@@ -30,12 +30,14 @@ export class JsonRecords<T extends { readonly id: string; readonly createdAt: st
     private readonly layout: JsonRecordsLayout<T>,
   ) {}
 
-  async create(record: T): Promise<void> {
+  /** Writes a new record (with whatever `alsoInTransaction` adds to the same MULTI). */
+  async create(record: T, alsoInTransaction?: (tx: ChainableCommander) => void): Promise<void> {
     const tx = this.redis
       .multi()
       .set(this.layout.key(record.id), JSON.stringify(record))
       .zadd(this.layout.index, Date.parse(record.createdAt), record.id);
     this.layout.onWrite?.(tx, record.id, record);
+    alsoInTransaction?.(tx);
     await tx.exec();
   }
 

@@ -141,8 +141,7 @@ export class BuildsService {
       error: null,
       attempts: 0,
     };
-    await this.records.create(record);
-    await this.records.appendEvent(id, { type: 'state', state: BuildState.Queued, at: record.createdAt });
+    await this.records.create(record, { type: 'state', state: BuildState.Queued, at: record.createdAt });
     await this.producer.submit({
       buildId: id,
       contextDigest,
