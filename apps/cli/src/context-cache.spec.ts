@@ -1,7 +1,8 @@
-import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { contextFingerprint } from './context-cache';
+import { planContextFiles } from '@stratum/dockerfile';
+import { contextFingerprint, excludesWholeSubtrees, fingerprintEntries } from './context-cache';
 import { locateDockerfile } from './context-tar';
 
 let dir: string;
@@ -82,5 +83,82 @@ describe('contextFingerprint', () => {
   it('fails naming the Dockerfile when there is none', async () => {
     write({ 'a.txt': 'a' });
     await expect(fingerprint()).rejects.toThrow(/Dockerfile/);
+  });
+
+  it('moves when a symlinked .dockerignore changes its target’s text', async () => {
+    write({ Dockerfile: 'FROM scratch\n', 'notes.txt': 'n', '../shared.ignore': 'notes.txt\n' });
+    symlinkSync('../shared.ignore', join(dir, '.dockerignore'));
+    const base = await fingerprint();
+    writeFileSync(join(dir, '../shared.ignore'), '\n');
+    expect(await fingerprint()).not.toBe(base);
+    rmSync(join(dir, '../shared.ignore'));
+  });
+});
+
+describe('fingerprintEntries', () => {
+  it('skips a subtree only for patterns whose wildcards stay within one path part', () => {
+    expect(excludesWholeSubtrees(['node_modules', '*.log', 'a/*/c', '**/tmp', 'x/**', 'b?'])).toBe(true);
+    for (const p of ['**x', 'a**b', 'a[^x]b', 'a\\*', '!keep']) {
+      expect(excludesWholeSubtrees(['node_modules', p])).toBe(false);
+    }
+  });
+
+  it('covers every path the planner sends (random trees and .dockerignore files)', async () => {
+    // A small deterministic PRNG: the same cases on every run.
+    let seed = 42;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const names = ['a', 'b', 'x', 'ax', 'a.log'];
+    const pool = [
+      'a',
+      'x',
+      '*.log',
+      'a/x',
+      '*/x',
+      '**/x',
+      'x/**',
+      'a*',
+      '?x',
+      '**x',
+      'a**b',
+      'a[^x]b',
+      '!a/x',
+      'tmp',
+      'a/**/b',
+    ];
+    for (let round = 0; round < 150; round++) {
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir);
+      const files: Record<string, string> = { Dockerfile: 'FROM scratch\n' };
+      for (let i = 0; i < 16; i++) {
+        const depth = 1 + rand(4);
+        const parts = Array.from({ length: depth }, () => names[rand(names.length)]);
+        files[parts.join('/')] = 'f';
+      }
+      // The first rounds: each pattern alone over a tree with a/x/b and a/b/c (where `**x`,
+      // `a**b` and `a[^x]b` exclude a directory but not what lies below it).
+      const ignoreText =
+        round < pool.length
+          ? pool[round]
+          : Array.from({ length: 1 + rand(3) }, () => pool[rand(pool.length)]).join('\n');
+      if (round < pool.length) {
+        files['a/x/b'] = 'f';
+        files['a/b/c'] = 'f';
+      }
+      // A name both a file and a directory: keep the deeper one.
+      for (const f of Object.keys(files)) {
+        if (Object.keys(files).some((g) => g.startsWith(`${f}/`))) {
+          delete files[f];
+        }
+      }
+      write({ ...files, '.dockerignore': ignoreText });
+      const loc = locateDockerfile(dir, undefined, dir);
+      const walked = new Set(fingerprintEntries(loc, ignoreText).map(([p]) => p));
+      const sent = await planContextFiles(dir, 'Dockerfile', { skipGitDir: false });
+      const missing = sent.filter((p) => !walked.has(p));
+      expect({ ignoreText, missing }).toEqual({ ignoreText, missing: [] });
+    }
   });
 });
