@@ -22,8 +22,11 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await stack?.stop();
-  await distribution?.stop();
+  try {
+    await stack?.stop();
+  } finally {
+    await distribution?.stop();
+  }
 });
 
 async function submit(query: Record<string, string | string[]>): Promise<request.Response> {

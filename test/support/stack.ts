@@ -32,13 +32,21 @@ export async function startStack(options: StackOptions): Promise<StackHandle> {
   let redis: RedisServerHandle | undefined;
   let api: ApiServerHandle | undefined;
   let worker: WorkerProcessHandle | null = null;
+  // Every part is stopped even when another fails; the first failure is rethrown after.
   const stop = async (): Promise<void> => {
-    await worker?.stop(10_000);
-    await api?.close();
-    await redis?.stop();
-    // A mount left below it (a leak the test should report) is not deleted through.
-    if (!readFileSync('/proc/self/mountinfo', 'utf8').includes(dataDir)) {
+    const failures: Error[] = [];
+    for (const step of [() => worker?.stop(10_000), () => api?.close(), () => redis?.stop()]) {
+      await Promise.resolve()
+        .then(step)
+        .catch((err: Error) => failures.push(err));
+    }
+    // A mount left below it (a leak the test should report) is not deleted through
+    // (mountinfo writes a space in a path as \040).
+    if (!readFileSync('/proc/self/mountinfo', 'utf8').includes(dataDir.replace(/ /g, '\\040'))) {
       rmSync(dataDir, { recursive: true, force: true });
+    }
+    if (failures.length > 0) {
+      throw failures[0];
     }
   };
   try {
@@ -54,7 +62,7 @@ export async function startStack(options: StackOptions): Promise<StackHandle> {
     worker = options.worker === false ? null : await startWorkerProcess(env);
     return { redis, dataDir, api, worker, env, stop };
   } catch (err) {
-    await stop();
+    await stop().catch(() => undefined); // the start-up error is the one to see
     throw err;
   }
 }

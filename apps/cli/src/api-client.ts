@@ -52,7 +52,8 @@ export class ApiClient {
         try {
           ca = [...rootCertificates, readFileSync(file, 'utf8')];
         } catch (err) {
-          throw new ApiError(0, 'BAD_CONFIG', `cannot read the CA file ${file}: ${describe(err)}`);
+          // As Node does with NODE_EXTRA_CA_CERTS: warn, and go on with its own roots.
+          process.stderr.write(`Warning: ignoring extra certs from \`${file}\`: ${describe(err)}\n`);
         }
       }
       this.https = { request: https.request, ca };

@@ -26,6 +26,7 @@ export class BuildRecordStore {
   private readonly records: JsonRecords<BuildRecord>;
   /** Connections of finished {@link follow}s, kept for the next (a new one costs a handshake). */
   private readonly idleReaders: Redis[] = [];
+  private closed = false;
 
   constructor(
     private readonly redis: Redis,
@@ -68,6 +69,7 @@ export class BuildRecordStore {
 
   /** Closes the connections this store opened itself. */
   close(): Promise<void> {
+    this.closed = true; // a follow still running closes its connection when it ends
     for (const reader of this.idleReaders.splice(0)) {
       reader.disconnect();
     }
@@ -335,7 +337,13 @@ export class BuildRecordStore {
     } finally {
       signal?.removeEventListener('abort', onAbort);
       // A read still blocked (the consumer stopped early, or aborted) cannot be taken back.
-      if (reusable && !aborted() && reader.status === 'ready' && this.idleReaders.length < 8) {
+      if (
+        reusable &&
+        !this.closed &&
+        !aborted() &&
+        reader.status === 'ready' &&
+        this.idleReaders.length < 8
+      ) {
         this.idleReaders.push(reader);
       } else {
         reader.disconnect();

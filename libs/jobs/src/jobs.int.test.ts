@@ -458,6 +458,27 @@ describe('BuildRecordStore', () => {
       }
       expect(await clients()).toBe(before - 1);
     });
+
+    it('does not keep the connection of a follow that ends after close()', async () => {
+      const local = new BuildRecordStore(redis, RETENTION);
+      const r = record();
+      await local.create(r);
+      await local.transition(r.id, 'running');
+      const events = collect(local.follow(r.id));
+      await new Promise((resolve) => setTimeout(resolve, 100)); // blocked on its read
+      await local.close();
+      await new Promise((resolve) => setTimeout(resolve, 200)); // its own connections are gone
+      const clientsBefore = ((await redis.client('LIST')) as string).trim().split('\n').length;
+      await store.transition(r.id, 'succeeded'); // ends the follow
+      await events;
+      const deadline = Date.now() + 2000;
+      let clientsAfter = clientsBefore;
+      while (clientsAfter >= clientsBefore && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        clientsAfter = ((await redis.client('LIST')) as string).trim().split('\n').length;
+      }
+      expect(clientsAfter).toBe(clientsBefore - 1);
+    });
   });
 
   it('requestCancel marks the build and publishes its id; isCancelRequested reads it', async () => {
