@@ -181,7 +181,6 @@ export class ImageService {
       rootfs: { type: 'layers', diff_ids: image.layers.map((l) => l.diffId) },
     };
     const configJson = encodeJson(config);
-    await this.putIfMissing(configJson);
     const manifest: OciImageManifest = {
       schemaVersion: 2,
       mediaType: MediaType.OciManifest,
@@ -189,17 +188,32 @@ export class ImageService {
       layers: image.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
     };
     const manifestJson = encodeJson(manifest);
-    await this.putIfMissing(manifestJson);
+    // Independent store operations run together (a cached rebuild writes nothing new, and a
+    // dozen sequential existence checks were most of its image write); what another one relies
+    // on still comes first: the config before the manifest naming it, blob links before the
+    // manifest link, every link before a tag.
+    const [haveConfig, haveManifest] = await Promise.all([
+      this.blobs.has(configJson.digest),
+      this.blobs.has(manifestJson.digest),
+    ]);
+    if (!haveConfig) {
+      await this.putJson(configJson);
+    }
+    if (!haveManifest) {
+      await this.putJson(manifestJson);
+    }
     const targets = image.tags.map((t) => {
       const r = localReference(t);
       return { repository: r.repository, tag: r.tag ?? 'latest' };
     });
-    for (const { repository } of targets) {
-      await this.link(repository, manifestJson.digest, configJson.digest, image.layers);
-    }
-    for (const { repository, tag } of targets) {
-      await this.repositories.setTag(repository, tag, manifestJson.digest);
-    }
+    await Promise.all(
+      targets.map(({ repository }) =>
+        this.link(repository, manifestJson.digest, configJson.digest, image.layers),
+      ),
+    );
+    await Promise.all(
+      targets.map(({ repository, tag }) => this.repositories.setTag(repository, tag, manifestJson.digest)),
+    );
     return {
       manifestDigest: manifestJson.digest,
       configDigest: configJson.digest,
@@ -207,11 +221,9 @@ export class ImageService {
     };
   }
 
-  /** Stores JSON whose digest was computed here from its bytes, unless the store has it already. */
-  private async putIfMissing(json: EncodedJson): Promise<void> {
-    if (!(await this.blobs.has(json.digest))) {
-      await this.blobs.put(Readable.from([json.bytes]), { expectedDigest: json.digest });
-    }
+  /** Stores JSON whose digest was computed here from its bytes. */
+  private async putJson(json: EncodedJson): Promise<void> {
+    await this.blobs.put(Readable.from([json.bytes]), { expectedDigest: json.digest });
   }
 
   private async link(
@@ -220,10 +232,11 @@ export class ImageService {
     config: Digest,
     layers: readonly LayerDescriptor[],
   ): Promise<void> {
-    for (const l of layers) {
-      await this.repositories.linkBlob(repository, l.digest as BlobDigest);
-    }
-    await this.repositories.linkBlob(repository, config as BlobDigest);
+    await Promise.all(
+      [...new Set([...layers.map((l) => l.digest), config])].map((d) =>
+        this.repositories.linkBlob(repository, d as BlobDigest),
+      ),
+    );
     await this.repositories.linkManifest(repository, manifest as BlobDigest);
   }
 

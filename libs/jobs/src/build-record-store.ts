@@ -244,6 +244,8 @@ export class BuildRecordStore {
     id: string,
     state: BuildState,
     extra: Partial<Pick<BuildRecord, 'error' | 'imageDigest'>> = {},
+    /** Events that go onto the stream just before the state event, in the same transaction. */
+    before: readonly BuildEvent[] = [],
   ): Promise<BuildRecord | null> {
     const at = new Date().toISOString();
     const record = await this.update(
@@ -269,7 +271,12 @@ export class BuildRecordStore {
         // The state event goes out in the same transaction: whoever sees the record in a
         // terminal state finds the terminal event on the stream too (follow() relies on it).
       },
-      (tx) => tx.xadd(...eventArgs(id, { type: 'state', state, at })),
+      (tx) => {
+        for (const event of before) {
+          tx.xadd(...eventArgs(id, event));
+        }
+        tx.xadd(...eventArgs(id, { type: 'state', state, at }));
+      },
     );
     return record;
   }

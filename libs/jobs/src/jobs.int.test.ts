@@ -413,6 +413,22 @@ describe('BuildRecordStore', () => {
       expect(Date.now() - t).toBeLessThan(1000);
     });
 
+    it('transition() writes the events it is given just before its state event', async () => {
+      const r = record();
+      await store.create(r);
+      await store.transition(r.id, 'running');
+      const result = { type: 'result', imageDigest: `sha256:${'e'.repeat(64)}` } as const;
+      await store.transition(r.id, 'succeeded', { imageDigest: result.imageDigest }, [result]);
+      const types = (await collect(store.follow(r.id))).map((e) => e.event);
+      expect(types.slice(-2)).toEqual([
+        result,
+        expect.objectContaining({ type: 'state', state: 'succeeded' }),
+      ]);
+      // A build already over keeps its stream as it was: no late result.
+      await store.transition(r.id, 'failed', {}, [result]);
+      expect(await redis.xlen(RedisKeys.buildEvents(r.id))).toBe(types.length);
+    });
+
     it('create() writes the first event in the same transaction as the record', async () => {
       const r = record();
       await store.create(r, { type: 'state', state: 'queued', at: r.createdAt });

@@ -94,7 +94,11 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
       state,
       imageDigest,
     });
-    const existing = await this.records.get(buildId);
+    // Both reads go out together (one round trip).
+    const [existing, cancelRequested] = await Promise.all([
+      this.records.get(buildId),
+      this.records.isCancelRequested(buildId),
+    ]);
     if (existing === null) {
       throw new UnrecoverableError(`build ${buildId} has no record (expired?)`);
     }
@@ -104,7 +108,7 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
     if (existing.state === BuildState.Failed || existing.state === BuildState.Cancelled) {
       return done(existing.state); // finished for good by an earlier delivery: nothing to redo
     }
-    if (await this.records.isCancelRequested(buildId)) {
+    if (cancelRequested) {
       await this.records.transition(buildId, BuildState.Cancelled, { error: 'cancelled' });
       return done('cancelled');
     }
@@ -116,11 +120,13 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
       const tags = local.length > 0 ? local : [`builds/${buildId}:latest`];
       const outcome = await this.engine.build({ ...job.data, tags }, { signal, reporter: sink });
       await sink.flush();
-      await this.records.appendEvent(buildId, { type: 'result', imageDigest: outcome.imageDigest });
       if (remote.length > 0 && job.data.push === true) {
         await this.startPush(buildId, outcome.imageDigest, tags[0], remote);
       }
-      await this.records.transition(buildId, BuildState.Succeeded, { imageDigest: outcome.imageDigest });
+      // The result and the final state in one transaction (one round trip less at the end).
+      await this.records.transition(buildId, BuildState.Succeeded, { imageDigest: outcome.imageDigest }, [
+        { type: 'result', imageDigest: outcome.imageDigest },
+      ]);
       return done('succeeded', outcome.imageDigest);
     } catch (err) {
       await sink.flush().catch(() => undefined);
