@@ -1,18 +1,14 @@
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { planContextFiles } from '@stratum/dockerfile';
 import { contextFingerprint, excludesWholeSubtrees, fingerprintEntries } from './context-cache';
 import { locateDockerfile } from './context-tar';
+import { writeTree } from '@stratum/testing';
 
 let dir: string;
 
-function write(files: Record<string, string>): void {
-  for (const [p, content] of Object.entries(files)) {
-    mkdirSync(dirname(join(dir, p)), { recursive: true });
-    writeFileSync(join(dir, p), content);
-  }
-}
+const write = (files: Record<string, string>): void => void writeTree(files, dir);
 
 const fingerprint = (file?: string): Promise<string> => contextFingerprint(locateDockerfile(dir, file, dir));
 

@@ -1,18 +1,14 @@
-import { linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Parser, ReadEntry } from 'tar';
 import { planContext, tarContext } from './context-tar';
+import { writeTree } from '@stratum/testing';
 
 let dir: string;
 
-function write(files: Record<string, string>): void {
-  for (const [p, content] of Object.entries(files)) {
-    mkdirSync(dirname(join(dir, p)), { recursive: true });
-    writeFileSync(join(dir, p), content);
-  }
-}
+const write = (files: Record<string, string>): void => void writeTree(files, dir);
 
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'stratum-cli-spec-'));
