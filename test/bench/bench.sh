@@ -19,10 +19,14 @@ log "peers (BuildKit, Buildah): $shared/bench/peers.sh ${workloads[*]}"
 
 apt_install skopeo
 pids=()
+data=""
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   pids=()
+  # The stack's data dir goes with it (never through a mount a stopped worker left behind).
+  if [[ -n $data ]] && ! grep -qF "$data" /proc/self/mountinfo; then rm -rf "$data"; fi
+  data=""
 }
 trap cleanup EXIT
 peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status" 2>/dev/null || echo "?"; }
