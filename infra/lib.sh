@@ -9,7 +9,11 @@ log() { printf '\033[1m[stratum]\033[0m %s\n' "$*" >&2; }
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the service and its tests need. Installed only when missing.
-SYSTEM_PACKAGES=(redis-server runc git busybox-static ca-certificates curl attr isal pigz zstd util-linux iproute2 umoci chromium)
+# SYSTEM_PACKAGES: what the service itself runs (up.sh). TEST_PACKAGES: every program a test
+# or the fresh-root check runs besides (test.sh installs both): a test never skips for a missing
+# tool, it fails naming it, so the install has to be here.
+SYSTEM_PACKAGES=(redis-server runc git busybox-static ca-certificates curl attr isal pigz zstd util-linux iproute2 openssl)
+TEST_PACKAGES=(umoci skopeo podman buildah docker.io docker-registry chromium debootstrap python3)
 
 apt_install() {
   local missing=()
@@ -54,7 +58,7 @@ build_project() {
 }
 
 setup_all() {
-  apt_install "${SYSTEM_PACKAGES[@]}"
+  apt_install "${SYSTEM_PACKAGES[@]}" "$@"
   ensure_node
   ensure_npm_packages
   build_project

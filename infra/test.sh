@@ -3,7 +3,7 @@
 # lint, format check, type check, unit, integration (real redis-server, runc, overlayfs,
 # S3 protocol) and end-to-end (real API, worker process, CLI) tests. Safe to re-run.
 source "$(dirname "$0")/lib.sh"
-setup_all
+setup_all "${TEST_PACKAGES[@]}"
 cd "$STRATUM_ROOT"
 log "lint, format and type checks"
 npm run -s lint
