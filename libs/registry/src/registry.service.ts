@@ -274,13 +274,79 @@ export class RegistryService {
     }
   }
 
-  /** Unlinks a blob from the repository (the bytes stay for other repositories). */
+  /**
+   * Unlinks a blob from the repository (the bytes stay for other repositories). Refused with
+   * DENIED (409) while a manifest of the repository names it as config or layer: unlinking it
+   * would leave that manifest (and its tags) unpullable. Such blobs go when their manifests do,
+   * through manifest DELETE and garbage collection.
+   */
   async deleteBlob(repository: string, digest: string): Promise<void> {
     assertName(repository);
     const d = parseBlobDigestParam(digest);
+    if (!(await this.repositories.hasBlob(repository, d))) {
+      throw blobUnknown(d);
+    }
+    const user = await this.manifestUsing(repository, d);
+    if (user !== null) {
+      throw new RegistryError(
+        'DENIED',
+        `blob ${d} is in use by manifest ${repository}@${user.manifest}${user.tag !== null ? ` (tag ${user.tag})` : ''}; delete the manifest first`,
+        { digest: d, manifest: user.manifest, ...(user.tag !== null ? { tag: user.tag } : {}) },
+        { status: 409 },
+      );
+    }
     if (!(await this.repositories.unlinkBlob(repository, d))) {
       throw blobUnknown(d);
     }
+  }
+
+  /**
+   * A manifest linked in `repository` whose config or layers include `blob` (tagged ones first,
+   * for the message), or null. Untagged manifests count too: they are pullable by digest. Each
+   * manifest is read once; unreadable ones are skipped (they cannot be pulled either way).
+   */
+  private async manifestUsing(
+    repository: string,
+    blob: BlobDigest,
+  ): Promise<{ manifest: BlobDigest; tag: string | null } | null> {
+    const seen = new Set<string>();
+    const tagged: { manifest: BlobDigest; tag: string | null }[] = [];
+    for (const tag of await this.repositories.listTags(repository)) {
+      const d = await this.repositories.getTag(repository, tag);
+      if (d !== null) {
+        tagged.push({ manifest: d, tag });
+      }
+    }
+    const linked = (await this.repositories.listManifests(repository)).map((manifest) => ({
+      manifest,
+      tag: null,
+    }));
+    for (const candidate of [...tagged, ...linked]) {
+      if (seen.has(candidate.manifest)) {
+        continue;
+      }
+      seen.add(candidate.manifest);
+      let parsed: ReturnType<typeof parseManifest>;
+      try {
+        parsed = parseManifest(
+          await readLimited(
+            await this.blobs.get(candidate.manifest),
+            this.maxManifestBytes,
+            'MANIFEST_INVALID',
+          ),
+        );
+      } catch {
+        continue;
+      }
+      if (
+        parsed.ok &&
+        (parsed.kind === 'oci-manifest' || parsed.kind === 'docker-manifest') &&
+        [parsed.manifest.config, ...parsed.manifest.layers].some((desc) => desc.digest === blob)
+      ) {
+        return candidate;
+      }
+    }
+    return null;
   }
 
   // ---------------------------------------------------------------- uploads
