@@ -3,6 +3,7 @@
 // Mirrors BuildKit's dockerfile2llb stage resolution (FROM <earlier stage>, COPY --from,
 // RUN --mount=from=, by name or index; unreachable stages are not built).
 import { DockerfileError } from './dockerfile-error';
+import { DOCKERFILE_LIMITS } from './dockerfile-limits';
 import { expandInstruction } from './expand-instruction';
 import { ExpansionScope, PLATFORM_ARGS, PROXY_ARGS, platformArgs, type ScopeSeed } from './expansion-scope';
 import type { Dockerfile, Instruction, Stage } from './instructions';
@@ -81,13 +82,17 @@ function planError(detail: string, line?: number): DockerfileError {
 /** Resolves global ARGs in order: build arg, else default expanded with earlier globals. */
 function resolveGlobalArgs(df: Dockerfile, seed: ScopeSeed): Record<string, string | undefined> {
   const resolved: Record<string, string | undefined> = {};
+  // One scope for the whole section (a fresh one per ARG, as before, cost O(n²) and reset the
+  // substitution budget); applying each resolved ARG also checks maxEnvironmentLength.
+  const scope = ExpansionScope.global(seed);
   for (const raw of df.globalArgs) {
-    const scope = ExpansionScope.global({ ...seed, globalArgs: resolved });
     const arg = expandInstruction(raw, scope);
     for (const { name, defaultValue } of arg.args) {
-      resolved[name] = Object.prototype.hasOwnProperty.call(seed.buildArgs, name)
+      const value = Object.prototype.hasOwnProperty.call(seed.buildArgs, name)
         ? seed.buildArgs[name]
         : (defaultValue ?? seed.automaticArgs[name]);
+      resolved[name] = value;
+      scope.apply({ ...arg, args: [value === undefined ? { name } : { name, defaultValue: value }] });
     }
   }
   return resolved;
@@ -103,6 +108,14 @@ function resolveGlobalArgs(df: Dockerfile, seed: ScopeSeed): Record<string, stri
  */
 export function planBuild(dockerfile: Dockerfile, options: PlanOptions = {}): BuildPlan {
   const buildArgs = { ...(options.buildArgs ?? {}) };
+  const given = Object.keys(buildArgs).length;
+  if (given > DOCKERFILE_LIMITS.maxArgs) {
+    throw new DockerfileError(
+      'DOCKERFILE_LIMIT',
+      `${given} build args exceed the limit maxArgs (${DOCKERFILE_LIMITS.maxArgs})`,
+      undefined,
+    );
+  }
   const automaticArgs = {
     ...platformArgs(options.targetPlatform ?? 'linux/amd64', 'TARGET'),
     ...platformArgs(options.buildPlatform ?? 'linux/amd64', 'BUILD'),

@@ -5,7 +5,9 @@ export type DockerfileErrorCode =
   /** Variable expansion failed (`${VAR:?msg}`, unterminated quote, bad substitution). */
   | 'DOCKERFILE_EXPANSION'
   /** The stage graph cannot be built (unknown target, `--from` a later stage...). */
-  | 'DOCKERFILE_PLAN';
+  | 'DOCKERFILE_PLAN'
+  /** Over one of the DOCKERFILE_LIMITS (line, instruction or word size, counts); names the limit. */
+  | 'DOCKERFILE_LIMIT';
 
 /**
  * The one error type of `@stratum/dockerfile`. A bad Dockerfile must not be retried:

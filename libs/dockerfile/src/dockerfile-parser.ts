@@ -8,6 +8,7 @@
 // the shell lexer with quoted-delimiter detection, `<<-` tab stripping, JSON fallback),
 // which decide the text every cache key is computed from.
 import { DockerfileError } from './dockerfile-error';
+import { DOCKERFILE_LIMITS, type DockerfileLimits } from './dockerfile-limits';
 import { parseGoDuration } from './go-duration';
 import type {
   AddInstruction,
@@ -40,6 +41,46 @@ const RE_HEREDOC = /^(\d*)<<(-?)([^<]*)$/;
 const HEREDOC_KINDS = new Set(['run', 'copy', 'add']);
 
 class ParseFailure extends Error {}
+
+/** A DOCKERFILE_LIMIT error: `what` is over limit `name`. */
+function overLimit(
+  name: keyof DockerfileLimits,
+  what: string,
+  line: number | undefined,
+  endLine: number | undefined = line,
+): DockerfileError {
+  return new DockerfileError(
+    'DOCKERFILE_LIMIT',
+    `${what} exceeds the limit ${name} (${DOCKERFILE_LIMITS[name]})`,
+    line,
+    endLine,
+  );
+}
+
+/**
+ * Counts of the parsed file against the limits, at the first instruction over each: checked
+ * before any expansion or planning, whose cost grows with them.
+ */
+function checkCounts(instructions: readonly Instruction[]): void {
+  const L = DOCKERFILE_LIMITS;
+  let stages = 0;
+  let args = 0;
+  let entries = 0;
+  for (const instr of instructions) {
+    if (instr.kind === 'FROM' && ++stages > L.maxStages) {
+      throw overLimit('maxStages', `stage ${stages}`, instr.startLine, instr.endLine);
+    }
+    if (instr.kind === 'ARG' && (args += instr.args.length) > L.maxArgs) {
+      throw overLimit('maxArgs', `ARG declaration ${args}`, instr.startLine, instr.endLine);
+    }
+    if (instr.kind === 'ENV' && (entries += instr.pairs.length) > L.maxKeyValueEntries) {
+      throw overLimit('maxKeyValueEntries', `ENV/LABEL entry ${entries}`, instr.startLine, instr.endLine);
+    }
+    if (instr.kind === 'LABEL' && (entries += instr.labels.length) > L.maxKeyValueEntries) {
+      throw overLimit('maxKeyValueEntries', `ENV/LABEL entry ${entries}`, instr.startLine, instr.endLine);
+    }
+  }
+}
 
 /** Raw node: the equivalent of BuildKit's ast.Node for one instruction. */
 interface RawNode {
@@ -125,13 +166,21 @@ function isComment(line: string): boolean {
  *   offending instruction. Nothing else is thrown for any input.
  */
 export function parseDockerfile(text: string): Dockerfile {
+  if (text.length > DOCKERFILE_LIMITS.maxDockerfileLength) {
+    throw overLimit('maxDockerfileLength', `the Dockerfile (${text.length} characters)`, undefined);
+  }
   const directives = new Directives();
   const warnings: ParseWarning[] = [];
   const nodes = scan(text, directives, warnings);
+  if (nodes.length > DOCKERFILE_LIMITS.maxInstructions) {
+    const at = nodes[DOCKERFILE_LIMITS.maxInstructions];
+    throw overLimit('maxInstructions', `${nodes.length} instructions`, at?.startLine);
+  }
   const instructions: Instruction[] = [];
   for (const node of nodes) {
     instructions.push(located(node, () => toInstruction(node, directives)));
   }
+  checkCounts(instructions);
   const globalArgs: ArgInstruction[] = [];
   const stages: Stage[] = [];
   const names = new Map<string, number>();
@@ -211,6 +260,20 @@ function scan(text: string, d: Directives, warnings: ParseWarning[]): RawNode[] 
   const fail = (msg: string, start: number, end = start): never => {
     throw new DockerfileError('DOCKERFILE_PARSE', msg, start, end);
   };
+  // BuildKit's scanner stops at a line over 64 KiB; checked up front so nothing below (the
+  // lexer runs over whole instructions) ever sees one.
+  const maxLine = DOCKERFILE_LIMITS.maxLineLength;
+  lines.forEach((l, n) => {
+    if (l.length > maxLine && trimNewline(l).length > maxLine) {
+      throw overLimit('maxLineLength', `line of ${trimNewline(l).length} characters`, n + 1);
+    }
+  });
+  const maxInstruction = DOCKERFILE_LIMITS.maxInstructionLength;
+  const checkInstruction = (length: number, start: number): void => {
+    if (length > maxInstruction) {
+      throw overLimit('maxInstructionLength', `instruction of ${length}+ characters`, start, i);
+    }
+  };
   const processLine = (raw: string, stripLeft: boolean, lineNo: number): string => {
     let token = trimNewline(raw);
     if (stripLeft) {
@@ -238,9 +301,12 @@ function scan(text: string, d: Directives, warnings: ParseWarning[]): RawNode[] 
       continue;
     }
     let emptyContinuation = false;
+    let length = first.length;
     while (!complete && i < lines.length) {
       const raw = lines[i] ?? '';
       i++;
+      length += raw.length;
+      checkInstruction(length, startLine);
       const p = processLine(raw, false, i);
       if (isComment(raw)) {
         continue;
@@ -287,6 +353,8 @@ function scan(text: string, d: Directives, warnings: ParseWarning[]): RawNode[] 
             terminated = true;
             break;
           }
+          length += raw.length;
+          checkInstruction(length, startLine);
           content += raw;
         }
         if (!terminated) {

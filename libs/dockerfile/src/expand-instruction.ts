@@ -4,6 +4,7 @@
 // left alone: the shell in the container expands them.
 // https://docs.docker.com/reference/dockerfile/#environment-replacement
 import { DockerfileError } from './dockerfile-error';
+import { DOCKERFILE_LIMITS, LimitExceededError } from './dockerfile-limits';
 import type { ExpansionScope } from './expansion-scope';
 import type { Instruction } from './instructions';
 import { parseMount } from './run-mount';
@@ -17,10 +18,15 @@ import { ShellLex, ShellLexError } from './shell-lex';
  *
  * @throws {DockerfileError} code `DOCKERFILE_EXPANSION` with the instruction's line
  *   (`${VAR:?message}`, unterminated quotes, bad substitutions, empty results that
- *   Docker rejects).
+ *   Docker rejects); `DOCKERFILE_LIMIT` when a word grows past maxExpandedWordLength (a
+ *   heredoc body past maxExpandedHeredocLength) or the stage's substitutions past
+ *   maxSubstitutedLength.
  */
 export function expandInstruction<T extends Instruction>(instr: T, scope: ExpansionScope): T {
-  const lex = new ShellLex({ escapeToken: scope.escapeToken });
+  const lex = new ShellLex({
+    escapeToken: scope.escapeToken,
+    maxLength: { length: DOCKERFILE_LIMITS.maxExpandedWordLength, name: 'maxExpandedWordLength' },
+  });
   const lookup = (name: string): string | undefined => scope.lookup(name);
   const fail = (detail: string): never => {
     throw new DockerfileError('DOCKERFILE_EXPANSION', detail, instr.startLine, instr.endLine);
@@ -29,6 +35,9 @@ export function expandInstruction<T extends Instruction>(instr: T, scope: Expans
     try {
       return fn();
     } catch (err) {
+      if (err instanceof LimitExceededError) {
+        throw new DockerfileError('DOCKERFILE_LIMIT', err.message, instr.startLine, instr.endLine);
+      }
       if (err instanceof ShellLexError || (err instanceof Error && !(err instanceof DockerfileError))) {
         return fail(err.message);
       }
@@ -68,7 +77,11 @@ export function expandInstruction<T extends Instruction>(instr: T, scope: Expans
       break;
     case 'COPY':
     case 'ADD': {
-      const skipQuotes = new ShellLex({ escapeToken: '\\', skipProcessQuotes: true });
+      const skipQuotes = new ShellLex({
+        escapeToken: '\\',
+        skipProcessQuotes: true,
+        maxLength: { length: DOCKERFILE_LIMITS.maxExpandedHeredocLength, name: 'maxExpandedHeredocLength' },
+      });
       const common = {
         sources: i.sources.map(word),
         dest: word(i.dest),

@@ -19,6 +19,7 @@
  */
 export { DockerfileError, type DockerfileErrorCode } from './dockerfile-error';
 export { parseDockerfile } from './dockerfile-parser';
+export { DOCKERFILE_LIMITS, LimitExceededError, type DockerfileLimits } from './dockerfile-limits';
 export type {
   AddInstruction,
   ArgDeclaration,

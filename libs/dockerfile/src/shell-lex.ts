@@ -1,6 +1,7 @@
 // Port of BuildKit's word processor, frontend/dockerfile/shell/lex.go (ProcessWord /
 // ProcessWords): quotes, escapes and $VAR / ${VAR...} substitutions exactly as the
 // builder applies them. Not a shell: no command substitution, no globbing.
+import { LimitExceededError } from './dockerfile-limits';
 
 /** Returns a variable's value, or undefined when it is not set (unset ≠ empty). */
 export type VariableLookup = (name: string) => string | undefined;
@@ -17,6 +18,11 @@ export interface ShellLexOptions {
   skipUnsetEnv?: boolean;
   /** Treat quotes as ordinary characters (heredoc bodies). */
   skipProcessQuotes?: boolean;
+  /**
+   * Longest result allowed, checked as it grows (also inside `${...}` words and pattern
+   * replacements), so `$A$A...` over a long value fails before it is built. Unlimited when unset.
+   */
+  maxLength?: { length: number; name: string };
 }
 
 /** Result of one {@link ShellLex.process} call. */
@@ -179,13 +185,32 @@ export class ShellLex {
 class LexRun {
   readonly matched = new Set<string>();
   readonly unmatched = new Set<string>();
+  private readonly maxLength: number;
 
   constructor(
     private readonly sc: Scanner,
     private readonly lookup: VariableLookup,
     private readonly escape: number,
     private readonly opts: ShellLexOptions,
-  ) {}
+  ) {
+    this.maxLength = opts.maxLength?.length ?? Infinity;
+  }
+
+  /** Fails once a piece of the result under construction is longer than allowed. */
+  private bound(text: string): string {
+    this.checkLength(text.length);
+    return text;
+  }
+
+  private checkLength(length: number): void {
+    if (length > this.maxLength) {
+      throw new LimitExceededError(
+        this.opts.maxLength?.name ?? 'maxLength',
+        this.maxLength,
+        `expanded word (${length}+ characters)`,
+      );
+    }
+  }
 
   processStopOn(stop: number, rawEscapes: boolean): [string, string[]] {
     const [word, words] = this.processStopOnAny(stop === EOF ? [] : [stop], rawEscapes);
@@ -205,13 +230,13 @@ class LexRun {
       }
       if (ch === 0x24 /* $ */) {
         const tmp = this.processDollar();
-        result += tmp;
+        result = this.bound(result + tmp);
         words.addString(tmp);
         continue;
       }
       if (quotes && (ch === 0x27 || ch === 0x22)) {
         const tmp = ch === 0x27 ? this.processSingleQuote() : this.processDoubleQuote();
-        result += tmp;
+        result = this.bound(result + tmp);
         words.addRawString(tmp);
         continue;
       }
@@ -281,7 +306,7 @@ class LexRun {
         return result;
       }
       if (peek === 0x24) {
-        result += this.processDollar();
+        result = this.bound(result + this.processDollar());
         continue;
       }
       let ch = this.sc.next();
@@ -409,7 +434,9 @@ class LexRun {
         if (value === undefined && this.opts.skipUnsetEnv) {
           return `\${${name}/${all ? '/' : ''}${pattern}${stop === 0x7d ? '' : '/' + replacement}}`;
         }
-        return replacePattern(value ?? '', pattern, replacement, all, this.escape);
+        return replacePattern(value ?? '', pattern, replacement, all, this.escape, (n) =>
+          this.checkLength(n),
+        );
       }
       default:
         if (ch === EOF) {
@@ -536,11 +563,18 @@ function replacePattern(
   replacement: string,
   all: boolean,
   escape: number,
+  checkLength: (length: number) => void,
 ): string {
   if (pattern === '') {
     return value;
   }
   const re = compile(globToRegex(pattern, true, escape));
   const flags = all ? 'gu' : 'u';
-  return value.replace(new RegExp(re.source, flags), () => replacement);
+  // `${A//?/$B}` multiplies two lengths: count what the replacements add as they happen.
+  let grown = value.length;
+  return value.replace(new RegExp(re.source, flags), (match: string) => {
+    grown += replacement.length - match.length;
+    checkLength(grown);
+    return replacement;
+  });
 }

@@ -1,3 +1,4 @@
+import { StratumError } from '@stratum/contracts';
 import { ImageConfig } from '@stratum/oci';
 import {
   applyCommitChanges,
@@ -80,6 +81,48 @@ describe('commit changes (docker commit --change)', () => {
     expect(
       applyCommitChanges({ Cmd: ['old'] }, parseCommitChanges(['CMD ["c"]', 'ENTRYPOINT ["e"]'])).Cmd,
     ).toEqual(['c']);
+  });
+});
+
+describe('commit changes against the Dockerfile limits', () => {
+  it('ENV A=$A$A forty times fails at the change that passes maxExpandedWordLength, quickly', () => {
+    const changes = parseCommitChanges(['ENV A=x', ...Array.from({ length: 40 }, () => 'ENV A=$A$A')]);
+    const t0 = Date.now();
+    // changes[k] holds 2^k characters: 2^18 > 128 KiB is changes[18].
+    let caught: unknown;
+    try {
+      applyCommitChanges({}, changes);
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(StratumError);
+    expect((caught as StratumError).code).toBe('BAD_REQUEST');
+    expect((caught as StratumError).message).toMatch(/^changes\[18\]: .*maxExpandedWordLength \(131072\)/);
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+
+  it('through commitConfig too, and a base env doubled by LABELs hits the stage budget', () => {
+    const big = 'b'.repeat(60 * 1024);
+    const labels = parseCommitChanges(Array.from({ length: 200 }, (_, k) => `LABEL l${k}=$B$B`));
+    expect(() =>
+      commitConfig({
+        parent: image,
+        container: { Entrypoint: [], Cmd: ['sh'], Env: [`B=${big}`], WorkingDir: '/', User: '' },
+        command: ['sh'],
+        changes: labels,
+        message: '',
+        author: '',
+        layerAdded: false,
+        diffId: null,
+        created: '2026-01-01T00:00:00Z',
+      }),
+    ).toThrow(/changes\[136\]: .*maxSubstitutedLength/);
+  });
+
+  it('refuses more changes than maxInstructions', () => {
+    expect(() => parseCommitChanges(Array.from({ length: 20_001 }, () => 'ENV A=1'))).toThrow(
+      /20001 changes exceed the limit maxInstructions \(20000\)/,
+    );
   });
 });
 

@@ -1,6 +1,7 @@
 import { posix } from 'node:path';
 import { ContainerRunConfig, StratumError } from '@stratum/contracts';
 import {
+  DOCKERFILE_LIMITS,
   DockerfileError,
   expandInstruction,
   ExpansionScope,
@@ -86,9 +87,16 @@ const COMMIT_KINDS = new Set<Instruction['kind']>([
 
 /**
  * Parses `--change` lines (each a Dockerfile instruction). BAD_REQUEST naming the bad change
- * when one does not parse or is not allowed in a commit.
+ * when one does not parse or is not allowed in a commit, or when there are more than a
+ * Dockerfile may hold (DOCKERFILE_LIMITS.maxInstructions).
  */
 export function parseCommitChanges(changes: readonly string[]): Instruction[] {
+  if (changes.length > DOCKERFILE_LIMITS.maxInstructions) {
+    throw new StratumError(
+      'BAD_REQUEST',
+      `${changes.length} changes exceed the limit maxInstructions (${DOCKERFILE_LIMITS.maxInstructions})`,
+    );
+  }
   return changes.map((change, i) => {
     if (change.includes('\n')) {
       throw new StratumError('BAD_REQUEST', `changes[${i}]: one instruction per change, no newlines`);
@@ -165,9 +173,18 @@ export function applyCommitChanges(
   });
   let cmdSet = false;
   const shell = (): string[] => (out.Shell && out.Shell.length > 0 ? out.Shell : ['/bin/sh', '-c']);
-  for (const raw of changes) {
-    const instr = expandInstruction(raw, scope);
-    scope.apply(instr);
+  for (const [i, raw] of changes.entries()) {
+    let instr: Instruction;
+    try {
+      instr = expandInstruction(raw, scope);
+      scope.apply(instr);
+    } catch (err) {
+      // The parser saw each change as line 2 of `FROM scratch\n<change>`: name the change.
+      if (err instanceof DockerfileError) {
+        throw new StratumError('BAD_REQUEST', `changes[${i}]: ${err.detail}`);
+      }
+      throw err;
+    }
     switch (instr.kind) {
       case 'CMD':
         out.Cmd = instr.command.form === 'exec' ? instr.command.args : [...shell(), instr.command.command];
