@@ -101,6 +101,11 @@ function buildSchemas() {
       )
       .default('17 3 * * *'),
     GC_GRACE_SECONDS: positiveInt.default(24 * 3600),
+    // fsck: re-hash every stored blob, quarantine mismatches; a cron expression or "off"
+    FSCK_SCHEDULE: z
+      .string()
+      .regex(/^(off|\S+( \S+){4,5})$/, 'FSCK_SCHEDULE must be a cron expression (5 or 6 fields) or "off"')
+      .default('43 4 * * 0'),
     RETENTION_KEEP_TAGS: z.coerce.number().int().min(0).default(0),
     RETENTION_UNTAGGED_DAYS: z.coerce.number().int().min(0).default(0),
     RETENTION_REPOSITORIES: z.string().min(1).default('*'),
@@ -308,6 +313,8 @@ export interface GitConfig {
 export interface MaintenanceConfig {
   /** Cron expression of the maintenance run, or null (`off`) for manual runs only. */
   readonly schedule: string | null;
+  /** Cron expression of the blob store fsck (re-hash everything; weekly by default), or null. */
+  readonly fsckSchedule: string | null;
   /** Garbage collection never deletes a blob written less than this long ago. */
   readonly gcGraceSeconds: number;
   /** Keep this many newest tags per repository (0: keep all). */
@@ -399,6 +406,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     maintenance: {
       schedule: c.MAINTENANCE_SCHEDULE === 'off' ? null : c.MAINTENANCE_SCHEDULE,
+      fsckSchedule: c.FSCK_SCHEDULE === 'off' ? null : c.FSCK_SCHEDULE,
       gcGraceSeconds: c.GC_GRACE_SECONDS,
       retentionKeepTags: c.RETENTION_KEEP_TAGS,
       retentionUntaggedDays: c.RETENTION_UNTAGGED_DAYS,

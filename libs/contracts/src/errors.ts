@@ -31,6 +31,8 @@ export const ERROR_STATUS = {
   DIGEST_INVALID: 400,
   SIZE_INVALID: 400,
   BLOB_TOO_LARGE: 413,
+  /** Stored bytes failed re-verification and were quarantined (a server-side fault). */
+  BLOB_CORRUPT: 500,
   RANGE_INVALID: 416,
   NAME_INVALID: 400,
   NAME_UNKNOWN: 404,

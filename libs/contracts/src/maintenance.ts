@@ -1,6 +1,6 @@
 // Scheduled maintenance of the API: garbage collection, retention, clean-ups, rebuilds.
 
-export type MaintenanceTask = 'gc' | 'rebuild';
+export type MaintenanceTask = 'gc' | 'fsck' | 'rebuild';
 
 /** What one maintenance run freed, as `GET /api/v1/maintenance/runs` lists it. */
 export interface MaintenanceRun {

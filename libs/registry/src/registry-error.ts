@@ -96,6 +96,14 @@ export function toRegistryError(err: unknown): RegistryError | null {
     switch (err.code) {
       case 'BLOB_TOO_LARGE':
         return new RegistryError('SIZE_INVALID', err.message, undefined, { status: 413, cause: err });
+      case 'BLOB_CORRUPT':
+        // Quarantined: the registry no longer holds the blob, which is what clients act on.
+        return new RegistryError(
+          'BLOB_UNKNOWN',
+          err.message,
+          { quarantined: true },
+          { status: 404, cause: err },
+        );
       case 'BLOB_UNKNOWN':
       case 'DIGEST_INVALID':
       case 'SIZE_INVALID':

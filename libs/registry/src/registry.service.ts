@@ -130,6 +130,13 @@ export class RegistryService {
       if (isStorageError(err, 'BLOB_UNKNOWN')) {
         throw manifestUnknown(repository, reference);
       }
+      if (isStorageError(err, 'BLOB_CORRUPT')) {
+        throw new RegistryError('MANIFEST_UNKNOWN', err.message, {
+          name: repository,
+          reference,
+          quarantined: true,
+        });
+      }
       throw err;
     }
     return { digest, mediaType: storedMediaType(bytes), size: bytes.length, bytes };
@@ -270,7 +277,7 @@ export class RegistryService {
       if (isStorageError(err, 'BLOB_UNKNOWN')) {
         throw blobUnknown(info.digest);
       }
-      throw err;
+      throw err; // BLOB_CORRUPT: toRegistryError answers 404 BLOB_UNKNOWN with its message
     }
   }
 

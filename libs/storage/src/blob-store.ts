@@ -31,6 +31,15 @@ export interface PutBlobOptions {
   readonly maxBytes?: number;
 }
 
+/**
+ * Outcome of {@link BlobStore.verify}: `ok` (the bytes hash to the digest), `missing`, or
+ * `quarantined` (they did not: the blob was moved aside and is no longer served or listed).
+ */
+export type BlobVerifyResult =
+  | { readonly status: 'ok'; readonly size: number }
+  | { readonly status: 'missing' }
+  | { readonly status: 'quarantined'; readonly size: number; readonly actual: BlobDigest };
+
 export interface PutBlobResult {
   readonly digest: BlobDigest;
   readonly size: number;
@@ -45,12 +54,21 @@ export interface PutBlobResult {
 export interface BlobStore {
   stat(digest: BlobDigest): Promise<BlobStat>;
   has(digest: BlobDigest): Promise<boolean>;
-  /** Throws StorageError BLOB_UNKNOWN when absent, RANGE_INVALID for an unsatisfiable range. */
+  /**
+   * Throws StorageError BLOB_UNKNOWN when absent, RANGE_INVALID for an unsatisfiable range, and
+   * BLOB_CORRUPT when the backend found the bytes changed since they were verified (the blob is
+   * quarantined then; the fs backend checks before returning a stream, see FsBlobStore).
+   */
   get(digest: BlobDigest, range?: ByteRange): Promise<Readable>;
   put(data: Readable, options?: PutBlobOptions): Promise<PutBlobResult>;
   /** True when something was deleted. */
   delete(digest: BlobDigest): Promise<boolean>;
   list(): AsyncIterable<BlobDigest>;
+  /**
+   * Re-reads the whole blob and hashes it (fsck). A mismatch is quarantined: moved out of the
+   * blob namespace (kept for inspection under `quarantine/`), so it is neither served nor listed.
+   */
+  verify(digest: BlobDigest): Promise<BlobVerifyResult>;
   /**
    * Removes temp uploads not written to for `maxAgeMs` (what a killed writer left). Returns how
    * many. Uploads still being written are younger and stay.

@@ -1,36 +1,161 @@
-import { FileHandle, link, mkdir, open, readdir, rename, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { BigIntStats } from 'node:fs';
+import { FileHandle, link, mkdir, open, readdir, readFile, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { BlobDigest, BlobStat, BlobStore, ByteRange, PutBlobOptions, PutBlobResult } from './blob-store';
+import { Logger } from '@nestjs/common';
+import {
+  BlobDigest,
+  BlobStat,
+  BlobStore,
+  BlobVerifyResult,
+  ByteRange,
+  PutBlobOptions,
+  PutBlobResult,
+} from './blob-store';
 import { bufferChunks, BlobVerifier, resolveRange } from './blob-verifier';
 import { parseBlobDigest } from './digest';
 import { FileSliceStream } from './file-slice-stream';
-import { errnoCode, readdirOrEmpty, syncDir, tempPath, unlinkQuietly, wrapFsError } from './fs-util';
+import {
+  errnoCode,
+  readdirOrEmpty,
+  syncDir,
+  tempPath,
+  unlinkQuietly,
+  wrapFsError,
+  writeFileAtomic,
+} from './fs-util';
 import { StorageError } from './storage-error';
 
 const HEX64 = /^[a-f0-9]{64}$/;
 const HEX2 = /^[a-f0-9]{2}$/;
+/** Read size of a re-hash: large reads keep a multi-GB layer's re-hash near disk speed. */
+const HASH_CHUNK = 4 * 1024 * 1024;
+
+/**
+ * The identity of a blob file when its bytes were last hashed: inode, size, mtime and ctime in
+ * nanoseconds. Any write, truncate, rename-over or utimes() changes at least one (ctime cannot
+ * be set from user space), so a file whose stat still matches holds the bytes that were hashed.
+ */
+function fileIdentity(s: BigIntStats): string {
+  return `${s.ino} ${s.size} ${s.mtimeNs} ${s.ctimeNs}`;
+}
 
 /**
  * {@link BlobStore} on a local directory (the embedded default).
  *
  * Layout: `root/blobs/sha256/<first 2 hex>/<hex>`; uploads go to `root/tmp/<uuid>` (same
  * filesystem, so the final step is an atomic link/rename). A blob file at its final path is
- * always complete and verified.
+ * complete and was verified when written.
+ *
+ * Integrity on serve (issue 13): the files sit on a disk other processes can write, so when a
+ * blob is written and verified its file identity (inode, size, mtime, ctime; see
+ * {@link fileIdentity}) is recorded under `root/verified/`. {@link get} compares the open file's
+ * stat with that record — one fstat and one small read — and only when they differ (or there is
+ * no record: blobs written before this) re-hashes the file before handing out a byte. A match is
+ * recorded again; a mismatch is moved to `root/quarantine/`, logged, and answered BLOB_CORRUPT.
+ * Re-hashing every GET would cost a full read per pull; the stat check costs microseconds and
+ * catches any change made through the filesystem. {@link verify} (fsck) re-hashes regardless.
  */
 export class FsBlobStore implements BlobStore {
   private readonly blobsDir: string;
   private readonly tmpDir: string;
+  private readonly verifiedDir: string;
+  private readonly quarantineDir: string;
+  private readonly logger = new Logger('FsBlobStore');
 
   constructor(readonly root: string) {
     this.blobsDir = join(root, 'blobs', 'sha256');
     this.tmpDir = join(root, 'tmp');
+    this.verifiedDir = join(root, 'verified', 'sha256');
+    this.quarantineDir = join(root, 'quarantine');
   }
 
   /** Creates the directory layout; safe to call repeatedly. */
   async init(): Promise<void> {
     await mkdir(this.blobsDir, { recursive: true });
     await mkdir(this.tmpDir, { recursive: true });
+  }
+
+  /** Where the file identity of a verified blob is recorded. */
+  private recordOf(hex: string): string {
+    return join(this.verifiedDir, hex.slice(0, 2), hex);
+  }
+
+  private async readRecord(hex: string): Promise<string | null> {
+    try {
+      return await readFile(this.recordOf(hex), 'utf8');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') {
+        return null;
+      }
+      throw err;
+    }
+  }
+
+  private async writeRecord(hex: string, s: BigIntStats): Promise<void> {
+    const path = this.recordOf(hex);
+    await writeFileAtomic(this.tmpDir, path, join(path, '..'), fileIdentity(s));
+  }
+
+  /** Hashes an open blob file from the start (positional reads: the handle's offset is not used). */
+  private async hashFile(fh: FileHandle): Promise<BlobDigest> {
+    const hash = createHash('sha256');
+    const buf = Buffer.allocUnsafe(HASH_CHUNK);
+    let pos = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+      if (bytesRead === 0) {
+        break;
+      }
+      hash.update(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+    }
+    return `sha256:${hash.digest('hex')}`;
+  }
+
+  /**
+   * Re-hashes the open file of `digest` when `force` or its stat differs from the record; records
+   * a match, quarantines a mismatch. Returns the actual digest when it did not match.
+   */
+  private async check(
+    digest: BlobDigest,
+    hex: string,
+    fh: FileHandle,
+    force: boolean,
+  ): Promise<{ ok: true; size: number } | { ok: false; size: number; actual: BlobDigest }> {
+    const before = await fh.stat({ bigint: true });
+    if (!force && (await this.readRecord(hex)) === fileIdentity(before)) {
+      return { ok: true, size: Number(before.size) };
+    }
+    const actual = await this.hashFile(fh);
+    const after = await fh.stat({ bigint: true });
+    if (actual === digest && fileIdentity(after) === fileIdentity(before)) {
+      await this.writeRecord(hex, after);
+      return { ok: true, size: Number(after.size) };
+    }
+    // A published blob file is never written again: one that changed while we hashed it is
+    // being tampered with, whatever the bytes we happened to read.
+    await this.quarantine(digest, hex, actual);
+    return { ok: false, size: Number(after.size), actual };
+  }
+
+  /** Moves a blob whose bytes do not hash to its digest out of the blob namespace. */
+  private async quarantine(digest: BlobDigest, hex: string, actual: BlobDigest): Promise<void> {
+    await mkdir(this.quarantineDir, { recursive: true });
+    const target = join(this.quarantineDir, `${hex}.${Date.now()}`);
+    try {
+      await rename(this.pathOf(digest), target);
+      this.logger.error(
+        `blob ${digest} failed verification (its bytes hash to ${actual}): moved to ${target}`,
+      );
+    } catch (err) {
+      // A concurrent reader quarantined it first: it is out of the namespace either way.
+      if (errnoCode(err) !== 'ENOENT') {
+        throw err;
+      }
+    }
+    await unlinkQuietly(this.recordOf(hex));
   }
 
   /** Final path of a blob (the digest is validated). */
@@ -69,7 +194,15 @@ export class FsBlobStore implements BlobStore {
       throw wrapFsError(err);
     }
     try {
-      const { size } = await fh.stat();
+      const { hex } = parseBlobDigest(digest);
+      const checked = await this.check(digest, hex, fh, false);
+      if (!checked.ok) {
+        throw new StorageError(
+          'BLOB_CORRUPT',
+          `blob ${digest} failed verification (its bytes hash to ${checked.actual}, or changed while hashed) and was quarantined`,
+        );
+      }
+      const size = checked.size;
       const r = resolveRange(size, range);
       // A FileSliceStream: 4 MiB reads (64 KiB made registry pulls far slower than
       // Distribution's), and sendStream() writes it from reused buffers.
@@ -103,6 +236,13 @@ export class FsBlobStore implements BlobStore {
       fh = undefined;
       const created = await this.publish(tmp, digest);
       tmp = undefined;
+      if (created) {
+        // Stat after the link/unlink dance: both change ctime.
+        await this.writeRecord(
+          parseBlobDigest(digest).hex,
+          await stat(this.pathOf(digest), { bigint: true }),
+        );
+      }
       return { digest, size, created };
     } catch (err) {
       data.destroy();
@@ -149,9 +289,34 @@ export class FsBlobStore implements BlobStore {
 
   async delete(digest: BlobDigest): Promise<boolean> {
     try {
-      return await unlinkQuietly(this.pathOf(digest));
+      const deleted = await unlinkQuietly(this.pathOf(digest));
+      await unlinkQuietly(this.recordOf(parseBlobDigest(digest).hex));
+      return deleted;
     } catch (err) {
       throw wrapFsError(err);
+    }
+  }
+
+  async verify(digest: BlobDigest): Promise<BlobVerifyResult> {
+    const { hex } = parseBlobDigest(digest);
+    let fh: FileHandle;
+    try {
+      fh = await open(this.pathOf(digest), 'r');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') {
+        return { status: 'missing' };
+      }
+      throw wrapFsError(err);
+    }
+    try {
+      const checked = await this.check(digest, hex, fh, true);
+      return checked.ok
+        ? { status: 'ok', size: checked.size }
+        : { status: 'quarantined', size: checked.size, actual: checked.actual };
+    } catch (err) {
+      throw wrapFsError(err);
+    } finally {
+      await fh.close();
     }
   }
 

@@ -1,4 +1,12 @@
-export type { BlobDigest, BlobStat, BlobStore, ByteRange, PutBlobOptions, PutBlobResult } from './blob-store';
+export type {
+  BlobDigest,
+  BlobStat,
+  BlobStore,
+  BlobVerifyResult,
+  ByteRange,
+  PutBlobOptions,
+  PutBlobResult,
+} from './blob-store';
 export { BlobVerifier } from './blob-verifier';
 export { createStorage } from './create-storage';
 export type { Storage } from './create-storage';

@@ -1,7 +1,16 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { Client, CopyDestinationOptions, CopySourceOptions } from 'minio';
-import { BlobDigest, BlobStat, BlobStore, ByteRange, PutBlobOptions, PutBlobResult } from './blob-store';
+import { Logger } from '@nestjs/common';
+import {
+  BlobDigest,
+  BlobStat,
+  BlobStore,
+  BlobVerifyResult,
+  ByteRange,
+  PutBlobOptions,
+  PutBlobResult,
+} from './blob-store';
 import { bufferChunks, BlobVerifier, resolveRange } from './blob-verifier';
 import { parseBlobDigest } from './digest';
 import {
@@ -16,6 +25,7 @@ import { StorageError } from './storage-error';
 
 const BLOB_PREFIX = 'blobs/sha256/';
 const TMP_PREFIX = 'tmp/';
+const QUARANTINE_PREFIX = 'quarantine/';
 const HEX64 = /^[a-f0-9]{64}$/;
 /** S3 limits: parts of 5 MiB at least (but the last), 10 000 parts, 5 GiB per single CopyObject. */
 const MIN_PART_SIZE = 5 * 1024 * 1024;
@@ -40,6 +50,7 @@ export interface S3BlobStoreOptions {
  */
 export class S3BlobStore implements BlobStore {
   private readonly partSize: number;
+  private readonly logger = new Logger('S3BlobStore');
 
   constructor(
     private readonly client: Client,
@@ -152,6 +163,46 @@ export class S3BlobStore implements BlobStore {
     }
     await removeQuietly(this.client, this.bucket, key);
     return true;
+  }
+
+  /**
+   * Re-reads and hashes the object (fsck). Serving does not re-hash on S3: the bucket is reachable
+   * only with the store's credentials, not through a build step's filesystem, and a per-GET check
+   * would cost a second request; fsck is the check. A mismatch is copied to `quarantine/` and
+   * removed from its content address.
+   */
+  async verify(digest: BlobDigest): Promise<BlobVerifyResult> {
+    const key = this.keyOf(digest);
+    const hash = createHash('sha256');
+    let size = 0;
+    try {
+      const stream = await this.client.getObject(this.bucket, key);
+      for await (const chunk of bufferChunks(stream)) {
+        hash.update(chunk);
+        size += chunk.length;
+      }
+    } catch (err) {
+      if (isS3NotFound(err)) {
+        return { status: 'missing' };
+      }
+      throw mapS3Error(err, `verifying ${digest}`);
+    }
+    const actual: BlobDigest = `sha256:${hash.digest('hex')}`;
+    if (actual === digest) {
+      return { status: 'ok', size };
+    }
+    const target = `${QUARANTINE_PREFIX}${parseBlobDigest(digest).hex}.${Date.now()}`;
+    try {
+      await this.client.copyObject(
+        new CopySourceOptions({ Bucket: this.bucket, Object: key }),
+        new CopyDestinationOptions({ Bucket: this.bucket, Object: target }),
+      );
+      await removeQuietly(this.client, this.bucket, key);
+    } catch (err) {
+      throw mapS3Error(err, `quarantining ${digest}`);
+    }
+    this.logger.error(`blob ${digest} failed verification (its bytes hash to ${actual}): moved to ${target}`);
+    return { status: 'quarantined', size, actual };
   }
 
   /**

@@ -51,6 +51,16 @@ describeStorageContract(
         }
         return names;
       },
+      tamper: async (digest, bytes) => {
+        await client.putObject(config.bucket, `blobs/sha256/${digest.slice('sha256:'.length)}`, bytes);
+      },
+      quarantineEntries: async () => {
+        const names: string[] = [];
+        for await (const item of listObjects(client, config.bucket, 'quarantine/')) {
+          names.push(item.name ?? '');
+        }
+        return names;
+      },
       dispose: async () => undefined,
     };
   },

@@ -13,6 +13,8 @@ export const STORAGE_ERROR_CODES = [
   'MANIFEST_UNKNOWN',
   'TAG_INVALID',
   'UNAVAILABLE',
+  /** Stored bytes no longer hash to their digest (tampered or rotted); the blob was quarantined. */
+  'BLOB_CORRUPT',
 ] as const;
 
 /** One of {@link STORAGE_ERROR_CODES}. */

@@ -15,6 +15,10 @@ export interface StorageHarness {
   readonly repositories: RepositoryStore;
   /** Leftover upload temp entries (files under tmp/, objects under tmp/). */
   tempEntries(): Promise<string[]>;
+  /** Replaces a stored blob's bytes behind the store's back (what a hostile step or bit rot does). */
+  tamper(digest: BlobDigest, bytes: Buffer): Promise<void>;
+  /** Entries moved to quarantine (files under quarantine/, objects under quarantine/). */
+  quarantineEntries(): Promise<string[]>;
   /** Releases the store and everything it wrote. */
   dispose(): Promise<void>;
 }
@@ -281,6 +285,44 @@ export function describeStorageContract(
         const tail = await readAll(await blobs.get(digest, { start: total - 10, end: total - 1 }));
         expect(tail.length).toBe(10);
       }, 60_000);
+    });
+
+    describe('verify and quarantine', () => {
+      it('verifies an intact blob, and reports a missing one', async () => {
+        const data = randomBytes(5000);
+        const { digest } = await blobs.put(chunked(data));
+        expect(await blobs.verify(digest)).toEqual({ status: 'ok', size: data.length });
+        expect(await blobs.verify(sha(Buffer.from('never stored')))).toEqual({ status: 'missing' });
+        expect(await h.quarantineEntries()).toEqual([]);
+        expect((await readAll(await blobs.get(digest))).equals(data)).toBe(true);
+      });
+
+      it('quarantines a tampered blob: no longer listed, stat-able, or served', async () => {
+        const data = randomBytes(5000);
+        const other = Buffer.from('kept intact');
+        const { digest } = await blobs.put(chunked(data));
+        const { digest: otherDigest } = await blobs.put(chunked(other));
+        const evil = Buffer.from(data);
+        evil[1234] ^= 0xff; // same size, one byte different
+        await h.tamper(digest, evil);
+
+        expect(await blobs.verify(digest)).toEqual({
+          status: 'quarantined',
+          size: evil.length,
+          actual: sha(evil),
+        });
+        expect(await blobs.has(digest)).toBe(false);
+        expect(await collect(blobs.list())).toEqual([otherDigest]);
+        await expectCode(blobs.get(digest), 'BLOB_UNKNOWN');
+        expect(await h.quarantineEntries()).toHaveLength(1);
+        expect(await blobs.verify(digest)).toEqual({ status: 'missing' });
+        expect(await blobs.verify(otherDigest)).toEqual({ status: 'ok', size: other.length });
+
+        // The right bytes can be stored again under the digest.
+        expect(await blobs.put(chunked(data), { expectedDigest: digest })).toMatchObject({ created: true });
+        expect((await readAll(await blobs.get(digest))).equals(data)).toBe(true);
+        expect(await blobs.verify(digest)).toEqual({ status: 'ok', size: data.length });
+      });
     });
 
     describe('repositories', () => {

@@ -29,4 +29,14 @@ export class MaintenanceController {
   gc(): Promise<MaintenanceRun> {
     return this.maintenance.gc('manual');
   }
+
+  @Post('fsck')
+  @HttpCode(200)
+  @ApiOperation({
+    summary: 'Re-hash every stored blob now; mismatches are quarantined (counts in stats)',
+    description: '409 MAINTENANCE_BUSY when another replica is running it.',
+  })
+  fsck(): Promise<MaintenanceRun> {
+    return this.maintenance.fsck('manual');
+  }
 }

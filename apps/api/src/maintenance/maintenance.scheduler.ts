@@ -49,6 +49,21 @@ export class MaintenanceScheduler implements OnApplicationBootstrap, OnApplicati
       this.registry.addCronJob('maintenance', job);
       job.start();
     }
+    const fsckSchedule = this.config.maintenance.fsckSchedule;
+    if (fsckSchedule !== null) {
+      const job = CronJob.from({
+        cronTime: fsckSchedule,
+        onTick: () => {
+          this.maintenance.fsck('schedule').catch((err: unknown) => {
+            if (!(err instanceof Error && 'code' in err && err.code === 'MAINTENANCE_BUSY')) {
+              this.logger.warn(`scheduled fsck failed: ${String(err)}`);
+            }
+          });
+        },
+      });
+      this.registry.addCronJob('fsck', job);
+      job.start();
+    }
     await this.reconcile().catch((err: unknown) => this.logger.warn(`project schedules: ${String(err)}`));
     this.timer = setInterval(() => {
       this.reconcile().catch((err: unknown) => this.logger.warn(`project schedules: ${String(err)}`));

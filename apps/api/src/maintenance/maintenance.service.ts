@@ -20,6 +20,7 @@ const STALE_TEMP_BLOB_MS = 10 * 60 * 1000;
 /** Runs kept in the list `GET /api/v1/maintenance/runs` reads. */
 const KEEP_RUNS = 200;
 const GC_LOCK_TTL_MS = 10 * 60_000;
+const FSCK_LOCK_TTL_MS = 10 * 60_000;
 
 type Trigger = MaintenanceRun['trigger'];
 
@@ -76,6 +77,42 @@ export class MaintenanceService {
     );
     if (done === null) {
       throw new StratumError('MAINTENANCE_BUSY', 'garbage collection is running on another replica');
+    }
+    return done.value;
+  }
+
+  /**
+   * fsck: re-hashes every blob in the store (fs or S3) and quarantines those whose bytes no
+   * longer match their digest (BlobStore.verify). Counts go to the run's stats: `scanned`, `ok`,
+   * `quarantined`, `missing` (deleted while listed), `bytes` read. MAINTENANCE_BUSY when another
+   * replica runs it.
+   */
+  async fsck(trigger: Trigger): Promise<MaintenanceRun> {
+    const done = await this.lock.run('fsck', FSCK_LOCK_TTL_MS, () =>
+      this.recorded('fsck', trigger, async (freed, stats, detail) => {
+        const counts = { scanned: 0, ok: 0, quarantined: 0, missing: 0, bytes: 0 };
+        Object.assign(stats, counts);
+        const bad: string[] = [];
+        for await (const digest of this.blobs.list()) {
+          stats.scanned++;
+          const r = await this.blobs.verify(digest);
+          stats[r.status]++;
+          if (r.status !== 'missing') {
+            stats.bytes += r.size;
+          }
+          if (r.status === 'quarantined') {
+            bad.push(digest);
+          }
+        }
+        freed.quarantined = stats.quarantined;
+        if (bad.length > 0) {
+          detail.quarantined = bad.slice(0, 20).join(' ') + (bad.length > 20 ? ` (+${bad.length - 20})` : '');
+          this.logger.error(`fsck quarantined ${bad.length} blob(s): ${detail.quarantined}`);
+        }
+      }),
+    );
+    if (done === null) {
+      throw new StratumError('MAINTENANCE_BUSY', 'fsck is running on another replica');
     }
     return done.value;
   }
