@@ -23,7 +23,7 @@ export {
   type BuildCacheRecord,
   type StepKeyInput,
 } from './build-cache';
-export { BuildError, isUserBuildError } from './build-errors';
+export { BuildError, isUserBuildError, MAX_STORED_ERROR_LENGTH, truncateErrorMessage } from './build-errors';
 export type { BuildReporter } from './build-reporter';
 export { applyDockerignore } from './context-filter';
 export {

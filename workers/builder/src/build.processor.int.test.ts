@@ -5,9 +5,9 @@
 import { randomUUID } from 'node:crypto';
 import { Job } from 'bullmq';
 import { Redis } from 'ioredis';
-import { BuildEngine } from '@stratum/build';
+import { BuildEngine, BuildError, MAX_STORED_ERROR_LENGTH } from '@stratum/build';
 import { BuildJobData, BuildJobResult, BuildRecord, JobName } from '@stratum/contracts';
-import { BuildRecordStore, createRedis } from '@stratum/jobs';
+import { BuildRecordStore, createRedis, RedisKeys } from '@stratum/jobs';
 import { PushSubmitter } from '@stratum/registry';
 import { newBuildRecord, RedisServerHandle, startRedisServer } from '@stratum/testing';
 import { BuildProcessor } from './build.processor';
@@ -106,4 +106,48 @@ it('a build that failed or was cancelled for good is not run again', async () =>
     });
   }
   expect(e.runs()).toBe(0);
+});
+
+it('a build whose worker was lost twice fails for good, not handed to a third worker', async () => {
+  const e = slowEngine();
+  e.release();
+  const processor = new BuildProcessor(records, e.engine, {} as PushSubmitter);
+  // One lost worker: the build still runs (the kill -9 chaos case).
+  const once = await newBuild({ state: 'running', attempts: 1 });
+  Object.assign(once, { stalledCounter: 1 });
+  expect((await processor.handle(once, new AbortController().signal)).state).toBe('succeeded');
+  expect(e.runs()).toBe(1);
+
+  const twice = await newBuild({ state: 'running', attempts: 2 });
+  Object.assign(twice, { stalledCounter: 2 });
+  await expect(processor.handle(twice, new AbortController().signal)).rejects.toThrow(
+    expect.objectContaining({ name: 'UnrecoverableError' }) as Error,
+  );
+  expect(e.runs()).toBe(1); // not run again
+  const record = await records.get(twice.data.buildId);
+  expect(record?.state).toBe('failed');
+  expect(record?.error).toMatch(/^worker lost 2 times running this build/);
+});
+
+it('stores a shortened error, keeping its start (the line) and its end (the exit code)', async () => {
+  const command = 'x'.repeat(900_000);
+  const engine = {
+    build: () =>
+      Promise.reject(
+        new BuildError(`process "/bin/sh -c ${command}" did not complete successfully: exit code: 1`, 7),
+      ),
+  } as unknown as BuildEngine;
+  const processor = new BuildProcessor(records, engine, {} as PushSubmitter);
+  const job = await newBuild();
+  await expect(processor.handle(job, new AbortController().signal)).rejects.toThrow(/exit code: 1$/);
+  const record = await records.get(job.data.buildId);
+  expect(record?.error?.length).toBeLessThanOrEqual(MAX_STORED_ERROR_LENGTH);
+  expect(record?.error).toMatch(
+    /^Dockerfile:7: process "\/bin\/sh -c x+ \[\.\.\. \d+ characters omitted \.\.\.\] x+" did not complete successfully: exit code: 1$/,
+  );
+  const events = await redis.xrange(RedisKeys.buildEvents(job.data.buildId), '-', '+');
+  const errorEvent = events
+    .map(([, f]) => JSON.parse(f[1]) as { type: string; message?: string })
+    .find((ev) => ev.type === 'error');
+  expect(errorEvent?.message).toBe(record?.error);
 });

@@ -1,6 +1,6 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { Job, UnrecoverableError } from 'bullmq';
-import { BuildEngine, isUserBuildError } from '@stratum/build';
+import { BuildEngine, isUserBuildError, truncateErrorMessage } from '@stratum/build';
 import { BuildJobData, BuildJobResult, BuildState, Digest, JobName } from '@stratum/contracts';
 import { localReference } from '@stratum/images';
 import { BuildRecordStore } from '@stratum/jobs';
@@ -8,6 +8,14 @@ import { parseReference } from '@stratum/oci';
 import { pushIdForBuild, PushSubmitter } from '@stratum/registry';
 import { BuildEventSink } from './build-event-sink';
 import { AbortReason, JobHandler } from './job-handler';
+
+/**
+ * Deliveries of a build after which a stall (its worker died or hung: no lock renewal) fails
+ * it for good. One lost worker is a host fault and the build goes on elsewhere (the chaos
+ * suite kills a worker mid-RUN); a build that loses a second worker is taken to be what kills
+ * them (a heap or time budget blown by its input) and is not handed to a third.
+ */
+export const MAX_LOST_WORKERS = 2;
 
 /**
  * Thin processor for `build` jobs: moves the record through its states and hands the work to
@@ -112,6 +120,16 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
       await this.records.transition(buildId, BuildState.Cancelled, { error: 'cancelled' });
       return done('cancelled');
     }
+    // BullMQ counts the times a job's worker stopped renewing its lock (stalledCounter).
+    const lost = job.stalledCounter ?? 0;
+    if (lost >= MAX_LOST_WORKERS) {
+      const message = `worker lost ${lost} times running this build (it may exhaust a worker's memory or time); not retried`;
+      this.logger.warn(`build ${buildId}: ${message}`);
+      await this.records.transition(buildId, BuildState.Failed, { error: message }, [
+        { type: 'error', message },
+      ]);
+      throw new UnrecoverableError(message);
+    }
     await this.records.transition(buildId, BuildState.Running);
     const sink = new BuildEventSink(this.records, buildId);
     try {
@@ -130,7 +148,7 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
       return done('succeeded', outcome.imageDigest);
     } catch (err) {
       await sink.flush().catch(() => undefined);
-      const message = err instanceof Error ? err.message : String(err);
+      const message = truncateErrorMessage(err instanceof Error ? err.message : String(err));
       if (signal.aborted && signal.reason === AbortReason.Cancelled) {
         await this.records.appendEvent(buildId, {
           type: 'log',
@@ -160,7 +178,8 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
         await this.records.appendEvent(buildId, { type: 'error', message });
         await this.records.transition(buildId, BuildState.Failed, { error: message });
       }
-      throw err;
+      // BullMQ keeps the thrown message as the job's failedReason: the shortened one.
+      throw err instanceof Error && err.message === message ? err : new Error(message);
     }
   }
 }
