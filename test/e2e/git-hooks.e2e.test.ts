@@ -6,7 +6,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
-import { BuildRecord, GitForge, MaintenanceRun, ProjectView, WebhookResult } from '@stratum/contracts';
+import {
+  BuildPage,
+  BuildRecord,
+  GitForge,
+  MaintenanceRun,
+  ProjectView,
+  WebhookResult,
+} from '@stratum/contracts';
 import { signWebhook } from '@stratum/git';
 import {
   busyboxContext,
@@ -65,7 +72,11 @@ function postHook(forge: GitForge, body: Buffer, headers: Record<string, string>
   return req.send(body.toString('utf8'));
 }
 
-function githubHeaders(body: Buffer, delivery = randomUUID(), secret = SECRET): Record<string, string> {
+function githubHeaders(
+  body: Buffer,
+  delivery: string = randomUUID(),
+  secret = SECRET,
+): Record<string, string> {
   return {
     'X-GitHub-Event': 'push',
     'X-GitHub-Delivery': delivery,
@@ -100,6 +111,7 @@ beforeAll(async () => {
     WORKER_ID,
     GIT_ALLOW_FILE_URLS: 'true',
     MAINTENANCE_SCHEDULE: 'off',
+    WEBHOOK_MAX_BODY_BYTES: String(1024 * 1024),
   };
   api = await startApiServer(testConfig(env));
   worker = await startWorkerProcess({ ...env, JOB_ATTEMPTS: '1', WORKER_SHUTDOWN_TIMEOUT_MS: '3000' });
@@ -191,6 +203,49 @@ describe('webhooks', () => {
     const replay = await postHook(GitForge.GitHub, dev, githubHeaders(dev, delivery));
     expect(replay.status).toBe(401);
     expect((replay.body as { message: string }).message).toMatch(/replay/);
+  });
+
+  it('checks the signature before parsing: invalid JSON with a bad signature is a 401, with a good one a 400', async () => {
+    const junk = Buffer.from('{"ref": [[[ not json');
+    const bad = await postHook(GitForge.GitHub, junk, githubHeaders(junk, randomUUID(), 'not-the-secret'));
+    expect(`${bad.status} ${(bad.body as { code?: string }).code}`).toBe('401 UNAUTHORIZED');
+    const good = await postHook(GitForge.GitHub, junk, githubHeaders(junk));
+    expect(`${good.status} ${(good.body as { code?: string }).code}`).toBe('400 WEBHOOK_INVALID');
+    // A signed body is still input: deep nesting is refused before JSON.parse sees it.
+    const deep = Buffer.from(`{"a":${'['.repeat(5000)}${']'.repeat(5000)}}`);
+    const nested = await postHook(GitForge.GitHub, deep, githubHeaders(deep));
+    expect(`${nested.status} ${(nested.body as { message?: string }).message}`).toMatch(
+      /^400 .*nests deeper/,
+    );
+  });
+
+  it('a replay with the delivery id upper-cased, or under a new id, does not build again', async () => {
+    const total = async (): Promise<number> =>
+      ((await request(api.url).get('/api/v1/builds?limit=1')).body as BuildPage).total;
+    const before = await total();
+    // A push of main not sent before (the first test's body would already be a replay).
+    const push = Buffer.from(
+      JSON.stringify({
+        ...(JSON.parse(githubPush('refs/heads/main', sha).toString()) as object),
+        hook_id: 7,
+      }),
+    );
+    const delivery: string = randomUUID();
+    const first = await postHook(GitForge.GitHub, push, githubHeaders(push, delivery));
+    expect(`${first.status} ${(first.body as WebhookResult).status}`).toBe('202 accepted');
+    const upper = await postHook(GitForge.GitHub, push, githubHeaders(push, delivery.toUpperCase()));
+    expect(`${upper.status} ${(upper.body as { message?: string }).message}`).toMatch(/^401 .*replay/);
+    const renamed = await postHook(GitForge.GitHub, push, githubHeaders(push, randomUUID()));
+    expect(`${renamed.status} ${(renamed.body as { message?: string }).message}`).toMatch(/^401 .*replay/);
+    expect(await total()).toBe(before + 1);
+    const [trigger] = (first.body as Extract<WebhookResult, { status: 'accepted' }>).builds;
+    expect((await waitForBuild(trigger.buildId as string, 90_000)).state).toBe('succeeded');
+  });
+
+  it('refuses a body declared past WEBHOOK_MAX_BODY_BYTES with 413', async () => {
+    const big = Buffer.alloc(api.config.git.webhookMaxBodyBytes + 1, 0x20);
+    const res = await postHook(GitForge.GitHub, big, githubHeaders(big)).catch((err: Error) => err);
+    expect(res instanceof Error ? res.message : res.status).toBe(413);
   });
 
   it('answers 202 ignored, with a reason, for a repository no project builds', async () => {

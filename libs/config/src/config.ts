@@ -89,6 +89,9 @@ function buildSchemas() {
     ALLOW_HOST_NETWORK: bool.default(false),
     // git triggers (webhooks) and project builds
     WEBHOOK_MAX_BODY_BYTES: positiveInt.default(25 * 1024 * 1024),
+    // All webhook bodies being received at once (not yet verified) hold at most this much
+    // memory; past it a delivery is answered 503 and the forge retries.
+    WEBHOOK_MAX_INFLIGHT_BYTES: positiveInt.default(64 * 1024 * 1024),
     WEBHOOK_REPLAY_TTL_SECONDS: positiveInt.default(7 * 24 * 3600),
     GIT_FETCH_TIMEOUT_SECONDS: positiveInt.default(300),
     GIT_ALLOW_FILE_URLS: bool.default(false),
@@ -301,6 +304,8 @@ export interface StratumConfig {
 export interface GitConfig {
   /** Larger webhook bodies are refused with 413. */
   readonly webhookMaxBodyBytes: number;
+  /** Unverified webhook bytes held at once by all deliveries; past it a delivery gets 503. */
+  readonly webhookMaxInflightBytes: number;
   /** How long a delivery id is remembered; a second delivery with it is refused as a replay. */
   readonly replayTtlSeconds: number;
   /** A `git fetch` running longer is killed. */
@@ -400,6 +405,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     registryClients,
     git: {
       webhookMaxBodyBytes: c.WEBHOOK_MAX_BODY_BYTES,
+      webhookMaxInflightBytes: c.WEBHOOK_MAX_INFLIGHT_BYTES,
       replayTtlSeconds: c.WEBHOOK_REPLAY_TTL_SECONDS,
       fetchTimeoutSeconds: c.GIT_FETCH_TIMEOUT_SECONDS,
       allowFileUrls: c.GIT_ALLOW_FILE_URLS,

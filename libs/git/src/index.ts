@@ -8,10 +8,13 @@ export { checkRepositoryUrl, fetchCommit, resolveBranch, type GitSource } from '
 export { tarContextFiles } from './context-tar';
 export { repositoryKey } from './repo-url';
 export {
+  jsonDepthWithin,
+  normaliseDeliveryId,
   parseWebhook,
   signWebhook,
   verifyWebhook,
   webhookCredentials,
+  WebhookSignatureCheck,
   type ParsedWebhook,
   type PushEvent,
   type WebhookCredentials,

@@ -1,6 +1,15 @@
+import { createHash } from 'node:crypto';
 import { GitForge } from '@stratum/contracts';
 import { repositoryKey } from './repo-url';
-import { parseWebhook, signWebhook, verifyWebhook, webhookCredentials } from './webhooks';
+import {
+  jsonDepthWithin,
+  normaliseDeliveryId,
+  parseWebhook,
+  signWebhook,
+  verifyWebhook,
+  webhookCredentials,
+  WebhookSignatureCheck,
+} from './webhooks';
 
 describe('webhook signatures', () => {
   const body = Buffer.from('{"ref":"refs/heads/main"}');
@@ -84,5 +93,74 @@ describe('repositoryKey', () => {
     ].map(repositoryKey);
     expect(new Set(keys)).toEqual(new Set(['github.com/Owner/Repo']));
     expect(repositoryKey('file:///tmp/x/repo.git')).toBe('file:tmp/x/repo');
+  });
+});
+
+describe('WebhookSignatureCheck', () => {
+  const body = Buffer.from('{"ref":"refs/heads/main","after":"x"}');
+  const feed = (check: WebhookSignatureCheck): void => {
+    // In uneven chunks, as a socket delivers them.
+    check.update(body.subarray(0, 5));
+    check.update(body.subarray(5, 6));
+    check.update(body.subarray(6));
+  };
+
+  it.each([GitForge.GitHub, GitForge.Gitea])(
+    '%s: names the secrets whose HMAC of the streamed body matches',
+    (forge) => {
+      const check = new WebhookSignatureCheck(forge, ['one', 'two', 'two', 'three']);
+      feed(check);
+      expect(check.matching(signWebhook(forge, 'two', body))).toEqual(['two']);
+      const other = new WebhookSignatureCheck(forge, ['one', 'three']);
+      feed(other);
+      expect(other.matching(signWebhook(forge, 'two', body))).toEqual([]);
+    },
+  );
+
+  it('Gitea signatures are compared case-insensitively, GitHub ones exactly', () => {
+    const gitea = new WebhookSignatureCheck(GitForge.Gitea, ['s']);
+    feed(gitea);
+    expect(gitea.matching(signWebhook(GitForge.Gitea, 's', body).toUpperCase())).toEqual(['s']);
+    const github = new WebhookSignatureCheck(GitForge.GitHub, ['s']);
+    feed(github);
+    expect(github.matching(signWebhook(GitForge.GitHub, 's', body).toUpperCase())).toEqual([]);
+  });
+
+  it('GitLab: the token is checked without the body', () => {
+    const check = new WebhookSignatureCheck(GitForge.GitLab, ['tok-a', 'tok-b']);
+    expect(check.tokenMatches('tok-b')).toEqual(['tok-b']);
+    expect(check.tokenMatches('tok-')).toEqual([]);
+    expect(check.tokenMatches('')).toEqual([]);
+  });
+
+  it('digests the streamed body (the replay key of its content)', () => {
+    const check = new WebhookSignatureCheck(GitForge.GitHub, ['s']);
+    feed(check);
+    expect(check.bodyDigest()).toBe(createHash('sha256').update(body).digest('hex'));
+  });
+});
+
+describe('normaliseDeliveryId', () => {
+  it('makes a delivery id and its upper-cased, padded copy equal', () => {
+    const id = '72d3162e-cc78-11e3-81ab-4c9367dc0958';
+    expect(normaliseDeliveryId(` ${id.toUpperCase()}\t`)).toBe(id);
+  });
+});
+
+describe('jsonDepthWithin', () => {
+  it('counts nesting outside strings only', () => {
+    expect(jsonDepthWithin(Buffer.from('{"a":[1,{"b":2}]}'), 3)).toBe(true);
+    expect(jsonDepthWithin(Buffer.from('{"a":[1,{"b":2}]}'), 2)).toBe(false);
+    expect(jsonDepthWithin(Buffer.from('{"a":"[[[[[[[[{{{{"}'), 1)).toBe(true);
+    // An escaped quote does not end the string: the brackets after it are still text.
+    expect(jsonDepthWithin(Buffer.from('{"a":"\\"[[[["}'), 1)).toBe(true);
+    expect(jsonDepthWithin(Buffer.from('{"a":"\\\\"}'), 1)).toBe(true);
+  });
+
+  it('refuses a megabyte of nested arrays quickly', () => {
+    const deep = Buffer.from('['.repeat(1_000_000) + ']'.repeat(1_000_000));
+    const t0 = process.hrtime.bigint();
+    expect(jsonDepthWithin(deep, 64)).toBe(false);
+    expect(Number(process.hrtime.bigint() - t0) / 1e6).toBeLessThan(100);
   });
 });

@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, Hash, Hmac, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { GitForge } from '@stratum/contracts';
 
@@ -82,6 +82,101 @@ export function verifyWebhook(forge: GitForge, secret: string, body: Buffer, pro
     case GitForge.GitLab:
       return equalConstantTime(proof, secret);
   }
+}
+
+/**
+ * Checks a delivery's proof against several secrets while its body streams in: one HMAC per
+ * secret is fed chunk by chunk, so the body is never parsed, nor even held whole, before it is
+ * known to be signed by one of them. GitLab sends its token in a header, so `tokenMatches` can
+ * refuse a wrong one before a byte of the body is read. The body's SHA-256 is computed on the way
+ * too: it keys replay protection by the signed content, whatever delivery id comes with it.
+ */
+export class WebhookSignatureCheck {
+  private readonly macs: { readonly secret: string; readonly mac: Hmac }[];
+  private readonly sha256: Hash = createHash('sha256');
+  private digest: string | null = null;
+
+  constructor(
+    private readonly forge: GitForge,
+    private readonly secrets: readonly string[],
+  ) {
+    this.macs =
+      forge === GitForge.GitLab
+        ? []
+        : [...new Set(secrets)].map((secret) => ({ secret, mac: createHmac('sha256', secret) }));
+  }
+
+  update(chunk: Buffer): void {
+    this.sha256.update(chunk);
+    for (const m of this.macs) {
+      m.mac.update(chunk);
+    }
+  }
+
+  /** GitLab only: the secrets equal to the token (every secret tried, each in constant time). */
+  tokenMatches(proof: string): string[] {
+    // Hashed first so that neither the token's length nor a secret's shows in the timing.
+    const p = createHash('sha256').update(proof).digest();
+    return this.secrets.filter((s) => timingSafeEqual(p, createHash('sha256').update(s).digest()));
+  }
+
+  /** Once the whole body went through `update`: the secrets whose proof holds. Call once. */
+  matching(proof: string): string[] {
+    if (this.forge === GitForge.GitLab) {
+      return this.tokenMatches(proof);
+    }
+    const wanted = this.forge === GitForge.GitHub ? proof : proof.toLowerCase();
+    return this.macs
+      .filter((m) => {
+        const hex = m.mac.digest('hex');
+        return equalConstantTime(wanted, this.forge === GitForge.GitHub ? `sha256=${hex}` : hex);
+      })
+      .map((m) => m.secret);
+  }
+
+  /** Hex SHA-256 of the body (after the whole body went through `update`). */
+  bodyDigest(): string {
+    this.digest ??= this.sha256.digest('hex');
+    return this.digest;
+  }
+}
+
+/**
+ * The delivery id as replay protection compares it. The forges send UUIDs, which are
+ * case-insensitive; without this a captured delivery resent with its id upper-cased was new.
+ */
+export function normaliseDeliveryId(id: string): string {
+  return id.trim().toLowerCase();
+}
+
+/**
+ * True when the JSON text nests arrays/objects no deeper than `maxDepth`. A linear scan that
+ * allocates nothing, run before JSON.parse: a signed body is still user input, and a deep
+ * nesting costs the parser and the schema checks far more than its size suggests. Malformed
+ * text is left to JSON.parse to refuse.
+ */
+export function jsonDepthWithin(text: Buffer, maxDepth: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (inString) {
+      if (c === 0x5c) {
+        i++; // a backslash escapes the next byte (\" stays in the string)
+      } else if (c === 0x22) {
+        inString = false;
+      }
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > maxDepth) {
+        return false;
+      }
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    }
+  }
+  return true;
 }
 
 /** Computes the signature header value a forge would send (tests, CLI tools). */

@@ -1,76 +1,134 @@
+import { Readable } from 'node:stream';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { GitForge, ProjectTrigger, StratumError, WebhookResult } from '@stratum/contracts';
-import { parseWebhook, repositoryKey, verifyWebhook, webhookCredentials, WebhookHeaders } from '@stratum/git';
+import {
+  jsonDepthWithin,
+  normaliseDeliveryId,
+  parseWebhook,
+  repositoryKey,
+  webhookCredentials,
+  WebhookHeaders,
+  WebhookSignatureCheck,
+} from '@stratum/git';
 import { REDIS } from '@stratum/jobs';
 import { branchMatches, ProjectBuilder } from '../projects/project-builder';
 import { ProjectKeys, ProjectStore } from '../projects/project-store';
+import { ByteBudget, readRawBody } from './hooks-request.middleware';
+
+/** Push payloads nest about six levels deep; far deeper is an attack on the parser. */
+const MAX_JSON_DEPTH = 64;
 
 const unauthorized = (message: string): StratumError => new StratumError('UNAUTHORIZED', message);
 
 /**
- * Receives forge webhooks. Order matters: the proof and delivery id must be present; the
- * payload names the repository, whose projects' secrets are the only ones tried; a delivery id
- * is remembered (Redis, with a TTL) only once the proof holds, so a second delivery with it is
- * refused as a replay. Only then does a push of a configured branch build.
+ * Receives forge webhooks. Order matters, and nothing of the body is trusted before its proof
+ * holds: the proof and delivery id must be present; the body is read under a size cap (and a
+ * budget shared by all deliveries in flight) while its HMAC is computed under every project's
+ * secret (GitLab's token is checked before the body is read); only a body signed with a
+ * project's secret is depth-checked and parsed. The payload then names the repository, and only
+ * projects of that repository whose secret signed it count. The delivery id (normalised) and the
+ * body's digest are remembered (Redis, with a TTL) so that neither the same delivery nor the same
+ * signed content under a new id builds twice. Only then does a push of a configured branch build.
  */
 @Injectable()
 export class HooksService {
   private readonly logger = new Logger('HooksService');
+  private readonly inflight: ByteBudget;
 
   constructor(
     @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
     @Inject(REDIS) private readonly redis: Redis,
     private readonly projects: ProjectStore,
     private readonly builder: ProjectBuilder,
-  ) {}
+  ) {
+    this.inflight = new ByteBudget(config.git.webhookMaxInflightBytes);
+  }
 
-  async receive(forge: GitForge, headers: WebhookHeaders, body: Buffer): Promise<WebhookResult> {
+  async receive(
+    forge: GitForge,
+    headers: WebhookHeaders,
+    request: Readable & { headers?: WebhookHeaders },
+  ): Promise<WebhookResult> {
     const creds = webhookCredentials(forge, headers);
     if (creds.proof === null) {
       throw unauthorized(`missing ${forge === GitForge.GitLab ? 'X-Gitlab-Token' : 'webhook signature'}`);
     }
+    const proof = creds.proof;
     if (creds.deliveryId === null || creds.deliveryId.length > 200) {
       throw unauthorized('missing delivery id (replays could not be told apart)');
     }
+    const projects = (await this.projects.list()).filter((p) => p.secret !== null);
+    if (projects.length === 0) {
+      throw unauthorized('no project has a webhook secret');
+    }
+    const check = new WebhookSignatureCheck(
+      forge,
+      projects.map((p) => p.secret as string),
+    );
+    if (forge === GitForge.GitLab && check.tokenMatches(proof).length === 0) {
+      throw unauthorized('the webhook token does not match any project’s secret');
+    }
+    const { body, held } = await readRawBody(request, {
+      maxBytes: this.config.git.webhookMaxBodyBytes,
+      budget: this.inflight,
+      onChunk: (chunk) => check.update(chunk),
+    });
     let payload: unknown;
+    let signedBy: Set<string>;
     try {
-      payload = JSON.parse(body.toString('utf8'));
-    } catch {
-      throw new StratumError(
-        'BAD_REQUEST',
-        'the webhook body is not JSON (configure the forge to send application/json)',
-      );
+      signedBy = new Set(check.matching(proof));
+      if (signedBy.size === 0) {
+        throw unauthorized('the webhook signature does not match any project’s secret');
+      }
+      if (!jsonDepthWithin(body, MAX_JSON_DEPTH)) {
+        throw new StratumError(
+          'WEBHOOK_INVALID',
+          `the webhook body nests deeper than ${MAX_JSON_DEPTH} levels`,
+        );
+      }
+      try {
+        payload = JSON.parse(body.toString('utf8'));
+      } catch {
+        throw new StratumError(
+          'WEBHOOK_INVALID',
+          'the webhook body is not JSON (configure the forge to send application/json)',
+        );
+      }
+    } finally {
+      // The raw bytes are not needed past the parse; a build's git fetch may take minutes.
+      this.inflight.give(held);
     }
     const parsed = parseWebhook(forge, creds.event, payload);
     if (parsed === null) {
       throw new StratumError(
-        'BAD_REQUEST',
+        'WEBHOOK_INVALID',
         `the ${creds.event ?? ''} payload does not have the shape of a push`,
       );
     }
     const urls = parsed.kind === 'push' ? parsed.push.repositoryUrls : parsed.repositoryUrls;
     const keys = new Set(urls.map(repositoryKey));
-    const candidates = (await this.projects.list()).filter((p) => keys.has(repositoryKey(p.repoUrl)));
-    if (candidates.length === 0) {
-      return { status: 'ignored', reason: `no project builds ${urls[0] ?? 'this repository'}` };
-    }
-    const verified = candidates.filter(
-      (p) => p.secret !== null && verifyWebhook(forge, p.secret, body, creds.proof as string),
+    const verified = projects.filter(
+      (p) => keys.has(repositoryKey(p.repoUrl)) && signedBy.has(p.secret as string),
     );
     if (verified.length === 0) {
-      throw unauthorized('the webhook signature does not match the project’s secret');
+      return { status: 'ignored', reason: `no project builds ${urls[0] ?? 'this repository'}` };
     }
-    const fresh = await this.redis.set(
-      ProjectKeys.delivery(forge, creds.deliveryId),
-      new Date().toISOString(),
-      'EX',
-      this.config.git.replayTtlSeconds,
-      'NX',
-    );
-    if (fresh !== 'OK') {
+    const deliveryId = normaliseDeliveryId(creds.deliveryId);
+    const ttl = this.config.git.replayTtlSeconds;
+    const now = new Date().toISOString();
+    // Both are set either way: a replay under a new id also burns that id.
+    const [[, byId], [, byBody]] = (await this.redis
+      .multi()
+      .set(ProjectKeys.delivery(forge, deliveryId), now, 'EX', ttl, 'NX')
+      .set(ProjectKeys.deliveryBody(forge, check.bodyDigest()), now, 'EX', ttl, 'NX')
+      .exec()) as [[Error | null, string | null], [Error | null, string | null]];
+    if (byId !== 'OK') {
       throw unauthorized(`delivery ${creds.deliveryId} was received before (replay)`);
+    }
+    if (byBody !== 'OK') {
+      throw unauthorized('a delivery with this exact signed body was received before (replay)');
     }
     if (parsed.kind === 'other') {
       return { status: 'ignored', reason: `event "${parsed.event}" does not build` };

@@ -13,6 +13,8 @@ export const ProjectKeys = {
   project: (name: string) => `stratum:project:${name}`,
   index: 'stratum:projects',
   delivery: (forge: string, id: string) => `stratum:hooks:delivery:${forge}:${id}`,
+  /** The SHA-256 of a delivery's signed body: a replay under a fresh delivery id is still seen. */
+  deliveryBody: (forge: string, sha256: string) => `stratum:hooks:body:${forge}:${sha256}`,
 } as const;
 
 /** The public face of a stored project: secrets reduced to "is set". */
