@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
-import { busyboxRootfs, RedisServerHandle, startRedisServer } from '@stratum/testing';
+import { busyboxRootfs, RedisServerHandle, requireTools, startRedisServer } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
 import { BENCH_WORKLOADS } from '@stratum/testing';
 
@@ -26,17 +26,6 @@ const WORKLOADS = BENCH_WORKLOADS;
 const SLOW = process.env.STRATUM_E2E_SLOW === '1';
 const FAST_WORKLOADS = ['steps', 'multistage', 'manyfiles', 'context'];
 const WORKLOAD_NAMES = SLOW ? [...FAST_WORKLOADS, 'bigdata'] : FAST_WORKLOADS;
-
-const have = (bin: string): boolean => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-};
-const TOOLS = ['buildah', 'umoci', 'runc'].every(have) && existsSync(WORKLOADS);
-const describeIfTools = TOOLS ? describe : describe.skip;
 
 let work: string;
 let dataDir: string;
@@ -339,8 +328,9 @@ function comparableConfig(c: Record<string, unknown>): Record<string, unknown> {
 }
 
 beforeAll(async () => {
-  if (!TOOLS) {
-    return;
+  requireTools('buildah', 'umoci', '/usr/sbin/runc');
+  if (!existsSync(WORKLOADS)) {
+    throw new Error(`no bench workloads at ${WORKLOADS} (the shared folder beside the project)`);
   }
   work = await mkdtemp(join(tmpdir(), 'stratum-e2e-buildah-'));
   dataDir = join(work, 'data');
@@ -373,7 +363,7 @@ afterAll(async () => {
   }
 });
 
-describeIfTools('bench workloads: Stratum vs buildah', () => {
+describe('bench workloads: Stratum vs buildah', () => {
   it.each(WORKLOAD_NAMES)(
     '%s: same filesystem and config as buildah, and a rebuild is fully cached',
     async (name) => {

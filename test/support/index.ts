@@ -7,3 +7,4 @@ export * from './sse-client';
 export * from './shared';
 export * from './records';
 export * from './polling';
+export * from './tools';

@@ -21,6 +21,7 @@ import {
   streamOf,
   tempDir,
 } from '../test-support/tree';
+import { requireTools } from '@stratum/testing';
 
 jest.setTimeout(120_000);
 
@@ -245,72 +246,62 @@ describe('snapshot cost', () => {
 });
 
 describe('umoci interop', () => {
-  const hasUmoci = (() => {
-    try {
-      sh('command -v umoci');
-      return true;
-    } catch {
-      return false;
-    }
-  })();
-  (hasUmoci ? it : it.skip)(
-    'umoci raw unpack of an OCI layout with our layers gives the merged tree',
-    async () => {
-      const lower = await fresh();
-      await applyLayer(fileStream(await busyboxTar(scratch)), lower);
-      const { upper, merged } = await mount([lower]);
-      sh(
-        'echo new > newfile && rm etc/group && rm -rf bin && mkdir bin && echo sh > bin/sh && ln newfile hl',
-        merged,
-      );
-      const want = await describeTree(merged, { xattrs: false, dirMtimes: false });
-      await unmount(merged);
+  it('umoci raw unpack of an OCI layout with our layers gives the merged tree', async () => {
+    requireTools('umoci');
+    const lower = await fresh();
+    await applyLayer(fileStream(await busyboxTar(scratch)), lower);
+    const { upper, merged } = await mount([lower]);
+    sh(
+      'echo new > newfile && rm etc/group && rm -rf bin && mkdir bin && echo sh > bin/sh && ln newfile hl',
+      merged,
+    );
+    const want = await describeTree(merged, { xattrs: false, dirMtimes: false });
+    await unmount(merged);
 
-      const layout = await fresh();
-      await mkdir(join(layout, 'blobs/sha256'), { recursive: true });
-      const put = async (layer: LayerStream): Promise<Awaited<LayerStream['done']>> => {
-        const tmp = join(layout, 'blob.tmp');
-        const d = await store(layer, tmp);
-        sh(`mv ${tmp} blobs/sha256/${d.digest.slice(7)}`, layout);
-        return d;
-      };
-      const putJson = async (value: unknown): Promise<{ digest: string; size: number }> => {
-        const bytes = Buffer.from(JSON.stringify(value));
-        const digest = sha256(bytes);
-        await writeFile(join(layout, 'blobs/sha256', digest.slice(7)), bytes);
-        return { digest, size: bytes.length };
-      };
-      const base = await put(compressLayer(fileStream(await busyboxTar(scratch)), { compression: 'gzip' }));
-      const top = await put(snapshotDirectory(upper, { compression: 'gzip' }));
-      const config = await putJson({
-        architecture: 'amd64',
-        os: 'linux',
-        config: {},
-        rootfs: { type: 'layers', diff_ids: [base.diffId, top.diffId] },
-      });
-      const manifest = await putJson({
+    const layout = await fresh();
+    await mkdir(join(layout, 'blobs/sha256'), { recursive: true });
+    const put = async (layer: LayerStream): Promise<Awaited<LayerStream['done']>> => {
+      const tmp = join(layout, 'blob.tmp');
+      const d = await store(layer, tmp);
+      sh(`mv ${tmp} blobs/sha256/${d.digest.slice(7)}`, layout);
+      return d;
+    };
+    const putJson = async (value: unknown): Promise<{ digest: string; size: number }> => {
+      const bytes = Buffer.from(JSON.stringify(value));
+      const digest = sha256(bytes);
+      await writeFile(join(layout, 'blobs/sha256', digest.slice(7)), bytes);
+      return { digest, size: bytes.length };
+    };
+    const base = await put(compressLayer(fileStream(await busyboxTar(scratch)), { compression: 'gzip' }));
+    const top = await put(snapshotDirectory(upper, { compression: 'gzip' }));
+    const config = await putJson({
+      architecture: 'amd64',
+      os: 'linux',
+      config: {},
+      rootfs: { type: 'layers', diff_ids: [base.diffId, top.diffId] },
+    });
+    const manifest = await putJson({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+      layers: [base, top].map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
+    });
+    await writeFile(join(layout, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+    await writeFile(
+      join(layout, 'index.json'),
+      JSON.stringify({
         schemaVersion: 2,
-        mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-        layers: [base, top].map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
-      });
-      await writeFile(join(layout, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-      await writeFile(
-        join(layout, 'index.json'),
-        JSON.stringify({
-          schemaVersion: 2,
-          manifests: [
-            {
-              mediaType: 'application/vnd.oci.image.manifest.v1+json',
-              ...manifest,
-              annotations: { 'org.opencontainers.image.ref.name': 'test' },
-            },
-          ],
-        }),
-      );
-      const rootfs = join(await fresh(), 'rootfs');
-      sh(`umoci raw unpack --image ${layout}:test ${rootfs}`);
-      expect(await describeTree(rootfs, { xattrs: false, dirMtimes: false })).toEqual(want);
-    },
-  );
+        manifests: [
+          {
+            mediaType: 'application/vnd.oci.image.manifest.v1+json',
+            ...manifest,
+            annotations: { 'org.opencontainers.image.ref.name': 'test' },
+          },
+        ],
+      }),
+    );
+    const rootfs = join(await fresh(), 'rootfs');
+    sh(`umoci raw unpack --image ${layout}:test ${rootfs}`);
+    expect(await describeTree(rootfs, { xattrs: false, dirMtimes: false })).toEqual(want);
+  });
 });
