@@ -21,6 +21,7 @@ import {
   WorkerProcessHandle,
   pollBuild,
   filesUnder,
+  asIs,
 } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
 
@@ -362,6 +363,21 @@ describe('builds with a real worker', () => {
         'RUN mkdir /out && echo x > /out/f',
       ]),
     );
+  });
+
+  it("takes a context labelled as a form (curl --data-binary) over the form parser's 100 KB", async () => {
+    const body = await contextTar({
+      Dockerfile: 'FROM scratch\nCOPY big /big\n',
+      big: Buffer.alloc(300_000, 7),
+    });
+    const res = await request(api.url)
+      .post('/api/v1/builds')
+      .set('content-type', 'application/x-www-form-urlencoded')
+      .serialize(asIs)
+      .send(body);
+    expect({ status: res.status, body: res.body }).toMatchObject({ status: 202, body: { state: 'queued' } });
+    const done = await waitForState(res.body.id as string, ['succeeded', 'failed'], 30_000);
+    expect(done.state).toBe('succeeded');
   });
 
   it('records steps with timings and the image digest', async () => {

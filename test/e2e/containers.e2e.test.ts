@@ -17,6 +17,7 @@ import {
   startRedisServer,
   startWorkerProcess,
   WorkerProcessHandle,
+  asIs,
 } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
 import { BUSYBOX_FIXTURE } from '@stratum/testing';
@@ -197,6 +198,41 @@ describe('images: import, inspect, list, tag', () => {
     expect(res.body.layer.diffId).toBe(base.layers[0].diffId);
     const detail = (await request(api.url).get(image('base:gz')).expect(200)).body;
     expect(detail.history).toEqual([expect.objectContaining({ comment: 'Imported from -' })]);
+  });
+
+  it('takes the tar whatever Content-Type the client labels it with (curl --data-binary sends a form type)', async () => {
+    const body = readFileSync(baseTar); // well over the form parser's 100 KB
+    expect(body.length).toBeGreaterThan(200_000);
+    for (const [tag, type] of [
+      ['form', 'application/x-www-form-urlencoded'],
+      ['json', 'application/json'],
+    ] as const) {
+      const res = await request(api.url)
+        .post(`/api/v1/images/import?repository=base&tag=${tag}`)
+        .set('Content-Type', type)
+        .serialize(asIs) // the bytes as they are, as curl sends them
+        .send(body);
+      expect({ status: res.status, body: res.body }).toMatchObject({ status: 201, body: { tag } });
+    }
+    const small = await request(api.url)
+      .post('/api/v1/images/import?repository=base&tag=small-form')
+      .set('Content-Type', 'application/x-www-form-urlencoded')
+      .serialize(asIs)
+      .send(Buffer.from('this is not a tar archive at all, just some text'.repeat(30)));
+    expect(small.status).toBe(400);
+    expect(small.body.code).toBe('LAYER_INVALID'); // read as bytes, not "the request has no body"
+  });
+
+  it('a missing repository reads "repository is required"', async () => {
+    const res = await request(api.url)
+      .post('/api/v1/images/import')
+      .set('Content-Type', 'application/x-tar')
+      .send(readFileSync(baseTar))
+      .expect(400);
+    expect(res.body).toMatchObject({
+      code: 'BAD_REQUEST',
+      message: 'invalid request: repository is required',
+    });
   });
 
   it('tags an image under another name', async () => {

@@ -8,3 +8,4 @@ export * from './shared';
 export * from './records';
 export * from './polling';
 export * from './tools';
+export * from './raw-body';

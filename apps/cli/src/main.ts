@@ -39,6 +39,7 @@ async function follow(
     state = stateOf(event) ?? state;
     imageDigest = event.type === 'result' ? event.imageDigest : imageDigest;
   }
+  printer.end();
   if (state === null || !isTerminalBuildState(state) || (state === 'succeeded' && imageDigest === null)) {
     const record = await client.getBuild(id); // stream ended early (API restart): ask
     return { state: record.state, imageDigest: record.imageDigest };

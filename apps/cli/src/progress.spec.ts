@@ -51,8 +51,35 @@ describe('ProgressPrinter', () => {
     expect(render([{ type: 'log', step: 2, stream: 'stdout', text: 'a\nb\n' }])).toBe('#3 a\n#3 b\n');
   });
 
-  it('prints a log without a trailing newline as a whole line', () => {
-    expect(render([{ type: 'log', step: 0, stream: 'stderr', text: 'partial' }])).toBe('#1 partial\n');
+  it('keeps partial writes of a step on one line until the line ends', () => {
+    expect(
+      render([
+        { type: 'log', step: 1, stream: 'stdout', text: 'W' },
+        { type: 'log', step: 0, stream: 'stdout', text: 'other\n' },
+        { type: 'log', step: 1, stream: 'stdout', text: ': Failed to fetch\nnext' },
+        { type: 'log', step: 1, stream: 'stdout', text: ' line\n' },
+      ]),
+    ).toBe('#1 other\n#2 W: Failed to fetch\n#2 next line\n');
+  });
+
+  it('prints a held partial line when its step ends, before the DONE line', () => {
+    expect(
+      render([
+        { type: 'log', step: 1, stream: 'stderr', text: 'no newline' },
+        { type: 'step', step: step({ status: 'done', durationMs: 100 }) },
+      ]),
+    ).toBe('#2 no newline\n#2 DONE 0.1s\n');
+  });
+
+  it('prints a held partial line at the end of the stream', () => {
+    let out = '';
+    const p = new ProgressPrinter((t) => {
+      out += t;
+    });
+    p.print({ type: 'log', step: 0, stream: 'stderr', text: 'partial' });
+    expect(out).toBe('');
+    p.end();
+    expect(out).toBe('#1 partial\n');
   });
 
   it('prints system logs (no step) without a prefix', () => {
