@@ -85,6 +85,15 @@ log "new root $ROOT"
 cp -a "$PRISTINE/." "$ROOT/"
 rm -f "$ROOT/.complete"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# What a new machine of our kind comes with besides Debian: its local CAs (an egress proxy
+# re-signs https; the ca-certificates package our scripts install picks them up from here) and
+# NODE_EXTRA_CA_CERTS pointing Node at the system bundle.
+if [[ -d /usr/local/share/ca-certificates ]]; then
+  mkdir -p "$ROOT/usr/local/share/ca-certificates"
+  cp -a /usr/local/share/ca-certificates/. "$ROOT/usr/local/share/ca-certificates/"
+fi
+machine_env=()
+[[ -n ${NODE_EXTRA_CA_CERTS:-} ]] && machine_env+=("NODE_EXTRA_CA_CERTS=$NODE_EXTRA_CA_CERTS")
 
 # The machine's own Node.js and npm (read-only), as on a new machine of the kind we run on.
 node_bin=$(readlink -f "$(command -v node)")
@@ -107,7 +116,7 @@ mkdir -p "$ROOT/work"
 git clone -q "$STRATUM_ROOT" "$ROOT/work/main"
 cp -a "$STRATUM_ROOT/../shared" "$ROOT/work/shared"
 
-in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 "${machine_env[@]}" \
   PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 
 # What the root lacks before the scripts run: every program a script or a test runs.
