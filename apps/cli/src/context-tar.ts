@@ -55,7 +55,11 @@ export async function planContext(
 
 /** {@link planContext} for an already located Dockerfile. */
 export async function planLocatedContext(loc: DockerfileLocation): Promise<ContextPlan> {
-  const files = await planContextFiles(loc.root, loc.inContext ?? '', { skipGitDir: false });
+  const files = await planContextFiles(loc.root, loc.inContext ?? '', {
+    skipGitDir: false,
+    // the user's own files, read as `docker build` reads them (links followed)
+    ignoreFile: 'follow',
+  });
   await lstat(loc.path); // fails clearly when the Dockerfile does not exist
   return {
     files,

@@ -34,7 +34,7 @@ export class BuildContext {
         kind: 'plain',
         ...(this.maxBytes !== undefined ? { maxBytes: this.maxBytes } : {}),
       });
-      const ignored = await applyDockerignore(this.dir, this.dockerfile);
+      const ignored = await applyDockerignore(this.dir, this.dockerfile, this.log);
       if (ignored > 0) {
         this.log(`.dockerignore: left out ${ignored} path(s) of the context\n`);
       }

@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { chmod, lchown, lstat, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+import { chmod, lchown, lstat, mkdir, open, rm, writeFile } from 'node:fs/promises';
+import { dirname, join, posix } from 'node:path';
+import { ConfineError, containerPath, opaquePath, readFileBeneath, resolveInRoot } from '@stratum/confine';
 import { BuildJobData, Digest, StepRecord, StepStatus } from '@stratum/contracts';
 import {
   AddInstruction,
@@ -41,7 +42,6 @@ import {
   stageShell,
 } from './metadata-steps';
 import { fetchRemote, isRemoteSource, parseChecksum, remoteFileName } from './remote-source';
-import { containerPath, resolveInRoot } from './root-path';
 import { hashSources } from './source-hash';
 
 /** Pulls an image from another registry into our storage (libs/registry's RemoteImageResolver). */
@@ -59,6 +59,11 @@ export interface BuildEngineOptions {
   readonly cache?: LayerCache;
   /** Where the engine makes its own layer cache when none is given. */
   readonly layerCacheDir: string;
+  /**
+   * Root of `RUN --mount=type=cache` directories, one per hashed id, and nothing else
+   * (default: `run-cache` beside `layerCacheDir`).
+   */
+  readonly runCacheDir?: string;
   readonly stepTimeoutMs: number;
   /** Memory limit of each RUN step (default 4 GiB): a hog is killed, the worker lives on. */
   readonly stepMemoryBytes?: number;
@@ -268,28 +273,35 @@ class BuildRun {
     return { imageDigest: written.manifestDigest as Digest, configDigest: written.configDigest as Digest };
   }
 
+  private get runCacheDir(): string {
+    return this.options.runCacheDir ?? join(dirname(this.options.layerCacheDir), 'run-cache');
+  }
+
   private get contextDir(): string {
     return this.context.dir;
   }
 
   /** The Dockerfile's text: memoized per context blob, else read from the extracted context. */
   private async dockerfileText(): Promise<string> {
-    const memoKey = `dockerfile:${stableJson({ v: 1, ctx: this.data.contextDigest, path: this.data.dockerfile })}`;
+    // v2: a v1 memo may hold a file read through a symlink out of the context (issue 13).
+    const memoKey = `dockerfile:${stableJson({ v: 2, ctx: this.data.contextDigest, path: this.data.dockerfile })}`;
     const index = this.engine.cacheIndex;
     const memo = (await index.getMemo?.(memoKey)) ?? null;
     if (memo !== null) {
       return memo;
     }
     await this.context.materialize();
-    const path = join(this.contextDir, posix.normalize(`/${this.data.dockerfile}`));
-    const st = await lstat(path).catch(() => null);
-    if (st === null || !st.isFile()) {
+    // Links inside the context are followed (as BuildKit does); one leading out of it (a
+    // directory linked to `/etc` of this host) is an error that names only the user's path.
+    const text = await readFileBeneath(this.contextDir, this.data.dockerfile, MAX_DOCKERFILE, {
+      symlinks: 'refuse-escape',
+      what: 'Dockerfile path',
+    }).catch((err: unknown) => {
+      throw err instanceof ConfineError ? new BuildError(err.message) : err;
+    });
+    if (text === null) {
       throw new BuildError(`no Dockerfile at "${this.data.dockerfile}" in the build context`);
     }
-    if (st.size > MAX_DOCKERFILE) {
-      throw new BuildError(`the Dockerfile is larger than ${MAX_DOCKERFILE} bytes`);
-    }
-    const text = await readFile(path, 'utf8');
     await index.putMemo?.(memoKey, text);
     return text;
   }
@@ -710,7 +722,7 @@ class BuildRun {
             for (const s of matched) {
               if (await isLocalArchive(s.host)) {
                 const dest = posix.isAbsolute(instr.dest) ? instr.dest : posix.join(workdir, instr.dest);
-                const destDir = containerPath(fs.merged, await resolveInRoot(fs.merged, dest, true));
+                const destDir = containerPath(fs.merged, await resolveInRoot(fs.merged, dest));
                 await mkdir(destDir, { recursive: true });
                 // A local archive from the build context is a plain archive, as Docker's ADD
                 // untars it: `.wh.*` names are files, not whiteouts; no device nodes.
@@ -783,7 +795,7 @@ class BuildRun {
       return null;
     }
     return this.withContainer(state, async (fs) => {
-      const resolved = await resolveInRoot(fs.merged, dir, true);
+      const resolved = await resolveInRoot(fs.merged, dir);
       const st = await lstat(containerPath(fs.merged, resolved)).catch(() => null);
       if (st?.isDirectory() === true) {
         return false;
@@ -879,12 +891,9 @@ class BuildRun {
       instr.mounts
         .filter((m) => m.type === 'cache' && m.target !== undefined)
         .map(async (m) => {
-          const source = join(
-            this.options.layerCacheDir,
-            '..',
-            'run-cache',
-            sanitizeId(m.id ?? m.target ?? 'default'),
-          );
+          // The id is an opaque key (as in BuildKit): hashed to one directory of the run-cache
+          // root, which holds nothing else, so no id reaches the rest of the data dir.
+          const source = opaquePath(this.runCacheDir, m.id ?? m.target ?? 'default');
           await mkdir(source, { recursive: true });
           return { source, destination: m.target as string, readonly: m.readOnly };
         }),
@@ -1016,10 +1025,6 @@ export function canonicalInstruction(instr: Instruction): unknown {
     out.trigger = strip(instr.trigger);
   }
   return out;
-}
-
-function sanitizeId(id: string): string {
-  return id.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 100) || 'default';
 }
 
 async function isLocalArchive(path: string): Promise<boolean> {

@@ -28,6 +28,10 @@ const USER_ERROR_CODES = new Set([
   // a budget the build's own input blew (context size or entries, Dockerfile limits)
   'CONTEXT_TOO_LARGE',
   'DOCKERFILE_LIMIT',
+  // ConfineError codes: a path of the build that leads out of its root, or a file over its limit
+  'PATH_INVALID',
+  'PATH_ESCAPE',
+  'FILE_TOO_LARGE',
   'NAME_INVALID',
   'TAG_INVALID',
   'MANIFEST_UNKNOWN',

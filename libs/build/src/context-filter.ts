@@ -1,6 +1,7 @@
-import { readFile, readdir, rm, rmdir } from 'node:fs/promises';
+import { readdir, rm, rmdir } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { Dockerignore, parseDockerignore } from '@stratum/dockerfile';
+import { ConfineError, readFileBeneath } from '@stratum/confine';
+import { Dockerignore, MAX_DOCKERIGNORE_BYTES, parseDockerignore } from '@stratum/dockerfile';
 
 /**
  * Applies the context's ignore file to the extracted context, as the docker CLI does before
@@ -10,11 +11,28 @@ import { Dockerignore, parseDockerignore } from '@stratum/dockerfile';
  *
  * @returns how many entries were removed.
  */
-export async function applyDockerignore(contextDir: string, dockerfile: string): Promise<number> {
+export async function applyDockerignore(
+  contextDir: string,
+  dockerfile: string,
+  warn: (text: string) => void = () => undefined,
+): Promise<number> {
   const dockerfilePath = posix.normalize(`/${dockerfile}`).slice(1);
   let text: string | null = null;
   for (const candidate of [`${dockerfilePath}.dockerignore`, '.dockerignore']) {
-    text = await readFile(join(contextDir, candidate), 'utf8').catch(() => null);
+    // Inside the context only. One that links out of it is not read: the CLI has applied it
+    // already (it reads the user's own files), and whatever it names on this host is not ours.
+    try {
+      text = await readFileBeneath(contextDir, candidate, MAX_DOCKERIGNORE_BYTES, {
+        symlinks: 'refuse-escape',
+        what: candidate,
+      });
+    } catch (err) {
+      if (!(err instanceof ConfineError) || err.code === 'FILE_TOO_LARGE') {
+        throw err;
+      }
+      warn(`warning: ${err.message}: not applied\n`);
+      text = null;
+    }
     if (text !== null) {
       break;
     }

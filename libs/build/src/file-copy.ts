@@ -14,11 +14,9 @@ import {
 } from 'node:fs';
 import { chmod, copyFile, lchown, lstat, mkdir } from 'node:fs/promises';
 import { join, posix } from 'node:path';
+import { containerPath, resolveInRoot } from '@stratum/confine';
 import fg from 'fast-glob';
 import { BuildError } from './build-errors';
-import { containerPath, resolveInRoot } from './root-path';
-
-export { containerPath } from './root-path';
 
 export interface CopyOwner {
   readonly uid: number;
@@ -83,7 +81,7 @@ export async function matchSources(
       rels = [clean];
     }
     for (const rel of rels) {
-      const host = containerPath(sourceRoot, await resolveInRoot(sourceRoot, rel, true));
+      const host = containerPath(sourceRoot, await resolveInRoot(sourceRoot, rel));
       const st = await lstat(host).catch(() => null);
       if (st === null) {
         throw new BuildError(`${kind}: "${pattern}": not found in the build context`, line);
@@ -132,7 +130,7 @@ export async function copyIntoContainer(req: CopyRequest): Promise<number> {
       parent = await ensureDir(req, posix.dirname(destAbs));
       name = posix.basename(destAbs);
       // An existing directory (or a link to one) at a destination without `/`: Docker copies into it.
-      const existing = await resolveInRoot(req.targetRoot, posix.join(parent, name), true);
+      const existing = await resolveInRoot(req.targetRoot, posix.join(parent, name));
       const st = await lstat(containerPath(req.targetRoot, existing)).catch(() => null);
       if (st?.isDirectory() === true) {
         parent = existing;
@@ -150,7 +148,7 @@ export async function copyIntoContainer(req: CopyRequest): Promise<number> {
  * and returns its resolved container path.
  */
 async function ensureDir(req: CopyRequest, dir: string): Promise<string> {
-  const resolved = await resolveInRoot(req.targetRoot, dir, true);
+  const resolved = await resolveInRoot(req.targetRoot, dir);
   let cur = '/';
   for (const part of resolved.split('/').filter(Boolean)) {
     cur = posix.join(cur, part);
@@ -192,7 +190,7 @@ async function copyTree(srcDir: string, destDir: string, req: CopyRequest): Prom
       let into = dContainer;
       if (existing?.isSymbolicLink() === true) {
         // A link to a directory in the image is merged into, as `docker cp`/COPY do.
-        const target = await resolveInRoot(req.targetRoot, dContainer, true);
+        const target = await resolveInRoot(req.targetRoot, dContainer);
         const tst = lstatSync(containerPath(req.targetRoot, target), { throwIfNoEntry: false });
         if (tst?.isDirectory() === true) {
           into = target;

@@ -26,14 +26,7 @@ export {
 export { BuildError, isUserBuildError, MAX_STORED_ERROR_LENGTH, truncateErrorMessage } from './build-errors';
 export type { BuildReporter } from './build-reporter';
 export { applyDockerignore } from './context-filter';
-export {
-  copyIntoContainer,
-  containerPath,
-  matchSources,
-  type CopyRequest,
-  type SourceEntry,
-} from './file-copy';
+export { copyIntoContainer, matchSources, type CopyRequest, type SourceEntry } from './file-copy';
 export { hashSources } from './source-hash';
-export { resolveInRoot } from './root-path';
 export { applyMetadata, commandArgs, stageShell } from './metadata-steps';
 export { scratchState, type ImageState } from './image-state';

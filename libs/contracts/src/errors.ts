@@ -58,6 +58,10 @@ export const ERROR_STATUS = {
   LAYER_LINK_TARGET_MISSING: 400,
   LAYER_NOT_A_DIRECTORY: 400,
   LAYER_DIGEST_MISMATCH: 400,
+  // confinement (@stratum/confine): a user-given name or path that cannot become a path
+  PATH_INVALID: 400,
+  PATH_ESCAPE: 400,
+  FILE_TOO_LARGE: 413,
   // infrastructure
   UNAVAILABLE: 503,
   CONFIG_INVALID: 500,

@@ -1,6 +1,10 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { readFileBeneath } from '@stratum/confine';
 import { parseDockerignore } from './dockerignore';
+
+/** Largest `.dockerignore` read from a context that is not the user's own (1 MiB of patterns). */
+export const MAX_DOCKERIGNORE_BYTES = 1024 * 1024;
 
 /**
  * The files of a directory a build context holds: everything `.dockerignore` does not exclude
@@ -14,15 +18,31 @@ import { parseDockerignore } from './dockerignore';
 export async function planContextFiles(
   dir: string,
   dockerfile: string,
-  options: { skipGitDir?: boolean } = {},
+  options: {
+    skipGitDir?: boolean;
+    /**
+     * `beneath` (default): `.dockerignore` is read only inside `dir` (a link out of it is a
+     * PATH_ESCAPE error: a git checkout on the API host must not read that host's files).
+     * `follow`: read wherever it links to, as `docker build` does with the user's own files.
+     */
+    ignoreFile?: 'beneath' | 'follow';
+  } = {},
 ): Promise<string[]> {
   const skipGitDir = options.skipGitDir ?? true;
   const root = resolve(dir);
   let ignoreText = '';
-  try {
-    ignoreText = await readFile(join(root, '.dockerignore'), 'utf8');
-  } catch {
-    // no .dockerignore: send everything
+  if (options.ignoreFile === 'follow') {
+    try {
+      ignoreText = await readFile(join(root, '.dockerignore'), 'utf8');
+    } catch {
+      // no .dockerignore: send everything
+    }
+  } else {
+    ignoreText =
+      (await readFileBeneath(root, '.dockerignore', MAX_DOCKERIGNORE_BYTES, {
+        symlinks: 'refuse-escape',
+        what: '.dockerignore',
+      })) ?? '';
   }
   // An empty `dockerfile` (the Dockerfile lies outside the context): only .dockerignore is kept.
   const ignore = parseDockerignore(ignoreText, { dockerfilePath: dockerfile === '' ? '.' : dockerfile });

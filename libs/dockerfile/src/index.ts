@@ -80,4 +80,4 @@ export {
   type StageDependency,
 } from './build-planner';
 export { parseDockerignore, type Dockerignore, type DockerignoreOptions } from './dockerignore';
-export { planContextFiles } from './context-files';
+export { MAX_DOCKERIGNORE_BYTES, planContextFiles } from './context-files';

@@ -23,7 +23,6 @@ export {
   type ProcessUser,
 } from './runtime-spec';
 export { resolveUser, type ResolvedUser } from './user';
-export { resolveInRootfs } from './rootfs-path';
 export {
   RuncRuntime,
   type RuncRuntimeOptions,

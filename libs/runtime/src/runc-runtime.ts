@@ -3,8 +3,8 @@ import { constants as osConstants } from 'node:os';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
+import { ConfineError, resolveBeneath } from '@stratum/confine';
 import { detectMemoryCgroup, readOomKillCount, type MemoryCgroupLayout } from './cgroups';
-import { resolveInRootfs } from './rootfs-path';
 import { RuntimeError } from './runtime-error';
 import {
   DEFAULT_NOFILE,
@@ -514,7 +514,7 @@ async function missingMountPoints(rootfs: string, destinations: string[]): Promi
     const parts = destination.split('/').filter((p) => p !== '');
     let missingFrom = -1;
     for (let i = 1; i <= parts.length; i++) {
-      const host = await resolveInRootfs(rootfs, '/' + parts.slice(0, i).join('/'));
+      const host = await resolveBeneath(rootfs, '/' + parts.slice(0, i).join('/')).catch(loopAsNull);
       if (host === null) {
         break;
       }
@@ -531,13 +531,21 @@ async function missingMountPoints(rootfs: string, destinations: string[]): Promi
       continue;
     }
     for (let i = missingFrom; i <= parts.length; i++) {
-      const host = await resolveInRootfs(rootfs, '/' + parts.slice(0, i).join('/'));
+      const host = await resolveBeneath(rootfs, '/' + parts.slice(0, i).join('/')).catch(loopAsNull);
       if (host !== null && !missing.includes(host)) {
         missing.push(host);
       }
     }
   }
   return missing;
+}
+
+/** A symlink loop in an image's path: runc will fail on it itself; we just stop looking. */
+function loopAsNull(err: unknown): null {
+  if (err instanceof ConfineError) {
+    return null;
+  }
+  throw err;
 }
 
 /** Removes, innermost first, the stubs runc created that are still empty. */

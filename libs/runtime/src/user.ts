@@ -1,4 +1,4 @@
-import { readRootfsFile } from './rootfs-path';
+import { ConfineError, readFileBeneath } from '@stratum/confine';
 import { RuntimeError } from './runtime-error';
 
 /** The numeric identity a container process runs as, plus what the passwd entry says. */
@@ -76,8 +76,13 @@ export function parseGroup(text: string | null): GroupEntry[] {
 
 async function readDb(rootfs: string, file: string): Promise<string | null> {
   try {
-    return await readRootfsFile(rootfs, file, MAX_DB_BYTES);
+    // Inside the rootfs only: an image's `/etc/passwd -> /etc/passwd` of the host reads the
+    // image's own (or nothing), never the host's.
+    return await readFileBeneath(rootfs, file, MAX_DB_BYTES, { what: file });
   } catch (err) {
+    if (err instanceof ConfineError && err.code === 'PATH_INVALID') {
+      return null; // a symlink loop: as good as no file (getent would find nothing either)
+    }
     throw new RuntimeError('OPTIONS_INVALID', `cannot read ${file} in the root filesystem: ${String(err)}`);
   }
 }

@@ -13,6 +13,8 @@ export interface WorkerPaths {
   readonly bundles: string;
   readonly jobs: string;
   readonly layerCache: string;
+  /** `RUN --mount=type=cache` dirs, one per hashed id; nothing else lives there. */
+  readonly runCache: string;
 }
 
 export function workerPaths(config: StratumConfig): WorkerPaths {
@@ -23,6 +25,7 @@ export function workerPaths(config: StratumConfig): WorkerPaths {
     bundles: join(scratch, 'bundles'),
     jobs: join(scratch, 'jobs'),
     layerCache: join(config.dataDir, 'layer-cache'),
+    runCache: join(config.dataDir, 'run-cache'),
   };
 }
 

@@ -66,6 +66,7 @@ export class WorkerModule {
               cache,
               jobsDir: paths.jobs,
               layerCacheDir: paths.layerCache,
+              runCacheDir: paths.runCache,
               stepTimeoutMs: c.stepTimeoutSeconds * 1000,
               stepMemoryBytes: c.stepMemoryBytes,
               stepPidsLimit: c.stepPidsLimit,

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { lstat, mkdir, realpath, rm } from 'node:fs/promises';
-import { join, relative, resolve, sep } from 'node:path';
+import { lstat, mkdir, rm } from 'node:fs/promises';
+import { join, posix } from 'node:path';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
+import { resolveBeneath } from '@stratum/confine';
 import { ProjectTrigger, StratumError } from '@stratum/contracts';
 import { planContextFiles } from '@stratum/dockerfile';
 import { fetchCommit, redact, resolveBranch, tarContextFiles } from '@stratum/git';
@@ -126,18 +127,25 @@ export class ProjectBuilder {
     try {
       const checkout = join(dir, 'checkout');
       await fetchCommit(this.source(project), sha, branch, checkout);
-      // The context directory and the Dockerfile must stay inside the checkout, symlinks too.
-      const root = await realpath(checkout);
-      const contextDir = await realpath(resolve(root, project.context)).catch(() => null);
-      if (contextDir === null || !isInside(root, contextDir) || !(await lstat(contextDir)).isDirectory()) {
+      // The context directory and the Dockerfile must stay inside the checkout, symlinks too:
+      // resolved component by component, a link out of the repository is an error naming the
+      // project's path only (never what the link points at on this host).
+      const contextDir = await resolveBeneath(checkout, project.context, {
+        symlinks: 'refuse-escape',
+        what: 'context directory',
+      });
+      if ((await lstat(contextDir).catch(() => null))?.isDirectory() !== true) {
         throw new StratumError('CONTEXT_MISSING', `the repository has no directory "${project.context}"`);
       }
-      const dockerfile = project.dockerfile.replace(/^\.\/+/, '');
-      const dfStat = await lstat(join(contextDir, dockerfile)).catch(() => null);
-      if (dfStat === null || !dfStat.isFile()) {
+      const dockerfile = posix.normalize(project.dockerfile).replace(/^(\.\/)+/, '');
+      const dfPath = await resolveBeneath(contextDir, dockerfile, {
+        symlinks: 'refuse-escape',
+        what: 'Dockerfile path',
+      });
+      if ((await lstat(dfPath).catch(() => null))?.isFile() !== true) {
         throw new StratumError(
           'DOCKERFILE_MISSING',
-          `the commit has no Dockerfile at "${join(project.context, dockerfile)}"`,
+          `the commit has no Dockerfile at "${posix.join(project.context, dockerfile)}"`,
         );
       }
       const files = await planContextFiles(contextDir, dockerfile);
@@ -165,9 +173,4 @@ export class ProjectBuilder {
       await rm(dir, { recursive: true, force: true });
     }
   }
-}
-
-function isInside(root: string, path: string): boolean {
-  const rel = relative(root, path);
-  return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..');
 }
