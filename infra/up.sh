@@ -34,6 +34,8 @@ pids+=($!)
 node dist/apps/api/src/main.js &
 pids+=($!)
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$API_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+# A `busybox` base, so `FROM busybox` builds on a machine that reaches no registry (once).
+"$STRATUM_ROOT/infra/busybox-base.sh" "http://127.0.0.1:$API_PORT" || log "warning: no busybox base image (see above)"
 log "Stratum is up: API http://127.0.0.1:$API_PORT (docs /docs), data in $DATA_DIR"
 log "try: apps/cli/bin/stratum build -t hello:latest <dir>   (STRATUM_URL=http://127.0.0.1:$API_PORT)"
 wait -n "${pids[@]}"

@@ -194,6 +194,15 @@ describe('pull-through mirror + RemoteImageResolver (e2e, Distribution upstream)
       repository: `remote/${dist.host.replace(':', '-')}/library/multi`,
       manifestDigest: amd64.digest,
       reference: `${dist.host}/library/multi:v1`,
+      source: 'registry',
+      endpoint: `http://${dist.host}`,
+      failed: [],
+    });
+    // Asked again: what the first pull stored, without a request.
+    expect(await resolver.resolve(`${dist.host}/library/multi:v1`)).toMatchObject({
+      manifestDigest: amd64.digest,
+      source: 'stored',
+      endpoint: null,
     });
     const stored = await new ImageService(blobs, repositories).load(
       resolved.repository,
@@ -205,7 +214,8 @@ describe('pull-through mirror + RemoteImageResolver (e2e, Distribution upstream)
       os: 'linux',
       architecture: 'arm64',
     });
-    expect(arm.manifestDigest).toBe(arm64.digest);
+    // The stored tag names the amd64 image: another platform is fetched, not taken from it.
+    expect(arm).toMatchObject({ manifestDigest: arm64.digest, source: 'registry' });
     await expect(
       resolver.resolve(`${dist.host}/library/multi:v1`, { os: 'windows', architecture: 'amd64' }),
     ).rejects.toThrow(/no image for windows\/amd64/);

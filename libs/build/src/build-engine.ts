@@ -44,9 +44,29 @@ import {
 import { fetchRemote, isRemoteSource, parseChecksum, remoteFileName } from './remote-source';
 import { hashSources } from './source-hash';
 
-/** Pulls an image from another registry into our storage (libs/registry's RemoteImageResolver). */
+/**
+ * Pulls an image from another registry into our storage (libs/registry's RemoteImageResolver):
+ * that registry's mirrors in order, then the registry itself. When nothing has it, `resolve`
+ * throws an error carrying `attempts` (each place tried and why it gave nothing).
+ */
 export interface RemoteImageSource {
-  resolve(reference: string, signal?: AbortSignal): Promise<{ repository: string; manifestDigest: Digest }>;
+  /** Registry of unqualified names our registry lacks (`docker.io`); null: they mean ours only. */
+  readonly defaultRegistry: string | null;
+  resolve(reference: string, signal?: AbortSignal): Promise<RemoteImage>;
+}
+
+/** What {@link RemoteImageSource.resolve} brought, and from where (said in the build log). */
+export interface RemoteImage {
+  readonly repository: string;
+  readonly manifestDigest: Digest;
+  /** With the registry filled in: `docker.io/library/busybox:latest`. */
+  readonly reference: string;
+  /** `stored`: pulled before, found in `repository` without asking anyone. */
+  readonly source: 'stored' | 'mirror' | 'registry';
+  /** The mirror's or registry's URL; null when stored. */
+  readonly endpoint: string | null;
+  /** Places tried first that were down or lacked it. */
+  readonly failed: readonly { readonly place: string; readonly error: string }[];
 }
 
 export interface BuildEngineOptions {
@@ -82,9 +102,9 @@ export interface BuildEngineOptions {
    */
   readonly cacheIndex?: BuildCacheIndex;
   /**
-   * Fetches images that name another registry (`FROM registry.example.com/team/base:1`) into
-   * our storage. Without it such a FROM fails with a clear error. Unqualified names
-   * (`FROM team/base`) always mean our registry.
+   * Fetches images that name another registry (`FROM registry.example.com/team/base:1`), and
+   * unqualified ones our registry lacks (`FROM alpine`: its default registry), into our storage.
+   * Without it such a FROM fails with a clear error and unqualified names mean our registry only.
    */
   readonly remoteImages?: RemoteImageSource;
 }
@@ -350,35 +370,72 @@ class BuildRun {
     }
   }
 
+  /**
+   * A FROM (or COPY --from) image, looked up as Docker does: an unqualified name in our registry
+   * first, then pulled from the default registry (its mirrors first); a qualified one pulled from
+   * its registry (its mirrors first), unless a pull left it with us before. The log says where it
+   * came from; the error when nothing has it names every place tried and why.
+   */
   private async resolveImage(
     ref: string,
     line: number,
   ): Promise<Awaited<ReturnType<ImageService['resolve']>>> {
-    try {
-      const registry = tryParseReference(ref)?.registry ?? null;
-      if (registry !== null) {
-        const remote = this.options.remoteImages;
-        if (remote === undefined) {
+    const parsed = tryParseReference(ref);
+    const remote = this.options.remoteImages;
+    let localMiss: string | null = null;
+    if (parsed === null || parsed.registry === null) {
+      try {
+        const image = await this.engine.images.resolve(ref);
+        this.ctx.reporter.log(null, 'system', `FROM ${ref}: found in this registry\n`);
+        return image;
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (!isMissingImage(code)) {
+          throw err;
+        }
+        if (parsed === null || remote === undefined || remote.defaultRegistry === null) {
           throw new BuildError(
-            `base image "${ref}" is in another registry and this worker cannot pull`,
+            `base image "${ref}" not found in this registry: ${(err as Error).message}`,
             line,
           );
         }
-        this.ctx.reporter.log(null, 'system', `pulling ${ref}\n`);
-        const fetched = await remote.resolve(ref, this.ctx.signal);
-        return await this.engine.images.load(fetched.repository, fetched.manifestDigest);
+        localMiss = (err as Error).message;
       }
-      return await this.engine.images.resolve(ref);
+    } else if (remote === undefined) {
+      throw new BuildError(`base image "${ref}" is in another registry and this worker cannot pull`, line);
+    }
+    let fetched: RemoteImage;
+    try {
+      fetched = await remote.resolve(ref, this.ctx.signal);
     } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === 'IMAGE_UNKNOWN' || code === 'NAME_INVALID' || code === 'MANIFEST_UNKNOWN') {
+      const attempts = (err as { attempts?: unknown }).attempts;
+      if (isAttemptList(attempts)) {
+        const places = [
+          ...(localMiss !== null ? [`this registry: ${localMiss}`] : []),
+          ...attempts.map((a) => `${a.place}: ${a.error}`),
+        ];
+        const qualified = (err as { reference?: string }).reference;
         throw new BuildError(
-          `base image "${ref}" not found in this registry: ${(err as Error).message}`,
+          `base image "${ref}"${qualified !== undefined ? ` (${qualified})` : ''} not found; tried ${places.join('; ')}`,
           line,
         );
       }
+      if (isMissingImage((err as { code?: string }).code)) {
+        throw new BuildError(`base image "${ref}" not found: ${(err as Error).message}`, line);
+      }
       throw err;
     }
+    for (const f of fetched.failed) {
+      this.ctx.reporter.log(null, 'system', `FROM ${ref}: ${f.place} failed (${f.error}); trying the next\n`);
+    }
+    this.ctx.reporter.log(
+      null,
+      'system',
+      fetched.source === 'stored'
+        ? `FROM ${ref}: found in this registry as ${fetched.repository} (pulled before: ${fetched.reference})\n`
+        : `FROM ${ref}: resolved from ${fetched.source} ${fetched.endpoint ?? ''} (${fetched.reference})\n`,
+    );
+    return await this.engine.images.load(fetched.repository, fetched.manifestDigest);
   }
 
   private async runStage(
@@ -1011,6 +1068,21 @@ function latestHistoryTime(state: ImageState): string | null {
     }
   }
   return best === null ? null : new Date(best).toISOString();
+}
+
+/** The `attempts` a {@link RemoteImageSource} error carries: each place tried and why it failed. */
+function isAttemptList(value: unknown): value is readonly { place: string; error: string }[] {
+  return Array.isArray(value) && value.every((a) => typeof (a as { place?: unknown }).place === 'string');
+}
+
+/** Error codes meaning "no such image" (a name nothing holds, or one that cannot be a name). */
+function isMissingImage(code: string | undefined): boolean {
+  return (
+    code === 'IMAGE_UNKNOWN' ||
+    code === 'NAME_INVALID' ||
+    code === 'MANIFEST_UNKNOWN' ||
+    code === 'NAME_UNKNOWN'
+  );
 }
 
 /** Where an instruction sits in the file is not part of what it does: drop it from the key. */

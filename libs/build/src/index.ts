@@ -10,6 +10,7 @@ export {
   type BuildEngineOptions,
   type BuildOutcome,
   type BuildRunContext,
+  type RemoteImage,
   type RemoteImageSource,
 } from './build-engine';
 export {

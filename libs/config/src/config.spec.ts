@@ -61,4 +61,47 @@ describe('loadConfig', () => {
       /WORKER_LOCK_DURATION_MS/,
     );
   });
+
+  it('pulls unqualified bases from Docker Hub by default, without mirrors', () => {
+    const c = loadConfig(minimal);
+    expect(c.registryClients.defaultRegistry).toBe('docker.io');
+    expect(c.registryClients.pullMirrors).toEqual([]);
+    expect(loadConfig({ ...minimal, DEFAULT_REGISTRY: 'none' }).registryClients.defaultRegistry).toBeNull();
+    expect(
+      loadConfig({ ...minimal, DEFAULT_REGISTRY: 'index.docker.io' }).registryClients.defaultRegistry,
+    ).toBe('docker.io');
+    expect(() => loadConfig({ ...minimal, DEFAULT_REGISTRY: 'https://docker.io' })).toThrow(
+      /DEFAULT_REGISTRY/,
+    );
+  });
+
+  it('reads PULL_MIRRORS per registry, in order, apart from the REGISTRY_MIRRORS it serves', () => {
+    const c = loadConfig({
+      ...minimal,
+      REGISTRY_MIRRORS: 'hub=https://registry-1.docker.io',
+      PULL_MIRRORS:
+        'docker.io=http://127.0.0.1:5001,https://mirror.example/,quay.io=https://q.example:8443,registry-1.docker.io=https://third.example',
+    });
+    expect(c.registryClients.pullMirrors).toEqual([
+      {
+        registry: 'docker.io',
+        urls: ['http://127.0.0.1:5001', 'https://mirror.example', 'https://third.example'],
+      },
+      { registry: 'quay.io', urls: ['https://q.example:8443'] },
+    ]);
+    expect(c.registryClients.mirrors.map((m) => m.prefix)).toEqual(['hub']);
+  });
+
+  it.each([
+    ['http://127.0.0.1:5001', 'a mirror before any registry'],
+    ['docker.io=ftp://m.example', 'not http(s)'],
+    ['docker.io=https://m.example/v2/', 'a path'],
+    ['docker.io=https://u:p@m.example', 'credentials in the URL'],
+    ['docker.io=not a url', 'not a URL'],
+    ['a b=https://m.example', 'a bad registry name'],
+  ])('refuses PULL_MIRRORS=%s (%s), naming the entry', (value) => {
+    expect(() => loadConfig({ ...minimal, PULL_MIRRORS: value })).toThrow(
+      new RegExp(`PULL_MIRRORS: "${value.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}"`),
+    );
+  });
 });

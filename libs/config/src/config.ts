@@ -41,7 +41,11 @@ function buildSchemas() {
    * - REPOSITORY_ACCESS: `pattern=public|private` (`*` matches anything), first match wins over ANONYMOUS_PULL
    * - REGISTRY_MIRRORS: `prefix=upstream-url` (credentials as URL userinfo), served pull-through at /v2/<prefix>/…
    * - REGISTRY_CREDENTIALS: `host[:port]=user:password` for pushes to, and pulls from, other registries
-   * - REGISTRY_INSECURE: `host[:port]` reached over plain HTTP
+   * - REGISTRY_INSECURE: `host[:port]` reached over plain HTTP (Docker's `insecure-registries`)
+   * - DEFAULT_REGISTRY: where an unqualified FROM (`alpine`, `team/base:1`) is pulled from when our
+   *   registry lacks it (Docker Hub by default, as Docker), or `none`
+   * - PULL_MIRRORS: `registry=url[,url…]` (more `registry=url` entries may follow): mirrors a FROM pull
+   *   tries in order before the registry itself (Docker's `registry-mirrors`, per registry)
    */
   const authSchema = z.object({
     REGISTRY_AUTH: z
@@ -58,6 +62,14 @@ function buildSchemas() {
     REGISTRY_MIRRORS: z.string().optional(),
     REGISTRY_CREDENTIALS: z.string().optional(),
     REGISTRY_INSECURE: z.string().optional(),
+    DEFAULT_REGISTRY: z
+      .string()
+      .regex(
+        /^(none|[A-Za-z0-9.-]+(:[0-9]+)?|\[[0-9A-Fa-f:]+\](:[0-9]+)?)$/,
+        'DEFAULT_REGISTRY must be host[:port] (e.g. docker.io) or "none"',
+      )
+      .default('docker.io'),
+    PULL_MIRRORS: z.string().optional(),
   });
 
   const baseSchema = z.object({
@@ -153,6 +165,13 @@ export interface RegistryClientConfig {
     readonly password: string;
   }[];
   readonly insecureHosts: readonly string[];
+  /**
+   * Registry of unqualified base image names our registry lacks (`docker.io`: Docker Hub, one-word
+   * names get `library/`); null: unqualified names mean our registry only.
+   */
+  readonly defaultRegistry: string | null;
+  /** Per registry, the mirrors a FROM pull tries in order before the registry itself (`http(s)://host[:port]`). */
+  readonly pullMirrors: readonly { readonly registry: string; readonly urls: readonly string[] }[];
 }
 
 function listItems(value: string | undefined): string[] {
@@ -246,7 +265,63 @@ function parseRegistryClients(a: AuthEnv, problems: string[]): RegistryClientCon
     }
     return [{ host: kv[0], username: up[0], password: up[1] }];
   });
-  return { mirrors, credentials, insecureHosts: listItems(a.REGISTRY_INSECURE) };
+  return {
+    mirrors,
+    credentials,
+    insecureHosts: listItems(a.REGISTRY_INSECURE),
+    defaultRegistry: a.DEFAULT_REGISTRY === 'none' ? null : hubName(a.DEFAULT_REGISTRY),
+    pullMirrors: parsePullMirrors(a.PULL_MIRRORS, problems),
+  };
+}
+
+/** Docker Hub's other names mean `docker.io`, as in image references. */
+function hubName(registry: string): string {
+  const r = registry.toLowerCase();
+  return r === 'index.docker.io' || r === 'registry-1.docker.io' ? 'docker.io' : r;
+}
+
+/**
+ * PULL_MIRRORS: `docker.io=http://127.0.0.1:5001,https://mirror.example,quay.io=https://m2`: an
+ * entry with `=` starts a registry's list, a bare URL adds to the list before it. Like Docker's
+ * registry-mirrors, a mirror is a scheme and host only (no path); `http://` reaches it over plain HTTP.
+ */
+function parsePullMirrors(
+  value: string | undefined,
+  problems: string[],
+): RegistryClientConfig['pullMirrors'] {
+  const out: { registry: string; urls: string[] }[] = [];
+  let current: { registry: string; urls: string[] } | null = null;
+  for (const item of listItems(value)) {
+    const kv = splitOnce(item, '=');
+    const text = kv === null ? item : kv[1];
+    const url = URL.canParse(text) ? new URL(text) : null;
+    if (
+      (kv === null && current === null) ||
+      (kv !== null && !/^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(:[0-9]+)?$/.test(kv[0])) ||
+      url === null ||
+      !/^https?:$/.test(url.protocol) ||
+      url.username !== '' ||
+      url.password !== '' ||
+      url.pathname !== '/' ||
+      url.search !== '' ||
+      url.hash !== ''
+    ) {
+      problems.push(
+        `PULL_MIRRORS: "${item}": expected registry=http(s)://host[:port], then more mirrors of that registry as http(s)://host[:port] (no path; credentials go in REGISTRY_CREDENTIALS)`,
+      );
+      continue;
+    }
+    if (kv !== null) {
+      const registry = hubName(kv[0]);
+      current = out.find((m) => m.registry === registry) ?? null;
+      if (current === null) {
+        current = { registry, urls: [] };
+        out.push(current);
+      }
+    }
+    current?.urls.push(`${url.protocol}//${url.host}`);
+  }
+  return out;
 }
 
 export type StorageConfig =

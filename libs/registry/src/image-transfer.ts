@@ -3,6 +3,7 @@ import {
   Descriptor,
   MediaType,
   normalizeMediaType,
+  parseImageConfig,
   parseManifest,
   ParsedManifest,
   Platform,
@@ -61,6 +62,45 @@ export class ImageTransfer {
       throw new RegistryError('MANIFEST_INVALID', `${repository}@${digest}: ${parsed.message}`);
     }
     return { digest, bytes, mediaType: storedMediaType(bytes), parsed };
+  }
+
+  /**
+   * The image manifest `reference` (a tag or digest) names in our `repository` when it is there
+   * whole (manifest, config, layers linked) and built for `platform`; else null. What a pull
+   * left behind earlier, found without asking anyone.
+   */
+  async storedImage(repository: string, reference: string, platform: Platform): Promise<BlobDigest | null> {
+    const digest = isBlobDigest(reference)
+      ? reference
+      : await this.repositories.getTag(repository, reference);
+    if (digest === null || !(await this.repositories.hasManifest(repository, digest))) {
+      return null;
+    }
+    const m = await this.readManifest(repository, digest);
+    if (m.parsed.kind !== 'oci-manifest' && m.parsed.kind !== 'docker-manifest') {
+      return null;
+    }
+    for (const blob of blobsOf(m.parsed)) {
+      if (!(await this.repositories.hasBlob(repository, asDigest(blob.digest)))) {
+        return null;
+      }
+    }
+    const config = parseImageConfig(
+      await readLimited(
+        await this.blobs.get(asDigest(m.parsed.manifest.config.digest)),
+        MAX_MANIFEST,
+        'MANIFEST_INVALID',
+      ),
+    );
+    if (
+      !config.ok ||
+      config.config.os !== platform.os ||
+      config.config.architecture !== platform.architecture ||
+      (platform.variant !== undefined && config.config.variant !== platform.variant)
+    ) {
+      return null;
+    }
+    return digest;
   }
 
   /** Links the image (every child of an index too) into `target`, then points `tag` at it. */

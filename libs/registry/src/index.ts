@@ -55,5 +55,5 @@ export {
   scopesAllow,
 } from './registry-token';
 export type { RegistryTokenClaims, ResourceScope } from './registry-token';
-export { RemoteImageResolver } from './remote-image-resolver';
-export type { ResolvedRemoteImage } from './remote-image-resolver';
+export { ImagePullError, RemoteImageResolver } from './remote-image-resolver';
+export type { PullAttempt, PullSettings, ResolvedRemoteImage } from './remote-image-resolver';

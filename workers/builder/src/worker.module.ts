@@ -75,11 +75,13 @@ export class WorkerModule {
               layerCacheMaxBytes: c.layerCacheMaxBytes,
               // shared by every worker host, like the layers it names (blob store)
               cacheIndex: new RedisBuildCacheIndex(redis),
-              // FROM another registry: pulled through the registry client into our storage.
+              // FROM another registry, or an unqualified name ours lacks (DEFAULT_REGISTRY): pulled
+              // through the registry client (PULL_MIRRORS first) into our storage.
               remoteImages: adaptResolver(
                 new RemoteImageResolver(
                   new ImageTransfer(blobs, repositories),
                   new RegistryClients(c.registryClients),
+                  c.registryClients,
                 ),
               ),
             }),
@@ -107,9 +109,8 @@ export class WorkerModule {
 /** The engine's view of the resolver: the worker's platform (linux/amd64), manifest digest typed. */
 function adaptResolver(resolver: RemoteImageResolver): RemoteImageSource {
   return {
-    resolve: async (reference, signal) => {
-      const r = await resolver.resolve(reference, { os: 'linux', architecture: 'amd64' }, signal);
-      return { repository: r.repository, manifestDigest: r.manifestDigest };
-    },
+    defaultRegistry: resolver.unqualifiedRegistry,
+    resolve: (reference, signal) =>
+      resolver.resolve(reference, { os: 'linux', architecture: 'amd64' }, signal),
   };
 }
