@@ -49,23 +49,34 @@ export function envMap(env: readonly string[] | undefined): Record<string, strin
   return out;
 }
 
-/** Sets variables in a `KEY=VALUE` list, keeping the order of existing keys (Docker's behaviour). */
-export function setEnv(
-  env: readonly string[] | undefined,
-  pairs: readonly { key: string; value: string }[],
-): string[] {
-  const out = [...(env ?? [])];
+/** Position of each key in an Env list this module changed last (kept to avoid O(n) scans). */
+const envPositions = new WeakMap<string[], Map<string, number>>();
+
+/**
+ * Sets variables in a `KEY=VALUE` list in place, keeping the order of existing keys (Docker's
+ * behaviour); returns the list. A stage owns its config (cloned from its base), so changing
+ * it in place is safe, and each ENV costs its own pairs, not the whole list again.
+ */
+export function setEnv(env: string[], pairs: readonly { key: string; value: string }[]): string[] {
+  let positions = envPositions.get(env);
+  if (positions === undefined) {
+    positions = new Map();
+    env.forEach((e, i) => positions?.set(e.slice(0, e.indexOf('=')), i));
+    envPositions.set(env, positions);
+  }
   for (const { key, value } of pairs) {
-    const i = out.findIndex((e) => e.slice(0, e.indexOf('=')) === key);
-    if (i >= 0) {
-      out[i] = `${key}=${value}`;
+    const i = positions.get(key);
+    if (i !== undefined) {
+      env[i] = `${key}=${value}`;
     } else {
-      out.push(`${key}=${value}`);
+      positions.set(key, env.length);
+      env.push(`${key}=${value}`);
     }
   }
-  return out;
+  return env;
 }
 
+/** Appends a history entry in place (copying the list per step was O(n²) over a stage). */
 export function addHistory(state: ImageState, entry: HistoryEntry): void {
-  state.config.history = [...(state.config.history ?? []), entry];
+  (state.config.history ??= []).push(entry);
 }

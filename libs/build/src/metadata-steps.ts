@@ -46,18 +46,20 @@ export function isMetadataInstruction(i: Instruction): i is MetadataInstruction 
  * (https://docs.docker.com/reference/dockerfile/). Returns the history `created_by` text.
  */
 export function applyMetadata(state: ImageState, instr: MetadataInstruction): string {
-  const c: ContainerConfig = { ...(state.config.config ?? {}) };
+  // In place: the stage owns its config (a copy of the config and its Labels per step made
+  // 10,000 LABELs quadratic).
+  const c: ContainerConfig = (state.config.config ??= {});
   let createdBy: string;
   switch (instr.kind) {
     case 'ENV':
-      c.Env = setEnv(c.Env ?? undefined, instr.pairs);
+      c.Env = setEnv(c.Env ?? [], instr.pairs);
       createdBy = `ENV ${instr.pairs.map((p) => `${p.key}=${p.value}`).join(' ')}`;
       break;
     case 'ARG':
       createdBy = `ARG ${instr.args.map((a) => (a.defaultValue === undefined ? a.name : `${a.name}=${a.defaultValue}`)).join(' ')}`;
       break;
     case 'LABEL':
-      c.Labels = { ...(c.Labels ?? {}) };
+      c.Labels ??= {};
       for (const { key, value } of instr.labels) {
         c.Labels[key] = value;
       }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import { BuildEvent, BuildRecord, ContainerRecord, JobName, QueueName } from '@stratum/contracts';
+import { BuildEvent, BuildRecord, ContainerRecord, JobName, QueueName, StepRecord } from '@stratum/contracts';
 import { newBuildRecord, RedisServerHandle, startRedisServer } from '@stratum/testing';
 import { BuildRecordStore, StoredBuildEvent } from './build-record-store';
 import { ContainerRecordStore } from './container-record-store';
@@ -149,13 +149,73 @@ describe('BuildRecordStore', () => {
     });
   });
 
+  describe('steps (issue 13 item 5: linear in the number of steps)', () => {
+    const step = (index: number, status: 'pending' | 'done' | 'cached' = 'done'): StepRecord => ({
+      index,
+      name: `[stage-0] LABEL l${index}=v`,
+      status,
+      startedAt: null,
+      finishedAt: null,
+      durationMs: 1,
+      layerSize: null,
+    });
+
+    it('records 10,000 steps one write each without rewriting the record, then folds them in at the end', async () => {
+      const r = record();
+      await store.create(r);
+      await store.transition(r.id, 'running');
+      const t0 = Date.now();
+      for (let i = 0; i < 10_000; i++) {
+        await store.recordStep(r.id, step(i, i % 2 === 0 ? 'done' : 'cached'));
+      }
+      const ms = Date.now() - t0;
+      // The record itself did not grow while the steps were written (it was ~1.5 MB each write).
+      expect((await redis.get(RedisKeys.build(r.id)))?.length).toBeLessThan(2000);
+      expect(ms).toBeLessThan(30_000); // ~3 s here; rewriting the record per step took minutes
+      const running = await store.get(r.id);
+      expect(running?.steps.map((x) => x.index)).toEqual(Array.from({ length: 10_000 }, (_, i) => i));
+      const [summary] = (await store.list(0, 1, 'running')).items;
+      expect(summary).toMatchObject({ id: r.id, stepCount: 10_000, cachedSteps: 5_000 });
+      expect(summary).not.toHaveProperty('steps');
+
+      await store.transition(r.id, 'succeeded', { imageDigest: `sha256:${'d'.repeat(64)}` });
+      const raw = JSON.parse((await redis.get(RedisKeys.build(r.id))) ?? '{}') as BuildRecord;
+      expect(raw.steps).toHaveLength(10_000); // folded: lists and metrics read records only
+      expect(await redis.pttl(RedisKeys.buildSteps(r.id))).toBeGreaterThan(0); // expires with it
+      const events = await redis.xlen(RedisKeys.buildEvents(r.id));
+      expect(events).toBe(10_000 + 2); // every step event, in the order written, plus two states
+      const page = await store.list(0, 5);
+      const listed = page.items.find((b) => b.id === r.id);
+      expect(listed).toMatchObject({ stepCount: 10_000, cachedSteps: 5_000 });
+      expect(JSON.stringify(page).length).toBeLessThan(20_000);
+    });
+
+    it('a step written after the end still shows, and its hash expires with the record', async () => {
+      const r = record();
+      await store.create(r);
+      await store.recordSteps(r.id, [step(0, 'pending'), step(1, 'pending'), step(0)]);
+      await store.transition(r.id, 'cancelled', { error: 'cancelled' });
+      await store.recordStep(r.id, step(1));
+      expect((await store.get(r.id))?.steps.map((x) => x.status)).toEqual(['done', 'done']);
+      expect(await redis.pttl(RedisKeys.buildSteps(r.id))).toBeGreaterThan(0);
+    });
+
+    it('without a record only the events go out', async () => {
+      const id = randomUUID();
+      await store.recordStep(id, step(0));
+      expect(await redis.exists(RedisKeys.buildSteps(id))).toBe(0);
+      expect(await redis.xlen(RedisKeys.buildEvents(id))).toBe(1);
+      await redis.del(RedisKeys.buildEvents(id));
+    });
+  });
+
   describe('list index', () => {
     // a database of its own: totals count only these records
     let db: Redis;
     let st: BuildRecordStore;
     const base = Date.parse('2024-02-01T00:00:00Z');
     const at = (i: number): string => new Date(base + i * 1000).toISOString();
-    const ids = (page: { items: readonly BuildRecord[] }): string[] => page.items.map((r) => r.id);
+    const ids = (page: { items: readonly { id: string }[] }): string[] => page.items.map((r) => r.id);
     const indexesOf = async (id: string): Promise<string[]> => {
       const keys = [
         RedisKeys.buildIndex,

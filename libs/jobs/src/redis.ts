@@ -41,6 +41,8 @@ export function logConnectionErrors(redis: Redis, name: string): void {
 export const RedisKeys = {
   build: (id: string) => `stratum:build:${id}`,
   buildEvents: (id: string) => `stratum:build:${id}:events`,
+  /** Hash of a build's steps, field = step index: written per step, folded into the record at its end. */
+  buildSteps: (id: string) => `stratum:build:${id}:steps`,
   buildCancel: (id: string) => `stratum:build:${id}:cancel`,
   /** Sorted set of every build id by creation time (ms). */
   buildIndex: 'stratum:builds',

@@ -195,7 +195,7 @@ function buildsTable(items) {
       'tbody',
       {},
       items.map((b) => {
-        const cached = b.steps.filter((s) => s.status === 'cached').length;
+        // List items are summaries (GET /api/v1/builds): step counts, no steps array.
         return h(
           'tr',
           { dataset: { build: b.id, state: b.state } },
@@ -204,7 +204,7 @@ function buildsTable(items) {
           h('td', {}, b.tags.length ? b.tags.join(', ') : h('span', { class: 'muted' }, 'untagged')),
           h('td', {}, when(b.createdAt)),
           h('td', { class: 'num' }, duration(between(b.startedAt, b.finishedAt))),
-          h('td', { class: 'num' }, `${b.steps.length} (${cached} cached)`),
+          h('td', { class: 'num' }, `${b.stepCount} (${b.cachedSteps} cached)`),
           h('td', { class: 'mono' }, short(b.imageDigest)),
         );
       }),
