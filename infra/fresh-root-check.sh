@@ -159,8 +159,8 @@ if [[ $only == all || $only == up ]]; then
     echo "up.sh: the API never answered /healthz" | tee -a "$REPORT"
     up_rc=1
   fi
-  # Ctrl-C as a user would, to the script's process group leader inside the root.
-  kill -INT "$up_pid" 2>/dev/null || true
+  # Ctrl-C as a terminal sends it: to the whole process group (set -m gave the job its own).
+  kill -INT -- "-$up_pid" 2>/dev/null || true
   for _ in $(seq 1 100); do kill -0 "$up_pid" 2>/dev/null || break; sleep 0.2; done
   wait "$up_pid" 2>/dev/null || true
   left=$(root_pids)
