@@ -4,7 +4,7 @@
 // ADD <url>, WORKDIR, secrets, SOURCE_DATE_EPOCH, errors with lines).
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstat, mkdtemp, readFile, readlink, rm } from 'node:fs/promises';
+import { lstat, mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { createServer, Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,7 @@ import {
   isUserBuildError,
   RedisBuildCacheIndex,
 } from '@stratum/build';
+import { opaqueName } from '@stratum/confine';
 import { BuildJobData, Digest, StepRecord } from '@stratum/contracts';
 import { applyLayer } from '@stratum/layers';
 import { RuncRuntime } from '@stratum/runtime';
@@ -65,7 +66,7 @@ let seq = 0;
 async function build(
   engine: BuildEngine,
   files: Record<string, string | Buffer> | Buffer,
-  opts: Partial<Pick<BuildJobData, 'buildArgs' | 'noCache' | 'tags'>> = {},
+  opts: Partial<Pick<BuildJobData, 'buildArgs' | 'noCache' | 'tags' | 'dockerfile'>> = {},
 ): Promise<Result> {
   const tar = Buffer.isBuffer(files) ? files : await contextTar(files);
   const put = await blobs.put(Readable.from([tar]));
@@ -83,7 +84,7 @@ async function build(
     {
       buildId: `b${++seq}-${Date.now()}`,
       contextDigest: put.digest,
-      dockerfile: 'Dockerfile',
+      dockerfile: opts.dockerfile ?? 'Dockerfile',
       tags: opts.tags ?? [`it/build:${seq}`],
       buildArgs: opts.buildArgs ?? {},
       target: null,
@@ -429,6 +430,98 @@ describe('Docker/BuildKit behaviours', () => {
     const err2: unknown = await build(e, busyboxContext('RUNN echo typo\n')).catch((x: unknown) => x);
     expect(isUserBuildError(err2)).toBe(true);
     expect((err2 as Error).message).toMatch(/line 4.*RUNN/i);
+  });
+});
+
+// Issue 13: user-given names and paths never reach outside their root.
+describe('hostile paths', () => {
+  it('RUN --mount=type=cache ids are opaque keys: `..`, `/`, long ids each get an empty dir of their own', async () => {
+    const e = host('cache-ids');
+    const dataDir = join(work, 'cache-ids');
+    const ids = ['..', '../..', '/', '.', 'a/../../..', 'x'.repeat(300)];
+    const runs = ids.map(
+      (id, i) =>
+        `RUN --mount=type=cache,id=${id},target=/c ls -A /c > /seen${i} && echo ${i} > /c/written${i}`,
+    );
+    const r = await build(
+      e,
+      busyboxContext(`${runs.join('\n')}\nRUN --mount=type=cache,id=..,target=/c ls -A /c > /again`),
+    );
+    const root = await unpack(e, r.imageDigest);
+    for (let i = 0; i < ids.length; i++) {
+      expect(await readFile(join(root, `seen${i}`), 'utf8')).toBe('');
+    }
+    // The same id is the same cache (what a cache mount is for), and holds only what it wrote.
+    expect(await readFile(join(root, 'again'), 'utf8')).toBe('written0\n');
+    // Nothing was written anywhere in the data dir but below run-cache/<sha256 of the id>.
+    const runCache = join(dataDir, 'run-cache');
+    expect((await readdir(runCache)).sort()).toEqual(ids.map((id) => opaqueName(id)).sort());
+    expect((await readdir(dataDir)).sort()).toEqual(['bundles', 'jobs', 'layers', 'run-cache', 'runc']);
+    for (const entry of ['bundles', 'jobs', 'layers', 'run-cache', 'runc']) {
+      expect(await readdir(join(dataDir, entry)).then((l) => l.filter((n) => /^written/.test(n)))).toEqual(
+        [],
+      );
+    }
+    expect(await readFile(join(runCache, opaqueName('..'), 'written0'), 'utf8')).toBe('0\n');
+  });
+
+  it('a Dockerfile path through a symlinked directory to a host file fails without reading it', async () => {
+    const e = host('df-link');
+    const secret = join(work, 'host-secret');
+    await writeFile(secret, 'FROM host-secret-content\n');
+    for (const [link, target] of [
+      ['sub', work], // absolute host path
+      ['sub', '../../../../../../../..' + work], // relative, climbing out
+    ]) {
+      const ctx = await contextTar(busyboxContext('RUN true'), { [link]: target });
+      const err: unknown = await build(e, ctx, { dockerfile: 'sub/host-secret' }).catch((x: unknown) => x);
+      expect(isUserBuildError(err)).toBe(true);
+      expect((err as Error).message).toMatch(
+        /Dockerfile path "sub\/host-secret" goes through a symbolic link|Dockerfile path "sub\/host-secret" leads outside its root/,
+      );
+      expect((err as Error).message).not.toContain('host-secret-content');
+      expect((err as Error).message).not.toContain(work);
+    }
+    // A link that stays inside the context is followed, as BuildKit does.
+    const inside = await contextTar(
+      {
+        ...busyboxContext('RUN echo inside > /i'),
+        'real/Dockerfile': `FROM scratch\nADD rootfs.tar /\nRUN echo inside > /i\n`,
+      },
+      { df: 'real' },
+    );
+    const ok = await build(e, inside, { dockerfile: 'df/Dockerfile' });
+    expect(await readFile(join(await unpack(e, ok.imageDigest), 'i'), 'utf8')).toBe('inside\n');
+  });
+
+  it('a .dockerignore linked out of the context is not read: a warning, nothing left out', async () => {
+    const e = host('ignore-link');
+    const patterns = join(work, 'host-patterns');
+    await writeFile(patterns, 'keep.txt\n');
+    const ctx = await contextTar(busyboxContext('COPY keep.txt /keep.txt', { 'keep.txt': 'kept\n' }), {
+      '.dockerignore': patterns,
+    });
+    const r = await build(e, ctx);
+    expect(await readFile(join(await unpack(e, r.imageDigest), 'keep.txt'), 'utf8')).toBe('kept\n');
+    expect(r.logs).toMatch(
+      /warning: \.dockerignore ".dockerignore" goes through a symbolic link.*not applied/,
+    );
+    expect(r.logs).not.toContain(work);
+  });
+
+  it('ADD of a local archive past maxAddUnpackedBytes fails naming the limit and the line', async () => {
+    const e = host('add-limit', { maxAddUnpackedBytes: 64 * 1024 });
+    const big = await contextTar({ 'big.bin': Buffer.alloc(256 * 1024, 7) });
+    const small = await contextTar({ 'small.bin': Buffer.alloc(1024, 7) });
+    const err: unknown = await build(e, {
+      Dockerfile: 'FROM scratch\nADD small.tar /s/\nADD big.tar /b/\n',
+      'small.tar': small,
+      'big.tar': big,
+    }).catch((x: unknown) => x);
+    expect(isUserBuildError(err)).toBe(true);
+    expect((err as Error).message).toMatch(
+      /^Dockerfile:3: ADD big\.tar: the archive unpacks to more than MAX_ADD_UNPACKED_BYTES \(65536 bytes\)/,
+    );
   });
 });
 

@@ -1,5 +1,14 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { create as createTar } from 'tar';
@@ -30,12 +39,22 @@ export function writeTree(
   return dir;
 }
 
-/** A build context tar holding `files`. */
-export async function contextTar(files: Record<string, string | Buffer>): Promise<Buffer> {
+/**
+ * A build context tar holding `files`, and `links` (path -> symlink target, stored as links:
+ * hostile contexts point them at host paths).
+ */
+export async function contextTar(
+  files: Record<string, string | Buffer>,
+  links: Record<string, string> = {},
+): Promise<Buffer> {
   const dir = writeTree(files);
   try {
+    for (const [p, target] of Object.entries(links)) {
+      mkdirSync(dirname(join(dir, p)), { recursive: true });
+      symlinkSync(target, join(dir, p));
+    }
     const chunks: Buffer[] = [];
-    const stream = createTar({ cwd: dir, portable: true }, Object.keys(files));
+    const stream = createTar({ cwd: dir, portable: true }, [...Object.keys(files), ...Object.keys(links)]);
     for await (const c of stream as AsyncIterable<Buffer>) {
       chunks.push(c);
     }

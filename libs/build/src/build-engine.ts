@@ -96,6 +96,8 @@ export interface BuildEngineOptions {
   readonly allowHostNetwork?: boolean;
   /** Largest build context, unpacked (MAX_CONTEXT_BYTES); unlimited when unset. */
   readonly maxContextBytes?: number;
+  /** What the local archives of one ADD may unpack to (MAX_ADD_UNPACKED_BYTES); unlimited when unset. */
+  readonly maxAddUnpackedBytes?: number;
   readonly compression?: 'gzip' | 'zstd';
   /**
    * The step cache index. Share one (Redis) between worker hosts so they reuse each other's
@@ -777,6 +779,8 @@ class BuildRun {
           let toCopy = matched;
           if (instr.kind === 'ADD' && instr.unpack !== false) {
             toCopy = [];
+            const limit = this.options.maxAddUnpackedBytes;
+            let left = limit;
             for (const s of matched) {
               if (await isLocalArchive(s.host)) {
                 const dest = posix.isAbsolute(instr.dest) ? instr.dest : posix.join(workdir, instr.dest);
@@ -784,7 +788,22 @@ class BuildRun {
                 await mkdir(destDir, { recursive: true });
                 // A local archive from the build context is a plain archive, as Docker's ADD
                 // untars it: `.wh.*` names are files, not whiteouts; no device nodes.
-                await applyLayer(createReadStream(s.host), destDir, { devices: 'reject', kind: 'plain' });
+                const applied = await applyLayer(createReadStream(s.host), destDir, {
+                  devices: 'reject',
+                  kind: 'plain',
+                  ...(left !== undefined ? { maxBytes: left } : {}),
+                }).catch((err: unknown) => {
+                  if ((err as { cause?: { code?: unknown } }).cause?.code === 'TAR_TOO_LARGE') {
+                    throw new BuildError(
+                      `ADD ${s.rel}: the archive unpacks to more than MAX_ADD_UNPACKED_BYTES (${limit} bytes${matched.length > 1 ? ' for all archives of this ADD' : ''})`,
+                      instr.startLine,
+                    );
+                  }
+                  throw err;
+                });
+                if (left !== undefined) {
+                  left = Math.max(0, left - applied.bytes);
+                }
               } else {
                 toCopy.push(s);
               }

@@ -83,6 +83,8 @@ function buildSchemas() {
     API_PORT: port.default(8080),
     PUBLIC_URL: z.url().optional(),
     MAX_CONTEXT_BYTES: positiveInt.default(2 * 1024 * 1024 * 1024),
+    // What one ADD may unpack from local archives (tar bytes read): bounds a tar bomb in the context.
+    MAX_ADD_UNPACKED_BYTES: positiveInt.default(8 * 1024 * 1024 * 1024),
     BUILD_RETENTION_SECONDS: positiveInt.default(7 * 24 * 3600),
     WORKER_CONCURRENCY: positiveInt.max(64).default(2),
     WORKER_ID: z.string().min(1).default(hostname()),
@@ -343,6 +345,8 @@ export interface StratumConfig {
   readonly runtimePath: string;
   readonly api: { readonly host: string; readonly port: number; readonly publicUrl: string | null };
   readonly maxContextBytes: number;
+  /** MAX_ADD_UNPACKED_BYTES: the local archives of one ADD unpack to at most this much. */
+  readonly maxAddUnpackedBytes: number;
   readonly buildRetentionSeconds: number;
   readonly worker: {
     readonly id: string;
@@ -460,6 +464,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     runtimePath: c.RUNTIME,
     api: { host: c.API_HOST, port: c.API_PORT, publicUrl: c.PUBLIC_URL ?? null },
     maxContextBytes: c.MAX_CONTEXT_BYTES,
+    maxAddUnpackedBytes: c.MAX_ADD_UNPACKED_BYTES,
     buildRetentionSeconds: c.BUILD_RETENTION_SECONDS,
     worker: {
       id: c.WORKER_ID,

@@ -72,6 +72,7 @@ export class WorkerModule {
               stepPidsLimit: c.stepPidsLimit,
               allowHostNetwork: c.allowHostNetwork,
               maxContextBytes: c.maxContextBytes,
+              maxAddUnpackedBytes: c.maxAddUnpackedBytes,
               layerCacheMaxBytes: c.layerCacheMaxBytes,
               // shared by every worker host, like the layers it names (blob store)
               cacheIndex: new RedisBuildCacheIndex(redis),
