@@ -139,12 +139,13 @@ if [[ $only == all || $only == up ]]; then
   set +m
   ok=false
   for _ in $(seq 1 1200); do
-    curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && { ok=true; break; }
+    # up.sh says so once the API is healthy and the busybox base is in (as a user reads it)
+    grep -q 'Stratum is up' "$ROOT.up.log" 2>/dev/null && { ok=true; break; }
     kill -0 "$up_pid" 2>/dev/null || break
     sleep 0.5
   done
   if $ok; then
-    echo "up.sh: API healthy after $(($(date +%s) - t0)) s" | tee -a "$REPORT"
+    echo "up.sh: up after $(($(date +%s) - t0)) s" | tee -a "$REPORT"
     mkdir -p "$ROOT/work/hello"
     printf 'FROM busybox\nRUN echo hi > /hi\nCMD ["cat", "/hi"]\n' >"$ROOT/work/hello/Dockerfile"
     if in_root sh -c "cd /work/main && STRATUM_URL=http://127.0.0.1:$port apps/cli/bin/stratum build -t hello/world:1 /work/hello" >"$ROOT.build.log" 2>&1; then
@@ -156,7 +157,7 @@ if [[ $only == all || $only == up ]]; then
       up_rc=1
     fi
   else
-    echo "up.sh: the API never answered /healthz" | tee -a "$REPORT"
+    echo "up.sh: never said 'Stratum is up'" | tee -a "$REPORT"
     up_rc=1
   fi
   # Ctrl-C as a terminal sends it: to the whole process group (set -m gave the job its own).

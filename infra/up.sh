@@ -33,7 +33,17 @@ node dist/workers/builder/src/main.js &
 pids+=($!)
 node dist/apps/api/src/main.js &
 pids+=($!)
-for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$API_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+# Up to two minutes (a busy machine's first start); a process that exits ends the wait at once.
+healthy=false
+for _ in $(seq 1 600); do
+  curl -fs "http://127.0.0.1:$API_PORT/healthz" >/dev/null 2>&1 && { healthy=true; break; }
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || break 2; done
+  sleep 0.2
+done
+if ! $healthy; then
+  log "the API did not become healthy on port $API_PORT (its log is above)"
+  exit 1
+fi
 # A `busybox` base, so `FROM busybox` builds on a machine that reaches no registry (once).
 "$STRATUM_ROOT/infra/busybox-base.sh" "http://127.0.0.1:$API_PORT" || log "warning: no busybox base image (see above)"
 log "Stratum is up: API http://127.0.0.1:$API_PORT (docs /docs), data in $DATA_DIR"
