@@ -1,5 +1,5 @@
-import { Digest } from '@stratum/contracts';
-import { applyLayer } from '@stratum/layers';
+import { Digest, StratumError } from '@stratum/contracts';
+import { applyLayer, LayerError } from '@stratum/layers';
 import { BlobStore } from '@stratum/storage';
 import { applyDockerignore } from './context-filter';
 
@@ -21,6 +21,8 @@ export class BuildContext {
     private readonly log: (text: string) => void,
     /** Unpacked size limit (MAX_CONTEXT_BYTES): a context named by digest was not checked here. */
     private readonly maxBytes?: number,
+    /** Entry limit (MAX_CONTEXT_ENTRIES), for the same reason. */
+    private readonly maxEntries?: number,
   ) {}
 
   /** Extracts the context into {@link dir} and applies its ignore file, once. */
@@ -29,11 +31,23 @@ export class BuildContext {
       this.log(`loading build context ${this.digest}\n`);
       // A context is a plain archive of files to copy from, not a layer: `.wh.*` names are
       // ordinary files; no device nodes (and nothing outside the dir), as the API checked.
-      await applyLayer(await this.blobs.get(this.digest), this.dir, {
-        devices: 'reject',
-        kind: 'plain',
-        ...(this.maxBytes !== undefined ? { maxBytes: this.maxBytes } : {}),
-      });
+      try {
+        await applyLayer(await this.blobs.get(this.digest), this.dir, {
+          devices: 'reject',
+          kind: 'plain',
+          ...(this.maxBytes !== undefined ? { maxBytes: this.maxBytes } : {}),
+          ...(this.maxEntries !== undefined ? { maxEntries: this.maxEntries } : {}),
+        });
+      } catch (err) {
+        if (err instanceof LayerError && err.code === 'LAYER_TOO_MANY_ENTRIES') {
+          // CONTEXT_TOO_LARGE: a user error (never retried), 413 like the API's own check.
+          throw new StratumError(
+            'CONTEXT_TOO_LARGE',
+            `build context holds more than ${this.maxEntries ?? 0} entries (MAX_CONTEXT_ENTRIES)`,
+          );
+        }
+        throw err;
+      }
       const ignored = await applyDockerignore(this.dir, this.dockerfile, this.log);
       if (ignored > 0) {
         this.log(`.dockerignore: left out ${ignored} path(s) of the context\n`);

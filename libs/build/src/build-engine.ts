@@ -98,6 +98,8 @@ export interface BuildEngineOptions {
   readonly maxContextBytes?: number;
   /** What the local archives of one ADD may unpack to (MAX_ADD_UNPACKED_BYTES); unlimited when unset. */
   readonly maxAddUnpackedBytes?: number;
+  /** Most entries of a build context (MAX_CONTEXT_ENTRIES); unlimited when unset. */
+  readonly maxContextEntries?: number;
   readonly compression?: 'gzip' | 'zstd';
   /**
    * The step cache index. Share one (Redis) between worker hosts so they reuse each other's
@@ -187,6 +189,7 @@ export class BuildEngine {
       data.dockerfile,
       (t) => ctx.reporter.log(null, 'system', t),
       this.options.maxContextBytes,
+      this.options.maxContextEntries,
     );
     const run = new BuildRun(this, this.options, data, ctx, jobDir, context, filesystems);
     try {

@@ -85,6 +85,10 @@ function buildSchemas() {
     MAX_CONTEXT_BYTES: positiveInt.default(2 * 1024 * 1024 * 1024),
     // What one ADD may unpack from local archives (tar bytes read): bounds a tar bomb in the context.
     MAX_ADD_UNPACKED_BYTES: positiveInt.default(8 * 1024 * 1024 * 1024),
+    // Entries (files, dirs, links) of a build context: each costs the API and the worker memory
+    // (1,000,000 empty files took a worker to 1.87 GB); 500,000 is several times a large
+    // monorepo's checkout with node_modules, and keeps a worker well under 1 GB.
+    MAX_CONTEXT_ENTRIES: positiveInt.default(500_000),
     BUILD_RETENTION_SECONDS: positiveInt.default(7 * 24 * 3600),
     WORKER_CONCURRENCY: positiveInt.max(64).default(2),
     WORKER_ID: z.string().min(1).default(hostname()),
@@ -347,6 +351,8 @@ export interface StratumConfig {
   readonly maxContextBytes: number;
   /** MAX_ADD_UNPACKED_BYTES: the local archives of one ADD unpack to at most this much. */
   readonly maxAddUnpackedBytes: number;
+  /** Most entries a build context may hold (MAX_CONTEXT_ENTRIES): refused with 413 beyond. */
+  readonly maxContextEntries: number;
   readonly buildRetentionSeconds: number;
   readonly worker: {
     readonly id: string;
@@ -465,6 +471,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     api: { host: c.API_HOST, port: c.API_PORT, publicUrl: c.PUBLIC_URL ?? null },
     maxContextBytes: c.MAX_CONTEXT_BYTES,
     maxAddUnpackedBytes: c.MAX_ADD_UNPACKED_BYTES,
+    maxContextEntries: c.MAX_CONTEXT_ENTRIES,
     buildRetentionSeconds: c.BUILD_RETENTION_SECONDS,
     worker: {
       id: c.WORKER_ID,

@@ -58,6 +58,7 @@ export const ERROR_STATUS = {
   LAYER_LINK_TARGET_MISSING: 400,
   LAYER_NOT_A_DIRECTORY: 400,
   LAYER_DIGEST_MISMATCH: 400,
+  LAYER_TOO_MANY_ENTRIES: 413,
   // confinement (@stratum/confine): a user-given name or path that cannot become a path
   PATH_INVALID: 400,
   PATH_ESCAPE: 400,

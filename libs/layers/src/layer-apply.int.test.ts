@@ -167,6 +167,29 @@ describe('applyLayer: devices refused when asked (build contexts)', () => {
   });
 });
 
+describe('applyLayer: entry limit (MAX_CONTEXT_ENTRIES on the worker)', () => {
+  const files = (n: number): Parameters<typeof buildTar>[0] =>
+    Array.from({ length: n }, (_, i) => ({ path: `f${i}`, content: '' }));
+
+  it('extracts exactly maxEntries entries', async () => {
+    const target = await fresh();
+    const result = await applyLayer(streamOf(buildTar(files(50))), target, { kind: 'plain', maxEntries: 50 });
+    expect(result.entries).toBe(50);
+  });
+
+  it('fails with LAYER_TOO_MANY_ENTRIES at the one after, before writing it', async () => {
+    const target = await fresh();
+    const err = await applyLayer(streamOf(buildTar(files(51))), target, {
+      kind: 'plain',
+      maxEntries: 50,
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LayerError);
+    expect((err as LayerError).code).toBe('LAYER_TOO_MANY_ENTRIES');
+    expect((err as LayerError).message).toBe('the archive holds more than 50 entries (entry "f50")');
+    await expect(lstat(join(target, 'f50'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
+
 describe('applyLayer: plain archives (build contexts)', () => {
   const context = buildTar([
     { path: 'Dockerfile', content: 'FROM scratch\n' },

@@ -59,6 +59,11 @@ export interface ApplyLayerOptions {
   kind?: 'layer' | 'plain';
   /** Fail (LAYER_INVALID_TAR) once the uncompressed tar exceeds this many bytes. */
   maxBytes?: number;
+  /**
+   * Fail (LAYER_TOO_MANY_ENTRIES) at the entry after this many, before it is applied: what
+   * the extraction remembers per entry (the archive rules' tree) stays bounded.
+   */
+  maxEntries?: number;
 }
 
 /** What {@link applyLayer} did. */
@@ -457,8 +462,17 @@ export async function applyLayer(
   );
   const hash = createHash('sha256');
   const reader = new ByteReader(input.stream, { maxBytes: options.maxBytes, hash });
+  const maxEntries = options.maxEntries ?? Infinity;
+  let count = 0;
   try {
     for await (const entry of readTar(reader)) {
+      if (++count > maxEntries) {
+        throw new LayerError(
+          'LAYER_TOO_MANY_ENTRIES',
+          `the archive holds more than ${maxEntries} entries`,
+          entry.path,
+        );
+      }
       await applier.apply(entry);
       await applier.maybeYield();
     }

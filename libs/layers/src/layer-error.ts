@@ -27,7 +27,9 @@ export type LayerErrorCode =
   /** A file changed size while it was being archived. */
   | 'LAYER_FILE_CHANGED'
   /** A caller passed an invalid argument. */
-  | 'LAYER_INVALID_ARGUMENT';
+  | 'LAYER_INVALID_ARGUMENT'
+  /** The tar holds more entries than the caller allows (`maxEntries`). */
+  | 'LAYER_TOO_MANY_ENTRIES';
 
 /**
  * The one error type of `@stratum/layers`. `code` is stable; `entry` names the tar entry

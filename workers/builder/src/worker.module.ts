@@ -73,6 +73,7 @@ export class WorkerModule {
               allowHostNetwork: c.allowHostNetwork,
               maxContextBytes: c.maxContextBytes,
               maxAddUnpackedBytes: c.maxAddUnpackedBytes,
+              maxContextEntries: c.maxContextEntries,
               layerCacheMaxBytes: c.layerCacheMaxBytes,
               // shared by every worker host, like the layers it names (blob store)
               cacheIndex: new RedisBuildCacheIndex(redis),

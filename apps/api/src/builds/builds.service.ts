@@ -48,7 +48,11 @@ export class BuildsService {
         `build context of ${declaredLength} bytes is larger than the limit of ${this.config.maxContextBytes} bytes`,
       );
     }
-    const { bytes, summary } = inspectContext(body, this.config.maxContextBytes);
+    const dockerfile = normalizeContextPath(query.dockerfile);
+    const { bytes, summary } = inspectContext(body, this.config.maxContextBytes, {
+      maxEntries: this.config.maxContextEntries,
+      keepPath: (p) => p === dockerfile,
+    });
     // Wait for both, even when one fails early: a blob this request created is removed only
     // after the store has finished writing it.
     const [put, contents] = await Promise.allSettled([
@@ -65,7 +69,6 @@ export class BuildsService {
       // Prefer the inspection's error (too large, not a tar) over the store's echo of it.
       throw contents.status === 'rejected' ? contents.reason : (put as PromiseRejectedResult).reason;
     }
-    const dockerfile = normalizeContextPath(query.dockerfile);
     if (!contents.value.paths.has(dockerfile)) {
       await discard();
       throw new StratumError(

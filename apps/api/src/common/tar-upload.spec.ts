@@ -33,11 +33,12 @@ function tar(specs: Spec[]): Buffer {
 async function upload(
   body: Buffer,
   limit = 1024 * 1024,
+  options: Parameters<typeof inspectContext>[2] = {},
 ): Promise<{ stored: Buffer; paths: string[] } | { error: StratumError }> {
   const chunks = Array.from({ length: Math.ceil(body.length / 700) }, (_, i) =>
     body.subarray(i * 700, (i + 1) * 700),
   );
-  const { bytes, summary } = inspectContext(Readable.from(chunks), limit);
+  const { bytes, summary } = inspectContext(Readable.from(chunks), limit, options);
   const stored: Buffer[] = [];
   const store = (async () => {
     for await (const c of bytes) {
@@ -137,5 +138,25 @@ describe('inspectContext', () => {
     expect(corrupt).toMatchObject({ error: { code: 'CONTEXT_INVALID' } });
     expect((corrupt as { error: Error }).error.message).toMatch(/gzip/);
     expect(await upload(END_OF_ARCHIVE)).toMatchObject({ error: { code: 'CONTEXT_INVALID' } });
+  });
+});
+
+describe('inspectContext entry limit (MAX_CONTEXT_ENTRIES)', () => {
+  const many = (n: number): Spec[] => [DF, ...Array.from({ length: n - 1 }, (_, i) => ({ path: `f/${i}` }))];
+
+  it('accepts a context of exactly maxEntries entries, listing only the paths asked for', async () => {
+    const out = await upload(tar(many(1000)), 4 * 1024 * 1024, {
+      maxEntries: 1000,
+      keepPath: (p) => p === 'Dockerfile',
+    });
+    expect(out).toEqual({ stored: expect.any(Buffer), paths: ['Dockerfile'] });
+  });
+
+  it('refuses one more with 413 CONTEXT_TOO_LARGE naming the limit', async () => {
+    const out = await upload(tar(many(1001)), 4 * 1024 * 1024, { maxEntries: 1000 });
+    expect(out).toEqual({ error: expect.any(StratumError) });
+    const err = (out as { error: StratumError }).error;
+    expect(err.code).toBe('CONTEXT_TOO_LARGE');
+    expect(err.message).toBe('build context holds more than 1000 entries (the limit MAX_CONTEXT_ENTRIES)');
   });
 });

@@ -27,6 +27,8 @@ export interface TarUploadErrors {
   readonly entry?: (why: string) => StratumError;
   /** More than `limit` bytes. */
   readonly tooLarge: (limit: number) => StratumError;
+  /** More than `limit` entries (default: `tooLarge`-like text through `invalid`). */
+  readonly tooManyEntries?: (limit: number) => StratumError;
   /** The source stream failed (default: its own error). */
   readonly source?: (err: Error) => Error;
   /** When set, a device node entry is refused with this error (a build context has no use for one). */
@@ -36,7 +38,10 @@ export interface TarUploadErrors {
 /** What an uploaded tar contains, known once it has been read to its end. */
 export interface TarSummary {
   readonly entries: number;
-  /** Normalized (see {@link normalizeContextPath}) paths of the entries. */
+  /**
+   * Normalized (see {@link normalizeContextPath}) paths of the entries: all of them, or only
+   * those {@link InspectOptions.keepPath} keeps.
+   */
   readonly paths: ReadonlySet<string>;
   /** Bytes that passed (as uploaded: compressed when the tar is). */
   readonly bytes: number;
@@ -44,6 +49,17 @@ export interface TarSummary {
 
 /** What a context tar contains that the API checks before accepting a build. */
 export type ContextSummary = TarSummary;
+
+/** Options of {@link inspectTar}. */
+export interface InspectOptions extends Pick<ArchiveRulesOptions, 'kind'> {
+  /** Refuse the tar at the entry after this many (`errors.tooManyEntries`). */
+  readonly maxEntries?: number;
+  /**
+   * Which paths the summary lists (default: all). A build needs to know of one path, the
+   * Dockerfile: listing them all held every name of a 1,000,000-entry context in memory.
+   */
+  readonly keepPath?: (path: string) => boolean;
+}
 
 /** `./a/b`, `a/b/`, `/a/b` -> `a/b`: the form paths are compared in (as `cleanEntryPath` of @stratum/tar cleans entry names). */
 export function normalizeContextPath(p: string): string {
@@ -114,8 +130,10 @@ export function inspectTar(
   source: Readable,
   limit: number,
   errors: TarUploadErrors,
-  rules: Pick<ArchiveRulesOptions, 'kind'> = {},
+  rules: InspectOptions = {},
 ): { bytes: Readable; summary: Promise<TarSummary>; counted: ByteLimit } {
+  const maxEntries = rules.maxEntries ?? Infinity;
+  const tooManyEntries = errors.tooManyEntries ?? ((n: number) => errors.invalid(`more than ${n} entries`));
   const counted = new ByteLimit(limit, (l) => errors.tooLarge(l));
   const bytes = new PassThrough();
   const parseIn = new PassThrough();
@@ -131,9 +149,15 @@ export function inspectTar(
     const input = await decompressed(parseIn);
     try {
       for await (const entry of readTar(new ByteReader(input.stream, { maxBytes: limit }))) {
-        entries++;
+        // Counted before the archive rules remember the entry: their tree is bounded too.
+        if (++entries > maxEntries) {
+          throw tooManyEntries(maxEntries);
+        }
         try {
-          paths.add(archive.check(entry).join('/'));
+          const path = archive.check(entry).join('/');
+          if (rules.keepPath === undefined || rules.keepPath(path)) {
+            paths.add(path);
+          }
         } catch (err) {
           const refusedDevice = err instanceof TarError && err.code === 'TAR_UNSUPPORTED_ENTRY';
           if (errors.device !== undefined && refusedDevice && isDeviceEntry(entry)) {
@@ -232,6 +256,11 @@ const CONTEXT_ERRORS: TarUploadErrors = {
     new StratumError('CONTEXT_INVALID', `build context holds an entry that cannot be extracted: ${why}`),
   tooLarge: (limit) =>
     new StratumError('CONTEXT_TOO_LARGE', `build context is larger than the limit of ${limit} bytes`),
+  tooManyEntries: (limit) =>
+    new StratumError(
+      'CONTEXT_TOO_LARGE',
+      `build context holds more than ${limit} entries (the limit MAX_CONTEXT_ENTRIES)`,
+    ),
   device: (path) =>
     new StratumError(
       'CONTEXT_INVALID',
@@ -239,11 +268,15 @@ const CONTEXT_ERRORS: TarUploadErrors = {
     ),
 };
 
-/** A build context upload: {@link inspectTar} with the build API's error codes. */
+/**
+ * A build context upload: {@link inspectTar} with the build API's error codes, at most
+ * `options.maxEntries` entries, listing only the paths `options.keepPath` keeps.
+ */
 export function inspectContext(
   source: Readable,
   limit: number,
+  options: Omit<InspectOptions, 'kind'> = {},
 ): { bytes: Readable; summary: Promise<ContextSummary>; counted: ByteLimit } {
   // A context is a plain archive: `.wh.*` names are ordinary files, as the worker extracts them.
-  return inspectTar(source, limit, CONTEXT_ERRORS, { kind: 'plain' });
+  return inspectTar(source, limit, CONTEXT_ERRORS, { ...options, kind: 'plain' });
 }

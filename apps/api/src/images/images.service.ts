@@ -24,7 +24,11 @@ export class ImagesApiService {
    */
   async import(body: Readable, query: ImportImageQuery): Promise<ImportedImage> {
     this.assertWritable(query.repository, query.tag);
-    const { tar, summary } = await rootfsTar(body, this.config.maxContextBytes);
+    const { tar, summary } = await rootfsTar(
+      body,
+      this.config.maxContextBytes,
+      this.config.maxContextEntries,
+    );
     // Both settle before anything is decided: the store may finish after the check failed.
     const [stored, checked] = await Promise.allSettled([this.images.putLayer(compressLayer(tar)), summary]);
     if (checked.status === 'rejected') {

@@ -15,6 +15,11 @@ const ROOTFS_ERRORS: TarUploadErrors = {
   invalid: (why) => new StratumError('LAYER_INVALID', `the body is not a valid tar archive: ${why}`),
   tooLarge: (limit) =>
     new StratumError('BLOB_TOO_LARGE', `the root filesystem tar is larger than ${limit} bytes`),
+  tooManyEntries: (limit) =>
+    new StratumError(
+      'BLOB_TOO_LARGE',
+      `the root filesystem tar holds more than ${limit} entries (the limit MAX_CONTEXT_ENTRIES)`,
+    ),
   source: (err) =>
     new StratumError('LAYER_INVALID', `the body is not a valid gzip or zstd stream: ${err.message}`),
 };
@@ -30,10 +35,17 @@ const ROOTFS_ERRORS: TarUploadErrors = {
 export async function rootfsTar(
   source: Readable,
   limit: number,
+  /** Most entries (MAX_CONTEXT_ENTRIES: the check remembers each one); unlimited when unset. */
+  maxEntries?: number,
 ): Promise<{ tar: Readable; summary: Promise<RootfsSummary> }> {
   const { stream } = await decompressed(source);
   const plain = stream instanceof Readable ? stream : Readable.from(stream, { objectMode: false });
-  const { bytes: tar, summary: checked } = inspectTar(plain, limit, ROOTFS_ERRORS);
+  const { bytes: tar, summary: checked } = inspectTar(
+    plain,
+    limit,
+    ROOTFS_ERRORS,
+    maxEntries === undefined ? {} : { maxEntries },
+  );
   const summary = checked.then(({ entries, bytes }): RootfsSummary => ({ entries, bytes }));
   summary.catch(() => undefined); // the caller may await the store first
   return { tar, summary };
