@@ -32,4 +32,15 @@ export {
   type SweepResult,
 } from './runc-runtime';
 export { RuntimeError, type RuntimeErrorReason } from './runtime-error';
+export {
+  SandboxNetwork,
+  sandboxRules,
+  hostIpv4Addresses,
+  stepNameservers,
+  SLIRP_DNS,
+  SLIRP_GUEST_ADDRESS,
+  SLIRP_SUBNET,
+  type SandboxTools,
+  type SandboxAddresses,
+} from './sandbox-network';
 export type * from './oci-runtime-spec';

@@ -7,6 +7,16 @@ import { ConfineError, resolveBeneath } from '@stratum/confine';
 import { detectMemoryCgroup, readOomKillCount, type MemoryCgroupLayout } from './cgroups';
 import { RuntimeError } from './runtime-error';
 import {
+  hostIpv4Addresses,
+  SandboxNetwork,
+  SLIRP_GUEST_ADDRESS,
+  stepHosts,
+  stepNameservers,
+  stepResolvConf,
+  sweepSandboxProcesses,
+  type SandboxTools,
+} from './sandbox-network';
+import {
   DEFAULT_NOFILE,
   generateRuntimeSpec,
   type ProcessUser,
@@ -28,6 +38,10 @@ export interface RuncRuntimeOptions {
   killGraceMs?: number;
   /** Problems that do not change a run's outcome (a failed clean-up). Default: process.emitWarning. */
   onWarning?: (message: string) => void;
+  /** Programs of `network: 'sandbox'` (slirp4netns, unshare, iptables-restore); Debian paths by default. */
+  sandboxTools?: SandboxTools;
+  /** The host's resolver config, read for a sandboxed step's nameservers. Default /etc/resolv.conf. */
+  hostResolvConf?: string;
 }
 
 /** What to run: {@link RuntimeSpecOptions} with `user` also accepted as a Dockerfile `USER` string. */
@@ -67,6 +81,8 @@ export interface RunResult {
 export interface SweepResult {
   containers: string[];
   bundles: string[];
+  /** Sandbox network helpers (slirp4netns, namespace holders) still running, killed. */
+  networkProcesses: number;
 }
 
 interface RuncOutput {
@@ -166,11 +182,6 @@ export class RuncRuntime {
     }
     const cgroupsPath = path.posix.join(this.cgroupParent, id);
     const nofile = options.nofile ?? (await defaultNofile());
-    const spec = generateRuntimeSpec({ ...options, user, cgroupsPath, nofile });
-    // Docker sets HOME from the passwd entry when the image does not
-    if (!spec.process.env?.some((e) => e.startsWith('HOME='))) {
-      spec.process.env?.push(`HOME=${home}`);
-    }
 
     await fs.mkdir(this.options.bundleDir, { recursive: true, mode: 0o700 });
     const bundle = path.join(this.options.bundleDir, id);
@@ -186,15 +197,62 @@ export class RuncRuntime {
     // runc creates missing mount points in the rootfs; remember them to remove afterwards,
     // so /proc, /etc/resolv.conf or a cache mount's stub don't end up in the layer
     let stubs: string[] = [];
+    let sandbox: SandboxNetwork | null = null;
     try {
+      const network = options.network ?? 'none';
+      const hostname = options.hostname ?? 'stratum';
+      let netnsPath: string | undefined;
+      let networkFiles: RuntimeSpecOptions['networkFiles'];
+      if (network !== 'host') {
+        const hosts = path.join(bundle, 'hosts');
+        await fs.writeFile(
+          hosts,
+          stepHosts(hostname, network === 'sandbox' ? SLIRP_GUEST_ADDRESS : '127.0.1.1'),
+          { mode: 0o644 },
+        );
+        networkFiles = { hosts };
+      }
+      if (network === 'sandbox') {
+        const hostAddresses = hostIpv4Addresses();
+        const hostResolv = await fs
+          .readFile(this.options.hostResolvConf ?? '/etc/resolv.conf', 'utf8')
+          .catch(() => '');
+        const nameservers = stepNameservers(hostResolv, hostAddresses);
+        const resolvConf = path.join(bundle, 'resolv.conf');
+        await fs.writeFile(resolvConf, stepResolvConf(hostResolv, nameservers), { mode: 0o644 });
+        networkFiles = { ...networkFiles, resolvConf };
+        sandbox = await SandboxNetwork.open(
+          bundle,
+          { hostAddresses, nameservers },
+          this.options.sandboxTools,
+        );
+        netnsPath = sandbox.netnsPath;
+      }
+      const spec = generateRuntimeSpec({
+        ...options,
+        user,
+        cgroupsPath,
+        nofile,
+        ...(netnsPath !== undefined ? { netnsPath } : {}),
+        ...(networkFiles !== undefined ? { networkFiles } : {}),
+      });
+      // Docker sets HOME from the passwd entry when the image does not
+      if (!spec.process.env?.some((e) => e.startsWith('HOME='))) {
+        spec.process.env?.push(`HOME=${home}`);
+      }
       stubs = await missingMountPoints(
         options.rootfs,
         spec.mounts.map((m) => m.destination),
       );
       await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec), { mode: 0o600 });
+      // the network took a moment: a cancel in it must not be missed by execute's listener
+      if (io.signal?.aborted) {
+        return { exitCode: null, signal: null, timedOut: false, cancelled: true };
+      }
       return await this.execute(id, bundle, cgroupsPath, options.memoryBytes !== undefined, io);
     } finally {
       await this.forceDelete(id);
+      await sandbox?.close();
       await fs.rm(bundle, { recursive: true, force: true });
       await removeStubs(stubs);
     }
@@ -410,13 +468,15 @@ export class RuncRuntime {
         throw err;
       }
     }
+    let networkProcesses = 0;
     for (const name of entries) {
       if (!this.active.has(name)) {
+        networkProcesses += await sweepSandboxProcesses(path.join(this.options.bundleDir, name));
         await fs.rm(path.join(this.options.bundleDir, name), { recursive: true, force: true });
         bundles.push(name);
       }
     }
-    return { containers, bundles };
+    return { containers, bundles, networkProcesses };
   }
 
   private checkId(id: string): void {

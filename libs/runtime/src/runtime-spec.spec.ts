@@ -80,6 +80,42 @@ describe('generateRuntimeSpec', () => {
     );
   });
 
+  it("network 'sandbox' joins the given namespace, binds its files read-only and drops CAP_NET_RAW", () => {
+    const spec = generateRuntimeSpec({
+      ...base,
+      network: 'sandbox',
+      netnsPath: '/proc/4242/ns/net',
+      networkFiles: { resolvConf: '/b/resolv.conf', hosts: '/b/hosts' },
+    });
+    expect(spec.linux.namespaces).toContainEqual({ type: 'network', path: '/proc/4242/ns/net' });
+    const byDest = Object.fromEntries(spec.mounts.map((m) => [m.destination, m]));
+    expect(byDest['/etc/resolv.conf']).toEqual({
+      destination: '/etc/resolv.conf',
+      type: 'bind',
+      source: '/b/resolv.conf',
+      options: ['rbind', 'rprivate', 'ro'],
+    });
+    expect(byDest['/etc/hosts']?.source).toBe('/b/hosts');
+    // AF_PACKET frames would bypass the namespace's netfilter rules
+    expect(spec.process.capabilities?.bounding).not.toContain('CAP_NET_RAW');
+    expect(spec.process.capabilities?.effective).not.toContain('CAP_NET_RAW');
+    expect(spec.process.capabilities?.bounding).not.toContain('CAP_NET_ADMIN');
+    expect(spec.linux.sysctl).toEqual({ 'net.ipv4.ping_group_range': '0 2147483647' });
+    expect(() => generateRuntimeSpec({ ...base, network: 'sandbox' })).toThrow(/netnsPath/);
+    expect(() => generateRuntimeSpec({ ...base, network: 'sandbox', netnsPath: 'rel/ns' })).toThrow(
+      /netnsPath must be an absolute path/,
+    );
+  });
+
+  it("network 'none' keeps CAP_NET_RAW and binds only the files it is given", () => {
+    const spec = generateRuntimeSpec({ ...base, networkFiles: { hosts: '/b/hosts' } });
+    expect(spec.linux.namespaces).toContainEqual({ type: 'network' });
+    expect(spec.process.capabilities?.bounding).toContain('CAP_NET_RAW');
+    expect(spec.mounts.map((m) => m.destination)).toContain('/etc/hosts');
+    expect(spec.mounts.map((m) => m.destination)).not.toContain('/etc/resolv.conf');
+    expect(spec.linux.sysctl).toBeUndefined();
+  });
+
   it('adds bind mounts last, read-only when asked', () => {
     const spec = generateRuntimeSpec({
       ...base,

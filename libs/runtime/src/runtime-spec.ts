@@ -66,8 +66,12 @@ export interface BindMount {
   readonly?: boolean;
 }
 
-/** `none`: a new network namespace holding only `lo`. `host`: the host's network, no namespace. */
-export type NetworkMode = 'none' | 'host';
+/**
+ * `sandbox`: a network namespace the caller made (`netnsPath`), with outbound NAT and nothing of
+ * the host reachable (see {@link RuncRuntime}); `none`: a new network namespace holding only
+ * `lo`; `host`: the host's network, no namespace.
+ */
+export type NetworkMode = 'sandbox' | 'none' | 'host';
 
 /** Numeric identity of the container process; see {@link resolveUser} for `USER` strings. */
 export interface ProcessUser {
@@ -112,6 +116,13 @@ export interface RuntimeSpecOptions {
   cgroupsPath?: string;
   /** Host files bound read-only at /etc/resolv.conf and /etc/hosts with `network: 'host'`. */
   hostNetworkFiles?: { resolvConf?: string; hosts?: string };
+  /** With `network: 'sandbox'` (required there): the network namespace file the process joins. */
+  netnsPath?: string;
+  /**
+   * Files bound read-only at /etc/resolv.conf and /etc/hosts with `sandbox` or `none`, as Docker
+   * does: the step sees them, its layer never records them.
+   */
+  networkFiles?: { resolvConf?: string; hosts?: string };
   annotations?: Record<string, string>;
 }
 
@@ -191,7 +202,8 @@ function bindMount(source: string, destination: string, readonly: boolean): OciM
 
 /**
  * Builds the OCI runtime-spec `config.json` for one container process.
- * Namespaces: mount, pid, ipc, uts, cgroup, and network unless `network: 'host'`.
+ * Namespaces: mount, pid, ipc, uts, cgroup, and network unless `network: 'host'` (with
+ * `sandbox`, the caller's namespace at `netnsPath`).
  * The root filesystem stays writable so the caller's overlay upper dir records changes.
  * https://github.com/opencontainers/runtime-spec/blob/v1.0.2/config.md
  * @throws RuntimeError OPTIONS_INVALID on a relative path, empty args or a bad limit.
@@ -225,7 +237,7 @@ export function generateRuntimeSpec(options: RuntimeSpecOptions): OciRuntimeSpec
   }
   const network = options.network ?? 'none';
 
-  const capabilities = (options.capabilities ?? DEFAULT_CAPABILITIES).map((c) => {
+  let capabilities = (options.capabilities ?? DEFAULT_CAPABILITIES).map((c) => {
     const name = c.toUpperCase();
     return name.startsWith('CAP_') ? name : `CAP_${name}`;
   });
@@ -237,9 +249,22 @@ export function generateRuntimeSpec(options: RuntimeSpecOptions): OciRuntimeSpec
     { type: 'mount' },
     { type: 'cgroup' },
   ];
+  const sysctl: Record<string, string> = {};
   if (network === 'none') {
     // a fresh network namespace holds only a loopback device (runc brings it up)
     namespaces.push({ type: 'network' });
+  } else if (network === 'sandbox') {
+    if (options.netnsPath === undefined) {
+      invalid("network 'sandbox' needs netnsPath");
+    }
+    checkAbsolute('netnsPath', options.netnsPath);
+    namespaces.push({ type: 'network', path: options.netnsPath });
+    // CAP_NET_RAW would let the step write frames straight onto the tap device (AF_PACKET),
+    // past the namespace's netfilter rules, to any host address slirp4netns can reach. Podman
+    // drops it by default for the same reason; ping keeps working through ICMP datagram
+    // sockets, which this sysctl opens to every group.
+    capabilities = capabilities.filter((c) => c !== 'CAP_NET_RAW');
+    sysctl['net.ipv4.ping_group_range'] = '0 2147483647';
   }
 
   const mounts = standardMounts();
@@ -247,6 +272,16 @@ export function generateRuntimeSpec(options: RuntimeSpecOptions): OciRuntimeSpec
     const files = options.hostNetworkFiles ?? {};
     mounts.push(bindMount(files.resolvConf ?? '/etc/resolv.conf', '/etc/resolv.conf', true));
     mounts.push(bindMount(files.hosts ?? '/etc/hosts', '/etc/hosts', true));
+  } else if (options.networkFiles !== undefined) {
+    const files = options.networkFiles;
+    if (files.resolvConf !== undefined) {
+      checkAbsolute('networkFiles.resolvConf', files.resolvConf);
+      mounts.push(bindMount(files.resolvConf, '/etc/resolv.conf', true));
+    }
+    if (files.hosts !== undefined) {
+      checkAbsolute('networkFiles.hosts', files.hosts);
+      mounts.push(bindMount(files.hosts, '/etc/hosts', true));
+    }
   }
   for (const m of options.mounts ?? []) {
     checkAbsolute('mount source', m.source);
@@ -297,6 +332,9 @@ export function generateRuntimeSpec(options: RuntimeSpecOptions): OciRuntimeSpec
       readonlyPaths: [...DEFAULT_READONLY_PATHS],
     },
   };
+  if (Object.keys(sysctl).length > 0) {
+    spec.linux.sysctl = sysctl;
+  }
   if (options.cgroupsPath !== undefined) {
     spec.linux.cgroupsPath = options.cgroupsPath;
   }

@@ -1,0 +1,284 @@
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, promises as fs, readdirSync, readFileSync } from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { BUSYBOX_FIXTURE } from '@stratum/testing';
+import { RuncRuntime, type RunIo, type RunOptions, type RunResult } from './runc-runtime';
+import { hostIpv4Addresses, SandboxNetwork } from './sandbox-network';
+
+// Real runc, slirp4netns and iptables against a busybox rootfs. Test traffic goes only to this
+// host's loopback, to its own addresses (refused inside the step's namespace, so it never
+// leaves it) and to namespaces the test made.
+const RUNC = '/usr/sbin/runc';
+const TOOLS = ['/usr/bin/slirp4netns', '/usr/sbin/iptables-restore', '/usr/bin/unshare', RUNC];
+
+function requireTools(): void {
+  if (process.getuid?.() !== 0) {
+    throw new Error('the sandbox network tests need root');
+  }
+  for (const tool of TOOLS) {
+    if (!existsSync(tool)) {
+      throw new Error(`no ${tool} (infra/up.sh installs slirp4netns, iptables, util-linux and runc)`);
+    }
+  }
+}
+
+const CGROUP_PARENT = `/stratum-nettest-${process.pid}`;
+
+/** Our direct children that are sandbox helpers (slirp4netns, the namespace's `cat`). */
+function helperChildren(): string[] {
+  const out: string[] = [];
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      if (ppid === process.pid && ['slirp4netns', 'cat', 'unshare', 'sh'].includes(comm)) {
+        out.push(`${pid}:${comm}`);
+      }
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
+}
+
+/** A TCP server on `host` that counts the connections it gets. */
+async function listen(
+  host: string,
+): Promise<{ port: number; connections: () => number; close: () => Promise<void> }> {
+  let count = 0;
+  const server = net.createServer((socket) => {
+    count++;
+    socket.end('reached\n');
+  });
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    port,
+    connections: () => count,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+describe('sandbox network (real runc, slirp4netns, iptables)', () => {
+  let work: string;
+  let tarball: string;
+  let rootfs: string;
+  let runtime: RuncRuntime;
+  let bundleDir: string;
+  let seq = 0;
+
+  interface Outcome extends RunResult {
+    stdout: string;
+    stderr: string;
+    ms: number;
+  }
+
+  async function run(
+    args: string[],
+    options: Partial<RunOptions> = {},
+    io: Partial<RunIo> = {},
+  ): Promise<Outcome> {
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const started = Date.now();
+    const result = await runtime.run(
+      `n${process.pid}-${++seq}`,
+      { rootfs, args, network: 'sandbox', ...options },
+      { onStdout: (c) => out.push(c), onStderr: (c) => err.push(c), timeoutMs: 30_000, ...io },
+    );
+    return {
+      ...result,
+      stdout: Buffer.concat(out).toString(),
+      stderr: Buffer.concat(err).toString(),
+      ms: Date.now() - started,
+    };
+  }
+
+  beforeAll(async () => {
+    requireTools();
+    work = await fs.mkdtemp(path.join(os.tmpdir(), 'stratum-sandbox-'));
+    tarball = path.join(work, 'busybox.tar');
+    execFileSync(BUSYBOX_FIXTURE, [tarball], { stdio: 'ignore' });
+    rootfs = path.join(work, 'rootfs');
+    await fs.mkdir(rootfs, { mode: 0o755 });
+    execFileSync('tar', ['-xf', tarball, '-C', rootfs]);
+    bundleDir = path.join(work, 'bundles');
+    runtime = new RuncRuntime({
+      runcPath: RUNC,
+      stateRoot: path.join(work, 'state'),
+      bundleDir,
+      cgroupParent: CGROUP_PARENT,
+      killGraceMs: 5000,
+    });
+  }, 60_000);
+
+  afterEach(async () => {
+    // no container, bundle (netns files), slirp4netns or namespace holder outlives a run
+    expect(await runtime.list()).toEqual([]);
+    expect(existsSync(bundleDir) ? readdirSync(bundleDir) : []).toEqual([]);
+    expect(helperChildren()).toEqual([]);
+  });
+
+  afterAll(async () => {
+    if (runtime) {
+      await runtime.sweep();
+    }
+    for (const controller of readdirSync('/sys/fs/cgroup')) {
+      await fs.rmdir(path.join('/sys/fs/cgroup', controller, CGROUP_PARENT)).catch(() => undefined);
+    }
+    if (work) {
+      await fs.rm(work, { recursive: true, force: true });
+    }
+  });
+
+  it('has lo and tap0 with a default route, its own resolv.conf and hosts, none of them in the rootfs', async () => {
+    const r = await run([
+      'sh',
+      '-c',
+      'ls /sys/class/net; ip -4 route; echo ---; cat /etc/resolv.conf; echo ---; cat /etc/hosts; hostname',
+    ]);
+    expect(r.exitCode).toBe(0);
+    const [ifaces, resolv, hosts] = r.stdout.split('---\n');
+    expect(ifaces).toMatch(/^lo\ntap0\n/);
+    expect(ifaces).toMatch(/default via 10\.0\.2\.2 dev tap0/);
+    expect(resolv).toMatch(/^nameserver \d+\.\d+\.\d+\.\d+$/m);
+    expect(resolv).not.toMatch(/nameserver 127\./);
+    expect(hosts).toMatch(/^127\.0\.0\.1\tlocalhost$/m);
+    expect(hosts).toMatch(/^10\.0\.2\.100\tstratum$/m);
+    // bound in for the run only: the busybox root has neither file, and runc's stubs are gone
+    expect(existsSync(path.join(rootfs, 'etc/resolv.conf'))).toBe(false);
+    expect(existsSync(path.join(rootfs, 'etc/hosts'))).toBe(false);
+  });
+
+  it('the files are read-only and the step cannot change its network (no CAP_NET_ADMIN, no CAP_NET_RAW)', async () => {
+    const r = await run([
+      'sh',
+      '-c',
+      'echo x >> /etc/hosts || echo HOSTS-RO; ip route del default || echo ROUTE-KEPT; ip link set tap0 down || echo LINK-KEPT; grep CapEff /proc/self/status',
+    ]);
+    expect(r.stdout).toMatch(/HOSTS-RO/);
+    expect(r.stdout).toMatch(/ROUTE-KEPT/);
+    expect(r.stdout).toMatch(/LINK-KEPT/);
+    // Docker's default set (a80425fb) without CAP_NET_RAW (bit 13)
+    expect(r.stdout).toMatch(/^CapEff:\s+00000000a80405fb$/m);
+  });
+
+  it("cannot reach a server on the host's loopback, its own addresses or the slirp host alias", async () => {
+    const loopback = await listen('127.0.0.1');
+    const hostAddress = hostIpv4Addresses()[0];
+    if (hostAddress === undefined) {
+      throw new Error('this host has no non-loopback IPv4 address to test with');
+    }
+    const onHost = await listen(hostAddress);
+    try {
+      // sanity: both servers answer from the host itself
+      for (const [host, port] of [
+        ['127.0.0.1', loopback.port],
+        [hostAddress, onHost.port],
+      ] as const) {
+        // (async: the servers live on this process's event loop)
+        const reply = await promisify(execFile)('busybox', ['nc', '-w', '3', host, String(port)], {
+          timeout: 10_000,
+        });
+        expect(reply.stdout).toBe('reached\n');
+      }
+      const targets = [
+        `127.0.0.1 ${loopback.port}`,
+        `10.0.2.2 ${loopback.port}`,
+        `${hostAddress} ${onHost.port}`,
+        `169.254.169.254 80`,
+      ];
+      const script = targets
+        .map((t) => `echo "== ${t}"; nc -w 3 ${t} </dev/null 2>&1; echo "rc=$?"`)
+        .join('; ');
+      const r = await run(['sh', '-c', script]);
+      expect(r.stdout).not.toMatch(/reached/);
+      for (const t of targets) {
+        expect(r.stdout).toContain(`== ${t}\n`);
+      }
+      expect(r.stdout.match(/rc=1/g)).toHaveLength(targets.length);
+      // refused inside the step's namespace at once, not after a connect timeout
+      expect(r.stdout.match(/Connection refused/g)?.length).toBe(targets.length);
+      expect(r.ms).toBeLessThan(10_000);
+      expect(loopback.connections()).toBe(1); // only the sanity check
+      expect(onHost.connections()).toBe(1);
+    } finally {
+      await loopback.close();
+      await onHost.close();
+    }
+  });
+
+  it("the step's own loopback works", async () => {
+    const r = await run([
+      'sh',
+      '-c',
+      '(echo pong | nc -l -p 7777 >/dev/null &); i=0; until nc -w 2 127.0.0.1 7777 </dev/null; do i=$((i+1)); [ $i -gt 20 ] && exit 9; sleep 0.1; done',
+    ]);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toBe('pong\n');
+  });
+
+  it("network 'none' has only lo, a hosts file and no resolver", async () => {
+    const r = await run(
+      [
+        'sh',
+        '-c',
+        'cat /proc/net/dev | tail -n +3 | cut -d: -f1; cat /etc/hosts; test -e /etc/resolv.conf || echo NO-RESOLV',
+      ],
+      { network: 'none' },
+    );
+    const lines = r.stdout.split('\n').map((l) => l.trim());
+    expect(lines[0]).toBe('lo');
+    expect(r.stdout).toMatch(/^127\.0\.1\.1\tstratum$/m);
+    expect(r.stdout).not.toMatch(/tap0/);
+    expect(r.stdout).toMatch(/NO-RESOLV/);
+    expect(existsSync(path.join(rootfs, 'etc/hosts'))).toBe(false);
+  });
+
+  it('a cancelled or timed-out step leaves no slirp4netns or namespace behind', async () => {
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 500);
+    const cancelled = await run(['sleep', '60'], {}, { signal: controller.signal });
+    expect(cancelled.cancelled).toBe(true);
+    expect(helperChildren()).toEqual([]);
+    const timedOut = await run(['sleep', '60'], {}, { timeoutMs: 500 });
+    expect(timedOut.timedOut).toBe(true);
+  });
+
+  it('sweep kills the helpers a crashed worker left and removes their bundle', async () => {
+    const bundle = path.join(bundleDir, 'crashed');
+    await fs.mkdir(bundle, { recursive: true });
+    // what a worker killed mid-step leaves: a live network and its pid file, never closed
+    const left = await SandboxNetwork.open(bundle, { hostAddresses: [], nameservers: ['10.0.2.3'] });
+    expect(left.netnsPath).toMatch(/^\/proc\/\d+\/ns\/net$/);
+    expect(helperChildren()).toHaveLength(2);
+    const swept = await runtime.sweep();
+    expect(swept.networkProcesses).toBe(2);
+    expect(swept.bundles).toEqual(['crashed']);
+    for (let i = 0; i < 50 && helperChildren().length > 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(helperChildren()).toEqual([]);
+    await left.close();
+  });
+
+  it('costs little per step (ms with and without the sandbox)', async () => {
+    const times: Record<string, number[]> = { none: [], sandbox: [] };
+    for (let i = 0; i < 5; i++) {
+      for (const network of ['none', 'sandbox'] as const) {
+        const r = await run(['true'], { network });
+        expect(r.exitCode).toBe(0);
+        times[network]?.push(r.ms);
+      }
+    }
+    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+    console.log(
+      `per-step time, median of 5: none ${median(times.none ?? [])} ms, sandbox ${median(times.sandbox ?? [])} ms`,
+    );
+    expect(median(times.sandbox ?? [])).toBeLessThan(median(times.none ?? []) + 1000);
+  }, 60_000);
+});
