@@ -84,6 +84,9 @@ trap cleanup EXIT
 log "new root $ROOT"
 cp -a "$PRISTINE/." "$ROOT/"
 rm -f "$ROOT/.complete"
+# The root a mount point of its own, as / is on a machine: runc makes the container's / a slave
+# mount (MS_SLAVE|MS_REC on "/"), which fails with EINVAL where "/" is a plain directory.
+mount --bind "$ROOT" "$ROOT"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 # What a new machine of our kind comes with besides Debian: its local CAs (an egress proxy
 # re-signs https; the ca-certificates package our scripts install picks them up from here) and
