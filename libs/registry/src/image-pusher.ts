@@ -35,6 +35,9 @@ export function parsePushTarget(target: string, localRegistries: readonly string
   return { kind: 'remote', registry: ref.registry, repository: ref.repository, tag };
 }
 
+const CANCELLED = 'push cancelled';
+const PROGRESS_INTERVAL_MS = 1000;
+
 /** A push that failed; `transient` when trying again may help. */
 export class PushFailedError extends Error {
   constructor(
@@ -118,8 +121,14 @@ export class ImagePusher {
     const mountFrom = new Map<string, string[]>();
     const pushed: string[] = [];
     let failure: { message: string; transient: boolean } | null = null;
+    let cancelled = await this.records.isCancelRequested(data.pushId);
     for (const target of data.targets) {
       const previous = started?.targets.find((t) => t.target === target);
+      if (cancelled && previous?.state !== PushState.Succeeded) {
+        failure ??= { message: CANCELLED, transient: false };
+        await this.setTarget(data.pushId, target, PushState.Failed, CANCELLED);
+        continue;
+      }
       let parsed: PushTarget;
       try {
         parsed = parsePushTarget(target, this.localRegistries);
@@ -137,9 +146,28 @@ export class ImagePusher {
       }
       await this.setTarget(data.pushId, target, PushState.Running, null, true);
       const counts = { uploaded: 0, exists: 0, mounted: 0, linked: 0 };
+      let changed = false;
       const progress = (e: { outcome: BlobOutcome }): void => {
         counts[e.outcome] += 1;
+        changed = true;
       };
+      // Live progress: the blob counts reach the record (GET /api/v1/pushes/:id) every second.
+      const reporter = setInterval(() => {
+        if (changed) {
+          changed = false;
+          const snapshot = { ...counts };
+          // Counts only, and only while running: a late write never undoes the final state.
+          this.records
+            .update(data.pushId, (r) => {
+              const t = r.targets.find((x) => x.target === target);
+              if (t !== undefined && t.state === PushState.Running) {
+                t.blobs = snapshot;
+              }
+            })
+            .catch(() => undefined);
+        }
+      }, PROGRESS_INTERVAL_MS);
+      reporter.unref();
       try {
         if (parsed.kind === 'local') {
           await this.transfer.pushLocal(
@@ -148,6 +176,7 @@ export class ImagePusher {
             parsed.repository,
             parsed.tag,
             progress,
+            options.signal,
           );
         } else {
           const client = this.clients.clientFor(parsed.registry, credentials);
@@ -168,18 +197,23 @@ export class ImagePusher {
         pushed.push(target);
         await this.setTarget(data.pushId, target, PushState.Succeeded, null, false, counts);
       } catch (err) {
-        const transient = isTransientPushError(err);
-        failure ??= { message: `${target}: ${messageOf(err)}`, transient };
+        // An abort is a cancel when one was asked for; otherwise (worker shutdown) it is retried.
+        cancelled = options.signal?.aborted === true && (await this.records.isCancelRequested(data.pushId));
+        const transient = !cancelled && isTransientPushError(err);
+        const message = cancelled ? CANCELLED : messageOf(err);
+        failure ??= { message: cancelled ? CANCELLED : `${target}: ${message}`, transient };
         failure.transient &&= transient;
         const final = !transient || options.lastAttempt;
         await this.setTarget(
           data.pushId,
           target,
           final ? PushState.Failed : PushState.Queued,
-          messageOf(err),
+          message,
           false,
           counts,
         );
+      } finally {
+        clearInterval(reporter);
       }
     }
     const final = failure === null || !failure.transient || options.lastAttempt;

@@ -9,6 +9,7 @@ import {
   Platform,
 } from '@stratum/oci';
 import { BlobDigest, BlobStore, isBlobDigest, RepositoryStore } from '@stratum/storage';
+import { checkIndexEntries, DEFAULT_INDEX_LIMITS, IndexLimits, walkManifests } from './index-walk';
 import { RegistryClient } from './registry-client';
 import { RegistryError } from './registry-error';
 import { readLimited, storedMediaType } from './registry.service';
@@ -49,7 +50,21 @@ export class ImageTransfer {
   constructor(
     private readonly blobs: BlobStore,
     private readonly repositories: RepositoryStore,
+    private readonly limits: IndexLimits = DEFAULT_INDEX_LIMITS,
   ) {}
+
+  /**
+   * Every manifest of the image `digest` names in `repository` (itself, and for an index each
+   * manifest below it, once), children before parents, within {@link IndexLimits}: a tree over
+   * them fails with MANIFEST_INVALID naming the limit before anything is copied.
+   */
+  async manifestsOf(repository: string, digest: BlobDigest, signal?: AbortSignal): Promise<BlobDigest[]> {
+    return walkManifests(digest, async (d) => (await this.readManifest(repository, d)).parsed, {
+      limits: this.limits,
+      where: `${repository}@${digest}`,
+      ...(signal !== undefined ? { signal } : {}),
+    });
+  }
 
   /** Reads a manifest of `repository` from our storage. */
   async readManifest(repository: string, digest: BlobDigest): Promise<LocalManifest> {
@@ -103,39 +118,36 @@ export class ImageTransfer {
     return digest;
   }
 
-  /** Links the image (every child of an index too) into `target`, then points `tag` at it. */
+  /** Links the image (every manifest below an index too) into `target`, then points `tag` at it. */
   async pushLocal(
     source: string,
     digest: BlobDigest,
     target: string,
     tag: string | null,
     progress?: TransferProgress,
+    signal?: AbortSignal,
   ): Promise<void> {
-    await this.linkLocal(source, digest, target, progress);
+    const done = new Set<string>();
+    for (const d of await this.manifestsOf(source, digest, signal)) {
+      const m = await this.readManifest(source, d);
+      for (const blob of blobsOf(m.parsed)) {
+        const b = asDigest(blob.digest);
+        if (done.has(b)) {
+          continue;
+        }
+        signal?.throwIfAborted();
+        if (!(await this.repositories.hasBlob(source, b))) {
+          throw new RegistryError('BLOB_UNKNOWN', `${source} does not hold ${b}`, { digest: b });
+        }
+        await this.repositories.linkBlob(target, b);
+        done.add(b);
+        progress?.({ digest: b, size: blob.size, outcome: 'linked' });
+      }
+      await this.repositories.linkManifest(target, d);
+    }
     if (tag !== null) {
       await this.repositories.setTag(target, tag, digest);
     }
-  }
-
-  private async linkLocal(
-    source: string,
-    digest: BlobDigest,
-    target: string,
-    progress?: TransferProgress,
-  ): Promise<void> {
-    const m = await this.readManifest(source, digest);
-    for (const child of children(m.parsed)) {
-      await this.linkLocal(source, asDigest(child.digest), target, progress);
-    }
-    for (const blob of blobsOf(m.parsed)) {
-      const d = asDigest(blob.digest);
-      if (!(await this.repositories.hasBlob(source, d))) {
-        throw new RegistryError('BLOB_UNKNOWN', `${source} does not hold ${d}`, { digest: d });
-      }
-      await this.repositories.linkBlob(target, d);
-      progress?.({ digest: d, size: blob.size, outcome: 'linked' });
-    }
-    await this.repositories.linkManifest(target, digest);
   }
 
   /**
@@ -151,14 +163,26 @@ export class ImageTransfer {
     tag: string | null,
     options: { mountFrom?: readonly string[]; progress?: TransferProgress; signal?: AbortSignal } = {},
   ): Promise<void> {
-    const m = await this.readManifest(source, digest);
-    for (const child of children(m.parsed)) {
-      await this.pushRemote(client, source, asDigest(child.digest), repository, null, options);
+    const done = new Set<string>();
+    for (const d of await this.manifestsOf(source, digest, options.signal)) {
+      const m = await this.readManifest(source, d);
+      for (const blob of blobsOf(m.parsed)) {
+        const b = asDigest(blob.digest);
+        if (!done.has(b)) {
+          options.signal?.throwIfAborted();
+          await this.pushBlob(client, b, blob.size, repository, options);
+          done.add(b);
+        }
+      }
+      // Manifests below the top go by digest; the top one by tag (when given), last.
+      await client.putManifest(
+        repository,
+        d === digest ? (tag ?? digest) : d,
+        m.bytes,
+        m.mediaType,
+        options.signal,
+      );
     }
-    for (const blob of blobsOf(m.parsed)) {
-      await this.pushBlob(client, asDigest(blob.digest), blob.size, repository, options);
-    }
-    await client.putManifest(repository, tag ?? digest, m.bytes, m.mediaType, options.signal);
   }
 
   private async pushBlob(
@@ -195,6 +219,9 @@ export class ImageTransfer {
     signal?: AbortSignal,
   ): Promise<LocalManifest> {
     const m = await client.getManifest(upstream, reference, signal);
+    // The mirror fetches an index's children on demand, one level per request: bounding the
+    // entries of each index bounds what one client request can make us fetch and store.
+    checkIndexEntries(m.parsed, `${upstream}:${reference}`, this.limits);
     await this.blobs.put(Readable.from([m.bytes]), {
       expectedDigest: m.digest,
       expectedSize: m.bytes.length,
@@ -245,8 +272,12 @@ export class ImageTransfer {
     platform?: Platform,
     signal?: AbortSignal,
   ): Promise<BlobDigest> {
-    const { manifest } = await client.getImageManifest(upstream, reference, platform, signal);
+    const { manifest, index } = await client.getImageManifest(upstream, reference, platform, signal);
+    if (index !== null) {
+      checkIndexEntries(index.parsed, `${upstream}:${reference}`, this.limits);
+    }
     const parsed = manifest.parsed;
+    checkIndexEntries(parsed, `${upstream}:${reference}`, this.limits);
     for (const blob of blobsOf(parsed)) {
       await this.fetchBlob(client, upstream, asDigest(blob.digest), repository, signal, blob.size);
     }
@@ -268,13 +299,6 @@ export function blobsOf(parsed: ParsedManifest): Descriptor[] {
   return [config, ...layers].filter(
     (d) => !(NON_DISTRIBUTABLE.has(normalizeMediaType(d.mediaType)) && (d.urls?.length ?? 0) > 0),
   );
-}
-
-/** The child manifests of an index (none for an image manifest). */
-function children(parsed: ParsedManifest): Descriptor[] {
-  return parsed.kind === 'oci-index' || parsed.kind === 'docker-manifest-list'
-    ? parsed.manifest.manifests
-    : [];
 }
 
 function asDigest(d: string): BlobDigest {

@@ -24,6 +24,14 @@ export type {
 export { RegistryKeys, UploadSessionStore } from './upload-session-store';
 export type { UploadSession } from './upload-session-store';
 export { ImageTransfer, blobsOf } from './image-transfer';
+export {
+  checkIndexEntries,
+  DEFAULT_INDEX_LIMITS,
+  indexChildren,
+  indexLimitError,
+  walkManifests,
+} from './index-walk';
+export type { IndexLimits } from './index-walk';
 export type { BlobOutcome, TransferProgress } from './image-transfer';
 export {
   ImagePusher,

@@ -1,9 +1,16 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { Redis } from 'ioredis';
+import { BlobDigest, FsBlobStore, FsRepositoryStore } from '@stratum/storage';
 import { PushState, QueueName, StratumError } from '@stratum/contracts';
 import { createQueue, createRedis, PushProducer } from '@stratum/jobs';
 import { RedisServerHandle, startRedisServer } from '@stratum/testing';
-import { newPushRecord } from './image-pusher';
+import { ImagePusher, newPushRecord, PushFailedError } from './image-pusher';
+import { ImageTransfer } from './image-transfer';
+import { RegistryClients } from './registry-clients';
 import { PushKeys, PushRecordStore } from './push-record-store';
 import { pushIdForBuild, PushSubmitter } from './push-submitter';
 
@@ -170,6 +177,175 @@ describe('PushRecordStore and PushSubmitter (real redis)', () => {
       // Other registries' `hub/…` repositories are theirs, and `hubble/…` is not under `hub/`.
       const ok = await submitter.submit(pushData(randomUUID(), ['registry.example/hub/x:1', 'hubble/x:1']));
       expect(ok.state).toBe(PushState.Queued);
+    });
+  });
+
+  describe('ImagePusher cancel and progress', () => {
+    let root: string;
+    let pusher: ImagePusher;
+    let records: PushRecordStore;
+    let repos: FsRepositoryStore;
+    let top: BlobDigest;
+    let blobCount: number;
+    let transfer: ImageTransfer;
+
+    const sha256 = (b: Buffer): BlobDigest => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+    beforeAll(async () => {
+      root = await mkdtemp(join(tmpdir(), 'stratum-pusher-'));
+      const blobs = new FsBlobStore(root);
+      await blobs.init();
+      repos = new FsRepositoryStore(root);
+      const put = async (b: Buffer): Promise<BlobDigest> => (await blobs.put(Readable.from([b]))).digest;
+      // An index of 20 images, each with its own config and layer: 40 blobs to link.
+      const children: BlobDigest[] = [];
+      for (let i = 0; i < 20; i++) {
+        const config = Buffer.from(`{"config":${i}}`);
+        const layer = Buffer.from(`layer ${i}`);
+        for (const b of [config, layer]) {
+          await repos.linkBlob('src/app', await put(b));
+        }
+        const manifest = Buffer.from(
+          JSON.stringify({
+            schemaVersion: 2,
+            mediaType: 'application/vnd.oci.image.manifest.v1+json',
+            config: {
+              mediaType: 'application/vnd.oci.image.config.v1+json',
+              digest: sha256(config),
+              size: config.length,
+            },
+            layers: [
+              {
+                mediaType: 'application/vnd.oci.image.layer.v1.tar',
+                digest: sha256(layer),
+                size: layer.length,
+              },
+            ],
+          }),
+        );
+        children.push(await put(manifest));
+        await repos.linkManifest('src/app', children[i]);
+      }
+      const index = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: 'application/vnd.oci.image.index.v1+json',
+          manifests: children.map((digest) => ({
+            mediaType: 'application/vnd.oci.image.manifest.v1+json',
+            digest,
+            size: 1,
+          })),
+        }),
+      );
+      top = await put(index);
+      await repos.linkManifest('src/app', top);
+      blobCount = 40;
+      records = store();
+      transfer = new ImageTransfer(blobs, repos);
+      pusher = new ImagePusher(transfer, new RegistryClients(), records);
+    });
+    afterAll(async () => {
+      await rm(root, { recursive: true, force: true });
+    });
+
+    const job = (targets: string[]) => ({
+      pushId: randomUUID(),
+      manifestDigest: top,
+      sourceRepository: 'src/app',
+      targets,
+    });
+
+    it('a push asked to stop before it runs fails "push cancelled", final, copying nothing', async () => {
+      const data = job(['dst/before:v1']);
+      await records.create(newPushRecord(data), null);
+      await records.requestCancel(data.pushId);
+      const err = await pusher.run(data, { lastAttempt: false }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(PushFailedError);
+      expect(err).toMatchObject({ message: 'push cancelled', transient: false });
+      expect(await records.get(data.pushId)).toMatchObject({
+        state: PushState.Failed,
+        error: 'push cancelled',
+        targets: [{ state: PushState.Failed, error: 'push cancelled' }],
+      });
+      expect(await repos.listManifests('dst/before')).toEqual([]);
+    });
+
+    it('a cancel while running stops between blobs (final); an abort without one (shutdown) is retried', async () => {
+      const data = job(['dst/during:v1']);
+      await records.create(newPushRecord(data), null);
+      const ac = new AbortController();
+      let linked = 0;
+      const original = transfer.pushLocal.bind(transfer);
+      const spy = jest
+        .spyOn(transfer, 'pushLocal')
+        .mockImplementation((source, digest, target, tag, progress, signal) =>
+          original(
+            source,
+            digest,
+            target,
+            tag,
+            (e) => {
+              progress?.(e);
+              if (++linked === 5) {
+                void records.requestCancel(data.pushId).then(() => ac.abort('cancelled'));
+              }
+            },
+            signal,
+          ),
+        );
+      try {
+        const err = await pusher
+          .run(data, { lastAttempt: false, signal: ac.signal })
+          .catch((e: unknown) => e);
+        expect(err).toMatchObject({ message: 'push cancelled', transient: false });
+        expect(linked).toBeLessThan(blobCount);
+        expect(await repos.getTag('dst/during', 'v1')).toBeNull();
+
+        const shutdown = job(['dst/shutdown:v1']);
+        await records.create(newPushRecord(shutdown), null);
+        const ac2 = new AbortController();
+        ac2.abort('shutdown');
+        const err2 = await pusher
+          .run(shutdown, { lastAttempt: false, signal: ac2.signal })
+          .catch((e: unknown) => e);
+        expect(err2).toMatchObject({ transient: true });
+        expect((await records.get(shutdown.pushId))?.state).toBe(PushState.Queued);
+      } finally {
+        spy.mockRestore();
+      }
+    });
+
+    it('shows blob counts on the record while a push runs', async () => {
+      const data = job(['dst/progress:v1']);
+      await records.create(newPushRecord(data), null);
+      const seen: number[] = [];
+      const original = transfer.pushLocal.bind(transfer);
+      const spy = jest
+        .spyOn(transfer, 'pushLocal')
+        .mockImplementation(async (source, digest, target, tag, progress, signal) => {
+          let n = 0;
+          await original(
+            source,
+            digest,
+            target,
+            tag,
+            (e) => {
+              progress?.(e);
+              n++;
+            },
+            signal,
+          );
+          // Hold the push open past one progress interval, then read what the record says.
+          await new Promise((r) => setTimeout(r, 1500));
+          seen.push(n, (await records.get(data.pushId))?.targets[0].blobs.linked ?? -1);
+        });
+      try {
+        await pusher.run(data, { lastAttempt: true });
+      } finally {
+        spy.mockRestore();
+      }
+      expect(seen).toEqual([blobCount, blobCount]);
+      expect(await records.get(data.pushId)).toMatchObject({ state: PushState.Succeeded });
     });
   });
 });

@@ -1,13 +1,14 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { PushRecord, StratumError } from '@stratum/contracts';
-import { JsonRecords } from '@stratum/jobs';
+import { JsonRecords, RedisKeys } from '@stratum/jobs';
 import { RegistryCredentials } from './registry-client';
 
 /** Redis keys of pushes. */
 export const PushKeys = {
   push: (id: string) => `stratum:push:${id}`,
   credentials: (id: string) => `stratum:push:${id}:credentials`,
+  cancel: (id: string) => `stratum:push:${id}:cancel`,
   /**
    * Index JsonRecords' layout asks for. Push records are not listed, and {@link PushRecordStore.create}
    * writes records itself (with their expiry), so nothing is ever added to it.
@@ -102,6 +103,23 @@ export class PushRecordStore {
   async credentials(id: string): Promise<RegistryCredentials | null> {
     const raw = await this.redis.get(PushKeys.credentials(id));
     return raw === null ? null : this.open(raw);
+  }
+
+  /**
+   * Asks for a push to stop: a flag the worker checks before and while it runs (a push still
+   * queued stops at once when taken), and the cancel channel, on which the worker running the
+   * job (its id is the push id) aborts it.
+   */
+  async requestCancel(id: string): Promise<void> {
+    await this.redis
+      .multi()
+      .set(PushKeys.cancel(id), '1', 'EX', this.retentionSeconds)
+      .publish(RedisKeys.cancelChannel, id)
+      .exec();
+  }
+
+  async isCancelRequested(id: string): Promise<boolean> {
+    return (await this.redis.exists(PushKeys.cancel(id))) === 1;
   }
 
   async dropCredentials(id: string): Promise<void> {

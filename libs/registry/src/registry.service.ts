@@ -18,6 +18,7 @@ import {
   RepositoryStore,
 } from '@stratum/storage';
 import { InclusiveRange, parseContentRange, parseRangeHeader } from './byte-range';
+import { DEFAULT_INDEX_LIMITS, IndexLimits, indexLimitError, walkManifests } from './index-walk';
 import { RegistryError } from './registry-error';
 import { RegistryKeys, UploadSession, UploadSessionStore } from './upload-session-store';
 
@@ -27,6 +28,8 @@ export interface RegistryServiceOptions {
   readonly maxManifestBytes?: number;
   /** Largest page of tags or repositories; a larger `n` is clamped. */
   readonly maxPageSize?: number;
+  /** Bounds on an index pushed here (entries, nesting, manifests reached). */
+  readonly indexLimits?: IndexLimits;
 }
 
 /** A manifest as stored: the exact bytes received at push time. */
@@ -106,6 +109,7 @@ const NON_DISTRIBUTABLE = new Set([
 export class RegistryService {
   private readonly maxManifestBytes: number;
   private readonly maxPageSize: number;
+  private readonly indexLimits: IndexLimits;
 
   constructor(
     private readonly blobs: BlobStore,
@@ -116,6 +120,7 @@ export class RegistryService {
   ) {
     this.maxManifestBytes = options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST;
     this.maxPageSize = options.maxPageSize ?? DEFAULT_MAX_PAGE;
+    this.indexLimits = options.indexLimits ?? DEFAULT_INDEX_LIMITS;
   }
 
   // ---------------------------------------------------------------- manifests
@@ -578,11 +583,25 @@ export class RegistryService {
         }
       }
     } else {
-      for (const desc of parsed.manifest.manifests) {
+      const entries = parsed.manifest.manifests;
+      if (entries.length > this.indexLimits.maxEntries) {
+        throw indexLimitError('maxEntries', entries.length, this.indexLimits, 'pushed');
+      }
+      for (const desc of entries) {
         const d = desc.digest;
         if (!isBlobDigest(d) || !(await this.repositories.hasManifest(repository, d))) {
           missing.push(d);
         }
+      }
+      if (missing.length === 0) {
+        // What a pull or a push of this index would walk, bounded now rather than then: nesting
+        // and distinct manifests reached. Each stored manifest is read once (memo), at most
+        // maxManifests of them.
+        await walkManifests(
+          parsed.digest,
+          async (d) => (d === parsed.digest ? parsed : this.readStoredManifest(d)),
+          { limits: this.indexLimits, where: 'pushed' },
+        );
       }
     }
     if (missing.length > 0) {
@@ -596,6 +615,21 @@ export class RegistryService {
       throw new RegistryError('MANIFEST_INVALID', 'manifest gives a wrong size for some blob(s)', {
         digests: wrongSize,
       });
+    }
+  }
+
+  /** A stored manifest, parsed; null when it is gone or not a manifest. */
+  private async readStoredManifest(digest: BlobDigest): Promise<ParsedManifest | null> {
+    try {
+      const parsed = parseManifest(
+        await readLimited(await this.blobs.get(digest), this.maxManifestBytes, 'MANIFEST_INVALID'),
+      );
+      return parsed.ok ? parsed : null;
+    } catch (err) {
+      if (isStorageError(err, 'BLOB_UNKNOWN') || isStorageError(err, 'BLOB_CORRUPT')) {
+        return null;
+      }
+      throw err;
     }
   }
 

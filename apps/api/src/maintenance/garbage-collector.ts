@@ -155,27 +155,39 @@ export class GarbageCollector {
     return marked;
   }
 
-  /** Marks a digest and, when it is a manifest, what it references. */
-  private async walk(digest: string, marked: Set<string>): Promise<void> {
-    if (!isBlobDigest(digest) || marked.has(digest)) {
-      return;
-    }
-    marked.add(digest);
-    const parsed = await this.readManifest(digest);
-    if (parsed === null) {
-      return;
-    }
-    for (const d of blobsOf(parsed)) {
-      marked.add(d.digest);
-    }
-    if (parsed.kind === 'oci-manifest' || parsed.kind === 'docker-manifest') {
-      // blobsOf leaves out non-distributable layers with urls; keep them too if we hold them.
-      for (const d of parsed.manifest.layers) {
+  /**
+   * Marks a digest and, when it is a manifest, what it references. `marked` is the memo: each
+   * manifest is read once however many indexes name it, and the walk keeps its own stack, so a
+   * deep chain of indexes cannot overflow the call stack. No index limits here (issue 13 item 4
+   * bounds pushes and PUTs): stopping short would leave reachable blobs unmarked and delete them,
+   * and failing the run would stop GC for good; the memo keeps the work linear in the manifests
+   * stored.
+   */
+  private async walk(root: string, marked: Set<string>): Promise<void> {
+    const pending: string[] = [root];
+    for (let digest = pending.pop(); digest !== undefined; digest = pending.pop()) {
+      if (!isBlobDigest(digest) || marked.has(digest)) {
+        continue;
+      }
+      marked.add(digest);
+      const parsed = await this.readManifest(digest);
+      if (parsed === null) {
+        continue;
+      }
+      for (const d of blobsOf(parsed)) {
         marked.add(d.digest);
       }
-    } else {
-      for (const child of parsed.manifest.manifests) {
-        await this.walk(child.digest, marked);
+      if (parsed.kind === 'oci-manifest' || parsed.kind === 'docker-manifest') {
+        // blobsOf leaves out non-distributable layers with urls; keep them too if we hold them.
+        for (const d of parsed.manifest.layers) {
+          marked.add(d.digest);
+        }
+      } else {
+        for (const child of parsed.manifest.manifests) {
+          if (!marked.has(child.digest)) {
+            pending.push(child.digest);
+          }
+        }
       }
     }
   }

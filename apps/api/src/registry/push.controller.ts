@@ -1,4 +1,4 @@
-import { Body, Controller, Get, HttpCode, Param, Post } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Param, Post } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiResponse, ApiTags } from '@nestjs/swagger';
 import { ZodPipe } from '../common/zod-query.pipe';
 import { PushImageBodySchema, PushView } from './push.dto';
@@ -33,5 +33,16 @@ export class PushController {
   @ApiResponse({ status: 404, description: 'PUSH_UNKNOWN' })
   get(@Param('id') id: string): Promise<PushView> {
     return this.pushes.get(id);
+  }
+
+  @Delete('pushes/:id')
+  @HttpCode(202)
+  @ApiOperation({
+    summary:
+      'Cancel a queued or running push (it ends failed, "push cancelled"); a finished one is left as is',
+  })
+  @ApiResponse({ status: 404, description: 'PUSH_UNKNOWN' })
+  cancel(@Param('id') id: string): Promise<PushView> {
+    return this.pushes.cancel(id);
   }
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
-import { PushRecord, StratumError } from '@stratum/contracts';
+import { PushRecord, PushState, StratumError } from '@stratum/contracts';
 import { parseReference } from '@stratum/oci';
 import {
   PushRecordStore,
@@ -77,6 +77,19 @@ export class PushService {
   async submit(request: PushRequest): Promise<PushView> {
     const record = await this.submitter.submit({ ...request, pushId: randomUUID() });
     return view(record);
+  }
+
+  /**
+   * `DELETE /api/v1/pushes/:id`: asks the push to stop (a queued one stops when taken, a running
+   * one between blobs and manifests); it ends `failed` with "push cancelled". A finished push is
+   * left as it is. Answers the record as it stands.
+   */
+  async cancel(id: string): Promise<PushView> {
+    const record = await this.get(id);
+    if (record.state === PushState.Queued || record.state === PushState.Running) {
+      await this.records.requestCancel(id);
+    }
+    return record;
   }
 
   async get(id: string): Promise<PushView> {
