@@ -509,6 +509,17 @@ describe('hostile paths', () => {
     expect(r.logs).not.toContain(work);
   });
 
+  it('COPY <<.. and a COPY through a symlink loop fail as user errors with their line', async () => {
+    const e = host('heredoc-name');
+    const err: unknown = await build(e, busyboxContext('COPY <<.. /x\nhello\n..\n')).catch((x: unknown) => x);
+    expect(isUserBuildError(err)).toBe(true);
+    expect((err as Error).message).toMatch(/^Dockerfile:4: invalid heredoc name "\.\."/);
+    const loop = await contextTar(busyboxContext('COPY loop1/x /x'), { loop1: 'loop2', loop2: 'loop1' });
+    const err2: unknown = await build(e, loop).catch((x: unknown) => x);
+    expect(isUserBuildError(err2)).toBe(true);
+    expect((err2 as Error).message).toMatch(/^Dockerfile:4: too many levels of symbolic links/);
+  });
+
   it('ADD of a local archive past maxAddUnpackedBytes fails naming the limit and the line', async () => {
     const e = host('add-limit', { maxAddUnpackedBytes: 64 * 1024 });
     const big = await contextTar({ 'big.bin': Buffer.alloc(256 * 1024, 7) });

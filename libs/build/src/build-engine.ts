@@ -2,7 +2,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, lchown, lstat, mkdir, open, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, posix } from 'node:path';
-import { ConfineError, containerPath, opaquePath, readFileBeneath, resolveInRoot } from '@stratum/confine';
+import {
+  checkFileName,
+  ConfineError,
+  containerPath,
+  nameBeneath,
+  opaquePath,
+  readFileBeneath,
+  resolveInRoot,
+} from '@stratum/confine';
 import { BuildJobData, Digest, StepRecord, StepStatus } from '@stratum/contracts';
 import {
   AddInstruction,
@@ -171,7 +179,8 @@ export class BuildEngine {
   }
 
   async build(data: BuildJobData, ctx: BuildRunContext): Promise<BuildOutcome> {
-    const jobDir = join(this.options.jobsDir, data.buildId);
+    // A job payload is data from Redis: its build id becomes a directory name only once checked.
+    const jobDir = nameBeneath(this.options.jobsDir, data.buildId, 'build id');
     await rm(jobDir, { recursive: true, force: true });
     const contextDir = join(jobDir, 'context');
     await mkdir(contextDir, { recursive: true });
@@ -543,7 +552,9 @@ class BuildRun {
       await report(StepStatus.Done, layer?.size ?? null);
     } catch (err) {
       await report(this.ctx.signal.aborted ? StepStatus.Cancelled : StepStatus.Failed).catch(() => undefined);
-      throw err;
+      // A path of this step that cannot be confined (a symlink loop, `COPY <<..`): the user's
+      // error, reported with the step's line like every other.
+      throw err instanceof ConfineError ? new BuildError(err.message, instr.startLine) : err;
     }
   }
 
@@ -675,7 +686,9 @@ class BuildRun {
             const root = join(fs.dir, 'inline');
             await mkdir(root, { recursive: true });
             for (const s of instr.inlineSources) {
-              await writeFile(join(root, posix.basename(s.path)), s.data, { mode: 0o644 });
+              // `COPY <<..` must not write over the container's own dir: one file name or an error.
+              const name = checkFileName(posix.basename(s.path), 'heredoc name');
+              await writeFile(join(root, name), s.data, { mode: 0o644 });
             }
             const sources = await matchSources(
               root,

@@ -53,6 +53,21 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...minimal, MAX_CONTEXT_BYTES: 'lots' })).toThrow(/MAX_CONTEXT_BYTES/);
   });
 
+  it('WORKER_ID names one directory: `..`, `/` and the like are refused', () => {
+    expect(loadConfig({ ...minimal, WORKER_ID: 'host-1.example' }).worker.scratchDir).toMatch(
+      /\/worker\/host-1\.example$/,
+    );
+    for (const bad of ['..', '../..', 'a/b', '.hidden']) {
+      expect(() => loadConfig({ ...minimal, WORKER_ID: bad })).toThrow(/WORKER_ID/);
+    }
+  });
+
+  it('MAX_ADD_UNPACKED_BYTES defaults to 8 GiB and is a positive number', () => {
+    expect(loadConfig(minimal).maxAddUnpackedBytes).toBe(8 * 1024 * 1024 * 1024);
+    expect(loadConfig({ ...minimal, MAX_ADD_UNPACKED_BYTES: '1024' }).maxAddUnpackedBytes).toBe(1024);
+    expect(() => loadConfig({ ...minimal, MAX_ADD_UNPACKED_BYTES: '0' })).toThrow(/MAX_ADD_UNPACKED_BYTES/);
+  });
+
   it('reads the stalled-job timings, 30 s lock and 15 s check by default', () => {
     expect(loadConfig(minimal).worker).toMatchObject({ lockDurationMs: 30_000, stalledIntervalMs: 15_000 });
     const c = loadConfig({ ...minimal, WORKER_LOCK_DURATION_MS: '4000', WORKER_STALLED_INTERVAL_MS: '2000' });

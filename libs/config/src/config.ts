@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { z } from 'zod';
+import { isSafeName } from '@stratum/confine';
 
 /** Raised when the environment does not describe a runnable service; the message lists every problem. */
 export class ConfigError extends Error {
@@ -91,7 +92,11 @@ function buildSchemas() {
     MAX_CONTEXT_ENTRIES: positiveInt.default(500_000),
     BUILD_RETENTION_SECONDS: positiveInt.default(7 * 24 * 3600),
     WORKER_CONCURRENCY: positiveInt.max(64).default(2),
-    WORKER_ID: z.string().min(1).default(hostname()),
+    // Names the worker's scratch dir (<DATA_DIR>/worker/<id>): one path component, never `..`.
+    WORKER_ID: z
+      .string()
+      .refine((v) => isSafeName(v), 'WORKER_ID must be 1-128 of [A-Za-z0-9_.-], not starting with "." or "-"')
+      .default(hostname()),
     WORKER_SHUTDOWN_TIMEOUT_MS: positiveInt.default(30_000),
     // BullMQ stalled-job detection: a crashed worker's job is picked up again after about
     // lockDuration + stalledInterval.

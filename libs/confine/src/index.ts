@@ -7,7 +7,15 @@
  * {@link readFileBeneath}).
  */
 export { ConfineError, type ConfineErrorCode } from './confine-error';
-export { checkName, isSafeName, MAX_NAME_LENGTH, nameBeneath, opaqueName, opaquePath } from './names';
+export {
+  checkFileName,
+  checkName,
+  isSafeName,
+  MAX_NAME_LENGTH,
+  nameBeneath,
+  opaqueName,
+  opaquePath,
+} from './names';
 export {
   containerPath,
   readFileBeneath,

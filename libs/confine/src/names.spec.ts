@@ -1,4 +1,4 @@
-import { checkName, isSafeName, nameBeneath, opaqueName, opaquePath } from './names';
+import { checkFileName, checkName, isSafeName, nameBeneath, opaqueName, opaquePath } from './names';
 
 describe('opaqueName', () => {
   it('maps any key, hostile or not, to 64 hex digits', () => {
@@ -15,6 +15,18 @@ describe('opaqueName', () => {
 
   it('opaquePath is exactly one level below its root', () => {
     expect(opaquePath('/data/run-cache', '../..')).toBe(`/data/run-cache/${opaqueName('../..')}`);
+  });
+});
+
+describe('checkFileName', () => {
+  it('keeps any one file name as written', () => {
+    for (const n of ['file.txt', 'my file', '-x', '.hidden', '..x', 'ü'.repeat(127)]) {
+      expect(checkFileName(n)).toBe(n);
+    }
+  });
+
+  it.each([[''], ['.'], ['..'], ['a/b'], ['/'], ['a\0b'], ['ü'.repeat(128)]])('refuses %j', (n) => {
+    expect(() => checkFileName(n, 'heredoc name')).toThrow(/invalid heredoc name/);
   });
 });
 

@@ -41,6 +41,30 @@ export function nameBeneath(root: string, name: string, what = 'name'): string {
 }
 
 /**
+ * Checks a user-chosen file name that must stay as written (a heredoc's name is the name of
+ * the file COPY creates): only what the filesystem itself forbids or reads as a path is
+ * refused — empty, `.`, `..`, `/`, NUL, over 255 bytes (NAME_MAX).
+ *
+ * @throws ConfineError `PATH_INVALID`.
+ */
+export function checkFileName(name: string, what = 'file name'): string {
+  if (
+    name === '' ||
+    name === '.' ||
+    name === '..' ||
+    name.includes('/') ||
+    name.includes('\0') ||
+    Buffer.byteLength(name, 'utf8') > 255
+  ) {
+    throw new ConfineError(
+      'PATH_INVALID',
+      `invalid ${what} ${JSON.stringify(name.slice(0, 80))}: not one file name (empty, ".", "..", "/", NUL or over 255 bytes)`,
+    );
+  }
+  return name;
+}
+
+/**
  * A fixed, safe directory name for a user-given key (cache mount id, secret id, …): the
  * sha256 of the key in hex. The key is opaque — `..`, `/`, NUL or 10 KB of text all map to
  * 64 hex digits — as BuildKit treats cache ids as keys, not paths.

@@ -1,6 +1,6 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { StratumError } from '@stratum/contracts';
+import { nameBeneath } from '@stratum/confine';
 import {
   LayerCache,
   LayerLease,
@@ -46,10 +46,8 @@ export class ContainerFilesystems {
 
   /** The filesystem of container `id` (whether or not it is mounted). */
   describe(id: string, layers: readonly LayerDescriptor[]): ContainerFs {
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(id)) {
-      throw new StratumError('BAD_REQUEST', `invalid container id "${id}"`);
-    }
-    const dir = join(this.options.root, id);
+    // One readable component below the root (PATH_INVALID otherwise): ids come from builds and API users.
+    const dir = nameBeneath(this.options.root, id, 'container id');
     return {
       id,
       dir,
