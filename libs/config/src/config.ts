@@ -71,6 +71,15 @@ function buildSchemas() {
       )
       .default('docker.io'),
     PULL_MIRRORS: z.string().optional(),
+    // Password logins (the token endpoint, Basic on /v2/): attempts a user name and a client
+    // address each get free (wrong ones and those still being checked); past them each attempt
+    // locks out the next for twice as long as the one before (1 s, 2 s, 4 s…, at most
+    // LOGIN_BACKOFF_MAX_SECONDS), answered 429 with Retry-After. The counts are in Redis, so every
+    // API replica sees them, and are forgotten after LOGIN_BACKOFF_MAX_SECONDS without attempts.
+    LOGIN_FREE_ATTEMPTS: positiveInt.max(1000).default(5),
+    LOGIN_BACKOFF_MAX_SECONDS: positiveInt.max(86_400).default(900),
+    // Threads that run bcrypt, so that a burst of logins never stalls the API's event loop.
+    LOGIN_HASH_THREADS: positiveInt.max(16).default(1),
   });
 
   const baseSchema = z.object({
@@ -161,6 +170,12 @@ export interface AuthConfig {
   readonly repositoryAccess: readonly { readonly pattern: string; readonly access: 'public' | 'private' }[];
   readonly users: readonly { readonly username: string; readonly password: string }[];
   readonly apiTokens: readonly { readonly name: string; readonly token: string }[];
+  /** Rate limit and back-off of password logins, and the threads that hash them. */
+  readonly login: {
+    readonly freeAttempts: number;
+    readonly backoffMaxSeconds: number;
+    readonly hashThreads: number;
+  };
 }
 
 export interface RegistryClientConfig {
@@ -238,6 +253,11 @@ function parseAuth(a: AuthEnv, problems: string[]): AuthConfig {
     repositoryAccess,
     users,
     apiTokens,
+    login: {
+      freeAttempts: a.LOGIN_FREE_ATTEMPTS,
+      backoffMaxSeconds: a.LOGIN_BACKOFF_MAX_SECONDS,
+      hashThreads: a.LOGIN_HASH_THREADS,
+    },
   };
 }
 

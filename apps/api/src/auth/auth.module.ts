@@ -1,10 +1,15 @@
-import { Global, Module } from '@nestjs/common';
+import { Global, Module, OnApplicationShutdown } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
+import type { Redis } from 'ioredis';
+import { REDIS } from '@stratum/jobs';
 import { RegistryTokenIssuer } from '@stratum/registry';
 import { AllowAllRegistryAuthorizer, REGISTRY_AUTHORIZER } from '../registry/registry-access.guard';
 import { ApiTokenGuard } from './api-token.guard';
+import { BcryptPool } from './bcrypt-pool';
 import { CredentialVerifier } from './credential-verifier';
+import { LoginThrottle } from './login-throttle';
+import { PasswordLogin } from './password-login';
 import { RegistryAccessPolicy } from './registry-access-policy';
 import { RegistryTokenService } from './registry-token.service';
 import { TokenRegistryAuthorizer } from './token-registry-authorizer';
@@ -18,9 +23,20 @@ import { TokenRegistryAuthorizer } from './token-registry-authorizer';
 @Module({
   providers: [
     {
-      provide: CredentialVerifier,
+      provide: BcryptPool,
       inject: [STRATUM_CONFIG],
-      useFactory: (c: StratumConfig) => new CredentialVerifier(c.auth),
+      useFactory: (c: StratumConfig) => new BcryptPool(c.auth.login.hashThreads),
+    },
+    {
+      provide: CredentialVerifier,
+      inject: [STRATUM_CONFIG, BcryptPool],
+      useFactory: (c: StratumConfig, pool: BcryptPool) => new CredentialVerifier(c.auth, pool),
+    },
+    {
+      provide: PasswordLogin,
+      inject: [STRATUM_CONFIG, REDIS, CredentialVerifier],
+      useFactory: (c: StratumConfig, redis: Redis, verifier: CredentialVerifier) =>
+        new PasswordLogin(verifier, new LoginThrottle(redis, c.auth.login)),
     },
     {
       provide: RegistryAccessPolicy,
@@ -37,32 +53,38 @@ import { TokenRegistryAuthorizer } from './token-registry-authorizer';
     },
     {
       provide: RegistryTokenService,
-      inject: [STRATUM_CONFIG, RegistryTokenIssuer, CredentialVerifier, RegistryAccessPolicy],
+      inject: [STRATUM_CONFIG, RegistryTokenIssuer, PasswordLogin, RegistryAccessPolicy],
       useFactory: (
         c: StratumConfig,
         issuer: RegistryTokenIssuer | null,
-        verifier: CredentialVerifier,
+        logins: PasswordLogin,
         policy: RegistryAccessPolicy,
       ) =>
         c.auth.registry === 'token' && issuer !== null
-          ? new RegistryTokenService(c.auth, issuer, verifier, policy)
+          ? new RegistryTokenService(c.auth, issuer, logins, policy)
           : null,
     },
     {
       provide: REGISTRY_AUTHORIZER,
-      inject: [STRATUM_CONFIG, RegistryTokenIssuer, CredentialVerifier, RegistryAccessPolicy],
+      inject: [STRATUM_CONFIG, RegistryTokenIssuer, PasswordLogin, RegistryAccessPolicy],
       useFactory: (
         c: StratumConfig,
         issuer: RegistryTokenIssuer | null,
-        verifier: CredentialVerifier,
+        logins: PasswordLogin,
         policy: RegistryAccessPolicy,
       ) =>
         c.auth.registry === 'token' && issuer !== null
-          ? new TokenRegistryAuthorizer(c.auth, issuer, verifier, policy, c.api.publicUrl)
+          ? new TokenRegistryAuthorizer(c.auth, issuer, logins, policy, c.api.publicUrl)
           : new AllowAllRegistryAuthorizer(),
     },
     { provide: APP_GUARD, useClass: ApiTokenGuard },
   ],
   exports: [REGISTRY_AUTHORIZER, RegistryTokenService, CredentialVerifier],
 })
-export class AuthModule {}
+export class AuthModule implements OnApplicationShutdown {
+  constructor(private readonly pool: BcryptPool) {}
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.pool.close();
+  }
+}

@@ -51,3 +51,76 @@ describe('CredentialVerifier', () => {
     expect(parseBasic('Bearer x')).toBeNull();
   });
 });
+
+describe('CredentialVerifier timing', () => {
+  /** Records each compare's hash cost instead of hashing. */
+  function countingHasher() {
+    const costs: number[] = [];
+    return {
+      costs,
+      hasher: {
+        compare: (_pw: string, hash: string) => {
+          costs.push(bcrypt.getRounds(hash));
+          return Promise.resolve(false);
+        },
+        hash: (pw: string, cost: number) => Promise.resolve(bcrypt.hashSync(pw, cost)),
+        close: () => Promise.resolve(),
+      },
+    };
+  }
+
+  it('an unknown user and a plain-password user cost one compare at the highest configured cost', async () => {
+    const { costs, hasher } = countingHasher();
+    const v = new CredentialVerifier(
+      {
+        users: [
+          { username: 'alice', password: bcrypt.hashSync('pw1', 4) },
+          { username: 'carol', password: bcrypt.hashSync('pw3', 6) },
+          { username: 'bob', password: 'pw2' },
+        ],
+        apiTokens: [],
+      },
+      hasher,
+    );
+    expect(await v.verifyPassword('nobody', 'x')).toBeNull();
+    expect(await v.verifyPassword('bob', 'x')).toBeNull();
+    expect(await v.verifyPassword('carol', 'x')).toBeNull();
+    expect(costs).toEqual([6, 6, 6]);
+  });
+
+  it('hashes nothing when no user has a bcrypt hash', async () => {
+    const { costs, hasher } = countingHasher();
+    const v = new CredentialVerifier(
+      { users: [{ username: 'bob', password: 'pw2' }], apiTokens: [] },
+      hasher,
+    );
+    expect(await v.verifyPassword('nobody', 'x')).toBeNull();
+    expect(await v.verifyPassword('bob', 'pw2')).toEqual({ subject: 'bob', kind: 'user' });
+    expect(costs).toEqual([]);
+  });
+
+  it('unknown and known names take about as long with real bcrypt', async () => {
+    const v = new CredentialVerifier({
+      users: [{ username: 'alice', password: bcrypt.hashSync('pw1', 8) }],
+      apiTokens: [],
+    });
+    const time = async (user: string): Promise<number> => {
+      const t0 = performance.now();
+      await v.verifyPassword(user, 'wrong');
+      return performance.now() - t0;
+    };
+    await time('nobody'); // the dummy hash is made on first use
+    const median = async (user: string): Promise<number> => {
+      const t: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        t.push(await time(user));
+      }
+      return t.sort((a, b) => a - b)[2];
+    };
+    const known = await median('alice');
+    const unknown = await median('nobody');
+    // Before: ~3 ms unknown vs ~80 ms known (cost 10); now both one cost-8 compare.
+    expect(unknown / known).toBeGreaterThan(0.5);
+    expect(unknown / known).toBeLessThan(2);
+  });
+});

@@ -1,6 +1,7 @@
 import { AuthConfig } from '@stratum/config';
 import { parseScopes, RegistryError, RegistryTokenIssuer, ResourceScope } from '@stratum/registry';
-import { CredentialVerifier, parseBasic } from './credential-verifier';
+import { parseBasic } from './credential-verifier';
+import { PasswordLogin } from './password-login';
 import { RegistryAccessPolicy } from './registry-access-policy';
 
 /** The JSON answer of the token endpoint (both field names: Docker reads `token`, OAuth2 clients `access_token`). */
@@ -22,13 +23,15 @@ export class RegistryTokenService {
   constructor(
     private readonly auth: AuthConfig,
     private readonly issuer: RegistryTokenIssuer,
-    private readonly verifier: CredentialVerifier,
+    private readonly logins: PasswordLogin,
     private readonly policy: RegistryAccessPolicy,
   ) {}
 
   async issue(
     authorization: string | undefined,
     query: { service?: unknown; scope?: unknown },
+    /** The client's address: logins are rate limited per address too. */
+    client?: string,
   ): Promise<TokenResponse> {
     if (typeof query.service === 'string' && query.service !== '' && query.service !== this.auth.service) {
       throw new RegistryError('DENIED', `unknown service ${JSON.stringify(query.service)}`, undefined, {
@@ -39,7 +42,7 @@ export class RegistryTokenService {
     let principal = null;
     if (authorization !== undefined && authorization !== '') {
       const creds = parseBasic(authorization);
-      principal = creds === null ? null : await this.verifier.verifyPassword(creds.username, creds.password);
+      principal = creds === null ? null : await this.logins.login(creds.username, creds.password, client);
       if (principal === null) {
         throw new RegistryError('UNAUTHORIZED', 'invalid username or password', undefined, {
           headers: { 'WWW-Authenticate': `Basic realm="${this.auth.service}"` },

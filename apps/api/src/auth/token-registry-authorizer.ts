@@ -7,7 +7,8 @@ import {
   scopesAllow,
 } from '@stratum/registry';
 import { RegistryAccessRequest, RegistryAuthorizer } from '../registry/registry-access.guard';
-import { CredentialVerifier, parseBasic, parseBearer } from './credential-verifier';
+import { parseBasic, parseBearer } from './credential-verifier';
+import { PasswordLogin } from './password-login';
 import { RegistryAccessPolicy } from './registry-access-policy';
 
 /**
@@ -22,7 +23,7 @@ export class TokenRegistryAuthorizer implements RegistryAuthorizer {
   constructor(
     private readonly auth: AuthConfig,
     private readonly issuer: RegistryTokenIssuer,
-    private readonly verifier: CredentialVerifier,
+    private readonly logins: PasswordLogin,
     private readonly policy: RegistryAccessPolicy,
     private readonly publicUrl: string | null,
   ) {}
@@ -37,12 +38,13 @@ export class TokenRegistryAuthorizer implements RegistryAuthorizer {
     let granted: ResourceScope[] | null = null;
     let presented = false;
     const bearer = parseBearer(header);
+    const basic = bearer === null ? parseBasic(header) : null;
     if (bearer !== null) {
       presented = true;
       granted = this.issuer.verify(bearer)?.access ?? null;
-    } else if (parseBasic(header) !== null) {
+    } else if (basic !== null) {
       presented = true;
-      const principal = await this.verifier.verifyBasic(header);
+      const principal = await this.logins.login(basic.username, basic.password, request.client);
       granted = principal === null ? null : this.policy.grant(principal, wanted);
     }
     if (request.route.kind === 'base') {

@@ -16,6 +16,8 @@ export interface RegistryAccessRequest {
   /** Every scope the request needs: a cross-repository mount also needs `pull` on `from`. */
   readonly scopes: RegistryScope[];
   readonly headers: Request['headers'];
+  /** The client's address (password logins are rate limited per address). */
+  readonly client?: string;
 }
 
 /**
@@ -71,7 +73,13 @@ export class RegistryAccessGuard implements CanActivate {
         scopes.push({ repository: from, actions: ['pull'] });
       }
     }
-    await this.authorizer.authorize({ route, method: req.method, scopes, headers: req.headers });
+    await this.authorizer.authorize({
+      route,
+      method: req.method,
+      scopes,
+      headers: req.headers,
+      client: req.ip ?? req.socket.remoteAddress,
+    });
     return true;
   }
 }

@@ -85,10 +85,11 @@ export class RegistryController {
         status: 404,
       });
     }
-    const answer = await this.tokens.issue(req.headers.authorization, {
-      service: req.query.service,
-      scope: req.query.scope,
-    });
+    const answer = await this.tokens.issue(
+      req.headers.authorization,
+      { service: req.query.service, scope: req.query.scope },
+      req.ip ?? req.socket.remoteAddress,
+    );
     res.setHeader('Cache-Control', 'no-store');
     res.status(200).json(answer);
   }
