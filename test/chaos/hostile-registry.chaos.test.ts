@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import request from 'supertest';
 import { PushRecord } from '@stratum/contracts';
 import { FsBlobStore, FsRepositoryStore } from '@stratum/storage';
+import { freePort } from '@stratum/testing';
 import { startStack, StackHandle } from '../support/stack';
 import { makeImage, OCI_INDEX, OCI_MANIFEST, OciImageParts, sha } from '../e2e/registry-fixtures';
 import { alive, pollFor } from './chaos-support';
@@ -116,6 +117,13 @@ describe('hostile registry input (chaos)', () => {
     // Nothing of it reached the target.
     await http.get('/v2/hostile/copy/manifests/huge').expect(404);
     console.log(`2000x2000 index push failed after ${elapsed} ms: ${record.error}`);
+
+    // To another registry: refused on the walk, before any connection (nothing listens on that
+    // port; a connection error would be transient and retried).
+    const port = await freePort();
+    const remote = await pushAndWait('hostile/fan:huge', `127.0.0.1:${port}/copy:huge`, 30_000);
+    expect(remote).toMatchObject({ state: 'failed', attempts: 1 });
+    expect(remote.error).toContain('maxEntries=1000');
 
     await http.get('/healthz').expect(200);
     expect(alive(stack.worker!.process.pid!)).toBe(true);
