@@ -7,7 +7,6 @@ import {
   ConfineError,
   containerPath,
   nameBeneath,
-  opaquePath,
   readFileBeneath,
   resolveInRoot,
 } from '@stratum/confine';
@@ -51,6 +50,9 @@ import {
   stageShell,
 } from './metadata-steps';
 import { fetchRemote, isRemoteSource, parseChecksum, remoteFileName } from './remote-source';
+import { RunCacheStore } from './run-cache';
+import { checkRunMounts, MountedFrom, mountTarget, PreparedRunMounts, prepareRunMounts } from './run-mounts';
+import { SecretMasker } from './secret-mask';
 import { hashSources } from './source-hash';
 
 /**
@@ -93,6 +95,8 @@ export interface BuildEngineOptions {
    * (default: `run-cache` beside `layerCacheDir`).
    */
   readonly runCacheDir?: string;
+  /** After each build the cache mount directories are trimmed to this (LRU, unused ones only). Default 10 GiB. */
+  readonly runCacheMaxBytes?: number;
   readonly stepTimeoutMs: number;
   /** Memory limit of each RUN step (default 4 GiB): a hog is killed, the worker lives on. */
   readonly stepMemoryBytes?: number;
@@ -125,6 +129,11 @@ export interface BuildEngineOptions {
 export interface BuildRunContext {
   readonly signal: AbortSignal;
   readonly reporter: BuildReporter;
+  /**
+   * Build secrets by id (`RUN --mount=type=secret`): materialised on a tmpfs per step and
+   * masked in the log; never part of a key, a layer or the image.
+   */
+  readonly secrets?: ReadonlyMap<string, Buffer>;
 }
 
 export interface BuildOutcome {
@@ -171,11 +180,16 @@ export class BuildEngine {
   readonly images: ImageService;
   readonly cache: LayerCache;
   readonly cacheIndex: BuildCacheIndex;
+  /** `RUN --mount=type=cache` directories of this host. */
+  readonly runCache: RunCacheStore;
 
   constructor(private readonly options: BuildEngineOptions) {
     this.images = new ImageService(options.blobs, options.repositories);
     this.cache = options.cache ?? new LayerCache(options.layerCacheDir);
     this.cacheIndex = options.cacheIndex ?? new MemoryBuildCacheIndex();
+    this.runCache = new RunCacheStore(
+      options.runCacheDir ?? join(dirname(options.layerCacheDir), 'run-cache'),
+    );
   }
 
   async build(data: BuildJobData, ctx: BuildRunContext): Promise<BuildOutcome> {
@@ -215,6 +229,9 @@ export class BuildEngine {
       await this.cache
         .evict({ maxBytes: this.options.layerCacheMaxBytes ?? 50 * 1024 * 1024 * 1024 })
         .catch((err: unknown) => ctx.reporter.log(null, 'system', `layer cache eviction: ${String(err)}\n`));
+      await this.runCache
+        .trim(this.options.runCacheMaxBytes ?? 10 * 1024 * 1024 * 1024)
+        .catch((err: unknown) => ctx.reporter.log(null, 'system', `cache mount trim: ${String(err)}\n`));
     }
   }
 }
@@ -306,10 +323,6 @@ class BuildRun {
       `${cached} of ${this.steps.length} steps cached; writing image ${written.manifestDigest}${this.data.tags.length ? ` as ${this.data.tags.join(', ')}` : ''}\n`,
     );
     return { imageDigest: written.manifestDigest as Digest, configDigest: written.configDigest as Digest };
-  }
-
-  private get runCacheDir(): string {
-    return this.options.runCacheDir ?? join(dirname(this.options.layerCacheDir), 'run-cache');
   }
 
   private get contextDir(): string {
@@ -601,6 +614,8 @@ class BuildRun {
             instr.startLine,
           );
         }
+        // A missing required secret fails here, before the step is looked up or run.
+        checkRunMounts(instr, this.ctx.secrets ?? new Map<string, Buffer>());
         const args = runArgs(instr, stageShell(state));
         const key = stepCacheKey({
           parent,
@@ -613,6 +628,8 @@ class BuildRun {
             network: instr.network ?? 'default',
             security: instr.security ?? 'sandbox',
             mounts: instr.mounts.map((m) => m.raw),
+            // What bind mounts show the step (cache and secret content never keys it, as BuildKit).
+            binds: await this.bindInputs(instr, workdir, results),
             epoch,
           },
         });
@@ -620,7 +637,8 @@ class BuildRun {
           key,
           metadata: null,
           createdBy: `RUN ${args.join(' ')}`,
-          run: () => this.withContainer(state, (fs) => this.run(fs, state, instr, args, runEnv, stepIndex)),
+          run: () =>
+            this.withContainer(state, (fs) => this.run(fs, state, instr, args, runEnv, stepIndex, results)),
         };
       }
       case 'COPY':
@@ -961,36 +979,52 @@ class BuildRun {
     args: string[],
     runEnv: Record<string, string>,
     stepIndex: number | null,
+    results: Map<number, ImageState>,
   ): Promise<void> {
-    for (const m of instr.mounts) {
-      if (m.type === 'secret' || m.type === 'ssh') {
-        if (m.required) {
-          throw new BuildError(
-            `RUN --mount=type=${m.type}${m.id !== undefined ? `,id=${m.id}` : ''}: ${m.type === 'secret' ? 'secrets' : 'SSH agents'} cannot be provided to builds on this server (it has no ${m.type === 'secret' ? 'secret store' : 'SSH forwarding'}); remove required=true to run without it`,
-            instr.startLine,
-          );
-        }
-        this.ctx.reporter.log(
-          null,
-          'system',
-          `line ${instr.startLine}: skipping --mount=type=${m.type} (not provided)\n`,
-        );
-      } else if (m.type !== 'cache') {
-        throw new BuildError(`RUN --mount=type=${m.type} is not supported yet`, instr.startLine);
-      }
-    }
     const cfg = state.config.config ?? {};
-    const cacheMounts = await Promise.all(
-      instr.mounts
-        .filter((m) => m.type === 'cache' && m.target !== undefined)
-        .map(async (m) => {
-          // The id is an opaque key (as in BuildKit): hashed to one directory of the run-cache
-          // root, which holds nothing else, so no id reaches the rest of the data dir.
-          const source = opaquePath(this.runCacheDir, m.id ?? m.target ?? 'default');
-          await mkdir(source, { recursive: true });
-          return { source, destination: m.target as string, readonly: m.readOnly };
-        }),
-    );
+    const workdir = cfg.WorkingDir && cfg.WorkingDir !== '' ? cfg.WorkingDir : '/';
+    const secrets = this.ctx.secrets ?? new Map<string, Buffer>();
+    const prepared = await prepareRunMounts(instr, fs.merged, workdir, {
+      jobDir: this.jobDir,
+      contextDir: this.contextDir,
+      materializeContext: () => this.context.materialize(),
+      cacheStore: this.engine.runCache,
+      openFrom: (from, line) => this.openFrom(fs, from, line, results),
+      secrets,
+      signal: this.ctx.signal,
+      log: (t) => this.ctx.reporter.log(null, 'system', t),
+    });
+    try {
+      await this.runProcess(
+        fs,
+        instr,
+        args,
+        { ...runEnv, ...prepared.env },
+        stepIndex,
+        prepared,
+        workdir,
+        cfg.User,
+      );
+    } finally {
+      await prepared.cleanup();
+    }
+  }
+
+  /** The process of a RUN step, its output masked for the step's secrets. */
+  private async runProcess(
+    fs: ContainerFs,
+    instr: RunInstruction,
+    args: string[],
+    env: Record<string, string>,
+    stepIndex: number | null,
+    prepared: PreparedRunMounts,
+    workdir: string,
+    user: string | undefined,
+  ): Promise<void> {
+    const masker = {
+      stdout: new SecretMasker(prepared.secretValues),
+      stderr: new SecretMasker(prepared.secretValues),
+    };
     const decoder = { stdout: new TextDecoder(), stderr: new TextDecoder() };
     let result;
     try {
@@ -999,19 +1033,27 @@ class BuildRun {
         {
           rootfs: fs.merged,
           args,
-          env: runEnv,
-          cwd: cfg.WorkingDir && cfg.WorkingDir !== '' ? cfg.WorkingDir : '/',
-          ...(cfg.User ? { user: cfg.User } : {}),
+          env,
+          cwd: workdir,
+          ...(user ? { user } : {}),
           network: instr.network === 'host' ? 'host' : 'none',
-          mounts: cacheMounts,
+          mounts: prepared.mounts,
           pidsLimit: this.options.stepPidsLimit ?? 4096,
           memoryBytes: this.options.stepMemoryBytes ?? 4 * 1024 * 1024 * 1024,
         },
         {
           onStdout: (c) =>
-            this.ctx.reporter.log(stepIndex, 'stdout', decoder.stdout.decode(c, { stream: true })),
+            this.ctx.reporter.log(
+              stepIndex,
+              'stdout',
+              masker.stdout.push(decoder.stdout.decode(c, { stream: true })),
+            ),
           onStderr: (c) =>
-            this.ctx.reporter.log(stepIndex, 'stderr', decoder.stderr.decode(c, { stream: true })),
+            this.ctx.reporter.log(
+              stepIndex,
+              'stderr',
+              masker.stderr.push(decoder.stderr.decode(c, { stream: true })),
+            ),
           signal: this.ctx.signal,
           timeoutMs: this.options.stepTimeoutMs,
         },
@@ -1022,6 +1064,12 @@ class BuildRun {
         throw new BuildError(`RUN: ${(err as Error).message}`, instr.startLine);
       }
       throw err;
+    }
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const rest = masker[stream].flush() + decoder[stream].decode();
+      if (rest !== '') {
+        this.ctx.reporter.log(stepIndex, stream, masker[stream].push(rest) + masker[stream].flush());
+      }
     }
     if (result.cancelled) {
       throw new BuildAborted();
@@ -1039,6 +1087,85 @@ class BuildRun {
         instr.startLine,
       );
     }
+  }
+
+  /**
+   * Cache key input of a RUN's bind mounts: the digest of each bound context tree (memoized
+   * per context blob, as COPY's sources), or the key of the stage/image it comes from.
+   */
+  private async bindInputs(
+    instr: RunInstruction,
+    workdir: string,
+    results: Map<number, ImageState>,
+  ): Promise<unknown[]> {
+    const out: unknown[] = [];
+    for (const m of instr.mounts) {
+      if (m.type !== 'bind') {
+        continue;
+      }
+      const target = mountTarget(m, workdir);
+      const source = m.source ?? '.';
+      if (m.from !== undefined) {
+        const from = await this.fromState(m.from, results, instr.startLine);
+        out.push({ target, from: from.cacheKey, source });
+        continue;
+      }
+      const memoKey = `bind:${createHash('sha256')
+        .update(stableJson({ v: 1, ctx: this.data.contextDigest, dockerfile: this.data.dockerfile, source }))
+        .digest('hex')}`;
+      let digest = (await this.engine.cacheIndex.getMemo?.(memoKey)) ?? null;
+      if (digest === null) {
+        await this.context.materialize();
+        let rel: string;
+        try {
+          rel = await resolveInRoot(this.contextDir, source, {
+            symlinks: 'refuse-escape',
+            what: 'bind source',
+          });
+        } catch (err) {
+          throw err instanceof ConfineError
+            ? new BuildError(`RUN --mount=${m.raw}: ${err.message}`, instr.startLine)
+            : err;
+        }
+        const host = containerPath(this.contextDir, rel);
+        const st = await lstat(host).catch(() => null);
+        if (st === null) {
+          throw new BuildError(
+            `RUN --mount=${m.raw}: source "${source}" not found in the build context`,
+            instr.startLine,
+          );
+        }
+        digest = await hashSources([{ rel: '.', host, stat: st }]);
+        await this.engine.cacheIndex.putMemo?.(memoKey, digest);
+      }
+      out.push({ target, source, digest });
+    }
+    return out;
+  }
+
+  /** A `from=` of a RUN mount, mounted (throw-away upper) for the step's duration. */
+  private async openFrom(
+    fs: ContainerFs,
+    from: string,
+    line: number,
+    results: Map<number, ImageState>,
+  ): Promise<MountedFrom> {
+    const state = await this.fromState(from, results, line);
+    const fromFs = await this.filesystems.create(
+      `${fs.id}-m${randomBytes(3).toString('hex')}`,
+      state.layers,
+      {
+        volatile: true,
+      },
+    );
+    this.live.add(fromFs);
+    return {
+      root: fromFs.merged,
+      release: async () => {
+        await this.filesystems.remove(fromFs);
+        this.live.delete(fromFs);
+      },
+    };
   }
 
   private async fromState(from: string, results: Map<number, ImageState>, line: number): Promise<ImageState> {

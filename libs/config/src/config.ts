@@ -116,6 +116,7 @@ function buildSchemas() {
     STEP_MEMORY_BYTES: positiveInt.default(4 * 1024 * 1024 * 1024),
     STEP_PIDS_LIMIT: positiveInt.default(4096),
     LAYER_CACHE_MAX_BYTES: positiveInt.default(50 * 1024 * 1024 * 1024),
+    RUN_CACHE_MAX_BYTES: positiveInt.default(10 * 1024 * 1024 * 1024),
     LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
     PRETTY_LOGS: bool.default(true),
     ALLOW_HOST_NETWORK: bool.default(false),
@@ -398,6 +399,8 @@ export interface StratumConfig {
   readonly stepPidsLimit: number;
   /** The host's extracted-layer cache is trimmed (least recently used first) to this after each build. */
   readonly layerCacheMaxBytes: number;
+  /** `RUN --mount=type=cache` directories of a worker host are trimmed to this (LRU) after each build. */
+  readonly runCacheMaxBytes: number;
   readonly logLevel: 'error' | 'warn' | 'log' | 'debug' | 'verbose';
   /**
    * Whether `RUN --network=host` and containers with `network: host` are allowed. Off by default:
@@ -511,6 +514,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     stepMemoryBytes: c.STEP_MEMORY_BYTES,
     stepPidsLimit: c.STEP_PIDS_LIMIT,
     layerCacheMaxBytes: c.LAYER_CACHE_MAX_BYTES,
+    runCacheMaxBytes: c.RUN_CACHE_MAX_BYTES,
     logLevel: c.LOG_LEVEL,
     allowHostNetwork: c.ALLOW_HOST_NETWORK,
     auth,

@@ -245,7 +245,10 @@ export function parseMount(raw: string, expand?: (value: string) => string): Mou
         throw new Error('invalid secret mount. one of source, target required');
       }
       m.id = id;
-      m.target ??= `/run/secrets/${basename(id)}`;
+      // `env=` alone exposes the secret as a variable only (BuildKit: "instead of a file, or both").
+      if (m.env === undefined) {
+        m.target ??= `/run/secrets/${basename(id)}`;
+      }
       break;
     }
     case 'ssh':

@@ -19,6 +19,7 @@ export {
   DEFAULT_NOFILE,
   type RuntimeSpecOptions,
   type BindMount,
+  type TmpfsMount,
   type NetworkMode,
   type ProcessUser,
 } from './runtime-spec';

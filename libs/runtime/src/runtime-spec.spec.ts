@@ -39,6 +39,40 @@ describe('generateRuntimeSpec', () => {
     expect(spec.linux.cgroupsPath).toBeUndefined();
   });
 
+  it('extra mounts keep their order: binds (ro or rw) and tmpfs with a size limit', () => {
+    const mounts = generateRuntimeSpec({
+      ...base,
+      mounts: [
+        { source: '/host/ctx', destination: '/src/../src', readonly: true },
+        { type: 'tmpfs', destination: '/src/tmp', sizeBytes: 1048576 },
+        { type: 'tmpfs', destination: '/t2' },
+        { source: '/host/cache', destination: '/root/.cache' },
+      ],
+    }).mounts.slice(-4);
+    expect(mounts).toEqual([
+      { destination: '/src', type: 'bind', source: '/host/ctx', options: ['rbind', 'rprivate', 'ro'] },
+      {
+        destination: '/src/tmp',
+        type: 'tmpfs',
+        source: 'tmpfs',
+        options: ['nosuid', 'nodev', 'size=1048576'],
+      },
+      { destination: '/t2', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev'] },
+      {
+        destination: '/root/.cache',
+        type: 'bind',
+        source: '/host/cache',
+        options: ['rbind', 'rprivate', 'rw'],
+      },
+    ]);
+    expect(() => generateRuntimeSpec({ ...base, mounts: [{ type: 'tmpfs', destination: 't' }] })).toThrow(
+      /absolute/,
+    );
+    expect(() =>
+      generateRuntimeSpec({ ...base, mounts: [{ type: 'tmpfs', destination: '/t', sizeBytes: -1 }] }),
+    ).toThrow(/tmpfs size/);
+  });
+
   it('mounts proc, a tmpfs /dev, devpts, shm, mqueue and a read-only sysfs', () => {
     const mounts = generateRuntimeSpec(base).mounts;
     const byDest = Object.fromEntries(mounts.map((m) => [m.destination, m]));

@@ -66,6 +66,15 @@ export interface BindMount {
   readonly?: boolean;
 }
 
+/** A fresh tmpfs in the container (`RUN --mount=type=tmpfs`): gone when the process ends. */
+export interface TmpfsMount {
+  type: 'tmpfs';
+  /** Absolute path inside the container. */
+  destination: string;
+  /** Size limit in bytes; the kernel's default (half the RAM) when unset. */
+  sizeBytes?: number;
+}
+
 /**
  * `sandbox`: a network namespace the caller made (`netnsPath`), with outbound NAT and nothing of
  * the host reachable (see {@link RuncRuntime}); `none`: a new network namespace holding only
@@ -96,8 +105,8 @@ export interface RuntimeSpecOptions {
   hostname?: string;
   /** Default `none`. */
   network?: NetworkMode;
-  /** Extra bind mounts, after the standard ones. */
-  mounts?: BindMount[];
+  /** Extra bind and tmpfs mounts, after the standard ones, in this order (a later one may sit inside an earlier one). */
+  mounts?: (BindMount | TmpfsMount)[];
   /** Memory limit in bytes (cgroup memory.limit_in_bytes / memory.max). */
   memoryBytes?: number;
   /** Memory + swap limit in bytes; left unset when omitted (needs swap accounting on cgroup v1). */
@@ -284,8 +293,18 @@ export function generateRuntimeSpec(options: RuntimeSpecOptions): OciRuntimeSpec
     }
   }
   for (const m of options.mounts ?? []) {
-    checkAbsolute('mount source', m.source);
     checkAbsolute('mount destination', m.destination);
+    if ('type' in m) {
+      checkCount('tmpfs size', m.sizeBytes);
+      mounts.push({
+        destination: path.posix.normalize(m.destination),
+        type: 'tmpfs',
+        source: 'tmpfs',
+        options: ['nosuid', 'nodev', ...(m.sizeBytes !== undefined ? [`size=${m.sizeBytes}`] : [])],
+      });
+      continue;
+    }
+    checkAbsolute('mount source', m.source);
     mounts.push(bindMount(m.source, path.posix.normalize(m.destination), m.readonly === true));
   }
 

@@ -75,6 +75,7 @@ export class WorkerModule {
               maxAddUnpackedBytes: c.maxAddUnpackedBytes,
               maxContextEntries: c.maxContextEntries,
               layerCacheMaxBytes: c.layerCacheMaxBytes,
+              runCacheMaxBytes: c.runCacheMaxBytes,
               // shared by every worker host, like the layers it names (blob store)
               cacheIndex: new RedisBuildCacheIndex(redis),
               // FROM another registry, or an unqualified name ours lacks (DEFAULT_REGISTRY): pulled

@@ -1,0 +1,379 @@
+// RUN --mount: what each mount type becomes for one step, with BuildKit's semantics.
+// https://docs.docker.com/reference/dockerfile/#run---mount
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmod, chown, lstat, mkdir, rm, rmdir, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { dirname, join, posix } from 'node:path';
+import { promisify } from 'node:util';
+import { ConfineError, containerPath, resolveInRoot } from '@stratum/confine';
+import type { Mount, RunInstruction } from '@stratum/dockerfile';
+import type { BindMount, TmpfsMount } from '@stratum/runtime';
+import { BuildError } from './build-errors';
+import { RunCacheLease, RunCacheStore } from './run-cache';
+
+const execFileP = promisify(execFile);
+
+/** Largest secret value, as BuildKit's (500 KiB): a file past it is refused at submission and here. */
+export const MAX_SECRET_BYTES = 500 * 1024;
+
+/** A `from=` stage or image, mounted for one step. */
+export interface MountedFrom {
+  /** Host path of its root filesystem (a throw-away overlay: writes to it are discarded). */
+  readonly root: string;
+  release(): Promise<void>;
+}
+
+/** What {@link prepareRunMounts} needs from the build it serves. */
+export interface RunMountsDeps {
+  /** Scratch directory of the build (copies of `rw` binds, secret tmpfs mounts). */
+  readonly jobDir: string;
+  /** The extracted build context (after `.dockerignore`). */
+  readonly contextDir: string;
+  materializeContext(): Promise<void>;
+  readonly cacheStore: RunCacheStore;
+  /** Mounts the stage (name or index) or image `from` names. */
+  openFrom(from: string, line: number): Promise<MountedFrom>;
+  /** Build secrets by id. */
+  readonly secrets: ReadonlyMap<string, Buffer>;
+  readonly signal: AbortSignal;
+  log(text: string): void;
+}
+
+/** The runtime's view of a step's mounts, and how to undo them. */
+export interface PreparedRunMounts {
+  readonly mounts: (BindMount | TmpfsMount)[];
+  /** Variables of `type=secret,env=NAME` mounts: the process's only, never the key's or the image's. */
+  readonly env: Record<string, string>;
+  /** Values to mask in the step's log. */
+  readonly secretValues: string[];
+  /**
+   * Removes the mountpoints created for the step (they must not reach its layer, as in
+   * BuildKit), releases cache directories and unmounts what was mounted. Call it after the
+   * process ended and before the snapshot; safe to call twice.
+   */
+  cleanup(): Promise<void>;
+}
+
+function fail(m: Mount, line: number, message: string): never {
+  throw new BuildError(`RUN --mount=${m.raw}: ${message}`, line);
+}
+
+/** Target of a mount inside the container: a relative one is below the step's WORKDIR (as BuildKit). */
+export function mountTarget(m: Mount, workdir: string): string {
+  const t = m.target as string;
+  return posix.normalize(posix.isAbsolute(t) ? t : posix.join(workdir, t));
+}
+
+/**
+ * Resolves a bind or cache `source` below `root` (the context, or a stage's root): in the
+ * context a link or `..` leading out of it is an error, as COPY's sources; in a stage's
+ * filesystem links are followed inside it, as the container itself sees them.
+ */
+async function resolveSource(
+  m: Mount,
+  line: number,
+  root: string,
+  inContext: boolean,
+): Promise<{ host: string; isDir: boolean }> {
+  const source = m.source ?? '.';
+  let rel: string;
+  try {
+    rel = await resolveInRoot(root, source, {
+      symlinks: inContext ? 'refuse-escape' : 'in-root',
+      what: inContext ? 'bind source' : `source in ${m.from ?? 'stage'}`,
+    });
+  } catch (err) {
+    if (err instanceof ConfineError) {
+      fail(m, line, err.message);
+    }
+    throw err;
+  }
+  const host = containerPath(root, rel);
+  const st = await stat(host).catch(() => null);
+  if (st === null) {
+    fail(
+      m,
+      line,
+      `source "${source}" not found ${inContext ? 'in the build context' : `in ${m.from ?? ''}`}`,
+    );
+  }
+  return { host, isDir: st.isDirectory() };
+}
+
+/**
+ * Checks every mount of `instr` before anything is mounted, so a bad one leaves nothing
+ * behind: unknown types, a secret that was not given (required, or wanted as a variable),
+ * a secret over {@link MAX_SECRET_BYTES}, ssh (no agent forwarding here yet).
+ */
+export function checkRunMounts(instr: RunInstruction, secrets: ReadonlyMap<string, Buffer>): void {
+  for (const m of instr.mounts) {
+    switch (m.type) {
+      case 'bind':
+      case 'cache':
+      case 'tmpfs':
+        break;
+      case 'secret': {
+        const value = secrets.get(m.id as string);
+        if (value === undefined && (m.required || m.env !== undefined)) {
+          fail(
+            m,
+            instr.startLine,
+            `secret "${m.id as string}" is required but was not given to this build (stratum build --secret id=${m.id as string},src=<file>)`,
+          );
+        }
+        if (value !== undefined && value.length > MAX_SECRET_BYTES) {
+          fail(m, instr.startLine, `secret "${m.id as string}" is larger than ${MAX_SECRET_BYTES} bytes`);
+        }
+        break;
+      }
+      case 'ssh':
+        if (m.required) {
+          fail(
+            m,
+            instr.startLine,
+            'SSH agent forwarding is not available on this server; remove required=true to run without it',
+          );
+        }
+        break;
+      default:
+        fail(m, instr.startLine, `unsupported mount type "${String(m.type)}"`);
+    }
+  }
+}
+
+/** A mountpoint that did not exist in the step's filesystem: runc creates it, we remove it after. */
+interface Stub {
+  /** Host path of the full target. */
+  readonly target: string;
+  /** Host path of its first component that was missing. */
+  readonly first: string;
+  /** Time stamps of the existing parent of `first`, put back once the stub is gone. */
+  readonly parent: string;
+  readonly atime: Date;
+  readonly mtime: Date;
+}
+
+async function findStub(rootfs: string, target: string): Promise<Stub | null> {
+  const resolved = await resolveInRoot(rootfs, target);
+  const parts = resolved.split('/').filter(Boolean);
+  let cur = '/';
+  for (const part of parts) {
+    const next = posix.join(cur, part);
+    const host = containerPath(rootfs, next);
+    if ((await lstat(host).catch(() => null)) === null) {
+      const parent = containerPath(rootfs, cur);
+      const st = await stat(parent);
+      return {
+        target: containerPath(rootfs, resolved),
+        first: host,
+        parent,
+        atime: st.atime,
+        mtime: st.mtime,
+      };
+    }
+    cur = next;
+  }
+  return null;
+}
+
+/** Removes what runc made for a stub: empty directories and empty files, from the leaf up to the first missing one. */
+async function removeStub(stub: Stub): Promise<void> {
+  let cur = stub.target;
+  for (;;) {
+    const st = await lstat(cur).catch(() => null);
+    if (st === null) {
+      // already gone (the step removed it)
+    } else if (st.isDirectory()) {
+      try {
+        await rmdir(cur);
+      } catch {
+        return; // the step wrote something beside the mountpoint: that is its own change
+      }
+    } else if (st.isFile() && st.size === 0) {
+      await unlink(cur);
+    } else {
+      return;
+    }
+    if (cur === stub.first || cur.length <= stub.first.length) {
+      break;
+    }
+    cur = dirname(cur);
+  }
+  await utimes(stub.parent, stub.atime, stub.mtime).catch(() => undefined);
+}
+
+async function copyTree(source: string, dest: string, isDir: boolean): Promise<void> {
+  // cp -a keeps owners, modes, links and times: the step sees the bound tree as it is.
+  await execFileP('cp', ['-a', '--reflink=auto', isDir ? `${source}/.` : source, dest]);
+}
+
+/**
+ * Turns the mounts of `instr` into runtime mounts for a step whose root filesystem is `rootfs`
+ * (mounted). On an error everything done so far is undone before it is thrown.
+ */
+export async function prepareRunMounts(
+  instr: RunInstruction,
+  rootfs: string,
+  workdir: string,
+  deps: RunMountsDeps,
+): Promise<PreparedRunMounts> {
+  checkRunMounts(instr, deps.secrets);
+  const line = instr.startLine;
+  const mounts: (BindMount | TmpfsMount)[] = [];
+  const env: Record<string, string> = {};
+  const secretValues: string[] = [];
+  const undo: (() => Promise<void>)[] = [];
+  const stubs: Stub[] = [];
+  let cleaned = false;
+  const cleanup = async (): Promise<void> => {
+    if (cleaned) {
+      return;
+    }
+    cleaned = true;
+    const errors: Error[] = [];
+    // Stubs first (the rootfs is still mounted), deepest first; then the rest in reverse.
+    for (const s of [...stubs].reverse()) {
+      await removeStub(s).catch((e: unknown) => errors.push(e as Error));
+    }
+    for (const u of [...undo].reverse()) {
+      await u().catch((e: unknown) => errors.push(e as Error));
+    }
+    if (errors.length > 0) {
+      throw errors[0];
+    }
+  };
+  const addStub = async (target: string): Promise<void> => {
+    const s = await findStub(rootfs, target);
+    if (s !== null && !stubs.some((x) => s.target.startsWith(`${x.target}/`) || s.target === x.target)) {
+      stubs.push(s);
+    }
+  };
+  const fromMounts = new Map<string, MountedFrom>();
+  const openFrom = async (from: string): Promise<MountedFrom> => {
+    let f = fromMounts.get(from);
+    if (f === undefined) {
+      f = await deps.openFrom(from, line);
+      fromMounts.set(from, f);
+      const opened = f;
+      undo.push(() => opened.release());
+    }
+    return f;
+  };
+  try {
+    const secretFiles: { m: Mount; value: Buffer; destination: string }[] = [];
+    for (const m of instr.mounts) {
+      switch (m.type) {
+        case 'bind': {
+          const destination = mountTarget(m, workdir);
+          let src: { host: string; isDir: boolean };
+          if (m.from !== undefined) {
+            const from = await openFrom(m.from);
+            src = await resolveSource(m, line, from.root, false);
+          } else {
+            await deps.materializeContext();
+            src = await resolveSource(m, line, deps.contextDir, true);
+            if (!m.readOnly) {
+              // rw: the step may write, the writes are thrown away, the context never changes.
+              const copy = join(deps.jobDir, 'mounts', randomBytes(8).toString('hex'));
+              await mkdir(copy, { recursive: true });
+              undo.push(() => rm(copy, { recursive: true, force: true }));
+              await copyTree(src.host, copy, src.isDir);
+              src = { host: src.isDir ? copy : join(copy, posix.basename(src.host)), isDir: src.isDir };
+            }
+          }
+          await addStub(destination);
+          // A stage's root is a throw-away overlay: rw writes go to its upper dir, then away.
+          mounts.push({ source: src.host, destination, readonly: m.readOnly });
+          break;
+        }
+        case 'cache': {
+          const destination = mountTarget(m, workdir);
+          let seed: { host: string; isDir: boolean } | null = null;
+          if (m.from !== undefined) {
+            const from = await openFrom(m.from);
+            seed = await resolveSource(m, line, from.root, false);
+            if (!seed.isDir) {
+              fail(m, line, `source "${m.source ?? '.'}" in ${m.from} is not a directory`);
+            }
+          }
+          const seedFrom = seed;
+          const lease: RunCacheLease = await deps.cacheStore.acquire(
+            m.id ?? m.target ?? destination,
+            m.sharing ?? 'shared',
+            async (dir) => {
+              if (seedFrom !== null) {
+                await copyTree(seedFrom.host, dir, true);
+              }
+              // BuildKit's defaults for a new cache directory: 0755, root's.
+              await chmod(dir, m.mode ?? 0o755);
+              await chown(dir, m.uid ?? 0, m.gid ?? 0);
+            },
+            deps.signal,
+          );
+          undo.push(async () => lease.release());
+          await addStub(destination);
+          mounts.push({ source: lease.dir, destination, readonly: m.readOnly });
+          break;
+        }
+        case 'tmpfs': {
+          const destination = mountTarget(m, workdir);
+          await addStub(destination);
+          mounts.push({
+            type: 'tmpfs',
+            destination,
+            ...(m.size !== undefined && m.size > 0 ? { sizeBytes: m.size } : {}),
+          });
+          break;
+        }
+        case 'secret': {
+          const value = deps.secrets.get(m.id as string);
+          if (value === undefined) {
+            deps.log(`line ${line}: secret "${m.id as string}" not given; its optional mount is skipped\n`);
+            break;
+          }
+          secretValues.push(value.toString('utf8'));
+          if (m.env !== undefined) {
+            env[m.env] = value.toString('utf8');
+          }
+          if (m.target !== undefined) {
+            secretFiles.push({ m, value, destination: mountTarget(m, workdir) });
+          }
+          break;
+        }
+        case 'ssh':
+          deps.log(`line ${line}: skipping --mount=type=ssh (SSH agent forwarding is not available)\n`);
+          break;
+      }
+    }
+    if (secretFiles.length > 0) {
+      // The values live on a tmpfs of this step only: never on the host's disk, gone at unmount.
+      const dir = join(deps.jobDir, `secrets-${randomBytes(8).toString('hex')}`);
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const bytes = secretFiles.reduce((s, f) => s + f.value.length + 4096, 64 * 1024);
+      await execFileP('mount', [
+        '-t',
+        'tmpfs',
+        '-o',
+        `size=${bytes},mode=0700,nosuid,nodev,noexec`,
+        'tmpfs',
+        dir,
+      ]);
+      undo.push(async () => {
+        await execFileP('umount', [dir]);
+        await rm(dir, { recursive: true, force: true });
+      });
+      for (const [i, f] of secretFiles.entries()) {
+        const file = join(dir, String(i));
+        await writeFile(file, f.value, { mode: 0o600 });
+        await chown(file, f.m.uid ?? 0, f.m.gid ?? 0);
+        await chmod(file, f.m.mode ?? 0o400);
+        await addStub(f.destination);
+        mounts.push({ source: file, destination: f.destination, readonly: true });
+      }
+    }
+  } catch (err) {
+    await cleanup().catch(() => undefined);
+    throw err;
+  }
+  return { mounts, env, secretValues, cleanup };
+}
