@@ -95,7 +95,7 @@ async function unpack(digest: Digest): Promise<string> {
   return dir;
 }
 
-/** Names in the last layer of the image (what the last step changed). */
+/** Names in the last layer of the image (what the last step changed), but a bare `etc`. */
 async function lastLayerNames(digest: Digest): Promise<string[]> {
   const image = await engine.images.load(null, digest);
   const layer = image.layers[image.layers.length - 1];
@@ -111,7 +111,8 @@ async function lastLayerNames(digest: Digest): Promise<string[]> {
     }
   };
   await walk(dir, '');
-  return out;
+  // /etc is copied up by the network sandbox's resolv.conf/hosts mountpoints (runtime, not ours).
+  return out.filter((n) => n !== 'etc');
 }
 
 const statuses = (r: Result): string[] => r.steps.map((s) => s.status);
