@@ -72,6 +72,28 @@ describe('Dockerfile limits', () => {
     expect(err.message).toContain('maxExpandedWordLength');
   });
 
+  it('${A%%*y} and ${A//*y/z} over a 128 KiB value stop at maxPatternWork instead of running for minutes', () => {
+    const big = lines('FROM scratch', 'ENV A=x', ...Array.from({ length: 17 }, () => 'ENV A=$A$A')); // 2^17
+    for (const expr of ['${A%%*y}', '${A#*y}', '${A//*y/z}']) {
+      const err = fast(2000, () => limitError(() => runAll(big + `ENV B=${expr}\n`)));
+      expect(err.line).toBe(20);
+      expect(err.message).toContain('maxPatternWork (16000000)');
+    }
+    // A plain (non-glob) pattern needs no search, whatever the length.
+    const plain = fast(2000, () => {
+      const plan = planBuild(parseDockerfile(big + 'ENV B=${A%%xx}C\n'), {});
+      return expandStage(plan, 0).at(-1)?.runEnvironment.B;
+    });
+    expect(plain).toBe('x'.repeat(131070) + 'C');
+  });
+
+  it('glob patterns on a few thousand characters still work', () => {
+    const text = lines('FROM scratch', `ENV A=${'a'.repeat(4000)}.tar.gz`, 'ENV B=${A%%.*} C=${A##*.}');
+    const plan = planBuild(parseDockerfile(text), {});
+    const env = expandStage(plan, 0).at(-1)?.runEnvironment;
+    expect([env?.B.length, env?.C]).toEqual([4000, 'gz']);
+  });
+
   it("the stage's variables together may not pass maxEnvironmentLength", () => {
     // 60 KiB literal (under the 64 KiB line limit), each ENV below holds 120 KiB: the ninth
     // one brings the stage past 1 MiB.

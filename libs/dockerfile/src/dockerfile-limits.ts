@@ -38,6 +38,11 @@ export interface DockerfileLimits {
   readonly maxEnvironmentLength: number;
   /** Text substituted for `$VAR` references in one stage, summed: bounds LABEL/ENV fan-out. */
   readonly maxSubstitutedLength: number;
+  /**
+   * Characters one `${VAR#glob}`, `${VAR%glob}` or `${VAR/glob/x}` may scan (it tries every
+   * prefix or suffix): about a second of CPU; a 4,000-character value always fits.
+   */
+  readonly maxPatternWork: number;
 }
 
 const KiB = 1024;
@@ -56,6 +61,7 @@ export const DOCKERFILE_LIMITS: DockerfileLimits = Object.freeze({
   maxExpandedHeredocLength: 1 * MiB,
   maxEnvironmentLength: 1 * MiB,
   maxSubstitutedLength: 16 * MiB,
+  maxPatternWork: 16_000_000,
 });
 
 /**

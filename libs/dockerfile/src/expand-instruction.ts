@@ -26,6 +26,7 @@ export function expandInstruction<T extends Instruction>(instr: T, scope: Expans
   const lex = new ShellLex({
     escapeToken: scope.escapeToken,
     maxLength: { length: DOCKERFILE_LIMITS.maxExpandedWordLength, name: 'maxExpandedWordLength' },
+    maxPatternWork: { work: DOCKERFILE_LIMITS.maxPatternWork, name: 'maxPatternWork' },
   });
   const lookup = (name: string): string | undefined => scope.lookup(name);
   const fail = (detail: string): never => {
@@ -81,6 +82,7 @@ export function expandInstruction<T extends Instruction>(instr: T, scope: Expans
         escapeToken: '\\',
         skipProcessQuotes: true,
         maxLength: { length: DOCKERFILE_LIMITS.maxExpandedHeredocLength, name: 'maxExpandedHeredocLength' },
+        maxPatternWork: { work: DOCKERFILE_LIMITS.maxPatternWork, name: 'maxPatternWork' },
       });
       const common = {
         sources: i.sources.map(word),

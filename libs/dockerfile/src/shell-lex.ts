@@ -23,6 +23,12 @@ export interface ShellLexOptions {
    * replacements), so `$A$A...` over a long value fails before it is built. Unlimited when unset.
    */
   maxLength?: { length: number; name: string };
+  /**
+   * Characters a `${VAR#glob}` / `${VAR%glob}` / `${VAR/glob/...}` may scan: each tries the
+   * pattern against up to every prefix or suffix, quadratic in the value's length (a 128 KiB
+   * value took minutes). Unlimited when unset.
+   */
+  maxPatternWork?: { work: number; name: string };
 }
 
 /** Result of one {@link ShellLex.process} call. */
@@ -200,6 +206,13 @@ class LexRun {
   private bound(text: string): string {
     this.checkLength(text.length);
     return text;
+  }
+
+  private checkWork(work: number): void {
+    const max = this.opts.maxPatternWork;
+    if (max !== undefined && work > max.work) {
+      throw new LimitExceededError(max.name, max.work, `pattern matching (${work}+ characters scanned)`);
+    }
   }
 
   private checkLength(length: number): void {
@@ -411,7 +424,14 @@ class LexRun {
               greedy = true;
               pattern = pattern.slice(1);
             }
-            return trimPattern(value ?? '', pattern, greedy, ch === 0x23 ? 'prefix' : 'suffix', this.escape);
+            return trimPattern(
+              value ?? '',
+              pattern,
+              greedy,
+              ch === 0x23 ? 'prefix' : 'suffix',
+              this.escape,
+              (work) => this.checkWork(work),
+            );
           }
           default:
             throw new ShellLexError(`unsupported modifier (${modifier}) in substitution`);
@@ -434,8 +454,14 @@ class LexRun {
         if (value === undefined && this.opts.skipUnsetEnv) {
           return `\${${name}/${all ? '/' : ''}${pattern}${stop === 0x7d ? '' : '/' + replacement}}`;
         }
-        return replacePattern(value ?? '', pattern, replacement, all, this.escape, (n) =>
-          this.checkLength(n),
+        return replacePattern(
+          value ?? '',
+          pattern,
+          replacement,
+          all,
+          this.escape,
+          (n) => this.checkLength(n),
+          (work) => this.checkWork(work),
         );
       }
       default:
@@ -529,19 +555,34 @@ function compile(source: string): RegExp {
   }
 }
 
+/** True when `pattern` has a glob character (`*`, `?`, `[`) or an escape: not a plain string. */
+function isGlob(pattern: string, escape: number): boolean {
+  return /[*?[]/.test(pattern) || pattern.includes(String.fromCodePoint(escape));
+}
+
 function trimPattern(
   value: string,
   pattern: string,
   greedy: boolean,
   side: 'prefix' | 'suffix',
   escape: number,
+  checkWork: (work: number) => void,
 ): string {
-  const re = compile('^(?:' + globToRegex(pattern, true, escape) + ')$');
   const n = value.length;
+  if (!isGlob(pattern, escape)) {
+    // A plain string matches one prefix (suffix) length only: no search.
+    if (side === 'prefix') {
+      return value.startsWith(pattern) ? value.slice(pattern.length) : value;
+    }
+    return value.endsWith(pattern) ? value.slice(0, n - pattern.length) : value;
+  }
+  const re = compile('^(?:' + globToRegex(pattern, true, escape) + ')$');
+  let work = 0;
   if (side === 'prefix') {
     // ${VAR#p} removes the shortest matching prefix, ${VAR##p} the longest.
     for (let k = 0; k <= n; k++) {
       const len = greedy ? n - k : k;
+      checkWork((work += len + 1));
       if (re.test(value.slice(0, len))) {
         return value.slice(len);
       }
@@ -550,6 +591,7 @@ function trimPattern(
   }
   for (let k = 0; k <= n; k++) {
     const len = greedy ? n - k : k;
+    checkWork((work += len + 1));
     if (re.test(value.slice(n - len))) {
       return value.slice(0, n - len);
     }
@@ -564,10 +606,15 @@ function replacePattern(
   all: boolean,
   escape: number,
   checkLength: (length: number) => void,
+  checkWork: (work: number) => void,
 ): string {
   if (pattern === '') {
     return value;
   }
+  // A `*` lets the regex scan to the end from every position it starts at: quadratic at worst,
+  // checked before running it (V8 cannot stop a regex half-way).
+  const n = value.length;
+  checkWork(pattern.includes('*') ? (n * (n + 1)) / 2 : n * (pattern.length + 1));
   const re = compile(globToRegex(pattern, true, escape));
   const flags = all ? 'gu' : 'u';
   // `${A//?/$B}` multiplies two lengths: count what the replacements add as they happen.
