@@ -3,6 +3,7 @@ import 'reflect-metadata';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { AddressInfo, createServer, Server, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
@@ -112,6 +113,7 @@ beforeAll(async () => {
     GIT_ALLOW_FILE_URLS: 'true',
     MAINTENANCE_SCHEDULE: 'off',
     WEBHOOK_MAX_BODY_BYTES: String(1024 * 1024),
+    GIT_CONNECT_TIMEOUT_SECONDS: '2',
   };
   api = await startApiServer(testConfig(env));
   worker = await startWorkerProcess({ ...env, JOB_ATTEMPTS: '1', WORKER_SHUTDOWN_TIMEOUT_MS: '3000' });
@@ -286,6 +288,53 @@ describe('webhooks', () => {
       });
     expect((await gt('wrong-secret-xx')).status).toBe(401);
     expect((await gt(SECRET)).status).toBe(202);
+  });
+});
+
+describe('a repository URL at a silent port', () => {
+  // Accepts connections and never answers: the fetch timeout (300 s) used to hold the request.
+  let silent: Server;
+  const sockets: Socket[] = [];
+  beforeAll(async () => {
+    silent = createServer((socket) => sockets.push(socket));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as AddressInfo).port;
+    await request(api.url)
+      .post('/api/v1/projects')
+      .send({
+        name: 'silent',
+        repoUrl: `http://127.0.0.1:${port}/silent.git`,
+        branches: ['main'],
+        secret: SECRET,
+      })
+      .expect(201);
+  });
+  afterAll(async () => {
+    sockets.forEach((s) => s.destroy());
+    await new Promise((r) => silent.close(r));
+  });
+
+  it('a manual build and a webhook answer within seconds (GIT_CONNECT_TIMEOUT_SECONDS), naming the timeout', async () => {
+    const t0 = Date.now();
+    const manual = await request(api.url).post('/api/v1/projects/silent/builds').send({ branch: 'main' });
+    const manualMs = Date.now() - t0;
+    expect(`${manual.status} ${(manual.body as { message: string }).message}`).toMatch(
+      /^502 .*timed out after 2 s/,
+    );
+    expect(manualMs).toBeLessThan(10_000);
+
+    const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/silent.git`;
+    const body = githubPush('refs/heads/main', sha, url);
+    const t1 = Date.now();
+    const hook = await postHook(GitForge.GitHub, body, githubHeaders(body));
+    const hookMs = Date.now() - t1;
+    expect(hook.status).toBe(202);
+    const result = hook.body as Extract<WebhookResult, { status: 'accepted' }>;
+    expect(result.builds[0]).toMatchObject({
+      buildId: null,
+      error: expect.stringMatching(/timed out after 2 s/),
+    });
+    expect(hookMs).toBeLessThan(10_000);
   });
 });
 

@@ -127,6 +127,10 @@ function buildSchemas() {
     WEBHOOK_MAX_INFLIGHT_BYTES: positiveInt.default(64 * 1024 * 1024),
     WEBHOOK_REPLAY_TTL_SECONDS: positiveInt.default(7 * 24 * 3600),
     GIT_FETCH_TIMEOUT_SECONDS: positiveInt.default(300),
+    // The API's own git calls that hold an HTTP request (ls-remote of a branch, the check that the
+    // server answers before a fetch) give up after this long: a URL pointing at a silent port
+    // held the request for the whole fetch timeout.
+    GIT_CONNECT_TIMEOUT_SECONDS: positiveInt.max(600).default(15),
     GIT_ALLOW_FILE_URLS: bool.default(false),
     // maintenance (garbage collection, retention, clean-ups); a cron expression or "off"
     MAINTENANCE_SCHEDULE: z
@@ -423,6 +427,8 @@ export interface GitConfig {
   readonly replayTtlSeconds: number;
   /** A `git fetch` running longer is killed. */
   readonly fetchTimeoutSeconds: number;
+  /** The API's ls-remote (and the check before a fetch) is killed after this long. */
+  readonly connectTimeoutSeconds: number;
   /** True: projects may name `file://` repositories (tests, single-host setups). */
   readonly allowFileUrls: boolean;
 }
@@ -524,6 +530,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       webhookMaxInflightBytes: c.WEBHOOK_MAX_INFLIGHT_BYTES,
       replayTtlSeconds: c.WEBHOOK_REPLAY_TTL_SECONDS,
       fetchTimeoutSeconds: c.GIT_FETCH_TIMEOUT_SECONDS,
+      connectTimeoutSeconds: c.GIT_CONNECT_TIMEOUT_SECONDS,
       allowFileUrls: c.GIT_ALLOW_FILE_URLS,
     },
     maintenance: {

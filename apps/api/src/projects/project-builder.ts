@@ -58,11 +58,13 @@ export class ProjectBuilder {
     private readonly moduleRef: ModuleRef,
   ) {}
 
-  private source(project: StoredProject) {
+  /** Where to fetch from; `short`: with the connect timeout, for calls that only ask the server. */
+  private source(project: StoredProject, short = false) {
+    const seconds = short ? this.config.git.connectTimeoutSeconds : this.config.git.fetchTimeoutSeconds;
     return {
       url: project.repoUrl,
       credentials: project.credentials,
-      timeoutMs: this.config.git.fetchTimeoutSeconds * 1000,
+      timeoutMs: seconds * 1000,
       allowFile: this.config.git.allowFileUrls,
     };
   }
@@ -71,7 +73,7 @@ export class ProjectBuilder {
   async headOf(project: StoredProject, branch: string): Promise<string> {
     const dir = await this.workDir();
     try {
-      const sha = await resolveBranch(this.source(project), branch, dir);
+      const sha = await resolveBranch(this.source(project, true), branch, dir);
       if (sha === null) {
         throw new StratumError(
           'GIT_FETCH_FAILED',
@@ -126,6 +128,9 @@ export class ProjectBuilder {
     const dir = await this.workDir();
     try {
       const checkout = join(dir, 'checkout');
+      // The server must answer an ls-remote within the connect timeout before the fetch gets
+      // the long one: a silent host or port fails the request in seconds, not minutes.
+      await resolveBranch(this.source(project, true), branch, dir);
       await fetchCommit(this.source(project), sha, branch, checkout);
       // The context directory and the Dockerfile must stay inside the checkout, symlinks too:
       // resolved component by component, a link out of the repository is an error naming the
