@@ -13,6 +13,7 @@ import { MaintenanceModule } from './maintenance/maintenance.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { QueuesModule } from './queues/queues.module';
 import { ProjectsModule } from './projects/projects.module';
+import { PullsModule } from './pulls/pulls.module';
 import { RegistryModule } from './registry/registry.module';
 
 @Module({})
@@ -26,6 +27,7 @@ export class AppModule {
         JobsModule.forRoot(),
         BuildsModule,
         RegistryModule,
+        PullsModule,
         ContainersModule,
         ProjectsModule,
         HooksModule,

@@ -150,7 +150,7 @@ describe('ApiClient over https', () => {
   });
 
   const client = (extraCaFile: string | null): ApiClient =>
-    new ApiClient({ serverUrl: url, token: null, cacheDir: null, extraCaFile });
+    new ApiClient({ serverUrl: url, token: null, cacheDir: null, extraCaFile, configDir: null });
 
   it('trusts the CAs of STRATUM_EXTRA_CA_CERTS beside Node’s own', async () => {
     await expect(client(join(dir, 'ca.pem')).listBuilds(0, 5)).resolves.toMatchObject({ total: 0 });

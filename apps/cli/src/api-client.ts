@@ -2,7 +2,17 @@ import { readFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
 import type * as Https from 'node:https';
 import { Readable } from 'node:stream';
-import { BuildEvent, BuildPage, BuildRecord, ErrorBody } from '@stratum/contracts';
+import type {
+  BuildEvent,
+  BuildPage,
+  BuildRecord,
+  ContainerChanges,
+  ContainerRecord,
+  ErrorBody,
+  PushRecord,
+} from '@stratum/contracts';
+import type { ImageHistoryEntry, ImageSummary, RemovedImage } from '@stratum/images';
+import type { PullEvent } from '@stratum/registry';
 import { CliConfig } from '@stratum/config';
 
 export class ApiError extends Error {
@@ -26,11 +36,46 @@ export interface SubmitOptions {
   readonly context?: string;
 }
 
+/** `GET /api/v1/images/:ref` (apps/api ImageDetail). */
+export interface ImageDetailView {
+  readonly reference: string;
+  readonly repository: string | null;
+  readonly manifestDigest: string;
+  readonly configDigest: string;
+  readonly created: string | null;
+  readonly author: string | null;
+  readonly architecture: string;
+  readonly os: string;
+  readonly size: number;
+  readonly layers: { digest: string; diffId: string; size: number; mediaType: string }[];
+  readonly history: Record<string, unknown>[];
+  readonly config: Record<string, unknown>;
+}
+
+/** Body of `POST /api/v1/containers`. */
+export interface CreateContainerRequest {
+  readonly image: string;
+  readonly cmd: string[];
+  readonly env?: string[];
+  readonly workdir?: string;
+  readonly user?: string;
+  readonly network?: 'none' | 'host';
+}
+
+export interface Credentials {
+  readonly username: string;
+  readonly password: string;
+}
+
 /** A thin typed client of the Stratum REST API. */
 export class ApiClient {
   private https: { request: typeof Https.request; ca: string[] | undefined } | undefined;
 
-  constructor(readonly config: CliConfig) {}
+  /** `token`: sent as Bearer (STRATUM_TOKEN, else what `stratum login` stored); null: none. */
+  constructor(
+    readonly config: CliConfig,
+    private readonly token: string | null = config.token,
+  ) {}
 
   /**
    * node:https (and tls) are loaded for the first https request only (3 ms of start-up an
@@ -63,7 +108,7 @@ export class ApiClient {
   }
 
   private headers(extra: Record<string, string> = {}): Record<string, string> {
-    return this.config.token === null ? extra : { ...extra, authorization: `Bearer ${this.config.token}` };
+    return this.token === null ? extra : { ...extra, authorization: `Bearer ${this.token}` };
   }
 
   /**
@@ -105,21 +150,134 @@ export class ApiClient {
   private async request<T>(
     method: string,
     path: string,
-    options: { headers?: Record<string, string>; body?: Readable } = {},
+    options: { headers?: Record<string, string>; body?: Readable; signal?: AbortSignal } = {},
   ): Promise<T> {
     const res = await this.send(method, path, options);
     const text = await readText(res);
     const status = res.statusCode ?? 0;
     if (status < 200 || status >= 300) {
-      let body: Partial<ErrorBody> = {};
-      try {
-        body = JSON.parse(text) as ErrorBody;
-      } catch {
-        // not JSON
-      }
-      throw new ApiError(status, body.code ?? 'HTTP_ERROR', body.message ?? `HTTP ${status}: ${text}`);
+      throw errorOf(status, text);
     }
     return JSON.parse(text) as T;
+  }
+
+  private json<T>(method: string, path: string, body: unknown): Promise<T> {
+    return this.request(method, path, {
+      headers: { 'content-type': 'application/json' },
+      body: Readable.from([Buffer.from(JSON.stringify(body))]),
+    });
+  }
+
+  /** A request that answers 2xx (e.g. a probe of credentials): the status, nothing thrown for 4xx. */
+  async status(method: string, path: string, headers: Record<string, string> = {}): Promise<number> {
+    const res = await this.send(method, path, { headers });
+    await readText(res);
+    return res.statusCode ?? 0;
+  }
+
+  // ---------------------------------------------------------------- images
+
+  listImages(): Promise<ImageSummary[]> {
+    return this.request('GET', '/api/v1/images');
+  }
+
+  getImage(ref: string): Promise<ImageDetailView> {
+    return this.request('GET', `/api/v1/images/${encodeURIComponent(ref)}`);
+  }
+
+  imageHistory(ref: string): Promise<ImageHistoryEntry[]> {
+    return this.request('GET', `/api/v1/images/${encodeURIComponent(ref)}/history`);
+  }
+
+  tagImage(ref: string, repository: string, tag: string): Promise<{ manifestDigest: string }> {
+    return this.json('POST', `/api/v1/images/${encodeURIComponent(ref)}/tag`, { repository, tag });
+  }
+
+  removeImage(ref: string, force: boolean): Promise<RemovedImage> {
+    return this.request('DELETE', `/api/v1/images/${encodeURIComponent(ref)}?force=${String(force)}`);
+  }
+
+  importImage(
+    body: Readable,
+    o: { repository: string; tag: string; message: string; changes: string[] },
+  ): Promise<{ manifestDigest: string; configDigest: string }> {
+    const q = new URLSearchParams({ repository: o.repository, tag: o.tag, message: o.message });
+    o.changes.forEach((c) => q.append('change', c));
+    return this.request('POST', `/api/v1/images/import?${q.toString()}`, {
+      headers: { 'content-type': 'application/x-tar' },
+      body,
+    });
+  }
+
+  pushImage(ref: string, targets: string[], credentials?: Credentials): Promise<PushRecord> {
+    return this.json('POST', `/api/v1/images/${encodeURIComponent(ref)}/push`, {
+      targets,
+      ...(credentials !== undefined ? { credentials } : {}),
+    });
+  }
+
+  getPush(id: string): Promise<PushRecord> {
+    return this.request('GET', `/api/v1/pushes/${encodeURIComponent(id)}`);
+  }
+
+  /** `POST /api/v1/images/pull`: yields its progress lines until the last. */
+  async *pullImage(
+    source: string,
+    credentials: Credentials | undefined,
+    signal?: AbortSignal,
+  ): AsyncGenerator<PullEvent> {
+    const res = await this.send('POST', '/api/v1/images/pull', {
+      headers: { 'content-type': 'application/json' },
+      body: Readable.from([
+        Buffer.from(JSON.stringify({ source, ...(credentials !== undefined ? { credentials } : {}) })),
+      ]),
+      ...(signal !== undefined ? { signal } : {}),
+    });
+    const status = res.statusCode ?? 0;
+    if (status < 200 || status >= 300) {
+      throw errorOf(status, await readText(res));
+    }
+    let buffer = '';
+    for await (const chunk of res) {
+      buffer += (chunk as Buffer).toString('utf8');
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        if (line.trim() !== '') {
+          yield JSON.parse(line) as PullEvent;
+        }
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- containers
+
+  createContainer(body: CreateContainerRequest): Promise<{ id: string }> {
+    return this.json('POST', '/api/v1/containers', body);
+  }
+
+  listContainers(): Promise<ContainerRecord[]> {
+    return this.request('GET', '/api/v1/containers');
+  }
+
+  getContainer(id: string): Promise<ContainerRecord> {
+    return this.request('GET', `/api/v1/containers/${encodeURIComponent(id)}`);
+  }
+
+  removeContainer(id: string): Promise<ContainerRecord> {
+    return this.request('DELETE', `/api/v1/containers/${encodeURIComponent(id)}`);
+  }
+
+  commitContainer(
+    id: string,
+    body: { repository: string; tag: string; message: string; author: string; changes: string[] },
+  ): Promise<{ commitId: string }> {
+    return this.json('POST', `/api/v1/containers/${encodeURIComponent(id)}/commit`, body);
+  }
+
+  containerChanges(id: string): Promise<ContainerChanges> {
+    return this.request('GET', `/api/v1/containers/${encodeURIComponent(id)}/changes`);
   }
 
   /** Submits a build: `context` is the tar, or null with `o.context` naming a stored one. */
@@ -178,6 +336,16 @@ export class ApiClient {
     }
     yield* parseSse(res);
   }
+}
+
+function errorOf(status: number, text: string): ApiError {
+  let body: Partial<ErrorBody> = {};
+  try {
+    body = JSON.parse(text) as ErrorBody;
+  } catch {
+    // not JSON
+  }
+  return new ApiError(status, body.code ?? 'HTTP_ERROR', body.message ?? `HTTP ${status}: ${text}`);
 }
 
 async function readText(res: IncomingMessage): Promise<string> {

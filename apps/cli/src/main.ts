@@ -3,12 +3,20 @@ import { Command, Option } from 'commander';
 import { BuildEvent, BuildState, isTerminalBuildState } from '@stratum/contracts';
 import { ConfigError, loadCliConfig } from '@stratum/config';
 import { ApiClient, ApiError, SubmitOptions } from './api-client';
+import { registerAuthCommands } from './auth-commands';
+import { CliContext } from './cli-context';
+import { containerLogs, registerContainerCommands } from './container-commands';
 import { ContextDigestCache, contextFingerprint } from './context-cache';
 import { DockerfileLocation, locateDockerfile, planLocatedContext, tarContext } from './context-tar';
+import { CredentialStore } from './credentials';
+import { counting, registerImageCommands } from './image-commands';
+import { onInterrupt } from './interrupt';
 import { ProgressPrinter } from './progress';
+import { ByteProgress } from './progress-bar';
 
-const out = (s: string): void => void process.stdout.write(s);
+let out = (s: string): void => void process.stdout.write(s);
 const err = (s: string): void => void process.stderr.write(s);
+const silent = (): void => undefined;
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
@@ -80,7 +88,12 @@ async function submitContext(
   const { stream, cleanup } = await tarContext(loc.root, plan);
   try {
     out(`=> sending build context (${plan.files.length} entries)\n`);
-    const submitted = await api.submitBuild(stream, options);
+    // A TTY sees the bytes go; a log gets one line with the total.
+    const progress = new ByteProgress(out === silent ? { write: silent } : process.stdout, '=> context');
+    const body = stream.pipe(counting(progress));
+    stream.on('error', (e) => body.destroy(e));
+    const submitted = await api.submitBuild(body, options);
+    progress.done();
     if (cache !== null && fingerprint !== null) {
       await cache.remember(loc, fingerprint, submitted.contextDigest);
     }
@@ -90,8 +103,22 @@ async function submitContext(
   }
 }
 
-export function buildProgram(client: () => ApiClient): Command {
-  const program = new Command('stratum').description('Stratum: container image builds').showHelpAfterError();
+export function buildProgram(
+  client: () => ApiClient,
+  credentials: () => CredentialStore | null = () => null,
+): Command {
+  const program = new Command('stratum')
+    .description('Stratum: container image builds, images and containers, docker-style')
+    .showHelpAfterError()
+    // `stratum run IMAGE sh -c '…'`: options after the image belong to the command run.
+    .enablePositionalOptions();
+  const ctx: CliContext = {
+    client,
+    credentials,
+    out: (s) => out(s),
+    err,
+    progress: process.stdout,
+  };
 
   program
     .command('build')
@@ -103,6 +130,7 @@ export function buildProgram(client: () => ApiClient): Command {
     .option('--target <stage>', 'build this stage only')
     .addOption(new Option('--no-cache', 'do not use the build cache'))
     .option('--push', 'push tags naming another registry (host/repo:tag) there once built', false)
+    .option('-q, --quiet', 'print only the image digest', false)
     .action(
       async (
         dir: string,
@@ -113,8 +141,13 @@ export function buildProgram(client: () => ApiClient): Command {
           target?: string;
           cache: boolean;
           push: boolean;
+          quiet: boolean;
         },
       ) => {
+        const print = out;
+        if (o.quiet) {
+          out = silent;
+        }
         const api = client();
         const loc = locateDockerfile(dir, o.file, process.cwd());
         const options: SubmitOptions = {
@@ -127,11 +160,28 @@ export function buildProgram(client: () => ApiClient): Command {
         };
         const submitted = await submitContext(api, loc, options);
         out(`=> build ${submitted.id}\n`);
-        const { state, imageDigest } = await follow(api, submitted.id);
+        // Ctrl-C cancels the build on the server (DELETE) and follows it to its cancelled end.
+        const stop = onInterrupt(() => {
+          err(`\n=> Ctrl-C: cancelling build ${submitted.id}\n`);
+          api.cancelBuild(submitted.id).catch((e: unknown) => {
+            err(`stratum: cancel failed: ${e instanceof Error ? e.message : String(e)}\n`);
+          });
+        });
+        let result;
+        try {
+          result = await follow(api, submitted.id);
+        } finally {
+          stop();
+        }
+        const { state, imageDigest } = result;
         if (state !== 'succeeded') {
           const record = await api.getBuild(submitted.id);
           err(`build ${state}${record.error ? `: ${record.error}` : ''}\n`);
-          process.exitCode = 1;
+          process.exitCode = state === 'cancelled' ? 130 : 1;
+          return;
+        }
+        if (o.quiet) {
+          print(`${imageDigest ?? ''}\n`);
           return;
         }
         // The stream named the image: no need to ask for the record (tags are the ones asked for).
@@ -155,11 +205,28 @@ export function buildProgram(client: () => ApiClient): Command {
 
   program
     .command('logs')
-    .description("Show a build's log (follows it while it runs)")
-    .argument('<id>', 'build id')
-    .action(async (id: string) => {
-      const { state } = await follow(client(), id);
-      process.exitCode = state === 'succeeded' ? 0 : 1;
+    .description("Show a container's output (-f: follow it) or a build's log (followed while it runs)")
+    .argument('<id>', 'container id (or unique prefix) or build id')
+    .option('-f, --follow', "follow a container's output until it exits", false)
+    .action(async (id: string, o: { follow: boolean }) => {
+      // Build ids are UUIDs; container ids are 32 hex digits (a prefix of one will do).
+      if (/^[0-9a-f]{1,32}$/.test(id)) {
+        await containerLogs(ctx, id, o.follow);
+        return;
+      }
+      const api = client();
+      let stopped = false;
+      const stop = onInterrupt(() => {
+        stopped = true;
+        err(`\n=> stopped following (Ctrl-C); build ${id} goes on (stratum cancel ${id} stops it)\n`);
+        process.exit(130);
+      });
+      try {
+        const { state } = await follow(api, id);
+        process.exitCode = stopped ? 130 : state === 'succeeded' ? 0 : 1;
+      } finally {
+        stop();
+      }
     });
 
   program
@@ -171,13 +238,22 @@ export function buildProgram(client: () => ApiClient): Command {
       out(`${record.id} ${record.state}\n`);
     });
 
+  registerImageCommands(program, ctx);
+  registerContainerCommands(program, ctx);
+  registerAuthCommands(program, ctx);
   return program;
 }
 
 async function main(): Promise<void> {
   try {
     const config = loadCliConfig();
-    await buildProgram(() => new ApiClient(config)).parseAsync(process.argv);
+    const store = config.configDir === null ? null : new CredentialStore(config.configDir);
+    // STRATUM_TOKEN wins over what `stratum login` kept for this server.
+    const token = config.token ?? store?.get(config.serverUrl)?.secret ?? null;
+    await buildProgram(
+      () => new ApiClient(config, token),
+      () => store,
+    ).parseAsync(process.argv);
   } catch (e) {
     if (e instanceof ApiError || e instanceof ConfigError) {
       err(`stratum: ${e.message}\n`);

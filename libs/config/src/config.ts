@@ -562,6 +562,11 @@ export interface CliConfig {
    * Node does not parse the bundle at every start), loaded on the first https request.
    */
   readonly extraCaFile: string | null;
+  /**
+   * Where `stratum login` keeps credentials (`$XDG_CONFIG_HOME/stratum`, else
+   * `~/.config/stratum`; the file 0600); null when there is no home to put it in.
+   */
+  readonly configDir: string | null;
 }
 
 export function loadCliConfig(env: Record<string, string | undefined> = process.env): CliConfig {
@@ -570,11 +575,13 @@ export function loadCliConfig(env: Record<string, string | undefined> = process.
     throw new ConfigError([`STRATUM_URL: must be a URL such as http://127.0.0.1:8080`]);
   }
   const cacheHome = env.XDG_CACHE_HOME || (env.HOME ? `${env.HOME}/.cache` : '');
+  const configHome = env.XDG_CONFIG_HOME || (env.HOME ? `${env.HOME}/.config` : '');
   return {
     serverUrl: raw.replace(/\/+$/, ''),
     token: env.STRATUM_TOKEN ?? null,
     cacheDir: env.STRATUM_NO_CONTEXT_CACHE === '1' || cacheHome === '' ? null : `${cacheHome}/stratum`,
     extraCaFile: env.STRATUM_EXTRA_CA_CERTS || null,
+    configDir: configHome === '' ? null : `${configHome}/stratum`,
   };
 }
 

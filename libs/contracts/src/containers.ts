@@ -50,6 +50,24 @@ export interface ContainerRunConfig {
   readonly User: string;
 }
 
+/** One entry of `docker diff`: A added, C changed, D deleted. */
+export interface ContainerChange {
+  readonly kind: 'A' | 'C' | 'D';
+  readonly path: string;
+}
+
+/** What `GET /api/v1/containers/:id/changes` answers. */
+export interface ContainerChanges {
+  readonly containerId: string;
+  /** Null while the container has not exited (changes are read when it does). */
+  readonly changes: ContainerChange[] | null;
+  /** True when there were more than the worker keeps (CONTAINER_CHANGES_LIMIT). */
+  readonly truncated: boolean;
+}
+
+/** The worker keeps at most this many changes of a container on its record. */
+export const CONTAINER_CHANGES_LIMIT = 10_000;
+
 export interface ContainerLogs {
   stdout: string;
   stderr: string;
@@ -84,6 +102,11 @@ export interface ContainerRecord {
    */
   workerId: string | null;
   commits: ContainerCommit[];
+  /**
+   * Its filesystem changes (`docker diff`), read by the worker when the command exits (the
+   * container never runs again, so they stay true); absent on records of older workers.
+   */
+  changes?: { readonly items: ContainerChange[]; readonly truncated: boolean } | null;
 }
 
 /** A container id: 32 lowercase hex digits. */

@@ -1,10 +1,14 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nameBeneath } from '@stratum/confine';
+import { StratumError } from '@stratum/contracts';
 import {
   LayerCache,
   LayerLease,
   mountOverlay,
+  overlayChanges,
+  type OverlayChanges,
+  type OverlayChangesOptions,
   snapshotDirectory,
   SnapshotOptions,
   unmountOverlay,
@@ -118,6 +122,18 @@ export class ContainerFilesystems {
       this.leases.delete(fs.merged);
     }
     await rm(fs.work, { recursive: true, force: true });
+  }
+
+  /**
+   * `docker diff` of a container whose filesystem this process mounted (the layers below are
+   * its lease's dirs): what its upper dir adds, changes and deletes.
+   */
+  async changes(fs: ContainerFs, options: OverlayChangesOptions = {}): Promise<OverlayChanges> {
+    const lease = this.leases.get(fs.merged);
+    if (lease === undefined) {
+      throw new StratumError('CONTAINER_STATE', `container ${fs.id} is not mounted here`);
+    }
+    return overlayChanges(fs.upper, lease.lowerDirs, options);
   }
 
   /**

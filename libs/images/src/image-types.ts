@@ -40,7 +40,17 @@ export interface ImageSummary {
   readonly repository: string;
   readonly tag: string;
   readonly manifestDigest: Digest;
+  /** The config's digest: Docker's image ID. */
+  readonly configDigest: Digest;
   /** Sum of compressed layer sizes. */
   readonly size: number;
   readonly created: string | null;
+}
+
+/** What `DELETE /api/v1/images/:ref` (`docker rmi`) removed. */
+export interface RemovedImage {
+  /** `repo:tag` references removed. */
+  readonly untagged: string[];
+  /** The manifest, when the repository no longer holds it; null when tags still point at it. */
+  readonly deleted: Digest | null;
 }

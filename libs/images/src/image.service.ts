@@ -13,7 +13,15 @@ import {
   parseReference,
 } from '@stratum/oci';
 import { BlobDigest, BlobStore, RepositoryStore } from '@stratum/storage';
-import { ImageSummary, LayerDescriptor, NewImage, StoredImage, WrittenImage } from './image-types';
+import { historyRows, ImageHistoryEntry, layerContentSize } from './image-history';
+import {
+  ImageSummary,
+  LayerDescriptor,
+  NewImage,
+  RemovedImage,
+  StoredImage,
+  WrittenImage,
+} from './image-types';
 
 async function readAll(stream: Readable, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -30,6 +38,8 @@ async function readAll(stream: Readable, limit: number): Promise<Buffer> {
 }
 
 const MAX_DOCUMENT = 4 * 1024 * 1024;
+/** Content sizes of layers already read, by diffID (a layer never changes): ~100 bytes each. */
+const SIZE_CACHE_ENTRIES = 10_000;
 
 /** `repo:tag` -> parts; refuses references naming another registry. */
 export function localReference(ref: string): {
@@ -57,6 +67,8 @@ export function localReference(ref: string): {
  * new image (config + OCI manifest + tags, tags last so none names a missing blob), list, tag.
  */
 export class ImageService {
+  private readonly contentSizes = new Map<string, number>();
+
   constructor(
     private readonly blobs: BlobStore,
     private readonly repositories: RepositoryStore,
@@ -249,6 +261,71 @@ export class ImageService {
     return image;
   }
 
+  /**
+   * `docker history`: the image's history entries, newest first, each with the content size of
+   * the layer it made. Sizes are read from the layer blobs (decompressed, tar headers only) once
+   * per process and remembered by diffID.
+   */
+  async history(ref: string): Promise<ImageHistoryEntry[]> {
+    const image = await this.resolve(ref);
+    const sizes = new Map<string, number>();
+    // One layer at a time: a big image would otherwise inflate all of them at once.
+    for (const layer of image.layers) {
+      sizes.set(layer.diffId, await this.contentSize(layer));
+    }
+    return historyRows(image.config, image.configDigest, image.layers, (l) => sizes.get(l.diffId) ?? 0);
+  }
+
+  private async contentSize(layer: LayerDescriptor): Promise<number> {
+    const known = this.contentSizes.get(layer.diffId);
+    if (known !== undefined) {
+      return known;
+    }
+    const size = await layerContentSize(await this.blobs.get(layer.digest as BlobDigest));
+    if (this.contentSizes.size >= SIZE_CACHE_ENTRIES) {
+      this.contentSizes.clear();
+    }
+    this.contentSizes.set(layer.diffId, size);
+    return size;
+  }
+
+  /**
+   * `docker rmi`: `repo:tag` removes the tag, and the manifest from the repository when no
+   * other tag there points at it (then it is `deleted`); `repo@sha256:…` removes the manifest,
+   * refused with CONFLICT while tags point at it unless `force` (which removes those tags too).
+   * Blobs stay until garbage collection finds them unreferenced.
+   */
+  async remove(ref: string, options: { force?: boolean } = {}): Promise<RemovedImage> {
+    const { repository, tag, digest } = localReference(ref);
+    const manifest = digest ?? (tag !== null ? await this.repositories.getTag(repository, tag) : null);
+    if (manifest === null || !(await this.repositories.hasManifest(repository, manifest as BlobDigest))) {
+      throw new StratumError('IMAGE_UNKNOWN', `image "${ref}" not found`);
+    }
+    const pointing: string[] = [];
+    for (const t of await this.repositories.listTags(repository)) {
+      if ((await this.repositories.getTag(repository, t)) === manifest) {
+        pointing.push(t);
+      }
+    }
+    const untag = digest === null && tag !== null ? [tag] : pointing;
+    if (digest !== null && pointing.length > 0 && options.force !== true) {
+      throw new StratumError(
+        'IMAGE_CONFLICT',
+        `image ${repository}@${manifest} is tagged ${pointing.map((t) => `${repository}:${t}`).join(', ')}; remove the tags or force`,
+      );
+    }
+    for (const t of untag) {
+      await this.repositories.deleteTag(repository, t);
+    }
+    const remaining = pointing.filter((t) => !untag.includes(t));
+    const deleted =
+      remaining.length === 0 && (await this.repositories.unlinkManifest(repository, manifest as BlobDigest));
+    return {
+      untagged: untag.map((t) => `${repository}:${t}`),
+      deleted: deleted ? manifest : null,
+    };
+  }
+
   /** Every tag of every repository, with sizes. */
   async list(): Promise<ImageSummary[]> {
     const out: ImageSummary[] = [];
@@ -264,6 +341,7 @@ export class ImageService {
             repository,
             tag,
             manifestDigest: digest,
+            configDigest: image.configDigest,
             size: image.layers.reduce((n, l) => n + l.size, 0),
             created: image.config.created ?? null,
           });

@@ -5,6 +5,7 @@
  */
 export * from './image-types';
 export { ImageService, localReference } from './image.service';
+export { historyRows, layerContentSize, type ImageHistoryEntry } from './image-history';
 export {
   ContainerFilesystems,
   type ContainerFs,

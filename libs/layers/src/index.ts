@@ -47,3 +47,10 @@ export {
   type UnmountResult,
 } from './overlay-mount';
 export { LayerCache, type CachedLayer, type EvictResult, type LayerLease } from './layer-cache';
+export {
+  overlayChanges,
+  type FsChange,
+  type FsChangeKind,
+  type OverlayChanges,
+  type OverlayChangesOptions,
+} from './overlay-changes';

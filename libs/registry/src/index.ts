@@ -65,3 +65,5 @@ export {
 export type { RegistryTokenClaims, ResourceScope } from './registry-token';
 export { ImagePullError, RemoteImageResolver } from './remote-image-resolver';
 export type { PullAttempt, PullSettings, ResolvedRemoteImage } from './remote-image-resolver';
+export { familiarName, ImagePuller } from './image-puller';
+export type { PullEvent, PullPlan, PullRequest } from './image-puller';

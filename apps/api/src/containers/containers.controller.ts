@@ -1,7 +1,7 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Post, Res } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiResponse, ApiTags } from '@nestjs/swagger';
 import { Response } from 'express';
-import { ContainerRecord } from '@stratum/contracts';
+import { ContainerChanges, ContainerRecord } from '@stratum/contracts';
 import { ZodPipe } from '../common/zod-query.pipe';
 import {
   CommitAccepted,
@@ -56,6 +56,17 @@ export class ContainersController {
   @ApiResponse({ status: 404, description: 'CONTAINER_UNKNOWN' })
   get(@Param('id', containerId) id: string): Promise<ContainerRecord> {
     return this.containers.get(id);
+  }
+
+  @Get(':id/changes')
+  @ApiOperation({
+    summary: "The container's filesystem changes, like `docker diff`: [{kind: A|C|D, path}]",
+    description: 'Read by the worker when the command exits; `changes` is null until then.',
+  })
+  @ApiParam({ name: 'id', description: '32 hex digits' })
+  @ApiResponse({ status: 404, description: 'CONTAINER_UNKNOWN' })
+  changes(@Param('id', containerId) id: string): Promise<ContainerChanges> {
+    return this.containers.changes(id);
   }
 
   @Delete(':id')

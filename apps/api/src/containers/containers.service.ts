@@ -1,7 +1,14 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { CommitState, ContainerRecord, ContainerState, Digest, StratumError } from '@stratum/contracts';
+import {
+  CommitState,
+  ContainerChanges,
+  ContainerRecord,
+  ContainerState,
+  Digest,
+  StratumError,
+} from '@stratum/contracts';
 import { commandOf, ImageService, parseCommitChanges, runConfig } from '@stratum/images';
 import { CommitProducer, ContainerRecordStore, KeepRecord } from '@stratum/jobs';
 import { mirrorWriteConflict } from '@stratum/registry';
@@ -61,6 +68,16 @@ export class ContainersService {
 
   get(id: string): Promise<ContainerRecord> {
     return this.records.require(id);
+  }
+
+  /** `docker diff`: what the worker read from the container's upper dir when it exited. */
+  async changes(id: string): Promise<ContainerChanges> {
+    const record = await this.records.require(id);
+    if (record.state === ContainerState.Removed) {
+      throw new StratumError('CONTAINER_UNKNOWN', `container ${id} was removed`);
+    }
+    const changes = record.changes ?? null;
+    return { containerId: id, changes: changes?.items ?? null, truncated: changes?.truncated ?? false };
   }
 
   list(): Promise<ContainerRecord[]> {

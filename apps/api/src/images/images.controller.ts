@@ -1,7 +1,7 @@
-import { Body, Controller, Get, HttpCode, Param, Post, Query, Req } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Param, Post, Query, Req } from '@nestjs/common';
 import { ApiBody, ApiConsumes, ApiOperation, ApiParam, ApiResponse, ApiTags } from '@nestjs/swagger';
 import { Request } from 'express';
-import { ImageSummary } from '@stratum/images';
+import { ImageHistoryEntry, ImageSummary, RemovedImage } from '@stratum/images';
 import { ZodPipe } from '../common/zod-query.pipe';
 import {
   ImageDetail,
@@ -9,6 +9,8 @@ import {
   ImportedImage,
   ImportImageQuery,
   ImportImageQuerySchema,
+  RemoveImageQuery,
+  RemoveImageQuerySchema,
   TagImageBody,
   TagImageBodySchema,
   TaggedImage,
@@ -26,7 +28,9 @@ export class ImagesController {
   @HttpCode(201)
   @ApiOperation({
     summary: 'Import a root filesystem tar (plain or gzip) as a one-layer image, like `docker import`',
-    description: 'Query: repository (required), tag (default latest), message (history comment).',
+    description:
+      'Query: repository (required), tag (default latest), message (history comment), ' +
+      'change (repeatable: a Dockerfile instruction applied to the config, as `docker import --change`).',
   })
   @ApiConsumes('application/x-tar', 'application/gzip', 'application/octet-stream')
   @ApiBody({ schema: { type: 'string', format: 'binary' } })
@@ -54,6 +58,36 @@ export class ImagesController {
   @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
   get(@Param('ref', ref) reference: string): Promise<ImageDetail> {
     return this.images.get(reference);
+  }
+
+  @Get(':ref/history')
+  @ApiOperation({
+    summary:
+      "An image's history, newest first, like `docker history`: created, created by, layer size, comment",
+    description:
+      "size: bytes of file content in the step's layer (as Docker counts it); id: the config digest on the newest row.",
+  })
+  @ApiParam({ name: 'ref', description: 'URL-encoded repo, repo:tag or repo@sha256:…' })
+  @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
+  history(@Param('ref', ref) reference: string): Promise<ImageHistoryEntry[]> {
+    return this.images.history(reference);
+  }
+
+  @Delete(':ref')
+  @ApiOperation({
+    summary: 'Remove a tag or an image, like `docker rmi`',
+    description:
+      '`repo:tag` removes the tag (and the manifest from the repository when no other tag names it); ' +
+      '`repo@sha256:…` removes the manifest, 409 IMAGE_CONFLICT while tags name it unless force=true.',
+  })
+  @ApiParam({ name: 'ref', description: 'URL-encoded repo:tag or repo@sha256:…' })
+  @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
+  @ApiResponse({ status: 409, description: 'IMAGE_CONFLICT' })
+  remove(
+    @Param('ref', ref) reference: string,
+    @Query(new ZodPipe(RemoveImageQuerySchema)) query: RemoveImageQuery,
+  ): Promise<RemovedImage> {
+    return this.images.remove(reference, query.force);
   }
 
   @Post(':ref/tag')

@@ -15,6 +15,21 @@ export const ImportImageQuerySchema = z.object({
   repository: repositoryName,
   tag: tagName.default('latest'),
   message: z.string().max(4096).default(''),
+  /** `--change` instructions (`CMD ["sh"]`, `ENV A=b`…), one per `change` parameter. */
+  change: z
+    .union([z.string(), z.array(z.string())])
+    .default([])
+    .transform((c) => (Array.isArray(c) ? c : [c]))
+    .pipe(
+      z
+        .array(
+          z
+            .string()
+            .min(1)
+            .max(64 * 1024),
+        )
+        .max(256),
+    ),
 });
 export type ImportImageQuery = z.infer<typeof ImportImageQuerySchema>;
 
@@ -67,3 +82,12 @@ export interface TaggedImage {
   readonly tag: string;
   readonly manifestDigest: Digest;
 }
+
+/** Query of `DELETE /api/v1/images/:ref` (`docker rmi [-f]`). */
+export const RemoveImageQuerySchema = z.object({
+  force: z
+    .enum(['true', 'false', '1', '0'])
+    .default('false')
+    .transform((v) => v === 'true' || v === '1'),
+});
+export type RemoveImageQuery = z.infer<typeof RemoveImageQuerySchema>;

@@ -39,7 +39,7 @@ const config = {
     insecureHosts: [],
   },
 } as unknown as StratumConfig;
-const query = { repository: 'r', tag: 't', message: '' };
+const query = { repository: 'r', tag: 't', message: '', change: [] };
 const notTar = (): Readable => Readable.from([Buffer.from('not a tar archive\n'.repeat(100))]);
 
 function tarOf(name: string, content: string): Buffer {

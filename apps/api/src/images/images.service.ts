@@ -2,7 +2,16 @@ import { Readable } from 'node:stream';
 import { Inject, Injectable } from '@nestjs/common';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { StratumError } from '@stratum/contracts';
-import { ImageService, ImageSummary, StoredImage } from '@stratum/images';
+import {
+  applyCommitChanges,
+  ImageHistoryEntry,
+  ImageService,
+  ImageSummary,
+  localReference,
+  parseCommitChanges,
+  RemovedImage,
+  StoredImage,
+} from '@stratum/images';
 import { compressLayer } from '@stratum/layers';
 import { ImageConfig } from '@stratum/oci';
 import { mirrorWriteConflict } from '@stratum/registry';
@@ -24,6 +33,8 @@ export class ImagesApiService {
    */
   async import(body: Readable, query: ImportImageQuery): Promise<ImportedImage> {
     this.assertWritable(query.repository, query.tag);
+    // Checked before the body is read: a bad change refuses the import without storing a byte.
+    const changes = parseCommitChanges(query.change);
     const { tar, summary } = await rootfsTar(
       body,
       this.config.maxContextBytes,
@@ -49,7 +60,8 @@ export class ImagesApiService {
       created,
       architecture: 'amd64',
       os: 'linux',
-      config: {},
+      // `docker import --change`: Dockerfile instructions applied to an empty config.
+      config: applyCommitChanges({}, changes),
       rootfs: { type: 'layers', diff_ids: [layer.diffId] },
       // Docker's import writes no created_by, only the comment ("Imported from -" by default).
       history: [{ created, comment }],
@@ -74,6 +86,16 @@ export class ImagesApiService {
 
   async get(ref: string): Promise<ImageDetail> {
     return detail(ref, await this.images.resolve(ref));
+  }
+
+  history(ref: string): Promise<ImageHistoryEntry[]> {
+    return this.images.history(ref);
+  }
+
+  remove(ref: string, force: boolean): Promise<RemovedImage> {
+    const { repository, tag } = localReference(ref);
+    this.assertWritable(repository, tag ?? 'latest');
+    return this.images.remove(ref, { force });
   }
 
   async tag(ref: string, body: TagImageBody): Promise<TaggedImage> {

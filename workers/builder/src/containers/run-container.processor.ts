@@ -1,7 +1,14 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { Job } from 'bullmq';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { ContainerState, JobName, RunContainerJobData, RunContainerJobResult } from '@stratum/contracts';
+import {
+  CONTAINER_CHANGES_LIMIT,
+  ContainerRecord,
+  ContainerState,
+  JobName,
+  RunContainerJobData,
+  RunContainerJobResult,
+} from '@stratum/contracts';
 import { ContainerFilesystems, ContainerFs, ImageService } from '@stratum/images';
 import { ContainerRecordStore, KeepRecord } from '@stratum/jobs';
 import { RuncRuntime, RuntimeError } from '@stratum/runtime';
@@ -11,6 +18,11 @@ import { LogTail } from './log-tail';
 /** Each of stdout and stderr keeps its last this many bytes on the record. */
 export const LOG_LIMIT_BYTES = 256 * 1024;
 const LOG_FLUSH_MS = 2000;
+/**
+ * Mount points runc makes in the container's root when the image lacks them: left out of its
+ * `docker diff`, as Docker keeps them in the "init" layer below the container's.
+ */
+const RUNTIME_MOUNT_POINTS = ['/proc', '/sys', '/dev'];
 
 /**
  * `run-container` jobs: mounts the image's layers with a fresh upper dir, runs the command
@@ -61,6 +73,7 @@ export class RunContainerProcessor implements JobHandler<typeof JobName.RunConta
     const stderr = new LogTail(LOG_LIMIT_BYTES);
     let outcome: { exitCode: number | null; signal: string | null; error: string | null };
     let fs: ContainerFs | null = null;
+    let changes: ContainerRecord['changes'] = null;
     const flush = setInterval(() => {
       this.records
         .update(id, (r) => {
@@ -114,17 +127,30 @@ export class RunContainerProcessor implements JobHandler<typeof JobName.RunConta
     } finally {
       clearInterval(flush);
       if (fs !== null) {
+        // Read while the layers are still leased; the container never runs again, so they stay true.
+        changes = await this.filesystems
+          .changes(fs, { limit: CONTAINER_CHANGES_LIMIT, ignoreAdded: RUNTIME_MOUNT_POINTS })
+          .then((c) => ({ items: c.changes, truncated: c.truncated }))
+          .catch((err: unknown) => {
+            this.logger.warn(`container ${id}: cannot list its changes: ${String(err)}`);
+            return null;
+          });
         await this.filesystems.unmount(fs).catch((err: unknown) => {
           this.logger.error(`container ${id}: unmount failed: ${String(err)}`);
         });
       }
       this.active.delete(id);
     }
-    await this.finish(id, outcome, {
-      stdout: stdout.text(),
-      stderr: stderr.text(),
-      truncated: stdout.truncated || stderr.truncated,
-    });
+    await this.finish(
+      id,
+      outcome,
+      {
+        stdout: stdout.text(),
+        stderr: stderr.text(),
+        truncated: stdout.truncated || stderr.truncated,
+      },
+      changes,
+    );
     return { containerId: id, exitCode: outcome.exitCode };
   }
 
@@ -132,6 +158,7 @@ export class RunContainerProcessor implements JobHandler<typeof JobName.RunConta
     id: string,
     outcome: { exitCode: number | null; signal: string | null; error: string | null },
     logs?: { stdout: string; stderr: string; truncated: boolean },
+    changes: ContainerRecord['changes'] = null,
   ): Promise<void> {
     await this.records.update(id, (r) => {
       r.state = ContainerState.Exited;
@@ -142,6 +169,7 @@ export class RunContainerProcessor implements JobHandler<typeof JobName.RunConta
       if (logs !== undefined) {
         r.logs = logs;
       }
+      r.changes = changes;
     });
   }
 }
