@@ -180,6 +180,8 @@ beforeAll(async () => {
       MAINTENANCE_SCHEDULE: 'off',
       REGISTRY_AUTH: 'token',
       AUTH_SECRET,
+      // As behind a load balancer on this host: the client address comes from X-Forwarded-For.
+      TRUST_PROXY: 'loopback',
       // bcrypt at cost 10, as htpasswd -B writes it: ~100-150 ms of CPU per check here.
       REGISTRY_USERS: `alice:${bcrypt.hashSync(PASSWORD, 10)}`,
     },
@@ -375,6 +377,21 @@ describe('logins', () => {
     expect(locked.status).toBe(429);
     await sleep(Number(locked.headers['retry-after']) * 1000 + 100);
     await login(PASSWORD).expect(200);
+  });
+
+  it('behind a trusted proxy, the limit counts each forwarded client address, not the proxy’s', async () => {
+    const from = (addr: string, user: string) =>
+      request(apiUrl)
+        .get('/v2/token?service=stratum')
+        .set('X-Forwarded-For', addr)
+        .auth(user, 'wrong-password');
+    const statuses: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      statuses.push((await from('198.51.100.1', `user-${i}`)).status);
+    }
+    // Five free, the sixth checked and locking the address out, the seventh refused unchecked.
+    expect(statuses).toEqual([401, 401, 401, 401, 401, 401, 429]);
+    expect((await from('198.51.100.2', 'user-x')).status).toBe(401);
   });
 
   it('an unknown user name takes as long as a known one', async () => {

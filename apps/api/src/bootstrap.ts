@@ -11,6 +11,13 @@ export async function createApiApp(config: StratumConfig): Promise<INestApplicat
     bodyParser: true,
   });
   app.enableShutdownHooks();
+  if (config.api.trustProxy !== null) {
+    // req.ip then comes from X-Forwarded-For as far as the trusted proxies go (login rate limits).
+    (app.getHttpAdapter().getInstance() as { set(k: string, v: unknown): void }).set(
+      'trust proxy',
+      config.api.trustProxy,
+    );
+  }
   const document = SwaggerModule.createDocument(
     app,
     new DocumentBuilder()

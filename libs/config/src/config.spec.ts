@@ -12,6 +12,15 @@ describe('loadConfig', () => {
     expect(c.worker.scratchDir.startsWith('/var/lib/stratum/worker/')).toBe(true);
   });
 
+  it('reads TRUST_PROXY as a hop count or a list of addresses, unset as null', () => {
+    expect(loadConfig(minimal).api.trustProxy).toBeNull();
+    expect(loadConfig({ ...minimal, TRUST_PROXY: '1' }).api.trustProxy).toBe(1);
+    expect(loadConfig({ ...minimal, TRUST_PROXY: 'loopback,10.0.0.0/8' }).api.trustProxy).toBe(
+      'loopback,10.0.0.0/8',
+    );
+    expect(() => loadConfig({ ...minimal, TRUST_PROXY: 'a b' })).toThrow(/TRUST_PROXY/);
+  });
+
   it('refuses a missing REDIS_URL with a message naming it', () => {
     expect(() => loadConfig({})).toThrow(ConfigError);
     expect(() => loadConfig({})).toThrow(/REDIS_URL/);

@@ -92,6 +92,17 @@ function buildSchemas() {
     API_HOST: z.string().min(1).default('0.0.0.0'),
     API_PORT: port.default(8080),
     PUBLIC_URL: z.url().optional(),
+    // Proxies in front of the API whose X-Forwarded-For is believed (Express's "trust proxy": a
+    // hop count, or addresses/subnets/loopback/uniquelocal, comma-separated). Unset, the client
+    // address is the socket's: behind a load balancer every login would count against its one
+    // address, and a few wrong passwords would lock everyone out.
+    TRUST_PROXY: z
+      .string()
+      .regex(
+        /^(\d+|[0-9A-Za-z.:/]+(,[0-9A-Za-z.:/]+)*)$/,
+        'TRUST_PROXY must be a hop count or a comma list of addresses/subnets',
+      )
+      .optional(),
     MAX_CONTEXT_BYTES: positiveInt.default(2 * 1024 * 1024 * 1024),
     // What one ADD may unpack from local archives (tar bytes read): bounds a tar bomb in the context.
     MAX_ADD_UNPACKED_BYTES: positiveInt.default(8 * 1024 * 1024 * 1024),
@@ -377,7 +388,13 @@ export interface StratumConfig {
   readonly dataDir: string;
   readonly storage: StorageConfig;
   readonly runtimePath: string;
-  readonly api: { readonly host: string; readonly port: number; readonly publicUrl: string | null };
+  readonly api: {
+    readonly host: string;
+    readonly port: number;
+    readonly publicUrl: string | null;
+    /** Express's "trust proxy" (hops, or trusted addresses); null: no proxy is trusted. */
+    readonly trustProxy: number | string | null;
+  };
   readonly maxContextBytes: number;
   /** MAX_ADD_UNPACKED_BYTES: the local archives of one ADD unpack to at most this much. */
   readonly maxAddUnpackedBytes: number;
@@ -502,7 +519,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dataDir,
     storage,
     runtimePath: c.RUNTIME,
-    api: { host: c.API_HOST, port: c.API_PORT, publicUrl: c.PUBLIC_URL ?? null },
+    api: {
+      host: c.API_HOST,
+      port: c.API_PORT,
+      publicUrl: c.PUBLIC_URL ?? null,
+      trustProxy:
+        c.TRUST_PROXY === undefined
+          ? null
+          : /^\d+$/.test(c.TRUST_PROXY)
+            ? Number(c.TRUST_PROXY)
+            : c.TRUST_PROXY,
+    },
     maxContextBytes: c.MAX_CONTEXT_BYTES,
     maxAddUnpackedBytes: c.MAX_ADD_UNPACKED_BYTES,
     maxContextEntries: c.MAX_CONTEXT_ENTRIES,
