@@ -99,7 +99,7 @@ it('RUN --mount=type=cache ids ..  ../..  /  and a long id: an empty dir each, n
     )
     .join('\n');
   const rec = await run(busyboxContext(body));
-  expect(rec.state).toBe('succeeded');
+  expect({ state: rec.state, error: rec.error }).toEqual({ state: 'succeeded', error: null });
   const log = await logText(rec.id);
   for (let i = 0; i < ids.length; i++) {
     expect(log).toContain(`seen${i}:[]`);

@@ -52,6 +52,31 @@ describe('mountOverlay', () => {
     expect((await readMountInfo()).some((m) => m.target === target)).toBe(false);
   });
 
+  it('mounts the same layer twice in the stack (identical steps): A, B, A reads as A on top of B', async () => {
+    const a = join(scratch, 'dup', 'a');
+    const b = join(scratch, 'dup', 'b');
+    await mkdir(a, { recursive: true });
+    await mkdir(b, { recursive: true });
+    await writeFile(join(a, 'f'), 'a');
+    await writeFile(join(b, 'f'), 'b');
+    await writeFile(join(b, 'only-b'), 'b');
+    const base = join(scratch, 'dup-mount');
+    const target = join(base, 'merged');
+    // the kernel refuses a repeated lowerdir ("conflicting lowerdir path", ELOOP)
+    await mountOverlay({
+      lowerDirs: [a, b, a],
+      upperDir: join(base, 'upper'),
+      workDir: join(base, 'work'),
+      target,
+    });
+    try {
+      expect(await readFile(join(target, 'f'), 'utf8')).toBe('a');
+      expect(await readFile(join(target, 'only-b'), 'utf8')).toBe('b');
+    } finally {
+      expect(await unmountOverlay(target)).toEqual({ unmounted: true });
+    }
+  });
+
   it('mounts with zero lower dirs (FROM scratch)', async () => {
     const base = join(scratch, 'scratch-mount');
     const target = join(base, 'merged');

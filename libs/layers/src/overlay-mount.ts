@@ -71,7 +71,10 @@ export async function mountOverlay(spec: OverlayMountSpec): Promise<void> {
       `overlay supports at most ${MAX_LOWER_DIRS} lower dirs, got ${spec.lowerDirs.length}`,
     );
   }
-  const lowers = spec.lowerDirs.map((l) => resolve(l));
+  // The same layer twice (two steps that changed the same bytes, e.g. only a mount point) is
+  // refused by the kernel ("conflicting lowerdir path", ELOOP). Keeping only its topmost
+  // occurrence changes nothing: that copy already shadows every file and whiteout of the lower one.
+  const lowers = [...new Set(spec.lowerDirs.map((l) => resolve(l)))];
   await Promise.all([upper, work, target].map((d) => mkdir(d, { recursive: true })));
   if (lowers.length === 0) {
     lowers.push(await emptyLowerDir(work));
