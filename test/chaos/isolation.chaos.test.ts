@@ -1,9 +1,11 @@
-// What a RUN step cannot do to the host: read its files, see its processes, reach its network,
+// What a RUN step cannot do to the host: read its files, see its processes, reach its network
+// (its sandbox's connections to the host's Redis and API are refused inside its namespace),
 // exhaust its pids; while the same worker keeps serving another build.
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { BuildEvent, BuildRecord } from '@stratum/contracts';
 import {
@@ -14,6 +16,7 @@ import {
   startWorkerProcess,
   WorkerProcessHandle,
 } from '@stratum/testing';
+import { hostIpv4Addresses } from '@stratum/runtime';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
 import { overlayMountsUnder, pollFor, submitBuild, waitForBuild } from './chaos-support';
 
@@ -100,14 +103,59 @@ it('a RUN step sees only its own processes', async () => {
   expect(log).not.toMatch(/node|redis-server|systemd/);
 });
 
-it('a RUN step has only a loopback interface unless asked for the network', async () => {
+it('a RUN step has only a loopback interface with --network=none, and lo + tap0 in its sandbox by default', async () => {
   const id = await build(
-    'RUN echo ifaces=$(ls /sys/class/net | tr "\\n" " "); test "$(ls /sys/class/net)" = lo\n',
+    'RUN --network=none sh -c \'echo ifaces=$(ls /sys/class/net | tr "\\n" " "); test "$(ls /sys/class/net)" = lo\'\n' +
+      'RUN echo sandbox=$(ls /sys/class/net | tr "\\n" " ")\n',
     'net',
   );
   const rec = await waitForBuild(api.url, id, ['succeeded', 'failed'], 90_000);
   expect({ state: rec.state, error: rec.error }).toEqual({ state: 'succeeded', error: null });
-  expect(await logText(id)).toMatch(/ifaces=lo *\n/);
+  const log = await logText(id);
+  expect(log).toMatch(/ifaces=lo *\n/);
+  expect(log).toMatch(/sandbox=lo tap0 *\n/);
+});
+
+it("a sandboxed RUN step cannot reach the worker's Redis or the API, on loopback, the host's address or slirp's host alias", async () => {
+  const redisPort = Number(new URL(redisServer.url).port);
+  const apiPort = Number(new URL(api.url).port);
+  const hostAddress = hostIpv4Addresses()[0];
+  expect(hostAddress).toBeDefined();
+  const targets: string[] = [];
+  for (const port of [redisPort, apiPort]) {
+    for (const host of ['127.0.0.1', '10.0.2.2', hostAddress]) {
+      targets.push(`${host} ${port}`);
+    }
+  }
+  // each attempt prints its target and nc's exit status: 0 would mean it connected
+  // (the step is in its sandbox, with a default route out: the refusals are the rules', not a lack of network)
+  const script = [
+    'ip route | grep -q "^default via 10.0.2.2 dev tap0" && echo sandboxed',
+    ...targets.map((t) => `echo "try ${t}"; nc -w 3 ${t} </dev/null; echo "rc=$?"`),
+  ].join('; ');
+  const id = await build(`RUN ${script}\n`, 'reach-host');
+  const rec = await waitForBuild(api.url, id, ['succeeded', 'failed'], 120_000);
+  const log = await logText(id);
+  expect({ state: rec.state, error: rec.error }).toEqual({ state: 'succeeded', error: null });
+  expect(log).toContain('sandboxed\n');
+  for (const t of targets) {
+    expect(log).toContain(`try ${t}\n`);
+  }
+  expect(log.match(/rc=0/g) ?? []).toEqual([]);
+  expect(log.match(/rc=1/g)).toHaveLength(targets.length);
+  // and the same ports do answer from the host itself: the refusals are the sandbox's
+  for (const port of [redisPort, apiPort]) {
+    await new Promise<void>((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1', () => {
+        socket.destroy();
+        resolve();
+      });
+      socket.once('error', reject);
+    });
+  }
+  process.stdout.write(
+    `chaos isolation: ${targets.length} connections from a sandboxed step to Redis/API refused\n`,
+  );
 });
 
 it('a fork loop is stopped by the pids limit while the same worker serves another build', async () => {

@@ -9,3 +9,4 @@ export * from './records';
 export * from './polling';
 export * from './tools';
 export * from './raw-body';
+export * from './debian-base';

@@ -32,6 +32,8 @@ export interface SubmitOptions {
   readonly target: string | null;
   readonly noCache: boolean;
   readonly push?: boolean;
+  /** `sandbox`, `none` or `default` (the service's): RUN steps' network (`docker build --network`). */
+  readonly network?: 'sandbox' | 'none' | 'default';
   /** Build from this stored context (an earlier submission's `contextDigest`) instead of a body. */
   readonly context?: string;
 }
@@ -295,6 +297,9 @@ export class ApiClient {
     q.set('nocache', String(o.noCache));
     if (o.push === true) {
       q.set('push', 'true');
+    }
+    if (o.network !== undefined) {
+      q.set('network', o.network);
     }
     if (context === null) {
       q.set('context', o.context ?? '');

@@ -131,6 +131,12 @@ export function buildProgram(
     .addOption(new Option('--no-cache', 'do not use the build cache'))
     .option('--push', 'push tags naming another registry (host/repo:tag) there once built', false)
     .option('-q, --quiet', 'print only the image digest', false)
+    .addOption(
+      new Option(
+        '--network <mode>',
+        "RUN steps' network unless a step names its own (docker build --network)",
+      ).choices(['sandbox', 'none', 'default']),
+    )
     .action(
       async (
         dir: string,
@@ -142,6 +148,7 @@ export function buildProgram(
           cache: boolean;
           push: boolean;
           quiet: boolean;
+          network?: 'sandbox' | 'none' | 'default';
         },
       ) => {
         const print = out;
@@ -157,6 +164,7 @@ export function buildProgram(
           target: o.target ?? null,
           noCache: !o.cache,
           push: o.push,
+          ...(o.network !== undefined ? { network: o.network } : {}),
         };
         const submitted = await submitContext(api, loc, options);
         out(`=> build ${submitted.id}\n`);

@@ -106,6 +106,10 @@ export interface BuildEngineOptions {
   readonly layerCacheMaxBytes?: number;
   /** Allow `RUN --network=host` (default false: the host network reaches the worker's Redis). */
   readonly allowHostNetwork?: boolean;
+  /** Allow the sandboxed network (default true); off, a step without a network of its own gets `none`. */
+  readonly allowSandboxNetwork?: boolean;
+  /** The network of a RUN step that neither the build nor the Dockerfile chooses. Default `sandbox`. */
+  readonly stepNetworkDefault?: 'sandbox' | 'none';
   /** Largest build context, unpacked (MAX_CONTEXT_BYTES); unlimited when unset. */
   readonly maxContextBytes?: number;
   /** What the local archives of one ADD may unpack to (MAX_ADD_UNPACKED_BYTES); unlimited when unset. */
@@ -616,6 +620,7 @@ class BuildRun {
         }
         // A missing required secret fails here, before the step is looked up or run.
         checkRunMounts(instr, this.ctx.secrets ?? new Map<string, Buffer>());
+        const network = this.stepNetwork(instr);
         const args = runArgs(instr, stageShell(state));
         const key = stepCacheKey({
           parent,
@@ -625,7 +630,8 @@ class BuildRun {
             env: runEnv,
             user: cfg.User ?? '',
             workdir,
-            network: instr.network ?? 'default',
+            // the network the step really gets: a step that passed with it may fail without it
+            network,
             security: instr.security ?? 'sandbox',
             mounts: instr.mounts.map((m) => m.raw),
             // What bind mounts show the step (cache and secret content never keys it, as BuildKit).
@@ -638,7 +644,9 @@ class BuildRun {
           metadata: null,
           createdBy: `RUN ${args.join(' ')}`,
           run: () =>
-            this.withContainer(state, (fs) => this.run(fs, state, instr, args, runEnv, stepIndex, results)),
+            this.withContainer(state, (fs) =>
+              this.run(fs, state, instr, args, runEnv, stepIndex, results, network),
+            ),
         };
       }
       case 'COPY':
@@ -972,6 +980,28 @@ class BuildRun {
     }
   }
 
+  /**
+   * `RUN --network=none|host` for its step; `default` (or nothing): the build's `network`,
+   * else the operator's default. With the sandbox turned off, only a build that asked for it
+   * by name fails; the others get `none`.
+   */
+  private stepNetwork(instr: RunInstruction): 'sandbox' | 'none' | 'host' {
+    if (instr.network === 'host' || instr.network === 'none') {
+      return instr.network;
+    }
+    const wanted = this.data.network ?? this.options.stepNetworkDefault ?? 'sandbox';
+    if (wanted === 'sandbox' && this.options.allowSandboxNetwork === false) {
+      if (this.data.network === 'sandbox') {
+        throw new BuildError(
+          'network=sandbox is turned off on this service (ALLOW_SANDBOX_NETWORK=false); build with network=none',
+          instr.startLine,
+        );
+      }
+      return 'none';
+    }
+    return wanted;
+  }
+
   private async run(
     fs: ContainerFs,
     state: ImageState,
@@ -980,6 +1010,7 @@ class BuildRun {
     runEnv: Record<string, string>,
     stepIndex: number | null,
     results: Map<number, ImageState>,
+    network: 'sandbox' | 'none' | 'host',
   ): Promise<void> {
     const cfg = state.config.config ?? {};
     const workdir = cfg.WorkingDir && cfg.WorkingDir !== '' ? cfg.WorkingDir : '/';
@@ -1004,6 +1035,7 @@ class BuildRun {
         prepared,
         workdir,
         cfg.User,
+        network,
       );
     } finally {
       await prepared.cleanup();
@@ -1020,6 +1052,7 @@ class BuildRun {
     prepared: PreparedRunMounts,
     workdir: string,
     user: string | undefined,
+    network: 'sandbox' | 'none' | 'host',
   ): Promise<void> {
     const masker = {
       stdout: new SecretMasker(prepared.secretValues),
@@ -1036,7 +1069,7 @@ class BuildRun {
           env,
           cwd: workdir,
           ...(user ? { user } : {}),
-          network: instr.network === 'host' ? 'host' : 'none',
+          network,
           mounts: prepared.mounts,
           pidsLimit: this.options.stepPidsLimit ?? 4096,
           memoryBytes: this.options.stepMemoryBytes ?? 4 * 1024 * 1024 * 1024,
@@ -1082,8 +1115,9 @@ class BuildRun {
         result.oomKilled === true
           ? ` (killed: out of memory, the step's limit is ${this.options.stepMemoryBytes ?? 4 * 1024 * 1024 * 1024} bytes)`
           : '';
+      const offline = network === 'none' ? ' (the step ran with network=none: no network but loopback)' : '';
       throw new BuildError(
-        `process "${args.join(' ')}" did not complete successfully: exit code: ${result.exitCode ?? result.signal ?? 'unknown'}${oom}`,
+        `process "${args.join(' ')}" did not complete successfully: exit code: ${result.exitCode ?? result.signal ?? 'unknown'}${oom}${offline}`,
         instr.startLine,
       );
     }

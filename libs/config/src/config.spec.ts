@@ -21,6 +21,19 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...minimal, TRUST_PROXY: 'a b' })).toThrow(/TRUST_PROXY/);
   });
 
+  it('RUN steps default to the sandboxed network; the operator can make none the default or turn it off', () => {
+    expect(loadConfig(minimal)).toMatchObject({ stepNetworkDefault: 'sandbox', allowSandboxNetwork: true });
+    expect(loadConfig({ ...minimal, STEP_NETWORK_DEFAULT: 'none' }).stepNetworkDefault).toBe('none');
+    expect(loadConfig({ ...minimal, ALLOW_SANDBOX_NETWORK: 'false' })).toMatchObject({
+      stepNetworkDefault: 'none',
+      allowSandboxNetwork: false,
+    });
+    expect(() =>
+      loadConfig({ ...minimal, STEP_NETWORK_DEFAULT: 'sandbox', ALLOW_SANDBOX_NETWORK: 'false' }),
+    ).toThrow(/STEP_NETWORK_DEFAULT/);
+    expect(() => loadConfig({ ...minimal, STEP_NETWORK_DEFAULT: 'host' })).toThrow(/sandbox" or "none/);
+  });
+
   it('refuses a missing REDIS_URL with a message naming it', () => {
     expect(() => loadConfig({})).toThrow(ConfigError);
     expect(() => loadConfig({})).toThrow(/REDIS_URL/);

@@ -131,6 +131,12 @@ function buildSchemas() {
     LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
     PRETTY_LOGS: bool.default(true),
     ALLOW_HOST_NETWORK: bool.default(false),
+    // RUN steps' network: `sandbox` (own namespace, outbound NAT, nothing of the host) unless the
+    // build or the step asks otherwise; ALLOW_SANDBOX_NETWORK=false turns the sandbox off.
+    STEP_NETWORK_DEFAULT: z
+      .enum(['sandbox', 'none'], { message: 'STEP_NETWORK_DEFAULT must be "sandbox" or "none"' })
+      .optional(),
+    ALLOW_SANDBOX_NETWORK: bool.default(true),
     // git triggers (webhooks) and project builds
     WEBHOOK_MAX_BODY_BYTES: positiveInt.default(25 * 1024 * 1024),
     // All webhook bodies being received at once (not yet verified) hold at most this much
@@ -428,6 +434,16 @@ export interface StratumConfig {
    * on the host network a step reaches the worker's Redis and anything else on localhost.
    */
   readonly allowHostNetwork: boolean;
+  /**
+   * Whether RUN steps (and containers) may have the sandboxed network: their own namespace
+   * with outbound NAT through slirp4netns and no route to the host's own services.
+   */
+  readonly allowSandboxNetwork: boolean;
+  /**
+   * The network of a RUN step whose build and Dockerfile name none: `sandbox` by default,
+   * `none` when the operator says so or has turned the sandbox off.
+   */
+  readonly stepNetworkDefault: 'sandbox' | 'none';
   readonly auth: AuthConfig;
   readonly registryClients: RegistryClientConfig;
   readonly git: GitConfig;
@@ -510,6 +526,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   } else {
     problems.push(...describe(authEnv.error.issues));
   }
+  if (base.success && base.data.STEP_NETWORK_DEFAULT === 'sandbox' && !base.data.ALLOW_SANDBOX_NETWORK) {
+    problems.push('STEP_NETWORK_DEFAULT: "sandbox" cannot be the default with ALLOW_SANDBOX_NETWORK=false');
+  }
   if (!base.success || storage === null || auth === null || registryClients === null || problems.length > 0) {
     throw new ConfigError(problems);
   }
@@ -550,6 +569,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     runCacheMaxBytes: c.RUN_CACHE_MAX_BYTES,
     logLevel: c.LOG_LEVEL,
     allowHostNetwork: c.ALLOW_HOST_NETWORK,
+    allowSandboxNetwork: c.ALLOW_SANDBOX_NETWORK,
+    stepNetworkDefault: c.STEP_NETWORK_DEFAULT ?? (c.ALLOW_SANDBOX_NETWORK ? 'sandbox' : 'none'),
     auth,
     registryClients,
     git: {

@@ -41,6 +41,13 @@ export interface StepRecord {
   layerSize: number | null;
 }
 
+/**
+ * A build-wide network for RUN steps: `sandbox` (own network namespace, outbound NAT, nothing
+ * of the host reachable) or `none` (loopback only). `host` is only for single steps
+ * (`RUN --network=host`), and only where the operator allows it.
+ */
+export type BuildNetwork = 'sandbox' | 'none';
+
 /** What `GET /api/v1/builds/:id` answers. */
 export interface BuildRecord {
   readonly id: string;
@@ -52,6 +59,8 @@ export interface BuildRecord {
   readonly buildArgs: Record<string, string>;
   readonly target: string | null;
   readonly noCache: boolean;
+  /** The network asked for with the build (`network=`); absent: the service's default. */
+  readonly network?: BuildNetwork;
   readonly createdAt: string;
   startedAt: string | null;
   finishedAt: string | null;

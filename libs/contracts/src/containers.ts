@@ -87,7 +87,7 @@ export interface ContainerRecord {
   /** The argv run: Entrypoint + Cmd. */
   readonly command: string[];
   readonly config: ContainerRunConfig;
-  readonly network: 'none' | 'host';
+  readonly network: 'sandbox' | 'none' | 'host';
   readonly createdAt: string;
   startedAt: string | null;
   finishedAt: string | null;

@@ -1,3 +1,4 @@
+import type { BuildNetwork } from './builds';
 import { JobName } from './queues';
 
 /** A `sha256:<hex>` content digest. */
@@ -19,6 +20,11 @@ export interface BuildJobData {
   readonly noCache: boolean;
   /** Push tags naming another registry (`host/repo:tag`) there once the image is built. */
   readonly push?: boolean;
+  /**
+   * The network of RUN steps that name none (`docker build --network`); absent: the
+   * operator's STEP_NETWORK_DEFAULT. `RUN --network=none|host` still wins for its step.
+   */
+  readonly network?: BuildNetwork;
 }
 
 export interface BuildJobResult {

@@ -61,7 +61,11 @@ export class HostSweeper {
     for (const dir of [this.paths.scratch, this.paths.jobs, this.paths.layerCache]) {
       await mkdir(dir, { recursive: true });
     }
-    const containers = (await this.runtime.sweep()).containers.length;
+    const swept = await this.runtime.sweep();
+    const containers = swept.containers.length;
+    if (swept.networkProcesses > 0) {
+      this.logger.warn(`killed ${swept.networkProcesses} sandbox network helper(s) a previous worker left`);
+    }
     const mounts = await listOverlayMountsUnder(this.paths.scratch);
     // deepest first, so nested mounts come off before their parents
     for (const m of [...mounts].sort((a, b) => b.target.length - a.target.length)) {

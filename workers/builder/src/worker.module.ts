@@ -71,6 +71,8 @@ export class WorkerModule {
               stepMemoryBytes: c.stepMemoryBytes,
               stepPidsLimit: c.stepPidsLimit,
               allowHostNetwork: c.allowHostNetwork,
+              allowSandboxNetwork: c.allowSandboxNetwork,
+              stepNetworkDefault: c.stepNetworkDefault,
               maxContextBytes: c.maxContextBytes,
               maxAddUnpackedBytes: c.maxAddUnpackedBytes,
               maxContextEntries: c.maxContextEntries,

@@ -35,7 +35,9 @@ export class BuildsController {
   @HttpCode(202)
   @ApiOperation({
     summary: 'Submit a build: the body is the context as a tar (optionally gzip)',
-    description: 'Query: t (repeatable repo:tag), dockerfile, buildargs (JSON object), target, nocache.',
+    description:
+      'Query: t (repeatable repo:tag), dockerfile, buildargs (JSON object), target, nocache, push, ' +
+      'network (sandbox|none|default: the network of RUN steps that name none).',
   })
   @ApiConsumes('application/x-tar', 'application/gzip')
   @ApiBody({ schema: { type: 'string', format: 'binary' } })

@@ -14,7 +14,8 @@ const stringOrList = z
 /**
  * Query of `POST /api/v1/builds`, named as Docker Engine's `POST /build` names them
  * (https://docs.docker.com/reference/api/engine/version/v1.47/#tag/Image/operation/ImageBuild):
- * `t` (repeatable), `dockerfile`, `buildargs` (a JSON object), `target`, `nocache`.
+ * `t` (repeatable), `dockerfile`, `buildargs` (a JSON object), `target`, `nocache`, and
+ * `network` (`sandbox` | `none` | `default`, as `docker build --network`).
  */
 export const SubmitBuildQuerySchema = z.object({
   t: stringOrList.pipe(z.array(reference)).default([]),
@@ -52,6 +53,11 @@ export const SubmitBuildQuerySchema = z.object({
     .enum(['true', 'false', '1', '0'])
     .default('false')
     .transform((v) => v === 'true' || v === '1'),
+  /** RUN steps' network unless a step names its own; `default` (or absent): the service's. */
+  network: z
+    .enum(['sandbox', 'none', 'default'], { message: 'must be sandbox, none or default' })
+    .optional()
+    .transform((v) => (v === 'default' ? undefined : v)),
   /**
    * Build from a context the server already stores (the `contextDigest` of an earlier
    * submission) instead of the body; answered with CONTEXT_MISSING when it is not stored,

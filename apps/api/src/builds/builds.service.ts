@@ -37,6 +37,7 @@ export class BuildsService {
     query: SubmitBuildQuery,
   ): Promise<BuildSubmitted> {
     checkTags(query.t, query.push, this.config);
+    checkNetwork(query.network, this.config);
     if (query.context !== undefined) {
       body.resume();
       return this.submitByDigest(query.context as Digest, query);
@@ -115,6 +116,7 @@ export class BuildsService {
     query: SubmitBuildQuery,
   ): Promise<BuildSubmitted> {
     checkTags(query.t, query.push, this.config);
+    checkNetwork(query.network, this.config);
     return this.createBuild(contextDigest, contextSize, normalizeContextPath(query.dockerfile), query);
   }
 
@@ -135,6 +137,7 @@ export class BuildsService {
       buildArgs: query.buildargs,
       target: query.target ?? null,
       noCache: query.nocache,
+      ...(query.network !== undefined ? { network: query.network } : {}),
       createdAt: new Date().toISOString(),
       startedAt: null,
       finishedAt: null,
@@ -154,6 +157,7 @@ export class BuildsService {
       target: query.target ?? null,
       noCache: query.nocache,
       push: query.push,
+      ...(query.network !== undefined ? { network: query.network } : {}),
     });
     return {
       id,
@@ -229,8 +233,19 @@ export class BuildsService {
       buildargs: { ...original.buildArgs },
       target: original.target ?? undefined,
       nocache: original.noCache,
+      network: original.network,
       push: original.tags.some((t) => parseReference(t).registry !== null),
     });
+  }
+}
+
+/** `network=sandbox` is refused up front where the operator turned the sandbox off. */
+function checkNetwork(network: SubmitBuildQuery['network'], config: StratumConfig): void {
+  if (network === 'sandbox' && !config.allowSandboxNetwork) {
+    throw new StratumError(
+      'BAD_REQUEST',
+      'network=sandbox is turned off on this service (ALLOW_SANDBOX_NETWORK=false); use network=none',
+    );
   }
 }
 

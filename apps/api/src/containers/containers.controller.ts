@@ -26,7 +26,7 @@ export class ContainersController {
   @ApiOperation({
     summary: 'Run a command in a new container of an image, like `docker run` (detached)',
     description:
-      'Body: {image, cmd: string[], env?: ["K=v"] | {K: v}, workdir?, user?, network?: "none"|"host"}. ' +
+      'Body: {image, cmd: string[], env?: ["K=v"] | {K: v}, workdir?, user?, network?: "sandbox"|"none"|"host"}. ' +
       "The image's Entrypoint is kept and cmd replaces its Cmd. Poll the container until state is `exited`.",
   })
   @ApiResponse({ status: 202, description: 'Created and queued: id and URL' })

@@ -29,7 +29,8 @@ export const CreateContainerBodySchema = z.object({
     .string()
     .regex(/^[^:\0\s]+(:[^:\0\s]+)?$/, 'must be user, uid, user:group or uid:gid')
     .optional(),
-  network: z.enum(['none', 'host']).default('none'),
+  /** Absent: the service's STEP_NETWORK_DEFAULT (`sandbox` unless the operator says otherwise). */
+  network: z.enum(['sandbox', 'none', 'host']).optional(),
 });
 export type CreateContainerBody = z.infer<typeof CreateContainerBodySchema>;
 

@@ -36,6 +36,12 @@ export class ContainersService {
         'network "host" is not allowed on this service (an operator can enable it with ALLOW_HOST_NETWORK=true)',
       );
     }
+    if (body.network === 'sandbox' && !this.config.allowSandboxNetwork) {
+      throw new StratumError(
+        'DENIED',
+        'network "sandbox" is turned off on this service (ALLOW_SANDBOX_NETWORK=false); use "none"',
+      );
+    }
     const image = await this.images.resolve(body.image);
     if (image.repository === null) {
       throw new StratumError('BAD_REQUEST', `image "${body.image}" must name a repository`);
@@ -50,7 +56,7 @@ export class ContainersService {
       imageDigest: image.manifestDigest as Digest,
       command: commandOf(config),
       config,
-      network: body.network,
+      network: body.network ?? this.config.stepNetworkDefault,
       createdAt: new Date().toISOString(),
       startedAt: null,
       finishedAt: null,

@@ -165,6 +165,8 @@ export class ProjectBuilder {
           buildargs: project.buildArgs,
           target: project.target ?? undefined,
           nocache: false,
+          // git-triggered builds get the service's default network
+          network: undefined,
           push: tags.some((t) => parseReference(t).registry !== null),
         });
         return submitted.id;
