@@ -61,7 +61,7 @@ export interface CreateContainerRequest {
   readonly env?: string[];
   readonly workdir?: string;
   readonly user?: string;
-  readonly network?: 'none' | 'host';
+  readonly network?: 'sandbox' | 'none' | 'host';
 }
 
 export interface Credentials {
@@ -216,6 +216,10 @@ export class ApiClient {
       targets,
       ...(credentials !== undefined ? { credentials } : {}),
     });
+  }
+
+  cancelPush(id: string): Promise<PushRecord> {
+    return this.request('DELETE', `/api/v1/pushes/${encodeURIComponent(id)}`);
   }
 
   getPush(id: string): Promise<PushRecord> {

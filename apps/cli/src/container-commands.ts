@@ -111,7 +111,13 @@ export function registerContainerCommands(program: Command, ctx: CliContext): vo
     .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable)', collect, [])
     .option('-w, --workdir <dir>', 'working directory inside the container')
     .option('-u, --user <user>', 'user[:group] or uid[:gid]')
-    .addOption(new Option('--network <mode>', 'network').choices(['none', 'host']).default('none'))
+    .addOption(
+      new Option('--network <mode>', "network (default: the service's, sandbox)").choices([
+        'sandbox',
+        'none',
+        'host',
+      ]),
+    )
     .action(
       async (
         image: string,
@@ -122,7 +128,7 @@ export function registerContainerCommands(program: Command, ctx: CliContext): vo
           env: string[];
           workdir?: string;
           user?: string;
-          network: 'none' | 'host';
+          network?: 'sandbox' | 'none' | 'host';
         },
       ) => {
         const api = ctx.client();
@@ -130,7 +136,7 @@ export function registerContainerCommands(program: Command, ctx: CliContext): vo
           image,
           cmd: command,
           env: o.env,
-          network: o.network,
+          ...(o.network !== undefined ? { network: o.network } : {}),
           ...(o.workdir !== undefined ? { workdir: o.workdir } : {}),
           ...(o.user !== undefined ? { user: o.user } : {}),
         });

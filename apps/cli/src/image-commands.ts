@@ -344,18 +344,20 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
         .catch(() => null);
       let record = await api.pushImage(source, targets, credentials);
       let cancelled = false;
+      // Ctrl-C cancels the push on the server (DELETE) and follows it to its end.
       const stop = onInterrupt(() => {
         cancelled = true;
-        ctx.err(
-          `\nstopped following (Ctrl-C): push ${record.id} goes on on the server (no cancel for pushes)\n`,
-        );
+        ctx.err(`\n=> Ctrl-C: cancelling push ${record.id}\n`);
+        api.cancelPush(record.id).catch((e: unknown) => {
+          ctx.err(`stratum: cancel failed: ${e instanceof Error ? e.message : String(e)}\n`);
+        });
       });
       const board = new ProgressBoard(ctx.progress);
       try {
         if (!o.quiet) {
           out(`The push refers to ${targets.join(', ')} (push ${record.id})\n`);
         }
-        while (!cancelled && (record.state === 'queued' || record.state === 'running')) {
+        while (record.state === 'queued' || record.state === 'running') {
           if (!o.quiet) {
             for (const t of record.targets) {
               const done = t.blobs.uploaded + t.blobs.exists + t.blobs.mounted + t.blobs.linked;
@@ -367,10 +369,6 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
         }
       } finally {
         stop();
-      }
-      if (cancelled) {
-        process.exitCode = 130;
-        return;
       }
       for (const t of record.targets) {
         const b = t.blobs;
@@ -389,7 +387,7 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
       }
       if (record.state !== 'succeeded') {
         ctx.err(`push ${record.state}${record.error !== null ? `: ${record.error}` : ''}\n`);
-        process.exitCode = 1;
+        process.exitCode = cancelled ? 130 : 1;
         return;
       }
       out(o.quiet ? `${record.manifestDigest}\n` : `digest: ${record.manifestDigest}\n`);

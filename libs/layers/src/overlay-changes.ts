@@ -16,8 +16,9 @@ export interface OverlayChangesOptions {
   /** Stop after this many changes (the rest is reported as `truncated`). */
   readonly limit?: number;
   /**
-   * Paths left out when they were added: mount points the runtime made in the upper dir
-   * (`/proc`, `/sys`, `/dev`), which Docker keeps in a layer below the container's (its "init" layer).
+   * Paths left out when they were added empty: mount points the runtime made in the upper dir
+   * (`/proc`, `/sys`, `/dev`, `/etc/hosts`…), which Docker keeps in a layer below the
+   * container's (its "init" layer); so is a directory added only to hold them.
    */
   readonly ignoreAdded?: readonly string[];
 }
@@ -139,14 +140,20 @@ export async function overlayChanges(
       }
       const old = parentAdded ? null : below(childPath);
       if (old === null) {
-        if (ignore.has(childPath) && st.isDirectory() && readdirSync(childAbs).length === 0) {
+        const empty = st.isDirectory() ? readdirSync(childAbs).length === 0 : st.isFile() && st.size === 0;
+        if (ignore.has(childPath) && empty) {
           continue;
         }
+        const at = changes.length;
         push({ kind: 'A', path: childPath });
-        changed = true;
         if (st.isDirectory()) {
-          walk(childPath, true);
+          const inner = walk(childPath, true);
+          if (!inner && !empty && at < changes.length) {
+            changes.splice(at, 1); // it holds only left-out mount points
+            continue;
+          }
         }
+        changed = true;
         continue;
       }
       if (!st.isDirectory() || !old.isDirectory()) {

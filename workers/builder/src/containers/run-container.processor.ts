@@ -19,10 +19,11 @@ import { LogTail } from './log-tail';
 export const LOG_LIMIT_BYTES = 256 * 1024;
 const LOG_FLUSH_MS = 2000;
 /**
- * Mount points runc makes in the container's root when the image lacks them: left out of its
+ * Mount points runc makes in the container's root when the image lacks them (the network files
+ * are bound in every mode): left out of its
  * `docker diff`, as Docker keeps them in the "init" layer below the container's.
  */
-const RUNTIME_MOUNT_POINTS = ['/proc', '/sys', '/dev'];
+const RUNTIME_MOUNT_POINTS = ['/proc', '/sys', '/dev', '/etc/hosts', '/etc/resolv.conf'];
 
 /**
  * `run-container` jobs: mounts the image's layers with a fresh upper dir, runs the command

@@ -1,0 +1,85 @@
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { mknod, setXattr } from './fs-attrs';
+import { OVERLAY_OPAQUE_XATTR } from './layer-apply';
+import { overlayChanges } from './overlay-changes';
+
+// An upper dir written as overlayfs writes one (whiteouts are char 0/0, an opaque dir carries
+// trusted.overlay.opaque=y; root only) over two lower layers, read as `docker diff` lists it.
+
+let root: string;
+
+function tree(base: string, files: Record<string, string | null>): string {
+  for (const [p, content] of Object.entries(files)) {
+    const abs = join(base, p);
+    if (content === null) {
+      mkdirSync(abs, { recursive: true });
+    } else {
+      mkdirSync(join(abs, '..'), { recursive: true });
+      writeFileSync(abs, content);
+    }
+  }
+  return base;
+}
+
+beforeEach(() => {
+  root = mkdtempSync(join(tmpdir(), 'stratum-changes-'));
+});
+afterEach(() => rmSync(root, { recursive: true, force: true }));
+
+it('lists A/C/D as docker diff does: directory before its contents, byte order', async () => {
+  const bottom = tree(join(root, 'l1'), {
+    'bin/sh': 'sh',
+    'bin/vi': 'vi',
+    'etc/passwd': 'root\n',
+    'd/x': 'x',
+    'd/y': 'y',
+    'var/keep': 'k',
+    'gone/file': 'g',
+  });
+  const top = tree(join(root, 'l2'), { 'etc/group': 'g\n' });
+  // The top layer deleted /gone: a whiteout there hides it from the container.
+  await mknod(join(top, 'gone'), 'char', 0o600, 0, 0);
+  const upper = tree(join(root, 'upper'), {
+    bin: null,
+    'etc/passwd': 'root\nextra\n',
+    'newdir/f': 'new',
+    'd/z': 'z',
+    proc: null,
+    'etc2/hosts': '',
+    var: null,
+  });
+  await mknod(join(upper, 'bin', 'vi'), 'char', 0o600, 0, 0);
+  await setXattr(join(upper, 'd'), OVERLAY_OPAQUE_XATTR, Buffer.from('y'));
+  chmodSync(join(upper, 'var'), 0o700); // copied up with another mode: C, nothing below
+  chmodSync(join(bottom, 'var'), 0o755);
+  const { changes, truncated } = await overlayChanges(upper, [top, bottom], {
+    ignoreAdded: ['/proc', '/etc2/hosts'],
+  });
+  expect(truncated).toBe(false);
+  expect(changes.map((c) => `${c.kind} ${c.path}`)).toEqual([
+    'C /bin',
+    'D /bin/vi',
+    'C /d',
+    'A /d/z',
+    'D /d/x',
+    'D /d/y',
+    'C /etc',
+    'C /etc/passwd',
+    'A /newdir',
+    'A /newdir/f',
+    'C /var',
+  ]);
+});
+
+it('stops at the limit and says so', async () => {
+  const lower = tree(join(root, 'l1'), { 'a/keep': 'k' });
+  const upper = tree(join(root, 'upper'), { 'n/1': '1', 'n/2': '2', 'n/3': '3' });
+  const { changes, truncated } = await overlayChanges(upper, [lower], { limit: 2 });
+  expect(truncated).toBe(true);
+  expect(changes).toEqual([
+    { kind: 'A', path: '/n' },
+    { kind: 'A', path: '/n/1' },
+  ]);
+});
