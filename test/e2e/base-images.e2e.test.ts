@@ -61,6 +61,8 @@ beforeAll(async () => {
     env: {
       DEFAULT_REGISTRY: 'docker.io',
       PULL_MIRRORS: `docker.io=http://${deadMirror},http://${mirror.host},${other.host}=http://${deadMirror}`,
+      // The pull-through mirror we serve, of the same Distribution: /v2/hub/<name> is its <name>.
+      REGISTRY_MIRRORS: `hub=http://${mirror.host}`,
     },
   });
   ours = stack.api.url.replace('http://', '');
@@ -149,6 +151,22 @@ it('fails a base nothing has, naming every place tried and why', async () => {
   expect(error).toContain('registry https://registry-1.docker.io: ');
 });
 
+it('takes FROM <pull-through prefix>/<name> through that mirror, blobs and all', async () => {
+  // A client asked /v2/hub/… for the manifest only: the pull-through holds it, tagged, without
+  // its config and layers (they are fetched when a client asks for them).
+  const head = await request(stack.api.url).get('/v2/hub/library/mirrored/manifests/latest').expect(200);
+  const tagged = head.headers['docker-content-digest'];
+  const { record, log } = await build('FROM hub/library/mirrored\nRUN echo ok > /ok\n', 'hello/hub:1');
+  expect(record.error).toBeNull();
+  expect(record.state).toBe('succeeded');
+  expect(log).toContain(
+    `FROM hub/library/mirrored: resolved from registry http://${mirror.host} (${mirror.host}/library/mirrored:latest)\n`,
+  );
+  // The mirror's tag still names what upstream's does.
+  const after = await request(stack.api.url).head('/v2/hub/library/mirrored/manifests/latest').expect(200);
+  expect(after.headers['docker-content-digest']).toBe(tagged);
+});
+
 it('builds from the pulled base again without contacting the mirror', async () => {
   await mirror.stop();
   const { record, log } = await build('FROM mirrored\nRUN echo again > /again\n', 'hello/mirrored:2');
@@ -158,4 +176,7 @@ it('builds from the pulled base again without contacting the mirror', async () =
     'FROM mirrored: found in this registry as remote/docker.io/library/mirrored (pulled before: docker.io/library/mirrored:latest)\n',
   );
   expect(log).not.toMatch(/trying the next|resolved from/);
+  const again = await build('FROM hub/library/mirrored\nRUN echo again > /again\n', 'hello/hub:2');
+  expect(again.record.error).toBeNull();
+  expect(again.log).toContain('FROM hub/library/mirrored: found in this registry as hub/library/mirrored');
 });

@@ -219,6 +219,23 @@ describe('pull-through mirror + RemoteImageResolver (e2e, Distribution upstream)
     await expect(
       resolver.resolve(`${dist.host}/library/multi:v1`, { os: 'windows', architecture: 'amd64' }),
     ).rejects.toThrow(/no image for windows\/amd64/);
+    // FROM hub/… (REGISTRY_MIRRORS=hub=…): fetched into hub/…, the tag naming the index there, as
+    // the pull-through keeps it; asked again, the index's linux/amd64 entry is found stored.
+    const viaHub = new RemoteImageResolver(new ImageTransfer(blobs, repositories), new RegistryClients(), {
+      mirrors: [{ prefix: 'hub', upstream: `http://${dist.host}`, username: null, password: null }],
+    });
+    expect(viaHub.servesPullThrough('hub/library/multi:v1')).toBe(true);
+    expect(viaHub.servesPullThrough('library/multi:v1')).toBe(false);
+    expect(await viaHub.resolve('hub/library/multi:v1')).toMatchObject({
+      repository: 'hub/library/multi',
+      manifestDigest: amd64.digest,
+      source: 'registry',
+    });
+    expect(await repositories.getTag('hub/library/multi', 'v1')).toBe(sha(index));
+    expect(await viaHub.resolve('hub/library/multi:v1')).toMatchObject({
+      manifestDigest: amd64.digest,
+      source: 'stored',
+    });
   }, 60_000);
 
   it('serves what it stored once upstream is gone', async () => {

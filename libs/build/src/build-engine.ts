@@ -63,6 +63,12 @@ import { hashSources } from './source-hash';
 export interface RemoteImageSource {
   /** Registry of unqualified names our registry lacks (`docker.io`); null: they mean ours only. */
   readonly defaultRegistry: string | null;
+  /**
+   * True for an unqualified name in a pull-through mirror's repository (REGISTRY_MIRRORS): it is
+   * resolved here, not taken from our registry as is (the mirror may hold a manifest whose blobs
+   * were never fetched).
+   */
+  isPullThrough(reference: string): boolean;
   resolve(reference: string, signal?: AbortSignal): Promise<RemoteImage>;
 }
 
@@ -415,7 +421,9 @@ class BuildRun {
     const parsed = tryParseReference(ref);
     const remote = this.options.remoteImages;
     let localMiss: string | null = null;
-    if (parsed === null || parsed.registry === null) {
+    // A pull-through mirror's repository is resolved through its upstream, below.
+    const pullThrough = parsed !== null && parsed.registry === null && remote?.isPullThrough(ref) === true;
+    if (!pullThrough && (parsed === null || parsed.registry === null)) {
       try {
         const image = await this.engine.images.resolve(ref);
         this.ctx.reporter.log(null, 'system', `FROM ${ref}: found in this registry\n`);

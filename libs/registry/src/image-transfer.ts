@@ -10,7 +10,7 @@ import {
 } from '@stratum/oci';
 import { BlobDigest, BlobStore, isBlobDigest, RepositoryStore } from '@stratum/storage';
 import { checkIndexEntries, DEFAULT_INDEX_LIMITS, IndexLimits, walkManifests } from './index-walk';
-import { RegistryClient } from './registry-client';
+import { RegistryClient, selectPlatform } from './registry-client';
 import { RegistryError } from './registry-error';
 import { readLimited, storedMediaType } from './registry.service';
 
@@ -91,7 +91,15 @@ export class ImageTransfer {
     if (digest === null || !(await this.repositories.hasManifest(repository, digest))) {
       return null;
     }
-    const m = await this.readManifest(repository, digest);
+    let m = await this.readManifest(repository, digest);
+    if (m.parsed.kind === 'oci-index' || m.parsed.kind === 'docker-manifest-list') {
+      // A tag the pull-through mirror set names the index: its entry for the platform, if here.
+      const entry = selectPlatform(m.parsed.manifest.manifests, platform);
+      if (entry === null || !(await this.repositories.hasManifest(repository, asDigest(entry.digest)))) {
+        return null;
+      }
+      m = await this.readManifest(repository, asDigest(entry.digest));
+    }
     if (m.parsed.kind !== 'oci-manifest' && m.parsed.kind !== 'docker-manifest') {
       return null;
     }
@@ -115,7 +123,7 @@ export class ImageTransfer {
     ) {
       return null;
     }
-    return digest;
+    return m.digest;
   }
 
   /** Links the image (every manifest below an index too) into `target`, then points `tag` at it. */
@@ -262,6 +270,7 @@ export class ImageTransfer {
   /**
    * Fetches a whole image (the manifest for `platform` when `reference` names an index, its
    * config and layers) into `repository` and points `tag` at it, last. Returns the manifest's digest.
+   * `tagIndex`: the index too is stored, and `tag` names it (as a pull-through mirror keeps a tag).
    */
   async fetchImage(
     client: RegistryClient,
@@ -271,6 +280,7 @@ export class ImageTransfer {
     tag: string | null,
     platform?: Platform,
     signal?: AbortSignal,
+    tagIndex = false,
   ): Promise<BlobDigest> {
     const { manifest, index } = await client.getImageManifest(upstream, reference, platform, signal);
     if (index !== null) {
@@ -283,8 +293,14 @@ export class ImageTransfer {
     }
     await this.blobs.put(Readable.from([manifest.bytes]), { expectedDigest: manifest.digest });
     await this.repositories.linkManifest(repository, manifest.digest);
+    let tagged = manifest.digest;
+    if (tagIndex && index !== null) {
+      await this.blobs.put(Readable.from([index.bytes]), { expectedDigest: index.digest });
+      await this.repositories.linkManifest(repository, index.digest);
+      tagged = index.digest;
+    }
     if (tag !== null) {
-      await this.repositories.setTag(repository, tag, manifest.digest);
+      await this.repositories.setTag(repository, tag, tagged);
     }
     return manifest.digest;
   }

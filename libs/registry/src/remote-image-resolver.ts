@@ -14,6 +14,16 @@ export interface PullSettings {
   readonly defaultRegistry?: string | null;
   /** Per registry, mirrors (`http(s)://host[:port]`) tried in order before the registry itself. */
   readonly pullMirrors?: readonly { readonly registry: string; readonly urls: readonly string[] }[];
+  /**
+   * The pull-through mirrors we serve (REGISTRY_MIRRORS): `FROM <prefix>/<name>` is fetched from
+   * that upstream into `<prefix>/<name>`, the repository the pull-through fills for /v2 clients.
+   */
+  readonly mirrors?: readonly {
+    readonly prefix: string;
+    readonly upstream: string;
+    readonly username: string | null;
+    readonly password: string | null;
+  }[];
 }
 
 /** One place a pull tried and why it gave nothing. */
@@ -111,6 +121,43 @@ export class RemoteImageResolver {
     return withDefaultRegistry(ref, ref.registry ?? this.defaultRegistry ?? 'docker.io');
   }
 
+  /**
+   * True when `reference` names a repository of a pull-through mirror we serve (`hub/library/alpine`
+   * with REGISTRY_MIRRORS=hub=…): such a name is resolved here, because what the mirror holds may
+   * be a manifest whose blobs were never fetched (the pull-through fetches them on demand).
+   */
+  servesPullThrough(reference: string): boolean {
+    return this.pullThrough(reference) !== null;
+  }
+
+  private pullThrough(
+    reference: string,
+  ): { ref: ImageReference; client: RegistryClient; upstream: string; repository: string } | null {
+    let ref: ImageReference;
+    try {
+      ref = parseReference(reference);
+    } catch {
+      return null;
+    }
+    if (ref.registry !== null) {
+      return null;
+    }
+    for (const m of this.settings.mirrors ?? []) {
+      if (ref.repository.startsWith(`${m.prefix}/`)) {
+        const url = new URL(m.upstream);
+        const credentials =
+          m.username !== null && m.password !== null ? { username: m.username, password: m.password } : null;
+        return {
+          ref,
+          client: this.clients.clientFor(url.host, credentials, url.protocol === 'http:'),
+          upstream: ref.repository.slice(m.prefix.length + 1),
+          repository: ref.repository,
+        };
+      }
+    }
+    return null;
+  }
+
   /** The mirrors of `registry` then the registry itself, in the order a pull tries them. */
   endpoints(registry: string): { kind: 'mirror' | 'registry'; client: RegistryClient }[] {
     const mirrors = this.settings.pullMirrors?.find((m) => m.registry === registry)?.urls ?? [];
@@ -127,6 +174,19 @@ export class RemoteImageResolver {
   }
 
   async resolve(reference: string, platform?: Platform, signal?: AbortSignal): Promise<ResolvedRemoteImage> {
+    const served = this.pullThrough(reference);
+    if (served !== null) {
+      return this.fetch(
+        served.repository,
+        served.ref,
+        `${served.client.registry}/${served.upstream}`,
+        [{ kind: 'registry', client: served.client }],
+        served.upstream,
+        platform,
+        signal,
+        true,
+      );
+    }
     const ref = this.qualify(reference);
     if (ref === null) {
       throw new RegistryError(
@@ -135,8 +195,34 @@ export class RemoteImageResolver {
       );
     }
     const repository = RemoteImageResolver.localRepository(ref.registry, ref.repository);
+    return this.fetch(
+      repository,
+      ref,
+      `${ref.registry}/${ref.repository}`,
+      this.endpoints(ref.registry),
+      ref.repository,
+      platform,
+      signal,
+    );
+  }
+
+  /**
+   * What `repository` holds for `ref` already, else the image fetched from the first of
+   * `endpoints` that has it (`upstream`: its name there). `name` is the full name shown.
+   * `tagIndex`: the tag names the index, as the pull-through mirror's tags do.
+   */
+  private async fetch(
+    repository: string,
+    ref: ImageReference,
+    name: string,
+    endpoints: { kind: 'mirror' | 'registry'; client: RegistryClient }[],
+    upstream: string,
+    platform: Platform | undefined,
+    signal: AbortSignal | undefined,
+    tagIndex = false,
+  ): Promise<ResolvedRemoteImage> {
     const wanted = ref.digest ?? ref.tag ?? 'latest';
-    const shown = `${ref.registry}/${ref.repository}${ref.digest !== null ? `@${ref.digest}` : `:${wanted}`}`;
+    const shown = `${name}${ref.digest !== null ? `@${ref.digest}` : `:${wanted}`}`;
     const stored = await this.transfer.storedImage(repository, wanted, platform ?? DEFAULT_PLATFORM);
     if (stored !== null) {
       return {
@@ -149,16 +235,17 @@ export class RemoteImageResolver {
       };
     }
     const failed: PullAttempt[] = [];
-    for (const { kind, client } of this.endpoints(ref.registry)) {
+    for (const { kind, client } of endpoints) {
       try {
         const manifestDigest = await this.transfer.fetchImage(
           client,
-          ref.repository,
+          upstream,
           wanted,
           repository,
           ref.digest === null ? ref.tag : null,
           platform,
           signal,
+          tagIndex,
         );
         return {
           repository,

@@ -115,6 +115,7 @@ export class WorkerModule {
 function adaptResolver(resolver: RemoteImageResolver): RemoteImageSource {
   return {
     defaultRegistry: resolver.unqualifiedRegistry,
+    isPullThrough: (reference) => resolver.servesPullThrough(reference),
     resolve: (reference, signal) =>
       resolver.resolve(reference, { os: 'linux', architecture: 'amd64' }, signal),
   };
