@@ -2,14 +2,15 @@
 // registry first, then pulled from the default registry (docker.io, `library/` added to one-word
 // names) through its mirrors in order, then the registry itself (PULL_MIRRORS, as daemon.json's
 // registry-mirrors); a qualified one goes to its registry through its mirrors. Two real CNCF
-// Distribution registries play "the mirror of docker.io" and "another registry"; a free port
-// nobody listens on plays a mirror that is down. The build log says where each base came from;
+// Distribution registries play "the mirror of docker.io" and "another registry"; a server that
+// answers 503 to everything plays a mirror that is down. The build log says where each base came from;
 // a base nothing has fails naming every place tried; a pulled base is kept and found again
 // without asking the mirror.
 import 'reflect-metadata';
+import { createServer, Server, Socket } from 'node:net';
 import request from 'supertest';
 import { BuildEvent, BuildRecord } from '@stratum/contracts';
-import { busyboxRootfs, contextTar, freePort, pollBuild, readSse } from '@stratum/testing';
+import { busyboxRootfs, contextTar, pollBuild, readSse } from '@stratum/testing';
 import { StackHandle, startStack } from '../support/stack';
 import { DistributionHandle, skopeo, startDistribution } from './registry-fixtures';
 
@@ -19,6 +20,8 @@ let stack: StackHandle;
 let mirror: DistributionHandle;
 let other: DistributionHandle;
 let deadMirror: string;
+let deadServer: Server;
+const deadSockets = new Set<Socket>();
 let ours: string;
 
 const DOCKERFILE = 'FROM busybox\nRUN echo hi > /hi\nCMD ["cat","/hi"]\n';
@@ -55,7 +58,16 @@ async function build(dockerfile: string, tag: string): Promise<{ record: BuildRe
 beforeAll(async () => {
   mirror = await startDistribution();
   other = await startDistribution();
-  deadMirror = `127.0.0.1:${await freePort()}`;
+  // A mirror that is down: it holds its port (a port merely free now could be taken by another
+  // process on this shared machine) and answers every connection 503.
+  deadServer = createServer((socket) => {
+    deadSockets.add(socket);
+    socket.on('close', () => deadSockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    socket.end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+  });
+  await new Promise<void>((r) => deadServer.listen(0, '127.0.0.1', r));
+  deadMirror = `127.0.0.1:${(deadServer.address() as { port: number }).port}`;
   stack = await startStack({
     name: 'base-images',
     env: {
@@ -87,6 +99,10 @@ afterAll(async () => {
   } finally {
     await mirror?.stop();
     await other?.stop();
+    if (deadServer !== undefined) {
+      deadSockets.forEach((socket) => socket.destroy());
+      await new Promise((r) => deadServer.close(r));
+    }
   }
 });
 
@@ -104,9 +120,7 @@ it('pulls a one-word name as docker.io/library/<name> through the mirrors in ord
   expect(record.state).toBe('succeeded');
   // The first mirror is down: passed over, said so, then the second one had it.
   expect(log).toMatch(
-    new RegExp(
-      `FROM mirrored: mirror http://${deadMirror} failed \\(.*ECONNREFUSED.*\\); trying the next\\n`,
-    ),
+    new RegExp(`FROM mirrored: mirror http://${deadMirror} failed \\(.*answered 503\\); trying the next\\n`),
   );
   expect(log).toContain(
     `FROM mirrored: resolved from mirror http://${mirror.host} (docker.io/library/mirrored:latest)\n`,
@@ -145,7 +159,7 @@ it('fails a base nothing has, naming every place tried and why', async () => {
     'base image "stratum-e2e-nowhere:1" (docker.io/library/stratum-e2e-nowhere:1) not found',
   );
   expect(error).toMatch(/this registry: image "stratum-e2e-nowhere:1" not found/);
-  expect(error).toMatch(new RegExp(`mirror http://${deadMirror}: .*ECONNREFUSED`));
+  expect(error).toMatch(new RegExp(`mirror http://${deadMirror}: .*answered 503`));
   expect(error).toMatch(new RegExp(`mirror http://${mirror.host}: .*404`));
   // Offline here (no DNS for it); with internet, Docker Hub refuses the unknown name instead.
   expect(error).toContain('registry https://registry-1.docker.io: ');

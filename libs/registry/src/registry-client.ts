@@ -22,6 +22,12 @@ export interface RegistryClientOptions {
   readonly chunkSize?: number;
   /** Largest manifest accepted (default 4 MiB, as Distribution). */
   readonly maxManifestBytes?: number;
+  /**
+   * How long the first request (`GET /v2/`) may wait for an answer (default 30 s). A server that
+   * accepts connections and drops them would otherwise hold a pull for minutes (Node's fetch
+   * waits up to 300 s for response headers), and a pull tries the next mirror only after it.
+   */
+  readonly pingTimeoutMs?: number;
 }
 
 /** A manifest fetched from a registry, verified against its digest. */
@@ -68,6 +74,7 @@ type Challenge =
 const DOCKER_HUB_API = 'registry-1.docker.io';
 const DEFAULT_CHUNK = 16 * 1024 * 1024;
 const DEFAULT_MAX_MANIFEST = 4 * 1024 * 1024;
+const DEFAULT_PING_TIMEOUT_MS = 30_000;
 const SHA256 = /^sha256:[a-f0-9]{64}$/;
 
 /**
@@ -86,6 +93,7 @@ export class RegistryClient {
   private readonly userAgent: string;
   private readonly chunkSize: number;
   private readonly maxManifestBytes: number;
+  private readonly pingTimeoutMs: number;
   private challenge: Promise<Challenge> | null = null;
   private readonly tokens = new Map<string, { token: string; expires: number }>();
 
@@ -97,6 +105,7 @@ export class RegistryClient {
     this.userAgent = options.userAgent ?? 'stratum-registry-client/1';
     this.chunkSize = options.chunkSize ?? DEFAULT_CHUNK;
     this.maxManifestBytes = options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST;
+    this.pingTimeoutMs = options.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS;
   }
 
   // ---------------------------------------------------------------- manifests
@@ -395,15 +404,21 @@ export class RegistryClient {
   private ping(signal?: AbortSignal): Promise<Challenge> {
     this.challenge ??= (async (): Promise<Challenge> => {
       let res: Response;
+      const timeout = AbortSignal.timeout(this.pingTimeoutMs);
       try {
         res = await fetch(`${this.baseUrl}/v2/`, {
           headers: { 'User-Agent': this.userAgent },
-          ...(signal !== undefined ? { signal } : {}),
+          signal: signal !== undefined ? AbortSignal.any([signal, timeout]) : timeout,
         });
       } catch (err) {
+        if (signal?.aborted === true) {
+          throw err;
+        }
         throw new RemoteRegistryError(
           'UNAVAILABLE',
-          `${this.baseUrl}/v2/: ${causeMessage(err)}`,
+          timeout.aborted
+            ? `${this.baseUrl}/v2/: no answer within ${this.pingTimeoutMs / 1000} s`
+            : `${this.baseUrl}/v2/: ${causeMessage(err)}`,
           0,
           true,
           err,
