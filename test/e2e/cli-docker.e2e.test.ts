@@ -1,0 +1,138 @@
+// Decorator metadata is only recorded when reflect-metadata is loaded before any decorated class.
+import 'reflect-metadata';
+import { ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { busyboxRootfs, CLI_BIN } from '@stratum/testing';
+import { run } from './registry-fixtures';
+import { StackHandle, startStack } from '../support/stack';
+
+// `stratum history` and `stratum diff` beside `docker history` and `docker diff` of the same
+// image and the same change in Docker Engine (a private dockerd: vfs storage, no iptables or
+// bridge, its own roots and socket), where their shapes overlap: the exact forms
+// (`--no-trunc -H=false`) of the history, and the sorted A/C/D lines of the diff.
+
+jest.setTimeout(240_000);
+
+let stack: StackHandle;
+let work: string;
+let dockerd: ChildProcess;
+let docker: (...args: string[]) => Promise<string>;
+let host: string;
+
+function stratum(args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      CLI_BIN,
+      args,
+      {
+        env: {
+          PATH: `${dirname(process.execPath)}:${process.env.PATH}`,
+          STRATUM_URL: stack.api.url,
+          HOME: work,
+        },
+        timeout: 120_000,
+      },
+      (err, stdout, stderr) =>
+        err === null ? resolve(stdout) : reject(new Error(`${err.message}\n${stderr}`)),
+    );
+  });
+}
+
+const CHANGE = 'mkdir /newdir && echo hi > /newdir/f && echo extra >> /etc/passwd && rm /bin/vi';
+
+beforeAll(async () => {
+  stack = await startStack({ name: 'cli-docker' });
+  host = stack.api.url.replace('http://', '');
+  work = mkdtempSync(join(tmpdir(), 'stratum-cli-docker-'));
+  const socket = `unix://${join(work, 'docker.sock')}`;
+  mkdirSync(join(work, 'client'));
+  dockerd = spawn(
+    'dockerd',
+    [
+      '--iptables=false',
+      '--ip6tables=false',
+      '--bridge=none',
+      '--storage-driver=vfs',
+      '--data-root',
+      join(work, 'data'),
+      '--exec-root',
+      join(work, 'exec'),
+      '--pidfile',
+      join(work, 'dockerd.pid'),
+      '--host',
+      socket,
+      '--insecure-registry',
+      host,
+    ],
+    { stdio: 'ignore' },
+  );
+  docker = async (...args: string[]) =>
+    (
+      await run('docker', ['-H', socket, ...args], {
+        timeout: 120_000,
+        env: { ...process.env, DOCKER_CONFIG: join(work, 'client'), TZ: 'UTC' },
+      })
+    ).stdout;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      await docker('version');
+      break;
+    } catch (err) {
+      if (Date.now() > deadline || dockerd.exitCode !== null) {
+        throw err;
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+  writeFileSync(join(work, 'rootfs.tar'), busyboxRootfs());
+  await stratum(['import', '-q', '-m', 'busybox', join(work, 'rootfs.tar'), 'cmp/base:1']);
+}, 180_000);
+
+afterAll(async () => {
+  if (dockerd !== undefined && dockerd.exitCode === null && dockerd.signalCode === null) {
+    const exited = new Promise((r) => dockerd.once('exit', r));
+    dockerd.kill('SIGTERM');
+    await exited;
+  }
+  await stack?.stop();
+  if (work !== undefined) {
+    rmSync(work, { recursive: true, force: true });
+  }
+}, 60_000);
+
+it('stratum diff lists what docker diff lists for the same change', async () => {
+  const id = (await stratum(['run', '-d', 'cmp/base:1', 'sh', '-c', CHANGE])).trim();
+  for (let i = 0; i < 120 && !/Exited/.test(await stratum(['ps', '-a'])); i++) {
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const ours = (await stratum(['diff', id])).trim().split('\n').sort();
+
+  await docker('pull', `${host}/cmp/base:1`);
+  const cid = (await docker('create', '--network', 'none', `${host}/cmp/base:1`, 'sh', '-c', CHANGE)).trim();
+  await docker('start', '-a', cid);
+  const theirs = (await docker('diff', cid)).trim().split('\n').sort();
+  expect(ours).toEqual(theirs);
+  expect(ours).toContain('D /bin/vi');
+
+  const committed = (await stratum(['commit', '-m', 'changed', id, 'cmp/changed:1'])).trim();
+  expect(committed).toMatch(/^sha256:/);
+});
+
+it('stratum history --no-trunc -H=false prints what docker history does for the pulled image', async () => {
+  await docker('pull', `${host}/cmp/changed:1`);
+  const theirs = await docker('history', '--no-trunc', '-H=false', `${host}/cmp/changed:1`);
+  const ours = await stratum(['history', '--no-trunc', '-H=false', 'cmp/changed:1']);
+  expect(ours).toBe(theirs);
+  expect(ours.trim().split('\n')).toHaveLength(3); // header, the commit, the import
+  expect(ours).toMatch(/^sha256:[0-9a-f]{64} +\S+Z +sh -c mkdir .* \d+ +changed\n<missing> .* busybox\n$/m);
+  // and the human form, but for the ages (seconds tick between the two commands)
+  const age = / (Less than a second|\d+ seconds?|About a minute) ago /g;
+  const theirsHuman = (await docker('history', `${host}/cmp/changed:1`)).replace(age, ' AGE ');
+  const oursHuman = (await stratum(['history', 'cmp/changed:1'])).replace(age, ' AGE ');
+  expect(oursHuman.split('\n').map((l) => l.replace(/\s+/g, ' '))).toEqual(
+    theirsHuman.split('\n').map((l) => l.replace(/\s+/g, ' ')),
+  );
+});
