@@ -2,7 +2,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RedisServerHandle, startRedisServer } from '@stratum/testing';
+import { RedisServerHandle, startRedisServer, unmountUnder } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
 import { makeImage, OciImageParts, run, skopeo, writeOciLayout } from './registry-fixtures';
 
@@ -102,6 +102,9 @@ describe('docker pull from Stratum (e2e, private dockerd)', () => {
     }
     await api?.close();
     await redis?.stop();
+    if (dockerDir !== undefined) {
+      unmountUnder(dockerDir);
+    }
     for (const dir of [dataDir, work, dockerDir]) {
       if (dir !== undefined) {
         await rm(dir, { recursive: true, force: true });

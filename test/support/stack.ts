@@ -1,9 +1,10 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiServerHandle, startApiServer, testConfig } from './api-server';
 import { RedisServerHandle, startRedisServer } from './redis-server';
 import { startWorkerProcess, WorkerProcessHandle } from './worker-process';
+import { mountsUnder } from './tools';
 
 export interface StackOptions {
   /** Names the data directory (`stratum-e2e-<name>-*`) and the worker id (`e2e-<name>`). */
@@ -40,9 +41,8 @@ export async function startStack(options: StackOptions): Promise<StackHandle> {
         .then(step)
         .catch((err: Error) => failures.push(err));
     }
-    // A mount left below it (a leak the test should report) is not deleted through
-    // (mountinfo writes a space in a path as \040).
-    if (!readFileSync('/proc/self/mountinfo', 'utf8').includes(dataDir.replace(/ /g, '\\040'))) {
+    // A mount left below it (a leak the test should report) is not deleted through.
+    if (mountsUnder(dataDir).length === 0) {
       rmSync(dataDir, { recursive: true, force: true });
     }
     if (failures.length > 0) {

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 
 /**
  * Fails (never skips) when a program a test needs is missing, naming it: a skipped test checks
@@ -29,5 +29,25 @@ function toolExists(tool: string): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** Mount points at or below `dir` (from /proc/self/mountinfo, which writes a space as \040). */
+export function mountsUnder(dir: string): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => l.split(' ')[4].replace(/\\040/g, ' '))
+    .filter((m) => m === dir || m.startsWith(`${dir}/`));
+}
+
+/**
+ * Unmounts what a program the test ran (dockerd, podman) left mounted below `dir`, deepest first,
+ * so the test's directory can be removed: dockerd keeps its data root a private bind mount of
+ * itself on a host whose / is not shared (a chroot), and does not always undo it on SIGTERM.
+ */
+export function unmountUnder(dir: string): void {
+  for (const m of mountsUnder(dir).sort().reverse()) {
+    execFileSync('umount', [m], { stdio: 'ignore' });
   }
 }

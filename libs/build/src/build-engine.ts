@@ -971,7 +971,7 @@ class BuildRun {
     this.live.add(fs);
     try {
       const changed = await work(fs);
-      await this.filesystems.unmount(fs);
+      await this.filesystems.unmountPruned(fs);
       this.checkAbort();
       if (changed === false) {
         return null;

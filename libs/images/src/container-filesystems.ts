@@ -1,4 +1,4 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nameBeneath } from '@stratum/confine';
 import { StratumError } from '@stratum/contracts';
@@ -137,6 +137,32 @@ export class ContainerFilesystems {
   }
 
   /**
+   * Unmounts a build step's filesystem, leaving out of its upper dir the directories overlay's
+   * copy-up alone put there: a runtime's mountpoint stub (`/etc/hosts`, `/etc/resolv.conf`,
+   * which the network modes bind in) is created and removed again, but its parent stays copied
+   * up with a new mtime and would reach every RUN layer as a bare `/etc`. Docker keeps such stubs
+   * in an init layer below the container's. A directory is left out when `docker diff` rules
+   * (moby's: a directory's mtime is not a change) see no change in it or below it; it is
+   * decided while mounted (the layers below are leased) and removed after the unmount, never
+   * under a live overlay.
+   */
+  async unmountPruned(fs: ContainerFs): Promise<void> {
+    let copiedUp: string[] = [];
+    const lease = this.leases.get(fs.merged);
+    if (lease !== undefined) {
+      const { changes } = await overlayChanges(fs.upper, lease.lowerDirs);
+      const changed = changes.map((c) => c.path);
+      const dirs = await directoriesBelow(fs.upper);
+      copiedUp = dirs.filter((d) => !changed.some((c) => c === d || c.startsWith(`${d}/`)));
+    }
+    await this.unmount(fs);
+    // deepest first; rmdir refuses a directory that still holds anything (then it stays)
+    for (const dir of copiedUp.sort().reverse()) {
+      await rmdir(join(fs.upper, dir)).catch(() => undefined);
+    }
+  }
+
+  /**
    * Turns the upper dir into a layer blob (walking the upper dir only, so the cost follows
    * the bytes changed). Call with the overlay unmounted or the container stopped.
    */
@@ -158,4 +184,20 @@ export class ContainerFilesystems {
     await this.unmount(fs);
     await rm(fs.dir, { recursive: true, force: true });
   }
+}
+
+/** Every directory below `root`, as container paths (`/etc`, `/etc/ssl`). */
+async function directoriesBelow(root: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (rel: string): Promise<void> => {
+    for (const entry of await readdir(join(root, rel), { withFileTypes: true })) {
+      if (entry.isDirectory()) {
+        const child = `${rel}/${entry.name}`;
+        out.push(child);
+        await walk(child);
+      }
+    }
+  };
+  await walk('');
+  return out;
 }

@@ -136,7 +136,7 @@ export class RunContainerProcessor implements JobHandler<typeof JobName.RunConta
             this.logger.warn(`container ${id}: cannot list its changes: ${String(err)}`);
             return null;
           });
-        await this.filesystems.unmount(fs).catch((err: unknown) => {
+        await this.filesystems.unmountPruned(fs).catch((err: unknown) => {
           this.logger.error(`container ${id}: unmount failed: ${String(err)}`);
         });
       }
