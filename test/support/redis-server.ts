@@ -26,6 +26,8 @@ export async function freePort(): Promise<number> {
 export interface RedisServerHandle {
   readonly url: string;
   readonly port: number;
+  /** Its working directory (the append-only file lives here, under appendonlydir/). */
+  readonly dir: string;
   readonly process: ChildProcess;
   stop(): Promise<void>;
 }
@@ -74,6 +76,7 @@ export async function startRedisServer(options: { appendonly?: boolean } = {}): 
   return {
     url,
     port,
+    dir,
     process: child,
     stop: async () => {
       if (child.exitCode === null) {

@@ -13,6 +13,8 @@ export interface StackOptions {
   readonly env?: Record<string, string>;
   /** Runs the compiled builder worker beside the API (default true; `npm run build` first). */
   readonly worker?: boolean;
+  /** Redis with its append-only file on (a test that searches the AOF). */
+  readonly redisAppendonly?: boolean;
 }
 
 /** A test's own Stratum: redis-server, data directory, API in process, worker process. */
@@ -50,7 +52,7 @@ export async function startStack(options: StackOptions): Promise<StackHandle> {
     }
   };
   try {
-    redis = await startRedisServer();
+    redis = await startRedisServer({ appendonly: options.redisAppendonly === true });
     const env = {
       REDIS_URL: redis.url,
       DATA_DIR: dataDir,

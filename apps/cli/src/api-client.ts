@@ -36,6 +36,8 @@ export interface SubmitOptions {
   readonly network?: 'sandbox' | 'none' | 'default';
   /** Build from this stored context (an earlier submission's `contextDigest`) instead of a body. */
   readonly context?: string;
+  /** The `secretsId` of {@link ApiClient.putSecrets}. */
+  readonly secrets?: string;
 }
 
 /** `GET /api/v1/images/:ref` (apps/api ImageDetail). */
@@ -305,6 +307,9 @@ export class ApiClient {
     if (o.network !== undefined) {
       q.set('network', o.network);
     }
+    if (o.secrets !== undefined) {
+      q.set('secrets', o.secrets);
+    }
     if (context === null) {
       q.set('context', o.context ?? '');
       return this.request('POST', `/api/v1/builds?${q.toString()}`);
@@ -313,6 +318,22 @@ export class ApiClient {
       headers: { 'content-type': 'application/x-tar' },
       body: context,
     });
+  }
+
+  /**
+   * Hands the build's secrets over before the build is submitted (the tar stream is the body
+   * of that request); answers the id the build names them by.
+   */
+  async putSecrets(secrets: ReadonlyMap<string, Buffer>): Promise<string> {
+    const body = JSON.stringify({
+      secrets: Object.fromEntries([...secrets].map(([k, v]) => [k, v.toString('base64')])),
+    });
+    const res = await this.request<{ secretsId: string }>('POST', '/api/v1/builds/secrets', {
+      // Not application/json: the API reads this type itself, past the global parser's 100 KB.
+      headers: { 'content-type': 'application/vnd.stratum.secrets+json' },
+      body: Readable.from([Buffer.from(body)]),
+    });
+    return res.secretsId;
   }
 
   getBuild(id: string): Promise<BuildRecord> {

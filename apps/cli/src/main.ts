@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync, statSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { BuildEvent, BuildState, isTerminalBuildState } from '@stratum/contracts';
 import { ConfigError, loadCliConfig } from '@stratum/config';
@@ -32,6 +33,73 @@ function parseBuildArgs(pairs: string[]): Record<string, string> {
     args[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   return args;
+}
+
+/** Largest secret value, as BuildKit's (the server refuses larger ones too). */
+const MAX_SECRET_BYTES = 500 * 1024;
+
+/**
+ * `--secret` values as docker build takes them: `id=npmrc,src=$HOME/.npmrc` (a file),
+ * `id=tok,env=TOKEN` (a variable of this environment), `id=TOKEN` alone (the variable of that name).
+ */
+export function parseSecrets(
+  specs: string[],
+  environment: Readonly<Record<string, string | undefined>>,
+): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  for (const spec of specs) {
+    const fields = new Map<string, string>();
+    for (const part of spec.split(',')) {
+      const eq = part.indexOf('=');
+      if (eq <= 0) {
+        throw new ApiError(
+          0,
+          'BAD_REQUEST',
+          `--secret: expected key=value fields, got "${part}" in "${spec}"`,
+        );
+      }
+      const key = part.slice(0, eq).trim().toLowerCase();
+      if (!['id', 'src', 'source', 'env', 'type'].includes(key)) {
+        throw new ApiError(0, 'BAD_REQUEST', `--secret: unknown field "${key}" in "${spec}"`);
+      }
+      fields.set(key === 'source' ? 'src' : key, part.slice(eq + 1));
+    }
+    const id = fields.get('id');
+    if (id === undefined || id === '') {
+      throw new ApiError(0, 'BAD_REQUEST', `--secret: id= is required in "${spec}"`);
+    }
+    const src = fields.get('src');
+    const envName = fields.get('env') ?? (src === undefined ? id : undefined);
+    let value: Buffer;
+    if (src !== undefined && fields.get('type') !== 'env') {
+      let st;
+      try {
+        st = statSync(src);
+      } catch {
+        throw new ApiError(0, 'BAD_REQUEST', `--secret ${id}: cannot read ${src}`);
+      }
+      if (st.size > MAX_SECRET_BYTES) {
+        throw new ApiError(
+          0,
+          'BAD_REQUEST',
+          `--secret ${id}: ${src} is larger than ${MAX_SECRET_BYTES} bytes`,
+        );
+      }
+      value = readFileSync(src);
+    } else {
+      const v = envName === undefined ? undefined : environment[envName];
+      if (v === undefined) {
+        throw new ApiError(
+          0,
+          'BAD_REQUEST',
+          `--secret ${id}: the environment variable ${envName ?? id} is not set`,
+        );
+      }
+      value = Buffer.from(v);
+    }
+    out.set(id, value);
+  }
+  return out;
 }
 
 /** Follows a build to its end, printing progress; returns the final state and image. */
@@ -137,6 +205,12 @@ export function buildProgram(
         "RUN steps' network unless a step names its own (docker build --network)",
       ).choices(['sandbox', 'none', 'default']),
     )
+    .option(
+      '--secret <id=ID,src=FILE|env=VAR>',
+      'a secret for RUN --mount=type=secret (repeatable), as docker build --secret',
+      collect,
+      [],
+    )
     .action(
       async (
         dir: string,
@@ -149,6 +223,7 @@ export function buildProgram(
           push: boolean;
           quiet: boolean;
           network?: 'sandbox' | 'none' | 'default';
+          secret: string[];
         },
       ) => {
         const print = out;
@@ -157,7 +232,9 @@ export function buildProgram(
         }
         const api = client();
         const loc = locateDockerfile(dir, o.file, process.cwd());
+        const secrets = parseSecrets(o.secret, api.config.environment ?? {});
         const options: SubmitOptions = {
+          ...(secrets.size > 0 ? { secrets: await api.putSecrets(secrets) } : {}),
           tags: o.tag,
           dockerfile: loc.sentAs,
           buildArgs: parseBuildArgs(o.buildArg),

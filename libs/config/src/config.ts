@@ -615,6 +615,8 @@ export interface CliConfig {
    * `~/.config/stratum`; the file 0600); null when there is no home to put it in.
    */
   readonly configDir: string | null;
+  /** The environment `stratum build --secret id=x,env=NAME` reads a value from (docker build's way). */
+  readonly environment?: Readonly<Record<string, string | undefined>>;
 }
 
 export function loadCliConfig(env: Record<string, string | undefined> = process.env): CliConfig {
@@ -630,6 +632,7 @@ export function loadCliConfig(env: Record<string, string | undefined> = process.
     cacheDir: env.STRATUM_NO_CONTEXT_CACHE === '1' || cacheHome === '' ? null : `${cacheHome}/stratum`,
     extraCaFile: env.STRATUM_EXTRA_CA_CERTS || null,
     configDir: configHome === '' ? null : `${configHome}/stratum`,
+    environment: env,
   };
 }
 

@@ -25,6 +25,8 @@ export interface BuildJobData {
    * operator's STEP_NETWORK_DEFAULT. `RUN --network=none|host` still wins for its step.
    */
   readonly network?: BuildNetwork;
+  /** Id of the build's secrets bundle (BuildSecretStore), never the values themselves. */
+  readonly secretsId?: string;
 }
 
 export interface BuildJobResult {

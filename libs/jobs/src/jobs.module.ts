@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { QueueName } from '@stratum/contracts';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { BuildRecordStore } from './build-record-store';
+import { BuildSecretStore } from './build-secret-store';
 import { BuildProducer, CommitProducer, createQueue, ProducerSettings, PushProducer } from './producers';
 import { createRedis } from './redis';
 
@@ -40,6 +41,12 @@ export class JobsModule implements OnApplicationShutdown {
           useFactory: (redis: Redis, config: StratumConfig) =>
             new BuildRecordStore(redis, config.buildRetentionSeconds),
         },
+        {
+          provide: BuildSecretStore,
+          inject: [REDIS, STRATUM_CONFIG],
+          useFactory: (redis: Redis, config: StratumConfig) =>
+            new BuildSecretStore(redis, config.auth.secret),
+        },
         ...(
           [
             [BuildProducer, QueueName.Build],
@@ -60,7 +67,7 @@ export class JobsModule implements OnApplicationShutdown {
             ),
         },
       ],
-      exports: [REDIS, BuildRecordStore, BuildProducer, CommitProducer, PushProducer],
+      exports: [REDIS, BuildRecordStore, BuildSecretStore, BuildProducer, CommitProducer, PushProducer],
     };
   }
 

@@ -1,7 +1,6 @@
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { PushRecord, StratumError } from '@stratum/contracts';
-import { JsonRecords, RedisKeys } from '@stratum/jobs';
+import { JsonRecords, RedisKeys, SecretBox } from '@stratum/jobs';
 import { RegistryCredentials } from './registry-client';
 
 /** Redis keys of pushes. */
@@ -30,7 +29,7 @@ export const PUSH_CREDENTIALS_KEY_SETTING = 'AUTH_SECRET';
  * attempts of a push job overlapping after a stall) never lose each other's changes.
  */
 export class PushRecordStore {
-  private readonly key: Buffer | null;
+  private readonly box: SecretBox;
   private readonly records: JsonRecords<PushRecord>;
 
   constructor(
@@ -38,8 +37,7 @@ export class PushRecordStore {
     private readonly retentionSeconds: number,
     secret: string | null,
   ) {
-    this.key =
-      secret === null ? null : createHash('sha256').update(`stratum-push-credentials:${secret}`).digest();
+    this.box = new SecretBox(secret, 'stratum-push-credentials');
     this.records = new JsonRecords<PushRecord>(redis, {
       kind: 'push',
       key: PushKeys.push,
@@ -59,8 +57,8 @@ export class PushRecordStore {
     this.requireKey();
   }
 
-  private requireKey(): Buffer {
-    if (this.key === null) {
+  private requireKey(): void {
+    if (!this.box.available) {
       throw new StratumError(
         'BAD_REQUEST',
         `credentials cannot be accepted: ${PUSH_CREDENTIALS_KEY_SETTING} is not set on this service ` +
@@ -68,7 +66,6 @@ export class PushRecordStore {
           `the registry's credentials in REGISTRY_CREDENTIALS and push without credentials`,
       );
     }
-    return this.key;
   }
 
   /**
@@ -132,26 +129,12 @@ export class PushRecordStore {
   }
 
   private seal(c: RegistryCredentials): string {
-    const key = this.requireKey();
-    const iv = randomBytes(12);
-    const cipher = createCipheriv('aes-256-gcm', key, iv);
-    const data = Buffer.concat([cipher.update(Buffer.from(JSON.stringify(c))), cipher.final()]);
-    return `gcm:${Buffer.concat([iv, cipher.getAuthTag(), data]).toString('base64')}`;
+    this.requireKey();
+    return this.box.seal(Buffer.from(JSON.stringify(c)));
   }
 
   private open(raw: string): RegistryCredentials | null {
-    const [kind, b64] = raw.split(':', 2);
-    if (kind !== 'gcm' || this.key === null) {
-      return null; // only ever written encrypted
-    }
-    const buf = Buffer.from(b64 ?? '', 'base64');
-    try {
-      const decipher = createDecipheriv('aes-256-gcm', this.key, buf.subarray(0, 12));
-      decipher.setAuthTag(buf.subarray(12, 28));
-      const plain = Buffer.concat([decipher.update(buf.subarray(28)), decipher.final()]);
-      return JSON.parse(plain.toString('utf8')) as RegistryCredentials;
-    } catch {
-      return null; // another secret, or tampered: as if there were none
-    }
+    const plain = this.box.open(raw); // null: another secret, or tampered: as if there were none
+    return plain === null ? null : (JSON.parse(plain.toString('utf8')) as RegistryCredentials);
   }
 }

@@ -1,9 +1,9 @@
-import { Injectable, Logger } from '@nestjs/common';
+import { Injectable, Logger, Optional } from '@nestjs/common';
 import { Job, UnrecoverableError } from 'bullmq';
-import { BuildEngine, isUserBuildError, truncateErrorMessage } from '@stratum/build';
+import { BuildEngine, BuildError, isUserBuildError, truncateErrorMessage } from '@stratum/build';
 import { BuildJobData, BuildJobResult, BuildState, Digest, JobName } from '@stratum/contracts';
 import { localReference } from '@stratum/images';
-import { BuildRecordStore } from '@stratum/jobs';
+import { BuildRecordStore, BuildSecretStore } from '@stratum/jobs';
 import { parseReference } from '@stratum/oci';
 import { pushIdForBuild, PushSubmitter } from '@stratum/registry';
 import { BuildEventSink } from './build-event-sink';
@@ -37,7 +37,26 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
     private readonly records: BuildRecordStore,
     private readonly engine: BuildEngine,
     private readonly pushes: PushSubmitter,
+    /** Build secrets (absent in tests that bring none). */
+    @Optional() private readonly secrets?: BuildSecretStore,
   ) {}
+
+  /**
+   * The build's secrets. A bundle that is gone (expired, or deleted when an earlier delivery of
+   * this build ended) fails the build naming it: a step could not get what it needs.
+   */
+  private async loadSecrets(data: BuildJobData): Promise<Map<string, Buffer> | undefined> {
+    if (data.secretsId === undefined) {
+      return undefined;
+    }
+    const found = (await this.secrets?.get(data.secretsId)) ?? null;
+    if (found === null) {
+      throw new BuildError(
+        `the build's secrets (${data.secretsId}) are gone (expired, or a server without the same AUTH_SECRET); submit the build again with them`,
+      );
+    }
+    return found;
+  }
 
   /**
    * Records and enqueues the push of the built image to other registries (`push: true`), as the
@@ -66,6 +85,13 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
       stream: 'system',
       text: `pushing to ${targets.join(', ')} (push ${push.id})\n`,
     });
+  }
+
+  /** Secrets live as long as their build: gone once it ended for good (an attempt to come keeps them). */
+  private async dropSecrets(data: BuildJobData): Promise<void> {
+    if (data.secretsId !== undefined) {
+      await this.secrets?.delete(data.secretsId);
+    }
   }
 
   async handle(
@@ -136,7 +162,12 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
       const { local, remote } = splitTags(job.data.tags);
       // An image only pushed elsewhere still lives in our registry, under the build's id.
       const tags = local.length > 0 ? local : [`builds/${buildId}:latest`];
-      const outcome = await this.engine.build({ ...job.data, tags }, { signal, reporter: sink });
+      const secrets = await this.loadSecrets(job.data);
+      const outcome = await this.engine.build(
+        { ...job.data, tags },
+        { signal, reporter: sink, ...(secrets !== undefined ? { secrets } : {}) },
+      );
+      await this.dropSecrets(job.data);
       await sink.flush();
       if (remote.length > 0 && job.data.push === true) {
         await this.startPush(buildId, outcome.imageDigest, tags[0], remote);
@@ -157,9 +188,11 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
           text: 'build cancelled\n',
         });
         await this.records.transition(buildId, BuildState.Cancelled, { error: 'cancelled' });
+        await this.dropSecrets(job.data);
         return done('cancelled');
       }
       if (isUserBuildError(err)) {
+        await this.dropSecrets(job.data);
         await this.records.appendEvent(buildId, { type: 'error', message });
         await this.records.transition(buildId, BuildState.Failed, { error: message });
         throw new UnrecoverableError(message);
@@ -175,6 +208,7 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
         });
         await this.records.transition(buildId, BuildState.Queued);
       } else {
+        await this.dropSecrets(job.data);
         await this.records.appendEvent(buildId, { type: 'error', message });
         await this.records.transition(buildId, BuildState.Failed, { error: message });
       }

@@ -13,9 +13,11 @@ import {
 import { ApiBody, ApiConsumes, ApiOperation, ApiProduces, ApiTags } from '@nestjs/swagger';
 import { Request, Response } from 'express';
 import { BuildPage, BuildRecord, StratumError } from '@stratum/contracts';
+import { readJsonBody } from '../common/json-body';
 import { writeSse } from '../common/sse';
 import { ZodPipe } from '../common/zod-query.pipe';
 import {
+  BuildSecretsCreated,
   BuildSubmitted,
   ListBuildsQuery,
   ListBuildsQuerySchema,
@@ -25,6 +27,9 @@ import {
 import { BuildsService } from './builds.service';
 
 const uuid = new ParseUUIDPipe({ version: '4' });
+
+/** 32 secrets of 500 KiB as base64, and their JSON. */
+const MAX_SECRETS_BODY_BYTES = 24 * 1024 * 1024;
 
 @ApiTags('builds')
 @Controller('api/v1/builds')
@@ -50,6 +55,17 @@ export class BuildsController {
     const submitted = await this.builds.submit(req, length === undefined ? null : Number(length), query);
     res.setHeader('Location', submitted.url);
     return submitted;
+  }
+
+  @Post('secrets')
+  @HttpCode(201)
+  @ApiOperation({
+    summary: 'Hand over build secrets: {"secrets": {"<id>": "<base64>"}} (each at most 500 KiB)',
+    description:
+      'Answers {secretsId}; pass it as secrets= to POST /api/v1/builds. Kept AES-GCM encrypted under AUTH_SECRET (refused with 400 without it), deleted when that build ends. Content-Type application/json (up to 100 KB) or any other type (read here, up to 24 MiB).',
+  })
+  async secrets(@Req() req: Request): Promise<BuildSecretsCreated> {
+    return this.builds.putSecrets(await readJsonBody(req, MAX_SECRETS_BODY_BYTES));
   }
 
   @Get()

@@ -67,6 +67,8 @@ export const SubmitBuildQuerySchema = z.object({
     .string()
     .regex(/^sha256:[a-f0-9]{64}$/, 'must be a sha256 digest')
     .optional(),
+  /** A bundle made by `POST /api/v1/builds/secrets`: the build's secrets, by id. */
+  secrets: z.string().uuid('must be the secretsId of POST /api/v1/builds/secrets').optional(),
 });
 export type SubmitBuildQuery = z.infer<typeof SubmitBuildQuerySchema>;
 
@@ -84,4 +86,14 @@ export interface BuildSubmitted {
   readonly url: string;
   readonly logsUrl: string;
   readonly contextDigest: string;
+}
+
+/** `POST /api/v1/builds/secrets`: secret id -> base64 of its value. */
+export const BuildSecretsBodySchema = z.object({
+  secrets: z.record(z.string(), z.string().base64('must be base64')),
+});
+
+export interface BuildSecretsCreated {
+  /** Pass as `secrets=` to `POST /api/v1/builds` (valid for a day; deleted when that build ends). */
+  readonly secretsId: string;
 }

@@ -10,11 +10,17 @@ import {
   isTerminalBuildState,
   StratumError,
 } from '@stratum/contracts';
-import { BuildProducer, BuildRecordStore, StoredBuildEvent } from '@stratum/jobs';
+import { BuildProducer, BuildRecordStore, BuildSecretStore, StoredBuildEvent } from '@stratum/jobs';
 import { parseReference } from '@stratum/oci';
 import { mirrorWriteConflict, pushSubmitterOptions } from '@stratum/registry';
 import { BLOB_STORE, BlobStore } from '@stratum/storage';
-import { BuildSubmitted, ListBuildsQuery, SubmitBuildQuery } from './builds.dto';
+import {
+  BuildSecretsBodySchema,
+  BuildSecretsCreated,
+  BuildSubmitted,
+  ListBuildsQuery,
+  SubmitBuildQuery,
+} from './builds.dto';
 import { inspectContext, normalizeContextPath } from '../common/tar-upload';
 
 @Injectable()
@@ -24,7 +30,32 @@ export class BuildsService {
     @Inject(BLOB_STORE) private readonly blobs: BlobStore,
     private readonly records: BuildRecordStore,
     private readonly producer: BuildProducer,
+    private readonly secrets: BuildSecretStore,
   ) {}
+
+  private async checkSecrets(query: SubmitBuildQuery): Promise<void> {
+    if (query.secrets !== undefined && !(await this.secrets.exists(query.secrets))) {
+      throw new StratumError(
+        'BAD_REQUEST',
+        `secrets ${query.secrets} are unknown or expired (a bundle serves one build, for at most a day): send them again`,
+      );
+    }
+  }
+
+  /** Seals a build's secrets in Redis (AES-GCM under AUTH_SECRET) and returns their bundle's id. */
+  async putSecrets(body: unknown): Promise<BuildSecretsCreated> {
+    const parsed = BuildSecretsBodySchema.safeParse(body);
+    if (!parsed.success) {
+      throw new StratumError(
+        'BAD_REQUEST',
+        `expected {"secrets": {"<id>": "<base64 value>"}}: ${parsed.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`,
+      );
+    }
+    const values = new Map(
+      Object.entries(parsed.data.secrets).map(([k, v]) => [k, Buffer.from(v, 'base64')]),
+    );
+    return { secretsId: await this.secrets.put(values) };
+  }
 
   /**
    * Streams the context into the blob store while checking it is a tar that holds the
@@ -38,6 +69,12 @@ export class BuildsService {
   ): Promise<BuildSubmitted> {
     checkTags(query.t, query.push, this.config);
     checkNetwork(query.network, this.config);
+    try {
+      await this.checkSecrets(query);
+    } catch (err) {
+      body.resume(); // before the context is read: nothing to store or remove
+      throw err;
+    }
     if (query.context !== undefined) {
       body.resume();
       return this.submitByDigest(query.context as Digest, query);
@@ -126,6 +163,7 @@ export class BuildsService {
     dockerfile: string,
     query: SubmitBuildQuery,
   ): Promise<BuildSubmitted> {
+    await this.checkSecrets(query);
     const id = randomUUID();
     const record: BuildRecord = {
       id,
@@ -158,6 +196,7 @@ export class BuildsService {
       noCache: query.nocache,
       push: query.push,
       ...(query.network !== undefined ? { network: query.network } : {}),
+      ...(query.secrets !== undefined ? { secretsId: query.secrets } : {}),
     });
     return {
       id,
