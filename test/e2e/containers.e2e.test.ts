@@ -250,6 +250,21 @@ describe('images: import, inspect, list, tag', () => {
     expect(again.body.manifestDigest).toBe(base.body.manifestDigest);
   });
 
+  it('takes a reference with slashes as it is, not only URL-encoded (GET, history, tag)', async () => {
+    const encoded = (await request(api.url).get(image('team/busybox:stable')).expect(200)).body;
+    const plain = await request(api.url).get('/api/v1/images/team/busybox:stable').expect(200);
+    expect(plain.body.manifestDigest).toBe(encoded.manifestDigest);
+    const history = await request(api.url).get('/api/v1/images/team/busybox:stable/history').expect(200);
+    expect(history.body.length).toBeGreaterThan(0);
+    await request(api.url)
+      .post('/api/v1/images/team/busybox:stable/tag')
+      .send({ repository: 'team/deep/busybox', tag: 'x' })
+      .expect(201);
+    const deep = await request(api.url).get('/api/v1/images/team/deep/busybox:x').expect(200);
+    expect(deep.body.manifestDigest).toBe(encoded.manifestDigest);
+    await request(api.url).get('/api/v1/images/team/nothing:here').expect(404);
+  });
+
   it('refuses bad names, bodies that are not tars and unknown images', async () => {
     const bad = await request(api.url)
       .post('/api/v1/images/import?repository=Bad_Name&tag=1')

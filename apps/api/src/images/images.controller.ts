@@ -52,35 +52,43 @@ export class ImagesController {
     return this.images.list();
   }
 
-  @Get(':ref')
-  @ApiOperation({ summary: 'An image: layers with sizes, history, config' })
-  @ApiParam({ name: 'ref', description: 'URL-encoded repo, repo:tag or repo@sha256:…' })
-  @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
-  get(@Param('ref', ref) reference: string): Promise<ImageDetail> {
-    return this.images.get(reference);
-  }
-
-  @Get(':ref/history')
+  // `*ref`: a reference holds slashes (team/app:1), sent as they are or URL-encoded; the routes
+  // with a suffix come before the bare one, which would take the suffix as part of the name.
+  @Get('*ref/history')
   @ApiOperation({
     summary:
       "An image's history, newest first, like `docker history`: created, created by, layer size, comment",
     description:
       "size: bytes of file content in the step's layer (as Docker counts it); id: the config digest on the newest row.",
   })
-  @ApiParam({ name: 'ref', description: 'URL-encoded repo, repo:tag or repo@sha256:…' })
+  @ApiParam({
+    name: 'ref',
+    description: 'repo, repo:tag or repo@sha256:… (slashes as they are, or URL-encoded)',
+  })
   @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
   history(@Param('ref', ref) reference: string): Promise<ImageHistoryEntry[]> {
     return this.images.history(reference);
   }
 
-  @Delete(':ref')
+  @Get('*ref')
+  @ApiOperation({ summary: 'An image: layers with sizes, history, config' })
+  @ApiParam({
+    name: 'ref',
+    description: 'repo, repo:tag or repo@sha256:… (slashes as they are, or URL-encoded)',
+  })
+  @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
+  get(@Param('ref', ref) reference: string): Promise<ImageDetail> {
+    return this.images.get(reference);
+  }
+
+  @Delete('*ref')
   @ApiOperation({
     summary: 'Remove a tag or an image, like `docker rmi`',
     description:
       '`repo:tag` removes the tag (and the manifest from the repository when no other tag names it); ' +
       '`repo@sha256:…` removes the manifest, 409 IMAGE_CONFLICT while tags name it unless force=true.',
   })
-  @ApiParam({ name: 'ref', description: 'URL-encoded repo:tag or repo@sha256:…' })
+  @ApiParam({ name: 'ref', description: 'repo:tag or repo@sha256:… (slashes as they are, or URL-encoded)' })
   @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
   @ApiResponse({ status: 409, description: 'IMAGE_CONFLICT' })
   remove(
@@ -90,10 +98,13 @@ export class ImagesController {
     return this.images.remove(reference, query.force);
   }
 
-  @Post(':ref/tag')
+  @Post('*ref/tag')
   @HttpCode(201)
   @ApiOperation({ summary: 'Point repository:tag at the image `ref` names (body: {repository, tag})' })
-  @ApiParam({ name: 'ref', description: 'URL-encoded repo, repo:tag or repo@sha256:…' })
+  @ApiParam({
+    name: 'ref',
+    description: 'repo, repo:tag or repo@sha256:… (slashes as they are, or URL-encoded)',
+  })
   @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
   tag(
     @Param('ref', ref) reference: string,

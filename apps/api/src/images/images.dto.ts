@@ -41,7 +41,11 @@ export const TagImageBodySchema = z.object({
 export type TagImageBody = z.infer<typeof TagImageBodySchema>;
 
 /** A `repo`, `repo:tag` or `repo@sha256:…` of our registry (URL-encoded in the path). */
-export const ImageRefParamSchema = z.string().min(1).max(512);
+/** A `*ref` route parameter: Express gives the path's segments as an array; one name again. */
+export const ImageRefParamSchema = z.preprocess(
+  (v) => (Array.isArray(v) ? v.join('/') : v),
+  z.string().min(1).max(512),
+);
 
 export interface ImageLayerView {
   readonly digest: Digest;
