@@ -37,6 +37,7 @@ export {
   type SnapshotOptions,
 } from './layer-snapshot';
 export {
+  listMountsUnder,
   listOverlayMountsUnder,
   MAX_LOWER_DIRS,
   mountOverlay,

@@ -1,6 +1,14 @@
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { LayerError, listOverlayMountsUnder, mountOverlay, readMountInfo, unmountOverlay } from '.';
+import { execFileSync, spawnSync } from 'node:child_process';
+import {
+  LayerError,
+  listMountsUnder,
+  listOverlayMountsUnder,
+  mountOverlay,
+  readMountInfo,
+  unmountOverlay,
+} from '.';
 import { tempDir } from '../test-support/tree';
 
 jest.setTimeout(60_000);
@@ -159,5 +167,20 @@ describe('mountOverlay', () => {
       await unmountOverlay(t);
     }
     expect(await listOverlayMountsUnder(base)).toEqual([]);
+  });
+
+  it('lists a tmpfs left under the scratch dir too (a step secrets tmpfs), which the overlay list leaves out', async () => {
+    const base = join(scratch, 'sweep-tmpfs');
+    const target = join(base, 'jobs', 'j1', 'secrets');
+    await mkdir(target, { recursive: true });
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', target]);
+    try {
+      expect((await listMountsUnder(base)).map((m) => [m.target, m.fsType])).toEqual([[target, 'tmpfs']]);
+      expect(await listOverlayMountsUnder(base)).toEqual([]);
+      await unmountOverlay(target);
+      expect(await listMountsUnder(base)).toEqual([]);
+    } finally {
+      spawnSync('umount', [target], { stdio: 'ignore' }); // already unmounted when the test passed
+    }
   });
 });

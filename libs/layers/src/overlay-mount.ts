@@ -193,10 +193,19 @@ async function isMountPoint(abs: string): Promise<boolean> {
  * worker's start-up sweep of what a crashed predecessor left mounted.
  */
 export async function listOverlayMountsUnder(prefix: string): Promise<MountInfo[]> {
+  return listMountsUnder(prefix, 'overlay');
+}
+
+/**
+ * Every mount at or below `prefix` (of one filesystem type, if given), deepest first: a
+ * worker's scratch dir holds overlays and also a step's tmpfs mounts (secrets, `type=tmpfs`).
+ */
+export async function listMountsUnder(prefix: string, fsType?: string): Promise<MountInfo[]> {
   const root = resolve(prefix);
   const under = (await readMountInfo()).filter(
     (m) =>
-      m.fsType === 'overlay' && (m.target === root || m.target.startsWith(root === '/' ? '/' : `${root}/`)),
+      (fsType === undefined || m.fsType === fsType) &&
+      (m.target === root || m.target.startsWith(root === '/' ? '/' : `${root}/`)),
   );
   return under.sort(
     (a, b) => b.target.split('/').length - a.target.split('/').length || (a.target < b.target ? -1 : 1),

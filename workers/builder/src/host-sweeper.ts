@@ -2,7 +2,7 @@ import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { listOverlayMountsUnder, unmountOverlay } from '@stratum/layers';
+import { listMountsUnder, unmountOverlay } from '@stratum/layers';
 import { RuncRuntime } from '@stratum/runtime';
 import { BLOB_STORE, BlobStore } from '@stratum/storage';
 
@@ -66,8 +66,10 @@ export class HostSweeper {
     if (swept.networkProcesses > 0) {
       this.logger.warn(`killed ${swept.networkProcesses} sandbox network helper(s) a previous worker left`);
     }
-    const mounts = await listOverlayMountsUnder(this.paths.scratch);
-    // deepest first, so nested mounts come off before their parents
+    // Every mount under our scratch dir is ours: overlays, and a step's tmpfs mounts (secrets,
+    // type=tmpfs) and rw bind copies — left mounted, they made the job dirs' removal fail
+    // (EBUSY) and the worker could not start. Deepest first, nested before their parents.
+    const mounts = await listMountsUnder(this.paths.scratch);
     for (const m of [...mounts].sort((a, b) => b.target.length - a.target.length)) {
       await unmountOverlay(m.target, { lazy: true });
     }
