@@ -1,11 +1,10 @@
 // Decorator metadata is only recorded when reflect-metadata is loaded before any decorated class.
 import 'reflect-metadata';
-import { ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { busyboxRootfs, CLI_BIN } from '@stratum/testing';
-import { run } from './registry-fixtures';
+import { busyboxRootfs, CLI_BIN, DockerdHandle, startDockerd } from '@stratum/testing';
 import { StackHandle, startStack } from '../support/stack';
 
 // `stratum history` and `stratum diff` beside `docker history` and `docker diff` of the same
@@ -17,7 +16,7 @@ jest.setTimeout(240_000);
 
 let stack: StackHandle;
 let work: string;
-let dockerd: ChildProcess;
+let dockerd: DockerdHandle;
 let docker: (...args: string[]) => Promise<string>;
 let host: string;
 
@@ -46,57 +45,14 @@ beforeAll(async () => {
   stack = await startStack({ name: 'cli-docker' });
   host = stack.api.url.replace('http://', '');
   work = mkdtempSync(join(tmpdir(), 'stratum-cli-docker-'));
-  const socket = `unix://${join(work, 'docker.sock')}`;
-  mkdirSync(join(work, 'client'));
-  dockerd = spawn(
-    'dockerd',
-    [
-      '--iptables=false',
-      '--ip6tables=false',
-      '--bridge=none',
-      '--storage-driver=vfs',
-      '--data-root',
-      join(work, 'data'),
-      '--exec-root',
-      join(work, 'exec'),
-      '--pidfile',
-      join(work, 'dockerd.pid'),
-      '--host',
-      socket,
-      '--insecure-registry',
-      host,
-    ],
-    { stdio: 'ignore' },
-  );
-  docker = async (...args: string[]) =>
-    (
-      await run('docker', ['-H', socket, ...args], {
-        timeout: 120_000,
-        env: { ...process.env, DOCKER_CONFIG: join(work, 'client'), TZ: 'UTC' },
-      })
-    ).stdout;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    try {
-      await docker('version');
-      break;
-    } catch (err) {
-      if (Date.now() > deadline || dockerd.exitCode !== null) {
-        throw err;
-      }
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
+  dockerd = await startDockerd(host, { TZ: 'UTC' });
+  docker = dockerd.docker;
   writeFileSync(join(work, 'rootfs.tar'), busyboxRootfs());
   await stratum(['import', '-q', '-m', 'busybox', join(work, 'rootfs.tar'), 'cmp/base:1']);
 }, 180_000);
 
 afterAll(async () => {
-  if (dockerd !== undefined && dockerd.exitCode === null && dockerd.signalCode === null) {
-    const exited = new Promise((r) => dockerd.once('exit', r));
-    dockerd.kill('SIGTERM');
-    await exited;
-  }
+  await dockerd?.stop();
   await stack?.stop();
   if (work !== undefined) {
     rmSync(work, { recursive: true, force: true });

@@ -1,8 +1,7 @@
-import { ChildProcess, spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RedisServerHandle, startRedisServer, unmountUnder } from '@stratum/testing';
+import { DockerdHandle, RedisServerHandle, startDockerd, startRedisServer } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
 import { makeImage, OciImageParts, run, skopeo, writeOciLayout } from './registry-fixtures';
 
@@ -20,8 +19,7 @@ describe('docker pull from Stratum (e2e, private dockerd)', () => {
   let api: ApiServerHandle;
   let host: string;
   let image: OciImageParts;
-  let dockerDir: string;
-  let dockerd: ChildProcess;
+  let dockerd: DockerdHandle;
   let docker: (...args: string[]) => Promise<string>;
 
   beforeAll(async () => {
@@ -50,62 +48,15 @@ describe('docker pull from Stratum (e2e, private dockerd)', () => {
       `docker://${host}/team/hello:v1`,
     );
 
-    dockerDir = await mkdtemp(join(tmpdir(), 'stratum-dockerd-'));
-    await mkdir(join(dockerDir, 'client'));
-    const socket = `unix://${join(dockerDir, 'docker.sock')}`;
-    dockerd = spawn(
-      'dockerd',
-      [
-        '--iptables=false',
-        '--ip6tables=false',
-        '--bridge=none',
-        '--storage-driver=vfs',
-        '--data-root',
-        join(dockerDir, 'data'),
-        '--exec-root',
-        join(dockerDir, 'exec'),
-        '--pidfile',
-        join(dockerDir, 'dockerd.pid'),
-        '--host',
-        socket,
-        '--insecure-registry',
-        host,
-      ],
-      { stdio: 'ignore' },
-    );
-    docker = async (...args: string[]) =>
-      (
-        await run('docker', ['-H', socket, ...args], {
-          timeout: 120_000,
-          env: { ...process.env, DOCKER_CONFIG: join(dockerDir, 'client') },
-        })
-      ).stdout;
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      try {
-        await docker('version');
-        break;
-      } catch (err) {
-        if (Date.now() > deadline || dockerd.exitCode !== null) {
-          throw err;
-        }
-        await new Promise((r) => setTimeout(r, 500));
-      }
-    }
+    dockerd = await startDockerd(host);
+    docker = dockerd.docker;
   }, 120_000);
 
   afterAll(async () => {
-    if (dockerd !== undefined && dockerd.exitCode === null && dockerd.signalCode === null) {
-      const exited = new Promise((r) => dockerd.once('exit', r));
-      dockerd.kill('SIGTERM');
-      await exited;
-    }
+    await dockerd?.stop();
     await api?.close();
     await redis?.stop();
-    if (dockerDir !== undefined) {
-      unmountUnder(dockerDir);
-    }
-    for (const dir of [dataDir, work, dockerDir]) {
+    for (const dir of [dataDir, work]) {
       if (dir !== undefined) {
         await rm(dir, { recursive: true, force: true });
       }
@@ -119,14 +70,14 @@ describe('docker pull from Stratum (e2e, private dockerd)', () => {
     await expect(
       run('sh', [
         '-c',
-        `echo wrong | DOCKER_CONFIG=${join(dockerDir, 'client')} docker -H unix://${join(dockerDir, 'docker.sock')} login -u dev --password-stdin ${host}`,
+        `echo wrong | DOCKER_CONFIG=${dockerd.clientConfig} docker -H ${dockerd.socket} login -u dev --password-stdin ${host}`,
       ]),
     ).rejects.toThrow();
     await run('sh', [
       '-c',
-      `echo docker-password | DOCKER_CONFIG=${join(dockerDir, 'client')} docker -H unix://${join(dockerDir, 'docker.sock')} login -u dev --password-stdin ${host}`,
+      `echo docker-password | DOCKER_CONFIG=${dockerd.clientConfig} docker -H ${dockerd.socket} login -u dev --password-stdin ${host}`,
     ]);
-    const auth = JSON.parse(await readFile(join(dockerDir, 'client', 'config.json'), 'utf8')) as {
+    const auth = JSON.parse(await readFile(join(dockerd.clientConfig, 'config.json'), 'utf8')) as {
       auths: Record<string, unknown>;
     };
     expect(Object.keys(auth.auths)).toContain(host);

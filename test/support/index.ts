@@ -10,3 +10,4 @@ export * from './polling';
 export * from './tools';
 export * from './raw-body';
 export * from './debian-base';
+export * from './dockerd';
