@@ -538,6 +538,30 @@ describe('hostile paths', () => {
       /^Dockerfile:3: ADD big\.tar: the archive unpacks to more than MAX_ADD_UNPACKED_BYTES \(65536 bytes\)/,
     );
   });
+
+  it('a RUN step past stepDiskBytes is stopped and fails naming STEP_DISK_BYTES and the line', async () => {
+    const e = host('disk-limit', { stepDiskBytes: 4 * 1024 * 1024 });
+    // one that ends before the watcher's first look: caught by the check at its end
+    const quick: unknown = await build(e, busyboxContext('RUN head -c 8388608 /dev/zero > /big'), {
+      noCache: true,
+    }).catch((x: unknown) => x);
+    expect(isUserBuildError(quick)).toBe(true);
+    expect((quick as Error).message).toMatch(
+      /^Dockerfile:\d+: RUN wrote more than .* 4194304 bytes \(STEP_DISK_BYTES\)/,
+    );
+    // one that would write forever: killed while it runs
+    const started = Date.now();
+    const endless: unknown = await build(
+      e,
+      busyboxContext('RUN while true; do head -c 1048576 /dev/zero >> /big; sleep 0.2; done'),
+      { noCache: true },
+    ).catch((x: unknown) => x);
+    expect((endless as Error).message).toMatch(/STEP_DISK_BYTES/);
+    expect(Date.now() - started).toBeLessThan(30_000);
+    // under the limit: builds
+    const ok = await build(e, busyboxContext('RUN head -c 1048576 /dev/zero > /small'), { noCache: true });
+    expect(ok.steps[ok.steps.length - 1].status).toBe('done');
+  });
 });
 
 describe('layer cache budget', () => {

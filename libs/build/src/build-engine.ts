@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, lchown, lstat, mkdir, open, rm, writeFile } from 'node:fs/promises';
@@ -106,6 +107,8 @@ export interface BuildEngineOptions {
   readonly stepTimeoutMs: number;
   /** Memory limit of each RUN step (default 4 GiB): a hog is killed, the worker lives on. */
   readonly stepMemoryBytes?: number;
+  /** Bytes one RUN step may write to its layer (default 64 GiB): past it the step is killed. */
+  readonly stepDiskBytes?: number;
   /** Process limit of each RUN step (default 4096): a fork bomb is contained. */
   readonly stepPidsLimit?: number;
   /** After each build the layer cache is trimmed to this (LRU, unused layers only). Default 50 GiB. */
@@ -1067,6 +1070,7 @@ class BuildRun {
       stderr: new SecretMasker(prepared.secretValues),
     };
     const decoder = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+    const disk = watchDiskUse(fs.upper, this.options.stepDiskBytes ?? DEFAULT_STEP_DISK_BYTES);
     let result;
     try {
       result = await this.options.runtime.run(
@@ -1095,11 +1099,12 @@ class BuildRun {
               'stderr',
               masker.stderr.push(decoder.stderr.decode(c, { stream: true })),
             ),
-          signal: this.ctx.signal,
+          signal: AbortSignal.any([this.ctx.signal, disk.signal]),
           timeoutMs: this.options.stepTimeoutMs,
         },
       );
     } catch (err) {
+      disk.stop();
       const reason = (err as { reason?: string }).reason;
       if (reason === 'USER_UNKNOWN' || reason === 'GROUP_UNKNOWN' || reason === 'START_FAILED') {
         throw new BuildError(`RUN: ${(err as Error).message}`, instr.startLine);
@@ -1111,6 +1116,13 @@ class BuildRun {
       if (rest !== '') {
         this.ctx.reporter.log(stepIndex, stream, masker[stream].push(rest) + masker[stream].flush());
       }
+    }
+    disk.stop();
+    if (disk.exceeded() || (!result.cancelled && (await disk.check()))) {
+      throw new BuildError(
+        `RUN wrote more than the step's disk limit of ${disk.limit} bytes (STEP_DISK_BYTES): the step was stopped`,
+        instr.startLine,
+      );
     }
     if (result.cancelled) {
       throw new BuildAborted();
@@ -1351,4 +1363,62 @@ function stepName(ref: StepRef): string {
   const name = ref.stage.name !== undefined ? ref.stage.name : `stage-${ref.stage.index}`;
   const text = ref.instruction.original.replace(/\s+/g, ' ').trim();
   return `[${name}] ${text.length > 200 ? `${text.slice(0, 197)}...` : text}`;
+}
+
+const DEFAULT_STEP_DISK_BYTES = 64 * 1024 * 1024 * 1024;
+const DISK_CHECK_INTERVAL_MS = 2000;
+
+/**
+ * Watches what a RUN step writes to its layer (its overlay upper dir) with `du` every 2 s: a
+ * step that would fill the host's disk is stopped (its signal aborts) once past `limit`, and
+ * the build fails naming the limit. `du -sx` stays on the upper dir's filesystem and counts
+ * allocated bytes, which is what fills the disk (a sparse file counts only what it holds).
+ */
+function watchDiskUse(
+  upper: string,
+  limit: number,
+): {
+  signal: AbortSignal;
+  limit: number;
+  exceeded(): boolean;
+  check(): Promise<boolean>;
+  stop(): void;
+} {
+  const controller = new AbortController();
+  let over = false;
+  let busy = false;
+  const check = async (): Promise<boolean> => {
+    const used = await new Promise<number>((resolve) => {
+      execFile('du', ['-sx', '--block-size=1', upper], (err, stdout) => {
+        resolve(err === null ? Number(stdout.split('\t')[0]) : 0);
+      });
+    });
+    if (used > limit) {
+      over = true;
+    }
+    return over;
+  };
+  const timer = setInterval(() => {
+    if (busy || over) {
+      return;
+    }
+    busy = true;
+    void check()
+      .then((exceeded) => {
+        if (exceeded) {
+          controller.abort();
+        }
+      })
+      .finally(() => {
+        busy = false;
+      });
+  }, DISK_CHECK_INTERVAL_MS);
+  timer.unref();
+  return {
+    signal: controller.signal,
+    limit,
+    exceeded: () => over,
+    check,
+    stop: () => clearInterval(timer),
+  };
 }

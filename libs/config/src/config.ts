@@ -125,6 +125,9 @@ function buildSchemas() {
     JOB_ATTEMPTS: positiveInt.max(20).default(5),
     STEP_TIMEOUT_SECONDS: positiveInt.default(3600),
     STEP_MEMORY_BYTES: positiveInt.default(4 * 1024 * 1024 * 1024),
+    // What one RUN step may write to its layer (the overlay upper dir, checked every 2 s and
+    // when the step ends): past it the step is killed and the build fails, not the disk.
+    STEP_DISK_BYTES: positiveInt.default(64 * 1024 * 1024 * 1024),
     STEP_PIDS_LIMIT: positiveInt.default(4096),
     LAYER_CACHE_MAX_BYTES: positiveInt.default(50 * 1024 * 1024 * 1024),
     RUN_CACHE_MAX_BYTES: positiveInt.default(10 * 1024 * 1024 * 1024),
@@ -422,6 +425,7 @@ export interface StratumConfig {
   readonly stepTimeoutSeconds: number;
   /** Memory limit of a RUN step's container (cgroup), bytes. */
   readonly stepMemoryBytes: number;
+  readonly stepDiskBytes: number;
   /** Process/thread limit of a RUN step's container. */
   readonly stepPidsLimit: number;
   /** The host's extracted-layer cache is trimmed (least recently used first) to this after each build. */
@@ -564,6 +568,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     jobAttempts: c.JOB_ATTEMPTS,
     stepTimeoutSeconds: c.STEP_TIMEOUT_SECONDS,
     stepMemoryBytes: c.STEP_MEMORY_BYTES,
+    stepDiskBytes: c.STEP_DISK_BYTES,
     stepPidsLimit: c.STEP_PIDS_LIMIT,
     layerCacheMaxBytes: c.LAYER_CACHE_MAX_BYTES,
     runCacheMaxBytes: c.RUN_CACHE_MAX_BYTES,

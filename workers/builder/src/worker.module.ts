@@ -69,6 +69,7 @@ export class WorkerModule {
               runCacheDir: paths.runCache,
               stepTimeoutMs: c.stepTimeoutSeconds * 1000,
               stepMemoryBytes: c.stepMemoryBytes,
+              stepDiskBytes: c.stepDiskBytes,
               stepPidsLimit: c.stepPidsLimit,
               allowHostNetwork: c.allowHostNetwork,
               allowSandboxNetwork: c.allowSandboxNetwork,
