@@ -8,22 +8,29 @@ import { lstat, mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node
 import { createServer, Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { Redis } from 'ioredis';
 import {
   BuildEngine,
   BuildEngineOptions,
-  BuildReporter,
   cacheRecordKey,
   isUserBuildError,
   RedisBuildCacheIndex,
 } from '@stratum/build';
 import { opaqueName } from '@stratum/confine';
-import { BuildJobData, Digest, StepRecord } from '@stratum/contracts';
-import { applyLayer } from '@stratum/layers';
+import { Digest } from '@stratum/contracts';
 import { RuncRuntime } from '@stratum/runtime';
 import { BlobDigest, FsBlobStore, FsRepositoryStore } from '@stratum/storage';
-import { busyboxContext, contextTar, freePort, RedisServerHandle, startRedisServer } from '@stratum/testing';
+import {
+  buildWithEngine,
+  busyboxContext,
+  contextTar,
+  EngineBuildOptions,
+  EngineBuildResult,
+  freePort,
+  RedisServerHandle,
+  startRedisServer,
+  unpackImage,
+} from '@stratum/testing';
 
 jest.setTimeout(120_000);
 
@@ -56,54 +63,17 @@ function host(name: string, extra: Partial<BuildEngineOptions> = {}): BuildEngin
   return engine;
 }
 
-interface Result {
-  imageDigest: Digest;
-  steps: StepRecord[];
-  logs: string;
-}
+type Result = EngineBuildResult;
 
-let seq = 0;
-async function build(
+const build = (
   engine: BuildEngine,
   files: Record<string, string | Buffer> | Buffer,
-  opts: Partial<Pick<BuildJobData, 'buildArgs' | 'noCache' | 'tags' | 'dockerfile'>> = {},
-): Promise<Result> {
-  const tar = Buffer.isBuffer(files) ? files : await contextTar(files);
-  const put = await blobs.put(Readable.from([tar]));
-  const steps = new Map<number, StepRecord>();
-  let logs = '';
-  const reporter: BuildReporter = {
-    log: (_step, _stream, text) => {
-      logs += text;
-    },
-    step: async (s) => {
-      steps.set(s.index, { ...s });
-    },
-  };
-  const out = await engine.build(
-    {
-      buildId: `b${++seq}-${Date.now()}`,
-      contextDigest: put.digest,
-      dockerfile: opts.dockerfile ?? 'Dockerfile',
-      tags: opts.tags ?? [`it/build:${seq}`],
-      buildArgs: opts.buildArgs ?? {},
-      target: null,
-      noCache: opts.noCache ?? false,
-    },
-    { signal: new AbortController().signal, reporter },
-  );
-  return { imageDigest: out.imageDigest, steps: [...steps.values()].sort((a, b) => a.index - b.index), logs };
-}
+  opts: EngineBuildOptions = {},
+): Promise<Result> => buildWithEngine(engine, blobs, files, opts);
 
 /** The image's filesystem, all layers applied in order, in a new directory. */
-async function unpack(engine: BuildEngine, digest: Digest): Promise<string> {
-  const image = await engine.images.load(null, digest);
-  const dir = await mkdtemp(join(work, 'rootfs-'));
-  for (const l of image.layers) {
-    await applyLayer(await blobs.get(l.digest as BlobDigest), dir);
-  }
-  return dir;
-}
+const unpack = (engine: BuildEngine, digest: Digest): Promise<string> =>
+  unpackImage(engine, blobs, digest, work);
 
 const statuses = (r: Result): string[] => r.steps.map((s) => s.status);
 

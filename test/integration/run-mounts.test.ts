@@ -6,19 +6,20 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { lstat, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { Redis } from 'ioredis';
-import { BuildEngine, BuildReporter, isUserBuildError, RedisBuildCacheIndex } from '@stratum/build';
-import { Digest, StepRecord } from '@stratum/contracts';
+import { BuildEngine, isUserBuildError, RedisBuildCacheIndex } from '@stratum/build';
+import { Digest } from '@stratum/contracts';
 import { applyLayer } from '@stratum/layers';
 import { RuncRuntime } from '@stratum/runtime';
 import { BlobDigest, FsBlobStore, FsRepositoryStore } from '@stratum/storage';
 import {
+  buildWithEngine,
   busyboxContext,
-  contextTar,
+  EngineBuildResult,
   RedisServerHandle,
   requireTools,
   startRedisServer,
+  unpackImage,
   writeTree,
 } from '@stratum/testing';
 
@@ -31,47 +32,22 @@ let blobs: FsBlobStore;
 let repositories: FsRepositoryStore;
 let engine: BuildEngine;
 
-interface Result {
-  imageDigest: Digest;
-  steps: StepRecord[];
-  logs: string;
-}
+type Result = EngineBuildResult;
 
 let seq = 0;
-async function build(
+
+const build = (
   files: Record<string, string | Buffer> | Buffer,
   opts: { secrets?: Record<string, string>; buildArgs?: Record<string, string>; on?: BuildEngine } = {},
-): Promise<Result> {
-  const tar = Buffer.isBuffer(files) ? files : await contextTar(files);
-  const put = await blobs.put(Readable.from([tar]));
-  const steps = new Map<number, StepRecord>();
-  let logs = '';
-  const reporter: BuildReporter = {
-    log: (_step, _stream, text) => {
-      logs += text;
-    },
-    step: async (s) => {
-      steps.set(s.index, { ...s });
-    },
-  };
-  const out = await (opts.on ?? engine).build(
-    {
-      buildId: `m${++seq}-${Date.now()}`,
-      contextDigest: put.digest,
-      dockerfile: 'Dockerfile',
-      tags: [`it/mounts:${seq}`],
-      buildArgs: opts.buildArgs ?? {},
-      target: null,
-      noCache: false,
-    },
-    {
-      signal: new AbortController().signal,
-      reporter,
-      secrets: new Map(Object.entries(opts.secrets ?? {}).map(([k, v]) => [k, Buffer.from(v)])),
-    },
-  );
-  return { imageDigest: out.imageDigest, steps: [...steps.values()].sort((a, b) => a.index - b.index), logs };
-}
+): Promise<Result> => {
+  const { on, secrets, ...rest } = opts;
+  // always a secret map (maybe empty), as the worker hands one to every build
+  return buildWithEngine(on ?? engine, blobs, files, {
+    ...rest,
+    secrets: secrets ?? {},
+    tags: [`it/mounts:${++seq}`],
+  });
+};
 
 async function failure(
   files: Record<string, string | Buffer>,
@@ -86,14 +62,7 @@ async function failure(
 }
 
 /** The image's filesystem, all layers applied in order, in a new directory. */
-async function unpack(digest: Digest): Promise<string> {
-  const image = await engine.images.load(null, digest);
-  const dir = await mkdtemp(join(work, 'rootfs-'));
-  for (const l of image.layers) {
-    await applyLayer(await blobs.get(l.digest as BlobDigest), dir);
-  }
-  return dir;
-}
+const unpack = (digest: Digest): Promise<string> => unpackImage(engine, blobs, digest, work);
 
 /** Names in the last layer of the image (what the last step changed). */
 async function lastLayerNames(digest: Digest): Promise<string[]> {

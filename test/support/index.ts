@@ -11,3 +11,4 @@ export * from './tools';
 export * from './raw-body';
 export * from './debian-base';
 export * from './dockerd';
+export * from './engine-build';
