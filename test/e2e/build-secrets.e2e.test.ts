@@ -8,10 +8,10 @@ import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
-import { busyboxContext, CLI_BIN, requireTools, writeTree } from '@stratum/testing';
+import { busyboxContext, CliResult, requireTools, runCli, writeTree } from '@stratum/testing';
 import { StackHandle, startStack } from '../support/stack';
 
 jest.setTimeout(120_000);
@@ -29,31 +29,11 @@ const DOCKERFILE = [
 let stack: StackHandle;
 const dirs: string[] = [];
 
-interface CliResult {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
 function stratum(args: string[], extraEnv: Record<string, string> = {}): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(
-      CLI_BIN,
-      args,
-      {
-        env: {
-          PATH: `${dirname(process.execPath)}:${process.env.PATH}`,
-          STRATUM_URL: stack.api.url,
-          STRATUM_NO_CONTEXT_CACHE: '1',
-          ...extraEnv,
-        },
-        timeout: 90_000,
-        killSignal: 'SIGKILL',
-      },
-      (err, stdout, stderr) => {
-        resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr });
-      },
-    );
+  return runCli(args, {
+    url: stack.api.url,
+    timeoutMs: 90_000,
+    env: { STRATUM_NO_CONTEXT_CACHE: '1', ...extraEnv },
   });
 }
 

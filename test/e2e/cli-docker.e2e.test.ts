@@ -1,10 +1,9 @@
 // Decorator metadata is only recorded when reflect-metadata is loaded before any decorated class.
 import 'reflect-metadata';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { busyboxRootfs, CLI_BIN, DockerdHandle, startDockerd } from '@stratum/testing';
+import { join } from 'node:path';
+import { busyboxRootfs, DockerdHandle, runCli, startDockerd } from '@stratum/testing';
 import { StackHandle, startStack } from '../support/stack';
 
 // `stratum history` and `stratum diff` beside `docker history` and `docker diff` of the same
@@ -20,23 +19,12 @@ let dockerd: DockerdHandle;
 let docker: (...args: string[]) => Promise<string>;
 let host: string;
 
-function stratum(args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      CLI_BIN,
-      args,
-      {
-        env: {
-          PATH: `${dirname(process.execPath)}:${process.env.PATH}`,
-          STRATUM_URL: stack.api.url,
-          HOME: work,
-        },
-        timeout: 120_000,
-      },
-      (err, stdout, stderr) =>
-        err === null ? resolve(stdout) : reject(new Error(`${err.message}\n${stderr}`)),
-    );
-  });
+async function stratum(args: string[]): Promise<string> {
+  const r = await runCli(args, { url: stack.api.url, timeoutMs: 120_000, env: { HOME: work } });
+  if (r.code !== 0) {
+    throw new Error(`stratum ${args.join(' ')} exited ${r.code}\n${r.stderr}`);
+  }
+  return r.stdout;
 }
 
 const CHANGE = 'mkdir /newdir && echo hi > /newdir/f && echo extra >> /etc/passwd && rm /bin/vi';

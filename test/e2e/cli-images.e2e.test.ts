@@ -1,13 +1,21 @@
 // Decorator metadata is only recorded when reflect-metadata is loaded before any decorated class.
 import 'reflect-metadata';
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import request from 'supertest';
 import { list as listTar } from 'tar';
 import { BuildRecord } from '@stratum/contracts';
-import { busyboxContext, busyboxRootfs, CLI_BIN, pollBuild, writeTree } from '@stratum/testing';
+import {
+  busyboxContext,
+  busyboxRootfs,
+  CLI_BIN,
+  CliResult,
+  pollBuild,
+  runCli,
+  writeTree,
+} from '@stratum/testing';
 import {
   DistributionHandle,
   makeImage,
@@ -29,33 +37,12 @@ const dirs: string[] = [];
 let rootfsTar: string;
 let home: string;
 
-interface CliResult {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
 function stratum(args: string[], extraEnv: Record<string, string> = {}, input?: string): Promise<CliResult> {
-  return new Promise((resolve) => {
-    const child = execFile(
-      CLI_BIN,
-      args,
-      {
-        env: {
-          PATH: `${dirname(process.execPath)}:${process.env.PATH}`,
-          STRATUM_URL: stack.api.url,
-          HOME: home,
-          ...extraEnv,
-        },
-        timeout: 80_000,
-        killSignal: 'SIGKILL',
-      },
-      (err, stdout, stderr) => {
-        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : null;
-        resolve({ code, stdout, stderr });
-      },
-    );
-    child.stdin?.end(input ?? '');
+  return runCli(args, {
+    url: stack.api.url,
+    timeoutMs: 80_000,
+    env: { HOME: home, ...extraEnv },
+    ...(input !== undefined ? { input } : {}),
   });
 }
 

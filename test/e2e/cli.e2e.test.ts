@@ -1,11 +1,10 @@
 // Decorator metadata is only recorded when reflect-metadata is loaded before any decorated class.
 import 'reflect-metadata';
-import { execFile } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
-import { busyboxContext, CLI_BIN, writeTree } from '@stratum/testing';
+import { busyboxContext, CliResult, runCli, writeTree } from '@stratum/testing';
 import { StackHandle, startStack } from '../support/stack';
 
 jest.setTimeout(60_000);
@@ -13,37 +12,13 @@ jest.setTimeout(60_000);
 let stack: StackHandle;
 const dirs: string[] = [];
 
-interface CliResult {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
 /** Runs the `stratum` command (its launcher, then the compiled CLI) against the test API. */
 function stratum(
   args: string[],
   timeoutMs = 45_000,
   extraEnv: Record<string, string> = {},
 ): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(
-      CLI_BIN,
-      args,
-      {
-        env: {
-          PATH: `${dirname(process.execPath)}:${process.env.PATH}`,
-          STRATUM_URL: stack.api.url,
-          ...extraEnv,
-        },
-        timeout: timeoutMs,
-        killSignal: 'SIGKILL',
-      },
-      (err, stdout, stderr) => {
-        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : null;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
+  return runCli(args, { url: stack.api.url, timeoutMs, env: extraEnv });
 }
 
 function contextDir(files: Record<string, string | Buffer>): string {

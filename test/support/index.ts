@@ -12,3 +12,4 @@ export * from './raw-body';
 export * from './debian-base';
 export * from './dockerd';
 export * from './engine-build';
+export * from './cli';
