@@ -11,22 +11,30 @@ export DATA_DIR=${DATA_DIR:-$STRATUM_ROOT/.data}
 export API_PORT=${API_PORT:-8080}
 mkdir -p "$DATA_DIR/redis"
 pids=()
+redis_pid=
+# The worker and the API stop first (a worker hands its running builds back through Redis),
+# redis-server last. It runs in a session of its own, so a terminal's Ctrl-C (sent to the whole
+# foreground process group) does not take it down before them.
 stop() {
   trap - INT TERM EXIT
-  log "stopping (pids ${pids[*]:-})"
+  log "stopping (pids ${pids[*]:-} ${redis_pid})"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [[ -n $redis_pid ]]; then
+    kill -TERM "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
+  fi
 }
 trap stop INT TERM EXIT
 
 if [[ -z ${REDIS_URL:-} ]]; then
   port=$(free_port)
-  redis-server "$STRATUM_ROOT/infra/redis.conf" --port "$port" --dir "$DATA_DIR/redis" \
+  setsid redis-server "$STRATUM_ROOT/infra/redis.conf" --port "$port" --dir "$DATA_DIR/redis" \
     >"$DATA_DIR/redis.log" 2>&1 &
-  pids+=($!)
+  redis_pid=$!
   export REDIS_URL=redis://127.0.0.1:$port
   for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-  log "redis-server on port $port (pid ${pids[0]})"
+  log "redis-server on port $port (pid $redis_pid)"
 fi
 
 node dist/workers/builder/src/main.js &
@@ -48,4 +56,4 @@ fi
 "$STRATUM_ROOT/infra/busybox-base.sh" "http://127.0.0.1:$API_PORT" || log "warning: no busybox base image (see above)"
 log "Stratum is up: API http://127.0.0.1:$API_PORT (docs /docs), data in $DATA_DIR"
 log "try: apps/cli/bin/stratum build -t hello:latest <dir>   (STRATUM_URL=http://127.0.0.1:$API_PORT)"
-wait -n "${pids[@]}"
+wait -n "${pids[@]}" ${redis_pid:+"$redis_pid"}

@@ -4,12 +4,29 @@ import { NestFactory } from '@nestjs/core';
 import { loadConfigOrExit, loggerLevels } from '@stratum/config';
 import { WorkerModule } from './worker.module';
 
+/** What a shutdown may take beyond WORKER_SHUTDOWN_TIMEOUT_MS before the worker exits anyway. */
+const SHUTDOWN_MARGIN_MS = 5000;
+
 async function main(): Promise<void> {
   const config = loadConfigOrExit('stratum-worker');
   const app = await NestFactory.createApplicationContext(WorkerModule.forRoot(config), {
     logger: loggerLevels(config.logLevel),
   });
   app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
+  // The graceful shutdown waits for running builds (WORKER_SHUTDOWN_TIMEOUT_MS) and then for
+  // BullMQ to hand their jobs back through Redis; with Redis gone that second wait never ends
+  // and the worker ignored SIGTERM for good. Past the timeout and a margin it exits anyway: its
+  // jobs' locks expire and another worker takes them, as after a crash.
+  const deadline = (): void => {
+    setTimeout(() => {
+      new Logger('Worker').error(
+        `shutdown did not finish within ${config.worker.shutdownTimeoutMs + SHUTDOWN_MARGIN_MS} ms (Redis unreachable?): exiting`,
+      );
+      process.exit(1);
+    }, config.worker.shutdownTimeoutMs + SHUTDOWN_MARGIN_MS).unref();
+  };
+  process.once('SIGTERM', deadline);
+  process.once('SIGINT', deadline);
   await app.init();
   new Logger('Worker').log(`stratum-worker ${config.worker.id} ready (pid ${process.pid})`);
 }
