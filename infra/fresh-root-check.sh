@@ -165,8 +165,9 @@ if [[ $only == all || $only == up ]]; then
   fi
   # Ctrl-C as a terminal sends it: to the whole process group (set -m gave the job its own).
   kill -INT -- "-$up_pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$up_pid" 2>/dev/null || break; sleep 0.2; done
-  wait "$up_pid" 2>/dev/null || true
+  # up.sh stops the worker (within its 30 s shutdown timeout) and the API, then redis-server
+  for _ in $(seq 1 200); do kill -0 "$up_pid" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$up_pid" 2>/dev/null || wait "$up_pid" 2>/dev/null || true
   left=$(root_pids)
   if [[ -n $left ]]; then
     echo "after Ctrl-C, still running in the root: $(ps -o pid=,comm= -p $(echo $left | tr ' ' ,) | tr '\n' ';')" | tee -a "$REPORT"
