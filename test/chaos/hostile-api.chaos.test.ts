@@ -266,7 +266,9 @@ describe('webhooks', () => {
       true,
     );
     const declaredMs = performance.now() - t0;
-    expect(declared.status).toBe(413);
+    // 413 and Connection: close at once; a client still writing its body may see the close
+    // (a reset) before it reads the answer — as with nginx. Either way it was refused early:
+    expect([413, 'reset']).toContain(declared.status);
     // It was answered long before 200 MB could have gone through.
     expect(declared.sent).toBeLessThan(64 * 1024 * 1024);
     const t1 = performance.now();
