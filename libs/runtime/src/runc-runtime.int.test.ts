@@ -4,10 +4,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { detectMemoryCgroup } from './cgroups';
-import { RuncRuntime, type RunIo, type RunOptions, type RunResult } from './runc-runtime';
+import { RuncRuntime, type RunIo, type RunOptions } from './runc-runtime';
 import { RuntimeError } from './runtime-error';
 import { generateRuntimeSpec } from './runtime-spec';
 import { BUSYBOX_FIXTURE } from '@stratum/testing';
+import { CollectedRun, runCollected } from '../test-support/run-collected';
 
 // Real runc against a busybox rootfs made by the shared fixture script. Needs root.
 const RUNC = '/usr/sbin/runc';
@@ -45,32 +46,14 @@ describe('RuncRuntime (real runc)', () => {
     return dir;
   }
 
-  interface Outcome extends RunResult {
-    stdout: string;
-    stderr: string;
-    ms: number;
-  }
+  type Outcome = CollectedRun;
 
-  async function run(
+  const run = (
     args: string[],
     options: Partial<RunOptions> = {},
     io: Partial<RunIo> = {},
-  ): Promise<Outcome> {
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    const started = Date.now();
-    const result = await runtime.run(
-      `t${process.pid}-${++seq}`,
-      { rootfs, args, ...options },
-      { onStdout: (c) => out.push(c), onStderr: (c) => err.push(c), ...io },
-    );
-    return {
-      ...result,
-      stdout: Buffer.concat(out).toString(),
-      stderr: Buffer.concat(err).toString(),
-      ms: Date.now() - started,
-    };
-  }
+  ): Promise<Outcome> =>
+    runCollected(runtime, `t${process.pid}-${++seq}`, { rootfs, args, ...options }, { ...io });
 
   beforeAll(async () => {
     requireRunc();

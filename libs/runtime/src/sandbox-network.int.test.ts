@@ -5,8 +5,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { BUSYBOX_FIXTURE } from '@stratum/testing';
-import { RuncRuntime, type RunIo, type RunOptions, type RunResult } from './runc-runtime';
+import { RuncRuntime, type RunIo, type RunOptions } from './runc-runtime';
 import { hostIpv4Addresses, SandboxNetwork } from './sandbox-network';
+import { CollectedRun, runCollected } from '../test-support/run-collected';
 
 // Real runc, slirp4netns and iptables against a busybox rootfs. Test traffic goes only to this
 // host's loopback, to its own addresses (refused inside the step's namespace, so it never
@@ -71,32 +72,19 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
   let bundleDir: string;
   let seq = 0;
 
-  interface Outcome extends RunResult {
-    stdout: string;
-    stderr: string;
-    ms: number;
-  }
+  type Outcome = CollectedRun;
 
-  async function run(
+  const run = (
     args: string[],
     options: Partial<RunOptions> = {},
     io: Partial<RunIo> = {},
-  ): Promise<Outcome> {
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    const started = Date.now();
-    const result = await runtime.run(
+  ): Promise<Outcome> =>
+    runCollected(
+      runtime,
       `n${process.pid}-${++seq}`,
       { rootfs, args, network: 'sandbox', ...options },
-      { onStdout: (c) => out.push(c), onStderr: (c) => err.push(c), timeoutMs: 30_000, ...io },
+      { timeoutMs: 30_000, ...io },
     );
-    return {
-      ...result,
-      stdout: Buffer.concat(out).toString(),
-      stderr: Buffer.concat(err).toString(),
-      ms: Date.now() - started,
-    };
-  }
 
   beforeAll(async () => {
     requireTools();
