@@ -1310,7 +1310,7 @@ export function canonicalInstruction(instr: Instruction): unknown {
   const strip = (i: Instruction): Record<string, unknown> =>
     Object.fromEntries(Object.entries(i).filter(([k]) => !POSITION_FIELDS.has(k)));
   const out = strip(instr);
-  if (instr.kind === 'ONBUILD') {
+  if (instr.kind === 'ONBUILD' && instr.trigger !== undefined) {
     out.trigger = strip(instr.trigger);
   }
   return out;

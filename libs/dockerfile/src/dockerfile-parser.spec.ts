@@ -422,16 +422,69 @@ describe('parseDockerfile: instructions', () => {
     ['HEALTHCHECK PING x', 'Unknown type "PING" in HEALTHCHECK (try CMD)'],
     ['HEALTHCHECK --interval=10 CMD x', 'time: missing unit in duration "10"'],
     ['HEALTHCHECK --interval=1us CMD x', 'Interval "interval" cannot be less than 1ms'],
-    ['HEALTHCHECK --retries=0 CMD x', '--retries must be at least 1 (not 0)'],
+    ['HEALTHCHECK --retries=-1 CMD x', '--retries cannot be negative (-1)'],
+    [
+      'HEALTHCHECK --retries=99999999999 CMD x',
+      'strconv.ParseInt: parsing "99999999999": value out of range',
+    ],
+    ['HEALTHCHECK --retries=2147483648 CMD x', 'value out of range'],
+    ['HEALTHCHECK --retries=1.0 CMD x', 'strconv.ParseInt: parsing "1.0": invalid syntax'],
     ['HEALTHCHECK --bogus=1 CMD x', 'unknown flag: bogus'],
   ])('%s is rejected', (line, message) => {
     expect(parseError(lines('FROM scratch', line)).detail).toContain(message);
+  });
+
+  it('HEALTHCHECK --retries=0 is the default, accepted as BuildKit does since dockerfile 1.5', () => {
+    const [zero, max, lead] = body(
+      'HEALTHCHECK --retries=0 CMD x',
+      'HEALTHCHECK --retries=2147483647 CMD x',
+      'HEALTHCHECK --retries=007 CMD x',
+    ) as HealthcheckInstruction[];
+    expect(zero.options.retries).toBe(0);
+    expect(max.options.retries).toBe(2147483647);
+    expect(lead.options.retries).toBe(7);
+  });
+
+  it('HEALTHCHECK flags before NONE are ignored, as BuildKit never parses them', () => {
+    const [a, b] = body(
+      'HEALTHCHECK --interval=5s NONE',
+      'HEALTHCHECK --bogus NONE',
+    ) as HealthcheckInstruction[];
+    expect(a.test).toEqual(['NONE']);
+    expect(a.options.intervalNs).toBe(0);
+    expect(b.test).toEqual(['NONE']);
+  });
+
+  it('flag values use the file escape character', () => {
+    const [bs] = body('COPY --chown=a\\b --exclude=x\\y . /app') as CopyInstruction[];
+    // default escape `\`: `a\b` is `ab`, as in BuildKit
+    expect(bs.chown).toBe('ab');
+    expect(bs.exclude).toEqual(['xy']);
+    const tick = parseDockerfile(
+      lines(
+        '# escape=`',
+        'FROM scratch',
+        'COPY --chown=DOMAIN\\user --exclude=c:\\tmp\\* --exclude="a``b" . c:\\app',
+      ),
+    ).stages[0].instructions[0] as CopyInstruction;
+    expect(tick.chown).toBe('DOMAIN\\user');
+    expect(tick.exclude).toEqual(['c:\\tmp\\*', 'a`b']);
   });
 
   it('ONBUILD wraps a parsed trigger', () => {
     const ob = only<OnbuildInstruction>('ONBUILD COPY --chown=a . /app');
     expect(ob.expression).toBe('COPY --chown=a . /app');
     expect(ob.trigger).toMatchObject({ kind: 'COPY', chown: 'a', sources: ['.'], dest: '/app' });
+  });
+
+  it.each([
+    ['ONBUILD COPY --bogus=1 a b', 'COPY --bogus=1 a b'],
+    ['ONBUILD HEALTHCHECK --retries=-1 CMD x', 'HEALTHCHECK --retries=-1 CMD x'],
+    ['ONBUILD FOO bar', 'FOO bar'],
+  ])('%s is kept for the child build: BuildKit checks only the keyword', (line, expression) => {
+    const ob = only<OnbuildInstruction>(line);
+    expect(ob.expression).toBe(expression);
+    expect(ob.trigger).toBeUndefined();
   });
 
   it.each([

@@ -443,7 +443,7 @@ function newNode(line: string, d: Directives, startLine: number, endLine: number
   const trimmed = line.trim();
   const m = /^(\S+)(?:[\t\v\f\r\n ]+([\s\S]*))?$/.exec(trimmed);
   const keyword = m?.[1] ?? trimmed;
-  const [rest, flags] = extractBuilderFlags(m?.[2] ?? '');
+  const [rest, flags] = extractBuilderFlags(m?.[2] ?? '', d.escape);
   const args = rest.trim();
   const node: RawNode = {
     keyword,
@@ -502,8 +502,12 @@ function newNode(line: string, d: Directives, startLine: number, endLine: number
   return node;
 }
 
-/** BuildKit extractBuilderFlags: leading `--name[=value]` words (quotes and `\` handled). */
-function extractBuilderFlags(line: string): [string, string[]] {
+/**
+ * BuildKit extractBuilderFlags: leading `--name[=value]` words, quotes removed. The escape
+ * character is the file's (`# escape=`), as for every other word of a line: under
+ * `` # escape=` `` a flag value such as `--chown=DOMAIN\user` keeps its `\`.
+ */
+function extractBuilderFlags(line: string, escape: '\\' | '`'): [string, string[]] {
   const words: string[] = [];
   let phase: 'spaces' | 'word' | 'quote' = 'spaces';
   let word = '';
@@ -549,7 +553,7 @@ function extractBuilderFlags(line: string): [string, string[]] {
         phase = 'quote';
         continue;
       }
-      if (ch === '\\') {
+      if (ch === escape) {
         if (pos + 1 === line.length) {
           continue;
         }
@@ -565,7 +569,7 @@ function extractBuilderFlags(line: string): [string, string[]] {
       phase = 'word';
       continue;
     }
-    if (ch === '\\') {
+    if (ch === escape) {
       if (pos + 1 === line.length) {
         phase = 'word';
         continue;
@@ -1135,7 +1139,19 @@ function toInstruction(node: RawNode, d: Directives): Instruction {
       for (const doc of node.heredocs) {
         expression += '\n' + doc.content + doc.name;
       }
-      return { ...base, kind: 'ONBUILD', expression, trigger: toInstruction(node.child, d) };
+      // BuildKit checks only the trigger's keyword here and stores the expression as written;
+      // a trigger that does not parse (`ONBUILD COPY --bogus=1 a b`) fails in the child build
+      // that runs it, not in this one.
+      const child = node.child;
+      let parsed: Instruction | undefined;
+      try {
+        parsed = toInstruction(child, d);
+      } catch (err) {
+        if (!(err instanceof ParseFailure)) {
+          throw err;
+        }
+      }
+      return { ...base, kind: 'ONBUILD', expression, ...(parsed !== undefined ? { trigger: parsed } : {}) };
     }
     default:
       throw unknownInstruction(node.keyword);
@@ -1159,7 +1175,7 @@ function healthcheck(node: RawNode, base: InstructionBase, flags: Flags): Instru
     if (rest.length !== 0) {
       throw new ParseFailure('HEALTHCHECK NONE takes no arguments');
     }
-    flags.parse();
+    // BuildKit declares no flags for NONE and never parses them: `--interval=5s NONE` is accepted.
     return { ...base, kind: 'HEALTHCHECK', test: ['NONE'], options };
   }
   flags
@@ -1187,9 +1203,14 @@ function healthcheck(node: RawNode, base: InstructionBase, flags: Flags): Instru
     if (!/^[+-]?\d+$/.test(retries)) {
       throw new ParseFailure(`strconv.ParseInt: parsing "${retries}": invalid syntax`);
     }
+    // Go's strconv.ParseInt(v, 10, 32); 0 is the default ("inherit") and accepted since
+    // dockerfile 1.5 (moby/buildkit#3092), a negative count is an error.
     const n = Number(retries);
-    if (n < 1) {
-      throw new ParseFailure(`--retries must be at least 1 (not ${n})`);
+    if (n > 2 ** 31 - 1 || n < -(2 ** 31)) {
+      throw new ParseFailure(`strconv.ParseInt: parsing "${retries}": value out of range`);
+    }
+    if (n < 0) {
+      throw new ParseFailure(`--retries cannot be negative (${n})`);
     }
     options.retries = n;
   }

@@ -234,8 +234,11 @@ export interface OnbuildInstruction extends InstructionBase {
   kind: 'ONBUILD';
   /** The trigger as stored in the image config (`RUN echo hi`), heredoc bodies appended. */
   expression: string;
-  /** The trigger, parsed. */
-  trigger: Instruction;
+  /**
+   * The trigger, parsed; undefined when it does not parse (bad flags, an unknown keyword):
+   * kept as BuildKit keeps it, failing only in a child build that runs it.
+   */
+  trigger?: Instruction;
 }
 
 export interface MaintainerInstruction extends InstructionBase {
