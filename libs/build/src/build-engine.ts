@@ -1,21 +1,10 @@
-import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { chmod, lchown, lstat, mkdir, open, rm, writeFile } from 'node:fs/promises';
-import { dirname, join, posix } from 'node:path';
-import {
-  checkFileName,
-  ConfineError,
-  containerPath,
-  nameBeneath,
-  readFileBeneath,
-  resolveInRoot,
-} from '@stratum/confine';
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { ConfineError, nameBeneath, readFileBeneath } from '@stratum/confine';
 import { BuildJobData, Digest, StepRecord, StepStatus } from '@stratum/contracts';
 import {
-  AddInstruction,
   BuildPlan,
-  CopyInstruction,
   createStageScope,
   expandInstruction,
   ExpansionScope,
@@ -23,14 +12,11 @@ import {
   parseDockerfile,
   planBuild,
   PlannedStage,
-  RunInstruction,
-  WorkdirInstruction,
 } from '@stratum/dockerfile';
 import { ContainerFilesystems, ContainerFs, ImageService, LayerDescriptor } from '@stratum/images';
-import { applyLayer, detectCompression, LayerCache } from '@stratum/layers';
+import { LayerCache } from '@stratum/layers';
 import { HistoryEntry, tryParseReference } from '@stratum/oci';
-import { resolveUser, RuncRuntime } from '@stratum/runtime';
-import { BlobDigest, BlobStore, RepositoryStore } from '@stratum/storage';
+import { BlobDigest } from '@stratum/storage';
 import {
   BuildCacheIndex,
   BuildCacheRecord,
@@ -40,143 +26,20 @@ import {
 } from './build-cache';
 import { BuildContext } from './build-context';
 import { BuildError } from './build-errors';
-import { BuildReporter } from './build-reporter';
-import { copyIntoContainer, matchSources, SourceEntry } from './file-copy';
+import { prepareCopyStep } from './copy-step';
+import { BuildEngineOptions, BuildOutcome, BuildRunContext, RemoteImage } from './engine-options';
 import { addHistory, cloneState, envMap, ImageState, scratchState } from './image-state';
-import {
-  applyMetadata,
-  commandArgs,
-  isMetadataInstruction,
-  MetadataInstruction,
-  stageShell,
-} from './metadata-steps';
-import { fetchRemote, isRemoteSource, parseChecksum, remoteFileName } from './remote-source';
+import { applyMetadata, isMetadataInstruction } from './metadata-steps';
 import { RunCacheStore } from './run-cache';
-import { checkRunMounts, MountedFrom, mountTarget, PreparedRunMounts, prepareRunMounts } from './run-mounts';
-import { SecretMasker } from './secret-mask';
-import { hashSources } from './source-hash';
-
-/**
- * Pulls an image from another registry into our storage (libs/registry's RemoteImageResolver):
- * that registry's mirrors in order, then the registry itself. When nothing has it, `resolve`
- * throws an error carrying `attempts` (each place tried and why it gave nothing).
- */
-export interface RemoteImageSource {
-  /** Registry of unqualified names our registry lacks (`docker.io`); null: they mean ours only. */
-  readonly defaultRegistry: string | null;
-  /**
-   * True for an unqualified name in a pull-through mirror's repository (REGISTRY_MIRRORS): it is
-   * resolved here, not taken from our registry as is (the mirror may hold a manifest whose blobs
-   * were never fetched).
-   */
-  isPullThrough(reference: string): boolean;
-  resolve(reference: string, signal?: AbortSignal): Promise<RemoteImage>;
-}
-
-/** What {@link RemoteImageSource.resolve} brought, and from where (said in the build log). */
-export interface RemoteImage {
-  readonly repository: string;
-  readonly manifestDigest: Digest;
-  /** With the registry filled in: `docker.io/library/busybox:latest`. */
-  readonly reference: string;
-  /** `stored`: pulled before, found in `repository` without asking anyone. */
-  readonly source: 'stored' | 'mirror' | 'registry';
-  /** The mirror's or registry's URL; null when stored. */
-  readonly endpoint: string | null;
-  /** Places tried first that were down or lacked it. */
-  readonly failed: readonly { readonly place: string; readonly error: string }[];
-}
-
-export interface BuildEngineOptions {
-  readonly blobs: BlobStore;
-  readonly repositories: RepositoryStore;
-  readonly runtime: RuncRuntime;
-  /** Per-build scratch dirs live here (`<jobsDir>/<buildId>`). */
-  readonly jobsDir: string;
-  /** The host's extracted-layer cache, shared with everything else mounting layers on this host. */
-  readonly cache?: LayerCache;
-  /** Where the engine makes its own layer cache when none is given. */
-  readonly layerCacheDir: string;
-  /**
-   * Root of `RUN --mount=type=cache` directories, one per hashed id, and nothing else
-   * (default: `run-cache` beside `layerCacheDir`).
-   */
-  readonly runCacheDir?: string;
-  /** After each build the cache mount directories are trimmed to this (LRU, unused ones only). Default 10 GiB. */
-  readonly runCacheMaxBytes?: number;
-  readonly stepTimeoutMs: number;
-  /** Memory limit of each RUN step (default 4 GiB): a hog is killed, the worker lives on. */
-  readonly stepMemoryBytes?: number;
-  /** Bytes one RUN step may write to its layer (default 64 GiB): past it the step is killed. */
-  readonly stepDiskBytes?: number;
-  /** Process limit of each RUN step (default 4096): a fork bomb is contained. */
-  readonly stepPidsLimit?: number;
-  /** After each build the layer cache is trimmed to this (LRU, unused layers only). Default 50 GiB. */
-  readonly layerCacheMaxBytes?: number;
-  /** Allow `RUN --network=host` (default false: the host network reaches the worker's Redis). */
-  readonly allowHostNetwork?: boolean;
-  /** Allow the sandboxed network (default true); off, a step without a network of its own gets `none`. */
-  readonly allowSandboxNetwork?: boolean;
-  /** The network of a RUN step that neither the build nor the Dockerfile chooses. Default `sandbox`. */
-  readonly stepNetworkDefault?: 'sandbox' | 'none';
-  /** Largest build context, unpacked (MAX_CONTEXT_BYTES); unlimited when unset. */
-  readonly maxContextBytes?: number;
-  /** What the local archives of one ADD may unpack to (MAX_ADD_UNPACKED_BYTES); unlimited when unset. */
-  readonly maxAddUnpackedBytes?: number;
-  /** Most entries of a build context (MAX_CONTEXT_ENTRIES); unlimited when unset. */
-  readonly maxContextEntries?: number;
-  readonly compression?: 'gzip' | 'zstd';
-  /**
-   * The step cache index. Share one (Redis) between worker hosts so they reuse each other's
-   * layers; default: an in-process index, which only this engine sees.
-   */
-  readonly cacheIndex?: BuildCacheIndex;
-  /**
-   * Fetches images that name another registry (`FROM registry.example.com/team/base:1`), and
-   * unqualified ones our registry lacks (`FROM alpine`: its default registry), into our storage.
-   * Without it such a FROM fails with a clear error and unqualified names mean our registry only.
-   */
-  readonly remoteImages?: RemoteImageSource;
-}
-
-export interface BuildRunContext {
-  readonly signal: AbortSignal;
-  readonly reporter: BuildReporter;
-  /**
-   * Build secrets by id (`RUN --mount=type=secret`): materialised on a tmpfs per step and
-   * masked in the log; never part of a key, a layer or the image.
-   */
-  readonly secrets?: ReadonlyMap<string, Buffer>;
-}
-
-export interface BuildOutcome {
-  readonly imageDigest: Digest;
-  readonly configDigest: Digest;
-}
+import { MountedFrom } from './run-mounts';
+import { prepareRunStep } from './run-step';
+import { BuildAborted, PreparedStep, StepHost, stateWorkdir } from './step-host';
+import { workdirStep } from './workdir-step';
 
 interface StepRef {
   readonly index: number;
   readonly stage: PlannedStage;
   readonly instruction: Instruction;
-}
-
-/** A step with its cache key computed, ready to be replayed from the cache or run. */
-interface PreparedStep {
-  readonly key: string;
-  /** Config change, applied on a hit and on a miss alike (it is cheap and deterministic). */
-  readonly metadata: MetadataInstruction | null;
-  /** History text of a filesystem step (metadata steps get theirs from applying the change). */
-  readonly createdBy?: string;
-  /** The filesystem work on a miss: returns the new layer, or null when nothing changed. */
-  readonly run?: () => Promise<LayerDescriptor | null>;
-}
-
-/** Thrown inside the engine when the build's signal fires. */
-class BuildAborted extends Error {
-  constructor() {
-    super('build aborted');
-    this.name = 'BuildAborted';
-  }
 }
 
 const MAX_DOCKERFILE = 1024 * 1024;
@@ -250,21 +113,23 @@ export class BuildEngine {
 }
 
 /** One build's execution state. */
-class BuildRun {
+class BuildRun implements StepHost {
   private readonly steps: StepRecord[] = [];
   private readonly live = new Set<ContainerFs>();
   private readonly stageNames = new Map<string, number>();
+  /** Each finished stage's state, by stage index: what FROM <stage> and --from=<stage> read. */
+  private readonly results = new Map<number, ImageState>();
   /** `SOURCE_DATE_EPOCH` build arg (seconds), or null. */
-  private readonly epoch: number | null;
+  readonly epoch: number | null;
 
   constructor(
-    private readonly engine: BuildEngine,
-    private readonly options: BuildEngineOptions,
-    private readonly data: BuildJobData,
-    private readonly ctx: BuildRunContext,
-    private readonly jobDir: string,
-    private readonly context: BuildContext,
-    private readonly filesystems: ContainerFilesystems,
+    readonly engine: BuildEngine,
+    readonly options: BuildEngineOptions,
+    readonly data: BuildJobData,
+    readonly ctx: BuildRunContext,
+    readonly jobDir: string,
+    readonly context: BuildContext,
+    readonly filesystems: ContainerFilesystems,
   ) {
     this.epoch = sourceDateEpoch(data.buildArgs);
   }
@@ -306,7 +171,7 @@ class BuildRun {
       this.steps.push(record);
       await this.ctx.reporter.step(record);
     }
-    const results = new Map<number, ImageState>();
+    const results = this.results;
     for (const group of plan.parallelGroups) {
       await Promise.all(
         group.map(async (stageIndex) => {
@@ -504,14 +369,14 @@ class BuildRun {
         const expanded = expandInstruction(instr, scope);
         scope.apply(expanded);
         this.ctx.reporter.log(null, 'system', `running ONBUILD trigger: ${trigger}\n`);
-        await this.runStep(null, state, expanded, stepEnvironment(expanded, scope), results);
+        await this.runStep(null, state, expanded, stepEnvironment(expanded, scope));
       }
     }
     for (const ref of stepRefs.filter((r) => r.stage.index === stage.index)) {
       this.checkAbort();
       const expanded = expandInstruction(ref.instruction, scope);
       scope.apply(expanded);
-      await this.runStep(ref.index, state, expanded, stepEnvironment(expanded, scope), results);
+      await this.runStep(ref.index, state, expanded, stepEnvironment(expanded, scope));
     }
     return state;
   }
@@ -525,7 +390,6 @@ class BuildRun {
     state: ImageState,
     instr: Instruction,
     runEnv: Record<string, string>,
-    results: Map<number, ImageState>,
   ): Promise<void> {
     if (instr.kind === 'FROM') {
       return;
@@ -546,7 +410,7 @@ class BuildRun {
       await this.ctx.reporter.step(step);
     };
     try {
-      const prepared = await this.prepare(index, state, instr, runEnv, results);
+      const prepared = await this.prepare(index, state, instr, runEnv);
       const hit = this.data.noCache ? null : await this.lookup(prepared.key);
       const createdBy =
         prepared.metadata !== null ? applyMetadata(state, prepared.metadata) : prepared.createdBy;
@@ -599,22 +463,20 @@ class BuildRun {
     return rec;
   }
 
-  /** Cache key and work of one expanded instruction. */
-  private async prepare(
+  /** Cache key and work of one expanded instruction. */ private async prepare(
     stepIndex: number | null,
     state: ImageState,
     instr: Exclude<Instruction, { kind: 'FROM' }>,
     runEnv: Record<string, string>,
-    results: Map<number, ImageState>,
   ): Promise<PreparedStep> {
     const parent = state.cacheKey ?? 'scratch';
     const instruction = canonicalInstruction(instr);
     const cfg = state.config.config ?? {};
-    const workdir = cfg.WorkingDir && cfg.WorkingDir !== '' ? cfg.WorkingDir : '/';
+    const workdir = stateWorkdir(state);
     const epoch = this.epoch;
     if (instr.kind === 'WORKDIR') {
       const key = stepCacheKey({ parent, instruction, inputs: { workdir, user: cfg.User ?? '', epoch } });
-      return { key, metadata: instr, run: () => this.workdir(state, instr) };
+      return { key, metadata: instr, run: () => workdirStep(this, state, instr) };
     }
     if (isMetadataInstruction(instr)) {
       // ARG changes nothing in the image but the RUN environment; its value keys it all the same.
@@ -622,350 +484,15 @@ class BuildRun {
       return { key: stepCacheKey({ parent, instruction, inputs }), metadata: instr };
     }
     switch (instr.kind) {
-      case 'RUN': {
-        if (instr.network === 'host' && this.options.allowHostNetwork !== true) {
-          throw new BuildError(
-            'RUN --network=host is not allowed on this service (an operator can enable it with ALLOW_HOST_NETWORK=true)',
-            instr.startLine,
-          );
-        }
-        // A missing required secret fails here, before the step is looked up or run.
-        checkRunMounts(instr, this.ctx.secrets ?? new Map<string, Buffer>());
-        const network = this.stepNetwork(instr);
-        const args = runArgs(instr, stageShell(state));
-        const key = stepCacheKey({
-          parent,
-          instruction,
-          inputs: {
-            args,
-            env: runEnv,
-            user: cfg.User ?? '',
-            workdir,
-            // the network the step really gets: a step that passed with it may fail without it
-            network,
-            security: instr.security ?? 'sandbox',
-            mounts: instr.mounts.map((m) => m.raw),
-            // What bind mounts show the step (cache and secret content never keys it, as BuildKit).
-            binds: await this.bindInputs(instr, workdir, results),
-            epoch,
-          },
-        });
-        return {
-          key,
-          metadata: null,
-          createdBy: `RUN ${args.join(' ')}`,
-          run: () =>
-            this.withContainer(state, (fs) =>
-              this.run(fs, state, instr, args, runEnv, stepIndex, results, network),
-            ),
-        };
-      }
+      case 'RUN':
+        return prepareRunStep(this, { state, instr, parent, instruction, workdir, runEnv, stepIndex });
       case 'COPY':
       case 'ADD':
-        return this.prepareCopy(state, instr, parent, instruction, workdir, results);
+        return prepareCopyStep(this, { state, instr, parent, instruction, workdir, runEnv, stepIndex });
     }
   }
 
-  private async prepareCopy(
-    state: ImageState,
-    instr: CopyInstruction | AddInstruction,
-    parent: string,
-    instruction: unknown,
-    workdir: string,
-    results: Map<number, ImageState>,
-  ): Promise<PreparedStep> {
-    if (instr.exclude.length > 0) {
-      throw new BuildError(`${instr.kind} --exclude is not supported yet`, instr.startLine);
-    }
-    if (instr.kind === 'COPY' && instr.parents) {
-      throw new BuildError('COPY --parents is not supported yet', instr.startLine);
-    }
-    if (instr.inlineSources.length > 0 && instr.sources.length > 0) {
-      throw new BuildError(
-        `${instr.kind}: mixing heredoc and file sources is not supported`,
-        instr.startLine,
-      );
-    }
-    const createdBy = `${instr.kind} ${[...instr.sources, ...instr.inlineSources.map((s) => s.path)].join(' ')} ${instr.dest}`;
-    const epoch = this.epoch;
-    const base = { workdir, epoch };
-    // COPY --from: the source stage's (or image's) key stands for every file it could read.
-    if (instr.kind === 'COPY' && instr.from !== undefined) {
-      const fromState = await this.fromState(instr.from, results, instr.startLine);
-      const key = stepCacheKey({ parent, instruction, inputs: { ...base, from: fromState.cacheKey } });
-      return {
-        key,
-        metadata: null,
-        createdBy,
-        run: () =>
-          this.withContainer(state, async (fs) => {
-            const fromFs = await this.filesystems.create(`${fs.id}-from`, fromState.layers);
-            this.live.add(fromFs);
-            try {
-              const sources = await matchSources(fromFs.merged, instr.sources, instr.startLine, instr.kind);
-              await this.copyInto(fs, instr, fromFs.merged, sources, workdir);
-            } finally {
-              await this.filesystems.remove(fromFs);
-              this.live.delete(fromFs);
-            }
-          }),
-      };
-    }
-    if (instr.inlineSources.length > 0) {
-      // Heredoc sources: their text is part of the instruction, hence of the key.
-      const key = stepCacheKey({ parent, instruction, inputs: base });
-      return {
-        key,
-        metadata: null,
-        createdBy,
-        run: () =>
-          this.withContainer(state, async (fs) => {
-            const root = join(fs.dir, 'inline');
-            await mkdir(root, { recursive: true });
-            for (const s of instr.inlineSources) {
-              // `COPY <<..` must not write over the container's own dir: one file name or an error.
-              const name = checkFileName(posix.basename(s.path), 'heredoc name');
-              await writeFile(join(root, name), s.data, { mode: 0o644 });
-            }
-            const sources = await matchSources(
-              root,
-              instr.inlineSources.map((s) => posix.basename(s.path)),
-              instr.startLine,
-              instr.kind,
-            );
-            await this.copyInto(fs, instr, root, sources, workdir);
-          }),
-      };
-    }
-    // Sources from the context (and, for ADD, URLs): keyed by the content of what is read.
-    const remote: { url: string; checksum?: string }[] = [];
-    const local: string[] = [];
-    for (const src of instr.sources) {
-      if (instr.kind === 'ADD' && isRemoteSource(src)) {
-        remote.push({
-          url: src,
-          ...(instr.checksum !== undefined
-            ? { checksum: parseChecksum(instr.checksum, instr.startLine) }
-            : {}),
-        });
-      } else {
-        local.push(src);
-      }
-    }
-    if (instr.kind === 'ADD' && instr.checksum !== undefined && local.length > 0) {
-      throw new BuildError('ADD --checksum can only be used with HTTP(S) sources', instr.startLine);
-    }
-    if (remote.length > 0 && remote.length + local.length > 1 && !instr.dest.endsWith('/')) {
-      throw new BuildError(
-        'When using ADD with more than one source file, the destination must be a directory and end with a /',
-        instr.startLine,
-      );
-    }
-    // What the sources hash to depends only on the context blob, its ignore file (chosen by
-    // the Dockerfile's path) and the patterns: memoized, a cached step needs no extraction.
-    const memoKey = `sources:${createHash('sha256')
-      .update(
-        stableJson({
-          v: 1,
-          ctx: this.data.contextDigest,
-          dockerfile: this.data.dockerfile,
-          kind: instr.kind,
-          local,
-        }),
-      )
-      .digest('hex')}`;
-    let sources: SourceEntry[] | null = null;
-    const localSources = async (): Promise<SourceEntry[]> => {
-      if (sources === null) {
-        if (local.length > 0) {
-          await this.context.materialize();
-        }
-        sources = await matchSources(this.contextDir, local, instr.startLine, instr.kind);
-      }
-      return sources;
-    };
-    let sourcesDigest =
-      local.length === 0 ? null : ((await this.engine.cacheIndex.getMemo?.(memoKey)) ?? null);
-    if (sourcesDigest === null) {
-      sourcesDigest = await hashSources(await localSources());
-      if (local.length > 0) {
-        await this.engine.cacheIndex.putMemo?.(memoKey, sourcesDigest);
-      }
-    }
-    const remoteInputs: { url: string; digest: string }[] = [];
-    const fetched: SourceEntry[] = [];
-    const fetchAll = async (): Promise<void> => {
-      for (const r of remote) {
-        const f = await fetchRemote(r.url, join(this.jobDir, 'remote'), {
-          ...(r.checksum !== undefined ? { checksum: r.checksum } : {}),
-          line: instr.startLine,
-          signal: this.ctx.signal,
-        });
-        fetched.push({ rel: posix.basename(f.rel), host: f.path, stat: await lstat(f.path) });
-        remoteInputs.push({ url: r.url, digest: f.digest });
-      }
-    };
-    if (remote.every((r) => r.checksum !== undefined)) {
-      // With --checksum the content is known without downloading: a hit needs no network.
-      for (const r of remote) {
-        remoteFileName(r.url, instr.startLine);
-        remoteInputs.push({ url: r.url, digest: r.checksum as string });
-      }
-    } else {
-      await fetchAll();
-    }
-    const key = stepCacheKey({
-      parent,
-      instruction,
-      inputs: { ...base, sources: sourcesDigest, remote: remoteInputs },
-    });
-    return {
-      key,
-      metadata: null,
-      createdBy,
-      run: () =>
-        this.withContainer(state, async (fs) => {
-          if (remote.length > 0 && fetched.length === 0) {
-            await fetchAll();
-          }
-          const matched = await localSources();
-          let toCopy = matched;
-          if (instr.kind === 'ADD' && instr.unpack !== false) {
-            toCopy = [];
-            const limit = this.options.maxAddUnpackedBytes;
-            let left = limit;
-            for (const s of matched) {
-              if (await isLocalArchive(s.host)) {
-                const dest = posix.isAbsolute(instr.dest) ? instr.dest : posix.join(workdir, instr.dest);
-                const destDir = containerPath(fs.merged, await resolveInRoot(fs.merged, dest));
-                await mkdir(destDir, { recursive: true });
-                // A local archive from the build context is a plain archive, as Docker's ADD
-                // untars it: `.wh.*` names are files, not whiteouts; no device nodes.
-                const applied = await applyLayer(createReadStream(s.host), destDir, {
-                  devices: 'reject',
-                  kind: 'plain',
-                  ...(left !== undefined ? { maxBytes: left } : {}),
-                }).catch((err: unknown) => {
-                  if ((err as { cause?: { code?: unknown } }).cause?.code === 'TAR_TOO_LARGE') {
-                    throw new BuildError(
-                      `ADD ${s.rel}: the archive unpacks to more than MAX_ADD_UNPACKED_BYTES (${limit} bytes${matched.length > 1 ? ' for all archives of this ADD' : ''})`,
-                      instr.startLine,
-                    );
-                  }
-                  throw err;
-                });
-                if (left !== undefined) {
-                  left = Math.max(0, left - applied.bytes);
-                }
-              } else {
-                toCopy.push(s);
-              }
-            }
-          }
-          if (toCopy.length > 0) {
-            await this.copyInto(fs, instr, this.contextDir, toCopy, workdir);
-          }
-          for (const f of fetched) {
-            await this.copyInto(fs, instr, posix.dirname(f.host), [f], workdir);
-          }
-        }),
-    };
-  }
-
-  private async copyInto(
-    fs: ContainerFs,
-    instr: CopyInstruction | AddInstruction,
-    sourceRoot: string,
-    sources: SourceEntry[],
-    workdir: string,
-  ): Promise<void> {
-    let owner: { uid: number; gid: number } | null = null;
-    if (instr.chown !== undefined) {
-      try {
-        const u = await resolveUser(fs.merged, instr.chown);
-        owner = { uid: u.uid, gid: u.gid };
-      } catch (err) {
-        throw new BuildError(
-          `${instr.kind} --chown=${instr.chown}: ${(err as Error).message}`,
-          instr.startLine,
-        );
-      }
-    }
-    let mode: number | null = null;
-    if (instr.chmod !== undefined) {
-      if (!/^[0-7]{3,4}$/.test(instr.chmod)) {
-        throw new BuildError(
-          `${instr.kind} --chmod=${instr.chmod}: expected an octal mode such as 0755`,
-          instr.startLine,
-        );
-      }
-      mode = parseInt(instr.chmod, 8);
-    }
-    await copyIntoContainer({
-      sourceRoot,
-      sources,
-      targetRoot: fs.merged,
-      dest: instr.dest,
-      workdir,
-      owner,
-      mode,
-      line: instr.startLine,
-      kind: instr.kind,
-    });
-  }
-
-  /**
-   * WORKDIR creates its directory like BuildKit (mkdir -p, 0755, owned by the current USER):
-   * a layer only when it did not exist yet.
-   */
-  private async workdir(state: ImageState, instr: WorkdirInstruction): Promise<LayerDescriptor | null> {
-    const cfg = state.config.config ?? {};
-    const dir = cfg.WorkingDir && cfg.WorkingDir !== '' ? cfg.WorkingDir : '/';
-    if (dir === '/') {
-      return null;
-    }
-    return this.withContainer(state, async (fs) => {
-      const resolved = await resolveInRoot(fs.merged, dir);
-      const st = await lstat(containerPath(fs.merged, resolved)).catch(() => null);
-      if (st?.isDirectory() === true) {
-        return false;
-      }
-      let owner: { uid: number; gid: number } | null = null;
-      if (cfg.User !== undefined && cfg.User !== '') {
-        try {
-          const u = await resolveUser(fs.merged, cfg.User);
-          owner = { uid: u.uid, gid: u.gid };
-        } catch (err) {
-          throw new BuildError(
-            `WORKDIR ${dir}: user ${cfg.User}: ${(err as Error).message}`,
-            instr.startLine,
-          );
-        }
-      }
-      let cur = '/';
-      for (const part of resolved.split('/').filter(Boolean)) {
-        cur = posix.join(cur, part);
-        const host = containerPath(fs.merged, cur);
-        const pst = await lstat(host).catch(() => null);
-        if (pst === null) {
-          await mkdir(host);
-          await chmod(host, 0o755);
-          if (owner !== null) {
-            await lchown(host, owner.uid, owner.gid);
-          }
-        } else if (!pst.isDirectory()) {
-          throw new BuildError(`WORKDIR ${dir}: ${cur} is not a directory`, instr.startLine);
-        }
-      }
-      return true;
-    });
-  }
-
-  /**
-   * Mounts a container on the state's layers, runs `work` in it and snapshots the upper dir
-   * as a new layer. `work` returning false means it changed nothing: no layer (null).
-   */
-  private async withContainer(
+  async withContainer(
     state: ImageState,
     work: (fs: ContainerFs) => Promise<boolean | void>,
   ): Promise<LayerDescriptor | null> {
@@ -991,247 +518,28 @@ class BuildRun {
     }
   }
 
-  /**
-   * `RUN --network=none|host` for its step; `default` (or nothing): the build's `network`,
-   * else the operator's default. With the sandbox turned off, only a build that asked for it
-   * by name fails; the others get `none`.
-   */
-  private stepNetwork(instr: RunInstruction): 'sandbox' | 'none' | 'host' {
-    if (instr.network === 'host' || instr.network === 'none') {
-      return instr.network;
-    }
-    const wanted = this.data.network ?? this.options.stepNetworkDefault ?? 'sandbox';
-    if (wanted === 'sandbox' && this.options.allowSandboxNetwork === false) {
-      if (this.data.network === 'sandbox') {
-        throw new BuildError(
-          'network=sandbox is turned off on this service (ALLOW_SANDBOX_NETWORK=false); build with network=none',
-          instr.startLine,
-        );
-      }
-      return 'none';
-    }
-    return wanted;
-  }
-
-  private async run(
-    fs: ContainerFs,
-    state: ImageState,
-    instr: RunInstruction,
-    args: string[],
-    runEnv: Record<string, string>,
-    stepIndex: number | null,
-    results: Map<number, ImageState>,
-    network: 'sandbox' | 'none' | 'host',
-  ): Promise<void> {
-    const cfg = state.config.config ?? {};
-    const workdir = cfg.WorkingDir && cfg.WorkingDir !== '' ? cfg.WorkingDir : '/';
-    const secrets = this.ctx.secrets ?? new Map<string, Buffer>();
-    const prepared = await prepareRunMounts(instr, fs.merged, workdir, {
-      jobDir: this.jobDir,
-      contextDir: this.contextDir,
-      materializeContext: () => this.context.materialize(),
-      cacheStore: this.engine.runCache,
-      openFrom: (from, line) => this.openFrom(fs, from, line, results),
-      secrets,
-      signal: this.ctx.signal,
-      log: (t) => this.ctx.reporter.log(null, 'system', t),
-    });
-    try {
-      await this.runProcess(
-        fs,
-        instr,
-        args,
-        { ...runEnv, ...prepared.env },
-        stepIndex,
-        prepared,
-        workdir,
-        cfg.User,
-        network,
-      );
-    } finally {
-      await prepared.cleanup();
-    }
-  }
-
-  /** The process of a RUN step, its output masked for the step's secrets. */
-  private async runProcess(
-    fs: ContainerFs,
-    instr: RunInstruction,
-    args: string[],
-    env: Record<string, string>,
-    stepIndex: number | null,
-    prepared: PreparedRunMounts,
-    workdir: string,
-    user: string | undefined,
-    network: 'sandbox' | 'none' | 'host',
-  ): Promise<void> {
-    const masker = {
-      stdout: new SecretMasker(prepared.secretValues),
-      stderr: new SecretMasker(prepared.secretValues),
-    };
-    const decoder = { stdout: new TextDecoder(), stderr: new TextDecoder() };
-    const disk = watchDiskUse(fs.upper, this.options.stepDiskBytes ?? DEFAULT_STEP_DISK_BYTES);
-    let result;
-    try {
-      result = await this.options.runtime.run(
-        `stratum-${fs.id}`,
-        {
-          rootfs: fs.merged,
-          args,
-          env,
-          cwd: workdir,
-          ...(user ? { user } : {}),
-          network,
-          mounts: prepared.mounts,
-          pidsLimit: this.options.stepPidsLimit ?? 4096,
-          memoryBytes: this.options.stepMemoryBytes ?? 4 * 1024 * 1024 * 1024,
-        },
-        {
-          onStdout: (c) =>
-            this.ctx.reporter.log(
-              stepIndex,
-              'stdout',
-              masker.stdout.push(decoder.stdout.decode(c, { stream: true })),
-            ),
-          onStderr: (c) =>
-            this.ctx.reporter.log(
-              stepIndex,
-              'stderr',
-              masker.stderr.push(decoder.stderr.decode(c, { stream: true })),
-            ),
-          signal: AbortSignal.any([this.ctx.signal, disk.signal]),
-          timeoutMs: this.options.stepTimeoutMs,
-        },
-      );
-    } catch (err) {
-      disk.stop();
-      const reason = (err as { reason?: string }).reason;
-      if (reason === 'USER_UNKNOWN' || reason === 'GROUP_UNKNOWN' || reason === 'START_FAILED') {
-        throw new BuildError(`RUN: ${(err as Error).message}`, instr.startLine);
-      }
-      throw err;
-    }
-    for (const stream of ['stdout', 'stderr'] as const) {
-      const rest = masker[stream].flush() + decoder[stream].decode();
-      if (rest !== '') {
-        this.ctx.reporter.log(stepIndex, stream, masker[stream].push(rest) + masker[stream].flush());
-      }
-    }
-    disk.stop();
-    if (disk.exceeded() || (!result.cancelled && (await disk.check()))) {
-      throw new BuildError(
-        `RUN wrote more than the step's disk limit of ${disk.limit} bytes (STEP_DISK_BYTES): the step was stopped`,
-        instr.startLine,
-      );
-    }
-    if (result.cancelled) {
-      throw new BuildAborted();
-    }
-    if (result.timedOut) {
-      throw new BuildError(`RUN timed out after ${this.options.stepTimeoutMs / 1000}s`, instr.startLine);
-    }
-    if (result.exitCode !== 0) {
-      const oom =
-        result.oomKilled === true
-          ? ` (killed: out of memory, the step's limit is ${this.options.stepMemoryBytes ?? 4 * 1024 * 1024 * 1024} bytes)`
-          : '';
-      const offline = network === 'none' ? ' (the step ran with network=none: no network but loopback)' : '';
-      throw new BuildError(
-        `process "${args.join(' ')}" did not complete successfully: exit code: ${result.exitCode ?? result.signal ?? 'unknown'}${oom}${offline}`,
-        instr.startLine,
-      );
-    }
-  }
-
-  /**
-   * Cache key input of a RUN's bind mounts: the digest of each bound context tree (memoized
-   * per context blob, as COPY's sources), or the key of the stage/image it comes from.
-   */
-  private async bindInputs(
-    instr: RunInstruction,
-    workdir: string,
-    results: Map<number, ImageState>,
-  ): Promise<unknown[]> {
-    const out: unknown[] = [];
-    for (const m of instr.mounts) {
-      if (m.type !== 'bind') {
-        continue;
-      }
-      const target = mountTarget(m, workdir);
-      const source = m.source ?? '.';
-      if (m.from !== undefined) {
-        const from = await this.fromState(m.from, results, instr.startLine);
-        out.push({ target, from: from.cacheKey, source });
-        continue;
-      }
-      const memoKey = `bind:${createHash('sha256')
-        .update(stableJson({ v: 1, ctx: this.data.contextDigest, dockerfile: this.data.dockerfile, source }))
-        .digest('hex')}`;
-      let digest = (await this.engine.cacheIndex.getMemo?.(memoKey)) ?? null;
-      if (digest === null) {
-        await this.context.materialize();
-        let rel: string;
-        try {
-          rel = await resolveInRoot(this.contextDir, source, {
-            symlinks: 'refuse-escape',
-            what: 'bind source',
-          });
-        } catch (err) {
-          throw err instanceof ConfineError
-            ? new BuildError(`RUN --mount=${m.raw}: ${err.message}`, instr.startLine)
-            : err;
-        }
-        const host = containerPath(this.contextDir, rel);
-        const st = await lstat(host).catch(() => null);
-        if (st === null) {
-          throw new BuildError(
-            `RUN --mount=${m.raw}: source "${source}" not found in the build context`,
-            instr.startLine,
-          );
-        }
-        digest = await hashSources([{ rel: '.', host, stat: st }]);
-        await this.engine.cacheIndex.putMemo?.(memoKey, digest);
-      }
-      out.push({ target, source, digest });
-    }
-    return out;
-  }
-
-  /** A `from=` of a RUN mount, mounted (throw-away upper) for the step's duration. */
-  private async openFrom(
-    fs: ContainerFs,
-    from: string,
-    line: number,
-    results: Map<number, ImageState>,
-  ): Promise<MountedFrom> {
-    const state = await this.fromState(from, results, line);
-    const fromFs = await this.filesystems.create(
-      `${fs.id}-m${randomBytes(3).toString('hex')}`,
-      state.layers,
-      {
-        volatile: true,
-      },
-    );
-    this.live.add(fromFs);
+  async mountState(name: string, state: ImageState): Promise<MountedFrom> {
+    const fs = await this.filesystems.create(name, state.layers, { volatile: true });
+    this.live.add(fs);
     return {
-      root: fromFs.merged,
+      root: fs.merged,
       release: async () => {
-        await this.filesystems.remove(fromFs);
-        this.live.delete(fromFs);
+        await this.filesystems.remove(fs);
+        this.live.delete(fs);
       },
     };
   }
 
-  private async fromState(from: string, results: Map<number, ImageState>, line: number): Promise<ImageState> {
+  async fromState(from: string, line: number): Promise<ImageState> {
     // A stage by name or index; otherwise an image reference.
-    for (const [index, state] of results) {
+    for (const [index, state] of this.results) {
       if (String(index) === from) {
         return state;
       }
     }
     const byName = this.stageNames.get(from.toLowerCase());
     if (byName !== undefined) {
-      const state = results.get(byName);
+      const state = this.results.get(byName);
       if (state !== undefined) {
         return state;
       }
@@ -1249,7 +557,6 @@ class BuildRun {
   }
 }
 
-/** Linux's default PATH, as BuildKit's system.DefaultPathEnv. */
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /**
@@ -1316,41 +623,6 @@ export function canonicalInstruction(instr: Instruction): unknown {
   return out;
 }
 
-async function isLocalArchive(path: string): Promise<boolean> {
-  const st = await lstat(path).catch(() => null);
-  if (st === null || !st.isFile() || st.size < 512) {
-    return false;
-  }
-  const fh = await open(path, 'r');
-  try {
-    const head = Buffer.alloc(512);
-    await fh.read(head, 0, 512, 0);
-    if (detectCompression(head) !== 'none') {
-      return true;
-    }
-    return head.subarray(257, 262).toString('latin1') === 'ustar';
-  } finally {
-    await fh.close();
-  }
-}
-
-/** argv of a RUN: exec form as is; shell form through the stage's shell, heredocs inlined. */
-export function runArgs(instr: RunInstruction, shell: readonly string[]): string[] {
-  if (instr.command.form === 'exec') {
-    return commandArgs(instr.command, shell);
-  }
-  const cmd = instr.command.command;
-  if (instr.heredocs.length === 0) {
-    return [...shell, cmd];
-  }
-  // `RUN <<EOF` alone: the heredoc is the script. Otherwise the shell reads the heredocs itself.
-  if (/^<<-?\s*["']?[A-Za-z0-9_]+["']?\s*$/.test(cmd.trim())) {
-    return [...shell, instr.heredocs[0].content];
-  }
-  const bodies = instr.heredocs.map((h) => `${h.content}${h.name}\n`).join('');
-  return [...shell, `${cmd}\n${bodies}`];
-}
-
 /**
  * The variables a step's key or process needs: only RUN and ARG read them. Building the map
  * for every step cost O(variables) per step, O(n²) over 10,000 ENVs.
@@ -1363,62 +635,4 @@ function stepName(ref: StepRef): string {
   const name = ref.stage.name !== undefined ? ref.stage.name : `stage-${ref.stage.index}`;
   const text = ref.instruction.original.replace(/\s+/g, ' ').trim();
   return `[${name}] ${text.length > 200 ? `${text.slice(0, 197)}...` : text}`;
-}
-
-const DEFAULT_STEP_DISK_BYTES = 64 * 1024 * 1024 * 1024;
-const DISK_CHECK_INTERVAL_MS = 2000;
-
-/**
- * Watches what a RUN step writes to its layer (its overlay upper dir) with `du` every 2 s: a
- * step that would fill the host's disk is stopped (its signal aborts) once past `limit`, and
- * the build fails naming the limit. `du -sx` stays on the upper dir's filesystem and counts
- * allocated bytes, which is what fills the disk (a sparse file counts only what it holds).
- */
-function watchDiskUse(
-  upper: string,
-  limit: number,
-): {
-  signal: AbortSignal;
-  limit: number;
-  exceeded(): boolean;
-  check(): Promise<boolean>;
-  stop(): void;
-} {
-  const controller = new AbortController();
-  let over = false;
-  let busy = false;
-  const check = async (): Promise<boolean> => {
-    const used = await new Promise<number>((resolve) => {
-      execFile('du', ['-sx', '--block-size=1', upper], (err, stdout) => {
-        resolve(err === null ? Number(stdout.split('\t')[0]) : 0);
-      });
-    });
-    if (used > limit) {
-      over = true;
-    }
-    return over;
-  };
-  const timer = setInterval(() => {
-    if (busy || over) {
-      return;
-    }
-    busy = true;
-    void check()
-      .then((exceeded) => {
-        if (exceeded) {
-          controller.abort();
-        }
-      })
-      .finally(() => {
-        busy = false;
-      });
-  }, DISK_CHECK_INTERVAL_MS);
-  timer.unref();
-  return {
-    signal: controller.signal,
-    limit,
-    exceeded: () => over,
-    check,
-    stop: () => clearInterval(timer),
-  };
 }

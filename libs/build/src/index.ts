@@ -3,16 +3,15 @@
  * one layer per filesystem step, with a step cache shared through Redis and the blob store,
  * and writes the resulting image.
  */
-export {
-  BuildEngine,
-  canonicalInstruction,
-  runArgs,
-  type BuildEngineOptions,
-  type BuildOutcome,
-  type BuildRunContext,
-  type RemoteImage,
-  type RemoteImageSource,
-} from './build-engine';
+export { BuildEngine, canonicalInstruction } from './build-engine';
+export type {
+  BuildEngineOptions,
+  BuildOutcome,
+  BuildRunContext,
+  RemoteImage,
+  RemoteImageSource,
+} from './engine-options';
+export { runArgs } from './run-step';
 export {
   cacheRecordKey,
   DEFAULT_CACHE_TTL_SECONDS,

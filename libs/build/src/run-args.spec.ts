@@ -1,5 +1,5 @@
 import { parseDockerfile, RunInstruction } from '@stratum/dockerfile';
-import { runArgs } from './build-engine';
+import { runArgs } from './run-step';
 
 const run = (text: string): RunInstruction => {
   const i = parseDockerfile(`FROM scratch\n${text}\n`).stages[0].instructions[0];

@@ -1,0 +1,104 @@
+import { Digest } from '@stratum/contracts';
+import { LayerCache } from '@stratum/layers';
+import { RuncRuntime } from '@stratum/runtime';
+import { BlobStore, RepositoryStore } from '@stratum/storage';
+import { BuildCacheIndex } from './build-cache';
+import { BuildReporter } from './build-reporter';
+
+/**
+ * Pulls an image from another registry into our storage (libs/registry's RemoteImageResolver):
+ * that registry's mirrors in order, then the registry itself. When nothing has it, `resolve`
+ * throws an error carrying `attempts` (each place tried and why it gave nothing).
+ */
+export interface RemoteImageSource {
+  /** Registry of unqualified names our registry lacks (`docker.io`); null: they mean ours only. */
+  readonly defaultRegistry: string | null;
+  /**
+   * True for an unqualified name in a pull-through mirror's repository (REGISTRY_MIRRORS): it is
+   * resolved here, not taken from our registry as is (the mirror may hold a manifest whose blobs
+   * were never fetched).
+   */
+  isPullThrough(reference: string): boolean;
+  resolve(reference: string, signal?: AbortSignal): Promise<RemoteImage>;
+}
+
+/** What {@link RemoteImageSource.resolve} brought, and from where (said in the build log). */
+export interface RemoteImage {
+  readonly repository: string;
+  readonly manifestDigest: Digest;
+  /** With the registry filled in: `docker.io/library/busybox:latest`. */
+  readonly reference: string;
+  /** `stored`: pulled before, found in `repository` without asking anyone. */
+  readonly source: 'stored' | 'mirror' | 'registry';
+  /** The mirror's or registry's URL; null when stored. */
+  readonly endpoint: string | null;
+  /** Places tried first that were down or lacked it. */
+  readonly failed: readonly { readonly place: string; readonly error: string }[];
+}
+
+export interface BuildEngineOptions {
+  readonly blobs: BlobStore;
+  readonly repositories: RepositoryStore;
+  readonly runtime: RuncRuntime;
+  /** Per-build scratch dirs live here (`<jobsDir>/<buildId>`). */
+  readonly jobsDir: string;
+  /** The host's extracted-layer cache, shared with everything else mounting layers on this host. */
+  readonly cache?: LayerCache;
+  /** Where the engine makes its own layer cache when none is given. */
+  readonly layerCacheDir: string;
+  /**
+   * Root of `RUN --mount=type=cache` directories, one per hashed id, and nothing else
+   * (default: `run-cache` beside `layerCacheDir`).
+   */
+  readonly runCacheDir?: string;
+  /** After each build the cache mount directories are trimmed to this (LRU, unused ones only). Default 10 GiB. */
+  readonly runCacheMaxBytes?: number;
+  readonly stepTimeoutMs: number;
+  /** Memory limit of each RUN step (default 4 GiB): a hog is killed, the worker lives on. */
+  readonly stepMemoryBytes?: number;
+  /** Bytes one RUN step may write to its layer (default 64 GiB): past it the step is killed. */
+  readonly stepDiskBytes?: number;
+  /** Process limit of each RUN step (default 4096): a fork bomb is contained. */
+  readonly stepPidsLimit?: number;
+  /** After each build the layer cache is trimmed to this (LRU, unused layers only). Default 50 GiB. */
+  readonly layerCacheMaxBytes?: number;
+  /** Allow `RUN --network=host` (default false: the host network reaches the worker's Redis). */
+  readonly allowHostNetwork?: boolean;
+  /** Allow the sandboxed network (default true); off, a step without a network of its own gets `none`. */
+  readonly allowSandboxNetwork?: boolean;
+  /** The network of a RUN step that neither the build nor the Dockerfile chooses. Default `sandbox`. */
+  readonly stepNetworkDefault?: 'sandbox' | 'none';
+  /** Largest build context, unpacked (MAX_CONTEXT_BYTES); unlimited when unset. */
+  readonly maxContextBytes?: number;
+  /** What the local archives of one ADD may unpack to (MAX_ADD_UNPACKED_BYTES); unlimited when unset. */
+  readonly maxAddUnpackedBytes?: number;
+  /** Most entries of a build context (MAX_CONTEXT_ENTRIES); unlimited when unset. */
+  readonly maxContextEntries?: number;
+  readonly compression?: 'gzip' | 'zstd';
+  /**
+   * The step cache index. Share one (Redis) between worker hosts so they reuse each other's
+   * layers; default: an in-process index, which only this engine sees.
+   */
+  readonly cacheIndex?: BuildCacheIndex;
+  /**
+   * Fetches images that name another registry (`FROM registry.example.com/team/base:1`), and
+   * unqualified ones our registry lacks (`FROM alpine`: its default registry), into our storage.
+   * Without it such a FROM fails with a clear error and unqualified names mean our registry only.
+   */
+  readonly remoteImages?: RemoteImageSource;
+}
+
+export interface BuildRunContext {
+  readonly signal: AbortSignal;
+  readonly reporter: BuildReporter;
+  /**
+   * Build secrets by id (`RUN --mount=type=secret`): materialised on a tmpfs per step and
+   * masked in the log; never part of a key, a layer or the image.
+   */
+  readonly secrets?: ReadonlyMap<string, Buffer>;
+}
+
+export interface BuildOutcome {
+  readonly imageDigest: Digest;
+  readonly configDigest: Digest;
+}
