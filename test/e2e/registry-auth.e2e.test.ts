@@ -169,6 +169,24 @@ describe('registry auth (e2e, token flow, skopeo/podman/buildah)', () => {
     await http.head('/v2/team/app/manifests/v1').auth('alice', 'wonderland').expect(200);
   }, 120_000);
 
+  it('a mount without `from` links a blob held where the asker may pull (bearer token)', async () => {
+    const manifest = JSON.parse(
+      (await http.get('/v2/team/app/manifests/v1').auth('alice', 'wonderland').expect(200)).text,
+    ) as { layers: { digest: string }[] };
+    const layer = manifest.layers[0].digest;
+    const token = (
+      await http
+        .get('/v2/token?service=stratum&scope=repository:mounted/here:pull,push')
+        .auth('bob', 'plain-password')
+        .expect(200)
+    ).body.token as string;
+    await http
+      .post(`/v2/mounted/here/blobs/uploads/?mount=${layer}`)
+      .set('Authorization', `Bearer ${token}`)
+      .expect(201);
+    await http.head(`/v2/mounted/here/blobs/${layer}`).set('Authorization', `Bearer ${token}`).expect(200);
+  });
+
   it('podman login + push, and podman pull with the stored login', async () => {
     const store = join(work, 'podman');
     const authfile = join(work, 'podman-auth.json');

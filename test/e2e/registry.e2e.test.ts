@@ -182,6 +182,23 @@ describe('registry /v2/ (e2e, skopeo)', () => {
     expect(errorCode(await http.get('/v2/no/such/tags/list').expect(404))).toBe('NAME_UNKNOWN');
   });
 
+  it('mounts a blob it already holds without `from` (automatic content discovery): 201, else 202', async () => {
+    const layer = sha(image.layer);
+    await http.head(`/v2/auto/mount/blobs/${layer}`).expect(404);
+    const mounted = await http.post(`/v2/auto/mount/blobs/uploads/?mount=${layer}`).expect(201);
+    expect(mounted.headers['location']).toBe(`/v2/auto/mount/blobs/${layer}`);
+    expect(mounted.headers['docker-content-digest']).toBe(layer);
+    await http.head(`/v2/auto/mount/blobs/${layer}`).expect(200);
+    // Again, now that the repository holds it itself.
+    await http.post(`/v2/auto/mount/blobs/uploads/?mount=${layer}`).expect(201);
+    // A digest nobody holds: an upload session instead, as without mount support.
+    const absent = sha('held by nobody');
+    const session = await http.post(`/v2/auto/mount/blobs/uploads/?mount=${absent}`).expect(202);
+    expect(session.headers['location']).toMatch(/^\/v2\/auto\/mount\/blobs\/uploads\/./);
+    await http.delete(session.headers['location']).expect(204);
+    await http.head(`/v2/auto/mount/blobs/${absent}`).expect(404);
+  });
+
   it('chunked upload with Content-Range, status, out-of-order chunk, final PUT; blob GET with Range', async () => {
     const content = Buffer.from('0123456789abcdefghij');
     const start = await http.post('/v2/chunked/repo/blobs/uploads/').expect(202);
@@ -302,6 +319,20 @@ describe('registry /v2/ (e2e, skopeo)', () => {
     expect(errorCode(mbu)).toBe('MANIFEST_BLOB_UNKNOWN');
     await http.get('/v2/ns/name/manifests/broken').expect(404);
     expect(errorCode(await http.get('/v2/ns/name/manifests/nope').expect(404))).toBe('MANIFEST_UNKNOWN');
+    // A reference that cannot be a tag names nothing to read (404), but is refused on PUT (400).
+    for (const bad of ['.INVALID_MANIFEST_NAME', '-dash', 'a'.repeat(129)]) {
+      expect(errorCode(await http.get(`/v2/ns/name/manifests/${bad}`).expect(404))).toBe('MANIFEST_UNKNOWN');
+      await http.head(`/v2/ns/name/manifests/${bad}`).expect(404);
+    }
+    expect(
+      errorCode(
+        await http
+          .put('/v2/ns/name/manifests/.INVALID_MANIFEST_NAME')
+          .set('Content-Type', OCI_MANIFEST)
+          .send(image.manifest.toString('utf8'))
+          .expect(400),
+      ),
+    ).toBe('TAG_INVALID');
     expect(errorCode(await http.get('/v2/Bad/Name/tags/list').expect(400))).toBe('NAME_INVALID');
     expect(errorCode(await http.get('/v2/a//b/manifests/latest').expect(400))).toBe('NAME_INVALID');
     expect(errorCode(await http.get('/v2/ns/name/blobs/sha256:short').expect(400))).toBe('DIGEST_INVALID');
@@ -356,7 +387,8 @@ describe('registry /v2/ (e2e, skopeo)', () => {
       .expect(201);
     expect(put.headers['oci-subject']).toBe(image.digest);
     const refs = await http.get(`/v2/ns/name/referrers/${image.digest}`).expect(200);
-    expect(refs.headers['content-type']).toMatch(/^application\/vnd\.oci\.image\.index\.v1\+json/);
+    // Exactly the media type, no charset parameter (the conformance suite compares the string).
+    expect(refs.headers['content-type']).toBe('application/vnd.oci.image.index.v1+json');
     expect(JSON.parse(refs.text)).toEqual({
       schemaVersion: 2,
       mediaType: 'application/vnd.oci.image.index.v1+json',

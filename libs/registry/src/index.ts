@@ -18,6 +18,7 @@ export type {
   PageQuery,
   ReferrersIndex,
   RegistryServiceOptions,
+  RepositoryReadCheck,
   StartUploadResult,
   UploadState,
 } from './registry.service';

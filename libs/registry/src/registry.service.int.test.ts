@@ -138,6 +138,23 @@ describe.each(['fs', 's3'] as const)('RegistryService (%s store, real redis)', (
     // A mount from a repository that lacks it falls back to a session.
     const fallback = await registry.startUpload('third', { mount: digest, from: 'nowhere' });
     expect(fallback.kind).toBe('session');
+    // Without `from`: mounted only from a holder the asker may read, else a session.
+    const asked: string[] = [];
+    const denied = await registry.startUpload('fourth', {
+      mount: digest,
+      mayRead: (r) => (asked.push(r), false),
+    });
+    expect(denied.kind).toBe('session');
+    expect(asked.sort()).toEqual(['a/b/c', 'other']);
+    await expectCode(registry.statBlob('fourth', digest), 'BLOB_UNKNOWN');
+    expect((await registry.startUpload('fourth', { mount: digest })).kind).toBe('session');
+    const auto = await registry.startUpload('fourth', { mount: digest, mayRead: (r) => r === 'a/b/c' });
+    expect(auto).toEqual({ kind: 'mounted', blob: { digest, size } });
+    expect((await registry.statBlob('fourth', digest)).size).toBe(size);
+    // A digest nobody holds is a session too.
+    expect((await registry.startUpload('fourth', { mount: sha('absent'), mayRead: () => true })).kind).toBe(
+      'session',
+    );
 
     await registry.deleteBlob('other', digest);
     await expectCode(registry.statBlob('other', digest), 'BLOB_UNKNOWN');
@@ -228,7 +245,10 @@ describe.each(['fs', 's3'] as const)('RegistryService (%s store, real redis)', (
     expect((await registry.getManifest('team/app', digest)).bytes.equals(bytes)).toBe(true);
     await expectCode(registry.getManifest('team/app', 'v2'), 'MANIFEST_UNKNOWN');
     await expectCode(registry.getManifest('elsewhere', digest), 'MANIFEST_UNKNOWN');
-    await expectCode(registry.getManifest('team/app', 'bad tag'), 'TAG_INVALID');
+    // Reads of a reference that cannot be a tag find nothing (404); only a PUT refuses its format.
+    await expectCode(registry.getManifest('team/app', 'bad tag'), 'MANIFEST_UNKNOWN');
+    await expectCode(registry.getManifest('team/app', '.hidden'), 'MANIFEST_UNKNOWN');
+    await expectCode(registry.putManifest('team/app', 'bad tag', bytes), 'TAG_INVALID');
     await expectCode(registry.getManifest('Team/App', 'v1'), 'NAME_INVALID');
     // Push by digest; a digest that does not match is refused.
     expect((await registry.putManifest('team/app', digest, bytes)).digest).toBe(digest);

@@ -30,7 +30,15 @@ export interface RegistryServiceOptions {
   readonly maxPageSize?: number;
   /** Bounds on an index pushed here (entries, nesting, manifests reached). */
   readonly indexLimits?: IndexLimits;
+  /**
+   * Most repositories looked at for a mount without `from` (automatic content discovery);
+   * past it the request falls back to an upload session, as the spec allows.
+   */
+  readonly maxMountScan?: number;
 }
+
+/** Whether the asker may pull from a repository (the caller's access decision). */
+export type RepositoryReadCheck = (repository: string) => boolean | Promise<boolean>;
 
 /** A manifest as stored: the exact bytes received at push time. */
 export interface ManifestContent {
@@ -85,6 +93,7 @@ export interface ReferrersIndex {
 
 const DEFAULT_MAX_MANIFEST = 4 * 1024 * 1024;
 const DEFAULT_MAX_PAGE = 1000;
+const DEFAULT_MAX_MOUNT_SCAN = 1000;
 /** Layers the registry need not hold: they are fetched from their `urls`. */
 const NON_DISTRIBUTABLE = new Set([
   MediaType.DockerForeignLayerGzip,
@@ -110,6 +119,7 @@ export class RegistryService {
   private readonly maxManifestBytes: number;
   private readonly maxPageSize: number;
   private readonly indexLimits: IndexLimits;
+  private readonly maxMountScan: number;
 
   constructor(
     private readonly blobs: BlobStore,
@@ -121,6 +131,7 @@ export class RegistryService {
     this.maxManifestBytes = options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST;
     this.maxPageSize = options.maxPageSize ?? DEFAULT_MAX_PAGE;
     this.indexLimits = options.indexLimits ?? DEFAULT_INDEX_LIMITS;
+    this.maxMountScan = options.maxMountScan ?? DEFAULT_MAX_MOUNT_SCAN;
   }
 
   // ---------------------------------------------------------------- manifests
@@ -365,18 +376,34 @@ export class RegistryService {
 
   /**
    * `POST /v2/<name>/blobs/uploads/`: with `mount` + `from`, links a blob another repository
-   * holds (falling back to a new session when it cannot); with `digest`, stores `body` as the
-   * whole blob (monolithic upload, verified; nothing is kept on a mismatch); otherwise opens a
-   * session for PATCH/PUT.
+   * holds (falling back to a new session when it cannot); with `mount` alone and a `mayRead`
+   * check, links it when this repository or one the asker may pull from holds it (the spec's
+   * "automatic content discovery"); with `digest`, stores `body` as the whole blob (monolithic
+   * upload, verified; nothing is kept on a mismatch); otherwise opens a session for PATCH/PUT.
    */
   async startUpload(
     repository: string,
-    options: { digest?: string; mount?: string; from?: string; body?: Readable; length?: number } = {},
+    options: {
+      digest?: string;
+      mount?: string;
+      from?: string;
+      mayRead?: RepositoryReadCheck;
+      body?: Readable;
+      length?: number;
+    } = {},
   ): Promise<StartUploadResult> {
     assertName(repository);
-    if (options.mount !== undefined && options.from !== undefined) {
+    if (options.mount !== undefined) {
       const d = parseBlobDigestParam(options.mount);
-      if (isRepositoryName(options.from) && (await this.repositories.hasBlob(options.from, d))) {
+      const source =
+        options.from !== undefined
+          ? isRepositoryName(options.from) && (await this.repositories.hasBlob(options.from, d))
+            ? options.from
+            : null
+          : options.mayRead !== undefined
+            ? await this.findReadableHolder(repository, d, options.mayRead)
+            : null;
+      if (source !== null) {
         const s = await this.blobs.stat(d);
         if (s.exists) {
           await this.repositories.linkBlob(repository, d);
@@ -545,8 +572,41 @@ export class RegistryService {
 
   // ---------------------------------------------------------------- internals
 
+  /**
+   * A repository holding `digest` that the asker may read: `repository` itself first (a mount
+   * into it needs push there), then the others in name order, at most `maxMountScan` of them.
+   * https://github.com/opencontainers/distribution-spec/blob/main/spec.md#mounting-a-blob-from-another-repository
+   */
+  private async findReadableHolder(
+    repository: string,
+    digest: BlobDigest,
+    mayRead: RepositoryReadCheck,
+  ): Promise<string | null> {
+    if (await this.repositories.hasBlob(repository, digest)) {
+      return repository;
+    }
+    let looked = 0;
+    for (const other of await this.repositories.listRepositories()) {
+      if (other === repository) {
+        continue;
+      }
+      if (++looked > this.maxMountScan) {
+        return null;
+      }
+      if ((await this.repositories.hasBlob(other, digest)) && (await mayRead(other))) {
+        return other;
+      }
+    }
+    return null;
+  }
+
   private async resolveReference(repository: string, reference: string): Promise<BlobDigest> {
     assertName(repository);
+    // A read of a reference that cannot be a tag finds nothing: the spec's answer is 404
+    // MANIFEST_UNKNOWN (the conformance suite checks it); only PUT refuses the format (TAG_INVALID).
+    if (!reference.includes(':') && !isTagName(reference)) {
+      throw manifestUnknown(repository, reference);
+    }
     const ref = parseManifestReference(reference);
     if (ref.kind === 'tag') {
       const digest = await this.repositories.getTag(repository, ref.tag);

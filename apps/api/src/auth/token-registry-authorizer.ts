@@ -6,8 +6,8 @@ import {
   ResourceScope,
   scopesAllow,
 } from '@stratum/registry';
-import { RegistryAccessRequest, RegistryAuthorizer } from '../registry/registry-access.guard';
-import { parseBasic, parseBearer } from './credential-verifier';
+import { RegistryAccessRequest, RegistryAuthorizer, RegistryGrant } from '../registry/registry-access.guard';
+import { parseBasic, parseBearer, Principal } from './credential-verifier';
 import { PasswordLogin } from './password-login';
 import { RegistryAccessPolicy } from './registry-access-policy';
 
@@ -28,7 +28,7 @@ export class TokenRegistryAuthorizer implements RegistryAuthorizer {
     private readonly publicUrl: string | null,
   ) {}
 
-  async authorize(request: RegistryAccessRequest): Promise<void> {
+  async authorize(request: RegistryAccessRequest): Promise<RegistryGrant> {
     const header = request.headers.authorization;
     const wanted: ResourceScope[] = request.scopes.map((s) =>
       s.repository === null
@@ -37,25 +37,36 @@ export class TokenRegistryAuthorizer implements RegistryAuthorizer {
     );
     let granted: ResourceScope[] | null = null;
     let presented = false;
+    // Who asks (null: anonymous), for what the request's scopes do not say (mayPull).
+    let principal: Principal | null = null;
     const bearer = parseBearer(header);
     const basic = bearer === null ? parseBasic(header) : null;
     if (bearer !== null) {
       presented = true;
-      granted = this.issuer.verify(bearer)?.access ?? null;
+      const claims = this.issuer.verify(bearer);
+      granted = claims?.access ?? null;
+      if (claims !== null && claims.sub !== '') {
+        principal = { subject: claims.sub, kind: claims.sub.startsWith('token:') ? 'token' : 'user' };
+      }
     } else if (basic !== null) {
       presented = true;
-      const principal = await this.logins.login(basic.username, basic.password, request.client);
+      principal = await this.logins.login(basic.username, basic.password, request.client);
       granted = principal === null ? null : this.policy.grant(principal, wanted);
     }
+    const grant: RegistryGrant = {
+      mayPull: (repository) =>
+        this.policy.grant(principal, [{ type: 'repository', name: repository, actions: ['pull'] }]).length >
+        0,
+    };
     if (request.route.kind === 'base') {
       if (granted !== null) {
-        return;
+        return grant;
       }
       throw this.challenge(request, [], presented ? 'invalid_token' : undefined);
     }
     const have = granted ?? (presented ? [] : this.policy.grant(null, wanted));
     if (wanted.every((w) => scopesAllow(have, w))) {
-      return;
+      return grant;
     }
     throw this.challenge(
       request,

@@ -20,13 +20,19 @@ export interface RegistryAccessRequest {
   readonly client?: string;
 }
 
+/** What an authorized request may do beyond the scopes it was checked for. */
+export interface RegistryGrant {
+  /** Whether the asker may pull from `repository` (a mount without `from` looks for one). */
+  mayPull(repository: string): boolean;
+}
+
 /**
  * The authentication hook (auth/auth.module.ts picks the implementation): throw RegistryError
  * UNAUTHORIZED (401, with its `WWW-Authenticate` challenge in the error's headers) or DENIED (403). The base endpoint `/v2/` is
  * also passed, with no scopes, so a token-auth implementation can answer its 401 challenge there.
  */
 export interface RegistryAuthorizer {
-  authorize(request: RegistryAccessRequest): Promise<void>;
+  authorize(request: RegistryAccessRequest): Promise<RegistryGrant>;
 }
 
 /** Injection token of the {@link RegistryAuthorizer}. */
@@ -34,13 +40,20 @@ export const REGISTRY_AUTHORIZER = Symbol('REGISTRY_AUTHORIZER');
 
 /** REGISTRY_AUTH=none: every request is allowed. */
 export class AllowAllRegistryAuthorizer implements RegistryAuthorizer {
-  async authorize(): Promise<void> {
+  async authorize(): Promise<RegistryGrant> {
     // An open registry, by configuration.
+    return { mayPull: () => true };
   }
 }
 
 const ROUTE = Symbol('registryRoute');
-type RoutedRequest = Request & { [ROUTE]?: RegistryRoute | null };
+const GRANT = Symbol('registryGrant');
+type RoutedRequest = Request & { [ROUTE]?: RegistryRoute | null; [GRANT]?: RegistryGrant };
+
+/** What the guard's authorizer granted this request; nothing readable when it did not run. */
+export function registryGrantOf(req: Request): RegistryGrant {
+  return (req as RoutedRequest)[GRANT] ?? { mayPull: () => false };
+}
 
 /** The endpoint of a /v2/ request (parsed once per request); null when there is none. */
 export function registryRouteOf(req: Request): RegistryRoute | null {
@@ -73,7 +86,7 @@ export class RegistryAccessGuard implements CanActivate {
         scopes.push({ repository: from, actions: ['pull'] });
       }
     }
-    await this.authorizer.authorize({
+    (req as RoutedRequest)[GRANT] = await this.authorizer.authorize({
       route,
       method: req.method,
       scopes,

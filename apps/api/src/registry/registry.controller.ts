@@ -12,7 +12,7 @@ import {
   uploadRangeHeader,
 } from '@stratum/registry';
 import { RegistryTokenService } from '../auth/registry-token.service';
-import { RegistryAccessGuard, registryRouteOf } from './registry-access.guard';
+import { RegistryAccessGuard, registryGrantOf, registryRouteOf } from './registry-access.guard';
 import { RegistryErrorFilter } from './registry-error.filter';
 import { registryContentType } from './registry-request.middleware';
 
@@ -201,6 +201,7 @@ export class RegistryController {
       ...stringParam('digest', req.query.digest),
       ...stringParam('mount', req.query.mount),
       ...stringParam('from', req.query.from),
+      mayRead: (repository) => registryGrantOf(req).mayPull(repository),
       body: req,
       ...contentLength(req),
     });
@@ -263,7 +264,12 @@ export class RegistryController {
     if (artifactType !== undefined) {
       res.setHeader('OCI-Filters-Applied', 'artifactType');
     }
-    res.status(200).type('application/vnd.oci.image.index.v1+json').send(JSON.stringify(index));
+    // Exactly the index media type: Express's send() would append `; charset=utf-8`, which the
+    // conformance suite (and strict clients) do not accept.
+    const body = Buffer.from(JSON.stringify(index));
+    res.setHeader('Content-Type', 'application/vnd.oci.image.index.v1+json');
+    res.setHeader('Content-Length', String(body.length));
+    res.status(200).end(body);
   }
 }
 
