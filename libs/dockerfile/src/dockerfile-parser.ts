@@ -159,13 +159,21 @@ function isComment(line: string): boolean {
   return trimLeftSpace(trimNewline(line)).startsWith('#');
 }
 
+export interface ParseOptions {
+  /**
+   * Keep a second stage of the same name instead of failing (the build checks report it as
+   * DuplicateStageName); `FROM`/`--from` then name the first.
+   */
+  allowDuplicateStageNames?: boolean;
+}
+
 /**
  * Parses a Dockerfile the way BuildKit's dockerfile frontend does.
  *
  * @throws {DockerfileError} with code `DOCKERFILE_PARSE` and the 1-based line of the
  *   offending instruction. Nothing else is thrown for any input.
  */
-export function parseDockerfile(text: string): Dockerfile {
+export function parseDockerfile(text: string, options: ParseOptions = {}): Dockerfile {
   if (text.length > DOCKERFILE_LIMITS.maxDockerfileLength) {
     throw overLimit('maxDockerfileLength', `the Dockerfile (${text.length} characters)`, undefined);
   }
@@ -187,7 +195,7 @@ export function parseDockerfile(text: string): Dockerfile {
   for (const instr of instructions) {
     if (instr.kind === 'FROM') {
       if (instr.name !== undefined) {
-        if (names.has(instr.name)) {
+        if (names.has(instr.name) && options.allowDuplicateStageNames !== true) {
           throw new DockerfileError(
             'DOCKERFILE_PARSE',
             `duplicate stage name "${instr.name}"`,
@@ -195,7 +203,9 @@ export function parseDockerfile(text: string): Dockerfile {
             instr.endLine,
           );
         }
-        names.set(instr.name, stages.length);
+        if (!names.has(instr.name)) {
+          names.set(instr.name, stages.length);
+        }
       }
       stages.push({ index: stages.length, name: instr.name, from: instr, instructions: [] });
       continue;

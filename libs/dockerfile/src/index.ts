@@ -18,7 +18,20 @@
  * @packageDocumentation
  */
 export { DockerfileError, type DockerfileErrorCode } from './dockerfile-error';
-export { parseDockerfile } from './dockerfile-parser';
+export { parseDockerfile, type ParseOptions } from './dockerfile-parser';
+export {
+  CHECK_BUILD_ARG,
+  CHECK_RULES,
+  checkDockerfile,
+  formatCheckWarning,
+  parseCheckConfig,
+  type CheckConfig,
+  type CheckOptions,
+  type CheckResult,
+  type CheckRule,
+  type CheckRuleName,
+  type CheckWarning,
+} from './dockerfile-checks';
 export { DOCKERFILE_LIMITS, LimitExceededError, type DockerfileLimits } from './dockerfile-limits';
 export type {
   AddInstruction,
