@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { loadConfigOrExit } from '@stratum/config';
+import { isLoopbackHost, loadConfigOrExit } from '@stratum/config';
 import { createApiApp } from './bootstrap';
 
 async function main(): Promise<void> {
@@ -9,6 +9,12 @@ async function main(): Promise<void> {
   process.stdout.write(
     `stratum-api listening on http://${config.api.host}:${config.api.port} (docs at /docs)\n`,
   );
+  if (isLoopbackHost(config.api.host) && !(config.auth.registry === 'token' && config.auth.api)) {
+    process.stdout.write(
+      'stratum-api: loopback only, as no authentication is configured; set REGISTRY_AUTH=token and ' +
+        'API_AUTH=true (README "Access and authentication") to serve other machines\n',
+    );
+  }
 }
 
 main().catch((err: unknown) => {

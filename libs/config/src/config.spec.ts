@@ -12,6 +12,38 @@ describe('loadConfig', () => {
     expect(c.worker.scratchDir.startsWith('/var/lib/stratum/worker/')).toBe(true);
   });
 
+  it('listens on loopback until registry and API auth are both on; refuses an open address without them', () => {
+    const auth = {
+      REGISTRY_AUTH: 'token',
+      API_AUTH: 'true',
+      AUTH_SECRET: 'x'.repeat(32),
+      API_TOKENS: 'ci:0123456789abcdef',
+    };
+    expect(loadConfig(minimal).api.host).toBe('127.0.0.1');
+    expect(loadConfig({ ...minimal, REGISTRY_AUTH: 'token', AUTH_SECRET: 'x'.repeat(32) }).api.host).toBe(
+      '127.0.0.1',
+    );
+    expect(loadConfig({ ...minimal, ...auth }).api.host).toBe('0.0.0.0');
+    expect(loadConfig({ ...minimal, ...auth, API_HOST: '10.1.2.3' }).api.host).toBe('10.1.2.3');
+    for (const host of ['127.0.0.1', '127.9.9.9', 'localhost', '::1', '[::1]', '::ffff:127.0.0.1']) {
+      expect(loadConfig({ ...minimal, API_HOST: host }).api.host).toBe(host);
+    }
+    for (const host of ['0.0.0.0', '::', '192.168.1.5', 'example.com', '128.0.0.1']) {
+      expect(() => loadConfig({ ...minimal, API_HOST: host })).toThrow(
+        new RegExp(
+          `API_HOST: ${host.replace(/\./g, '\\.')} would accept unauthenticated builds.*REGISTRY_AUTH=token and API_AUTH=true`,
+        ),
+      );
+    }
+    expect(() =>
+      loadConfig({ ...minimal, API_HOST: '0.0.0.0', REGISTRY_AUTH: 'token', AUTH_SECRET: 'x'.repeat(32) }),
+    ).toThrow(/set API_AUTH=true \(/);
+    expect(
+      loadConfig({ ...minimal, API_HOST: '0.0.0.0', ALLOW_UNAUTHENTICATED_NETWORK: 'true' }).api.host,
+    ).toBe('0.0.0.0');
+    expect(loadConfig({ ...minimal, ALLOW_UNAUTHENTICATED_NETWORK: 'true' }).api.host).toBe('0.0.0.0');
+  });
+
   it('reads TRUST_PROXY as a hop count or a list of addresses, unset as null', () => {
     expect(loadConfig(minimal).api.trustProxy).toBeNull();
     expect(loadConfig({ ...minimal, TRUST_PROXY: '1' }).api.trustProxy).toBe(1);

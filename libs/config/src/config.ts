@@ -89,7 +89,10 @@ function buildSchemas() {
     DATA_DIR: z.string().min(1).default('./.data'),
     STORAGE: z.enum(['fs', 's3'], { message: 'STORAGE must be "fs" or "s3"' }).default('fs'),
     RUNTIME: z.string().min(1).default('/usr/sbin/runc'),
-    API_HOST: z.string().min(1).default('0.0.0.0'),
+    // Unset: loopback until REGISTRY_AUTH=token and API_AUTH=true, then every interface (see apiHost).
+    API_HOST: z.string().min(1).optional(),
+    // Listen beyond loopback without our auth: only behind something in front that authenticates.
+    ALLOW_UNAUTHENTICATED_NETWORK: bool.default(false),
     API_PORT: port.default(8080),
     PUBLIC_URL: z.url().optional(),
     // Proxies in front of the API whose X-Forwarded-For is believed (Express's "trust proxy": a
@@ -284,6 +287,47 @@ function parseAuth(a: AuthEnv, problems: string[]): AuthConfig {
       hashThreads: a.LOGIN_HASH_THREADS,
     },
   };
+}
+
+/** 127.0.0.0/8, ::1 (also as an IPv4-mapped address) and `localhost`. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  return (
+    h === 'localhost' ||
+    h === '::1' ||
+    /^(::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) ||
+    /^0{0,4}(:0{0,4}){6}:0{0,3}1$/.test(h)
+  );
+}
+
+/**
+ * Secure by default: without REGISTRY_AUTH=token and API_AUTH=true anyone who reaches the port
+ * may run build steps and push or delete images, so the API then listens on loopback only
+ * (API_HOST unset) and refuses to start on another address unless ALLOW_UNAUTHENTICATED_NETWORK
+ * says something in front authenticates. With both on, an unset API_HOST means every interface.
+ */
+function apiHost(
+  configured: string | undefined,
+  auth: AuthConfig,
+  allowUnauthenticated: boolean,
+  problems: string[],
+): string {
+  const authenticated = auth.registry === 'token' && auth.api;
+  if (configured === undefined) {
+    return authenticated || allowUnauthenticated ? '0.0.0.0' : '127.0.0.1';
+  }
+  if (!authenticated && !allowUnauthenticated && !isLoopbackHost(configured)) {
+    const missing = [
+      ...(auth.registry === 'token' ? [] : ['REGISTRY_AUTH=token']),
+      ...(auth.api ? [] : ['API_AUTH=true']),
+    ].join(' and ');
+    problems.push(
+      `API_HOST: ${configured} would accept unauthenticated builds, pushes and deletes from the network; ` +
+        `set ${missing} (with AUTH_SECRET, API_TOKENS / REGISTRY_USERS), or listen on 127.0.0.1, ` +
+        'or set ALLOW_UNAUTHENTICATED_NETWORK=true when a proxy in front authenticates',
+    );
+  }
+  return configured;
 }
 
 function parseRegistryClients(a: AuthEnv, problems: string[]): RegistryClientConfig {
@@ -530,6 +574,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   } else {
     problems.push(...describe(authEnv.error.issues));
   }
+  const host =
+    base.success && auth !== null
+      ? apiHost(base.data.API_HOST, auth, base.data.ALLOW_UNAUTHENTICATED_NETWORK, problems)
+      : '127.0.0.1';
   if (base.success && base.data.STEP_NETWORK_DEFAULT === 'sandbox' && !base.data.ALLOW_SANDBOX_NETWORK) {
     problems.push('STEP_NETWORK_DEFAULT: "sandbox" cannot be the default with ALLOW_SANDBOX_NETWORK=false');
   }
@@ -543,7 +591,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     storage,
     runtimePath: c.RUNTIME,
     api: {
-      host: c.API_HOST,
+      host,
       port: c.API_PORT,
       publicUrl: c.PUBLIC_URL ?? null,
       trustProxy:
