@@ -1,13 +1,14 @@
 // Decorator metadata is only recorded when reflect-metadata is loaded before any decorated
 // class (main.ts does the same).
 import 'reflect-metadata';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { BrowserContext, chromium, Page } from 'playwright-core';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
-import { busyboxContext, contextTar, pollBuild } from '@stratum/testing';
+import { busyboxContext, contextTar, pollBuild, writeTree } from '@stratum/testing';
 import { StackHandle, startStack } from '../support/stack';
 
 jest.setTimeout(90_000);
@@ -62,7 +63,12 @@ beforeAll(async () => {
   mkdirSync(SCREENSHOTS, { recursive: true });
   stack = await startStack({
     name: 'dashboard',
-    env: { WORKER_ID, WORKER_CONCURRENCY: '2', WORKER_SHUTDOWN_TIMEOUT_MS: '3000' },
+    env: {
+      WORKER_ID,
+      WORKER_CONCURRENCY: '2',
+      WORKER_SHUTDOWN_TIMEOUT_MS: '3000',
+      GIT_ALLOW_FILE_URLS: 'true',
+    },
   });
   profileDir = mkdtempSync(join(tmpdir(), 'stratum-e2e-chromium-'));
   browser = await chromium.launchPersistentContext(profileDir, {
@@ -306,5 +312,67 @@ describe('retry over HTTP', () => {
     );
     expect(unknown.status).toBe(404);
     expect(unknown.body.code).toBe('BUILD_UNKNOWN');
+  });
+});
+
+describe('projects in the browser', () => {
+  it('shows a project build’s source, the projects page with each branch’s latest state, and its badge', async () => {
+    const repo = writeTree(busyboxContext('RUN true\n'));
+    const git = (args: string[]): string =>
+      execFileSync('git', ['-c', 'user.name=Dash Author', '-c', 'user.email=d@example.com', ...args], {
+        cwd: repo,
+        encoding: 'utf8',
+      }).trim();
+    try {
+      git(['init', '-q', '-b', 'main']);
+      git(['add', '-A']);
+      git(['commit', '-q', '-m', 'dashboard commit']);
+      const sha = git(['rev-parse', 'HEAD']);
+      await request(stack.api.url)
+        .post('/api/v1/projects')
+        .send({ name: 'dashproj', repoUrl: `file://${repo}`, branches: ['main'] })
+        .expect(201);
+      const started = await request(stack.api.url)
+        .post('/api/v1/projects/dashproj/builds')
+        .send({ branch: 'main' });
+      expect(`${started.status} ${started.body.error}`).toBe('202 null');
+      const id = started.body.buildId as string;
+      await waitForState(id, ['succeeded']);
+
+      // The builds list of the project: the source column names project, branch, commit, trigger.
+      await page.goto(`${stack.api.url}/#/builds?project=dashproj&ref=refs%2Fheads%2Fmain`);
+      const row = page.locator(`#builds-table tr[data-build="${id}"]`);
+      await row.waitFor();
+      expect(await row.locator('.source').textContent()).toBe(`dashproj main ${sha.slice(0, 7)} (manual)`);
+      expect(await page.textContent('#builds-filter')).toBe('dashproj main');
+      // the build page: trigger, ref, commit, author, message
+      await page.goto(`${stack.api.url}/#/builds/${id}`);
+      await page.locator('#build-commit', { hasText: sha.slice(0, 7) }).waitFor();
+      const meta = await page.textContent('dl.meta');
+      expect(meta).toContain('refs/heads/main');
+      expect(meta).toContain('Dash Author');
+      expect(meta).toContain('dashboard commit');
+
+      await page.goto(`${stack.api.url}/#/projects`);
+      const ref = page.locator('section[data-project=dashproj] tr[data-ref="refs/heads/main"]');
+      await ref.waitFor();
+      expect(await ref.getAttribute('data-state')).toBe('succeeded');
+      expect(await ref.locator('td').first().textContent()).toBe('main');
+      await shot('09-projects');
+
+      // The badge is an SVG Chromium draws: 88 px wide, saying passing.
+      const res = await page.goto(`${stack.api.url}/badges/dashproj/main.svg`);
+      expect(res?.headers()['content-type']).toMatch(/^image\/svg\+xml/);
+      const svg = page.locator('svg').first();
+      const box = await svg.boundingBox();
+      const drawn = { label: await svg.getAttribute('aria-label'), width: Math.round(box?.width ?? 0) };
+      expect(drawn.label).toBe('build: passing');
+      expect(drawn.width).toBeGreaterThan(60);
+      // (fullPage screenshots of a bare SVG document hang in Chromium: the element is shot instead)
+      await svg.screenshot({ path: join(SCREENSHOTS, '10-badge.png') });
+      expect(pageErrors).toEqual([]);
+    } finally {
+      rmSync(repo, { recursive: true, force: true });
+    }
   });
 });

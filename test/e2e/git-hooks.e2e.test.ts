@@ -12,13 +12,16 @@ import {
   BuildRecord,
   GitForge,
   MaintenanceRun,
+  ProjectRefState,
   ProjectView,
   WebhookResult,
 } from '@stratum/contracts';
 import { signWebhook } from '@stratum/git';
 import {
   busyboxContext,
+  contextTar,
   RedisServerHandle,
+  runCli,
   startRedisServer,
   startWorkerProcess,
   WorkerProcessHandle,
@@ -46,6 +49,7 @@ let worker: WorkerProcessHandle;
 let repoDir: string;
 let bareUrl: string;
 let sha: string;
+let pushBuildId = '';
 
 function git(args: string[], cwd: string): string {
   return execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@example.com', ...args], {
@@ -183,6 +187,70 @@ describe('webhooks', () => {
     expect((tags.body as { tags: string[] }).tags.sort()).toEqual([sha.slice(0, 7), 'main'].sort());
     const project = (await request(api.url).get('/api/v1/projects/hello')).body as ProjectView;
     expect(project.lastTrigger?.buildId).toBe(trigger.buildId);
+    // The record says where it came from: project, ref, commit, its author and message.
+    expect(build.source).toEqual({
+      trigger: 'push',
+      project: 'hello',
+      ref: 'refs/heads/main',
+      sha,
+      author: 't',
+      message: 'first',
+      prNumber: null,
+      commitUrl: null, // a file:// repository has no web page
+    });
+    pushBuildId = trigger.buildId as string;
+  });
+
+  it('lists builds by project and ref (API and CLI), shows each ref’s latest build and serves its badge', async () => {
+    // One build from the API, not of the project: left out of the project's list.
+    const other = await request(api.url)
+      .post('/api/v1/builds?t=loose:1')
+      .set('Content-Type', 'application/x-tar')
+      .send(await contextTar(busyboxContext('RUN true\n')));
+    expect(other.status).toBe(202);
+    const otherBuild = (await request(api.url).get(`/api/v1/builds/${(other.body as { id: string }).id}`))
+      .body as BuildRecord;
+    expect(otherBuild.source).toMatchObject({ trigger: 'api', project: null, sha: null });
+
+    const byProject = (await request(api.url).get('/api/v1/builds?project=hello').expect(200))
+      .body as BuildPage;
+    expect(byProject.items.map((b) => b.id)).toContain(pushBuildId);
+    expect(byProject.items.every((b) => b.source?.project === 'hello')).toBe(true);
+    const byRef = (await request(api.url).get('/api/v1/builds?project=hello&ref=main').expect(200))
+      .body as BuildPage;
+    expect(byRef.items.map((b) => b.id)).toContain(pushBuildId);
+    const byFull = (
+      await request(api.url).get('/api/v1/builds?project=hello&ref=refs/heads/main').expect(200)
+    ).body as BuildPage;
+    expect(byFull.total).toBe(byRef.total);
+    const none = (await request(api.url).get('/api/v1/builds?project=hello&ref=dev').expect(200))
+      .body as BuildPage;
+    expect(none).toMatchObject({ total: 0, items: [] });
+    const failedOnly = (await request(api.url).get('/api/v1/builds?project=hello&state=failed').expect(200))
+      .body as BuildPage;
+    expect(failedOnly.items).toEqual([]);
+    const bad = await request(api.url).get('/api/v1/builds?ref=main');
+    expect(`${bad.status} ${(bad.body as { message: string }).message}`).toMatch(/^400 .*ref needs project/);
+
+    const refs = (await request(api.url).get('/api/v1/projects/hello/refs').expect(200))
+      .body as ProjectRefState[];
+    expect(refs).toEqual([
+      expect.objectContaining({ ref: 'refs/heads/main', buildId: byRef.items[0].id, sha }),
+    ]);
+
+    const cli = await runCli(['builds', '--project', 'hello', '--ref', 'main'], { url: api.url });
+    expect(`${cli.code} ${cli.stderr}`).toBe('0 ');
+    expect(cli.stdout).toContain(pushBuildId);
+    expect(cli.stdout).toContain(`hello main@${sha.slice(0, 7)} (push)`);
+    expect(cli.stdout).not.toContain(otherBuild.id);
+
+    const badge = await request(api.url).get('/badges/hello/main.svg').expect(200);
+    expect(badge.headers['content-type']).toMatch(/^image\/svg\+xml/);
+    const svg = (badge.body as Buffer | undefined)?.toString() ?? badge.text;
+    expect(svg).toContain('build: passing');
+    const unknown = await request(api.url).get('/badges/hello/feature/x.svg').expect(200);
+    expect((unknown.body as Buffer | undefined)?.toString() ?? unknown.text).toContain('build: unknown');
+    await request(api.url).get('/badges/nope/main.svg').expect(404);
   });
 
   it('refuses a forged signature, a missing one and a replayed delivery with 401', async () => {

@@ -3,6 +3,7 @@ import { APP_FILTER } from '@nestjs/core';
 import { ConfigModule, StratumConfig } from '@stratum/config';
 import { JobsModule } from '@stratum/jobs';
 import { StorageModule } from '@stratum/storage';
+import { BadgesModule } from './badges/badges.module';
 import { BuildsModule } from './builds/builds.module';
 import { ContainersModule } from './containers/containers.module';
 import { DashboardModule } from './dashboard/dashboard.module';
@@ -31,6 +32,7 @@ export class AppModule {
         ContainersModule,
         ProjectsModule,
         HooksModule,
+        BadgesModule,
         MaintenanceModule,
         QueuesModule,
         MetricsModule,

@@ -340,8 +340,18 @@ export class ApiClient {
     return this.request('GET', `/api/v1/builds/${encodeURIComponent(id)}`);
   }
 
-  listBuilds(offset: number, limit: number): Promise<BuildPage> {
-    return this.request('GET', `/api/v1/builds?offset=${offset}&limit=${limit}`);
+  listBuilds(
+    offset: number,
+    limit: number,
+    filter: { readonly project?: string; readonly ref?: string; readonly state?: string } = {},
+  ): Promise<BuildPage> {
+    const q = new URLSearchParams({ offset: String(offset), limit: String(limit) });
+    for (const [k, v] of Object.entries(filter)) {
+      if (v !== undefined) {
+        q.set(k, v);
+      }
+    }
+    return this.request('GET', `/api/v1/builds?${q.toString()}`);
   }
 
   cancelBuild(id: string): Promise<BuildRecord> {

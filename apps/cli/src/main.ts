@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync, statSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { BuildEvent, BuildState, isTerminalBuildState } from '@stratum/contracts';
+import { BuildEvent, BuildSource, BuildState, isTerminalBuildState } from '@stratum/contracts';
 import { ConfigError, loadCliConfig } from '@stratum/config';
 import { ApiClient, ApiError, SubmitOptions } from './api-client';
 import { registerAuthCommands } from './auth-commands';
@@ -121,6 +121,16 @@ async function follow(
     return { state: record.state, imageDigest: record.imageDigest };
   }
   return { state, imageDigest };
+}
+
+/** `project refs/heads/main@abc1234 (push)`: where a build came from, in one column. */
+export function describeSource(source: BuildSource | undefined): string {
+  if (source === undefined || source.project === null) {
+    return source?.trigger ?? '-';
+  }
+  const ref = (source.ref ?? '').replace(/^refs\/heads\//, '');
+  const sha = source.sha === null ? '' : `@${source.sha.slice(0, 7)}`;
+  return `${source.project} ${ref}${sha} (${source.trigger})`;
 }
 
 function stateOf(e: BuildEvent): BuildState | null {
@@ -276,17 +286,45 @@ export function buildProgram(
 
   program
     .command('builds')
-    .description('List builds, newest first')
+    .description('List builds, newest first (of one project, ref or state with the options)')
     .option('--offset <n>', 'skip this many', '0')
     .option('--limit <n>', 'show this many', '20')
-    .action(async (o: { offset: string; limit: string }) => {
-      const page = await client().listBuilds(Number(o.offset), Number(o.limit));
-      out(`${'ID'.padEnd(36)}  ${'STATE'.padEnd(9)}  ${'CREATED'.padEnd(24)}  TAGS\n`);
-      for (const b of page.items) {
-        out(`${b.id}  ${b.state.padEnd(9)}  ${b.createdAt.padEnd(24)}  ${b.tags.join(',')}\n`);
-      }
-      out(`(${page.items.length} of ${page.total})\n`);
-    });
+    .option('--project <name>', 'builds of this project only')
+    .option('--ref <ref>', 'with --project: of this branch (or refs/tags/…, refs/pull/…) only')
+    .option('--state <state>', 'queued, running, succeeded, failed or cancelled')
+    .option('--format <format>', 'table or json', 'table')
+    .action(
+      async (o: {
+        offset: string;
+        limit: string;
+        project?: string;
+        ref?: string;
+        state?: string;
+        format: string;
+      }) => {
+        if (o.ref !== undefined && o.project === undefined) {
+          throw new ApiError(0, 'BAD_REQUEST', '--ref needs --project');
+        }
+        const page = await client().listBuilds(Number(o.offset), Number(o.limit), {
+          project: o.project,
+          ref: o.ref,
+          state: o.state,
+        });
+        if (o.format === 'json') {
+          out(`${JSON.stringify(page.items, null, 2)}\n`);
+          return;
+        }
+        out(
+          `${'ID'.padEnd(36)}  ${'STATE'.padEnd(9)}  ${'CREATED'.padEnd(24)}  ${'SOURCE'.padEnd(40)}  TAGS\n`,
+        );
+        for (const b of page.items) {
+          out(
+            `${b.id}  ${b.state.padEnd(9)}  ${b.createdAt.padEnd(24)}  ${describeSource(b.source).padEnd(40)}  ${b.tags.join(',')}\n`,
+          );
+        }
+        out(`(${page.items.length} of ${page.total})\n`);
+      },
+    );
 
   program
     .command('logs')

@@ -48,6 +48,35 @@ export interface StepRecord {
  */
 export type BuildNetwork = 'sandbox' | 'none';
 
+/** What started a build: a branch push, a tag push, a pull/merge request, the schedule, a person, the API. */
+export const BuildTrigger = {
+  Push: 'push',
+  Tag: 'tag',
+  Pr: 'pr',
+  Cron: 'cron',
+  Manual: 'manual',
+  Api: 'api',
+} as const;
+export type BuildTrigger = (typeof BuildTrigger)[keyof typeof BuildTrigger];
+
+/**
+ * Where a build came from. A build of a project names the project, the git ref
+ * (`refs/heads/main`, `refs/tags/v1.2.3`, `refs/pull/7/head`), the commit and, when known,
+ * its author, message (first line) and pull/merge request number; a build sent to the API has
+ * trigger `api` and nulls.
+ */
+export interface BuildSource {
+  readonly trigger: BuildTrigger;
+  readonly project: string | null;
+  readonly ref: string | null;
+  readonly sha: string | null;
+  readonly author: string | null;
+  readonly message: string | null;
+  readonly prNumber: number | null;
+  /** The commit's page on its forge (derived from the project's repository URL), when known. */
+  readonly commitUrl: string | null;
+}
+
 /** What `GET /api/v1/builds/:id` answers. */
 export interface BuildRecord {
   readonly id: string;
@@ -71,6 +100,8 @@ export interface BuildRecord {
   error: string | null;
   /** Times the job has been attempted (a crashed worker's job is retried). */
   attempts: number;
+  /** What started it (absent on records written before sources were kept). */
+  readonly source?: BuildSource;
 }
 
 /**

@@ -1,3 +1,5 @@
+import type { BuildState } from './builds';
+
 // Projects: a git repository whose pushes (webhooks) or schedule build an image.
 
 /** Forges whose webhooks `POST /hooks/<forge>` receives. */
@@ -9,6 +11,8 @@ export interface ProjectView {
   readonly name: string;
   /** Clone URL (https, ssh, git; file only when GIT_ALLOW_FILE_URLS). */
   readonly repoUrl: string;
+  /** The forge hosting it (commit links, commit statuses); null: not said (links guessed from the host). */
+  readonly forge?: GitForge | null;
   /** Branches whose pushes build; `*` at the end of one matches any suffix. */
   readonly branches: string[];
   /** The build context inside the repository (`.`: its root). */
@@ -49,3 +53,15 @@ export interface ProjectTrigger {
 export type WebhookResult =
   | { readonly status: 'accepted'; readonly builds: ProjectTrigger[] }
   | { readonly status: 'ignored'; readonly reason: string };
+
+/** A ref of a project with its latest build (`GET /api/v1/projects/:name/refs`). */
+export interface ProjectRefState {
+  /** `refs/heads/main`, `refs/tags/v1.2.3`, `refs/pull/7/head`. */
+  readonly ref: string;
+  readonly buildId: string;
+  readonly state: BuildState;
+  readonly sha: string | null;
+  readonly commitUrl: string | null;
+  readonly createdAt: string;
+  readonly finishedAt: string | null;
+}

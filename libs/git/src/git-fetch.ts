@@ -94,3 +94,17 @@ export async function resolveBranch(
   }
   return null;
 }
+
+/** Author name and first line of the message of the commit checked out in `dir`. */
+export interface CommitInfo {
+  readonly author: string;
+  readonly message: string;
+}
+
+/** Reads {@link CommitInfo} of HEAD in `dir` (a checkout made by {@link fetchCommit}). */
+export async function readCommitInfo(options: GitCliOptions, dir: string): Promise<CommitInfo> {
+  const out = await new GitCli(options).run(['log', '-1', '--format=%an%x00%s', 'HEAD', '--'], dir);
+  const [author = '', message = ''] = out.replace(/\n$/, '').split('\0');
+  // Bounded: a record and every status or notification carry it.
+  return { author: author.slice(0, 200), message: message.slice(0, 500) };
+}

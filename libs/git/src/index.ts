@@ -4,7 +4,15 @@
  * (signatures, push payloads).
  */
 export { GitCli, isCommitSha, redact, type GitCliOptions, type GitCredentials } from './git-cli';
-export { checkRepositoryUrl, fetchCommit, resolveBranch, type GitSource } from './git-fetch';
+export {
+  checkRepositoryUrl,
+  fetchCommit,
+  readCommitInfo,
+  resolveBranch,
+  type CommitInfo,
+  type GitSource,
+} from './git-fetch';
+export { commitWebUrl, repositoryWebUrl } from './forge-links';
 export { tarContextFiles } from './context-tar';
 export { repositoryKey } from './repo-url';
 export {

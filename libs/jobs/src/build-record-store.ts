@@ -20,6 +20,9 @@ export interface StoredBuildEvent {
 
 const MAX_EVENTS = 200_000;
 
+/** Ids of a project's index looked at by one {@link BuildRecordStore.listBySource}. */
+export const MAX_SOURCE_SCAN = 10_000;
+
 /**
  * Build records and their event (log) streams, kept in Redis so they survive API and worker
  * restarts. A record expires `retentionSeconds` after the build reaches a terminal state.
@@ -47,10 +50,108 @@ export class BuildRecordStore {
    * event stream in the same transaction, so that no record is seen without it.
    */
   create(record: BuildRecord, firstEvent?: BuildEvent): Promise<void> {
-    return this.records.create(
-      record,
-      firstEvent === undefined ? undefined : (tx) => tx.xadd(...eventArgs(record.id, firstEvent)),
-    );
+    return this.records.create(record, (tx) => {
+      if (firstEvent !== undefined) {
+        tx.xadd(...eventArgs(record.id, firstEvent));
+      }
+      // A project's builds are indexed by project and by ref once, at creation (a source never
+      // changes). Entries of expired records are dropped when a read finds them gone.
+      const { project, ref } = record.source ?? {};
+      if (project !== undefined && project !== null) {
+        const created = Date.parse(record.createdAt);
+        tx.zadd(RedisKeys.projectBuilds(project), created, record.id);
+        if (ref !== undefined && ref !== null) {
+          tx.zadd(RedisKeys.projectRefBuilds(project, ref), created, record.id);
+          tx.zadd(RedisKeys.projectRefs(project), created, ref);
+        }
+      }
+    });
+  }
+
+  /**
+   * Builds of a project (of one ref when given), newest first, optionally in `state` only.
+   * The project's index is read newest first in chunks until the page is filled; ids whose
+   * record expired leave the index on the way. At most {@link MAX_SOURCE_SCAN} ids are looked
+   * at per request, so `total` counts within those.
+   */
+  async listBySource(
+    filter: { readonly project: string; readonly ref?: string },
+    offset: number,
+    limit: number,
+    state?: BuildState,
+  ): Promise<BuildPage> {
+    const index =
+      filter.ref === undefined
+        ? RedisKeys.projectBuilds(filter.project)
+        : RedisKeys.projectRefBuilds(filter.project, filter.ref);
+    const matching: BuildRecord[] = [];
+    let total = 0;
+    for (let start = 0; start < MAX_SOURCE_SCAN; start += 500) {
+      const ids = await this.redis.zrevrange(index, start, start + 499);
+      if (ids.length === 0) {
+        break;
+      }
+      const raws = await this.redis.mget(ids.map((id) => RedisKeys.build(id)));
+      const gone: string[] = [];
+      raws.forEach((raw, i) => {
+        if (raw === null) {
+          gone.push(ids[i]);
+          return;
+        }
+        const record = JSON.parse(raw) as BuildRecord;
+        if (state !== undefined && record.state !== state) {
+          return;
+        }
+        if (total >= offset && matching.length < limit) {
+          matching.push(record);
+        }
+        total++;
+      });
+      if (gone.length > 0) {
+        await this.redis.zrem(index, ...gone);
+        start -= gone.length;
+      }
+      if (ids.length < 500) {
+        break;
+      }
+    }
+    return { items: await this.summaries(matching), total, offset, limit };
+  }
+
+  /**
+   * The refs a project built, each with its latest build (newest ref first, at most `max`).
+   * A ref whose builds all expired is dropped from the project's refs.
+   */
+  async latestByRef(project: string, max = 100): Promise<{ ref: string; build: BuildRecord }[]> {
+    const refs = await this.redis.zrevrange(RedisKeys.projectRefs(project), 0, max - 1);
+    const out: { ref: string; build: BuildRecord }[] = [];
+    for (const ref of refs) {
+      const build = await this.latestOf(project, ref);
+      if (build === null) {
+        await this.redis.zrem(RedisKeys.projectRefs(project), ref);
+      } else {
+        out.push({ ref, build });
+      }
+    }
+    return out;
+  }
+
+  /** The newest build of a project's ref that is still kept, or null. */
+  async latestOf(project: string, ref: string): Promise<BuildRecord | null> {
+    const index = RedisKeys.projectRefBuilds(project, ref);
+    for (let round = 0; round < 20; round++) {
+      const ids = await this.redis.zrevrange(index, 0, 9);
+      if (ids.length === 0) {
+        return null;
+      }
+      const raws = await this.redis.mget(ids.map((id) => RedisKeys.build(id)));
+      const found = raws.findIndex((r) => r !== null);
+      if (found >= 0) {
+        return this.get(ids[found]);
+      }
+      await this.redis.zrem(index, ...ids);
+    }
+    return null;
   }
 
   /** The record with its steps (those of its step hash over those folded into the record). */

@@ -50,6 +50,12 @@ export const RedisKeys = {
   buildStateIndex: (state: string) => `stratum:builds:state:${state}`,
   /** Sorted set of the ids of finished builds by when their record expires (ms, Redis clock). */
   buildExpiryIndex: 'stratum:builds:expiry',
+  /** Sorted set of the ids of a project's builds, by creation time (ms). */
+  projectBuilds: (project: string) => `stratum:builds:project:${project}`,
+  /** Sorted set of the ids of a project's builds of one git ref, by creation time (ms). */
+  projectRefBuilds: (project: string, ref: string) => `stratum:builds:project:${project}:ref:${ref}`,
+  /** Sorted set of the refs a project built, by their latest build's creation time (ms). */
+  projectRefs: (project: string) => `stratum:builds:project:${project}:refs`,
   cancelChannel: 'stratum:cancel',
   container: (id: string) => `stratum:container:${id}`,
   /** Sorted set of live container ids by creation time. */

@@ -72,11 +72,29 @@ export const SubmitBuildQuerySchema = z.object({
 });
 export type SubmitBuildQuery = z.infer<typeof SubmitBuildQuerySchema>;
 
-export const ListBuildsQuerySchema = z.object({
-  offset: z.coerce.number().int().min(0).default(0),
-  limit: z.coerce.number().int().min(1).max(200).default(20),
-  state: z.enum(Object.values(BuildState) as [BuildState, ...BuildState[]]).optional(),
-});
+export const ListBuildsQuerySchema = z
+  .object({
+    offset: z.coerce.number().int().min(0).default(0),
+    limit: z.coerce.number().int().min(1).max(200).default(20),
+    state: z.enum(Object.values(BuildState) as [BuildState, ...BuildState[]]).optional(),
+    /** Builds of this project only. */
+    project: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'must be a project name')
+      .optional(),
+    /** With `project`: builds of this git ref only (`main` is read as `refs/heads/main`). */
+    ref: z
+      .string()
+      .min(1)
+      .max(300)
+      .regex(/^[^\s~^:?*[\\]+$/, 'must be a git ref or branch name')
+      .transform((r) => (r.startsWith('refs/') ? r : `refs/heads/${r}`))
+      .optional(),
+  })
+  .refine((q) => q.ref === undefined || q.project !== undefined, {
+    message: 'ref needs project',
+    path: ['ref'],
+  });
 export type ListBuildsQuery = z.infer<typeof ListBuildsQuerySchema>;
 
 /** 202 answer to a build submission. */

@@ -5,7 +5,9 @@ import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import {
   BuildPage,
   BuildRecord,
+  BuildSource,
   BuildState,
+  BuildTrigger,
   Digest,
   isTerminalBuildState,
   StratumError,
@@ -151,10 +153,17 @@ export class BuildsService {
     contextDigest: Digest,
     contextSize: number,
     query: SubmitBuildQuery,
+    source: BuildSource,
   ): Promise<BuildSubmitted> {
     checkTags(query.t, query.push, this.config);
     checkNetwork(query.network, this.config);
-    return this.createBuild(contextDigest, contextSize, normalizeContextPath(query.dockerfile), query);
+    return this.createBuild(
+      contextDigest,
+      contextSize,
+      normalizeContextPath(query.dockerfile),
+      query,
+      source,
+    );
   }
 
   private async createBuild(
@@ -162,6 +171,7 @@ export class BuildsService {
     contextSize: number,
     dockerfile: string,
     query: SubmitBuildQuery,
+    source: BuildSource = API_SOURCE,
   ): Promise<BuildSubmitted> {
     await this.checkSecrets(query);
     const id = randomUUID();
@@ -184,6 +194,7 @@ export class BuildsService {
       pushId: null,
       error: null,
       attempts: 0,
+      source,
     };
     await this.records.create(record, { type: 'state', state: BuildState.Queued, at: record.createdAt });
     await this.producer.submit({
@@ -216,6 +227,14 @@ export class BuildsService {
   }
 
   list(query: ListBuildsQuery): Promise<BuildPage> {
+    if (query.project !== undefined) {
+      return this.records.listBySource(
+        { project: query.project, ...(query.ref !== undefined ? { ref: query.ref } : {}) },
+        query.offset,
+        query.limit,
+        query.state,
+      );
+    }
     return this.records.list(query.offset, query.limit, query.state);
   }
 
@@ -266,17 +285,40 @@ export class BuildsService {
         `the context of build ${id} (${original.contextDigest}) is no longer stored`,
       );
     }
-    return this.createBuild(original.contextDigest, original.contextSize, original.dockerfile, {
-      t: [...original.tags],
-      dockerfile: original.dockerfile,
-      buildargs: { ...original.buildArgs },
-      target: original.target ?? undefined,
-      nocache: original.noCache,
-      network: original.network,
-      push: original.tags.some((t) => parseReference(t).registry !== null),
-    });
+    // A retry keeps the project, ref and commit it builds, but it is someone's manual act.
+    const source: BuildSource =
+      original.source === undefined || original.source.project === null
+        ? API_SOURCE
+        : { ...original.source, trigger: BuildTrigger.Manual };
+    return this.createBuild(
+      original.contextDigest,
+      original.contextSize,
+      original.dockerfile,
+      {
+        t: [...original.tags],
+        dockerfile: original.dockerfile,
+        buildargs: { ...original.buildArgs },
+        target: original.target ?? undefined,
+        nocache: original.noCache,
+        network: original.network,
+        push: original.tags.some((t) => parseReference(t).registry !== null),
+      },
+      source,
+    );
   }
 }
+
+/** The source of a build sent to the API with its context. */
+const API_SOURCE: BuildSource = {
+  trigger: BuildTrigger.Api,
+  project: null,
+  ref: null,
+  sha: null,
+  author: null,
+  message: null,
+  prNumber: null,
+  commitUrl: null,
+};
 
 /** `network=sandbox` is refused up front where the operator turned the sandbox off. */
 function checkNetwork(network: SubmitBuildQuery['network'], config: StratumConfig): void {

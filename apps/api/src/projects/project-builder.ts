@@ -5,9 +5,16 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { resolveBeneath } from '@stratum/confine';
-import { ProjectTrigger, StratumError } from '@stratum/contracts';
+import { BuildSource, BuildTrigger, ProjectTrigger, StratumError } from '@stratum/contracts';
 import { planContextFiles } from '@stratum/dockerfile';
-import { fetchCommit, redact, resolveBranch, tarContextFiles } from '@stratum/git';
+import {
+  commitWebUrl,
+  fetchCommit,
+  readCommitInfo,
+  redact,
+  resolveBranch,
+  tarContextFiles,
+} from '@stratum/git';
 import { parseReference } from '@stratum/oci';
 import { BLOB_STORE, BlobStore } from '@stratum/storage';
 import { BuildsService } from '../builds/builds.service';
@@ -41,6 +48,21 @@ export function renderTags(
 export function branchMatches(patterns: readonly string[], branch: string): boolean {
   return patterns.some((p) => (p.endsWith('*') ? branch.startsWith(p.slice(0, -1)) : p === branch));
 }
+
+/** How a commit came to be built, beyond its branch and id. */
+export interface BuildOrigin {
+  /** The git ref (default `refs/heads/<branch>`). */
+  readonly ref?: string;
+  /** Default: from the trigger's source (webhook: push, schedule: cron, manual: manual). */
+  readonly trigger?: BuildTrigger;
+  readonly prNumber?: number;
+}
+
+const TRIGGER_OF_SOURCE: Readonly<Record<ProjectTrigger['source'], BuildTrigger>> = {
+  webhook: BuildTrigger.Push,
+  schedule: BuildTrigger.Cron,
+  manual: BuildTrigger.Manual,
+};
 
 /**
  * Turns a commit of a project into a build: fetches it (git CLI, one commit, time-limited),
@@ -95,11 +117,22 @@ export class ProjectBuilder {
     branch: string,
     sha: string,
     source: ProjectTrigger['source'],
+    origin: BuildOrigin = {},
   ): Promise<ProjectTrigger> {
     const tags = renderTags(project, branch, sha);
     let trigger: ProjectTrigger;
     try {
-      const buildId = await this.buildNow(project, branch, sha, tags);
+      const buildSource: BuildSource = {
+        trigger: origin.trigger ?? TRIGGER_OF_SOURCE[source],
+        project: project.name,
+        ref: origin.ref ?? `refs/heads/${branch}`,
+        sha,
+        author: null,
+        message: null,
+        prNumber: origin.prNumber ?? null,
+        commitUrl: commitWebUrl(project.forge ?? null, project.repoUrl, sha),
+      };
+      const buildId = await this.buildNow(project, branch, sha, tags, buildSource);
       trigger = { source, branch, sha, buildId, tags, error: null, at: new Date().toISOString() };
       this.logger.log(`project ${project.name}: ${branch}@${sha.slice(0, 12)} is build ${buildId}`);
     } catch (err) {
@@ -124,6 +157,7 @@ export class ProjectBuilder {
     branch: string,
     sha: string,
     tags: string[],
+    buildSource: BuildSource,
   ): Promise<string> {
     const dir = await this.workDir();
     try {
@@ -132,6 +166,7 @@ export class ProjectBuilder {
       // the long one: a silent host or port fails the request in seconds, not minutes.
       await resolveBranch(this.source(project, true), branch, dir);
       await fetchCommit(this.source(project), sha, branch, checkout);
+      const info = await readCommitInfo(this.source(project, true), checkout).catch(() => null);
       // The context directory and the Dockerfile must stay inside the checkout, symlinks too:
       // resolved component by component, a link out of the repository is an error naming the
       // project's path only (never what the link points at on this host).
@@ -159,16 +194,21 @@ export class ProjectBuilder {
       });
       const builds = this.moduleRef.get(BuildsService, { strict: false });
       try {
-        const submitted = await builds.submitStored(put.digest, put.size, {
-          t: tags,
-          dockerfile,
-          buildargs: project.buildArgs,
-          target: project.target ?? undefined,
-          nocache: false,
-          // git-triggered builds get the service's default network
-          network: undefined,
-          push: tags.some((t) => parseReference(t).registry !== null),
-        });
+        const submitted = await builds.submitStored(
+          put.digest,
+          put.size,
+          {
+            t: tags,
+            dockerfile,
+            buildargs: project.buildArgs,
+            target: project.target ?? undefined,
+            nocache: false,
+            // git-triggered builds get the service's default network
+            network: undefined,
+            push: tags.some((t) => parseReference(t).registry !== null),
+          },
+          { ...buildSource, author: info?.author ?? null, message: info?.message ?? null },
+        );
         return submitted.id;
       } catch (err) {
         if (put.created) {

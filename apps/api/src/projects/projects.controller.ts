@@ -1,6 +1,6 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Post, Put } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
-import { ProjectTrigger, ProjectView } from '@stratum/contracts';
+import { ProjectRefState, ProjectTrigger, ProjectView } from '@stratum/contracts';
 import { ZodPipe } from '../common/zod-query.pipe';
 import {
   CreateProjectBody,
@@ -24,7 +24,7 @@ export class ProjectsController {
   @ApiOperation({
     summary: 'Add a project: a git repository whose pushes (webhooks) or schedule build an image',
     description:
-      'Body: name, repoUrl, branches, context, dockerfile, tags (templates with {repo} {branch} {sha} {shortsha}), repository, buildArgs, target, secret (webhook), credentials {username, token}, schedule (cron), scheduleBranch.',
+      'Body: name, repoUrl, forge (github|gitlab|gitea), branches, context, dockerfile, tags (templates with {repo} {branch} {sha} {shortsha}), repository, buildArgs, target, secret (webhook), credentials {username, token}, schedule (cron), scheduleBranch.',
   })
   create(@Body(new ZodPipe(CreateProjectBodySchema)) body: CreateProjectBody): Promise<ProjectView> {
     return this.projects.create(body);
@@ -40,6 +40,14 @@ export class ProjectsController {
   @ApiOperation({ summary: 'A project (secrets shown only as hasSecret / hasCredentials)' })
   get(@Param('name', projectName) name: string): Promise<ProjectView> {
     return this.projects.get(name);
+  }
+
+  @Get(':name/refs')
+  @ApiOperation({
+    summary: 'The branches, tags and pull requests the project built, each with its latest build',
+  })
+  refs(@Param('name', projectName) name: string): Promise<ProjectRefState[]> {
+    return this.projects.refs(name);
   }
 
   @Put(':name')

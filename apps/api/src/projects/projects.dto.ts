@@ -12,6 +12,7 @@ const cron = z
 /** Fields of a project a request may set (POST: all but `name` optional; PUT: all optional). */
 const projectFields = {
   repoUrl: z.string().min(1).max(2048),
+  forge: z.enum(['github', 'gitlab', 'gitea'], { message: 'must be github, gitlab or gitea' }).nullable(),
   branches: z
     .array(
       z
@@ -58,6 +59,7 @@ export const ProjectNameSchema = z
 export const CreateProjectBodySchema = z.object({
   name: ProjectNameSchema,
   repoUrl: projectFields.repoUrl,
+  forge: projectFields.forge.default(null),
   branches: projectFields.branches.default(['main']),
   context: projectFields.context.default('.'),
   dockerfile: projectFields.dockerfile.default('Dockerfile'),

@@ -1,6 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { ProjectTrigger, ProjectView, StratumError } from '@stratum/contracts';
+import { ProjectRefState, ProjectTrigger, ProjectView, StratumError } from '@stratum/contracts';
+import { BuildRecordStore } from '@stratum/jobs';
 import { checkRepositoryUrl, isCommitSha } from '@stratum/git';
 import { ProjectBuilder } from './project-builder';
 import { ProjectStore, projectView, StoredProject } from './project-store';
@@ -13,7 +14,22 @@ export class ProjectsService {
     @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
     private readonly store: ProjectStore,
     private readonly builder: ProjectBuilder,
+    private readonly builds: BuildRecordStore,
   ) {}
+
+  /** Each ref the project built, with its latest build, newest first. */
+  async refs(name: string): Promise<ProjectRefState[]> {
+    await this.store.require(name);
+    return (await this.builds.latestByRef(name)).map(({ ref, build }) => ({
+      ref,
+      buildId: build.id,
+      state: build.state,
+      sha: build.source?.sha ?? null,
+      commitUrl: build.source?.commitUrl ?? null,
+      createdAt: build.createdAt,
+      finishedAt: build.finishedAt,
+    }));
+  }
 
   async create(body: CreateProjectBody): Promise<ProjectView> {
     const now = new Date().toISOString();

@@ -136,14 +136,84 @@ function poll(ms, tick) {
   };
 }
 
+// ---------------------------------------------------------------- build sources
+
+/** `refs/heads/main` → `main`; tags and pull requests keep a word saying what they are. */
+function refName(ref) {
+  if (!ref) {
+    return '';
+  }
+  return ref
+    .replace(/^refs\/heads\//, '')
+    .replace(/^refs\/tags\//, 'tag ')
+    .replace(/^refs\/pull\/(\d+)\/head$/, 'PR #$1');
+}
+
+/** The short commit id, linked to its page on the forge when the project's URL gives one. */
+function commitLink(sha, url) {
+  if (!sha) {
+    return null;
+  }
+  const text = sha.slice(0, 7);
+  // Only http(s) links: a URL from a record never becomes a javascript: link.
+  return url && /^https?:\/\//.test(url)
+    ? h('a', { href: url, class: 'mono commit', target: '_blank', rel: 'noopener' }, text)
+    : h('span', { class: 'mono commit' }, text);
+}
+
+/** A build's source in a table cell: project (link to its builds), ref, commit, trigger. */
+function sourceCell(source) {
+  if (!source || !source.project) {
+    return h('span', { class: 'muted' }, source ? source.trigger : '—');
+  }
+  return h(
+    'span',
+    { class: 'source' },
+    h('a', { href: `#/builds?project=${encodeURIComponent(source.project)}` }, source.project),
+    ' ',
+    h(
+      'a',
+      {
+        href: `#/builds?project=${encodeURIComponent(source.project)}&ref=${encodeURIComponent(source.ref ?? '')}`,
+        class: 'ref',
+      },
+      refName(source.ref),
+    ),
+    ' ',
+    commitLink(source.sha, source.commitUrl),
+    ' ',
+    h('span', { class: 'muted' }, `(${source.trigger})`),
+  );
+}
+
 // ---------------------------------------------------------------- builds
 
 function buildsView(params) {
   const state = BUILD_STATES.includes(params.get('state')) ? params.get('state') : null;
+  // Builds of one project (and ref): the source filter of GET /api/v1/builds.
+  const filter = new URLSearchParams();
+  if (params.get('project')) {
+    filter.set('project', params.get('project'));
+    if (params.get('ref')) {
+      filter.set('ref', params.get('ref'));
+    }
+  }
+  const filtered = filter.toString();
   const counts = h('div', { class: 'tabs', id: 'state-tabs' });
   const table = h('div', { id: 'builds-table' });
   const status = h('div');
-  replace(view, h('h1', {}, 'Builds'), submitForm(), counts, status, table);
+  const title = filtered
+    ? h(
+        'h1',
+        {},
+        'Builds of ',
+        h('span', { id: 'builds-filter' }, `${filter.get('project')} ${refName(filter.get('ref'))}`.trim()),
+        ' ',
+        h('a', { href: '#/builds', class: 'muted small' }, '(all builds)'),
+      )
+    : h('h1', {}, 'Builds');
+  replace(view, title, filtered ? null : submitForm(), counts, status, table);
+  const withFilter = (q) => (filtered ? `${q}&${filtered}` : q);
 
   return poll(POLL_MS, async () => {
     try {
@@ -152,17 +222,18 @@ function buildsView(params) {
         query.set('state', state);
       }
       const [page, ...totals] = await Promise.all([
-        api(`/api/v1/builds?${query}`),
-        ...BUILD_STATES.map((s) => api(`/api/v1/builds?limit=1&state=${s}`).then((p) => p.total)),
+        api(withFilter(`/api/v1/builds?${query}`)),
+        ...BUILD_STATES.map((s) => api(withFilter(`/api/v1/builds?limit=1&state=${s}`)).then((p) => p.total)),
       ]);
       const all = totals.reduce((a, b) => a + b, 0);
+      const tab = (s) => `#/builds?${new URLSearchParams([...filter, ...(s ? [['state', s]] : [])])}`;
       replace(
         counts,
-        h('a', { href: '#/builds', class: state === null ? 'active' : null }, `all ${all}`),
+        h('a', { href: tab(null), class: state === null ? 'active' : null }, `all ${all}`),
         BUILD_STATES.map((s, i) =>
           h(
             'a',
-            { href: `#/builds?state=${s}`, class: state === s ? 'active' : null, dataset: { count: s } },
+            { href: tab(s), class: state === s ? 'active' : null, dataset: { count: s } },
             `${s} ${totals[i]}`,
           ),
         ),
@@ -188,7 +259,9 @@ function buildsTable(items) {
       h(
         'tr',
         {},
-        ['build', 'state', 'tags', 'created', 'duration', 'steps', 'image'].map((c) => h('th', {}, c)),
+        ['build', 'state', 'source', 'tags', 'created', 'duration', 'steps', 'image'].map((c) =>
+          h('th', {}, c),
+        ),
       ),
     ),
     h(
@@ -201,6 +274,7 @@ function buildsTable(items) {
           { dataset: { build: b.id, state: b.state } },
           h('td', {}, h('a', { href: `#/builds/${b.id}`, class: 'mono' }, b.id.slice(0, 8))),
           h('td', {}, badge(b.state)),
+          h('td', {}, sourceCell(b.source)),
           h('td', {}, b.tags.length ? b.tags.join(', ') : h('span', { class: 'muted' }, 'untagged')),
           h('td', {}, when(b.createdAt)),
           h('td', { class: 'num' }, duration(between(b.startedAt, b.finishedAt))),
@@ -332,6 +406,20 @@ function buildView(id) {
       ['context', h('code', {}, `${record.contextDigest} (${bytes(record.contextSize)})`)],
       ['attempts', record.attempts],
     ];
+    const src = record.source;
+    if (src && src.project) {
+      rows.unshift(
+        ['project', h('a', { href: `#/builds?project=${encodeURIComponent(src.project)}` }, src.project)],
+        ['ref', h('span', { id: 'build-ref' }, src.ref ?? '—')],
+        ['commit', h('span', { id: 'build-commit' }, commitLink(src.sha, src.commitUrl) ?? '—')],
+        ['author', src.author ?? '—'],
+        ['message', src.message ?? '—'],
+        ...(src.prNumber !== null ? [['pull request', `#${src.prNumber}`]] : []),
+      );
+    }
+    if (src) {
+      rows.unshift(['trigger', src.trigger]);
+    }
     if (record.error) {
       rows.push(['error', h('span', { class: 'error', id: 'build-error' }, record.error)]);
     }
@@ -792,6 +880,88 @@ function maintenanceView() {
   });
 }
 
+// ---------------------------------------------------------------- projects
+
+/** Each project with the branches, tags and pull requests it built and their latest build. */
+function projectsView() {
+  const body = h('div', { id: 'projects' });
+  replace(view, h('h1', {}, 'Projects'), body);
+  return poll(POLL_MS * 2, async () => {
+    try {
+      const projects = await api('/api/v1/projects');
+      if (projects.length === 0) {
+        replace(body, h('p', { class: 'muted' }, 'No projects. Add one with POST /api/v1/projects.'));
+        return;
+      }
+      const refs = await Promise.all(
+        projects.map((p) => api(`/api/v1/projects/${encodeURIComponent(p.name)}/refs`)),
+      );
+      replace(
+        body,
+        projects.map((p, i) =>
+          h(
+            'section',
+            { class: 'project', dataset: { project: p.name } },
+            h(
+              'h2',
+              {},
+              h('a', { href: `#/builds?project=${encodeURIComponent(p.name)}` }, p.name),
+              ' ',
+              h('span', { class: 'muted small mono' }, p.repoUrl),
+            ),
+            refs[i].length === 0
+              ? h('p', { class: 'muted' }, 'Nothing built yet.')
+              : h(
+                  'table',
+                  {},
+                  h(
+                    'thead',
+                    {},
+                    h(
+                      'tr',
+                      {},
+                      ['ref', 'latest build', 'state', 'commit', 'created'].map((c) => h('th', {}, c)),
+                    ),
+                  ),
+                  h(
+                    'tbody',
+                    {},
+                    refs[i].map((r) =>
+                      h(
+                        'tr',
+                        { dataset: { ref: r.ref, state: r.state } },
+                        h(
+                          'td',
+                          {},
+                          h(
+                            'a',
+                            {
+                              href: `#/builds?project=${encodeURIComponent(p.name)}&ref=${encodeURIComponent(r.ref)}`,
+                            },
+                            refName(r.ref),
+                          ),
+                        ),
+                        h(
+                          'td',
+                          {},
+                          h('a', { href: `#/builds/${r.buildId}`, class: 'mono' }, r.buildId.slice(0, 8)),
+                        ),
+                        h('td', {}, badge(r.state)),
+                        h('td', {}, commitLink(r.sha, r.commitUrl) ?? '—'),
+                        h('td', {}, when(r.createdAt)),
+                      ),
+                    ),
+                  ),
+                ),
+          ),
+        ),
+      );
+    } catch (err) {
+      replace(body, errorBox(err));
+    }
+  });
+}
+
 // ---------------------------------------------------------------- router
 
 let stop = () => undefined;
@@ -815,6 +985,8 @@ function route() {
       stop = imagesView();
     } else if (section === 'containers') {
       stop = containersView();
+    } else if (section === 'projects') {
+      stop = projectsView();
     } else if (section === 'queues') {
       stop = queuesView();
     } else if (section === 'maintenance') {
