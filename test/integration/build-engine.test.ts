@@ -534,6 +534,58 @@ describe('hostile paths', () => {
   });
 });
 
+describe('pipelined layer export', () => {
+  // Steps on top of steps, a stage copied from another, a deletion: every kind of lower dir.
+  const dockerfile = [
+    'FROM scratch AS base',
+    'ADD rootfs.tar /',
+    'ENV PATH=/bin',
+    'RUN mkdir -p /app && echo one > /app/1 && echo gone > /app/gone',
+    'RUN echo two > /app/2 && rm /app/gone',
+    'FROM base AS tool',
+    'RUN echo tool > /tool && cat /app/1 /app/2 > /tool.in',
+    'FROM base',
+    'COPY --from=tool /tool /tool.in /opt/',
+    'RUN ls /app > /app/listing && cat /opt/tool.in >> /app/listing',
+    'WORKDIR /srv',
+  ].join('\n');
+  const files = (): Record<string, string | Buffer> => ({ ...busyboxContext(''), Dockerfile: dockerfile });
+  const opts = { buildArgs: { SOURCE_DATE_EPOCH: '1700000000' }, noCache: true };
+
+  it('gives the same image as storing each layer before the next step, and stores every layer', async () => {
+    const serial = host('export-0', { layerExportConcurrency: 0 });
+    const piped = host('export-2', { layerExportConcurrency: 2 });
+    const a = await build(serial, files(), opts);
+    const b = await build(piped, files(), opts);
+    expect(b.imageDigest).toBe(a.imageDigest);
+    // every filesystem step reports its stored layer's size, as without the pipeline
+    expect(b.steps.map((s) => s.layerSize)).toEqual(a.steps.map((s) => s.layerSize));
+    const image = await piped.images.load(null, b.imageDigest);
+    for (const layer of image.layers) {
+      expect(layer.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+      expect(await blobs.has(layer.digest as BlobDigest)).toBe(true);
+      // the frozen upper dirs became the host's extracted layers: nothing to extract next time
+      expect(await piped.cache.get(layer.diffId)).toBeDefined();
+    }
+    // nothing of the build is left in its scratch dir
+    expect(await readdir(join(work, 'export-2', 'jobs'))).toEqual([]);
+    const root = await unpack(piped, b.imageDigest);
+    expect(await readFile(join(root, 'app', 'listing'), 'utf8')).toBe('1\n2\nlisting\none\ntwo\n');
+    await expect(lstat(join(root, 'app', 'gone'))).rejects.toThrow();
+  });
+
+  it('records each step in the cache with its stored layer: a rebuild replays all and matches', async () => {
+    const piped = host('export-cache', { layerExportConcurrency: 1 });
+    const cold = await build(piped, files(), { buildArgs: { SOURCE_DATE_EPOCH: '1700000001' } });
+    expect(statuses(cold).every((s) => s === 'done')).toBe(true);
+    const warm = await build(host('export-cache-b'), files(), {
+      buildArgs: { SOURCE_DATE_EPOCH: '1700000001' },
+    });
+    expect(statuses(warm).every((s) => s === 'cached')).toBe(true);
+    expect(warm.imageDigest).toBe(cold.imageDigest);
+  });
+});
+
 describe('layer cache budget', () => {
   it('trims the host layer cache after a build, and the next build re-extracts what it needs', async () => {
     const small = host('budget', { layerCacheMaxBytes: 1 });

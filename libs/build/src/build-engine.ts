@@ -29,12 +29,16 @@ import { BuildError } from './build-errors';
 import { prepareCopyStep } from './copy-step';
 import { BuildEngineOptions, BuildOutcome, BuildRunContext, RemoteImage } from './engine-options';
 import { addHistory, cloneState, envMap, ImageState, scratchState } from './image-state';
+import { LayerExports } from './layer-export';
 import { applyMetadata, isMetadataInstruction } from './metadata-steps';
 import { RunCacheStore } from './run-cache';
 import { MountedFrom } from './run-mounts';
 import { prepareRunStep } from './run-step';
 import { BuildAborted, PreparedStep, StepHost, stateWorkdir } from './step-host';
 import { workdirStep } from './workdir-step';
+
+/** Layers stored at once beside a build by default (LAYER_EXPORT_CONCURRENCY). */
+const DEFAULT_LAYER_EXPORTS = 2;
 
 interface StepRef {
   readonly index: number;
@@ -121,6 +125,8 @@ class BuildRun implements StepHost {
   private readonly results = new Map<number, ImageState>();
   /** `SOURCE_DATE_EPOCH` build arg (seconds), or null. */
   readonly epoch: number | null;
+  /** Layers of this build's steps being stored beside the build (see LayerExports). */
+  private readonly exports: LayerExports;
 
   constructor(
     readonly engine: BuildEngine,
@@ -132,6 +138,10 @@ class BuildRun implements StepHost {
     readonly filesystems: ContainerFilesystems,
   ) {
     this.epoch = sourceDateEpoch(data.buildArgs);
+    this.exports = new LayerExports(
+      filesystems,
+      Math.max(1, options.layerExportConcurrency ?? DEFAULT_LAYER_EXPORTS),
+    );
   }
 
   private checkAbort(): void {
@@ -189,9 +199,12 @@ class BuildRun implements StepHost {
       throw new BuildError(`target stage ${plan.target} produced no image`);
     }
     final.config.created = this.epoch !== null ? this.now() : (latestHistoryTime(final) ?? this.now());
+    // Every layer stored (and every step's cache entry written), then the image.
+    const layers = await this.exports.resolve(final.layers);
+    await this.exports.finish((fs, layer) => this.filesystems.adoptUpper(fs, layer));
     const written = await this.engine.images.write({
       config: final.config,
-      layers: final.layers,
+      layers,
       tags: this.data.tags,
     });
     const cached = this.steps.filter((s) => s.status === StepStatus.Cached).length;
@@ -410,6 +423,8 @@ class BuildRun implements StepHost {
       await this.ctx.reporter.step(step);
     };
     try {
+      // A layer of an earlier step that could not be stored fails the build before more work.
+      this.exports.check();
       const prepared = await this.prepare(index, state, instr, runEnv);
       const hit = this.data.noCache ? null : await this.lookup(prepared.key);
       const createdBy =
@@ -435,12 +450,27 @@ class BuildRun implements StepHost {
       }
       addHistory(state, history);
       state.cacheKey = prepared.key;
-      await this.engine.cacheIndex.put(prepared.key, {
-        version: 1,
-        layer,
-        history,
-        recordedAt: new Date().toISOString(),
-      });
+      const record = (stored: LayerDescriptor | null): Promise<void> =>
+        this.engine.cacheIndex.put(prepared.key, {
+          version: 1,
+          layer: stored,
+          history,
+          recordedAt: new Date().toISOString(),
+        });
+      if (layer !== null && this.exports.isPending(layer)) {
+        // The step is done; its layer is still being stored. Its cache entry is written only
+        // once the layer is (a crash in between loses the entry, never makes a wrong one).
+        await report(StepStatus.Done, null);
+        await this.exports.after(layer, async (stored) => {
+          await record(stored);
+          if (step !== null) {
+            step.layerSize = stored.size;
+            await this.ctx.reporter.step(step);
+          }
+        });
+        return;
+      }
+      await record(layer);
       await report(StepStatus.Done, layer?.size ?? null);
     } catch (err) {
       await report(this.ctx.signal.aborted ? StepStatus.Cancelled : StepStatus.Failed).catch(() => undefined);
@@ -499,6 +529,7 @@ class BuildRun implements StepHost {
     const id = `${this.data.buildId.slice(0, 8)}-${randomBytes(6).toString('hex')}`;
     const fs = await this.filesystems.create(id, state.layers, { volatile: true });
     this.live.add(fs);
+    let frozen = false;
     try {
       const changed = await work(fs);
       await this.filesystems.unmountPruned(fs);
@@ -506,14 +537,23 @@ class BuildRun implements StepHost {
       if (changed === false) {
         return null;
       }
-      const layer = await this.filesystems.snapshot(fs, {
-        compression: this.options.compression ?? 'gzip',
-        ...(this.epoch !== null ? { sourceDateEpoch: this.epoch } : {}),
-      });
+      const snapshot = (f: ContainerFs): Promise<LayerDescriptor> =>
+        this.filesystems.snapshot(f, {
+          compression: this.options.compression ?? 'gzip',
+          ...(this.epoch !== null ? { sourceDateEpoch: this.epoch } : {}),
+        });
+      if ((this.options.layerExportConcurrency ?? DEFAULT_LAYER_EXPORTS) > 0) {
+        // The upper dir is frozen now: the next step stacks it at once, its blob follows.
+        frozen = true;
+        return this.exports.add(fs, snapshot);
+      }
+      const layer = await snapshot(fs);
       await this.filesystems.adoptUpper(fs, layer);
       return layer;
     } finally {
-      await this.filesystems.remove(fs);
+      if (!frozen) {
+        await this.filesystems.remove(fs);
+      }
       this.live.delete(fs);
     }
   }
@@ -550,6 +590,8 @@ class BuildRun implements StepHost {
 
   /** Unmounts and removes what a failed or cancelled build left mounted. */
   async cleanup(): Promise<void> {
+    // Exports still reading frozen upper dirs end before the job dir goes.
+    await this.exports.drain();
     for (const fs of [...this.live]) {
       await this.filesystems.remove(fs).catch(() => undefined);
       this.live.delete(fs);

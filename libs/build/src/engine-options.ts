@@ -76,6 +76,13 @@ export interface BuildEngineOptions {
   readonly maxContextEntries?: number;
   readonly compression?: 'gzip' | 'zstd';
   /**
+   * Layers one build stores at once beside its steps (LAYER_EXPORT_CONCURRENCY, default 2): a
+   * step's upper dir is stacked under the next step as soon as it is frozen, and its layer is
+   * tarred, compressed, hashed and stored meanwhile. 0: each step stores its layer before the
+   * next starts.
+   */
+  readonly layerExportConcurrency?: number;
+  /**
    * The step cache index. Share one (Redis) between worker hosts so they reuse each other's
    * layers; default: an in-process index, which only this engine sees.
    */

@@ -132,6 +132,8 @@ function buildSchemas() {
     // when the step ends): past it the step is killed and the build fails, not the disk.
     STEP_DISK_BYTES: positiveInt.default(64 * 1024 * 1024 * 1024),
     STEP_PIDS_LIMIT: positiveInt.default(4096),
+    // Layers one build stores at once beside its steps (0: each step waits for its layer).
+    LAYER_EXPORT_CONCURRENCY: z.coerce.number().int().min(0).max(16).default(2),
     LAYER_CACHE_MAX_BYTES: positiveInt.default(50 * 1024 * 1024 * 1024),
     RUN_CACHE_MAX_BYTES: positiveInt.default(10 * 1024 * 1024 * 1024),
     LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
@@ -470,6 +472,8 @@ export interface StratumConfig {
   /** Memory limit of a RUN step's container (cgroup), bytes. */
   readonly stepMemoryBytes: number;
   readonly stepDiskBytes: number;
+  /** Layers one build stores at once beside its steps; 0 stores each before the next step. */
+  readonly layerExportConcurrency: number;
   /** Process/thread limit of a RUN step's container. */
   readonly stepPidsLimit: number;
   /** The host's extracted-layer cache is trimmed (least recently used first) to this after each build. */
@@ -617,6 +621,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     stepTimeoutSeconds: c.STEP_TIMEOUT_SECONDS,
     stepMemoryBytes: c.STEP_MEMORY_BYTES,
     stepDiskBytes: c.STEP_DISK_BYTES,
+    layerExportConcurrency: c.LAYER_EXPORT_CONCURRENCY,
     stepPidsLimit: c.STEP_PIDS_LIMIT,
     layerCacheMaxBytes: c.LAYER_CACHE_MAX_BYTES,
     runCacheMaxBytes: c.RUN_CACHE_MAX_BYTES,

@@ -45,8 +45,26 @@ export interface ContainerFilesystemsOptions {
  */
 export class ContainerFilesystems {
   private readonly leases = new Map<string, LayerLease>();
+  /** Each mounted container's lower dirs, topmost first (leased and frozen alike). */
+  private readonly lowers = new Map<string, readonly string[]>();
+  /** Layers made here and not yet in the cache: their frozen upper dirs, by (provisional) diffId. */
+  private readonly frozen = new Map<string, string>();
 
   constructor(private readonly options: ContainerFilesystemsOptions) {}
+
+  /**
+   * Lets containers created here mount `dir` (a step's unmounted upper dir, never written
+   * again) wherever `diffId` is one of their layers, instead of the layer cache's extraction:
+   * a build's next step starts on a step's result while its layer blob is still being made.
+   */
+  useFrozenLayer(diffId: string, dir: string): void {
+    this.frozen.set(diffId, dir);
+  }
+
+  /** Forgets {@link useFrozenLayer}'s dir for `diffId` (once the cache holds the layer). */
+  forgetFrozenLayer(diffId: string): void {
+    this.frozen.delete(diffId);
+  }
 
   /** The filesystem of container `id` (whether or not it is mounted). */
   describe(id: string, layers: readonly LayerDescriptor[]): ContainerFs {
@@ -80,14 +98,13 @@ export class ContainerFilesystems {
   /** Mounts an existing container's filesystem (its upper dir keeps earlier changes). */
   async mount(fs: ContainerFs): Promise<void> {
     const { cache, blobs } = this.options;
+    const cached = fs.layers.filter((l) => !this.frozen.has(l.diffId));
     // An eviction may remove a layer between ensure() and acquire(): ensure again and retry.
     let lease;
     for (let attempt = 1; ; attempt++) {
-      await Promise.all(
-        fs.layers.map((l) => cache.ensure(l.diffId, () => blobs.get(l.digest as BlobDigest))),
-      );
+      await Promise.all(cached.map((l) => cache.ensure(l.diffId, () => blobs.get(l.digest as BlobDigest))));
       try {
-        lease = await cache.acquire(fs.layers.map((l) => l.diffId));
+        lease = await cache.acquire(cached.map((l) => l.diffId));
         break;
       } catch (err) {
         if ((err as { code?: string }).code !== 'LAYER_NOT_CACHED' || attempt >= 3) {
@@ -100,14 +117,20 @@ export class ContainerFilesystems {
       await rm(fs.work, { recursive: true, force: true });
       await mkdir(fs.work, { recursive: true });
       await mkdir(fs.merged, { recursive: true });
+      // topmost first, as the lease gives its own
+      const leased = [...lease.lowerDirs];
+      const lowerDirs = [...fs.layers]
+        .reverse()
+        .map((l) => this.frozen.get(l.diffId) ?? (leased.shift() as string));
       await mountOverlay({
-        lowerDirs: [...lease.lowerDirs],
+        lowerDirs,
         upperDir: fs.upper,
         workDir: fs.work,
         target: fs.merged,
         volatile: fs.volatile === true,
       });
       this.leases.set(fs.merged, lease);
+      this.lowers.set(fs.merged, lowerDirs);
     } catch (err) {
       cache.release(lease);
       throw err;
@@ -121,6 +144,7 @@ export class ContainerFilesystems {
       this.options.cache.release(lease);
       this.leases.delete(fs.merged);
     }
+    this.lowers.delete(fs.merged);
     await rm(fs.work, { recursive: true, force: true });
   }
 
@@ -129,11 +153,11 @@ export class ContainerFilesystems {
    * its lease's dirs): what its upper dir adds, changes and deletes.
    */
   async changes(fs: ContainerFs, options: OverlayChangesOptions = {}): Promise<OverlayChanges> {
-    const lease = this.leases.get(fs.merged);
-    if (lease === undefined) {
+    const lowerDirs = this.lowers.get(fs.merged);
+    if (lowerDirs === undefined) {
       throw new StratumError('CONTAINER_STATE', `container ${fs.id} is not mounted here`);
     }
-    return overlayChanges(fs.upper, lease.lowerDirs, options);
+    return overlayChanges(fs.upper, lowerDirs, options);
   }
 
   /**
@@ -148,9 +172,9 @@ export class ContainerFilesystems {
    */
   async unmountPruned(fs: ContainerFs): Promise<void> {
     let copiedUp: string[] = [];
-    const lease = this.leases.get(fs.merged);
-    if (lease !== undefined) {
-      const { changes } = await overlayChanges(fs.upper, lease.lowerDirs);
+    const lowerDirs = this.lowers.get(fs.merged);
+    if (lowerDirs !== undefined) {
+      const { changes } = await overlayChanges(fs.upper, lowerDirs);
       const changed = changes.map((c) => c.path);
       const dirs = await directoriesBelow(fs.upper);
       copiedUp = dirs.filter((d) => !changed.some((c) => c === d || c.startsWith(`${d}/`)));

@@ -70,6 +70,7 @@ export class WorkerModule {
               stepTimeoutMs: c.stepTimeoutSeconds * 1000,
               stepMemoryBytes: c.stepMemoryBytes,
               stepDiskBytes: c.stepDiskBytes,
+              layerExportConcurrency: c.layerExportConcurrency,
               stepPidsLimit: c.stepPidsLimit,
               allowHostNetwork: c.allowHostNetwork,
               allowSandboxNetwork: c.allowSandboxNetwork,
