@@ -8,15 +8,23 @@
 // umoci, runc. The bigdata workload (256 MB random + 30M lines) is the slow one: it runs only
 // with STRATUM_E2E_SLOW=1 (about a minute more).
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
-import { copyFile, cp, link, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
 import { busyboxRootfs, RedisServerHandle, requireTools, startRedisServer } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
-import { BENCH_WORKLOADS } from '@stratum/testing';
+import {
+  BENCH_WORKLOADS,
+  BuildahStore,
+  comparableConfig,
+  differences,
+  layoutFromStore,
+  tree,
+  umociUnpack,
+} from '@stratum/testing';
 
 jest.setTimeout(600_000);
 
@@ -32,6 +40,7 @@ let dataDir: string;
 let redisServer: RedisServerHandle;
 let api: ApiServerHandle;
 let worker: ChildProcess | null = null;
+let buildah: BuildahStore;
 let workerOut = '';
 const timings: string[] = [];
 
@@ -116,157 +125,6 @@ async function buildThroughApi(dir: string, tag: string): Promise<{ record: Buil
   }
 }
 
-/** An OCI image layout holding manifest `digest` from our filesystem blob store, tagged `x`. */
-async function layoutFromStore(digest: string, out: string): Promise<void> {
-  const blob = (d: string): string => join(dataDir, 'store/blobs/sha256', d.slice(7, 9), d.slice(7));
-  await mkdir(join(out, 'blobs/sha256'), { recursive: true });
-  const put = async (d: string): Promise<void> => {
-    const target = join(out, 'blobs/sha256', d.slice(7));
-    if (!existsSync(target)) {
-      await link(blob(d), target).catch(() => copyFile(blob(d), target));
-    }
-  };
-  const manifestBytes = await readFile(blob(digest));
-  const manifest = JSON.parse(manifestBytes.toString()) as {
-    mediaType?: string;
-    config: { digest: string };
-    layers: { digest: string }[];
-  };
-  await put(digest);
-  await put(manifest.config.digest);
-  for (const l of manifest.layers) {
-    await put(l.digest);
-  }
-  await writeFile(join(out, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  await writeFile(
-    join(out, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [
-        {
-          mediaType: 'application/vnd.oci.image.manifest.v1+json',
-          digest,
-          size: manifestBytes.length,
-          annotations: { 'org.opencontainers.image.ref.name': 'x' },
-        },
-      ],
-    }),
-  );
-}
-
-interface Unpacked {
-  rootfs: string;
-  config: Record<string, unknown>;
-}
-
-async function umociUnpack(layout: string): Promise<Unpacked> {
-  const rootfs = `${layout}-rootfs`;
-  execFileSync('umoci', ['raw', 'unpack', '--image', `${layout}:x`, rootfs], { stdio: 'pipe' });
-  const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8')) as {
-    manifests: { digest: string }[];
-  };
-  const blob = (d: string): Promise<string> => readFile(join(layout, 'blobs/sha256', d.slice(7)), 'utf8');
-  const manifest = JSON.parse(await blob(index.manifests[0].digest)) as { config: { digest: string } };
-  const config = JSON.parse(await blob(manifest.config.digest)) as { config?: Record<string, unknown> };
-  return { rootfs, config: config.config ?? {} };
-}
-
-const BUILDAH_ROOT = (): string[] => [
-  '--root',
-  join(work, 'buildah/root'),
-  '--runroot',
-  join(work, 'buildah/runroot'),
-  '--storage-driver',
-  'overlay',
-];
-
-function buildahBuild(dir: string, name: string): { layout: string; seconds: number } {
-  const started = Date.now();
-  execFileSync(
-    'buildah',
-    [
-      ...BUILDAH_ROOT(),
-      'build',
-      '--layers',
-      '--runtime',
-      '/usr/sbin/runc',
-      '--isolation',
-      'oci',
-      '--network',
-      'host',
-      '-t',
-      name,
-      dir,
-    ],
-    { stdio: 'pipe', maxBuffer: 1 << 28 },
-  );
-  const seconds = (Date.now() - started) / 1000;
-  const layout = join(work, 'oci', `${name}-buildah`);
-  mkdirSync(join(work, 'oci'), { recursive: true });
-  execFileSync('buildah', [...BUILDAH_ROOT(), 'push', name, `oci:${layout}:x`], { stdio: 'pipe' });
-  return { layout, seconds };
-}
-
-interface Entry {
-  type: string;
-  mode: string;
-  owner: string;
-  link?: string;
-  sha?: string;
-}
-
-/**
- * Every path of a root filesystem with what the comparison looks at (mtimes are left out).
- * find and sha256sum do the walking: tens of thousands of files in well under a second.
- */
-function tree(root: string): Map<string, Entry> {
-  const out = new Map<string, Entry>();
-  const listing = execFileSync('find', [root, '-mindepth', '1', '-printf', '%P\\0%y\\0%m\\0%U:%G\\0%l\\0'], {
-    maxBuffer: 1 << 30,
-  })
-    .toString()
-    .split('\0');
-  const TYPES: Record<string, string> = { d: 'dir', f: 'file', l: 'symlink' };
-  for (let i = 0; i + 5 <= listing.length; i += 5) {
-    const [path, type, mode, owner, target] = listing.slice(i, i + 5);
-    const e: Entry = { type: TYPES[type] ?? `other(${type})`, mode, owner };
-    if (type === 'l') {
-      e.link = target;
-    }
-    out.set(`/${path}`, e);
-  }
-  const sums = execFileSync(
-    'sh',
-    ['-c', 'cd "$1" && find . -type f -print0 | xargs -0 -r sha256sum --zero', 'sh', root],
-    { maxBuffer: 1 << 30 },
-  )
-    .toString()
-    .split('\0')
-    .filter((l) => l !== '');
-  for (const line of sums) {
-    const sha = line.slice(0, 64);
-    const path = line.slice(66).replace(/^\.\//, '/');
-    const e = out.get(path);
-    if (e !== undefined) {
-      e.sha = sha;
-    }
-  }
-  return out;
-}
-
-/**
- * Paths buildah adds that are no part of the Dockerfile's result: with --isolation oci it
- * bind-mounts /etc/hosts, /etc/resolv.conf and /run/.containerenv and may leave their empty
- * mount points (and /run itself) behind.
- */
-const BUILDAH_ARTIFACTS = new Set([
-  '/etc/hosts',
-  '/etc/resolv.conf',
-  '/etc/hostname',
-  '/run',
-  '/run/.containerenv',
-]);
-
 /**
  * Differences that come from the container runtime setup, not from the build: with
  * `USER 65534:65534`, buildah also passes the primary gid as a supplementary group, so `id`
@@ -276,57 +134,6 @@ const KNOWN_DIFFERENCES: Record<string, string[]> = {
   steps: ['/tmp/whoami'],
 };
 
-function differences(ours: Map<string, Entry>, theirs: Map<string, Entry>, known: string[]): string[] {
-  const diffs: string[] = [];
-  for (const [p, t] of theirs) {
-    if (known.includes(p)) {
-      expect(ours.has(p)).toBe(true);
-      continue;
-    }
-    const o = ours.get(p);
-    if (o === undefined) {
-      if (!BUILDAH_ARTIFACTS.has(p)) {
-        diffs.push(`only in buildah: ${p} ${JSON.stringify(t)}`);
-      }
-      continue;
-    }
-    if (JSON.stringify(o) !== JSON.stringify(t)) {
-      diffs.push(`${p}: ours ${JSON.stringify(o)} buildah ${JSON.stringify(t)}`);
-    }
-  }
-  for (const [p, o] of ours) {
-    if (!theirs.has(p)) {
-      diffs.push(`only in ours: ${p} ${JSON.stringify(o)}`);
-    }
-  }
-  return diffs;
-}
-
-const CONFIG_FIELDS = ['Env', 'Cmd', 'Entrypoint', 'WorkingDir', 'User', 'ExposedPorts', 'Volumes', 'Labels'];
-
-function comparableConfig(c: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const f of CONFIG_FIELDS) {
-    let v = c[f];
-    if (f === 'Labels' && v !== undefined && v !== null) {
-      // buildah stamps its own version
-      v = Object.fromEntries(
-        Object.entries(v as Record<string, string>).filter(([k]) => k !== 'io.buildah.version'),
-      );
-    }
-    const empty =
-      v === undefined ||
-      v === null ||
-      v === '' ||
-      (Array.isArray(v) && v.length === 0) ||
-      (typeof v === 'object' && Object.keys(v).length === 0);
-    if (!empty) {
-      out[f] = v;
-    }
-  }
-  return out;
-}
-
 beforeAll(async () => {
   requireTools('buildah', 'umoci', '/usr/sbin/runc');
   if (!existsSync(WORKLOADS)) {
@@ -334,6 +141,7 @@ beforeAll(async () => {
   }
   work = await mkdtemp(join(tmpdir(), 'stratum-e2e-buildah-'));
   dataDir = join(work, 'data');
+  buildah = new BuildahStore(join(work, 'buildah'));
   redisServer = await startRedisServer();
   api = await startApiServer(testConfig(env()));
   await startWorker();
@@ -344,18 +152,7 @@ afterAll(async () => {
   await api?.close();
   await redisServer?.stop();
   if (work !== undefined) {
-    try {
-      execFileSync('buildah', [...BUILDAH_ROOT(), 'rm', '--all'], { stdio: 'ignore' });
-      execFileSync('buildah', [...BUILDAH_ROOT(), 'rmi', '--all', '--force'], { stdio: 'ignore' });
-    } catch {
-      // nothing to remove
-    }
-    // buildah's overlay storage keeps a mount of its own root; release it before deleting
-    try {
-      execFileSync('umount', [join(work, 'buildah/root/overlay')], { stdio: 'ignore' });
-    } catch {
-      // not mounted
-    }
+    buildah?.clean();
     await rm(work, { recursive: true, force: true });
   }
   if (timings.length > 0) {
@@ -381,16 +178,18 @@ describe('bench workloads: Stratum vs buildah', () => {
       );
       expect(warm.record.imageDigest).toBe(cold.record.imageDigest);
 
-      const bh = buildahBuild(dir, `bench-${name}`);
+      const bh = buildah.build(dir, `bench-${name}`);
       timings.push(
         `  ${name}: stratum cold ${cold.seconds.toFixed(1)} s, warm ${warm.seconds.toFixed(1)} s; buildah ${bh.seconds.toFixed(1)} s`,
       );
       const oursLayout = join(work, 'oci', `${name}-stratum`);
-      await layoutFromStore(cold.record.imageDigest as string, oursLayout);
+      await layoutFromStore(join(dataDir, 'store'), cold.record.imageDigest as string, oursLayout);
       const ours = await umociUnpack(oursLayout);
       const theirs = await umociUnpack(bh.layout);
       expect(comparableConfig(ours.config)).toEqual(comparableConfig(theirs.config));
-      expect(differences(tree(ours.rootfs), tree(theirs.rootfs), KNOWN_DIFFERENCES[name] ?? [])).toEqual([]);
+      expect(
+        differences(tree(ours.rootfs), tree(theirs.rootfs), { known: KNOWN_DIFFERENCES[name] ?? [] }),
+      ).toEqual([]);
       await rm(ours.rootfs, { recursive: true, force: true });
       await rm(theirs.rootfs, { recursive: true, force: true });
     },

@@ -242,18 +242,23 @@ describe('type=cache', () => {
     expect(names.every((n) => /^[0-9a-f]{64}(-\d+)?$/.test(n))).toBe(true);
   });
 
-  it('from/source seed a new cache directory', async () => {
+  it('from/source seed a new cache directory, writable and kept; the stage is unchanged', async () => {
     const r = await build(
       busyboxContext(
         [
           'RUN mkdir -p /seed && echo seeded > /seed/s',
           'FROM scratch AS final',
           'ADD rootfs.tar /',
-          'RUN --mount=type=cache,id=seeded,from=0,source=/seed,target=/c cat /c/s > /got',
+          'RUN --mount=type=cache,id=seeded,from=0,source=/seed,target=/c sh -c "cat /c/s > /got; echo more > /c/t"',
+          'RUN --mount=type=cache,id=seeded,from=0,source=/seed,target=/c ls /c > /kept',
+          'RUN --mount=type=bind,from=0,source=/seed,target=/b ls /b > /stage',
         ].join('\n'),
       ),
     );
-    expect(await readFile(join(await unpack(r.imageDigest), 'got'), 'utf8')).toBe('seeded\n');
+    const root = await unpack(r.imageDigest);
+    expect(await readFile(join(root, 'got'), 'utf8')).toBe('seeded\n');
+    expect(await readFile(join(root, 'kept'), 'utf8')).toBe('s\nt\n');
+    expect(await readFile(join(root, 'stage'), 'utf8')).toBe('s\n');
   });
 
   const interval = (sharing: string, tag: string): Record<string, string | Buffer> =>

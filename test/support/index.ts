@@ -13,3 +13,4 @@ export * from './debian-base';
 export * from './dockerd';
 export * from './engine-build';
 export * from './cli';
+export * from './buildah-compare';
