@@ -87,3 +87,53 @@ export function parseDockerignore(text: string, options: DockerignoreOptions = {
     },
   };
 }
+
+/** Paths matched against `COPY/ADD --exclude` patterns. */
+export interface PathMatcher {
+  /** The patterns as cleaned (`!` kept on exceptions). */
+  readonly patterns: readonly string[];
+  /** Some pattern is an exception (`!x`): an excluded directory may still hold included paths. */
+  readonly hasExceptions: boolean;
+  /** Whether `path` (relative, `/` separated) or a directory above it is excluded. */
+  matches(path: string): boolean;
+}
+
+/**
+ * A matcher for `COPY/ADD --exclude=<pattern>`: BuildKit hands these to the same pattern
+ * matcher as .dockerignore (moby/patternmatcher: `*`, `?`, `[...]`, `**`, `!` exceptions, a
+ * matched directory takes everything below it), anchored at the copied source.
+ * https://docs.docker.com/reference/dockerfile/#copy---exclude
+ */
+export function createPathMatcher(patterns: readonly string[]): PathMatcher {
+  const cleaned = patterns.flatMap((line) => {
+    const p = cleanPattern(line);
+    return p === undefined ? [] : [p];
+  });
+  const matcher = ignore({ ignorecase: false }).add(cleaned);
+  return {
+    patterns: cleaned,
+    hasExceptions: cleaned.some((p) => p.startsWith('!')),
+    matches(path: string): boolean {
+      const rel = cleanPath(path.replace(/^\/+/, ''));
+      return rel !== '.' && cleaned.length > 0 && matcher.ignores(rel);
+    },
+  };
+}
+
+/**
+ * `COPY --parents` source `a/./b/*.txt`: the part before the first `/./` pivot (as BuildKit cuts it) is where the
+ * kept parents start (`a`), the rest is matched below it (`b/*.txt`); without a pivot every
+ * parent is kept (root `.`). Both come back cleaned, without a leading `/`.
+ * https://docs.docker.com/reference/dockerfile/#copy---parents
+ */
+export function splitParentsSource(source: string): { root: string; pattern: string } {
+  const at = source.indexOf('/./');
+  const strip = (p: string): string => {
+    const c = cleanPath(`/${p}`).slice(1);
+    return c === '' ? '.' : c;
+  };
+  if (at < 0) {
+    return { root: '.', pattern: strip(source) };
+  }
+  return { root: strip(source.slice(0, at)), pattern: strip(source.slice(at + 3)) };
+}

@@ -92,5 +92,12 @@ export {
   type StageBase,
   type StageDependency,
 } from './build-planner';
-export { parseDockerignore, type Dockerignore, type DockerignoreOptions } from './dockerignore';
+export {
+  createPathMatcher,
+  parseDockerignore,
+  splitParentsSource,
+  type Dockerignore,
+  type DockerignoreOptions,
+  type PathMatcher,
+} from './dockerignore';
 export { MAX_DOCKERIGNORE_BYTES, planContextFiles } from './context-files';
