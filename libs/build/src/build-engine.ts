@@ -5,7 +5,11 @@ import { ConfineError, nameBeneath, readFileBeneath } from '@stratum/confine';
 import { BuildJobData, Digest, StepRecord, StepStatus } from '@stratum/contracts';
 import {
   BuildPlan,
+  CHECK_BUILD_ARG,
+  checkDockerfile,
   createStageScope,
+  formatCheckWarning,
+  DockerfileError,
   expandInstruction,
   ExpansionScope,
   Instruction,
@@ -252,10 +256,21 @@ class BuildRun implements StepHost {
       ...(this.data.target !== null ? { target: this.data.target } : {}),
       buildArgs: this.data.buildArgs,
     });
-    for (const w of dockerfile.warnings) {
-      this.ctx.reporter.log(null, 'system', `warning: line ${w.line}: ${w.message}\n`);
+    // Build checks head every build log, as BuildKit prints them; `# check=…;error=true` fails
+    // the build on any (the empty-continuation and MAINTAINER notes of the parser are checks).
+    const checks = checkDockerfile(text, {
+      ...(this.data.target !== null ? { target: this.data.target } : {}),
+      buildArgs: this.data.buildArgs,
+    });
+    if (checks.warnings.length > 0) {
+      const n = checks.warnings.length;
+      const lines = checks.warnings.map((w) => ` - ${formatCheckWarning(w)}\n`).join('');
+      this.ctx.reporter.log(null, 'system', `${n} warning${n === 1 ? '' : 's'} found:\n${lines}`);
     }
-    const unused = plan.unusedBuildArgs.filter((a) => a !== 'SOURCE_DATE_EPOCH');
+    if (checks.error !== undefined) {
+      throw new BuildError(checks.error);
+    }
+    const unused = plan.unusedBuildArgs.filter((a) => a !== 'SOURCE_DATE_EPOCH' && a !== CHECK_BUILD_ARG);
     if (unused.length > 0) {
       this.ctx.reporter.log(
         null,
@@ -377,7 +392,20 @@ class BuildRun implements StepHost {
     }
     const scope = createStageScope(plan, envMap(state.config.config?.Env ?? undefined));
     for (const trigger of triggers) {
-      const parsed = parseDockerfile(`FROM scratch\n${trigger}\n`).stages[0].instructions;
+      let parsed: Instruction[];
+      try {
+        parsed = parseDockerfile(`FROM scratch\n${trigger}\n`).stages[0].instructions;
+      } catch (err) {
+        // Kept unparsed in the base image (as BuildKit keeps it): it fails here, in the child
+        // build that runs it, at the child's FROM line.
+        if (err instanceof DockerfileError) {
+          throw new BuildError(
+            `ONBUILD trigger of the base image "${trigger}": ${err.detail}`,
+            stage.stage.from.startLine,
+          );
+        }
+        throw err;
+      }
       for (const instr of parsed) {
         const expanded = expandInstruction(instr, scope);
         scope.apply(expanded);
@@ -434,7 +462,7 @@ class BuildRun implements StepHost {
           state.layers.push(hit.layer);
         }
         addHistory(state, hit.history);
-        state.cacheKey = prepared.key;
+        state.cacheKey = prepared.chainKey ?? prepared.key;
         await report(StepStatus.Cached, hit.layer?.size ?? null);
         return;
       }
@@ -449,7 +477,7 @@ class BuildRun implements StepHost {
         state.layers.push(layer);
       }
       addHistory(state, history);
-      state.cacheKey = prepared.key;
+      state.cacheKey = prepared.chainKey ?? prepared.key;
       const record = (stored: LayerDescriptor | null): Promise<void> =>
         this.engine.cacheIndex.put(prepared.key, {
           version: 1,

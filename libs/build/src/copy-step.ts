@@ -3,13 +3,13 @@ import { createReadStream } from 'node:fs';
 import { lstat, mkdir, open, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { checkFileName, containerPath, resolveInRoot } from '@stratum/confine';
-import { AddInstruction, CopyInstruction } from '@stratum/dockerfile';
+import { AddInstruction, CopyInstruction, createPathMatcher, splitParentsSource } from '@stratum/dockerfile';
 import { ContainerFs } from '@stratum/images';
 import { applyLayer, detectCompression } from '@stratum/layers';
 import { resolveUser } from '@stratum/runtime';
 import { stableJson, stepCacheKey } from './build-cache';
 import { BuildError } from './build-errors';
-import { copyIntoContainer, matchSources, SourceEntry } from './file-copy';
+import { copyIntoContainer, ExcludeFilter, matchSources, SourceEntry } from './file-copy';
 import { fetchRemote, isRemoteSource, parseChecksum, remoteFileName } from './remote-source';
 import { hashSources } from './source-hash';
 import { PreparedStep, StepHost, StepInput } from './step-host';
@@ -23,13 +23,28 @@ export async function prepareCopyStep(
   host: StepHost,
   input: StepInput<CopyInstruction | AddInstruction>,
 ): Promise<PreparedStep> {
-  const { state, instr, parent, instruction, workdir } = input;
-  if (instr.exclude.length > 0) {
-    throw new BuildError(`${instr.kind} --exclude is not supported yet`, instr.startLine);
-  }
-  if (instr.kind === 'COPY' && instr.parents) {
-    throw new BuildError('COPY --parents is not supported yet', instr.startLine);
-  }
+  const { state, instr, instruction, workdir } = input;
+  const opts: CopyOptions = {
+    ...(instr.exclude.length > 0 ? { exclude: createPathMatcher(instr.exclude) } : {}),
+    parents: instr.kind === 'COPY' && instr.parents,
+  };
+  // COPY/ADD --link: the layer is made on an empty filesystem, so it does not depend on the
+  // layers below and is keyed without them: a rebuild on a changed base reuses it (same
+  // digest). A named --chown needs the base's /etc/passwd, so it keeps the base in the key.
+  const link = instr.link && (instr.chown === undefined || /^\d+(:\d+)?$/.test(instr.chown));
+  const parent = link ? 'link' : input.parent;
+  const target = link ? { ...state, layers: [] } : state;
+  const linked = (prepared: PreparedStep): PreparedStep =>
+    link
+      ? {
+          ...prepared,
+          chainKey: stepCacheKey({
+            parent: input.parent,
+            instruction: 'link',
+            inputs: { layer: prepared.key },
+          }),
+        }
+      : prepared;
   if (instr.inlineSources.length > 0 && instr.sources.length > 0) {
     throw new BuildError(`${instr.kind}: mixing heredoc and file sources is not supported`, instr.startLine);
   }
@@ -40,31 +55,31 @@ export async function prepareCopyStep(
   if (instr.kind === 'COPY' && instr.from !== undefined) {
     const fromState = await host.fromState(instr.from, instr.startLine);
     const key = stepCacheKey({ parent, instruction, inputs: { ...base, from: fromState.cacheKey } });
-    return {
+    return linked({
       key,
       metadata: null,
       createdBy,
       run: () =>
-        host.withContainer(state, async (fs) => {
+        host.withContainer(target, async (fs) => {
           const from = await host.mountState(`${fs.id}-from`, fromState);
           try {
-            const sources = await matchSources(from.root, instr.sources, instr.startLine, instr.kind);
-            await copyInto(fs, instr, from.root, sources, workdir);
+            const sources = await findSources(from.root, instr, opts);
+            await copyInto(fs, instr, from.root, sources, workdir, opts);
           } finally {
             await from.release();
           }
         }),
-    };
+    });
   }
   if (instr.inlineSources.length > 0) {
     // Heredoc sources: their text is part of the instruction, hence of the key.
     const key = stepCacheKey({ parent, instruction, inputs: base });
-    return {
+    return linked({
       key,
       metadata: null,
       createdBy,
       run: () =>
-        host.withContainer(state, async (fs) => {
+        host.withContainer(target, async (fs) => {
           const root = join(fs.dir, 'inline');
           await mkdir(root, { recursive: true });
           for (const s of instr.inlineSources) {
@@ -80,7 +95,7 @@ export async function prepareCopyStep(
           );
           await copyInto(fs, instr, root, sources, workdir);
         }),
-    };
+    });
   }
   // Sources from the context (and, for ADD, URLs): keyed by the content of what is read.
   const remote: { url: string; checksum?: string }[] = [];
@@ -114,6 +129,9 @@ export async function prepareCopyStep(
         dockerfile: host.data.dockerfile,
         kind: instr.kind,
         local,
+        // what is read changes with these (defaults left out: older memos stay valid)
+        ...(instr.exclude.length > 0 ? { exclude: instr.exclude } : {}),
+        ...(opts.parents ? { parents: true } : {}),
       }),
     )
     .digest('hex')}`;
@@ -123,13 +141,13 @@ export async function prepareCopyStep(
       if (local.length > 0) {
         await host.context.materialize();
       }
-      sources = await matchSources(host.context.dir, local, instr.startLine, instr.kind);
+      sources = await findSources(host.context.dir, { ...instr, sources: local }, opts);
     }
     return sources;
   };
   let sourcesDigest = local.length === 0 ? null : ((await host.engine.cacheIndex.getMemo?.(memoKey)) ?? null);
   if (sourcesDigest === null) {
-    sourcesDigest = await hashSources(await localSources());
+    sourcesDigest = await hashSources(await localSources(), opts.exclude);
     if (local.length > 0) {
       await host.engine.cacheIndex.putMemo?.(memoKey, sourcesDigest);
     }
@@ -161,12 +179,12 @@ export async function prepareCopyStep(
     instruction,
     inputs: { ...base, sources: sourcesDigest, remote: remoteInputs },
   });
-  return {
+  return linked({
     key,
     metadata: null,
     createdBy,
     run: () =>
-      host.withContainer(state, async (fs) => {
+      host.withContainer(target, async (fs) => {
         if (remote.length > 0 && fetched.length === 0) {
           await fetchAll();
         }
@@ -205,13 +223,47 @@ export async function prepareCopyStep(
           }
         }
         if (toCopy.length > 0) {
-          await copyInto(fs, instr, host.context.dir, toCopy, workdir);
+          await copyInto(fs, instr, host.context.dir, toCopy, workdir, opts);
         }
         for (const f of fetched) {
           await copyInto(fs, instr, posix.dirname(f.host), [f], workdir);
         }
       }),
-  };
+  });
+}
+
+interface CopyOptions {
+  readonly exclude?: ExcludeFilter;
+  /** COPY --parents: each match keeps its path below its pivot (`a/./b` keeps `b`). */
+  readonly parents: boolean;
+}
+
+/**
+ * The sources of `instr` in `root`. With --parents each source is matched below its pivot
+ * (the part before `/./`, else `root`) and keeps its path from there, as BuildKit copies the
+ * pivot with the rest as an include pattern; --exclude then applies to that path too.
+ */
+async function findSources(
+  root: string,
+  instr: CopyInstruction | AddInstruction,
+  opts: CopyOptions,
+): Promise<SourceEntry[]> {
+  if (!opts.parents) {
+    return matchSources(root, instr.sources, instr.startLine, instr.kind);
+  }
+  const out: SourceEntry[] = [];
+  for (const src of instr.sources) {
+    const { root: pivot, pattern } = splitParentsSource(src);
+    const pivotHost = containerPath(root, await resolveInRoot(root, pivot));
+    for (const e of await matchSources(pivotHost, [pattern], instr.startLine, instr.kind)) {
+      const excluded = opts.exclude?.matches(e.rel) === true;
+      if (excluded && (!e.stat.isDirectory() || opts.exclude?.hasExceptions !== true)) {
+        continue;
+      }
+      out.push({ ...e, excludeBase: e.rel });
+    }
+  }
+  return out;
 }
 
 async function copyInto(
@@ -220,6 +272,7 @@ async function copyInto(
   sourceRoot: string,
   sources: SourceEntry[],
   workdir: string,
+  opts: CopyOptions = { parents: false },
 ): Promise<void> {
   let owner: { uid: number; gid: number } | null = null;
   if (instr.chown !== undefined) {
@@ -243,33 +296,46 @@ async function copyInto(
     }
     mode = parseInt(instr.chmod, 8);
   }
-  await copyIntoContainer({
+  const req = {
     sourceRoot,
-    sources,
     targetRoot: fs.merged,
-    dest: instr.dest,
     workdir,
     owner,
     mode,
     line: instr.startLine,
     kind: instr.kind,
-  });
+    ...(opts.exclude !== undefined ? { exclude: opts.exclude } : {}),
+  };
+  if (!opts.parents) {
+    await copyIntoContainer({ ...req, sources, dest: instr.dest });
+    return;
+  }
+  // --parents: the destination is a directory; each match lands at its path below it.
+  const destDir = posix.isAbsolute(instr.dest) ? instr.dest : posix.join(workdir, instr.dest);
+  for (const src of sources) {
+    const at = src.stat.isDirectory() ? src.rel : posix.dirname(src.rel);
+    await copyIntoContainer({ ...req, sources: [src], dest: `${posix.join(destDir, at)}/` });
+  }
 }
 
-/** True for a file ADD unpacks: a compressed stream, or an uncompressed tar (`ustar` at 257). */
+/**
+ * True for a file ADD unpacks: a compressed stream, or an uncompressed tar (`ustar` at 257).
+ * Compression is sniffed first: a small gzip archive is often under the 512 bytes an
+ * uncompressed tar header needs (Buildah and BuildKit unpack it too).
+ */
 async function isLocalArchive(path: string): Promise<boolean> {
   const st = await lstat(path).catch(() => null);
-  if (st === null || !st.isFile() || st.size < 512) {
+  if (st === null || !st.isFile() || st.size === 0) {
     return false;
   }
   const fh = await open(path, 'r');
   try {
-    const head = Buffer.alloc(512);
-    await fh.read(head, 0, 512, 0);
+    const head = Buffer.alloc(Math.min(512, st.size));
+    await fh.read(head, 0, head.length, 0);
     if (detectCompression(head) !== 'none') {
       return true;
     }
-    return head.subarray(257, 262).toString('latin1') === 'ustar';
+    return head.length >= 512 && head.subarray(257, 262).toString('latin1') === 'ustar';
   } finally {
     await fh.close();
   }

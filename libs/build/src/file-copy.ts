@@ -30,6 +30,18 @@ export interface SourceEntry {
   /** Host path of the resolved source (symlinks followed inside the source root). */
   readonly host: string;
   readonly stat: Stats;
+  /**
+   * Where `--exclude` patterns are anchored for what lies below this source: '' (the
+   * default) for a source whose contents are copied (patterns relative to it); for a
+   * `COPY --parents` match, its path below the pivot.
+   */
+  readonly excludeBase?: string;
+}
+
+/** `COPY/ADD --exclude` patterns (see `createPathMatcher` of @stratum/dockerfile). */
+export interface ExcludeFilter {
+  readonly hasExceptions: boolean;
+  matches(path: string): boolean;
 }
 
 export interface CopyRequest {
@@ -47,6 +59,8 @@ export interface CopyRequest {
   readonly line: number;
   /** `COPY` or `ADD`, for messages. */
   readonly kind?: string;
+  /** `--exclude` patterns, matched below each directory source (BuildKit: never the source itself). */
+  readonly exclude?: ExcludeFilter;
 }
 
 /**
@@ -108,7 +122,9 @@ export async function copyIntoContainer(req: CopyRequest): Promise<number> {
   const kind = req.kind ?? 'COPY';
   const destIsDir = req.dest.endsWith('/') || req.dest === '.' || req.dest.endsWith('/.');
   const destAbs = posix.normalize(posix.isAbsolute(req.dest) ? req.dest : posix.join(req.workdir, req.dest));
-  if (req.sources.length > 1 && !destIsDir) {
+  // Several directories (a wildcard such as `dir*`) merge their contents into the destination,
+  // as BuildKit copies them (its own --exclude tests copy `dir* /5`); files need a `/`.
+  if (req.sources.length > 1 && !destIsDir && !req.sources.every((s) => s.stat.isDirectory())) {
     throw new BuildError(
       `When using ${kind} with more than one source file, the destination must be a directory and end with a /`,
       req.line,
@@ -118,7 +134,7 @@ export async function copyIntoContainer(req: CopyRequest): Promise<number> {
   for (const src of req.sources) {
     if (src.stat.isDirectory()) {
       const dir = await ensureDir(req, destAbs);
-      copied += await copyTree(src.host, dir, req);
+      copied += await copyTree(src.host, dir, req, src.excludeBase ?? '');
       continue;
     }
     let parent: string;
@@ -176,17 +192,28 @@ async function ensureDir(req: CopyRequest, dir: string): Promise<string> {
 const SYNC_COPY_MAX_BYTES = 4 << 20;
 const YIELD_EVERY = 256;
 
-/** Copies the contents of `srcDir` into container dir `destDir` (resolved, existing). */
-async function copyTree(srcDir: string, destDir: string, req: CopyRequest): Promise<number> {
+/**
+ * Copies the contents of `srcDir` into container dir `destDir` (resolved, existing); `base`
+ * is `srcDir`'s path where the --exclude patterns are anchored.
+ */
+async function copyTree(srcDir: string, destDir: string, req: CopyRequest, base: string): Promise<number> {
   let n = 0;
   const names = readdirSync(srcDir).sort();
   for (const name of names) {
     const s = join(srcDir, name);
     const est = lstatSync(s);
+    const rel = base === '' ? name : `${base}/${name}`;
+    const excluded = req.exclude?.matches(rel) === true;
+    // An excluded directory is skipped whole unless an exception (`!x`) may bring back
+    // something below it; then it is walked and kept only if something was copied into it.
+    if (excluded && (!est.isDirectory() || req.exclude?.hasExceptions !== true)) {
+      continue;
+    }
     const dContainer = posix.join(destDir, name);
     const d = containerPath(req.targetRoot, dContainer);
     if (est.isDirectory()) {
       const existing = lstatSync(d, { throwIfNoEntry: false }) ?? null;
+      const created = existing === null;
       let into = dContainer;
       if (existing?.isSymbolicLink() === true) {
         // A link to a directory in the image is merged into, as `docker cp`/COPY do.
@@ -204,7 +231,14 @@ async function copyTree(srcDir: string, destDir: string, req: CopyRequest): Prom
         rmSync(d, { force: true });
         mkdirSync(d);
       }
-      n += await copyTree(s, into, req);
+      const inside = await copyTree(s, into, req, rel);
+      if (excluded && inside === 0) {
+        if (created) {
+          rmSync(d, { recursive: true, force: true });
+        }
+        continue;
+      }
+      n += inside;
       applyMeta(containerPath(req.targetRoot, into), est.mode & 0o7777, est, req);
     } else {
       await copyEntry(s, d, est, req);

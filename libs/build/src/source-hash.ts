@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SourceEntry } from './file-copy';
+import { ExcludeFilter, SourceEntry } from './file-copy';
 
 interface HashedEntry {
   readonly path: string;
@@ -26,13 +26,13 @@ const YIELD_EVERY = 256;
  * {@link YIELD_EVERY} entries: a thread-pool round trip per syscall made hashing a 5,000-file
  * context mostly waiting.
  */
-export async function hashSources(sources: readonly SourceEntry[]): Promise<string> {
+export async function hashSources(sources: readonly SourceEntry[], exclude?: ExcludeFilter): Promise<string> {
   const entries: HashedEntry[] = [];
   for (const [i, s] of sources.entries()) {
     const top = `${i}:${s.rel}`;
     entries.push({ path: top, st: s.stat, host: s.host });
     if (s.stat.isDirectory()) {
-      walk(s.host, top, entries);
+      walk(s.host, top, entries, exclude, s.excludeBase ?? '');
     }
   }
   // One read buffer: a fresh 1 MiB buffer per file made hashing many small files mostly GC.
@@ -57,15 +57,37 @@ export async function hashSources(sources: readonly SourceEntry[]): Promise<stri
   return h.digest('hex');
 }
 
-function walk(dir: string, prefix: string, out: HashedEntry[]): void {
+/**
+ * Adds what is below `dir` to `out`. Excluded paths are left out as the copy leaves them
+ * out (see copyTree), so a change to an excluded file keeps the cache.
+ */
+function walk(
+  dir: string,
+  prefix: string,
+  out: HashedEntry[],
+  exclude: ExcludeFilter | undefined,
+  base: string,
+): void {
   const names = readdirSync(dir).sort();
   for (const name of names) {
     const host = join(dir, name);
     const st = lstatSync(host);
+    const rel = base === '' ? name : `${base}/${name}`;
+    const excluded = exclude?.matches(rel) === true;
+    if (excluded && (!st.isDirectory() || !exclude.hasExceptions)) {
+      continue;
+    }
     const path = `${prefix}/${name}`;
-    out.push({ path, st, host });
+    const at = out.length;
+    if (!excluded) {
+      out.push({ path, st, host });
+    }
     if (st.isDirectory()) {
-      walk(host, path, out);
+      walk(host, path, out, exclude, rel);
+      if (excluded && out.length > at) {
+        // kept because something below it is: the copy keeps the directory too
+        out.splice(at, 0, { path, st, host });
+      }
     }
   }
 }

@@ -11,6 +11,11 @@ import { MountedFrom } from './run-mounts';
 /** A step with its cache key computed, ready to be replayed from the cache or run. */
 export interface PreparedStep {
   readonly key: string;
+  /**
+   * The key the next step builds on, when not {@link key}: a COPY --link step is looked up
+   * by a key without its parent, but what follows it still depends on everything below.
+   */
+  readonly chainKey?: string;
   /** Config change, applied on a hit and on a miss alike (it is cheap and deterministic). */
   readonly metadata: MetadataInstruction | null;
   /** History text of a filesystem step (metadata steps get theirs from applying the change). */
