@@ -109,6 +109,18 @@ function buildSchemas() {
     MAX_CONTEXT_BYTES: positiveInt.default(2 * 1024 * 1024 * 1024),
     // What one ADD may unpack from local archives (tar bytes read): bounds a tar bomb in the context.
     MAX_ADD_UNPACKED_BYTES: positiveInt.default(8 * 1024 * 1024 * 1024),
+    // Git sources (`ADD <git url>`, `--build-context name=<git url>`): the transports allowed
+    // (an explicit list: `file` reads the worker's own disk and is for tests only), the disk one
+    // checkout may take, and how long each git command may run.
+    ADD_GIT_SCHEMES: z
+      .string()
+      .regex(
+        /^\s*((https|http|ssh|git|file)\s*(,\s*(https|http|ssh|git|file)\s*)*)?$/,
+        'ADD_GIT_SCHEMES must be a comma list of https, http, ssh, git, file',
+      )
+      .default('https,ssh'),
+    ADD_GIT_MAX_BYTES: positiveInt.default(2 * 1024 * 1024 * 1024),
+    ADD_GIT_TIMEOUT_SECONDS: positiveInt.max(3600).default(300),
     // Entries (files, dirs, links) of a build context: each costs the API and the worker memory
     // (1,000,000 empty files took a worker to 1.87 GB); 500,000 is several times a large
     // monorepo's checkout with node_modules, and keeps a worker well under 1 GB.
@@ -453,6 +465,15 @@ export interface StratumConfig {
   readonly maxContextBytes: number;
   /** MAX_ADD_UNPACKED_BYTES: the local archives of one ADD unpack to at most this much. */
   readonly maxAddUnpackedBytes: number;
+  /** Git sources of builds (ADD, named contexts). */
+  readonly addGit: {
+    /** ADD_GIT_SCHEMES: transports allowed; `file` only where listed (tests). */
+    readonly schemes: readonly ('https' | 'http' | 'ssh' | 'git' | 'file')[];
+    /** ADD_GIT_MAX_BYTES: disk one checkout (objects + files) may take. */
+    readonly maxBytes: number;
+    /** ADD_GIT_TIMEOUT_SECONDS: each git command is killed after this long. */
+    readonly timeoutSeconds: number;
+  };
   /** Most entries a build context may hold (MAX_CONTEXT_ENTRIES): refused with 413 beyond. */
   readonly maxContextEntries: number;
   readonly buildRetentionSeconds: number;
@@ -607,6 +628,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     maxContextBytes: c.MAX_CONTEXT_BYTES,
     maxAddUnpackedBytes: c.MAX_ADD_UNPACKED_BYTES,
+    addGit: {
+      schemes: [...new Set(listItems(c.ADD_GIT_SCHEMES).map((s) => s.toLowerCase()))] as (
+        'https' | 'http' | 'ssh' | 'git' | 'file'
+      )[],
+      maxBytes: c.ADD_GIT_MAX_BYTES,
+      timeoutSeconds: c.ADD_GIT_TIMEOUT_SECONDS,
+    },
     maxContextEntries: c.MAX_CONTEXT_ENTRIES,
     buildRetentionSeconds: c.BUILD_RETENTION_SECONDS,
     worker: {

@@ -26,6 +26,10 @@ export const ERROR_STATUS = {
   WEBHOOK_INVALID: 400,
   SECRET_TOO_LARGE: 413,
   GIT_FETCH_FAILED: 502,
+  /** A git source's branch or tag is not on the remote. */
+  GIT_REF_UNKNOWN: 400,
+  /** A git source's checkout is larger than ADD_GIT_MAX_BYTES. */
+  GIT_SOURCE_TOO_LARGE: 413,
   PULL_FAILED: 502,
   MAINTENANCE_BUSY: 409,
   DENIED: 403,

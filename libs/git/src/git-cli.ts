@@ -17,7 +17,17 @@ export interface GitCliOptions {
   /** Also allow `file://` repositories (off by default: a project must not read the API host's disk). */
   readonly allowFile: boolean;
   readonly credentials?: GitCredentials | null;
+  /**
+   * The transports git may use, when the caller keeps its own allowlist (ADD of a git source:
+   * ADD_GIT_SCHEMES); absent: http, https, ssh, git, and file when {@link allowFile}.
+   */
+  readonly protocols?: readonly GitTransport[];
+  /** `GIT_SSH_COMMAND` for ssh transports (a build's key); default: batch mode, no key of ours. */
+  readonly sshCommand?: string;
 }
+
+/** Transports git can be allowed to use (`protocol.<name>.allow`). */
+export type GitTransport = 'https' | 'http' | 'ssh' | 'git' | 'file';
 
 const SHA = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
 
@@ -48,14 +58,23 @@ export class GitCli {
   }
 
   private environment(home: string): NodeJS.ProcessEnv {
+    const allowed = new Set<GitTransport>(
+      this.options.protocols ?? [
+        'https',
+        'http',
+        'ssh',
+        'git',
+        ...(this.options.allowFile ? ['file' as const] : []),
+      ],
+    );
+    const transports: GitTransport[] = ['https', 'http', 'ssh', 'git', 'file'];
     const config: [string, string][] = [
       ['core.hooksPath', '/dev/null'],
       ['protocol.allow', 'never'],
-      ['protocol.https.allow', 'always'],
-      ['protocol.http.allow', 'always'],
-      ['protocol.ssh.allow', 'always'],
-      ['protocol.git.allow', 'always'],
-      ['protocol.file.allow', this.options.allowFile ? 'always' : 'never'],
+      ...transports.map((t): [string, string] => [
+        `protocol.${t}.allow`,
+        allowed.has(t) ? 'always' : 'never',
+      ]),
       ['advice.detachedHead', 'false'],
       ['init.defaultBranch', 'main'],
       ['core.askPass', ''],
@@ -74,7 +93,7 @@ export class GitCli {
       GIT_TERMINAL_PROMPT: '0',
       GIT_ASKPASS: '/bin/false',
       SSH_ASKPASS: '/bin/false',
-      GIT_SSH_COMMAND: 'ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new',
+      GIT_SSH_COMMAND: this.options.sshCommand ?? 'ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new',
       GIT_CONFIG_COUNT: String(config.length),
       LC_ALL: 'C',
     };

@@ -3,7 +3,25 @@
  * checkout into a build context (honouring `.dockerignore`), and read forge webhooks
  * (signatures, push payloads).
  */
-export { GitCli, isCommitSha, redact, type GitCliOptions, type GitCredentials } from './git-cli';
+export {
+  GitCli,
+  isCommitSha,
+  redact,
+  type GitCliOptions,
+  type GitCredentials,
+  type GitTransport,
+} from './git-cli';
+export {
+  checkGitChecksum,
+  checkoutGitSource,
+  isGitSource,
+  parseGitSource,
+  parseGitTransports,
+  resolveGitSource,
+  type GitSourceOptions,
+  type GitSourceRef,
+  type ResolvedGitRef,
+} from './git-source';
 export {
   checkRepositoryUrl,
   fetchCommit,
