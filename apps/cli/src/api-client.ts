@@ -358,6 +358,16 @@ export class ApiClient {
     return this.request('DELETE', `/api/v1/builds/${encodeURIComponent(id)}`);
   }
 
+  /** A succeeded build's `--output`: its final filesystem (`tar`) or an OCI layout tar (`oci`). */
+  async buildOutput(id: string, type: 'tar' | 'oci'): Promise<IncomingMessage> {
+    const res = await this.send('GET', `/api/v1/builds/${encodeURIComponent(id)}/output?type=${type}`);
+    const status = res.statusCode ?? 0;
+    if (status < 200 || status >= 300) {
+      throw errorOf(status, await readText(res));
+    }
+    return res;
+  }
+
   /** Follows a build's SSE stream, yielding events until the server ends it. */
   async *followBuild(id: string, signal?: AbortSignal): AsyncGenerator<BuildEvent> {
     const res = await this.send('GET', `/api/v1/builds/${encodeURIComponent(id)}/logs`, {

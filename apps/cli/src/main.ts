@@ -9,6 +9,7 @@ import { CliContext } from './cli-context';
 import { containerLogs, registerContainerCommands } from './container-commands';
 import { ContextDigestCache, contextFingerprint } from './context-cache';
 import { DockerfileLocation, locateDockerfile, planLocatedContext, tarContext } from './context-tar';
+import { parseOutputSpec, writeOutput } from './build-output';
 import { CredentialStore } from './credentials';
 import { counting, registerImageCommands } from './image-commands';
 import { onInterrupt } from './interrupt';
@@ -16,6 +17,8 @@ import { ProgressPrinter } from './progress';
 import { ByteProgress } from './progress-bar';
 
 let out = (s: string): void => void process.stdout.write(s);
+/** Where the context upload's byte counter draws: stderr when stdout carries `--output -`. */
+let progressStream: NodeJS.WriteStream = process.stdout;
 const err = (s: string): void => void process.stderr.write(s);
 const silent = (): void => undefined;
 
@@ -167,7 +170,7 @@ async function submitContext(
   try {
     out(`=> sending build context (${plan.files.length} entries)\n`);
     // A TTY sees the bytes go; a log gets one line with the total.
-    const progress = new ByteProgress(out === silent ? { write: silent } : process.stdout, '=> context');
+    const progress = new ByteProgress(out === silent ? { write: silent } : progressStream, '=> context');
     const body = stream.pipe(counting(progress));
     stream.on('error', (e) => body.destroy(e));
     const submitted = await api.submitBuild(body, options);
@@ -221,6 +224,10 @@ export function buildProgram(
       collect,
       [],
     )
+    .option(
+      '-o, --output <type=local|tar|oci,dest=PATH>',
+      'also hand back the result, as docker buildx build --output: type=local,dest=DIR (the files), type=tar,dest=FILE|- (them as a tar), type=oci,dest=FILE|- (an OCI layout tar); "-" alone: a tar on stdout',
+    )
     .action(
       async (
         dir: string,
@@ -234,9 +241,16 @@ export function buildProgram(
           quiet: boolean;
           network?: 'sandbox' | 'none' | 'default';
           secret: string[];
+          output?: string;
         },
       ) => {
         const print = out;
+        const output = o.output === undefined ? null : parseOutputSpec(o.output);
+        if (output?.dest === '-') {
+          // stdout carries the tar: progress goes to stderr, as buildx's always does.
+          out = err;
+          progressStream = process.stderr;
+        }
         if (o.quiet) {
           out = silent;
         }
@@ -275,8 +289,15 @@ export function buildProgram(
           process.exitCode = state === 'cancelled' ? 130 : 1;
           return;
         }
+        if (output !== null) {
+          await writeOutput(
+            output,
+            await api.buildOutput(submitted.id, output.type === 'oci' ? 'oci' : 'tar'),
+          );
+          out(`=> output type=${output.type} written to ${output.dest === '-' ? 'stdout' : output.dest}\n`);
+        }
         if (o.quiet) {
-          print(`${imageDigest ?? ''}\n`);
+          (output?.dest === '-' ? err : print)(`${imageDigest ?? ''}\n`);
           return;
         }
         // The stream named the image: no need to ask for the record (tags are the ones asked for).

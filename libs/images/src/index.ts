@@ -23,3 +23,4 @@ export {
   runConfig,
   type RunOverrides,
 } from './container-config';
+export { exportFilesystem, exportOciLayout } from './image-export';

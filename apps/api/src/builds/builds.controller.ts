@@ -11,12 +11,16 @@ import {
   Res,
 } from '@nestjs/common';
 import { ApiBody, ApiConsumes, ApiOperation, ApiProduces, ApiTags } from '@nestjs/swagger';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { Request, Response } from 'express';
 import { BuildPage, BuildRecord, StratumError } from '@stratum/contracts';
 import { readJsonBody } from '../common/json-body';
 import { writeSse } from '../common/sse';
 import { ZodPipe } from '../common/zod-query.pipe';
 import {
+  BuildOutputQuery,
+  BuildOutputQuerySchema,
   BuildSecretsCreated,
   BuildSubmitted,
   ListBuildsQuery,
@@ -98,6 +102,32 @@ export class BuildsController {
       for await (const { id: eventId, event } of events) {
         yield { id: eventId, event: event.type, data: event };
       }
+    });
+  }
+
+  @Get(':id/output')
+  @ApiOperation({
+    summary:
+      'What --output hands back: type=tar (the final filesystem) or type=oci (an OCI image layout tar)',
+    description:
+      'As docker buildx build --output: tar is the target stage’s filesystem (whiteouts applied; the CLI unpacks it for type=local), oci the image with its blobs as an OCI image layout. Only for a succeeded build.',
+  })
+  @ApiProduces('application/x-tar')
+  async output(
+    @Param('id', uuid) id: string,
+    @Query(new ZodPipe(BuildOutputQuerySchema)) query: BuildOutputQuery,
+    @Req() req: Request,
+    @Res() res: Response,
+  ): Promise<void> {
+    const abort = new AbortController();
+    const stream = Readable.from(await this.builds.output(id, query.type, abort.signal));
+    res.status(200);
+    res.setHeader('Content-Type', 'application/x-tar');
+    res.setHeader('Content-Disposition', `attachment; filename="${id}-${query.type}.tar"`);
+    req.on('close', () => abort.abort());
+    await pipeline(stream, res).catch(() => {
+      // The client went away or a blob failed mid-stream: the status is sent; cut the body.
+      res.destroy();
     });
   }
 

@@ -72,6 +72,12 @@ export const SubmitBuildQuerySchema = z.object({
 });
 export type SubmitBuildQuery = z.infer<typeof SubmitBuildQuerySchema>;
 
+/** `GET /api/v1/builds/:id/output?type=tar|oci`. */
+export const BuildOutputQuerySchema = z.object({
+  type: z.enum(['tar', 'oci'], { message: 'must be tar or oci' }).default('tar'),
+});
+export type BuildOutputQuery = z.infer<typeof BuildOutputQuerySchema>;
+
 export const ListBuildsQuerySchema = z
   .object({
     offset: z.coerce.number().int().min(0).default(0),

@@ -12,6 +12,7 @@ import {
   isTerminalBuildState,
   StratumError,
 } from '@stratum/contracts';
+import { exportFilesystem, exportOciLayout, ImageService } from '@stratum/images';
 import { BuildProducer, BuildRecordStore, BuildSecretStore, StoredBuildEvent } from '@stratum/jobs';
 import { parseReference } from '@stratum/oci';
 import { mirrorWriteConflict, pushSubmitterOptions } from '@stratum/registry';
@@ -33,7 +34,34 @@ export class BuildsService {
     private readonly records: BuildRecordStore,
     private readonly producer: BuildProducer,
     private readonly secrets: BuildSecretStore,
+    private readonly images: ImageService,
   ) {}
+
+  /**
+   * What `--output` hands back of a succeeded build (docker buildx build --output): `tar` is
+   * the final stage's filesystem (the CLI unpacks it for type=local), `oci` the image as an OCI
+   * image layout tar. Streamed from the stored layers; nothing is kept on the API host.
+   */
+  async output(id: string, type: 'tar' | 'oci', signal: AbortSignal): Promise<AsyncIterable<Buffer>> {
+    const record = await this.get(id);
+    if (record.state !== BuildState.Succeeded || record.imageDigest === null) {
+      throw new StratumError(
+        'BAD_REQUEST',
+        `build ${id} is ${record.state}: only a succeeded build has an output`,
+      );
+    }
+    const image = await this.images.load(null, record.imageDigest);
+    if (type === 'tar') {
+      return exportFilesystem(this.blobs, image.layers, signal);
+    }
+    const tag = record.tags[0];
+    let name: { full: string; tag: string } | null = null;
+    if (tag !== undefined) {
+      const ref = parseReference(tag);
+      name = { full: tag, tag: ref.tag ?? 'latest' };
+    }
+    return exportOciLayout(this.blobs, image, name);
+  }
 
   private async checkSecrets(query: SubmitBuildQuery): Promise<void> {
     if (query.secrets !== undefined && !(await this.secrets.exists(query.secrets))) {
