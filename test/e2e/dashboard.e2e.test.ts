@@ -172,6 +172,30 @@ describe('in the browser', () => {
     expect(run?.cells[4]).toMatch(/\d+(\.\d)? (B|KiB|MiB)/);
     expect(await page.isEnabled('#retry-build')).toBe(true);
     expect(await page.isEnabled('#cancel-build')).toBe(false);
+    // the timeline: queue wait, one bar per step in order on one axis, then the image export
+    const bars = await Promise.all(
+      (await page.locator('#build-timeline [data-bar]').all()).map(async (el) => ({
+        kind: await el.getAttribute('data-bar'),
+        step: await el.getAttribute('data-step'),
+        start: Number(await el.getAttribute('data-start-ms')),
+        end: Number(await el.getAttribute('data-end-ms')),
+      })),
+    );
+    expect(bars.map((b) => b.kind)).toEqual(['queue', ...record.steps.map(() => 'step'), 'export']);
+    expect(bars.filter((b) => b.kind === 'step').map((b) => Number(b.step))).toEqual(
+      record.steps.map((st) => st.index),
+    );
+    const total = Date.parse(record.finishedAt ?? '') - Date.parse(record.createdAt);
+    for (const [i, b] of bars.entries()) {
+      expect(b.end).toBeGreaterThanOrEqual(b.start);
+      expect(b.end).toBeLessThanOrEqual(total);
+      if (i > 0) {
+        expect(b.start).toBeGreaterThanOrEqual(bars[i - 1].start);
+      }
+    }
+    const runBar =
+      bars[1 + record.steps.findIndex((st) => st.name.includes('RUN echo dashboard-first-line'))];
+    expect(runBar.end - runBar.start).toBeGreaterThanOrEqual(3000);
     await shot('02-build-succeeded');
   });
 
@@ -243,6 +267,37 @@ describe('in the browser', () => {
       `#builds-table tr[data-build="${res.body.id as string}"][data-state=succeeded]`,
     );
     await shot('05-builds');
+  });
+
+  it('shows duration trends and cache hit rates per day, from the build records', async () => {
+    const stats = (await request(stack.api.url).get('/api/v1/builds/stats').query({ days: 3 }).expect(200))
+      .body as { days: { day: string; builds: number; p50Ms: number | null; cacheHitRate: number | null }[] };
+    const today = new Date().toISOString().slice(0, 10);
+    expect(stats.days.map((d) => d.day).at(-1)).toBe(today);
+    expect(stats.days).toHaveLength(3);
+    // every finished build of this run is today's, and counted once
+    const page1 = (await request(stack.api.url).get('/api/v1/builds').query({ limit: 200 }).expect(200))
+      .body as { items: BuildRecord[] };
+    const finished = page1.items.filter((b) => ['succeeded', 'failed', 'cancelled'].includes(b.state));
+    const day = stats.days.at(-1);
+    expect(day?.builds).toBe(finished.length);
+    expect(day?.p50Ms).toBeGreaterThan(0);
+    // the retried build was all cached, the others not: a rate strictly between 0 and 1
+    expect(day?.cacheHitRate).toBeGreaterThan(0);
+    expect(day?.cacheHitRate).toBeLessThan(1);
+    await request(stack.api.url).get('/api/v1/builds/stats').query({ days: 0 }).expect(400);
+
+    // a fresh view (trends are read when the page opens, then every 30 s)
+    await page.goto(`${stack.api.url}/#/builds`);
+    await page.reload();
+    await page.click('#builds-trends summary');
+    await page.waitForSelector(`#builds-trends tr[data-day="${today}"]`);
+    expect(await page.getAttribute(`#builds-trends tr[data-day="${today}"]`, 'data-builds')).toBe(
+      String(finished.length),
+    );
+    const cells = await page.locator(`#builds-trends tr[data-day="${today}"] td`).allTextContents();
+    expect(cells[6]).toBe(`${Math.round((day?.cacheHitRate ?? 0) * 100)}%`);
+    await shot('05b-builds-trends');
   });
 
   it('shows repositories and tags, and an image with its layers and history', async () => {

@@ -69,6 +69,25 @@ export class BuildRecordStore {
   }
 
   /**
+   * Records of the builds created since `sinceMs` (of one project when given), newest first: at
+   * most {@link MAX_SOURCE_SCAN}, read 500 at a time. What the duration trends are drawn from.
+   */
+  async createdSince(sinceMs: number, project?: string): Promise<BuildRecord[]> {
+    const index = project === undefined ? RedisKeys.buildIndex : RedisKeys.projectBuilds(project);
+    const ids = await this.redis.zrevrangebyscore(index, '+inf', sinceMs, 'LIMIT', 0, MAX_SOURCE_SCAN);
+    const out: BuildRecord[] = [];
+    for (let i = 0; i < ids.length; i += 500) {
+      const raws = await this.redis.mget(ids.slice(i, i + 500).map((id) => RedisKeys.build(id)));
+      for (const raw of raws) {
+        if (raw !== null) {
+          out.push(JSON.parse(raw) as BuildRecord);
+        }
+      }
+    }
+    return out;
+  }
+
+  /**
    * Builds of a project (of one ref when given), newest first, optionally in `state` only.
    * The project's index is read newest first in chunks until the page is filled; ids whose
    * record expired leave the index on the way. At most {@link MAX_SOURCE_SCAN} ids are looked

@@ -6,3 +6,4 @@ export * from './producers';
 export * from './jobs.module';
 export * from './secret-box';
 export * from './build-secret-store';
+export * from './build-stats';

@@ -15,6 +15,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Request, Response } from 'express';
 import { BuildPage, BuildRecord, StratumError } from '@stratum/contracts';
+import type { BuildStats } from '@stratum/jobs';
 import { readJsonBody } from '../common/json-body';
 import { writeSse } from '../common/sse';
 import { ZodPipe } from '../common/zod-query.pipe';
@@ -22,6 +23,8 @@ import {
   BuildOutputQuery,
   BuildOutputQuerySchema,
   BuildSecretsCreated,
+  BuildStatsQuery,
+  BuildStatsQuerySchema,
   BuildSubmitted,
   ListBuildsQuery,
   ListBuildsQuerySchema,
@@ -76,6 +79,15 @@ export class BuildsController {
   @ApiOperation({ summary: 'List builds, newest first (offset, limit, state)' })
   list(@Query(new ZodPipe(ListBuildsQuerySchema)) query: ListBuildsQuery): Promise<BuildPage> {
     return this.builds.list(query);
+  }
+
+  @Get('stats')
+  @ApiOperation({
+    summary: 'Build trends: per UTC day, finished builds, outcomes, p50/p95 run time and cache hit rate',
+    description: 'Query: days (1-90, default 14), project.',
+  })
+  stats(@Query(new ZodPipe(BuildStatsQuerySchema)) query: BuildStatsQuery): Promise<BuildStats> {
+    return this.builds.stats(query);
   }
 
   @Get(':id')

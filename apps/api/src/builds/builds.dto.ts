@@ -103,6 +103,18 @@ export const ListBuildsQuerySchema = z
   });
 export type ListBuildsQuery = z.infer<typeof ListBuildsQuerySchema>;
 
+/** `GET /api/v1/builds/stats`: the window in days (today included) and an optional project. */
+export const BuildStatsQuerySchema = z
+  .object({
+    days: z.coerce.number().int().min(1).max(90).default(14),
+    project: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'must be a project name')
+      .optional(),
+  })
+  .strict();
+export type BuildStatsQuery = z.infer<typeof BuildStatsQuerySchema>;
+
 /** 202 answer to a build submission. */
 export interface BuildSubmitted {
   readonly id: string;

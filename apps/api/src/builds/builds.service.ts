@@ -13,7 +13,14 @@ import {
   StratumError,
 } from '@stratum/contracts';
 import { exportFilesystem, exportOciLayout, ImageService } from '@stratum/images';
-import { BuildProducer, BuildRecordStore, BuildSecretStore, StoredBuildEvent } from '@stratum/jobs';
+import {
+  BuildProducer,
+  BuildRecordStore,
+  BuildSecretStore,
+  BuildStats,
+  buildStats,
+  StoredBuildEvent,
+} from '@stratum/jobs';
 import { parseReference } from '@stratum/oci';
 import { mirrorWriteConflict, pushSubmitterOptions } from '@stratum/registry';
 import { BLOB_STORE, BlobStore } from '@stratum/storage';
@@ -21,6 +28,7 @@ import {
   BuildSecretsBodySchema,
   BuildSecretsCreated,
   BuildSubmitted,
+  BuildStatsQuery,
   ListBuildsQuery,
   SubmitBuildQuery,
 } from './builds.dto';
@@ -264,6 +272,19 @@ export class BuildsService {
       );
     }
     return this.records.list(query.offset, query.limit, query.state);
+  }
+
+  /** Per-day duration percentiles, outcomes and cache hit rates of the last `days` days. */
+  async stats(query: BuildStatsQuery): Promise<BuildStats> {
+    const now = new Date();
+    const since =
+      Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()) - (query.days - 1) * 86_400_000;
+    const records = await this.records.createdSince(since, query.project);
+    return buildStats(records, {
+      days: query.days,
+      now,
+      ...(query.project !== undefined ? { project: query.project } : {}),
+    });
   }
 
   /** Events of a build: replayed from `afterId`, then live until it ends. */

@@ -212,8 +212,27 @@ function buildsView(params) {
         h('a', { href: '#/builds', class: 'muted small' }, '(all builds)'),
       )
     : h('h1', {}, 'Builds');
-  replace(view, title, filtered ? null : submitForm(), counts, status, table);
+  const trends = h(
+    'details',
+    { id: 'builds-trends', class: 'card' },
+    h('summary', {}, 'Trends, last 14 days'),
+  );
+  replace(view, title, filtered ? null : submitForm(), counts, status, table, trends);
   const withFilter = (q) => (filtered ? `${q}&${filtered}` : q);
+  const statsQuery = new URLSearchParams({ days: '14' });
+  if (filter.get('project')) {
+    statsQuery.set('project', filter.get('project'));
+  }
+  let statsAt = 0;
+  const refreshTrends = async () => {
+    // trends move slowly: every 30 s is plenty
+    if (Date.now() - statsAt < 30_000) {
+      return;
+    }
+    statsAt = Date.now();
+    const stats = await api(`/api/v1/builds/stats?${statsQuery}`);
+    replace(trends, h('summary', {}, `Trends, last 14 days (${stats.sampled} builds)`), trendsTable(stats));
+  };
 
   return poll(POLL_MS, async () => {
     try {
@@ -240,6 +259,7 @@ function buildsView(params) {
       );
       replace(status);
       replace(table, buildsTable(page.items));
+      await refreshTrends();
     } catch (err) {
       replace(status, errorBox(err));
     }
@@ -351,6 +371,7 @@ function buildView(id) {
   const message = h('div');
   const meta = h('div', { class: 'card' });
   const stepsEl = h('div', { id: 'build-steps' });
+  const timelineEl = h('div', { id: 'build-timeline', class: 'card' });
   const log = h('pre', { class: 'log', id: 'build-log' });
   replace(
     view,
@@ -361,6 +382,8 @@ function buildView(id) {
     meta,
     h('h2', {}, 'Steps'),
     stepsEl,
+    h('h2', {}, 'Timeline'),
+    timelineEl,
     h('h2', {}, 'Log'),
     log,
   );
@@ -436,6 +459,9 @@ function buildView(id) {
 
   function renderSteps() {
     const list = [...steps.values()].sort((a, b) => a.index - b.index);
+    if (build) {
+      replace(timelineEl, timeline(build, list));
+    }
     if (list.length === 0) {
       replace(stepsEl, h('p', { class: 'muted' }, 'No step has started yet.'));
       return;
@@ -543,6 +569,115 @@ function buildView(id) {
     stopped = true;
     source?.close();
   };
+}
+
+/**
+ * A Gantt chart of one build: the queue wait, each step by stage (run or cached) and the
+ * image export after the last step, on one time axis from submission to the end (or now).
+ */
+function timeline(record, list) {
+  const t0 = Date.parse(record.createdAt);
+  const end = record.finishedAt ? Date.parse(record.finishedAt) : Date.now();
+  const span = Math.max(1, end - t0);
+  const pct = (t) => `${(Math.min(Math.max(0, t - t0), span) / span) * 100}%`;
+  const bar = (kind, label, start, stop, extra = {}) =>
+    h(
+      'div',
+      { class: 'tl-row', dataset: { bar: kind, startMs: start - t0, endMs: stop - t0, ...extra } },
+      h('span', { class: 'tl-label mono', title: label }, label),
+      h(
+        'span',
+        { class: 'tl-track' },
+        h('span', {
+          class: `tl-bar ${kind} ${extra.status ?? ''}`,
+          style: `left: ${pct(start)}; width: max(2px, calc(${pct(stop)} - ${pct(start)}))`,
+          title: `${label}: ${duration(stop - start)}`,
+        }),
+      ),
+      h('span', { class: 'tl-time num' }, duration(stop - start)),
+    );
+  const rows = [];
+  const started = record.startedAt ? Date.parse(record.startedAt) : null;
+  rows.push(bar('queue', 'queued', t0, started ?? end));
+  let stage = null;
+  let lastEnd = started;
+  for (const s of list) {
+    if (!s.startedAt) {
+      continue;
+    }
+    const name = /^\[([^\]]+)\]/.exec(s.name)?.[1] ?? '';
+    if (name !== stage) {
+      stage = name;
+      rows.push(h('div', { class: 'tl-stage muted', dataset: { stage: name } }, name));
+    }
+    const a = Date.parse(s.startedAt);
+    const b = s.finishedAt ? Date.parse(s.finishedAt) : Date.now();
+    lastEnd = Math.max(lastEnd ?? b, b);
+    rows.push(bar('step', s.name.replace(/^\[[^\]]+\]\s*/, ''), a, b, { step: s.index, status: s.status }));
+  }
+  if (record.finishedAt && lastEnd !== null && record.state === 'succeeded') {
+    rows.push(bar('export', 'layers stored, image written', lastEnd, end));
+  }
+  return h(
+    'div',
+    { class: 'timeline' },
+    rows,
+    h('div', { class: 'tl-axis muted small' }, `0 s — ${duration(span)}`),
+  );
+}
+
+/** Per-day trends of finished builds (GET /api/v1/builds/stats): p50/p95 run time and cache hits. */
+function trendsTable(stats) {
+  const max = Math.max(1, ...stats.days.map((d) => d.p95Ms ?? 0));
+  return h(
+    'table',
+    { class: 'trends' },
+    h(
+      'thead',
+      {},
+      h(
+        'tr',
+        {},
+        h('th', {}, 'day'),
+        h('th', { class: 'num' }, 'builds'),
+        h('th', { class: 'num' }, 'failed'),
+        h('th', {}, 'run time (p50 bar, p95 mark)'),
+        h('th', { class: 'num' }, 'p50'),
+        h('th', { class: 'num' }, 'p95'),
+        h('th', { class: 'num' }, 'cache hits'),
+      ),
+    ),
+    h(
+      'tbody',
+      {},
+      stats.days.map((d) =>
+        h(
+          'tr',
+          { dataset: { day: d.day, builds: d.builds } },
+          h('td', {}, d.day),
+          h('td', { class: 'num' }, d.builds),
+          h('td', { class: 'num' }, d.failed),
+          h(
+            'td',
+            {},
+            h(
+              'span',
+              { class: 'trend-track' },
+              d.p50Ms !== null
+                ? h('span', { class: 'trend-p50', style: `width: ${(d.p50Ms / max) * 100}%` })
+                : null,
+              d.p95Ms !== null
+                ? h('span', { class: 'trend-p95', style: `left: ${(d.p95Ms / max) * 100}%` })
+                : null,
+            ),
+          ),
+          h('td', { class: 'num' }, duration(d.p50Ms)),
+          h('td', { class: 'num' }, duration(d.p95Ms)),
+          h('td', { class: 'num' }, d.cacheHitRate === null ? '—' : `${Math.round(d.cacheHitRate * 100)}%`),
+        ),
+      ),
+    ),
+  );
 }
 
 // ---------------------------------------------------------------- images
