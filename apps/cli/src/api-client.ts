@@ -11,6 +11,7 @@ import type {
   ErrorBody,
   PushRecord,
 } from '@stratum/contracts';
+import type { CheckResult } from '@stratum/dockerfile';
 import type { ImageHistoryEntry, ImageSummary, RemovedImage } from '@stratum/images';
 import type { PullEvent } from '@stratum/registry';
 import { CliConfig } from '@stratum/config';
@@ -334,6 +335,22 @@ export class ApiClient {
       body: Readable.from([Buffer.from(body)]),
     });
     return res.secretsId;
+  }
+
+  /** BuildKit's build checks over `dockerfile` (its text), without building. */
+  checkDockerfile(
+    dockerfile: Buffer,
+    buildArgs: Record<string, string>,
+    target: string | null,
+  ): Promise<CheckResult> {
+    const q = new URLSearchParams({ buildargs: JSON.stringify(buildArgs) });
+    if (target !== null) {
+      q.set('target', target);
+    }
+    return this.request('POST', `/api/v1/builds/check?${q.toString()}`, {
+      headers: { 'content-type': 'text/plain; charset=utf-8' },
+      body: Readable.from([dockerfile]),
+    });
   }
 
   getBuild(id: string): Promise<BuildRecord> {

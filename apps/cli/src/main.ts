@@ -4,6 +4,7 @@ import { Command, Option } from 'commander';
 import { BuildEvent, BuildSource, BuildState, isTerminalBuildState } from '@stratum/contracts';
 import { ConfigError, loadCliConfig } from '@stratum/config';
 import { ApiClient, ApiError, SubmitOptions } from './api-client';
+import { formatCheckReport } from './check-report';
 import { registerAuthCommands } from './auth-commands';
 import { CliContext } from './cli-context';
 import { containerLogs, registerContainerCommands } from './container-commands';
@@ -212,6 +213,11 @@ export function buildProgram(
     .addOption(new Option('--no-cache', 'do not use the build cache'))
     .option('--push', 'push tags naming another registry (host/repo:tag) there once built', false)
     .option('-q, --quiet', 'print only the image digest', false)
+    .option(
+      '--check',
+      "run BuildKit's build checks on the Dockerfile and report them, without building",
+      false,
+    )
     .addOption(
       new Option(
         '--network <mode>',
@@ -242,8 +248,20 @@ export function buildProgram(
           network?: 'sandbox' | 'none' | 'default';
           secret: string[];
           output?: string;
+          check: boolean;
         },
       ) => {
+        if (o.check) {
+          // As `docker build --check`: the Dockerfile alone is sent; exit 1 when anything is found.
+          const loc = locateDockerfile(dir, o.file, process.cwd());
+          const text = readFileSync(loc.path);
+          const result = await client().checkDockerfile(text, parseBuildArgs(o.buildArg), o.target ?? null);
+          out(formatCheckReport(result, text.toString('utf8'), loc.inContext ?? loc.path));
+          if (result.warnings.length > 0 || result.error !== undefined) {
+            process.exitCode = 1;
+          }
+          return;
+        }
         const print = out;
         const output = o.output === undefined ? null : parseOutputSpec(o.output);
         if (output?.dest === '-') {

@@ -16,6 +16,7 @@ import { pipeline } from 'node:stream/promises';
 import { Request, Response } from 'express';
 import { BuildPage, BuildRecord, StratumError } from '@stratum/contracts';
 import type { BuildStats } from '@stratum/jobs';
+import type { CheckResult } from '@stratum/dockerfile';
 import { readJsonBody } from '../common/json-body';
 import { writeSse } from '../common/sse';
 import { ZodPipe } from '../common/zod-query.pipe';
@@ -26,6 +27,8 @@ import {
   BuildStatsQuery,
   BuildStatsQuerySchema,
   BuildSubmitted,
+  CheckDockerfileQuery,
+  CheckDockerfileQuerySchema,
   ListBuildsQuery,
   ListBuildsQuerySchema,
   SubmitBuildQuery,
@@ -62,6 +65,25 @@ export class BuildsController {
     const submitted = await this.builds.submit(req, length === undefined ? null : Number(length), query);
     res.setHeader('Location', submitted.url);
     return submitted;
+  }
+
+  @Post('check')
+  @HttpCode(200)
+  @ApiOperation({
+    summary: "Run BuildKit's build checks over a Dockerfile without building (docker build --check)",
+    description:
+      'Body: the Dockerfile text. Query: buildargs (JSON object), target. Answers {warnings: [{rule, message, ' +
+      'description, url, line, endLine}], config: {skip, skipAll, error}, error?} — error is set when the ' +
+      "file's `# check=error=true` (or the BUILDKIT_DOCKERFILE_CHECK build arg) turns the warnings into a failure. " +
+      'A Dockerfile that does not parse is 400 with its line.',
+  })
+  @ApiConsumes('text/plain', 'application/octet-stream')
+  @ApiBody({ schema: { type: 'string' } })
+  async check(
+    @Req() req: Request,
+    @Query(new ZodPipe(CheckDockerfileQuerySchema)) query: CheckDockerfileQuery,
+  ): Promise<CheckResult> {
+    return this.builds.check(req as AsyncIterable<Buffer>, query);
   }
 
   @Post('secrets')

@@ -78,6 +78,11 @@ export const BuildOutputQuerySchema = z.object({
 });
 export type BuildOutputQuery = z.infer<typeof BuildOutputQuerySchema>;
 
+/** `POST /api/v1/builds/check`: the build args and target a build would get. */
+export const CheckDockerfileQuerySchema = SubmitBuildQuerySchema.pick({ buildargs: true, target: true });
+
+export type CheckDockerfileQuery = z.infer<typeof CheckDockerfileQuerySchema>;
+
 export const ListBuildsQuerySchema = z
   .object({
     offset: z.coerce.number().int().min(0).default(0),

@@ -21,6 +21,7 @@ import {
   buildStats,
   StoredBuildEvent,
 } from '@stratum/jobs';
+import { checkDockerfile, CheckResult, DOCKERFILE_LIMITS } from '@stratum/dockerfile';
 import { parseReference } from '@stratum/oci';
 import { mirrorWriteConflict, pushSubmitterOptions } from '@stratum/registry';
 import { BLOB_STORE, BlobStore } from '@stratum/storage';
@@ -29,6 +30,7 @@ import {
   BuildSecretsCreated,
   BuildSubmitted,
   BuildStatsQuery,
+  CheckDockerfileQuery,
   ListBuildsQuery,
   SubmitBuildQuery,
 } from './builds.dto';
@@ -81,6 +83,27 @@ export class BuildsService {
   }
 
   /** Seals a build's secrets in Redis (AES-GCM under AUTH_SECRET) and returns their bundle's id. */
+  /**
+   * BuildKit's build checks over a Dockerfile, without building (`docker build --check`):
+   * the warnings with their lines; a file that does not parse is a DOCKERFILE_* error (400).
+   */
+  async check(body: AsyncIterable<Buffer>, query: CheckDockerfileQuery): Promise<CheckResult> {
+    const max = DOCKERFILE_LIMITS.maxDockerfileLength;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of body) {
+      size += chunk.length;
+      if (size > max) {
+        throw new StratumError('DOCKERFILE_INVALID', `the Dockerfile is larger than ${max} bytes`);
+      }
+      chunks.push(chunk);
+    }
+    return checkDockerfile(Buffer.concat(chunks).toString('utf8'), {
+      buildArgs: query.buildargs,
+      ...(query.target !== undefined ? { target: query.target } : {}),
+    });
+  }
+
   async putSecrets(body: unknown): Promise<BuildSecretsCreated> {
     const parsed = BuildSecretsBodySchema.safeParse(body);
     if (!parsed.success) {

@@ -19,5 +19,6 @@ export function tarBodyMiddleware(req: Request, _res: Response, next: NextFuncti
 
 export function isTarBodyPath(url: string): boolean {
   const path = url.split('?', 1)[0].replace(/\/+$/, '');
-  return path === '/api/v1/builds' || path === '/api/v1/images/import';
+  // `/api/v1/builds/check` takes a raw Dockerfile: the same reasoning keeps its body whole.
+  return path === '/api/v1/builds' || path === '/api/v1/images/import' || path === '/api/v1/builds/check';
 }
