@@ -3,7 +3,8 @@
 // exhaust its pids; while the same worker keeps serving another build.
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -12,6 +13,7 @@ import {
   busyboxContext,
   readSse,
   RedisServerHandle,
+  requireTools,
   startRedisServer,
   startWorkerProcess,
   WorkerProcessHandle,
@@ -28,6 +30,45 @@ let api: ApiServerHandle;
 let worker: WorkerProcessHandle;
 const secretPath = `/tmp/chaos-secret-${randomBytes(6).toString('hex')}`;
 const secret = `top secret ${randomBytes(8).toString('hex')}`;
+const STEP_DISK_BYTES = 64 * 1024 * 1024;
+
+// A static probe run inside a RUN step: each kernel door a container must not open, and the
+// errno it got ("ok" would mean it opened). Compiled here: fixtures are made, not checked in.
+const PROBE_C = `
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static void report(const char *what, long r) { printf("%s=%s\\n", what, r == -1 ? strerror(errno) : "ok"); }
+int main(int argc, char **argv) {
+  report("keyctl", syscall(SYS_keyctl, 0 /* GET_KEYRING_ID */, -3 /* session */, 1));
+  report("add_key", syscall(SYS_add_key, "user", "k", "v", 1, -3));
+  report("unshare_user", unshare(CLONE_NEWUSER));
+  report("unshare_mount", unshare(CLONE_NEWNS));
+  report("mount", mount("none", "/mnt", "tmpfs", 0, ""));
+  report("ptrace_attach", ptrace(PTRACE_ATTACH, (pid_t)atoi(argv[1]), 0, 0));
+  report("ptrace_seize", ptrace(PTRACE_SEIZE, (pid_t)atoi(argv[1]), 0, 0));
+  return 0;
+}
+`;
+
+function compileProbe(): Buffer {
+  requireTools('gcc');
+  const dir = mkdtempSync(join(tmpdir(), 'stratum-chaos-probe-'));
+  try {
+    writeFileSync(join(dir, 'probe.c'), PROBE_C);
+    execFileSync('gcc', ['-static', '-O1', '-o', join(dir, 'probe'), join(dir, 'probe.c')]);
+    return readFileSync(join(dir, 'probe'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 function env(): Record<string, string> {
   return {
@@ -39,12 +80,17 @@ function env(): Record<string, string> {
     STEP_TIMEOUT_SECONDS: '120',
     STEP_MEMORY_BYTES: String(128 * 1024 * 1024),
     STEP_PIDS_LIMIT: '256',
+    STEP_DISK_BYTES: String(STEP_DISK_BYTES),
     JOB_ATTEMPTS: '1',
   };
 }
 
-async function build(body: string, tag: string): Promise<string> {
-  const res = await submitBuild(api.url, busyboxContext(body), { t: `chaos/isolation:${tag}` });
+async function build(
+  body: string,
+  tag: string,
+  extra: Record<string, string | Buffer> = {},
+): Promise<string> {
+  const res = await submitBuild(api.url, busyboxContext(body, extra), { t: `chaos/isolation:${tag}` });
   expect(res.status).toBe(202);
   return (res.body as { id: string }).id;
 }
@@ -156,6 +202,63 @@ it("a sandboxed RUN step cannot reach the worker's Redis or the API, on loopback
   process.stdout.write(
     `chaos isolation: ${targets.length} connections from a sandboxed step to Redis/API refused\n`,
   );
+});
+
+it('from a RUN step, keyctl, unshare -U, mount and ptrace of a host process all fail', async () => {
+  const hostPid = worker.process.pid;
+  expect(hostPid).toBeDefined();
+  const id = await build(
+    `COPY probe /probe\nRUN chmod 755 /probe; /probe ${hostPid}; unshare -U true && echo cli-userns=ok || echo cli-userns=refused; ` +
+      'unshare -r -m sh -c "mount -t tmpfs none /mnt" && echo cli-mount=ok || echo cli-mount=refused; ' +
+      'grep -E "^(Seccomp|NoNewPrivs):" /proc/self/status\n',
+    'doors',
+    { probe: compileProbe() },
+  );
+  const rec = await waitForBuild(api.url, id, ['succeeded', 'failed'], 120_000);
+  const log = await logText(id);
+  expect({ state: rec.state, error: rec.error }).toEqual({ state: 'succeeded', error: null });
+  const results = Object.fromEntries([...log.matchAll(/^([a-z_-]+)=(.+)$/gm)].map((m) => [m[1], m[2]]));
+  expect(results).toEqual({
+    keyctl: 'Operation not permitted',
+    add_key: 'Operation not permitted',
+    unshare_user: 'Operation not permitted',
+    unshare_mount: 'Operation not permitted',
+    mount: 'Operation not permitted',
+    // the host's processes are not in the step's PID namespace at all
+    ptrace_attach: 'No such process',
+    ptrace_seize: 'No such process',
+    'cli-userns': 'refused',
+    'cli-mount': 'refused',
+  });
+  expect(log).toMatch(/Seccomp:\s+2/);
+  expect(log).toMatch(/NoNewPrivs:\s+1/);
+  process.stdout.write(`chaos isolation: from a RUN step ${JSON.stringify(results)}\n`);
+});
+
+it('a dd disk filler is stopped at the step disk limit and the worker keeps serving', async () => {
+  // 8 GiB asked for against a 64 MiB STEP_DISK_BYTES: the step is stopped on the way.
+  const started = Date.now();
+  const filler = await build('RUN dd if=/dev/zero of=/fill bs=1M count=8192; echo filled\n', 'dd');
+  const rec = await waitForBuild(api.url, filler, ['succeeded', 'failed'], 180_000);
+  const seconds = (Date.now() - started) / 1000;
+  const log = await logText(filler);
+  expect(rec.state).toBe('failed');
+  expect(rec.error).toMatch(
+    new RegExp(`RUN wrote more than the step's disk limit of ${STEP_DISK_BYTES} bytes \\(STEP_DISK_BYTES\\)`),
+  );
+  expect(log).not.toContain('8192+0 records out');
+  expect(log).not.toContain('filled');
+  // nothing of the step left on the worker's disk
+  await pollFor(
+    'the filler step to be cleaned up',
+    () =>
+      overlayMountsUnder(join(dataDir, 'worker', 'chaos-isolation', 'jobs')).length === 0 ? true : undefined,
+    30_000,
+  );
+  const after = await build('RUN echo still serving\n', 'after-dd');
+  const afterRec = await waitForBuild(api.url, after, ['succeeded', 'failed'], 120_000);
+  expect({ state: afterRec.state, error: afterRec.error }).toEqual({ state: 'succeeded', error: null });
+  process.stdout.write(`chaos isolation: dd filler stopped after ${seconds.toFixed(1)} s: ${rec.error}\n`);
 });
 
 it('a fork loop is stopped by the pids limit while the same worker serves another build', async () => {

@@ -158,6 +158,8 @@ async function runProcess(
         ...(user ? { user } : {}),
         network,
         mounts: prepared.mounts,
+        // setuid binaries do not elevate (no_new_privs); the runtime adds its seccomp filter.
+        noNewPrivileges: true,
         pidsLimit: host.options.stepPidsLimit ?? 4096,
         memoryBytes: host.options.stepMemoryBytes ?? 4 * 1024 * 1024 * 1024,
       },

@@ -146,6 +146,9 @@ function buildSchemas() {
     STEP_PIDS_LIMIT: positiveInt.default(4096),
     // Layers one build stores at once beside its steps (0: each step waits for its layer).
     LAYER_EXPORT_CONCURRENCY: z.coerce.number().int().min(0).max(16).default(2),
+    // Docker-format seccomp profile of RUN steps and containers (made Docker's default or
+    // stricter, see libs/runtime/src/seccomp.ts); `unconfined`: no filter.
+    SECCOMP_PROFILE: z.string().min(1).default('/usr/share/containers/seccomp.json'),
     LAYER_CACHE_MAX_BYTES: positiveInt.default(50 * 1024 * 1024 * 1024),
     RUN_CACHE_MAX_BYTES: positiveInt.default(10 * 1024 * 1024 * 1024),
     LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
@@ -492,6 +495,8 @@ export interface StratumConfig {
   readonly stepTimeoutSeconds: number;
   /** Memory limit of a RUN step's container (cgroup), bytes. */
   readonly stepMemoryBytes: number;
+  /** Absolute path of the seccomp profile of RUN steps and containers; null: unconfined. */
+  readonly seccompProfile: string | null;
   readonly stepDiskBytes: number;
   /** Layers one build stores at once beside its steps; 0 stores each before the next step. */
   readonly layerExportConcurrency: number;
@@ -651,6 +656,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     stepDiskBytes: c.STEP_DISK_BYTES,
     layerExportConcurrency: c.LAYER_EXPORT_CONCURRENCY,
     stepPidsLimit: c.STEP_PIDS_LIMIT,
+    seccompProfile: c.SECCOMP_PROFILE === 'unconfined' ? null : c.SECCOMP_PROFILE,
     layerCacheMaxBytes: c.LAYER_CACHE_MAX_BYTES,
     runCacheMaxBytes: c.RUN_CACHE_MAX_BYTES,
     logLevel: c.LOG_LEVEL,

@@ -34,6 +34,13 @@ export {
 } from './runc-runtime';
 export { RuntimeError, type RuntimeErrorReason } from './runtime-error';
 export {
+  BLOCKED_SYSCALLS,
+  DEFAULT_SECCOMP_PROFILE,
+  loadSeccompProfile,
+  seccompFor,
+  type SeccompProfile,
+} from './seccomp';
+export {
   SandboxNetwork,
   sandboxRules,
   hostIpv4Addresses,

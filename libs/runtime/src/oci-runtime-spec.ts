@@ -82,6 +82,28 @@ export interface OciResources {
   pids?: { limit: number };
 }
 
+/** https://github.com/opencontainers/runtime-spec/blob/v1.0.2/config-linux.md#seccomp */
+export interface OciSeccompArg {
+  index: number;
+  value: number;
+  valueTwo?: number;
+  op: string;
+}
+
+export interface OciSeccompRule {
+  names: string[];
+  action: string;
+  errnoRet?: number;
+  args?: OciSeccompArg[];
+}
+
+export interface OciSeccomp {
+  defaultAction: string;
+  defaultErrnoRet?: number;
+  architectures?: string[];
+  syscalls: OciSeccompRule[];
+}
+
 /** https://github.com/opencontainers/runtime-spec/blob/v1.0.2/config-linux.md */
 export interface OciLinux {
   namespaces: OciNamespace[];
@@ -90,6 +112,7 @@ export interface OciLinux {
   maskedPaths?: string[];
   readonlyPaths?: string[];
   sysctl?: Record<string, string>;
+  seccomp?: OciSeccomp;
 }
 
 /** The root of config.json. https://github.com/opencontainers/runtime-spec/blob/v1.0.2/config.md */

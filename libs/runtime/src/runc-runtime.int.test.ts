@@ -202,6 +202,58 @@ describe('RuncRuntime (real runc)', () => {
     expect(on.stdout).toMatch(/NoNewPrivs:\s+1/);
   });
 
+  it("filters syscalls with Docker's default seccomp profile (or stricter); unconfined only when asked", async () => {
+    const probe = [
+      'sh',
+      '-c',
+      [
+        'grep Seccomp: /proc/self/status',
+        'unshare -U true && echo userns-made || echo userns-refused',
+        'unshare -m true && echo mountns-made || echo mountns-refused',
+        'mkdir -p /mnt/t && (mount -t tmpfs none /mnt/t && echo mounted || echo mount-refused)',
+        // clone(2) with namespace flags, not only unshare(2)
+        'nsenter --help >/dev/null 2>&1; echo done',
+      ].join('; '),
+    ];
+    const filtered = await run(probe);
+    expect(filtered.stdout).toMatch(/Seccomp:\s+2/);
+    expect(filtered.stdout).toContain('userns-refused');
+    expect(filtered.stdout).toContain('mountns-refused');
+    expect(filtered.stdout).toContain('mount-refused');
+    expect(filtered.stderr).toMatch(/Operation not permitted/);
+    // the same process without the filter: it is the filter that refuses a user namespace
+    const open = new RuncRuntime({
+      runcPath: RUNC,
+      stateRoot,
+      bundleDir,
+      cgroupParent: CGROUP_PARENT,
+      seccompProfile: null,
+    });
+    const unfiltered = await runCollected(open, `t${process.pid}-${++seq}`, { rootfs, args: probe }, {});
+    expect(unfiltered.stdout).toMatch(/Seccomp:\s+0/);
+    expect(unfiltered.stdout).toContain('userns-made');
+    // everyday work is untouched: processes, pipes, files, signals
+    const work = await run(['sh', '-c', 'echo a | sort; (sleep 5 & kill $!); touch /tmp/x && ls /tmp/x']);
+    expect(work).toMatchObject({ exitCode: 0, stdout: 'a\n/tmp/x\n' });
+  });
+
+  it('a missing seccomp profile fails the run naming the file and the package', async () => {
+    const broken = new RuncRuntime({
+      runcPath: RUNC,
+      stateRoot,
+      bundleDir,
+      cgroupParent: CGROUP_PARENT,
+      seccompProfile: path.join(work, 'no-such-profile.json'),
+    });
+    await expect(
+      broken.run(
+        't-missing-profile',
+        { rootfs, args: ['true'] },
+        { onStdout: () => undefined, onStderr: () => undefined },
+      ),
+    ).rejects.toThrow(/no-such-profile\.json cannot be read.*golang-github-containers-common/);
+  });
+
   it('a pids limit stops a fork loop and the run still ends', async () => {
     const r = await run(
       // busybox sh gives up on a failed fork, so the loop runs in a subshell

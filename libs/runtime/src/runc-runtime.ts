@@ -23,6 +23,7 @@ import {
   type RuntimeSpecOptions,
 } from './runtime-spec';
 import { resolveUser } from './user';
+import { DEFAULT_SECCOMP_PROFILE, loadSeccompProfile, SeccompProfile } from './seccomp';
 
 /** Where runc and our per-container files live. */
 export interface RuncRuntimeOptions {
@@ -42,6 +43,11 @@ export interface RuncRuntimeOptions {
   sandboxTools?: SandboxTools;
   /** The host's resolver config, read for a sandboxed step's nameservers. Default /etc/resolv.conf. */
   hostResolvConf?: string;
+  /**
+   * Docker-format seccomp profile every container gets ({@link seccompFor} makes it Docker's
+   * default or stricter). Default {@link DEFAULT_SECCOMP_PROFILE}; null: no filter (unconfined).
+   */
+  seccompProfile?: string | null;
 }
 
 /** What to run: {@link RuntimeSpecOptions} with `user` also accepted as a Dockerfile `USER` string. */
@@ -119,6 +125,7 @@ export class RuncRuntime {
   private readonly killGraceMs: number;
   private readonly active = new Set<string>();
   private memoryCgroup: Promise<MemoryCgroupLayout> | undefined;
+  private seccomp: Promise<SeccompProfile | null> | undefined;
 
   constructor(private readonly options: RuncRuntimeOptions) {
     for (const [key, value] of [
@@ -228,8 +235,10 @@ export class RuncRuntime {
         );
         netnsPath = sandbox.netnsPath;
       }
+      const seccompProfile = await this.seccompProfile();
       const spec = generateRuntimeSpec({
         ...options,
+        ...(seccompProfile !== null ? { seccompProfile } : {}),
         user,
         cgroupsPath,
         nofile,
@@ -256,6 +265,20 @@ export class RuncRuntime {
       await fs.rm(bundle, { recursive: true, force: true });
       await removeStubs(stubs);
     }
+  }
+
+  /** The profile, read once; a failed read is retried on the next run. */
+  private seccompProfile(): Promise<SeccompProfile | null> {
+    const file =
+      this.options.seccompProfile === undefined ? DEFAULT_SECCOMP_PROFILE : this.options.seccompProfile;
+    if (file === null) {
+      return Promise.resolve(null);
+    }
+    this.seccomp ??= loadSeccompProfile(file).catch((err: unknown) => {
+      this.seccomp = undefined;
+      throw err;
+    });
+    return this.seccomp;
   }
 
   private async execute(

@@ -1,6 +1,8 @@
+import { release } from 'node:os';
 import * as path from 'node:path';
 import type { OciMount, OciNamespace, OciResources, OciRuntimeSpec } from './oci-runtime-spec';
 import { RuntimeError } from './runtime-error';
+import { SeccompProfile, seccompFor } from './seccomp';
 
 /** The OCI runtime-spec version we write (the one runc 1.1 implements). */
 export const OCI_VERSION = '1.0.2';
@@ -119,6 +121,11 @@ export interface RuntimeSpecOptions {
   nofile?: { soft: number; hard: number };
   /** Sets no_new_privs (setuid binaries stop elevating). Default false, as in Docker. */
   noNewPrivileges?: boolean;
+  /**
+   * A Docker-format seccomp profile ({@link loadSeccompProfile}), resolved against the final
+   * capabilities by {@link seccompFor}; none when unset.
+   */
+  seccompProfile?: SeccompProfile;
   /** Capability names (`CAP_` prefix optional); default {@link DEFAULT_CAPABILITIES}. */
   capabilities?: readonly string[];
   /** cgroup path for runc; absolute = from the hierarchy root. Default: runc chooses. */
@@ -353,6 +360,9 @@ export function generateRuntimeSpec(options: RuntimeSpecOptions): OciRuntimeSpec
   };
   if (Object.keys(sysctl).length > 0) {
     spec.linux.sysctl = sysctl;
+  }
+  if (options.seccompProfile !== undefined) {
+    spec.linux.seccomp = seccompFor(options.seccompProfile, capabilities, process.arch, release());
   }
   if (options.cgroupsPath !== undefined) {
     spec.linux.cgroupsPath = options.cgroupsPath;

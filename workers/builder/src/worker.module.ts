@@ -45,6 +45,7 @@ export class WorkerModule {
               runcPath: config.runtimePath,
               stateRoot: paths.runcRoot,
               bundleDir: paths.bundles,
+              seccompProfile: config.seccompProfile,
             }),
         },
         { provide: LayerCache, useFactory: () => new LayerCache(paths.layerCache) },
