@@ -8,6 +8,8 @@ const { tmpdir } = require('node:os');
 const { randomBytes } = require('node:crypto');
 const layers = require('../../dist/libs/layers/src');
 
+const RUNS = 15;
+
 async function snapshotMs(upper) {
   const start = process.hrtime.bigint();
   const { stream, done } = layers.snapshotDirectory(upper, { compression: 'gzip' });
@@ -44,11 +46,14 @@ async function main() {
       } finally {
         await layers.unmountOverlay(merged);
       }
-      await snapshotMs(upper); // warm-up (page cache, pigz start)
+      await snapshotMs(upper); // warm-up (page cache, compressor start)
+      // Median of 15 (5 were too few on a busy 2-core host: one stall moved the figure 2-5x),
+      // and the fastest run beside it: the cost without other processes in the way.
       const runs = [];
-      for (let i = 0; i < 5; i++) runs.push((await snapshotMs(upper)).ms);
+      for (let i = 0; i < RUNS; i++) runs.push((await snapshotMs(upper)).ms);
       runs.sort((a, b) => a - b);
-      process.stdout.write(`snapshot\tstratum\t${name}-on-200MB-base-ms\t${runs[2].toFixed(1)}\n`);
+      process.stdout.write(`snapshot\tstratum\t${name}-on-200MB-base-ms\t${runs[RUNS >> 1].toFixed(1)}\n`);
+      process.stdout.write(`snapshot\tstratum\t${name}-on-200MB-base-min-ms\t${runs[0].toFixed(1)}\n`);
     }
   } finally {
     rmSync(root, { recursive: true, force: true });

@@ -1,10 +1,10 @@
 // The gzip implementations a worker may use: each is deterministic, each decodes back to the
 // same tar, and the same tar always gets the same diffID whichever compressed it.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
-import { gunzipSync } from 'node:zlib';
-import { compressLayer, type CompressionOptions } from './layer-compression';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { compressLayer, type CompressionOptions, SMALL_LAYER_BYTES } from './layer-compression';
 
 // Half text, half random: both paths of a compressor (matches found / stored blocks).
 const text = Buffer.from(Array.from({ length: 200_000 }, (_, i) => `${i}\n`).join(''));
@@ -41,4 +41,47 @@ it('gives the same diffID whichever implementation compressed the tar', async ()
   );
   expect(new Set(results.map((r) => r.diffId)).size).toBe(1);
   expect(new Set(results.map((r) => r.digest)).size).toBe(3);
+});
+
+describe('auto: small layers in-process', () => {
+  const run = async (tar: Buffer, chunk = 16 * 1024): Promise<{ bytes: Buffer; diffId: string }> => {
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < tar.length; i += chunk) {
+      chunks.push(tar.subarray(i, i + chunk));
+    }
+    const layer = compressLayer(Readable.from(chunks), {});
+    const [bytes, digests] = await Promise.all([buffer(layer.stream), layer.done]);
+    return { bytes, diffId: digests.diffId };
+  };
+
+  it('a tar of at most SMALL_LAYER_BYTES is gzipped by zlib -6, arriving in many chunks', async () => {
+    const small = Buffer.concat([text.subarray(0, 100_000), randomBytes(SMALL_LAYER_BYTES - 100_000)]);
+    const a = await run(small);
+    expect(a.bytes.equals(gzipSync(small, { level: 6 }))).toBe(true);
+    expect(a.diffId).toBe(`sha256:${createHash('sha256').update(small).digest('hex')}`);
+    expect((await run(small, 1000)).bytes.equals(a.bytes)).toBe(true);
+  });
+
+  it('a larger tar goes to igzip as before, every byte of it (peeked chunks first)', async () => {
+    const large = Buffer.concat([text, randomBytes(SMALL_LAYER_BYTES)]);
+    const a = await run(large);
+    const viaIgzip = compressLayer(Readable.from([large]), { gzipImplementation: 'igzip' });
+    const [expected] = await Promise.all([buffer(viaIgzip.stream), viaIgzip.done]);
+    expect(a.bytes.equals(expected)).toBe(true);
+    expect(gunzipSync(a.bytes).equals(large)).toBe(true);
+  });
+
+  it('an error of the source fails the layer', async () => {
+    const failing = Readable.from(
+      (async function* () {
+        yield Buffer.alloc(1024);
+        throw new Error('disk gone');
+      })(),
+    );
+    const layer = compressLayer(failing, {});
+    const streamError = new Promise((resolve) => layer.stream.on('error', resolve));
+    layer.stream.resume();
+    await expect(layer.done).rejects.toThrow('disk gone');
+    expect(String(await streamError)).toMatch(/disk gone/);
+  });
 });

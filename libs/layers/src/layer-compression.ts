@@ -80,18 +80,75 @@ async function compressor(options: CompressionOptions): Promise<{ duplex: Duplex
 }
 
 /**
+ * A layer whose whole tar is at most this many bytes is gzipped in-process (zlib -6) under the
+ * `auto` choice: starting igzip or pigz (a fork and exec, 5-20 ms on a busy 2-core host) costs
+ * more than compressing a few KiB, and most RUN steps change only a few KiB. The rule depends on
+ * the tar's bytes only, so a given layer still always gets the same blob.
+ */
+export const SMALL_LAYER_BYTES = 256 * 1024;
+
+/**
+ * The first chunks of `tar`, up to `limit` bytes or its end, and a stream of all of it again
+ * (the peeked chunks, then the rest, with back-pressure).
+ */
+async function peek(tar: Readable, limit: number): Promise<{ ended: boolean; whole: Readable }> {
+  const it = tar[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const head: Buffer[] = [];
+  let size = 0;
+  let ended = false;
+  while (size <= limit) {
+    const r = await it.next();
+    if (r.done === true) {
+      ended = true;
+      break;
+    }
+    head.push(r.value);
+    size += r.value.length;
+  }
+  async function* all(): AsyncGenerator<Buffer> {
+    let finished = ended;
+    try {
+      yield* head;
+      for (let r = finished ? null : await it.next(); r !== null && r.done !== true; r = await it.next()) {
+        yield r.value;
+      }
+      finished = true;
+    } finally {
+      // torn down early (a failed pipeline): the source is closed too
+      if (!finished) {
+        await it.return?.();
+      }
+    }
+  }
+  return { ended, whole: Readable.from(all(), { objectMode: false }) };
+}
+
+/**
  * Compresses a plain tar stream while hashing it, in one pass: `diffId` over the tar bytes,
  * `digest` over the compressed bytes. Use it to import an existing rootfs tar as a layer.
  */
-export function compressLayer(tar: Readable, options: CompressionOptions = {}): LayerStream {
+export function compressLayer(input: Readable, options: CompressionOptions = {}): LayerStream {
   const compression = options.compression ?? 'gzip';
   const out = new PassThrough();
   const done = (async (): Promise<LayerDigests> => {
     let comp: { duplex: Duplex; exited: Promise<void> };
+    let tar = input;
     try {
-      comp = await compressor(options);
+      const auto =
+        compression === 'gzip' &&
+        (options.gzipImplementation ?? 'auto') === 'auto' &&
+        options.level === undefined;
+      const peeked = auto ? await peek(input, SMALL_LAYER_BYTES) : null;
+      if (peeked !== null) {
+        tar = peeked.whole;
+      }
+      comp =
+        peeked?.ended === true
+          ? { duplex: createGzip({ level: 6 }), exited: Promise.resolve() }
+          : await compressor(options);
     } catch (e) {
       tar.destroy();
+      input.destroy();
       out.destroy(e as Error);
       throw e;
     }
