@@ -7,7 +7,7 @@
 // and BuildKit's testExcludedFilesOnCopy tree. Debian's Buildah (1.28) has neither --exclude nor
 // --parents, so these follow the reference and BuildKit rather than a Buildah comparison.
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { lstat, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -17,13 +17,19 @@ import { Digest } from '@stratum/contracts';
 import { RuncRuntime } from '@stratum/runtime';
 import { FsBlobStore, FsRepositoryStore } from '@stratum/storage';
 import {
+  BuildahStore,
   buildWithEngine,
   contextTar,
+  differences,
   EngineBuildOptions,
   EngineBuildResult,
+  layoutFromStore,
   RedisServerHandle,
   startRedisServer,
+  tree as fileTree,
+  umociUnpack,
   unpackImage,
+  writeTree,
 } from '@stratum/testing';
 
 jest.setTimeout(120_000);
@@ -324,6 +330,31 @@ describe('COPY --link', () => {
     ]);
   });
 
+  it('--chown by name is resolved against the base; the layer is still reused when the base changes', async () => {
+    const chowned = (base: string): Record<string, string> => ({
+      Dockerfile: [
+        'FROM scratch AS base',
+        'COPY passwd /etc/passwd',
+        'COPY group /etc/group',
+        'COPY base.txt /base.txt',
+        'FROM base',
+        'COPY --link --chown=app:staff app/ /app/',
+      ].join('\n'),
+      passwd: 'root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234::/home/app:/bin/sh\n',
+      group: 'root:x:0:\nstaff:x:50:\n',
+      'base.txt': base,
+      'app/main.txt': 'main',
+    });
+    const first = await build(chowned('chown one'));
+    const second = await build(chowned('chown two'));
+    expect(statuses(second)).toEqual(['cached', 'cached', 'done', 'cached']);
+    const a = await engine.images.load(null, first.imageDigest);
+    const b = await engine.images.load(null, second.imageDigest);
+    expect(b.layers[3]?.digest).toBe(a.layers[3]?.digest);
+    const st = await lstat(join(await unpack(second.imageDigest), 'app/main.txt'));
+    expect([st.uid, st.gid]).toEqual([1234, 50]);
+  });
+
   it('without --link the same change rebuilds the COPY', async () => {
     const plain = (base: string): Record<string, string> => ({
       ...files(base),
@@ -340,6 +371,28 @@ describe('ADD of a local archive', () => {
     expect(small.length).toBeLessThan(512);
     const r = await build({ Dockerfile: 'FROM scratch\nADD layer.tar.gz /added/\n', 'layer.tar.gz': small });
     expect(await tree(await unpack(r.imageDigest))).toEqual(['added/', 'added/hello.txt=hi']);
+  });
+
+  it("gives the tree Debian's buildah gives for the same small archive (types, modes, owners, contents)", async () => {
+    const files = {
+      Dockerfile: 'FROM scratch\nADD layer.tar.gz /added/\n',
+      'layer.tar.gz': gzipSync(await contextTar({ 'hello.txt': 'hi', 'sub/x': 'x' })),
+    };
+    const r = await build(files);
+    const context = writeTree(files);
+    const buildah = new BuildahStore(join(work, 'buildah'));
+    try {
+      const theirs = buildah.build(context, 'small-gzip');
+      const oursLayout = join(work, 'ours-small-gzip');
+      await layoutFromStore(join(work, 'store'), r.imageDigest, oursLayout);
+      const a = await umociUnpack(oursLayout);
+      const b = await umociUnpack(theirs.layout);
+      expect(fileTree(b.rootfs).has('/added/hello.txt')).toBe(true);
+      expect(differences(fileTree(a.rootfs), fileTree(b.rootfs))).toEqual([]);
+    } finally {
+      buildah.clean();
+      await rm(context, { recursive: true, force: true });
+    }
   });
 });
 

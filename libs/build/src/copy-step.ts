@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, mkdir, open, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
@@ -24,14 +24,26 @@ export async function prepareCopyStep(
   input: StepInput<CopyInstruction | AddInstruction>,
 ): Promise<PreparedStep> {
   const { state, instr, instruction, workdir } = input;
-  const opts: CopyOptions = {
+  const opts: { -readonly [K in keyof CopyOptions]: CopyOptions[K] } = {
     ...(instr.exclude.length > 0 ? { exclude: createPathMatcher(instr.exclude) } : {}),
     parents: instr.kind === 'COPY' && instr.parents,
   };
   // COPY/ADD --link: the layer is made on an empty filesystem, so it does not depend on the
   // layers below and is keyed without them: a rebuild on a changed base reuses it (same
-  // digest). A named --chown needs the base's /etc/passwd, so it keeps the base in the key.
-  const link = instr.link && (instr.chown === undefined || /^\d+(:\d+)?$/.test(instr.chown));
+  // digest). A --chown is resolved against the base first (its /etc/passwd and /etc/group);
+  // the ids it gives, not the base, key the step.
+  const link = instr.link;
+  if (link && instr.chown !== undefined) {
+    const base = await host.mountState(
+      `${host.data.buildId.slice(0, 8)}-chown-${randomBytes(4).toString('hex')}`,
+      state,
+    );
+    try {
+      opts.owner = await chownOwner(base.root, instr);
+    } finally {
+      await base.release();
+    }
+  }
   const parent = link ? 'link' : input.parent;
   const target = link ? { ...state, layers: [] } : state;
   const linked = (prepared: PreparedStep): PreparedStep =>
@@ -50,7 +62,7 @@ export async function prepareCopyStep(
   }
   const createdBy = `${instr.kind} ${[...instr.sources, ...instr.inlineSources.map((s) => s.path)].join(' ')} ${instr.dest}`;
   const epoch = host.epoch;
-  const base = { workdir, epoch };
+  const base = { workdir, epoch, ...(opts.owner !== undefined ? { owner: opts.owner } : {}) };
   // COPY --from: the source stage's (or image's) key stands for every file it could read.
   if (instr.kind === 'COPY' && instr.from !== undefined) {
     const fromState = await host.fromState(instr.from, instr.startLine);
@@ -232,8 +244,23 @@ export async function prepareCopyStep(
   });
 }
 
+/** `--chown` resolved against the users and groups of the filesystem at `root`. */
+async function chownOwner(
+  root: string,
+  instr: CopyInstruction | AddInstruction,
+): Promise<{ uid: number; gid: number }> {
+  try {
+    const u = await resolveUser(root, instr.chown ?? '');
+    return { uid: u.uid, gid: u.gid };
+  } catch (err) {
+    throw new BuildError(`${instr.kind} --chown=${instr.chown}: ${(err as Error).message}`, instr.startLine);
+  }
+}
+
 interface CopyOptions {
   readonly exclude?: ExcludeFilter;
+  /** --chown resolved before the copy (--link: against the base, the copy has none below it). */
+  readonly owner?: { uid: number; gid: number };
   /** COPY --parents: each match keeps its path below its pivot (`a/./b` keeps `b`). */
   readonly parents: boolean;
 }
@@ -274,18 +301,7 @@ async function copyInto(
   workdir: string,
   opts: CopyOptions = { parents: false },
 ): Promise<void> {
-  let owner: { uid: number; gid: number } | null = null;
-  if (instr.chown !== undefined) {
-    try {
-      const u = await resolveUser(fs.merged, instr.chown);
-      owner = { uid: u.uid, gid: u.gid };
-    } catch (err) {
-      throw new BuildError(
-        `${instr.kind} --chown=${instr.chown}: ${(err as Error).message}`,
-        instr.startLine,
-      );
-    }
-  }
+  const owner = opts.owner ?? (instr.chown !== undefined ? await chownOwner(fs.merged, instr) : null);
   let mode: number | null = null;
   if (instr.chmod !== undefined) {
     if (!/^[0-7]{3,4}$/.test(instr.chmod)) {
