@@ -12,6 +12,7 @@ import { HealthController } from './health/health.controller';
 import { HooksModule } from './hooks/hooks.module';
 import { MaintenanceModule } from './maintenance/maintenance.module';
 import { MetricsModule } from './metrics/metrics.module';
+import { OutgoingModule } from './outgoing/outgoing.module';
 import { QueuesModule } from './queues/queues.module';
 import { ProjectsModule } from './projects/projects.module';
 import { PullsModule } from './pulls/pulls.module';
@@ -33,6 +34,7 @@ export class AppModule {
         ProjectsModule,
         HooksModule,
         BadgesModule,
+        OutgoingModule,
         MaintenanceModule,
         QueuesModule,
         MetricsModule,

@@ -171,6 +171,10 @@ function buildSchemas() {
     // server answers before a fetch) give up after this long: a URL pointing at a silent port
     // held the request for the whole fetch timeout.
     GIT_CONNECT_TIMEOUT_SECONDS: positiveInt.max(600).default(15),
+    /** Outgoing calls (forge commit statuses): attempts, first backoff (doubling), timeout of one call. */
+    OUTGOING_ATTEMPTS: positiveInt.max(50).default(15),
+    OUTGOING_BACKOFF_MS: positiveInt.max(3_600_000).default(5000),
+    OUTGOING_TIMEOUT_MS: positiveInt.max(300_000).default(10_000),
     GIT_ALLOW_FILE_URLS: bool.default(false),
     // maintenance (garbage collection, retention, clean-ups); a cron expression or "off"
     MAINTENANCE_SCHEDULE: z
@@ -542,6 +546,8 @@ export interface GitConfig {
   readonly connectTimeoutSeconds: number;
   /** True: projects may name `file://` repositories (tests, single-host setups). */
   readonly allowFileUrls: boolean;
+  /** Commit statuses to forges: attempts, first backoff (ms, doubling each time), one call's timeout (ms). */
+  readonly outgoing: { readonly attempts: number; readonly backoffMs: number; readonly timeoutMs: number };
 }
 
 /** Scheduled maintenance of the API (one replica runs each job, under a Redis lock). */
@@ -672,6 +678,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       fetchTimeoutSeconds: c.GIT_FETCH_TIMEOUT_SECONDS,
       connectTimeoutSeconds: c.GIT_CONNECT_TIMEOUT_SECONDS,
       allowFileUrls: c.GIT_ALLOW_FILE_URLS,
+      outgoing: {
+        attempts: c.OUTGOING_ATTEMPTS,
+        backoffMs: c.OUTGOING_BACKOFF_MS,
+        timeoutMs: c.OUTGOING_TIMEOUT_MS,
+      },
     },
     maintenance: {
       schedule: c.MAINTENANCE_SCHEDULE === 'off' ? null : c.MAINTENANCE_SCHEDULE,

@@ -85,6 +85,24 @@ export interface PushJobResult {
   readonly pushed: string[];
 }
 
+/**
+ * Tells the build's forge where its commit stands. Carries the build id only: the processor
+ * reads the build's state when it sends, so a late retry never sends an older state over a
+ * newer one, and the project's token is read (and opened) only there.
+ */
+export interface CommitStatusJobData {
+  readonly buildId: string;
+  /** Which change asked for it (one job per build and phase). */
+  readonly phase: 'queued' | 'finished';
+}
+
+export interface CommitStatusJobResult {
+  readonly buildId: string;
+  /** What was sent (`pending`, `success`…), or null when nothing was (no token, no forge, no build). */
+  readonly sent: string | null;
+  readonly reason?: string;
+}
+
 /** Job name -> payload: the discriminated union every producer and processor is typed by. */
 export interface JobDataMap {
   [JobName.Build]: BuildJobData;
@@ -92,6 +110,7 @@ export interface JobDataMap {
   [JobName.Commit]: CommitJobData;
   [JobName.RemoveContainer]: RemoveContainerJobData;
   [JobName.Push]: PushJobData;
+  [JobName.CommitStatus]: CommitStatusJobData;
 }
 
 export interface JobResultMap {
@@ -100,6 +119,7 @@ export interface JobResultMap {
   [JobName.Commit]: CommitJobResult;
   [JobName.RemoveContainer]: RemoveContainerJobResult;
   [JobName.Push]: PushJobResult;
+  [JobName.CommitStatus]: CommitStatusJobResult;
 }
 
 export type AnyJob = { [K in JobName]: { name: K; data: JobDataMap[K] } }[JobName];

@@ -13,6 +13,12 @@ export interface ProjectView {
   readonly repoUrl: string;
   /** The forge hosting it (commit links, commit statuses); null: not said (links guessed from the host). */
   readonly forge?: GitForge | null;
+  /** The forge's API base for commit statuses; null: derived from `repoUrl` (api.github.com, `/api/v4`, `/api/v1`). */
+  readonly forgeApiUrl?: string | null;
+  /** `owner/repo` (GitLab: project path or id) on the forge; null: taken from `repoUrl`. */
+  readonly forgeRepository?: string | null;
+  /** True when a forge token is set: builds then report commit statuses (`stratum/<name>`). */
+  readonly hasStatusToken?: boolean;
   /** Branches whose pushes build; `*` at the end of one matches any suffix. */
   readonly branches: string[];
   /** The build context inside the repository (`.`: its root). */

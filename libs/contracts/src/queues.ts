@@ -6,6 +6,8 @@ export const QueueName = {
   Build: 'build',
   Commit: 'commit',
   Push: 'push',
+  /** Calls out of the system (forge commit statuses): consumed by the API, never by a build worker. */
+  Outgoing: 'outgoing',
 } as const;
 export type QueueName = (typeof QueueName)[keyof typeof QueueName];
 
@@ -15,6 +17,7 @@ export const JobName = {
   Commit: 'commit',
   RemoveContainer: 'remove-container',
   Push: 'push',
+  CommitStatus: 'commit-status',
 } as const;
 export type JobName = (typeof JobName)[keyof typeof JobName];
 
@@ -27,7 +30,14 @@ export const QUEUE_JOBS: Readonly<Record<QueueName, readonly JobName[]>> = {
   // Any worker may run a container; it then holds the container's upper dir (see below).
   [QueueName.Commit]: [JobName.RunContainer],
   [QueueName.Push]: [JobName.Push],
+  [QueueName.Outgoing]: [JobName.CommitStatus],
 };
+
+/**
+ * Shared queues the API consumes, never a build worker: calls out of the system, which must
+ * not hold a build host's job slots (ARCHITECTURE: "Outgoing calls … their own queue").
+ */
+export const API_QUEUES: readonly QueueName[] = [QueueName.Outgoing];
 
 /**
  * Queues every worker has one of, named by {@link workerQueueName}, which only that worker

@@ -46,3 +46,12 @@ export {
   type WebhookCredentials,
   type WebhookHeaders,
 } from './webhooks';
+export {
+  commitStateOf,
+  commitStatusRequest,
+  defaultForgeTarget,
+  type CommitState,
+  type CommitStatus,
+  type ForgeRequest,
+  type ForgeTarget,
+} from './commit-status';

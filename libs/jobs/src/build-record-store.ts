@@ -36,6 +36,11 @@ export class BuildRecordStore {
   constructor(
     private readonly redis: Redis,
     private readonly retentionSeconds: number,
+    /**
+     * Told of every new record and every state change once written (commit statuses); it must
+     * not throw, and a build never waits on what it then does.
+     */
+    private readonly onChange?: (record: BuildRecord) => Promise<void>,
   ) {
     this.records = new JsonRecords<BuildRecord>(redis, {
       kind: 'build',
@@ -49,8 +54,8 @@ export class BuildRecordStore {
    * Writes a new build record; `firstEvent` (the API's `queued` state event) goes onto its
    * event stream in the same transaction, so that no record is seen without it.
    */
-  create(record: BuildRecord, firstEvent?: BuildEvent): Promise<void> {
-    return this.records.create(record, (tx) => {
+  async create(record: BuildRecord, firstEvent?: BuildEvent): Promise<void> {
+    await this.records.create(record, (tx) => {
       if (firstEvent !== undefined) {
         tx.xadd(...eventArgs(record.id, firstEvent));
       }
@@ -66,6 +71,7 @@ export class BuildRecordStore {
         }
       }
     });
+    await this.onChange?.(record);
   }
 
   /**
@@ -397,12 +403,14 @@ export class BuildRecordStore {
     // A finished record holds its steps (lists and metrics read records only): fold the hash
     // in once, at the end. The hash stays until the record expires; reads overlay it.
     const fields = isTerminalBuildState(state) ? await this.redis.hgetall(RedisKeys.buildSteps(id)) : {};
+    let changed = false;
     const record = await this.update(
       id,
       (r) => {
         if (isTerminalBuildState(r.state)) {
           throw new KeepRecord();
         }
+        changed = true;
         r.steps = withSteps(r, fields).steps;
         r.state = state;
         if (state === 'running') {
@@ -428,6 +436,9 @@ export class BuildRecordStore {
         tx.xadd(...eventArgs(id, { type: 'state', state, at }));
       },
     );
+    if (changed && record !== null) {
+      await this.onChange?.(record);
+    }
     return record;
   }
 

@@ -4,11 +4,22 @@ import { QueueName } from '@stratum/contracts';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { BuildRecordStore } from './build-record-store';
 import { BuildSecretStore } from './build-secret-store';
-import { BuildProducer, CommitProducer, createQueue, ProducerSettings, PushProducer } from './producers';
+import {
+  BuildProducer,
+  CommitProducer,
+  createQueue,
+  OutgoingProducer,
+  ProducerSettings,
+  PushProducer,
+} from './producers';
 import { createRedis } from './redis';
 
 function producerSettings(config: StratumConfig): ProducerSettings {
-  return { attempts: config.jobAttempts, retentionSeconds: config.buildRetentionSeconds };
+  return {
+    attempts: config.jobAttempts,
+    retentionSeconds: config.buildRetentionSeconds,
+    outgoing: { attempts: config.git.outgoing.attempts, backoffMs: config.git.outgoing.backoffMs },
+  };
 }
 
 /** Injection token of the shared ioredis connection. */
@@ -23,6 +34,7 @@ export class JobsModule implements OnApplicationShutdown {
     private readonly builds: BuildProducer,
     private readonly commits: CommitProducer,
     private readonly pushes: PushProducer,
+    private readonly outgoing: OutgoingProducer,
   ) {}
 
   /** Redis connection, build records and one producer per queue. */
@@ -36,10 +48,16 @@ export class JobsModule implements OnApplicationShutdown {
           useFactory: (config: StratumConfig) => createRedis(config.redisUrl, `stratum-${process.pid}`),
         },
         {
-          provide: BuildRecordStore,
+          provide: OutgoingProducer,
           inject: [REDIS, STRATUM_CONFIG],
           useFactory: (redis: Redis, config: StratumConfig) =>
-            new BuildRecordStore(redis, config.buildRetentionSeconds),
+            new OutgoingProducer(createQueue(QueueName.Outgoing, redis), producerSettings(config)),
+        },
+        {
+          provide: BuildRecordStore,
+          inject: [REDIS, STRATUM_CONFIG, OutgoingProducer],
+          useFactory: (redis: Redis, config: StratumConfig, outgoing: OutgoingProducer) =>
+            new BuildRecordStore(redis, config.buildRetentionSeconds, (r) => outgoing.buildChanged(r)),
         },
         {
           provide: BuildSecretStore,
@@ -67,12 +85,26 @@ export class JobsModule implements OnApplicationShutdown {
             ),
         },
       ],
-      exports: [REDIS, BuildRecordStore, BuildSecretStore, BuildProducer, CommitProducer, PushProducer],
+      exports: [
+        REDIS,
+        BuildRecordStore,
+        BuildSecretStore,
+        BuildProducer,
+        CommitProducer,
+        PushProducer,
+        OutgoingProducer,
+      ],
     };
   }
 
   async onApplicationShutdown(): Promise<void> {
-    await Promise.all([this.builds.close(), this.commits.close(), this.pushes.close(), this.records.close()]);
+    await Promise.all([
+      this.builds.close(),
+      this.commits.close(),
+      this.pushes.close(),
+      this.outgoing.close(),
+      this.records.close(),
+    ]);
     this.redis.disconnect();
   }
 }

@@ -3,6 +3,9 @@ import { JobsOptions, Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import {
   BuildJobData,
+  BuildRecord,
+  BuildState,
+  isTerminalBuildState,
   CommitJobData,
   JobDataMap,
   JobName,
@@ -17,6 +20,8 @@ import { logErrorsThrottled, QUEUE_PREFIX } from './redis';
 export interface ProducerSettings {
   readonly attempts: number;
   readonly retentionSeconds: number;
+  /** Calls out of the system: attempts and first backoff (ms); default 15 and 5 s. */
+  readonly outgoing?: { readonly attempts: number; readonly backoffMs: number };
 }
 
 /**
@@ -38,6 +43,11 @@ export function jobOptions(name: JobName, jobId: string, settings: ProducerSetti
     case JobName.RunContainer:
       // A user's command may not be idempotent: run it once.
       return { ...base, attempts: 1 };
+    case JobName.CommitStatus: {
+      // A forge may be down for a while: 5 s doubling, 15 attempts ride out about a day.
+      const { attempts = 15, backoffMs = 5000 } = settings.outgoing ?? {};
+      return { ...base, attempts, backoff: { type: 'exponential', delay: backoffMs } };
+    }
   }
 }
 
@@ -139,6 +149,33 @@ export class CommitProducer extends QueueProducer<typeof JobName.RunContainer> {
 export class PushProducer extends QueueProducer<typeof JobName.Push> {
   push(data: PushJobData): Promise<void> {
     return this.enqueue(JobName.Push, data.pushId, data);
+  }
+}
+
+/**
+ * Calls out of the system, one job per build change. Only builds of a project make a commit
+ * status job (the processor finds whether the project has a forge token). Never throws: a
+ * status that cannot be queued is logged, and the build goes on.
+ */
+export class OutgoingProducer extends QueueProducer<typeof JobName.CommitStatus> {
+  private readonly logger = new Logger('OutgoingProducer');
+
+  async buildChanged(record: BuildRecord): Promise<void> {
+    if (record.source?.project === undefined || record.source.project === null) {
+      return;
+    }
+    const phase =
+      record.state === BuildState.Queued ? 'queued' : isTerminalBuildState(record.state) ? 'finished' : null;
+    if (phase === null) {
+      return;
+    }
+    try {
+      await this.enqueue(JobName.CommitStatus, `status-${record.id}-${phase}`, { buildId: record.id, phase });
+    } catch (err) {
+      this.logger.warn(
+        `commit status of build ${record.id} (${phase}) not queued: ${err instanceof Error ? err.message : String(err)}`,
+      );
+    }
   }
 }
 

@@ -7,7 +7,11 @@ const handler = (name: JobName): JobHandler => ({
   handle: async () => ({}) as JobResultMap[typeof name],
 });
 
-const all = (): JobHandler[] => Object.values(JobName).map(handler);
+/** Every job a build worker handles (the API consumes the outgoing queue). */
+const all = (): JobHandler[] =>
+  Object.values(JobName)
+    .filter((n) => n !== JobName.CommitStatus)
+    .map(handler);
 
 describe('routeHandlers', () => {
   it("routes shared queues and this worker's own commit queue", () => {
@@ -35,6 +39,10 @@ describe('routeHandlers', () => {
     expect(() => routeHandlers(runsOnly, 'h')).toThrow(/must be served together/);
     const commitsOnly = [handler(JobName.Commit), handler(JobName.RemoveContainer)];
     expect(() => routeHandlers(commitsOnly, 'h')).toThrow(/must be served together/);
+    // Outgoing calls are the API's: a worker handler for them belongs to no queue it serves.
+    expect(() => routeHandlers([handler(JobName.CommitStatus)], 'h')).toThrow(
+      /handler for "commit-status" belongs to no queue/,
+    );
     expect([...routeHandlers([handler(JobName.Build)], 'h').keys()]).toEqual(['build']);
   });
 

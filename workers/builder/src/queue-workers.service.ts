@@ -8,7 +8,14 @@ import {
 import { Job, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { JobName, QUEUE_JOBS, QueueName, WORKER_QUEUE_JOBS, workerQueueName } from '@stratum/contracts';
+import {
+  API_QUEUES,
+  JobName,
+  QUEUE_JOBS,
+  QueueName,
+  WORKER_QUEUE_JOBS,
+  workerQueueName,
+} from '@stratum/contracts';
 import { createRedis, logErrorsThrottled, QUEUE_PREFIX, RedisKeys } from '@stratum/jobs';
 import { HostSweeper } from './host-sweeper';
 import { AbortReason, JOB_HANDLERS, JobHandler } from './job-handler';
@@ -20,7 +27,9 @@ import { AbortReason, JOB_HANDLERS, JobHandler } from './job-handler';
  */
 export function servedQueues(workerId: string): [string, readonly JobName[]][] {
   return [
-    ...(Object.entries(QUEUE_JOBS) as [QueueName, readonly JobName[]][]),
+    ...(Object.entries(QUEUE_JOBS) as [QueueName, readonly JobName[]][]).filter(
+      ([queue]) => !API_QUEUES.includes(queue),
+    ),
     ...(Object.entries(WORKER_QUEUE_JOBS) as [QueueName, readonly JobName[]][]).map(
       ([base, names]): [string, readonly JobName[]] => [workerQueueName(base, workerId), names],
     ),

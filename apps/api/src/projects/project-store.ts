@@ -1,11 +1,28 @@
 import type { Redis } from 'ioredis';
 import { ProjectTrigger, ProjectView, StratumError } from '@stratum/contracts';
-import { GitCredentials } from '@stratum/git';
+import { defaultForgeTarget, ForgeTarget, GitCredentials } from '@stratum/git';
 
 /** A project as stored: the view plus its secrets. */
-export interface StoredProject extends Omit<ProjectView, 'hasSecret' | 'hasCredentials'> {
+export interface StoredProject extends Omit<ProjectView, 'hasSecret' | 'hasCredentials' | 'hasStatusToken'> {
   readonly secret: string | null;
   readonly credentials: GitCredentials | null;
+  /** The forge token of commit statuses, sealed (SecretBox, purpose `stratum-forge-tokens`). */
+  readonly statusToken?: string | null;
+}
+
+/** Key purpose of the SecretBox sealing forge tokens (AUTH_SECRET-derived, as push credentials). */
+export const FORGE_TOKEN_PURPOSE = 'stratum-forge-tokens';
+
+/** Where the project's forge API and repository are: its fields over what its URL says. */
+export function forgeTargetOf(project: StoredProject): ForgeTarget | null {
+  const forge = project.forge ?? null;
+  if (forge === null) {
+    return null;
+  }
+  const derived = defaultForgeTarget(forge, project.repoUrl);
+  const apiUrl = project.forgeApiUrl ?? derived?.apiUrl ?? null;
+  const repository = project.forgeRepository ?? derived?.repository ?? null;
+  return apiUrl === null || repository === null ? null : { forge, apiUrl, repository };
 }
 
 /** Redis keys of projects and webhooks, in one place. */
@@ -19,8 +36,16 @@ export const ProjectKeys = {
 
 /** The public face of a stored project: secrets reduced to "is set". */
 export function projectView(p: StoredProject): ProjectView {
-  const { secret, credentials, ...rest } = p;
-  return { ...rest, hasSecret: secret !== null, hasCredentials: credentials !== null };
+  const { secret, credentials, statusToken, ...rest } = p;
+  return {
+    ...rest,
+    forge: rest.forge ?? null,
+    forgeApiUrl: rest.forgeApiUrl ?? null,
+    forgeRepository: rest.forgeRepository ?? null,
+    hasSecret: secret !== null,
+    hasCredentials: credentials !== null,
+    hasStatusToken: statusToken !== undefined && statusToken !== null,
+  };
 }
 
 /** Projects in Redis: one JSON value per project and a set of names. */

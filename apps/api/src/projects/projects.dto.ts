@@ -13,6 +13,17 @@ const cron = z
 const projectFields = {
   repoUrl: z.string().min(1).max(2048),
   forge: z.enum(['github', 'gitlab', 'gitea'], { message: 'must be github, gitlab or gitea' }).nullable(),
+  forgeApiUrl: z
+    .url({ protocol: /^https?$/, message: 'must be an http(s) URL' })
+    .max(2048)
+    .nullable(),
+  forgeRepository: z
+    .string()
+    .max(512)
+    .regex(/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/, 'must be owner/repo (GitLab: group/…/project or an id)')
+    .nullable(),
+  /** Kept sealed; never shown (`hasStatusToken`). */
+  statusToken: z.string().min(1).max(4096).nullable(),
   branches: z
     .array(
       z
@@ -60,6 +71,9 @@ export const CreateProjectBodySchema = z.object({
   name: ProjectNameSchema,
   repoUrl: projectFields.repoUrl,
   forge: projectFields.forge.default(null),
+  forgeApiUrl: projectFields.forgeApiUrl.default(null),
+  forgeRepository: projectFields.forgeRepository.default(null),
+  statusToken: projectFields.statusToken.default(null),
   branches: projectFields.branches.default(['main']),
   context: projectFields.context.default('.'),
   dockerfile: projectFields.dockerfile.default('Dockerfile'),

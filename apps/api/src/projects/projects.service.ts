@@ -1,21 +1,45 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { ProjectRefState, ProjectTrigger, ProjectView, StratumError } from '@stratum/contracts';
-import { BuildRecordStore } from '@stratum/jobs';
+import { BuildRecordStore, SecretBox } from '@stratum/jobs';
 import { checkRepositoryUrl, isCommitSha } from '@stratum/git';
 import { ProjectBuilder } from './project-builder';
-import { ProjectStore, projectView, StoredProject } from './project-store';
+import {
+  FORGE_TOKEN_PURPOSE,
+  forgeTargetOf,
+  ProjectStore,
+  projectView,
+  StoredProject,
+} from './project-store';
 import { CreateProjectBody, TriggerProjectBody, UpdateProjectBody } from './projects.dto';
 
 /** `/api/v1/projects`: git repositories whose pushes or schedule build images. */
 @Injectable()
 export class ProjectsService {
+  private readonly tokens: SecretBox;
+
   constructor(
     @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
     private readonly store: ProjectStore,
     private readonly builder: ProjectBuilder,
     private readonly builds: BuildRecordStore,
-  ) {}
+  ) {
+    this.tokens = new SecretBox(config.auth.secret, FORGE_TOKEN_PURPOSE);
+  }
+
+  /** A forge token as stored: sealed under AUTH_SECRET (refused without one), null stays null. */
+  private sealToken(token: string | null): string | null {
+    if (token === null) {
+      return null;
+    }
+    if (!this.tokens.available) {
+      throw new StratumError(
+        'BAD_REQUEST',
+        'invalid request: statusToken: set AUTH_SECRET to store forge tokens (they are kept encrypted under it)',
+      );
+    }
+    return this.tokens.seal(Buffer.from(token));
+  }
 
   /** Each ref the project built, with its latest build, newest first. */
   async refs(name: string): Promise<ProjectRefState[]> {
@@ -35,6 +59,7 @@ export class ProjectsService {
     const now = new Date().toISOString();
     const project = this.check({
       ...body,
+      statusToken: this.sealToken(body.statusToken),
       repository: body.repository ?? body.name,
       createdAt: now,
       updatedAt: now,
@@ -54,7 +79,12 @@ export class ProjectsService {
 
   /** Changes the fields given; secrets left out stay as they are (GET never shows them). */
   async update(name: string, body: UpdateProjectBody): Promise<ProjectView> {
-    const defined = Object.fromEntries(Object.entries(body).filter(([, v]) => v !== undefined));
+    const defined: Record<string, unknown> = Object.fromEntries(
+      Object.entries(body).filter(([, v]) => v !== undefined),
+    );
+    if (body.statusToken !== undefined) {
+      defined.statusToken = this.sealToken(body.statusToken);
+    }
     const updated = await this.store.update(name, (p) =>
       this.check({ ...p, ...defined, updatedAt: new Date().toISOString() }),
     );
@@ -82,6 +112,17 @@ export class ProjectsService {
   }
 
   private check(p: StoredProject): StoredProject {
+    if (p.statusToken !== undefined && p.statusToken !== null) {
+      if ((p.forge ?? null) === null) {
+        throw new StratumError('BAD_REQUEST', 'invalid request: forge: required with a statusToken');
+      }
+      if (forgeTargetOf(p) === null) {
+        throw new StratumError(
+          'BAD_REQUEST',
+          'invalid request: forgeApiUrl and forgeRepository: required when repoUrl names no forge host',
+        );
+      }
+    }
     const problem = checkRepositoryUrl(p.repoUrl, this.config.git.allowFileUrls);
     if (problem !== null) {
       throw new StratumError('BAD_REQUEST', `invalid request: repoUrl: ${problem}`);

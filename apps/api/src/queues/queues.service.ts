@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { Queue } from 'bullmq';
 import { QueueName } from '@stratum/contracts';
-import { BuildProducer, CommitProducer, PushProducer } from '@stratum/jobs';
+import { BuildProducer, CommitProducer, OutgoingProducer, PushProducer } from '@stratum/jobs';
 import { QUEUE_JOB_STATES, QueueHealth, QueueJobState, QueuesOverview } from './queues.dto';
 
 /**
@@ -16,6 +16,7 @@ export class QueuesService {
     private readonly builds: BuildProducer,
     private readonly commits: CommitProducer,
     private readonly pushes: PushProducer,
+    private readonly outgoing: OutgoingProducer,
   ) {}
 
   async overview(): Promise<QueuesOverview> {
@@ -26,8 +27,10 @@ export class QueuesService {
     const committers = sharedHealth.find((q) => q.name === QueueName.Commit)?.workers ?? [];
     const perWorker = committers.map((id) => this.commits.onWorker(id).queue);
     const workerHealth = await Promise.all(perWorker.map((q) => health(q)));
+    // Consumed by the API replicas, whose consumers are not build workers (left out of `workers`).
+    const outgoing = await health(this.outgoing.queue);
     return {
-      queues: [...sharedHealth, ...workerHealth],
+      queues: [...sharedHealth, ...workerHealth, outgoing],
       workers: workerIds,
       at: new Date().toISOString(),
     };
