@@ -98,7 +98,7 @@ describe('registry auth (e2e, token flow, skopeo/podman/buildah)', () => {
     await http.put('/v2/team/app/manifests/v1').auth('alice', 'wrong').send('{}').expect(401);
 
     expect(await readdir(join(dataDir, 'store', 'blobs', 'sha256')).catch(() => [])).toEqual([]);
-    expect(await readdir(join(dataDir, 'registry', 'uploads')).catch(() => [])).toEqual([]);
+    expect(await readdir(join(dataDir, 'store', 'uploads')).catch(() => [])).toEqual([]);
     const token = await http
       .get('/v2/token?service=stratum&scope=registry:catalog:*')
       .auth('bob', 'plain-password');

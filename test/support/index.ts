@@ -14,3 +14,4 @@ export * from './dockerd';
 export * from './engine-build';
 export * from './cli';
 export * from './buildah-compare';
+export * from './service-process';

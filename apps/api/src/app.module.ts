@@ -1,7 +1,7 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { ConfigModule, StratumConfig } from '@stratum/config';
-import { JobsModule } from '@stratum/jobs';
+import { JobsModule, StoreProbeModule } from '@stratum/jobs';
 import { StorageModule } from '@stratum/storage';
 import { BadgesModule } from './badges/badges.module';
 import { BuildsModule } from './builds/builds.module';
@@ -27,6 +27,8 @@ export class AppModule {
         ConfigModule.forRoot(config),
         StorageModule,
         JobsModule.forRoot(),
+        // Refuses to start when this process does not see the store the others use.
+        StoreProbeModule.forRoot('api'),
         BuildsModule,
         RegistryModule,
         PullsModule,

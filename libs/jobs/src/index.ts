@@ -7,3 +7,4 @@ export * from './jobs.module';
 export * from './secret-box';
 export * from './build-secret-store';
 export * from './build-stats';
+export * from './store-probe';

@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { MediaType } from '@stratum/oci';
 import S3rver from 's3rver';
-import { BlobDigest, BlobStore, createStorage, Storage } from '@stratum/storage';
+import { BlobDigest, BlobStore, createStorage, Storage, UploadPartStore } from '@stratum/storage';
+import type { StorageConfig } from '@stratum/config';
 import { RedisServerHandle, startRedisServer } from '@stratum/testing';
 import { RegistryError, toRegistryError } from './registry-error';
 import { RegistryService } from './registry.service';
@@ -34,12 +35,21 @@ async function expectCode(p: Promise<unknown>, code: string): Promise<RegistryEr
   throw new Error(`expected ${code}`);
 }
 
+async function uploadIds(parts: UploadPartStore): Promise<string[]> {
+  const ids: string[] = [];
+  for await (const u of parts.listUploads()) {
+    ids.push(u.id);
+  }
+  return ids;
+}
+
 // The same behaviour over both storage backends: the fs store and S3 (s3rver, in-process).
 describe.each(['fs', 's3'] as const)('RegistryService (%s store, real redis)', (backend) => {
   let redisServer: RedisServerHandle;
   let redis: Redis;
   let dir: string;
-  let uploadDir: string;
+  let parts: UploadPartStore;
+  let storageConfig: StorageConfig;
   let registry: RegistryService;
   let blobs: BlobStore;
   let s3: { server: S3rver; dir: string; endpoint: string } | null = null;
@@ -66,21 +76,21 @@ describe.each(['fs', 's3'] as const)('RegistryService (%s store, real redis)', (
   beforeEach(async () => {
     await redis.flushall();
     dir = await mkdtemp(join(tmpdir(), 'stratum-registry-'));
-    uploadDir = join(dir, 'uploads');
-    const storage: Storage =
+    storageConfig =
       s3 === null
-        ? await createStorage({ kind: 'fs', root: join(dir, 'store') })
-        : await createStorage({
+        ? { kind: 'fs', root: join(dir, 'store') }
+        : {
             kind: 's3',
             endpoint: s3.endpoint,
             bucket: `registry-${process.pid}-${++bucketSeq}`,
             accessKey: 'S3RVER',
             secretKey: 'S3RVER',
             region: 'us-east-1',
-          });
+          };
+    const storage: Storage = await createStorage(storageConfig);
     blobs = storage.blobs;
-    const uploads = new UploadSessionStore(redis, uploadDir, 3600);
-    await uploads.init();
+    parts = storage.uploads;
+    const uploads = new UploadSessionStore(redis, parts, 3600);
     registry = new RegistryService(blobs, storage.repositories, uploads, redis, {
       maxPageSize: 50,
     });
@@ -208,7 +218,39 @@ describe.each(['fs', 's3'] as const)('RegistryService (%s store, real redis)', (
     expect(done).toEqual({ digest: sha('abcdefgh'), size: 8 });
     expect(await text((await registry.getBlob('ns/app', done.digest)).stream)).toBe('abcdefgh');
     await expectCode(registry.uploadStatus('ns/app', id), 'BLOB_UPLOAD_UNKNOWN');
-    expect(await readdir(uploadDir)).toEqual([]);
+    expect(await uploadIds(parts)).toEqual([]);
+  });
+
+  it('a chunked upload moves between two replicas (one Redis, one store, no local bytes)', async () => {
+    // A second "replica": its own store clients and session store on the same Redis and store.
+    const other = await createStorage(storageConfig);
+    const replicaB = new RegistryService(
+      other.blobs,
+      other.repositories,
+      new UploadSessionStore(redis, other.uploads, 3600),
+      redis,
+    );
+    const big = Buffer.alloc(300_000, 'z');
+    const start = await registry.startUpload('ns/app');
+    if (start.kind !== 'session') {
+      throw new Error('expected a session');
+    }
+    const id = start.upload.id;
+    await registry.appendUpload('ns/app', id, Readable.from([Buffer.from('abc')]), { contentRange: '0-2' });
+    expect((await replicaB.uploadStatus('ns/app', id)).offset).toBe(3);
+    await replicaB.appendUpload('ns/app', id, Readable.from([big]), {
+      contentRange: `3-${3 + big.length - 1}`,
+    });
+    await registry.appendUpload('ns/app', id, Readable.from([Buffer.from('def')]));
+    const whole = Buffer.concat([Buffer.from('abc'), big, Buffer.from('def'), Buffer.from('gh')]);
+    const done = await replicaB.completeUpload('ns/app', id, sha(whole), Readable.from([Buffer.from('gh')]));
+    expect(done).toEqual({ digest: sha(whole), size: whole.length });
+    expect(
+      createHash('sha256')
+        .update(Buffer.from(await text((await registry.getBlob('ns/app', done.digest)).stream), 'utf8'))
+        .digest('hex'),
+    ).toBe(done.digest.slice(7));
+    expect(await uploadIds(parts)).toEqual([]);
   });
 
   it('a PUT with the wrong digest drops the session and its bytes', async () => {
@@ -219,7 +261,7 @@ describe.each(['fs', 's3'] as const)('RegistryService (%s store, real redis)', (
     await registry.appendUpload('repo', start.upload.id, Readable.from([Buffer.from('data')]));
     await expectCode(registry.completeUpload('repo', start.upload.id, sha('not data')), 'DIGEST_INVALID');
     await expectCode(registry.uploadStatus('repo', start.upload.id), 'BLOB_UPLOAD_UNKNOWN');
-    expect(await readdir(uploadDir)).toEqual([]);
+    expect(await uploadIds(parts)).toEqual([]);
     await expectCode(registry.statBlob('repo', sha('data')), 'BLOB_UNKNOWN');
   });
 
@@ -409,10 +451,10 @@ describe.each(['fs', 's3'] as const)('RegistryService (%s store, real redis)', (
       throw new Error('expected a session');
     }
     await registry.appendUpload('repo', start.upload.id, Readable.from([Buffer.from('data')]));
-    const uploads = new UploadSessionStore(redis, uploadDir, 3600);
+    const uploads = new UploadSessionStore(redis, parts, 3600);
     expect(await uploads.sweep(0)).toBe(0);
     await redis.flushall();
     expect(await uploads.sweep(0)).toBe(1);
-    expect(await readdir(uploadDir)).toEqual([]);
+    expect(await uploadIds(parts)).toEqual([]);
   });
 });

@@ -484,14 +484,16 @@ export class RegistryService {
       body?.resume();
       throw err;
     }
-    let offset = session.offset;
+    let current = session;
     if (body !== undefined) {
-      offset = (await this.appendUpload(repository, id, body, options)).offset;
+      await this.appendUpload(repository, id, body, options);
+      // The parts as they are now (this chunk, and any another replica took meanwhile).
+      current = await this.session(repository, id);
     }
     try {
-      const put = await this.blobs.put(this.uploads.read(session.id), {
+      const put = await this.blobs.put(this.uploads.read(current), {
         expectedDigest: expected,
-        expectedSize: offset,
+        expectedSize: current.offset,
       });
       await this.repositories.linkBlob(repository, put.digest);
       await this.uploads.delete(session.id);

@@ -6,11 +6,17 @@ import { RepositoryStore } from './repository-store';
 import { S3BlobStore } from './s3-blob-store';
 import { S3RepositoryStore } from './s3-repository-store';
 import { createS3Client, ensureBucket } from './s3-util';
+import { FsMarkerStore, MarkerStore, S3MarkerStore } from './marker-store';
+import { FsUploadPartStore, S3UploadPartStore, UploadPartStore } from './upload-part-store';
 
 /** The two stores a service needs, on one backend. */
 export interface Storage {
   readonly blobs: BlobStore;
   readonly repositories: RepositoryStore;
+  /** Bytes of chunked registry uploads, on the same backend so every API replica sees them. */
+  readonly uploads: UploadPartStore;
+  /** Small notes outside the blob namespace (the shared-store probe). */
+  readonly markers: MarkerStore;
 }
 
 /**
@@ -22,7 +28,12 @@ export async function createStorage(config: StorageConfig): Promise<Storage> {
     case 'fs': {
       const blobs = new FsBlobStore(config.root);
       await blobs.init();
-      return { blobs, repositories: new FsRepositoryStore(config.root) };
+      return {
+        blobs,
+        repositories: new FsRepositoryStore(config.root),
+        uploads: new FsUploadPartStore(config.root),
+        markers: new FsMarkerStore(config.root),
+      };
     }
     case 's3': {
       const client = createS3Client(config);
@@ -30,6 +41,8 @@ export async function createStorage(config: StorageConfig): Promise<Storage> {
       return {
         blobs: new S3BlobStore(client, config.bucket),
         repositories: new S3RepositoryStore(client, config.bucket),
+        uploads: new S3UploadPartStore(client, config.bucket),
+        markers: new S3MarkerStore(client, config.bucket),
       };
     }
   }

@@ -23,4 +23,14 @@ export { createS3Client, ensureBucket } from './s3-util';
 export type { S3StorageConfig } from './s3-util';
 export { isStorageError, STORAGE_ERROR_CODES, StorageError } from './storage-error';
 export type { StorageErrorCode } from './storage-error';
-export { BLOB_STORE, REPOSITORY_STORE, StorageModule } from './storage.module';
+export {
+  BLOB_STORE,
+  MARKER_STORE,
+  REPOSITORY_STORE,
+  StorageModule,
+  UPLOAD_PART_STORE,
+} from './storage.module';
+export { FsMarkerStore, S3MarkerStore } from './marker-store';
+export type { MarkerStore } from './marker-store';
+export { FsUploadPartStore, MAX_UPLOAD_PARTS, S3UploadPartStore } from './upload-part-store';
+export type { UploadPartStore } from './upload-part-store';

@@ -235,7 +235,7 @@ export class S3BlobStore implements BlobStore {
  * A multipart upload that starts only once more than one part's worth of bytes has arrived;
  * smaller objects go up in one PutObject. At most one part is held in memory.
  */
-class MultipartUpload {
+export class MultipartUpload {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private uploadId: string | undefined;

@@ -6,6 +6,10 @@ import { createStorage, Storage } from './create-storage';
 export const BLOB_STORE = Symbol('BLOB_STORE');
 /** Injection token for the {@link RepositoryStore}. */
 export const REPOSITORY_STORE = Symbol('REPOSITORY_STORE');
+/** Injection token for the {@link UploadPartStore}. */
+export const UPLOAD_PART_STORE = Symbol('UPLOAD_PART_STORE');
+/** Injection token for the {@link MarkerStore}. */
+export const MARKER_STORE = Symbol('MARKER_STORE');
 /** Internal: both stores, built once. */
 const STORAGE = Symbol('STORAGE');
 
@@ -24,7 +28,9 @@ const STORAGE = Symbol('STORAGE');
     },
     { provide: BLOB_STORE, inject: [STORAGE], useFactory: (s: Storage) => s.blobs },
     { provide: REPOSITORY_STORE, inject: [STORAGE], useFactory: (s: Storage) => s.repositories },
+    { provide: UPLOAD_PART_STORE, inject: [STORAGE], useFactory: (s: Storage) => s.uploads },
+    { provide: MARKER_STORE, inject: [STORAGE], useFactory: (s: Storage) => s.markers },
   ],
-  exports: [BLOB_STORE, REPOSITORY_STORE],
+  exports: [BLOB_STORE, REPOSITORY_STORE, UPLOAD_PART_STORE, MARKER_STORE],
 })
 export class StorageModule {}

@@ -2,7 +2,7 @@ import { DynamicModule, Module } from '@nestjs/common';
 import { Redis } from 'ioredis';
 import { BuildEngine, RemoteImageSource, RedisBuildCacheIndex } from '@stratum/build';
 import { ConfigModule, STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { JobsModule, REDIS } from '@stratum/jobs';
+import { JobsModule, REDIS, StoreProbeModule } from '@stratum/jobs';
 import { LayerCache } from '@stratum/layers';
 import { ImageTransfer, RegistryClients, RemoteImageResolver } from '@stratum/registry';
 import { RuncRuntime } from '@stratum/runtime';
@@ -34,6 +34,8 @@ export class WorkerModule {
         ConfigModule.forRoot(config),
         StorageModule,
         JobsModule.forRoot(),
+        // Refuses to start when this process does not see the store the others use.
+        StoreProbeModule.forRoot('worker'),
         ContainersWorkerModule,
         PushWorkerModule,
       ],

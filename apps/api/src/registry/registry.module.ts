@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import { Inject, Module, OnApplicationShutdown, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import type { Redis } from 'ioredis';
@@ -14,7 +13,14 @@ import {
   RegistryService,
   UploadSessionStore,
 } from '@stratum/registry';
-import { BLOB_STORE, BlobStore, REPOSITORY_STORE, RepositoryStore } from '@stratum/storage';
+import {
+  BLOB_STORE,
+  BlobStore,
+  REPOSITORY_STORE,
+  RepositoryStore,
+  UPLOAD_PART_STORE,
+  UploadPartStore,
+} from '@stratum/storage';
 import { AuthModule } from '../auth/auth.module';
 import { RegistryAccessGuard } from './registry-access.guard';
 import { RegistryController } from './registry.controller';
@@ -37,17 +43,10 @@ const SWEEP_INTERVAL_MS = 3600 * 1000;
   providers: [
     {
       provide: UploadSessionStore,
-      inject: [REDIS, STRATUM_CONFIG],
-      useFactory: async (redis: Redis, config: StratumConfig): Promise<UploadSessionStore> => {
-        // Local disk even with S3: see UploadSessionStore.
-        const store = new UploadSessionStore(
-          redis,
-          join(config.dataDir, 'registry', 'uploads'),
-          UPLOAD_TTL_SECONDS,
-        );
-        await store.init();
-        return store;
-      },
+      inject: [REDIS, UPLOAD_PART_STORE],
+      // The bytes go to the shared store, so any replica can take any request of an upload.
+      useFactory: (redis: Redis, parts: UploadPartStore) =>
+        new UploadSessionStore(redis, parts, UPLOAD_TTL_SECONDS),
     },
     {
       provide: RegistryService,
