@@ -4,20 +4,31 @@
 # Buildah timed by ../shared/bench/peers.sh in the same run. Prints a table of seconds and the
 # ratio Stratum / BuildKit, the worker's and API's peak RSS, the snapshot micro-benchmark and a
 # registry pull comparison.
-# Usage: test/bench/bench.sh [WORKLOAD ...]     (npm run bench)
+# With --runs N the whole comparison runs N times (peers too) and the report gives each run's
+# table and the medians (a single workload's ratio moves by +-0.3 between runs on 2 cores).
+# With --throughput N (default 0: off) it also submits N small builds at once to each builder
+# (test/bench/throughput.sh): builds per minute and p50/p95 build time.
+# Usage: test/bench/bench.sh [--runs N] [--throughput N] [WORKLOAD ...]     (npm run bench)
 source "$(dirname "$0")/../../infra/lib.sh"
+source "$(dirname "$0")/throughput.sh"
+runs=1
+throughput=0
+while (($#)); do
+  case $1 in
+    --runs) runs=$2; shift 2 ;;
+    --throughput) throughput=$2; shift 2 ;;
+    *) break ;;
+  esac
+done
 setup_all
 cd "$STRATUM_ROOT"
 shared=$(cd "$STRATUM_ROOT/../shared" && pwd)
-out=${BENCH_OUT:-$STRATUM_ROOT/test-output/bench}
-rm -rf "$out"; mkdir -p "$out"
+out_root=${BENCH_OUT:-$STRATUM_ROOT/test-output/bench}
+rm -rf "$out_root"; mkdir -p "$out_root"
 export BENCH_TMP=${BENCH_TMP:-/tmp/stratum-bench-peers}
 workloads=("$@"); ((${#workloads[@]})) || workloads=($(ls "$shared/bench/workloads"))
 
-log "peers (BuildKit, Buildah): $shared/bench/peers.sh ${workloads[*]}"
-"$shared/bench/peers.sh" "${workloads[@]}" | tee "$out/peers.tsv"
-
-apt_install skopeo
+apt_install skopeo bc
 pids=()
 data=""
 cleanup() {
@@ -50,46 +61,61 @@ start_stack() {
   export STRATUM_URL=http://127.0.0.1:$aport
 }
 
-: >"$out/stratum.tsv"
-for w in "${workloads[@]}"; do
-  ctx=$BENCH_TMP/ctx/$w # the same context dirs peers.sh built
-  start_stack
-  for phase in cold warm; do
-    s=$(now)
-    apps/cli/bin/stratum build -t "bench/$w:latest" "$ctx" >>"$out/stratum-$w.log" 2>&1 ||
-      { log "stratum build of $w ($phase) failed; see $out/stratum-$w.log"; exit 1; }
-    e=$(now)
-    printf '%s\tstratum\t%s-build+push\t%.3f\n' "$w" "$phase" "$(echo "$e - $s" | bc)" | tee -a "$out/stratum.tsv"
-  done
-  printf '%s\tstratum\tworker-peak-rss-mb\t%s\n%s\tstratum\tapi-peak-rss-mb\t%s\n' \
-    "$w" "$(peak_rss_mb "$worker_pid")" "$w" "$(peak_rss_mb "$api_pid")" | tee -a "$out/stratum.tsv"
-  if [[ $w == bigdata ]]; then
-    # Registry pull: skopeo copy to a local dir, from Stratum and from CNCF Distribution holding the same image.
-    port=${BENCH_REGISTRY_PORT:-5099}
-    skopeo copy -q --src-tls-verify=false --dest-tls-verify=false \
-      "docker://127.0.0.1:$aport/bench/$w:latest" "docker://127.0.0.1:$port/mirror/$w:latest" >>"$out/skopeo.log" 2>&1
-    # Five rounds, the two registries interleaved (who goes first alternates); the median of
-    # each is reported. `sync` first: the build's dirty pages are not flushed during the pulls.
-    sync
-    a="stratum|127.0.0.1:$aport/bench/$w:latest" b="distribution|127.0.0.1:$port/mirror/$w:latest"
-    for order in "$a $b" "$b $a" "$a $b" "$b $a" "$a $b"; do
-      for src in $order; do
-        name=${src%%|*}; ref=${src#*|}; dir=$(mktemp -d)
-        s=$(now)
-        skopeo copy -q --src-tls-verify=false "docker://$ref" "dir:$dir/img" >>"$out/skopeo.log" 2>&1
-        e=$(now); rm -rf "$dir"
-        echo "$name $(echo "$e - $s" | bc)" >>"$out/skopeo-rounds.txt"
+one_run() {
+  log "peers (BuildKit, Buildah): $shared/bench/peers.sh ${workloads[*]}"
+  "$shared/bench/peers.sh" "${workloads[@]}" | tee "$out/peers.tsv"
+  : >"$out/stratum.tsv"
+  for w in "${workloads[@]}"; do
+    ctx=$BENCH_TMP/ctx/$w # the same context dirs peers.sh built
+    start_stack
+    for phase in cold warm; do
+      s=$(now)
+      apps/cli/bin/stratum build -t "bench/$w:latest" "$ctx" >>"$out/stratum-$w.log" 2>&1 ||
+        { log "stratum build of $w ($phase) failed; see $out/stratum-$w.log"; exit 1; }
+      e=$(now)
+      printf '%s\tstratum\t%s-build+push\t%.3f\n' "$w" "$phase" "$(echo "$e - $s" | bc)" | tee -a "$out/stratum.tsv"
+    done
+    printf '%s\tstratum\tworker-peak-rss-mb\t%s\n%s\tstratum\tapi-peak-rss-mb\t%s\n' \
+      "$w" "$(peak_rss_mb "$worker_pid")" "$w" "$(peak_rss_mb "$api_pid")" | tee -a "$out/stratum.tsv"
+    if [[ $w == bigdata ]]; then
+      # Registry pull: skopeo copy to a local dir, from Stratum and from CNCF Distribution holding the same image.
+      port=${BENCH_REGISTRY_PORT:-5099}
+      skopeo copy -q --src-tls-verify=false --dest-tls-verify=false \
+        "docker://127.0.0.1:$aport/bench/$w:latest" "docker://127.0.0.1:$port/mirror/$w:latest" >>"$out/skopeo.log" 2>&1
+      # Five rounds, the two registries interleaved (who goes first alternates); the median of
+      # each is reported. `sync` first: the build's dirty pages are not flushed during the pulls.
+      sync
+      a="stratum|127.0.0.1:$aport/bench/$w:latest" b="distribution|127.0.0.1:$port/mirror/$w:latest"
+      for order in "$a $b" "$b $a" "$a $b" "$b $a" "$a $b"; do
+        for src in $order; do
+          name=${src%%|*}; ref=${src#*|}; dir=$(mktemp -d)
+          s=$(now)
+          skopeo copy -q --src-tls-verify=false "docker://$ref" "dir:$dir/img" >>"$out/skopeo.log" 2>&1
+          e=$(now); rm -rf "$dir"
+          echo "$name $(echo "$e - $s" | bc)" >>"$out/skopeo-rounds.txt"
+        done
       done
-    done
-    for name in stratum distribution; do
-      median=$(awk -v n="$name" '$1 == n {print $2}' "$out/skopeo-rounds.txt" | sort -n | sed -n 3p)
-      printf '%s\t%s\tskopeo-pull\t%.3f\n' "$w" "$name" "$median" | tee -a "$out/stratum.tsv"
-    done
+      for name in stratum distribution; do
+        median=$(awk -v n="$name" '$1 == n {print $2}' "$out/skopeo-rounds.txt" | sort -n | sed -n 3p)
+        printf '%s\t%s\tskopeo-pull\t%.3f\n' "$w" "$name" "$median" | tee -a "$out/stratum.tsv"
+      done
+    fi
+  done
+  cleanup
+
+  log "snapshot micro-benchmark (one-file change on a 200 MB base)"
+  node test/bench/snapshot-bench.js | tee -a "$out/stratum.tsv"
+
+  if ((throughput > 0)); then
+    log "throughput: $throughput builds at once per builder"
+    throughput_bench "$throughput" | tee -a "$out/stratum.tsv"
   fi
+}
+
+for run in $(seq 1 "$runs"); do
+  out=$out_root/run$run
+  mkdir -p "$out"
+  ((runs > 1)) && log "run $run of $runs"
+  one_run
 done
-cleanup
-
-log "snapshot micro-benchmark (one-file change on a 200 MB base)"
-node test/bench/snapshot-bench.js | tee -a "$out/stratum.tsv"
-
-node test/bench/report.js "$out/peers.tsv" "$out/stratum.tsv" | tee "$out/report.txt"
+node test/bench/report.js "$out_root"/run*/ | tee "$out_root/report.txt"
