@@ -44,6 +44,21 @@ describe('loadConfig', () => {
     expect(loadConfig({ ...minimal, ALLOW_UNAUTHENTICATED_NETWORK: 'true' }).api.host).toBe('0.0.0.0');
   });
 
+  it('reads ACCESS_RULES as subject:pattern=actions and refuses a bad entry naming it', () => {
+    expect(loadConfig(minimal).auth.accessRules).toEqual([]);
+    expect(
+      loadConfig({ ...minimal, ACCESS_RULES: 'alice:team/*=pull+push, token:ci:ci/*=push,*:shared/*=pull' })
+        .auth.accessRules,
+    ).toEqual([
+      { subject: 'alice', pattern: 'team/*', actions: ['pull', 'push'] },
+      { subject: 'token:ci', pattern: 'ci/*', actions: ['push'] },
+      { subject: '*', pattern: 'shared/*', actions: ['pull'] },
+    ]);
+    for (const bad of ['alice=pull', 'alice:team/*=write', 'alice:Team/*=pull', ':x=pull', 'alice:x=']) {
+      expect(() => loadConfig({ ...minimal, ACCESS_RULES: bad })).toThrow(`ACCESS_RULES: "${bad}"`);
+    }
+  });
+
   it('reads TRUST_PROXY as a hop count or a list of addresses, unset as null', () => {
     expect(loadConfig(minimal).api.trustProxy).toBeNull();
     expect(loadConfig({ ...minimal, TRUST_PROXY: '1' }).api.trustProxy).toBe(1);

@@ -40,6 +40,9 @@ function buildSchemas() {
    * - REGISTRY_USERS: `user:password`, the password plain or a bcrypt hash (`$2y$…`, as htpasswd -B writes)
    * - API_TOKENS: `name:token` (Bearer on /api/v1 when API_AUTH=true; the password of a registry login)
    * - REPOSITORY_ACCESS: `pattern=public|private` (`*` matches anything), first match wins over ANONYMOUS_PULL
+   * - ACCESS_RULES: `subject:pattern=actions` (subject a user, `token:<name>` or `*` for anyone signed in;
+   *   actions `pull`, `push`, `delete` joined by `+`): once any is set, a signed-in principal may do on a
+   *   repository only what its matching rules grant (plus pull where the repository is public)
    * - REGISTRY_MIRRORS: `prefix=upstream-url` (credentials as URL userinfo), served pull-through at /v2/<prefix>/…
    * - REGISTRY_CREDENTIALS: `host[:port]=user:password` for pushes to, and pulls from, other registries
    * - REGISTRY_INSECURE: `host[:port]` reached over plain HTTP (Docker's `insecure-registries`)
@@ -60,6 +63,7 @@ function buildSchemas() {
     REGISTRY_USERS: z.string().optional(),
     API_TOKENS: z.string().optional(),
     REPOSITORY_ACCESS: z.string().optional(),
+    ACCESS_RULES: z.string().optional(),
     REGISTRY_MIRRORS: z.string().optional(),
     REGISTRY_CREDENTIALS: z.string().optional(),
     REGISTRY_INSECURE: z.string().optional(),
@@ -217,6 +221,8 @@ export interface AuthConfig {
   readonly tokenTtlSeconds: number;
   readonly anonymousPull: boolean;
   readonly repositoryAccess: readonly { readonly pattern: string; readonly access: 'public' | 'private' }[];
+  /** ACCESS_RULES; empty: every signed-in principal may pull, push and delete everywhere. */
+  readonly accessRules: readonly AccessRule[];
   readonly users: readonly { readonly username: string; readonly password: string }[];
   readonly apiTokens: readonly { readonly name: string; readonly token: string }[];
   /** Rate limit and back-off of password logins, and the threads that hash them. */
@@ -261,6 +267,40 @@ function splitOnce(item: string, sep: string): [string, string] | null {
   return i <= 0 || i === item.length - 1 ? null : [item.slice(0, i), item.slice(i + 1)];
 }
 
+/** What a user or token may do on the repositories a pattern matches (ACCESS_RULES). */
+export interface AccessRule {
+  /** A user name, `token:<name>`, or `*` for anyone signed in. */
+  readonly subject: string;
+  /** Repository name pattern, `*` matching any run of characters (`team/*`). */
+  readonly pattern: string;
+  readonly actions: readonly RepositoryAction[];
+}
+
+export type RepositoryAction = 'pull' | 'push' | 'delete';
+const REPOSITORY_ACTIONS: readonly string[] = ['pull', 'push', 'delete'];
+
+function parseAccessRules(value: string | undefined, problems: string[]): AccessRule[] {
+  return listItems(value).flatMap((item) => {
+    const eq = item.lastIndexOf('=');
+    const colon = eq < 0 ? -1 : item.lastIndexOf(':', eq);
+    const actions = eq < 0 ? [] : item.slice(eq + 1).split('+');
+    const subject = colon < 0 ? '' : item.slice(0, colon);
+    const pattern = colon < 0 ? '' : item.slice(colon + 1, eq);
+    if (
+      subject === '' ||
+      !/^[a-z0-9*][a-z0-9._/*-]*$/.test(pattern) ||
+      actions.length === 0 ||
+      !actions.every((x) => REPOSITORY_ACTIONS.includes(x))
+    ) {
+      problems.push(
+        `ACCESS_RULES: "${item}": each entry must be subject:pattern=actions, actions pull, push, delete joined by + (e.g. alice:team/*=pull+push)`,
+      );
+      return [];
+    }
+    return [{ subject, pattern, actions: actions as RepositoryAction[] }];
+  });
+}
+
 function parseAuth(a: AuthEnv, problems: string[]): AuthConfig {
   const users = listItems(a.REGISTRY_USERS).flatMap((item) => {
     const kv = splitOnce(item, ':');
@@ -300,6 +340,7 @@ function parseAuth(a: AuthEnv, problems: string[]): AuthConfig {
     tokenTtlSeconds: a.TOKEN_TTL_SECONDS,
     anonymousPull: a.ANONYMOUS_PULL,
     repositoryAccess,
+    accessRules: parseAccessRules(a.ACCESS_RULES, problems),
     users,
     apiTokens,
     login: {

@@ -2,6 +2,7 @@ import { CanActivate, ExecutionContext, Inject, Injectable, UnauthorizedExceptio
 import { Request } from 'express';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { CredentialVerifier, parseBearer } from './credential-verifier';
+import { setApiPrincipal } from './repository-access';
 
 /**
  * API tokens on the REST API (API_AUTH=true): every `/api/…` request needs
@@ -26,9 +27,11 @@ export class ApiTokenGuard implements CanActivate {
       return true;
     }
     const token = parseBearer(req.headers.authorization);
-    if (token === null || this.verifier.verifyToken(token) === null) {
+    const principal = token === null ? null : this.verifier.verifyToken(token);
+    if (principal === null) {
       throw new UnauthorizedException('an API token is required: Authorization: Bearer <token>');
     }
+    setApiPrincipal(req, principal);
     return true;
   }
 }

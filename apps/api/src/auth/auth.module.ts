@@ -12,6 +12,7 @@ import { LoginThrottle } from './login-throttle';
 import { PasswordLogin } from './password-login';
 import { RegistryAccessPolicy } from './registry-access-policy';
 import { RegistryTokenService } from './registry-token.service';
+import { RepositoryAccess } from './repository-access';
 import { TokenRegistryAuthorizer } from './token-registry-authorizer';
 
 /**
@@ -78,8 +79,9 @@ import { TokenRegistryAuthorizer } from './token-registry-authorizer';
           : new AllowAllRegistryAuthorizer(),
     },
     { provide: APP_GUARD, useClass: ApiTokenGuard },
+    RepositoryAccess,
   ],
-  exports: [REGISTRY_AUTHORIZER, RegistryTokenService, CredentialVerifier],
+  exports: [REGISTRY_AUTHORIZER, RegistryTokenService, CredentialVerifier, RepositoryAccess],
 })
 export class AuthModule implements OnApplicationShutdown {
   constructor(private readonly pool: BcryptPool) {}

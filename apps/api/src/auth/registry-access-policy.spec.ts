@@ -28,6 +28,53 @@ describe('RegistryAccessPolicy', () => {
   });
 });
 
+describe('RegistryAccessPolicy with ACCESS_RULES', () => {
+  const policy = new RegistryAccessPolicy({
+    anonymousPull: false,
+    repositoryAccess: [{ pattern: 'public/*', access: 'public' }],
+    accessRules: [
+      { subject: 'alice', pattern: 'team/*', actions: ['pull', 'push', 'delete'] },
+      { subject: 'bob', pattern: 'team/*', actions: ['pull'] },
+      { subject: 'token:ci', pattern: 'ci/*', actions: ['push'] },
+      { subject: '*', pattern: 'shared/*', actions: ['pull'] },
+      { subject: 'root', pattern: '*', actions: ['pull'] },
+    ],
+  });
+  const bob = { subject: 'bob', kind: 'user' } as const;
+  const ci = { subject: 'token:ci', kind: 'token' } as const;
+
+  it('grants per subject and pattern, plus pull where public and for every signed-in subject on *', () => {
+    expect(policy.actionsFor({ subject: 'alice', kind: 'user' }, 'team/app')).toEqual([
+      'pull',
+      'push',
+      'delete',
+    ]);
+    expect(policy.actionsFor(bob, 'team/app')).toEqual(['pull']);
+    expect(policy.actionsFor(bob, 'team')).toEqual([]);
+    expect(policy.actionsFor(bob, 'public/x')).toEqual(['pull']);
+    expect(policy.actionsFor(bob, 'shared/lib')).toEqual(['pull']);
+    expect(policy.actionsFor(ci, 'ci/app')).toEqual(['push']);
+    expect(policy.actionsFor({ subject: 'ci', kind: 'user' }, 'ci/app')).toEqual([]);
+    expect(policy.actionsFor(null, 'team/app')).toEqual([]);
+    expect(policy.actionsFor(null, 'public/x')).toEqual(['pull']);
+  });
+
+  it('grants the part of the requested scopes the rules allow; the catalog only with pull on *', () => {
+    expect(
+      policy.grant(bob, [
+        { type: 'repository', name: 'team/app', actions: ['pull', 'push', '*'] },
+        { type: 'repository', name: 'other/app', actions: ['pull'] },
+        { type: 'registry', name: 'catalog', actions: ['*'] },
+      ]),
+    ).toEqual([{ type: 'repository', name: 'team/app', actions: ['pull'] }]);
+    expect(
+      policy.grant({ subject: 'root', kind: 'user' }, [
+        { type: 'registry', name: 'catalog', actions: ['*'] },
+      ]),
+    ).toEqual([{ type: 'registry', name: 'catalog', actions: ['*'] }]);
+  });
+});
+
 describe('CredentialVerifier', () => {
   it('checks bcrypt and plain passwords, and API tokens as passwords', async () => {
     const v = new CredentialVerifier({

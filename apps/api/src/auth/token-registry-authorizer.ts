@@ -68,6 +68,21 @@ export class TokenRegistryAuthorizer implements RegistryAuthorizer {
     if (wanted.every((w) => scopesAllow(have, w))) {
       return grant;
     }
+    if (principal !== null && granted !== null) {
+      // Signed in, and no token would do: the principal's ACCESS_RULES do not allow it. A 403
+      // with the OCI error body; a token that merely lacks a scope it could get stays a 401.
+      const allowed = this.policy.grant(principal, wanted);
+      const missing = wanted.filter((w) => !scopesAllow(allowed, w));
+      if (missing.length > 0) {
+        throw new RegistryError(
+          'DENIED',
+          `requested access to the resource is denied: ${principal.subject} may not ${missing
+            .map((m) => `${m.actions.join(',')} ${m.type === 'registry' ? 'the catalog' : m.name}`)
+            .join('; ')}`,
+          { scopes: missing },
+        );
+      }
+    }
     throw this.challenge(
       request,
       wanted,

@@ -34,6 +34,7 @@ import {
   SubmitBuildQuery,
   SubmitBuildQuerySchema,
 } from './builds.dto';
+import { RepositoryAccess } from '../auth/repository-access';
 import { BuildsService } from './builds.service';
 
 const uuid = new ParseUUIDPipe({ version: '4' });
@@ -44,7 +45,10 @@ const MAX_SECRETS_BODY_BYTES = 24 * 1024 * 1024;
 @ApiTags('builds')
 @Controller('api/v1/builds')
 export class BuildsController {
-  constructor(private readonly builds: BuildsService) {}
+  constructor(
+    private readonly builds: BuildsService,
+    private readonly access: RepositoryAccess,
+  ) {}
 
   @Post()
   @HttpCode(202)
@@ -61,6 +65,7 @@ export class BuildsController {
     @Res({ passthrough: true }) res: Response,
     @Query(new ZodPipe(SubmitBuildQuerySchema)) query: SubmitBuildQuery,
   ): Promise<BuildSubmitted> {
+    this.access.assertTags(req, query.t);
     const length = req.headers['content-length'];
     const submitted = await this.builds.submit(req, length === undefined ? null : Number(length), query);
     res.setHeader('Location', submitted.url);
@@ -178,8 +183,10 @@ export class BuildsController {
   })
   async retry(
     @Param('id', uuid) id: string,
+    @Req() req: Request,
     @Res({ passthrough: true }) res: Response,
   ): Promise<BuildSubmitted> {
+    this.access.assertTags(req, (await this.builds.get(id)).tags);
     const submitted = await this.builds.retry(id);
     res.setHeader('Location', submitted.url);
     return submitted;

@@ -1,6 +1,6 @@
-import { Body, Controller, Delete, Get, HttpCode, Param, Post, Res } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Param, Post, Req, Res } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiResponse, ApiTags } from '@nestjs/swagger';
-import { Response } from 'express';
+import { Request, Response } from 'express';
 import { ContainerChanges, ContainerRecord } from '@stratum/contracts';
 import { ZodPipe } from '../common/zod-query.pipe';
 import {
@@ -12,6 +12,7 @@ import {
   CreateContainerBody,
   CreateContainerBodySchema,
 } from './containers.dto';
+import { RepositoryAccess } from '../auth/repository-access';
 import { ContainersService } from './containers.service';
 
 const containerId = new ZodPipe(ContainerIdParamSchema);
@@ -19,7 +20,10 @@ const containerId = new ZodPipe(ContainerIdParamSchema);
 @ApiTags('containers')
 @Controller('api/v1/containers')
 export class ContainersController {
-  constructor(private readonly containers: ContainersService) {}
+  constructor(
+    private readonly containers: ContainersService,
+    private readonly access: RepositoryAccess,
+  ) {}
 
   @Post()
   @HttpCode(202)
@@ -90,8 +94,10 @@ export class ContainersController {
   async commit(
     @Param('id', containerId) id: string,
     @Body(new ZodPipe(CommitContainerBodySchema)) body: CommitContainerBody,
+    @Req() req: Request,
     @Res({ passthrough: true }) res: Response,
   ): Promise<CommitAccepted> {
+    this.access.assert(req, body.repository, 'push');
     const accepted = await this.containers.commit(id, body);
     res.setHeader('Location', accepted.url);
     return accepted;

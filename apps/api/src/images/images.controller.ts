@@ -2,6 +2,7 @@ import { Body, Controller, Delete, Get, HttpCode, Param, Post, Query, Req } from
 import { ApiBody, ApiConsumes, ApiOperation, ApiParam, ApiResponse, ApiTags } from '@nestjs/swagger';
 import { Request } from 'express';
 import { ImageHistoryEntry, ImageSummary, RemovedImage } from '@stratum/images';
+import { parseReference } from '@stratum/oci';
 import { ZodPipe } from '../common/zod-query.pipe';
 import {
   ImageDetail,
@@ -15,6 +16,7 @@ import {
   TagImageBodySchema,
   TaggedImage,
 } from './images.dto';
+import { RepositoryAccess } from '../auth/repository-access';
 import { ImagesApiService } from './images.service';
 
 const ref = new ZodPipe(ImageRefParamSchema);
@@ -22,7 +24,10 @@ const ref = new ZodPipe(ImageRefParamSchema);
 @ApiTags('images')
 @Controller('api/v1/images')
 export class ImagesController {
-  constructor(private readonly images: ImagesApiService) {}
+  constructor(
+    private readonly images: ImagesApiService,
+    private readonly access: RepositoryAccess,
+  ) {}
 
   @Post('import')
   @HttpCode(201)
@@ -43,6 +48,7 @@ export class ImagesController {
     @Req() req: Request,
     @Query(new ZodPipe(ImportImageQuerySchema)) query: ImportImageQuery,
   ): Promise<ImportedImage> {
+    this.access.assert(req, query.repository, 'push');
     return this.images.import(req, query);
   }
 
@@ -92,9 +98,11 @@ export class ImagesController {
   @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
   @ApiResponse({ status: 409, description: 'IMAGE_CONFLICT' })
   remove(
+    @Req() req: Request,
     @Param('ref', ref) reference: string,
     @Query(new ZodPipe(RemoveImageQuerySchema)) query: RemoveImageQuery,
   ): Promise<RemovedImage> {
+    this.access.assert(req, parseReference(reference).repository, 'delete');
     return this.images.remove(reference, query.force);
   }
 
@@ -107,9 +115,12 @@ export class ImagesController {
   })
   @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
   tag(
+    @Req() req: Request,
     @Param('ref', ref) reference: string,
     @Body(new ZodPipe(TagImageBodySchema)) body: TagImageBody,
   ): Promise<TaggedImage> {
+    this.access.assert(req, parseReference(reference).repository, 'pull');
+    this.access.assert(req, body.repository, 'push');
     return this.images.tag(reference, body);
   }
 }

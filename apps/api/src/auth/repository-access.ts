@@ -1,0 +1,57 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { Request } from 'express';
+import { RepositoryAction, STRATUM_CONFIG, StratumConfig } from '@stratum/config';
+import { StratumError } from '@stratum/contracts';
+import { parseReference } from '@stratum/oci';
+import { Principal } from './credential-verifier';
+import { RegistryAccessPolicy } from './registry-access-policy';
+
+const PRINCIPAL = Symbol('apiPrincipal');
+type WithPrincipal = Request & { [PRINCIPAL]?: Principal };
+
+/** Records who a REST request is (ApiTokenGuard, once its token checked out). */
+export function setApiPrincipal(req: Request, principal: Principal): void {
+  (req as WithPrincipal)[PRINCIPAL] = principal;
+}
+
+/**
+ * The REST API's side of ACCESS_RULES: a request that writes into a repository (a build tagging
+ * into it, an import, a commit, a tag, a delete) needs that action there, as the registry's
+ * token flow does. With API_AUTH off the API has no identities (it then listens on loopback
+ * only, or behind an authenticating proxy) and everything is allowed.
+ */
+@Injectable()
+export class RepositoryAccess {
+  constructor(
+    @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
+    private readonly policy: RegistryAccessPolicy,
+  ) {}
+
+  /** Throws DENIED (403) unless the request's principal may do `action` on `repository`. */
+  assert(req: Request, repository: string, action: RepositoryAction): void {
+    if (!this.config.auth.api) {
+      return;
+    }
+    const principal = (req as WithPrincipal)[PRINCIPAL];
+    if (principal === undefined) {
+      throw new StratumError('UNAUTHORIZED', 'an API token is required: Authorization: Bearer <token>');
+    }
+    if (!this.policy.actionsFor(principal, repository).includes(action)) {
+      throw new StratumError(
+        'DENIED',
+        `${principal.subject} may not ${action} ${repository} (ACCESS_RULES)`,
+        { repository, action },
+      );
+    }
+  }
+
+  /** Push on the repository of each tag of our registry that a build or commit will write. */
+  assertTags(req: Request, tags: readonly string[]): void {
+    for (const tag of tags) {
+      const ref = parseReference(tag);
+      if (ref.registry === null) {
+        this.assert(req, ref.repository, 'push');
+      }
+    }
+  }
+}

@@ -1,0 +1,179 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import request from 'supertest';
+import { RedisServerHandle, startRedisServer } from '@stratum/testing';
+import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { isolatedTool, makeImage, skopeo, writeOciLayout } from './registry-fixtures';
+
+// Scoped access end to end (ACCESS_RULES): each user and API token may pull, push and delete
+// only where its rules say. The registry's token flow grants no more than that, a signed-in
+// request beyond it is a 403 DENIED with the OCI error body (skopeo and podman report "denied"),
+// and the REST API's writes (builds tagging into a repository, import, tag, delete) check the
+// same rules for the API token that asks.
+
+const SECRET = 'an-auth-secret-of-at-least-32-characters!';
+const CI_TOKEN = 'scoped-ci-token-0123456789abcdef';
+const OPS_TOKEN = 'scoped-ops-token-0123456789abcdef';
+
+interface OciErrors {
+  errors: { code: string; message: string }[];
+}
+
+describe('scoped access (e2e, ACCESS_RULES, token flow + REST)', () => {
+  let redis: RedisServerHandle;
+  let dataDir: string;
+  let work: string;
+  let api: ApiServerHandle;
+  let host: string;
+  let http: ReturnType<typeof request>;
+  let layout: string;
+
+  beforeAll(async () => {
+    redis = await startRedisServer();
+    dataDir = await mkdtemp(join(tmpdir(), 'stratum-scoped-e2e-'));
+    work = await mkdtemp(join(tmpdir(), 'stratum-scoped-work-'));
+    api = await startApiServer(
+      testConfig({
+        REDIS_URL: redis.url,
+        DATA_DIR: dataDir,
+        REGISTRY_AUTH: 'token',
+        API_AUTH: 'true',
+        AUTH_SECRET: SECRET,
+        REGISTRY_USERS: 'alice:alice-password,bob:bob-password',
+        API_TOKENS: `ci:${CI_TOKEN},ops:${OPS_TOKEN}`,
+        ANONYMOUS_PULL: 'false',
+        ACCESS_RULES: [
+          'alice:team/*=pull+push+delete',
+          'bob:team/*=pull',
+          'bob:bob/*=pull+push',
+          'token:ci:ci/*=pull+push',
+          'token:ops:*=pull+push+delete',
+        ].join(','),
+      }),
+    );
+    host = api.url.replace('http://', '');
+    http = request(api.url);
+    layout = join(work, 'layout');
+    await writeOciLayout(layout, 'v1', [await makeImage(work, { hello: 'scoped\n' })]);
+    await skopeo(
+      'copy',
+      '--dest-tls-verify=false',
+      '--dest-creds',
+      'alice:alice-password',
+      `oci:${layout}:v1`,
+      `docker://${host}/team/app:v1`,
+    );
+  }, 120_000);
+
+  afterAll(async () => {
+    await api?.close();
+    await redis?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it('the token endpoint grants only what the rules allow', async () => {
+    const res = await http
+      .get('/v2/token?service=stratum&scope=repository:team/app:pull,push,delete&scope=repository:bob/x:push')
+      .auth('bob', 'bob-password')
+      .expect(200);
+    const claims = JSON.parse(Buffer.from((res.body.token as string).split('.')[1], 'base64url').toString());
+    expect(claims.access).toEqual([
+      { type: 'repository', name: 'team/app', actions: ['pull'] },
+      { type: 'repository', name: 'bob/x', actions: ['push'] },
+    ]);
+  });
+
+  it('a push beyond the rules is 403 DENIED with the OCI body, by token or Basic; within them it works', async () => {
+    const token = (
+      await http
+        .get('/v2/token?service=stratum&scope=repository:team/app:pull,push')
+        .auth('bob', 'bob-password')
+        .expect(200)
+    ).body.token as string;
+    const denied = await http
+      .post('/v2/team/app/blobs/uploads/')
+      .set('Authorization', `Bearer ${token}`)
+      .expect(403);
+    expect((denied.body as OciErrors).errors[0]).toMatchObject({ code: 'DENIED' });
+    expect((denied.body as OciErrors).errors[0].message).toMatch(/bob may not pull,push team\/app/);
+    const basic = await http.post('/v2/team/app/blobs/uploads/').auth('bob', 'bob-password').expect(403);
+    expect((basic.body as OciErrors).errors[0].code).toBe('DENIED');
+    // the same token still pulls
+    await http.get('/v2/team/app/manifests/v1').set('Authorization', `Bearer ${token}`).expect(200);
+    // an anonymous request is still challenged (it may sign in), not denied
+    await http.post('/v2/team/app/blobs/uploads/').expect(401);
+  });
+
+  it('skopeo and podman: pull allowed, push and delete denied per action and repository', async () => {
+    await expect(
+      skopeo(
+        'copy',
+        '--dest-tls-verify=false',
+        '--dest-creds',
+        'bob:bob-password',
+        `oci:${layout}:v1`,
+        `docker://${host}/team/app:bob`,
+      ),
+    ).rejects.toThrow(/denied/i);
+    await skopeo(
+      'copy',
+      '--dest-tls-verify=false',
+      '--dest-creds',
+      'bob:bob-password',
+      `oci:${layout}:v1`,
+      `docker://${host}/bob/own:v1`,
+    );
+    const raw = await skopeo(
+      'inspect',
+      '--raw',
+      '--tls-verify=false',
+      '--creds',
+      'bob:bob-password',
+      `docker://${host}/team/app:v1`,
+    );
+    expect(JSON.parse(raw)).toHaveProperty('layers');
+    await expect(
+      skopeo('delete', '--tls-verify=false', '--creds', 'bob:bob-password', `docker://${host}/bob/own:v1`),
+    ).rejects.toThrow(/denied/i);
+
+    const podman = isolatedTool('podman', join(work, 'podman'));
+    await podman('pull', '--tls-verify=false', '--creds', 'bob:bob-password', `${host}/team/app:v1`);
+    await podman('tag', `${host}/team/app:v1`, `${host}/team/app:podman`);
+    await expect(
+      podman('push', '--tls-verify=false', '--creds', 'bob:bob-password', `${host}/team/app:podman`),
+    ).rejects.toThrow(/denied/i);
+    await podman('push', '--tls-verify=false', '--creds', 'alice:alice-password', `${host}/team/app:podman`);
+    await http.head('/v2/team/app/manifests/podman').auth('alice', 'alice-password').expect(200);
+    await podman('rmi', '-a', '-f');
+  }, 300_000);
+
+  it('the REST API checks the same rules for the API token: builds, import, tag, delete', async () => {
+    const asCi = (r: request.Test): request.Test => r.set('Authorization', `Bearer ${CI_TOKEN}`);
+    const build = await asCi(
+      http.post('/api/v1/builds?t=team/app:ci').set('Content-Type', 'application/x-tar'),
+    )
+      .send(Buffer.alloc(1024))
+      .expect(403);
+    expect(build.body).toMatchObject({ code: 'DENIED' });
+    expect(JSON.stringify(build.body)).toMatch(/token:ci may not push team\/app/);
+    const imported = await asCi(http.post('/api/v1/images/import?repository=team/imported'))
+      .set('Content-Type', 'application/x-tar')
+      .send(Buffer.alloc(1024))
+      .expect(403);
+    expect(imported.body).toMatchObject({ code: 'DENIED' });
+    await asCi(http.post('/api/v1/images/team/app:v1/tag'))
+      .send({ repository: 'ci/copy', tag: 'v1' })
+      .expect(403);
+    await asCi(http.delete('/api/v1/images/team/app:v1')).expect(403);
+    // ops may: the tag lands, the delete removes it
+    await http
+      .post('/api/v1/images/team/app:v1/tag')
+      .set('Authorization', `Bearer ${OPS_TOKEN}`)
+      .send({ repository: 'ci/copy', tag: 'v1' })
+      .expect(201);
+    await http.delete('/api/v1/images/ci/copy:v1').set('Authorization', `Bearer ${OPS_TOKEN}`).expect(200);
+    await http.head('/v2/team/app/manifests/v1').auth('alice', 'alice-password').expect(200);
+  });
+});
