@@ -1,5 +1,7 @@
 import { DockerfileError } from './dockerfile-error';
+import { createStageScope, planBuild } from './build-planner';
 import { parseDockerfile } from './dockerfile-parser';
+import { expandInstruction } from './expand-instruction';
 import type {
   AddInstruction,
   ArgInstruction,
@@ -460,15 +462,20 @@ describe('parseDockerfile: instructions', () => {
     // default escape `\`: `a\b` is `ab`, as in BuildKit
     expect(bs.chown).toBe('ab');
     expect(bs.exclude).toEqual(['xy']);
-    const tick = parseDockerfile(
+    const df = parseDockerfile(
       lines(
         '# escape=`',
         'FROM scratch',
-        'COPY --chown=DOMAIN\\user --exclude=c:\\tmp\\* --exclude="a``b" . c:\\app',
+        'COPY --chown=DOMAIN\\user --exclude=c:\\tmp\\* --exclude="a``b" --exclude=sp` ace . c:\\app',
       ),
-    ).stages[0].instructions[0] as CopyInstruction;
+    );
+    const tick = df.stages[0].instructions[0] as CopyInstruction;
     expect(tick.chown).toBe('DOMAIN\\user');
-    expect(tick.exclude).toEqual(['c:\\tmp\\*', 'a`b']);
+    // a backtick escape stays for the variable lexer, which takes it out once
+    expect(tick.exclude).toEqual(['c:\\tmp\\*', 'a``b', 'sp` ace']);
+    const expanded = expandInstruction(tick, createStageScope(planBuild(df)));
+    expect(expanded.chown).toBe('DOMAIN\\user');
+    expect(expanded.exclude).toEqual(['c:\\tmp\\*', 'a`b', 'sp ace']);
   });
 
   it('ONBUILD wraps a parsed trigger', () => {

@@ -513,11 +513,14 @@ function newNode(line: string, d: Directives, startLine: number, endLine: number
 }
 
 /**
- * BuildKit extractBuilderFlags: leading `--name[=value]` words, quotes removed. The escape
- * character is the file's (`# escape=`), as for every other word of a line: under
- * `` # escape=` `` a flag value such as `--chown=DOMAIN\user` keeps its `\`.
+ * BuildKit extractBuilderFlags: leading `--name[=value]` words, quotes removed, `\` escapes
+ * taken out. Under `` # escape=` `` the backtick is the escape character instead, as for every
+ * other word of a line (BuildKit still strips `\` there, so `--chown=DOMAIN\user` lost its
+ * `\`); a backtick escape is kept as written, because flag values go through the variable
+ * lexer afterwards, which takes it out once.
  */
 function extractBuilderFlags(line: string, escape: '\\' | '`'): [string, string[]] {
+  const keep = escape === '`';
   const words: string[] = [];
   let phase: 'spaces' | 'word' | 'quote' = 'spaces';
   let word = '';
@@ -568,7 +571,7 @@ function extractBuilderFlags(line: string, escape: '\\' | '`'): [string, string[
           continue;
         }
         pos++;
-        word += line[pos] ?? '';
+        word += (keep ? escape : '') + (line[pos] ?? '');
         continue;
       }
       word += ch;
@@ -585,7 +588,7 @@ function extractBuilderFlags(line: string, escape: '\\' | '`'): [string, string[
         continue;
       }
       pos++;
-      word += line[pos] ?? '';
+      word += (keep ? escape : '') + (line[pos] ?? '');
       continue;
     }
     word += ch;
