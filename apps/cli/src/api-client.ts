@@ -39,6 +39,8 @@ export interface SubmitOptions {
   readonly context?: string;
   /** The `secretsId` of {@link ApiClient.putSecrets}. */
   readonly secrets?: string;
+  /** Named contexts, name -> value as the server reads it (`sha256:` of an uploaded directory). */
+  readonly buildContexts?: Record<string, string>;
 }
 
 /** `GET /api/v1/images/:ref` (apps/api ImageDetail). */
@@ -311,6 +313,9 @@ export class ApiClient {
     if (o.secrets !== undefined) {
       q.set('secrets', o.secrets);
     }
+    if (o.buildContexts !== undefined && Object.keys(o.buildContexts).length > 0) {
+      q.set('buildcontexts', JSON.stringify(o.buildContexts));
+    }
     if (context === null) {
       q.set('context', o.context ?? '');
       return this.request('POST', `/api/v1/builds?${q.toString()}`);
@@ -373,6 +378,14 @@ export class ApiClient {
 
   cancelBuild(id: string): Promise<BuildRecord> {
     return this.request('DELETE', `/api/v1/builds/${encodeURIComponent(id)}`);
+  }
+
+  /** Stores a named context's tar (`--build-context name=DIR`); answers its digest. */
+  putBuildContext(tar: Readable): Promise<{ digest: string; size: number }> {
+    return this.request('POST', '/api/v1/builds/contexts', {
+      headers: { 'content-type': 'application/x-tar' },
+      body: tar,
+    });
   }
 
   /** A succeeded build's `--output`: its final filesystem (`tar`) or an OCI layout tar (`oci`). */

@@ -11,6 +11,7 @@ import { containerLogs, registerContainerCommands } from './container-commands';
 import { ContextDigestCache, contextFingerprint } from './context-cache';
 import { DockerfileLocation, locateDockerfile, planLocatedContext, tarContext } from './context-tar';
 import { parseOutputSpec, writeOutput } from './build-output';
+import { buildContexts } from './named-contexts';
 import { CredentialStore } from './credentials';
 import { counting, registerImageCommands } from './image-commands';
 import { onInterrupt } from './interrupt';
@@ -231,6 +232,12 @@ export function buildProgram(
       [],
     )
     .option(
+      '--build-context <name=DIR|docker-image://REF|GIT-URL|https://TARBALL>',
+      'a named context for FROM name / COPY --from=name (repeatable), as docker buildx build --build-context',
+      collect,
+      [],
+    )
+    .option(
       '-o, --output <type=local|tar|oci,dest=PATH>',
       'also hand back the result, as docker buildx build --output: type=local,dest=DIR (the files), type=tar,dest=FILE|- (them as a tar), type=oci,dest=FILE|- (an OCI layout tar); "-" alone: a tar on stdout',
     )
@@ -249,6 +256,7 @@ export function buildProgram(
           secret: string[];
           output?: string;
           check: boolean;
+          buildContext: string[];
         },
       ) => {
         if (o.check) {
@@ -275,7 +283,9 @@ export function buildProgram(
         const api = client();
         const loc = locateDockerfile(dir, o.file, process.cwd());
         const secrets = parseSecrets(o.secret, api.config.environment ?? {});
+        const named = await buildContexts(api, o.buildContext, process.cwd(), out);
         const options: SubmitOptions = {
+          ...(Object.keys(named).length > 0 ? { buildContexts: named } : {}),
           ...(secrets.size > 0 ? { secrets: await api.putSecrets(secrets) } : {}),
           tags: o.tag,
           dockerfile: loc.sentAs,

@@ -33,12 +33,13 @@ import { BuildError } from './build-errors';
 import { prepareCopyStep } from './copy-step';
 import { BuildEngineOptions, BuildOutcome, BuildRunContext, RemoteImage } from './engine-options';
 import { addHistory, cloneState, envMap, ImageState, scratchState } from './image-state';
+import { NamedContextHost, NamedContexts } from './named-context';
 import { LayerExports } from './layer-export';
 import { applyMetadata, isMetadataInstruction } from './metadata-steps';
 import { RunCacheStore } from './run-cache';
 import { MountedFrom } from './run-mounts';
 import { prepareRunStep } from './run-step';
-import { BuildAborted, PreparedStep, StepHost, stateWorkdir } from './step-host';
+import { BuildAborted, PreparedStep, stateWorkdir } from './step-host';
 import { workdirStep } from './workdir-step';
 
 /** Layers stored at once beside a build by default (LAYER_EXPORT_CONCURRENCY). */
@@ -121,8 +122,10 @@ export class BuildEngine {
 }
 
 /** One build's execution state. */
-class BuildRun implements StepHost {
+class BuildRun implements NamedContextHost {
   private readonly steps: StepRecord[] = [];
+  /** `--build-context` sources, made into states when first named. */
+  private readonly named: NamedContexts;
   private readonly live = new Set<ContainerFs>();
   private readonly stageNames = new Map<string, number>();
   /** Each finished stage's state, by stage index: what FROM <stage> and --from=<stage> read. */
@@ -142,6 +145,7 @@ class BuildRun implements StepHost {
     readonly filesystems: ContainerFilesystems,
   ) {
     this.epoch = sourceDateEpoch(data.buildArgs);
+    this.named = new NamedContexts(this, data.namedContexts);
     this.exports = new LayerExports(
       filesystems,
       Math.max(1, options.layerExportConcurrency ?? DEFAULT_LAYER_EXPORTS),
@@ -155,7 +159,7 @@ class BuildRun implements StepHost {
   }
 
   /** Time stamp of new history entries and of the image: now, or SOURCE_DATE_EPOCH when given. */
-  private now(): string {
+  now(): string {
     return (this.epoch === null ? new Date() : new Date(this.epoch * 1000)).toISOString();
   }
 
@@ -293,6 +297,11 @@ class BuildRun implements StepHost {
         return cloneState(parent);
       }
       case 'image': {
+        // A named context of that name (--build-context) stands in for the image, as buildx.
+        const named = this.named.state(stage.base.ref, stage.stage.from.startLine);
+        if (named !== null) {
+          return cloneState(await named);
+        }
         const image = await this.resolveImage(stage.base.ref, stage.stage.from.startLine);
         return {
           layers: [...image.layers],
@@ -612,8 +621,35 @@ class BuildRun implements StepHost {
         return state;
       }
     }
-    const image = await this.resolveImage(from, line);
+    const named = this.named.state(from, line);
+    if (named !== null) {
+      return named;
+    }
+    return this.imageState(from, line);
+  }
+
+  async imageState(ref: string, line: number): Promise<ImageState> {
+    const image = await this.resolveImage(ref, line);
     return { layers: [...image.layers], config: image.config, cacheKey: `image:${image.manifestDigest}` };
+  }
+
+  async lookupLayer(key: string): Promise<{ layer: LayerDescriptor | null; history: HistoryEntry } | null> {
+    return this.lookup(key);
+  }
+
+  async recordLayer(key: string, layer: LayerDescriptor | null, history: HistoryEntry): Promise<void> {
+    const record = (stored: LayerDescriptor | null): Promise<void> =>
+      this.engine.cacheIndex.put(key, {
+        version: 1,
+        layer: stored,
+        history,
+        recordedAt: new Date().toISOString(),
+      });
+    if (layer !== null && this.exports.isPending(layer)) {
+      await this.exports.after(layer, record);
+      return;
+    }
+    await record(layer);
   }
 
   /** Unmounts and removes what a failed or cancelled build left mounted. */

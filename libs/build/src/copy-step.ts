@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, mkdir, open, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, open, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { checkFileName, containerPath, resolveInRoot } from '@stratum/confine';
 import { AddInstruction, CopyInstruction, createPathMatcher, splitParentsSource } from '@stratum/dockerfile';
@@ -10,6 +10,8 @@ import { resolveUser } from '@stratum/runtime';
 import { stableJson, stepCacheKey } from './build-cache';
 import { BuildError } from './build-errors';
 import { copyIntoContainer, ExcludeFilter, matchSources, SourceEntry } from './file-copy';
+import { isGitSource } from '@stratum/git';
+import { checkoutBuildGitSource, resolveBuildGitSource } from './git-checkout';
 import { fetchRemote, isRemoteSource, parseChecksum, remoteFileName } from './remote-source';
 import { hashSources } from './source-hash';
 import { PreparedStep, StepHost, StepInput } from './step-host';
@@ -108,6 +110,10 @@ export async function prepareCopyStep(
           await copyInto(fs, instr, root, sources, workdir);
         }),
     });
+  }
+  // ADD <git url>: keyed by the commit its ref resolves to (add-git below).
+  if (instr.kind === 'ADD' && instr.sources.some((src) => isGitSource(src))) {
+    return linked(await prepareAddGit(host, { ...input, instr }, parent, target, createdBy, opts));
   }
   // Sources from the context (and, for ADD, URLs): keyed by the content of what is read.
   const remote: { url: string; checksum?: string }[] = [];
@@ -238,6 +244,12 @@ export async function prepareCopyStep(
           await copyInto(fs, instr, host.context.dir, toCopy, workdir, opts);
         }
         for (const f of fetched) {
+          // ADD --unpack=true: a remote archive is unpacked as a local one is (BuildKit's
+          // dockerfile 1.17 semantics); without it a URL is always copied as the file it is.
+          if (instr.kind === 'ADD' && instr.unpack === true && (await isLocalArchive(f.host))) {
+            await unpackArchive(fs, instr, f, workdir, host.options.maxAddUnpackedBytes);
+            continue;
+          }
           await copyInto(fs, instr, posix.dirname(f.host), [f], workdir);
         }
       }),
@@ -355,4 +367,110 @@ async function isLocalArchive(path: string): Promise<boolean> {
   } finally {
     await fh.close();
   }
+}
+
+/** Unpacks a downloaded archive into the destination directory (ADD --unpack=true of a URL). */
+async function unpackArchive(
+  fs: ContainerFs,
+  instr: AddInstruction,
+  file: SourceEntry,
+  workdir: string,
+  limit: number | undefined,
+): Promise<void> {
+  const dest = posix.isAbsolute(instr.dest) ? instr.dest : posix.join(workdir, instr.dest);
+  const destDir = containerPath(fs.merged, await resolveInRoot(fs.merged, dest));
+  await mkdir(destDir, { recursive: true });
+  await applyLayer(createReadStream(file.host), destDir, {
+    devices: 'reject',
+    kind: 'plain',
+    ...(limit !== undefined ? { maxBytes: limit } : {}),
+  }).catch((err: unknown) => {
+    if ((err as { cause?: { code?: unknown } }).cause?.code === 'TAR_TOO_LARGE') {
+      throw new BuildError(
+        `ADD ${file.rel}: the archive unpacks to more than MAX_ADD_UNPACKED_BYTES (${limit} bytes)`,
+        instr.startLine,
+      );
+    }
+    throw err;
+  });
+}
+
+/**
+ * `ADD <git url> <dir>` (https://docs.docker.com/reference/dockerfile/#adding-files-from-a-git-repository):
+ * the repository at `#ref` (default: the remote's HEAD), or its `:subdir`, is copied into the
+ * destination directory as a directory's contents, without `.git` unless `--keep-git-dir`.
+ * The ref is resolved first and the step keyed by the commit (and subdir, keep-git-dir), so a
+ * cached step fetches nothing; `--checksum=<commit>` must match the commit (or an annotated
+ * tag's object id), checked before anything is fetched. One git source per ADD here.
+ */
+async function prepareAddGit(
+  host: StepHost,
+  input: StepInput<AddInstruction>,
+  parent: string,
+  target: StepInput<AddInstruction>['state'],
+  createdBy: string,
+  opts: CopyOptions,
+): Promise<PreparedStep> {
+  const { instr, instruction, workdir } = input;
+  if (instr.sources.length !== 1) {
+    throw new BuildError('ADD: a git source must be the only source of its ADD', instr.startLine);
+  }
+  if (instr.unpack === true) {
+    throw new BuildError('ADD --unpack cannot be used with a git source', instr.startLine);
+  }
+  const url = instr.sources[0];
+  const scratch = join(host.jobDir, 'git');
+  const git = await resolveBuildGitSource(
+    url,
+    host.options,
+    host.ctx.signal,
+    scratch,
+    'ADD',
+    instr.startLine,
+    instr.checksum,
+  );
+  host.ctx.reporter.log(
+    null,
+    'system',
+    `ADD ${git.remote}#${git.source.ref ?? 'HEAD'}: commit ${git.resolved.commit}\n`,
+  );
+  const key = stepCacheKey({
+    parent,
+    instruction,
+    inputs: {
+      workdir,
+      epoch: host.epoch,
+      git: {
+        remote: git.remote,
+        commit: git.resolved.commit,
+        subdir: git.source.subdir,
+        keepGitDir: instr.keepGitDir,
+      },
+    },
+  });
+  return {
+    key,
+    metadata: null,
+    createdBy,
+    run: () =>
+      host.withContainer(target, async (fs) => {
+        const { checkout, dir } = await checkoutBuildGitSource(
+          git,
+          host.options,
+          host.ctx.signal,
+          scratch,
+          instr.keepGitDir,
+          'ADD',
+          instr.startLine,
+        );
+        try {
+          // The checkout's contents, as `COPY dir/ dest/` copies a directory's.
+          const sources = await matchSources(dir, ['.'], instr.startLine, instr.kind);
+          const dest = instr.dest.endsWith('/') ? instr.dest : `${instr.dest}/`;
+          await copyInto(fs, { ...instr, dest }, dir, sources, workdir, opts);
+        } finally {
+          await rm(checkout, { recursive: true, force: true });
+        }
+      }),
+  };
 }

@@ -1,3 +1,4 @@
+import type { GitTransport } from '@stratum/git';
 import { Digest } from '@stratum/contracts';
 import { LayerCache } from '@stratum/layers';
 import { RuncRuntime } from '@stratum/runtime';
@@ -72,6 +73,16 @@ export interface BuildEngineOptions {
   readonly maxContextBytes?: number;
   /** What the local archives of one ADD may unpack to (MAX_ADD_UNPACKED_BYTES); unlimited when unset. */
   readonly maxAddUnpackedBytes?: number;
+  /**
+   * Git sources (`ADD <git url>`, git named contexts): the transports allowed (ADD_GIT_SCHEMES;
+   * `file` for tests only), each git command's time limit, the disk one checkout may take.
+   * Default: https and ssh, 300 s, 2 GiB.
+   */
+  readonly gitSources?: {
+    readonly transports: readonly GitTransport[];
+    readonly timeoutMs: number;
+    readonly maxBytes: number;
+  };
   /** Most entries of a build context (MAX_CONTEXT_ENTRIES); unlimited when unset. */
   readonly maxContextEntries?: number;
   readonly compression?: 'gzip' | 'zstd';

@@ -1,4 +1,4 @@
-import { Digest } from './jobs';
+import { Digest, NamedContextSource } from './jobs';
 
 export const BuildState = {
   Queued: 'queued',
@@ -90,6 +90,8 @@ export interface BuildRecord {
   readonly noCache: boolean;
   /** The network asked for with the build (`network=`); absent: the service's default. */
   readonly network?: BuildNetwork;
+  /** Named build contexts (`buildcontexts=`, CLI `--build-context`); absent: none. */
+  readonly namedContexts?: Record<string, NamedContextSource>;
   readonly createdAt: string;
   startedAt: string | null;
   finishedAt: string | null;

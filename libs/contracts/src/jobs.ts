@@ -27,7 +27,24 @@ export interface BuildJobData {
   readonly network?: BuildNetwork;
   /** Id of the build's secrets bundle (BuildSecretStore), never the values themselves. */
   readonly secretsId?: string;
+  /**
+   * Named build contexts (`--build-context name=…`, as buildx): `FROM name`, `COPY --from=name`
+   * and `RUN --mount=from=name` use them instead of an image or stage of that name.
+   */
+  readonly namedContexts?: Record<string, NamedContextSource>;
 }
+
+/**
+ * What a named build context is (buildx `--build-context name=<value>`): a directory the
+ * client uploaded (its tar's digest), an image (`docker-image://ref`), a git repository (a git
+ * URL with `#ref:subdir`), or a tarball over HTTP(S).
+ * https://docs.docker.com/reference/cli/docker/buildx/build/#build-context
+ */
+export type NamedContextSource =
+  | { readonly kind: 'local'; readonly digest: Digest }
+  | { readonly kind: 'image'; readonly ref: string }
+  | { readonly kind: 'git'; readonly url: string }
+  | { readonly kind: 'http'; readonly url: string };
 
 export interface BuildJobResult {
   readonly buildId: string;

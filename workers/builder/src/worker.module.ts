@@ -80,6 +80,11 @@ export class WorkerModule {
               stepNetworkDefault: c.stepNetworkDefault,
               maxContextBytes: c.maxContextBytes,
               maxAddUnpackedBytes: c.maxAddUnpackedBytes,
+              gitSources: {
+                transports: c.addGit.schemes,
+                timeoutMs: c.addGit.timeoutSeconds * 1000,
+                maxBytes: c.addGit.maxBytes,
+              },
               maxContextEntries: c.maxContextEntries,
               layerCacheMaxBytes: c.layerCacheMaxBytes,
               runCacheMaxBytes: c.runCacheMaxBytes,

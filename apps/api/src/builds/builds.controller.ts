@@ -23,6 +23,7 @@ import { ZodPipe } from '../common/zod-query.pipe';
 import {
   BuildOutputQuery,
   BuildOutputQuerySchema,
+  BuildContextStored,
   BuildSecretsCreated,
   BuildStatsQuery,
   BuildStatsQuerySchema,
@@ -89,6 +90,20 @@ export class BuildsController {
     @Query(new ZodPipe(CheckDockerfileQuerySchema)) query: CheckDockerfileQuery,
   ): Promise<CheckResult> {
     return this.builds.check(req as AsyncIterable<Buffer>, query);
+  }
+
+  @Post('contexts')
+  @HttpCode(201)
+  @ApiOperation({
+    summary: 'Store the tar of a named build context (--build-context name=DIR): answers {digest, size}',
+    description:
+      'Pass the digest in buildcontexts= of POST /api/v1/builds ({"name": "sha256:…"}). Checked as a build context (plain tar, MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES); no Dockerfile needed.',
+  })
+  @ApiConsumes('application/x-tar', 'application/gzip')
+  @ApiBody({ schema: { type: 'string', format: 'binary' } })
+  putContext(@Req() req: Request): Promise<BuildContextStored> {
+    const length = req.headers['content-length'];
+    return this.builds.putContext(req, length === undefined ? null : Number(length));
   }
 
   @Post('secrets')

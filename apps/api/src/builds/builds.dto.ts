@@ -69,6 +69,27 @@ export const SubmitBuildQuerySchema = z.object({
     .optional(),
   /** A bundle made by `POST /api/v1/builds/secrets`: the build's secrets, by id. */
   secrets: z.string().uuid('must be the secretsId of POST /api/v1/builds/secrets').optional(),
+  /**
+   * Named build contexts as a JSON object `{"name": "<value>"}` (buildx `--build-context`):
+   * `sha256:<digest>` of a tar sent to `POST /api/v1/builds/contexts`, `docker-image://ref`,
+   * a git URL (`#ref:subdir`) or an `https://` tarball.
+   */
+  buildcontexts: z
+    .string()
+    .max(64 * 1024)
+    .transform((raw, ctx) => {
+      try {
+        const parsed = z.record(z.string(), z.string().max(8192)).safeParse(JSON.parse(raw));
+        if (parsed.success) {
+          return parsed.data;
+        }
+        ctx.addIssue({ code: 'custom', message: 'must be a JSON object of name: "value" strings' });
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'must be valid JSON' });
+      }
+      return z.NEVER;
+    })
+    .optional(),
 });
 export type SubmitBuildQuery = z.infer<typeof SubmitBuildQuerySchema>;
 
@@ -133,6 +154,12 @@ export interface BuildSubmitted {
 export const BuildSecretsBodySchema = z.object({
   secrets: z.record(z.string(), z.string().base64('must be base64')),
 });
+
+/** `POST /api/v1/builds/contexts`: a named context's tar, stored; name it by `digest` in `buildcontexts`. */
+export interface BuildContextStored {
+  readonly digest: string;
+  readonly size: number;
+}
 
 export interface BuildSecretsCreated {
   /** Pass as `secrets=` to `POST /api/v1/builds` (valid for a day; deleted when that build ends). */

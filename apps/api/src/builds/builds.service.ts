@@ -10,6 +10,7 @@ import {
   BuildTrigger,
   Digest,
   isTerminalBuildState,
+  NamedContextSource,
   StratumError,
 } from '@stratum/contracts';
 import { exportFilesystem, exportOciLayout, ImageService } from '@stratum/images';
@@ -25,7 +26,9 @@ import { checkDockerfile, CheckResult, DOCKERFILE_LIMITS } from '@stratum/docker
 import { parseReference } from '@stratum/oci';
 import { mirrorWriteConflict, pushSubmitterOptions } from '@stratum/registry';
 import { BLOB_STORE, BlobStore } from '@stratum/storage';
+import { parseNamedContexts } from './named-contexts';
 import {
+  BuildContextStored,
   BuildSecretsBodySchema,
   BuildSecretsCreated,
   BuildSubmitted,
@@ -71,6 +74,48 @@ export class BuildsService {
       name = { full: tag, tag: ref.tag ?? 'latest' };
     }
     return exportOciLayout(this.blobs, image, name);
+  }
+
+  /** The build's named contexts, checked (an uploaded one must be stored); null when none. */
+  private async namedContexts(query: SubmitBuildQuery): Promise<Record<string, NamedContextSource> | null> {
+    const named = parseNamedContexts(query.buildcontexts ?? {}, this.config.addGit.schemes);
+    for (const [name, source] of Object.entries(named)) {
+      if (source.kind === 'local' && !(await this.blobs.has(source.digest))) {
+        throw new StratumError(
+          'CONTEXT_MISSING',
+          `named context ${name}: ${source.digest} is not stored (send its tar to POST /api/v1/builds/contexts first)`,
+        );
+      }
+    }
+    return Object.keys(named).length > 0 ? named : null;
+  }
+
+  /**
+   * Stores the tar of a named context (`--build-context name=DIR`): checked as a build
+   * context is (a plain tar within MAX_CONTEXT_BYTES and MAX_CONTEXT_ENTRIES), no Dockerfile.
+   */
+  async putContext(body: Readable, declaredLength: number | null): Promise<BuildContextStored> {
+    if (declaredLength !== null && declaredLength > this.config.maxContextBytes) {
+      body.resume();
+      throw new StratumError(
+        'CONTEXT_TOO_LARGE',
+        `named context of ${declaredLength} bytes is larger than the limit of ${this.config.maxContextBytes} bytes`,
+      );
+    }
+    const { bytes, summary } = inspectContext(body, this.config.maxContextBytes, {
+      maxEntries: this.config.maxContextEntries,
+    });
+    const [put, contents] = await Promise.allSettled([
+      this.blobs.put(bytes, { maxBytes: this.config.maxContextBytes }),
+      summary,
+    ]);
+    if (contents.status === 'rejected' || put.status === 'rejected') {
+      if (put.status === 'fulfilled' && put.value.created) {
+        await this.blobs.delete(put.value.digest).catch(() => undefined);
+      }
+      throw contents.status === 'rejected' ? contents.reason : (put as PromiseRejectedResult).reason;
+    }
+    return { digest: put.value.digest, size: put.value.size };
   }
 
   private async checkSecrets(query: SubmitBuildQuery): Promise<void> {
@@ -132,6 +177,7 @@ export class BuildsService {
     checkNetwork(query.network, this.config);
     try {
       await this.checkSecrets(query);
+      await this.namedContexts(query);
     } catch (err) {
       body.resume(); // before the context is read: nothing to store or remove
       throw err;
@@ -231,8 +277,10 @@ export class BuildsService {
     dockerfile: string,
     query: SubmitBuildQuery,
     source: BuildSource = API_SOURCE,
+    named?: Record<string, NamedContextSource> | null,
   ): Promise<BuildSubmitted> {
     await this.checkSecrets(query);
+    const namedContexts = named !== undefined ? named : await this.namedContexts(query);
     const id = randomUUID();
     const record: BuildRecord = {
       id,
@@ -245,6 +293,7 @@ export class BuildsService {
       target: query.target ?? null,
       noCache: query.nocache,
       ...(query.network !== undefined ? { network: query.network } : {}),
+      ...(namedContexts !== null ? { namedContexts } : {}),
       createdAt: new Date().toISOString(),
       startedAt: null,
       finishedAt: null,
@@ -267,6 +316,7 @@ export class BuildsService {
       push: query.push,
       ...(query.network !== undefined ? { network: query.network } : {}),
       ...(query.secrets !== undefined ? { secretsId: query.secrets } : {}),
+      ...(namedContexts !== null ? { namedContexts } : {}),
     });
     return {
       id,
@@ -376,6 +426,7 @@ export class BuildsService {
         push: original.tags.some((t) => parseReference(t).registry !== null),
       },
       source,
+      original.namedContexts ?? null,
     );
   }
 }
