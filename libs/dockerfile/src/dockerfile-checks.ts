@@ -433,7 +433,11 @@ function collectWarnings(df: Dockerfile, options: CheckOptions): CheckWarning[] 
         }
       }
       if (expanded !== undefined) {
-        scope.apply(expanded);
+        try {
+          scope.apply(expanded);
+        } catch {
+          // over a variables limit: the build fails there with the line; checks read on
+        }
         if (expanded.kind === 'ENV') {
           for (const p of expanded.pairs) {
             env.add(p.key);

@@ -1,5 +1,7 @@
 import fc from 'fast-check';
 
+import { planBuild } from './build-planner';
+import { checkDockerfile } from './dockerfile-checks';
 import { DockerfileError } from './dockerfile-error';
 import { parseDockerfile } from './dockerfile-parser';
 
@@ -112,6 +114,30 @@ describe('parseDockerfile property', () => {
           previous = i.endLine;
         }
       }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('build checks throw nothing but DockerfileError either, and only where the parse or plan does', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.constantFrom(...FRAGMENTS, 'CMD x\n', 'WORKDIR a\n', 'ENV k v\n', 'ARG TOKEN\n'), {
+          maxLength: 60,
+        }),
+        (parts) => {
+          const text = 'FROM alpine\n' + parts.join('');
+          try {
+            checkDockerfile(text);
+          } catch (err) {
+            if (!(err instanceof DockerfileError)) {
+              throw err;
+            }
+            expect(() => planBuild(parseDockerfile(text, { allowDuplicateStageNames: true }))).toThrow(
+              DockerfileError,
+            );
+          }
+        },
+      ),
       { numRuns: 1000 },
     );
   });
