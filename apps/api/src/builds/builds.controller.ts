@@ -35,6 +35,7 @@ import {
   SubmitBuildQuery,
   SubmitBuildQuerySchema,
 } from './builds.dto';
+import { tryParseReference } from '@stratum/oci';
 import { RepositoryAccess } from '../auth/repository-access';
 import { BuildsService } from './builds.service';
 
@@ -67,6 +68,15 @@ export class BuildsController {
     @Query(new ZodPipe(SubmitBuildQuerySchema)) query: SubmitBuildQuery,
   ): Promise<BuildSubmitted> {
     this.access.assertTags(req, query.t);
+    // An image named as a build context is read like a FROM the caller asked for: pull on it.
+    for (const value of Object.values(query.buildcontexts ?? {})) {
+      const ref = value.startsWith('docker-image://')
+        ? tryParseReference(value.slice('docker-image://'.length))
+        : null;
+      if (ref !== null && ref.registry === null) {
+        this.access.assert(req, ref.repository, 'pull');
+      }
+    }
     const length = req.headers['content-length'];
     const submitted = await this.builds.submit(req, length === undefined ? null : Number(length), query);
     res.setHeader('Location', submitted.url);
@@ -173,6 +183,13 @@ export class BuildsController {
     @Req() req: Request,
     @Res() res: Response,
   ): Promise<void> {
+    // The output is the build's image: pull on the repositories it was tagged into.
+    for (const tag of (await this.builds.get(id)).tags) {
+      const ref = tryParseReference(tag);
+      if (ref !== null && ref.registry === null) {
+        this.access.assert(req, ref.repository, 'pull');
+      }
+    }
     const abort = new AbortController();
     const stream = Readable.from(await this.builds.output(id, query.type, abort.signal));
     res.status(200);
