@@ -13,6 +13,7 @@ import {
   GitForge,
   MaintenanceRun,
   ProjectRefState,
+  ProjectTrigger,
   ProjectView,
   WebhookResult,
 } from '@stratum/contracts';
@@ -50,6 +51,8 @@ let repoDir: string;
 let bareUrl: string;
 let sha: string;
 let pushBuildId = '';
+/** A commit on branch `feature` only: the head of the pull requests below. */
+let featureSha: string;
 
 function git(args: string[], cwd: string): string {
   return execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@example.com', ...args], {
@@ -107,6 +110,11 @@ beforeAll(async () => {
   git(['add', '-A'], repoDir);
   git(['commit', '-q', '-m', 'first'], repoDir);
   sha = git(['rev-parse', 'HEAD'], repoDir);
+  git(['tag', 'v1.2.3'], repoDir);
+  git(['checkout', '-q', '-b', 'feature'], repoDir);
+  git(['commit', '-q', '--allow-empty', '-m', 'feature work'], repoDir);
+  featureSha = git(['rev-parse', 'HEAD'], repoDir);
+  git(['checkout', '-q', 'main'], repoDir);
   const bare = join(dataDir, 'hello.git');
   git(['clone', '-q', '--bare', repoDir, bare], dataDir);
   bareUrl = `file://${bare}`;
@@ -197,6 +205,7 @@ describe('webhooks', () => {
       message: 'first',
       prNumber: null,
       commitUrl: null, // a file:// repository has no web page
+      trusted: true,
     });
     pushBuildId = trigger.buildId as string;
   });
@@ -356,6 +365,144 @@ describe('webhooks', () => {
       });
     expect((await gt('wrong-secret-xx')).status).toBe(401);
     expect((await gt(SECRET)).status).toBe(202);
+  });
+});
+
+describe('tag pushes and pull requests', () => {
+  function accepted(res: request.Response): ProjectTrigger {
+    expect(`${res.status} ${JSON.stringify(res.body)}`).toMatch(/^202 \{"status":"accepted"/);
+    return (res.body as Extract<WebhookResult, { status: 'accepted' }>).builds[0];
+  }
+
+  it('a tag push builds the tagged commit as {repo}:{tag}; tag patterns filter', async () => {
+    const push = JSON.parse(githubPush('refs/tags/v1.2.3', 'e'.repeat(40)).toString()) as Record<
+      string,
+      unknown
+    >;
+    // An annotated tag's `after` is the tag object: head_commit names the commit that is built.
+    const body = Buffer.from(JSON.stringify({ ...push, head_commit: { id: sha }, base_ref: null }));
+    const t = accepted(await postHook(GitForge.GitHub, body, githubHeaders(body)));
+    expect(t).toMatchObject({ branch: 'v1.2.3', sha, tags: ['hello:v1.2.3'], error: null });
+    const b = await waitForBuild(t.buildId as string, 90_000);
+    expect(b.state).toBe('succeeded');
+    expect(b.source).toMatchObject({ trigger: 'tag', ref: 'refs/tags/v1.2.3', sha, project: 'hello' });
+    const tags = (await request(api.url).get('/v2/hello/tags/list').expect(200)).body as { tags: string[] };
+    expect(tags.tags).toContain('v1.2.3');
+
+    await request(api.url)
+      .put('/api/v1/projects/hello')
+      .send({ tagPatterns: ['release-*'] })
+      .expect(200);
+    try {
+      const other = githubPush('refs/tags/v9', sha);
+      const res = await postHook(GitForge.GitHub, other, githubHeaders(other));
+      expect(res.body).toEqual({ status: 'ignored', reason: expect.stringContaining('tag v9 is not built') });
+    } finally {
+      await request(api.url)
+        .put('/api/v1/projects/hello')
+        .send({ tagPatterns: ['*'] })
+        .expect(200);
+    }
+  });
+
+  /** GitHub's pull_request example (opened), pointed at our repository and the feature commit. */
+  function githubPr(number: number, action: string, fork: boolean): Buffer {
+    const example = examples
+      .find((e) => e.name === 'pull_request')
+      ?.examples.find((e) => e.action === 'opened') as Record<string, unknown> & {
+      pull_request: { head: { repo: Record<string, unknown> }; base: { repo: Record<string, unknown> } };
+    };
+    const repository = {
+      ...(example.repository as Record<string, unknown>),
+      clone_url: bareUrl,
+      html_url: bareUrl,
+    };
+    const pr = example.pull_request;
+    const headRepo = fork ? { ...pr.head.repo, id: 999_999, full_name: 'someone/fork' } : pr.head.repo;
+    return Buffer.from(
+      JSON.stringify({
+        ...example,
+        action,
+        number,
+        repository,
+        pull_request: {
+          ...pr,
+          number,
+          head: { ...pr.head, sha: featureSha, ref: 'feature', repo: headRepo },
+        },
+      }),
+    );
+  }
+
+  function prHeaders(body: Buffer): Record<string, string> {
+    return { ...githubHeaders(body), 'X-GitHub-Event': 'pull_request' };
+  }
+
+  it('a GitHub pull request builds its head commit as pr-7; one from a fork is built untrusted', async () => {
+    const body = githubPr(7, 'opened', false);
+    const t = accepted(await postHook(GitForge.GitHub, body, prHeaders(body)));
+    expect(t).toMatchObject({ sha: featureSha, tags: ['hello:pr-7'], error: null });
+    const b = await waitForBuild(t.buildId as string, 90_000);
+    expect(b.state).toBe('succeeded');
+    expect(b.source).toMatchObject({
+      trigger: 'pr',
+      ref: 'refs/pull/7/head',
+      sha: featureSha,
+      prNumber: 7,
+      message: 'feature work',
+      trusted: true,
+    });
+
+    const fork = githubPr(9, 'synchronize', true);
+    const f = accepted(await postHook(GitForge.GitHub, fork, prHeaders(fork)));
+    expect(f.tags).toEqual(['hello:pr-9']);
+    const fb = await waitForBuild(f.buildId as string, 90_000);
+    expect(fb.source).toMatchObject({ trigger: 'pr', prNumber: 9, trusted: false });
+
+    const closed = githubPr(7, 'closed', false);
+    const c = await postHook(GitForge.GitHub, closed, prHeaders(closed));
+    expect(c.body).toEqual({
+      status: 'ignored',
+      reason: expect.stringContaining('#7 closed brings no new code'),
+    });
+  });
+
+  it('a GitLab Merge Request Hook builds the merge request’s last commit as pr-<iid>', async () => {
+    const body = Buffer.from(
+      JSON.stringify({
+        object_kind: 'merge_request',
+        event_type: 'merge_request',
+        project: { id: 1, git_http_url: bareUrl, web_url: bareUrl },
+        object_attributes: {
+          iid: 8,
+          action: 'open',
+          source_branch: 'feature',
+          target_branch: 'main',
+          source_project_id: 1,
+          target_project_id: 1,
+          last_commit: { id: featureSha, message: 'feature work' },
+        },
+      }),
+    );
+    const res = await postHook(GitForge.GitLab, body, {
+      'X-Gitlab-Event': 'Merge Request Hook',
+      'X-Gitlab-Token': SECRET,
+      'X-Gitlab-Event-UUID': randomUUID(),
+    });
+    const t = accepted(res);
+    expect(t.tags).toEqual(['hello:pr-8']);
+    expect((await waitForBuild(t.buildId as string, 90_000)).source).toMatchObject({
+      trigger: 'pr',
+      prNumber: 8,
+      ref: 'refs/pull/8/head',
+      trusted: true,
+    });
+  });
+
+  it('refuses a pull_request body that is not one with 400, building nothing', async () => {
+    const body = Buffer.from(JSON.stringify({ action: 'opened', repository: { clone_url: bareUrl } }));
+    const res = await postHook(GitForge.GitHub, body, prHeaders(body));
+    expect(`${res.status} ${(res.body as { code: string }).code}`).toBe('400 WEBHOOK_INVALID');
   });
 });
 

@@ -75,6 +75,8 @@ export interface BuildSource {
   readonly prNumber: number | null;
   /** The commit's page on its forge (derived from the project's repository URL), when known. */
   readonly commitUrl: string | null;
+  /** False for a fork's pull request: built without any of the project's secrets. */
+  readonly trusted?: boolean;
 }
 
 /** What `GET /api/v1/builds/:id` answers. */

@@ -25,8 +25,18 @@ export interface ProjectView {
   readonly context: string;
   /** The Dockerfile, relative to the context. */
   readonly dockerfile: string;
-  /** Image tags; `{repo}`, `{branch}`, `{sha}`, `{shortsha}` are filled in per build. */
+  /** Image tags of branch builds; `{repo}`, `{branch}`, `{sha}`, `{shortsha}`, `{sha:N}` are filled in per build. */
   readonly tags: string[];
+  /** Tag pushes that build (`*` at the end matches any suffix); empty: none. Default `['*']`. */
+  readonly tagPatterns?: string[];
+  /** Image tags of tag builds (`{tag}`, `{sha:7}`…). Default `['{repo}:{tag}']`. */
+  readonly tagTemplates?: string[];
+  /** Build pull/merge requests' head commits. Default true. */
+  readonly pullRequests?: boolean;
+  /** Image tags of pull/merge request builds (`{pr}`, `{branch}`: the head branch…). Default `['{repo}:pr-{pr}']`. */
+  readonly prTemplates?: string[];
+  /** A newer push to a branch cancels the project's queued or running builds of it. Default true. */
+  readonly autoCancel?: boolean;
   /** Repository of our registry `{repo}` stands for (default: the project's name). */
   readonly repository: string;
   readonly buildArgs: Record<string, string>;

@@ -42,6 +42,7 @@ export {
   webhookCredentials,
   WebhookSignatureCheck,
   type ParsedWebhook,
+  type PullRequestEvent,
   type PushEvent,
   type WebhookCredentials,
   type WebhookHeaders,

@@ -201,8 +201,26 @@ export interface PushEvent {
   readonly sha: string | null;
 }
 
+/** A pull (GitHub, Gitea) or merge (GitLab) request whose head commit is to be built. */
+export interface PullRequestEvent {
+  /** The base repository's URLs (the one the project names). */
+  readonly repositoryUrls: string[];
+  /** PR number (GitLab: the merge request's iid). */
+  readonly number: number;
+  /** opened, synchronize, reopened (GitHub); opened, synchronized, reopened (Gitea); open, update, reopen (GitLab). */
+  readonly action: string;
+  /** True when the action brings new code to build (opened, new commits, reopened). */
+  readonly builds: boolean;
+  readonly headSha: string;
+  /** The head branch (in the fork, for a fork's request). */
+  readonly headRef: string;
+  /** True when the head lives in another repository than the base: its build gets no project secrets. */
+  readonly fromFork: boolean;
+}
+
 export type ParsedWebhook =
   | { readonly kind: 'push'; readonly push: PushEvent }
+  | { readonly kind: 'pr'; readonly pr: PullRequestEvent }
   | { readonly kind: 'other'; readonly event: string; readonly repositoryUrls: string[] };
 
 const url = z.string().min(1);
@@ -222,6 +240,23 @@ const githubPush = z.looseObject({
   after: z.string(),
   deleted: z.boolean().optional(),
   repository: githubRepository,
+  // An annotated tag's `after` is the tag object; head_commit names the commit.
+  head_commit: z.looseObject({ id: z.string() }).nullable().optional(),
+});
+// GitHub pull_request: https://docs.github.com/en/webhooks/webhook-events-and-payloads#pull_request
+// Gitea sends the same shape with `synchronized` (https://docs.gitea.com/usage/webhooks).
+const prSide = z.looseObject({
+  sha: z.string().min(1),
+  ref: z.string().min(1),
+  repo: z
+    .looseObject({ id: z.union([z.number(), z.string()]).optional(), full_name: z.string().optional() })
+    .nullable(),
+});
+const githubPullRequest = z.looseObject({
+  action: z.string(),
+  number: z.number().int().positive(),
+  pull_request: z.looseObject({ head: prSide, base: prSide }),
+  repository: githubRepository,
 });
 // GitLab push: https://docs.gitlab.com/user/project/integrations/webhook_events/#push-events
 const gitlabProject = z.looseObject({
@@ -234,13 +269,31 @@ const gitlabProject = z.looseObject({
   homepage: url.optional(),
 });
 const gitlabPush = z.looseObject({
-  object_kind: z.literal('push'),
+  object_kind: z.enum(['push', 'tag_push']),
   ref: z.string().min(1),
   after: z.string(),
   checkout_sha: z.string().nullable().optional(),
   project: gitlabProject.optional(),
   repository: gitlabProject.optional(),
 });
+// GitLab Merge Request Hook: https://docs.gitlab.com/user/project/integrations/webhook_events/#merge-request-events
+const gitlabMergeRequest = z.looseObject({
+  object_kind: z.literal('merge_request'),
+  project: gitlabProject.optional(),
+  repository: gitlabProject.optional(),
+  object_attributes: z.looseObject({
+    iid: z.number().int().positive(),
+    action: z.string().optional(),
+    source_branch: z.string().min(1),
+    source_project_id: z.number(),
+    target_project_id: z.number(),
+    last_commit: z.looseObject({ id: z.string().min(1) }),
+    /** Set on an `update` that pushed commits (absent when only the title or labels changed). */
+    oldrev: z.string().optional(),
+  }),
+});
+
+const PR_BUILD_ACTIONS = new Set(['opened', 'synchronize', 'synchronized', 'reopened', 'open', 'reopen']);
 
 function urlsOf(...objects: (Record<string, unknown> | undefined)[]): string[] {
   const out = new Set<string>();
@@ -270,8 +323,14 @@ function repositoryUrlsOf(forge: GitForge, body: unknown): string[] {
  * not have a push's shape.
  */
 export function parseWebhook(forge: GitForge, event: string | null, body: unknown): ParsedWebhook | null {
+  const isPr = forge === GitForge.GitLab ? event === 'Merge Request Hook' : event === 'pull_request';
+  if (isPr) {
+    return parsePullRequest(forge, body);
+  }
   const isPush =
-    forge === GitForge.GitLab ? event === 'Push Hook' || event === 'System Hook' : event === 'push';
+    forge === GitForge.GitLab
+      ? event === 'Push Hook' || event === 'Tag Push Hook' || event === 'System Hook'
+      : event === 'push';
   if (!isPush) {
     return { kind: 'other', event: event ?? '(none)', repositoryUrls: repositoryUrlsOf(forge, body) };
   }
@@ -295,8 +354,59 @@ export function parseWebhook(forge: GitForge, event: string | null, body: unknow
     return null;
   }
   const deleted = r.data.deleted === true || ZERO.test(r.data.after);
+  const commit = r.data.ref.startsWith('refs/tags/')
+    ? (r.data.head_commit?.id ?? r.data.after)
+    : r.data.after;
   return {
     kind: 'push',
-    push: { ref: r.data.ref, sha: deleted ? null : r.data.after, repositoryUrls: urlsOf(r.data.repository) },
+    push: { ref: r.data.ref, sha: deleted ? null : commit, repositoryUrls: urlsOf(r.data.repository) },
+  };
+}
+
+/** A pull/merge request payload, or null when it does not have the documented shape. */
+function parsePullRequest(forge: GitForge, body: unknown): ParsedWebhook | null {
+  if (forge === GitForge.GitLab) {
+    const r = gitlabMergeRequest.safeParse(body);
+    if (!r.success) {
+      return null;
+    }
+    const a = r.data.object_attributes;
+    const action = a.action ?? '';
+    return {
+      kind: 'pr',
+      pr: {
+        repositoryUrls: urlsOf(r.data.project, r.data.repository),
+        number: a.iid,
+        action,
+        builds: PR_BUILD_ACTIONS.has(action) || (action === 'update' && a.oldrev !== undefined),
+        headSha: a.last_commit.id,
+        headRef: a.source_branch,
+        fromFork: a.source_project_id !== a.target_project_id,
+      },
+    };
+  }
+  const r = githubPullRequest.safeParse(body);
+  if (!r.success) {
+    return null;
+  }
+  const { head, base } = r.data.pull_request;
+  // A fork that was deleted leaves head.repo null: not the base repository either way.
+  const sameRepo =
+    head.repo !== null &&
+    base.repo !== null &&
+    (head.repo.id !== undefined && base.repo.id !== undefined
+      ? head.repo.id === base.repo.id
+      : head.repo.full_name === base.repo.full_name);
+  return {
+    kind: 'pr',
+    pr: {
+      repositoryUrls: urlsOf(r.data.repository),
+      number: r.data.number,
+      action: r.data.action,
+      builds: PR_BUILD_ACTIONS.has(r.data.action),
+      headSha: head.sha,
+      headRef: head.ref,
+      fromFork: !sameRepo,
+    },
   };
 }

@@ -2,11 +2,13 @@ import { Readable } from 'node:stream';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { GitForge, ProjectTrigger, StratumError, WebhookResult } from '@stratum/contracts';
+import { BuildTrigger, GitForge, ProjectTrigger, StratumError, WebhookResult } from '@stratum/contracts';
 import {
+  isCommitSha,
   jsonDepthWithin,
   normaliseDeliveryId,
   parseWebhook,
+  PullRequestEvent,
   repositoryKey,
   webhookCredentials,
   WebhookHeaders,
@@ -14,7 +16,7 @@ import {
 } from '@stratum/git';
 import { REDIS } from '@stratum/jobs';
 import { branchMatches, ProjectBuilder } from '../projects/project-builder';
-import { ProjectKeys, ProjectStore } from '../projects/project-store';
+import { ProjectKeys, ProjectStore, StoredProject } from '../projects/project-store';
 import { ByteBudget, readRawBody } from './hooks-request.middleware';
 
 /** Push payloads nest about six levels deep; far deeper is an attack on the parser. */
@@ -104,10 +106,15 @@ export class HooksService {
     if (parsed === null) {
       throw new StratumError(
         'WEBHOOK_INVALID',
-        `the ${creds.event ?? ''} payload does not have the shape of a push`,
+        `the ${creds.event ?? ''} payload does not have the shape its event documents`,
       );
     }
-    const urls = parsed.kind === 'push' ? parsed.push.repositoryUrls : parsed.repositoryUrls;
+    const urls =
+      parsed.kind === 'push'
+        ? parsed.push.repositoryUrls
+        : parsed.kind === 'pr'
+          ? parsed.pr.repositoryUrls
+          : parsed.repositoryUrls;
     const keys = new Set(urls.map(repositoryKey));
     const verified = projects.filter(
       (p) => keys.has(repositoryKey(p.repoUrl)) && signedBy.has(p.secret as string),
@@ -133,9 +140,15 @@ export class HooksService {
     if (parsed.kind === 'other') {
       return { status: 'ignored', reason: `event "${parsed.event}" does not build` };
     }
+    if (parsed.kind === 'pr') {
+      return this.pullRequest(forge, creds.deliveryId, parsed.pr, verified);
+    }
     const { ref, sha } = parsed.push;
+    if (ref.startsWith('refs/tags/')) {
+      return this.tagPush(forge, creds.deliveryId, ref, sha, verified);
+    }
     if (!ref.startsWith('refs/heads/')) {
-      return { status: 'ignored', reason: `${ref} is not a branch` };
+      return { status: 'ignored', reason: `${ref} is not a branch or a tag` };
     }
     const branch = ref.slice('refs/heads/'.length);
     if (sha === null) {
@@ -154,6 +167,79 @@ export class HooksService {
     }
     this.logger.log(
       `${forge} delivery ${creds.deliveryId}: ${branch}@${sha.slice(0, 12)} → ${builds.length} build(s)`,
+    );
+    return { status: 'accepted', builds };
+  }
+
+  /** A tag push builds the tagged commit in each project whose tag patterns match it. */
+  private async tagPush(
+    forge: GitForge,
+    deliveryId: string,
+    ref: string,
+    sha: string | null,
+    verified: readonly StoredProject[],
+  ): Promise<WebhookResult> {
+    const tag = ref.slice('refs/tags/'.length);
+    if (sha === null) {
+      return { status: 'ignored', reason: `tag ${tag} was deleted` };
+    }
+    const building = verified.filter((p) => branchMatches(p.tagPatterns ?? ['*'], tag));
+    if (building.length === 0) {
+      return {
+        status: 'ignored',
+        reason: `tag ${tag} is not built by ${verified.map((p) => p.name).join(', ')}`,
+      };
+    }
+    const builds: ProjectTrigger[] = [];
+    for (const project of building) {
+      builds.push(await this.builder.build(project, tag, sha, 'webhook', { ref, trigger: BuildTrigger.Tag }));
+    }
+    this.logger.log(
+      `${forge} delivery ${deliveryId}: tag ${tag}@${sha.slice(0, 12)} → ${builds.length} build(s)`,
+    );
+    return { status: 'accepted', builds };
+  }
+
+  /**
+   * A pull/merge request that was opened, reopened or got new commits builds its head commit
+   * (`pr-{n}`), as `refs/pull/<n>/head`. One from a fork is built untrusted: no project secrets.
+   */
+  private async pullRequest(
+    forge: GitForge,
+    deliveryId: string,
+    pr: PullRequestEvent,
+    verified: readonly StoredProject[],
+  ): Promise<WebhookResult> {
+    if (!pr.builds) {
+      return {
+        status: 'ignored',
+        reason: `pull request #${pr.number} ${pr.action || 'event'} brings no new code`,
+      };
+    }
+    if (!isCommitSha(pr.headSha)) {
+      throw new StratumError('WEBHOOK_INVALID', `pull request #${pr.number}: head is not a commit id`);
+    }
+    const building = verified.filter((p) => p.pullRequests ?? true);
+    if (building.length === 0) {
+      return {
+        status: 'ignored',
+        reason: `pull requests are not built by ${verified.map((p) => p.name).join(', ')}`,
+      };
+    }
+    const ref = `refs/pull/${pr.number}/head`;
+    const builds: ProjectTrigger[] = [];
+    for (const project of building) {
+      builds.push(
+        await this.builder.build(project, pr.headRef, pr.headSha, 'webhook', {
+          ref,
+          trigger: BuildTrigger.Pr,
+          prNumber: pr.number,
+          trusted: !pr.fromFork,
+        }),
+      );
+    }
+    this.logger.log(
+      `${forge} delivery ${deliveryId}: pull request #${pr.number}${pr.fromFork ? ' (fork, untrusted)' : ''} @${pr.headSha.slice(0, 12)} → ${builds.length} build(s)`,
     );
     return { status: 'accepted', builds };
   }

@@ -26,23 +26,54 @@ function tagSafe(branch: string): string {
   return (t === '' ? 'branch' : t).slice(0, 128);
 }
 
-/** The project's tag templates filled in for one commit. */
-export function renderTags(
-  project: Pick<StoredProject, 'tags' | 'repository'>,
-  branch: string,
-  sha: string,
-): string[] {
-  const values: Record<string, string> = {
-    repo: project.repository,
-    branch: tagSafe(branch),
-    sha,
-    shortsha: sha.slice(0, 7),
-  };
-  const tags = project.tags.map((t) =>
-    t.replace(/\{(repo|branch|sha|shortsha)\}/g, (_, k: string) => values[k]),
-  );
-  return [...new Set(tags)];
+/** What tag templates are filled in with; a template naming a value the build lacks is left out. */
+export interface TagValues {
+  readonly repo: string;
+  readonly sha: string;
+  readonly branch?: string;
+  readonly tag?: string;
+  readonly pr?: number;
 }
+
+/**
+ * Tag templates filled in for one commit: `{repo}`, `{branch}`, `{tag}` (made tag-safe), `{pr}`,
+ * `{sha}`, `{shortsha}` and `{sha:N}` (the first N hex digits). A template using `{tag}` in a
+ * branch build (or `{branch}` in a tag build) is skipped rather than filled with nothing.
+ */
+export function renderTags(templates: readonly string[], v: TagValues): string[] {
+  const values: Record<string, string | undefined> = {
+    repo: v.repo,
+    branch: v.branch === undefined ? undefined : tagSafe(v.branch),
+    tag: v.tag === undefined ? undefined : tagSafe(v.tag),
+    pr: v.pr === undefined ? undefined : String(v.pr),
+    sha: v.sha,
+    shortsha: v.sha.slice(0, 7),
+  };
+  const out: string[] = [];
+  for (const t of templates) {
+    let missing = false;
+    const tag = t.replace(
+      /\{(repo|branch|tag|pr|sha|shortsha)(?::(\d{1,2}))?\}/g,
+      (_, k: string, n?: string) => {
+        const value = values[k];
+        if (value === undefined) {
+          missing = true;
+          return '';
+        }
+        return n === undefined ? value : value.slice(0, Math.max(1, Number(n)));
+      },
+    );
+    if (!missing) {
+      out.push(tag);
+    }
+  }
+  return [...new Set(out)];
+}
+
+/** Tags of a tag push's build when the project names none. */
+export const DEFAULT_TAG_TEMPLATES: readonly string[] = ['{repo}:{tag}'];
+/** Tags of a pull/merge request's build when the project names none. */
+export const DEFAULT_PR_TEMPLATES: readonly string[] = ['{repo}:pr-{pr}'];
 
 /** True when `branch` is one of the project's (a pattern ending in `*` matches a prefix). */
 export function branchMatches(patterns: readonly string[], branch: string): boolean {
@@ -56,6 +87,11 @@ export interface BuildOrigin {
   /** Default: from the trigger's source (webhook: push, schedule: cron, manual: manual). */
   readonly trigger?: BuildTrigger;
   readonly prNumber?: number;
+  /**
+   * False for code from outside the repository (a fork's pull request): such a build must get
+   * none of the project's secrets. Default true.
+   */
+  readonly trusted?: boolean;
 }
 
 const TRIGGER_OF_SOURCE: Readonly<Record<ProjectTrigger['source'], BuildTrigger>> = {
@@ -119,11 +155,26 @@ export class ProjectBuilder {
     source: ProjectTrigger['source'],
     origin: BuildOrigin = {},
   ): Promise<ProjectTrigger> {
-    const tags = renderTags(project, branch, sha);
+    const kind = origin.trigger ?? TRIGGER_OF_SOURCE[source];
+    const tags =
+      kind === BuildTrigger.Tag
+        ? renderTags(project.tagTemplates ?? DEFAULT_TAG_TEMPLATES, {
+            repo: project.repository,
+            sha,
+            tag: branch,
+          })
+        : kind === BuildTrigger.Pr
+          ? renderTags(project.prTemplates ?? DEFAULT_PR_TEMPLATES, {
+              repo: project.repository,
+              sha,
+              branch,
+              pr: origin.prNumber,
+            })
+          : renderTags(project.tags, { repo: project.repository, sha, branch });
     let trigger: ProjectTrigger;
     try {
       const buildSource: BuildSource = {
-        trigger: origin.trigger ?? TRIGGER_OF_SOURCE[source],
+        trigger: kind,
         project: project.name,
         ref: origin.ref ?? `refs/heads/${branch}`,
         sha,
@@ -131,8 +182,18 @@ export class ProjectBuilder {
         message: null,
         prNumber: origin.prNumber ?? null,
         commitUrl: commitWebUrl(project.forge ?? null, project.repoUrl, sha),
+        trusted: origin.trusted ?? true,
       };
-      const buildId = await this.buildNow(project, branch, sha, tags, buildSource);
+      // Only a branch has a head to fall back to when a server will not serve a bare commit id.
+      const fallbackBranch = kind === BuildTrigger.Tag || kind === BuildTrigger.Pr ? null : branch;
+      const buildId = await this.buildNow(
+        project,
+        fallbackBranch,
+        sha,
+        tags,
+        buildSource,
+        origin.trusted ?? true,
+      );
       trigger = { source, branch, sha, buildId, tags, error: null, at: new Date().toISOString() };
       this.logger.log(`project ${project.name}: ${branch}@${sha.slice(0, 12)} is build ${buildId}`);
     } catch (err) {
@@ -152,19 +213,33 @@ export class ProjectBuilder {
     return dir;
   }
 
+  /**
+   * The id of the project secrets bundle a build gets, or undefined for none. THE one place
+   * project secrets (issue 15) attach to a git-triggered build: an untrusted build (a fork's
+   * pull request) must never get one. Projects have no secrets yet, so nothing is attached.
+   */
+  private projectSecretsFor(_project: StoredProject, trusted: boolean): Promise<string | undefined> {
+    if (!trusted) {
+      return Promise.resolve(undefined); // never, whatever the project holds
+    }
+    // Issue 15 plugs in here: seal the project's secrets for this build, return the bundle id.
+    return Promise.resolve(undefined);
+  }
+
   private async buildNow(
     project: StoredProject,
-    branch: string,
+    branch: string | null,
     sha: string,
     tags: string[],
     buildSource: BuildSource,
+    trusted: boolean,
   ): Promise<string> {
     const dir = await this.workDir();
     try {
       const checkout = join(dir, 'checkout');
       // The server must answer an ls-remote within the connect timeout before the fetch gets
       // the long one: a silent host or port fails the request in seconds, not minutes.
-      await resolveBranch(this.source(project, true), branch, dir);
+      await resolveBranch(this.source(project, true), branch ?? 'HEAD', dir);
       await fetchCommit(this.source(project), sha, branch, checkout);
       const info = await readCommitInfo(this.source(project, true), checkout).catch(() => null);
       // The context directory and the Dockerfile must stay inside the checkout, symlinks too:
@@ -193,6 +268,7 @@ export class ProjectBuilder {
         maxBytes: this.config.maxContextBytes,
       });
       const builds = this.moduleRef.get(BuildsService, { strict: false });
+      const secretsId = await this.projectSecretsFor(project, trusted);
       try {
         const submitted = await builds.submitStored(
           put.digest,
@@ -206,6 +282,7 @@ export class ProjectBuilder {
             // git-triggered builds get the service's default network
             network: undefined,
             push: tags.some((t) => parseReference(t).registry !== null),
+            ...(secretsId !== undefined ? { secrets: secretsId } : {}),
           },
           { ...buildSource, author: info?.author ?? null, message: info?.message ?? null },
         );

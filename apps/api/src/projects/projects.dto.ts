@@ -41,6 +41,27 @@ const projectFields = {
     .min(1)
     .max(20)
     .refine((ts) => ts.every((t) => t.includes(':')), 'each tag template must be repo:tag'),
+  tagPatterns: z
+    .array(
+      z
+        .string()
+        .min(1)
+        .max(255)
+        .regex(/^[^\s~^:?[\\]+$/, 'must be a tag name (optionally ending in *)'),
+    )
+    .max(100),
+  tagTemplates: z
+    .array(z.string().min(1).max(300))
+    .min(1)
+    .max(20)
+    .refine((ts) => ts.every((t) => t.includes(':')), 'each tag template must be repo:tag'),
+  pullRequests: z.boolean(),
+  prTemplates: z
+    .array(z.string().min(1).max(300))
+    .min(1)
+    .max(20)
+    .refine((ts) => ts.every((t) => t.includes(':')), 'each tag template must be repo:tag'),
+  autoCancel: z.boolean(),
   repository: z
     .string()
     .regex(/^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/)
@@ -78,6 +99,11 @@ export const CreateProjectBodySchema = z.object({
   context: projectFields.context.default('.'),
   dockerfile: projectFields.dockerfile.default('Dockerfile'),
   tags: projectFields.tags.default(['{repo}:{branch}', '{repo}:{shortsha}']),
+  tagPatterns: projectFields.tagPatterns.default(['*']),
+  tagTemplates: projectFields.tagTemplates.default(['{repo}:{tag}']),
+  pullRequests: projectFields.pullRequests.default(true),
+  prTemplates: projectFields.prTemplates.default(['{repo}:pr-{pr}']),
+  autoCancel: projectFields.autoCancel.default(true),
   repository: projectFields.repository.optional(),
   buildArgs: projectFields.buildArgs.default({}),
   target: projectFields.target.default(null),
