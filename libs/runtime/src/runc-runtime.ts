@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { constants as osConstants } from 'node:os';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
@@ -14,6 +15,7 @@ import {
   stepNameservers,
   stepResolvConf,
   sweepSandboxProcesses,
+  type SandboxAddresses,
   type SandboxTools,
 } from './sandbox-network';
 import {
@@ -48,6 +50,13 @@ export interface RuncRuntimeOptions {
    * default or stricter). Default {@link DEFAULT_SECCOMP_PROFILE}; null: no filter (unconfined).
    */
   seccompProfile?: string | null;
+  /**
+   * Make the next sandboxed run's network ahead (one spare): while a sandboxed step runs, the
+   * namespace, its rules and slirp4netns for the next one start, as BuildKit's CNI provider
+   * keeps a pool of namespaces. A spare is never reused: each run gets a fresh one. Default
+   * false; {@link closeSpare} ends the spare (worker shutdown).
+   */
+  sandboxSpare?: boolean;
 }
 
 /** What to run: {@link RuntimeSpecOptions} with `user` also accepted as a Dockerfile `USER` string. */
@@ -124,6 +133,12 @@ export class RuncRuntime {
   private readonly cgroupParent: string;
   private readonly killGraceMs: number;
   private readonly active = new Set<string>();
+  /** The next sandboxed run's network, being made (see `sandboxSpare`). */
+  private spare: { readonly id: string; readonly key: string; readonly net: Promise<SandboxNetwork> } | null =
+    null;
+  /** Spare networks in use, by the bundle-dir name they were made in (removed after the run). */
+  private readonly spareDirs = new Map<SandboxNetwork, string>();
+  private closing = false;
   private memoryCgroup: Promise<MemoryCgroupLayout> | undefined;
   private seccomp: Promise<SeccompProfile | null> | undefined;
 
@@ -228,11 +243,7 @@ export class RuncRuntime {
         const resolvConf = path.join(bundle, 'resolv.conf');
         await fs.writeFile(resolvConf, stepResolvConf(hostResolv, nameservers), { mode: 0o644 });
         networkFiles = { ...networkFiles, resolvConf };
-        sandbox = await SandboxNetwork.open(
-          bundle,
-          { hostAddresses, nameservers },
-          this.options.sandboxTools,
-        );
+        sandbox = await this.sandboxNetwork(bundle, { hostAddresses, nameservers });
         netnsPath = sandbox.netnsPath;
       }
       const seccompProfile = await this.seccompProfile();
@@ -262,9 +273,80 @@ export class RuncRuntime {
     } finally {
       await this.forceDelete(id);
       await sandbox?.close();
+      if (sandbox !== null) {
+        await this.releaseSpareDir(sandbox);
+      }
       await fs.rm(bundle, { recursive: true, force: true });
       await removeStubs(stubs);
     }
+  }
+
+  /**
+   * A fresh sandbox network for a run: the spare made ahead when it was made for the same
+   * addresses (else a new one in `bundle`); with `sandboxSpare`, the next spare starts now.
+   */
+  private async sandboxNetwork(bundle: string, addresses: SandboxAddresses): Promise<SandboxNetwork> {
+    const key = JSON.stringify(addresses);
+    const spare = this.spare;
+    this.spare = null;
+    let net: SandboxNetwork | null = null;
+    if (spare !== null) {
+      const made = await spare.net.catch(() => null);
+      if (made !== null && spare.key === key) {
+        net = made;
+        this.spareDirs.set(net, spare.id);
+      } else {
+        await made?.close();
+        await this.dropSpareDir(spare.id);
+      }
+    }
+    net ??= await SandboxNetwork.open(bundle, addresses, this.options.sandboxTools);
+    if (this.options.sandboxSpare === true && !this.closing) {
+      this.makeSpare(addresses, key);
+    }
+    return net;
+  }
+
+  private makeSpare(addresses: SandboxAddresses, key: string): void {
+    const id = `spare-${randomBytes(6).toString('hex')}`;
+    const dir = path.join(this.options.bundleDir, id);
+    // a sweep leaves it alone while it is ours
+    this.active.add(id);
+    const net = (async () => {
+      await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      return SandboxNetwork.open(dir, addresses, this.options.sandboxTools);
+    })();
+    net.catch(() => this.dropSpareDir(id).catch(() => undefined));
+    this.spare = { id, key, net };
+  }
+
+  private async releaseSpareDir(net: SandboxNetwork): Promise<void> {
+    const id = this.spareDirs.get(net);
+    if (id !== undefined) {
+      this.spareDirs.delete(net);
+      await this.dropSpareDir(id);
+    }
+  }
+
+  private async dropSpareDir(id: string): Promise<void> {
+    await fs.rm(path.join(this.options.bundleDir, id), { recursive: true, force: true });
+    this.active.delete(id);
+  }
+
+  /** Ends the spare sandbox network, if one is made or being made; no new one is made after. */
+  async closeSpare(): Promise<void> {
+    this.closing = true;
+    const spare = this.spare;
+    this.spare = null;
+    if (spare !== null) {
+      await (await spare.net.catch(() => null))?.close();
+      await this.dropSpareDir(spare.id);
+    }
+  }
+
+  /** The network namespace of the spare, once made (`/proc/<pid>/ns/net`), or null. */
+  async spareNetns(): Promise<string | null> {
+    return this.spare === null ? null : ((await this.spare.net.catch(() => null))?.netnsPath ?? null);
   }
 
   /** The profile, read once; a failed read is retried on the next run. */

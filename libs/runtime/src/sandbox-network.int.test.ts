@@ -269,4 +269,57 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
     );
     expect(median(times.sandbox ?? [])).toBeLessThan(median(times.none ?? []) + 1000);
   }, 60_000);
+  it('with sandboxSpare, the next step gets a namespace made while this one ran, fresh each time', async () => {
+    const spared = new RuncRuntime({
+      runcPath: RUNC,
+      stateRoot: path.join(work, 'state-spare'),
+      bundleDir,
+      cgroupParent: CGROUP_PARENT,
+      killGraceMs: 5000,
+      sandboxSpare: true,
+    });
+    const netns = async (): Promise<string> => {
+      const r = await runCollected(
+        spared,
+        `n${process.pid}-${++seq}`,
+        {
+          rootfs,
+          args: ['sh', '-c', 'readlink /proc/self/ns/net; ip -4 route | grep -c "^default via 10.0.2.2"'],
+          network: 'sandbox',
+        },
+        { timeoutMs: 30_000 },
+      );
+      expect(r.exitCode).toBe(0);
+      const [ns, routes] = r.stdout.trim().split('\n');
+      expect(routes).toBe('1');
+      return ns;
+    };
+    // The spare of a run is made while that run's namespace lives (so their inode numbers
+    // differ; a destroyed namespace's number may be reused later, so only live ones compare).
+    const spareInode = async (): Promise<string> => {
+      let spare: string | null = null;
+      for (let i = 0; i < 100 && spare === null; i++) {
+        spare = await spared.spareNetns();
+        if (spare === null) {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      expect(spare).not.toBeNull();
+      return fs.readlink(spare as string);
+    };
+    try {
+      const first = await netns();
+      const spare1 = await spareInode();
+      expect(spare1).not.toBe(first);
+      const second = await netns();
+      expect(second).toBe(spare1);
+      // and the run after that gets the next spare, made while the second ran: never a used one
+      const spare2 = await spareInode();
+      expect(spare2).not.toBe(second);
+      expect(await netns()).toBe(spare2);
+    } finally {
+      await spared.closeSpare();
+    }
+    // afterEach: no helper process, bundle dir or container is left once the spare is closed
+  }, 60_000);
 });

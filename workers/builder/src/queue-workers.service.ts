@@ -17,6 +17,7 @@ import {
   workerQueueName,
 } from '@stratum/contracts';
 import { createRedis, logErrorsThrottled, QUEUE_PREFIX, RedisKeys } from '@stratum/jobs';
+import { RuncRuntime } from '@stratum/runtime';
 import { HostSweeper } from './host-sweeper';
 import { AbortReason, JOB_HANDLERS, JobHandler } from './job-handler';
 
@@ -97,6 +98,7 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
     @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
     @Inject(JOB_HANDLERS) handlers: JobHandler[],
     private readonly sweeper: HostSweeper,
+    private readonly runtime: RuncRuntime,
   ) {
     this.routes = routeHandlers(handlers, config.worker.id);
   }
@@ -176,5 +178,6 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
     for (const c of this.connections) {
       c.disconnect();
     }
+    await this.runtime.closeSpare();
   }
 }

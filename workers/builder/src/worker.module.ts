@@ -48,6 +48,8 @@ export class WorkerModule {
               stateRoot: paths.runcRoot,
               bundleDir: paths.bundles,
               seccompProfile: config.seccompProfile,
+              // the next sandboxed step's network is made while one runs (ended at shutdown)
+              sandboxSpare: config.allowSandboxNetwork,
             }),
         },
         { provide: LayerCache, useFactory: () => new LayerCache(paths.layerCache) },
