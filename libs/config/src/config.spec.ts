@@ -59,6 +59,17 @@ describe('loadConfig', () => {
     }
   });
 
+  it('reads IMMUTABLE_TAGS as repository-pattern:tag-pattern and refuses a bad entry naming it', () => {
+    expect(loadConfig(minimal).immutableTags).toEqual([]);
+    expect(loadConfig({ ...minimal, IMMUTABLE_TAGS: 'team/*:v*,*:release-*' }).immutableTags).toEqual([
+      { repository: 'team/*', tag: 'v*' },
+      { repository: '*', tag: 'release-*' },
+    ]);
+    for (const bad of ['v*', 'team/*:', ':v*', 'Team:v1', 'team:v 1']) {
+      expect(() => loadConfig({ ...minimal, IMMUTABLE_TAGS: bad })).toThrow(`IMMUTABLE_TAGS: "${bad}"`);
+    }
+  });
+
   it('reads TRUST_PROXY as a hop count or a list of addresses, unset as null', () => {
     expect(loadConfig(minimal).api.trustProxy).toBeNull();
     expect(loadConfig({ ...minimal, TRUST_PROXY: '1' }).api.trustProxy).toBe(1);

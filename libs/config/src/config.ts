@@ -43,6 +43,8 @@ function buildSchemas() {
    * - ACCESS_RULES: `subject:pattern=actions` (subject a user, `token:<name>` or `*` for anyone signed in;
    *   actions `pull`, `push`, `delete` joined by `+`): once any is set, a signed-in principal may do on a
    *   repository only what its matching rules grant (plus pull where the repository is public)
+   * - IMMUTABLE_TAGS: `repository-pattern:tag-pattern` (`team/*:v*`): such a tag, once set, never moves to
+   *   another digest and is never deleted
    * - REGISTRY_MIRRORS: `prefix=upstream-url` (credentials as URL userinfo), served pull-through at /v2/<prefix>/…
    * - REGISTRY_CREDENTIALS: `host[:port]=user:password` for pushes to, and pulls from, other registries
    * - REGISTRY_INSECURE: `host[:port]` reached over plain HTTP (Docker's `insecure-registries`)
@@ -64,6 +66,7 @@ function buildSchemas() {
     API_TOKENS: z.string().optional(),
     REPOSITORY_ACCESS: z.string().optional(),
     ACCESS_RULES: z.string().optional(),
+    IMMUTABLE_TAGS: z.string().optional(),
     REGISTRY_MIRRORS: z.string().optional(),
     REGISTRY_CREDENTIALS: z.string().optional(),
     REGISTRY_INSECURE: z.string().optional(),
@@ -265,6 +268,31 @@ function listItems(value: string | undefined): string[] {
 function splitOnce(item: string, sep: string): [string, string] | null {
   const i = item.indexOf(sep);
   return i <= 0 || i === item.length - 1 ? null : [item.slice(0, i), item.slice(i + 1)];
+}
+
+/** A repository pattern and a tag pattern, `*` matching any run of characters (IMMUTABLE_TAGS). */
+export interface ImmutableTagRule {
+  readonly repository: string;
+  readonly tag: string;
+}
+
+function parseImmutableTags(value: string | undefined, problems: string[]): ImmutableTagRule[] {
+  return listItems(value).flatMap((item) => {
+    const colon = item.lastIndexOf(':');
+    const repository = item.slice(0, Math.max(colon, 0));
+    const tag = item.slice(colon + 1);
+    if (
+      colon <= 0 ||
+      !/^[a-z0-9*][a-z0-9._/*-]*$/.test(repository) ||
+      !/^[A-Za-z0-9_*][A-Za-z0-9._*-]*$/.test(tag)
+    ) {
+      problems.push(
+        `IMMUTABLE_TAGS: "${item}": each entry must be repository-pattern:tag-pattern (e.g. team/*:v*)`,
+      );
+      return [];
+    }
+    return [{ repository, tag }];
+  });
 }
 
 /** What a user or token may do on the repositories a pattern matches (ACCESS_RULES). */
@@ -569,6 +597,8 @@ export interface StratumConfig {
   readonly stepNetworkDefault: 'sandbox' | 'none';
   readonly auth: AuthConfig;
   readonly registryClients: RegistryClientConfig;
+  /** IMMUTABLE_TAGS: tags that never move or go away once set (enforced by the repository store). */
+  readonly immutableTags: readonly ImmutableTagRule[];
   readonly git: GitConfig;
   readonly maintenance: MaintenanceConfig;
 }
@@ -645,9 +675,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const authEnv = authSchema.safeParse(clean);
   let auth: AuthConfig | null = null;
   let registryClients: RegistryClientConfig | null = null;
+  let immutableTags: ImmutableTagRule[] = [];
   if (authEnv.success) {
     auth = parseAuth(authEnv.data, problems);
     registryClients = parseRegistryClients(authEnv.data, problems);
+    immutableTags = parseImmutableTags(authEnv.data.IMMUTABLE_TAGS, problems);
   } else {
     problems.push(...describe(authEnv.error.issues));
   }
@@ -712,6 +744,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     stepNetworkDefault: c.STEP_NETWORK_DEFAULT ?? (c.ALLOW_SANDBOX_NETWORK ? 'sandbox' : 'none'),
     auth,
     registryClients,
+    immutableTags,
     git: {
       webhookMaxBodyBytes: c.WEBHOOK_MAX_BODY_BYTES,
       webhookMaxInflightBytes: c.WEBHOOK_MAX_INFLIGHT_BYTES,

@@ -12,7 +12,7 @@ import {
   parseManifest,
   parseReference,
 } from '@stratum/oci';
-import { BlobDigest, BlobStore, RepositoryStore } from '@stratum/storage';
+import { assertTagsRemovable, BlobDigest, BlobStore, RepositoryStore } from '@stratum/storage';
 import { historyRows, ImageHistoryEntry, layerContentSize } from './image-history';
 import {
   ImageSummary,
@@ -314,6 +314,7 @@ export class ImageService {
         `image ${repository}@${manifest} is tagged ${pointing.map((t) => `${repository}:${t}`).join(', ')}; remove the tags or force`,
       );
     }
+    assertTagsRemovable(this.repositories, repository, untag);
     for (const t of untag) {
       await this.repositories.deleteTag(repository, t);
     }

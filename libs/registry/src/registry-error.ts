@@ -104,6 +104,9 @@ export function toRegistryError(err: unknown): RegistryError | null {
           { quarantined: true },
           { status: 404, cause: err },
         );
+      case 'TAG_IMMUTABLE':
+        // DENIED is the OCI code clients print ("denied: tag team/app:v1 is immutable …").
+        return new RegistryError('DENIED', err.message, undefined, { status: 409, cause: err });
       case 'BLOB_UNKNOWN':
       case 'DIGEST_INVALID':
       case 'SIZE_INVALID':

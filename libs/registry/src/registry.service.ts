@@ -9,6 +9,7 @@ import {
   ParsedManifest,
 } from '@stratum/oci';
 import {
+  assertTagsRemovable,
   BlobDigest,
   BlobStore,
   isBlobDigest,
@@ -252,10 +253,15 @@ export class RegistryService {
     } catch {
       // Unreadable bytes have no referrers entry worth cleaning.
     }
+    const tags: string[] = [];
     for (const tag of await this.repositories.listTags(repository)) {
       if ((await this.repositories.getTag(repository, tag)) === digest) {
-        await this.repositories.deleteTag(repository, tag);
+        tags.push(tag);
       }
+    }
+    assertTagsRemovable(this.repositories, repository, tags);
+    for (const tag of tags) {
+      await this.repositories.deleteTag(repository, tag);
     }
     await this.repositories.unlinkManifest(repository, digest);
     if (subject !== null) {

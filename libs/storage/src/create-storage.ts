@@ -2,6 +2,7 @@ import type { StorageConfig } from '@stratum/config';
 import { BlobStore } from './blob-store';
 import { FsBlobStore } from './fs-blob-store';
 import { FsRepositoryStore } from './fs-repository-store';
+import { ImmutableTagRule, ImmutableTagsRepositoryStore } from './immutable-tags';
 import { RepositoryStore } from './repository-store';
 import { S3BlobStore } from './s3-blob-store';
 import { S3RepositoryStore } from './s3-repository-store';
@@ -23,14 +24,20 @@ export interface Storage {
  * Builds the stores for the configured backend and prepares it (directories, bucket), so a
  * misconfigured or unreachable backend fails at boot.
  */
-export async function createStorage(config: StorageConfig): Promise<Storage> {
+export async function createStorage(
+  config: StorageConfig,
+  options: { immutableTags?: readonly ImmutableTagRule[] } = {},
+): Promise<Storage> {
+  const rules = options.immutableTags ?? [];
+  const guard = (repositories: RepositoryStore): RepositoryStore =>
+    rules.length > 0 ? new ImmutableTagsRepositoryStore(repositories, rules) : repositories;
   switch (config.kind) {
     case 'fs': {
       const blobs = new FsBlobStore(config.root);
       await blobs.init();
       return {
         blobs,
-        repositories: new FsRepositoryStore(config.root),
+        repositories: guard(new FsRepositoryStore(config.root)),
         uploads: new FsUploadPartStore(config.root),
         markers: new FsMarkerStore(config.root),
       };
@@ -40,7 +47,7 @@ export async function createStorage(config: StorageConfig): Promise<Storage> {
       await ensureBucket(client, config.bucket, config.region);
       return {
         blobs: new S3BlobStore(client, config.bucket),
-        repositories: new S3RepositoryStore(client, config.bucket),
+        repositories: guard(new S3RepositoryStore(client, config.bucket)),
         uploads: new S3UploadPartStore(client, config.bucket),
         markers: new S3MarkerStore(client, config.bucket),
       };

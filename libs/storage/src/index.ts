@@ -14,7 +14,15 @@ export { digestHex, isBlobDigest, parseBlobDigest } from './digest';
 export { FILE_CHUNK, FileSliceStream, sendStream } from './file-slice-stream';
 export { FsBlobStore } from './fs-blob-store';
 export { FsRepositoryStore } from './fs-repository-store';
-export { assertRepositoryName, assertTagName, isRepositoryName, isTagName } from './repository-store';
+export { ImmutableTagsRepositoryStore } from './immutable-tags';
+export type { ImmutableTagRule } from './immutable-tags';
+export {
+  assertRepositoryName,
+  assertTagName,
+  assertTagsRemovable,
+  isRepositoryName,
+  isTagName,
+} from './repository-store';
 export type { RepositoryStore } from './repository-store';
 export { S3BlobStore } from './s3-blob-store';
 export type { S3BlobStoreOptions } from './s3-blob-store';

@@ -36,6 +36,26 @@ export interface RepositoryStore {
   hasBlob(repository: string, digest: BlobDigest): Promise<boolean>;
   /** True when a link was removed. */
   unlinkBlob(repository: string, digest: BlobDigest): Promise<boolean>;
+  /**
+   * Whether a tag may never move or go away once set (IMMUTABLE_TAGS); absent: none is. Callers
+   * that delete several tags ask first, so that a refusal leaves all of them in place.
+   */
+  isImmutable?(repository: string, tag: string): boolean;
+}
+
+/** Throws TAG_IMMUTABLE when any of `tags` is immutable in `store` (before deleting any of them). */
+export function assertTagsRemovable(
+  store: RepositoryStore,
+  repository: string,
+  tags: readonly string[],
+): void {
+  const locked = tags.filter((t) => store.isImmutable?.(repository, t) === true);
+  if (locked.length > 0) {
+    throw new StorageError(
+      'TAG_IMMUTABLE',
+      `tag ${locked.map((t) => `${repository}:${t}`).join(', ')} is immutable (IMMUTABLE_TAGS): it cannot be deleted`,
+    );
+  }
 }
 
 /** Repository name grammar from the OCI distribution spec (`<name>` in the pull section). */

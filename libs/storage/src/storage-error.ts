@@ -15,6 +15,8 @@ export const STORAGE_ERROR_CODES = [
   'UNAVAILABLE',
   /** Stored bytes no longer hash to their digest (tampered or rotted); the blob was quarantined. */
   'BLOB_CORRUPT',
+  /** The tag matches IMMUTABLE_TAGS and would move to another digest or be deleted. */
+  'TAG_IMMUTABLE',
 ] as const;
 
 /** One of {@link STORAGE_ERROR_CODES}. */

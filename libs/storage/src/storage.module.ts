@@ -24,7 +24,8 @@ const STORAGE = Symbol('STORAGE');
     {
       provide: STORAGE,
       inject: [STRATUM_CONFIG],
-      useFactory: (config: StratumConfig): Promise<Storage> => createStorage(config.storage),
+      useFactory: (config: StratumConfig): Promise<Storage> =>
+        createStorage(config.storage, { immutableTags: config.immutableTags }),
     },
     { provide: BLOB_STORE, inject: [STORAGE], useFactory: (s: Storage) => s.blobs },
     { provide: REPOSITORY_STORE, inject: [STORAGE], useFactory: (s: Storage) => s.repositories },

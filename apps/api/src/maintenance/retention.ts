@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { parseManifest, ParsedManifest } from '@stratum/oci';
-import { BlobDigest, BlobStore, RepositoryStore } from '@stratum/storage';
+import { BlobDigest, BlobStore, isStorageError, RepositoryStore } from '@stratum/storage';
 import { referrersKeyOf } from './garbage-collector';
 
 export interface RetentionOptions {
@@ -61,7 +61,8 @@ export async function applyRetention(
     if (options.keepTags > 0 && tagged.length > options.keepTags) {
       tagged.sort((a, b) => b.at - a.at || (a.tag < b.tag ? 1 : -1));
       for (const t of tagged.splice(options.keepTags)) {
-        if (await repositories.deleteTag(repository, t.tag)) {
+        // An IMMUTABLE_TAGS tag stays, whatever the retention policy says.
+        if (await repositories.deleteTag(repository, t.tag).catch(keepImmutable)) {
           result.tags++;
         }
       }
@@ -133,4 +134,11 @@ async function readManifest(blobs: BlobStore, digest: BlobDigest): Promise<Parse
   } catch {
     return null;
   }
+}
+
+function keepImmutable(err: unknown): false {
+  if (isStorageError(err, 'TAG_IMMUTABLE')) {
+    return false;
+  }
+  throw err;
 }
