@@ -12,6 +12,19 @@ describe('loadConfig', () => {
     expect(c.worker.scratchDir.startsWith('/var/lib/stratum/worker/')).toBe(true);
   });
 
+  it('git sources: https and ssh by default, file only when listed, unknown transports refused', () => {
+    expect(loadConfig(minimal).addGit).toEqual({
+      schemes: ['https', 'ssh'],
+      maxBytes: 2 * 1024 * 1024 * 1024,
+      timeoutSeconds: 300,
+    });
+    expect(loadConfig({ ...minimal, ADD_GIT_SCHEMES: 'https, file' }).addGit.schemes).toEqual([
+      'https',
+      'file',
+    ]);
+    expect(() => loadConfig({ ...minimal, ADD_GIT_SCHEMES: 'https,ftp' })).toThrow(/ADD_GIT_SCHEMES/);
+  });
+
   it('listens on loopback until registry and API auth are both on; refuses an open address without them', () => {
     const auth = {
       REGISTRY_AUTH: 'token',

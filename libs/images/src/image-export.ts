@@ -13,6 +13,7 @@ import {
   END_OF_ARCHIVE,
   padding,
   readTar,
+  TarEntry,
   WHITEOUT_OPAQUE,
   WHITEOUT_PREFIX,
 } from '@stratum/tar';
@@ -77,6 +78,7 @@ export async function* exportFilesystem(
     const layerDeleted: string[] = [];
     const layerOpaque: string[] = [];
     const layerPaths = new Set<string>();
+    const orphanLinks: { path: string; target: string; entry: TarEntry }[] = [];
     try {
       for await (const entry of readTar(new ByteReader(plain.stream))) {
         if (signal?.aborted === true) {
@@ -109,7 +111,15 @@ export async function* exportFilesystem(
         }
         if (entry.type === 'link') {
           const target = normalise(entry.linkpath);
-          if (target === null || !layerPaths.has(target)) {
+          if (target === null) {
+            continue;
+          }
+          if (!layerPaths.has(target)) {
+            // Its target is hidden by an upper layer, yet overlayfs still shows this name with
+            // the old content: written as a file from a second read of this layer, below.
+            orphanLinks.push({ path, target, entry });
+            seen.add(path);
+            nonDirs.add(path);
             continue;
           }
         }
@@ -150,6 +160,9 @@ export async function* exportFilesystem(
     } finally {
       plain.close();
     }
+    if (orphanLinks.length > 0) {
+      yield* orphanLinkFiles(blobs, layer, orphanLinks, push, take);
+    }
     // A layer's whiteouts apply to the layers below it, never to its own entries.
     for (const d of layerDeleted) {
       deleted.add(d);
@@ -160,6 +173,72 @@ export async function* exportFilesystem(
   }
   push(END_OF_ARCHIVE);
   yield take();
+}
+
+/**
+ * Hard links of a layer whose target an upper layer hid: each becomes a regular file with the
+ * target's content (read again from the layer), as the merged tree shows it; further links to
+ * the same target link to that first file.
+ */
+async function* orphanLinkFiles(
+  blobs: BlobStore,
+  layer: LayerDescriptor,
+  links: readonly { path: string; target: string; entry: TarEntry }[],
+  push: (b: Buffer) => void,
+  take: () => Buffer,
+): AsyncGenerator<Buffer> {
+  const byTarget = new Map<string, { path: string; entry: TarEntry }[]>();
+  for (const l of links) {
+    byTarget.set(l.target, [...(byTarget.get(l.target) ?? []), l]);
+  }
+  const plain = await decompressed(await blobs.get(layer.digest as BlobDigest));
+  try {
+    for await (const entry of readTar(new ByteReader(plain.stream))) {
+      const path = normalise(entry.path);
+      const group = path === null ? undefined : byTarget.get(path);
+      if (group === undefined || entry.type !== 'file') {
+        continue;
+      }
+      byTarget.delete(path as string);
+      const [first, ...rest] = group;
+      push(
+        encodeHeader({
+          path: first.path,
+          type: 'file',
+          mode: entry.mode,
+          uid: entry.uid,
+          gid: entry.gid,
+          size: entry.size,
+          mtime: entry.mtime,
+          linkpath: '',
+          xattrs: entry.xattrs,
+        }),
+      );
+      for await (const chunk of entry.body()) {
+        push(chunk);
+        yield take();
+      }
+      push(Buffer.alloc(padding(entry.size)));
+      for (const other of rest) {
+        push(
+          encodeHeader({
+            path: other.path,
+            type: 'link',
+            mode: entry.mode,
+            uid: entry.uid,
+            gid: entry.gid,
+            size: 0,
+            mtime: entry.mtime,
+            linkpath: first.path,
+          }),
+        );
+      }
+      yield take();
+    }
+    await plain.exited;
+  } finally {
+    plain.close();
+  }
 }
 
 /** One blob of the layout, streamed from the store and checked against its descriptor's size. */
