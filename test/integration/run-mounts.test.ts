@@ -85,6 +85,19 @@ async function lastLayerNames(digest: Digest): Promise<string[]> {
 
 const statuses = (r: Result): string[] => r.steps.map((s) => s.status);
 
+/**
+ * What a build leaves in the worker's scratch places: per-build dirs (jobs), runc bundles and
+ * runc state (a container not deleted). All empty between builds, failed ones included.
+ */
+async function scratchLeftovers(): Promise<string[]> {
+  const out: string[] = [];
+  for (const d of ['jobs', 'bundles', 'runc']) {
+    const names = await readdir(join(work, d)).catch(() => [] as string[]);
+    out.push(...names.map((n) => `${d}/${n}`));
+  }
+  return out;
+}
+
 /** Mounts (any type) below the test's directory. */
 function mountsUnderWork(): string[] {
   return readFileSyncMounts().filter((t) => t.startsWith(work));
@@ -219,6 +232,8 @@ describe('type=bind', () => {
     expect(isUserBuildError(err)).toBe(true);
     expect(err.message).toMatch(message);
     expect(err.message).toMatch(/^Dockerfile:5: |on line 5: /);
+    expect(mountsUnderWork()).toEqual([]);
+    expect(await scratchLeftovers()).toEqual([]);
   });
 });
 
@@ -389,6 +404,9 @@ describe('type=secret', () => {
     const err = await failure(busyboxContext(`RUN echo ok\n${line}`), { secrets });
     expect(err.message).toMatch(message);
     expect(err.message).toMatch(/^Dockerfile:5: |on line 5: /);
+    // Nothing mounted, nothing left in the worker's scratch places.
+    expect(mountsUnderWork()).toEqual([]);
+    expect(await scratchLeftovers()).toEqual([]);
   });
 });
 
