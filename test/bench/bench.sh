@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Stratum benchmark: every workload in ../shared/bench/workloads through Stratum end to end
 # (CLI -> API -> queue -> worker -> image in our registry), cold and warm, beside BuildKit and
-# Buildah timed by ../shared/bench/peers.sh in the same run. Prints a table of seconds and the
-# ratio Stratum / BuildKit, the worker's and API's peak RSS, the snapshot micro-benchmark and a
-# registry pull comparison.
+# Buildah timed by ../shared/bench/peers.sh in the same run; then the project's own workloads
+# (test/bench/workloads, phases in project-workloads.sh: npm ci through bind + cache mounts on
+# a Debian base with nodejs) beside the peers timed by peers-project.sh with peers.sh's
+# commands. Prints a table of seconds and the ratio Stratum / BuildKit, the worker's and API's
+# peak RSS, the snapshot micro-benchmark and a registry pull comparison. WORKLOAD names come
+# from either folder.
 # With --runs N the whole comparison runs N times (peers too) and the report gives each run's
 # table and the medians (a single workload's ratio moves by +-0.3 between runs on 2 cores).
 # With --throughput N (default 0: off) it also submits N small builds at once to each builder
@@ -26,7 +29,19 @@ shared=$(cd "$STRATUM_ROOT/../shared" && pwd)
 out_root=${BENCH_OUT:-$STRATUM_ROOT/test-output/bench}
 rm -rf "$out_root"; mkdir -p "$out_root"
 export BENCH_TMP=${BENCH_TMP:-/tmp/stratum-bench-peers}
-workloads=("$@"); ((${#workloads[@]})) || workloads=($(ls "$shared/bench/workloads"))
+# shellcheck source=project-workloads.sh
+source "$STRATUM_ROOT/test/bench/project-workloads.sh"
+workloads=() projects=()
+if (($#)); then
+  for w in "$@"; do
+    if [[ -d $shared/bench/workloads/$w ]]; then workloads+=("$w")
+    elif [[ -d $PROJECT_WORKLOADS_DIR/$w ]]; then projects+=("$w")
+    else log "no workload $w in $shared/bench/workloads or $PROJECT_WORKLOADS_DIR"; exit 1; fi
+  done
+else
+  workloads=($(ls "$shared/bench/workloads")) projects=($(project_workloads))
+fi
+((${#projects[@]} == 0)) || apt_install debootstrap # the npm workload's Debian base
 
 apt_install skopeo bc
 pids=()
@@ -62,8 +77,15 @@ start_stack() {
 }
 
 one_run() {
-  log "peers (BuildKit, Buildah): $shared/bench/peers.sh ${workloads[*]}"
-  "$shared/bench/peers.sh" "${workloads[@]}" | tee "$out/peers.tsv"
+  : >"$out/peers.tsv"
+  if ((${#workloads[@]})); then
+    log "peers (BuildKit, Buildah): $shared/bench/peers.sh ${workloads[*]}"
+    "$shared/bench/peers.sh" "${workloads[@]}" | tee -a "$out/peers.tsv"
+  fi
+  if ((${#projects[@]})); then
+    log "peers (BuildKit, Buildah) on the project's workloads: test/bench/peers-project.sh ${projects[*]}"
+    test/bench/peers-project.sh "${projects[@]}" | tee -a "$out/peers.tsv"
+  fi
   : >"$out/stratum.tsv"
   for w in "${workloads[@]}"; do
     ctx=$BENCH_TMP/ctx/$w # the same context dirs peers.sh built
@@ -100,6 +122,31 @@ one_run() {
         printf '%s\t%s\tskopeo-pull\t%.3f\n' "$w" "$name" "$median" | tee -a "$out/stratum.tsv"
       done
     fi
+  done
+  for w in "${projects[@]}"; do
+    start_stack
+    read -r base_tar base_name < <(project_base "$w")
+    # The base imported beforehand, untimed, as for the peers; and its layer extracted on the
+    # worker by a build of its own (docker import and buildah commit leave it unpacked in the
+    # peers' stores): "cold" times the workload's steps, not unpacking the base.
+    apps/cli/bin/stratum import "$base_tar" "$base_name" >>"$out/stratum-$w.log" 2>&1 ||
+      { log "stratum import of $base_tar failed; see $out/stratum-$w.log"; exit 1; }
+    prime=$BENCH_TMP/ctx-project/$w-prime
+    rm -rf "$prime"; mkdir -p "$prime"; printf 'FROM %s\nRUN true\n' "$base_name" >"$prime/Dockerfile"
+    apps/cli/bin/stratum build -t "bench/$w-prime:latest" "$prime" >>"$out/stratum-$w.log" 2>&1 ||
+      { log "stratum build of $w's base failed; see $out/stratum-$w.log"; exit 1; }
+    ctx=$BENCH_TMP/ctx-project/$w-stratum
+    project_context "$w" "$ctx"
+    for phase in "${PROJECT_PHASES[@]}"; do
+      project_phase "$w" "$phase" "$ctx"
+      s=$(now)
+      apps/cli/bin/stratum build -t "bench/$w:latest" "$ctx" >>"$out/stratum-$w.log" 2>&1 ||
+        { log "stratum build of $w ($phase) failed; see $out/stratum-$w.log"; exit 1; }
+      e=$(now)
+      printf '%s\tstratum\t%s-build+push\t%.3f\n' "$w" "$phase" "$(echo "$e - $s" | bc)" | tee -a "$out/stratum.tsv"
+    done
+    printf '%s\tstratum\tworker-peak-rss-mb\t%s\n%s\tstratum\tapi-peak-rss-mb\t%s\n' \
+      "$w" "$(peak_rss_mb "$worker_pid")" "$w" "$(peak_rss_mb "$api_pid")" | tee -a "$out/stratum.tsv"
   done
   cleanup
 

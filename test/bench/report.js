@@ -43,8 +43,13 @@ function figures(rows) {
   ];
   const table = [];
   const sums = { stratum: 0, buildkit: 0, buildah: 0 };
+  // The phases each workload has, in the order measured (cold, warm; the project's add deps).
+  const phasesOf = (w) =>
+    rows
+      .filter((r) => r.workload === w && r.tool === 'stratum' && r.phase.endsWith('-build+push'))
+      .map((r) => r.phase.slice(0, -'-build+push'.length));
   for (const w of workloads) {
-    for (const phase of ['cold', 'warm']) {
+    for (const phase of phasesOf(w)) {
       const s = get(w, 'stratum', `${phase}-build+push`);
       const bk = peerTotal(w, 'buildkit', phase);
       const ba = peerTotal(w, 'buildah', phase);
