@@ -412,6 +412,16 @@ describe('ONBUILD triggers and build checks', () => {
     );
   });
 
+  it('UndefinedVar knows the environment of a base image in this registry', async () => {
+    await build(
+      { Dockerfile: 'FROM scratch\nENV APP_HOME=/srv\nCOPY a /a\n', a: 'a' },
+      { tags: ['it/env-base:1'] },
+    );
+    const r = await build({ Dockerfile: 'FROM it/env-base:1\nCOPY a $APP_HOME/a\nCOPY a $NOPE/b\n', a: 'a' });
+    expect(r.logs).toContain("UndefinedVar: Usage of undefined variable '$NOPE' (line 3)");
+    expect(r.logs).not.toContain('$APP_HOME');
+  });
+
   it("check warnings head the build log; # check=error=true fails the build with BuildKit's text", async () => {
     const r = await build({ Dockerfile: 'FROM scratch AS Base\nCOPY a /a\nCMD echo hi\n', a: 'a' });
     expect(r.logs).toContain(

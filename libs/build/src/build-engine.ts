@@ -262,9 +262,23 @@ class BuildRun implements NamedContextHost {
     });
     // Build checks head every build log, as BuildKit prints them; `# check=…;error=true` fails
     // the build on any (the empty-continuation and MAINTAINER notes of the parser are checks).
+    // Base images already in this registry lend their environment to UndefinedVar (as BuildKit
+    // reads the base's config); one to be pulled is not fetched for this: PATH only.
+    const baseEnv = new Map<string, string[]>();
+    for (const stage of plan.stages) {
+      if (stage.base.kind === 'image' && !baseEnv.has(stage.base.ref)) {
+        const image = await this.engine.images.resolve(stage.base.ref).catch(() => null);
+        const env = image?.config.config?.Env ?? [];
+        baseEnv.set(
+          stage.base.ref,
+          env.map((e) => e.split('=', 1)[0] ?? ''),
+        );
+      }
+    }
     const checks = checkDockerfile(text, {
       ...(this.data.target !== null ? { target: this.data.target } : {}),
       buildArgs: this.data.buildArgs,
+      baseImageEnv: (ref) => baseEnv.get(ref),
     });
     if (checks.warnings.length > 0) {
       const n = checks.warnings.length;
