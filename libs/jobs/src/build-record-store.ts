@@ -395,7 +395,7 @@ export class BuildRecordStore {
   async transition(
     id: string,
     state: BuildState,
-    extra: Partial<Pick<BuildRecord, 'error' | 'imageDigest'>> = {},
+    extra: Partial<Pick<BuildRecord, 'error' | 'imageDigest'>> & { readonly worker?: string } = {},
     /** Events that go onto the stream just before the state event, in the same transaction. */
     before: readonly BuildEvent[] = [],
   ): Promise<BuildRecord | null> {
@@ -416,6 +416,13 @@ export class BuildRecordStore {
         if (state === 'running') {
           r.startedAt = at;
           r.attempts += 1;
+          if (extra.worker !== undefined) {
+            r.worker = extra.worker;
+            r.attemptHistory = [
+              ...(r.attemptHistory ?? []),
+              { attempt: r.attempts, worker: extra.worker, startedAt: at },
+            ];
+          }
         }
         if (isTerminalBuildState(state)) {
           r.finishedAt = at;

@@ -18,6 +18,8 @@ export class BuildEventSink implements BuildReporter {
   constructor(
     private readonly records: BuildRecordStore,
     private readonly buildId: string,
+    /** WORKER_ID stamped on every step record this sink writes. */
+    private readonly worker?: string,
   ) {}
 
   private enqueue(task: () => Promise<unknown>): Promise<void> {
@@ -41,7 +43,7 @@ export class BuildEventSink implements BuildReporter {
    * the engine's await would otherwise serialise one Redis round trip set per change.
    */
   step(step: StepRecord): Promise<void> {
-    const copy = { ...step };
+    const copy = this.worker !== undefined ? { ...step, worker: this.worker } : { ...step };
     if (this.openBatch !== null) {
       this.openBatch.push(copy);
       return Promise.resolve();

@@ -1,4 +1,5 @@
-import { Injectable, Logger, Optional } from '@nestjs/common';
+import { hostname } from 'node:os';
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { Job, UnrecoverableError } from 'bullmq';
 import { BuildEngine, BuildError, isUserBuildError, truncateErrorMessage } from '@stratum/build';
 import { BuildJobData, BuildJobResult, BuildState, Digest, JobName } from '@stratum/contracts';
@@ -7,7 +8,7 @@ import { BuildRecordStore, BuildSecretStore } from '@stratum/jobs';
 import { parseReference } from '@stratum/oci';
 import { pushIdForBuild, PushSubmitter } from '@stratum/registry';
 import { BuildEventSink } from './build-event-sink';
-import { AbortReason, JobHandler } from './job-handler';
+import { AbortReason, JobHandler, WORKER_ID } from './job-handler';
 
 /**
  * Deliveries of a build after which a stall (its worker died or hung: no lock renewal) fails
@@ -39,6 +40,8 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
     private readonly pushes: PushSubmitter,
     /** Build secrets (absent in tests that bring none). */
     @Optional() private readonly secrets?: BuildSecretStore,
+    /** This worker's WORKER_ID (tests without one get the host name). */
+    @Optional() @Inject(WORKER_ID) private readonly workerId: string = hostname(),
   ) {}
 
   /**
@@ -156,8 +159,22 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
       ]);
       throw new UnrecoverableError(message);
     }
-    await this.records.transition(buildId, BuildState.Running);
-    const sink = new BuildEventSink(this.records, buildId);
+    // A record still `running` when a delivery starts: the attempt before never ended, its
+    // worker stopped renewing the job's lock (killed, hung, cut off) and BullMQ handed it on.
+    const takeover =
+      existing.state === BuildState.Running
+        ? `worker ${existing.worker ?? '(unknown)'} lost, attempt ${existing.attempts + 1} on worker ${this.workerId}`
+        : null;
+    if (takeover !== null) {
+      this.logger.warn(`build ${buildId}: ${takeover}`);
+    }
+    await this.records.transition(
+      buildId,
+      BuildState.Running,
+      { worker: this.workerId },
+      takeover !== null ? [{ type: 'log', step: null, stream: 'system', text: `${takeover}\n` }] : [],
+    );
+    const sink = new BuildEventSink(this.records, buildId, this.workerId);
     try {
       const { local, remote } = splitTags(job.data.tags);
       // An image only pushed elsewhere still lives in our registry, under the build's id.

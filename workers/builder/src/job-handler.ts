@@ -20,3 +20,6 @@ export interface JobHandler<N extends JobName = JobName> {
   readonly name: N;
   handle(job: Job<JobDataMap[N], JobResultMap[N], N>, signal: AbortSignal): Promise<JobResultMap[N]>;
 }
+
+/** Injection token of this worker's WORKER_ID (records name the worker of each attempt). */
+export const WORKER_ID = Symbol('WORKER_ID');

@@ -14,8 +14,9 @@ import {
   RemoveContainerProcessor,
   RunContainerProcessor,
 } from './containers/containers-worker.module';
+import { DeathWatch } from './death-watch';
 import { HostSweeper, workerPaths } from './host-sweeper';
-import { JOB_HANDLERS, JobHandler } from './job-handler';
+import { JOB_HANDLERS, JobHandler, WORKER_ID } from './job-handler';
 import { PushProcessor } from './push/push.processor';
 import { PushWorkerModule } from './push/push-worker.module';
 import { QueueWorkersService } from './queue-workers.service';
@@ -103,7 +104,9 @@ export class WorkerModule {
               ),
             }),
         },
+        { provide: WORKER_ID, useValue: config.worker.id },
         HostSweeper,
+        DeathWatch,
         BuildProcessor,
         {
           provide: JOB_HANDLERS,

@@ -66,4 +66,35 @@ describe('BuildWindow', () => {
     expect(w.builtSteps).toBe(2);
     expect(w.cacheHitRatio()).toBeCloseTo(0.6);
   });
+
+  it('counts running builds per worker and takeovers (an attempt on another worker than the one before)', () => {
+    const w = new BuildWindow();
+    const at = new Date(0).toISOString();
+    w.add({
+      ...build('running', []),
+      worker: 'a',
+      attemptHistory: [{ attempt: 1, worker: 'a', startedAt: at }],
+    });
+    w.add({
+      ...build('running', []),
+      worker: 'b',
+      attemptHistory: [
+        { attempt: 1, worker: 'a', startedAt: at },
+        { attempt: 2, worker: 'b', startedAt: at },
+      ],
+    });
+    w.add({
+      ...build('succeeded', []),
+      worker: 'a',
+      attemptHistory: [
+        { attempt: 1, worker: 'a', startedAt: at },
+        { attempt: 2, worker: 'a', startedAt: at },
+      ],
+    });
+    expect([...w.runningByWorker]).toEqual([
+      ['a', 1],
+      ['b', 1],
+    ]);
+    expect(w.takeovers).toBe(1);
+  });
 });

@@ -39,9 +39,22 @@ export class BuildWindow {
   /** Steps answered from the build cache / actually run, over the retained builds. */
   cachedSteps = 0;
   builtSteps = 0;
+  /** Running builds per worker (WORKER_ID of the current attempt). */
+  readonly runningByWorker = new Map<string, number>();
+  /** Attempts that followed an attempt on another worker (a takeover), over the retained builds. */
+  takeovers = 0;
 
   add(record: BuildRecord): void {
     this.byState[record.state] += 1;
+    if (record.state === BuildState.Running && record.worker) {
+      this.runningByWorker.set(record.worker, (this.runningByWorker.get(record.worker) ?? 0) + 1);
+    }
+    const history = record.attemptHistory ?? [];
+    for (let i = 1; i < history.length; i++) {
+      if (history[i].worker !== history[i - 1].worker) {
+        this.takeovers += 1;
+      }
+    }
     for (const step of record.steps) {
       if (step.status === StepStatus.Cached) {
         this.cachedSteps += 1;

@@ -60,6 +60,17 @@ export class MetricsService implements RegistryTrafficCounters {
     buckets: STEP_SECONDS_BUCKETS,
     registers: [this.registry],
   });
+  private readonly runningByWorker = new Gauge({
+    name: 'stratum_builds_running_by_worker',
+    help: 'Builds running now, by the worker (WORKER_ID) of their current attempt',
+    labelNames: ['worker'] as const,
+    registers: [this.registry],
+  });
+  private readonly takeovers = new Gauge({
+    name: 'stratum_build_takeovers',
+    help: 'Attempts that followed an attempt on another worker (lost worker), over the builds kept in the index',
+    registers: [this.registry],
+  });
   private readonly cacheHitRatio = new Gauge({
     name: 'stratum_build_cache_hit_ratio',
     help: 'cached / (cached + done) steps over the builds kept in the build index (NaN when none)',
@@ -162,6 +173,11 @@ export class MetricsService implements RegistryTrafficCounters {
       this.builds.set({ state }, n);
     }
     this.cacheHitRatio.set(window.cacheHitRatio());
+    this.runningByWorker.reset();
+    for (const [worker, n] of window.runningByWorker) {
+      this.runningByWorker.set({ worker }, n);
+    }
+    this.takeovers.set(window.takeovers);
     await this.observeFinished(finished);
     // Forget builds whose record has expired: the set stays as large as the index.
     for (const id of this.observed) {

@@ -428,6 +428,16 @@ function buildView(id) {
       ['no cache', record.noCache ? 'yes' : 'no'],
       ['context', h('code', {}, `${record.contextDigest} (${bytes(record.contextSize)})`)],
       ['attempts', record.attempts],
+      [
+        'workers',
+        h(
+          'span',
+          { id: 'build-workers' },
+          record.attemptHistory && record.attemptHistory.length
+            ? record.attemptHistory.map((a) => `#${a.attempt} ${a.worker}`).join(', ')
+            : record.worker || '—',
+        ),
+      ],
     ];
     const src = record.source;
     if (src && src.project) {
