@@ -13,7 +13,7 @@
 //
 // Needs: `npm run build` (worker and CLI run compiled), git, buildah, runc.
 import 'reflect-metadata';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   existsSync,
@@ -26,7 +26,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { createServer, Server } from 'node:http';
+import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
 import { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -59,6 +59,51 @@ function git(cwd: string, ...args: string[]): string {
   })
     .toString()
     .trim();
+}
+
+/** Git's smart HTTP protocol for the bare repository: `git http-backend` as a CGI program. */
+function gitHttpBackend(req: IncomingMessage, res: ServerResponse): void {
+  const url = new URL(req.url ?? '/', 'http://x');
+  const child = spawn('/usr/lib/git-core/git-http-backend', [], {
+    env: {
+      GIT_PROJECT_ROOT: work,
+      GIT_HTTP_EXPORT_ALL: '1',
+      PATH_INFO: url.pathname.slice('/git'.length),
+      QUERY_STRING: url.search.slice(1),
+      REQUEST_METHOD: req.method ?? 'GET',
+      CONTENT_TYPE: req.headers['content-type'] ?? '',
+      GIT_PROTOCOL: String(req.headers['git-protocol'] ?? ''),
+      HTTP_CONTENT_ENCODING: String(req.headers['content-encoding'] ?? ''),
+    },
+  });
+  req.pipe(child.stdin);
+  let head = Buffer.alloc(0);
+  let started = false;
+  child.stdout.on('data', (chunk: Buffer) => {
+    if (started) {
+      res.write(chunk);
+      return;
+    }
+    head = Buffer.concat([head, chunk]);
+    const end = head.indexOf('\r\n\r\n');
+    if (end < 0) {
+      return;
+    }
+    started = true;
+    let status = 200;
+    for (const line of head.subarray(0, end).toString().split('\r\n')) {
+      const colon = line.indexOf(':');
+      const [k, v] = [line.slice(0, colon).trim(), line.slice(colon + 1).trim()];
+      if (k.toLowerCase() === 'status') {
+        status = Number(v.split(' ')[0]);
+      } else {
+        res.setHeader(k, v);
+      }
+    }
+    res.writeHead(status);
+    res.write(head.subarray(end + 4));
+  });
+  child.on('close', () => res.end());
 }
 
 function stratum(args: string[]): Promise<CliResult> {
@@ -130,6 +175,10 @@ beforeAll(async () => {
     'd',
   ]);
   server = createServer((req, res) => {
+    if (req.url?.startsWith('/git/') === true) {
+      gitHttpBackend(req, res);
+      return;
+    }
     if (req.url === '/ctx.tar.gz') {
       res.writeHead(200, { 'content-type': 'application/gzip' });
       res.end(readFileSync(tarball));
@@ -140,7 +189,7 @@ beforeAll(async () => {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   httpUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
-  stack = await startStack({ name: 'sources', env: { ADD_GIT_SCHEMES: 'https,ssh,file' } });
+  stack = await startStack({ name: 'sources', env: { ADD_GIT_SCHEMES: 'https,ssh,file,http' } });
 });
 
 afterAll(async () => {
@@ -197,6 +246,13 @@ describe('ADD <git url>', () => {
     expect(moved.res.code).toBe(0);
     expect(moved.res.stdout).not.toMatch(/ADD file:\/\/\S+#main \/m\n#\d+ CACHED/);
     expect(readFileSync(join(moved.out, 'm/a.txt'), 'utf8')).toBe('three\n');
+  });
+
+  it('over git smart HTTP (a local git http-backend): an http(s) URL ending in .git is a repository', async () => {
+    const { res, out } = await buildOut('git-http', `ADD ${httpUrl}/git/repo.git#v1:sub /h/\n`);
+    expect(res.stderr).toBe('');
+    expect(res.code).toBe(0);
+    expect(readdirSync(join(out, 'h'))).toEqual(['b.txt']);
   });
 
   it('an unknown ref fails naming it', async () => {
