@@ -2,7 +2,7 @@
 import 'reflect-metadata';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { AddressInfo, createServer, Server, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -53,6 +53,8 @@ let sha: string;
 let pushBuildId = '';
 /** A commit on branch `feature` only: the head of the pull requests below. */
 let featureSha: string;
+/** Two commits of branch `slow`: a build that sleeps, then one that does not. */
+const slowShas: string[] = [];
 
 function git(args: string[], cwd: string): string {
   return execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@example.com', ...args], {
@@ -114,6 +116,14 @@ beforeAll(async () => {
   git(['checkout', '-q', '-b', 'feature'], repoDir);
   git(['commit', '-q', '--allow-empty', '-m', 'feature work'], repoDir);
   featureSha = git(['rev-parse', 'HEAD'], repoDir);
+  // Branch `slow`: a long build, then a quick one (auto-cancel).
+  git(['checkout', '-q', '-b', 'slow', 'main'], repoDir);
+  writeTree({ Dockerfile: 'FROM scratch\nADD rootfs.tar /\nENV PATH=/bin\nRUN sleep 120\n' }, repoDir);
+  git(['commit', '-q', '-am', 'slow'], repoDir);
+  slowShas.push(git(['rev-parse', 'HEAD'], repoDir));
+  writeTree({ Dockerfile: 'FROM scratch\nADD rootfs.tar /\nENV PATH=/bin\nRUN true\n' }, repoDir);
+  git(['commit', '-q', '-am', 'quick'], repoDir);
+  slowShas.push(git(['rev-parse', 'HEAD'], repoDir));
   git(['checkout', '-q', 'main'], repoDir);
   const bare = join(dataDir, 'hello.git');
   git(['clone', '-q', '--bare', repoDir, bare], dataDir);
@@ -505,6 +515,85 @@ describe('tag pushes and pull requests', () => {
     expect(`${res.status} ${(res.body as { code: string }).code}`).toBe('400 WEBHOOK_INVALID');
   });
 });
+
+describe('auto-cancel', () => {
+  it('a newer push to a branch cancels the running build of the older one; its mounts are gone', async () => {
+    await request(api.url)
+      .post('/api/v1/projects')
+      .send({ name: 'slowproj', repoUrl: bareUrl, branches: ['slow'], secret: SECRET })
+      .expect(201);
+    try {
+      const first = githubPush('refs/heads/slow', slowShas[0]);
+      const a = (await postHook(GitForge.GitHub, first, githubHeaders(first))).body as Extract<
+        WebhookResult,
+        { status: 'accepted' }
+      >;
+      const aId = a.builds[0].buildId as string;
+      await pollBuild(api.url, aId, ['running'], 60_000, 100);
+      // The sleeping step is under way: its overlay is mounted below the data dir.
+      await until(() => mountsUnder(dataDir).length > 0, 30_000);
+
+      const second = githubPush('refs/heads/slow', slowShas[1]);
+      const b = (await postHook(GitForge.GitHub, second, githubHeaders(second))).body as Extract<
+        WebhookResult,
+        { status: 'accepted' }
+      >;
+      const bId = b.builds[0].buildId as string;
+      const cancelled = await waitForBuild(aId, 30_000);
+      expect(cancelled.state).toBe('cancelled');
+      expect((await waitForBuild(bId, 90_000)).state).toBe('succeeded');
+      // Nothing of the cancelled step is left mounted (nor of the finished build).
+      await until(() => mountsUnder(dataDir).length === 0, 15_000);
+      const byRef = (await request(api.url).get('/api/v1/builds?project=slowproj&ref=slow'))
+        .body as BuildPage;
+      expect(byRef.items.map((x) => [x.id, x.state])).toEqual([
+        [bId, 'succeeded'],
+        [aId, 'cancelled'],
+      ]);
+
+      // Turned off per project: a newer push leaves the older build alone.
+      await request(api.url).put('/api/v1/projects/slowproj').send({ autoCancel: false }).expect(200);
+      const again = Buffer.from(JSON.stringify({ ...(JSON.parse(first.toString()) as object), hook_id: 2 }));
+      const c = (await postHook(GitForge.GitHub, again, githubHeaders(again))).body as Extract<
+        WebhookResult,
+        { status: 'accepted' }
+      >;
+      const cId = c.builds[0].buildId as string;
+      await pollBuild(api.url, cId, ['running'], 60_000, 100);
+      const later = Buffer.from(JSON.stringify({ ...(JSON.parse(second.toString()) as object), hook_id: 2 }));
+      const d = (await postHook(GitForge.GitHub, later, githubHeaders(later))).body as Extract<
+        WebhookResult,
+        { status: 'accepted' }
+      >;
+      expect((await waitForBuild(d.builds[0].buildId as string, 90_000)).state).toBe('succeeded');
+      expect(((await request(api.url).get(`/api/v1/builds/${cId}`)).body as BuildRecord).state).toBe(
+        'running',
+      );
+      await request(api.url).delete(`/api/v1/builds/${cId}`).expect(200);
+      await waitForBuild(cId, 30_000);
+    } finally {
+      await request(api.url).delete('/api/v1/projects/slowproj');
+    }
+  });
+});
+
+/** Mount points below `dir` (overlays, tmpfs of steps), from /proc/self/mountinfo. */
+function mountsUnder(dir: string): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((m) => m.startsWith(`${dir}/`));
+}
+
+async function until(check: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) {
+      throw new Error('condition not met in time');
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 describe('a repository URL at a silent port', () => {
   // Accepts connections and never answers: the fetch timeout (300 s) used to hold the request.

@@ -393,6 +393,40 @@ export class BuildsService {
   }
 
   /**
+   * Auto-cancel: cancels the project's queued or running builds of `ref` that were created
+   * before `newerId` (as GitHub Actions' concurrency groups with cancel-in-progress do). Each
+   * gets a log line naming the build that superseded it. Returns the ids cancelled.
+   */
+  async cancelSuperseded(project: string, ref: string, newerId: string): Promise<string[]> {
+    const newer = await this.records.get(newerId);
+    if (newer === null) {
+      return [];
+    }
+    const open = [
+      ...(await this.records.listBySource({ project, ref }, 0, 100, BuildState.Queued)).items,
+      ...(await this.records.listBySource({ project, ref }, 0, 100, BuildState.Running)).items,
+    ].filter((b) => b.id !== newerId && b.createdAt <= newer.createdAt);
+    const cancelled: string[] = [];
+    for (const b of open) {
+      await this.records.appendEvent(b.id, {
+        type: 'log',
+        step: null,
+        stream: 'system',
+        text: `cancelling: superseded by build ${newerId} (a newer push to ${ref})\n`,
+      });
+      try {
+        await this.cancel(b.id);
+        cancelled.push(b.id);
+      } catch (err) {
+        if (!(err instanceof StratumError && err.code === 'BUILD_FINISHED')) {
+          throw err;
+        }
+      }
+    }
+    return cancelled;
+  }
+
+  /**
    * A new build of a finished one: same context blob, Dockerfile, tags, build args, target and
    * no-cache flag. `push` is implied by tags naming another registry (only accepted with it).
    */

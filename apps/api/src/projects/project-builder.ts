@@ -186,7 +186,7 @@ export class ProjectBuilder {
       };
       // Only a branch has a head to fall back to when a server will not serve a bare commit id.
       const fallbackBranch = kind === BuildTrigger.Tag || kind === BuildTrigger.Pr ? null : branch;
-      const buildId = await this.buildNow(
+      const buildId: string = await this.buildNow(
         project,
         fallbackBranch,
         sha,
@@ -194,6 +194,9 @@ export class ProjectBuilder {
         buildSource,
         origin.trusted ?? true,
       );
+      if ((project.autoCancel ?? true) && (kind === BuildTrigger.Push || kind === BuildTrigger.Pr)) {
+        await this.cancelSuperseded(project, buildSource.ref as string, buildId);
+      }
       trigger = { source, branch, sha, buildId, tags, error: null, at: new Date().toISOString() };
       this.logger.log(`project ${project.name}: ${branch}@${sha.slice(0, 12)} is build ${buildId}`);
     } catch (err) {
@@ -205,6 +208,21 @@ export class ProjectBuilder {
     }
     await this.projects.recordTrigger(project.name, trigger);
     return trigger;
+  }
+
+  /** Auto-cancel of the builds a newer push supersedes; a failure is logged, never the new build's. */
+  private async cancelSuperseded(project: StoredProject, ref: string, buildId: string): Promise<void> {
+    try {
+      const builds = this.moduleRef.get(BuildsService, { strict: false });
+      const cancelled = await builds.cancelSuperseded(project.name, ref, buildId);
+      if (cancelled.length > 0) {
+        this.logger.log(`project ${project.name}: ${ref} build ${buildId} cancelled ${cancelled.join(', ')}`);
+      }
+    } catch (err) {
+      this.logger.warn(
+        `project ${project.name}: auto-cancel for ${ref} failed: ${err instanceof Error ? err.message : String(err)}`,
+      );
+    }
   }
 
   private async workDir(): Promise<string> {
