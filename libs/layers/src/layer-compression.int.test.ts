@@ -1,8 +1,9 @@
 // The gzip implementations a worker may use: each is deterministic, each decodes back to the
 // same tar, and the same tar always gets the same diffID whichever compressed it.
 import { createHash, randomBytes } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
+import { pipeline } from 'node:stream/promises';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { compressLayer, type CompressionOptions, SMALL_LAYER_BYTES } from './layer-compression';
 
@@ -83,5 +84,20 @@ describe('auto: small layers in-process', () => {
     layer.stream.resume();
     await expect(layer.done).rejects.toThrow('disk gone');
     expect(String(await streamError)).toMatch(/disk gone/);
+  });
+
+  it('a source that fails before anyone reads the layer fails the late reader too, never the process', async () => {
+    const failing = Readable.from(
+      (async function* () {
+        yield Buffer.alloc(10);
+        throw new Error('unreadable entry');
+      })(),
+    );
+    const layer = compressLayer(failing, {});
+    await expect(layer.done).rejects.toThrow('unreadable entry');
+    // a blob store that attaches only now (after making its temp file) still gets the error
+    await expect(pipeline(layer.stream, new Writable({ write: (_c, _e, cb) => cb() }))).rejects.toThrow(
+      'unreadable entry',
+    );
   });
 });

@@ -130,6 +130,10 @@ async function peek(tar: Readable, limit: number): Promise<{ ended: boolean; who
 export function compressLayer(input: Readable, options: CompressionOptions = {}): LayerStream {
   const compression = options.compression ?? 'gzip';
   const out = new PassThrough();
+  // The source is read ahead (peek) before a consumer may have attached to `out` (a blob store
+  // that first makes its temp file): a failure then must not be an unhandled 'error' event.
+  // It is not lost: `done` rejects with it and `out` stays destroyed with it (stream.errored).
+  out.on('error', () => undefined);
   const done = (async (): Promise<LayerDigests> => {
     let comp: { duplex: Duplex; exited: Promise<void> };
     let tar = input;
