@@ -41,6 +41,8 @@ export interface SubmitOptions {
   readonly secrets?: string;
   /** Named contexts, name -> value as the server reads it (`sha256:` of an uploaded directory). */
   readonly buildContexts?: Record<string, string>;
+  /** `linux/amd64,linux/arm64` (`docker buildx build --platform`): one image per platform, an index. */
+  readonly platforms?: string;
 }
 
 /** `GET /api/v1/images/:ref` (apps/api ImageDetail). */
@@ -206,9 +208,12 @@ export class ApiClient {
 
   importImage(
     body: Readable,
-    o: { repository: string; tag: string; message: string; changes: string[] },
+    o: { repository: string; tag: string; message: string; changes: string[]; platform?: string },
   ): Promise<{ manifestDigest: string; configDigest: string }> {
     const q = new URLSearchParams({ repository: o.repository, tag: o.tag, message: o.message });
+    if (o.platform !== undefined) {
+      q.set('platform', o.platform);
+    }
     o.changes.forEach((c) => q.append('change', c));
     return this.request('POST', `/api/v1/images/import?${q.toString()}`, {
       headers: { 'content-type': 'application/x-tar' },
@@ -315,6 +320,9 @@ export class ApiClient {
     }
     if (o.buildContexts !== undefined && Object.keys(o.buildContexts).length > 0) {
       q.set('buildcontexts', JSON.stringify(o.buildContexts));
+    }
+    if (o.platforms !== undefined) {
+      q.set('platform', o.platforms);
     }
     if (context === null) {
       q.set('context', o.context ?? '');

@@ -405,24 +405,37 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
       collect,
       [],
     )
+    .option('--platform <os/arch>', 'the platform the root filesystem is for (default linux/amd64)')
     .option('-q, --quiet', 'print only the image digest', false)
-    .action(async (file: string, name: string, o: { message: string; change: string[]; quiet: boolean }) => {
-      const { repository, tag } = splitTag(name);
-      const src = importSource(file);
-      const progress = new ByteProgress(
-        o.quiet ? { write: () => undefined } : ctx.progress,
-        'importing',
-        src.size,
-      );
-      const body = src.stream.pipe(counting(progress));
-      src.stream.on('error', (e) => body.destroy(e));
-      const [imported] = await Promise.all([
-        ctx.client().importImage(body, { repository, tag, message: o.message, changes: o.change }),
-        src.done,
-      ]);
-      if (!o.quiet) {
-        progress.done();
-      }
-      out(`${imported.manifestDigest}\n`);
-    });
+    .action(
+      async (
+        file: string,
+        name: string,
+        o: { message: string; change: string[]; quiet: boolean; platform?: string },
+      ) => {
+        const { repository, tag } = splitTag(name);
+        const src = importSource(file);
+        const progress = new ByteProgress(
+          o.quiet ? { write: () => undefined } : ctx.progress,
+          'importing',
+          src.size,
+        );
+        const body = src.stream.pipe(counting(progress));
+        src.stream.on('error', (e) => body.destroy(e));
+        const [imported] = await Promise.all([
+          ctx.client().importImage(body, {
+            repository,
+            tag,
+            message: o.message,
+            changes: o.change,
+            ...(o.platform !== undefined ? { platform: o.platform } : {}),
+          }),
+          src.done,
+        ]);
+        if (!o.quiet) {
+          progress.done();
+        }
+        out(`${imported.manifestDigest}\n`);
+      },
+    );
 }

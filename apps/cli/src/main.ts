@@ -226,6 +226,10 @@ export function buildProgram(
       ).choices(['sandbox', 'none', 'default']),
     )
     .option(
+      '--platform <os/arch,...>',
+      'build for these platforms (linux/amd64,linux/arm64): an image each, tagged as one index',
+    )
+    .option(
       '--secret <id=ID,src=FILE|env=VAR>',
       'a secret for RUN --mount=type=secret (repeatable), as docker build --secret',
       collect,
@@ -257,6 +261,7 @@ export function buildProgram(
           output?: string;
           check: boolean;
           buildContext: string[];
+          platform?: string;
         },
       ) => {
         if (o.check) {
@@ -294,6 +299,7 @@ export function buildProgram(
           noCache: !o.cache,
           push: o.push,
           ...(o.network !== undefined ? { network: o.network } : {}),
+          ...(o.platform !== undefined ? { platforms: o.platform } : {}),
         };
         const submitted = await submitContext(api, loc, options);
         out(`=> build ${submitted.id}\n`);

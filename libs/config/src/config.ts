@@ -140,6 +140,15 @@ function buildSchemas() {
       .refine((v) => isSafeName(v), 'WORKER_ID must be 1-128 of [A-Za-z0-9_.-], not starting with "." or "-"')
       .default(hostname()),
     WORKER_SHUTDOWN_TIMEOUT_MS: positiveInt.default(30_000),
+    // Platforms this worker builds for (`linux/amd64,linux/arm64`); absent: every one it can run
+    // (native, plus binfmt_misc handlers registered with the F flag). Checked at boot.
+    WORKER_PLATFORMS: z
+      .string()
+      .regex(
+        /^[A-Za-z0-9_/]+(,[A-Za-z0-9_/]+)*$/,
+        'WORKER_PLATFORMS must be a comma list like linux/amd64,linux/arm64',
+      )
+      .optional(),
     // BullMQ stalled-job detection: a crashed worker's job is picked up again after at most
     // lockDuration + stalledInterval (10 s by default). The lock is renewed every lockDuration/2
     // by a timer, so a false takeover needs the worker's event loop stalled for 4 s or Redis
@@ -565,6 +574,8 @@ export interface StratumConfig {
     readonly stalledIntervalMs: number;
     /** Host scratch space: container roots, upper dirs, extracted contexts. */
     readonly scratchDir: string;
+    /** WORKER_PLATFORMS as given (unparsed; the worker checks it against what the host can run). */
+    readonly platforms: string | null;
   };
   readonly jobAttempts: number;
   readonly stepTimeoutSeconds: number;
@@ -730,6 +741,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       lockDurationMs: c.WORKER_LOCK_DURATION_MS,
       stalledIntervalMs: c.WORKER_STALLED_INTERVAL_MS,
       scratchDir: resolve(dataDir, 'worker', c.WORKER_ID),
+      platforms: c.WORKER_PLATFORMS ?? null,
     },
     jobAttempts: c.JOB_ATTEMPTS,
     stepTimeoutSeconds: c.STEP_TIMEOUT_SECONDS,

@@ -103,6 +103,8 @@ export interface BuildRecord {
   readonly network?: BuildNetwork;
   /** Named build contexts (`buildcontexts=`, CLI `--build-context`); absent: none. */
   readonly namedContexts?: Record<string, NamedContextSource>;
+  /** Platforms asked for (`platform=`); absent: the worker's own. Several give an index. */
+  readonly platforms?: string[];
   readonly createdAt: string;
   startedAt: string | null;
   finishedAt: string | null;

@@ -6,6 +6,8 @@ import {
   isErrorCode,
   isTerminalBuildState,
   JobName,
+  PLATFORM_QUEUE_JOBS,
+  platformQueueName,
   QUEUE_JOBS,
   QueueName,
   StratumError,
@@ -118,7 +120,11 @@ describe('QUEUE_JOBS', () => {
   });
 
   it('routes every job name to exactly one queue (shared or per-worker)', () => {
-    const all = [...Object.values(QUEUE_JOBS), ...Object.values(WORKER_QUEUE_JOBS)].flat();
+    const all = [
+      ...Object.values(QUEUE_JOBS),
+      ...Object.values(WORKER_QUEUE_JOBS),
+      ...Object.values(PLATFORM_QUEUE_JOBS),
+    ].flat();
     expect([...all].sort()).toEqual(Object.values(JobName).sort());
     expect(new Set(all).size).toBe(all.length);
   });
@@ -127,6 +133,13 @@ describe('QUEUE_JOBS', () => {
     expect(workerQueueName(QueueName.Commit, 'build-host-1.example')).toBe('commit.build-host-1.example');
     for (const bad of ['a:b', '', '-x', 'a b', 'x'.repeat(129)]) {
       expect(() => workerQueueName(QueueName.Commit, bad)).toThrow(/cannot name a queue/);
+    }
+  });
+
+  it('names a platform queue `<queue>.<os>-<arch>[-<variant>]` and refuses other strings', () => {
+    expect(platformQueueName(QueueName.Build, 'linux/arm/v7')).toBe('build.linux-arm-v7');
+    for (const bad of ['linux', 'linux/ARM64', 'a:b/c', 'linux/arm64/v8/x']) {
+      expect(() => platformQueueName(QueueName.Build, bad)).toThrow(/cannot name a queue/);
     }
   });
 

@@ -13,6 +13,8 @@ export const ERROR_STATUS = {
   BUILD_UNKNOWN: 404,
   BUILD_FINISHED: 409,
   BUILD_FAILED: 422,
+  /** A build asked for a platform no live worker can run (or an unknown platform string). */
+  PLATFORM_UNAVAILABLE: 422,
   CONTAINER_UNKNOWN: 404,
   CONTAINER_STATE: 409,
   IMAGE_UNKNOWN: 404,

@@ -32,6 +32,29 @@ export interface BuildJobData {
    * and `RUN --mount=from=name` use them instead of an image or stage of that name.
    */
   readonly namedContexts?: Record<string, NamedContextSource>;
+  /**
+   * Platforms asked for (`linux/amd64`, normalised): the job is then the parent of one
+   * `build-platform` child per platform and, once they are done, tags their image (one
+   * platform) or an index of them. Absent: one image for the worker's own platform.
+   */
+  readonly platforms?: string[];
+}
+
+/** One platform's sub-build of a multi-platform build (a child of its `build` job). */
+export interface BuildPlatformJobData extends Omit<BuildJobData, 'platforms'> {
+  /** `os/arch[/variant]`, normalised. */
+  readonly platform: string;
+  /** Its position in the build's platform list (orders its steps in the record). */
+  readonly position: number;
+}
+
+export interface BuildPlatformJobResult {
+  readonly buildId: string;
+  readonly platform: string;
+  readonly imageDigest: Digest;
+  /** Size of the image manifest (the index entry's descriptor needs it). */
+  readonly manifestSize: number;
+  readonly manifestMediaType: string;
 }
 
 /**
@@ -123,6 +146,7 @@ export interface CommitStatusJobResult {
 /** Job name -> payload: the discriminated union every producer and processor is typed by. */
 export interface JobDataMap {
   [JobName.Build]: BuildJobData;
+  [JobName.BuildPlatform]: BuildPlatformJobData;
   [JobName.RunContainer]: RunContainerJobData;
   [JobName.Commit]: CommitJobData;
   [JobName.RemoveContainer]: RemoveContainerJobData;
@@ -132,6 +156,7 @@ export interface JobDataMap {
 
 export interface JobResultMap {
   [JobName.Build]: BuildJobResult;
+  [JobName.BuildPlatform]: BuildPlatformJobResult;
   [JobName.RunContainer]: RunContainerJobResult;
   [JobName.Commit]: CommitJobResult;
   [JobName.RemoveContainer]: RemoveContainerJobResult;

@@ -13,6 +13,8 @@ export type QueueName = (typeof QueueName)[keyof typeof QueueName];
 
 export const JobName = {
   Build: 'build',
+  /** One platform's image of a multi-platform build: a child of its `build` job (a BullMQ flow). */
+  BuildPlatform: 'build-platform',
   RunContainer: 'run-container',
   Commit: 'commit',
   RemoveContainer: 'remove-container',
@@ -62,4 +64,21 @@ export function workerQueueName(base: QueueName, workerId: string): string {
     );
   }
   return `${base}.${workerId}`;
+}
+
+/**
+ * Queues every platform has one of, named by {@link platformQueueName} (`build.linux-arm64`),
+ * consumed only by workers that can run that platform: a multi-platform build's per-platform
+ * child jobs go there, so each runs on a host that runs its platform (natively or emulated).
+ */
+export const PLATFORM_QUEUE_JOBS: Readonly<Partial<Record<QueueName, readonly JobName[]>>> = {
+  [QueueName.Build]: [JobName.BuildPlatform],
+};
+
+/** The queue of `base` for `platform` (`linux/arm/v7` -> `build.linux-arm-v7`). */
+export function platformQueueName(base: QueueName, platform: string): string {
+  if (!/^[a-z0-9]+\/[a-z0-9]+(\/[a-z0-9]+)?$/.test(platform)) {
+    throw new Error(`platform ${JSON.stringify(platform)} cannot name a queue`);
+  }
+  return `${base}.${platform.replace(/\//g, '-')}`;
 }

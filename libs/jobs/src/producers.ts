@@ -1,14 +1,16 @@
 import { Logger } from '@nestjs/common';
-import { JobsOptions, Queue } from 'bullmq';
+import { FlowProducer, JobsOptions, Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import {
   BuildJobData,
   BuildRecord,
   BuildState,
   isTerminalBuildState,
+  BuildPlatformJobData,
   CommitJobData,
   JobDataMap,
   JobName,
+  platformQueueName,
   PushJobData,
   QueueName,
   RemoveContainerJobData,
@@ -34,6 +36,7 @@ export function jobOptions(name: JobName, jobId: string, settings: ProducerSetti
   const base: JobsOptions = { jobId, removeOnComplete: keep, removeOnFail: keep };
   switch (name) {
     case JobName.Build:
+    case JobName.BuildPlatform:
     case JobName.Commit:
     case JobName.RemoveContainer:
     case JobName.Push:
@@ -90,9 +93,50 @@ export class QueueProducer<N extends JobName> {
   }
 }
 
+/** The job id of a multi-platform build's child for `platform`: `<buildId>.linux-arm64`. */
+export function platformJobId(buildId: string, platform: string): string {
+  return `${buildId}.${platform.replace(/\//g, '-')}`;
+}
+
 export class BuildProducer extends QueueProducer<typeof JobName.Build> {
-  submit(data: BuildJobData): Promise<void> {
-    return this.enqueue(JobName.Build, data.buildId, data);
+  private flow: FlowProducer | null = null;
+
+  /**
+   * A build. With `platforms` it is a BullMQ flow: the `build` job waits (waiting-children)
+   * for one `build-platform` child per platform, each on its platform's queue
+   * (`build.linux-arm64`, served only by workers that run that platform); the parent runs once
+   * they are all done and tags their image or an index of them. A child that fails for good
+   * fails the parent (failParentOnFailure) after recording the build's failure itself.
+   */
+  async submit(data: BuildJobData): Promise<void> {
+    if (data.platforms === undefined || data.platforms.length === 0) {
+      return this.enqueue(JobName.Build, data.buildId, data);
+    }
+    this.flow ??= new FlowProducer({ connection: this.queue.opts.connection, prefix: QUEUE_PREFIX });
+    const { platforms, ...common } = data;
+    await this.flow.add({
+      name: JobName.Build,
+      queueName: this.queue.name,
+      data,
+      opts: jobOptions(JobName.Build, data.buildId, this.settings),
+      children: platforms.map((platform, position) => {
+        const child: BuildPlatformJobData = { ...common, platform, position };
+        return {
+          name: JobName.BuildPlatform,
+          queueName: platformQueueName(QueueName.Build, platform),
+          data: child,
+          opts: {
+            ...jobOptions(JobName.BuildPlatform, platformJobId(data.buildId, platform), this.settings),
+            failParentOnFailure: true,
+          },
+        };
+      }),
+    });
+  }
+
+  override async close(): Promise<void> {
+    await Promise.all([super.close(), this.flow?.close()]);
+    this.flow = null;
   }
 }
 

@@ -48,3 +48,13 @@ export type {
   OciImageManifest,
   Platform,
 } from './schemas';
+export {
+  formatPlatform,
+  MAX_PLATFORMS,
+  nodeArchPlatform,
+  parsePlatform,
+  parsePlatformList,
+  PlatformError,
+  platformMatches,
+  platformSlug,
+} from './platform';

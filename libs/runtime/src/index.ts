@@ -52,3 +52,12 @@ export {
   type SandboxAddresses,
 } from './sandbox-network';
 export type * from './oci-runtime-spec';
+export {
+  BINFMT_MISC_DIR,
+  detectHostPlatforms,
+  handlerPlatform,
+  parseBinfmtHandler,
+  servedPlatforms,
+  type BinfmtHandler,
+  type HostPlatforms,
+} from './host-platforms';

@@ -1,5 +1,12 @@
 import { z } from 'zod';
-import { Digest, HistoryEntry, ContainerConfig } from '@stratum/oci';
+import {
+  Digest,
+  formatPlatform,
+  HistoryEntry,
+  ContainerConfig,
+  parsePlatform,
+  PlatformError,
+} from '@stratum/oci';
 import { isRepositoryName, isTagName } from '@stratum/storage';
 
 export const repositoryName = z
@@ -10,11 +17,23 @@ export const repositoryName = z
   );
 export const tagName = z.string().refine(isTagName, 'must be a tag: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}');
 
+/** One platform (`linux/arm64`, `arm64`, `linux/arm/v7`), normalised; refused naming what is wrong. */
+export const platformString = z.string().transform((v, ctx) => {
+  try {
+    return formatPlatform(parsePlatform(v));
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: err instanceof PlatformError ? err.message : String(err) });
+    return z.NEVER;
+  }
+});
+
 /** Query of `POST /api/v1/images/import` (as `docker import - repository:tag -m message`). */
 export const ImportImageQuerySchema = z.object({
   repository: repositoryName,
   tag: tagName.default('latest'),
   message: z.string().max(4096).default(''),
+  /** The platform the rootfs is for (`docker import --platform`): `linux/arm64`; default linux/amd64. */
+  platform: platformString.optional(),
   /** `--change` instructions (`CMD ["sh"]`, `ENV A=b`…), one per `change` parameter. */
   change: z
     .union([z.string(), z.array(z.string())])

@@ -13,7 +13,7 @@ import {
   StoredImage,
 } from '@stratum/images';
 import { compressLayer } from '@stratum/layers';
-import { ImageConfig } from '@stratum/oci';
+import { ImageConfig, parsePlatform } from '@stratum/oci';
 import { mirrorWriteConflict } from '@stratum/registry';
 import { ImageDetail, ImportedImage, ImportImageQuery, TagImageBody, TaggedImage } from './images.dto';
 import { rootfsTar } from './rootfs-upload';
@@ -28,7 +28,7 @@ export class ImagesApiService {
 
   /**
    * `docker import`: the tar becomes the image's only layer (compressed and hashed while it
-   * streams into the blob store), with a linux/amd64 config whose one history entry carries
+   * streams into the blob store), with a config for the asked platform (default linux/amd64) whose one history entry carries
    * the message, as Docker's import writes it (moby daemon/images/image_import.go).
    */
   async import(body: Readable, query: ImportImageQuery): Promise<ImportedImage> {
@@ -56,10 +56,12 @@ export class ImagesApiService {
     const { layer } = stored.value;
     const created = new Date().toISOString();
     const comment = query.message !== '' ? query.message : 'Imported from -';
+    const platform = parsePlatform(query.platform ?? 'linux/amd64');
     const config: ImageConfig = {
       created,
-      architecture: 'amd64',
-      os: 'linux',
+      architecture: platform.architecture,
+      os: platform.os,
+      ...(platform.variant !== undefined ? { variant: platform.variant } : {}),
       // `docker import --change`: Dockerfile instructions applied to an empty config.
       config: applyCommitChanges({}, changes),
       rootfs: { type: 'layers', diff_ids: [layer.diffId] },
