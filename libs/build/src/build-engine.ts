@@ -19,7 +19,15 @@ import {
 } from '@stratum/dockerfile';
 import { ContainerFilesystems, ContainerFs, ImageService, LayerDescriptor } from '@stratum/images';
 import { LayerCache } from '@stratum/layers';
-import { HistoryEntry, tryParseReference } from '@stratum/oci';
+import {
+  formatPlatform,
+  HistoryEntry,
+  parsePlatform,
+  Platform,
+  PlatformError,
+  platformMatches,
+  tryParseReference,
+} from '@stratum/oci';
 import { BlobDigest } from '@stratum/storage';
 import {
   BuildCacheIndex,
@@ -134,6 +142,11 @@ class BuildRun implements NamedContextHost {
   readonly epoch: number | null;
   /** Layers of this build's steps being stored beside the build (see LayerExports). */
   private readonly exports: LayerExports;
+  /** The host's platform (BUILDPLATFORM) and the one built for (TARGETPLATFORM), normalised. */
+  readonly buildPlatform: string;
+  readonly targetPlatform: string;
+  /** Each stage's platform (FROM --platform, else the target), by stage index. */
+  private readonly stagePlatforms = new Map<number, Platform>();
 
   constructor(
     readonly engine: BuildEngine,
@@ -150,6 +163,43 @@ class BuildRun implements NamedContextHost {
       filesystems,
       Math.max(1, options.layerExportConcurrency ?? DEFAULT_LAYER_EXPORTS),
     );
+    this.buildPlatform = options.nativePlatform ?? 'linux/amd64';
+    this.targetPlatform = ctx.platform ?? this.buildPlatform;
+  }
+
+  /** A stage's platform: its `FROM --platform=` (expanded by the planner), else the target's. */
+  private stagePlatform(stage: PlannedStage): Platform {
+    let p = this.stagePlatforms.get(stage.index);
+    if (p === undefined) {
+      try {
+        p = parsePlatform(stage.platform ?? this.targetPlatform);
+      } catch (err) {
+        throw err instanceof PlatformError
+          ? new BuildError(`FROM --platform: ${err.message}`, stage.stage.from.startLine)
+          : err;
+      }
+      this.stagePlatforms.set(stage.index, p);
+    }
+    return p;
+  }
+
+  /**
+   * A RUN in a stage whose platform this host cannot run: the build fails naming it (the
+   * worker serves only platforms it runs, so this means a FROM --platform of another one).
+   */
+  private checkRunnable(stageIndex: number, line: number): void {
+    const p = this.stagePlatforms.get(stageIndex);
+    if (p === undefined) {
+      return;
+    }
+    const name = formatPlatform(p);
+    const runnable = this.options.runnablePlatforms ?? [this.buildPlatform];
+    if (!runnable.includes(name)) {
+      throw new BuildError(
+        `RUN for ${name}: this worker runs ${runnable.join(', ')} only (register a qemu binfmt handler with the F flag for ${name}: infra/setup-binfmt.sh)`,
+        line,
+      );
+    }
   }
 
   private checkAbort(): void {
@@ -214,14 +264,19 @@ class BuildRun implements NamedContextHost {
       config: final.config,
       layers,
       tags: this.data.tags,
+      ...(this.ctx.untagged === true ? { untagged: true } : {}),
     });
     const cached = this.steps.filter((s) => s.status === StepStatus.Cached).length;
     this.ctx.reporter.log(
       null,
       'system',
-      `${cached} of ${this.steps.length} steps cached; writing image ${written.manifestDigest}${this.data.tags.length ? ` as ${this.data.tags.join(', ')}` : ''}\n`,
+      `${cached} of ${this.steps.length} steps cached; writing image ${written.manifestDigest}${this.ctx.untagged === true ? ` (${this.targetPlatform})` : this.data.tags.length ? ` as ${this.data.tags.join(', ')}` : ''}\n`,
     );
-    return { imageDigest: written.manifestDigest as Digest, configDigest: written.configDigest as Digest };
+    return {
+      imageDigest: written.manifestDigest as Digest,
+      configDigest: written.configDigest as Digest,
+      manifestSize: written.manifestSize,
+    };
   }
 
   private get contextDir(): string {
@@ -259,6 +314,8 @@ class BuildRun implements NamedContextHost {
     const plan = planBuild(dockerfile, {
       ...(this.data.target !== null ? { target: this.data.target } : {}),
       buildArgs: this.data.buildArgs,
+      targetPlatform: this.targetPlatform,
+      buildPlatform: this.buildPlatform,
     });
     // Build checks head every build log, as BuildKit prints them; `# check=…;error=true` fails
     // the build on any (the empty-continuation and MAINTAINER notes of the parser are checks).
@@ -300,9 +357,10 @@ class BuildRun implements NamedContextHost {
   }
 
   private async baseState(stage: PlannedStage, results: Map<number, ImageState>): Promise<ImageState> {
+    const platform = this.stagePlatform(stage);
     switch (stage.base.kind) {
       case 'scratch':
-        return scratchState();
+        return scratchState(platform);
       case 'stage': {
         const parent = results.get(stage.base.index);
         if (parent === undefined) {
@@ -316,7 +374,7 @@ class BuildRun implements NamedContextHost {
         if (named !== null) {
           return cloneState(await named);
         }
-        const image = await this.resolveImage(stage.base.ref, stage.stage.from.startLine);
+        const image = await this.resolveImage(stage.base.ref, stage.stage.from.startLine, platform);
         return {
           layers: [...image.layers],
           config: structuredClone(image.config),
@@ -336,6 +394,24 @@ class BuildRun implements NamedContextHost {
   private async resolveImage(
     ref: string,
     line: number,
+    platform: Platform,
+  ): Promise<Awaited<ReturnType<ImageService['resolve']>>> {
+    const image = await this.findImage(ref, line, platform);
+    if (!platformMatches(image.config, platform)) {
+      // BuildKit uses such an image all the same and warns (InvalidBaseImagePlatform).
+      this.ctx.reporter.log(
+        null,
+        'system',
+        `warning: line ${line}: ${ref} is for ${formatPlatform({ os: image.config.os, architecture: image.config.architecture, variant: image.config.variant })}, not ${formatPlatform(platform)}\n`,
+      );
+    }
+    return image;
+  }
+
+  private async findImage(
+    ref: string,
+    line: number,
+    platform: Platform,
   ): Promise<Awaited<ReturnType<ImageService['resolve']>>> {
     const parsed = tryParseReference(ref);
     const remote = this.options.remoteImages;
@@ -344,7 +420,7 @@ class BuildRun implements NamedContextHost {
     const pullThrough = parsed !== null && parsed.registry === null && remote?.isPullThrough(ref) === true;
     if (!pullThrough && (parsed === null || parsed.registry === null)) {
       try {
-        const image = await this.engine.images.resolve(ref);
+        const image = await this.engine.images.resolve(ref, platform);
         this.ctx.reporter.log(null, 'system', `FROM ${ref}: found in this registry\n`);
         return image;
       } catch (err) {
@@ -365,7 +441,7 @@ class BuildRun implements NamedContextHost {
     }
     let fetched: RemoteImage;
     try {
-      fetched = await remote.resolve(ref, this.ctx.signal);
+      fetched = await remote.resolve(ref, platform, this.ctx.signal);
     } catch (err) {
       const attempts = (err as { attempts?: unknown }).attempts;
       if (isAttemptList(attempts)) {
@@ -405,6 +481,10 @@ class BuildRun implements NamedContextHost {
   ): Promise<ImageState> {
     this.checkAbort();
     const state = await this.baseState(stage, results);
+    const firstRun = stage.stage.instructions.find((i) => i.kind === 'RUN');
+    if (firstRun !== undefined) {
+      this.checkRunnable(stage.index, firstRun.startLine);
+    }
     if (stage.base.kind !== 'stage') {
       ensureDefaultPath(state);
     }
@@ -643,7 +723,8 @@ class BuildRun implements NamedContextHost {
   }
 
   async imageState(ref: string, line: number): Promise<ImageState> {
-    const image = await this.resolveImage(ref, line);
+    // An image named by COPY --from / --mount from= is taken for the target platform (BuildKit).
+    const image = await this.resolveImage(ref, line, parsePlatform(this.targetPlatform));
     return { layers: [...image.layers], config: image.config, cacheKey: `image:${image.manifestDigest}` };
   }
 

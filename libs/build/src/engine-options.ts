@@ -1,5 +1,6 @@
 import type { GitTransport } from '@stratum/git';
 import { Digest } from '@stratum/contracts';
+import { Platform } from '@stratum/oci';
 import { LayerCache } from '@stratum/layers';
 import { RuncRuntime } from '@stratum/runtime';
 import { BlobStore, RepositoryStore } from '@stratum/storage';
@@ -20,7 +21,8 @@ export interface RemoteImageSource {
    * were never fetched).
    */
   isPullThrough(reference: string): boolean;
-  resolve(reference: string, signal?: AbortSignal): Promise<RemoteImage>;
+  /** The image of `reference` for `platform` (its entry when the reference names an index). */
+  resolve(reference: string, platform: Platform, signal?: AbortSignal): Promise<RemoteImage>;
 }
 
 /** What {@link RemoteImageSource.resolve} brought, and from where (said in the build log). */
@@ -104,6 +106,16 @@ export interface BuildEngineOptions {
    * Without it such a FROM fails with a clear error and unqualified names mean our registry only.
    */
   readonly remoteImages?: RemoteImageSource;
+  /**
+   * This host's own platform (`linux/amd64`): BUILDPLATFORM, and the target of a build that
+   * names none. Default linux/amd64.
+   */
+  readonly nativePlatform?: string;
+  /**
+   * Platforms whose RUN steps this host can run (native and binfmt-emulated); a RUN in a stage
+   * of another platform fails naming it. Default: the native platform only.
+   */
+  readonly runnablePlatforms?: readonly string[];
 }
 
 export interface BuildRunContext {
@@ -114,9 +126,14 @@ export interface BuildRunContext {
    * masked in the log; never part of a key, a layer or the image.
    */
   readonly secrets?: ReadonlyMap<string, Buffer>;
+  /** The platform to build for (`linux/arm64`, normalised); default the engine's native one. */
+  readonly platform?: string;
+  /** Link the image into the tags' repositories without tagging it (a multi-platform child). */
+  readonly untagged?: boolean;
 }
 
 export interface BuildOutcome {
   readonly imageDigest: Digest;
   readonly configDigest: Digest;
+  readonly manifestSize: number;
 }

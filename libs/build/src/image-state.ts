@@ -1,4 +1,4 @@
-import { HistoryEntry, ImageConfig } from '@stratum/oci';
+import { formatPlatform, HistoryEntry, ImageConfig, Platform } from '@stratum/oci';
 import type { LayerDescriptor } from '@stratum/images';
 
 /** The image a stage has built so far: its layers and config (history included). */
@@ -14,13 +14,19 @@ export interface ImageState {
   cacheKey?: string;
 }
 
-export function scratchState(): ImageState {
+/**
+ * An empty image for `platform` (default linux/amd64). Its cache key names the platform (other
+ * than linux/amd64, whose key stays `scratch`): a scratch stage's steps are keyed per platform.
+ */
+export function scratchState(platform: Platform = { os: 'linux', architecture: 'amd64' }): ImageState {
+  const name = formatPlatform(platform);
   return {
-    cacheKey: 'scratch',
+    cacheKey: name === 'linux/amd64' ? 'scratch' : `scratch:${name}`,
     layers: [],
     config: {
-      architecture: 'amd64',
-      os: 'linux',
+      architecture: platform.architecture,
+      os: platform.os,
+      ...(platform.variant !== undefined ? { variant: platform.variant } : {}),
       config: {},
       rootfs: { type: 'layers', diff_ids: [] },
       history: [],

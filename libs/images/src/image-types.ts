@@ -1,3 +1,4 @@
+import type { Platform } from '@stratum/oci';
 import type { Digest, ImageConfig, OciImageManifest } from '@stratum/oci';
 
 /** One layer of an image: its blob, and the digest of its uncompressed tar. */
@@ -27,6 +28,19 @@ export interface NewImage {
   readonly layers: readonly LayerDescriptor[];
   /** `repo:tag` references (our registry) to point at the new manifest. */
   readonly tags: readonly string[];
+  /**
+   * Link the image into the tags' repositories but set no tag (one platform's image of a
+   * multi-platform build: the index written after it is what the tags name).
+   */
+  readonly untagged?: boolean;
+}
+
+/** One entry of an image index to write: a stored image manifest and its platform. */
+export interface IndexEntry {
+  readonly digest: Digest;
+  readonly size: number;
+  readonly mediaType: string;
+  readonly platform: Platform;
 }
 
 export interface WrittenImage {

@@ -11,10 +11,14 @@ import {
   parseImageConfig,
   parseManifest,
   parseReference,
+  Platform,
+  formatPlatform,
+  platformMatches,
 } from '@stratum/oci';
 import { assertTagsRemovable, BlobDigest, BlobStore, RepositoryStore } from '@stratum/storage';
 import { historyRows, ImageHistoryEntry, layerContentSize } from './image-history';
 import {
+  IndexEntry,
   ImageSummary,
   LayerDescriptor,
   NewImage,
@@ -78,8 +82,12 @@ export class ImageService {
     return readAll(await this.blobs.get(digest as BlobDigest), MAX_DOCUMENT);
   }
 
-  /** Resolves `repo`, `repo:tag` or `repo@sha256:…`. Throws IMAGE_UNKNOWN when absent. */
-  async resolve(ref: string): Promise<StoredImage> {
+  /**
+   * Resolves `repo`, `repo:tag` or `repo@sha256:…`. Throws IMAGE_UNKNOWN when absent. With
+   * `platform`, a reference naming an index gives the index's image for that platform
+   * (IMAGE_UNKNOWN naming the platforms it has when none matches).
+   */
+  async resolve(ref: string, platform?: Platform): Promise<StoredImage> {
     const { repository, tag, digest } = localReference(ref);
     let manifestDigest: Digest | null = digest;
     if (manifestDigest === null && tag !== null) {
@@ -91,21 +99,54 @@ export class ImageService {
     ) {
       throw new StratumError('IMAGE_UNKNOWN', `image "${ref}" not found`);
     }
-    return this.load(repository, manifestDigest);
+    return this.load(repository, manifestDigest, platform);
   }
 
-  /** Loads a manifest and its config by digest. */
-  async load(repository: string | null, manifestDigest: Digest): Promise<StoredImage> {
+  /**
+   * Loads a manifest and its config by digest. An index is followed to its entry for
+   * `platform` (nested indexes too, at most 8 levels), which must be in the same repository;
+   * without a platform an index is refused.
+   */
+  async load(
+    repository: string | null,
+    manifestDigest: Digest,
+    platform?: Platform,
+    depth = 0,
+  ): Promise<StoredImage> {
     const bytes = await this.readJson(manifestDigest);
     const parsed = parseManifest(bytes);
     if (!parsed.ok) {
       throw new StratumError('MANIFEST_INVALID', `manifest ${manifestDigest}: ${parsed.message}`);
     }
     if (parsed.kind !== 'oci-manifest' && parsed.kind !== 'docker-manifest') {
-      throw new StratumError(
-        'UNSUPPORTED',
-        `manifest ${manifestDigest} is an index; pick a platform manifest`,
-      );
+      if (platform === undefined) {
+        throw new StratumError(
+          'UNSUPPORTED',
+          `manifest ${manifestDigest} is an index; pick a platform manifest`,
+        );
+      }
+      if (depth >= 8) {
+        throw new StratumError('MANIFEST_INVALID', `index ${manifestDigest}: more than 8 levels of indexes`);
+      }
+      const entries = parsed.manifest.manifests as { digest: string; platform?: Platform }[];
+      const entry = entries.find((m) => platformMatches(m.platform, platform));
+      if (entry === undefined) {
+        const has = entries.flatMap((m) => (m.platform !== undefined ? [formatPlatform(m.platform)] : []));
+        throw new StratumError(
+          'IMAGE_UNKNOWN',
+          `index ${manifestDigest} has no image for ${formatPlatform(platform)} (it has ${has.length > 0 ? has.join(', ') : 'no platform entries'})`,
+        );
+      }
+      if (
+        repository !== null &&
+        !(await this.repositories.hasManifest(repository, entry.digest as BlobDigest))
+      ) {
+        throw new StratumError(
+          'IMAGE_UNKNOWN',
+          `index ${manifestDigest}: its ${formatPlatform(platform)} image ${entry.digest} is not in ${repository}`,
+        );
+      }
+      return this.load(repository, entry.digest as Digest, platform, depth + 1);
     }
     const manifest = parsed.manifest as OciImageManifest;
     const configDigest = manifest.config.digest;
@@ -223,14 +264,63 @@ export class ImageService {
         this.link(repository, manifestJson.digest, configJson.digest, image.layers),
       ),
     );
-    await Promise.all(
-      targets.map(({ repository, tag }) => this.repositories.setTag(repository, tag, manifestJson.digest)),
-    );
+    if (image.untagged !== true) {
+      await Promise.all(
+        targets.map(({ repository, tag }) => this.repositories.setTag(repository, tag, manifestJson.digest)),
+      );
+    }
     return {
       manifestDigest: manifestJson.digest,
       configDigest: configJson.digest,
       manifestSize: manifestJson.size,
     };
+  }
+
+  /**
+   * Writes an OCI image index of images already linked into the tags' repositories (a
+   * multi-platform build's per-platform images), links it there and points the tags at it.
+   * https://github.com/opencontainers/image-spec/blob/main/image-index.md
+   */
+  async writeIndex(
+    entries: readonly IndexEntry[],
+    tags: readonly string[],
+  ): Promise<{ digest: Digest; size: number }> {
+    const targets = tags.map((t) => {
+      const r = localReference(t);
+      return { repository: r.repository, tag: r.tag ?? 'latest' };
+    });
+    for (const { repository } of targets) {
+      for (const e of entries) {
+        if (!(await this.repositories.hasManifest(repository, e.digest as BlobDigest))) {
+          throw new StratumError('MANIFEST_UNKNOWN', `index entry ${e.digest} is not in ${repository}`);
+        }
+      }
+    }
+    const index = {
+      schemaVersion: 2,
+      mediaType: MediaType.OciIndex,
+      manifests: entries.map((e) => ({
+        mediaType: e.mediaType,
+        digest: e.digest,
+        size: e.size,
+        platform: {
+          architecture: e.platform.architecture,
+          os: e.platform.os,
+          ...(e.platform.variant !== undefined ? { variant: e.platform.variant } : {}),
+        },
+      })),
+    };
+    const json = encodeJson(index);
+    if (!(await this.blobs.has(json.digest))) {
+      await this.putJson(json);
+    }
+    await Promise.all(
+      targets.map(({ repository }) => this.repositories.linkManifest(repository, json.digest)),
+    );
+    await Promise.all(
+      targets.map(({ repository, tag }) => this.repositories.setTag(repository, tag, json.digest)),
+    );
+    return { digest: json.digest, size: json.size };
   }
 
   /** Stores JSON whose digest was computed here from its bytes. */

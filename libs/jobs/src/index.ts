@@ -8,3 +8,4 @@ export * from './secret-box';
 export * from './build-secret-store';
 export * from './build-stats';
 export * from './store-probe';
+export * from './worker-registry';

@@ -13,6 +13,7 @@ import {
   PushProducer,
 } from './producers';
 import { createRedis } from './redis';
+import { WorkerRegistry } from './worker-registry';
 
 function producerSettings(config: StratumConfig): ProducerSettings {
   return {
@@ -65,6 +66,7 @@ export class JobsModule implements OnApplicationShutdown {
           useFactory: (redis: Redis, config: StratumConfig) =>
             new BuildSecretStore(redis, config.auth.secret),
         },
+        { provide: WorkerRegistry, inject: [REDIS], useFactory: (redis: Redis) => new WorkerRegistry(redis) },
         ...(
           [
             [BuildProducer, QueueName.Build],
@@ -93,6 +95,7 @@ export class JobsModule implements OnApplicationShutdown {
         CommitProducer,
         PushProducer,
         OutgoingProducer,
+        WorkerRegistry,
       ],
     };
   }

@@ -2,13 +2,22 @@ import { hostname } from 'node:os';
 import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { Job, UnrecoverableError } from 'bullmq';
 import { BuildEngine, BuildError, isUserBuildError, truncateErrorMessage } from '@stratum/build';
-import { BuildJobData, BuildJobResult, BuildState, Digest, JobName } from '@stratum/contracts';
+import {
+  BuildJobData,
+  BuildJobResult,
+  BuildPlatformJobData,
+  BuildPlatformJobResult,
+  BuildState,
+  Digest,
+  JobName,
+} from '@stratum/contracts';
 import { localReference } from '@stratum/images';
 import { BuildRecordStore, BuildSecretStore } from '@stratum/jobs';
-import { parseReference } from '@stratum/oci';
+import { parsePlatform, parseReference } from '@stratum/oci';
 import { pushIdForBuild, PushSubmitter } from '@stratum/registry';
 import { BuildEventSink } from './build-event-sink';
 import { AbortReason, JobHandler, WORKER_ID } from './job-handler';
+import { PlatformReporter, WorkerPlatforms } from './worker-platforms';
 
 /**
  * Deliveries of a build after which a stall (its worker died or hung: no lock renewal) fails
@@ -42,13 +51,15 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
     @Optional() private readonly secrets?: BuildSecretStore,
     /** This worker's WORKER_ID (tests without one get the host name). */
     @Optional() @Inject(WORKER_ID) private readonly workerId: string = hostname(),
+    /** What this worker builds for (absent in tests: linux/amd64). */
+    @Optional() private readonly platforms?: WorkerPlatforms,
   ) {}
 
   /**
    * The build's secrets. A bundle that is gone (expired, or deleted when an earlier delivery of
    * this build ended) fails the build naming it: a step could not get what it needs.
    */
-  private async loadSecrets(data: BuildJobData): Promise<Map<string, Buffer> | undefined> {
+  private async loadSecrets(data: Pick<BuildJobData, 'secretsId'>): Promise<Map<string, Buffer> | undefined> {
     if (data.secretsId === undefined) {
       return undefined;
     }
@@ -91,7 +102,7 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
   }
 
   /** Secrets live as long as their build: gone once it ended for good (an attempt to come keeps them). */
-  private async dropSecrets(data: BuildJobData): Promise<void> {
+  private async dropSecrets(data: Pick<BuildJobData, 'secretsId'>): Promise<void> {
     if (data.secretsId !== undefined) {
       await this.secrets?.delete(data.secretsId);
     }
@@ -101,21 +112,139 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
     job: Job<BuildJobData, BuildJobResult, typeof JobName.Build>,
     signal: AbortSignal,
   ): Promise<BuildJobResult> {
-    const { buildId } = job.data;
-    const earlier = this.inFlight.get(buildId);
+    return this.once(job.data.buildId, () => this.run(job, signal));
+  }
+
+  /** Runs `task` for `key` (a build, or one platform of it) after an earlier delivery here ended. */
+  private async once<T>(key: string, task: () => Promise<T>): Promise<T> {
+    const earlier = this.inFlight.get(key);
     if (earlier !== undefined) {
-      this.logger.warn(`build ${buildId} delivered again while it runs here: waiting for the first run`);
+      this.logger.warn(`build ${key} delivered again while it runs here: waiting for the first run`);
       await earlier.catch(() => undefined);
     }
-    const run = this.run(job, signal);
-    this.inFlight.set(buildId, run);
+    const run = task();
+    this.inFlight.set(key, run);
     try {
       return await run;
     } finally {
-      if (this.inFlight.get(buildId) === run) {
-        this.inFlight.delete(buildId);
+      if (this.inFlight.get(key) === run) {
+        this.inFlight.delete(key);
       }
     }
+  }
+
+  /**
+   * One platform's image of a multi-platform build (a `build-platform` child job): built for
+   * that platform, linked into the tags' repositories untagged; the parent job tags the index
+   * once every platform is done. A failure ends the whole build (the record says which platform
+   * failed) and cancels the other platforms.
+   */
+  async handlePlatform(
+    job: Job<BuildPlatformJobData, BuildPlatformJobResult, typeof JobName.BuildPlatform>,
+    signal: AbortSignal,
+  ): Promise<BuildPlatformJobResult> {
+    const { buildId, platform } = job.data;
+    return this.once(`${buildId}.${platform}`, async () => {
+      const existing = await this.records.get(buildId);
+      if (existing === null) {
+        throw new UnrecoverableError(`build ${buildId} has no record (expired?)`);
+      }
+      if (existing.state !== BuildState.Queued && existing.state !== BuildState.Running) {
+        throw new UnrecoverableError(`build ${buildId} has ${existing.state}; ${platform} not built`);
+      }
+      if (await this.records.isCancelRequested(buildId)) {
+        await this.records.transition(buildId, BuildState.Cancelled, { error: 'cancelled' });
+        throw new UnrecoverableError(`build ${buildId} cancelled`);
+      }
+      await this.records.transition(buildId, BuildState.Running, { worker: this.workerId });
+      const sink = new BuildEventSink(this.records, buildId, this.workerId);
+      try {
+        const { local } = splitTags(job.data.tags);
+        const tags = local.length > 0 ? local : [`builds/${buildId}:latest`];
+        const secrets = await this.loadSecrets(job.data);
+        const outcome = await this.engine.build(
+          // Its own scratch dir: two platforms of one build may run on this host at once.
+          { ...job.data, buildId: `${buildId}.${platform.replace(/\//g, '-')}`, tags },
+          {
+            signal,
+            reporter: new PlatformReporter(sink, platform, job.data.position),
+            platform,
+            untagged: true,
+            ...(secrets !== undefined ? { secrets } : {}),
+          },
+        );
+        await sink.flush();
+        return {
+          buildId,
+          platform,
+          imageDigest: outcome.imageDigest,
+          manifestSize: outcome.manifestSize,
+          manifestMediaType: 'application/vnd.oci.image.manifest.v1+json',
+        };
+      } catch (err) {
+        await sink.flush().catch(() => undefined);
+        const message = `${platform}: ${truncateErrorMessage(err instanceof Error ? err.message : String(err))}`;
+        if (signal.aborted && signal.reason === AbortReason.Cancelled) {
+          await this.records.transition(buildId, BuildState.Cancelled, { error: 'cancelled' });
+          await this.dropSecrets(job.data);
+          throw new UnrecoverableError(`build ${buildId} cancelled`);
+        }
+        const attempts = job.opts.attempts ?? 1;
+        if (!isUserBuildError(err) && job.attemptsMade + 1 < attempts) {
+          this.logger.warn(
+            `build ${buildId} ${platform} attempt ${job.attemptsMade + 1} failed, will retry: ${message}`,
+          );
+          await this.records.appendEvent(buildId, {
+            type: 'log',
+            step: null,
+            stream: 'system',
+            text: `[${platform}] attempt ${job.attemptsMade + 1} of ${attempts} failed (${message}); retrying\n`,
+          });
+          throw err instanceof Error ? err : new Error(message);
+        }
+        // For good: the build fails naming the platform; the other platforms are stopped.
+        await this.dropSecrets(job.data);
+        await this.records.appendEvent(buildId, { type: 'error', message });
+        await this.records.transition(buildId, BuildState.Failed, { error: message });
+        await this.records.requestCancel(buildId);
+        throw new UnrecoverableError(message);
+      }
+    });
+  }
+
+  /**
+   * The parent of a multi-platform build, run once every platform's image is built: tags the
+   * one image (one platform, as buildx does) or an OCI index of them, each entry with its platform.
+   */
+  private async assemble(
+    job: Job<BuildJobData, BuildJobResult, typeof JobName.Build>,
+    tags: string[],
+  ): Promise<{ imageDigest: Digest }> {
+    const values = Object.values(await job.getChildrenValues<BuildPlatformJobResult>());
+    const wanted = job.data.platforms ?? [];
+    const results = wanted.map((p) => {
+      const r = values.find((v) => v.platform === p);
+      if (r === undefined) {
+        throw new Error(`build ${job.data.buildId}: no image for ${p} among its finished platforms`);
+      }
+      return r;
+    });
+    if (results.length === 1) {
+      for (const t of tags) {
+        await this.engine.images.tag(`${localReference(tags[0]).repository}@${results[0].imageDigest}`, t);
+      }
+      return { imageDigest: results[0].imageDigest };
+    }
+    const index = await this.engine.images.writeIndex(
+      results.map((r) => ({
+        digest: r.imageDigest,
+        size: r.manifestSize,
+        mediaType: r.manifestMediaType,
+        platform: parsePlatform(r.platform),
+      })),
+      tags,
+    );
+    return { imageDigest: index.digest as Digest };
   }
 
   private async run(
@@ -161,8 +290,10 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
     }
     // A record still `running` when a delivery starts: the attempt before never ended, its
     // worker stopped renewing the job's lock (killed, hung, cut off) and BullMQ handed it on.
+    // (A multi-platform parent finds it running: its platforms' jobs ran it.)
+    const parent = job.data.platforms !== undefined && job.data.platforms.length > 0;
     const takeover =
-      existing.state === BuildState.Running
+      existing.state === BuildState.Running && !parent
         ? `worker ${existing.worker ?? '(unknown)'} lost, attempt ${existing.attempts + 1} on worker ${this.workerId}`
         : null;
     if (takeover !== null) {
@@ -180,10 +311,25 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
       // An image only pushed elsewhere still lives in our registry, under the build's id.
       const tags = local.length > 0 ? local : [`builds/${buildId}:latest`];
       const secrets = await this.loadSecrets(job.data);
-      const outcome = await this.engine.build(
-        { ...job.data, tags },
-        { signal, reporter: sink, ...(secrets !== undefined ? { secrets } : {}) },
-      );
+      const outcome =
+        job.data.platforms !== undefined && job.data.platforms.length > 0
+          ? await this.assemble(job, tags)
+          : await this.engine.build(
+              { ...job.data, tags },
+              {
+                signal,
+                reporter: sink,
+                ...(this.platforms !== undefined ? { platform: this.platforms.native } : {}),
+                ...(secrets !== undefined ? { secrets } : {}),
+              },
+            );
+      if (job.data.platforms !== undefined && job.data.platforms.length > 1) {
+        sink.log(
+          null,
+          'system',
+          `image index ${outcome.imageDigest} (${job.data.platforms.join(', ')}) as ${tags.join(', ')}\n`,
+        );
+      }
       await this.dropSecrets(job.data);
       await sink.flush();
       if (remote.length > 0 && job.data.push === true) {
@@ -243,4 +389,19 @@ export function splitTags(tags: readonly string[]): { local: string[]; remote: s
     (parseReference(t).registry === null ? local : remote).push(t);
   }
   return { local, remote };
+}
+
+/** The `build-platform` job handler: one platform of a multi-platform build ({@link BuildProcessor.handlePlatform}). */
+@Injectable()
+export class BuildPlatformProcessor implements JobHandler<typeof JobName.BuildPlatform> {
+  readonly name = JobName.BuildPlatform;
+
+  constructor(private readonly builds: BuildProcessor) {}
+
+  handle(
+    job: Job<BuildPlatformJobData, BuildPlatformJobResult, typeof JobName.BuildPlatform>,
+    signal: AbortSignal,
+  ): Promise<BuildPlatformJobResult> {
+    return this.builds.handlePlatform(job, signal);
+  }
 }

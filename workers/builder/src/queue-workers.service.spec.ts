@@ -12,11 +12,18 @@ const all = (): JobHandler[] =>
   Object.values(JobName)
     .filter((n) => n !== JobName.CommitStatus)
     .map(handler);
+const P = ['linux/amd64'];
 
 describe('routeHandlers', () => {
   it("routes shared queues and this worker's own commit queue", () => {
-    const routes = routeHandlers(all(), 'host-1');
-    expect([...routes.keys()].sort()).toEqual(['build', 'commit', 'commit.host-1', 'push']);
+    const routes = routeHandlers(all(), 'host-1', P);
+    expect([...routes.keys()].sort()).toEqual([
+      'build',
+      'build.linux-amd64',
+      'commit',
+      'commit.host-1',
+      'push',
+    ]);
     expect([...(routes.get('commit')?.keys() ?? [])]).toEqual([JobName.RunContainer]);
     expect([...(routes.get('commit.host-1')?.keys() ?? [])].sort()).toEqual([
       JobName.Commit,
@@ -26,10 +33,10 @@ describe('routeHandlers', () => {
 
   it('refuses a job name with no handler or two', () => {
     const missing = all().filter((h) => h.name !== JobName.RemoveContainer);
-    expect(() => routeHandlers(missing, 'h')).toThrow(
+    expect(() => routeHandlers(missing, 'h', P)).toThrow(
       /job "remove-container" of queue "commit.h" has 0 handlers/,
     );
-    expect(() => routeHandlers([...all(), handler(JobName.Commit)], 'h')).toThrow(
+    expect(() => routeHandlers([...all(), handler(JobName.Commit)], 'h', P)).toThrow(
       /job "commit" of queue "commit.h" has 2 handlers/,
     );
   });
@@ -46,7 +53,14 @@ describe('routeHandlers', () => {
     expect([...routeHandlers([handler(JobName.Build)], 'h').keys()]).toEqual(['build']);
   });
 
+  it('serves the queue of each platform it builds for, and needs a platform for build-platform jobs', () => {
+    const routes = routeHandlers(all(), 'h', ['linux/amd64', 'linux/arm/v7']);
+    expect([...(routes.get('build.linux-arm-v7')?.keys() ?? [])]).toEqual([JobName.BuildPlatform]);
+    expect(routes.has('build.linux-arm64')).toBe(false);
+    expect(() => routeHandlers(all(), 'h')).toThrow(/handler for "build-platform" belongs to no queue/);
+  });
+
   it('refuses a worker id that cannot name a queue', () => {
-    expect(() => routeHandlers(all(), 'host:1')).toThrow(/cannot name a queue/);
+    expect(() => routeHandlers(all(), 'host:1', P)).toThrow(/cannot name a queue/);
   });
 });

@@ -11,28 +11,45 @@ import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import {
   API_QUEUES,
   JobName,
+  PLATFORM_QUEUE_JOBS,
+  platformQueueName,
   QUEUE_JOBS,
   QueueName,
   WORKER_QUEUE_JOBS,
   workerQueueName,
 } from '@stratum/contracts';
-import { createRedis, logErrorsThrottled, QUEUE_PREFIX, RedisKeys } from '@stratum/jobs';
+import {
+  createRedis,
+  logErrorsThrottled,
+  platformJobId,
+  QUEUE_PREFIX,
+  RedisKeys,
+  WorkerRegistry,
+} from '@stratum/jobs';
 import { RuncRuntime } from '@stratum/runtime';
 import { HostSweeper } from './host-sweeper';
 import { AbortReason, JOB_HANDLERS, JobHandler } from './job-handler';
+import { WorkerPlatforms } from './worker-platforms';
 
 /**
  * The queues worker `workerId` consumes, with their job names: the shared queues
- * (QUEUE_JOBS) and its own per-worker queues (WORKER_QUEUE_JOBS, `commit.<workerId>`).
+ * (QUEUE_JOBS), its own per-worker queues (WORKER_QUEUE_JOBS, `commit.<workerId>`) and the
+ * queues of the platforms it builds for (PLATFORM_QUEUE_JOBS, `build.linux-arm64`).
  * Throws when the id cannot name a queue.
  */
-export function servedQueues(workerId: string): [string, readonly JobName[]][] {
+export function servedQueues(
+  workerId: string,
+  platforms: readonly string[] = [],
+): [string, readonly JobName[]][] {
   return [
     ...(Object.entries(QUEUE_JOBS) as [QueueName, readonly JobName[]][]).filter(
       ([queue]) => !API_QUEUES.includes(queue),
     ),
     ...(Object.entries(WORKER_QUEUE_JOBS) as [QueueName, readonly JobName[]][]).map(
       ([base, names]): [string, readonly JobName[]] => [workerQueueName(base, workerId), names],
+    ),
+    ...(Object.entries(PLATFORM_QUEUE_JOBS) as [QueueName, readonly JobName[]][]).flatMap(([base, names]) =>
+      platforms.map((p): [string, readonly JobName[]] => [platformQueueName(base, p), names]),
     ),
   ];
 }
@@ -44,6 +61,7 @@ export function servedQueues(workerId: string): [string, readonly JobName[]][] {
 export function routeHandlers(
   handlers: readonly JobHandler[],
   workerId: string,
+  platforms: readonly string[] = [],
 ): Map<string, Map<JobName, JobHandler>> {
   const byName = new Map<JobName, JobHandler[]>();
   for (const h of handlers) {
@@ -51,7 +69,7 @@ export function routeHandlers(
   }
   const problems: string[] = [];
   const routes = new Map<string, Map<JobName, JobHandler>>();
-  for (const [queue, names] of servedQueues(workerId)) {
+  for (const [queue, names] of servedQueues(workerId, platforms)) {
     const served = names.filter((n) => byName.has(n));
     if (served.length === 0) {
       continue; // this worker does not serve that queue
@@ -99,8 +117,23 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
     @Inject(JOB_HANDLERS) handlers: JobHandler[],
     private readonly sweeper: HostSweeper,
     private readonly runtime: RuncRuntime,
+    private readonly platforms: WorkerPlatforms,
+    private readonly registry: WorkerRegistry,
   ) {
-    this.routes = routeHandlers(handlers, config.worker.id);
+    this.routes = routeHandlers(handlers, config.worker.id, platforms.served);
+  }
+
+  private advertTimer: NodeJS.Timeout | null = null;
+
+  /** Says which platforms this worker builds for, now and every 10 s (the advert lives 30 s). */
+  private async advertise(): Promise<void> {
+    const send = (): Promise<void> =>
+      this.registry.advertise(this.config.worker.id, this.platforms.served, 30_000);
+    await send();
+    this.advertTimer = setInterval(() => {
+      send().catch((err: unknown) => this.logger.warn(`platform advert: ${String(err)}`));
+    }, 10_000);
+    this.advertTimer.unref();
   }
 
   async onApplicationBootstrap(): Promise<void> {
@@ -139,8 +172,9 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
       this.workers.push(worker);
     }
     await this.subscribeToCancels();
+    await this.advertise();
     this.logger.log(
-      `worker ${this.config.worker.id} serving ${[...this.routes.keys()].join(', ')} (concurrency ${this.config.worker.concurrency})`,
+      `worker ${this.config.worker.id} serving ${[...this.routes.keys()].join(', ')} (concurrency ${this.config.worker.concurrency}; platforms ${this.platforms.served.join(', ')})`,
     );
   }
 
@@ -148,9 +182,13 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
     const sub = createRedis(this.config.redisUrl, `stratum-worker-${this.config.worker.id}-cancel`);
     this.connections.push(sub);
     sub.on('message', (_channel: string, jobId: string) => {
+      // A build's id names its job and, for a multi-platform build, its platforms' child jobs.
+      const ids = [jobId, ...this.platforms.served.map((p) => platformJobId(jobId, p))];
       for (const worker of this.workers) {
-        if (worker.cancelJob(jobId, AbortReason.Cancelled)) {
-          this.logger.log(`cancelling job ${jobId}`);
+        for (const id of ids) {
+          if (worker.cancelJob(id, AbortReason.Cancelled)) {
+            this.logger.log(`cancelling job ${id}`);
+          }
         }
       }
     });
@@ -163,6 +201,15 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
    * on another worker.
    */
   async beforeApplicationShutdown(): Promise<void> {
+    if (this.advertTimer !== null) {
+      clearInterval(this.advertTimer);
+      this.advertTimer = null;
+    }
+    // Best effort and bounded: with Redis unreachable the advert simply lapses.
+    await Promise.race([
+      this.registry.withdraw(this.config.worker.id).catch(() => undefined),
+      new Promise((r) => setTimeout(r, 1000).unref()),
+    ]);
     const closing = Promise.all(this.workers.map((w) => w.close()));
     const timedOut = await Promise.race([
       closing.then(() => false),

@@ -7,7 +7,7 @@ import { LayerCache } from '@stratum/layers';
 import { ImageTransfer, RegistryClients, RemoteImageResolver } from '@stratum/registry';
 import { RuncRuntime } from '@stratum/runtime';
 import { BLOB_STORE, BlobStore, REPOSITORY_STORE, RepositoryStore, StorageModule } from '@stratum/storage';
-import { BuildProcessor } from './build.processor';
+import { BuildPlatformProcessor, BuildProcessor } from './build.processor';
 import {
   CommitProcessor,
   ContainersWorkerModule,
@@ -20,6 +20,7 @@ import { JOB_HANDLERS, JobHandler, WORKER_ID } from './job-handler';
 import { PushProcessor } from './push/push.processor';
 import { PushWorkerModule } from './push/push-worker.module';
 import { QueueWorkersService } from './queue-workers.service';
+import { WorkerPlatforms } from './worker-platforms';
 
 @Module({})
 export class WorkerModule {
@@ -54,9 +55,19 @@ export class WorkerModule {
             }),
         },
         { provide: LayerCache, useFactory: () => new LayerCache(paths.layerCache) },
+        // Native + binfmt handlers (F flag), restricted by WORKER_PLATFORMS: a bad one fails the boot.
+        { provide: WorkerPlatforms, useFactory: () => WorkerPlatforms.detect(config) },
         {
           provide: BuildEngine,
-          inject: [BLOB_STORE, REPOSITORY_STORE, RuncRuntime, LayerCache, STRATUM_CONFIG, REDIS],
+          inject: [
+            BLOB_STORE,
+            REPOSITORY_STORE,
+            RuncRuntime,
+            LayerCache,
+            STRATUM_CONFIG,
+            REDIS,
+            WorkerPlatforms,
+          ],
           useFactory: (
             blobs: BlobStore,
             repositories: RepositoryStore,
@@ -64,8 +75,11 @@ export class WorkerModule {
             cache: LayerCache,
             c: StratumConfig,
             redis: Redis,
+            platforms: WorkerPlatforms,
           ) =>
             new BuildEngine({
+              nativePlatform: platforms.native,
+              runnablePlatforms: platforms.runnable,
               blobs,
               repositories,
               runtime,
@@ -108,10 +122,12 @@ export class WorkerModule {
         HostSweeper,
         DeathWatch,
         BuildProcessor,
+        BuildPlatformProcessor,
         {
           provide: JOB_HANDLERS,
           inject: [
             BuildProcessor,
+            BuildPlatformProcessor,
             RunContainerProcessor,
             CommitProcessor,
             RemoveContainerProcessor,
@@ -126,12 +142,11 @@ export class WorkerModule {
   }
 }
 
-/** The engine's view of the resolver: the worker's platform (linux/amd64), manifest digest typed. */
+/** The engine's view of the resolver: the stage's platform, manifest digest typed. */
 function adaptResolver(resolver: RemoteImageResolver): RemoteImageSource {
   return {
     defaultRegistry: resolver.unqualifiedRegistry,
     isPullThrough: (reference) => resolver.servesPullThrough(reference),
-    resolve: (reference, signal) =>
-      resolver.resolve(reference, { os: 'linux', architecture: 'amd64' }, signal),
+    resolve: (reference, platform, signal) => resolver.resolve(reference, platform, signal),
   };
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { BuildState } from '@stratum/contracts';
+import { parsePlatformList, PlatformError } from '@stratum/oci';
 
 const reference = z
   .string()
@@ -67,6 +68,25 @@ export const SubmitBuildQuerySchema = z.object({
     .string()
     .regex(/^sha256:[a-f0-9]{64}$/, 'must be a sha256 digest')
     .optional(),
+  /**
+   * `linux/amd64,linux/arm64` (as `docker buildx build --platform`): one image per platform,
+   * tagged as an OCI index (one platform: its image). Normalised; an unknown one is refused.
+   */
+  platform: z
+    .string()
+    .max(1024)
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined) {
+        return undefined;
+      }
+      try {
+        return parsePlatformList(v);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: err instanceof PlatformError ? err.message : String(err) });
+        return z.NEVER;
+      }
+    }),
   /** A bundle made by `POST /api/v1/builds/secrets`: the build's secrets, by id. */
   secrets: z.string().uuid('must be the secretsId of POST /api/v1/builds/secrets').optional(),
   /**

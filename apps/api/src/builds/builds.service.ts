@@ -21,6 +21,7 @@ import {
   BuildStats,
   buildStats,
   StoredBuildEvent,
+  WorkerRegistry,
 } from '@stratum/jobs';
 import { checkDockerfile, CheckResult, DOCKERFILE_LIMITS } from '@stratum/dockerfile';
 import { parseReference } from '@stratum/oci';
@@ -48,7 +49,28 @@ export class BuildsService {
     private readonly producer: BuildProducer,
     private readonly secrets: BuildSecretStore,
     private readonly images: ImageService,
+    private readonly workers: WorkerRegistry,
   ) {}
+
+  /**
+   * PLATFORM_UNAVAILABLE naming each asked-for platform no live worker builds for: such a build
+   * would wait forever on its platform's queue, so it is refused at once.
+   */
+  private async checkPlatforms(platforms: readonly string[] | undefined): Promise<void> {
+    if (platforms === undefined) {
+      return;
+    }
+    const served = await this.workers.platforms();
+    const missing = platforms.filter((p) => !served.has(p));
+    if (missing.length > 0) {
+      throw new StratumError(
+        'PLATFORM_UNAVAILABLE',
+        `no worker can build for ${missing.join(', ')} (the live workers build for ${
+          served.size > 0 ? [...served].sort().join(', ') : 'nothing: none is running'
+        }; a worker runs a foreign platform once a qemu binfmt handler with the F flag is registered: infra/setup-binfmt.sh)`,
+      );
+    }
+  }
 
   /**
    * What `--output` hands back of a succeeded build (docker buildx build --output): `tar` is
@@ -176,6 +198,7 @@ export class BuildsService {
     checkTags(query.t, query.push, this.config);
     checkNetwork(query.network, this.config);
     try {
+      await this.checkPlatforms(query.platform);
       await this.checkSecrets(query);
       await this.namedContexts(query);
     } catch (err) {
@@ -262,6 +285,7 @@ export class BuildsService {
   ): Promise<BuildSubmitted> {
     checkTags(query.t, query.push, this.config);
     checkNetwork(query.network, this.config);
+    await this.checkPlatforms(query.platform);
     return this.createBuild(
       contextDigest,
       contextSize,
@@ -294,6 +318,7 @@ export class BuildsService {
       noCache: query.nocache,
       ...(query.network !== undefined ? { network: query.network } : {}),
       ...(namedContexts !== null ? { namedContexts } : {}),
+      ...(query.platform !== undefined ? { platforms: query.platform } : {}),
       createdAt: new Date().toISOString(),
       startedAt: null,
       finishedAt: null,
@@ -317,6 +342,7 @@ export class BuildsService {
       ...(query.network !== undefined ? { network: query.network } : {}),
       ...(query.secrets !== undefined ? { secretsId: query.secrets } : {}),
       ...(namedContexts !== null ? { namedContexts } : {}),
+      ...(query.platform !== undefined ? { platforms: query.platform } : {}),
     });
     return {
       id,
@@ -457,6 +483,7 @@ export class BuildsService {
         target: original.target ?? undefined,
         nocache: original.noCache,
         network: original.network,
+        platform: original.platforms,
         push: original.tags.some((t) => parseReference(t).registry !== null),
       },
       source,

@@ -299,6 +299,7 @@ export class ProjectBuilder {
             nocache: false,
             // git-triggered builds get the service's default network
             network: undefined,
+            platform: undefined,
             push: tags.some((t) => parseReference(t).registry !== null),
             ...(secretsId !== undefined ? { secrets: secretsId } : {}),
           },
