@@ -15,3 +15,4 @@ export * from './engine-build';
 export * from './cli';
 export * from './buildah-compare';
 export * from './service-process';
+export * from './foreign-platform';
