@@ -114,7 +114,7 @@ it('stratum builds lists the builds', async () => {
   const res = await stratum(['builds']);
   expect(res.code).toBe(0);
   const lines = res.stdout.trim().split('\n');
-  expect(lines[0]).toMatch(/^ID\s+STATE\s+CREATED\s+TAGS$/);
+  expect(lines[0]).toMatch(/^ID\s+STATE\s+CREATED\s+SOURCE\s+TAGS$/);
   const row = lines.find((l) => l.startsWith(okId));
   expect(row).toMatch(/succeeded .*cli\/test:1$/);
   expect(res.stdout).toMatch(/\(3 of 3\)\n$/);
