@@ -1,8 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import request from 'supertest';
-import { RedisServerHandle, startRedisServer } from '@stratum/testing';
+import { RedisServerHandle, runCli, startRedisServer } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
 import { isolatedTool, makeImage, skopeo, writeOciLayout } from './registry-fixtures';
 
@@ -148,6 +149,125 @@ describe('scoped access (e2e, ACCESS_RULES, token flow + REST)', () => {
     await http.head('/v2/team/app/manifests/podman').auth('alice', 'alice-password').expect(200);
     await podman('rmi', '-a', '-f');
   }, 300_000);
+
+  it('robot accounts: made by an admin token with an expiry, shown once, stored hashed, scoped, revocable', async () => {
+    const asOps = (r: request.Test): request.Test => r.set('Authorization', `Bearer ${OPS_TOKEN}`);
+    const body = {
+      name: 'deployer',
+      expiresInSeconds: 3600,
+      rules: [{ pattern: 'team/*', actions: ['pull', 'push'] }],
+    };
+    const notAdmin = await http
+      .post('/api/v1/robots')
+      .set('Authorization', `Bearer ${CI_TOKEN}`)
+      .send(body)
+      .expect(403);
+    expect(notAdmin.body.message).toMatch(/token:ci may not manage robot accounts/);
+    const made = (await asOps(http.post('/api/v1/robots')).send(body).expect(201)).body as {
+      username: string;
+      token: string;
+      expiresAt: string;
+    };
+    expect(made.username).toBe('robot+deployer');
+    expect(made.token).toMatch(/^stratum-robot\.deployer\./);
+    await asOps(http.post('/api/v1/robots')).send(body).expect(409);
+    const listed = (await asOps(http.get('/api/v1/robots')).expect(200)).body as Record<string, unknown>[];
+    expect(listed).toEqual([
+      expect.objectContaining({ name: 'deployer', username: 'robot+deployer', createdBy: 'token:ops' }),
+    ]);
+    expect(JSON.stringify(listed)).not.toContain(made.token);
+    const stored = new Redis(redis.url);
+    try {
+      const fields = await stored.hgetall('stratum:robot:deployer');
+      expect(JSON.stringify(fields)).not.toContain(made.token.split('.')[2]);
+      expect(fields.hash).toMatch(/^[0-9a-f]{64}$/);
+      expect(await stored.pttl('stratum:robot:deployer')).toBeGreaterThan(3_000_000);
+    } finally {
+      stored.disconnect();
+    }
+
+    // it pushes where its rules say, and nowhere else
+    const creds = `robot+deployer:${made.token}`;
+    await skopeo(
+      'copy',
+      '--dest-tls-verify=false',
+      '--dest-creds',
+      creds,
+      `oci:${layout}:v1`,
+      `docker://${host}/team/robot:v1`,
+    );
+    await expect(
+      skopeo(
+        'copy',
+        '--dest-tls-verify=false',
+        '--dest-creds',
+        creds,
+        `oci:${layout}:v1`,
+        `docker://${host}/other/robot:v1`,
+      ),
+    ).rejects.toThrow(/denied|403 \(Forbidden\)/i);
+    // the REST API takes its token too, with the same scope; it may not manage robots
+    const asRobot = (r: request.Test): request.Test => r.set('Authorization', `Bearer ${made.token}`);
+    await asRobot(http.post('/api/v1/images/team/app:v1/tag'))
+      .send({ repository: 'team/robot', tag: 'v2' })
+      .expect(201);
+    await asRobot(http.delete('/api/v1/images/team/robot:v2')).expect(403);
+    await asRobot(http.get('/api/v1/robots')).expect(403);
+
+    // revoked: its token is refused at once
+    await asOps(http.delete('/api/v1/robots/deployer')).expect(200);
+    await http
+      .get('/v2/token?service=stratum&scope=repository:team/robot:pull')
+      .auth('robot+deployer', made.token)
+      .expect(401);
+    await asRobot(http.get('/api/v1/builds')).expect(401);
+    await asOps(http.delete('/api/v1/robots/deployer')).expect(404);
+  }, 120_000);
+
+  it('the CLI creates, lists and revokes robot accounts', async () => {
+    const env = { STRATUM_TOKEN: OPS_TOKEN, HOME: work };
+    const made = await runCli(
+      ['robot', 'create', 'cli-bot', '--expires', '2h', '--allow', 'team/*=pull,push'],
+      {
+        url: api.url,
+        env,
+      },
+    );
+    expect(made.code).toBe(0);
+    const token = /token: +(\S+)/.exec(made.stdout)?.[1] ?? '';
+    expect(token).toMatch(/^stratum-robot\.cli-bot\./);
+    expect(made.stderr).toContain('shown this once');
+    await http.head('/v2/team/app/manifests/v1').auth('robot+cli-bot', token).expect(200);
+    const listed = await runCli(['robot', 'ls'], { url: api.url, env });
+    expect(listed.stdout).toMatch(/robot\+cli-bot +team\/\*=pull,push +\S+ +token:ops/);
+    expect(listed.stdout).not.toContain(token);
+    const bad = await runCli(['robot', 'create', 'x', '--expires', 'soon', '--allow', 'team/*=pull'], {
+      url: api.url,
+      env,
+    });
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/--expires "soon"/);
+    expect((await runCli(['robot', 'rm', 'cli-bot'], { url: api.url, env })).code).toBe(0);
+    await http.head('/v2/team/app/manifests/v1').auth('robot+cli-bot', token).expect(401);
+  }, 60_000);
+
+  it('an expired robot token gets 401', async () => {
+    const made = (
+      await http
+        .post('/api/v1/robots')
+        .set('Authorization', `Bearer ${OPS_TOKEN}`)
+        .send({ name: 'brief', expiresInSeconds: 1, rules: [{ pattern: 'team/*', actions: ['pull'] }] })
+        .expect(201)
+    ).body as { token: string };
+    await http.head('/v2/team/app/manifests/v1').auth('robot+brief', made.token).expect(200);
+    await new Promise((r) => setTimeout(r, 1500));
+    await http.head('/v2/team/app/manifests/v1').auth('robot+brief', made.token).expect(401);
+    await http
+      .get('/v2/token?service=stratum&scope=repository:team/app:pull')
+      .auth('robot+brief', made.token)
+      .expect(401);
+    await http.get('/api/v1/builds').set('Authorization', `Bearer ${made.token}`).expect(401);
+  });
 
   it('the REST API checks the same rules for the API token: builds, import, tag, delete', async () => {
     const asCi = (r: request.Test): request.Test => r.set('Authorization', `Bearer ${CI_TOKEN}`);

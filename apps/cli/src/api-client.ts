@@ -77,6 +77,16 @@ export interface Credentials {
 }
 
 /** A thin typed client of the Stratum REST API. */
+/** A robot account as the API lists it. */
+export interface RobotView {
+  name: string;
+  username: string;
+  rules: { pattern: string; actions: string[] }[];
+  createdAt: string;
+  createdBy: string;
+  expiresAt: string;
+}
+
 export class ApiClient {
   private https: { request: typeof Https.request; ca: string[] | undefined } | undefined;
 
@@ -182,6 +192,24 @@ export class ApiClient {
     const res = await this.send(method, path, { headers });
     await readText(res);
     return res.statusCode ?? 0;
+  }
+
+  // ---------------------------------------------------------------- robot accounts
+
+  createRobot(body: {
+    name: string;
+    expiresInSeconds: number;
+    rules: { pattern: string; actions: string[] }[];
+  }): Promise<RobotView & { token: string }> {
+    return this.json('POST', '/api/v1/robots', body);
+  }
+
+  listRobots(): Promise<RobotView[]> {
+    return this.request('GET', '/api/v1/robots');
+  }
+
+  revokeRobot(name: string): Promise<{ revoked: string }> {
+    return this.request('DELETE', `/api/v1/robots/${encodeURIComponent(name)}`);
   }
 
   // ---------------------------------------------------------------- images

@@ -6,6 +6,7 @@ import { ConfigError, loadCliConfig } from '@stratum/config';
 import { ApiClient, ApiError, SubmitOptions } from './api-client';
 import { formatCheckReport } from './check-report';
 import { registerAuthCommands } from './auth-commands';
+import { registerRobotCommands } from './robot-commands';
 import { CliContext } from './cli-context';
 import { containerLogs, registerContainerCommands } from './container-commands';
 import { ContextDigestCache, contextFingerprint } from './context-cache';
@@ -419,6 +420,7 @@ export function buildProgram(
   registerImageCommands(program, ctx);
   registerContainerCommands(program, ctx);
   registerAuthCommands(program, ctx);
+  registerRobotCommands(program, ctx);
   return program;
 }
 

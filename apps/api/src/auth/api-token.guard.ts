@@ -3,6 +3,7 @@ import { Request } from 'express';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { CredentialVerifier, parseBearer } from './credential-verifier';
 import { setApiPrincipal } from './repository-access';
+import { RobotStore } from './robot-store';
 
 /**
  * API tokens on the REST API (API_AUTH=true): every `/api/…` request needs
@@ -13,11 +14,14 @@ import { setApiPrincipal } from './repository-access';
 export class ApiTokenGuard implements CanActivate {
   private readonly verifier: CredentialVerifier;
 
-  constructor(@Inject(STRATUM_CONFIG) private readonly config: StratumConfig) {
+  constructor(
+    @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
+    private readonly robots: RobotStore,
+  ) {
     this.verifier = new CredentialVerifier(config.auth);
   }
 
-  canActivate(context: ExecutionContext): boolean {
+  async canActivate(context: ExecutionContext): Promise<boolean> {
     if (!this.config.auth.api || context.getType() !== 'http') {
       return true;
     }
@@ -27,7 +31,8 @@ export class ApiTokenGuard implements CanActivate {
       return true;
     }
     const token = parseBearer(req.headers.authorization);
-    const principal = token === null ? null : this.verifier.verifyToken(token);
+    const principal =
+      token === null ? null : (this.verifier.verifyToken(token) ?? (await this.robots.verify(token)));
     if (principal === null) {
       throw new UnauthorizedException('an API token is required: Authorization: Bearer <token>');
     }

@@ -13,6 +13,8 @@ import { PasswordLogin } from './password-login';
 import { RegistryAccessPolicy } from './registry-access-policy';
 import { RegistryTokenService } from './registry-token.service';
 import { RepositoryAccess } from './repository-access';
+import { RobotStore } from './robot-store';
+import { RobotsController } from './robots.controller';
 import { TokenRegistryAuthorizer } from './token-registry-authorizer';
 
 /**
@@ -22,16 +24,19 @@ import { TokenRegistryAuthorizer } from './token-registry-authorizer';
  */
 @Global()
 @Module({
+  controllers: [RobotsController],
   providers: [
     {
       provide: BcryptPool,
       inject: [STRATUM_CONFIG],
       useFactory: (c: StratumConfig) => new BcryptPool(c.auth.login.hashThreads),
     },
+    { provide: RobotStore, inject: [REDIS], useFactory: (redis: Redis) => new RobotStore(redis) },
     {
       provide: CredentialVerifier,
-      inject: [STRATUM_CONFIG, BcryptPool],
-      useFactory: (c: StratumConfig, pool: BcryptPool) => new CredentialVerifier(c.auth, pool),
+      inject: [STRATUM_CONFIG, BcryptPool, RobotStore],
+      useFactory: (c: StratumConfig, pool: BcryptPool, robots: RobotStore) =>
+        new CredentialVerifier(c.auth, pool, robots),
     },
     {
       provide: PasswordLogin,
@@ -81,7 +86,7 @@ import { TokenRegistryAuthorizer } from './token-registry-authorizer';
     { provide: APP_GUARD, useClass: ApiTokenGuard },
     RepositoryAccess,
   ],
-  exports: [REGISTRY_AUTHORIZER, RegistryTokenService, CredentialVerifier, RepositoryAccess],
+  exports: [REGISTRY_AUTHORIZER, RegistryTokenService, CredentialVerifier, RepositoryAccess, RobotStore],
 })
 export class AuthModule implements OnApplicationShutdown {
   constructor(private readonly pool: BcryptPool) {}

@@ -1,13 +1,20 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import bcrypt from 'bcryptjs';
-import { AuthConfig } from '@stratum/config';
+import { AccessRule, AuthConfig } from '@stratum/config';
 import type { PasswordHasher } from './bcrypt-pool';
 
 /** Who a set of credentials belongs to. */
 export interface Principal {
-  /** The user name, or `token:<name>` for an API token. */
+  /** The user name, `token:<name>` for an API token, `robot:<name>` for a robot account. */
   readonly subject: string;
-  readonly kind: 'user' | 'token';
+  readonly kind: 'user' | 'token' | 'robot';
+  /** A robot's own repository rules (they replace ACCESS_RULES for it); none known: no access. */
+  readonly rules?: readonly AccessRule[];
+}
+
+/** Robot tokens (the {@link RobotStore}); optional so that tools and tests can do without Redis. */
+export interface RobotVerifier {
+  verify(token: string, username?: string): Promise<Principal | null>;
 }
 
 /** Equal-time comparison of two secrets of any length (hashed first so lengths do not leak). */
@@ -43,6 +50,7 @@ export class CredentialVerifier {
   constructor(
     private readonly auth: Pick<AuthConfig, 'users' | 'apiTokens'>,
     private readonly hasher: PasswordHasher = inlineBcrypt,
+    private readonly robots: RobotVerifier | null = null,
   ) {
     const costs = auth.users.flatMap((u) => {
       const m = BCRYPT.exec(u.password);
@@ -55,6 +63,9 @@ export class CredentialVerifier {
   }
 
   async verifyPassword(username: string, password: string): Promise<Principal | null> {
+    if (username.startsWith('robot+')) {
+      return this.robots === null ? null : this.robots.verify(password, username);
+    }
     const user = this.auth.users.find((u) => u.username === username);
     let ok: boolean;
     if (user !== undefined && BCRYPT.test(user.password)) {

@@ -48,6 +48,15 @@ export class RegistryAccessPolicy {
     if (principal === null) {
       return [...out];
     }
+    if (principal.kind === 'robot') {
+      // Only its own rules; a robot known by name alone (a bearer token's subject) gets none.
+      for (const rule of principal.rules ?? []) {
+        if (globToRegExp(rule.pattern).test(repository)) {
+          rule.actions.forEach((a) => out.add(a));
+        }
+      }
+      return REPOSITORY_ACTIONS.filter((a) => out.has(a));
+    }
     if (this.accessRules.length === 0) {
       return [...REPOSITORY_ACTIONS];
     }
@@ -69,7 +78,12 @@ export class RegistryAccessPolicy {
         actions = scope.actions.filter(
           (a) => allowed.includes(a) || (a === '*' && allowed.length === REPOSITORY_ACTIONS.length),
         );
-      } else if (scope.type === 'registry' && scope.name === 'catalog' && principal !== null) {
+      } else if (
+        scope.type === 'registry' &&
+        scope.name === 'catalog' &&
+        principal !== null &&
+        principal.kind !== 'robot'
+      ) {
         const catalog = this.accessRules.length === 0 || this.actionsFor(principal, '*').includes('pull');
         actions = catalog ? scope.actions.filter((a) => a === '*') : [];
       }

@@ -45,6 +45,28 @@ export class RepositoryAccess {
     }
   }
 
+  /**
+   * Who may manage robot accounts: anyone with API_AUTH off; else an API token with full
+   * access to every repository (no ACCESS_RULES, or pull+push+delete on `*`), never a robot.
+   * Returns the manager's subject (recorded as the robot's creator).
+   */
+  assertAdmin(req: Request): string {
+    if (!this.config.auth.api) {
+      return 'local';
+    }
+    const principal = (req as WithPrincipal)[PRINCIPAL];
+    if (principal === undefined) {
+      throw new StratumError('UNAUTHORIZED', 'an API token is required: Authorization: Bearer <token>');
+    }
+    if (principal.kind === 'robot' || this.policy.actionsFor(principal, '*').length < 3) {
+      throw new StratumError(
+        'DENIED',
+        `${principal.subject} may not manage robot accounts (needs pull+push+delete on *)`,
+      );
+    }
+    return principal.subject;
+  }
+
   /** Push on the repository of each tag of our registry that a build or commit will write. */
   assertTags(req: Request, tags: readonly string[]): void {
     for (const tag of tags) {

@@ -46,7 +46,14 @@ export class TokenRegistryAuthorizer implements RegistryAuthorizer {
       const claims = this.issuer.verify(bearer);
       granted = claims?.access ?? null;
       if (claims !== null && claims.sub !== '') {
-        principal = { subject: claims.sub, kind: claims.sub.startsWith('token:') ? 'token' : 'user' };
+        principal = {
+          subject: claims.sub,
+          kind: claims.sub.startsWith('token:')
+            ? 'token'
+            : claims.sub.startsWith('robot:')
+              ? 'robot'
+              : 'user',
+        };
       }
     } else if (basic !== null) {
       presented = true;
