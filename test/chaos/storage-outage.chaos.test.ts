@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import request from 'supertest';
-import { PushRecord } from '@stratum/contracts';
+import { BuildRecord, PushRecord } from '@stratum/contracts';
 import {
   busyboxContext,
   freePort,
@@ -244,5 +244,82 @@ it('pushes outlive an object storage outage: retried with backoff, all succeed, 
     `chaos storage-outage: ${OUTAGE_MS} ms outage; pulls during it: ${pulls.join(',')}; ` +
       `push states during it: ${during.map((r) => `${r.state}/${r.attempts}`).join(',')}; ` +
       `attempts: ${finals.map((r) => r.attempts).join(',')}; ${tags} tags checked\n`,
+  );
+});
+
+it('queued builds wait out a storage outage without spending attempts; the running one retries; health shows it', async () => {
+  // One worker taking one job at a time, so that builds stay queued behind the running one.
+  await worker?.stop(10_000);
+  worker = await startWorkerProcess(
+    { ...env(), WORKER_ID: 'chaos-s3-gate', WORKER_CONCURRENCY: '1' },
+    60_000,
+  );
+  const query = (t: string): Record<string, string> => ({
+    t,
+    buildargs: JSON.stringify({ SOURCE_DATE_EPOCH: '0' }),
+    nocache: 'true',
+  });
+  const first = await submitBuild(api.url, busyboxContext('RUN sleep 5 && echo a > /a\n'), query('gate/a:1'));
+  expect(first.status).toBe(202);
+  const running = (first.body as { id: string }).id;
+  const queued: string[] = [];
+  for (const name of ['b', 'c', 'd']) {
+    const r = await submitBuild(
+      api.url,
+      busyboxContext(`RUN echo ${name} > /${name}\n`),
+      query(`gate/${name}:1`),
+    );
+    expect(r.status).toBe(202);
+    queued.push((r.body as { id: string }).id);
+  }
+  await waitForBuild(api.url, running, ['running'], 60_000);
+
+  await s3.stop();
+  const outageStart = Date.now();
+  const paused = await pollFor(
+    'the worker to stop taking jobs',
+    () => (/not taking new jobs/.test(worker!.output()) ? Date.now() - outageStart : undefined),
+    15_000,
+    100,
+  );
+  const health = await request(api.url).get('/healthz');
+  expect(health.status).toBe(503);
+  expect((health.body as { storage: string }).storage).not.toBe('ok');
+  // The outage outlasts the running build's RUN step (it fails its attempt on the upload) and
+  // a backoff: the queued builds are still waiting, not one attempt spent.
+  while (Date.now() - outageStart < OUTAGE_MS + 5000) {
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  for (const id of queued) {
+    const rec = (await request(api.url).get(`/api/v1/builds/${id}`)).body as BuildRecord;
+    expect({ id, state: rec.state, attempts: rec.attempts }).toEqual({ id, state: 'queued', attempts: 0 });
+  }
+  await s3.start();
+  const backAt = Date.now();
+  const resumed = await pollFor(
+    'the worker to take jobs again',
+    () => (/answers again after the outage/.test(worker!.output()) ? Date.now() - backAt : undefined),
+    30_000,
+    100,
+  );
+  const finals: BuildRecord[] = [];
+  for (const id of [running, ...queued]) {
+    finals.push(await waitForBuild(api.url, id, ['succeeded', 'failed', 'cancelled'], 180_000));
+  }
+  for (const rec of finals) {
+    expect({ id: rec.id, state: rec.state, error: rec.error }).toEqual({
+      id: rec.id,
+      state: 'succeeded',
+      error: null,
+    });
+  }
+  expect(finals.slice(1).map((r) => r.attempts)).toEqual([1, 1, 1]);
+  expect((await request(api.url).get('/healthz')).status).toBe(200);
+  process.stdout.write(
+    `chaos storage-outage (queued builds): paused ${paused} ms after the store went down, resumed ${resumed} ms after it answered again; ` +
+      `attempts running=${finals[0].attempts} queued=${finals
+        .slice(1)
+        .map((r) => r.attempts)
+        .join(',')}\n`,
   );
 });

@@ -27,7 +27,9 @@ import {
   WorkerRegistry,
 } from '@stratum/jobs';
 import { RuncRuntime } from '@stratum/runtime';
+import { BLOB_STORE, BlobStore } from '@stratum/storage';
 import { HostSweeper } from './host-sweeper';
+import { StoreHealthGate } from './store-health-gate';
 import { AbortReason, JOB_HANDLERS, JobHandler } from './job-handler';
 import { WorkerPlatforms } from './worker-platforms';
 
@@ -111,6 +113,8 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
   private readonly workers: Worker[] = [];
   private readonly connections: Redis[] = [];
   private readonly routes: Map<string, Map<JobName, JobHandler>>;
+  /** Pauses taking jobs while object storage does not answer (queued jobs keep their attempts). */
+  private readonly storeGate: StoreHealthGate;
 
   constructor(
     @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
@@ -119,8 +123,10 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
     private readonly runtime: RuncRuntime,
     private readonly platforms: WorkerPlatforms,
     private readonly registry: WorkerRegistry,
+    @Inject(BLOB_STORE) blobs: BlobStore,
   ) {
     this.routes = routeHandlers(handlers, config.worker.id, platforms.served);
+    this.storeGate = new StoreHealthGate(blobs, () => this.workers);
   }
 
   private advertTimer: NodeJS.Timeout | null = null;
@@ -173,6 +179,7 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
     }
     await this.subscribeToCancels();
     await this.advertise();
+    this.storeGate.start();
     this.logger.log(
       `worker ${this.config.worker.id} serving ${[...this.routes.keys()].join(', ')} (concurrency ${this.config.worker.concurrency}; platforms ${this.platforms.served.join(', ')})`,
     );
@@ -201,6 +208,7 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
    * on another worker.
    */
   async beforeApplicationShutdown(): Promise<void> {
+    this.storeGate.stop();
     if (this.advertTimer !== null) {
       clearInterval(this.advertTimer);
       this.advertTimer = null;
