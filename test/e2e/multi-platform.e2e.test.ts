@@ -21,7 +21,7 @@ import {
   runCli,
 } from '@stratum/testing';
 import { StackHandle, startStack } from '../support/stack';
-import { skopeo } from './registry-fixtures';
+import { DistributionHandle, skopeo, startDistribution } from './registry-fixtures';
 
 jest.setTimeout(600_000);
 
@@ -175,6 +175,26 @@ describe('multi-platform builds (e2e, real arm64 through qemu)', () => {
     expect(readFileSync(join(amd, 'for'), 'utf8')).toBe('amd64\n');
     expect(readFileSync(join(amd, 'tp'), 'utf8')).toBe('linux/amd64 linux/amd64\n');
 
+    // The images API and `docker images`-like list show the index with its platforms.
+    const list = (await http().get('/api/v1/images')).body as {
+      repository: string;
+      tag: string;
+      platforms?: string[];
+    }[];
+    expect(list.find((i) => i.repository === 'app' && i.tag === '1')?.platforms).toEqual([
+      'linux/amd64',
+      'linux/arm64',
+    ]);
+    const detail = (await http().get('/api/v1/images/app:1')).body as {
+      index: string;
+      architecture: string;
+      platforms: { platform: string; manifestDigest: string }[];
+    };
+    expect(detail.index).toBe(rec.imageDigest);
+    expect(detail.architecture).toBe('amd64');
+    expect(detail.platforms.map((p) => p.platform)).toEqual(['linux/amd64', 'linux/arm64']);
+    expect(detail.platforms.map((p) => p.manifestDigest)).toEqual(raw.manifests.map((m) => m.digest));
+
     const armConfig = JSON.parse(
       await skopeo(
         'inspect',
@@ -246,6 +266,50 @@ describe('multi-platform builds (e2e, real arm64 through qemu)', () => {
     expect(rec.error).toMatch(
       /^linux\/arm64: Dockerfile:2: .*has no image for linux\/arm64 \(it has linux\/amd64\)/,
     );
+  });
+
+  it('push=true copies the index whole to another registry (every platform, then the index)', async () => {
+    const dist: DistributionHandle = await startDistribution();
+    try {
+      const rec = await build(
+        { Dockerfile: 'FROM bb:multi\nRUN uname -m > /m\n' },
+        `t=pushed:1&t=${dist.host}/team/multi:1&push=true&platform=linux/amd64,linux/arm64`,
+      );
+      expect(rec.state).toBe('succeeded');
+      let push: { state: string; error?: string | null } = { state: 'queued' };
+      for (let i = 0; i < 300 && !['succeeded', 'failed'].includes(push.state); i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        push = (await http().get(`/api/v1/pushes/${rec.pushId}`)).body as typeof push;
+      }
+      expect(push.state).toBe('succeeded');
+      const theirs = JSON.parse(
+        await skopeo('inspect', '--tls-verify=false', '--raw', `docker://${dist.host}/team/multi:1`),
+      ) as IndexDoc;
+      expect(theirs.manifests.map((m) => m.platform.architecture)).toEqual(['amd64', 'arm64']);
+      const digestThere = (
+        await skopeo(
+          'inspect',
+          '--tls-verify=false',
+          '--format',
+          '{{.Digest}}',
+          `docker://${dist.host}/team/multi:1`,
+        )
+      ).trim();
+      expect(digestThere).toBe(rec.imageDigest);
+      const armThere = JSON.parse(
+        await skopeo(
+          'inspect',
+          '--tls-verify=false',
+          '--override-arch',
+          'arm64',
+          '--config',
+          `docker://${dist.host}/team/multi:1`,
+        ),
+      ) as { architecture: string };
+      expect(armThere.architecture).toBe('arm64');
+    } finally {
+      await dist.stop();
+    }
   });
 
   it('the CLI takes --platform as buildx does', async () => {

@@ -59,6 +59,8 @@ export interface ImageSummary {
   /** Sum of compressed layer sizes. */
   readonly size: number;
   readonly created: string | null;
+  /** For a multi-platform image (the tag names an index): its platforms, `linux/arm64`… */
+  readonly platforms?: string[];
 }
 
 /** What `DELETE /api/v1/images/:ref` (`docker rmi`) removed. */

@@ -179,6 +179,56 @@ export class ImageService {
     };
   }
 
+  /** When `ref` names an index in our registry: its digest and its platforms' images; else null. */
+  async resolveIndex(
+    ref: string,
+  ): Promise<{
+    digest: Digest;
+    repository: string;
+    platforms: { platform: string; image: StoredImage }[];
+  } | null> {
+    const { repository, tag, digest } = localReference(ref);
+    const d = digest ?? (tag !== null ? await this.repositories.getTag(repository, tag) : null);
+    if (d === null || !(await this.repositories.hasManifest(repository, d as BlobDigest))) {
+      return null;
+    }
+    const platforms = await this.indexImages(repository, d);
+    return platforms === null ? null : { digest: d, repository, platforms };
+  }
+
+  /**
+   * The images of an index (`repository` holds `digest`) with their platforms, in the index's
+   * order (entries without a platform, or not in the repository, are left out); null when
+   * `digest` is not an index.
+   */
+  async indexImages(
+    repository: string,
+    digest: Digest,
+  ): Promise<{ platform: string; image: StoredImage }[] | null> {
+    const parsed = parseManifest(await this.readJson(digest));
+    if (!parsed.ok || (parsed.kind !== 'oci-index' && parsed.kind !== 'docker-manifest-list')) {
+      return null;
+    }
+    const out: { platform: string; image: StoredImage }[] = [];
+    for (const m of parsed.manifest.manifests as { digest: string; platform?: Platform }[]) {
+      if (
+        m.platform === undefined ||
+        !(await this.repositories.hasManifest(repository, m.digest as BlobDigest))
+      ) {
+        continue;
+      }
+      try {
+        out.push({
+          platform: formatPlatform(m.platform),
+          image: await this.load(repository, m.digest as Digest),
+        });
+      } catch {
+        // an attestation or a nested index: not an image of a platform
+      }
+    }
+    return out;
+  }
+
   /** Pipes a layer stream (snapshot or compression) into the blob store and describes it. */
   async storeLayer(layer: LayerStream): Promise<LayerDescriptor> {
     return (await this.putLayer(layer)).layer;
@@ -427,6 +477,28 @@ export class ImageService {
           continue;
         }
         try {
+          const platforms = await this.indexImages(repository, digest);
+          if (platforms !== null) {
+            // A multi-platform image: one row, as `docker images` shows it, with its platforms;
+            // IMAGE ID is the first platform's config, SIZE what all platforms' layers take.
+            if (platforms.length === 0) {
+              continue;
+            }
+            out.push({
+              repository,
+              tag,
+              manifestDigest: digest,
+              configDigest: platforms[0].image.configDigest,
+              size: platforms.reduce((n, p) => n + p.image.layers.reduce((m, l) => m + l.size, 0), 0),
+              created:
+                platforms
+                  .map((p) => p.image.config.created ?? '')
+                  .sort()
+                  .pop() || null,
+              platforms: platforms.map((p) => p.platform),
+            });
+            continue;
+          }
           const image = await this.load(repository, digest);
           out.push({
             repository,
@@ -437,7 +509,7 @@ export class ImageService {
             created: image.config.created ?? null,
           });
         } catch {
-          // an index or a foreign artifact: not an image we list
+          // a foreign artifact: not an image we list
         }
       }
     }

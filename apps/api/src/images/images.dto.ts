@@ -88,6 +88,15 @@ export interface ImageDetail {
   readonly layers: ImageLayerView[];
   readonly history: HistoryEntry[];
   readonly config: ContainerConfig;
+  /** When the reference names a multi-platform image: the index's digest (the rest is linux/amd64's, else the first platform's). */
+  readonly index?: Digest;
+  /** Every platform of a multi-platform image. */
+  readonly platforms?: {
+    readonly platform: string;
+    readonly manifestDigest: Digest;
+    readonly configDigest: Digest;
+    readonly size: number;
+  }[];
 }
 
 /** 201 answer of an import. */

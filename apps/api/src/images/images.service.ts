@@ -86,8 +86,32 @@ export class ImagesApiService {
     return this.images.list();
   }
 
+  /**
+   * An image; for a multi-platform one (the reference names an index) the linux/amd64 image (else
+   * the first platform's), with `index` and every platform's manifest listed in `platforms`.
+   */
   async get(ref: string): Promise<ImageDetail> {
-    return detail(ref, await this.images.resolve(ref));
+    const index = await this.images.resolveIndex(ref);
+    if (index === null) {
+      return detail(ref, await this.images.resolve(ref));
+    }
+    const main = index.platforms.find((p) => p.platform === 'linux/amd64') ?? index.platforms[0];
+    if (main === undefined) {
+      throw new StratumError(
+        'IMAGE_UNKNOWN',
+        `${ref} is an index with no platform image in ${index.repository}`,
+      );
+    }
+    return {
+      ...detail(ref, main.image),
+      index: index.digest,
+      platforms: index.platforms.map((p) => ({
+        platform: p.platform,
+        manifestDigest: p.image.manifestDigest,
+        configDigest: p.image.configDigest,
+        size: p.image.layers.reduce((n, l) => n + l.size, 0),
+      })),
+    };
   }
 
   history(ref: string): Promise<ImageHistoryEntry[]> {

@@ -717,7 +717,7 @@ function imagesView() {
             h(
               'tr',
               {},
-              ['repository', 'tag', 'digest', 'size', 'created'].map((c) => h('th', {}, c)),
+              ['repository', 'tag', 'digest', 'platforms', 'size', 'created'].map((c) => h('th', {}, c)),
             ),
           ),
           h(
@@ -732,6 +732,7 @@ function imagesView() {
                   h('td', {}, i === 0 ? repo : ''),
                   h('td', {}, h('a', { href: `#/images/${encodeURIComponent(ref)}` }, img.tag)),
                   h('td', { class: 'mono' }, short(img.manifestDigest)),
+                  h('td', { class: 'platforms' }, img.platforms ? img.platforms.join(', ') : ''),
                   h('td', { class: 'num' }, bytes(img.size)),
                   h('td', {}, when(img.created)),
                 );
@@ -764,6 +765,27 @@ function imageView(ref) {
               ['manifest', h('code', { id: 'manifest-digest' }, img.manifestDigest)],
               ['config', h('code', {}, img.configDigest)],
               ['platform', `${img.os}/${img.architecture}`],
+              ...(img.platforms
+                ? [
+                    ['index', h('code', { id: 'index-digest' }, img.index)],
+                    [
+                      'platforms',
+                      h(
+                        'ul',
+                        { id: 'image-platforms' },
+                        img.platforms.map((p) =>
+                          h(
+                            'li',
+                            {},
+                            `${p.platform} `,
+                            h('code', {}, short(p.manifestDigest)),
+                            ` ${bytes(p.size)}`,
+                          ),
+                        ),
+                      ),
+                    ],
+                  ]
+                : []),
               ['created', when(img.created)],
               ['author', img.author ?? '—'],
               ['size', bytes(img.size)],
