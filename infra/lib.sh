@@ -13,7 +13,7 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 # or the fresh-root check runs besides (test.sh installs both): a test never skips for a missing
 # tool, it fails naming it, so the install has to be here.
 SYSTEM_PACKAGES=(redis-server runc git busybox-static ca-certificates curl attr isal pigz zstd util-linux iproute2 openssl slirp4netns iptables golang-github-containers-common)
-TEST_PACKAGES=(umoci skopeo podman buildah docker.io docker-registry chromium debootstrap python3 gcc libc6-dev qemu-user-static)
+TEST_PACKAGES=(umoci skopeo podman buildah docker.io docker-registry chromium debootstrap python3 gcc libc6-dev qemu-user-static openssh-client)
 
 apt_install() {
   local missing=()

@@ -20,6 +20,8 @@ export type EngineBuildOptions = Partial<
 > & {
   /** Build secrets by id (their values as text). */
   readonly secrets?: Record<string, string>;
+  /** Private key files by ssh id (`RUN --mount=type=ssh`). */
+  readonly ssh?: Record<string, (string | Buffer)[]>;
 };
 
 let seq = 0;
@@ -62,6 +64,9 @@ export async function buildWithEngine(
       reporter,
       ...(opts.secrets !== undefined
         ? { secrets: new Map(Object.entries(opts.secrets).map(([k, v]) => [k, Buffer.from(v)])) }
+        : {}),
+      ...(opts.ssh !== undefined
+        ? { ssh: new Map(Object.entries(opts.ssh).map(([k, v]) => [k, v.map((b) => Buffer.from(b))])) }
         : {}),
     },
   );

@@ -16,3 +16,4 @@ export * from './cli';
 export * from './buildah-compare';
 export * from './service-process';
 export * from './foreign-platform';
+export * from './ssh-tools';

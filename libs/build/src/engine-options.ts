@@ -130,6 +130,8 @@ export interface BuildRunContext {
   readonly platform?: string;
   /** Link the image into the tags' repositories without tagging it (a multi-platform child). */
   readonly untagged?: boolean;
+  /** Private keys by ssh id (`RUN --mount=type=ssh`): served by an agent per step, never in a key or a layer. */
+  readonly ssh?: ReadonlyMap<string, readonly Buffer[]>;
 }
 
 export interface BuildOutcome {

@@ -3,6 +3,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, lstat, mkdir, rm, rmdir, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join, posix } from 'node:path';
 import { promisify } from 'node:util';
 import { ConfineError, containerPath, resolveInRoot } from '@stratum/confine';
@@ -10,6 +11,7 @@ import type { Mount, RunInstruction } from '@stratum/dockerfile';
 import type { BindMount, TmpfsMount } from '@stratum/runtime';
 import { BuildError } from './build-errors';
 import { RunCacheLease, RunCacheStore } from './run-cache';
+import { SshAgentServer } from './ssh-agent';
 
 const execFileP = promisify(execFile);
 
@@ -35,6 +37,8 @@ export interface RunMountsDeps {
   openFrom(from: string, line: number): Promise<MountedFrom>;
   /** Build secrets by id. */
   readonly secrets: ReadonlyMap<string, Buffer>;
+  /** Private keys by ssh id (`--ssh id=path`, a project's deploy key). */
+  readonly ssh?: ReadonlyMap<string, readonly Buffer[]>;
   readonly signal: AbortSignal;
   log(text: string): void;
 }
@@ -42,7 +46,10 @@ export interface RunMountsDeps {
 /** The runtime's view of a step's mounts, and how to undo them. */
 export interface PreparedRunMounts {
   readonly mounts: (BindMount | TmpfsMount)[];
-  /** Variables of `type=secret,env=NAME` mounts: the process's only, never the key's or the image's. */
+  /**
+   * Variables of `type=secret,env=NAME` mounts and `SSH_AUTH_SOCK` of the first ssh mount: the
+   * process's only, never the key's or the image's.
+   */
   readonly env: Record<string, string>;
   /** Values to mask in the step's log. */
   readonly secretValues: string[];
@@ -100,12 +107,21 @@ async function resolveSource(
   return { host, isDir: st.isDirectory() };
 }
 
+/** Where an ssh mount without `target` appears: BuildKit's `/run/buildkit/ssh_agent.<n>`, n counting the step's ssh mounts. */
+export function defaultSshTarget(n: number): string {
+  return `/run/buildkit/ssh_agent.${n}`;
+}
+
 /**
  * Checks every mount of `instr` before anything is mounted, so a bad one leaves nothing
- * behind: unknown types, a secret that was not given (required, or wanted as a variable),
- * a secret over {@link MAX_SECRET_BYTES}, ssh (no agent forwarding here yet).
+ * behind: unknown types, a secret or ssh id that was not given (required, or a secret wanted
+ * as a variable), a secret over {@link MAX_SECRET_BYTES}.
  */
-export function checkRunMounts(instr: RunInstruction, secrets: ReadonlyMap<string, Buffer>): void {
+export function checkRunMounts(
+  instr: RunInstruction,
+  secrets: ReadonlyMap<string, Buffer>,
+  ssh: ReadonlyMap<string, readonly Buffer[]> = new Map(),
+): void {
   for (const m of instr.mounts) {
     switch (m.type) {
       case 'bind':
@@ -127,11 +143,11 @@ export function checkRunMounts(instr: RunInstruction, secrets: ReadonlyMap<strin
         break;
       }
       case 'ssh':
-        if (m.required) {
+        if (m.required && !ssh.has(m.id as string)) {
           fail(
             m,
             instr.startLine,
-            'SSH agent forwarding is not available on this server; remove required=true to run without it',
+            `ssh key "${m.id as string}" is required but was not given to this build (stratum build --ssh ${m.id as string}=<private key file>)`,
           );
         }
         break;
@@ -202,6 +218,43 @@ async function removeStub(stub: Stub): Promise<void> {
   await utimes(stub.parent, stub.atime, stub.mtime).catch(() => undefined);
 }
 
+/** Longest Unix socket path Linux takes (sun_path is 108 bytes with its NUL). */
+const MAX_SOCKET_PATH = 107;
+
+/**
+ * An ssh agent for one mount of one step, its socket in the build's scratch dir (or, when that
+ * path is too long for a socket, in a private directory under the system's temporary one).
+ */
+async function startAgent(
+  jobDir: string,
+  keys: readonly Buffer[],
+  m: Mount,
+): Promise<{ socketPath: string; close(): Promise<void> }> {
+  const name = `ssh-${randomBytes(6).toString('hex')}`;
+  let dir = join(jobDir, name);
+  if (Buffer.byteLength(join(dir, 'agent')) > MAX_SOCKET_PATH) {
+    dir = join(tmpdir(), `stratum-${name}`);
+  }
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  try {
+    const agent = await SshAgentServer.listen(join(dir, 'agent'), keys, {
+      ...(m.uid !== undefined ? { uid: m.uid } : {}),
+      ...(m.gid !== undefined ? { gid: m.gid } : {}),
+      ...(m.mode !== undefined ? { mode: m.mode } : {}),
+    });
+    return {
+      socketPath: agent.socketPath,
+      close: async () => {
+        await agent.close();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
 async function copyTree(source: string, dest: string, isDir: boolean): Promise<void> {
   // cp -a keeps owners, modes, links and times: the step sees the bound tree as it is.
   await execFileP('cp', ['-a', '--reflink=auto', isDir ? `${source}/.` : source, dest]);
@@ -261,6 +314,7 @@ export async function prepareRunMounts(
   };
   try {
     const secretFiles: { m: Mount; value: Buffer; destination: string }[] = [];
+    let sshCount = 0;
     for (const m of instr.mounts) {
       switch (m.type) {
         case 'bind': {
@@ -340,9 +394,22 @@ export async function prepareRunMounts(
           }
           break;
         }
-        case 'ssh':
-          deps.log(`line ${line}: skipping --mount=type=ssh (SSH agent forwarding is not available)\n`);
+        case 'ssh': {
+          const n = sshCount++;
+          const keys = deps.ssh?.get(m.id as string);
+          if (keys === undefined) {
+            deps.log(`line ${line}: ssh key "${m.id as string}" not given; its optional mount is skipped\n`);
+            break;
+          }
+          const destination = m.target !== undefined ? mountTarget(m, workdir) : defaultSshTarget(n);
+          const agent = await startAgent(deps.jobDir, keys, m);
+          undo.push(() => agent.close());
+          await addStub(destination);
+          mounts.push({ source: agent.socketPath, destination, readonly: false });
+          // As BuildKit: the first ssh mount of the step is the one ssh clients find.
+          env.SSH_AUTH_SOCK ??= destination;
           break;
+        }
       }
     }
     if (secretFiles.length > 0) {

@@ -32,7 +32,7 @@ export async function prepareRunStep(
     );
   }
   // A missing required secret fails here, before the step is looked up or run.
-  checkRunMounts(instr, host.ctx.secrets ?? new Map<string, Buffer>());
+  checkRunMounts(instr, host.ctx.secrets ?? new Map<string, Buffer>(), host.ctx.ssh);
   const network = stepNetwork(host, instr);
   const args = runArgs(instr, stageShell(state));
   const key = stepCacheKey({
@@ -106,6 +106,7 @@ async function runInContainer(
     openFrom: async (from, line) =>
       host.mountState(`${fs.id}-m${randomBytes(3).toString('hex')}`, await host.fromState(from, line)),
     secrets,
+    ...(host.ctx.ssh !== undefined ? { ssh: host.ctx.ssh } : {}),
     signal: host.ctx.signal,
     log: (t) => host.ctx.reporter.log(null, 'system', t),
   });

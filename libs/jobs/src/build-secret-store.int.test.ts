@@ -1,5 +1,6 @@
 // BuildSecretStore against a real redis-server: values sealed at rest, a TTL, limits, no key.
 import { Redis } from 'ioredis';
+import { utils } from 'ssh2';
 import { RedisServerHandle, startRedisServer } from '@stratum/testing';
 import { BuildSecretStore, MAX_BUILD_SECRET_BYTES } from './build-secret-store';
 
@@ -26,7 +27,7 @@ it('seals the values (no plain or base64 bytes in Redis), with a TTL; get and de
   const ttl = await redis.ttl(`stratum:build-secrets:${id}`);
   expect(ttl).toBeGreaterThan(0);
   expect(ttl).toBeLessThanOrEqual(60);
-  expect((await store.get(id))?.get('npmrc')?.toString()).toBe('plain-secret-value-42');
+  expect((await store.get(id))?.secrets.get('npmrc')?.toString()).toBe('plain-secret-value-42');
   // Another AUTH_SECRET cannot open it.
   expect(await new BuildSecretStore(redis, 'another-secret').get(id)).toBeNull();
   await store.delete(id);
@@ -48,5 +49,34 @@ it('refuses: no AUTH_SECRET (naming it), a value over 500 KiB, a bad id', async 
   );
   await expect(store.put(new Map([['../x', Buffer.from('x')]]))).rejects.toMatchObject({
     code: 'BAD_REQUEST',
+  });
+});
+
+it('ssh keys: sealed beside the secrets and read back; encrypted, public or garbage keys refused naming the id', async () => {
+  const store = new BuildSecretStore(redis, 'k', 60);
+  const pair = utils.generateKeyPairSync('ed25519');
+  const id = await store.put(new Map(), new Map([['default', [Buffer.from(pair.private)]]]));
+  const raw = (await redis.get(`stratum:build-secrets:${id}`)) as string;
+  expect(raw).not.toContain(pair.private.split('\n')[1]);
+  const bundle = await store.get(id);
+  expect(bundle?.secrets.size).toBe(0);
+  expect(bundle?.ssh.get('default')?.[0].toString()).toBe(pair.private);
+  const locked = utils.generateKeyPairSync('ed25519', { passphrase: 'pw', cipher: 'aes256-ctr', rounds: 16 });
+  await expect(
+    store.put(new Map(), new Map([['deploy', [Buffer.from(locked.private)]]])),
+  ).rejects.toMatchObject({
+    code: 'BAD_REQUEST',
+    message: expect.stringMatching(/"deploy".*passphrase-protected/),
+  });
+  await expect(store.put(new Map(), new Map([['deploy', [Buffer.from(pair.public)]]]))).rejects.toMatchObject(
+    {
+      message: expect.stringMatching(/"deploy" is a public key/),
+    },
+  );
+  await expect(store.put(new Map(), new Map([['deploy', [Buffer.from('nope')]]]))).rejects.toMatchObject({
+    message: expect.stringMatching(/"deploy" cannot be used: it is not an ssh private key/),
+  });
+  await expect(store.put(new Map(), new Map([['a/b', [Buffer.from(pair.private)]]]))).rejects.toMatchObject({
+    message: expect.stringMatching(/invalid ssh id/),
   });
 });

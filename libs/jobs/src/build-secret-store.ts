@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import { isSafeName } from '@stratum/confine';
 import { StratumError } from '@stratum/contracts';
 import { SecretBox } from './secret-box';
+import { checkSshKeys } from './ssh-keys';
 
 /** Largest secret value, as BuildKit's: 500 KiB. */
 export const MAX_BUILD_SECRET_BYTES = 500 * 1024;
@@ -12,6 +13,19 @@ export const MAX_BUILD_SECRETS = 32;
 export const BUILD_SECRETS_TTL_SECONDS = 24 * 3600;
 
 const key = (id: string): string => `stratum:build-secrets:${id}`;
+
+/** What one bundle holds: secrets by id, and private keys by ssh id (`RUN --mount=type=ssh`). */
+export interface BuildSecretBundle {
+  readonly secrets: Map<string, Buffer>;
+  readonly ssh: Map<string, Buffer[]>;
+}
+
+/** The sealed JSON: base64 values. A bundle without `v` is an older one of secrets only. */
+interface SealedBundle {
+  readonly v: 2;
+  readonly secrets: Record<string, string>;
+  readonly ssh: Record<string, string[]>;
+}
 
 /**
  * Build secrets in Redis (ARCHITECTURE "Secrets travel beside a build, not in it"): one
@@ -31,22 +45,28 @@ export class BuildSecretStore {
   }
 
   /**
-   * Checks and seals `secrets` (id -> value); returns the bundle id.
-   * @throws StratumError BAD_REQUEST without AUTH_SECRET, for a bad id or too many; SECRET_TOO_LARGE for a value over 500 KiB.
+   * Checks and seals `secrets` (id -> value) and `ssh` (ssh id -> private key files); returns
+   * the bundle id.
+   * @throws StratumError BAD_REQUEST without AUTH_SECRET, for a bad id, an unusable key or too many; SECRET_TOO_LARGE for a value over 500 KiB.
    */
-  async put(secrets: ReadonlyMap<string, Buffer>): Promise<string> {
+  async put(
+    secrets: ReadonlyMap<string, Buffer>,
+    ssh: ReadonlyMap<string, readonly Buffer[]> = new Map(),
+  ): Promise<string> {
     if (!this.box.available) {
       throw new StratumError(
         'BAD_REQUEST',
         'build secrets cannot be accepted: AUTH_SECRET is not set on this service (it keys their encryption at rest); ask the operator to set it',
       );
     }
-    if (secrets.size === 0 || secrets.size > MAX_BUILD_SECRETS) {
+    const count = secrets.size + ssh.size;
+    if (count === 0 || count > MAX_BUILD_SECRETS) {
       throw new StratumError(
         'BAD_REQUEST',
-        `a build takes 1 to ${MAX_BUILD_SECRETS} secrets, got ${secrets.size}`,
+        `a build takes 1 to ${MAX_BUILD_SECRETS} secrets and ssh ids, got ${count}`,
       );
     }
+    checkSshKeys(ssh);
     const plain: Record<string, string> = {};
     for (const [id, value] of secrets) {
       if (!isSafeName(id)) {
@@ -63,8 +83,13 @@ export class BuildSecretStore {
       }
       plain[id] = value.toString('base64');
     }
+    const sealed: SealedBundle = {
+      v: 2,
+      secrets: plain,
+      ssh: Object.fromEntries([...ssh].map(([k, v]) => [k, v.map((b) => b.toString('base64'))])),
+    };
     const id = randomUUID();
-    await this.redis.set(key(id), this.box.seal(Buffer.from(JSON.stringify(plain))), 'EX', this.ttlSeconds);
+    await this.redis.set(key(id), this.box.seal(Buffer.from(JSON.stringify(sealed))), 'EX', this.ttlSeconds);
     return id;
   }
 
@@ -72,15 +97,22 @@ export class BuildSecretStore {
     return (await this.redis.exists(key(id))) === 1;
   }
 
-  /** The bundle's secrets, or null when it expired, was deleted or cannot be opened. */
-  async get(id: string): Promise<Map<string, Buffer> | null> {
+  /** The bundle's secrets and ssh keys, or null when it expired, was deleted or cannot be opened. */
+  async get(id: string): Promise<BuildSecretBundle | null> {
     const raw = await this.redis.get(key(id));
     const plain = raw === null ? null : this.box.open(raw);
     if (plain === null) {
       return null;
     }
-    const parsed = JSON.parse(plain.toString('utf8')) as Record<string, string>;
-    return new Map(Object.entries(parsed).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
+    const parsed = JSON.parse(plain.toString('utf8')) as SealedBundle | Record<string, string>;
+    const bundle: SealedBundle =
+      'v' in parsed && (parsed as SealedBundle).v === 2
+        ? (parsed as SealedBundle)
+        : { v: 2, secrets: parsed as Record<string, string>, ssh: {} };
+    return {
+      secrets: new Map(Object.entries(bundle.secrets).map(([k, v]) => [k, Buffer.from(v, 'base64')])),
+      ssh: new Map(Object.entries(bundle.ssh).map(([k, v]) => [k, v.map((b) => Buffer.from(b, 'base64'))])),
+    };
   }
 
   async delete(id: string): Promise<void> {

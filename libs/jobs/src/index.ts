@@ -9,3 +9,4 @@ export * from './build-secret-store';
 export * from './build-stats';
 export * from './store-probe';
 export * from './worker-registry';
+export * from './ssh-keys';

@@ -12,7 +12,7 @@ import {
   JobName,
 } from '@stratum/contracts';
 import { localReference } from '@stratum/images';
-import { BuildRecordStore, BuildSecretStore } from '@stratum/jobs';
+import { BuildRecordStore, BuildSecretBundle, BuildSecretStore } from '@stratum/jobs';
 import { parsePlatform, parseReference } from '@stratum/oci';
 import { pushIdForBuild, PushSubmitter } from '@stratum/registry';
 import { BuildEventSink } from './build-event-sink';
@@ -56,10 +56,10 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
   ) {}
 
   /**
-   * The build's secrets. A bundle that is gone (expired, or deleted when an earlier delivery of
-   * this build ended) fails the build naming it: a step could not get what it needs.
+   * The build's secrets and ssh keys. A bundle that is gone (expired, or deleted when an earlier
+   * delivery of this build ended) fails the build naming it: a step could not get what it needs.
    */
-  private async loadSecrets(data: Pick<BuildJobData, 'secretsId'>): Promise<Map<string, Buffer> | undefined> {
+  private async loadSecrets(data: Pick<BuildJobData, 'secretsId'>): Promise<BuildSecretBundle | undefined> {
     if (data.secretsId === undefined) {
       return undefined;
     }
@@ -170,7 +170,7 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
             reporter: new PlatformReporter(sink, platform, job.data.position),
             platform,
             untagged: true,
-            ...(secrets !== undefined ? { secrets } : {}),
+            ...(secrets !== undefined ? { secrets: secrets.secrets, ssh: secrets.ssh } : {}),
           },
         );
         await sink.flush();
@@ -320,7 +320,7 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
                 signal,
                 reporter: sink,
                 ...(this.platforms !== undefined ? { platform: this.platforms.native } : {}),
-                ...(secrets !== undefined ? { secrets } : {}),
+                ...(secrets !== undefined ? { secrets: secrets.secrets, ssh: secrets.ssh } : {}),
               },
             );
       if (job.data.platforms !== undefined && job.data.platforms.length > 1) {
