@@ -125,7 +125,7 @@ function verifies(pub: string, msg: Buffer, sig: string): Promise<boolean> {
 it('the step lists the key at SSH_AUTH_SOCK (default target) and signs with it: the host verifies the signature', async () => {
   const r = await build(
     [
-      'RUN --mount=type=ssh sh -c \'echo "$SSH_AUTH_SOCK" > /sock; ssh-add -L > /listed; ssh-add -L | head -n 1 > /tmp/k.pub; echo signed-in-step > /msg; ssh-keygen -Y sign -f /tmp/k.pub -n file /msg; rm /tmp/k.pub\'',
+      'RUN --mount=type=ssh,required=true sh -c \'echo "$SSH_AUTH_SOCK" > /sock; ssh-add -L > /listed; ssh-add -L | head -n 1 > /tmp/k.pub; echo signed-in-step > /msg; ssh-keygen -Y sign -f /tmp/k.pub -n file /msg; rm /tmp/k.pub\'',
     ].join('\n'),
     { default: [keys.ed.priv, keys.rsa.priv] },
   );

@@ -26,6 +26,12 @@ export class ApiError extends Error {
   }
 }
 
+/** `GET /api/v1/projects/:name/secrets`. */
+export interface ProjectSecretsListing {
+  readonly secrets: string[];
+  readonly ssh: { readonly id: string; readonly publicKeys: string[] }[];
+}
+
 export interface SubmitOptions {
   readonly tags: string[];
   readonly dockerfile: string;
@@ -177,7 +183,8 @@ export class ApiClient {
     if (status < 200 || status >= 300) {
       throw errorOf(status, text);
     }
-    return JSON.parse(text) as T;
+    // 204 No Content: nothing to parse
+    return (text === '' ? undefined : JSON.parse(text)) as T;
   }
 
   private json<T>(method: string, path: string, body: unknown): Promise<T> {
@@ -366,9 +373,13 @@ export class ApiClient {
    * Hands the build's secrets over before the build is submitted (the tar stream is the body
    * of that request); answers the id the build names them by.
    */
-  async putSecrets(secrets: ReadonlyMap<string, Buffer>): Promise<string> {
+  async putSecrets(
+    secrets: ReadonlyMap<string, Buffer>,
+    ssh: ReadonlyMap<string, readonly Buffer[]> = new Map(),
+  ): Promise<string> {
     const body = JSON.stringify({
       secrets: Object.fromEntries([...secrets].map(([k, v]) => [k, v.toString('base64')])),
+      ssh: Object.fromEntries([...ssh].map(([k, v]) => [k, v.map((b) => b.toString('base64'))])),
     });
     const res = await this.request<{ secretsId: string }>('POST', '/api/v1/builds/secrets', {
       // Not application/json: the API reads this type itself, past the global parser's 100 KB.
@@ -392,6 +403,40 @@ export class ApiClient {
       headers: { 'content-type': 'text/plain; charset=utf-8' },
       body: Readable.from([dockerfile]),
     });
+  }
+
+  /** A project's secret names and ssh keys (public halves). */
+  projectSecrets(project: string): Promise<ProjectSecretsListing> {
+    return this.request('GET', `/api/v1/projects/${encodeURIComponent(project)}/secrets`);
+  }
+
+  /** Sets a project's secret (`kind` secret: `values[0]`) or ssh key(s) (`kind` ssh). */
+  setProjectSecret(
+    project: string,
+    kind: 'secret' | 'ssh',
+    id: string,
+    values: readonly Buffer[],
+  ): Promise<unknown> {
+    const body =
+      kind === 'secret'
+        ? { value: values[0].toString('base64') }
+        : { keys: values.map((v) => v.toString('base64')) };
+    return this.request(
+      'PUT',
+      `/api/v1/projects/${encodeURIComponent(project)}/${kind === 'secret' ? 'secrets' : 'ssh'}/${encodeURIComponent(id)}`,
+      {
+        // Not application/json: a 500 KiB secret is past the global parser's 100 KB.
+        headers: { 'content-type': 'application/vnd.stratum.secrets+json' },
+        body: Readable.from([Buffer.from(JSON.stringify(body))]),
+      },
+    );
+  }
+
+  removeProjectSecret(project: string, kind: 'secret' | 'ssh', id: string): Promise<unknown> {
+    return this.request(
+      'DELETE',
+      `/api/v1/projects/${encodeURIComponent(project)}/${kind === 'secret' ? 'secrets' : 'ssh'}/${encodeURIComponent(id)}`,
+    );
   }
 
   getBuild(id: string): Promise<BuildRecord> {

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { BuildEvent, BuildSource, BuildState, isTerminalBuildState } from '@stratum/contracts';
 import { ConfigError, loadCliConfig } from '@stratum/config';
@@ -15,6 +15,8 @@ import { parseOutputSpec, writeOutput } from './build-output';
 import { buildContexts } from './named-contexts';
 import { CredentialStore } from './credentials';
 import { counting, registerImageCommands } from './image-commands';
+import { registerProjectCommands } from './project-commands';
+import { parseSecrets, parseSsh } from './secret-specs';
 import { onInterrupt } from './interrupt';
 import { ProgressPrinter } from './progress';
 import { ByteProgress } from './progress-bar';
@@ -41,72 +43,7 @@ function parseBuildArgs(pairs: string[]): Record<string, string> {
   return args;
 }
 
-/** Largest secret value, as BuildKit's (the server refuses larger ones too). */
-const MAX_SECRET_BYTES = 500 * 1024;
-
-/**
- * `--secret` values as docker build takes them: `id=npmrc,src=$HOME/.npmrc` (a file),
- * `id=tok,env=TOKEN` (a variable of this environment), `id=TOKEN` alone (the variable of that name).
- */
-export function parseSecrets(
-  specs: string[],
-  environment: Readonly<Record<string, string | undefined>>,
-): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  for (const spec of specs) {
-    const fields = new Map<string, string>();
-    for (const part of spec.split(',')) {
-      const eq = part.indexOf('=');
-      if (eq <= 0) {
-        throw new ApiError(
-          0,
-          'BAD_REQUEST',
-          `--secret: expected key=value fields, got "${part}" in "${spec}"`,
-        );
-      }
-      const key = part.slice(0, eq).trim().toLowerCase();
-      if (!['id', 'src', 'source', 'env', 'type'].includes(key)) {
-        throw new ApiError(0, 'BAD_REQUEST', `--secret: unknown field "${key}" in "${spec}"`);
-      }
-      fields.set(key === 'source' ? 'src' : key, part.slice(eq + 1));
-    }
-    const id = fields.get('id');
-    if (id === undefined || id === '') {
-      throw new ApiError(0, 'BAD_REQUEST', `--secret: id= is required in "${spec}"`);
-    }
-    const src = fields.get('src');
-    const envName = fields.get('env') ?? (src === undefined ? id : undefined);
-    let value: Buffer;
-    if (src !== undefined && fields.get('type') !== 'env') {
-      let st;
-      try {
-        st = statSync(src);
-      } catch {
-        throw new ApiError(0, 'BAD_REQUEST', `--secret ${id}: cannot read ${src}`);
-      }
-      if (st.size > MAX_SECRET_BYTES) {
-        throw new ApiError(
-          0,
-          'BAD_REQUEST',
-          `--secret ${id}: ${src} is larger than ${MAX_SECRET_BYTES} bytes`,
-        );
-      }
-      value = readFileSync(src);
-    } else {
-      const v = envName === undefined ? undefined : environment[envName];
-      if (v === undefined) {
-        throw new ApiError(
-          0,
-          'BAD_REQUEST',
-          `--secret ${id}: the environment variable ${envName ?? id} is not set`,
-        );
-      }
-      value = Buffer.from(v);
-    }
-    out.set(id, value);
-  }
-  return out;
-}
+export { parseSecrets, parseSsh };
 
 /** Follows a build to its end, printing progress; returns the final state and image. */
 async function follow(
@@ -237,6 +174,12 @@ export function buildProgram(
       [],
     )
     .option(
+      '--ssh <id=KEYFILE[,KEYFILE]>',
+      'private key(s) served by an ssh agent to RUN --mount=type=ssh,id=ID (repeatable; id "default" when the mount names none), as docker buildx build --ssh',
+      collect,
+      [],
+    )
+    .option(
       '--build-context <name=DIR|docker-image://REF|GIT-URL|https://TARBALL>',
       'a named context for FROM name / COPY --from=name (repeatable), as docker buildx build --build-context',
       collect,
@@ -259,6 +202,7 @@ export function buildProgram(
           quiet: boolean;
           network?: 'sandbox' | 'none' | 'default';
           secret: string[];
+          ssh: string[];
           output?: string;
           check: boolean;
           buildContext: string[];
@@ -289,10 +233,11 @@ export function buildProgram(
         const api = client();
         const loc = locateDockerfile(dir, o.file, process.cwd());
         const secrets = parseSecrets(o.secret, api.config.environment ?? {});
+        const ssh = parseSsh(o.ssh);
         const named = await buildContexts(api, o.buildContext, process.cwd(), out);
         const options: SubmitOptions = {
           ...(Object.keys(named).length > 0 ? { buildContexts: named } : {}),
-          ...(secrets.size > 0 ? { secrets: await api.putSecrets(secrets) } : {}),
+          ...(secrets.size + ssh.size > 0 ? { secrets: await api.putSecrets(secrets, ssh) } : {}),
           tags: o.tag,
           dockerfile: loc.sentAs,
           buildArgs: parseBuildArgs(o.buildArg),
@@ -421,6 +366,7 @@ export function buildProgram(
   registerContainerCommands(program, ctx);
   registerAuthCommands(program, ctx);
   registerRobotCommands(program, ctx);
+  registerProjectCommands(program, ctx);
   return program;
 }
 

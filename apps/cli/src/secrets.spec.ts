@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseSecrets } from './main';
+import { parseSecrets, parseSsh } from './main';
 
 describe('parseSecrets (stratum build --secret, as docker build)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'stratum-cli-secret-'));
@@ -26,5 +26,32 @@ describe('parseSecrets (stratum build --secret, as docker build)', () => {
     expect(() => parseSecrets(['id=a,colour=red'], {})).toThrow(/unknown field "colour"/);
     writeFileSync(join(dir, 'big'), Buffer.alloc(500 * 1024 + 1));
     expect(() => parseSecrets([`id=big,src=${join(dir, 'big')}`], {})).toThrow(/larger than 512000 bytes/);
+  });
+});
+
+describe('parseSsh (stratum build --ssh, as docker buildx build --ssh)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'stratum-cli-ssh-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('reads id=keyfile[,keyfile], repeated ids add keys', () => {
+    writeFileSync(join(dir, 'a'), 'key-a');
+    writeFileSync(join(dir, 'b'), 'key-b');
+    const s = parseSsh([
+      `default=${join(dir, 'a')}`,
+      `deploy=${join(dir, 'a')},${join(dir, 'b')}`,
+      `default=${join(dir, 'b')}`,
+    ]);
+    expect([...s.keys()]).toEqual(['default', 'deploy']);
+    expect(s.get('default')?.map(String)).toEqual(['key-a', 'key-b']);
+    expect(s.get('deploy')?.map(String)).toEqual(['key-a', 'key-b']);
+  });
+
+  it('refuses an id alone (agent forwarding), a missing file, a directory, naming the id', () => {
+    expect(() => parseSsh(['default'])).toThrow(
+      /--ssh default: give a private key file.*agent is not supported/,
+    );
+    expect(() => parseSsh([`x=${join(dir, 'none')}`])).toThrow(/--ssh x: cannot read/);
+    expect(() => parseSsh([`x=${dir}`])).toThrow(/--ssh x: .* is not a private key file/);
+    expect(() => parseSsh(['=a'])).toThrow(/expected ID=KEYFILE/);
   });
 });

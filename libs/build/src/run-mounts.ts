@@ -3,7 +3,6 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, lstat, mkdir, rm, rmdir, stat, unlink, utimes, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { dirname, join, posix } from 'node:path';
 import { promisify } from 'node:util';
 import { ConfineError, containerPath, resolveInRoot } from '@stratum/confine';
@@ -218,23 +217,13 @@ async function removeStub(stub: Stub): Promise<void> {
   await utimes(stub.parent, stub.atime, stub.mtime).catch(() => undefined);
 }
 
-/** Longest Unix socket path Linux takes (sun_path is 108 bytes with its NUL). */
-const MAX_SOCKET_PATH = 107;
-
-/**
- * An ssh agent for one mount of one step, its socket in the build's scratch dir (or, when that
- * path is too long for a socket, in a private directory under the system's temporary one).
- */
+/** An ssh agent for one mount of one step, its socket in the build's scratch dir (swept with it after a crash). */
 async function startAgent(
   jobDir: string,
   keys: readonly Buffer[],
   m: Mount,
 ): Promise<{ socketPath: string; close(): Promise<void> }> {
-  const name = `ssh-${randomBytes(6).toString('hex')}`;
-  let dir = join(jobDir, name);
-  if (Buffer.byteLength(join(dir, 'agent')) > MAX_SOCKET_PATH) {
-    dir = join(tmpdir(), `stratum-${name}`);
-  }
+  const dir = join(jobDir, `ssh-${randomBytes(6).toString('hex')}`);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   try {
     const agent = await SshAgentServer.listen(join(dir, 'agent'), keys, {
@@ -270,7 +259,7 @@ export async function prepareRunMounts(
   workdir: string,
   deps: RunMountsDeps,
 ): Promise<PreparedRunMounts> {
-  checkRunMounts(instr, deps.secrets);
+  checkRunMounts(instr, deps.secrets, deps.ssh);
   const line = instr.startLine;
   const mounts: (BindMount | TmpfsMount)[] = [];
   const env: Record<string, string> = {};

@@ -3,7 +3,16 @@
 // with rsa-sha2-512, ECDSA P-256/384/521). A request it does not serve gets FAILURE; an
 // oversized message ends the connection.
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -106,8 +115,11 @@ it('serves the keys to ssh-add and signs with each: ssh-keygen -Y verify accepts
   expect(existsSync(sock)).toBe(false);
 });
 
-it('ends a connection that declares a message over the limit; owner and mode as asked', async () => {
-  const sock = join(dir, 'agent2.sock');
+it('ends a connection that declares a message over the limit; owner and mode as asked; a path past 108 bytes', async () => {
+  const deep = join(dir, 'd'.repeat(60), 'e'.repeat(60));
+  mkdirSync(deep, { recursive: true });
+  const sock = join(deep, 'agent2.sock');
+  expect(Buffer.byteLength(sock)).toBeGreaterThan(108);
   const agent = await SshAgentServer.listen(sock, [readFileSync(join(dir, 'k0'))], {
     uid: 1234,
     gid: 4321,
@@ -134,8 +146,10 @@ it('ends a connection that declares a message over the limit; owner and mode as 
       c.on('error', () => undefined);
     });
     expect(closed).toBe(true);
-    // The agent still serves others.
-    expect(await run('ssh-add', ['-l'], sock)).toMatch(/ED25519/);
+    // The agent still serves others (reached through a short link: clients have sun_path's limit).
+    const link = join(dir, 'short');
+    symlinkSync(sock, link);
+    expect(await run('ssh-add', ['-l'], link)).toMatch(/ED25519/);
   } finally {
     await agent.close();
   }

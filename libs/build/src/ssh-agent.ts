@@ -3,9 +3,14 @@
 // SIGN_REQUEST with the rsa-sha2-256/512 flags); anything else is answered with FAILURE, so a
 // step can list and use the keys but never add, remove, lock or export one.
 import { sign as cryptoSign } from 'node:crypto';
-import { chmod, chown, rm } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { chmod, chown, open, rm } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
 import { createServer, type Server, type Socket } from 'node:net';
 import { AgentProtocol, utils, type ParsedKey } from 'ssh2';
+
+/** Longest Unix socket path bind() takes (sun_path is 108 bytes with its NUL). */
+const MAX_SOCKET_PATH = 107;
 
 /** Largest agent message accepted: a sign request carries a session hash or a signed file's digest. */
 export const MAX_AGENT_MESSAGE_BYTES = 256 * 1024;
@@ -86,13 +91,23 @@ export class SshAgentServer {
     server.maxConnections = MAX_AGENT_CONNECTIONS;
     const agent = new SshAgentServer(server, socketPath, keys);
     server.on('connection', (s) => agent.serve(s));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(socketPath, () => {
-        server.off('error', reject);
-        resolve();
+    // A path past sun_path's 108 bytes is bound through /proc/self/fd/<its directory>/<name>
+    // (Linux resolves the magic link): the socket is made where asked, whatever the length.
+    const dir =
+      Buffer.byteLength(socketPath) > MAX_SOCKET_PATH
+        ? await open(dirname(socketPath), constants.O_RDONLY | constants.O_DIRECTORY)
+        : null;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(dir === null ? socketPath : `/proc/self/fd/${dir.fd}/${basename(socketPath)}`, () => {
+          server.off('error', reject);
+          resolve();
+        });
       });
-    });
+    } finally {
+      await dir?.close();
+    }
     try {
       await chown(socketPath, owner.uid ?? 0, owner.gid ?? 0);
       await chmod(socketPath, owner.mode ?? 0o600);

@@ -29,6 +29,7 @@ export const ERROR_STATUS = {
   WEBHOOK_TOO_LARGE: 413,
   WEBHOOK_INVALID: 400,
   SECRET_TOO_LARGE: 413,
+  SECRET_UNKNOWN: 404,
   GIT_FETCH_FAILED: 502,
   /** A git source's branch or tag is not on the remote. */
   GIT_REF_UNKNOWN: 400,

@@ -119,7 +119,8 @@ export class BuildsController {
   @Post('secrets')
   @HttpCode(201)
   @ApiOperation({
-    summary: 'Hand over build secrets: {"secrets": {"<id>": "<base64>"}} (each at most 500 KiB)',
+    summary:
+      'Hand over build secrets and ssh keys: {"secrets": {"<id>": "<base64>"}, "ssh": {"<id>": ["<base64 private key>"]}} (each secret at most 500 KiB)',
     description:
       'Answers {secretsId}; pass it as secrets= to POST /api/v1/builds. Kept AES-GCM encrypted under AUTH_SECRET (refused with 400 without it), deleted when that build ends. Content-Type application/json (up to 100 KB) or any other type (read here, up to 24 MiB).',
   })

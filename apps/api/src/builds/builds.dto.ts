@@ -170,9 +170,13 @@ export interface BuildSubmitted {
   readonly contextDigest: string;
 }
 
-/** `POST /api/v1/builds/secrets`: secret id -> base64 of its value. */
+/**
+ * `POST /api/v1/builds/secrets`: secret id -> base64 of its value; ssh id -> base64 of each
+ * private key file (`RUN --mount=type=ssh`, as `docker buildx build --ssh id=path`).
+ */
 export const BuildSecretsBodySchema = z.object({
-  secrets: z.record(z.string(), z.string().base64('must be base64')),
+  secrets: z.record(z.string(), z.string().base64('must be base64')).default({}),
+  ssh: z.record(z.string(), z.array(z.string().base64('must be base64')).min(1).max(8)).default({}),
 });
 
 /** `POST /api/v1/builds/contexts`: a named context's tar, stored; name it by `digest` in `buildcontexts`. */

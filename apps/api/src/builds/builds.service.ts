@@ -176,13 +176,16 @@ export class BuildsService {
     if (!parsed.success) {
       throw new StratumError(
         'BAD_REQUEST',
-        `expected {"secrets": {"<id>": "<base64 value>"}}: ${parsed.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`,
+        `expected {"secrets": {"<id>": "<base64 value>"}, "ssh": {"<id>": ["<base64 private key>"]}}: ${parsed.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`,
       );
     }
     const values = new Map(
       Object.entries(parsed.data.secrets).map(([k, v]) => [k, Buffer.from(v, 'base64')]),
     );
-    return { secretsId: await this.secrets.put(values) };
+    const ssh = new Map(
+      Object.entries(parsed.data.ssh).map(([k, v]) => [k, v.map((b) => Buffer.from(b, 'base64'))]),
+    );
+    return { secretsId: await this.secrets.put(values, ssh) };
   }
 
   /**

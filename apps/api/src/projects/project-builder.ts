@@ -18,6 +18,7 @@ import {
 import { parseReference } from '@stratum/oci';
 import { BLOB_STORE, BlobStore } from '@stratum/storage';
 import { BuildsService } from '../builds/builds.service';
+import { ProjectSecretStore } from './project-secret-store';
 import { ProjectStore, StoredProject } from './project-store';
 
 /** `{branch}` as a tag: the tag grammar's characters only, at most 128 of them. */
@@ -114,6 +115,7 @@ export class ProjectBuilder {
     @Inject(BLOB_STORE) private readonly blobs: BlobStore,
     private readonly projects: ProjectStore,
     private readonly moduleRef: ModuleRef,
+    private readonly secrets: ProjectSecretStore,
   ) {}
 
   /** Where to fetch from; `short`: with the connect timeout, for calls that only ask the server. */
@@ -233,15 +235,15 @@ export class ProjectBuilder {
 
   /**
    * The id of the project secrets bundle a build gets, or undefined for none. THE one place
-   * project secrets (issue 15) attach to a git-triggered build: an untrusted build (a fork's
-   * pull request) must never get one. Projects have no secrets yet, so nothing is attached.
+   * project secrets attach to a git-triggered build: a copy of the project's secrets and ssh
+   * keys in a bundle of the build's own (deleted when it ends); an untrusted build (a fork's
+   * pull request) never gets one.
    */
-  private projectSecretsFor(_project: StoredProject, trusted: boolean): Promise<string | undefined> {
+  private async projectSecretsFor(project: StoredProject, trusted: boolean): Promise<string | undefined> {
     if (!trusted) {
-      return Promise.resolve(undefined); // never, whatever the project holds
+      return undefined; // never, whatever the project holds
     }
-    // Issue 15 plugs in here: seal the project's secrets for this build, return the bundle id.
-    return Promise.resolve(undefined);
+    return (await this.secrets.bundleFor(project.name)) ?? undefined;
   }
 
   private async buildNow(
@@ -307,6 +309,9 @@ export class ProjectBuilder {
         );
         return submitted.id;
       } catch (err) {
+        if (secretsId !== undefined) {
+          await this.secrets.dropBundle(secretsId).catch(() => undefined);
+        }
         if (put.created) {
           await this.blobs.delete(put.digest).catch(() => undefined);
         }

@@ -4,6 +4,7 @@ import { ProjectRefState, ProjectTrigger, ProjectView, StratumError } from '@str
 import { BuildRecordStore, SecretBox } from '@stratum/jobs';
 import { checkRepositoryUrl, isCommitSha } from '@stratum/git';
 import { ProjectBuilder } from './project-builder';
+import { ProjectSecretStore } from './project-secret-store';
 import {
   FORGE_TOKEN_PURPOSE,
   forgeTargetOf,
@@ -22,6 +23,7 @@ export class ProjectsService {
     @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
     private readonly store: ProjectStore,
     private readonly builder: ProjectBuilder,
+    private readonly secrets: ProjectSecretStore,
     private readonly builds: BuildRecordStore,
   ) {
     this.tokens = new SecretBox(config.auth.secret, FORGE_TOKEN_PURPOSE);
@@ -95,6 +97,7 @@ export class ProjectsService {
     if (!(await this.store.delete(name))) {
       throw new StratumError('PROJECT_UNKNOWN', `no project named "${name}"`);
     }
+    await this.secrets.removeAll(name);
   }
 
   /** Builds a branch's head (or the given commit) now. */
