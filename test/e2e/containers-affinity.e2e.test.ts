@@ -201,6 +201,15 @@ describe('two workers: commits and removals run on the worker holding the contai
     const pending = (await getContainer(onB.id)).commits.find((c) => c.id === commitId);
     expect(pending?.state).toBe('queued');
     expect(workers.get(A)!.output()).not.toContain(`committed container ${onB.id}`);
+    // The gone worker's queue is shown, with no worker and the commit waiting for it.
+    const queues = (await request(api.url).get('/api/v1/queues').expect(200)).body as {
+      queues: { name: string; workers: string[]; counts: Record<string, number> }[];
+      workers: string[];
+    };
+    const onBQueue = queues.queues.find((q) => q.name === `commit.${B}`);
+    expect(onBQueue?.workers).toEqual([]);
+    expect(Object.values(onBQueue?.counts ?? {}).reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
+    expect(queues.workers).not.toContain(B);
     await startWorker(B);
     expect(await commitDone(onB.id, commitId)).toMatchObject({ state: 'succeeded' });
   });

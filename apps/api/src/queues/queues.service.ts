@@ -1,14 +1,22 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
+import type { Redis } from 'ioredis';
 import { Queue } from 'bullmq';
 import { QueueName } from '@stratum/contracts';
-import { BuildProducer, CommitProducer, OutgoingProducer, PushProducer } from '@stratum/jobs';
+import {
+  BuildProducer,
+  CommitProducer,
+  OutgoingProducer,
+  PushProducer,
+  QUEUE_PREFIX,
+  REDIS,
+} from '@stratum/jobs';
 import { QUEUE_JOB_STATES, QueueHealth, QueueJobState, QueuesOverview } from './queues.dto';
 
 /**
  * Reads queue health from BullMQ through the producers' Queue objects (no connection of its
  * own): job counts by state and the workers online. A worker's own queues (`commit.<id>`) are
- * found through the workers online on the shared queues, so the queue of a worker that is
- * gone is no longer listed.
+ * found through the workers online on the shared queues and the queues' keys in Redis, so the
+ * queue of a worker that is gone stays listed (no worker, its jobs waiting) while it holds jobs.
  */
 @Injectable()
 export class QueuesService {
@@ -17,25 +25,61 @@ export class QueuesService {
     private readonly commits: CommitProducer,
     private readonly pushes: PushProducer,
     private readonly outgoing: OutgoingProducer,
+    @Inject(REDIS) private readonly redis: Redis,
   ) {}
+
+  /** Worker ids of every per-worker commit queue in Redis (BullMQ keeps a `meta` key per queue). */
+  private async knownWorkerQueues(): Promise<string[]> {
+    const ids: string[] = [];
+    let cursor = '0';
+    let rounds = 0;
+    do {
+      const [next, keys] = await this.redis.scan(
+        cursor,
+        'MATCH',
+        `${QUEUE_PREFIX}:${QueueName.Commit}.*:meta`,
+        'COUNT',
+        1000,
+      );
+      cursor = next;
+      for (const key of keys) {
+        const m = WORKER_QUEUE_META.exec(key);
+        if (m !== null) {
+          ids.push(m[1]);
+        }
+      }
+      // Bounded: a keyspace of millions is walked at most 1,000 rounds per request.
+    } while (cursor !== '0' && ++rounds < 1000);
+    return ids;
+  }
 
   async overview(): Promise<QueuesOverview> {
     const shared: Queue[] = [this.builds.queue, this.commits.queue, this.pushes.queue];
     const sharedHealth = await Promise.all(shared.map((q) => health(q)));
     const workerIds = unique(sharedHealth.flatMap((q) => q.workers));
-    // The per-worker queues (WORKER_QUEUE_JOBS: commit.<id> today) of the workers on `commit`.
+    // The per-worker queues (WORKER_QUEUE_JOBS: commit.<id> today) of the workers on `commit`,
+    // and of every worker that ever had one (found in Redis): a gone worker's queue stays
+    // listed, with no worker and the jobs waiting for it, until it is emptied.
     const committers = sharedHealth.find((q) => q.name === QueueName.Commit)?.workers ?? [];
-    const perWorker = committers.map((id) => this.commits.onWorker(id).queue);
+    const known = await this.knownWorkerQueues();
+    const ids = unique([...committers, ...known]);
+    const perWorker = ids.map((id) => this.commits.onWorker(id).queue);
     const workerHealth = await Promise.all(perWorker.map((q) => health(q)));
     // Consumed by the API replicas, whose consumers are not build workers (left out of `workers`).
     const outgoing = await health(this.outgoing.queue);
+    // An offline worker's queue that is empty is history, not a problem: left out.
+    const shown = workerHealth.filter(
+      (q, i) => committers.includes(ids[i]) || Object.values(q.counts).some((n) => n > 0),
+    );
     return {
-      queues: [...sharedHealth, ...workerHealth, outgoing],
+      queues: [...sharedHealth, ...shown, outgoing],
       workers: workerIds,
       at: new Date().toISOString(),
     };
   }
 }
+
+const WORKER_QUEUE_META = new RegExp(`^${QUEUE_PREFIX}:${QueueName.Commit}\\.([A-Za-z0-9_.-]+):meta$`);
 
 async function health(queue: Queue): Promise<QueueHealth> {
   const [raw, clients, paused] = await Promise.all([
