@@ -1,0 +1,144 @@
+// A worker SIGKILLed in the middle of a RUN that uses a build secret and an ssh key: the build's
+// secrets bundle outlives the lost attempt, the worker that takes the job over gets both (the
+// step reads the secret and lists the key through its agent again), and the bundle is deleted
+// once the build has ended for good.
+import 'reflect-metadata';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import request from 'supertest';
+import { BuildRecord } from '@stratum/contracts';
+import {
+  busyboxContext,
+  RedisServerHandle,
+  requireTools,
+  sshToolsTar,
+  startRedisServer,
+  startWorkerProcess,
+  WorkerProcessHandle,
+} from '@stratum/testing';
+import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { overlayMountsUnder, pollFor, runcContainers, submitBuild, waitForBuild } from './chaos-support';
+
+jest.setTimeout(240_000);
+
+const KILLED = 'chaos-secrets-a';
+const SURVIVOR = 'chaos-secrets-b';
+const TOKEN = 'retry-secret-VALUE-93c1f0ab77';
+
+let redisServer: RedisServerHandle;
+let dataDir: string;
+let api: ApiServerHandle;
+const workers: WorkerProcessHandle[] = [];
+
+function env(workerId: string): Record<string, string> {
+  return {
+    REDIS_URL: redisServer.url,
+    DATA_DIR: dataDir,
+    WORKER_ID: workerId,
+    AUTH_SECRET: 'chaos-secrets-auth-secret-0123456789',
+    WORKER_CONCURRENCY: '1',
+    WORKER_SHUTDOWN_TIMEOUT_MS: '3000',
+    // stalled-job detection in seconds rather than the production 30 s + 15 s
+    WORKER_LOCK_DURATION_MS: '4000',
+    WORKER_STALLED_INTERVAL_MS: '2000',
+    JOB_ATTEMPTS: '3',
+  };
+}
+
+async function startWorker(workerId: string): Promise<WorkerProcessHandle> {
+  const w = await startWorkerProcess(env(workerId), 60_000);
+  workers.push(w);
+  return w;
+}
+
+beforeAll(async () => {
+  requireTools('ssh-keygen', 'runc');
+  redisServer = await startRedisServer();
+  dataDir = mkdtempSync(join(tmpdir(), 'stratum-chaos-secrets-'));
+  api = await startApiServer(testConfig(env(SURVIVOR)));
+});
+
+afterAll(async () => {
+  for (const w of workers.splice(0)) {
+    await w.stop(10_000);
+  }
+  await api?.close();
+  await redisServer?.stop();
+  if (dataDir !== undefined && overlayMountsUnder(dataDir).length === 0) {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+it('the attempt after a lost worker still has the build secret and the ssh key; they go when the build ends', async () => {
+  const keyFile = join(dataDir, 'id_ed25519');
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', keyFile]);
+  const fingerprint = execFileSync('ssh-keygen', ['-lf', keyFile], { encoding: 'utf8' }).split(' ')[1];
+  const bundle = await request(api.url)
+    .post('/api/v1/builds/secrets')
+    .send({
+      secrets: { tok: Buffer.from(TOKEN).toString('base64') },
+      ssh: { default: [readFileSync(keyFile).toString('base64')] },
+    })
+    .expect(201);
+  const secretsId = (bundle.body as { secretsId: string }).secretsId;
+  const files = busyboxContext(
+    [
+      'ADD ssh-tools.tar /',
+      'ENV PATH=/usr/bin:/bin',
+      "RUN --mount=type=secret,id=tok,required=true --mount=type=ssh,required=true sh -c 'sleep 3; ssh-add -l; echo len=$(wc -c < /run/secrets/tok)'",
+    ].join('\n'),
+    { 'ssh-tools.tar': sshToolsTar() },
+  );
+
+  const killed = await startWorker(KILLED);
+  const res = await submitBuild(api.url, files, {
+    t: 'chaos/secrets:1',
+    nocache: 'true',
+    secrets: secretsId,
+  });
+  expect(res.status).toBe(202);
+  const id = (res.body as { id: string }).id;
+  await pollFor(
+    'the RUN container of the first worker',
+    () => (runcContainers(join(dataDir, 'worker', KILLED, 'runc')).length > 0 ? true : undefined),
+    60_000,
+    100,
+  );
+  const survivor = await startWorker(SURVIVOR);
+  killed.process.kill('SIGKILL');
+  await pollFor(
+    'the killed worker to exit',
+    () => (killed.process.exitCode !== null || killed.process.signalCode !== null ? true : undefined),
+    10_000,
+  );
+  const redis = new Redis(redisServer.url);
+  try {
+    // The lost attempt did not take the bundle with it.
+    expect(await redis.exists(`stratum:build-secrets:${secretsId}`)).toBe(1);
+    const rec: BuildRecord = await waitForBuild(api.url, id, ['succeeded', 'failed', 'cancelled'], 120_000);
+    expect(rec.error ?? null).toBeNull();
+    expect(rec.state).toBe('succeeded');
+    expect(rec.attempts).toBe(2);
+    expect(survivor.output()).not.toMatch(/ERROR/);
+    const logs = await request(api.url)
+      .get(`/api/v1/builds/${id}/logs`)
+      .buffer(true)
+      .parse((r, cb) => {
+        let text = '';
+        r.on('data', (c: Buffer) => (text += c.toString('utf8')));
+        r.on('end', () => cb(null, text));
+      });
+    const log = logs.body as string;
+    // The second attempt's step listed the key and read the whole secret.
+    expect(log).toContain(fingerprint);
+    expect(log).toContain(`len=${TOKEN.length}`);
+    expect(log).not.toContain(TOKEN);
+    // Ended for good: the bundle is gone.
+    expect(await redis.exists(`stratum:build-secrets:${secretsId}`)).toBe(0);
+  } finally {
+    redis.disconnect();
+  }
+});
