@@ -191,6 +191,9 @@ function buildSchemas() {
     GIT_CONNECT_TIMEOUT_SECONDS: positiveInt.max(600).default(15),
     /** Outgoing calls (forge commit statuses): attempts, first backoff (doubling), timeout of one call. */
     OUTGOING_ATTEMPTS: positiveInt.max(50).default(15),
+    /** Comma-separated http(s) URLs that receive every build and registry event (HMAC-signed with NOTIFY_SECRET). */
+    NOTIFY_URLS: z.string().optional(),
+    NOTIFY_SECRET: z.string().min(16, 'NOTIFY_SECRET must be at least 16 characters').optional(),
     OUTGOING_BACKOFF_MS: positiveInt.max(3_600_000).default(5000),
     OUTGOING_TIMEOUT_MS: positiveInt.max(300_000).default(10_000),
     GIT_ALLOW_FILE_URLS: bool.default(false),
@@ -632,6 +635,8 @@ export interface GitConfig {
   readonly allowFileUrls: boolean;
   /** Commit statuses to forges: attempts, first backoff (ms, doubling each time), one call's timeout (ms). */
   readonly outgoing: { readonly attempts: number; readonly backoffMs: number; readonly timeoutMs: number };
+  /** Service-wide notification receivers and the key their bodies are signed with. */
+  readonly notify: { readonly urls: readonly string[]; readonly secret: string | null };
 }
 
 /** Scheduled maintenance of the API (one replica runs each job, under a Redis lock). */
@@ -766,6 +771,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       fetchTimeoutSeconds: c.GIT_FETCH_TIMEOUT_SECONDS,
       connectTimeoutSeconds: c.GIT_CONNECT_TIMEOUT_SECONDS,
       allowFileUrls: c.GIT_ALLOW_FILE_URLS,
+      notify: { urls: listItems(c.NOTIFY_URLS), secret: c.NOTIFY_SECRET ?? null },
       outgoing: {
         attempts: c.OUTGOING_ATTEMPTS,
         backoffMs: c.OUTGOING_BACKOFF_MS,

@@ -143,6 +143,31 @@ export interface CommitStatusJobResult {
   readonly reason?: string;
 }
 
+/** Delivers what waits in one notification endpoint's outbox, oldest first. */
+export interface NotifyJobData {
+  /** The endpoint's id (a hash of its URL and project); the URL and events are in Redis. */
+  readonly endpoint: string;
+}
+
+export interface NotifyJobResult {
+  readonly endpoint: string;
+  readonly delivered: number;
+}
+
+/** One delivery attempt of a notification, as `GET /api/v1/notifications/deliveries` lists it. */
+export interface NotificationDelivery {
+  readonly eventId: string;
+  /** `build.succeeded`, `registry.push`… */
+  readonly type: string;
+  readonly url: string;
+  readonly project: string | null;
+  readonly ok: boolean;
+  /** The receiver's HTTP status, or null when it could not be reached. */
+  readonly status: number | null;
+  readonly error: string | null;
+  readonly at: string;
+}
+
 /** Job name -> payload: the discriminated union every producer and processor is typed by. */
 export interface JobDataMap {
   [JobName.Build]: BuildJobData;
@@ -152,6 +177,7 @@ export interface JobDataMap {
   [JobName.RemoveContainer]: RemoveContainerJobData;
   [JobName.Push]: PushJobData;
   [JobName.CommitStatus]: CommitStatusJobData;
+  [JobName.Notify]: NotifyJobData;
 }
 
 export interface JobResultMap {
@@ -162,6 +188,7 @@ export interface JobResultMap {
   [JobName.RemoveContainer]: RemoveContainerJobResult;
   [JobName.Push]: PushJobResult;
   [JobName.CommitStatus]: CommitStatusJobResult;
+  [JobName.Notify]: NotifyJobResult;
 }
 
 export type AnyJob = { [K in JobName]: { name: K; data: JobDataMap[K] } }[JobName];

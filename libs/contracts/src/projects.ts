@@ -35,6 +35,8 @@ export interface ProjectView {
   readonly pullRequests?: boolean;
   /** Image tags of pull/merge request builds (`{pr}`, `{branch}`: the head branch…). Default `['{repo}:pr-{pr}']`. */
   readonly prTemplates?: string[];
+  /** Receives this project's build events (HMAC-signed with its notifySecret); null: none. */
+  readonly notifyUrl?: string | null;
   /** A newer push to a branch cancels the project's queued or running builds of it. Default true. */
   readonly autoCancel?: boolean;
   /** Repository of our registry `{repo}` stands for (default: the project's name). */

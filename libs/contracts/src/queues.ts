@@ -20,6 +20,7 @@ export const JobName = {
   RemoveContainer: 'remove-container',
   Push: 'push',
   CommitStatus: 'commit-status',
+  Notify: 'notify',
 } as const;
 export type JobName = (typeof JobName)[keyof typeof JobName];
 
@@ -32,7 +33,7 @@ export const QUEUE_JOBS: Readonly<Record<QueueName, readonly JobName[]>> = {
   // Any worker may run a container; it then holds the container's upper dir (see below).
   [QueueName.Commit]: [JobName.RunContainer],
   [QueueName.Push]: [JobName.Push],
-  [QueueName.Outgoing]: [JobName.CommitStatus],
+  [QueueName.Outgoing]: [JobName.CommitStatus, JobName.Notify],
 };
 
 /**

@@ -12,6 +12,7 @@ import {
   ProducerSettings,
   PushProducer,
 } from './producers';
+import { NotificationOutbox } from './notification-outbox';
 import { createRedis } from './redis';
 import { WorkerRegistry } from './worker-registry';
 
@@ -55,10 +56,24 @@ export class JobsModule implements OnApplicationShutdown {
             new OutgoingProducer(createQueue(QueueName.Outgoing, redis), producerSettings(config)),
         },
         {
-          provide: BuildRecordStore,
+          provide: NotificationOutbox,
           inject: [REDIS, STRATUM_CONFIG, OutgoingProducer],
           useFactory: (redis: Redis, config: StratumConfig, outgoing: OutgoingProducer) =>
-            new BuildRecordStore(redis, config.buildRetentionSeconds, (r) => outgoing.buildChanged(r)),
+            new NotificationOutbox(redis, outgoing, config.git.notify.urls),
+        },
+        {
+          provide: BuildRecordStore,
+          inject: [REDIS, STRATUM_CONFIG, OutgoingProducer, NotificationOutbox],
+          useFactory: (
+            redis: Redis,
+            config: StratumConfig,
+            outgoing: OutgoingProducer,
+            outbox: NotificationOutbox,
+          ) =>
+            new BuildRecordStore(redis, config.buildRetentionSeconds, async (r) => {
+              await outgoing.buildChanged(r);
+              await outbox.buildChanged(r);
+            }),
         },
         {
           provide: BuildSecretStore,
@@ -96,6 +111,7 @@ export class JobsModule implements OnApplicationShutdown {
         PushProducer,
         OutgoingProducer,
         WorkerRegistry,
+        NotificationOutbox,
       ],
     };
   }

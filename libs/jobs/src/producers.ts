@@ -46,7 +46,8 @@ export function jobOptions(name: JobName, jobId: string, settings: ProducerSetti
     case JobName.RunContainer:
       // A user's command may not be idempotent: run it once.
       return { ...base, attempts: 1 };
-    case JobName.CommitStatus: {
+    case JobName.CommitStatus:
+    case JobName.Notify: {
       // A forge may be down for a while: 5 s doubling, 15 attempts ride out about a day.
       const { attempts = 15, backoffMs = 5000 } = settings.outgoing ?? {};
       return { ...base, attempts, backoff: { type: 'exponential', delay: backoffMs } };
@@ -201,8 +202,13 @@ export class PushProducer extends QueueProducer<typeof JobName.Push> {
  * status job (the processor finds whether the project has a forge token). Never throws: a
  * status that cannot be queued is logged, and the build goes on.
  */
-export class OutgoingProducer extends QueueProducer<typeof JobName.CommitStatus> {
+export class OutgoingProducer extends QueueProducer<typeof JobName.CommitStatus | typeof JobName.Notify> {
   private readonly logger = new Logger('OutgoingProducer');
+
+  /** Delivers what waits in `endpoint`'s outbox (one job per event: each drains it in order). */
+  notify(endpoint: string, eventId: string): Promise<void> {
+    return this.enqueue(JobName.Notify, `notify-${endpoint}-${eventId}`, { endpoint });
+  }
 
   async buildChanged(record: BuildRecord): Promise<void> {
     if (record.source?.project === undefined || record.source.project === null) {

@@ -57,6 +57,16 @@ export const RedisKeys = {
   /** Sorted set of the refs a project built, by their latest build's creation time (ms). */
   projectRefs: (project: string) => `stratum:builds:project:${project}:refs`,
   cancelChannel: 'stratum:cancel',
+  /** A project's JSON (written by the API's ProjectStore; read here for its notification URL). */
+  project: (name: string) => `stratum:project:${name}`,
+  /** List of events waiting for one notification endpoint, oldest first. */
+  notifyOutbox: (endpoint: string) => `stratum:notify:outbox:${endpoint}`,
+  /** Hash {url, project} of a notification endpoint. */
+  notifyEndpoint: (endpoint: string) => `stratum:notify:endpoint:${endpoint}`,
+  /** Held by the one delivery draining an endpoint's outbox. */
+  notifyLock: (endpoint: string) => `stratum:notify:lock:${endpoint}`,
+  /** Newest first: the last deliveries (NotificationDelivery JSON). */
+  notifyHistory: 'stratum:notify:history',
   container: (id: string) => `stratum:container:${id}`,
   /** Sorted set of live container ids by creation time. */
   containerIndex: 'stratum:container:_index',

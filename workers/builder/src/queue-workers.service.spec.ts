@@ -10,7 +10,7 @@ const handler = (name: JobName): JobHandler => ({
 /** Every job a build worker handles (the API consumes the outgoing queue). */
 const all = (): JobHandler[] =>
   Object.values(JobName)
-    .filter((n) => n !== JobName.CommitStatus)
+    .filter((n) => n !== JobName.CommitStatus && n !== JobName.Notify)
     .map(handler);
 const P = ['linux/amd64'];
 

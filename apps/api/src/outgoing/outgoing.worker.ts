@@ -2,9 +2,10 @@ import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdo
 import { Job, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { CommitStatusJobData, CommitStatusJobResult, JobName, QueueName } from '@stratum/contracts';
+import { CommitStatusJobData, JobName, NotifyJobData, QueueName } from '@stratum/contracts';
 import { createRedis, logErrorsThrottled, QUEUE_PREFIX } from '@stratum/jobs';
 import { CommitStatusService } from './commit-status.service';
+import { NotificationDeliveryService } from './notification-delivery.service';
 
 /**
  * Consumes the `outgoing` queue in the API (every replica; BullMQ hands each job to one): calls
@@ -20,17 +21,22 @@ export class OutgoingWorker implements OnApplicationBootstrap, OnApplicationShut
   constructor(
     @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
     private readonly statuses: CommitStatusService,
+    private readonly notifications: NotificationDeliveryService,
   ) {}
 
   onApplicationBootstrap(): void {
     this.connection = createRedis(this.config.redisUrl, `stratum-api-${process.pid}-outgoing`);
-    this.worker = new Worker<CommitStatusJobData, CommitStatusJobResult>(
+    this.worker = new Worker(
       QueueName.Outgoing,
-      async (job: Job<CommitStatusJobData, CommitStatusJobResult>) => {
-        if (job.name !== JobName.CommitStatus) {
-          throw new Error(`no handler for job "${job.name}" on queue "${QueueName.Outgoing}"`);
+      async (job: Job) => {
+        switch (job.name) {
+          case JobName.CommitStatus:
+            return this.statuses.send(job.data as CommitStatusJobData);
+          case JobName.Notify:
+            return this.notifications.deliver(job.data as NotifyJobData);
+          default:
+            throw new Error(`no handler for job "${job.name}" on queue "${QueueName.Outgoing}"`);
         }
-        return this.statuses.send(job.data);
       },
       { connection: this.connection, prefix: QUEUE_PREFIX, concurrency: 8 },
     );

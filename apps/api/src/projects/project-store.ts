@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { ProjectTrigger, ProjectView, StratumError } from '@stratum/contracts';
 import { defaultForgeTarget, ForgeTarget, GitCredentials } from '@stratum/git';
+import { RedisKeys } from '@stratum/jobs';
 
 /** A project as stored: the view plus its secrets. */
 export interface StoredProject extends Omit<ProjectView, 'hasSecret' | 'hasCredentials' | 'hasStatusToken'> {
@@ -8,6 +9,8 @@ export interface StoredProject extends Omit<ProjectView, 'hasSecret' | 'hasCrede
   readonly credentials: GitCredentials | null;
   /** The forge token of commit statuses, sealed (SecretBox, purpose `stratum-forge-tokens`). */
   readonly statusToken?: string | null;
+  /** The key signing this project's notifications, sealed like statusToken. */
+  readonly notifySecret?: string | null;
 }
 
 /** Key purpose of the SecretBox sealing forge tokens (AUTH_SECRET-derived, as push credentials). */
@@ -27,7 +30,7 @@ export function forgeTargetOf(project: StoredProject): ForgeTarget | null {
 
 /** Redis keys of projects and webhooks, in one place. */
 export const ProjectKeys = {
-  project: (name: string) => `stratum:project:${name}`,
+  project: RedisKeys.project,
   index: 'stratum:projects',
   delivery: (forge: string, id: string) => `stratum:hooks:delivery:${forge}:${id}`,
   /** The SHA-256 of a delivery's signed body: a replay under a fresh delivery id is still seen. */
@@ -36,7 +39,7 @@ export const ProjectKeys = {
 
 /** The public face of a stored project: secrets reduced to "is set". */
 export function projectView(p: StoredProject): ProjectView {
-  const { secret, credentials, statusToken, ...rest } = p;
+  const { secret, credentials, statusToken, notifySecret: _sealed, ...rest } = p;
   return {
     ...rest,
     forge: rest.forge ?? null,

@@ -62,6 +62,12 @@ const projectFields = {
     .max(20)
     .refine((ts) => ts.every((t) => t.includes(':')), 'each tag template must be repo:tag'),
   autoCancel: z.boolean(),
+  notifyUrl: z
+    .url({ protocol: /^https?$/, message: 'must be an http(s) URL' })
+    .max(2048)
+    .nullable(),
+  /** Kept sealed; never shown. */
+  notifySecret: z.string().min(16, 'must be at least 16 characters').max(256).nullable(),
   repository: z
     .string()
     .regex(/^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/)
@@ -104,6 +110,8 @@ export const CreateProjectBodySchema = z.object({
   pullRequests: projectFields.pullRequests.default(true),
   prTemplates: projectFields.prTemplates.default(['{repo}:pr-{pr}']),
   autoCancel: projectFields.autoCancel.default(true),
+  notifyUrl: projectFields.notifyUrl.default(null),
+  notifySecret: projectFields.notifySecret.default(null),
   repository: projectFields.repository.optional(),
   buildArgs: projectFields.buildArgs.default({}),
   target: projectFields.target.default(null),

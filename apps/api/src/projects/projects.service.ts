@@ -37,7 +37,7 @@ export class ProjectsService {
     if (!this.tokens.available) {
       throw new StratumError(
         'BAD_REQUEST',
-        'invalid request: statusToken: set AUTH_SECRET to store forge tokens (they are kept encrypted under it)',
+        'invalid request: set AUTH_SECRET to store a statusToken or notifySecret (they are kept encrypted under it)',
       );
     }
     return this.tokens.seal(Buffer.from(token));
@@ -62,6 +62,7 @@ export class ProjectsService {
     const project = this.check({
       ...body,
       statusToken: this.sealToken(body.statusToken),
+      notifySecret: this.sealToken(body.notifySecret),
       repository: body.repository ?? body.name,
       createdAt: now,
       updatedAt: now,
@@ -86,6 +87,9 @@ export class ProjectsService {
     );
     if (body.statusToken !== undefined) {
       defined.statusToken = this.sealToken(body.statusToken);
+    }
+    if (body.notifySecret !== undefined) {
+      defined.notifySecret = this.sealToken(body.notifySecret);
     }
     const updated = await this.store.update(name, (p) =>
       this.check({ ...p, ...defined, updatedAt: new Date().toISOString() }),
@@ -115,6 +119,9 @@ export class ProjectsService {
   }
 
   private check(p: StoredProject): StoredProject {
+    if ((p.notifyUrl ?? null) !== null && (p.notifySecret ?? null) === null) {
+      throw new StratumError('BAD_REQUEST', 'invalid request: notifySecret: required with a notifyUrl');
+    }
     if (p.statusToken !== undefined && p.statusToken !== null) {
       if ((p.forge ?? null) === null) {
         throw new StratumError('BAD_REQUEST', 'invalid request: forge: required with a statusToken');

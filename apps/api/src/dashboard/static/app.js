@@ -928,7 +928,10 @@ function queuesView() {
   replace(view, h('h1', {}, 'Queues'), body);
   return poll(POLL_MS, async () => {
     try {
-      const q = await api('/api/v1/queues');
+      const [q, deliveries] = await Promise.all([
+        api('/api/v1/queues'),
+        api('/api/v1/notifications/deliveries?limit=50'),
+      ]);
       replace(
         body,
         h(
@@ -970,6 +973,43 @@ function queuesView() {
           ),
         ),
         h('p', { class: 'muted' }, `as of ${new Date(q.at).toLocaleTimeString()}`),
+        h('h2', {}, 'Notification deliveries'),
+        deliveries.length === 0
+          ? h('p', { class: 'muted' }, 'None yet (NOTIFY_URLS, or a project’s notifyUrl).')
+          : h(
+              'table',
+              { id: 'deliveries-table' },
+              h(
+                'thead',
+                {},
+                h(
+                  'tr',
+                  {},
+                  ['when', 'event', 'receiver', 'result'].map((c) => h('th', {}, c)),
+                ),
+              ),
+              h(
+                'tbody',
+                {},
+                deliveries.map((d) =>
+                  h(
+                    'tr',
+                    { dataset: { ok: String(d.ok), event: d.eventId } },
+                    h('td', {}, when(d.at)),
+                    h('td', { class: 'mono' }, d.type),
+                    h('td', { class: 'mono' }, d.project ? `${d.url} (${d.project})` : d.url),
+                    h(
+                      'td',
+                      {},
+                      d.ok ? badge('succeeded') : badge('failed'),
+                      ' ',
+                      d.status !== null ? `HTTP ${d.status}` : '',
+                      d.error ? h('span', { class: 'error' }, ` ${d.error}`) : null,
+                    ),
+                  ),
+                ),
+              ),
+            ),
       );
     } catch (err) {
       replace(body, errorBox(err));
