@@ -1,7 +1,8 @@
 // A worker SIGKILLed in the middle of a RUN that uses a build secret and an ssh key: the build's
 // secrets bundle outlives the lost attempt, the worker that takes the job over gets both (the
 // step reads the secret and lists the key through its agent again), and the bundle is deleted
-// once the build has ended for good.
+// once the build has ended for good; the killed worker's restart sweeps the secret's tmpfs and
+// the agent's socket it left.
 import 'reflect-metadata';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -20,7 +21,14 @@ import {
   WorkerProcessHandle,
 } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
-import { overlayMountsUnder, pollFor, runcContainers, submitBuild, waitForBuild } from './chaos-support';
+import {
+  entriesOf,
+  overlayMountsUnder,
+  pollFor,
+  runcContainers,
+  submitBuild,
+  waitForBuild,
+} from './chaos-support';
 
 jest.setTimeout(240_000);
 
@@ -141,4 +149,16 @@ it('the attempt after a lost worker still has the build secret and the ssh key; 
   } finally {
     redis.disconnect();
   }
+  // The killed worker left its step behind (the secret's tmpfs, the agent's socket dir, the
+  // overlay); restarted with the same id, its start-up sweep removes all of it.
+  const scratch = join(dataDir, 'worker', KILLED);
+  const mountsLeft = (): string[] =>
+    execFileSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((t) => t.startsWith(`${scratch}/`));
+  expect(mountsLeft().some((t) => /\/secrets-[0-9a-f]+$/.test(t))).toBe(true);
+  const restarted = await startWorker(KILLED);
+  expect(mountsLeft()).toEqual([]);
+  expect(entriesOf(join(scratch, 'jobs'))).toEqual([]);
+  expect(restarted.output()).toMatch(/swept what a previous worker left/);
 });
