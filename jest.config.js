@@ -19,6 +19,8 @@ const common = {
     '^@stratum/(.*)$': '<rootDir>/libs/$1/src',
   },
   moduleFileExtensions: ['ts', 'js', 'json'],
+  // benchmark workloads carry their own package.json files (not modules of ours)
+  modulePathIgnorePatterns: ['<rootDir>/test/bench/workloads/'],
 };
 module.exports = {
   projects: [
