@@ -5,7 +5,8 @@
 // the cross-compile stage (FROM --platform=$BUILDPLATFORM) ran natively for both.
 //
 // Needs: `npm run build` (the worker runs compiled), skopeo, umoci, runc, qemu-user-static.
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,7 @@ import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
 import {
   busyboxArm64Rootfs,
+  BuildahStore,
   busyboxRootfs,
   contextTar,
   ensureArm64Emulation,
@@ -309,6 +311,125 @@ describe('multi-platform builds (e2e, real arm64 through qemu)', () => {
       expect(armThere.architecture).toBe('arm64');
     } finally {
       await dist.stop();
+    }
+  });
+
+  it('Buildah builds the same two-platform image: the trees match per platform (timings: Stratum vs Buildah, native vs qemu)', async () => {
+    requireTools('buildah');
+    const files: Record<string, string> = {};
+    for (let i = 0; i < 50; i++) {
+      files[`ctx/f${i}.txt`] = `file ${i}\n`.repeat(100);
+    }
+    const dockerfile = (from: string): string =>
+      [
+        `FROM ${from}`,
+        'COPY ctx/ /ctx/',
+        'RUN for i in $(seq 1 300); do echo $i > /tmp/f$i; done && tar -cf /files.tar -C /tmp . && uname -m > /m && sha256sum /ctx/* > /sums && head -c 67108864 /dev/zero | sha256sum > /zsum',
+        '',
+      ].join('\n');
+    const ctxDir = mkdtempSync(join(work, 'bench-ctx-'));
+    execFileSync('mkdir', ['-p', join(ctxDir, 'ctx')]);
+    for (const [p, c] of Object.entries(files)) {
+      execFileSync('sh', ['-c', 'cat > "$1"', 'sh', join(ctxDir, p)], { input: c });
+    }
+    execFileSync('sh', ['-c', 'cat > "$1"', 'sh', join(ctxDir, 'Dockerfile')], {
+      input: dockerfile(`${host}/bb:multi`),
+    });
+
+    const timed = async <T>(f: () => Promise<T>): Promise<[T, number]> => {
+      const t0 = Date.now();
+      const r = await f();
+      return [r, (Date.now() - t0) / 1000];
+    };
+    const stratum = async (tag: string, platforms: string): Promise<number> => {
+      const [rec, secs] = await timed(() =>
+        build(
+          { ...files, Dockerfile: dockerfile('bb:multi') },
+          `t=${tag}&nocache=true&platform=${platforms}`,
+        ),
+      );
+      expect({ state: rec.state, error: rec.error }).toEqual({ state: 'succeeded', error: null });
+      return secs;
+    };
+    const store = join(work, 'buildah');
+    const globals = [
+      '--root',
+      join(store, 'root'),
+      '--runroot',
+      join(store, 'runroot'),
+      '--storage-driver',
+      'overlay',
+    ];
+    const buildah = async (name: string, platforms: string): Promise<number> => {
+      const [, secs] = await timed(() =>
+        promisify(execFile)(
+          'buildah',
+          [
+            ...globals,
+            'build',
+            '--platform',
+            platforms,
+            '--manifest',
+            name,
+            '--runtime',
+            '/usr/sbin/runc',
+            '--isolation',
+            'oci',
+            '--tls-verify=false',
+            ctxDir,
+          ],
+          { maxBuffer: 1 << 26, env: { ...process.env, TMPDIR: work } },
+        ),
+      );
+      return secs;
+    };
+    try {
+      const t = {
+        stratumBoth: await stratum('bench-s:both', 'linux/amd64,linux/arm64'),
+        buildahBoth: await buildah('bench-b-both', 'linux/amd64,linux/arm64'),
+        stratumAmd64: await stratum('bench-s:amd64', 'linux/amd64'),
+        buildahAmd64: await buildah('bench-b-amd64', 'linux/amd64'),
+        stratumArm64: await stratum('bench-s:arm64', 'linux/arm64'),
+        buildahArm64: await buildah('bench-b-arm64', 'linux/arm64'),
+      };
+      console.log(
+        [
+          'two-platform bench (one run, cold: nocache / no --layers):',
+          `  linux/amd64+linux/arm64: Stratum ${t.stratumBoth.toFixed(2)} s, Buildah ${t.buildahBoth.toFixed(2)} s`,
+          `  linux/amd64 only (native): Stratum ${t.stratumAmd64.toFixed(2)} s, Buildah ${t.buildahAmd64.toFixed(2)} s`,
+          `  linux/arm64 only (qemu):   Stratum ${t.stratumArm64.toFixed(2)} s, Buildah ${t.buildahArm64.toFixed(2)} s`,
+        ].join('\n'),
+      );
+      await promisify(execFile)('buildah', [
+        ...globals,
+        'manifest',
+        'push',
+        '--all',
+        '--tls-verify=false',
+        'bench-b-both',
+        `docker://${host}/bench-b:both`,
+      ]);
+      for (const arch of ['amd64', 'arm64']) {
+        const ours = await unpack('bench-s:both', arch);
+        const theirs = await unpack('bench-b:both', arch);
+        for (const f of ['m', 'sums', 'zsum']) {
+          expect({
+            arch,
+            f,
+            same: readFileSync(join(ours, f)).equals(readFileSync(join(theirs, f))),
+          }).toEqual({
+            arch,
+            f,
+            same: true,
+          });
+        }
+        expect(readFileSync(join(ours, 'm'), 'utf8')).toBe(arch === 'arm64' ? 'aarch64\n' : 'x86_64\n');
+        expect(execFileSync('ls', [join(ours, 'tmp')]).toString()).toBe(
+          execFileSync('ls', [join(theirs, 'tmp')]).toString(),
+        );
+      }
+    } finally {
+      new BuildahStore(store).clean();
     }
   });
 
