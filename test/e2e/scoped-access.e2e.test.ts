@@ -296,4 +296,39 @@ describe('scoped access (e2e, ACCESS_RULES, token flow + REST)', () => {
     await http.delete('/api/v1/images/ci/copy:v1').set('Authorization', `Bearer ${OPS_TOKEN}`).expect(200);
     await http.head('/v2/team/app/manifests/v1').auth('alice', 'alice-password').expect(200);
   });
+
+  it('the audit log records logins, pushes, tags, deletes and robot changes with who and from where', async () => {
+    await http.get('/v2/token?service=stratum').auth('alice', 'wrong').expect(401);
+    await http.get('/api/v1/audit').set('Authorization', `Bearer ${CI_TOKEN}`).expect(403);
+    const entries = (
+      await http.get('/api/v1/audit?limit=1000').set('Authorization', `Bearer ${OPS_TOKEN}`).expect(200)
+    ).body as {
+      action: string;
+      subject: string;
+      client: string;
+      repository?: string;
+      target?: string;
+      outcome: string;
+      at: string;
+    }[];
+    const has = (e: Record<string, string>): void => {
+      expect(entries).toContainEqual(expect.objectContaining(e));
+    };
+    has({ action: 'login', subject: 'alice', outcome: 'ok' });
+    has({ action: 'login', subject: 'alice', outcome: 'refused' });
+    has({ action: 'push', subject: 'alice', repository: 'team/app', target: 'v1' });
+    has({ action: 'push', subject: 'bob', repository: 'bob/own', target: 'v1' });
+    has({ action: 'push', subject: 'robot:deployer', repository: 'team/robot', target: 'v1' });
+    has({ action: 'tag', subject: 'token:ops', repository: 'ci/copy', target: 'v1' });
+    has({ action: 'delete', subject: 'token:ops', repository: 'ci/copy', target: 'ci/copy:v1' });
+    has({ action: 'robot', subject: 'token:ops', target: 'deployer' });
+    expect(entries.every((e) => /^127\.0\.0\.1$|^::ffff:127\.0\.0\.1$/.test(e.client))).toBe(true);
+    // newest first, and filtered by action
+    expect(Date.parse(entries[0].at)).toBeGreaterThanOrEqual(Date.parse(entries[entries.length - 1].at));
+    const pushes = (
+      await http.get('/api/v1/audit?action=push').set('Authorization', `Bearer ${OPS_TOKEN}`).expect(200)
+    ).body as { action: string }[];
+    expect(pushes.length).toBeGreaterThanOrEqual(3);
+    expect(pushes.every((e) => e.action === 'push')).toBe(true);
+  });
 });

@@ -67,6 +67,8 @@ function buildSchemas() {
     REPOSITORY_ACCESS: z.string().optional(),
     ACCESS_RULES: z.string().optional(),
     IMMUTABLE_TAGS: z.string().optional(),
+    // Audit log entries (logins, pushes, deletes, tags, builds…) older than this are dropped.
+    AUDIT_RETENTION_DAYS: positiveInt.max(3650).default(90),
     REGISTRY_MIRRORS: z.string().optional(),
     REGISTRY_CREDENTIALS: z.string().optional(),
     REGISTRY_INSECURE: z.string().optional(),
@@ -240,6 +242,8 @@ export interface AuthConfig {
   readonly repositoryAccess: readonly { readonly pattern: string; readonly access: 'public' | 'private' }[];
   /** ACCESS_RULES; empty: every signed-in principal may pull, push and delete everywhere. */
   readonly accessRules: readonly AccessRule[];
+  /** AUDIT_RETENTION_DAYS in seconds. */
+  readonly auditRetentionSeconds: number;
   readonly users: readonly { readonly username: string; readonly password: string }[];
   readonly apiTokens: readonly { readonly name: string; readonly token: string }[];
   /** Rate limit and back-off of password logins, and the threads that hash them. */
@@ -383,6 +387,7 @@ function parseAuth(a: AuthEnv, problems: string[]): AuthConfig {
     anonymousPull: a.ANONYMOUS_PULL,
     repositoryAccess,
     accessRules: parseAccessRules(a.ACCESS_RULES, problems),
+    auditRetentionSeconds: a.AUDIT_RETENTION_DAYS * 86_400,
     users,
     apiTokens,
     login: {

@@ -14,6 +14,8 @@ import { RegistryAccessPolicy } from './registry-access-policy';
 import { RegistryTokenService } from './registry-token.service';
 import { RepositoryAccess } from './repository-access';
 import { RobotStore } from './robot-store';
+import { AuditLog } from './audit-log';
+import { AuditController } from './audit.controller';
 import { RobotsController } from './robots.controller';
 import { TokenRegistryAuthorizer } from './token-registry-authorizer';
 
@@ -24,7 +26,7 @@ import { TokenRegistryAuthorizer } from './token-registry-authorizer';
  */
 @Global()
 @Module({
-  controllers: [RobotsController],
+  controllers: [RobotsController, AuditController],
   providers: [
     {
       provide: BcryptPool,
@@ -32,6 +34,11 @@ import { TokenRegistryAuthorizer } from './token-registry-authorizer';
       useFactory: (c: StratumConfig) => new BcryptPool(c.auth.login.hashThreads),
     },
     { provide: RobotStore, inject: [REDIS], useFactory: (redis: Redis) => new RobotStore(redis) },
+    {
+      provide: AuditLog,
+      inject: [STRATUM_CONFIG, REDIS],
+      useFactory: (c: StratumConfig, redis: Redis) => new AuditLog(redis, c.auth.auditRetentionSeconds),
+    },
     {
       provide: CredentialVerifier,
       inject: [STRATUM_CONFIG, BcryptPool, RobotStore],
@@ -86,7 +93,14 @@ import { TokenRegistryAuthorizer } from './token-registry-authorizer';
     { provide: APP_GUARD, useClass: ApiTokenGuard },
     RepositoryAccess,
   ],
-  exports: [REGISTRY_AUTHORIZER, RegistryTokenService, CredentialVerifier, RepositoryAccess, RobotStore],
+  exports: [
+    REGISTRY_AUTHORIZER,
+    RegistryTokenService,
+    CredentialVerifier,
+    RepositoryAccess,
+    RobotStore,
+    AuditLog,
+  ],
 })
 export class AuthModule implements OnApplicationShutdown {
   constructor(private readonly pool: BcryptPool) {}

@@ -4,6 +4,7 @@ import { RepositoryAction, STRATUM_CONFIG, StratumConfig } from '@stratum/config
 import { StratumError } from '@stratum/contracts';
 import { parseReference } from '@stratum/oci';
 import { Principal } from './credential-verifier';
+import { AuditAction, AuditLog } from './audit-log';
 import { RegistryAccessPolicy } from './registry-access-policy';
 
 const PRINCIPAL = Symbol('apiPrincipal');
@@ -25,7 +26,22 @@ export class RepositoryAccess {
   constructor(
     @Inject(STRATUM_CONFIG) private readonly config: StratumConfig,
     private readonly policy: RegistryAccessPolicy,
+    private readonly auditLog: AuditLog,
   ) {}
+
+  /** Records what a REST request did in the audit log, as the request's principal. */
+  audit(
+    req: Request,
+    action: AuditAction,
+    fields: { repository?: string; target?: string; detail?: string } = {},
+  ): Promise<void> {
+    return this.auditLog.record({
+      action,
+      subject: this.subjectOf(req),
+      client: req.ip ?? req.socket.remoteAddress ?? '',
+      ...fields,
+    });
+  }
 
   /** Throws DENIED (403) unless the request's principal may do `action` on `repository`. */
   assert(req: Request, repository: string, action: RepositoryAction): void {
@@ -65,6 +81,11 @@ export class RepositoryAccess {
       );
     }
     return principal.subject;
+  }
+
+  /** Who a REST request is, for the audit log: its token's subject, or `local` with API_AUTH off. */
+  subjectOf(req: Request): string {
+    return (req as WithPrincipal)[PRINCIPAL]?.subject ?? (this.config.auth.api ? 'anonymous' : 'local');
   }
 
   /** Push on the repository of each tag of our registry that a build or commit will write. */

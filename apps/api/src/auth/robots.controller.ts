@@ -37,12 +37,14 @@ export class RobotsController {
     summary:
       'Create a robot account: {name, expiresInSeconds, rules: [{pattern, actions}]}; its token is shown once',
   })
-  create(
+  async create(
     @Req() req: Request,
     @Body(new ZodPipe(CreateRobotSchema)) body: CreateRobot,
   ): Promise<CreatedRobot> {
     const createdBy = this.access.assertAdmin(req);
-    return this.robots.create({ ...body, createdBy });
+    const made = await this.robots.create({ ...body, createdBy });
+    await this.access.audit(req, 'robot', { target: body.name, detail: 'created' });
+    return made;
   }
 
   @Get()
@@ -59,6 +61,7 @@ export class RobotsController {
     if (!(await this.robots.revoke(name))) {
       throw new StratumError('ROBOT_UNKNOWN', `no robot account ${JSON.stringify(name)}`);
     }
+    await this.access.audit(req, 'robot', { target: name, detail: 'revoked' });
     return { revoked: name };
   }
 }

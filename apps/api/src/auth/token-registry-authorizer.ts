@@ -61,6 +61,7 @@ export class TokenRegistryAuthorizer implements RegistryAuthorizer {
       granted = principal === null ? null : this.policy.grant(principal, wanted);
     }
     const grant: RegistryGrant = {
+      subject: principal?.subject ?? 'anonymous',
       mayPull: (repository) =>
         this.policy.grant(principal, [{ type: 'repository', name: repository, actions: ['pull'] }]).length >
         0,

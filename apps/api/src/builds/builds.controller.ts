@@ -79,6 +79,7 @@ export class BuildsController {
     }
     const length = req.headers['content-length'];
     const submitted = await this.builds.submit(req, length === undefined ? null : Number(length), query);
+    await this.access.audit(req, 'build', { target: submitted.id, detail: query.t.join(' ') });
     res.setHeader('Location', submitted.url);
     return submitted;
   }

@@ -99,6 +99,7 @@ export class ContainersController {
   ): Promise<CommitAccepted> {
     this.access.assert(req, body.repository, 'push');
     const accepted = await this.containers.commit(id, body);
+    await this.access.audit(req, 'commit', { repository: body.repository, target: body.tag, detail: id });
     res.setHeader('Location', accepted.url);
     return accepted;
   }

@@ -44,12 +44,14 @@ export class ImagesController {
     status: 400,
     description: 'BAD_REQUEST (bad name, empty body) or LAYER_INVALID (not a tar)',
   })
-  import(
+  async import(
     @Req() req: Request,
     @Query(new ZodPipe(ImportImageQuerySchema)) query: ImportImageQuery,
   ): Promise<ImportedImage> {
     this.access.assert(req, query.repository, 'push');
-    return this.images.import(req, query);
+    const imported = await this.images.import(req, query);
+    await this.access.audit(req, 'import', { repository: query.repository, target: query.tag });
+    return imported;
   }
 
   @Get()
@@ -97,13 +99,16 @@ export class ImagesController {
   @ApiParam({ name: 'ref', description: 'repo:tag or repo@sha256:… (slashes as they are, or URL-encoded)' })
   @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
   @ApiResponse({ status: 409, description: 'IMAGE_CONFLICT' })
-  remove(
+  async remove(
     @Req() req: Request,
     @Param('ref', ref) reference: string,
     @Query(new ZodPipe(RemoveImageQuerySchema)) query: RemoveImageQuery,
   ): Promise<RemovedImage> {
-    this.access.assert(req, parseReference(reference).repository, 'delete');
-    return this.images.remove(reference, query.force);
+    const repository = parseReference(reference).repository;
+    this.access.assert(req, repository, 'delete');
+    const removed = await this.images.remove(reference, query.force);
+    await this.access.audit(req, 'delete', { repository, target: reference });
+    return removed;
   }
 
   @Post('*ref/tag')
@@ -114,13 +119,15 @@ export class ImagesController {
     description: 'repo, repo:tag or repo@sha256:… (slashes as they are, or URL-encoded)',
   })
   @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
-  tag(
+  async tag(
     @Req() req: Request,
     @Param('ref', ref) reference: string,
     @Body(new ZodPipe(TagImageBodySchema)) body: TagImageBody,
   ): Promise<TaggedImage> {
     this.access.assert(req, parseReference(reference).repository, 'pull');
     this.access.assert(req, body.repository, 'push');
-    return this.images.tag(reference, body);
+    const tagged = await this.images.tag(reference, body);
+    await this.access.audit(req, 'tag', { repository: body.repository, target: body.tag, detail: reference });
+    return tagged;
   }
 }

@@ -24,6 +24,8 @@ export interface RegistryAccessRequest {
 export interface RegistryGrant {
   /** Whether the asker may pull from `repository` (a mount without `from` looks for one). */
   mayPull(repository: string): boolean;
+  /** Who asks, for the audit log: a user, `token:…`, `robot:…`, or `anonymous`. */
+  readonly subject: string;
 }
 
 /**
@@ -42,7 +44,7 @@ export const REGISTRY_AUTHORIZER = Symbol('REGISTRY_AUTHORIZER');
 export class AllowAllRegistryAuthorizer implements RegistryAuthorizer {
   async authorize(): Promise<RegistryGrant> {
     // An open registry, by configuration.
-    return { mayPull: () => true };
+    return { mayPull: () => true, subject: 'anonymous' };
   }
 }
 
@@ -52,7 +54,7 @@ type RoutedRequest = Request & { [ROUTE]?: RegistryRoute | null; [GRANT]?: Regis
 
 /** What the guard's authorizer granted this request; nothing readable when it did not run. */
 export function registryGrantOf(req: Request): RegistryGrant {
-  return (req as RoutedRequest)[GRANT] ?? { mayPull: () => false };
+  return (req as RoutedRequest)[GRANT] ?? { mayPull: () => false, subject: 'anonymous' };
 }
 
 /** The endpoint of a /v2/ request (parsed once per request); null when there is none. */

@@ -11,6 +11,8 @@ import {
   RegistryService,
   uploadRangeHeader,
 } from '@stratum/registry';
+import { AuditLog } from '../auth/audit-log';
+import { parseBasic } from '../auth/credential-verifier';
 import { RegistryTokenService } from '../auth/registry-token.service';
 import { RegistryAccessGuard, registryGrantOf, registryRouteOf } from './registry-access.guard';
 import { RegistryErrorFilter } from './registry-error.filter';
@@ -37,6 +39,7 @@ export class RegistryController {
     @Inject(RegistryService) private readonly registry: RegistryService,
     @Optional() @Inject(RegistryTokenService) private readonly tokens: RegistryTokenService | null = null,
     @Optional() @Inject(PullThroughCache) private readonly mirror: PullThroughCache | null = null,
+    @Optional() @Inject(AuditLog) private readonly audit: AuditLog | null = null,
   ) {}
 
   @All()
@@ -85,11 +88,24 @@ export class RegistryController {
         status: 404,
       });
     }
-    const answer = await this.tokens.issue(
-      req.headers.authorization,
-      { service: req.query.service, scope: req.query.scope },
-      req.ip ?? req.socket.remoteAddress,
-    );
+    const client = req.ip ?? req.socket.remoteAddress ?? '';
+    const basic = parseBasic(req.headers.authorization);
+    let answer;
+    try {
+      answer = await this.tokens.issue(
+        req.headers.authorization,
+        { service: req.query.service, scope: req.query.scope },
+        client,
+      );
+    } catch (err) {
+      if (basic !== null && err instanceof RegistryError && err.code === 'UNAUTHORIZED') {
+        await this.audit?.record({ action: 'login', subject: basic.username, client, outcome: 'refused' });
+      }
+      throw err;
+    }
+    if (basic !== null) {
+      await this.audit?.record({ action: 'login', subject: basic.username, client });
+    }
     res.setHeader('Cache-Control', 'no-store');
     res.status(200).json(answer);
   }
@@ -122,6 +138,14 @@ export class RegistryController {
     }
     if (method === 'PUT') {
       const put = await this.registry.putManifest(name, reference, req, registryContentType(req));
+      await this.audit?.record({
+        action: 'push',
+        subject: registryGrantOf(req).subject,
+        client: req.ip ?? '',
+        repository: name,
+        target: reference,
+        detail: put.digest,
+      });
       res.setHeader('Location', `/v2/${name}/manifests/${put.digest}`);
       res.setHeader('Docker-Content-Digest', put.digest);
       if (put.subject !== null) {
@@ -132,6 +156,13 @@ export class RegistryController {
     }
     if (method === 'DELETE') {
       await this.registry.deleteManifest(name, reference);
+      await this.audit?.record({
+        action: 'delete',
+        subject: registryGrantOf(req).subject,
+        client: req.ip ?? '',
+        repository: name,
+        target: reference,
+      });
       res.status(202).end();
       return;
     }
