@@ -29,7 +29,15 @@ interface Received {
   readonly path: string;
   readonly headers: IncomingMessage['headers'];
   readonly raw: string;
-  readonly body: { id: string; type: string; build: { id: string; state: string } };
+  readonly body: {
+    id: string;
+    type: string;
+    build?: { id: string; state: string };
+    events?: {
+      action: string;
+      target: { digest?: string; repository: string; tag?: string; mediaType?: string };
+    }[];
+  };
 }
 
 /** A notification receiver (outside the system): records what it is sent; can be taken down. */
@@ -69,7 +77,7 @@ class Receiver {
 
   /** Event types received at `path` for `buildId`, in order. */
   types(path: string, buildId: string): string[] {
-    return this.got.filter((g) => g.path === path && g.body.build.id === buildId).map((g) => g.body.type);
+    return this.got.filter((g) => g.path === path && g.body.build?.id === buildId).map((g) => g.body.type);
   }
 }
 
@@ -172,7 +180,7 @@ describe('notifications', () => {
     );
     expect(receiver.types('/service', b.id)).toEqual(want);
     expect(receiver.types('/project', b.id)).toEqual(want);
-    for (const g of receiver.got.filter((x) => x.body.build.id === b.id)) {
+    for (const g of receiver.got.filter((x) => x.body.build?.id === b.id)) {
       expect(verifies(g, g.path === '/service' ? SERVICE_SECRET : PROJECT_SECRET)).toBe(true);
       expect(verifies(g, g.path === '/service' ? PROJECT_SECRET : SERVICE_SECRET)).toBe(false);
       expect(g.headers['x-stratum-event']).toBe(g.body.type);
@@ -198,7 +206,7 @@ describe('notifications', () => {
     );
     expect(receiver.types('/service', b.id)).toEqual(want);
     expect(receiver.types('/project', b.id)).toEqual(want);
-    for (const g of receiver.got.filter((x) => x.body.build.id === b.id)) {
+    for (const g of receiver.got.filter((x) => x.body.build?.id === b.id)) {
       expect(verifies(g, g.path === '/service' ? SERVICE_SECRET : PROJECT_SECRET)).toBe(true);
     }
     // The build did not wait for the dead receiver (it took as long as a build takes).
@@ -209,5 +217,44 @@ describe('notifications', () => {
     const ofBuild = history.filter((d) => d.type.startsWith('build.'));
     expect(ofBuild.some((d) => !d.ok && d.status === null && d.error !== null)).toBe(true);
     expect(ofBuild.filter((d) => d.ok).length).toBeGreaterThanOrEqual(12);
+  });
+
+  it('a manifest push and delete through /v2 reach the service receivers in Distribution’s envelope', async () => {
+    const accept =
+      'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json';
+    const got = await request(api.url)
+      .get('/v2/notes/manifests/main')
+      .set('Accept', accept)
+      .buffer(true)
+      .parse((res, cb) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => cb(null, Buffer.concat(chunks)));
+      });
+    expect(got.status).toBe(200);
+    const digest = got.headers['docker-content-digest'];
+    const type = (got.headers['content-type']).split(';')[0];
+    await request(api.url)
+      .put('/v2/notes/manifests/copy')
+      .set('Content-Type', type)
+      .send((got.body as Buffer).toString('utf8'))
+      .expect(201);
+    await request(api.url).delete('/v2/notes/manifests/copy').expect(202);
+    const registry = (): Received[] =>
+      receiver.got.filter((g) => g.path === '/service' && g.body.events !== undefined);
+    await until('registry events', () => registry().length >= 2, 30_000);
+    const [push, del] = registry();
+    expect(push.headers['content-type']).toBe('application/vnd.docker.distribution.events.v1+json');
+    expect(verifies(push, SERVICE_SECRET)).toBe(true);
+    expect(push.body.events?.[0]).toMatchObject({
+      action: 'push',
+      target: { digest, repository: 'notes', tag: 'copy', mediaType: type },
+    });
+    expect(del.body.events?.[0]).toMatchObject({
+      action: 'delete',
+      target: { digest, repository: 'notes', tag: 'copy' },
+    });
+    // Registry events are the service's: the project receiver gets none.
+    expect(receiver.got.filter((g) => g.path === '/project' && g.body.events !== undefined)).toEqual([]);
   });
 });

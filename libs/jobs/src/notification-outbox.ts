@@ -14,6 +14,8 @@ export interface OutboxEvent {
   readonly type: string;
   /** The JSON body sent, as sent (its HMAC is computed over these bytes). */
   readonly body: string;
+  /** Default application/json; Distribution's envelope has its own. */
+  readonly contentType?: string;
 }
 
 /** A receiver of notifications: the service's (`NOTIFY_URLS`) or a project's (`notifyUrl`). */

@@ -18,6 +18,7 @@ export type {
   PageQuery,
   ReferrersIndex,
   RegistryServiceOptions,
+  ManifestEvent,
   RepositoryReadCheck,
   StartUploadResult,
   UploadState,

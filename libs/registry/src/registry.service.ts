@@ -36,6 +36,22 @@ export interface RegistryServiceOptions {
    * past it the request falls back to an upload session, as the spec allows.
    */
   readonly maxMountScan?: number;
+  /**
+   * Told of each manifest pushed or deleted through the registry API, after the change (outgoing
+   * notifications). Must not throw, and must not wait on anything outside the system.
+   */
+  readonly onManifestEvent?: (event: ManifestEvent) => Promise<void>;
+}
+
+/** A manifest pushed (`PUT`) or deleted (`DELETE`, by tag or digest) in a repository. */
+export interface ManifestEvent {
+  readonly action: 'push' | 'delete';
+  readonly repository: string;
+  readonly digest: string;
+  /** Null for a delete by digest; absent mediaType/size when deleted by tag. */
+  readonly tag: string | null;
+  readonly mediaType: string | null;
+  readonly size: number | null;
 }
 
 /** Whether the asker may pull from a repository (the caller's access decision). */
@@ -133,7 +149,10 @@ export class RegistryService {
     this.maxPageSize = options.maxPageSize ?? DEFAULT_MAX_PAGE;
     this.indexLimits = options.indexLimits ?? DEFAULT_INDEX_LIMITS;
     this.maxMountScan = options.maxMountScan ?? DEFAULT_MAX_MOUNT_SCAN;
+    this.onManifestEvent = options.onManifestEvent ?? null;
   }
+
+  private readonly onManifestEvent: ((event: ManifestEvent) => Promise<void>) | null;
 
   // ---------------------------------------------------------------- manifests
 
@@ -220,6 +239,14 @@ export class RegistryService {
     if (ref.kind === 'tag') {
       await this.repositories.setTag(repository, ref.tag, digest);
     }
+    await this.onManifestEvent?.({
+      action: 'push',
+      repository,
+      digest,
+      tag: ref.kind === 'tag' ? ref.tag : null,
+      mediaType: storedMediaType(bytes),
+      size: bytes.length,
+    });
     return { digest, subject };
   }
 
@@ -232,9 +259,18 @@ export class RegistryService {
     assertName(repository);
     const ref = parseManifestReference(reference);
     if (ref.kind === 'tag') {
+      const was = await this.repositories.getTag(repository, ref.tag);
       if (!(await this.repositories.deleteTag(repository, ref.tag))) {
         throw manifestUnknown(repository, reference);
       }
+      await this.onManifestEvent?.({
+        action: 'delete',
+        repository,
+        digest: was ?? '',
+        tag: ref.tag,
+        mediaType: null,
+        size: null,
+      });
       return;
     }
     const digest = ref.digest;
@@ -267,6 +303,14 @@ export class RegistryService {
     if (subject !== null) {
       await this.redis.srem(RegistryKeys.referrers(repository, subject), digest);
     }
+    await this.onManifestEvent?.({
+      action: 'delete',
+      repository,
+      digest,
+      tag: null,
+      mediaType: null,
+      size: null,
+    });
   }
 
   // ---------------------------------------------------------------- blobs

@@ -99,7 +99,7 @@ export class NotificationDeliveryService {
       const res = await fetch(url, {
         method: 'POST',
         headers: {
-          'Content-Type': 'application/json',
+          'Content-Type': event.contentType ?? 'application/json',
           'User-Agent': 'stratum',
           'X-Stratum-Event': event.type,
           'X-Stratum-Delivery': event.id,

@@ -2,7 +2,7 @@ import { Inject, Module, OnApplicationShutdown, OnModuleDestroy, OnModuleInit } 
 import { HttpAdapterHost } from '@nestjs/core';
 import type { Redis } from 'ioredis';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { PushProducer, REDIS } from '@stratum/jobs';
+import { NotificationOutbox, PushProducer, REDIS } from '@stratum/jobs';
 import {
   ImageTransfer,
   PullThroughCache,
@@ -26,6 +26,7 @@ import { RegistryAccessGuard } from './registry-access.guard';
 import { RegistryController } from './registry.controller';
 import { PushController } from './push.controller';
 import { PushService } from './push.service';
+import { registryNotifier } from './registry-notifications';
 import { registryRequestMiddleware } from './registry-request.middleware';
 
 /** How long an idle upload session lives (each chunk renews it). */
@@ -50,13 +51,18 @@ const SWEEP_INTERVAL_MS = 3600 * 1000;
     },
     {
       provide: RegistryService,
-      inject: [BLOB_STORE, REPOSITORY_STORE, UploadSessionStore, REDIS],
+      inject: [BLOB_STORE, REPOSITORY_STORE, UploadSessionStore, REDIS, NotificationOutbox, STRATUM_CONFIG],
       useFactory: (
         blobs: BlobStore,
         repositories: RepositoryStore,
         uploads: UploadSessionStore,
         redis: Redis,
-      ) => new RegistryService(blobs, repositories, uploads, redis),
+        outbox: NotificationOutbox,
+        config: StratumConfig,
+      ) =>
+        new RegistryService(blobs, repositories, uploads, redis, {
+          onManifestEvent: registryNotifier(outbox, config),
+        }),
     },
     RegistryAccessGuard,
     {
