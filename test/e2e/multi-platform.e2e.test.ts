@@ -16,6 +16,7 @@ import {
   busyboxArm64Rootfs,
   BuildahStore,
   busyboxRootfs,
+  startDockerd,
   contextTar,
   ensureArm64Emulation,
   pollBuild,
@@ -430,6 +431,20 @@ describe('multi-platform builds (e2e, real arm64 through qemu)', () => {
       }
     } finally {
       new BuildahStore(store).clean();
+    }
+  });
+
+  it('Docker Engine pulls the arm64 image of the index with --platform linux/arm64', async () => {
+    requireTools('dockerd', 'docker');
+    const dockerd = await startDockerd(host);
+    try {
+      await dockerd.docker('pull', '--platform', 'linux/arm64', `${host}/app:1`);
+      const arch = (
+        await dockerd.docker('image', 'inspect', '--format', '{{.Os}}/{{.Architecture}}', `${host}/app:1`)
+      ).trim();
+      expect(arch).toBe('linux/arm64');
+    } finally {
+      await dockerd.stop();
     }
   });
 
