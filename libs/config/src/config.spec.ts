@@ -212,4 +212,22 @@ describe('loadConfig', () => {
       new RegExp(`PULL_MIRRORS: "${value.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}"`),
     );
   });
+
+  it('reads Redis Sentinel settings, and refuses a malformed list', () => {
+    expect(loadConfig({ REDIS_URL: 'redis://127.0.0.1:6390' }).redisSentinel).toBeNull();
+    const c = loadConfig({
+      REDIS_URL: 'redis://:pw@x:1/2',
+      REDIS_SENTINELS: 'a.example:26379,10.0.0.2:26380',
+    });
+    expect(c.redisSentinel).toEqual({
+      sentinels: [
+        { host: 'a.example', port: 26379 },
+        { host: '10.0.0.2', port: 26380 },
+      ],
+      name: 'mymaster',
+    });
+    expect(() => loadConfig({ REDIS_URL: 'redis://x:1', REDIS_SENTINELS: 'no-port' })).toThrow(
+      /REDIS_SENTINELS/,
+    );
+  });
 });

@@ -95,6 +95,16 @@ function buildSchemas() {
     REDIS_URL: z
       .string({ message: 'REDIS_URL is required, e.g. redis://127.0.0.1:6390' })
       .regex(/^rediss?:\/\//, 'REDIS_URL must start with redis:// or rediss://'),
+    // Redis Sentinel (high availability): comma-separated host:port of the sentinels, and the
+    // name of the primary they watch. REDIS_URL then only gives the password and the db.
+    REDIS_SENTINELS: z
+      .string()
+      .regex(
+        /^[A-Za-z0-9.:[\]-]+:\d{1,5}(,[A-Za-z0-9.:[\]-]+:\d{1,5})*$/,
+        'REDIS_SENTINELS must be host:port[,host:port...]',
+      )
+      .optional(),
+    REDIS_SENTINEL_NAME: z.string().min(1).max(128).default('mymaster'),
     DATA_DIR: z.string().min(1).default('./.data'),
     STORAGE: z.enum(['fs', 's3'], { message: 'STORAGE must be "fs" or "s3"' }).default('fs'),
     RUNTIME: z.string().min(1).default('/usr/sbin/runc'),
@@ -544,9 +554,17 @@ export type StorageConfig =
       readonly region: string;
     };
 
+/** Where the sentinels are and which primary they watch (REDIS_SENTINELS, REDIS_SENTINEL_NAME). */
+export interface RedisSentinelConfig {
+  readonly sentinels: readonly { readonly host: string; readonly port: number }[];
+  readonly name: string;
+}
+
 /** The whole validated configuration, read once at boot. */
 export interface StratumConfig {
   readonly redisUrl: string;
+  /** Redis Sentinel: the sentinels and the primary's name; null: REDIS_URL's server directly. */
+  readonly redisSentinel: RedisSentinelConfig | null;
   readonly dataDir: string;
   readonly storage: StorageConfig;
   readonly runtimePath: string;
@@ -719,6 +737,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const c = base.data;
   return {
     redisUrl: c.REDIS_URL,
+    redisSentinel:
+      c.REDIS_SENTINELS === undefined
+        ? null
+        : {
+            sentinels: c.REDIS_SENTINELS.split(',').map((hp) => {
+              const at = hp.lastIndexOf(':');
+              return { host: hp.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(hp.slice(at + 1)) };
+            }),
+            name: c.REDIS_SENTINEL_NAME,
+          },
     dataDir,
     storage,
     runtimePath: c.RUNTIME,

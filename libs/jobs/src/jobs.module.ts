@@ -47,7 +47,8 @@ export class JobsModule implements OnApplicationShutdown {
         {
           provide: REDIS,
           inject: [STRATUM_CONFIG],
-          useFactory: (config: StratumConfig) => createRedis(config.redisUrl, `stratum-${process.pid}`),
+          useFactory: (config: StratumConfig) =>
+            createRedis(config.redisUrl, `stratum-${process.pid}`, config.redisSentinel),
         },
         {
           provide: OutgoingProducer,

@@ -1,14 +1,41 @@
 import { Logger } from '@nestjs/common';
 import { Redis } from 'ioredis';
+import type { RedisSentinelConfig } from '@stratum/config';
 
 /**
  * A Redis connection for Stratum. `maxRetriesPerRequest: null` is what BullMQ requires of
  * connections used by workers (blocking commands must not time out).
  */
-export function createRedis(url: string, name = 'stratum'): Redis {
-  const redis = new Redis(url, { maxRetriesPerRequest: null, connectionName: name, lazyConnect: false });
+export function createRedis(
+  url: string,
+  name = 'stratum',
+  sentinel: RedisSentinelConfig | null = null,
+): Redis {
+  const options = { maxRetriesPerRequest: null, connectionName: name, lazyConnect: false };
+  // With Sentinel, ioredis asks the sentinels for the current primary and follows a failover
+  // (it reconnects to the promoted replica); REDIS_URL still gives the password and the db.
+  const redis =
+    sentinel === null
+      ? new Redis(url, options)
+      : new Redis({
+          ...options,
+          ...credentialsOf(url),
+          sentinels: [...sentinel.sentinels],
+          name: sentinel.name,
+        });
   logConnectionErrors(redis, name);
   return redis;
+}
+
+/** Password, user and db of a redis:// URL (what a Sentinel connection keeps from REDIS_URL). */
+function credentialsOf(url: string): { username?: string; password?: string; db?: number } {
+  const u = new URL(url);
+  const db = Number(u.pathname.replace(/^\//, '') || '0');
+  return {
+    ...(u.username !== '' ? { username: decodeURIComponent(u.username) } : {}),
+    ...(u.password !== '' ? { password: decodeURIComponent(u.password) } : {}),
+    ...(Number.isInteger(db) && db > 0 ? { db } : {}),
+  };
 }
 
 /**

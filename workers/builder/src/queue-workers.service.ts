@@ -148,6 +148,7 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
       const connection = createRedis(
         this.config.redisUrl,
         `stratum-worker-${this.config.worker.id}-${queue}`,
+        this.config.redisSentinel,
       );
       this.connections.push(connection);
       const worker = new Worker(
@@ -186,7 +187,11 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
   }
 
   private async subscribeToCancels(): Promise<void> {
-    const sub = createRedis(this.config.redisUrl, `stratum-worker-${this.config.worker.id}-cancel`);
+    const sub = createRedis(
+      this.config.redisUrl,
+      `stratum-worker-${this.config.worker.id}-cancel`,
+      this.config.redisSentinel,
+    );
     this.connections.push(sub);
     sub.on('message', (_channel: string, jobId: string) => {
       // A build's id names its job and, for a multi-platform build, its platforms' child jobs.

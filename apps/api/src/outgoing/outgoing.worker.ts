@@ -25,7 +25,11 @@ export class OutgoingWorker implements OnApplicationBootstrap, OnApplicationShut
   ) {}
 
   onApplicationBootstrap(): void {
-    this.connection = createRedis(this.config.redisUrl, `stratum-api-${process.pid}-outgoing`);
+    this.connection = createRedis(
+      this.config.redisUrl,
+      `stratum-api-${process.pid}-outgoing`,
+      this.config.redisSentinel,
+    );
     this.worker = new Worker(
       QueueName.Outgoing,
       async (job: Job) => {
