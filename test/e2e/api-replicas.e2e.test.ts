@@ -39,6 +39,8 @@ beforeAll(async () => {
     const port = await freePort();
     const p = await startApiProcess({
       ...sharedEnv(),
+      // Replica b redirects blob GETs to presigned S3 URLs (skopeo follows them below).
+      ...(name === 'b' ? { S3_REDIRECT_ENDPOINT: s3.endpoint } : {}),
       DATA_DIR: join(work, `host-${name}`),
       API_PORT: String(port),
     });
@@ -113,6 +115,15 @@ it('a chunked upload moves between two API replicas and skopeo pulls it through 
     ).status,
   ).toBe(201);
 
+  // b answers a whole-blob GET with a redirect to object storage; a ranged GET it serves itself.
+  const redirected = await fetch(`${b.url}/v2/multi/app/blobs/${sha(layer)}`, { redirect: 'manual' });
+  expect(redirected.status).toBe(307);
+  expect(redirected.headers.get('location')).toMatch(new RegExp(`^${s3.endpoint}/replicas/blobs/sha256/`));
+  expect(redirected.headers.get('docker-content-digest')).toBe(sha(layer));
+  expect(
+    (await send(`${b.url}/v2/multi/app/blobs/${sha(layer)}`, 'GET', undefined, { range: 'bytes=0-9' }))
+      .status,
+  ).toBe(206);
   for (const r of replicas) {
     const blob = await send(`${r.url}/v2/multi/app/blobs/${sha(layer)}`, 'GET');
     expect(blob.status).toBe(200);

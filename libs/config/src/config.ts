@@ -33,6 +33,17 @@ function buildSchemas() {
       .string()
       .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'S3_BUCKET must be a valid bucket name'),
     S3_REGION: z.string().min(1).default('us-east-1'),
+    // Blob GETs answer 307 to a presigned URL on this endpoint (the S3 address registry clients
+    // reach), so layer bytes bypass the API, as Distribution's storage `redirect` does. Unset: off.
+    S3_REDIRECT_ENDPOINT: z
+      .url({ message: 'S3_REDIRECT_ENDPOINT must be a URL such as https://s3.example.com' })
+      .optional(),
+    S3_REDIRECT_SECONDS: z.coerce
+      .number()
+      .int()
+      .min(10)
+      .max(7 * 24 * 3600)
+      .default(300),
   });
 
   /**
@@ -552,6 +563,10 @@ export type StorageConfig =
       readonly secretKey: string;
       readonly bucket: string;
       readonly region: string;
+      /** S3_REDIRECT_ENDPOINT: blob GETs are redirected to presigned URLs there; null: served by the API. */
+      readonly redirectEndpoint?: string | null;
+      /** How long a presigned blob URL is valid. */
+      readonly redirectSeconds?: number;
     };
 
 /** Where the sentinels are and which primary they watch (REDIS_SENTINELS, REDIS_SENTINEL_NAME). */
@@ -706,6 +721,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         secretKey: s3.data.S3_SECRET_KEY,
         bucket: s3.data.S3_BUCKET,
         region: s3.data.S3_REGION,
+        redirectEndpoint: s3.data.S3_REDIRECT_ENDPOINT ?? null,
+        redirectSeconds: s3.data.S3_REDIRECT_SECONDS,
       };
     } else {
       problems.push(...describe(s3.error.issues).map((p) => `${p} (required because STORAGE=s3)`));

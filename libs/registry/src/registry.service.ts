@@ -333,6 +333,22 @@ export class RegistryService {
   }
 
   /** A blob's bytes, or the part a `Range` header asks for (RANGE_INVALID when unsatisfiable). */
+  /**
+   * Where a client may fetch the whole blob directly (a presigned object-storage URL), after the
+   * same checks as a GET (repository holds it); null when the store serves no redirects.
+   */
+  async blobRedirect(
+    repository: string,
+    digest: string,
+  ): Promise<{ url: string; digest: BlobDigest } | null> {
+    if (this.blobs.redirectUrl === undefined) {
+      return null;
+    }
+    const info = await this.statBlob(repository, digest);
+    const url = await this.blobs.redirectUrl(info.digest);
+    return url === null ? null : { url, digest: info.digest };
+  }
+
   async getBlob(repository: string, digest: string, rangeHeader?: string): Promise<BlobContent> {
     const info = await this.statBlob(repository, digest);
     const range = parseRangeHeader(rangeHeader, info.size);

@@ -61,6 +61,11 @@ export interface BlobStore {
    */
   get(digest: BlobDigest, range?: ByteRange): Promise<Readable>;
   put(data: Readable, options?: PutBlobOptions): Promise<PutBlobResult>;
+  /**
+   * A short-lived URL a client can GET the whole blob from without passing through us (S3
+   * presigned), or null when the backend has none (fs, or redirects not configured).
+   */
+  redirectUrl?(digest: BlobDigest): Promise<string | null>;
   /** True when something was deleted. */
   delete(digest: BlobDigest): Promise<boolean>;
   list(): AsyncIterable<BlobDigest>;

@@ -46,7 +46,17 @@ export async function createStorage(
       const client = createS3Client(config);
       await ensureBucket(client, config.bucket, config.region);
       return {
-        blobs: new S3BlobStore(client, config.bucket),
+        blobs: new S3BlobStore(client, config.bucket, {
+          ...(config.redirectEndpoint
+            ? {
+                redirect: {
+                  // Only signs (the region is given, so minio asks nothing of this endpoint).
+                  client: createS3Client({ ...config, endpoint: config.redirectEndpoint }),
+                  seconds: config.redirectSeconds ?? 300,
+                },
+              }
+            : {}),
+        }),
         repositories: guard(new S3RepositoryStore(client, config.bucket)),
         uploads: new S3UploadPartStore(client, config.bucket),
         markers: new S3MarkerStore(client, config.bucket),

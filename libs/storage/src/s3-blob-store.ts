@@ -38,6 +38,8 @@ export interface S3BlobStoreOptions {
    * per upload in flight; the largest blob is `partSize * 10 000`. Default 8 MiB (~78 GiB).
    */
   readonly partSize?: number;
+  /** Presigned GET URLs for {@link S3BlobStore.redirectUrl}: a client on the endpoint clients reach, and their lifetime. */
+  readonly redirect?: { readonly client: Client; readonly seconds: number };
 }
 
 /**
@@ -51,6 +53,7 @@ export interface S3BlobStoreOptions {
 export class S3BlobStore implements BlobStore {
   private readonly partSize: number;
   private readonly logger = new Logger('S3BlobStore');
+  private readonly redirect: { readonly client: Client; readonly seconds: number } | null;
 
   constructor(
     private readonly client: Client,
@@ -58,6 +61,7 @@ export class S3BlobStore implements BlobStore {
     options: S3BlobStoreOptions = {},
   ) {
     this.partSize = options.partSize ?? 8 * 1024 * 1024;
+    this.redirect = options.redirect ?? null;
     if (this.partSize < MIN_PART_SIZE) {
       throw new RangeError(`partSize must be at least ${MIN_PART_SIZE}`);
     }
@@ -71,6 +75,22 @@ export class S3BlobStore implements BlobStore {
   async stat(digest: BlobDigest): Promise<BlobStat> {
     const s = await statObjectOrNull(this.client, this.bucket, this.keyOf(digest));
     return s === null ? { exists: false } : { exists: true, size: s.size, modifiedAt: s.lastModified };
+  }
+
+  /** A presigned GET of the blob's object on the redirect endpoint (signed locally, no request), or null. */
+  async redirectUrl(digest: BlobDigest): Promise<string | null> {
+    if (this.redirect === null) {
+      return null;
+    }
+    try {
+      return await this.redirect.client.presignedGetObject(
+        this.bucket,
+        this.keyOf(digest),
+        this.redirect.seconds,
+      );
+    } catch (err) {
+      throw mapS3Error(err, `presigning ${digest}`);
+    }
   }
 
   async has(digest: BlobDigest): Promise<boolean> {

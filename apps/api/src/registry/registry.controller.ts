@@ -193,6 +193,16 @@ export class RegistryController {
       res.status(200).end();
       return;
     }
+    if (req.header('range') === undefined) {
+      // With S3_REDIRECT_ENDPOINT: the bytes come from object storage, not through the API.
+      const redirect = await this.registry.blobRedirect(name, digest);
+      if (redirect !== null) {
+        res.setHeader('Docker-Content-Digest', redirect.digest);
+        res.setHeader('Location', redirect.url);
+        res.status(307).end();
+        return;
+      }
+    }
     let blob;
     try {
       blob = await this.registry.getBlob(name, digest, req.header('range'));
