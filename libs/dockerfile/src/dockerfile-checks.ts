@@ -4,6 +4,7 @@
 // https://docs.docker.com/reference/build-checks/
 import { tryParseReference } from '@stratum/oci';
 import { createStageScope, planBuild, type BuildPlan } from './build-planner';
+import { closestName } from './closest-name';
 import { DockerfileError } from './dockerfile-error';
 import { parseDockerfile, parseWords } from './dockerfile-parser';
 import { expandInstruction } from './expand-instruction';
@@ -591,33 +592,6 @@ function scopeArgNames(stage: Stage, instr: Instruction): string[] {
 }
 
 function withSuggestion(message: string, name: string, known: ReadonlySet<string>, prefix: string): string {
-  let best: string | undefined;
-  let bestDistance = Infinity;
-  for (const k of known) {
-    const d = levenshtein(name.toLowerCase(), k.toLowerCase());
-    if (d < bestDistance) {
-      bestDistance = d;
-      best = k;
-    }
-  }
-  const threshold = Math.max(1, Math.floor(name.length / 3));
-  return best !== undefined && bestDistance <= threshold
-    ? `${message} (did you mean ${prefix}${best}?)`
-    : message;
-}
-
-function levenshtein(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(
-        (prev[j] ?? 0) + 1,
-        (cur[j - 1] ?? 0) + 1,
-        (prev[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1),
-      );
-    }
-    prev = cur;
-  }
-  return prev[b.length] ?? 0;
+  const best = closestName(name, known);
+  return best !== undefined ? `${message} (did you mean ${prefix}${best}?)` : message;
 }

@@ -7,6 +7,7 @@
 // the escape token, comment/empty lines inside continuations, heredoc detection via
 // the shell lexer with quoted-delimiter detection, `<<-` tab stripping, JSON fallback),
 // which decide the text every cache key is computed from.
+import { closestName } from './closest-name';
 import { DockerfileError } from './dockerfile-error';
 import { DOCKERFILE_LIMITS, type DockerfileLimits } from './dockerfile-limits';
 import { parseGoDuration } from './go-duration';
@@ -866,37 +867,9 @@ function pairs(node: RawNode, cmd: string): KeyValue[] {
 }
 
 function unknownInstruction(keyword: string): ParseFailure {
-  const upper = keyword.toUpperCase();
-  let best: string | undefined;
-  let bestDistance = Infinity;
-  for (const k of INSTRUCTION_KINDS) {
-    const dist = levenshtein(upper, k);
-    if (dist < bestDistance) {
-      bestDistance = dist;
-      best = k;
-    }
-  }
-  const hint =
-    best !== undefined && bestDistance <= Math.max(1, Math.floor(upper.length / 3))
-      ? ` (did you mean ${best}?)`
-      : '';
+  const best = closestName(keyword.toUpperCase(), INSTRUCTION_KINDS);
+  const hint = best !== undefined ? ` (did you mean ${best}?)` : '';
   return new ParseFailure(`unknown instruction: ${keyword}${hint}`);
-}
-
-function levenshtein(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(
-        (prev[j] ?? 0) + 1,
-        (cur[j - 1] ?? 0) + 1,
-        (prev[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1),
-      );
-    }
-    prev = cur;
-  }
-  return prev[b.length] ?? 0;
 }
 
 function duration(flags: Flags, name: string): number {
