@@ -15,7 +15,7 @@ import {
   cacheRecordKey,
   isUserBuildError,
   RedisBuildCacheIndex,
-} from '@stratum/build';
+} from '@stratum/engine';
 import { opaqueName } from '@stratum/confine';
 import { Digest } from '@stratum/contracts';
 import { RuncRuntime } from '@stratum/runtime';

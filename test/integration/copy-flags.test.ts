@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { Redis } from 'ioredis';
-import { BuildEngine, isUserBuildError, RedisBuildCacheIndex } from '@stratum/build';
+import { BuildEngine, isUserBuildError, RedisBuildCacheIndex } from '@stratum/engine';
 import { Digest } from '@stratum/contracts';
 import { RuncRuntime } from '@stratum/runtime';
 import { FsBlobStore, FsRepositoryStore } from '@stratum/storage';

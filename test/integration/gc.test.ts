@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Redis } from 'ioredis';
-import { cacheRecordKey } from '@stratum/build';
+import { cacheRecordKey } from '@stratum/engine';
 import { RedisKeys } from '@stratum/jobs';
 import { BlobDigest, FsBlobStore, FsRepositoryStore } from '@stratum/storage';
 import { RedisServerHandle, startRedisServer } from '@stratum/testing';

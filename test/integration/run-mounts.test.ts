@@ -7,7 +7,7 @@ import { lstat, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { BuildEngine, isUserBuildError, RedisBuildCacheIndex } from '@stratum/build';
+import { BuildEngine, isUserBuildError, RedisBuildCacheIndex } from '@stratum/engine';
 import { Digest } from '@stratum/contracts';
 import { applyLayer } from '@stratum/layers';
 import { RuncRuntime } from '@stratum/runtime';

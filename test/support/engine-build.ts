@@ -1,7 +1,7 @@
 import { mkdtemp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import type { BuildEngine, BuildReporter } from '@stratum/build';
+import type { BuildEngine, BuildReporter } from '@stratum/engine';
 import { BuildJobData, Digest, StepRecord } from '@stratum/contracts';
 import { applyLayer } from '@stratum/layers';
 import { BlobDigest, BlobStore } from '@stratum/storage';

@@ -1,4 +1,4 @@
-import { BuildReporter } from '@stratum/build';
+import { BuildReporter } from '@stratum/engine';
 import { StepRecord } from '@stratum/contracts';
 import { BuildRecordStore } from '@stratum/jobs';
 

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { Job } from 'bullmq';
 import { Redis } from 'ioredis';
-import { BuildEngine, BuildError, MAX_STORED_ERROR_LENGTH } from '@stratum/build';
+import { BuildEngine, BuildError, MAX_STORED_ERROR_LENGTH } from '@stratum/engine';
 import { BuildJobData, BuildJobResult, BuildRecord, JobName } from '@stratum/contracts';
 import { BuildRecordStore, createRedis, RedisKeys } from '@stratum/jobs';
 import { PushSubmitter } from '@stratum/registry';

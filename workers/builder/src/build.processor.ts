@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { Job, UnrecoverableError } from 'bullmq';
-import { BuildEngine, BuildError, isUserBuildError, truncateErrorMessage } from '@stratum/build';
+import { BuildEngine, BuildError, isUserBuildError, truncateErrorMessage } from '@stratum/engine';
 import {
   BuildJobData,
   BuildJobResult,

@@ -1,6 +1,6 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { Redis } from 'ioredis';
-import { BuildEngine, RemoteImageSource, RedisBuildCacheIndex } from '@stratum/build';
+import { BuildEngine, RemoteImageSource, RedisBuildCacheIndex } from '@stratum/engine';
 import { ConfigModule, STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { JobsModule, REDIS, StoreProbeModule } from '@stratum/jobs';
 import { LayerCache } from '@stratum/layers';

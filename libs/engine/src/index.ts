@@ -1,5 +1,5 @@
 /**
- * `@stratum/build`: executes Dockerfile builds on overlay container filesystems with runc,
+ * `@stratum/engine`: executes Dockerfile builds on overlay container filesystems with runc,
  * one layer per filesystem step, with a step cache shared through Redis and the blob store,
  * and writes the resulting image.
  */
