@@ -233,7 +233,7 @@ describe('notifications', () => {
       });
     expect(got.status).toBe(200);
     const digest = got.headers['docker-content-digest'];
-    const type = (got.headers['content-type']).split(';')[0];
+    const type = got.headers['content-type'].split(';')[0];
     await request(api.url)
       .put('/v2/notes/manifests/copy')
       .set('Content-Type', type)

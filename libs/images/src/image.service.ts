@@ -180,9 +180,7 @@ export class ImageService {
   }
 
   /** When `ref` names an index in our registry: its digest and its platforms' images; else null. */
-  async resolveIndex(
-    ref: string,
-  ): Promise<{
+  async resolveIndex(ref: string): Promise<{
     digest: Digest;
     repository: string;
     platforms: { platform: string; image: StoredImage }[];
