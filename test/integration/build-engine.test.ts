@@ -2,24 +2,15 @@
 // the step cache (hits, misses, sharing between two "hosts", a vanished blob), and the
 // Docker/BuildKit behaviours the engine implements itself (COPY through symlinks, .dockerignore,
 // ADD <url>, WORKDIR, secrets, SOURCE_DATE_EPOCH, errors with lines).
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstat, mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
+import { lstat, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import { createServer, Server } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import {
-  BuildEngine,
-  BuildEngineOptions,
-  cacheRecordKey,
-  isUserBuildError,
-  RedisBuildCacheIndex,
-} from '@stratum/engine';
+import { BuildEngine, BuildEngineOptions, cacheRecordKey, isUserBuildError } from '@stratum/engine';
 import { opaqueName } from '@stratum/confine';
 import { Digest } from '@stratum/contracts';
-import { RuncRuntime } from '@stratum/runtime';
-import { BlobDigest, FsBlobStore, FsRepositoryStore } from '@stratum/storage';
+import { BlobDigest, FsBlobStore } from '@stratum/storage';
 import {
   buildWithEngine,
   busyboxContext,
@@ -27,41 +18,21 @@ import {
   EngineBuildOptions,
   EngineBuildResult,
   freePort,
-  RedisServerHandle,
-  startRedisServer,
+  EngineTestBed,
+  startEngineTestBed,
   unpackImage,
 } from '@stratum/testing';
 
 jest.setTimeout(120_000);
 
+let bed: EngineTestBed;
 let work: string;
-let redisServer: RedisServerHandle;
 let redis: Redis;
 let blobs: FsBlobStore;
-let repositories: FsRepositoryStore;
-const engines: BuildEngine[] = [];
 
 /** One worker host: its own scratch, layer cache and runc state; shared blob store and Redis. */
-function host(name: string, extra: Partial<BuildEngineOptions> = {}): BuildEngine {
-  const dir = join(work, name);
-  const engine = new BuildEngine({
-    blobs,
-    repositories,
-    runtime: new RuncRuntime({
-      runcPath: '/usr/sbin/runc',
-      stateRoot: join(dir, 'runc'),
-      bundleDir: join(dir, 'bundles'),
-      cgroupParent: `/stratum-test-build-${process.pid}`,
-    }),
-    jobsDir: join(dir, 'jobs'),
-    layerCacheDir: join(dir, 'layers'),
-    stepTimeoutMs: 60_000,
-    cacheIndex: new RedisBuildCacheIndex(redis),
-    ...extra,
-  });
-  engines.push(engine);
-  return engine;
-}
+const host = (name: string, extra: Partial<BuildEngineOptions> = {}): BuildEngine =>
+  bed.engine(join(work, name), extra);
 
 type Result = EngineBuildResult;
 
@@ -78,26 +49,14 @@ const unpack = (engine: BuildEngine, digest: Digest): Promise<string> =>
 const statuses = (r: Result): string[] => r.steps.map((s) => s.status);
 
 beforeAll(async () => {
-  work = await mkdtemp(join(tmpdir(), 'stratum-build-it-'));
-  redisServer = await startRedisServer();
-  redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-  blobs = new FsBlobStore(join(work, 'store'));
-  repositories = new FsRepositoryStore(join(work, 'store'));
+  bed = await startEngineTestBed('build-it');
+  ({ work, redis, blobs } = bed);
 });
 
 afterAll(async () => {
-  redis?.disconnect();
-  await redisServer?.stop();
-  let mounts: string[] = [];
-  try {
-    mounts = execFileSync('findmnt', ['-rn', '-t', 'overlay', '-o', 'TARGET'], { encoding: 'utf8' })
-      .split('\n')
-      .filter((t) => work !== undefined && t.startsWith(work));
-  } catch {
-    // findmnt exits 1 when there is no overlay mount at all
-  }
+  const mounts = bed?.mounts('overlay');
+  await bed?.stop();
   expect(mounts).toEqual([]);
-  await rm(work, { recursive: true, force: true });
 });
 
 describe('step cache', () => {

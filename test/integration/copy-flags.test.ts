@@ -6,16 +6,12 @@
 // (https://docs.docker.com/reference/dockerfile/#copy---exclude, #copy---parents, #copy---link)
 // and BuildKit's testExcludedFilesOnCopy tree. Debian's Buildah (1.28) has neither --exclude nor
 // --parents, so these follow the reference and BuildKit rather than a Buildah comparison.
-import { execFileSync } from 'node:child_process';
-import { lstat, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { lstat, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { Redis } from 'ioredis';
-import { BuildEngine, isUserBuildError, RedisBuildCacheIndex } from '@stratum/engine';
+import { BuildEngine, isUserBuildError } from '@stratum/engine';
 import { Digest } from '@stratum/contracts';
-import { RuncRuntime } from '@stratum/runtime';
-import { FsBlobStore, FsRepositoryStore } from '@stratum/storage';
+import { FsBlobStore } from '@stratum/storage';
 import {
   BuildahStore,
   buildWithEngine,
@@ -24,8 +20,8 @@ import {
   EngineBuildOptions,
   EngineBuildResult,
   layoutFromStore,
-  RedisServerHandle,
-  startRedisServer,
+  EngineTestBed,
+  startEngineTestBed,
   tree as fileTree,
   umociUnpack,
   unpackImage,
@@ -34,48 +30,21 @@ import {
 
 jest.setTimeout(120_000);
 
+let bed: EngineTestBed;
 let work: string;
-let redisServer: RedisServerHandle;
-let redis: Redis;
 let blobs: FsBlobStore;
-let repositories: FsRepositoryStore;
 let engine: BuildEngine;
 
 beforeAll(async () => {
-  work = await mkdtemp(join(tmpdir(), 'stratum-copy-flags-'));
-  redisServer = await startRedisServer();
-  redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-  blobs = new FsBlobStore(join(work, 'store'));
-  repositories = new FsRepositoryStore(join(work, 'store'));
-  engine = new BuildEngine({
-    blobs,
-    repositories,
-    runtime: new RuncRuntime({
-      runcPath: '/usr/sbin/runc',
-      stateRoot: join(work, 'runc'),
-      bundleDir: join(work, 'bundles'),
-      cgroupParent: `/stratum-test-copy-${process.pid}`,
-    }),
-    jobsDir: join(work, 'jobs'),
-    layerCacheDir: join(work, 'layers'),
-    stepTimeoutMs: 60_000,
-    cacheIndex: new RedisBuildCacheIndex(redis),
-  });
+  bed = await startEngineTestBed('copy-flags');
+  ({ work, blobs } = bed);
+  engine = bed.engine();
 });
 
 afterAll(async () => {
-  redis?.disconnect();
-  await redisServer?.stop();
-  let mounts: string[] = [];
-  try {
-    mounts = execFileSync('findmnt', ['-rn', '-t', 'overlay', '-o', 'TARGET'], { encoding: 'utf8' })
-      .split('\n')
-      .filter((t) => work !== undefined && t.startsWith(work));
-  } catch {
-    // findmnt exits 1 when there is no overlay mount at all
-  }
+  const mounts = bed?.mounts('overlay');
+  await bed?.stop();
   expect(mounts).toEqual([]);
-  await rm(work, { recursive: true, force: true });
 });
 
 const build = (

@@ -6,30 +6,26 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { lstat, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
-import { BuildEngine, isUserBuildError, RedisBuildCacheIndex } from '@stratum/engine';
+import { BuildEngine, isUserBuildError } from '@stratum/engine';
 import { Digest } from '@stratum/contracts';
 import { applyLayer } from '@stratum/layers';
-import { RuncRuntime } from '@stratum/runtime';
-import { BlobDigest, FsBlobStore, FsRepositoryStore } from '@stratum/storage';
+import { BlobDigest, FsBlobStore } from '@stratum/storage';
 import {
   buildWithEngine,
   busyboxContext,
   EngineBuildResult,
-  RedisServerHandle,
+  EngineTestBed,
   requireTools,
-  startRedisServer,
+  startEngineTestBed,
   unpackImage,
   writeTree,
 } from '@stratum/testing';
 
 jest.setTimeout(120_000);
 
+let bed: EngineTestBed;
 let work: string;
-let redisServer: RedisServerHandle;
-let redis: Redis;
 let blobs: FsBlobStore;
-let repositories: FsRepositoryStore;
 let engine: BuildEngine;
 
 type Result = EngineBuildResult;
@@ -99,36 +95,13 @@ async function scratchLeftovers(): Promise<string[]> {
 }
 
 /** Mounts (any type) below the test's directory. */
-function mountsUnderWork(): string[] {
-  return readFileSyncMounts().filter((t) => t.startsWith(work));
-}
-
-function readFileSyncMounts(): string[] {
-  return execFileSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' }).split('\n');
-}
+const mountsUnderWork = (): string[] => bed.mounts();
 
 beforeAll(async () => {
   requireTools('runc', 'findmnt', 'cp', 'du', 'grep', 'tar');
-  work = await mkdtemp(join(tmpdir(), 'stratum-mounts-it-'));
-  redisServer = await startRedisServer();
-  redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-  blobs = new FsBlobStore(join(work, 'store'));
-  repositories = new FsRepositoryStore(join(work, 'store'));
-  engine = new BuildEngine({
-    blobs,
-    repositories,
-    runtime: new RuncRuntime({
-      runcPath: '/usr/sbin/runc',
-      stateRoot: join(work, 'runc'),
-      bundleDir: join(work, 'bundles'),
-      cgroupParent: `/stratum-test-mounts-${process.pid}`,
-    }),
-    jobsDir: join(work, 'jobs'),
-    layerCacheDir: join(work, 'layers'),
-    runCacheDir: join(work, 'run-cache'),
-    stepTimeoutMs: 60_000,
-    cacheIndex: new RedisBuildCacheIndex(redis),
-  });
+  bed = await startEngineTestBed('mounts-it');
+  ({ work, blobs } = bed);
+  engine = bed.engine();
 });
 
 afterEach(() => {
@@ -137,11 +110,9 @@ afterEach(() => {
 });
 
 afterAll(async () => {
-  redis?.disconnect();
-  await redisServer?.stop();
-  if (work !== undefined) {
+  if (bed !== undefined) {
     expect(mountsUnderWork()).toEqual([]);
-    await rm(work, { recursive: true, force: true });
+    await bed.stop();
   }
 });
 

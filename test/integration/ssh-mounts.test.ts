@@ -5,31 +5,28 @@
 // required id fails naming it and the line; nothing stays mounted or listening.
 import { execFile, execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { lstat, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { lstat, mkdtemp, readdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
-import { BuildEngine, isUserBuildError, RedisBuildCacheIndex } from '@stratum/engine';
+import { BuildEngine, isUserBuildError } from '@stratum/engine';
 import { Digest } from '@stratum/contracts';
 import { applyLayer } from '@stratum/layers';
-import { RuncRuntime } from '@stratum/runtime';
-import { BlobDigest, FsBlobStore, FsRepositoryStore } from '@stratum/storage';
+import { BlobDigest, FsBlobStore } from '@stratum/storage';
 import {
   buildWithEngine,
   busyboxContext,
   EngineBuildResult,
-  RedisServerHandle,
+  EngineTestBed,
   requireTools,
   sshToolsTar,
-  startRedisServer,
+  startEngineTestBed,
   unpackImage,
 } from '@stratum/testing';
 
 jest.setTimeout(120_000);
 
+let bed: EngineTestBed;
 let work: string;
-let redisServer: RedisServerHandle;
-let redis: Redis;
 let blobs: FsBlobStore;
 let engine: BuildEngine;
 let tools: Buffer;
@@ -50,15 +47,13 @@ const build = (dockerfile: string, ssh: Record<string, string[]> | undefined): P
 
 const unpack = (digest: Digest): Promise<string> => unpackImage(engine, blobs, digest, work);
 
-function mountsUnderWork(): string[] {
-  return execFileSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' })
-    .split('\n')
-    .filter((t) => t.startsWith(work));
-}
+const mountsUnderWork = (): string[] => bed.mounts();
 
 beforeAll(async () => {
   requireTools('runc', 'findmnt', 'ssh-keygen', 'ssh-add', 'grep');
-  work = await mkdtemp(join(tmpdir(), 'stratum-ssh-it-'));
+  bed = await startEngineTestBed('ssh-it');
+  ({ work, blobs } = bed);
+  engine = bed.engine();
   for (const [name, args] of [
     ['ed', ['-t', 'ed25519']],
     ['rsa', ['-t', 'rsa', '-b', '2048']],
@@ -69,24 +64,6 @@ beforeAll(async () => {
     keys[name] = { priv: readFileSync(f, 'utf8'), pub: readFileSync(`${f}.pub`, 'utf8').trim() };
   }
   tools = sshToolsTar();
-  redisServer = await startRedisServer();
-  redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-  blobs = new FsBlobStore(join(work, 'store'));
-  engine = new BuildEngine({
-    blobs,
-    repositories: new FsRepositoryStore(join(work, 'store')),
-    runtime: new RuncRuntime({
-      runcPath: '/usr/sbin/runc',
-      stateRoot: join(work, 'runc'),
-      bundleDir: join(work, 'bundles'),
-      cgroupParent: `/stratum-test-ssh-${process.pid}`,
-    }),
-    jobsDir: join(work, 'jobs'),
-    layerCacheDir: join(work, 'layers'),
-    runCacheDir: join(work, 'run-cache'),
-    stepTimeoutMs: 60_000,
-    cacheIndex: new RedisBuildCacheIndex(redis),
-  });
 });
 
 afterEach(async () => {
@@ -99,11 +76,7 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  redis?.disconnect();
-  await redisServer?.stop();
-  if (work !== undefined) {
-    await rm(work, { recursive: true, force: true });
-  }
+  await bed?.stop();
 });
 
 /** `ssh-keygen -Y verify` on the host: true when `sig` is `pub`'s signature of `msg`. */

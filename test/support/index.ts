@@ -17,3 +17,4 @@ export * from './buildah-compare';
 export * from './service-process';
 export * from './foreign-platform';
 export * from './ssh-tools';
+export * from './engine-host';
