@@ -1,10 +1,8 @@
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
 import request from 'supertest';
-import { RedisServerHandle, startRedisServer } from '@stratum/testing';
-import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { startTestApi, TestApi } from '../support/api-server';
 import { isolatedTool, makeImage, run, sha, skopeo, writeOciLayout } from './registry-fixtures';
 
 // Registry auth end to end: REGISTRY_AUTH=token with users (bcrypt and plain) and an API token,
@@ -16,34 +14,24 @@ const SECRET = 'an-auth-secret-of-at-least-32-characters!';
 const API_TOKEN = 'stratum-ci-token-0123456789abcdef';
 
 describe('registry auth (e2e, token flow, skopeo/podman/buildah)', () => {
-  let redis: RedisServerHandle;
-  let dataDir: string;
+  let stack: TestApi;
   let work: string;
-  let api: ApiServerHandle;
   let host: string;
   let http: ReturnType<typeof request>;
   let layout: string;
   let imageDigest: string;
 
   beforeAll(async () => {
-    redis = await startRedisServer();
-    dataDir = await mkdtemp(join(tmpdir(), 'stratum-auth-e2e-'));
-    work = await mkdtemp(join(tmpdir(), 'stratum-auth-work-'));
-    api = await startApiServer(
-      testConfig({
-        REDIS_URL: redis.url,
-        DATA_DIR: dataDir,
-        REGISTRY_AUTH: 'token',
-        AUTH_SECRET: SECRET,
-        REGISTRY_USERS: `alice:${bcrypt.hashSync('wonderland', 8)},bob:plain-password`,
-        API_TOKENS: `ci:${API_TOKEN}`,
-        API_AUTH: 'true',
-        ANONYMOUS_PULL: 'false',
-        REPOSITORY_ACCESS: 'public/*=public',
-      }),
-    );
-    host = api.url.replace('http://', '');
-    http = request(api.url);
+    stack = await startTestApi('auth', {
+      REGISTRY_AUTH: 'token',
+      AUTH_SECRET: SECRET,
+      REGISTRY_USERS: `alice:${bcrypt.hashSync('wonderland', 8)},bob:plain-password`,
+      API_TOKENS: `ci:${API_TOKEN}`,
+      API_AUTH: 'true',
+      ANONYMOUS_PULL: 'false',
+      REPOSITORY_ACCESS: 'public/*=public',
+    });
+    ({ work, host, http } = stack);
     const image = await makeImage(work, { hello: 'hello from an authenticated registry\n' });
     imageDigest = image.digest;
     layout = join(work, 'layout');
@@ -51,10 +39,7 @@ describe('registry auth (e2e, token flow, skopeo/podman/buildah)', () => {
   }, 60_000);
 
   afterAll(async () => {
-    await api?.close();
-    await redis?.stop();
-    await rm(dataDir, { recursive: true, force: true });
-    await rm(work, { recursive: true, force: true });
+    await stack?.close();
   });
 
   it('challenges /v2/ and protected routes with the token realm and scope', async () => {
@@ -97,8 +82,8 @@ describe('registry auth (e2e, token flow, skopeo/podman/buildah)', () => {
       .expect(401);
     await http.put('/v2/team/app/manifests/v1').auth('alice', 'wrong').send('{}').expect(401);
 
-    expect(await readdir(join(dataDir, 'store', 'blobs', 'sha256')).catch(() => [])).toEqual([]);
-    expect(await readdir(join(dataDir, 'store', 'uploads')).catch(() => [])).toEqual([]);
+    expect(await readdir(join(stack.dataDir, 'store', 'blobs', 'sha256')).catch(() => [])).toEqual([]);
+    expect(await readdir(join(stack.dataDir, 'store', 'uploads')).catch(() => [])).toEqual([]);
     const token = await http
       .get('/v2/token?service=stratum&scope=registry:catalog:*')
       .auth('bob', 'plain-password');

@@ -1,10 +1,8 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import request from 'supertest';
-import { RedisServerHandle, runCli, startRedisServer } from '@stratum/testing';
-import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { runCli } from '@stratum/testing';
+import { ApiServerHandle, startTestApi, TestApi } from '../support/api-server';
 import { isolatedTool, makeImage, skopeo, writeOciLayout } from './registry-fixtures';
 
 // Scoped access end to end (ACCESS_RULES): each user and API token may pull, push and delete
@@ -22,8 +20,7 @@ interface OciErrors {
 }
 
 describe('scoped access (e2e, ACCESS_RULES, token flow + REST)', () => {
-  let redis: RedisServerHandle;
-  let dataDir: string;
+  let stack: TestApi;
   let work: string;
   let api: ApiServerHandle;
   let host: string;
@@ -31,30 +28,22 @@ describe('scoped access (e2e, ACCESS_RULES, token flow + REST)', () => {
   let layout: string;
 
   beforeAll(async () => {
-    redis = await startRedisServer();
-    dataDir = await mkdtemp(join(tmpdir(), 'stratum-scoped-e2e-'));
-    work = await mkdtemp(join(tmpdir(), 'stratum-scoped-work-'));
-    api = await startApiServer(
-      testConfig({
-        REDIS_URL: redis.url,
-        DATA_DIR: dataDir,
-        REGISTRY_AUTH: 'token',
-        API_AUTH: 'true',
-        AUTH_SECRET: SECRET,
-        REGISTRY_USERS: 'alice:alice-password,bob:bob-password',
-        API_TOKENS: `ci:${CI_TOKEN},ops:${OPS_TOKEN}`,
-        ANONYMOUS_PULL: 'false',
-        ACCESS_RULES: [
-          'alice:team/*=pull+push+delete',
-          'bob:team/*=pull',
-          'bob:bob/*=pull+push',
-          'token:ci:ci/*=pull+push',
-          'token:ops:*=pull+push+delete',
-        ].join(','),
-      }),
-    );
-    host = api.url.replace('http://', '');
-    http = request(api.url);
+    stack = await startTestApi('scoped', {
+      REGISTRY_AUTH: 'token',
+      API_AUTH: 'true',
+      AUTH_SECRET: SECRET,
+      REGISTRY_USERS: 'alice:alice-password,bob:bob-password',
+      API_TOKENS: `ci:${CI_TOKEN},ops:${OPS_TOKEN}`,
+      ANONYMOUS_PULL: 'false',
+      ACCESS_RULES: [
+        'alice:team/*=pull+push+delete',
+        'bob:team/*=pull',
+        'bob:bob/*=pull+push',
+        'token:ci:ci/*=pull+push',
+        'token:ops:*=pull+push+delete',
+      ].join(','),
+    });
+    ({ work, api, host, http } = stack);
     layout = join(work, 'layout');
     await writeOciLayout(layout, 'v1', [await makeImage(work, { hello: 'scoped\n' })]);
     await skopeo(
@@ -68,10 +57,7 @@ describe('scoped access (e2e, ACCESS_RULES, token flow + REST)', () => {
   }, 120_000);
 
   afterAll(async () => {
-    await api?.close();
-    await redis?.stop();
-    await rm(dataDir, { recursive: true, force: true });
-    await rm(work, { recursive: true, force: true });
+    await stack?.close();
   });
 
   it('the token endpoint grants only what the rules allow', async () => {
@@ -176,7 +162,7 @@ describe('scoped access (e2e, ACCESS_RULES, token flow + REST)', () => {
       expect.objectContaining({ name: 'deployer', username: 'robot+deployer', createdBy: 'token:ops' }),
     ]);
     expect(JSON.stringify(listed)).not.toContain(made.token);
-    const stored = new Redis(redis.url);
+    const stored = new Redis(stack.redis.url);
     try {
       const fields = await stored.hgetall('stratum:robot:deployer');
       expect(JSON.stringify(fields)).not.toContain(made.token.split('.')[2]);
