@@ -5,7 +5,17 @@ import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
-import { contextTar, filesUnder, freePort, pollBuild } from '@stratum/testing';
+import {
+  contextTar,
+  filesUnder,
+  freePort,
+  pollBuild,
+  RedisServerHandle,
+  startRedisServer,
+  startWorkerProcess,
+  WorkerProcessHandle,
+} from '@stratum/testing';
+import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
 
 export { filesUnder };
 
@@ -203,4 +213,74 @@ export class DurableRedis {
     await this.stop();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** A redis-server, a data dir and the API, plus worker processes started and stopped by test. */
+export interface ChaosStack {
+  readonly redisServer: RedisServerHandle;
+  readonly dataDir: string;
+  readonly api: ApiServerHandle;
+  /** The environment of the API (as worker `apiWorkerId`) and of each worker. */
+  env(workerId: string): Record<string, string>;
+  /** A worker process (dist/) with `env(workerId)`, stopped by stopWorkers() and close(). */
+  startWorker(workerId: string): Promise<WorkerProcessHandle>;
+  stopWorkers(): Promise<void>;
+  /** Stops the workers, the API and redis-server; removes the data dir unless overlays stay mounted. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts redis-server and the API on a data dir `stratum-<name>-*`. Workers run one job at a
+ * time, stop within 3 s and a job gets 3 attempts; `extraEnv` adds to or overrides that.
+ */
+export async function startChaosStack(
+  name: string,
+  apiWorkerId: string,
+  extraEnv: Record<string, string> = {},
+): Promise<ChaosStack> {
+  const redisServer = await startRedisServer();
+  const dataDir = mkdtempSync(join(tmpdir(), `stratum-${name}-`));
+  const workers: WorkerProcessHandle[] = [];
+  const env = (workerId: string): Record<string, string> => ({
+    REDIS_URL: redisServer.url,
+    DATA_DIR: dataDir,
+    WORKER_ID: workerId,
+    WORKER_CONCURRENCY: '1',
+    WORKER_SHUTDOWN_TIMEOUT_MS: '3000',
+    JOB_ATTEMPTS: '3',
+    ...extraEnv,
+  });
+  const stopWorkers = async (): Promise<void> => {
+    for (const w of workers.splice(0)) {
+      await w.stop(10_000);
+    }
+  };
+  const close = async (api?: ApiServerHandle): Promise<void> => {
+    await stopWorkers();
+    await api?.close();
+    await redisServer.stop();
+    if (overlayMountsUnder(dataDir).length === 0) {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  };
+  let api: ApiServerHandle;
+  try {
+    api = await startApiServer(testConfig(env(apiWorkerId)));
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return {
+    redisServer,
+    dataDir,
+    api,
+    env,
+    startWorker: async (workerId) => {
+      const w = await startWorkerProcess(env(workerId), 60_000);
+      workers.push(w);
+      return w;
+    },
+    stopWorkers,
+    close: () => close(api),
+  };
 }

@@ -5,28 +5,20 @@
 // the agent's socket it left.
 import 'reflect-metadata';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
-import {
-  busyboxContext,
-  RedisServerHandle,
-  requireTools,
-  sshToolsTar,
-  startRedisServer,
-  startWorkerProcess,
-  WorkerProcessHandle,
-} from '@stratum/testing';
-import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { busyboxContext, requireTools, sshToolsTar, WorkerProcessHandle } from '@stratum/testing';
+import { ApiServerHandle } from '../support/api-server';
 import {
   entriesOf,
-  overlayMountsUnder,
+  ChaosStack,
   pollFor,
   runcContainers,
   submitBuild,
+  startChaosStack,
   waitForBuild,
 } from './chaos-support';
 
@@ -36,48 +28,24 @@ const KILLED = 'chaos-secrets-a';
 const SURVIVOR = 'chaos-secrets-b';
 const TOKEN = 'retry-secret-VALUE-93c1f0ab77';
 
-let redisServer: RedisServerHandle;
+let stack: ChaosStack;
 let dataDir: string;
 let api: ApiServerHandle;
-const workers: WorkerProcessHandle[] = [];
-
-function env(workerId: string): Record<string, string> {
-  return {
-    REDIS_URL: redisServer.url,
-    DATA_DIR: dataDir,
-    WORKER_ID: workerId,
-    AUTH_SECRET: 'chaos-secrets-auth-secret-0123456789',
-    WORKER_CONCURRENCY: '1',
-    WORKER_SHUTDOWN_TIMEOUT_MS: '3000',
-    // stalled-job detection in seconds rather than the production 30 s + 15 s
-    WORKER_LOCK_DURATION_MS: '4000',
-    WORKER_STALLED_INTERVAL_MS: '2000',
-    JOB_ATTEMPTS: '3',
-  };
-}
-
-async function startWorker(workerId: string): Promise<WorkerProcessHandle> {
-  const w = await startWorkerProcess(env(workerId), 60_000);
-  workers.push(w);
-  return w;
-}
+const startWorker = (workerId: string): Promise<WorkerProcessHandle> => stack.startWorker(workerId);
 
 beforeAll(async () => {
   requireTools('ssh-keygen', 'runc');
-  redisServer = await startRedisServer();
-  dataDir = mkdtempSync(join(tmpdir(), 'stratum-chaos-secrets-'));
-  api = await startApiServer(testConfig(env(SURVIVOR)));
+  stack = await startChaosStack('chaos-secrets', SURVIVOR, {
+    AUTH_SECRET: 'chaos-secrets-auth-secret-0123456789',
+    // stalled-job detection in seconds rather than the production 30 s + 15 s
+    WORKER_LOCK_DURATION_MS: '4000',
+    WORKER_STALLED_INTERVAL_MS: '2000',
+  });
+  ({ dataDir, api } = stack);
 });
 
 afterAll(async () => {
-  for (const w of workers.splice(0)) {
-    await w.stop(10_000);
-  }
-  await api?.close();
-  await redisServer?.stop();
-  if (dataDir !== undefined && overlayMountsUnder(dataDir).length === 0) {
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+  await stack?.close();
 });
 
 it('the attempt after a lost worker still has the build secret and the ssh key; they go when the build ends', async () => {
@@ -122,7 +90,7 @@ it('the attempt after a lost worker still has the build secret and the ssh key; 
     () => (killed.process.exitCode !== null || killed.process.signalCode !== null ? true : undefined),
     10_000,
   );
-  const redis = new Redis(redisServer.url);
+  const redis = new Redis(stack.redisServer.url);
   try {
     // The lost attempt did not take the bundle with it.
     expect(await redis.exists(`stratum:build-secrets:${secretsId}`)).toBe(1);

@@ -3,26 +3,21 @@
 // start-up sweep then removes what it left on the host.
 import 'reflect-metadata';
 import { createCipheriv } from 'node:crypto';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
-import {
-  busyboxContext,
-  RedisServerHandle,
-  startRedisServer,
-  startWorkerProcess,
-  WorkerProcessHandle,
-} from '@stratum/testing';
-import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { busyboxContext, WorkerProcessHandle } from '@stratum/testing';
+import { ApiServerHandle } from '../support/api-server';
 import {
   entriesOf,
   filesUnder,
+  ChaosStack,
   overlayMountsUnder,
   pollFor,
   runcContainers,
   submitBuild,
+  startChaosStack,
   waitForBuild,
 } from './chaos-support';
 
@@ -39,50 +34,22 @@ const RUNS = Array.from({ length: REPEAT }, (_, k) => k + 1);
 const KILLED = 'chaos-crash-a';
 const SURVIVOR = 'chaos-crash-b';
 
-let redisServer: RedisServerHandle;
+let stack: ChaosStack;
 let dataDir: string;
 let api: ApiServerHandle;
-const workers: WorkerProcessHandle[] = [];
-
-function env(workerId: string): Record<string, string> {
-  return {
-    REDIS_URL: redisServer.url,
-    DATA_DIR: dataDir,
-    WORKER_ID: workerId,
-    WORKER_CONCURRENCY: '1',
-    WORKER_SHUTDOWN_TIMEOUT_MS: '3000',
-    // the production stalled-job detection (WORKER_LOCK_DURATION_MS + WORKER_STALLED_INTERVAL_MS: 10 s)
-    JOB_ATTEMPTS: '3',
-  };
-}
-
-async function startWorker(workerId: string): Promise<WorkerProcessHandle> {
-  const w = await startWorkerProcess(env(workerId), 60_000);
-  workers.push(w);
-  return w;
-}
+const startWorker = (workerId: string): Promise<WorkerProcessHandle> => stack.startWorker(workerId);
+const stopWorkers = (): Promise<void> => stack.stopWorkers();
 
 const scratch = (id: string): string => join(dataDir, 'worker', id);
 
 beforeAll(async () => {
-  redisServer = await startRedisServer();
-  dataDir = mkdtempSync(join(tmpdir(), 'stratum-chaos-crash-'));
-  api = await startApiServer(testConfig(env(SURVIVOR)));
+  // the production stalled-job detection (WORKER_LOCK_DURATION_MS + WORKER_STALLED_INTERVAL_MS: 10 s)
+  stack = await startChaosStack('chaos-crash', SURVIVOR);
+  ({ dataDir, api } = stack);
 });
 
-async function stopWorkers(): Promise<void> {
-  for (const w of workers.splice(0)) {
-    await w.stop(10_000);
-  }
-}
-
 afterAll(async () => {
-  await stopWorkers();
-  await api?.close();
-  await redisServer?.stop();
-  if (dataDir !== undefined && overlayMountsUnder(dataDir).length === 0) {
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+  await stack?.close();
 });
 
 /** The image of the RUN case's context built undisturbed, made once for every run. */
