@@ -8,12 +8,18 @@
 // Needs: `npm run build` (the worker and the CLI run compiled), buildah, skopeo, umoci, runc.
 import 'reflect-metadata';
 import { execFile, execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { list as listTar } from 'tar';
-import { busyboxContext, CliResult, requireTools, runCli, writeTree } from '@stratum/testing';
+import {
+  busyboxContext,
+  CliResult,
+  fileTreeSummary,
+  requireTools,
+  runCli,
+  writeTree,
+} from '@stratum/testing';
 import { StackHandle, startStack } from '../support/stack';
 import { CLI_BIN } from '../support/worker-process';
 
@@ -32,35 +38,6 @@ const DOCKERFILE_BODY = [
 
 function stratum(args: string[]): Promise<CliResult> {
   return runCli(args, { url: stack.api.url, timeoutMs: 120_000 });
-}
-
-/** path -> "type mode [link target | sha256]" of a tree, as the comparisons read it. */
-function treeOf(root: string): Map<string, string> {
-  const out = new Map<string, string>();
-  const walk = (rel: string): void => {
-    for (const name of readdirSync(join(root, rel))) {
-      const p = rel === '' ? name : `${rel}/${name}`;
-      const st = lstatSync(join(root, p));
-      const mode = (st.mode & 0o7777).toString(8);
-      if (st.isSymbolicLink()) {
-        out.set(p, `link ${readlinkSync(join(root, p))}`);
-      } else if (st.isDirectory()) {
-        out.set(p, `dir ${mode}`);
-        walk(p);
-      } else if (st.isFile()) {
-        out.set(
-          p,
-          `file ${mode} ${createHash('sha256')
-            .update(readFileSync(join(root, p)))
-            .digest('hex')}`,
-        );
-      } else {
-        out.set(p, `other ${mode}`);
-      }
-    }
-  };
-  walk('');
-  return out;
 }
 
 async function tarEntries(file: string): Promise<Map<string, string>> {
@@ -126,8 +103,8 @@ it('type=local: the final filesystem, whiteouts applied, as buildah --output typ
     ],
     { stdio: 'pipe', maxBuffer: 1 << 28 },
   );
-  const ours = treeOf(dest);
-  const buildah = treeOf(theirs);
+  const ours = fileTreeSummary(dest);
+  const buildah = fileTreeSummary(theirs);
   // buildah leaves the mount points of its RUN container behind (/etc/hosts, /run/.containerenv…)
   for (const p of [...buildah.keys()]) {
     if (

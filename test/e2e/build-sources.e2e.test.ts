@@ -14,15 +14,12 @@
 // Needs: `npm run build` (worker and CLI run compiled), git, buildah, runc.
 import 'reflect-metadata';
 import { execFileSync, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import {
   existsSync,
-  lstatSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
-  readlinkSync,
   rmSync,
   writeFileSync,
 } from 'node:fs';
@@ -31,7 +28,15 @@ import { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { create as createTar } from 'tar';
-import { busyboxContext, CliResult, requireTools, runCli, writeTree } from '@stratum/testing';
+import {
+  busyboxContext,
+  CliResult,
+  fileTreeSummary,
+  requireTools,
+  runCli,
+  runGit,
+  writeTree,
+} from '@stratum/testing';
 import { StackHandle, startStack } from '../support/stack';
 
 jest.setTimeout(300_000);
@@ -44,22 +49,7 @@ let server: Server;
 let httpUrl: string;
 const sha: Record<string, string> = {};
 
-function git(cwd: string, ...args: string[]): string {
-  return execFileSync('git', args, {
-    cwd,
-    env: {
-      PATH: process.env.PATH,
-      HOME: work,
-      GIT_CONFIG_NOSYSTEM: '1',
-      GIT_AUTHOR_NAME: 't',
-      GIT_AUTHOR_EMAIL: 't@example.com',
-      GIT_COMMITTER_NAME: 't',
-      GIT_COMMITTER_EMAIL: 't@example.com',
-    },
-  })
-    .toString()
-    .trim();
-}
+const git = (cwd: string, ...args: string[]): string => runGit(work, cwd, ...args);
 
 /** Git's smart HTTP protocol for the bare repository: `git http-backend` as a CGI program. */
 function gitHttpBackend(req: IncomingMessage, res: ServerResponse): void {
@@ -120,32 +110,6 @@ async function buildOut(
   const out = join(work, `out-${name}`);
   const res = await stratum(['build', ...args, '--output', `type=local,dest=${out}`, ctx]);
   return { res, out };
-}
-
-function treeOf(root: string): Map<string, string> {
-  const out = new Map<string, string>();
-  const walk = (rel: string): void => {
-    for (const name of readdirSync(join(root, rel))) {
-      const p = rel === '' ? name : `${rel}/${name}`;
-      const st = lstatSync(join(root, p));
-      const mode = (st.mode & 0o7777).toString(8);
-      if (st.isSymbolicLink()) {
-        out.set(p, `link ${readlinkSync(join(root, p))}`);
-      } else if (st.isDirectory()) {
-        out.set(p, `dir ${mode}`);
-        walk(p);
-      } else {
-        out.set(
-          p,
-          `file ${mode} ${createHash('sha256')
-            .update(readFileSync(join(root, p)))
-            .digest('hex')}`,
-        );
-      }
-    }
-  };
-  walk('');
-  return out;
 }
 
 beforeAll(async () => {
@@ -329,7 +293,7 @@ describe('--build-context', () => {
       ],
       { stdio: 'pipe' },
     );
-    expect([...treeOf(ours)].sort()).toEqual([...treeOf(theirs)].sort());
+    expect([...fileTreeSummary(ours)].sort()).toEqual([...fileTreeSummary(theirs)].sort());
   });
 
   it('docker-image://REF stands in for FROM name', async () => {

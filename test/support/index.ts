@@ -18,3 +18,4 @@ export * from './service-process';
 export * from './foreign-platform';
 export * from './ssh-tools';
 export * from './engine-host';
+export * from './file-tree';

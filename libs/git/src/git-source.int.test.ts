@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +9,7 @@ import {
   parseGitTransports,
   resolveGitSource,
 } from './index';
+import { runGit } from '@stratum/testing';
 
 // A local bare repository (file:// is allowed here only because the test lists it).
 const root = mkdtempSync(join(tmpdir(), 'stratum-git-source-'));
@@ -17,22 +17,7 @@ const bare = join(root, 'repo.git');
 const work = join(root, 'work');
 const sha: Record<string, string> = {};
 
-function git(cwd: string, ...args: string[]): string {
-  return execFileSync('git', args, {
-    cwd,
-    env: {
-      PATH: process.env.PATH,
-      HOME: root,
-      GIT_CONFIG_NOSYSTEM: '1',
-      GIT_AUTHOR_NAME: 't',
-      GIT_AUTHOR_EMAIL: 't@example.com',
-      GIT_COMMITTER_NAME: 't',
-      GIT_COMMITTER_EMAIL: 't@example.com',
-    },
-  })
-    .toString()
-    .trim();
-}
+const git = (cwd: string, ...args: string[]): string => runGit(root, cwd, ...args);
 
 beforeAll(() => {
   mkdirSync(work);
