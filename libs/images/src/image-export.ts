@@ -11,6 +11,7 @@ import {
   ByteReader,
   encodeHeader,
   END_OF_ARCHIVE,
+  OutputBuffer,
   padding,
   readTar,
   TarEntry,
@@ -59,18 +60,7 @@ export async function* exportFilesystem(
   /** Deleted or opaque by an upper layer: nothing below may show them (or their children). */
   const deleted = new Set<string>();
   const opaque = new Set<string>();
-  let out: Buffer[] = [];
-  let outBytes = 0;
-  const push = (b: Buffer): void => {
-    out.push(b);
-    outBytes += b.length;
-  };
-  const take = (): Buffer => {
-    const b = Buffer.concat(out, outBytes);
-    out = [];
-    outBytes = 0;
-    return b;
-  };
+  const buf = new OutputBuffer();
   for (let i = layers.length - 1; i >= 0; i--) {
     const layer = layers[i];
     const raw = await blobs.get(layer.digest as BlobDigest);
@@ -128,7 +118,7 @@ export async function* exportFilesystem(
         if (entry.type !== 'dir') {
           nonDirs.add(path);
         }
-        push(
+        buf.push(
           encodeHeader({
             path: entry.type === 'dir' ? `${path}/` : path,
             type: entry.type,
@@ -145,15 +135,15 @@ export async function* exportFilesystem(
         );
         if (entry.type === 'file') {
           for await (const chunk of entry.body()) {
-            push(chunk);
-            if (outBytes >= OUT_CHUNK) {
-              yield take();
+            buf.push(chunk);
+            if (buf.size >= OUT_CHUNK) {
+              yield buf.take();
             }
           }
-          push(Buffer.alloc(padding(entry.size)));
+          buf.push(Buffer.alloc(padding(entry.size)));
         }
-        if (outBytes >= OUT_CHUNK) {
-          yield take();
+        if (buf.size >= OUT_CHUNK) {
+          yield buf.take();
         }
       }
       await plain.exited;
@@ -161,7 +151,7 @@ export async function* exportFilesystem(
       plain.close();
     }
     if (orphanLinks.length > 0) {
-      yield* orphanLinkFiles(blobs, layer, orphanLinks, push, take);
+      yield* orphanLinkFiles(blobs, layer, orphanLinks, buf);
     }
     // A layer's whiteouts apply to the layers below it, never to its own entries.
     for (const d of layerDeleted) {
@@ -171,8 +161,8 @@ export async function* exportFilesystem(
       opaque.add(o);
     }
   }
-  push(END_OF_ARCHIVE);
-  yield take();
+  buf.push(END_OF_ARCHIVE);
+  yield buf.take();
 }
 
 /**
@@ -184,8 +174,7 @@ async function* orphanLinkFiles(
   blobs: BlobStore,
   layer: LayerDescriptor,
   links: readonly { path: string; target: string; entry: TarEntry }[],
-  push: (b: Buffer) => void,
-  take: () => Buffer,
+  buf: OutputBuffer,
 ): AsyncGenerator<Buffer> {
   const byTarget = new Map<string, { path: string; entry: TarEntry }[]>();
   for (const l of links) {
@@ -201,7 +190,7 @@ async function* orphanLinkFiles(
       }
       byTarget.delete(path as string);
       const [first, ...rest] = group;
-      push(
+      buf.push(
         encodeHeader({
           path: first.path,
           type: 'file',
@@ -215,12 +204,12 @@ async function* orphanLinkFiles(
         }),
       );
       for await (const chunk of entry.body()) {
-        push(chunk);
-        yield take();
+        buf.push(chunk);
+        yield buf.take();
       }
-      push(Buffer.alloc(padding(entry.size)));
+      buf.push(Buffer.alloc(padding(entry.size)));
       for (const other of rest) {
-        push(
+        buf.push(
           encodeHeader({
             path: other.path,
             type: 'link',
@@ -233,7 +222,7 @@ async function* orphanLinkFiles(
           }),
         );
       }
-      yield take();
+      yield buf.take();
     }
     await plain.exited;
   } finally {

@@ -2,6 +2,7 @@
 // upload, git checkouts of webhook builds).
 import { createReadStream, lstatSync, readFileSync, readlinkSync, type Stats } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { OutputBuffer } from './output-buffer';
 import { encodeHeader, END_OF_ARCHIVE, padding } from './tar-format';
 
 /** Files up to this size are read whole ; bigger ones are streamed. */
@@ -72,18 +73,7 @@ export async function* tarFiles(
     todo.push([e.source, e.name]);
   }
   const links = new Map<string, string>();
-  let out: Buffer[] = [];
-  let outBytes = 0;
-  const push = (b: Buffer): void => {
-    out.push(b);
-    outBytes += b.length;
-  };
-  const take = (): Buffer => {
-    const b = Buffer.concat(out, outBytes);
-    out = [];
-    outBytes = 0;
-    return b;
-  };
+  const buf = new OutputBuffer();
   let sliceStart = performance.now();
   for (const [abs, name] of todo) {
     if (performance.now() - sliceStart >= SYNC_SLICE_MS) {
@@ -94,7 +84,7 @@ export async function* tarFiles(
     const { rel, st } = e;
     const mtime = Math.floor(st.mtimeMs / 1000);
     if (st.isDirectory()) {
-      push(
+      buf.push(
         encodeHeader({
           path: `${rel}/`,
           type: 'dir',
@@ -105,7 +95,7 @@ export async function* tarFiles(
         }),
       );
     } else if (st.isSymbolicLink()) {
-      push(
+      buf.push(
         encodeHeader({
           path: rel,
           type: 'symlink',
@@ -119,7 +109,7 @@ export async function* tarFiles(
       const inode = `${st.dev}:${st.ino}`;
       const first = st.nlink > 1 ? links.get(inode) : undefined;
       if (first !== undefined) {
-        push(
+        buf.push(
           encodeHeader({
             path: rel,
             type: 'link',
@@ -133,7 +123,7 @@ export async function* tarFiles(
         if (st.nlink > 1) {
           links.set(inode, rel);
         }
-        push(
+        buf.push(
           encodeHeader({
             path: rel,
             type: 'file',
@@ -147,7 +137,7 @@ export async function* tarFiles(
           if (e.content.length !== st.size) {
             throw changed(rel);
           }
-          push(e.content);
+          buf.push(e.content);
         } else {
           let got = 0;
           for await (const chunk of createReadStream(e.abs, {
@@ -157,28 +147,28 @@ export async function* tarFiles(
             if (got > st.size) {
               throw changed(rel);
             }
-            push(chunk);
-            if (outBytes >= OUT_CHUNK) {
-              yield take();
+            buf.push(chunk);
+            if (buf.size >= OUT_CHUNK) {
+              yield buf.take();
             }
           }
           if (got !== st.size) {
             throw changed(rel);
           }
         }
-        push(Buffer.alloc(padding(st.size)));
+        buf.push(Buffer.alloc(padding(st.size)));
       }
     } else if (st.isFIFO() || st.isCharacterDevice() || st.isBlockDevice()) {
       const type = st.isFIFO() ? 'fifo' : st.isCharacterDevice() ? 'char' : 'block';
-      push(
+      buf.push(
         encodeHeader({ path: rel, type, mode: portableMode(st.mode, false), size: 0, mtime, linkpath: '' }),
       );
     }
     // Sockets are not sent (nor by Docker).
-    if (outBytes >= OUT_CHUNK) {
-      yield take();
+    if (buf.size >= OUT_CHUNK) {
+      yield buf.take();
     }
   }
-  push(END_OF_ARCHIVE);
-  yield take();
+  buf.push(END_OF_ARCHIVE);
+  yield buf.take();
 }

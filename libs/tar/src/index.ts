@@ -37,3 +37,4 @@ export {
   type ArchiveRulesOptions,
   type Whiteout,
 } from './archive-rules';
+export { OutputBuffer } from './output-buffer';
