@@ -225,6 +225,15 @@ export interface ChaosStack {
   /** A worker process (dist/) with `env(workerId)`, stopped by stopWorkers() and close(). */
   startWorker(workerId: string): Promise<WorkerProcessHandle>;
   stopWorkers(): Promise<void>;
+  /**
+   * Once `killed` (worker `killedId`) runs a RUN container: starts worker `survivorId`, SIGKILLs
+   * `killed` and waits for it to exit. The survivor.
+   */
+  killDuringRun(
+    killed: WorkerProcessHandle,
+    killedId: string,
+    survivorId: string,
+  ): Promise<WorkerProcessHandle>;
   /** Stops the workers, the API and redis-server; removes the data dir unless overlays stay mounted. */
   close(): Promise<void>;
 }
@@ -270,17 +279,34 @@ export async function startChaosStack(
     await close();
     throw err;
   }
+  const startWorker = async (workerId: string): Promise<WorkerProcessHandle> => {
+    const w = await startWorkerProcess(env(workerId), 60_000);
+    workers.push(w);
+    return w;
+  };
   return {
     redisServer,
     dataDir,
     api,
     env,
-    startWorker: async (workerId) => {
-      const w = await startWorkerProcess(env(workerId), 60_000);
-      workers.push(w);
-      return w;
-    },
+    startWorker,
     stopWorkers,
+    killDuringRun: async (killed, killedId, survivorId) => {
+      await pollFor(
+        'the RUN container of the first worker',
+        () => (runcContainers(join(dataDir, 'worker', killedId, 'runc')).length > 0 ? true : undefined),
+        60_000,
+        100,
+      );
+      const survivor = await startWorker(survivorId);
+      killed.process.kill('SIGKILL');
+      await pollFor(
+        'the killed worker to exit',
+        () => (killed.process.exitCode !== null || killed.process.signalCode !== null ? true : undefined),
+        10_000,
+      );
+      return survivor;
+    },
     close: () => close(api),
   };
 }

@@ -12,15 +12,7 @@ import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
 import { busyboxContext, requireTools, sshToolsTar, WorkerProcessHandle } from '@stratum/testing';
 import { ApiServerHandle } from '../support/api-server';
-import {
-  entriesOf,
-  ChaosStack,
-  pollFor,
-  runcContainers,
-  submitBuild,
-  startChaosStack,
-  waitForBuild,
-} from './chaos-support';
+import { entriesOf, ChaosStack, submitBuild, startChaosStack, waitForBuild } from './chaos-support';
 
 jest.setTimeout(240_000);
 
@@ -77,19 +69,7 @@ it('the attempt after a lost worker still has the build secret and the ssh key; 
   });
   expect(res.status).toBe(202);
   const id = (res.body as { id: string }).id;
-  await pollFor(
-    'the RUN container of the first worker',
-    () => (runcContainers(join(dataDir, 'worker', KILLED, 'runc')).length > 0 ? true : undefined),
-    60_000,
-    100,
-  );
-  const survivor = await startWorker(SURVIVOR);
-  killed.process.kill('SIGKILL');
-  await pollFor(
-    'the killed worker to exit',
-    () => (killed.process.exitCode !== null || killed.process.signalCode !== null ? true : undefined),
-    10_000,
-  );
+  const survivor = await stack.killDuringRun(killed, KILLED, SURVIVOR);
   const redis = new Redis(stack.redisServer.url);
   try {
     // The lost attempt did not take the bundle with it.

@@ -70,20 +70,8 @@ it.each(RUNS)(
     expect(res.status).toBe(202);
     const id = (res.body as { id: string }).id;
 
-    // Wait until the RUN step's container is running in the first worker's runc root.
-    await pollFor(
-      'the RUN container of the first worker',
-      () => (runcContainers(join(scratch(KILLED), 'runc')).length > 0 ? true : undefined),
-      60_000,
-      100,
-    );
-    const survivor = await startWorker(SURVIVOR);
-    killed.process.kill('SIGKILL');
-    await pollFor(
-      'the killed worker to exit',
-      () => (killed.process.exitCode !== null || killed.process.signalCode !== null ? true : undefined),
-      10_000,
-    );
+    // Once the RUN step's container runs in the first worker's runc root, the second takes over.
+    const survivor = await stack.killDuringRun(killed, KILLED, SURVIVOR);
 
     const killedAt = Date.now();
     // Its RUN container dies with it (the death watch), so the step never runs twice at once.
