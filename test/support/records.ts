@@ -23,3 +23,14 @@ export function newBuildRecord(over: Partial<BuildRecord> = {}): BuildRecord {
     ...over,
   };
 }
+
+/** The build-secrets bundles (keys `stratum:build-secrets:*`) left in the Redis at `redisUrl`. */
+export async function buildSecretBundleKeys(redisUrl: string): Promise<string[]> {
+  const { Redis } = await import('ioredis');
+  const redis = new Redis(redisUrl);
+  try {
+    return await redis.keys('stratum:build-secrets:*');
+  } finally {
+    redis.disconnect();
+  }
+}
