@@ -14,7 +14,8 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 # tool, it fails naming it, so the install has to be here.
 # Programs that come from another package than the one named: redis-server's binary is in
 # redis-tools (a dependency of redis-server), gcc's in gcc-12 (of gcc), ldd in libc-bin (essential).
-SYSTEM_PACKAGES=(redis-server runc git busybox-static ca-certificates curl attr isal pigz zstd util-linux iproute2 openssl slirp4netns iptables golang-github-containers-common)
+# python3 runs the worker's idmapped-mount helper (libs/layers/src/idmapped-mount.ts; ctypes is in its stdlib).
+SYSTEM_PACKAGES=(redis-server runc git busybox-static ca-certificates curl attr isal pigz zstd util-linux iproute2 openssl slirp4netns iptables golang-github-containers-common python3)
 TEST_PACKAGES=(umoci skopeo podman buildah docker.io docker-registry chromium debootstrap python3 gcc libc6-dev qemu-user-static openssh-client)
 
 apt_install() {

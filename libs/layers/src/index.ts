@@ -5,6 +5,8 @@
  * - {@link snapshotDirectory}: turn an overlay upper dir into a compressed, hashed layer.
  * - {@link createTarFromDirectory}, {@link compressLayer}: layers from whole trees / plain tars.
  * - {@link mountOverlay}, {@link unmountOverlay}, {@link listOverlayMountsUnder}: overlay mounts.
+ * - {@link mountIdmappedOverlay}, {@link mountIdmapped}: layers and mount sources seen through a
+ *   uid range, for steps in a user namespace (python3 runs the mount-API helper).
  * - {@link LayerCache}: the host's extracted-layer cache (overlay lowerdirs keyed by diffID).
  *
  * Host requirements (Debian): `attr` (getfattr/setfattr), `zstd`, `pigz` (optional, faster
@@ -47,6 +49,15 @@ export {
   type OverlayMountSpec,
   type UnmountResult,
 } from './overlay-mount';
+export {
+  mountIdmapped,
+  mountIdmappedOverlay,
+  parseIdMap,
+  probeIdmappedOverlay,
+  removeMountPoint,
+  type IdMap,
+  type IdmappedOverlaySpec,
+} from './idmapped-mount';
 export { LayerCache, type CachedLayer, type EvictResult, type LayerLease } from './layer-cache';
 export {
   overlayChanges,

@@ -1,7 +1,9 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { run } from './host-tools';
+import { IdMap, mountIdmappedOverlay } from './idmapped-mount';
 import { LayerError } from './layer-error';
 
 /** overlayfs refuses more lower layers than this (OVL_MAX_STACK). */
@@ -23,6 +25,12 @@ export interface OverlayMountSpec {
    * written: umount 96 ms -> 4 ms). Its work dir must be recreated before a remount.
    */
   volatile?: boolean;
+  /**
+   * Mount every layer idmapped with this range ({@link mountIdmappedOverlay}): a step in the
+   * user namespace of `idmap` sees the in-image owners and writes them to the upper dir. The
+   * upper and work dirs must then be siblings (overlay wants them on one mount).
+   */
+  idmap?: IdMap;
 }
 
 function checkPath(p: string, what: string): string {
@@ -79,6 +87,34 @@ export async function mountOverlay(spec: OverlayMountSpec): Promise<void> {
   if (lowers.length === 0) {
     lowers.push(await emptyLowerDir(work));
   }
+  const extra = `redirect_dir=off,metacopy=off,index=off${spec.volatile === true ? ',volatile' : ''}`;
+  if (spec.idmap !== undefined) {
+    if (dirname(upper) !== dirname(work)) {
+      throw new LayerError(
+        'LAYER_INVALID_ARGUMENT',
+        'an idmapped overlay needs its upper and work dirs side by side',
+      );
+    }
+    // The helper attaches (and detaches again) each layer below it. Never removed recursively: a
+    // killed helper's attachments would be the layers themselves (the host sweep unmounts them).
+    const stage = join(dirname(upper), `.idmap-${randomBytes(4).toString('hex')}`);
+    await mkdir(stage);
+    try {
+      await mountIdmappedOverlay({
+        map: spec.idmap,
+        lowerDirs: lowers,
+        rwDir: dirname(upper),
+        upperName: basename(upper),
+        workName: basename(work),
+        target,
+        stage,
+        options: extra,
+      });
+    } finally {
+      await rmdir(stage).catch(() => undefined);
+    }
+    return;
+  }
   const linkDir = await mkdtemp(join(tmpdir(), 'stratum-ovl-'));
   try {
     const names = await Promise.all(
@@ -88,7 +124,7 @@ export async function mountOverlay(spec: OverlayMountSpec): Promise<void> {
         return name;
       }),
     );
-    const options = `lowerdir=${names.join(':')},upperdir=${upper},workdir=${work},redirect_dir=off,metacopy=off,index=off${spec.volatile === true ? ',volatile' : ''}`;
+    const options = `lowerdir=${names.join(':')},upperdir=${upper},workdir=${work},${extra}`;
     if (Buffer.byteLength(options) >= 4096) {
       throw new LayerError(
         'LAYER_INVALID_ARGUMENT',
