@@ -751,6 +751,8 @@ class BuildRun implements NamedContextHost {
   async cleanup(): Promise<void> {
     // Exports still reading frozen upper dirs end before the job dir goes.
     await this.exports.drain();
+    // RUN containers' runc state and networks, torn down beside the later steps
+    await this.options.runtime.settled();
     for (const fs of [...this.live]) {
       await this.filesystems.remove(fs).catch(() => undefined);
       this.live.delete(fs);

@@ -159,6 +159,8 @@ async function runProcess(
         ...(user ? { user } : {}),
         network,
         mounts: prepared.mounts,
+        // runc's state, the network and the bundle go while the next step runs (cleanup waits)
+        deferTeardown: true,
         // setuid binaries do not elevate (no_new_privs); the runtime adds its seccomp filter.
         noNewPrivileges: true,
         pidsLimit: host.options.stepPidsLimit ?? 4096,

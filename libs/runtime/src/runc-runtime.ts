@@ -63,6 +63,14 @@ export interface RuncRuntimeOptions {
 export interface RunOptions extends Omit<RuntimeSpecOptions, 'user' | 'cgroupsPath'> {
   /** `name`, `uid`, `name:group`, `uid:gid` (resolved in the rootfs), or numeric ids. Default root. */
   user?: string | ProcessUser;
+  /**
+   * When the process ended by itself (or was stopped) normally, resolve as soon as the rootfs
+   * is as the process left it (mount-point stubs removed), and delete the runc state, close
+   * the sandbox network and remove the bundle in the background: a build step's next step
+   * need not wait for them. {@link RuncRuntime.settled} waits for that teardown; until it
+   * ends the id stays in use. Default false: everything is gone when `run` resolves.
+   */
+  deferTeardown?: boolean;
 }
 
 /** Output sinks and the ways a run may be stopped early. */
@@ -133,6 +141,8 @@ export class RuncRuntime {
   private readonly cgroupParent: string;
   private readonly killGraceMs: number;
   private readonly active = new Set<string>();
+  /** Teardowns of runs that resolved before their runc state and network were gone. */
+  private readonly teardowns = new Map<string, Promise<void>>();
   /** The next sandboxed run's network, being made (see `sandboxSpare`). */
   private spare: { readonly id: string; readonly key: string; readonly net: Promise<SandboxNetwork> } | null =
     null;
@@ -187,8 +197,16 @@ export class RuncRuntime {
     try {
       return await this.runActive(id, options, io);
     } finally {
-      this.active.delete(id);
+      // a deferred teardown lets the id go when it ends
+      if (!this.teardowns.has(id)) {
+        this.active.delete(id);
+      }
     }
+  }
+
+  /** Resolves when every teardown deferred so far (see `deferTeardown`) has ended. */
+  async settled(): Promise<void> {
+    await Promise.all([...this.teardowns.values()]);
   }
 
   private async runActive(id: string, options: RunOptions, io: RunIo): Promise<RunResult> {
@@ -220,6 +238,7 @@ export class RuncRuntime {
     // so /proc, /etc/resolv.conf or a cache mount's stub don't end up in the layer
     let stubs: string[] = [];
     let sandbox: SandboxNetwork | null = null;
+    let defer = false;
     try {
       const network = options.network ?? 'none';
       const hostname = options.hostname ?? 'stratum';
@@ -269,15 +288,35 @@ export class RuncRuntime {
       if (io.signal?.aborted) {
         return { exitCode: null, signal: null, timedOut: false, cancelled: true };
       }
-      return await this.execute(id, bundle, cgroupsPath, options.memoryBytes !== undefined, io);
+      const result = await this.execute(id, bundle, cgroupsPath, options.memoryBytes !== undefined, io);
+      // runc run returned the container's status: the container is stopped, its processes
+      // and mounts are gone (a runc killed after killGraceMs may leave it running: no defer)
+      defer = options.deferTeardown === true && result.exitCode !== null;
+      return result;
     } finally {
-      await this.forceDelete(id);
-      await sandbox?.close();
-      if (sandbox !== null) {
-        await this.releaseSpareDir(sandbox);
+      const teardown = async (): Promise<void> => {
+        await this.forceDelete(id);
+        await sandbox?.close();
+        if (sandbox !== null) {
+          await this.releaseSpareDir(sandbox);
+        }
+        await fs.rm(bundle, { recursive: true, force: true });
+      };
+      if (defer) {
+        await removeStubs(stubs);
+        this.teardowns.set(
+          id,
+          teardown()
+            .catch((err: unknown) => this.warn(`teardown of container ${id}: ${String(err)}`))
+            .finally(() => {
+              this.teardowns.delete(id);
+              this.active.delete(id);
+            }),
+        );
+      } else {
+        await teardown();
+        await removeStubs(stubs);
       }
-      await fs.rm(bundle, { recursive: true, force: true });
-      await removeStubs(stubs);
     }
   }
 
@@ -336,6 +375,7 @@ export class RuncRuntime {
   /** Ends the spare sandbox network, if one is made or being made; no new one is made after. */
   async closeSpare(): Promise<void> {
     this.closing = true;
+    await this.settled();
     const spare = this.spare;
     this.spare = null;
     if (spare !== null) {
@@ -598,12 +638,15 @@ export class RuncRuntime {
     }));
     if (out.code !== 0 && !isMissingContainer(out.stderr)) {
       // the run's outcome stands; sweep() clears what is left at the next start-up
-      const message = `runc delete -f ${id} failed: ${out.stderr.trim()}`;
-      if (this.options.onWarning) {
-        this.options.onWarning(message);
-      } else {
-        process.emitWarning(message);
-      }
+      this.warn(`runc delete -f ${id} failed: ${out.stderr.trim()}`);
+    }
+  }
+
+  private warn(message: string): void {
+    if (this.options.onWarning) {
+      this.options.onWarning(message);
+    } else {
+      process.emitWarning(message);
     }
   }
 

@@ -254,6 +254,41 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
     await left.close();
   });
 
+  it('deferTeardown: the run resolves with the rootfs clean while runc state, network and bundle go in the background; settled() waits for them', async () => {
+    const id = `n${process.pid}-${++seq}`;
+    const out: Buffer[] = [];
+    const r = await runtime.run(
+      id,
+      {
+        rootfs,
+        args: ['sh', '-c', 'ip -4 route | grep -c "^default via 10.0.2.2"'],
+        network: 'sandbox',
+        deferTeardown: true,
+      },
+      { onStdout: (c) => out.push(c), onStderr: () => undefined, timeoutMs: 30_000 },
+    );
+    expect(r.exitCode).toBe(0);
+    expect(Buffer.concat(out).toString().trim()).toBe('1');
+    // what the step's layer would hold is final now: no mount-point stub is left in the rootfs
+    for (const stub of ['etc/resolv.conf', 'etc/hosts', 'proc', 'sys', 'dev']) {
+      const existed = ['proc', 'sys', 'dev'].includes(stub); // the fixture has these dirs
+      expect([stub, existsSync(path.join(rootfs, stub))]).toEqual([stub, existed]);
+    }
+    // the id stays taken until the teardown ends
+    const again = runtime
+      .run(id, { rootfs, args: ['true'] }, { onStdout: () => undefined, onStderr: () => undefined })
+      .then(
+        () => 'ran',
+        (err: unknown) => err,
+      );
+    await runtime.settled();
+    expect(await runtime.list()).toEqual([]);
+    expect(existsSync(bundleDir) ? readdirSync(bundleDir) : []).toEqual([]);
+    expect(helperChildren()).toEqual([]);
+    // a second run of the id started during the teardown was refused, not mixed with it
+    expect(await again).toMatchObject({ reason: 'CONTAINER_EXISTS' });
+  });
+
   it('costs little per step (ms with and without the sandbox)', async () => {
     const times: Record<string, number[]> = { none: [], sandbox: [] };
     for (let i = 0; i < 5; i++) {
