@@ -251,9 +251,19 @@ export class FsBlobStore implements BlobStore {
     }
     let tmp: string | undefined;
     let fh: FileHandle | undefined;
+    // The source may fail (a client going away) while the temp file is being made, before
+    // the loop below listens: keep that error from being an unhandled 'error' event.
+    const source: { error: Error | null } = { error: null };
+    const noteError = (err: Error): void => {
+      source.error ??= err;
+    };
+    data.on('error', noteError);
     try {
       tmp = await tempPath(this.tmpDir);
       fh = await open(tmp, 'wx');
+      if (source.error !== null) {
+        throw source.error;
+      }
       for await (const chunk of bufferChunks(data)) {
         verifier.update(chunk); // throws BLOB_TOO_LARGE / SIZE_INVALID on the first byte too many
         await fh.write(chunk);
@@ -279,6 +289,8 @@ export class FsBlobStore implements BlobStore {
         await unlinkQuietly(tmp).catch(() => undefined);
       }
       throw wrapFsError(err);
+    } finally {
+      data.off('error', noteError);
     }
   }
 

@@ -198,6 +198,16 @@ export function describeStorageContract(
         expect(ok.size).toBe(100);
       });
 
+      it('a source failing before the store reads from it is a rejected put, not a crash', async () => {
+        const source = new Readable({ read() {} });
+        const put = blobs.put(source);
+        // fails while put is still preparing (temp file, multipart upload)
+        process.nextTick(() => source.destroy(new Error('gone before the first read')));
+        await expect(put).rejects.toThrow('gone before the first read');
+        expect(await collect(blobs.list())).toEqual([]);
+        expect(await h.tempEntries()).toEqual([]);
+      });
+
       it('propagates a failing source and cleans up', async () => {
         const source = new Readable({ read() {} });
         source.push(Buffer.alloc(2048, 1));
