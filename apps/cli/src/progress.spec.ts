@@ -32,6 +32,18 @@ describe('ProgressPrinter', () => {
     );
   });
 
+  it('prints a step once per status: the update sent when its layer is stored adds no second DONE', () => {
+    expect(
+      render([
+        { type: 'step', step: step({ index: 4 }) },
+        { type: 'step', step: step({ index: 4, status: 'done', durationMs: 200 }) },
+        { type: 'step', step: step({ index: 5, name: 'RUN next' }) },
+        { type: 'step', step: step({ index: 4, status: 'done', durationMs: 200, layerSize: 512 }) },
+        { type: 'step', step: step({ index: 5, name: 'RUN next', status: 'done', durationMs: 100 }) },
+      ]),
+    ).toBe('#5 [5] RUN make\n#5 DONE 0.2s\n#6 [6] RUN next\n#6 DONE 0.1s\n');
+  });
+
   it('prints DONE with the duration in seconds, one decimal', () => {
     expect(render([{ type: 'step', step: step({ status: 'done', durationMs: 1234 }) }])).toBe(
       '#2 DONE 1.2s\n',

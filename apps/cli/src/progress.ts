@@ -11,6 +11,8 @@ import { BuildEvent } from '@stratum/contracts';
 export class ProgressPrinter {
   /** Unfinished last line of each step's stream, keyed `step:stream`. */
   private readonly partial = new Map<string, string>();
+  /** The status last printed for each step: a step's record is sent again when its layer is stored. */
+  private readonly printed = new Map<number, string>();
 
   constructor(private readonly write: (text: string) => void) {}
 
@@ -44,6 +46,10 @@ export class ProgressPrinter {
         break;
       case 'step': {
         const s = event.step;
+        if (this.printed.get(s.index) === s.status) {
+          break;
+        }
+        this.printed.set(s.index, s.status);
         const n = `#${s.index + 1}`;
         switch (s.status) {
           case 'running':
