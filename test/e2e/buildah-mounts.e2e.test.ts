@@ -108,8 +108,9 @@ const CASES: Case[] = [
     name: 'cache',
     lines: [
       `RUN --mount=type=cache,id=c1-${RUN},target=/c,uid=1000,gid=100,mode=0750 sh -c "echo 1 >> /c/log; stat -c %u:%g:%a /c > /owner"`,
-      // the same id at another target sees what the first wrote; ro cannot write
-      `RUN --mount=type=cache,id=c1-${RUN},target=/c2,ro sh -c "cat /c2/log > /shared1; touch /c2/x 2>/dev/null && echo rw > /ro1 || echo ro > /ro1"`,
+      // the same id (and the same uid/gid/mode: BuildKit keys a cache by them too) at another
+      // target sees what the first wrote; ro cannot write
+      `RUN --mount=type=cache,id=c1-${RUN},target=/c2,uid=1000,gid=100,mode=0750,ro sh -c "cat /c2/log > /shared1; touch /c2/x 2>/dev/null && echo rw > /ro1 || echo ro > /ro1"`,
       // from/source seed a new cache (what the step reads; that the seeded cache is writable and
       // kept is checked in run-mounts.test.ts)
       `RUN --mount=type=cache,id=seed-${RUN},from=base,source=/seed,target=/c3 cat /c3/s > /seeded`,

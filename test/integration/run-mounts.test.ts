@@ -247,6 +247,50 @@ describe('type=cache', () => {
     expect(await readFile(join(root, 'stage'), 'utf8')).toBe('s\n');
   });
 
+  it('a cache directory is keyed as BuildKit keys it: id, plus `from`, plus uid/gid/mode without a source', async () => {
+    // BuildKit: id defaults to path.Clean(target); the cache ref is `<id>:<seed ref>` when a seed
+    // exists (`from`, or the mkdir that uid/gid/mode make when there is no source), else `<id>`.
+    const df = [
+      'RUN mkdir -p /a /b && echo one > /a/f && echo b1 > /b/f',
+      'FROM scratch AS two',
+      'ADD rootfs.tar /',
+      'RUN mkdir -p /a && echo two > /a/f',
+      'FROM scratch AS final',
+      'ADD rootfs.tar /',
+      'ENV PATH=/bin',
+      // The same id from two stages: two directories, each seeded by its own stage.
+      'RUN --mount=type=cache,id=k,from=0,source=/a,target=/c sh -c "cat /c/f > /s1; echo w1 > /c/w"',
+      'RUN --mount=type=cache,id=k,from=two,source=/a,target=/c sh -c "cat /c/f > /s2; ls /c > /l2"',
+      // The same id and stage, another source: the same directory, that path of the seed.
+      'RUN --mount=type=cache,id=k,from=0,source=/b,target=/c cat /c/f > /s3',
+      // The whole stage as seed: its /a as the earlier mount left it (w1), its /b as copied.
+      'RUN --mount=type=cache,id=k,from=0,target=/c sh -c "ls /c/a > /l4; cat /c/b/f > /s4"',
+      // No seed: the id alone, a directory of its own, empty; a trailing slash is the same id.
+      'RUN --mount=type=cache,id=k,target=/c sh -c "ls -A /c > /l5; echo plain > /c/p"',
+      'RUN --mount=type=cache,target=/d/ sh -c "echo d > /d/x"',
+      'RUN --mount=type=cache,id=/d,target=/e sh -c "cat /e/x > /s6"',
+      'RUN --mount=type=cache,id=k,target=/c ls -A /c > /l7',
+      // uid/gid/mode without a source make a seed of their own: another directory.
+      'RUN --mount=type=cache,id=k,target=/c,uid=7 sh -c "ls -A /c > /l8; stat -c %u /c > /u8"',
+    ].join('\n');
+    const r = await build(busyboxContext(df));
+    const root = await unpack(r.imageDigest);
+    const read = (f: string): Promise<string> => readFile(join(root, f), 'utf8');
+    expect(await read('s1')).toBe('one\n');
+    expect(await read('s2')).toBe('two\n');
+    expect(await read('l2')).toBe('f\n');
+    expect(await read('s3')).toBe('b1\n');
+    // BuildKit's cache is a copy of the whole stage: a later whole mount holds the earlier
+    // mount's write (w1) and the stage's other files.
+    expect(await read('l4')).toBe('f\nw\n');
+    expect(await read('s4')).toBe('b1\n');
+    expect(await read('l5')).toBe('');
+    expect(await read('s6')).toBe('d\n');
+    expect(await read('l7')).toBe('p\n');
+    expect(await read('l8')).toBe('');
+    expect(await read('u8')).toBe('7\n');
+  });
+
   const interval = (sharing: string, tag: string): Record<string, string | Buffer> =>
     busyboxContext(
       `RUN --mount=type=cache,id=conc-${sharing},target=/c,sharing=${sharing} sh -c "echo ${tag} > /c/${tag}; cut -d' ' -f1 /proc/uptime > /start; sleep 1; ls /c > /seen; cut -d' ' -f1 /proc/uptime > /end"`,

@@ -64,6 +64,15 @@ async function lock(key: string, signal: AbortSignal): Promise<() => void> {
 }
 
 /**
+ * Directory name of cache `id` with seed identity `seed` (see the engine's `cacheMountKey`):
+ * the id's hash alone without a seed; with one, the hash of both, NUL-separated. Ids are
+ * host-wide names, as BuildKit's: any build on the host may use any id, seeded or not.
+ */
+export function runCacheName(id: string, seed: string | null): string {
+  return seed === null ? opaqueName(id) : opaqueName(`${id}\0${seed}`);
+}
+
+/**
  * The host's `RUN --mount=type=cache` directories (BuildKit's cache mounts): one directory
  * per id under `root`, named by the id's hash (ids are keys, never paths), kept across
  * builds on this host and trimmed least recently used first ({@link trim}).
@@ -80,18 +89,19 @@ export class RunCacheStore {
   }
 
   /**
-   * The directory for cache `id`. A directory made now is prepared by `init` (owner, mode,
+   * The directory for cache `id` seeded by `seed` ({@link runCacheName}). A directory made now is prepared by `init` (owner, mode,
    * seed content) in a temporary name first, then renamed into place: a crash never leaves a
    * half-seeded cache behind.
    */
   async acquire(
     id: string,
+    seed: string | null,
     sharing: CacheSharing,
     init: (dir: string) => Promise<void>,
     signal: AbortSignal,
   ): Promise<RunCacheLease> {
     await mkdir(this.root, { recursive: true });
-    const base = opaqueName(id);
+    const base = runCacheName(id, seed);
     const unlock = sharing === 'locked' ? await lock(join(this.root, base), signal) : () => undefined;
     try {
       let name = base;

@@ -2,7 +2,19 @@
 // https://docs.docker.com/reference/dockerfile/#run---mount
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, lstat, mkdir, rm, rmdir, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  chown,
+  lstat,
+  mkdir,
+  rename,
+  rm,
+  rmdir,
+  stat,
+  unlink,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
 import { dirname, join, posix } from 'node:path';
 import { promisify } from 'node:util';
 import { ConfineError, containerPath, resolveInRoot } from '@stratum/confine';
@@ -34,6 +46,8 @@ export interface RunMountsDeps {
   readonly cacheStore: RunCacheStore;
   /** Mounts the stage (name or index) or image `from` names. */
   openFrom(from: string, line: number): Promise<MountedFrom>;
+  /** Identity of what `from` names (its last step's cache key, or the image's digest): part of a seeded cache mount's key. */
+  fromKey(from: string, line: number): Promise<string>;
   /** Build secrets by id. */
   readonly secrets: ReadonlyMap<string, Buffer>;
   /** Private keys by ssh id (`--ssh id=path`, a project's deploy key). */
@@ -244,6 +258,85 @@ async function startAgent(
   }
 }
 
+/** Go's `path.Clean` for an absolute or relative slash path: BuildKit's default cache id is the cleaned target. */
+function cleanPath(p: string): string {
+  const n = posix.normalize(p);
+  return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n;
+}
+
+/** What names a cache mount's directory on the host, and how a new one is made. */
+export interface CacheMountKey {
+  /** `id`, default the cleaned target as written (BuildKit's `path.Clean(target)`). */
+  readonly id: string;
+  /**
+   * BuildKit keys a cache directory by `id` plus the identity of its seed (`<id>:<ref id>`):
+   * the `from` stage or image, and the `uid`/`gid`/`mode` asked for when there is no
+   * `source` (BuildKit makes them a `mkdir` over `from`, scratch by default). Null: no seed,
+   * the id alone (the same directory as before seeds were keyed).
+   */
+  readonly seed: string | null;
+  /** Whether `uid`/`gid`/`mode` make the new directory (BuildKit ignores them with a `source`). */
+  readonly perms: boolean;
+  /** Path below the directory that the step sees: `from`'s `source`; null for the whole directory. */
+  readonly source: string | null;
+}
+
+/**
+ * The key of a `type=cache` mount, as BuildKit's dockerfile2llb and cache mount manager
+ * (frontend/dockerfile/dockerfile2llb/convert_runmount.go, solver/llbsolver/mounts/mount.go).
+ */
+export function cacheMountKey(m: Mount, fromKey: string | null): CacheMountKey {
+  const id = m.id ?? cleanPath(m.target as string);
+  const source = posix.join('/', m.source ?? '/');
+  const perms = source === '/' && (m.uid !== undefined || m.gid !== undefined || m.mode !== undefined);
+  const parts: string[] = [];
+  if (fromKey !== null) {
+    parts.push(`from=${fromKey}`);
+  }
+  if (perms) {
+    parts.push(`mkdir=${m.uid ?? 0}:${m.gid ?? 0}:${(m.mode ?? 0o755).toString(8)}`);
+  }
+  return {
+    id,
+    seed: parts.length > 0 ? parts.join(' ') : null,
+    perms,
+    // Without `from` BuildKit seeds from scratch: a `source` names nothing, the whole directory is mounted.
+    source: fromKey !== null && !perms ? source : null,
+  };
+}
+
+/**
+ * The host path of `source` inside cache directory `dir`, copied from the seed (`seedHost()`)
+ * the first time a step mounts it: BuildKit's cache directory is a copy of the whole `from`
+ * root, of which each mount shows its `source`; copying only the paths mounted shows the same.
+ */
+async function seedCacheSource(
+  dir: string,
+  source: string,
+  seedHost: () => Promise<string>,
+): Promise<string> {
+  const rel = await resolveInRoot(dir, source, { symlinks: 'in-root', what: 'cache source' });
+  const host = containerPath(dir, rel);
+  if ((await stat(host).catch(() => null)) !== null) {
+    return host;
+  }
+  const from = await seedHost();
+  await mkdir(dirname(host), { recursive: true });
+  // Copied beside it, then renamed: a concurrent step seeding the same path finds it whole or not at all.
+  const tmp = join(dirname(host), `.stratum-seed-${randomBytes(6).toString('hex')}`);
+  await mkdir(tmp);
+  try {
+    await copyTree(from, tmp, true);
+    await rename(tmp, host);
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true });
+    if ((await stat(host).catch(() => null)) === null) {
+      throw err;
+    }
+  }
+  return host;
+}
+
 async function copyTree(source: string, dest: string, isDir: boolean): Promise<void> {
   // cp -a keeps owners, modes, links and times: the step sees the bound tree as it is.
   await execFileP('cp', ['-a', '--reflink=auto', isDir ? `${source}/.` : source, dest]);
@@ -331,31 +424,42 @@ export async function prepareRunMounts(
         }
         case 'cache': {
           const destination = mountTarget(m, workdir);
-          let seed: { host: string; isDir: boolean } | null = null;
-          if (m.from !== undefined) {
-            const from = await openFrom(m.from);
-            seed = await resolveSource(m, line, from.root, false);
-            if (!seed.isDir) {
-              fail(m, line, `source "${m.source ?? '.'}" in ${m.from} is not a directory`);
-            }
-          }
-          const seedFrom = seed;
+          const key = cacheMountKey(m, m.from !== undefined ? await deps.fromKey(m.from, line) : null);
           const lease: RunCacheLease = await deps.cacheStore.acquire(
-            m.id ?? m.target ?? destination,
+            key.id,
+            key.seed,
             m.sharing ?? 'shared',
             async (dir) => {
-              if (seedFrom !== null) {
-                await copyTree(seedFrom.host, dir, true);
+              // BuildKit's new cache directory: the mode/owner asked for (then empty, whatever
+              // `from` holds), or a copy of `from`'s root (its owner and mode), or 0755 root's.
+              if (key.perms) {
+                await chmod(dir, m.mode ?? 0o755);
+                await chown(dir, m.uid ?? 0, m.gid ?? 0);
+              } else if (key.source === '/') {
+                await copyTree((await openFrom(m.from as string)).root, dir, true);
+              } else {
+                await chmod(dir, 0o755);
+                await chown(dir, 0, 0);
               }
-              // BuildKit's defaults for a new cache directory: 0755, root's.
-              await chmod(dir, m.mode ?? 0o755);
-              await chown(dir, m.uid ?? 0, m.gid ?? 0);
             },
             deps.signal,
           );
           undo.push(async () => lease.release());
+          let host = lease.dir;
+          if (key.source !== null && key.source !== '/') {
+            // One cache directory per id and `from`, as BuildKit's: it holds the seed's tree,
+            // each `source` of it copied in when a step first mounts that path.
+            host = await seedCacheSource(lease.dir, key.source, async () => {
+              const from = await openFrom(m.from as string);
+              const seed = await resolveSource(m, line, from.root, false);
+              if (!seed.isDir) {
+                fail(m, line, `source "${m.source ?? '.'}" in ${m.from as string} is not a directory`);
+              }
+              return seed.host;
+            });
+          }
           await addStub(destination);
-          mounts.push({ source: lease.dir, destination, readonly: m.readOnly });
+          mounts.push({ source: host, destination, readonly: m.readOnly });
           break;
         }
         case 'tmpfs': {

@@ -105,6 +105,7 @@ async function runInContainer(
     cacheStore: host.engine.runCache,
     openFrom: async (from, line) =>
       host.mountState(`${fs.id}-m${randomBytes(3).toString('hex')}`, await host.fromState(from, line)),
+    fromKey: async (from, line) => fromIdentity(await host.fromState(from, line)),
     secrets,
     ...(host.ctx.ssh !== undefined ? { ssh: host.ctx.ssh } : {}),
     signal: host.ctx.signal,
@@ -221,6 +222,11 @@ async function runProcess(
       instr.startLine,
     );
   }
+}
+
+/** What a stage or image is, for a seeded cache mount's key: its step cache key, else its layers. */
+function fromIdentity(state: ImageState): string {
+  return state.cacheKey ?? `layers:${(state.config.rootfs?.diff_ids ?? []).join(',')}`;
 }
 
 /**
