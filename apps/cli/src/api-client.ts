@@ -10,6 +10,8 @@ import type {
   ContainerRecord,
   ErrorBody,
   PushRecord,
+  WorkerRemoved,
+  WorkerView,
 } from '@stratum/contracts';
 import type { CheckResult } from '@stratum/dockerfile';
 import type { ImageHistoryEntry, ImageSummary, RemovedImage } from '@stratum/images';
@@ -217,6 +219,16 @@ export class ApiClient {
 
   revokeRobot(name: string): Promise<{ revoked: string }> {
     return this.request('DELETE', `/api/v1/robots/${encodeURIComponent(name)}`);
+  }
+
+  // ---------------------------------------------------------------- workers
+
+  listWorkers(): Promise<WorkerView[]> {
+    return this.request('GET', '/api/v1/workers');
+  }
+
+  removeWorker(id: string): Promise<WorkerRemoved> {
+    return this.request('DELETE', `/api/v1/workers/${encodeURIComponent(id)}`);
   }
 
   // ---------------------------------------------------------------- images

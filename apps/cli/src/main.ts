@@ -7,6 +7,7 @@ import { ApiClient, ApiError, SubmitOptions } from './api-client';
 import { formatCheckReport } from './check-report';
 import { registerAuthCommands } from './auth-commands';
 import { registerRobotCommands } from './robot-commands';
+import { registerWorkerCommands } from './worker-commands';
 import { CliContext } from './cli-context';
 import { containerLogs, registerContainerCommands } from './container-commands';
 import { ContextDigestCache, contextFingerprint } from './context-cache';
@@ -366,6 +367,7 @@ export function buildProgram(
   registerContainerCommands(program, ctx);
   registerAuthCommands(program, ctx);
   registerRobotCommands(program, ctx);
+  registerWorkerCommands(program, ctx);
   registerProjectCommands(program, ctx);
   return program;
 }

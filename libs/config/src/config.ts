@@ -178,6 +178,9 @@ function buildSchemas() {
     // unreachable for as long; a redelivery to the same worker waits for its first run.
     WORKER_LOCK_DURATION_MS: positiveInt.min(1000).default(8_000),
     WORKER_STALLED_INTERVAL_MS: positiveInt.min(1000).default(2_000),
+    // A commit or removal of a container whose worker (the host holding its files) has been gone
+    // this long fails with a message naming the worker, instead of waiting for it forever.
+    CONTAINER_WORKER_TIMEOUT_MS: positiveInt.min(1000).default(30_000),
     JOB_ATTEMPTS: positiveInt.max(20).default(5),
     STEP_TIMEOUT_SECONDS: positiveInt.default(3600),
     STEP_MEMORY_BYTES: positiveInt.default(4 * 1024 * 1024 * 1024),
@@ -618,6 +621,11 @@ export interface StratumConfig {
     /** WORKER_PLATFORMS as given (unparsed; the worker checks it against what the host can run). */
     readonly platforms: string | null;
   };
+  /**
+   * CONTAINER_WORKER_TIMEOUT_MS: commits and removals of a container whose worker has been gone
+   * (no advert) this long fail, naming the worker, instead of waiting for it.
+   */
+  readonly containerWorkerTimeoutMs: number;
   readonly jobAttempts: number;
   readonly stepTimeoutSeconds: number;
   /** Memory limit of a RUN step's container (cgroup), bytes. */
@@ -798,6 +806,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       scratchDir: resolve(dataDir, 'worker', c.WORKER_ID),
       platforms: c.WORKER_PLATFORMS ?? null,
     },
+    containerWorkerTimeoutMs: c.CONTAINER_WORKER_TIMEOUT_MS,
     jobAttempts: c.JOB_ATTEMPTS,
     stepTimeoutSeconds: c.STEP_TIMEOUT_SECONDS,
     stepMemoryBytes: c.STEP_MEMORY_BYTES,

@@ -111,3 +111,28 @@ export interface ContainerRecord {
 
 /** A container id: 32 lowercase hex digits. */
 export const CONTAINER_ID = /^[a-f0-9]{32}$/;
+
+/** A worker as `GET /api/v1/workers` lists it: live, or gone with what it left behind. */
+export interface WorkerView {
+  readonly id: string;
+  readonly live: boolean;
+  /** Platforms it builds for (live workers). */
+  readonly platforms: string[];
+  /** When its heartbeat lapsed or it shut down; null while live. */
+  readonly goneSince: string | null;
+  /** When commits and removals of its containers stop waiting (goneSince + CONTAINER_WORKER_TIMEOUT_MS). */
+  readonly failsAfter: string | null;
+  /** Ids of the containers (not removed) whose files are on its host. */
+  readonly containers: string[];
+  /** Jobs on its own queue (`commit.<id>`) not yet done: waiting, delayed or active. */
+  readonly pendingJobs: number;
+}
+
+/** `DELETE /api/v1/workers/:id`: what was dropped. */
+export interface WorkerRemoved {
+  readonly id: string;
+  /** Container records marked removed (their files were on the gone host). */
+  readonly containers: number;
+  /** Jobs dropped with its queue. */
+  readonly jobs: number;
+}

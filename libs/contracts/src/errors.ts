@@ -17,6 +17,11 @@ export const ERROR_STATUS = {
   PLATFORM_UNAVAILABLE: 422,
   CONTAINER_UNKNOWN: 404,
   CONTAINER_STATE: 409,
+  /** The worker holding a container's files has been gone past CONTAINER_WORKER_TIMEOUT_MS. */
+  WORKER_GONE: 503,
+  WORKER_UNKNOWN: 404,
+  /** A live worker cannot be forgotten. */
+  WORKER_LIVE: 409,
   IMAGE_UNKNOWN: 404,
   IMAGE_CONFLICT: 409,
   PUSH_UNKNOWN: 404,

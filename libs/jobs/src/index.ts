@@ -10,4 +10,5 @@ export * from './build-secret-store';
 export * from './build-stats';
 export * from './store-probe';
 export * from './worker-registry';
+export * from './worker-queues';
 export * from './ssh-keys';

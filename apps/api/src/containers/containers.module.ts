@@ -6,11 +6,16 @@ import { ContainerRecordStore, REDIS } from '@stratum/jobs';
 import { ImagesApiModule } from '../images/images-api.module';
 import { ContainersController } from './containers.controller';
 import { ContainersService } from './containers.service';
+import { WorkersController } from './workers.controller';
+import { WorkersService } from './workers.service';
 
-/** `/api/v1/containers` (run, inspect, remove, commit); brings the images API along. */
+/**
+ * `/api/v1/containers` (run, inspect, remove, commit) and `/api/v1/workers` (the hosts holding
+ * them, live or gone); brings the images API along.
+ */
 @Module({
   imports: [ImagesModule, ImagesApiModule],
-  controllers: [ContainersController],
+  controllers: [ContainersController, WorkersController],
   providers: [
     {
       provide: ContainerRecordStore,
@@ -19,6 +24,7 @@ import { ContainersService } from './containers.service';
         new ContainerRecordStore(redis, config.buildRetentionSeconds),
     },
     ContainersService,
+    WorkersService,
   ],
 })
 export class ContainersModule implements OnApplicationShutdown {

@@ -13,6 +13,7 @@ import { commandOf, ImageService, parseCommitChanges, runConfig } from '@stratum
 import { CommitProducer, ContainerRecordStore, KeepRecord } from '@stratum/jobs';
 import { mirrorWriteConflict } from '@stratum/registry';
 import { CommitAccepted, CommitContainerBody, ContainerCreated, CreateContainerBody } from './containers.dto';
+import { WorkersService } from './workers.service';
 
 /**
  * Containers as `docker run` / `docker rm` / `docker commit` see them. The API records and
@@ -26,6 +27,7 @@ export class ContainersService {
     private readonly records: ContainerRecordStore,
     private readonly images: ImageService,
     private readonly producer: CommitProducer,
+    private readonly workers: WorkersService,
   ) {}
 
   /** Resolves the image now (so an unknown one is a 404 here), records, enqueues the run. */
@@ -97,6 +99,10 @@ export class ContainersService {
    */
   async remove(id: string): Promise<ContainerRecord> {
     const current = await this.records.require(id);
+    if (current.workerId !== null && current.state !== ContainerState.Removed) {
+      // Its files are on that worker's host: a worker gone past the timeout will not delete them.
+      await this.workers.requireReachable(current.workerId, id);
+    }
     if (current.state === ContainerState.Created) {
       // Taken off the queue, it will never run; a worker that took it already sees `removed`.
       await this.producer.removeIfWaiting(`run-${id}`);
@@ -131,6 +137,11 @@ export class ContainersService {
     );
     if (conflict !== null) {
       throw new StratumError('BAD_REQUEST', `tag "${body.repository}:${body.tag}": ${conflict}`);
+    }
+    const current = await this.records.require(id);
+    if (current.workerId !== null) {
+      // Only that worker can snapshot the container: refused at once when it is long gone.
+      await this.workers.requireReachable(current.workerId, id);
     }
     const commitId = randomUUID();
     const updated = await this.records.update(id, (r) => {

@@ -19,6 +19,11 @@ export interface QueueHealth {
   readonly paused: boolean;
   /** Ids of the workers connected to this queue (BullMQ `getWorkers()`, by Redis client name). */
   readonly workers: string[];
+  /**
+   * A worker's own queue (`commit.<id>`): its worker, and since when that worker is gone (no
+   * heartbeat), null while it is live. Its jobs fail CONTAINER_WORKER_TIMEOUT_MS after that.
+   */
+  readonly owner?: { readonly workerId: string; readonly goneSince: string | null };
 }
 
 /** `GET /api/v1/queues`. */

@@ -7,8 +7,9 @@ import {
   CommitProducer,
   OutgoingProducer,
   PushProducer,
-  QUEUE_PREFIX,
   REDIS,
+  WorkerRegistry,
+  workerQueueIds,
 } from '@stratum/jobs';
 import { QUEUE_JOB_STATES, QueueHealth, QueueJobState, QueuesOverview } from './queues.dto';
 
@@ -26,32 +27,8 @@ export class QueuesService {
     private readonly pushes: PushProducer,
     private readonly outgoing: OutgoingProducer,
     @Inject(REDIS) private readonly redis: Redis,
+    private readonly registry: WorkerRegistry,
   ) {}
-
-  /** Worker ids of every per-worker commit queue in Redis (BullMQ keeps a `meta` key per queue). */
-  private async knownWorkerQueues(): Promise<string[]> {
-    const ids: string[] = [];
-    let cursor = '0';
-    let rounds = 0;
-    do {
-      const [next, keys] = await this.redis.scan(
-        cursor,
-        'MATCH',
-        `${QUEUE_PREFIX}:${QueueName.Commit}.*:meta`,
-        'COUNT',
-        1000,
-      );
-      cursor = next;
-      for (const key of keys) {
-        const m = WORKER_QUEUE_META.exec(key);
-        if (m !== null) {
-          ids.push(m[1]);
-        }
-      }
-      // Bounded: a keyspace of millions is walked at most 1,000 rounds per request.
-    } while (cursor !== '0' && ++rounds < 1000);
-    return ids;
-  }
 
   async overview(): Promise<QueuesOverview> {
     const shared: Queue[] = [this.builds.queue, this.commits.queue, this.pushes.queue];
@@ -61,10 +38,20 @@ export class QueuesService {
     // and of every worker that ever had one (found in Redis): a gone worker's queue stays
     // listed, with no worker and the jobs waiting for it, until it is emptied.
     const committers = sharedHealth.find((q) => q.name === QueueName.Commit)?.workers ?? [];
-    const known = await this.knownWorkerQueues();
+    const known = await workerQueueIds(this.redis);
     const ids = unique([...committers, ...known]);
     const perWorker = ids.map((id) => this.commits.onWorker(id).queue);
-    const workerHealth = await Promise.all(perWorker.map((q) => health(q)));
+    const liveness = new Map((await this.registry.all(ids)).map((w) => [w.workerId, w]));
+    const workerHealth = await Promise.all(
+      perWorker.map(async (q, i): Promise<QueueHealth> => {
+        const gone = liveness.get(ids[i]);
+        const goneSince =
+          gone !== undefined && !gone.live && gone.goneSince !== null && !committers.includes(ids[i])
+            ? new Date(gone.goneSince).toISOString()
+            : null;
+        return { ...(await health(q)), owner: { workerId: ids[i], goneSince } };
+      }),
+    );
     // Consumed by the API replicas, whose consumers are not build workers (left out of `workers`).
     const outgoing = await health(this.outgoing.queue);
     // An offline worker's queue that is empty is history, not a problem: left out.
@@ -78,8 +65,6 @@ export class QueuesService {
     };
   }
 }
-
-const WORKER_QUEUE_META = new RegExp(`^${QUEUE_PREFIX}:${QueueName.Commit}\\.([A-Za-z0-9_.-]+):meta$`);
 
 async function health(queue: Queue): Promise<QueueHealth> {
   const [raw, clients, paused] = await Promise.all([

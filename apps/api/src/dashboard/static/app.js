@@ -967,7 +967,18 @@ function queuesView() {
                 { dataset: { queue: queue.name } },
                 h('td', { class: 'mono' }, queue.name, queue.paused ? [' ', badge('paused')] : null),
                 QUEUE_COLUMNS.map((c) => h('td', { class: 'num', dataset: { col: c } }, queue.counts[c])),
-                h('td', {}, queue.workers.join(', ') || h('span', { class: 'error' }, 'none')),
+                h(
+                  'td',
+                  {},
+                  queue.owner?.goneSince
+                    ? h(
+                        'span',
+                        { class: 'error', dataset: { gone: queue.owner.workerId } },
+                        `worker ${queue.owner.workerId} gone since `,
+                        when(queue.owner.goneSince),
+                      )
+                    : queue.workers.join(', ') || h('span', { class: 'error' }, 'none'),
+                ),
               ),
             ),
           ),
