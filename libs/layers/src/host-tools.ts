@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Duplex } from 'node:stream';
+import { setPriority } from 'node:os';
 import { LayerError } from './layer-error';
 
 const availability = new Map<string, Promise<boolean>>();
@@ -73,8 +74,15 @@ export interface FilterProcess {
   child: ChildProcess;
 }
 
-export function spawnFilter(cmd: string, args: string[]): FilterProcess {
+export function spawnFilter(cmd: string, args: string[], options: { niceness?: number } = {}): FilterProcess {
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  if (options.niceness !== undefined && child.pid !== undefined) {
+    try {
+      setPriority(child.pid, options.niceness);
+    } catch {
+      // exited already, or not allowed: it runs at our own priority
+    }
+  }
   const err: Buffer[] = [];
   child.stderr.on('data', (b: Buffer) => err.push(b));
   const duplex = Duplex.from({ writable: child.stdin, readable: child.stdout });

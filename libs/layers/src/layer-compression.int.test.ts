@@ -1,6 +1,7 @@
 // The gzip implementations a worker may use: each is deterministic, each decodes back to the
 // same tar, and the same tar always gets the same diffID whichever compressed it.
 import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { pipeline } from 'node:stream/promises';
@@ -99,5 +100,48 @@ describe('auto: small layers in-process', () => {
     await expect(pipeline(layer.stream, new Writable({ write: (_c, _e, cb) => cb() }))).rejects.toThrow(
       'unreadable entry',
     );
+  });
+});
+
+describe('niceness', () => {
+  it('a compressor process runs at the niceness asked for, and its bytes are the same', async () => {
+    const seen: number[] = [];
+    // poll our igzip children's nice value (field 19 of /proc/<pid>/stat) while one runs
+    const poll = setInterval(() => {
+      for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+        try {
+          const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+          const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+          const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+          if (comm === 'igzip' && Number(fields[1]) === process.pid) {
+            seen.push(Number(fields[16]));
+          }
+        } catch {
+          // exited meanwhile
+        }
+      }
+    }, 2);
+    // slow the reader down so the process lives long enough to be seen
+    const layer = compressLayer(Readable.from([input, input, input]), {
+      gzipImplementation: 'igzip',
+      niceness: 10,
+    });
+    const chunks: Buffer[] = [];
+    await pipeline(
+      layer.stream,
+      new Writable({
+        write(chunk: Buffer, _enc, done) {
+          chunks.push(chunk);
+          setTimeout(done, 5);
+        },
+      }),
+    );
+    const niced = await layer.done;
+    clearInterval(poll);
+    expect(seen.length).toBeGreaterThan(0);
+    expect(new Set(seen)).toEqual(new Set([10]));
+    const plain = compressLayer(Readable.from([input, input, input]), { gzipImplementation: 'igzip' });
+    const [, digests] = await Promise.all([buffer(plain.stream), plain.done]);
+    expect(niced.digest).toBe(digests.digest);
   });
 });

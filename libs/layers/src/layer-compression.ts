@@ -47,6 +47,12 @@ export interface CompressionOptions {
    * speed, and passes incompressible data through at disk speed (gzip -6 and pigz do not).
    */
   gzipImplementation?: 'auto' | 'igzip' | 'pigz' | 'zlib';
+  /**
+   * Scheduling priority (nice, -20..19) of a compressor that runs as its own process (igzip,
+   * pigz, zstd). The pipelined layer export compresses beside the build's next step at 10, so
+   * the step (its container, a COPY in the worker) gets the CPU first. Default: ours.
+   */
+  niceness?: number;
 }
 
 async function compressor(options: CompressionOptions): Promise<{ duplex: Duplex; exited: Promise<void> }> {
@@ -58,19 +64,19 @@ async function compressor(options: CompressionOptions): Promise<{ duplex: Duplex
       const impl = options.gzipImplementation ?? 'auto';
       if (impl === 'igzip' || (impl === 'auto' && options.level === undefined && (await hasTool('igzip')))) {
         // -n: no name/mtime in the header. One thread: same bytes whatever the core count.
-        return spawnFilter('igzip', ['-n', '-c', `-${options.level ?? 1}`]);
+        return spawnFilter('igzip', ['-n', '-c', `-${options.level ?? 1}`], options);
       }
       const level = options.level ?? 6;
       if (impl === 'pigz' || (impl === 'auto' && (await hasTool('pigz')))) {
         // -n: no name/mtime in the gzip header, so output depends on the input only.
-        return spawnFilter('pigz', ['-n', '-c', `-${level}`]);
+        return spawnFilter('pigz', ['-n', '-c', `-${level}`], options);
       }
       return { duplex: createGzip({ level }), exited: Promise.resolve() };
     }
     case 'zstd': {
       const level = options.level ?? 3;
       // zstd's multithreaded output does not depend on the thread count (-T0 = all cores).
-      return spawnFilter('zstd', ['-T0', `-${level}`, '-c', '-q', '--no-progress']);
+      return spawnFilter('zstd', ['-T0', `-${level}`, '-c', '-q', '--no-progress'], options);
     }
     default: {
       const never: never = compression;
