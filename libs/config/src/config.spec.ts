@@ -83,6 +83,22 @@ describe('loadConfig', () => {
     }
   });
 
+  it('reads REPOSITORY_QUOTAS as pattern=size (SI and IEC units) and refuses a bad entry naming it', () => {
+    expect(loadConfig(minimal).repositoryQuotas).toEqual([]);
+    expect(
+      loadConfig({ ...minimal, REPOSITORY_QUOTAS: 'team-a/*=10GiB, team-b/app=500MB,*=1024' })
+        .repositoryQuotas,
+    ).toEqual([
+      { pattern: 'team-a/*', limitBytes: 10 * 2 ** 30 },
+      { pattern: 'team-b/app', limitBytes: 500_000_000 },
+      { pattern: '*', limitBytes: 1024 },
+    ]);
+    for (const bad of ['team=10XB', 'Team/*=1GiB', 'team/*', '=1GiB', 'team=']) {
+      expect(() => loadConfig({ ...minimal, REPOSITORY_QUOTAS: bad })).toThrow(`REPOSITORY_QUOTAS: "${bad}"`);
+    }
+    expect(() => loadConfig({ ...minimal, REPOSITORY_QUOTAS: 'a/*=1MB,a/*=2MB' })).toThrow(/given twice/);
+  });
+
   it('reads TRUST_PROXY as a hop count or a list of addresses, unset as null', () => {
     expect(loadConfig(minimal).api.trustProxy).toBeNull();
     expect(loadConfig({ ...minimal, TRUST_PROXY: '1' }).api.trustProxy).toBe(1);

@@ -56,6 +56,9 @@ function buildSchemas() {
    *   repository only what its matching rules grant (plus pull where the repository is public)
    * - IMMUTABLE_TAGS: `repository-pattern:tag-pattern` (`team/*:v*`): such a tag, once set, never moves to
    *   another digest and is never deleted
+   * - REPOSITORY_QUOTAS: `repository-pattern=size` (`team-a/*=10GiB`; B, KB/MB/GB/TB, KiB/MiB/GiB/TiB): the
+   *   unique blobs (layers, configs, manifests) linked to the repositories a pattern matches, counted
+   *   once however many of them hold a blob, never exceed the size; a write past it is refused
    * - REGISTRY_MIRRORS: `prefix=upstream-url` (credentials as URL userinfo), served pull-through at /v2/<prefix>/…
    * - REGISTRY_CREDENTIALS: `host[:port]=user:password` for pushes to, and pulls from, other registries
    * - REGISTRY_INSECURE: `host[:port]` reached over plain HTTP (Docker's `insecure-registries`)
@@ -78,6 +81,7 @@ function buildSchemas() {
     REPOSITORY_ACCESS: z.string().optional(),
     ACCESS_RULES: z.string().optional(),
     IMMUTABLE_TAGS: z.string().optional(),
+    REPOSITORY_QUOTAS: z.string().optional(),
     // Audit log entries (logins, pushes, deletes, tags, builds…) older than this are dropped.
     AUDIT_RETENTION_DAYS: positiveInt.max(3650).default(90),
     REGISTRY_MIRRORS: z.string().optional(),
@@ -334,6 +338,56 @@ function parseImmutableTags(value: string | undefined, problems: string[]): Immu
       return [];
     }
     return [{ repository, tag }];
+  });
+}
+
+/** The bytes of unique blobs the repositories matching a pattern may hold (REPOSITORY_QUOTAS). */
+export interface RepositoryQuota {
+  /** Repository name pattern, `*` matching any run of characters (`team-a/*`). */
+  readonly pattern: string;
+  readonly limitBytes: number;
+}
+
+const SIZE_UNITS: Record<string, number> = {
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  kib: 2 ** 10,
+  mib: 2 ** 20,
+  gib: 2 ** 30,
+  tib: 2 ** 40,
+};
+
+/** `10GiB`, `500MB`, `1024` (bytes) as a byte count, or null. */
+export function parseSize(value: string): number | null {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
+  const unit = m === null ? undefined : SIZE_UNITS[m[2] === '' ? 'b' : m[2].toLowerCase()];
+  if (m === null || unit === undefined) {
+    return null;
+  }
+  const bytes = Math.floor(Number(m[1]) * unit);
+  return Number.isSafeInteger(bytes) ? bytes : null;
+}
+
+function parseRepositoryQuotas(value: string | undefined, problems: string[]): RepositoryQuota[] {
+  const seen = new Set<string>();
+  return listItems(value).flatMap((item) => {
+    const kv = splitOnce(item, '=');
+    const limitBytes = kv === null ? null : parseSize(kv[1]);
+    if (kv === null || !/^[a-z0-9*][a-z0-9._/*-]*$/.test(kv[0]) || limitBytes === null) {
+      problems.push(
+        `REPOSITORY_QUOTAS: "${item}": each entry must be repository-pattern=size, the size in B, KB, MB, GB, TB, KiB, MiB, GiB or TiB (e.g. team-a/*=10GiB)`,
+      );
+      return [];
+    }
+    if (seen.has(kv[0])) {
+      problems.push(`REPOSITORY_QUOTAS: pattern "${kv[0]}" is given twice`);
+      return [];
+    }
+    seen.add(kv[0]);
+    return [{ pattern: kv[0], limitBytes }];
   });
 }
 
@@ -661,6 +715,8 @@ export interface StratumConfig {
   readonly registryClients: RegistryClientConfig;
   /** IMMUTABLE_TAGS: tags that never move or go away once set (enforced by the repository store). */
   readonly immutableTags: readonly ImmutableTagRule[];
+  /** REPOSITORY_QUOTAS: byte limits on the unique blobs of the repositories each pattern matches. */
+  readonly repositoryQuotas: readonly RepositoryQuota[];
   readonly git: GitConfig;
   readonly maintenance: MaintenanceConfig;
 }
@@ -742,10 +798,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   let auth: AuthConfig | null = null;
   let registryClients: RegistryClientConfig | null = null;
   let immutableTags: ImmutableTagRule[] = [];
+  let repositoryQuotas: RepositoryQuota[] = [];
   if (authEnv.success) {
     auth = parseAuth(authEnv.data, problems);
     registryClients = parseRegistryClients(authEnv.data, problems);
     immutableTags = parseImmutableTags(authEnv.data.IMMUTABLE_TAGS, problems);
+    repositoryQuotas = parseRepositoryQuotas(authEnv.data.REPOSITORY_QUOTAS, problems);
   } else {
     problems.push(...describe(authEnv.error.issues));
   }
@@ -823,6 +881,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     auth,
     registryClients,
     immutableTags,
+    repositoryQuotas,
     git: {
       webhookMaxBodyBytes: c.WEBHOOK_MAX_BODY_BYTES,
       webhookMaxInflightBytes: c.WEBHOOK_MAX_INFLIGHT_BYTES,

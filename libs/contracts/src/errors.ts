@@ -59,6 +59,8 @@ export const ERROR_STATUS = {
   MANIFEST_UNKNOWN: 404,
   TAG_INVALID: 400,
   TAG_IMMUTABLE: 409,
+  /** REPOSITORY_QUOTAS: the write would take a pattern's repositories past their byte limit. */
+  QUOTA_EXCEEDED: 403,
   UNSUPPORTED: 415,
   REFERENCE_INVALID: 400,
   MANIFEST_UNSUPPORTED: 415,

@@ -15,7 +15,7 @@ import {
   formatPlatform,
   platformMatches,
 } from '@stratum/oci';
-import { assertTagsRemovable, BlobDigest, BlobStore, RepositoryStore } from '@stratum/storage';
+import { assertTagsRemovable, BlobDigest, BlobStore, RepositoryStore, withQuota } from '@stratum/storage';
 import { historyRows, ImageHistoryEntry, layerContentSize } from './image-history';
 import {
   IndexEntry,
@@ -382,12 +382,20 @@ export class ImageService {
     config: Digest,
     layers: readonly LayerDescriptor[],
   ): Promise<void> {
-    await Promise.all(
-      [...new Set([...layers.map((l) => l.digest), config])].map((d) =>
-        this.repositories.linkBlob(repository, d as BlobDigest),
-      ),
-    );
-    await this.repositories.linkManifest(repository, manifest as BlobDigest);
+    // REPOSITORY_QUOTAS: the image is admitted as a whole before any link (refused: none made).
+    const blobs = [
+      ...layers.map((l) => ({ digest: l.digest as BlobDigest, size: l.size })),
+      { digest: config as BlobDigest },
+      { digest: manifest as BlobDigest },
+    ];
+    await withQuota(this.repositories, repository, blobs, async () => {
+      await Promise.all(
+        [...new Set([...layers.map((l) => l.digest), config])].map((d) =>
+          this.repositories.linkBlob(repository, d as BlobDigest),
+        ),
+      );
+      await this.repositories.linkManifest(repository, manifest as BlobDigest);
+    });
   }
 
   /** Points `target` (`repo:tag`) at the image `ref` names, linking its blobs into the target repository. */

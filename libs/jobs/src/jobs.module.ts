@@ -14,6 +14,7 @@ import {
 } from './producers';
 import { NotificationOutbox } from './notification-outbox';
 import { createRedis } from './redis';
+import { QUOTA_LEDGER, RedisQuotaLedger } from '@stratum/storage';
 import { WorkerRegistry } from './worker-registry';
 
 function producerSettings(config: StratumConfig): ProducerSettings {
@@ -82,6 +83,13 @@ export class JobsModule implements OnApplicationShutdown {
           useFactory: (redis: Redis, config: StratumConfig) =>
             new BuildSecretStore(redis, config.auth.secret),
         },
+        {
+          // REPOSITORY_QUOTAS counters, for the StorageModule's repository store (null: no quotas).
+          provide: QUOTA_LEDGER,
+          inject: [REDIS, STRATUM_CONFIG],
+          useFactory: (redis: Redis, config: StratumConfig) =>
+            config.repositoryQuotas.length > 0 ? new RedisQuotaLedger(redis, config.repositoryQuotas) : null,
+        },
         { provide: WorkerRegistry, inject: [REDIS], useFactory: (redis: Redis) => new WorkerRegistry(redis) },
         ...(
           [
@@ -105,6 +113,7 @@ export class JobsModule implements OnApplicationShutdown {
       ],
       exports: [
         REDIS,
+        QUOTA_LEDGER,
         BuildRecordStore,
         BuildSecretStore,
         BuildProducer,

@@ -8,7 +8,7 @@ import {
   ParsedManifest,
   Platform,
 } from '@stratum/oci';
-import { BlobDigest, BlobStore, isBlobDigest, RepositoryStore } from '@stratum/storage';
+import { BlobDigest, BlobStore, isBlobDigest, RepositoryStore, withQuota } from '@stratum/storage';
 import { checkIndexEntries, DEFAULT_INDEX_LIMITS, IndexLimits, walkManifests } from './index-walk';
 import { RegistryClient, selectPlatform } from './registry-client';
 import { RegistryError } from './registry-error';
@@ -136,9 +136,33 @@ export class ImageTransfer {
     signal?: AbortSignal,
   ): Promise<void> {
     const done = new Set<string>();
+    const manifests: { digest: BlobDigest; blobs: Descriptor[] }[] = [];
     for (const d of await this.manifestsOf(source, digest, signal)) {
-      const m = await this.readManifest(source, d);
-      for (const blob of blobsOf(m.parsed)) {
+      manifests.push({ digest: d, blobs: blobsOf((await this.readManifest(source, d)).parsed) });
+    }
+    // REPOSITORY_QUOTAS: the whole copy is admitted into the target first (refused: nothing linked).
+    const all = manifests.flatMap((m) => [
+      { digest: m.digest },
+      ...m.blobs.map((b) => ({ digest: asDigest(b.digest), size: b.size })),
+    ]);
+    await withQuota(this.repositories, target, all, () =>
+      this.linkCopy(source, manifests, target, done, progress, signal),
+    );
+    if (tag !== null) {
+      await this.repositories.setTag(target, tag, digest);
+    }
+  }
+
+  private async linkCopy(
+    source: string,
+    manifests: readonly { digest: BlobDigest; blobs: Descriptor[] }[],
+    target: string,
+    done: Set<string>,
+    progress?: TransferProgress,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    for (const { digest: d, blobs } of manifests) {
+      for (const blob of blobs) {
         const b = asDigest(blob.digest);
         if (done.has(b)) {
           continue;
@@ -152,9 +176,6 @@ export class ImageTransfer {
         progress?.({ digest: b, size: blob.size, outcome: 'linked' });
       }
       await this.repositories.linkManifest(target, d);
-    }
-    if (tag !== null) {
-      await this.repositories.setTag(target, tag, digest);
     }
   }
 
@@ -288,17 +309,25 @@ export class ImageTransfer {
     }
     const parsed = manifest.parsed;
     checkIndexEntries(parsed, `${upstream}:${reference}`, this.limits);
-    for (const blob of blobsOf(parsed)) {
-      await this.fetchBlob(client, upstream, asDigest(blob.digest), repository, signal, blob.size);
-    }
-    await this.blobs.put(Readable.from([manifest.bytes]), { expectedDigest: manifest.digest });
-    await this.repositories.linkManifest(repository, manifest.digest);
-    let tagged = manifest.digest;
-    if (tagIndex && index !== null) {
-      await this.blobs.put(Readable.from([index.bytes]), { expectedDigest: index.digest });
-      await this.repositories.linkManifest(repository, index.digest);
-      tagged = index.digest;
-    }
+    // REPOSITORY_QUOTAS: admitted by the sizes the manifest declares, before any byte is fetched.
+    const quota = [
+      ...blobsOf(parsed).map((b) => ({ digest: asDigest(b.digest), size: b.size })),
+      { digest: manifest.digest, size: manifest.bytes.length },
+      ...(tagIndex && index !== null ? [{ digest: index.digest, size: index.bytes.length }] : []),
+    ];
+    const tagged = await withQuota(this.repositories, repository, quota, async () => {
+      for (const blob of blobsOf(parsed)) {
+        await this.fetchBlob(client, upstream, asDigest(blob.digest), repository, signal, blob.size);
+      }
+      await this.blobs.put(Readable.from([manifest.bytes]), { expectedDigest: manifest.digest });
+      await this.repositories.linkManifest(repository, manifest.digest);
+      if (tagIndex && index !== null) {
+        await this.blobs.put(Readable.from([index.bytes]), { expectedDigest: index.digest });
+        await this.repositories.linkManifest(repository, index.digest);
+        return index.digest;
+      }
+      return manifest.digest;
+    });
     if (tag !== null) {
       await this.repositories.setTag(repository, tag, tagged);
     }

@@ -107,6 +107,14 @@ export function toRegistryError(err: unknown): RegistryError | null {
       case 'TAG_IMMUTABLE':
         // DENIED is the OCI code clients print ("denied: tag team/app:v1 is immutable …").
         return new RegistryError('DENIED', err.message, undefined, { status: 409, cause: err });
+      case 'QUOTA_EXCEEDED':
+        // Distribution's answer to a write it refuses; the message names repository, pattern, used and limit.
+        return new RegistryError(
+          'DENIED',
+          err.message,
+          { ...(err as { detail?: object }).detail },
+          { status: 403, cause: err },
+        );
       case 'BLOB_UNKNOWN':
       case 'DIGEST_INVALID':
       case 'SIZE_INVALID':

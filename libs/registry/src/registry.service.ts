@@ -17,6 +17,7 @@ import {
   isStorageError,
   isTagName,
   RepositoryStore,
+  withQuota,
 } from '@stratum/storage';
 import { InclusiveRange, parseContentRange, parseRangeHeader } from './byte-range';
 import { DEFAULT_INDEX_LIMITS, IndexLimits, indexLimitError, walkManifests } from './index-walk';
@@ -230,8 +231,11 @@ export class RegistryService {
     await this.checkReferences(repository, parsed);
 
     const digest: BlobDigest = parsed.digest;
-    await this.blobs.put(Readable.from([bytes]), { expectedDigest: digest, expectedSize: bytes.length });
-    await this.repositories.linkManifest(repository, digest);
+    // REPOSITORY_QUOTAS: admitted before the bytes are stored, so a refused manifest is not kept.
+    await withQuota(this.repositories, repository, [{ digest, size: bytes.length }], async () => {
+      await this.blobs.put(Readable.from([bytes]), { expectedDigest: digest, expectedSize: bytes.length });
+      await this.repositories.linkManifest(repository, digest);
+    });
     const subject = manifestSubject(parsed);
     if (subject !== null) {
       await this.redis.sadd(RegistryKeys.referrers(repository, subject), digest);
@@ -481,11 +485,19 @@ export class RegistryService {
     if (options.digest !== undefined) {
       const expected = parseBlobDigestParam(options.digest);
       const body = options.body ?? Readable.from([]);
-      const put = await this.blobs.put(body, {
-        expectedDigest: expected,
-        ...(options.length !== undefined ? { expectedSize: options.length } : {}),
+      // REPOSITORY_QUOTAS: with a Content-Length the blob is admitted before a byte is stored.
+      const admitted = options.length !== undefined ? [{ digest: expected, size: options.length }] : [];
+      const put = await withQuota(this.repositories, repository, admitted, async () => {
+        const p = await this.blobs.put(body, {
+          expectedDigest: expected,
+          ...(options.length !== undefined ? { expectedSize: options.length } : {}),
+        });
+        await this.repositories.linkBlob(repository, p.digest);
+        return p;
+      }).catch((err: unknown) => {
+        body.resume();
+        throw err;
       });
-      await this.repositories.linkBlob(repository, put.digest);
       return { kind: 'created', blob: { digest: put.digest, size: put.size } };
     }
     options.body?.resume();
@@ -557,15 +569,28 @@ export class RegistryService {
       current = await this.session(repository, id);
     }
     try {
-      const put = await this.blobs.put(this.uploads.read(current), {
-        expectedDigest: expected,
-        expectedSize: current.offset,
-      });
-      await this.repositories.linkBlob(repository, put.digest);
+      // REPOSITORY_QUOTAS: admitted before the parts become a blob; refused, the parts are deleted.
+      const put = await withQuota(
+        this.repositories,
+        repository,
+        [{ digest: expected, size: current.offset }],
+        async () => {
+          const p = await this.blobs.put(this.uploads.read(current), {
+            expectedDigest: expected,
+            expectedSize: current.offset,
+          });
+          await this.repositories.linkBlob(repository, p.digest);
+          return p;
+        },
+      );
       await this.uploads.delete(session.id);
       return { digest: put.digest, size: put.size };
     } catch (err) {
-      if (isStorageError(err, 'DIGEST_INVALID') || isStorageError(err, 'SIZE_INVALID')) {
+      if (
+        isStorageError(err, 'DIGEST_INVALID') ||
+        isStorageError(err, 'SIZE_INVALID') ||
+        isStorageError(err, 'QUOTA_EXCEEDED')
+      ) {
         await this.uploads.delete(session.id);
       }
       throw err;

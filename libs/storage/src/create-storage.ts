@@ -4,6 +4,7 @@ import { FsBlobStore } from './fs-blob-store';
 import { FsRepositoryStore } from './fs-repository-store';
 import { ImmutableTagRule, ImmutableTagsRepositoryStore } from './immutable-tags';
 import { RepositoryStore } from './repository-store';
+import { QuotaRepositoryStore, RedisQuotaLedger } from './repository-quotas';
 import { S3BlobStore } from './s3-blob-store';
 import { S3RepositoryStore } from './s3-repository-store';
 import { createS3Client, ensureBucket } from './s3-util';
@@ -26,18 +27,22 @@ export interface Storage {
  */
 export async function createStorage(
   config: StorageConfig,
-  options: { immutableTags?: readonly ImmutableTagRule[] } = {},
+  options: { immutableTags?: readonly ImmutableTagRule[]; quotas?: RedisQuotaLedger | null } = {},
 ): Promise<Storage> {
   const rules = options.immutableTags ?? [];
-  const guard = (repositories: RepositoryStore): RepositoryStore =>
-    rules.length > 0 ? new ImmutableTagsRepositoryStore(repositories, rules) : repositories;
+  const quotas = options.quotas ?? null;
+  // Quotas outermost: withQuota() recognises the store by its class.
+  const guard = (repositories: RepositoryStore, blobs: BlobStore): RepositoryStore => {
+    const immutable = rules.length > 0 ? new ImmutableTagsRepositoryStore(repositories, rules) : repositories;
+    return quotas !== null ? new QuotaRepositoryStore(immutable, blobs, quotas) : immutable;
+  };
   switch (config.kind) {
     case 'fs': {
       const blobs = new FsBlobStore(config.root);
       await blobs.init();
       return {
         blobs,
-        repositories: guard(new FsRepositoryStore(config.root)),
+        repositories: guard(new FsRepositoryStore(config.root), blobs),
         uploads: new FsUploadPartStore(config.root),
         markers: new FsMarkerStore(config.root),
       };
@@ -45,19 +50,20 @@ export async function createStorage(
     case 's3': {
       const client = createS3Client(config);
       await ensureBucket(client, config.bucket, config.region);
+      const blobs = new S3BlobStore(client, config.bucket, {
+        ...(config.redirectEndpoint
+          ? {
+              redirect: {
+                // Only signs (the region is given, so minio asks nothing of this endpoint).
+                client: createS3Client({ ...config, endpoint: config.redirectEndpoint }),
+                seconds: config.redirectSeconds ?? 300,
+              },
+            }
+          : {}),
+      });
       return {
-        blobs: new S3BlobStore(client, config.bucket, {
-          ...(config.redirectEndpoint
-            ? {
-                redirect: {
-                  // Only signs (the region is given, so minio asks nothing of this endpoint).
-                  client: createS3Client({ ...config, endpoint: config.redirectEndpoint }),
-                  seconds: config.redirectSeconds ?? 300,
-                },
-              }
-            : {}),
-        }),
-        repositories: guard(new S3RepositoryStore(client, config.bucket)),
+        blobs,
+        repositories: guard(new S3RepositoryStore(client, config.bucket), blobs),
         uploads: new S3UploadPartStore(client, config.bucket),
         markers: new S3MarkerStore(client, config.bucket),
       };

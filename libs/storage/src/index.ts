@@ -24,6 +24,14 @@ export {
   isTagName,
 } from './repository-store';
 export type { RepositoryStore } from './repository-store';
+export {
+  QuotaExceededError,
+  QuotaKeys,
+  QuotaRepositoryStore,
+  RedisQuotaLedger,
+  withQuota,
+} from './repository-quotas';
+export type { QuotaBlob, QuotaRefusal, QuotaUsage, RepositoryQuotaRule } from './repository-quotas';
 export { S3BlobStore } from './s3-blob-store';
 export type { S3BlobStoreOptions } from './s3-blob-store';
 export { S3RepositoryStore } from './s3-repository-store';
@@ -34,6 +42,7 @@ export type { StorageErrorCode } from './storage-error';
 export {
   BLOB_STORE,
   MARKER_STORE,
+  QUOTA_LEDGER,
   REPOSITORY_STORE,
   StorageModule,
   UPLOAD_PART_STORE,

@@ -17,6 +17,8 @@ export const STORAGE_ERROR_CODES = [
   'BLOB_CORRUPT',
   /** The tag matches IMMUTABLE_TAGS and would move to another digest or be deleted. */
   'TAG_IMMUTABLE',
+  /** The write would take the repositories of a REPOSITORY_QUOTAS pattern past its limit. */
+  'QUOTA_EXCEEDED',
 ] as const;
 
 /** One of {@link STORAGE_ERROR_CODES}. */

@@ -1,6 +1,7 @@
 import { Global, Module } from '@nestjs/common';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { createStorage, Storage } from './create-storage';
+import { RedisQuotaLedger } from './repository-quotas';
 
 /** Injection token for the {@link BlobStore}. */
 export const BLOB_STORE = Symbol('BLOB_STORE');
@@ -10,6 +11,11 @@ export const REPOSITORY_STORE = Symbol('REPOSITORY_STORE');
 export const UPLOAD_PART_STORE = Symbol('UPLOAD_PART_STORE');
 /** Injection token for the {@link MarkerStore}. */
 export const MARKER_STORE = Symbol('MARKER_STORE');
+/**
+ * Injection token of the {@link RedisQuotaLedger} (REPOSITORY_QUOTAS), provided where Redis is
+ * (JobsModule); absent or null: no quotas.
+ */
+export const QUOTA_LEDGER = Symbol('QUOTA_LEDGER');
 /** Internal: both stores, built once. */
 const STORAGE = Symbol('STORAGE');
 
@@ -23,9 +29,9 @@ const STORAGE = Symbol('STORAGE');
   providers: [
     {
       provide: STORAGE,
-      inject: [STRATUM_CONFIG],
-      useFactory: (config: StratumConfig): Promise<Storage> =>
-        createStorage(config.storage, { immutableTags: config.immutableTags }),
+      inject: [STRATUM_CONFIG, { token: QUOTA_LEDGER, optional: true }],
+      useFactory: (config: StratumConfig, quotas: RedisQuotaLedger | null | undefined): Promise<Storage> =>
+        createStorage(config.storage, { immutableTags: config.immutableTags, quotas: quotas ?? null }),
     },
     { provide: BLOB_STORE, inject: [STORAGE], useFactory: (s: Storage) => s.blobs },
     { provide: REPOSITORY_STORE, inject: [STORAGE], useFactory: (s: Storage) => s.repositories },

@@ -113,6 +113,45 @@ export class GarbageCollector {
     return { freed, stats, deleted };
   }
 
+  /**
+   * What each repository holds for REPOSITORY_QUOTAS: the manifests it links or tags and what
+   * they reference (config, layers, an index's children), plus the blobs `counted` says it was
+   * given that it still links and the store still has (layers pushed ahead of their manifest, or
+   * left linked by a deleted image until this run's sweep deletes their bytes), each with its
+   * stored size.
+   */
+  async heldByRepository(
+    counted: (repository: string) => Promise<Map<string, number>>,
+  ): Promise<Map<string, Map<string, number>>> {
+    const held = new Map<string, Map<string, number>>();
+    for (const repository of await this.repositories.listRepositories()) {
+      const reached = new Set<string>();
+      for (const digest of await this.repositories.listManifests(repository)) {
+        await this.walk(digest, reached);
+      }
+      for (const tag of await this.repositories.listTags(repository)) {
+        const digest = await this.repositories.getTag(repository, tag);
+        if (digest !== null) {
+          await this.walk(digest, reached);
+        }
+      }
+      for (const d of (await counted(repository)).keys()) {
+        if (!reached.has(d) && isBlobDigest(d) && (await this.repositories.hasBlob(repository, d))) {
+          reached.add(d);
+        }
+      }
+      const sizes = new Map<string, number>();
+      for (const d of reached) {
+        const s = isBlobDigest(d) ? await this.blobs.stat(d) : { exists: false as const };
+        if (s.exists) {
+          sizes.set(d, s.size);
+        }
+      }
+      held.set(repository, sizes);
+    }
+    return held;
+  }
+
   /** Every blob digest reachable from a root. */
   async mark(): Promise<Set<string>> {
     const marked = new Set<string>();

@@ -2,6 +2,7 @@ import { Controller, Get, HttpCode, Post, Query } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { z } from 'zod';
 import { MaintenanceRun } from '@stratum/contracts';
+import type { QuotaUsage } from '@stratum/storage';
 import { ZodPipe } from '../common/zod-query.pipe';
 import { MaintenanceService } from './maintenance.service';
 
@@ -18,6 +19,15 @@ export class MaintenanceController {
     @Query(new ZodPipe(RunsQuerySchema)) query: z.infer<typeof RunsQuerySchema>,
   ): Promise<MaintenanceRun[]> {
     return this.maintenance.runs(query.limit);
+  }
+
+  @Get('quotas')
+  @ApiOperation({
+    summary:
+      'REPOSITORY_QUOTAS: bytes of unique blobs held by the repositories of each pattern, and its limit',
+  })
+  quotas(): Promise<QuotaUsage[]> {
+    return this.maintenance.quotaUsage();
   }
 
   @Post('gc')

@@ -1,12 +1,20 @@
 import { randomUUID } from 'node:crypto';
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, OnApplicationBootstrap, Optional } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import type { Redis } from 'ioredis';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { ContainerState, MaintenanceRun, StratumError } from '@stratum/contracts';
 import { REDIS } from '@stratum/jobs';
 import { RegistryService } from '@stratum/registry';
-import { BLOB_STORE, BlobStore, REPOSITORY_STORE, RepositoryStore } from '@stratum/storage';
+import {
+  BLOB_STORE,
+  BlobStore,
+  QUOTA_LEDGER,
+  QuotaUsage,
+  RedisQuotaLedger,
+  REPOSITORY_STORE,
+  RepositoryStore,
+} from '@stratum/storage';
 import { ContainersService } from '../containers/containers.service';
 import { ProjectBuilder } from '../projects/project-builder';
 import { ProjectStore } from '../projects/project-store';
@@ -30,7 +38,7 @@ type Trigger = MaintenanceRun['trigger'];
  * takes a Redis lock so one replica runs it, and is recorded with what it freed.
  */
 @Injectable()
-export class MaintenanceService {
+export class MaintenanceService implements OnApplicationBootstrap {
   private readonly logger = new Logger('Maintenance');
   private readonly lock: MaintenanceLock;
 
@@ -42,8 +50,37 @@ export class MaintenanceService {
     private readonly projects: ProjectStore,
     private readonly builder: ProjectBuilder,
     private readonly moduleRef: ModuleRef,
+    @Optional() @Inject(QUOTA_LEDGER) private readonly quotas: RedisQuotaLedger | null = null,
   ) {
     this.lock = new MaintenanceLock(redis);
+  }
+
+  /** REPOSITORY_QUOTAS set for the first time or changed: count what the store holds now. */
+  async onApplicationBootstrap(): Promise<void> {
+    if (this.quotas !== null && (await this.quotas.stale())) {
+      await this.lock.run('quota-recompute', GC_LOCK_TTL_MS, () => this.recomputeQuotas());
+    }
+  }
+
+  /** REPOSITORY_QUOTAS usage per pattern (empty without quotas). */
+  quotaUsage(): Promise<QuotaUsage[]> {
+    return this.quotas?.usage() ?? Promise.resolve([]);
+  }
+
+  /**
+   * Replaces the quota counters with what the repositories hold now (manifests and what they
+   * name): images deleted since free their bytes here, as their blob links stay until then.
+   */
+  private async recomputeQuotas(): Promise<number> {
+    if (this.quotas === null) {
+      return 0;
+    }
+    const quotas = this.quotas;
+    const held = await new GarbageCollector(this.blobs, this.repositories, this.redis).heldByRepository((r) =>
+      quotas.counted(r),
+    );
+    await quotas.recompute(held);
+    return held.size;
   }
 
   async runs(limit: number): Promise<MaintenanceRun[]> {
@@ -73,6 +110,9 @@ export class MaintenanceService {
         freed.blobs = gc.freed.blobs;
         freed.bytes = gc.freed.bytes;
         Object.assign(stats, gc.stats);
+        if (this.quotas !== null) {
+          stats.quotaRepositories = await this.recomputeQuotas();
+        }
       }),
     );
     if (done === null) {
