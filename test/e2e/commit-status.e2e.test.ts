@@ -2,8 +2,6 @@
 import 'reflect-metadata';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
-import { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
@@ -19,68 +17,9 @@ import {
   writeTree,
 } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { FakeForge, Recorded } from '../support/fake-forge';
 
 jest.setTimeout(120_000);
-
-/** One request the fake forge received. */
-interface Recorded {
-  readonly method: string;
-  readonly path: string;
-  readonly headers: IncomingMessage['headers'];
-  readonly body: Record<string, unknown>;
-  /** What the fake answered. */
-  readonly status: number;
-}
-
-/**
- * A stand-in for GitHub, GitLab and Gitea's status APIs (the forge is outside the system): it
- * records each request and answers as the docs say (201 with the status), or 500 while told to
- * fail. The request shapes checked below are the documented ones.
- */
-class FakeForge {
-  readonly requests: Recorded[] = [];
-  failNext = 0;
-  private server: Server | null = null;
-  private readonly sockets = new Set<Socket>();
-  port = 0;
-
-  async start(port = 0): Promise<void> {
-    this.server = createServer((req, res) => void this.handle(req, res));
-    this.server.on('connection', (s) => {
-      this.sockets.add(s);
-      s.on('close', () => this.sockets.delete(s));
-    });
-    await new Promise<void>((r) => this.server?.listen(port, '127.0.0.1', r));
-    this.port = (this.server.address() as AddressInfo).port;
-  }
-
-  /** Down: the port refuses connections until {@link start} again. */
-  async stop(): Promise<void> {
-    this.sockets.forEach((s) => s.destroy());
-    await new Promise((r) => this.server?.close(r));
-    this.server = null;
-  }
-
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const chunks: Buffer[] = [];
-    for await (const c of req) {
-      chunks.push(c as Buffer);
-    }
-    const body = JSON.parse(Buffer.concat(chunks).toString() || '{}') as Record<string, unknown>;
-    const status = this.failNext > 0 ? 500 : 201;
-    if (this.failNext > 0) {
-      this.failNext--;
-    }
-    this.requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body, status });
-    res.writeHead(status, { 'Content-Type': 'application/json' });
-    res.end(JSON.stringify(status === 201 ? { id: this.requests.length, ...body } : { message: 'boom' }));
-  }
-
-  /** States delivered (answered 201) for `path`, in order. */
-  delivered(path: string, field = 'state'): unknown[] {
-    return this.requests.filter((r) => r.path === path && r.status === 201).map((r) => r.body[field]);
-  }
-}
 
 const SECRET = 'x'.repeat(40);
 let redisServer: RedisServerHandle;
@@ -195,6 +134,7 @@ describe('commit statuses', () => {
     const states = forge.delivered(path);
     expect(states[0]).toBe('pending');
     expect(states.at(-1)).toBe('success');
+    expect(states).not.toContain('running');
     const last = forge.requests.filter((r) => r.path === path).at(-1) as Recorded;
     expect(last.method).toBe('POST');
     expect(last.headers.authorization).toBe('Bearer tok-github-123');
@@ -215,10 +155,17 @@ describe('commit statuses', () => {
     expect(forge.delivered(path).at(-1)).toBe('failure');
   });
 
-  it('GitLab: POST /projects/:id/statuses/:sha with PRIVATE-TOKEN, name and ref', async () => {
+  it('GitLab: POST /projects/:id/statuses/:sha with PRIVATE-TOKEN, name and ref; running while it runs', async () => {
     const b = await build('gl', 'main');
     const path = `/api/v4/projects/acme%2Fhello/statuses/${mainSha}`;
     await until('success delivered', () => forge.delivered(path).includes('success'));
+    // GitLab has a `running` state (GitHub and Gitea do not: theirs stay pending): sent once,
+    // before success; pending only if the build was still queued when its job ran.
+    const states = forge.delivered(path);
+    expect(states.filter((s) => s === 'running')).toEqual(['running']);
+    expect(states.indexOf('running')).toBeLessThan(states.indexOf('success'));
+    expect(states.at(-1)).toBe('success');
+    expect(new Set(states).size).toBe(states.length);
     const last = forge.requests.filter((r) => r.path === path).at(-1) as Recorded;
     expect(last.headers['private-token']).toBe('tok-gitlab-456');
     expect(last.body).toEqual({

@@ -225,6 +225,19 @@ function buildSchemas() {
     NOTIFY_URLS: z.string().optional(),
     NOTIFY_SECRET: z.string().min(16, 'NOTIFY_SECRET must be at least 16 characters').optional(),
     OUTGOING_BACKOFF_MS: positiveInt.max(3_600_000).default(5000),
+    /**
+     * Tests only: where the process SIGKILLs itself (`build-record-written:<state>` right after
+     * writing a build record in that state, `outbox-relay-claimed:<state>` when the API's outbox
+     * relay has read such a record's entry and queued nothing yet), so the chaos suite crashes
+     * it at an exact moment.
+     */
+    TEST_CRASH_POINT: z
+      .string()
+      .regex(
+        /^(build-record-written|outbox-relay-claimed):(queued|running|succeeded|failed|cancelled)$/,
+        'TEST_CRASH_POINT must be build-record-written:<state> or outbox-relay-claimed:<state>',
+      )
+      .optional(),
     OUTGOING_TIMEOUT_MS: positiveInt.max(300_000).default(10_000),
     GIT_ALLOW_FILE_URLS: bool.default(false),
     // maintenance (garbage collection, retention, clean-ups); a cron expression or "off"
@@ -696,6 +709,8 @@ export interface StratumConfig {
   /** `RUN --mount=type=cache` directories of a worker host are trimmed to this (LRU) after each build. */
   readonly runCacheMaxBytes: number;
   readonly logLevel: 'error' | 'warn' | 'log' | 'debug' | 'verbose';
+  /** Tests only (TEST_CRASH_POINT): where the process SIGKILLs itself, or null. */
+  readonly testCrashPoint: string | null;
   /**
    * Whether `RUN --network=host` and containers with `network: host` are allowed. Off by default:
    * on the host network a step reaches the worker's Redis and anything else on localhost.
@@ -875,6 +890,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     layerCacheMaxBytes: c.LAYER_CACHE_MAX_BYTES,
     runCacheMaxBytes: c.RUN_CACHE_MAX_BYTES,
     logLevel: c.LOG_LEVEL,
+    testCrashPoint: c.TEST_CRASH_POINT ?? null,
     allowHostNetwork: c.ALLOW_HOST_NETWORK,
     allowSandboxNetwork: c.ALLOW_SANDBOX_NETWORK,
     stepNetworkDefault: c.STEP_NETWORK_DEFAULT ?? (c.ALLOW_SANDBOX_NETWORK ? 'sandbox' : 'none'),

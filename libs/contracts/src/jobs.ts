@@ -132,8 +132,11 @@ export interface PushJobResult {
  */
 export interface CommitStatusJobData {
   readonly buildId: string;
-  /** Which change asked for it (one job per build and phase). */
-  readonly phase: 'queued' | 'finished';
+  /**
+   * Which change asked for it (one job per build and phase). `running` sends only to GitLab,
+   * whose status API has that state; GitHub and Gitea stay `pending` until the build ends.
+   */
+  readonly phase: 'queued' | 'running' | 'finished';
 }
 
 export interface CommitStatusJobResult {

@@ -82,5 +82,22 @@ describe('defaultForgeTarget', () => {
     expect(
       ['queued', 'running', 'succeeded', 'failed', 'cancelled'].map((s) => commitStateOf(s as never)),
     ).toEqual(['pending', 'pending', 'success', 'failure', 'error']);
+    // GitLab's status API has `running` (sent as is); GitHub and Gitea stay pending.
+    expect(commitStateOf('running', GitForge.GitLab)).toBe('running');
+    expect(commitStateOf('running', GitForge.GitHub)).toBe('pending');
+    const gl = commitStatusRequest(
+      { forge: GitForge.GitLab, apiUrl: 'https://gitlab.example.com/api/v4', repository: 'g/app' },
+      sha,
+      { ...status, state: 'running' },
+      'T',
+    );
+    expect(JSON.parse(gl.body)).toMatchObject({ state: 'running' });
+    const gh = commitStatusRequest(
+      { forge: GitForge.GitHub, apiUrl: 'https://api.github.com', repository: 'o/r' },
+      sha,
+      { ...status, state: 'running' },
+      'T',
+    );
+    expect(JSON.parse(gh.body)).toMatchObject({ state: 'pending' });
   });
 });

@@ -2,14 +2,18 @@ import { BuildState, GitForge } from '@stratum/contracts';
 import { repositoryWebUrl } from './forge-links';
 
 /** The state a forge shows for a commit, in Stratum's words (each forge has its own names). */
-export type CommitState = 'pending' | 'success' | 'failure' | 'error';
+export type CommitState = 'pending' | 'running' | 'success' | 'failure' | 'error';
 
-/** queued/running: pending; succeeded: success; failed: failure; cancelled: error. */
-export function commitStateOf(state: BuildState): CommitState {
+/**
+ * queued: pending; running: `running` on GitLab (its status API has that state), pending on
+ * GitHub and Gitea (theirs do not); succeeded: success; failed: failure; cancelled: error.
+ */
+export function commitStateOf(state: BuildState, forge?: GitForge): CommitState {
   switch (state) {
     case BuildState.Queued:
-    case BuildState.Running:
       return 'pending';
+    case BuildState.Running:
+      return forge === GitForge.GitLab ? 'running' : 'pending';
     case BuildState.Succeeded:
       return 'success';
     case BuildState.Failed:
@@ -77,6 +81,7 @@ export function defaultForgeTarget(
 /** GitLab's status names: https://docs.gitlab.com/api/commits/#set-the-pipeline-status-of-a-commit */
 const GITLAB_STATE: Readonly<Record<CommitState, string>> = {
   pending: 'pending',
+  running: 'running',
   success: 'success',
   failure: 'failed',
   error: 'canceled',
@@ -99,6 +104,8 @@ export function commitStatusRequest(
   token: string,
 ): ForgeRequest {
   const base = target.apiUrl.replace(/\/+$/, '');
+  // GitHub and Gitea have no `running`: a running build is pending there.
+  const state = status.state === 'running' ? 'pending' : status.state;
   const description = status.description.slice(0, 140);
   const json = { 'Content-Type': 'application/json', Accept: 'application/json', 'User-Agent': 'stratum' };
   switch (target.forge) {
@@ -113,7 +120,7 @@ export function commitStatusRequest(
           Authorization: `Bearer ${token}`,
         },
         body: JSON.stringify({
-          state: status.state,
+          state,
           target_url: status.targetUrl,
           description,
           context: status.context,
@@ -125,7 +132,7 @@ export function commitStatusRequest(
         url: `${base}/repos/${ownerRepo(target.repository)}/statuses/${sha}`,
         headers: { ...json, Authorization: `token ${token}` },
         body: JSON.stringify({
-          state: status.state,
+          state,
           target_url: status.targetUrl,
           description,
           context: status.context,

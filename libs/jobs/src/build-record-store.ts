@@ -10,6 +10,7 @@ import {
   StepStatus,
 } from '@stratum/contracts';
 import { JsonRecords, KeepRecord } from './json-records';
+import { addToOutbox, buildOutboxEntry } from './outbox';
 import { RedisKeys } from './redis';
 
 /** An event as stored on a build's stream, with the stream id (used as the SSE `id:`). */
@@ -37,10 +38,10 @@ export class BuildRecordStore {
     private readonly redis: Redis,
     private readonly retentionSeconds: number,
     /**
-     * Told of every new record and every state change once written (commit statuses); it must
-     * not throw, and a build never waits on what it then does.
+     * Called right after a record change (and its outbox entry) is written, before anything
+     * else: the chaos tests' crash point (TEST_CRASH_POINT=build-record-written:<state>).
      */
-    private readonly onChange?: (record: BuildRecord) => Promise<void>,
+    private readonly afterWrite?: (record: BuildRecord) => void,
   ) {
     this.records = new JsonRecords<BuildRecord>(redis, {
       kind: 'build',
@@ -52,13 +53,15 @@ export class BuildRecordStore {
 
   /**
    * Writes a new build record; `firstEvent` (the API's `queued` state event) goes onto its
-   * event stream in the same transaction, so that no record is seen without it.
+   * event stream in the same transaction, so that no record is seen without it. So does its
+   * outbox entry (commit status, notifications), as does every state change's: see outbox.ts.
    */
   async create(record: BuildRecord, firstEvent?: BuildEvent): Promise<void> {
     await this.records.create(record, (tx) => {
       if (firstEvent !== undefined) {
         tx.xadd(...eventArgs(record.id, firstEvent));
       }
+      addToOutbox(tx, buildOutboxEntry(record));
       // A project's builds are indexed by project and by ref once, at creation (a source never
       // changes). Entries of expired records are dropped when a read finds them gone.
       const { project, ref } = record.source ?? {};
@@ -71,7 +74,7 @@ export class BuildRecordStore {
         }
       }
     });
-    await this.onChange?.(record);
+    this.afterWrite?.(record);
   }
 
   /**
@@ -436,15 +439,16 @@ export class BuildRecordStore {
         // The state event goes out in the same transaction: whoever sees the record in a
         // terminal state finds the terminal event on the stream too (follow() relies on it).
       },
-      (tx) => {
+      (tx, r) => {
         for (const event of before) {
           tx.xadd(...eventArgs(id, event));
         }
         tx.xadd(...eventArgs(id, { type: 'state', state, at }));
+        addToOutbox(tx, buildOutboxEntry(r));
       },
     );
     if (changed && record !== null) {
-      await this.onChange?.(record);
+      this.afterWrite?.(record);
     }
     return record;
   }

@@ -4,6 +4,7 @@ export * from './build-record-store';
 export * from './container-record-store';
 export * from './producers';
 export * from './notification-outbox';
+export * from './outbox';
 export * from './jobs.module';
 export * from './secret-box';
 export * from './build-secret-store';

@@ -1,6 +1,6 @@
 import { DynamicModule, Global, Inject, Module, OnApplicationShutdown } from '@nestjs/common';
 import { Redis } from 'ioredis';
-import { QueueName } from '@stratum/contracts';
+import { BuildRecord, QueueName } from '@stratum/contracts';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { BuildRecordStore } from './build-record-store';
 import { BuildSecretStore } from './build-secret-store';
@@ -22,6 +22,24 @@ function producerSettings(config: StratumConfig): ProducerSettings {
     attempts: config.jobAttempts,
     retentionSeconds: config.buildRetentionSeconds,
     outgoing: { attempts: config.git.outgoing.attempts, backoffMs: config.git.outgoing.backoffMs },
+  };
+}
+
+/**
+ * The chaos tests' crash point TEST_CRASH_POINT=build-record-written:<state>: the process
+ * SIGKILLs itself right after writing a build record in that state, where a status or a
+ * notification used to be enqueued after the write (and lost with the process).
+ */
+function crashAfterRecordWrite(config: StratumConfig): ((r: BuildRecord) => void) | undefined {
+  const point = config.testCrashPoint;
+  if (point === null || !point.startsWith('build-record-written:')) {
+    return undefined;
+  }
+  const state = point.slice('build-record-written:'.length);
+  return (r) => {
+    if (r.state === state) {
+      process.kill(process.pid, 'SIGKILL');
+    }
   };
 }
 
@@ -65,17 +83,9 @@ export class JobsModule implements OnApplicationShutdown {
         },
         {
           provide: BuildRecordStore,
-          inject: [REDIS, STRATUM_CONFIG, OutgoingProducer, NotificationOutbox],
-          useFactory: (
-            redis: Redis,
-            config: StratumConfig,
-            outgoing: OutgoingProducer,
-            outbox: NotificationOutbox,
-          ) =>
-            new BuildRecordStore(redis, config.buildRetentionSeconds, async (r) => {
-              await outgoing.buildChanged(r);
-              await outbox.buildChanged(r);
-            }),
+          inject: [REDIS, STRATUM_CONFIG],
+          useFactory: (redis: Redis, config: StratumConfig) =>
+            new BuildRecordStore(redis, config.buildRetentionSeconds, crashAfterRecordWrite(config)),
         },
         {
           provide: BuildSecretStore,

@@ -1,7 +1,8 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { Logger } from '@nestjs/common';
 import { Redis } from 'ioredis';
-import { BuildRecord, BuildState } from '@stratum/contracts';
+import { BuildState } from '@stratum/contracts';
+import type { BuildOutboxEntry } from './outbox';
 import { OutgoingProducer } from './producers';
 import { RedisKeys } from './redis';
 
@@ -33,11 +34,28 @@ export function endpointId(e: NotificationEndpoint): string {
     .slice(0, 24);
 }
 
+/** How long an endpoint remembers an event was appended (a relay retried within it skips it). */
+const QUEUED_MARK_SECONDS = 7 * 24 * 3600;
+
 /**
- * Outgoing notifications, written where the change happens (API or worker) into one outbox per
- * endpoint (a Redis list, so events of a build leave in the order they happened) and handed to
- * the `outgoing` queue; the API's processor drains each outbox in order with retries. A build
- * or a push only pays an RPUSH and a job add per endpoint, whatever the receivers do.
+ * Appends an event to an endpoint's list once: KEYS outbox, endpoint hash, queued mark; ARGV
+ * event JSON, url, project, mark TTL, max length. Answers the list's length, or -1 when the
+ * event was appended before (the mark is set).
+ */
+const APPEND_ONCE = `
+if redis.call('SET', KEYS[3], '1', 'NX', 'EX', tonumber(ARGV[4])) == false then return -1 end
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], 'url', ARGV[2], 'project', ARGV[3])
+if n > tonumber(ARGV[5]) then redis.call('LTRIM', KEYS[1], n - tonumber(ARGV[5]), -1) end
+return n`;
+
+/**
+ * Outgoing notifications: the API's OutboxRelay hands each outbox entry (written with the
+ * change it tells of, see outbox.ts) here, which appends it to one list per endpoint (so events
+ * of a build leave in the order they happened) and queues that endpoint's delivery on the
+ * `outgoing` queue; the API's processor drains each list in order with retries. Appending is
+ * idempotent per (endpoint, event) and the job id is fixed, so a relay that crashed midway and
+ * runs the entry again adds nothing twice. Throws when Redis refuses (the relay retries).
  */
 export class NotificationOutbox {
   private readonly logger = new Logger('NotificationOutbox');
@@ -50,13 +68,13 @@ export class NotificationOutbox {
   ) {}
 
   /** Build queued/started/succeeded/failed/cancelled: to the service's and the project's endpoints. */
-  async buildChanged(record: BuildRecord): Promise<void> {
+  async buildChanged(entry: BuildOutboxEntry): Promise<void> {
+    const { record, id, at } = entry;
     const type = `build.${BUILD_EVENT[record.state]}`;
-    const id = randomUUID();
     const body = JSON.stringify({
       id,
       type,
-      at: new Date().toISOString(),
+      at,
       build: {
         id: record.id,
         state: record.state,
@@ -70,35 +88,35 @@ export class NotificationOutbox {
     await this.publish({ id, type, body }, record.source?.project ?? null);
   }
 
-  /** Appends the event to each endpoint's outbox and queues its delivery. Never throws. */
+  /** Appends the event to each endpoint's list (once) and queues its delivery. */
   async publish(event: OutboxEvent, project: string | null): Promise<void> {
-    try {
-      const endpoints: NotificationEndpoint[] = this.serviceUrls.map((url) => ({ url, project: null }));
-      if (project !== null) {
-        const raw = await this.redis.get(RedisKeys.project(project));
-        const url =
-          raw === null ? null : ((JSON.parse(raw) as { notifyUrl?: string | null }).notifyUrl ?? null);
-        if (url !== null) {
-          endpoints.push({ url, project });
-        }
+    const endpoints: NotificationEndpoint[] = this.serviceUrls.map((url) => ({ url, project: null }));
+    if (project !== null) {
+      const raw = await this.redis.get(RedisKeys.project(project));
+      const url =
+        raw === null ? null : ((JSON.parse(raw) as { notifyUrl?: string | null }).notifyUrl ?? null);
+      if (url !== null) {
+        endpoints.push({ url, project });
       }
-      for (const e of endpoints) {
-        const id = endpointId(e);
-        const [[, length]] = (await this.redis
-          .multi()
-          .rpush(RedisKeys.notifyOutbox(id), JSON.stringify(event))
-          .hset(RedisKeys.notifyEndpoint(id), { url: e.url, project: e.project ?? '' })
-          .exec()) as [[Error | null, number]];
-        if (length > MAX_OUTBOX_EVENTS) {
-          await this.redis.ltrim(RedisKeys.notifyOutbox(id), length - MAX_OUTBOX_EVENTS, -1);
-          this.logger.warn(`notifications to ${e.url}: outbox full, the oldest events were dropped`);
-        }
-        await this.producer.notify(id, event.id);
+    }
+    for (const e of endpoints) {
+      const id = endpointId(e);
+      const length = (await this.redis.eval(
+        APPEND_ONCE,
+        3,
+        RedisKeys.notifyOutbox(id),
+        RedisKeys.notifyEndpoint(id),
+        RedisKeys.notifyQueued(id, event.id),
+        JSON.stringify(event),
+        e.url,
+        e.project ?? '',
+        QUEUED_MARK_SECONDS,
+        MAX_OUTBOX_EVENTS,
+      )) as number;
+      if (length > MAX_OUTBOX_EVENTS) {
+        this.logger.warn(`notifications to ${e.url}: outbox full, the oldest events were dropped`);
       }
-    } catch (err) {
-      this.logger.warn(
-        `${event.type} ${event.id} not queued: ${err instanceof Error ? err.message : String(err)}`,
-      );
+      await this.producer.notify(id, event.id);
     }
   }
 }

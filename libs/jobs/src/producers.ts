@@ -198,13 +198,13 @@ export class PushProducer extends QueueProducer<typeof JobName.Push> {
 }
 
 /**
- * Calls out of the system, one job per build change. Only builds of a project make a commit
- * status job (the processor finds whether the project has a forge token). Never throws: a
- * status that cannot be queued is logged, and the build goes on.
+ * Calls out of the system, one job per build change, added by the API's OutboxRelay from the
+ * outbox stream (outbox.ts). Job ids are fixed by what they tell of, so the relay adding one
+ * again after a crash is a no-op. Only builds of a project make a commit status job (the
+ * processor finds whether the project has a forge token). Throws when Redis refuses: the relay
+ * then tries the entry again.
  */
 export class OutgoingProducer extends QueueProducer<typeof JobName.CommitStatus | typeof JobName.Notify> {
-  private readonly logger = new Logger('OutgoingProducer');
-
   /** Delivers what waits in `endpoint`'s outbox (one job per event: each drains it in order). */
   notify(endpoint: string, eventId: string): Promise<void> {
     return this.enqueue(JobName.Notify, `notify-${endpoint}-${eventId}`, { endpoint });
@@ -215,17 +215,17 @@ export class OutgoingProducer extends QueueProducer<typeof JobName.CommitStatus 
       return;
     }
     const phase =
-      record.state === BuildState.Queued ? 'queued' : isTerminalBuildState(record.state) ? 'finished' : null;
+      record.state === BuildState.Queued
+        ? 'queued'
+        : record.state === BuildState.Running
+          ? 'running'
+          : isTerminalBuildState(record.state)
+            ? 'finished'
+            : null;
     if (phase === null) {
       return;
     }
-    try {
-      await this.enqueue(JobName.CommitStatus, `status-${record.id}-${phase}`, { buildId: record.id, phase });
-    } catch (err) {
-      this.logger.warn(
-        `commit status of build ${record.id} (${phase}) not queued: ${err instanceof Error ? err.message : String(err)}`,
-      );
-    }
+    await this.enqueue(JobName.CommitStatus, `status-${record.id}-${phase}`, { buildId: record.id, phase });
   }
 }
 

@@ -86,6 +86,17 @@ export const RedisKeys = {
   cancelChannel: 'stratum:cancel',
   /** A project's JSON (written by the API's ProjectStore; read here for its notification URL). */
   project: (name: string) => `stratum:project:${name}`,
+  /**
+   * Stream of what must leave the system (commit statuses, notifications), written in the same
+   * MULTI as the change it tells of; the API's OutboxRelay moves it into the `outgoing` queue.
+   */
+  outbox: 'stratum:outbox',
+  /** The id of the last outbox entry relayed (entries up to it are done). */
+  outboxCursor: 'stratum:outbox:cursor',
+  /** Held by the one API replica relaying the outbox. */
+  outboxRelayLock: 'stratum:outbox:relay-lock',
+  /** Set once an event has been appended to an endpoint's list (a relay run again skips it). */
+  notifyQueued: (endpoint: string, eventId: string) => `stratum:notify:queued:${endpoint}:${eventId}`,
   /** List of events waiting for one notification endpoint, oldest first. */
   notifyOutbox: (endpoint: string) => `stratum:notify:outbox:${endpoint}`,
   /** Hash {url, project} of a notification endpoint. */

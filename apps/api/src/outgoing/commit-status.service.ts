@@ -21,8 +21,9 @@ async function answerSnippet(res: Response): Promise<string> {
 }
 
 /**
- * Sends a build's commit status to its project's forge: the build's state *now* (a late retry
- * of `pending` after the build finished sends the final state), context `stratum/<project>`,
+ * Sends a build's commit status to its project's forge: the state of the job's phase, if the
+ * build is still there (a `queued` or `running` job that runs after the build moved on sends
+ * nothing: the later phase's job does, so each state is sent once), context `stratum/<project>`,
  * target_url the build's dashboard page. Nothing is sent for a build without a project, or a
  * project without a forge token. A forge outage or 5xx/429 throws, and BullMQ retries with
  * backoff; a refusal (401, 404, 422…) fails the job at once (UnrecoverableError) naming the
@@ -54,11 +55,13 @@ export class CommitStatusService {
    */
   async send(data: CommitStatusJobData): Promise<CommitStatusJobResult> {
     const first = await this.sendOnce(data);
-    if (first.sent !== 'pending') {
+    if (first.sent !== 'pending' && first.sent !== 'running') {
       return first;
     }
     const now = await this.builds.get(data.buildId);
-    return now !== null && isTerminalBuildState(now.state) ? this.sendOnce(data) : first;
+    return now !== null && isTerminalBuildState(now.state)
+      ? this.sendOnce({ ...data, phase: 'finished' })
+      : first;
   }
 
   private async sendOnce(data: CommitStatusJobData): Promise<CommitStatusJobResult> {
@@ -82,7 +85,15 @@ export class CommitStatusService {
         `the forge token of project ${project.name} cannot be opened (set again, or AUTH_SECRET changed)`,
       );
     }
-    const state = commitStateOf(build.state);
+    if (data.phase === 'running' && target.forge !== GitForge.GitLab) {
+      return skip('GitHub and Gitea have no running state (the commit stays pending)');
+    }
+    const state = commitStateOf(build.state, target.forge);
+    // Each phase sends its own state once: when the build has moved on, the later phase's job
+    // (written in the same transaction as that change, so it exists) sends the newer state.
+    if (data.phase !== 'finished' && state !== (data.phase === 'queued' ? 'pending' : 'running')) {
+      return skip(`the build is ${build.state} now; that status is sent by its own job`);
+    }
     const ref = source.ref?.replace(/^refs\/(heads|tags)\//, '') ?? null;
     const req = commitStatusRequest(
       target,

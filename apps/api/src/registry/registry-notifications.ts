@@ -1,7 +1,11 @@
 import { randomUUID } from 'node:crypto';
+import { Logger } from '@nestjs/common';
 import { StratumConfig } from '@stratum/config';
-import { NotificationOutbox } from '@stratum/jobs';
+import type { Redis } from 'ioredis';
+import { addToOutbox } from '@stratum/jobs';
 import { ManifestEvent } from '@stratum/registry';
+
+const logger = new Logger('RegistryNotifications');
 
 /** Distribution's notification envelope media type (https://distribution.github.io/distribution/about/notifications/). */
 export const ENVELOPE_MEDIA_TYPE = 'application/vnd.docker.distribution.events.v1+json';
@@ -9,12 +13,11 @@ export const ENVELOPE_MEDIA_TYPE = 'application/vnd.docker.distribution.events.v
 /**
  * A manifest push or delete as Distribution notifies it: `{"events": [{id, timestamp, action,
  * target: {mediaType, size, digest, length, repository, url, tag}, request, actor, source}]}`,
- * to the service's receivers (NOTIFY_URLS), through the same durable outbox as build events.
+ * to the service's receivers (NOTIFY_URLS), through the same outbox stream as build events (the
+ * API's OutboxRelay queues it). A Redis error is logged and the push goes on: a receiver's
+ * notification never fails a push.
  */
-export function registryNotifier(
-  outbox: NotificationOutbox,
-  config: StratumConfig,
-): (e: ManifestEvent) => Promise<void> {
+export function registryNotifier(redis: Redis, config: StratumConfig): (e: ManifestEvent) => Promise<void> {
   const base = (config.api.publicUrl ?? `http://${config.api.host}:${config.api.port}`).replace(/\/+$/, '');
   const host = new URL(base).host;
   return async (e) => {
@@ -40,6 +43,20 @@ export function registryNotifier(
         },
       ],
     });
-    await outbox.publish({ id, type: `registry.${e.action}`, body, contentType: ENVELOPE_MEDIA_TYPE }, null);
+    const tx = redis.multi();
+    addToOutbox(tx, {
+      kind: 'notification',
+      id,
+      at: new Date().toISOString(),
+      type: `registry.${e.action}`,
+      body,
+      contentType: ENVELOPE_MEDIA_TYPE,
+      project: null,
+    });
+    await tx.exec().catch((err: unknown) => {
+      logger.warn(
+        `registry.${e.action} of ${e.repository} not queued: ${err instanceof Error ? err.message : String(err)}`,
+      );
+    });
   };
 }

@@ -2,7 +2,7 @@ import { Inject, Module, OnApplicationShutdown, OnModuleDestroy, OnModuleInit } 
 import { HttpAdapterHost } from '@nestjs/core';
 import type { Redis } from 'ioredis';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { NotificationOutbox, PushProducer, REDIS } from '@stratum/jobs';
+import { PushProducer, REDIS } from '@stratum/jobs';
 import {
   ImageTransfer,
   PullThroughCache,
@@ -51,17 +51,16 @@ const SWEEP_INTERVAL_MS = 3600 * 1000;
     },
     {
       provide: RegistryService,
-      inject: [BLOB_STORE, REPOSITORY_STORE, UploadSessionStore, REDIS, NotificationOutbox, STRATUM_CONFIG],
+      inject: [BLOB_STORE, REPOSITORY_STORE, UploadSessionStore, REDIS, STRATUM_CONFIG],
       useFactory: (
         blobs: BlobStore,
         repositories: RepositoryStore,
         uploads: UploadSessionStore,
         redis: Redis,
-        outbox: NotificationOutbox,
         config: StratumConfig,
       ) =>
         new RegistryService(blobs, repositories, uploads, redis, {
-          onManifestEvent: registryNotifier(outbox, config),
+          onManifestEvent: registryNotifier(redis, config),
         }),
     },
     RegistryAccessGuard,
