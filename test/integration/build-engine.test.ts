@@ -7,7 +7,13 @@ import { lstat, readdir, readFile, readlink, writeFile } from 'node:fs/promises'
 import { createServer, Server } from 'node:http';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { BuildEngine, BuildEngineOptions, cacheRecordKey, isUserBuildError } from '@stratum/engine';
+import {
+  BuildEngine,
+  BuildEngineOptions,
+  cacheRecordKey,
+  isUserBuildError,
+  MemoryBuildCacheIndex,
+} from '@stratum/engine';
 import { opaqueName } from '@stratum/confine';
 import { Digest } from '@stratum/contracts';
 import { BlobDigest, FsBlobStore } from '@stratum/storage';
@@ -123,6 +129,33 @@ describe('step cache', () => {
     const root = await unpack(b, changed.imageDigest);
     expect(await readFile(join(root, 'out/all'), 'utf8')).toBe('a=2\nx\n');
     expect(await readFile(join(root, 'out/greeting'), 'utf8')).toBe('hello\n');
+  });
+
+  it('a cache entry that cannot be written fails the build at its end, before the image is written, with nothing left mounted', async () => {
+    // The entries of steps without a pending layer are written beside the next steps now:
+    // a failing write must still fail the build (as it did when each step awaited it).
+    const index = new MemoryBuildCacheIndex();
+    let writes = 0;
+    const failing = host('failing-index', {
+      cacheIndex: {
+        get: (k) => index.get(k),
+        delete: (k) => index.delete(k),
+        put: async (k, r) => {
+          writes++;
+          if (r.layer === null) {
+            throw new Error('cache index unreachable');
+          }
+          await index.put(k, r);
+        },
+      },
+    });
+    await expect(build(failing, files('failing=1\n'))).rejects.toThrow('cache index unreachable');
+    expect(writes).toBeGreaterThan(1);
+    expect(bed.mounts('overlay')).toEqual([]);
+    // the same build with a working index: every step recorded, a rebuild is fully cached
+    const ok = host('working-index', { cacheIndex: index });
+    await build(ok, files('failing=1\n'));
+    expect(statuses(await build(ok, files('failing=1\n'))).every((st) => st === 'cached')).toBe(true);
   });
 
   it('a build arg that changes the RUN environment misses from that RUN on', async () => {

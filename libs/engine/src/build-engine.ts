@@ -135,6 +135,13 @@ class BuildRun implements NamedContextHost {
   /** `--build-context` sources, made into states when first named. */
   private readonly named: NamedContexts;
   private readonly live = new Set<ContainerFs>();
+  /**
+   * Cache entries being written for steps whose layer was stored already (or that made none):
+   * a Redis write each (fsync'd with the shipped config), so the next step does not wait for
+   * it; the image is written only once all are (so an unchanged rebuild is fully cached).
+   * Each settles to its error or null.
+   */
+  private readonly pendingRecords: Promise<Error | null>[] = [];
   private readonly stageNames = new Map<string, number>();
   /** Each finished stage's state, by stage index: what FROM <stage> and --from=<stage> read. */
   private readonly results = new Map<number, ImageState>();
@@ -260,6 +267,10 @@ class BuildRun implements NamedContextHost {
     // Every layer stored (and every step's cache entry written), then the image.
     const layers = await this.exports.resolve(final.layers);
     await this.exports.finish((fs, layer) => this.filesystems.adoptUpper(fs, layer));
+    const recordFailure = (await Promise.all(this.pendingRecords)).find((e) => e !== null);
+    if (recordFailure !== undefined) {
+      throw recordFailure;
+    }
     const written = await this.engine.images.write({
       config: final.config,
       layers,
@@ -601,7 +612,12 @@ class BuildRun implements NamedContextHost {
         });
         return;
       }
-      await record(layer);
+      this.pendingRecords.push(
+        record(layer).then(
+          () => null,
+          (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
+        ),
+      );
       await report(StepStatus.Done, layer?.size ?? null);
     } catch (err) {
       await report(this.ctx.signal.aborted ? StepStatus.Cancelled : StepStatus.Failed).catch(() => undefined);
@@ -754,6 +770,7 @@ class BuildRun implements NamedContextHost {
   async cleanup(): Promise<void> {
     // Exports still reading frozen upper dirs end before the job dir goes.
     await this.exports.drain();
+    await Promise.all(this.pendingRecords);
     // RUN containers' runc state and networks, torn down beside the later steps
     await this.options.runtime.settled();
     for (const fs of [...this.live]) {
