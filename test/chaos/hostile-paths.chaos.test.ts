@@ -109,7 +109,11 @@ it('RUN --mount=type=cache ids ..  ../..  /  and a long id: an empty dir each, n
   expect(written.sort()).toEqual(
     ids.map((id, i) => join(stack.dataDir, 'run-cache', opaqueName(id), `pwned${i}`)).sort(),
   );
-  expect(readdirSync(join(stack.dataDir, 'run-cache')).sort()).toEqual(ids.map(opaqueName).sort());
+  // and .locks: the (empty) lock files of those directories
+  expect(readdirSync(join(stack.dataDir, 'run-cache')).sort()).toEqual(
+    ['.locks', ...ids.map(opaqueName)].sort(),
+  );
+  expect(readdirSync(join(stack.dataDir, 'run-cache', '.locks')).sort()).toEqual(ids.map(opaqueName).sort());
   await servesNext();
 });
 

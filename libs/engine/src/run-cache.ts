@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -12,55 +12,69 @@ const execFileP = promisify(execFile);
 export interface RunCacheLease {
   /** Host directory bind-mounted at the mount's target. */
   readonly dir: string;
-  release(): void;
+  /** Resolves once the directory is free for others (its lock dropped). */
+  release(): Promise<void>;
 }
 
 /**
- * Waiters of `sharing=locked` ids and users of each instance directory, per process: one
- * worker process owns a host (ARCHITECTURE "one worker per Linux host"), and several engines
- * in one process (tests: two "hosts" on one runCacheDir) see the same maps.
+ * An flock(2) on `file`, held by a `flock` child process (util-linux) that runs `cat`: the
+ * lock is held once `cat` echoes a line back, and dropped when its stdin closes — by
+ * {@link FileLock.release}, or by the kernel when this process dies, so a killed worker never
+ * leaves a cache locked. Node has no flock of its own; a child process per lock costs ~5 ms
+ * and keeps the lock shared between worker processes on one DATA_DIR.
  */
-const lockQueues = new Map<string, (() => void)[]>();
-const lockHeld = new Set<string>();
-const users = new Map<string, number>();
+interface FileLock {
+  /** Resolves once the `flock` process has exited, that is, the lock is dropped. */
+  release(): Promise<void>;
+}
 
-async function lock(key: string, signal: AbortSignal): Promise<() => void> {
-  if (lockHeld.has(key)) {
-    await new Promise<void>((resolveWait, reject) => {
-      const queue = lockQueues.get(key) ?? [];
-      lockQueues.set(key, queue);
-      const onAbort = (): void => {
-        const i = queue.indexOf(wake);
-        if (i >= 0) {
-          queue.splice(i, 1);
-        }
-        reject(new Error('build aborted while waiting for a locked cache mount'));
-      };
-      const wake = (): void => {
-        signal.removeEventListener('abort', onAbort);
-        resolveWait();
-      };
-      queue.push(wake);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-    // The releaser handed the lock straight to us: it is still marked held.
-  } else {
-    lockHeld.add(key);
-  }
-  let released = false;
-  return () => {
-    if (released) {
-      return;
-    }
-    released = true;
-    const next = lockQueues.get(key)?.shift();
-    if (next !== undefined) {
-      next();
-    } else {
-      lockHeld.delete(key);
-      lockQueues.delete(key);
-    }
+async function flockFile(
+  file: string,
+  how: { exclusive: boolean; wait: boolean },
+  signal: AbortSignal,
+): Promise<FileLock | null> {
+  signal.throwIfAborted();
+  const child = spawn('flock', [how.exclusive ? '-x' : '-s', ...(how.wait ? [] : ['-n']), file, 'cat'], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  child.stdin.on('error', () => undefined);
+  const exited = new Promise<void>((resolveExit) => child.once('close', () => resolveExit()));
+  const release = (): Promise<void> => {
+    child.stdin.end();
+    return exited;
   };
+  return new Promise<FileLock | null>((resolveLock, reject) => {
+    let settled = false;
+    const settle = (fn: () => void): void => {
+      if (!settled) {
+        settled = true;
+        signal.removeEventListener('abort', onAbort);
+        fn();
+      }
+    };
+    const onAbort = (): void => {
+      child.kill('SIGKILL');
+      settle(() => reject(new Error('build aborted while waiting for a locked cache mount')));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    child.stdout.once('data', () => settle(() => resolveLock({ release })));
+    child.once('error', (err) =>
+      settle(() => reject(new Error(`cache mount lock: cannot run flock (util-linux): ${err.message}`))),
+    );
+    child.once('exit', (code) =>
+      settle(() =>
+        // flock -n exits 1 when the lock is taken elsewhere.
+        !how.wait && code === 1
+          ? resolveLock(null)
+          : reject(new Error(`cache mount lock on ${file}: flock exited ${String(code)}: ${stderr.trim()}`)),
+      ),
+    );
+    child.stdin.write('locked\n');
+  });
 }
 
 /**
@@ -72,6 +86,9 @@ export function runCacheName(id: string, seed: string | null): string {
   return seed === null ? opaqueName(id) : opaqueName(`${id}\0${seed}`);
 }
 
+/** Most instances of one `sharing=private` cache in use at once on a host. */
+export const MAX_PRIVATE_CACHE_INSTANCES = 64;
+
 /**
  * The host's `RUN --mount=type=cache` directories (BuildKit's cache mounts): one directory
  * per id under `root`, named by the id's hash (ids are keys, never paths), kept across
@@ -80,6 +97,13 @@ export function runCacheName(id: string, seed: string | null): string {
  * Sharing, as BuildKit: `shared` — every step uses the one directory at once; `locked` — one
  * step at a time on this host, the others wait; `private` — a step that finds the directory
  * in use gets another instance (`<hash>-<n>`), created for it and kept for later private use.
+ *
+ * "In use" is an flock on `root/.locks/<name>`, so it holds between all the worker processes
+ * that share one DATA_DIR (and so this root): `shared` steps hold it shared, `locked` steps
+ * exclusively (waiting for every other user, as BuildKit's locked ref), `private` steps take
+ * it exclusively without waiting or move on to the next instance, and {@link trim} removes a
+ * directory only while it holds it exclusively. Lock files are never removed: a waiter must
+ * never lock a name whose file was replaced.
  */
 export class RunCacheStore {
   readonly root: string;
@@ -88,10 +112,14 @@ export class RunCacheStore {
     this.root = resolve(root);
   }
 
+  private lockFile(name: string): string {
+    return join(this.root, '.locks', name);
+  }
+
   /**
-   * The directory for cache `id` seeded by `seed` ({@link runCacheName}). A directory made now is prepared by `init` (owner, mode,
-   * seed content) in a temporary name first, then renamed into place: a crash never leaves a
-   * half-seeded cache behind.
+   * The directory for cache `id` seeded by `seed` ({@link runCacheName}). A directory made
+   * now is prepared by `init` (owner, mode, seed content) in a temporary name first, then
+   * renamed into place: a crash never leaves a half-seeded cache behind.
    */
   async acquire(
     id: string,
@@ -100,52 +128,44 @@ export class RunCacheStore {
     init: (dir: string) => Promise<void>,
     signal: AbortSignal,
   ): Promise<RunCacheLease> {
-    await mkdir(this.root, { recursive: true });
+    await mkdir(join(this.root, '.locks'), { recursive: true });
     const base = runCacheName(id, seed);
-    const unlock = sharing === 'locked' ? await lock(join(this.root, base), signal) : () => undefined;
-    try {
-      let name = base;
-      if (sharing === 'private') {
-        for (let n = 1; (users.get(join(this.root, name)) ?? 0) > 0; n++) {
-          name = `${base}-${n}`;
+    let name = base;
+    let held: FileLock | null = null;
+    if (sharing === 'private') {
+      for (let n = 0; held === null; n++) {
+        if (n >= MAX_PRIVATE_CACHE_INSTANCES) {
+          throw new Error(
+            `cache mount "${id}": ${MAX_PRIVATE_CACHE_INSTANCES} private instances are in use on this host`,
+          );
         }
+        name = n === 0 ? base : `${base}-${n}`;
+        held = await flockFile(this.lockFile(name), { exclusive: true, wait: false }, signal);
       }
-      const dir = join(this.root, name);
-      users.set(dir, (users.get(dir) ?? 0) + 1);
-      try {
-        await this.ensure(dir, init);
-      } catch (err) {
-        this.unuse(dir);
-        throw err;
-      }
-      let released = false;
-      return {
-        dir,
-        release: () => {
-          if (released) {
-            return;
-          }
-          released = true;
-          this.unuse(dir);
-          // The directory's time stamps order the LRU trim: this use is the latest.
-          const now = new Date();
-          utimes(dir, now, now).catch(() => undefined);
-          unlock();
-        },
-      };
+    } else {
+      held = await flockFile(this.lockFile(name), { exclusive: sharing === 'locked', wait: true }, signal);
+    }
+    const lock: FileLock = held as FileLock;
+    const dir = join(this.root, name);
+    try {
+      await this.ensure(dir, init);
     } catch (err) {
-      unlock();
+      await lock.release();
       throw err;
     }
-  }
-
-  private unuse(dir: string): void {
-    const n = (users.get(dir) ?? 1) - 1;
-    if (n <= 0) {
-      users.delete(dir);
-    } else {
-      users.set(dir, n);
-    }
+    let released: Promise<void> | null = null;
+    return {
+      dir,
+      release: () => {
+        released ??= (async () => {
+          // The directory's time stamps order the LRU trim: this use is the latest.
+          const now = new Date();
+          await utimes(dir, now, now).catch(() => undefined);
+          await lock.release();
+        })();
+        return released;
+      },
+    };
   }
 
   private async ensure(dir: string, init: (dir: string) => Promise<void>): Promise<void> {
@@ -174,30 +194,41 @@ export class RunCacheStore {
    */
   async trim(maxBytes: number): Promise<{ removed: number; freedBytes: number }> {
     const names = await readdir(this.root).catch(() => [] as string[]);
-    const entries: { dir: string; size: number; used: number; busy: boolean }[] = [];
+    const entries: { name: string; size: number; used: number }[] = [];
     for (const name of names) {
       const dir = join(this.root, name);
       if (name.startsWith('.tmp-')) {
         await rm(dir, { recursive: true, force: true });
         continue;
       }
+      if (name.startsWith('.')) {
+        continue; // .locks
+      }
       const st = await stat(dir).catch(() => null);
       if (st === null || !st.isDirectory()) {
         continue;
       }
-      entries.push({ dir, size: await duBytes(dir), used: st.mtimeMs, busy: (users.get(dir) ?? 0) > 0 });
+      entries.push({ name, size: await duBytes(dir), used: st.mtimeMs });
     }
     let total = entries.reduce((s, e) => s + e.size, 0);
     let removed = 0;
     let freedBytes = 0;
+    const never = new AbortController().signal;
+    await mkdir(join(this.root, '.locks'), { recursive: true });
     for (const e of entries.sort((a, b) => a.used - b.used)) {
       if (total <= maxBytes) {
         break;
       }
-      if (e.busy) {
+      // In use by a step of any worker on this DATA_DIR: kept, whatever its size.
+      const lock = await flockFile(this.lockFile(e.name), { exclusive: true, wait: false }, never);
+      if (lock === null) {
         continue;
       }
-      await rm(e.dir, { recursive: true, force: true });
+      try {
+        await rm(join(this.root, e.name), { recursive: true, force: true });
+      } finally {
+        await lock.release();
+      }
       total -= e.size;
       freedBytes += e.size;
       removed++;

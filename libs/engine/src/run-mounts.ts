@@ -444,7 +444,7 @@ export async function prepareRunMounts(
             },
             deps.signal,
           );
-          undo.push(async () => lease.release());
+          undo.push(() => lease.release());
           let host = lease.dir;
           if (key.source !== null && key.source !== '/') {
             // One cache directory per id and `from`, as BuildKit's: it holds the seed's tree,
