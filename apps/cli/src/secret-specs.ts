@@ -73,6 +73,13 @@ export function parseSecrets(
 const MAX_SSH_KEY_BYTES = 64 * 1024;
 
 /**
+ * Why `--ssh default` alone (docker's "forward my agent") cannot work here: the build runs on a
+ * worker, not beside this CLI, and an agent signs but never hands out its private keys.
+ */
+const NO_AGENT =
+  'forwarding a local ssh agent (SSH_AUTH_SOCK) is not supported: the build runs on a worker, and an agent never gives out its keys. An unencrypted copy of a passphrase-protected key: cp KEY K && ssh-keygen -p -N "" -f K';
+
+/**
  * `--ssh` values as `docker buildx build --ssh` takes them with key files: `default=~/.ssh/id_ed25519`,
  * `deploy=key1,key2`. The keys are sent to the server like secrets (this CLI does not forward a
  * local agent, so an id alone or a socket path is refused, saying so).
@@ -96,7 +103,7 @@ export function parseSsh(specs: string[]): Map<string, Buffer[]> {
       throw new ApiError(
         0,
         'BAD_REQUEST',
-        `--ssh ${id}: give a private key file (--ssh ${id}=$HOME/.ssh/id_ed25519); forwarding a local ssh agent is not supported`,
+        `--ssh ${id}: give a private key file (--ssh ${id}=$HOME/.ssh/id_ed25519); ${NO_AGENT}`,
       );
     }
     const keys = paths.map((p) => {
@@ -110,7 +117,7 @@ export function parseSsh(specs: string[]): Map<string, Buffer[]> {
         throw new ApiError(
           0,
           'BAD_REQUEST',
-          `--ssh ${id}: ${p} is an agent socket; forwarding a local ssh agent is not supported, give a private key file`,
+          `--ssh ${id}: ${p} is an agent socket, give a private key file (--ssh ${id}=$HOME/.ssh/id_ed25519); ${NO_AGENT}`,
         );
       }
       if (!st.isFile() || st.size > MAX_SSH_KEY_BYTES) {

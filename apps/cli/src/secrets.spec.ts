@@ -1,3 +1,4 @@
+import { createServer } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -48,10 +49,23 @@ describe('parseSsh (stratum build --ssh, as docker buildx build --ssh)', () => {
 
   it('refuses an id alone (agent forwarding), a missing file, a directory, naming the id', () => {
     expect(() => parseSsh(['default'])).toThrow(
-      /--ssh default: give a private key file.*agent is not supported/,
+      /--ssh default: give a private key file.*ssh agent \(SSH_AUTH_SOCK\) is not supported: the build runs on a worker, and an agent never gives out its keys/,
     );
     expect(() => parseSsh([`x=${join(dir, 'none')}`])).toThrow(/--ssh x: cannot read/);
     expect(() => parseSsh([`x=${dir}`])).toThrow(/--ssh x: .* is not a private key file/);
     expect(() => parseSsh(['=a'])).toThrow(/expected ID=KEYFILE/);
+  });
+
+  it('refuses an agent socket (--ssh default=$SSH_AUTH_SOCK), saying why and what to give', async () => {
+    const sock = join(dir, 'agent.sock');
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(sock, resolve));
+    try {
+      expect(() => parseSsh([`default=${sock}`])).toThrow(
+        /--ssh default: .*agent\.sock is an agent socket, give a private key file .*an agent never gives out its keys/,
+      );
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });
