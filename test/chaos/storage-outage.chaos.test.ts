@@ -3,11 +3,10 @@
 // storage is back they end `succeeded`, every tag resolves to a manifest whose config and layers
 // all exist, and a client pulling a blob during the outage gets an error status, never wrong bytes.
 import 'reflect-metadata';
-import { ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import request from 'supertest';
 import { BuildRecord, PushRecord } from '@stratum/contracts';
 import {
@@ -19,6 +18,7 @@ import {
   WorkerProcessHandle,
 } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { ChildS3rver } from './child-s3rver';
 import { overlayMountsUnder, pollFor, submitBuild, waitForBuild } from './chaos-support';
 import { loadConfig } from '@stratum/config';
 
@@ -26,57 +26,6 @@ jest.setTimeout(240_000);
 
 const FULL = process.env.CHAOS_FULL === '1';
 const OUTAGE_MS = FULL ? 20_000 : 10_000;
-const REPO = resolve(__dirname, '../..');
-
-/** s3rver in a child process: SIGKILL stops it at once; start() again serves the same dir and port. */
-class ChildS3rver {
-  private child: ChildProcess | null = null;
-  readonly dir = mkdtempSync(join(tmpdir(), 'stratum-chaos-s3-'));
-
-  constructor(readonly port: number) {}
-
-  get endpoint(): string {
-    return `http://127.0.0.1:${this.port}`;
-  }
-
-  async start(): Promise<void> {
-    const script =
-      `const S3rver = require('s3rver');` +
-      `new S3rver({ address: '127.0.0.1', port: ${this.port}, silent: true, directory: ${JSON.stringify(this.dir)} })` +
-      `.run().then(() => process.stdout.write('s3rver ready\\n'), (e) => { console.error(e); process.exit(1); });`;
-    const child = spawn(process.execPath, ['-e', script], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child = child;
-    let out = '';
-    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-    await pollFor(
-      `s3rver on port ${this.port}`,
-      () => {
-        if (child.exitCode !== null) {
-          throw new Error(`s3rver exited with ${child.exitCode}: ${out}`);
-        }
-        return out.includes('s3rver ready') ? true : undefined;
-      },
-      30_000,
-      100,
-    );
-  }
-
-  async stop(): Promise<void> {
-    const child = this.child;
-    if (child !== null && child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGKILL');
-      await exited;
-    }
-    this.child = null;
-  }
-
-  async destroy(): Promise<void> {
-    await this.stop();
-    rmSync(this.dir, { recursive: true, force: true });
-  }
-}
 
 let redisServer: RedisServerHandle;
 let s3: ChildS3rver;
@@ -284,6 +233,7 @@ it('queued builds wait out a storage outage without spending attempts; the runni
   );
   const health = await request(api.url).get('/healthz');
   expect(health.status).toBe(503);
+  expect(health.body).toMatchObject({ status: 'degraded', redis: 'ok', storage: expect.any(String) });
   expect((health.body as { storage: string }).storage).not.toBe('ok');
   // The outage outlasts the running build's RUN step (it fails its attempt on the upload) and
   // a backoff: the queued builds are still waiting, not one attempt spent.

@@ -1,4 +1,5 @@
-import { Controller, Get, HttpException, Inject } from '@nestjs/common';
+import { Controller, Get, Inject, Res } from '@nestjs/common';
+import type { Response } from 'express';
 import { ApiTags } from '@nestjs/swagger';
 import { Redis } from 'ioredis';
 import { REDIS } from '@stratum/jobs';
@@ -22,7 +23,7 @@ export class HealthController {
 
   /** 200 when Redis answers and the blob store can be read; 503 naming what failed otherwise. */
   @Get('healthz')
-  async health(): Promise<Health> {
+  async health(@Res({ passthrough: true }) res: Response): Promise<Health> {
     const [redis, storage] = await Promise.all([
       this.redis.ping().then(
         () => 'ok',
@@ -34,9 +35,9 @@ export class HealthController {
       ),
     ]);
     const body: Health = { status: redis === 'ok' && storage === 'ok' ? 'ok' : 'degraded', redis, storage };
-    if (body.status !== 'ok') {
-      throw new HttpException(body, 503);
-    }
+    // The body names what failed (the dashboard's outage banner reads it), so it is answered as
+    // is rather than thrown: the error filter would keep only a message.
+    res.status(body.status === 'ok' ? 200 : 503);
     return body;
   }
 }

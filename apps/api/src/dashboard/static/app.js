@@ -1180,6 +1180,55 @@ function projectsView() {
   });
 }
 
+// ---------------------------------------------------------------- outage banner
+
+const HEALTH_POLL_MS = 3000;
+
+/** What /healthz says is down, in words; null when all is well. */
+async function outageProblem() {
+  let res;
+  try {
+    res = await fetch('/healthz', { headers: { accept: 'application/json' }, cache: 'no-store' });
+  } catch (err) {
+    return `The API does not answer (${err.message}).`;
+  }
+  if (res.ok) {
+    return null;
+  }
+  const body = await res.json().catch(() => null);
+  const down = [];
+  if (body && typeof body.storage === 'string' && body.storage !== 'ok') {
+    down.push(`object storage does not answer (${body.storage})`);
+  }
+  if (body && typeof body.redis === 'string' && body.redis !== 'ok') {
+    down.push(`Redis does not answer (${body.redis})`);
+  }
+  if (down.length === 0) {
+    return `The service is degraded (HTTP ${res.status} from /healthz).`;
+  }
+  return `Outage: ${down.join('; ')}. Queued builds wait and keep their attempts; running ones retry.`;
+}
+
+/** Polls /healthz for the life of the page and shows what is down above every view. */
+function watchHealth() {
+  const banner = document.getElementById('outage');
+  let since = null;
+  const check = async () => {
+    const problem = await outageProblem();
+    if (problem === null) {
+      since = null;
+      banner.hidden = true;
+      banner.replaceChildren();
+    } else {
+      since = since ?? new Date().toISOString();
+      replace(banner, problem, ' Since ', when(since), '.');
+      banner.hidden = false;
+    }
+    setTimeout(check, HEALTH_POLL_MS);
+  };
+  void check();
+}
+
 // ---------------------------------------------------------------- router
 
 let stop = () => undefined;
@@ -1220,3 +1269,4 @@ function route() {
 
 window.addEventListener('hashchange', route);
 route();
+watchHealth();
