@@ -19,3 +19,4 @@ export * from './foreign-platform';
 export * from './ssh-tools';
 export * from './engine-host';
 export * from './file-tree';
+export * from './sshd';

@@ -17,7 +17,12 @@ describe('loadConfig', () => {
       schemes: ['https', 'ssh'],
       maxBytes: 2 * 1024 * 1024 * 1024,
       timeoutSeconds: 300,
+      sshKnownHostsFile: null,
     });
+    expect(
+      loadConfig({ ...minimal, ADD_GIT_SSH_KNOWN_HOSTS: '/etc/stratum/known_hosts' }).addGit
+        .sshKnownHostsFile,
+    ).toBe('/etc/stratum/known_hosts');
     expect(loadConfig({ ...minimal, ADD_GIT_SCHEMES: 'https, file' }).addGit.schemes).toEqual([
       'https',
       'file',

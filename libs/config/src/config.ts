@@ -155,6 +155,9 @@ function buildSchemas() {
       .default('https,ssh'),
     ADD_GIT_MAX_BYTES: positiveInt.default(2 * 1024 * 1024 * 1024),
     ADD_GIT_TIMEOUT_SECONDS: positiveInt.max(3600).default(300),
+    // known_hosts file (OpenSSH format) of the ssh servers git sources may come from: an ssh
+    // host not listed, or whose key differs, is refused. Unset: every ssh git source is refused.
+    ADD_GIT_SSH_KNOWN_HOSTS: z.string().min(1).optional(),
     // Entries (files, dirs, links) of a build context: each costs the API and the worker memory
     // (1,000,000 empty files took a worker to 1.87 GB); 500,000 is several times a large
     // monorepo's checkout with node_modules, and keeps a worker well under 1 GB.
@@ -671,6 +674,8 @@ export interface StratumConfig {
     readonly maxBytes: number;
     /** ADD_GIT_TIMEOUT_SECONDS: each git command is killed after this long. */
     readonly timeoutSeconds: number;
+    /** ADD_GIT_SSH_KNOWN_HOSTS: known_hosts file of the ssh hosts git sources may use; null: none. */
+    readonly sshKnownHostsFile: string | null;
   };
   /** Most entries a build context may hold (MAX_CONTEXT_ENTRIES): refused with 413 beyond. */
   readonly maxContextEntries: number;
@@ -867,6 +872,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       )[],
       maxBytes: c.ADD_GIT_MAX_BYTES,
       timeoutSeconds: c.ADD_GIT_TIMEOUT_SECONDS,
+      sshKnownHostsFile: c.ADD_GIT_SSH_KNOWN_HOSTS ?? null,
     },
     maxContextEntries: c.MAX_CONTEXT_ENTRIES,
     buildRetentionSeconds: c.BUILD_RETENTION_SECONDS,

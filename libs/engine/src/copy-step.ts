@@ -427,6 +427,7 @@ async function prepareAddGit(
     scratch,
     'ADD',
     instr.startLine,
+    host.ctx.ssh,
     instr.checksum,
   );
   host.ctx.reporter.log(
@@ -462,6 +463,7 @@ async function prepareAddGit(
           instr.keepGitDir,
           'ADD',
           instr.startLine,
+          host.ctx.ssh,
         );
         try {
           // The checkout's contents, as `COPY dir/ dest/` copies a directory's.

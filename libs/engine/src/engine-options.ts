@@ -78,12 +78,15 @@ export interface BuildEngineOptions {
   /**
    * Git sources (`ADD <git url>`, git named contexts): the transports allowed (ADD_GIT_SCHEMES;
    * `file` for tests only), each git command's time limit, the disk one checkout may take.
-   * Default: https and ssh, 300 s, 2 GiB.
+   * Default: https and ssh, 300 s, 2 GiB. `sshKnownHosts` (ADD_GIT_SSH_KNOWN_HOSTS, a known_hosts
+   * file's text) lists the ssh servers a git source may be fetched from: an ssh host not in it, or
+   * whose key differs, is refused. Default: none, so ssh git sources fail until it is set.
    */
   readonly gitSources?: {
     readonly transports: readonly GitTransport[];
     readonly timeoutMs: number;
     readonly maxBytes: number;
+    readonly sshKnownHosts?: string;
   };
   /** Most entries of a build context (MAX_CONTEXT_ENTRIES); unlimited when unset. */
   readonly maxContextEntries?: number;

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdir, rm } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfineError, containerPath, resolveInRoot } from '@stratum/confine';
 import {
@@ -14,6 +15,7 @@ import {
 } from '@stratum/git';
 import { BuildError } from './build-errors';
 import { BuildEngineOptions } from './engine-options';
+import { SshAgentServer } from './ssh-agent';
 
 const DEFAULT_GIT: NonNullable<BuildEngineOptions['gitSources']> = {
   transports: ['https', 'ssh'],
@@ -29,9 +31,106 @@ export interface ResolvedGitSource {
   readonly remote: string;
 }
 
-function gitOptions(options: BuildEngineOptions, signal: AbortSignal): GitSourceOptions {
+/**
+ * The ssh id whose keys fetch an ssh git source (`git@host:org/repo.git`, `ssh://…`): BuildKit's
+ * llb.Git mounts the session's "default" ssh socket for them (client/llb/source.go, MountSSHSock).
+ */
+export const GIT_SSH_ID = 'default';
+
+/** The private keys of a build by ssh id (`--ssh id=file`, a project's deploy key as "default"). */
+export type BuildSshKeys = ReadonlyMap<string, readonly Buffer[]> | undefined;
+
+function gitOptions(options: BuildEngineOptions, signal: AbortSignal, sshCommand?: string): GitSourceOptions {
   const git = options.gitSources ?? DEFAULT_GIT;
-  return { transports: git.transports, timeoutMs: git.timeoutMs, maxBytes: git.maxBytes, signal };
+  return {
+    transports: git.transports,
+    timeoutMs: git.timeoutMs,
+    maxBytes: git.maxBytes,
+    signal,
+    ...(sshCommand !== undefined ? { sshCommand } : {}),
+  };
+}
+
+/** `'…'` for a shell word (git runs GIT_SSH_COMMAND through sh). */
+function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * Runs `fn` with the `GIT_SSH_COMMAND` an ssh git source is fetched with: the build's "default"
+ * keys served by an {@link SshAgentServer} (the one RUN --mount=type=ssh uses) on a socket only
+ * this process can open, and the host key checked strictly against the operator's known hosts
+ * (ADD_GIT_SSH_KNOWN_HOSTS). BuildKit's frontend instead trusts whatever `ssh-keyscan` returns at
+ * build time (and skips the check when the scan fails); here an unlisted or changed host key is
+ * refused, so a build never fetches from a host nobody vouched for. No ssh config, identity file
+ * or known_hosts of the worker's own user is read (`-F /dev/null`, explicit files).
+ */
+async function withGitSsh<T>(
+  source: GitSourceRef,
+  options: BuildEngineOptions,
+  ssh: BuildSshKeys,
+  what: string,
+  line: number,
+  fn: (sshCommand: string | undefined) => Promise<T>,
+): Promise<T> {
+  if (source.transport !== 'ssh') {
+    return fn(undefined);
+  }
+  const keys = ssh?.get(GIT_SSH_ID);
+  if (keys === undefined || keys.length === 0) {
+    throw new BuildError(
+      `${what}: ${redact(source.remote)} is fetched over ssh with the build's ssh key "${GIT_SSH_ID}", which this build was not given (stratum build --ssh ${GIT_SSH_ID}=<private key file>, or a project deploy key)`,
+      line,
+    );
+  }
+  // A short path of its own: ssh connects to the agent by name, and sun_path holds 107 bytes.
+  const dir = await mkdtemp(join(tmpdir(), 'stratum-git-ssh-'));
+  let agent: SshAgentServer | null = null;
+  try {
+    const knownHosts = join(dir, 'known_hosts');
+    await writeFile(knownHosts, options.gitSources?.sshKnownHosts ?? '', { mode: 0o600 });
+    agent = await SshAgentServer.listen(join(dir, 'agent'), keys, {
+      uid: process.getuid?.() ?? 0,
+      gid: process.getgid?.() ?? 0,
+      mode: 0o600,
+    });
+    const sshCommand = [
+      'ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o CheckHostIP=no',
+      `-o UserKnownHostsFile=${shellQuote(knownHosts)} -o GlobalKnownHostsFile=/dev/null`,
+      `-o IdentityAgent=${shellQuote(agent.socketPath)} -o IdentityFile=/dev/null -o IdentitiesOnly=no`,
+    ].join(' ');
+    return await fn(sshCommand);
+  } catch (err) {
+    throw sshProblem(err, source, what, line);
+  } finally {
+    await agent?.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** ssh's own failures, said plainly: an untrusted host key, a key the server refused. */
+function sshProblem(err: unknown, source: GitSourceRef, what: string, line: number): unknown {
+  const code = (err as { code?: string }).code;
+  const message = (err as Error).message ?? '';
+  if (code !== 'GIT_FETCH_FAILED') {
+    return err;
+  }
+  if (/Host key verification failed/.test(message)) {
+    const changed = /REMOTE HOST IDENTIFICATION HAS CHANGED/.test(message);
+    return new BuildError(
+      `${what}: ${redact(source.remote)}: the ssh host key of the server ${
+        changed ? 'differs from the one listed for it' : 'is not listed'
+      } in the worker's known hosts (ADD_GIT_SSH_KNOWN_HOSTS); the fetch was refused`,
+      line,
+    );
+  }
+  if (/Permission denied \(publickey/.test(message)) {
+    return new BuildError(
+      `${what}: ${redact(source.remote)}: the ssh server refused the build's ssh key "${GIT_SSH_ID}"`,
+      line,
+    );
+  }
+  return err;
 }
 
 /** A user's git problem (unknown ref, transport not allowed, fetch failed) as a BuildError at `line`. */
@@ -61,6 +160,7 @@ export async function resolveBuildGitSource(
   cwd: string,
   what: string,
   line: number,
+  ssh: BuildSshKeys,
   checksum?: string,
 ): Promise<ResolvedGitSource> {
   try {
@@ -69,7 +169,9 @@ export async function resolveBuildGitSource(
       throw new BuildError(`${what}: ${redact(url)} is not a git URL`, line);
     }
     await mkdir(cwd, { recursive: true });
-    const resolved = await resolveGitSource(source, cwd, gitOptions(options, signal));
+    const resolved = await withGitSsh(source, options, ssh, what, line, (sshCommand) =>
+      resolveGitSource(source, cwd, gitOptions(options, signal, sshCommand)),
+    );
     if (checksum !== undefined) {
       const problem = checkGitChecksum(source, resolved, checksum);
       if (problem !== null) {
@@ -95,10 +197,13 @@ export async function checkoutBuildGitSource(
   keepGitDir: boolean,
   what: string,
   line: number,
+  ssh: BuildSshKeys,
 ): Promise<{ checkout: string; dir: string }> {
   const dir = join(scratch, `git-${randomBytes(6).toString('hex')}`);
   try {
-    await checkoutGitSource(git.source, git.resolved, dir, gitOptions(options, signal));
+    await withGitSsh(git.source, options, ssh, what, line, (sshCommand) =>
+      checkoutGitSource(git.source, git.resolved, dir, gitOptions(options, signal, sshCommand)),
+    );
   } catch (err) {
     throw asBuildError(err, what, line);
   }

@@ -108,6 +108,7 @@ export class NamedContexts {
           scratch,
           what,
           line,
+          host.ctx.ssh,
         );
         log(`${what}: ${git.remote}#${git.source.ref ?? 'HEAD'} at ${git.resolved.commit}\n`);
         const id = {
@@ -125,6 +126,7 @@ export class NamedContexts {
             false,
             what,
             line,
+            host.ctx.ssh,
           );
           try {
             await cp(dir, fs.merged, { recursive: true, verbatimSymlinks: true, force: true });

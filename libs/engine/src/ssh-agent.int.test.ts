@@ -154,3 +154,38 @@ it('ends a connection that declares a message over the limit; owner and mode as 
     await agent.close();
   }
 });
+
+it('answers an extension request (OpenSSH 8.9+ sends session-bind first) with FAILURE, then lists the keys', async () => {
+  const sock = join(dir, 'agent3.sock');
+  const agent = await SshAgentServer.listen(sock, [readFileSync(join(dir, 'k0'))]);
+  try {
+    const name = Buffer.from('session-bind@openssh.com');
+    const body = Buffer.concat([Buffer.from([27]), Buffer.alloc(4), name, Buffer.alloc(64, 7)]);
+    body.writeUInt32BE(name.length, 1);
+    const ext = Buffer.concat([Buffer.alloc(4), body]);
+    ext.writeUInt32BE(body.length, 0);
+    const ids = Buffer.from([0, 0, 0, 1, 11]);
+    const reply = await new Promise<Buffer>((resolve, reject) => {
+      let got = Buffer.alloc(0);
+      const c = createConnection(sock, () => {
+        // Both in one write and split mid-message: the framing must not depend on chunking.
+        const all = Buffer.concat([ext, ids]);
+        c.write(all.subarray(0, 7));
+        setTimeout(() => c.write(all.subarray(7)), 50);
+      });
+      c.on('data', (d: Buffer) => {
+        got = Buffer.concat([got, d]);
+        if (got.length >= 9 && got.length >= 5 + 4 + got.readUInt32BE(5)) {
+          c.destroy();
+          resolve(got);
+        }
+      });
+      c.on('error', reject);
+    });
+    expect([...reply.subarray(0, 5)]).toEqual([0, 0, 0, 1, 5]); // SSH_AGENT_FAILURE
+    expect(reply[9]).toBe(12); // SSH_AGENT_IDENTITIES_ANSWER
+    expect(reply.readUInt32BE(10)).toBe(1); // one key
+  } finally {
+    await agent.close();
+  }
+});

@@ -14,6 +14,10 @@ const MAX_SOCKET_PATH = 107;
 
 /** Largest agent message accepted: a sign request carries a session hash or a signed file's digest. */
 export const MAX_AGENT_MESSAGE_BYTES = 256 * 1024;
+/** The requests served (draft-miller-ssh-agent §6.1); any other is answered with FAILURE. */
+const SSH_AGENTC_REQUEST_IDENTITIES = 11;
+const SSH_AGENTC_SIGN_REQUEST = 13;
+
 /** Connections one agent serves at once (a step's parallel git fetches fit easily). */
 export const MAX_AGENT_CONNECTIONS = 64;
 
@@ -142,32 +146,33 @@ export class SshAgentServer {
         proto.failureReply(req);
       }
     });
-    // ssh2 buffers a message until its declared length arrived: a length past the limit ends
-    // the connection before a step can make the worker hold gigabytes.
-    let header = Buffer.alloc(0);
-    let remaining = 0;
+    // Whole messages are framed here before ssh2 sees them: a length past the limit ends the
+    // connection before a step can make the worker hold gigabytes, and a request ssh2 does not
+    // parse reaches it as its type byte alone. ssh2 answers such a type with FAILURE but leaves
+    // its payload in the buffer, to be read as the next message: OpenSSH 8.9+ clients send
+    // SSH_AGENTC_EXTENSION (session-bind@openssh.com) before REQUEST_IDENTITIES, whose answer
+    // then came out garbled and `ssh`/`git` saw no keys. Replies stay in request order.
+    let pending: Buffer = Buffer.alloc(0);
     socket.on('data', (chunk: Buffer) => {
-      let p = 0;
-      while (p < chunk.length) {
-        if (remaining === 0) {
-          const take = Math.min(4 - header.length, chunk.length - p);
-          header = Buffer.concat([header, chunk.subarray(p, p + take)]);
-          p += take;
-          if (header.length === 4) {
-            remaining = header.readUInt32BE(0);
-            header = Buffer.alloc(0);
-            if (remaining === 0 || remaining > MAX_AGENT_MESSAGE_BYTES) {
-              socket.destroy();
-              return;
-            }
-          }
-        } else {
-          const take = Math.min(remaining, chunk.length - p);
-          remaining -= take;
-          p += take;
+      pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+      while (pending.length >= 4) {
+        const length = pending.readUInt32BE(0);
+        if (length === 0 || length > MAX_AGENT_MESSAGE_BYTES) {
+          socket.destroy();
+          return;
         }
+        if (pending.length < 4 + length) {
+          break;
+        }
+        const message = pending.subarray(0, 4 + length);
+        pending = pending.subarray(4 + length);
+        const type = message[4];
+        proto.write(
+          type === SSH_AGENTC_REQUEST_IDENTITIES || type === SSH_AGENTC_SIGN_REQUEST
+            ? message
+            : Buffer.from([0, 0, 0, 1, type]),
+        );
       }
-      proto.write(chunk);
     });
     proto.on('data', (out: Buffer) => socket.write(out));
     socket.once('end', () => proto.end());

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { DynamicModule, Module } from '@nestjs/common';
 import { Redis } from 'ioredis';
 import { BuildEngine, RemoteImageSource, RedisBuildCacheIndex } from '@stratum/engine';
@@ -101,6 +102,10 @@ export class WorkerModule {
                 transports: c.addGit.schemes,
                 timeoutMs: c.addGit.timeoutSeconds * 1000,
                 maxBytes: c.addGit.maxBytes,
+                // read once at boot: a missing file stops the worker here, not a build later
+                ...(c.addGit.sshKnownHostsFile !== null
+                  ? { sshKnownHosts: readFileSync(c.addGit.sshKnownHostsFile, 'utf8') }
+                  : {}),
               },
               maxContextEntries: c.maxContextEntries,
               layerCacheMaxBytes: c.layerCacheMaxBytes,
