@@ -404,6 +404,19 @@ describe('containers: run, commit, run the commit', () => {
     expect(walk.config.Entrypoint).toBeUndefined();
   });
 
+  it('records the import and the commit in the audit log', async () => {
+    type Entry = { action: string; subject: string; repository?: string; target?: string; detail?: string };
+    const entries = async (action: string): Promise<Entry[]> =>
+      (await request(api.url).get(`/api/v1/audit?action=${action}`).expect(200)).body as Entry[];
+    // API_AUTH is off here: the subject is `local`
+    expect(await entries('import')).toContainEqual(
+      expect.objectContaining({ subject: 'local', repository: 'base', target: '1' }),
+    );
+    expect(await entries('commit')).toContainEqual(
+      expect.objectContaining({ subject: 'local', repository: 'walk', target: '1', detail: firstId }),
+    );
+  });
+
   it('a container of the committed image sees exactly the committed tree', async () => {
     const script = [
       'cat /hello.txt',

@@ -345,6 +345,55 @@ describe('in the browser', () => {
     await shot('08-maintenance');
     expect(pageErrors).toEqual([]);
   });
+
+  it('lists the audit log, filtered by action and by who', async () => {
+    // Beside the builds submitted through the page (by `local`: API_AUTH is off), an anonymous
+    // /v2 manifest push: dash/hello:1's manifest tagged `audited`.
+    const oci = 'application/vnd.oci.image.manifest.v1+json';
+    const got = await fetch(`${stack.api.url}/v2/dash/hello/manifests/1`, { headers: { accept: oci } });
+    expect(got.status).toBe(200);
+    const put = await fetch(`${stack.api.url}/v2/dash/hello/manifests/audited`, {
+      method: 'PUT',
+      headers: { 'content-type': got.headers.get('content-type') ?? oci },
+      body: Buffer.from(await got.arrayBuffer()),
+    });
+    expect({ status: put.status, body: await put.text() }).toEqual({ status: 201, body: '' });
+    const builds = (await request(stack.api.url).get('/api/v1/audit?action=build').expect(200)).body as {
+      subject: string;
+      target: string;
+      detail: string;
+    }[];
+    const first = builds.find((b) => b.detail === 'dash/hello:1');
+    expect(first).toMatchObject({ subject: 'local', target: expect.stringMatching(/^[0-9a-f-]{36}$/) });
+    expect((await getBuild(first?.target ?? '')).tags).toEqual(['dash/hello:1']);
+
+    await page.goto(`${stack.api.url}/#/audit`);
+    await page.waitForSelector('#audit-table tr[data-action=push]');
+    await page.selectOption('#audit-action', 'build');
+    await page.click('#audit-filter button[type=submit]');
+    await until(
+      async () => (await page.locator('#audit-table tbody tr:not([data-action=build])').count()) === 0,
+    );
+    expect(await page.locator('#audit-table tbody tr').count()).toBe(builds.length);
+    expect(
+      await page.locator(`#audit-table tr[data-action=build] td[data-col=target]`).allTextContents(),
+    ).toContain(first?.target);
+    await shot('09-audit-builds');
+    await page.selectOption('#audit-action', '');
+    await page.fill('#audit-subject', 'anonymous');
+    await page.click('#audit-filter button[type=submit]');
+    await until(async () => page.url().endsWith('#/audit?subject=anonymous'));
+    await until(
+      async () => (await page.locator('#audit-table tbody tr:not([data-subject=anonymous])').count()) === 0,
+    );
+    const rows = page.locator('#audit-table tbody tr');
+    expect(await rows.count()).toBe(1);
+    expect(await rows.locator('[data-col=action]').textContent()).toBe('push');
+    expect(await rows.locator('[data-col=repository]').textContent()).toBe('dash/hello');
+    expect(await rows.locator('[data-col=target]').textContent()).toBe('audited');
+    await shot('10-audit-anonymous');
+    expect(pageErrors).toEqual([]);
+  });
 });
 
 describe('retry over HTTP', () => {

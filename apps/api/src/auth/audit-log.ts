@@ -64,8 +64,13 @@ export class AuditLog {
     }
   }
 
-  /** Newest first, at most `limit`, optionally one action and/or repository. */
-  async list(query: { limit: number; action?: string; repository?: string }): Promise<AuditEntry[]> {
+  /** Newest first, at most `limit`, optionally one action, subject and/or repository. */
+  async list(query: {
+    limit: number;
+    action?: string;
+    subject?: string;
+    repository?: string;
+  }): Promise<AuditEntry[]> {
     const out: AuditEntry[] = [];
     let end = '+';
     while (out.length < query.limit) {
@@ -77,6 +82,7 @@ export class AuditLog {
         }
         if (
           (query.action !== undefined && f.action !== query.action) ||
+          (query.subject !== undefined && f.subject !== query.subject) ||
           (query.repository !== undefined && f.repository !== query.repository)
         ) {
           continue;

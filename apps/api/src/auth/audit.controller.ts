@@ -9,6 +9,7 @@ import { RepositoryAccess } from './repository-access';
 const AuditQuerySchema = z.object({
   limit: z.coerce.number().int().min(1).max(MAX_AUDIT_PAGE).default(100),
   action: z.enum(['login', 'push', 'delete', 'tag', 'build', 'commit', 'import', 'robot']).optional(),
+  subject: z.string().min(1).max(255).optional(),
   repository: z.string().max(255).optional(),
 });
 type AuditQuery = z.infer<typeof AuditQuerySchema>;
@@ -24,7 +25,7 @@ export class AuditController {
   @Get()
   @ApiOperation({
     summary: 'The audit log, newest first: who logged in, pushed, deleted, tagged, built, from where',
-    description: `Query: limit (1..${MAX_AUDIT_PAGE}, default 100), action, repository. Needs an admin token.`,
+    description: `Query: limit (1..${MAX_AUDIT_PAGE}, default 100), action, subject (who), repository. Needs an admin token.`,
   })
   list(@Req() req: Request, @Query(new ZodPipe(AuditQuerySchema)) query: AuditQuery): Promise<AuditEntry[]> {
     this.access.assertAdmin(req);

@@ -1098,6 +1098,118 @@ function maintenanceView() {
   });
 }
 
+// ---------------------------------------------------------------- audit
+
+const AUDIT_ACTIONS = ['login', 'push', 'delete', 'tag', 'build', 'commit', 'import', 'robot'];
+
+/** The audit log (GET /api/v1/audit), newest first, filtered by action, who and repository. */
+function auditView(params) {
+  const body = h('div');
+  const action = h(
+    'select',
+    { id: 'audit-action', name: 'action' },
+    h('option', { value: '' }, 'any action'),
+    AUDIT_ACTIONS.map((a) => h('option', { value: a, selected: params.get('action') === a }, a)),
+  );
+  const subject = h('input', {
+    id: 'audit-subject',
+    name: 'subject',
+    placeholder: 'who (user, token:…, robot:…)',
+    value: params.get('subject') ?? '',
+  });
+  const repository = h('input', {
+    id: 'audit-repository',
+    name: 'repository',
+    placeholder: 'repository',
+    value: params.get('repository') ?? '',
+  });
+  const form = h(
+    'form',
+    { id: 'audit-filter', class: 'filters' },
+    action,
+    subject,
+    repository,
+    h('button', { type: 'submit' }, 'Filter'),
+  );
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const q = new URLSearchParams();
+    for (const [k, el] of [
+      ['action', action],
+      ['subject', subject],
+      ['repository', repository],
+    ]) {
+      if (el.value.trim() !== '') {
+        q.set(k, el.value.trim());
+      }
+    }
+    location.hash = `#/audit${q.size > 0 ? `?${q}` : ''}`;
+  });
+  replace(view, h('h1', {}, 'Audit log'), form, body);
+  const query = new URLSearchParams([['limit', '200']]);
+  for (const k of ['action', 'subject', 'repository']) {
+    if (params.get(k)) {
+      query.set(k, params.get(k));
+    }
+  }
+  return poll(POLL_MS * 5, async () => {
+    try {
+      const entries = await api(`/api/v1/audit?${query}`);
+      replace(
+        body,
+        entries.length === 0
+          ? h('p', { class: 'muted' }, 'No audit entries match.')
+          : h(
+              'table',
+              { id: 'audit-table' },
+              h(
+                'thead',
+                {},
+                h(
+                  'tr',
+                  {},
+                  ['when', 'action', 'who', 'from', 'repository', 'target', 'outcome', 'detail'].map((c) =>
+                    h('th', {}, c),
+                  ),
+                ),
+              ),
+              h(
+                'tbody',
+                {},
+                entries.map((e) =>
+                  h(
+                    'tr',
+                    { dataset: { entry: e.id, action: e.action, subject: e.subject } },
+                    h('td', {}, when(e.at)),
+                    h('td', { class: 'mono', 'data-col': 'action' }, e.action),
+                    h('td', { 'data-col': 'subject' }, e.subject),
+                    h('td', { class: 'mono' }, e.client),
+                    h('td', { 'data-col': 'repository' }, e.repository ?? ''),
+                    h('td', { class: 'mono', 'data-col': 'target' }, e.target ?? ''),
+                    h(
+                      'td',
+                      {},
+                      h(
+                        'span',
+                        {
+                          class: `badge ${e.outcome === 'ok' ? 'succeeded' : 'failed'}`,
+                          'data-col': 'outcome',
+                        },
+                        e.outcome,
+                      ),
+                    ),
+                    h('td', { class: 'muted' }, e.detail ?? ''),
+                  ),
+                ),
+              ),
+            ),
+      );
+    } catch (err) {
+      replace(body, errorBox(err));
+    }
+  });
+}
+
 // ---------------------------------------------------------------- projects
 
 /** Each project with the branches, tags and pull requests it built and their latest build. */
@@ -1258,6 +1370,8 @@ function route() {
       stop = queuesView();
     } else if (section === 'maintenance') {
       stop = maintenanceView();
+    } else if (section === 'audit') {
+      stop = auditView(params);
     } else {
       stop = buildsView(params);
     }
