@@ -421,7 +421,10 @@ describe('hostile paths', () => {
     expect(await readFile(join(root, 'again'), 'utf8')).toBe('written0\n');
     // Nothing was written anywhere in the data dir but below run-cache/<sha256 of the id>.
     const runCache = join(dataDir, 'run-cache');
-    expect((await readdir(runCache)).sort()).toEqual(ids.map((id) => opaqueName(id)).sort());
+    const cacheDirs = ids.map((id) => opaqueName(id)).sort();
+    expect((await readdir(runCache)).sort()).toEqual(['.locks', ...cacheDirs].sort());
+    // .locks holds one flock file per cache dir in use (see RunCacheStore), named the same
+    expect((await readdir(join(runCache, '.locks'))).every((n) => cacheDirs.includes(n))).toBe(true);
     expect((await readdir(dataDir)).sort()).toEqual(['bundles', 'jobs', 'layers', 'run-cache', 'runc']);
     for (const entry of ['bundles', 'jobs', 'layers', 'run-cache', 'runc']) {
       expect(await readdir(join(dataDir, entry)).then((l) => l.filter((n) => /^written/.test(n)))).toEqual(

@@ -1,9 +1,9 @@
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { lstat } from 'node:fs/promises';
 import { ConfineError, containerPath, resolveInRoot } from '@stratum/confine';
 import { RunInstruction } from '@stratum/dockerfile';
 import { ContainerFs } from '@stratum/images';
+import { execHelper } from '@stratum/layers';
 import { stableJson, stepCacheKey } from './build-cache';
 import { BuildError } from './build-errors';
 import { ImageState } from './image-state';
@@ -319,11 +319,10 @@ function watchDiskUse(
   let over = false;
   let busy = false;
   const check = async (): Promise<boolean> => {
-    const used = await new Promise<number>((resolve) => {
-      execFile('du', ['-sx', '--block-size=1', upper], (err, stdout) => {
-        resolve(err === null ? Number(stdout.split('\t')[0]) : 0);
-      });
-    });
+    const used = await execHelper
+      .exec(['du', '-sx', '--block-size=1', upper])
+      .then((r) => (r.code === 0 ? Number(r.stdout.toString().split('\t')[0]) : 0))
+      .catch(() => 0);
     if (used > limit) {
       over = true;
     }

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Duplex } from 'node:stream';
 import { setPriority } from 'node:os';
+import { execHelper, HelperSpawnError, type HelperResult } from './exec-helper';
 import { LayerError } from './layer-error';
 
 const availability = new Map<string, Promise<boolean>>();
@@ -29,41 +30,32 @@ export interface RunResult {
  * Runs a command to completion and collects its output. Throws LAYER_TOOL_MISSING when it
  * is not installed and LAYER_TOOL_FAILED on a non-zero exit (with stderr in the message).
  */
-export function run(
+export async function run(
   cmd: string,
   args: string[],
   options: { cwd?: string; allowFail?: boolean } = {},
 ): Promise<RunResult & { code: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', (e: NodeJS.ErrnoException) => {
-      reject(
-        e.code === 'ENOENT'
-          ? new LayerError('LAYER_TOOL_MISSING', `${cmd} is not installed`, undefined, { cause: e })
-          : new LayerError('LAYER_TOOL_FAILED', `${cmd} could not start: ${e.message}`, undefined, {
-              cause: e,
-            }),
-      );
+  // Through the exec helper: no fork of this (large) process per command (see exec-helper.ts).
+  let out: HelperResult;
+  try {
+    out = await execHelper.exec([cmd, ...args], options.cwd !== undefined ? { cwd: options.cwd } : {});
+  } catch (e) {
+    if (e instanceof HelperSpawnError && e.code === 'ENOENT') {
+      throw new LayerError('LAYER_TOOL_MISSING', `${cmd} is not installed`, undefined, { cause: e });
+    }
+    throw new LayerError('LAYER_TOOL_FAILED', `${cmd} could not start: ${(e as Error).message}`, undefined, {
+      cause: e,
     });
-    child.on('close', (code) => {
-      const stderr = Buffer.concat(err).toString('utf8').trim();
-      const result = { stdout: Buffer.concat(out), stderr, code: code ?? -1 };
-      if (code !== 0 && options.allowFail !== true) {
-        reject(
-          new LayerError(
-            'LAYER_TOOL_FAILED',
-            `${cmd} ${args.join(' ')} failed (exit ${code ?? 'signal'}): ${stderr}`,
-          ),
-        );
-      } else {
-        resolve(result);
-      }
-    });
-  });
+  }
+  const stderr = out.stderr.toString('utf8').trim();
+  const result = { stdout: out.stdout, stderr, code: out.code };
+  if (out.code !== 0 && options.allowFail !== true) {
+    throw new LayerError(
+      'LAYER_TOOL_FAILED',
+      `${cmd} ${args.join(' ')} failed (exit ${out.code < 0 ? `signal ${-out.code}` : out.code}): ${stderr}`,
+    );
+  }
+  return result;
 }
 
 /** A child process used as a byte filter (stdin -> stdout), e.g. pigz or zstd. */

@@ -8,11 +8,14 @@
  * - {@link mountIdmappedOverlay}, {@link mountIdmapped}: layers and mount sources seen through a
  *   uid range, for steps in a user namespace (python3 runs the mount-API helper).
  * - {@link LayerCache}: the host's extracted-layer cache (overlay lowerdirs keyed by diffID).
+ * - {@link execHelper}: short host commands run by a long-lived python3 process, so the
+ *   worker's event loop never waits for a fork of itself.
  *
- * Host requirements (Debian): `attr` (getfattr/setfattr), `zstd`, `pigz` (optional, faster
+ * Host requirements (Debian): `python3`, `attr` (getfattr/setfattr), `zstd`, `pigz` (optional, faster
  * gzip), `util-linux` (mount/umount), `coreutils` (mknod). Runs as root.
  */
 export { LayerError, type LayerErrorCode } from './layer-error';
+export { ExecHelper, execHelper, HelperSpawnError, type HelperResult } from './exec-helper';
 export {
   applyLayer,
   OVERLAY_OPAQUE_XATTR,
