@@ -242,8 +242,24 @@ describe('notifications', () => {
     await request(api.url).delete('/v2/notes/manifests/copy').expect(202);
     const registry = (): Received[] =>
       receiver.got.filter((g) => g.path === '/service' && g.body.events !== undefined);
-    await until('registry events', () => registry().length >= 2, 30_000);
-    const [push, del] = registry();
+    const ofTag = (action: string, tag: string): Received | undefined =>
+      registry().find((g) => g.body.events?.[0]?.action === action && g.body.events[0].target?.tag === tag);
+    await until(
+      'registry events',
+      () => ofTag('push', 'copy') !== undefined && ofTag('delete', 'copy') !== undefined,
+      30_000,
+    );
+    const push = ofTag('push', 'copy') as Received;
+    const del = ofTag('delete', 'copy') as Received;
+    expect(registry().indexOf(push)).toBeLessThan(registry().indexOf(del));
+    // The build's own tag (written by the worker, not through /v2) is told the same way: every
+    // tag write goes through the repository store, which writes the event.
+    const own = ofTag('push', 'main');
+    expect(own?.body.events?.[0]).toMatchObject({
+      action: 'push',
+      target: { digest, repository: 'notes', tag: 'main', mediaType: type },
+    });
+    expect(verifies(own as Received, SERVICE_SECRET)).toBe(true);
     expect(push.headers['content-type']).toBe('application/vnd.docker.distribution.events.v1+json');
     expect(verifies(push, SERVICE_SECRET)).toBe(true);
     expect(push.body.events?.[0]).toMatchObject({

@@ -14,7 +14,8 @@ import {
 } from './producers';
 import { NotificationOutbox } from './notification-outbox';
 import { createRedis } from './redis';
-import { QUOTA_LEDGER, RedisQuotaLedger } from '@stratum/storage';
+import { QUOTA_LEDGER, RedisQuotaLedger, REPOSITORY_EVENTS } from '@stratum/storage';
+import { RepositoryOutboxSink } from './outbox';
 import { WorkerRegistry } from './worker-registry';
 
 function producerSettings(config: StratumConfig): ProducerSettings {
@@ -100,6 +101,16 @@ export class JobsModule implements OnApplicationShutdown {
           useFactory: (redis: Redis, config: StratumConfig) =>
             config.repositoryQuotas.length > 0 ? new RedisQuotaLedger(redis, config.repositoryQuotas) : null,
         },
+        {
+          // Registry notifications of every tag write, for the StorageModule's repository store
+          // (null without NOTIFY_URLS: registry events go to the service's receivers only).
+          provide: REPOSITORY_EVENTS,
+          inject: [REDIS, STRATUM_CONFIG],
+          useFactory: (redis: Redis, config: StratumConfig) =>
+            config.git.notify.urls.length > 0
+              ? new RepositoryOutboxSink(redis, `stratum-${process.pid}`)
+              : null,
+        },
         { provide: WorkerRegistry, inject: [REDIS], useFactory: (redis: Redis) => new WorkerRegistry(redis) },
         ...(
           [
@@ -124,6 +135,7 @@ export class JobsModule implements OnApplicationShutdown {
       exports: [
         REDIS,
         QUOTA_LEDGER,
+        REPOSITORY_EVENTS,
         BuildRecordStore,
         BuildSecretStore,
         BuildProducer,

@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { ChainableCommander } from 'ioredis';
+import { Logger } from '@nestjs/common';
+import { ChainableCommander, Redis } from 'ioredis';
+import type { RepositoryEvent, RepositoryEventSink } from '@stratum/storage';
 import { BuildRecord } from '@stratum/contracts';
 import { RedisKeys } from './redis';
 
@@ -18,19 +20,24 @@ export interface BuildOutboxEntry {
   readonly record: BuildRecord;
 }
 
-/** A registry event ready to send (Distribution's envelope), to the service's receivers. */
-export interface NotificationOutboxEntry {
-  readonly kind: 'notification';
+/**
+ * A tag set or deleted, or a manifest unlinked, wherever it happened (a /v2 PUT, a build's own
+ * tags, a push or commit job, an import, retention): the API's relay describes the manifest and
+ * sends Distribution's envelope to the service's receivers.
+ */
+export interface RegistryOutboxEntry {
+  readonly kind: 'registry';
   readonly id: string;
   readonly at: string;
-  readonly type: string;
-  readonly body: string;
-  readonly contentType?: string;
-  /** The project whose receiver also gets it, or null (the service's receivers only). */
-  readonly project: string | null;
+  readonly action: 'push' | 'delete';
+  readonly repository: string;
+  readonly tag: string | null;
+  readonly digest: string;
+  /** The process that wrote it (the envelope's source.instanceID). */
+  readonly instance: string;
 }
 
-export type OutboxEntry = BuildOutboxEntry | NotificationOutboxEntry;
+export type OutboxEntry = BuildOutboxEntry | RegistryOutboxEntry;
 
 /**
  * Adds `entry` to the outbox stream inside `tx`, the MULTI that writes the change it tells of:
@@ -46,6 +53,36 @@ export function buildOutboxEntry(record: BuildRecord): BuildOutboxEntry {
   return { kind: 'build', id: randomUUID(), at: new Date().toISOString(), record };
 }
 
+/**
+ * Writes each repository change into the outbox (one XADD: the store's write is a file or an
+ * object, not in Redis, so it is written just after). Only when someone receives notifications
+ * (NOTIFY_URLS); a Redis error is logged, never thrown: the tag stands.
+ */
+export class RepositoryOutboxSink implements RepositoryEventSink {
+  private readonly logger = new Logger('RepositoryEvents');
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly instance: string,
+  ) {}
+
+  async repositoryChanged(e: RepositoryEvent): Promise<void> {
+    const tx = this.redis.multi();
+    addToOutbox(tx, {
+      kind: 'registry',
+      id: randomUUID(),
+      at: new Date().toISOString(),
+      ...e,
+      instance: this.instance,
+    });
+    await tx.exec().catch((err: unknown) => {
+      this.logger.warn(
+        `registry.${e.action} of ${e.repository}${e.tag !== null ? `:${e.tag}` : ''} not queued: ${err instanceof Error ? err.message : String(err)}`,
+      );
+    });
+  }
+}
+
 /** An entry read back from the stream's fields (`['entry', json]`), or null when unreadable. */
 export function parseOutboxEntry(fields: readonly string[]): OutboxEntry | null {
   const i = fields.indexOf('entry');
@@ -54,7 +91,7 @@ export function parseOutboxEntry(fields: readonly string[]): OutboxEntry | null 
   }
   try {
     const e = JSON.parse(fields[i + 1]) as OutboxEntry;
-    return e.kind === 'build' || e.kind === 'notification' ? e : null;
+    return e.kind === 'build' || e.kind === 'registry' ? e : null;
   } catch {
     return null;
   }

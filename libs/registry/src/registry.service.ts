@@ -41,6 +41,10 @@ export interface RegistryServiceOptions {
    * Told of each manifest pushed or deleted through the registry API, after the change (outgoing
    * notifications). Must not throw, and must not wait on anything outside the system.
    */
+  /**
+   * A manifest pushed by digest (no tag). Tag writes and deletions are told by the repository
+   * store itself (REPOSITORY_EVENTS), wherever they happen.
+   */
   readonly onManifestEvent?: (event: ManifestEvent) => Promise<void>;
 }
 
@@ -241,16 +245,18 @@ export class RegistryService {
       await this.redis.sadd(RegistryKeys.referrers(repository, subject), digest);
     }
     if (ref.kind === 'tag') {
+      // The repository store tells of the tag (REPOSITORY_EVENTS), as for every other tag write.
       await this.repositories.setTag(repository, ref.tag, digest);
+    } else {
+      await this.onManifestEvent?.({
+        action: 'push',
+        repository,
+        digest,
+        tag: null,
+        mediaType: storedMediaType(bytes),
+        size: bytes.length,
+      });
     }
-    await this.onManifestEvent?.({
-      action: 'push',
-      repository,
-      digest,
-      tag: ref.kind === 'tag' ? ref.tag : null,
-      mediaType: storedMediaType(bytes),
-      size: bytes.length,
-    });
     return { digest, subject };
   }
 
@@ -263,18 +269,10 @@ export class RegistryService {
     assertName(repository);
     const ref = parseManifestReference(reference);
     if (ref.kind === 'tag') {
-      const was = await this.repositories.getTag(repository, ref.tag);
+      // The repository store tells of the deletion (REPOSITORY_EVENTS).
       if (!(await this.repositories.deleteTag(repository, ref.tag))) {
         throw manifestUnknown(repository, reference);
       }
-      await this.onManifestEvent?.({
-        action: 'delete',
-        repository,
-        digest: was ?? '',
-        tag: ref.tag,
-        mediaType: null,
-        size: null,
-      });
       return;
     }
     const digest = ref.digest;
@@ -307,14 +305,6 @@ export class RegistryService {
     if (subject !== null) {
       await this.redis.srem(RegistryKeys.referrers(repository, subject), digest);
     }
-    await this.onManifestEvent?.({
-      action: 'delete',
-      repository,
-      digest,
-      tag: null,
-      mediaType: null,
-      size: null,
-    });
   }
 
   // ---------------------------------------------------------------- blobs

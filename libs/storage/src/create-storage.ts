@@ -3,6 +3,7 @@ import { BlobStore } from './blob-store';
 import { FsBlobStore } from './fs-blob-store';
 import { FsRepositoryStore } from './fs-repository-store';
 import { ImmutableTagRule, ImmutableTagsRepositoryStore } from './immutable-tags';
+import { RepositoryEventSink, RepositoryEventsStore } from './repository-events';
 import { RepositoryStore } from './repository-store';
 import { QuotaRepositoryStore, RedisQuotaLedger } from './repository-quotas';
 import { S3BlobStore } from './s3-blob-store';
@@ -27,14 +28,22 @@ export interface Storage {
  */
 export async function createStorage(
   config: StorageConfig,
-  options: { immutableTags?: readonly ImmutableTagRule[]; quotas?: RedisQuotaLedger | null } = {},
+  options: {
+    immutableTags?: readonly ImmutableTagRule[];
+    quotas?: RedisQuotaLedger | null;
+    /** Told of every tag set or deleted and manifest unlinked (registry notifications). */
+    events?: RepositoryEventSink | null;
+  } = {},
 ): Promise<Storage> {
   const rules = options.immutableTags ?? [];
   const quotas = options.quotas ?? null;
-  // Quotas outermost: withQuota() recognises the store by its class.
+  const events = options.events ?? null;
+  // Quotas outermost: withQuota() recognises the store by its class. Events inside the
+  // immutability check: a refused write tells nothing.
   const guard = (repositories: RepositoryStore, blobs: BlobStore): RepositoryStore => {
     const immutable = rules.length > 0 ? new ImmutableTagsRepositoryStore(repositories, rules) : repositories;
-    return quotas !== null ? new QuotaRepositoryStore(immutable, blobs, quotas) : immutable;
+    const told = events !== null ? new RepositoryEventsStore(immutable, events) : immutable;
+    return quotas !== null ? new QuotaRepositoryStore(told, blobs, quotas) : told;
   };
   switch (config.kind) {
     case 'fs': {

@@ -24,6 +24,8 @@ export {
   isTagName,
 } from './repository-store';
 export type { RepositoryStore } from './repository-store';
+export { RepositoryEventsStore } from './repository-events';
+export type { RepositoryEvent, RepositoryEventSink } from './repository-events';
 export {
   QuotaExceededError,
   QuotaKeys,
@@ -43,6 +45,7 @@ export {
   BLOB_STORE,
   MARKER_STORE,
   QUOTA_LEDGER,
+  REPOSITORY_EVENTS,
   REPOSITORY_STORE,
   StorageModule,
   UPLOAD_PART_STORE,

@@ -1,6 +1,7 @@
 import { Global, Module } from '@nestjs/common';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { createStorage, Storage } from './create-storage';
+import { RepositoryEventSink } from './repository-events';
 import { RedisQuotaLedger } from './repository-quotas';
 
 /** Injection token for the {@link BlobStore}. */
@@ -16,6 +17,11 @@ export const MARKER_STORE = Symbol('MARKER_STORE');
  * (JobsModule); absent or null: no quotas.
  */
 export const QUOTA_LEDGER = Symbol('QUOTA_LEDGER');
+/**
+ * Injection token of the {@link RepositoryEventSink} told of every tag set or deleted (registry
+ * notifications), provided where Redis is (JobsModule); absent or null: none.
+ */
+export const REPOSITORY_EVENTS = Symbol('REPOSITORY_EVENTS');
 /** Internal: both stores, built once. */
 const STORAGE = Symbol('STORAGE');
 
@@ -29,9 +35,21 @@ const STORAGE = Symbol('STORAGE');
   providers: [
     {
       provide: STORAGE,
-      inject: [STRATUM_CONFIG, { token: QUOTA_LEDGER, optional: true }],
-      useFactory: (config: StratumConfig, quotas: RedisQuotaLedger | null | undefined): Promise<Storage> =>
-        createStorage(config.storage, { immutableTags: config.immutableTags, quotas: quotas ?? null }),
+      inject: [
+        STRATUM_CONFIG,
+        { token: QUOTA_LEDGER, optional: true },
+        { token: REPOSITORY_EVENTS, optional: true },
+      ],
+      useFactory: (
+        config: StratumConfig,
+        quotas: RedisQuotaLedger | null | undefined,
+        events: RepositoryEventSink | null | undefined,
+      ): Promise<Storage> =>
+        createStorage(config.storage, {
+          immutableTags: config.immutableTags,
+          quotas: quotas ?? null,
+          events: events ?? null,
+        }),
     },
     { provide: BLOB_STORE, inject: [STORAGE], useFactory: (s: Storage) => s.blobs },
     { provide: REPOSITORY_STORE, inject: [STORAGE], useFactory: (s: Storage) => s.repositories },

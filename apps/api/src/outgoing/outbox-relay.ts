@@ -10,9 +10,14 @@ import {
   REDIS,
   RedisKeys,
 } from '@stratum/jobs';
+import { readLimited, storedMediaType } from '@stratum/registry';
+import { BLOB_STORE, BlobDigest, BlobStore } from '@stratum/storage';
+import { ENVELOPE_MEDIA_TYPE, registryEnvelope } from '../registry/registry-notifications';
 
 /** How long the relay lock lasts without renewal (a dead relay's replica is replaced after it). */
 const LOCK_MS = 10_000;
+/** A manifest larger than this is not read to describe it (the registry's own limit is 4 MiB). */
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** Entries read at once. */
 const BATCH = 100;
 /** How long one blocking read waits for new entries (and a replica without the lock waits). */
@@ -54,6 +59,7 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     @Inject(REDIS) private readonly redis: Redis,
     private readonly outgoing: OutgoingProducer,
     private readonly notifications: NotificationOutbox,
+    @Inject(BLOB_STORE) private readonly blobs: BlobStore,
   ) {}
 
   onApplicationBootstrap(): void {
@@ -139,6 +145,20 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     }
   }
 
+  /** A manifest's media type and size, or null when its bytes are gone or unreadable. */
+  private async describe(digest: string): Promise<{ mediaType: string; size: number } | null> {
+    try {
+      const bytes = await readLimited(
+        await this.blobs.get(digest as BlobDigest),
+        MAX_MANIFEST_BYTES,
+        'MANIFEST_INVALID',
+      );
+      return { mediaType: storedMediaType(bytes), size: bytes.length };
+    } catch {
+      return null;
+    }
+  }
+
   /** Chaos tests (TEST_CRASH_POINT=outbox-relay-claimed:<state>): die holding entries read, none queued. */
   private crashIfAsked(entries: readonly (OutboxEntry | null)[]): void {
     const point = this.config.testCrashPoint;
@@ -157,12 +177,19 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
         await this.outgoing.buildChanged(entry.record);
         await this.notifications.buildChanged(entry);
         return;
-      case 'notification':
+      case 'registry': {
+        const manifest = await this.describe(entry.digest);
         await this.notifications.publish(
-          { id: entry.id, type: entry.type, body: entry.body, contentType: entry.contentType },
-          entry.project,
+          {
+            id: entry.id,
+            type: `registry.${entry.action}`,
+            body: registryEnvelope(entry, manifest, this.config),
+            contentType: ENVELOPE_MEDIA_TYPE,
+          },
+          null,
         );
         return;
+      }
     }
   }
 }

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { Logger } from '@nestjs/common';
-import { StratumConfig } from '@stratum/config';
 import type { Redis } from 'ioredis';
-import { addToOutbox } from '@stratum/jobs';
+import { StratumConfig } from '@stratum/config';
+import { addToOutbox, RegistryOutboxEntry } from '@stratum/jobs';
 import { ManifestEvent } from '@stratum/registry';
 
 const logger = new Logger('RegistryNotifications');
@@ -10,48 +10,67 @@ const logger = new Logger('RegistryNotifications');
 /** Distribution's notification envelope media type (https://distribution.github.io/distribution/about/notifications/). */
 export const ENVELOPE_MEDIA_TYPE = 'application/vnd.docker.distribution.events.v1+json';
 
+/** The API's base URL as receivers see it (PUBLIC_URL, else host and port). */
+function publicBase(config: StratumConfig): string {
+  return (config.api.publicUrl ?? `http://${config.api.host}:${config.api.port}`).replace(/\/+$/, '');
+}
+
 /**
- * A manifest push or delete as Distribution notifies it: `{"events": [{id, timestamp, action,
- * target: {mediaType, size, digest, length, repository, url, tag}, request, actor, source}]}`,
- * to the service's receivers (NOTIFY_URLS), through the same outbox stream as build events (the
- * API's OutboxRelay queues it). A Redis error is logged and the push goes on: a receiver's
- * notification never fails a push.
+ * A repository change as Distribution notifies it: `{"events": [{id, timestamp, action, target:
+ * {mediaType, size, digest, length, repository, url, tag}, request, actor, source}]}`. `manifest`
+ * (its media type and size) is null when the bytes cannot be read any more.
+ */
+export function registryEnvelope(
+  entry: RegistryOutboxEntry,
+  manifest: { readonly mediaType: string; readonly size: number } | null,
+  config: StratumConfig,
+): string {
+  const base = publicBase(config);
+  const host = new URL(base).host;
+  const target = {
+    ...(manifest !== null
+      ? { mediaType: manifest.mediaType, size: manifest.size, length: manifest.size }
+      : {}),
+    digest: entry.digest,
+    repository: entry.repository,
+    url: `${base}/v2/${entry.repository}/manifests/${entry.digest}`,
+    ...(entry.tag !== null ? { tag: entry.tag } : {}),
+  };
+  return JSON.stringify({
+    events: [
+      {
+        id: entry.id,
+        timestamp: entry.at,
+        action: entry.action,
+        target,
+        request: { id: entry.id, host, method: entry.action === 'push' ? 'PUT' : 'DELETE' },
+        actor: {},
+        source: { addr: host, instanceID: entry.instance },
+      },
+    ],
+  });
+}
+
+/**
+ * A manifest pushed by digest through /v2 (tag writes and deletions are told by the repository
+ * store, see REPOSITORY_EVENTS): written to the outbox stream, which the API's OutboxRelay sends
+ * to the service's receivers (NOTIFY_URLS). A Redis error is logged and the push goes on.
  */
 export function registryNotifier(redis: Redis, config: StratumConfig): (e: ManifestEvent) => Promise<void> {
-  const base = (config.api.publicUrl ?? `http://${config.api.host}:${config.api.port}`).replace(/\/+$/, '');
-  const host = new URL(base).host;
   return async (e) => {
-    const id = randomUUID();
-    const target = {
-      ...(e.mediaType !== null ? { mediaType: e.mediaType } : {}),
-      ...(e.size !== null ? { size: e.size, length: e.size } : {}),
-      ...(e.digest !== '' ? { digest: e.digest } : {}),
-      repository: e.repository,
-      ...(e.digest !== '' ? { url: `${base}/v2/${e.repository}/manifests/${e.digest}` } : {}),
-      ...(e.tag !== null ? { tag: e.tag } : {}),
-    };
-    const body = JSON.stringify({
-      events: [
-        {
-          id,
-          timestamp: new Date().toISOString(),
-          action: e.action,
-          target,
-          request: { id: randomUUID(), host, method: e.action === 'push' ? 'PUT' : 'DELETE' },
-          actor: {},
-          source: { addr: host, instanceID: `stratum-${process.pid}` },
-        },
-      ],
-    });
+    if (config.git.notify.urls.length === 0) {
+      return;
+    }
     const tx = redis.multi();
     addToOutbox(tx, {
-      kind: 'notification',
-      id,
+      kind: 'registry',
+      id: randomUUID(),
       at: new Date().toISOString(),
-      type: `registry.${e.action}`,
-      body,
-      contentType: ENVELOPE_MEDIA_TYPE,
-      project: null,
+      action: e.action,
+      repository: e.repository,
+      tag: e.tag,
+      digest: e.digest,
+      instance: `stratum-${process.pid}`,
     });
     await tx.exec().catch((err: unknown) => {
       logger.warn(
