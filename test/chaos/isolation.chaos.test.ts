@@ -4,7 +4,7 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -18,6 +18,7 @@ import {
   startWorkerProcess,
   WorkerProcessHandle,
 } from '@stratum/testing';
+import { listMountsUnder } from '@stratum/layers';
 import { hostIpv4Addresses } from '@stratum/runtime';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
 import { overlayMountsUnder, pollFor, submitBuild, waitForBuild } from './chaos-support';
@@ -111,7 +112,8 @@ beforeAll(async () => {
   worker = await startWorkerProcess(env(), 60_000);
   // warm the layer cache so the cases below start from a cached busybox
   const id = await build('RUN true\n', 'warm');
-  expect((await waitForBuild(api.url, id, ['succeeded', 'failed'], 90_000)).state).toBe('succeeded');
+  const warm = await waitForBuild(api.url, id, ['succeeded', 'failed'], 90_000);
+  expect({ state: warm.state, error: warm.error }).toEqual({ state: 'succeeded', error: null });
 });
 
 afterAll(async () => {
@@ -303,4 +305,92 @@ it('a memory hog in a RUN step is stopped by the memory limit while the worker k
   const after = await build('RUN echo still serving\n', 'after-hog');
   const afterRec = await waitForBuild(api.url, after, ['succeeded', 'failed'], 120_000);
   expect({ state: afterRec.state, error: afterRec.error }).toEqual({ state: 'succeeded', error: null });
+});
+
+/** Host pids whose command line is exactly `argv`. */
+function pidsRunning(argv: string[]): number[] {
+  const want = `${argv.join('\0')}\0`;
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) {
+      continue;
+    }
+    try {
+      if (readFileSync(`/proc/${name}/cmdline`, 'utf8') === want) {
+        out.push(Number(name));
+      }
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/** `tar -tv --numeric-owner` lines of the top layer of `chaos/isolation:<tag>`, from our registry. */
+async function topLayerListing(tag: string): Promise<string> {
+  const accept =
+    'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json';
+  const manifest = await pollFor(
+    `the manifest of chaos/isolation:${tag}`,
+    async () => {
+      const res = await fetch(`${api.url}/v2/chaos/isolation/manifests/${tag}`, {
+        headers: { Accept: accept },
+      });
+      return res.ok ? ((await res.json()) as { layers: { digest: string }[] }) : undefined;
+    },
+    30_000,
+  );
+  const top = manifest.layers[manifest.layers.length - 1];
+  const blob = Buffer.from(
+    await (await fetch(`${api.url}/v2/chaos/isolation/blobs/${top.digest}`)).arrayBuffer(),
+  );
+  return execFileSync('tar', ['-tzv', '--numeric-owner'], { input: blob, encoding: 'utf8' });
+}
+
+it("a RUN step's root is an unprivileged uid on the host, and nothing of its mounts is left after it", async () => {
+  // a sleep of a length no other test uses: its host pid is found by its command line
+  const id = await build('RUN echo in-step-uid=$(id -u); sleep 17\n', 'userns');
+  const pid = await pollFor('the step process (sleep 17)', () => pidsRunning(['sleep', '17'])[0], 60_000);
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const uidMap = readFileSync(`/proc/${pid}/uid_map`, 'utf8').trim().split(/\s+/).map(Number);
+  const rec = await waitForBuild(api.url, id, ['succeeded', 'failed'], 90_000);
+  expect({ state: rec.state, error: rec.error }).toEqual({ state: 'succeeded', error: null });
+  // real, effective, saved and filesystem uid: the range's root, not the host's
+  expect(/^Uid:\s+(.*)$/m.exec(status)?.[1].split(/\s+/).map(Number)).toEqual([
+    100000, 100000, 100000, 100000,
+  ]);
+  expect(/^Gid:\s+(.*)$/m.exec(status)?.[1].split(/\s+/).map(Number)).toEqual([
+    100000, 100000, 100000, 100000,
+  ]);
+  expect(uidMap).toEqual([0, 100000, 65536]);
+  expect(await logText(id)).toMatch(/in-step-uid=0\n/);
+  // no overlay, idmapped attachment or tmpfs of the step stays mounted
+  const jobs = join(dataDir, 'worker', 'chaos-isolation', 'jobs');
+  await pollFor(
+    'the step to be unmounted',
+    async () => ((await listMountsUnder(jobs)).length === 0 ? true : undefined),
+    30_000,
+  );
+  process.stdout.write(
+    `chaos isolation: RUN step process ${pid} on the host: ${/^Uid:.*$/m.exec(status)?.[0]}\n`,
+  );
+});
+
+it('files a RUN step writes keep their in-image owners and modes in the layer tar', async () => {
+  const id = await build(
+    'RUN echo r > /rootfile && echo u > /userfile && chown 1000:1000 /userfile && ' +
+      'mkdir /userdir && chown 1000:1001 /userdir && cp /bin/busybox /suidfile && chmod 4755 /suidfile && ' +
+      'chown 1000:1000 /home 2>/dev/null; ls -ln / | grep -E "rootfile|userfile|userdir|suidfile"\n',
+    'owners',
+  );
+  const rec = await waitForBuild(api.url, id, ['succeeded', 'failed'], 90_000);
+  expect({ state: rec.state, error: rec.error }).toEqual({ state: 'succeeded', error: null });
+  const listing = await topLayerListing('owners');
+  const entry = (name: string): string | undefined =>
+    listing.split('\n').find((l) => l.endsWith(` ${name}`) || l.endsWith(` ${name}/`));
+  expect(entry('rootfile')).toMatch(/^-rw-r--r-- 0\/0 /);
+  expect(entry('userfile')).toMatch(/^-rw-r--r-- 1000\/1000 /);
+  expect(entry('userdir')).toMatch(/^drwxr-xr-x 1000\/1001 /);
+  expect(entry('suidfile')).toMatch(/^-rwsr-xr-x 0\/0 /);
+  process.stdout.write(`chaos isolation: layer owners\n${listing}`);
 });

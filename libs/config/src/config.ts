@@ -200,6 +200,15 @@ function buildSchemas() {
     // Docker-format seccomp profile of RUN steps and containers (made Docker's default or
     // stricter, see libs/runtime/src/seccomp.ts); `unconfined`: no filter.
     SECCOMP_PROFILE: z.string().min(1).default('/usr/share/containers/seccomp.json'),
+    // RUN steps in a user namespace: `auto` (on with 100000:65536 when the host can), `off`, or a
+    // range `uid:count` / `uid:gid:count` (the worker refuses to start if the host cannot).
+    USERNS_REMAP: z
+      .string()
+      .regex(
+        /^(auto|off|\d+:\d+(:\d+)?)$/,
+        'USERNS_REMAP must be auto, off, or a uid range like 100000:65536 (uid:count or uid:gid:count)',
+      )
+      .default('auto'),
     LAYER_CACHE_MAX_BYTES: positiveInt.default(50 * 1024 * 1024 * 1024),
     RUN_CACHE_MAX_BYTES: positiveInt.default(10 * 1024 * 1024 * 1024),
     LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
@@ -704,6 +713,8 @@ export interface StratumConfig {
   readonly stepMemoryBytes: number;
   /** Absolute path of the seccomp profile of RUN steps and containers; null: unconfined. */
   readonly seccompProfile: string | null;
+  /** USERNS_REMAP as given: `auto`, `off` or a uid range (parsed and probed by the worker at boot). */
+  readonly usernsRemap: string;
   readonly stepDiskBytes: number;
   /** Layers one build stores at once beside its steps; 0 stores each before the next step. */
   readonly layerExportConcurrency: number;
@@ -893,6 +904,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     layerExportConcurrency: c.LAYER_EXPORT_CONCURRENCY,
     stepPidsLimit: c.STEP_PIDS_LIMIT,
     seccompProfile: c.SECCOMP_PROFILE === 'unconfined' ? null : c.SECCOMP_PROFILE,
+    usernsRemap: c.USERNS_REMAP,
     layerCacheMaxBytes: c.LAYER_CACHE_MAX_BYTES,
     runCacheMaxBytes: c.RUN_CACHE_MAX_BYTES,
     logLevel: c.LOG_LEVEL,

@@ -18,7 +18,7 @@ import {
   PlannedStage,
 } from '@stratum/dockerfile';
 import { ContainerFilesystems, ContainerFs, ImageService, LayerDescriptor } from '@stratum/images';
-import { LayerCache } from '@stratum/layers';
+import { IdMap, LayerCache } from '@stratum/layers';
 import {
   formatPlatform,
   HistoryEntry,
@@ -672,9 +672,10 @@ class BuildRun implements NamedContextHost {
   async withContainer(
     state: ImageState,
     work: (fs: ContainerFs) => Promise<boolean | void>,
+    options: { idmap?: IdMap } = {},
   ): Promise<LayerDescriptor | null> {
     const id = `${this.data.buildId.slice(0, 8)}-${randomBytes(6).toString('hex')}`;
-    const fs = await this.filesystems.create(id, state.layers, { volatile: true });
+    const fs = await this.filesystems.create(id, state.layers, { volatile: true, ...options });
     this.live.add(fs);
     let frozen = false;
     try {
@@ -708,8 +709,8 @@ class BuildRun implements NamedContextHost {
     }
   }
 
-  async mountState(name: string, state: ImageState): Promise<MountedFrom> {
-    const fs = await this.filesystems.create(name, state.layers, { volatile: true });
+  async mountState(name: string, state: ImageState, options: { idmap?: IdMap } = {}): Promise<MountedFrom> {
+    const fs = await this.filesystems.create(name, state.layers, { volatile: true, ...options });
     this.live.add(fs);
     return {
       root: fs.merged,

@@ -1,7 +1,7 @@
 import type { GitTransport } from '@stratum/git';
 import { Digest } from '@stratum/contracts';
 import { Platform } from '@stratum/oci';
-import { LayerCache } from '@stratum/layers';
+import { IdMap, LayerCache } from '@stratum/layers';
 import { RuncRuntime } from '@stratum/runtime';
 import { BlobStore, RepositoryStore } from '@stratum/storage';
 import { BuildCacheIndex } from './build-cache';
@@ -63,6 +63,12 @@ export interface BuildEngineOptions {
   readonly stepDiskBytes?: number;
   /** Process limit of each RUN step (default 4096): a fork bomb is contained. */
   readonly stepPidsLimit?: number;
+  /**
+   * Run each RUN step in a user namespace with this uid range (USERNS_REMAP): its root is an
+   * unprivileged user on the host; its layers and mount sources are idmapped so the step sees,
+   * and its layer records, the in-image owners. Unset: steps run as the host's root.
+   */
+  readonly userns?: IdMap;
   /** After each build the layer cache is trimmed to this (LRU, unused layers only). Default 50 GiB. */
   readonly layerCacheMaxBytes?: number;
   /** Allow `RUN --network=host` (default false: the host network reaches the worker's Redis). */

@@ -19,6 +19,7 @@ import { dirname, join, posix } from 'node:path';
 import { promisify } from 'node:util';
 import { ConfineError, containerPath, resolveInRoot } from '@stratum/confine';
 import type { Mount, RunInstruction } from '@stratum/dockerfile';
+import { IdMap, mountIdmapped, removeMountPoint } from '@stratum/layers';
 import type { BindMount, TmpfsMount } from '@stratum/runtime';
 import { BuildError } from './build-errors';
 import { RunCacheLease, RunCacheStore } from './run-cache';
@@ -44,8 +45,16 @@ export interface RunMountsDeps {
   readonly contextDir: string;
   materializeContext(): Promise<void>;
   readonly cacheStore: RunCacheStore;
-  /** Mounts the stage (name or index) or image `from` names. */
-  openFrom(from: string, line: number): Promise<MountedFrom>;
+  /**
+   * Mounts the stage (name or index) or image `from` names; `idmapped`: seen through
+   * {@link idmap} (what a bind shows the step), else as on disk (what seeds a cache).
+   */
+  openFrom(from: string, line: number, idmapped: boolean): Promise<MountedFrom>;
+  /**
+   * The step runs in a user namespace with this range: every bind source (context, cache,
+   * secret, ssh socket) is given to it through an idmapped mount, so it sees their real owners.
+   */
+  readonly idmap?: IdMap;
   /** Identity of what `from` names (its last step's cache key, or the image's digest): part of a seeded cache mount's key. */
   fromKey(from: string, line: number): Promise<string>;
   /** Build secrets by id. */
@@ -384,13 +393,19 @@ export async function prepareRunMounts(
     }
   };
   const fromMounts = new Map<string, MountedFrom>();
-  const openFrom = async (from: string): Promise<MountedFrom> => {
-    let f = fromMounts.get(from);
+  /** Roots of `from=` mounts already seen through the step's uid range. */
+  const shiftedRoots: string[] = [];
+  const openFrom = async (from: string, idmapped = deps.idmap !== undefined): Promise<MountedFrom> => {
+    const key = `${idmapped ? 'i' : 'p'}:${from}`;
+    let f = fromMounts.get(key);
     if (f === undefined) {
-      f = await deps.openFrom(from, line);
-      fromMounts.set(from, f);
+      f = await deps.openFrom(from, line, idmapped);
+      fromMounts.set(key, f);
       const opened = f;
       undo.push(() => opened.release());
+      if (idmapped) {
+        shiftedRoots.push(opened.root);
+      }
     }
     return f;
   };
@@ -436,7 +451,8 @@ export async function prepareRunMounts(
                 await chmod(dir, m.mode ?? 0o755);
                 await chown(dir, m.uid ?? 0, m.gid ?? 0);
               } else if (key.source === '/') {
-                await copyTree((await openFrom(m.from as string)).root, dir, true);
+                // copied as on disk: the cache keeps in-image owners, as every layer does
+                await copyTree((await openFrom(m.from as string, false)).root, dir, true);
               } else {
                 await chmod(dir, 0o755);
                 await chown(dir, 0, 0);
@@ -450,7 +466,7 @@ export async function prepareRunMounts(
             // One cache directory per id and `from`, as BuildKit's: it holds the seed's tree,
             // each `source` of it copied in when a step first mounts that path.
             host = await seedCacheSource(lease.dir, key.source, async () => {
-              const from = await openFrom(m.from as string);
+              const from = await openFrom(m.from as string, false);
               const seed = await resolveSource(m, line, from.root, false);
               if (!seed.isDir) {
                 fail(m, line, `source "${m.source ?? '.'}" in ${m.from as string} is not a directory`);
@@ -531,9 +547,45 @@ export async function prepareRunMounts(
         mounts.push({ source: file, destination: f.destination, readonly: true });
       }
     }
+    if (deps.idmap !== undefined) {
+      await idmapSources(deps.idmap, deps.jobDir, mounts, shiftedRoots, undo);
+    }
   } catch (err) {
     await cleanup().catch(() => undefined);
     throw err;
   }
   return { mounts, env, secretValues, cleanup };
+}
+
+/**
+ * For a step in a user namespace: replaces each bind source by an idmapped view of it (in the
+ * build's scratch dir, unmounted by `undo`), so the step sees the owners the host has on disk
+ * (a cache dir made root's is its root's; a secret made uid 1000's is its 1000's). Sources in
+ * a `from=` root mounted through the range already are kept.
+ */
+async function idmapSources(
+  map: IdMap,
+  jobDir: string,
+  mounts: (BindMount | TmpfsMount)[],
+  shiftedRoots: readonly string[],
+  undo: (() => Promise<void>)[],
+): Promise<void> {
+  const pairs: [string, string][] = [];
+  const dir = join(jobDir, 'idmap');
+  await mkdir(dir, { recursive: true, mode: 0o711 });
+  for (const m of mounts) {
+    if ('type' in m || shiftedRoots.some((r) => m.source === r || m.source.startsWith(`${r}/`))) {
+      continue;
+    }
+    const target = join(dir, randomBytes(8).toString('hex'));
+    if ((await stat(m.source)).isDirectory()) {
+      await mkdir(target);
+    } else {
+      await writeFile(target, '', { mode: 0o600 });
+    }
+    undo.push(() => removeMountPoint(target));
+    pairs.push([m.source, target]);
+    m.source = target;
+  }
+  await mountIdmapped(map, pairs);
 }

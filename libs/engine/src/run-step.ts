@@ -57,8 +57,10 @@ export async function prepareRunStep(
     metadata: null,
     createdBy: `RUN ${args.join(' ')}`,
     run: () =>
-      host.withContainer(state, (fs) =>
-        runInContainer(host, fs, state, instr, args, runEnv, stepIndex, network),
+      host.withContainer(
+        state,
+        (fs) => runInContainer(host, fs, state, instr, args, runEnv, stepIndex, network),
+        host.options.userns !== undefined ? { idmap: host.options.userns } : {},
       ),
   };
 }
@@ -103,9 +105,14 @@ async function runInContainer(
     contextDir: host.context.dir,
     materializeContext: () => host.context.materialize(),
     cacheStore: host.engine.runCache,
-    openFrom: async (from, line) =>
-      host.mountState(`${fs.id}-m${randomBytes(3).toString('hex')}`, await host.fromState(from, line)),
     fromKey: async (from, line) => fromIdentity(await host.fromState(from, line)),
+    openFrom: async (from, line, idmapped) =>
+      host.mountState(
+        `${fs.id}-m${randomBytes(3).toString('hex')}`,
+        await host.fromState(from, line),
+        idmapped && host.options.userns !== undefined ? { idmap: host.options.userns } : {},
+      ),
+    ...(host.options.userns !== undefined ? { idmap: host.options.userns } : {}),
     secrets,
     ...(host.ctx.ssh !== undefined ? { ssh: host.ctx.ssh } : {}),
     signal: host.ctx.signal,
@@ -162,6 +169,7 @@ async function runProcess(
         mounts: prepared.mounts,
         // runc's state, the network and the bundle go while the next step runs (cleanup waits)
         deferTeardown: true,
+        ...(host.options.userns !== undefined ? { userns: host.options.userns } : {}),
         // setuid binaries do not elevate (no_new_privs); the runtime adds its seccomp filter.
         noNewPrivileges: true,
         pidsLimit: host.options.stepPidsLimit ?? 4096,

@@ -1,5 +1,6 @@
 import { BuildJobData } from '@stratum/contracts';
 import { ContainerFilesystems, ContainerFs, LayerDescriptor } from '@stratum/images';
+import type { IdMap } from '@stratum/layers';
 import { BuildCacheIndex } from './build-cache';
 import { BuildContext } from './build-context';
 import { BuildEngineOptions, BuildRunContext } from './engine-options';
@@ -65,11 +66,15 @@ export interface StepHost {
   withContainer(
     state: ImageState,
     work: (fs: ContainerFs) => Promise<boolean | void>,
+    options?: { idmap?: IdMap },
   ): Promise<LayerDescriptor | null>;
   /** A stage of this build (by name or index) or an image reference, as COPY --from names it. */
   fromState(from: string, line: number): Promise<ImageState>;
-  /** `state`'s layers mounted read-only-in-effect (throw-away upper) until `release`. */
-  mountState(name: string, state: ImageState): Promise<MountedFrom>;
+  /**
+   * `state`'s layers mounted read-only-in-effect (throw-away upper) until `release`; with
+   * `idmap`, seen through that uid range (for a step in its user namespace).
+   */
+  mountState(name: string, state: ImageState, options?: { idmap?: IdMap }): Promise<MountedFrom>;
 }
 
 /** Thrown inside the engine when the build's signal fires. */

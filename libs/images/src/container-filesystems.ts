@@ -9,6 +9,7 @@ import {
   overlayChanges,
   type OverlayChanges,
   type OverlayChangesOptions,
+  type IdMap,
   snapshotDirectory,
   SnapshotOptions,
   unmountOverlay,
@@ -28,6 +29,11 @@ export interface ContainerFs {
   readonly layers: readonly LayerDescriptor[];
   /** A throwaway build-step filesystem: mounted `volatile` (see OverlayMountSpec). */
   readonly volatile?: boolean;
+  /**
+   * Its layers are seen through this uid range (idmapped, see OverlayMountSpec): for a step in
+   * that user namespace. The host then sees in-image owners shifted and cannot write as root.
+   */
+  readonly idmap?: IdMap;
 }
 
 export interface ContainerFilesystemsOptions {
@@ -83,13 +89,18 @@ export class ContainerFilesystems {
   /**
    * Makes the dirs and mounts the overlay; extracts any layer the host does not have yet.
    * `volatile`: a build step's filesystem, snapshotted and removed, never kept across a crash.
+   * `idmap`: see {@link ContainerFs.idmap}.
    */
   async create(
     id: string,
     layers: readonly LayerDescriptor[],
-    options: { volatile?: boolean } = {},
+    options: { volatile?: boolean; idmap?: IdMap } = {},
   ): Promise<ContainerFs> {
-    const fs = { ...this.describe(id, layers), volatile: options.volatile === true };
+    const fs = {
+      ...this.describe(id, layers),
+      volatile: options.volatile === true,
+      ...(options.idmap !== undefined ? { idmap: options.idmap } : {}),
+    };
     await mkdir(fs.upper, { recursive: true });
     await this.mount(fs);
     return fs;
@@ -128,6 +139,7 @@ export class ContainerFilesystems {
         workDir: fs.work,
         target: fs.merged,
         volatile: fs.volatile === true,
+        ...(fs.idmap !== undefined ? { idmap: fs.idmap } : {}),
       });
       this.leases.set(fs.merged, lease);
       this.lowers.set(fs.merged, lowerDirs);

@@ -22,10 +22,12 @@ export {
   type TmpfsMount,
   type NetworkMode,
   type ProcessUser,
+  type UsernsMapping,
 } from './runtime-spec';
 export { resolveUser, type ResolvedUser } from './user';
 export {
   RuncRuntime,
+  makeTraversable,
   type RuncRuntimeOptions,
   type RunOptions,
   type RunIo,

@@ -104,9 +104,18 @@ export interface OciSeccomp {
   syscalls: OciSeccompRule[];
 }
 
+/** https://github.com/opencontainers/runtime-spec/blob/v1.0.2/config-linux.md#user-namespace-mappings */
+export interface OciIdMapping {
+  containerID: number;
+  hostID: number;
+  size: number;
+}
+
 /** https://github.com/opencontainers/runtime-spec/blob/v1.0.2/config-linux.md */
 export interface OciLinux {
   namespaces: OciNamespace[];
+  uidMappings?: OciIdMapping[];
+  gidMappings?: OciIdMapping[];
   resources?: OciResources;
   cgroupsPath?: string;
   maskedPaths?: string[];

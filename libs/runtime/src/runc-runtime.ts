@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { constants as osConstants } from 'node:os';
 import { promises as fs } from 'node:fs';
@@ -112,6 +113,19 @@ interface RuncOutput {
   code: number | null;
   stdout: string;
   stderr: string;
+}
+
+const execFileP = promisify(execFile);
+
+/** Lazily unmounts the sysfs a run mounted in its bundle dir (`<bundle>/sys`), if any. */
+async function unmountIn(bundle: string): Promise<void> {
+  const target = path.join(bundle, 'sys');
+  const mounted = (await fs.readFile('/proc/self/mountinfo', 'utf8'))
+    .split('\n')
+    .some((l) => l.split(' ')[4] === target);
+  if (mounted) {
+    await execFileP('umount', ['-l', target]);
+  }
 }
 
 /** runc's own rule for container ids, made a little stricter (no leading dot). */
@@ -233,12 +247,18 @@ export class RuncRuntime {
       }
       throw err;
     }
+    if (options.userns !== undefined) {
+      // runc mounts the network files from inside the user namespace: its root must pass
+      // (search only: config.json stays 0600, and nothing here can be listed)
+      await makeTraversable(bundle);
+    }
 
     // runc creates missing mount points in the rootfs; remember them to remove afterwards,
     // so /proc, /etc/resolv.conf or a cache mount's stub don't end up in the layer
     let stubs: string[] = [];
     let sandbox: SandboxNetwork | null = null;
     let defer = false;
+    let sysfs: string | null = null;
     try {
       const network = options.network ?? 'none';
       const hostname = options.hostname ?? 'stratum';
@@ -265,6 +285,25 @@ export class RuncRuntime {
         sandbox = await this.sandboxNetwork(bundle, { hostAddresses, nameservers });
         netnsPath = sandbox.netnsPath;
       }
+      let sysfsSource: string | undefined;
+      if (options.userns !== undefined && network === 'host') {
+        sysfsSource = '/sys';
+      } else if (options.userns !== undefined && netnsPath !== undefined) {
+        // a sysfs made in the sandbox's namespace (it lists tap0 and lo, nothing of the host's)
+        sysfs = path.join(bundle, 'sys');
+        await fs.mkdir(sysfs);
+        await execFileP('nsenter', [
+          `--net=${netnsPath}`,
+          'mount',
+          '-t',
+          'sysfs',
+          '-o',
+          'ro,nosuid,nodev,noexec',
+          'sysfs',
+          sysfs,
+        ]);
+        sysfsSource = sysfs;
+      }
       const seccompProfile = await this.seccompProfile();
       const spec = generateRuntimeSpec({
         ...options,
@@ -274,6 +313,7 @@ export class RuncRuntime {
         nofile,
         ...(netnsPath !== undefined ? { netnsPath } : {}),
         ...(networkFiles !== undefined ? { networkFiles } : {}),
+        ...(sysfsSource !== undefined ? { sysfsSource } : {}),
       });
       // Docker sets HOME from the passwd entry when the image does not
       if (!spec.process.env?.some((e) => e.startsWith('HOME='))) {
@@ -299,6 +339,10 @@ export class RuncRuntime {
         await sandbox?.close();
         if (sandbox !== null) {
           await this.releaseSpareDir(sandbox);
+        }
+        if (sysfs !== null) {
+          // never delete through a mount
+          await unmountIn(bundle);
         }
         await fs.rm(bundle, { recursive: true, force: true });
       };
@@ -617,6 +661,8 @@ export class RuncRuntime {
     for (const name of entries) {
       if (!this.active.has(name)) {
         networkProcesses += await sweepSandboxProcesses(path.join(this.options.bundleDir, name));
+        // a step's sysfs (user namespaces): never delete through a mount
+        await unmountIn(path.join(this.options.bundleDir, name));
         await fs.rm(path.join(this.options.bundleDir, name), { recursive: true, force: true });
         bundles.push(name);
       }
@@ -769,5 +815,26 @@ async function removeStubs(stubs: string[]): Promise<void> {
     } catch {
       // gone already, not empty, or not ours to remove
     }
+  }
+}
+
+/**
+ * Lets every user pass through `dir` and its ancestors (adds o+x where missing, as dockerd
+ * does to its root with userns-remap): runc prepares a container in a user namespace from
+ * inside it, so the path to its rootfs and mount sources must be searchable by the
+ * namespace's root. Nothing becomes listable or readable.
+ */
+export async function makeTraversable(dir: string): Promise<void> {
+  let cur = path.resolve(dir);
+  for (;;) {
+    const st = await fs.stat(cur);
+    if ((st.mode & 0o001) === 0) {
+      await fs.chmod(cur, (st.mode & 0o7777) | 0o001);
+    }
+    const parent = path.dirname(cur);
+    if (parent === cur) {
+      return;
+    }
+    cur = parent;
   }
 }

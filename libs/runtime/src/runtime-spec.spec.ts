@@ -150,6 +150,39 @@ describe('generateRuntimeSpec', () => {
     expect(spec.linux.sysctl).toBeUndefined();
   });
 
+  it('userns: a new user namespace with one mapping, no sysctl it cannot write, and a bound sysfs when given', () => {
+    const userns = { uid: 100000, gid: 200000, count: 65536 };
+    const spec = generateRuntimeSpec({
+      ...base,
+      userns,
+      network: 'sandbox',
+      netnsPath: '/proc/42/ns/net',
+      sysfsSource: '/run/b/sys',
+    });
+    expect(spec.linux.namespaces).toContainEqual({ type: 'user' });
+    expect(spec.linux.uidMappings).toEqual([{ containerID: 0, hostID: 100000, size: 65536 }]);
+    expect(spec.linux.gidMappings).toEqual([{ containerID: 0, hostID: 200000, size: 65536 }]);
+    expect(spec.linux.sysctl).toBeUndefined();
+    expect(spec.mounts.filter((m) => m.destination === '/sys')).toEqual([
+      {
+        destination: '/sys',
+        type: 'bind',
+        source: '/run/b/sys',
+        options: ['rbind', 'rprivate', 'nosuid', 'noexec', 'nodev', 'ro'],
+      },
+    ]);
+    const plain = generateRuntimeSpec({ ...base, network: 'sandbox', netnsPath: '/proc/42/ns/net' });
+    expect(plain.linux.namespaces.some((n) => n.type === 'user')).toBe(false);
+    expect(plain.linux.uidMappings).toBeUndefined();
+    expect(plain.linux.sysctl).toEqual({ 'net.ipv4.ping_group_range': '0 2147483647' });
+    expect(() => generateRuntimeSpec({ ...base, userns: { uid: -1, gid: 1, count: 1 } })).toThrow(
+      /userns.uid/,
+    );
+    expect(() => generateRuntimeSpec({ ...base, userns: { uid: 1, gid: 1, count: 0 } })).toThrow(
+      /userns.count/,
+    );
+  });
+
   it('adds bind mounts last, read-only when asked', () => {
     const spec = generateRuntimeSpec({
       ...base,

@@ -140,6 +140,25 @@ export interface RuntimeSpecOptions {
    */
   networkFiles?: { resolvConf?: string; hosts?: string };
   annotations?: Record<string, string>;
+  /**
+   * Runs the container in a new user namespace: its ids 0..count-1 are `uid`.. / `gid`.. on
+   * the host (its root is an unprivileged user there). The rootfs and bind sources must show
+   * the in-image owners shifted into the range (idmapped mounts), or the step sees `nobody`.
+   */
+  userns?: UsernsMapping;
+  /**
+   * Bind this host directory (a sysfs) read-only at /sys instead of mounting a new sysfs: in a
+   * user namespace that does not own the network namespace it joins, the kernel refuses the
+   * step a sysfs of its own.
+   */
+  sysfsSource?: string;
+}
+
+/** A user namespace's one contiguous range: container id n is host id `uid + n` / `gid + n`. */
+export interface UsernsMapping {
+  uid: number;
+  gid: number;
+  count: number;
 }
 
 function invalid(message: string): never {
@@ -265,6 +284,13 @@ export function generateRuntimeSpec(options: RuntimeSpecOptions): OciRuntimeSpec
     { type: 'mount' },
     { type: 'cgroup' },
   ];
+  const userns = options.userns;
+  if (userns !== undefined) {
+    checkId('userns.uid', userns.uid);
+    checkId('userns.gid', userns.gid);
+    checkCount('userns.count', userns.count);
+    namespaces.push({ type: 'user' });
+  }
   const sysctl: Record<string, string> = {};
   if (network === 'none') {
     // a fresh network namespace holds only a loopback device (runc brings it up)
@@ -280,10 +306,24 @@ export function generateRuntimeSpec(options: RuntimeSpecOptions): OciRuntimeSpec
     // drops it by default for the same reason; ping keeps working through ICMP datagram
     // sockets, which this sysctl opens to every group.
     capabilities = capabilities.filter((c) => c !== 'CAP_NET_RAW');
-    sysctl['net.ipv4.ping_group_range'] = '0 2147483647';
+    // In a user namespace the step may not write the sysctls of a network namespace it does not
+    // own: the sandbox sets this one itself when it makes the namespace (sandbox-network.ts).
+    if (userns === undefined) {
+      sysctl['net.ipv4.ping_group_range'] = '0 2147483647';
+    }
   }
 
   const mounts = standardMounts();
+  if (options.sysfsSource !== undefined) {
+    checkAbsolute('sysfsSource', options.sysfsSource);
+    const sys = mounts.findIndex((m) => m.destination === '/sys');
+    mounts[sys] = {
+      destination: '/sys',
+      type: 'bind',
+      source: options.sysfsSource,
+      options: ['rbind', 'rprivate', 'nosuid', 'noexec', 'nodev', 'ro'],
+    };
+  }
   if (network === 'host') {
     const files = options.hostNetworkFiles ?? {};
     mounts.push(bindMount(files.resolvConf ?? '/etc/resolv.conf', '/etc/resolv.conf', true));
@@ -358,6 +398,10 @@ export function generateRuntimeSpec(options: RuntimeSpecOptions): OciRuntimeSpec
       readonlyPaths: [...DEFAULT_READONLY_PATHS],
     },
   };
+  if (userns !== undefined) {
+    spec.linux.uidMappings = [{ containerID: 0, hostID: userns.uid, size: userns.count }];
+    spec.linux.gidMappings = [{ containerID: 0, hostID: userns.gid, size: userns.count }];
+  }
   if (Object.keys(sysctl).length > 0) {
     spec.linux.sysctl = sysctl;
   }

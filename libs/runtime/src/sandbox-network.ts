@@ -215,7 +215,9 @@ export class SandboxNetwork {
         '--',
         '/bin/sh',
         '-c',
-        '"$0" -w 5 "$1" && echo ready && exec cat',
+        // ping through ICMP datagram sockets for every group (set here, not by runc: a step in a
+        // user namespace may not write the sysctls of a namespace it does not own)
+        '"$0" -w 5 "$1" && echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_range && echo ready && exec cat',
         tools.iptablesRestore ?? '/usr/sbin/iptables-restore',
         rulesFile,
       ],

@@ -22,6 +22,7 @@ import { PushProcessor } from './push/push.processor';
 import { PushWorkerModule } from './push/push-worker.module';
 import { QueueWorkersService } from './queue-workers.service';
 import { WorkerPlatforms } from './worker-platforms';
+import { StepUserns } from './step-userns';
 
 @Module({})
 export class WorkerModule {
@@ -58,6 +59,8 @@ export class WorkerModule {
         { provide: LayerCache, useFactory: () => new LayerCache(paths.layerCache) },
         // Native + binfmt handlers (F flag), restricted by WORKER_PLATFORMS: a bad one fails the boot.
         { provide: WorkerPlatforms, useFactory: () => WorkerPlatforms.detect(config) },
+        // USERNS_REMAP, probed on this host: a range it cannot give fails the boot.
+        { provide: StepUserns, useFactory: () => StepUserns.detect(config, paths) },
         {
           provide: BuildEngine,
           inject: [
@@ -68,6 +71,7 @@ export class WorkerModule {
             STRATUM_CONFIG,
             REDIS,
             WorkerPlatforms,
+            StepUserns,
           ],
           useFactory: (
             blobs: BlobStore,
@@ -77,6 +81,7 @@ export class WorkerModule {
             c: StratumConfig,
             redis: Redis,
             platforms: WorkerPlatforms,
+            userns: StepUserns,
           ) =>
             new BuildEngine({
               nativePlatform: platforms.native,
@@ -93,6 +98,7 @@ export class WorkerModule {
               stepDiskBytes: c.stepDiskBytes,
               layerExportConcurrency: c.layerExportConcurrency,
               stepPidsLimit: c.stepPidsLimit,
+              ...(userns.map !== null ? { userns: userns.map } : {}),
               allowHostNetwork: c.allowHostNetwork,
               allowSandboxNetwork: c.allowSandboxNetwork,
               stepNetworkDefault: c.stepNetworkDefault,
