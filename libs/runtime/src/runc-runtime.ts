@@ -128,6 +128,42 @@ async function unmountIn(bundle: string): Promise<void> {
   }
 }
 
+/**
+ * Adds to each bind mount the nosuid/nodev/noexec flags of the mount its source is on: in a
+ * user namespace those flags are locked, and runc 1.1's read-only remount of a bind, which
+ * leaves them out, fails (EPERM) for a source on, say, a secrets tmpfs mounted noexec.
+ */
+async function keepLockedFlags(
+  mounts: { type?: string; source?: string; options?: string[] }[],
+): Promise<void> {
+  const table = (await fs.readFile('/proc/self/mountinfo', 'utf8'))
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => {
+      const f = l.split(' ');
+      return {
+        target: f[4].replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))),
+        flags: f[5].split(','),
+      };
+    });
+  for (const m of mounts) {
+    if (m.type !== 'bind' || m.source === undefined) {
+      continue;
+    }
+    const source = m.source;
+    let best: { target: string; flags: string[] } | undefined;
+    for (const e of table) {
+      const under = e.target === '/' || source === e.target || source.startsWith(`${e.target}/`);
+      // the last mount at the deepest target is the one on top
+      if (under && (best === undefined || e.target.length >= best.target.length)) {
+        best = e;
+      }
+    }
+    const locked = (best?.flags ?? []).filter((f) => f === 'nosuid' || f === 'nodev' || f === 'noexec');
+    m.options = [...(m.options ?? []), ...locked.filter((f) => !(m.options ?? []).includes(f))];
+  }
+}
+
 /** runc's own rule for container ids, made a little stricter (no leading dot). */
 const ID_PATTERN = /^[A-Za-z0-9_+-][A-Za-z0-9_+.-]{0,127}$/;
 const KILL_RETRY_MS = 200;
@@ -315,6 +351,9 @@ export class RuncRuntime {
         ...(networkFiles !== undefined ? { networkFiles } : {}),
         ...(sysfsSource !== undefined ? { sysfsSource } : {}),
       });
+      if (options.userns !== undefined) {
+        await keepLockedFlags(spec.mounts);
+      }
       // Docker sets HOME from the passwd entry when the image does not
       if (!spec.process.env?.some((e) => e.startsWith('HOME='))) {
         spec.process.env?.push(`HOME=${home}`);
