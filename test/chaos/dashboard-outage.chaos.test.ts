@@ -7,9 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BrowserContext, chromium, Page } from 'playwright-core';
-import { freePort, RedisServerHandle, startRedisServer } from '@stratum/testing';
+import { freePort, RedisServerHandle, S3rverProcess, startRedisServer } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
-import { ChildS3rver } from './child-s3rver';
 
 jest.setTimeout(120_000);
 
@@ -26,7 +25,7 @@ const CHROMIUM_ARGS = [
 ];
 
 let redisServer: RedisServerHandle;
-let s3: ChildS3rver;
+let s3: S3rverProcess;
 let dataDir: string;
 let profileDir: string;
 let api: ApiServerHandle;
@@ -36,7 +35,7 @@ const pageErrors: string[] = [];
 
 beforeAll(async () => {
   redisServer = await startRedisServer();
-  s3 = new ChildS3rver(await freePort());
+  s3 = new S3rverProcess(await freePort());
   await s3.start();
   dataDir = mkdtempSync(join(tmpdir(), 'stratum-chaos-banner-'));
   api = await startApiServer(

@@ -13,12 +13,12 @@ import {
   busyboxContext,
   freePort,
   RedisServerHandle,
+  S3rverProcess,
   startRedisServer,
   startWorkerProcess,
   WorkerProcessHandle,
 } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
-import { ChildS3rver } from './child-s3rver';
 import { overlayMountsUnder, pollFor, submitBuild, waitForBuild } from './chaos-support';
 import { loadConfig } from '@stratum/config';
 
@@ -28,7 +28,7 @@ const FULL = process.env.CHAOS_FULL === '1';
 const OUTAGE_MS = FULL ? 20_000 : 10_000;
 
 let redisServer: RedisServerHandle;
-let s3: ChildS3rver;
+let s3: S3rverProcess;
 let dataDir: string;
 let api: ApiServerHandle;
 let worker: WorkerProcessHandle | undefined;
@@ -57,7 +57,7 @@ function env(): Record<string, string> {
 
 beforeAll(async () => {
   redisServer = await startRedisServer();
-  s3 = new ChildS3rver(await freePort());
+  s3 = new S3rverProcess(await freePort());
   await s3.start();
   dataDir = mkdtempSync(join(tmpdir(), 'stratum-chaos-s3data-'));
   api = await startApiServer(testConfig(env()));
