@@ -9,6 +9,10 @@ async function main(): Promise<void> {
   process.stdout.write(
     `stratum-api listening on http://${config.api.host}:${config.api.port} (docs at /docs)\n`,
   );
+  if (config.storage.kind === 's3') {
+    // Whether layer bytes bypass the API (S3_REDIRECT): an operator should see which and why.
+    process.stdout.write(`stratum-api: S3 blob redirects ${config.storage.redirectReason ?? 'off'}\n`);
+  }
   if (isLoopbackHost(config.api.host) && !(config.auth.registry === 'token' && config.auth.api)) {
     process.stdout.write(
       'stratum-api: loopback only, as no authentication is configured; set REGISTRY_AUTH=token and ' +

@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig } from './config';
+import { ConfigError, loadConfig, unreachableByClients } from './config';
 
 describe('loadConfig', () => {
   const minimal = { REDIS_URL: 'redis://127.0.0.1:6390' };
@@ -156,6 +156,65 @@ describe('loadConfig', () => {
       S3_BUCKET: 'stratum-blobs',
     });
     expect(c.storage).toMatchObject({ kind: 's3', bucket: 'stratum-blobs', region: 'us-east-1' });
+  });
+
+  it('S3 redirects: auto turns them on only for an endpoint clients elsewhere can reach; on and off force', () => {
+    const s3 = (endpoint: string, extra: Record<string, string> = {}) =>
+      loadConfig({
+        ...minimal,
+        STORAGE: 's3',
+        S3_ENDPOINT: endpoint,
+        S3_ACCESS_KEY: 'k',
+        S3_SECRET_KEY: 's',
+        S3_BUCKET: 'stratum-blobs',
+        ...extra,
+      }).storage as { redirectEndpoint: string | null; redirectReason: string };
+    // auto (the default): public names and addresses are redirected to.
+    for (const e of [
+      'https://s3.example.com',
+      'http://minio.example.org:9000',
+      'http://203.0.113.7:9000',
+      'http://[2001:db8::1]:9000',
+    ]) {
+      expect(s3(e).redirectEndpoint).toBe(e);
+    }
+    // ...loopback, unspecified, private, link-local addresses and cluster-internal names are not.
+    for (const e of [
+      'http://127.0.0.1:9000',
+      'http://localhost:9000',
+      'http://0.0.0.0:9000',
+      'http://10.1.2.3:9000',
+      'http://172.20.0.5:9000',
+      'http://192.168.1.10:9000',
+      'http://100.64.0.1:9000',
+      'http://169.254.1.1:9000',
+      'http://[::1]:9000',
+      'http://[fd00::5]:9000',
+      'http://[fe80::1]:9000',
+      'http://minio:9000',
+      'http://minio.stratum.svc:9000',
+      'http://minio.stratum.svc.cluster.local:9000',
+      'http://s3.internal:9000',
+    ]) {
+      const c = s3(e);
+      expect({ e, to: c.redirectEndpoint }).toEqual({ e, to: null });
+      expect(c.redirectReason).toMatch(
+        /^off \(S3_REDIRECT=auto: S3_ENDPOINT .* is (a|an) .*set S3_REDIRECT_ENDPOINT/,
+      );
+    }
+    // S3_REDIRECT_ENDPOINT names the address clients reach: used unless S3_REDIRECT=off.
+    expect(s3('http://minio:9000', { S3_REDIRECT_ENDPOINT: 'https://s3.example.com' }).redirectEndpoint).toBe(
+      'https://s3.example.com',
+    );
+    expect(
+      s3('http://minio:9000', { S3_REDIRECT_ENDPOINT: 'https://s3.example.com', S3_REDIRECT: 'off' })
+        .redirectEndpoint,
+    ).toBeNull();
+    expect(s3('https://s3.example.com', { S3_REDIRECT: 'off' }).redirectEndpoint).toBeNull();
+    expect(s3('http://127.0.0.1:9000', { S3_REDIRECT: 'on' }).redirectEndpoint).toBe('http://127.0.0.1:9000');
+    expect(() => s3('http://127.0.0.1:9000', { S3_REDIRECT: 'maybe' })).toThrow(/S3_REDIRECT/);
+    expect(unreachableByClients('172.32.0.1')).toBeNull();
+    expect(unreachableByClients('::ffff:10.0.0.1')).toBe('a private address');
   });
 
   it('treats empty variables as unset', () => {

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { z } from 'zod';
@@ -33,8 +34,11 @@ function buildSchemas() {
       .string()
       .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'S3_BUCKET must be a valid bucket name'),
     S3_REGION: z.string().min(1).default('us-east-1'),
-    // Blob GETs answer 307 to a presigned URL on this endpoint (the S3 address registry clients
-    // reach), so layer bytes bypass the API, as Distribution's storage `redirect` does. Unset: off.
+    // Blob GETs answer 307 to a presigned URL on S3 (Distribution's storage `redirect`), so
+    // layer bytes bypass the API. `auto`: on when S3_REDIRECT_ENDPOINT is set, or when
+    // S3_ENDPOINT's host is one clients elsewhere can reach (see s3RedirectTarget).
+    S3_REDIRECT: z.enum(['off', 'on', 'auto']).default('auto'),
+    // The S3 address registry clients reach, when it is not S3_ENDPOINT (which the API uses).
     S3_REDIRECT_ENDPOINT: z
       .url({ message: 'S3_REDIRECT_ENDPOINT must be a URL such as https://s3.example.com' })
       .optional(),
@@ -502,6 +506,106 @@ function parseAuth(a: AuthEnv, problems: string[]): AuthConfig {
 }
 
 /** 127.0.0.0/8, ::1 (also as an IPv4-mapped address) and `localhost`. */
+/** Internal DNS suffixes: names under them resolve only inside their network or cluster. */
+const INTERNAL_SUFFIXES = [
+  '.local',
+  '.localhost',
+  '.internal',
+  '.lan',
+  '.home.arpa',
+  '.svc',
+  '.cluster.local',
+];
+
+/**
+ * Why a client elsewhere may not reach `host` (an S3 endpoint's host), or null when it is a
+ * name or address that can be reached from other networks: loopback, unspecified, link-local,
+ * private (RFC 1918, CGNAT, IPv6 ULA) addresses, single-label names (`minio`: a compose or
+ * cluster service) and internal suffixes (`.svc`, `.cluster.local`, `.internal`, `.local`) are not.
+ */
+export function unreachableByClients(host: string): string | null {
+  const h = host
+    .replace(/^\[(.*)\]$/, '$1')
+    .toLowerCase()
+    .replace(/\.$/, '');
+  if (isLoopbackHost(h) || h.endsWith('.localhost')) {
+    return 'a loopback address';
+  }
+  const v4 = isIP(h) === 4 ? h : /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(h)?.[1];
+  if (v4 !== undefined && isIP(v4) === 4) {
+    const [a, b] = v4.split('.').map(Number);
+    if (a === 0) {
+      return 'an unspecified address';
+    }
+    if (a === 169 && b === 254) {
+      return 'a link-local address';
+    }
+    if (
+      a === 10 ||
+      (a === 172 && b >= 16 && b <= 31) ||
+      (a === 192 && b === 168) ||
+      (a === 100 && b >= 64 && b <= 127)
+    ) {
+      return 'a private address';
+    }
+    return null;
+  }
+  if (isIP(h) === 6) {
+    if (/^[0:]+$/.test(h)) {
+      return 'an unspecified address';
+    }
+    if (/^fe[89ab]/.test(h)) {
+      return 'a link-local address';
+    }
+    if (/^f[cd]/.test(h)) {
+      return 'a private address';
+    }
+    return null;
+  }
+  if (!h.includes('.')) {
+    return 'a single-label name (a compose or cluster service name)';
+  }
+  if (INTERNAL_SUFFIXES.some((s) => h.endsWith(s))) {
+    return 'an internal name';
+  }
+  return null;
+}
+
+/**
+ * Where blob GETs are redirected (S3_REDIRECT): `off` never; `on` to S3_REDIRECT_ENDPOINT, else
+ * S3_ENDPOINT; `auto` (the default) to S3_REDIRECT_ENDPOINT when set, else to S3_ENDPOINT only
+ * when {@link unreachableByClients} finds nothing against its host. A redirect a client cannot
+ * follow breaks its pull, while serving the bytes through the API is only slower, so `auto`
+ * stays off whenever the endpoint may be an address only the API's own network reaches.
+ */
+export function s3RedirectTarget(
+  mode: 'off' | 'on' | 'auto',
+  endpoint: string,
+  redirectEndpoint: string | null,
+): { redirectEndpoint: string | null; redirectReason: string } {
+  if (mode === 'off') {
+    return { redirectEndpoint: null, redirectReason: 'off (S3_REDIRECT=off)' };
+  }
+  if (redirectEndpoint !== null) {
+    return { redirectEndpoint, redirectReason: `on to ${redirectEndpoint} (S3_REDIRECT_ENDPOINT)` };
+  }
+  if (mode === 'on') {
+    return { redirectEndpoint: endpoint, redirectReason: `on to ${endpoint} (S3_REDIRECT=on)` };
+  }
+  const why = unreachableByClients(new URL(endpoint).hostname);
+  return why === null
+    ? {
+        redirectEndpoint: endpoint,
+        redirectReason: `on to ${endpoint} (S3_REDIRECT=auto: clients can reach its host)`,
+      }
+    : {
+        redirectEndpoint: null,
+        redirectReason:
+          `off (S3_REDIRECT=auto: S3_ENDPOINT ${endpoint} is ${why}, which clients elsewhere may not reach; ` +
+          'set S3_REDIRECT_ENDPOINT to the address they reach, or S3_REDIRECT=on)',
+      };
+}
+
 export function isLoopbackHost(host: string): boolean {
   const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
   return (
@@ -645,8 +749,10 @@ export type StorageConfig =
       readonly secretKey: string;
       readonly bucket: string;
       readonly region: string;
-      /** S3_REDIRECT_ENDPOINT: blob GETs are redirected to presigned URLs there; null: served by the API. */
+      /** Blob GETs are redirected to presigned URLs on this endpoint; null: served by the API (see s3RedirectTarget). */
       readonly redirectEndpoint?: string | null;
+      /** Why redirects are on or off (S3_REDIRECT and the endpoint), for the start-up log. */
+      readonly redirectReason?: string;
       /** How long a presigned blob URL is valid. */
       readonly redirectSeconds?: number;
     };
@@ -816,7 +922,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         secretKey: s3.data.S3_SECRET_KEY,
         bucket: s3.data.S3_BUCKET,
         region: s3.data.S3_REGION,
-        redirectEndpoint: s3.data.S3_REDIRECT_ENDPOINT ?? null,
+        ...s3RedirectTarget(s3.data.S3_REDIRECT, s3.data.S3_ENDPOINT, s3.data.S3_REDIRECT_ENDPOINT ?? null),
         redirectSeconds: s3.data.S3_REDIRECT_SECONDS,
       };
     } else {
