@@ -48,6 +48,12 @@ export interface ProjectView {
   readonly scheduleBranch: string | null;
   /** True when a webhook secret is set (required for webhooks to be accepted). */
   readonly hasSecret: boolean;
+  /**
+   * OpenSSH known_hosts lines for an `ssh://` or `git@host:` repository: its fetches check the
+   * server's host key strictly against them (and are refused when the project holds a deploy key
+   * but none are set). `ssh-keyscan HOST` prints them; verify them out of band. Null: not set.
+   */
+  readonly sshKnownHosts?: string | null;
   /** True when fetch credentials are set. */
   readonly hasCredentials: boolean;
   readonly createdAt: string;

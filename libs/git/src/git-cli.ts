@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StratumError } from '@stratum/contracts';
@@ -24,6 +24,50 @@ export interface GitCliOptions {
   readonly protocols?: readonly GitTransport[];
   /** `GIT_SSH_COMMAND` for ssh transports (a build's key); default: batch mode, no key of ours. */
   readonly sshCommand?: string;
+  /**
+   * For ssh transports (a project's deploy key): the private key(s), written 0600 into the
+   * command's temporary HOME and removed with it, and the known_hosts lines the server's host
+   * key must match (strictly; nothing of this host's ssh configuration is read).
+   */
+  readonly ssh?: GitSshIdentity;
+}
+
+/** A deploy key and the host keys it may be used with. */
+export interface GitSshIdentity {
+  /** OpenSSH private keys, unencrypted; none: host keys are still checked. */
+  readonly keys: readonly Buffer[];
+  /** OpenSSH known_hosts lines. */
+  readonly knownHosts: string;
+}
+
+/** `'…'` for one shell word (git runs GIT_SSH_COMMAND through sh). */
+function shellWord(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * Writes `ssh`'s keys (0600) and known hosts into `home` and answers the GIT_SSH_COMMAND that
+ * uses exactly them: no agent, no ~/.ssh or /etc/ssh configuration, strict host key checking.
+ */
+async function sshCommandFor(ssh: GitSshIdentity, home: string): Promise<string> {
+  const dir = join(home, 'ssh');
+  await mkdir(dir, { mode: 0o700 });
+  const knownHosts = join(dir, 'known_hosts');
+  await writeFile(knownHosts, ssh.knownHosts.endsWith('\n') ? ssh.knownHosts : `${ssh.knownHosts}\n`, {
+    mode: 0o600,
+  });
+  const identities: string[] = [];
+  for (const [i, key] of ssh.keys.entries()) {
+    const file = join(dir, `id_${i}`);
+    await writeFile(file, key, { mode: 0o600 });
+    identities.push(`-o IdentityFile=${shellWord(file)}`);
+  }
+  return [
+    'ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityAgent=none',
+    '-o StrictHostKeyChecking=yes -o CheckHostIP=no',
+    `-o UserKnownHostsFile=${shellWord(knownHosts)} -o GlobalKnownHostsFile=/dev/null`,
+    ...(identities.length > 0 ? identities : ['-o IdentityFile=none']),
+  ].join(' ');
 }
 
 /** Transports git can be allowed to use (`protocol.<name>.allow`). */
@@ -51,13 +95,17 @@ export class GitCli {
   async run(args: readonly string[], cwd: string, signal?: AbortSignal): Promise<string> {
     const home = await mkdtemp(join(tmpdir(), 'stratum-git-home-'));
     try {
-      return await this.spawn(args, cwd, home, signal);
+      const sshCommand =
+        this.options.ssh !== undefined
+          ? await sshCommandFor(this.options.ssh, home)
+          : this.options.sshCommand;
+      return await this.spawn(args, cwd, home, sshCommand, signal);
     } finally {
       await rm(home, { recursive: true, force: true });
     }
   }
 
-  private environment(home: string): NodeJS.ProcessEnv {
+  private environment(home: string, sshCommand: string | undefined): NodeJS.ProcessEnv {
     const allowed = new Set<GitTransport>(
       this.options.protocols ?? [
         'https',
@@ -93,7 +141,7 @@ export class GitCli {
       GIT_TERMINAL_PROMPT: '0',
       GIT_ASKPASS: '/bin/false',
       SSH_ASKPASS: '/bin/false',
-      GIT_SSH_COMMAND: this.options.sshCommand ?? 'ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new',
+      GIT_SSH_COMMAND: sshCommand ?? 'ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new',
       GIT_CONFIG_COUNT: String(config.length),
       LC_ALL: 'C',
     };
@@ -104,11 +152,17 @@ export class GitCli {
     return env;
   }
 
-  private spawn(args: readonly string[], cwd: string, home: string, signal?: AbortSignal): Promise<string> {
+  private spawn(
+    args: readonly string[],
+    cwd: string,
+    home: string,
+    sshCommand: string | undefined,
+    signal?: AbortSignal,
+  ): Promise<string> {
     return new Promise((resolve, reject) => {
       const child = spawn('git', args, {
         cwd,
-        env: this.environment(home),
+        env: this.environment(home, sshCommand),
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true,
       });

@@ -31,6 +31,43 @@ export function checkRepositoryUrl(url: string, allowFile: boolean): string | nu
   return null;
 }
 
+/** True for a repository git reaches over ssh: `ssh://…` or scp-like `user@host:path`. */
+export function isSshRepositoryUrl(url: string): boolean {
+  return /^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^/]/.test(url) || /^ssh:\/\//i.test(url);
+}
+
+/** Most bytes of a project's known_hosts. */
+export const MAX_KNOWN_HOSTS_BYTES = 64 * 1024;
+
+/**
+ * Null when `text` is OpenSSH known_hosts lines (`[markers] hosts keytype base64key [comment]`,
+ * blank lines and `#` comments allowed; `ssh-keyscan host` prints them), else what is wrong.
+ */
+export function checkKnownHosts(text: string): string | null {
+  if (Buffer.byteLength(text) > MAX_KNOWN_HOSTS_BYTES) {
+    return `at most ${MAX_KNOWN_HOSTS_BYTES} bytes`;
+  }
+  let entries = 0;
+  for (const [i, raw] of text.split('\n').entries()) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) {
+      continue;
+    }
+    const f = line.split(/\s+/);
+    const [, type, key] = f[0].startsWith('@') ? f.slice(1) : f;
+    if (
+      type === undefined ||
+      key === undefined ||
+      !/^(ssh-|ecdsa-|sk-)[a-z0-9@.-]+$/.test(type) ||
+      !/^[A-Za-z0-9+/]+={0,2}$/.test(key)
+    ) {
+      return `line ${i + 1} is not "host keytype base64-key" (as ssh-keyscan prints)`;
+    }
+    entries++;
+  }
+  return entries === 0 ? 'no host key in it' : null;
+}
+
 /**
  * Fetches exactly one commit into `dir` (a fresh repository) and checks it out, without
  * history, submodules, hooks or LFS smudging: `git init`, `git fetch --depth 1 <url> <sha>`,

@@ -9,6 +9,7 @@ export {
   redact,
   type GitCliOptions,
   type GitCredentials,
+  type GitSshIdentity,
   type GitTransport,
 } from './git-cli';
 export {
@@ -23,8 +24,10 @@ export {
   type ResolvedGitRef,
 } from './git-source';
 export {
+  checkKnownHosts,
   checkRepositoryUrl,
   fetchCommit,
+  isSshRepositoryUrl,
   readCommitInfo,
   resolveBranch,
   type CommitInfo,

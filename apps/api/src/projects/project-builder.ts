@@ -10,6 +10,8 @@ import { planContextFiles } from '@stratum/dockerfile';
 import {
   commitWebUrl,
   fetchCommit,
+  GitSource,
+  isSshRepositoryUrl,
   readCommitInfo,
   redact,
   resolveBranch,
@@ -19,6 +21,9 @@ import { parseReference } from '@stratum/oci';
 import { BLOB_STORE, BlobStore } from '@stratum/storage';
 import { BuildsService } from '../builds/builds.service';
 import { ProjectSecretStore } from './project-secret-store';
+
+/** The ssh id of a project's secrets its own repository is fetched with (its deploy key). */
+export const PROJECT_FETCH_SSH_ID = 'default';
 import { ProjectStore, StoredProject } from './project-store';
 
 /** `{branch}` as a tag: the tag grammar's characters only, at most 128 of them. */
@@ -119,21 +124,42 @@ export class ProjectBuilder {
   ) {}
 
   /** Where to fetch from; `short`: with the connect timeout, for calls that only ask the server. */
-  private source(project: StoredProject, short = false) {
+  /**
+   * How the project's repository is fetched. Over ssh (`ssh://`, `git@host:`): with the
+   * project's deploy key (its ssh id "default", written 0600 for that one git command and
+   * removed after) and its known_hosts, checked strictly; a deploy key without known_hosts is
+   * refused rather than trusting whatever host answers.
+   */
+  private async source(project: StoredProject, short = false): Promise<GitSource> {
     const seconds = short ? this.config.git.connectTimeoutSeconds : this.config.git.fetchTimeoutSeconds;
-    return {
+    const base = {
       url: project.repoUrl,
       credentials: project.credentials,
       timeoutMs: seconds * 1000,
       allowFile: this.config.git.allowFileUrls,
     };
+    if (!isSshRepositoryUrl(project.repoUrl)) {
+      return base;
+    }
+    const keys = await this.secrets.sshKeys(project.name, PROJECT_FETCH_SSH_ID);
+    const knownHosts = project.sshKnownHosts ?? null;
+    if (knownHosts === null) {
+      if (keys !== null) {
+        throw new StratumError(
+          'GIT_FETCH_FAILED',
+          `project "${project.name}" has a deploy key ("${PROJECT_FETCH_SSH_ID}") for ${redact(project.repoUrl)} but no sshKnownHosts to check the server's host key against: set them (PUT /api/v1/projects/${project.name} {"sshKnownHosts": "<lines of ssh-keyscan HOST, checked out of band>"})`,
+        );
+      }
+      return base;
+    }
+    return { ...base, ssh: { keys: keys ?? [], knownHosts } };
   }
 
   /** The commit a branch of the project points at now (scheduled and manual builds). */
   async headOf(project: StoredProject, branch: string): Promise<string> {
     const dir = await this.workDir();
     try {
-      const sha = await resolveBranch(this.source(project, true), branch, dir);
+      const sha = await resolveBranch(await this.source(project, true), branch, dir);
       if (sha === null) {
         throw new StratumError(
           'GIT_FETCH_FAILED',
@@ -259,9 +285,9 @@ export class ProjectBuilder {
       const checkout = join(dir, 'checkout');
       // The server must answer an ls-remote within the connect timeout before the fetch gets
       // the long one: a silent host or port fails the request in seconds, not minutes.
-      await resolveBranch(this.source(project, true), branch ?? 'HEAD', dir);
-      await fetchCommit(this.source(project), sha, branch, checkout);
-      const info = await readCommitInfo(this.source(project, true), checkout).catch(() => null);
+      await resolveBranch(await this.source(project, true), branch ?? 'HEAD', dir);
+      await fetchCommit(await this.source(project), sha, branch, checkout);
+      const info = await readCommitInfo(await this.source(project, true), checkout).catch(() => null);
       // The context directory and the Dockerfile must stay inside the checkout, symlinks too:
       // resolved component by component, a link out of the repository is an error naming the
       // project's path only (never what the link points at on this host).

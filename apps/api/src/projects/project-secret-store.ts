@@ -127,6 +127,22 @@ export class ProjectSecretStore {
     return { secrets, ssh };
   }
 
+  /** The private keys of ssh id `id` of `project` (its deploy key), or null when it has none. */
+  async sshKeys(project: string, id: string): Promise<Buffer[] | null> {
+    const sealed = await this.redis.hget(hashKey(project), field('ssh', id));
+    if (sealed === null) {
+      return null;
+    }
+    const plain = this.box.open(sealed);
+    if (plain === null) {
+      throw new StratumError(
+        'BAD_REQUEST',
+        `project "${project}" holds an ssh key (${id}) sealed under another AUTH_SECRET; set it again`,
+      );
+    }
+    return (JSON.parse(plain.toString('utf8')) as string[]).map((b) => Buffer.from(b, 'base64'));
+  }
+
   /** Names of the secrets, ssh ids with their public keys; never a value. */
   async list(project: string): Promise<ProjectSecretsView> {
     const { secrets, ssh } = await this.open(project);

@@ -1,5 +1,6 @@
 import { validateCronExpression } from 'cron';
 import { z } from 'zod';
+import { checkKnownHosts } from '@stratum/git';
 
 const BUILD_ARG = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const insideRepo = (p: string): boolean => !p.startsWith('/') && !p.split('/').includes('..');
@@ -81,6 +82,15 @@ const projectFields = {
   credentials: z
     .object({ username: z.string().min(1).max(255).optional(), token: z.string().min(1).max(4096) })
     .nullable(),
+  sshKnownHosts: z
+    .string()
+    .superRefine((t, ctx) => {
+      const problem = checkKnownHosts(t);
+      if (problem !== null) {
+        ctx.addIssue({ code: 'custom', message: `must be known_hosts lines: ${problem}` });
+      }
+    })
+    .nullable(),
   schedule: cron.nullable(),
   scheduleBranch: z
     .string()
@@ -119,6 +129,7 @@ export const CreateProjectBodySchema = z.object({
   credentials: projectFields.credentials.default(null),
   schedule: projectFields.schedule.default(null),
   scheduleBranch: projectFields.scheduleBranch.default(null),
+  sshKnownHosts: projectFields.sshKnownHosts.default(null),
 });
 export type CreateProjectBody = z.infer<typeof CreateProjectBodySchema>;
 
