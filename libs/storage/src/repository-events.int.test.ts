@@ -5,8 +5,8 @@ import { FsRepositoryStore } from './fs-repository-store';
 import { ImmutableTagsRepositoryStore } from './immutable-tags';
 import { RepositoryEvent, RepositoryEventsStore } from './repository-events';
 
-const A = `sha256:${'a'.repeat(64)}`;
-const B = `sha256:${'b'.repeat(64)}`;
+const A = `sha256:${'a'.repeat(64)}` as const;
+const B = `sha256:${'b'.repeat(64)}` as const;
 
 describe('RepositoryEventsStore', () => {
   let root: string;
