@@ -317,7 +317,9 @@ export function cacheMountKey(m: Mount, fromKey: string | null): CacheMountKey {
 /**
  * The host path of `source` inside cache directory `dir`, copied from the seed (`seedHost()`)
  * the first time a step mounts it: BuildKit's cache directory is a copy of the whole `from`
- * root, of which each mount shows its `source`; copying only the paths mounted shows the same.
+ * root, of which each mount shows its `source`; copying only the paths mounted shows the same,
+ * with one known difference: a whole-`from` mount (no `source`) of a directory made earlier for
+ * a `source` mount shows only the paths copied so far, where BuildKit shows the whole root.
  */
 async function seedCacheSource(
   dir: string,
