@@ -9,7 +9,8 @@
 //   it is copied as a file (Dockerfile reference, ADD --unpack).
 // - --build-context name=DIR|docker-image://REF|GIT URL|http(s) tarball: `FROM name` and
 //   `COPY --from=name` use it, as buildx. The directory case is compared with buildah 1.28's
-//   own --build-context.
+//   own --build-context. One named like a stage replaces that stage (buildx docs: "When
+//   Dockerfile defines a stage with the same name it is overwritten").
 //
 // Needs: `npm run build` (worker and CLI run compiled), git, buildah, runc.
 import 'reflect-metadata';
@@ -339,6 +340,35 @@ describe('--build-context', () => {
     ]);
     expect(res2.code).toBe(0);
     expect(readFileSync(join(out2, 'a.txt'), 'utf8')).toBe('one\n');
+  });
+
+  it('a named context named like a stage replaces that stage, whose steps do not run (buildx: "it is overwritten")', async () => {
+    const dir = writeTree({ 'hello.txt': 'from the named dir\n' }, join(work, 'stage-dir'));
+    // The stage would fail if it ran (scratch has no shell), and would leave no hello.txt.
+    const ctx = writeTree(
+      {
+        Dockerfile:
+          'FROM scratch AS deps\nRUN exit 1\nFROM scratch\nCOPY --from=deps /hello.txt /from-deps.txt\n',
+      },
+      join(work, 'stage-ctx'),
+    );
+    const out = join(work, 'out-stage');
+    const res = await stratum([
+      'build',
+      '--build-context',
+      `deps=${dir}`,
+      '--output',
+      `type=local,dest=${out}`,
+      ctx,
+    ]);
+    expect(res.stderr).toBe('');
+    expect(res.code).toBe(0);
+    expect(res.stdout).toContain('stage deps (line 1): replaced by the named context');
+    expect(readFileSync(join(out, 'from-deps.txt'), 'utf8')).toBe('from the named dir\n');
+    // Without the context the stage runs (and fails at its RUN): the override is what passed.
+    const plain = await stratum(['build', '--output', `type=local,dest=${out}-plain`, ctx]);
+    expect(plain.code).toBe(1);
+    expect(plain.stderr).toMatch(/line 2|Dockerfile:2/);
   });
 
   it('bad values are refused by the API before the build (exit 2)', async () => {

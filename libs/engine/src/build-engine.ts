@@ -227,8 +227,27 @@ class BuildRun implements NamedContextHost {
         this.stageNames.set(s.name.toLowerCase(), s.index);
       }
     }
+    // A named context with a stage's name replaces that stage, whose own steps then do not run:
+    // buildx "When Dockerfile defines a stage with the same name it is overwritten".
+    const overridden = new Map<number, Promise<ImageState>>();
+    for (const stage of plan.stages) {
+      const named =
+        stage.name !== undefined ? this.named.state(stage.name, stage.stage.from.startLine) : null;
+      if (named !== null) {
+        named.catch(() => undefined); // awaited where the stage is needed; not unhandled meanwhile
+        overridden.set(stage.index, named);
+        this.ctx.reporter.log(
+          null,
+          'system',
+          `stage ${stage.name ?? stage.index} (line ${stage.stage.from.startLine}): replaced by the named context --build-context ${stage.name ?? ''}\n`,
+        );
+      }
+    }
     const stepRefs: StepRef[] = [];
     for (const stage of plan.stages) {
+      if (overridden.has(stage.index)) {
+        continue;
+      }
       for (const instruction of stage.stage.instructions) {
         stepRefs.push({ index: stepRefs.length, stage, instruction });
       }
@@ -254,7 +273,11 @@ class BuildRun implements NamedContextHost {
           if (stage === undefined) {
             return;
           }
-          const state = await this.runStage(plan, stage, stepRefs, results);
+          const named = overridden.get(stageIndex);
+          const state =
+            named !== undefined
+              ? cloneState(await named)
+              : await this.runStage(plan, stage, stepRefs, results);
           results.set(stageIndex, state);
         }),
       );
