@@ -53,6 +53,7 @@ let sha: string;
 let pushBuildId = '';
 /** A commit on branch `feature` only: the head of the pull requests below. */
 let featureSha: string;
+let secretSha: string;
 /** Two commits of branch `slow`: a build that sleeps, then one that does not. */
 const slowShas: string[] = [];
 
@@ -124,6 +125,19 @@ beforeAll(async () => {
   writeTree({ Dockerfile: 'FROM scratch\nADD rootfs.tar /\nENV PATH=/bin\nRUN true\n' }, repoDir);
   git(['commit', '-q', '-am', 'quick'], repoDir);
   slowShas.push(git(['rev-parse', 'HEAD'], repoDir));
+  // Branch `secretpr`: reads the project secret `token` (optional first, then required).
+  git(['checkout', '-q', '-b', 'secretpr', 'main'], repoDir);
+  writeTree(
+    {
+      Dockerfile:
+        'FROM scratch\nADD rootfs.tar /\nENV PATH=/bin\n' +
+        'RUN --mount=type=secret,id=token echo TOKEN-$(test -e /run/secrets/token && echo SEEN || echo ABSENT)\n' +
+        'RUN --mount=type=secret,id=token,required=true test -s /run/secrets/token\n',
+    },
+    repoDir,
+  );
+  git(['commit', '-q', '-am', 'reads a secret'], repoDir);
+  secretSha = git(['rev-parse', 'HEAD'], repoDir);
   git(['checkout', '-q', 'main'], repoDir);
   const bare = join(dataDir, 'hello.git');
   git(['clone', '-q', '--bare', repoDir, bare], dataDir);
@@ -136,6 +150,7 @@ beforeAll(async () => {
     MAINTENANCE_SCHEDULE: 'off',
     WEBHOOK_MAX_BODY_BYTES: String(1024 * 1024),
     GIT_CONNECT_TIMEOUT_SECONDS: '2',
+    AUTH_SECRET: 'z'.repeat(40),
   };
   api = await startApiServer(testConfig(env));
   worker = await startWorkerProcess({ ...env, JOB_ATTEMPTS: '1', WORKER_SHUTDOWN_TIMEOUT_MS: '3000' });
@@ -416,7 +431,13 @@ describe('tag pushes and pull requests', () => {
   });
 
   /** GitHub's pull_request example (opened), pointed at our repository and the feature commit. */
-  function githubPr(number: number, action: string, fork: boolean): Buffer {
+  function githubPr(
+    number: number,
+    action: string,
+    fork: boolean,
+    headSha = featureSha,
+    headRef = 'feature',
+  ): Buffer {
     const example = examples
       .find((e) => e.name === 'pull_request')
       ?.examples.find((e) => e.action === 'opened') as Record<string, unknown> & {
@@ -438,7 +459,7 @@ describe('tag pushes and pull requests', () => {
         pull_request: {
           ...pr,
           number,
-          head: { ...pr.head, sha: featureSha, ref: 'feature', repo: headRepo },
+          head: { ...pr.head, sha: headSha, ref: headRef, repo: headRepo },
         },
       }),
     );
@@ -475,6 +496,44 @@ describe('tag pushes and pull requests', () => {
       status: 'ignored',
       reason: expect.stringContaining('#7 closed brings no new code'),
     });
+  });
+
+  it('a fork’s pull request runs without the project’s secrets: the optional mount is empty, the required one fails', async () => {
+    await request(api.url)
+      .put('/api/v1/projects/hello/secrets/token')
+      .send({ value: Buffer.from('s3cr3t-value').toString('base64') })
+      .expect(204);
+    const logOf = async (id: string): Promise<string> =>
+      (
+        await request(api.url)
+          .get(`/api/v1/builds/${id}/logs`)
+          .buffer(true)
+          .parse((res, cb) => {
+            let text = '';
+            res.on('data', (c: Buffer) => (text += c.toString('utf8')));
+            res.on('end', () => cb(null, text));
+          })
+      ).body as string;
+    try {
+      // The fork's first (before any trusted build of this commit could leave a cached step).
+      const fork = githubPr(11, 'opened', true, secretSha, 'secretpr');
+      const f = accepted(await postHook(GitForge.GitHub, fork, prHeaders(fork)));
+      const fb = await waitForBuild(f.buildId as string, 90_000);
+      expect(fb.source).toMatchObject({ trigger: 'pr', prNumber: 11, trusted: false });
+      expect(fb.state).toBe('failed');
+      expect(fb.error).toMatch(/secret "token" is required but was not given to this build/);
+      const forkLog = await logOf(fb.id);
+      expect(forkLog).toContain('TOKEN-ABSENT');
+      expect(forkLog).not.toContain('TOKEN-SEEN');
+      // The same commit from the repository itself gets the secret: the required step passes.
+      const own = githubPr(12, 'opened', false, secretSha, 'secretpr');
+      const o = accepted(await postHook(GitForge.GitHub, own, prHeaders(own)));
+      const ob = await waitForBuild(o.buildId as string, 90_000);
+      expect(ob.source).toMatchObject({ trigger: 'pr', prNumber: 12, trusted: true });
+      expect(`${ob.state} ${ob.error}`).toBe('succeeded null');
+    } finally {
+      await request(api.url).delete('/api/v1/projects/hello/secrets/token').expect(204);
+    }
   });
 
   it('a GitLab Merge Request Hook builds the merge request’s last commit as pr-<iid>', async () => {
