@@ -126,6 +126,18 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...minimal, STEP_NETWORK_DEFAULT: 'host' })).toThrow(/sandbox" or "none/);
   });
 
+  it('USERNS_REMAP: auto by default, off, or a uid range; anything else refused naming the forms', () => {
+    expect(loadConfig(minimal).usernsRemap).toBe('auto');
+    expect(loadConfig({ ...minimal, USERNS_REMAP: 'off' }).usernsRemap).toBe('off');
+    expect(loadConfig({ ...minimal, USERNS_REMAP: '200000:65536' }).usernsRemap).toBe('200000:65536');
+    expect(loadConfig({ ...minimal, USERNS_REMAP: '200000:300000:65536' }).usernsRemap).toBe(
+      '200000:300000:65536',
+    );
+    expect(() => loadConfig({ ...minimal, USERNS_REMAP: 'yes' })).toThrow(
+      /USERNS_REMAP must be auto, off, or a uid range like 100000:65536/,
+    );
+  });
+
   it('refuses a missing REDIS_URL with a message naming it', () => {
     expect(() => loadConfig({})).toThrow(ConfigError);
     expect(() => loadConfig({})).toThrow(/REDIS_URL/);

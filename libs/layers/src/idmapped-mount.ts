@@ -209,10 +209,11 @@ else:
 `;
 
 async function runHelper(request: unknown, what: string): Promise<void> {
-  try {
-    await run('python3', ['-c', HELPER, JSON.stringify(request)]);
-  } catch (e) {
-    throw new LayerError('LAYER_MOUNT_FAILED', `${what}: ${(e as Error).message}`, undefined, { cause: e });
+  const res = await run('python3', ['-c', HELPER, JSON.stringify(request)], { allowFail: true });
+  if (res.code !== 0) {
+    // the helper's own error (a traceback's last line: `OSError: [Errno 22] mount_setattr ...`), not its source
+    const last = res.stderr.trim().split('\n').pop() ?? '';
+    throw new LayerError('LAYER_MOUNT_FAILED', `${what}: ${last || `the helper exited with ${res.code}`}`);
   }
 }
 
