@@ -5,7 +5,7 @@ import {
   Logger,
   OnApplicationBootstrap,
 } from '@nestjs/common';
-import { Job, Worker } from 'bullmq';
+import { DelayedError, Job, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import {
@@ -107,6 +107,9 @@ export function routeHandlers(
 }
 
 /** Runs one BullMQ worker per served queue; cancels jobs on request; shuts down gracefully. */
+/** How long a job handed back during a store outage waits before any worker takes it again. */
+const STORE_OUTAGE_HAND_BACK_MS = 1000;
+
 @Injectable()
 export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly logger = new Logger('QueueWorkers');
@@ -153,7 +156,15 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
       this.connections.push(connection);
       const worker = new Worker(
         queue,
-        async (job: Job, _token?: string, signal?: AbortSignal) => {
+        async (job: Job, token?: string, signal?: AbortSignal) => {
+          if (this.storeGate.outage !== null && token !== undefined) {
+            // Taken by the blocking wait that was already under way when the gate paused this
+            // worker (BullMQ's pause(true) does not cancel it): hand it back to the queue
+            // without spending an attempt, for a worker that sees the store.
+            this.logger.log(`${queue} job ${job.id ?? '?'} handed back: object storage does not answer here`);
+            await job.moveToDelayed(Date.now() + STORE_OUTAGE_HAND_BACK_MS, token);
+            throw new DelayedError();
+          }
           const handler = route.get(job.name as JobName);
           if (!handler) {
             throw new Error(`no handler for job "${job.name}" on queue "${queue}"`);
