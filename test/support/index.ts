@@ -20,3 +20,4 @@ export * from './ssh-tools';
 export * from './engine-host';
 export * from './file-tree';
 export * from './sshd';
+export * from './netns-lab';

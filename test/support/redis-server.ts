@@ -32,9 +32,15 @@ export interface RedisServerHandle {
   stop(): Promise<void>;
 }
 
-/** Starts a real redis-server (Debian package) on a free port, in a temp dir. */
-export async function startRedisServer(options: { appendonly?: boolean } = {}): Promise<RedisServerHandle> {
+/**
+ * Starts a real redis-server (Debian package) on a free port, in a temp dir, listening on
+ * `bind` (default loopback).
+ */
+export async function startRedisServer(
+  options: { appendonly?: boolean; bind?: string } = {},
+): Promise<RedisServerHandle> {
   const port = await freePort();
+  const bind = options.bind ?? '127.0.0.1';
   const dir = mkdtempSync(join(tmpdir(), 'stratum-redis-'));
   const child = spawn(
     'redis-server',
@@ -42,7 +48,7 @@ export async function startRedisServer(options: { appendonly?: boolean } = {}): 
       '--port',
       String(port),
       '--bind',
-      '127.0.0.1',
+      bind,
       '--dir',
       dir,
       '--save',
@@ -51,10 +57,12 @@ export async function startRedisServer(options: { appendonly?: boolean } = {}): 
       options.appendonly === true ? 'yes' : 'no',
       '--daemonize',
       'no',
+      // Redis refuses clients from any address but loopback unless told (no password here)
+      ...(bind === '127.0.0.1' ? [] : ['--protected-mode', 'no']),
     ],
     { stdio: 'ignore' },
   );
-  const url = `redis://127.0.0.1:${port}`;
+  const url = `redis://${bind}:${port}`;
   const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null });
   probe.on('error', () => undefined);
   const deadline = Date.now() + 10_000;

@@ -84,10 +84,14 @@ export class S3rverProcess {
   private handle: ServiceProcessHandle | null = null;
   readonly dir = mkdtempSync(join(tmpdir(), 'stratum-s3-'));
 
-  constructor(readonly port: number) {}
+  /** `address`: where it listens (default loopback). */
+  constructor(
+    readonly port: number,
+    readonly address = '127.0.0.1',
+  ) {}
 
   get endpoint(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `http://${this.address}:${this.port}`;
   }
 
   /** The STORAGE=s3 settings of a process using this server. */
@@ -104,7 +108,7 @@ export class S3rverProcess {
   async start(): Promise<void> {
     const script =
       `const S3rver = require('s3rver');` +
-      `new S3rver({ address: '127.0.0.1', port: ${this.port}, silent: true, directory: ${JSON.stringify(this.dir)} })` +
+      `new S3rver({ address: ${JSON.stringify(this.address)}, port: ${this.port}, silent: true, directory: ${JSON.stringify(this.dir)} })` +
       `.run().then(() => process.stdout.write('s3rver ready\\n'), (e) => { console.error(e); process.exit(1); });`;
     this.handle = runChild(['-e', script], { PATH: process.env.PATH });
     await waitForLine(this.handle, /s3rver ready/, `s3rver on port ${this.port}`, 30_000);

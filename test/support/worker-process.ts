@@ -18,16 +18,19 @@ export interface WorkerProcessHandle {
 
 /**
  * Runs the compiled builder worker (`npm run build` first) as a child process and waits for
- * its "ready" line.
+ * its "ready" line. `wrap` turns its argv into the one to spawn (a program that execs it, such
+ * as nsenter into a network namespace: the child's pid stays the worker's).
  */
 export async function startWorkerProcess(
   env: Record<string, string>,
   readyTimeoutMs = 20_000,
+  wrap: (argv: string[]) => string[] = (argv) => argv,
 ): Promise<WorkerProcessHandle> {
   if (!existsSync(WORKER_MAIN)) {
     throw new Error(`${WORKER_MAIN} is missing: run npm run build`);
   }
-  const child = spawn(process.execPath, [WORKER_MAIN], {
+  const [program, ...args] = wrap([process.execPath, WORKER_MAIN]);
+  const child = spawn(program, args, {
     cwd: REPO,
     env: {
       PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
