@@ -81,10 +81,11 @@ const query = (t: string, nocache = true): Record<string, string> => ({
 
 async function build(files: Record<string, string | Buffer>, q: Record<string, string>): Promise<string> {
   const res = await submitBuild(api.url, files, q);
-  expect({ status: res.status, body: res.status === 202 ? null : (res.body as unknown) }).toEqual({
-    status: 202,
-    body: null,
-  });
+  expect({
+    status: res.status,
+    body: res.status === 202 ? null : (res.body as unknown),
+    s3: res.status === 202 ? null : s3.describe(),
+  }).toEqual({ status: 202, body: null, s3: null });
   return (res.body as { id: string }).id;
 }
 

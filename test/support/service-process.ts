@@ -94,6 +94,13 @@ export class S3rverProcess {
     return `http://${this.address}:${this.port}`;
   }
 
+  /** What the server wrote, and how it ended when it did (diagnostics of a failing test). */
+  describe(): string {
+    const p = this.handle?.process;
+    const end = p === undefined ? 'not started' : `exit ${p.exitCode ?? '-'} signal ${p.signalCode ?? '-'}`;
+    return `s3rver ${this.endpoint} (pid ${p?.pid ?? '?'}, ${end}): ${this.handle?.output() ?? ''}`;
+  }
+
   /** The STORAGE=s3 settings of a process using this server. */
   env(bucket: string): Record<string, string> {
     return {
@@ -106,7 +113,12 @@ export class S3rverProcess {
   }
 
   async start(): Promise<void> {
+    // s3rver removes a deleted object's directory once it is empty, racing a put into the same
+    // directory (mkdirp, then open: ENOENT, an unhandled stream error that ends the server).
+    // Several writers putting and deleting `tmp/<uuid>` objects hit it; empty directories are
+    // harmless here, so its rmdir does nothing.
     const script =
+      `require('fs-extra').rmdir = async () => undefined;` +
       `const S3rver = require('s3rver');` +
       `new S3rver({ address: ${JSON.stringify(this.address)}, port: ${this.port}, silent: true, directory: ${JSON.stringify(this.dir)} })` +
       `.run().then(() => process.stdout.write('s3rver ready\\n'), (e) => { console.error(e); process.exit(1); });`;
