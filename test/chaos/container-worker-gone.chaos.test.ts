@@ -1,6 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { chromium } from 'playwright-core';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { QUEUE_PREFIX, WORKER_SEEN_KEY } from '@stratum/jobs';
@@ -146,6 +149,30 @@ it('fails commits and removals of a SIGKILLed worker’s containers after the ti
     expect(await redis.llen(`${QUEUE_PREFIX}:commit.${GONE}:wait`)).toBe(0);
   } finally {
     redis.disconnect();
+  }
+
+  // The dashboard's Queues page lists the gone worker with what it left (headless Chromium).
+  const profile = mkdtempSync(join(tmpdir(), 'stratum-chaos-chromium-'));
+  const browser = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--no-first-run',
+      '--disable-background-networking',
+    ],
+  });
+  try {
+    const page = browser.pages()[0] ?? (await browser.newPage());
+    await page.goto(`${stack.api.url}/#/queues`);
+    const row = page.locator(`#gone-workers tr[data-worker="${GONE}"]`);
+    await row.waitFor({ timeout: 20_000 });
+    expect((await row.locator('td').allInnerTexts()).slice(3)).toEqual(['2', '0']);
+  } finally {
+    await browser.close();
+    rmSync(profile, { recursive: true, force: true });
   }
 
   // The leftovers are listed, a live worker cannot be forgotten, an unknown one is a 404.

@@ -928,10 +928,12 @@ function queuesView() {
   replace(view, h('h1', {}, 'Queues'), body);
   return poll(POLL_MS, async () => {
     try {
-      const [q, deliveries] = await Promise.all([
+      const [q, deliveries, workers] = await Promise.all([
         api('/api/v1/queues'),
         api('/api/v1/notifications/deliveries?limit=50'),
+        api('/api/v1/workers'),
       ]);
+      const gone = workers.filter((w) => !w.live);
       replace(
         body,
         h(
@@ -984,6 +986,48 @@ function queuesView() {
           ),
         ),
         h('p', { class: 'muted' }, `as of ${new Date(q.at).toLocaleTimeString()}`),
+        gone.length === 0
+          ? null
+          : [
+              h('h2', {}, 'Gone workers'),
+              h(
+                'p',
+                { class: 'muted' },
+                'Commits and removals of their containers fail once the timeout has passed; ',
+                h('code', {}, 'stratum workers rm ID'),
+                ' removes what a worker that will not return left.',
+              ),
+              h(
+                'table',
+                { id: 'gone-workers' },
+                h(
+                  'thead',
+                  {},
+                  h(
+                    'tr',
+                    {},
+                    ['worker', 'gone since', 'requests fail after', 'containers', 'pending jobs'].map((c) =>
+                      h('th', {}, c),
+                    ),
+                  ),
+                ),
+                h(
+                  'tbody',
+                  {},
+                  gone.map((w) =>
+                    h(
+                      'tr',
+                      { dataset: { worker: w.id } },
+                      h('td', { class: 'mono' }, w.id),
+                      h('td', {}, when(w.goneSince)),
+                      h('td', {}, when(w.failsAfter)),
+                      h('td', { class: 'num' }, w.containers.length),
+                      h('td', { class: 'num' }, w.pendingJobs),
+                    ),
+                  ),
+                ),
+              ),
+            ],
         h('h2', {}, 'Notification deliveries'),
         deliveries.length === 0
           ? h('p', { class: 'muted' }, 'None yet (NOTIFY_URLS, or a project’s notifyUrl).')
