@@ -372,7 +372,10 @@ describe('in the browser', () => {
     await page.selectOption('#audit-action', 'build');
     await page.click('#audit-filter button[type=submit]');
     await until(
-      async () => (await page.locator('#audit-table tbody tr:not([data-action=build])').count()) === 0,
+      async () =>
+        page.url().endsWith('#/audit?action=build') &&
+        (await page.locator('#audit-table tbody tr').count()) > 0 &&
+        (await page.locator('#audit-table tbody tr:not([data-action=build])').count()) === 0,
     );
     expect(await page.locator('#audit-table tbody tr').count()).toBe(builds.length);
     expect(
@@ -384,7 +387,9 @@ describe('in the browser', () => {
     await page.click('#audit-filter button[type=submit]');
     await until(async () => page.url().endsWith('#/audit?subject=anonymous'));
     await until(
-      async () => (await page.locator('#audit-table tbody tr:not([data-subject=anonymous])').count()) === 0,
+      async () =>
+        (await page.locator('#audit-table tbody tr').count()) > 0 &&
+        (await page.locator('#audit-table tbody tr:not([data-subject=anonymous])').count()) === 0,
     );
     const rows = page.locator('#audit-table tbody tr');
     expect(await rows.count()).toBe(1);
