@@ -4,10 +4,18 @@ import { join } from 'node:path';
 import { INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import request from 'supertest';
-import { busyboxContext, contextTar, pollBuild, RedisServerHandle, startRedisServer } from '@stratum/testing';
+import { existsSync } from 'node:fs';
+import {
+  busyboxContext,
+  busyboxRootfs,
+  contextTar,
+  pollBuild,
+  RedisServerHandle,
+  startRedisServer,
+} from '@stratum/testing';
 import { WorkerModule } from '../../workers/builder/src/worker.module';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
-import { makeImage, OciImageParts, skopeo, writeOciLayout } from './registry-fixtures';
+import { makeImage, OCI_MANIFEST, OciImageParts, sha, skopeo, writeOciLayout } from './registry-fixtures';
 
 // Immutable tags end to end (IMMUTABLE_TAGS=team/*:v*): once team/app:v1 names a digest it never
 // names another and is never deleted, through every write path — /v2 manifest PUT (skopeo) and
@@ -87,6 +95,19 @@ describe('immutable tags (e2e, IMMUTABLE_TAGS)', () => {
     expect((put.body as OciErrors).errors[0].message).toMatch(
       /tag team\/app:v1 is immutable \(IMMUTABLE_TAGS\): it names sha256:[0-9a-f]{64}, not sha256:/,
     );
+    // a manifest new to the repository, refused: not stored, linked or left untagged
+    const fresh = Buffer.from(
+      JSON.stringify({ ...JSON.parse(b.manifest.toString('utf8')), annotations: { fresh: 'yes' } }),
+    );
+    await http
+      .put('/v2/team/app/manifests/v1')
+      .set('Content-Type', OCI_MANIFEST)
+      .send(fresh.toString('utf8'))
+      .expect(409);
+    await http.head(`/v2/team/app/manifests/${sha(fresh)}`).expect(404);
+    const hex = sha(fresh).slice('sha256:'.length);
+    expect(existsSync(join(dataDir, 'store', 'blobs', 'sha256', hex.slice(0, 2), hex))).toBe(false);
+    expect(await digestOf('v1')).toBe(a.digest);
   }, 120_000);
 
   it('/v2 DELETE of the tag or its manifest is refused; a mutable tag goes', async () => {
@@ -135,4 +156,56 @@ describe('immutable tags (e2e, IMMUTABLE_TAGS)', () => {
     expect({ state: created.state, error: created.error }).toEqual({ state: 'succeeded', error: null });
     expect(await digestOf('v2')).toMatch(/^sha256:/);
   }, 240_000);
+
+  it('a commit into it fails naming the tag; a commit to a new v tag is created', async () => {
+    await http
+      .post('/api/v1/images/import')
+      .query({ repository: 'team/base', tag: '1' })
+      .set('content-type', 'application/x-tar')
+      .send(busyboxRootfs())
+      .expect(201);
+    const waitFor = async <T>(what: string, check: () => Promise<T | null>): Promise<T> => {
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        const v = await check();
+        if (v !== null) {
+          return v;
+        }
+        if (Date.now() > deadline) {
+          throw new Error(`timed out waiting for ${what}`);
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    };
+    interface View {
+      state: string;
+      commits: { id: string; state: string; error: string | null; imageDigest: string | null }[];
+    }
+    const view = async (id: string): Promise<View> =>
+      (await http.get(`/api/v1/containers/${id}`).expect(200)).body as View;
+    const created = await http
+      .post('/api/v1/containers')
+      .send({ image: 'team/base:1', cmd: ['sh', '-c', 'echo committed > /c'] })
+      .expect(202);
+    const id = (created.body as { id: string }).id;
+    await waitFor('the container to exit', async () => ((await view(id)).state === 'exited' ? true : null));
+    const commit = async (tag: string): Promise<View['commits'][number]> => {
+      const res = await http
+        .post(`/api/v1/containers/${id}/commit`)
+        .send({ repository: 'team/app', tag })
+        .expect(202);
+      const commitId = (res.body as { commitId: string }).commitId;
+      return waitFor(`commit ${commitId}`, async () => {
+        const c = (await view(id)).commits.find((x) => x.id === commitId);
+        return c !== undefined && (c.state === 'succeeded' || c.state === 'failed') ? c : null;
+      });
+    };
+    const refused = await commit('v1');
+    expect(refused.state).toBe('failed');
+    expect(refused.error).toMatch(/team\/app:v1 is immutable/);
+    expect(await digestOf('v1')).toBe(a.digest);
+    const made = await commit('v3');
+    expect(made).toMatchObject({ state: 'succeeded', error: null });
+    expect(await digestOf('v3')).toBe(made.imageDigest);
+  }, 180_000);
 });

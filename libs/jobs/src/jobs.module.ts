@@ -14,7 +14,13 @@ import {
 } from './producers';
 import { NotificationOutbox } from './notification-outbox';
 import { createRedis } from './redis';
-import { QUOTA_LEDGER, RedisQuotaLedger, REPOSITORY_EVENTS } from '@stratum/storage';
+import {
+  QUOTA_LEDGER,
+  RedisQuotaLedger,
+  RedisTagClaims,
+  REPOSITORY_EVENTS,
+  TAG_CLAIMS,
+} from '@stratum/storage';
 import { RepositoryOutboxSink } from './outbox';
 import { WorkerRegistry } from './worker-registry';
 
@@ -111,6 +117,8 @@ export class JobsModule implements OnApplicationShutdown {
               ? new RepositoryOutboxSink(redis, `stratum-${process.pid}`)
               : null,
         },
+        // IMMUTABLE_TAGS: first-writer claims, so two racing first writers cannot both win.
+        { provide: TAG_CLAIMS, inject: [REDIS], useFactory: (redis: Redis) => new RedisTagClaims(redis) },
         { provide: WorkerRegistry, inject: [REDIS], useFactory: (redis: Redis) => new WorkerRegistry(redis) },
         ...(
           [
@@ -136,6 +144,7 @@ export class JobsModule implements OnApplicationShutdown {
         REDIS,
         QUOTA_LEDGER,
         REPOSITORY_EVENTS,
+        TAG_CLAIMS,
         BuildRecordStore,
         BuildSecretStore,
         BuildProducer,

@@ -235,6 +235,12 @@ export class RegistryService {
     await this.checkReferences(repository, parsed);
 
     const digest: BlobDigest = parsed.digest;
+    // IMMUTABLE_TAGS: refused before anything is stored, so no untagged manifest stays behind.
+    if (ref.kind === 'tag') {
+      await this.repositories.assertTagSettable?.(repository, ref.tag, digest);
+    }
+    const guarded = ref.kind === 'tag' && this.repositories.isImmutable?.(repository, ref.tag) === true;
+    const wasLinked = guarded && (await this.repositories.hasManifest(repository, digest));
     // REPOSITORY_QUOTAS: admitted before the bytes are stored, so a refused manifest is not kept.
     await withQuota(this.repositories, repository, [{ digest, size: bytes.length }], async () => {
       await this.blobs.put(Readable.from([bytes]), { expectedDigest: digest, expectedSize: bytes.length });
@@ -246,7 +252,18 @@ export class RegistryService {
     }
     if (ref.kind === 'tag') {
       // The repository store tells of the tag (REPOSITORY_EVENTS), as for every other tag write.
-      await this.repositories.setTag(repository, ref.tag, digest);
+      try {
+        await this.repositories.setTag(repository, ref.tag, digest);
+      } catch (err) {
+        // Another writer set the immutable tag first: the manifest this PUT linked goes again.
+        if (isStorageError(err, 'TAG_IMMUTABLE') && guarded && !wasLinked) {
+          await this.repositories.unlinkManifest(repository, digest);
+          if (subject !== null) {
+            await this.redis.srem(RegistryKeys.referrers(repository, subject), digest);
+          }
+        }
+        throw err;
+      }
     } else {
       await this.onManifestEvent?.({
         action: 'push',

@@ -2,7 +2,7 @@ import type { StorageConfig } from '@stratum/config';
 import { BlobStore } from './blob-store';
 import { FsBlobStore } from './fs-blob-store';
 import { FsRepositoryStore } from './fs-repository-store';
-import { ImmutableTagRule, ImmutableTagsRepositoryStore } from './immutable-tags';
+import { ImmutableTagRule, ImmutableTagsRepositoryStore, TagClaims } from './immutable-tags';
 import { RepositoryEventSink, RepositoryEventsStore } from './repository-events';
 import { RepositoryStore } from './repository-store';
 import { QuotaRepositoryStore, RedisQuotaLedger } from './repository-quotas';
@@ -30,6 +30,8 @@ export async function createStorage(
   config: StorageConfig,
   options: {
     immutableTags?: readonly ImmutableTagRule[];
+    /** Redis claims so that two first writers of an immutable tag cannot both win. */
+    tagClaims?: TagClaims | null;
     quotas?: RedisQuotaLedger | null;
     /** Told of every tag set or deleted and manifest unlinked (registry notifications). */
     events?: RepositoryEventSink | null;
@@ -41,7 +43,10 @@ export async function createStorage(
   // Quotas outermost: withQuota() recognises the store by its class. Events inside the
   // immutability check: a refused write tells nothing.
   const guard = (repositories: RepositoryStore, blobs: BlobStore): RepositoryStore => {
-    const immutable = rules.length > 0 ? new ImmutableTagsRepositoryStore(repositories, rules) : repositories;
+    const immutable =
+      rules.length > 0
+        ? new ImmutableTagsRepositoryStore(repositories, rules, options.tagClaims ?? null)
+        : repositories;
     const told = events !== null ? new RepositoryEventsStore(immutable, events) : immutable;
     return quotas !== null ? new QuotaRepositoryStore(told, blobs, quotas) : told;
   };

@@ -14,8 +14,8 @@ export { digestHex, isBlobDigest, parseBlobDigest } from './digest';
 export { FILE_CHUNK, FileSliceStream, sendStream } from './file-slice-stream';
 export { FsBlobStore } from './fs-blob-store';
 export { FsRepositoryStore } from './fs-repository-store';
-export { ImmutableTagsRepositoryStore } from './immutable-tags';
-export type { ImmutableTagRule } from './immutable-tags';
+export { ImmutableTagsRepositoryStore, RedisTagClaims } from './immutable-tags';
+export type { ImmutableTagRule, TagClaims } from './immutable-tags';
 export {
   assertRepositoryName,
   assertTagName,
@@ -47,6 +47,7 @@ export {
   QUOTA_LEDGER,
   REPOSITORY_EVENTS,
   REPOSITORY_STORE,
+  TAG_CLAIMS,
   StorageModule,
   UPLOAD_PART_STORE,
 } from './storage.module';

@@ -33,6 +33,9 @@ export class RepositoryEventsStore implements RepositoryStore {
   isImmutable(repository: string, tag: string): boolean {
     return this.inner.isImmutable?.(repository, tag) ?? false;
   }
+  async assertTagSettable(repository: string, tag: string, digest: BlobDigest): Promise<void> {
+    await this.inner.assertTagSettable?.(repository, tag, digest);
+  }
 
   async setTag(repository: string, tag: string, digest: BlobDigest): Promise<void> {
     await this.inner.setTag(repository, tag, digest);

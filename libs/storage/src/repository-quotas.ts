@@ -388,6 +388,9 @@ export class QuotaRepositoryStore implements RepositoryStore {
   isImmutable(repository: string, tag: string): boolean {
     return this.inner.isImmutable?.(repository, tag) ?? false;
   }
+  async assertTagSettable(repository: string, tag: string, digest: BlobDigest): Promise<void> {
+    await this.inner.assertTagSettable?.(repository, tag, digest);
+  }
 }
 
 /**

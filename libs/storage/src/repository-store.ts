@@ -41,6 +41,11 @@ export interface RepositoryStore {
    * that delete several tags ask first, so that a refusal leaves all of them in place.
    */
   isImmutable?(repository: string, tag: string): boolean;
+  /**
+   * Throws TAG_IMMUTABLE when setting the tag to `digest` would be refused; lets a writer refuse
+   * before it stores anything (the /v2 manifest PUT). Absent: every tag may be set.
+   */
+  assertTagSettable?(repository: string, tag: string, digest: BlobDigest): Promise<void>;
 }
 
 /** Throws TAG_IMMUTABLE when any of `tags` is immutable in `store` (before deleting any of them). */

@@ -3,6 +3,7 @@ import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
 import { createStorage, Storage } from './create-storage';
 import { RepositoryEventSink } from './repository-events';
 import { RedisQuotaLedger } from './repository-quotas';
+import type { TagClaims } from './immutable-tags';
 
 /** Injection token for the {@link BlobStore}. */
 export const BLOB_STORE = Symbol('BLOB_STORE');
@@ -22,6 +23,8 @@ export const QUOTA_LEDGER = Symbol('QUOTA_LEDGER');
  * notifications), provided where Redis is (JobsModule); absent or null: none.
  */
 export const REPOSITORY_EVENTS = Symbol('REPOSITORY_EVENTS');
+/** Injection token of the immutable tags' {@link TagClaims} (Redis), provided by JobsModule. */
+export const TAG_CLAIMS = Symbol('TAG_CLAIMS');
 /** Internal: both stores, built once. */
 const STORAGE = Symbol('STORAGE');
 
@@ -39,16 +42,19 @@ const STORAGE = Symbol('STORAGE');
         STRATUM_CONFIG,
         { token: QUOTA_LEDGER, optional: true },
         { token: REPOSITORY_EVENTS, optional: true },
+        { token: TAG_CLAIMS, optional: true },
       ],
       useFactory: (
         config: StratumConfig,
         quotas: RedisQuotaLedger | null | undefined,
         events: RepositoryEventSink | null | undefined,
+        tagClaims: TagClaims | undefined,
       ): Promise<Storage> =>
         createStorage(config.storage, {
           immutableTags: config.immutableTags,
           quotas: quotas ?? null,
           events: events ?? null,
+          tagClaims: tagClaims ?? null,
         }),
     },
     { provide: BLOB_STORE, inject: [STORAGE], useFactory: (s: Storage) => s.blobs },
