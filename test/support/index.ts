@@ -21,3 +21,4 @@ export * from './engine-host';
 export * from './file-tree';
 export * from './sshd';
 export * from './netns-lab';
+export * from './redis-sentinel';

@@ -3,26 +3,18 @@
 // through createRedis with the sentinel config; the primary is SIGKILLed while jobs run; the
 // sentinels promote the replica, the connections follow it, and every job added (and
 // replicated) before the kill and every job added after it completes exactly once.
-import { ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Queue, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
 import { loadConfig } from '@stratum/config';
-import { freePort } from '@stratum/testing';
+import { SentinelRedis, startSentinelRedis } from '@stratum/testing';
 import { createRedis, QUEUE_PREFIX } from './redis';
 
 jest.setTimeout(120_000);
 
-const dir = mkdtempSync(join(tmpdir(), 'stratum-sentinel-'));
-const children: ChildProcess[] = [];
+let ha: SentinelRedis | undefined;
 
-function start(args: string[]): ChildProcess {
-  const child = spawn('redis-server', args, { stdio: 'ignore' });
-  children.push(child);
-  return child;
-}
+afterAll(async () => {
+  await ha?.close();
+});
 
 async function waitFor<T>(what: string, check: () => Promise<T | undefined>, ms: number): Promise<T> {
   const deadline = Date.now() + ms;
@@ -38,88 +30,9 @@ async function waitFor<T>(what: string, check: () => Promise<T | undefined>, ms:
   }
 }
 
-async function ping(port: number): Promise<Redis> {
-  const r = new Redis({
-    port,
-    host: '127.0.0.1',
-    lazyConnect: true,
-    maxRetriesPerRequest: 1,
-    retryStrategy: () => null,
-  });
-  r.on('error', () => undefined);
-  await r.connect();
-  return r;
-}
-
-afterAll(async () => {
-  for (const c of children) {
-    if (c.exitCode === null && c.signalCode === null) {
-      const exited = new Promise((r) => c.once('exit', r));
-      c.kill('SIGKILL');
-      await exited;
-    }
-  }
-  rmSync(dir, { recursive: true, force: true });
-});
-
 it('jobs outlive the primary: the replica is promoted, every job completes once', async () => {
-  const primaryPort = await freePort();
-  const replicaPort = await freePort();
-  const common = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'];
-  const primary = start(['--port', String(primaryPort), '--dir', dir, ...common]);
-  start([
-    '--port',
-    String(replicaPort),
-    '--dir',
-    dir,
-    '--replicaof',
-    '127.0.0.1',
-    String(primaryPort),
-    ...common,
-  ]);
-  const sentinelPorts: number[] = [];
-  for (let i = 0; i < 3; i++) {
-    const port = await freePort();
-    sentinelPorts.push(port);
-    const conf = join(dir, `sentinel-${i}.conf`);
-    writeFileSync(
-      conf,
-      [
-        `port ${port}`,
-        'bind 127.0.0.1',
-        `dir ${dir}`,
-        `sentinel monitor stratum 127.0.0.1 ${primaryPort} 2`,
-        'sentinel down-after-milliseconds stratum 1000',
-        'sentinel failover-timeout stratum 5000',
-        '',
-      ].join('\n'),
-    );
-    start([conf, '--sentinel']);
-  }
-  // The replica is in sync and every sentinel knows both.
-  await waitFor(
-    'the replica to sync',
-    async () => {
-      const r = await ping(replicaPort);
-      const info = await r.info('replication');
-      r.disconnect();
-      return info.includes('master_link_status:up') ? true : undefined;
-    },
-    20_000,
-  );
-  for (const port of sentinelPorts) {
-    await waitFor(
-      `sentinel ${port} to see the replica`,
-      async () => {
-        const s = await ping(port);
-        const replicas = (await s.call('SENTINEL', 'REPLICAS', 'stratum')) as unknown[];
-        s.disconnect();
-        return replicas.length > 0 ? true : undefined;
-      },
-      20_000,
-    );
-  }
-
+  ha = await startSentinelRedis('stratum');
+  const { sentinelPorts, replicaPort } = ha;
   const config = loadConfig({
     REDIS_URL: 'redis://127.0.0.1:1',
     REDIS_SENTINELS: sentinelPorts.map((p) => `127.0.0.1:${p}`).join(','),
@@ -149,7 +62,7 @@ it('jobs outlive the primary: the replica is promoted, every job completes once'
     // what the replica has not received is lost with the primary, Sentinel or not).
     expect(Number(await producer.call('WAIT', '1', '5000'))).toBe(1);
     const killedAt = Date.now();
-    primary.kill('SIGKILL');
+    await ha.killPrimary();
     const after = Array.from({ length: 20 }, (_, i) => `after-${i}`);
     for (const id of after) {
       // Each add waits for the promoted primary (maxRetriesPerRequest: null).
@@ -162,7 +75,7 @@ it('jobs outlive the primary: the replica is promoted, every job completes once'
       60_000,
     );
     expect([...before, ...after].filter((id) => done.get(id) !== 1)).toEqual([]);
-    const promoted = await ping(replicaPort);
+    const promoted = await ha.connect(replicaPort);
     expect(await promoted.info('replication')).toContain('role:master');
     promoted.disconnect();
     process.stdout.write(
