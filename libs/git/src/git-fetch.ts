@@ -1,5 +1,5 @@
 import { mkdir } from 'node:fs/promises';
-import { StratumError } from '@stratum/contracts';
+import { GitForge, StratumError } from '@stratum/contracts';
 import { GitCli, GitCliOptions, isCommitSha, redact } from './git-cli';
 
 /** Where a project's repository lives; credentials optional. */
@@ -68,22 +68,38 @@ export function checkKnownHosts(text: string): string | null {
   return entries === 0 ? 'no host key in it' : null;
 }
 
+/** Refs {@link fetchCommit} may fall back to: a branch, a tag, a pull or merge request head. */
+const FALLBACK_REF = /^refs\/(heads|tags|pull|merge-requests)\/[^\s:~^?*[\\]+$/;
+
+/**
+ * The ref holding a pull request's head on `forge`: `refs/pull/<n>/head` on GitHub and Gitea,
+ * `refs/merge-requests/<iid>/head` on GitLab (both kept by the forge in the base repository,
+ * so a fork's commits can be fetched from it).
+ */
+export function pullRequestRef(forge: GitForge, number: number): string {
+  return forge === GitForge.GitLab ? `refs/merge-requests/${number}/head` : `refs/pull/${number}/head`;
+}
+
 /**
  * Fetches exactly one commit into `dir` (a fresh repository) and checks it out, without
  * history, submodules, hooks or LFS smudging: `git init`, `git fetch --depth 1 <url> <sha>`,
  * `git checkout --detach`. Servers that refuse to serve an unadvertised commit id
- * (uploadpack.allowReachableSHA1InWant off, protocol v0) get the branch head instead, which
- * must then be that commit or have it within its last 50 commits.
+ * (uploadpack.allowReachableSHA1InWant off, protocol v0) get `fallbackRef` fetched instead —
+ * the branch head, the tag, or the pull/merge request head ref ({@link pullRequestRef}) —
+ * which must then be that commit or have it within its last 50 commits.
  */
 export async function fetchCommit(
   source: GitSource,
   sha: string,
-  branch: string | null,
+  fallbackRef: string | null,
   dir: string,
   signal?: AbortSignal,
 ): Promise<void> {
   if (!isCommitSha(sha)) {
     throw new StratumError('BAD_REQUEST', `not a commit id: ${JSON.stringify(sha)}`);
+  }
+  if (fallbackRef !== null && !FALLBACK_REF.test(fallbackRef)) {
+    throw new StratumError('BAD_REQUEST', `not a ref to fetch: ${JSON.stringify(fallbackRef)}`);
   }
   const problem = checkRepositoryUrl(source.url, source.allowFile);
   if (problem !== null) {
@@ -95,11 +111,11 @@ export async function fetchCommit(
   try {
     await git.run(['fetch', '--quiet', '--no-tags', '--depth', '1', '--', source.url, sha], dir, signal);
   } catch (err) {
-    if (branch === null) {
+    if (fallbackRef === null) {
       throw err;
     }
     await git.run(
-      ['fetch', '--quiet', '--no-tags', '--depth', '50', '--', source.url, `refs/heads/${branch}`],
+      ['fetch', '--quiet', '--no-tags', '--depth', '50', '--', source.url, fallbackRef],
       dir,
       signal,
     );

@@ -28,6 +28,7 @@ export {
   checkRepositoryUrl,
   fetchCommit,
   isSshRepositoryUrl,
+  pullRequestRef,
   readCommitInfo,
   resolveBranch,
   type CommitInfo,

@@ -9,6 +9,7 @@ import {
   normaliseDeliveryId,
   parseWebhook,
   PullRequestEvent,
+  pullRequestRef,
   repositoryKey,
   webhookCredentials,
   WebhookHeaders,
@@ -234,6 +235,8 @@ export class HooksService {
           ref,
           trigger: BuildTrigger.Pr,
           prNumber: pr.number,
+          // The head of a fork's PR is in the base repository under this ref (not a branch).
+          fetchRef: pullRequestRef(forge, pr.number),
           trusted: !pr.fromFork,
         }),
       );

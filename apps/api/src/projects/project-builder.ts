@@ -94,6 +94,11 @@ export interface BuildOrigin {
   readonly trigger?: BuildTrigger;
   readonly prNumber?: number;
   /**
+   * The ref fetched when the server refuses the commit id itself (a pull request's head ref,
+   * see pullRequestRef). Default: the branch (a push), the tag (a tag push).
+   */
+  readonly fetchRef?: string;
+  /**
    * False for code from outside the repository (a fork's pull request): such a build must get
    * none of the project's secrets. Default true.
    */
@@ -212,11 +217,17 @@ export class ProjectBuilder {
         commitUrl: commitWebUrl(project.forge ?? null, project.repoUrl, sha),
         trusted: origin.trusted ?? true,
       };
-      // Only a branch has a head to fall back to when a server will not serve a bare commit id.
-      const fallbackBranch = kind === BuildTrigger.Tag || kind === BuildTrigger.Pr ? null : branch;
+      // What to fetch when a server will not serve a bare commit id: the ref that holds it.
+      const fallbackRef =
+        origin.fetchRef ??
+        (kind === BuildTrigger.Tag
+          ? `refs/tags/${branch}`
+          : kind === BuildTrigger.Pr
+            ? null
+            : `refs/heads/${branch}`);
       const buildId: string = await this.buildNow(
         project,
-        fallbackBranch,
+        fallbackRef,
         sha,
         tags,
         buildSource,
@@ -274,7 +285,7 @@ export class ProjectBuilder {
 
   private async buildNow(
     project: StoredProject,
-    branch: string | null,
+    fallbackRef: string | null,
     sha: string,
     tags: string[],
     buildSource: BuildSource,
@@ -285,8 +296,10 @@ export class ProjectBuilder {
       const checkout = join(dir, 'checkout');
       // The server must answer an ls-remote within the connect timeout before the fetch gets
       // the long one: a silent host or port fails the request in seconds, not minutes.
-      await resolveBranch(await this.source(project, true), branch ?? 'HEAD', dir);
-      await fetchCommit(await this.source(project), sha, branch, checkout);
+      const branch =
+        fallbackRef?.startsWith('refs/heads/') === true ? fallbackRef.slice('refs/heads/'.length) : 'HEAD';
+      await resolveBranch(await this.source(project, true), branch, dir);
+      await fetchCommit(await this.source(project), sha, fallbackRef, checkout);
       const info = await readCommitInfo(await this.source(project, true), checkout).catch(() => null);
       // The context directory and the Dockerfile must stay inside the checkout, symlinks too:
       // resolved component by component, a link out of the repository is an error naming the
