@@ -1,5 +1,12 @@
-import { checkDockerfile, formatCheckWarning, parseCheckConfig, type CheckResult } from './dockerfile-checks';
+import {
+  checkDockerfile,
+  checkRuleEnabled,
+  formatCheckWarning,
+  parseCheckConfig,
+  type CheckResult,
+} from './dockerfile-checks';
 import { DockerfileError } from './dockerfile-error';
+import { parseDockerignore } from './dockerignore';
 
 const lines = (...ls: string[]): string => ls.join('\n') + '\n';
 const rules = (r: CheckResult): string[] => r.warnings.map((w) => `${w.line} ${w.rule}`);
@@ -146,6 +153,52 @@ describe('checkDockerfile: BuildKit build checks', () => {
     expect(short(checkDockerfile(lines('FROM --platform=$TARGETPLATFORM alpine AS builder')))).toEqual([
       'RedundantTargetPlatform: Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior (line 1)',
     ]);
+  });
+
+  it('FromPlatformFlagConstDisallowed: a constant --platform, unless the stage name says which platform', () => {
+    // Bad
+    expect(short(checkDockerfile(lines('FROM --platform=linux/amd64 alpine AS base', 'RUN true')))).toEqual([
+      'FromPlatformFlagConstDisallowed: FROM --platform flag should not use constant value "linux/amd64" (line 1)',
+    ]);
+    // Good: the default platform, a meta variable, a stage named for its architecture
+    expect(rules(checkDockerfile(lines('FROM alpine AS base', 'RUN true')))).toEqual([]);
+    expect(rules(checkDockerfile(lines('FROM --platform=${BUILDPLATFORM} alpine AS base')))).toEqual([]);
+    expect(
+      rules(
+        checkDockerfile(
+          lines(
+            'FROM --platform=linux/amd64 alpine AS build_amd64',
+            'FROM --platform=linux/arm64 alpine AS build_arm64',
+            'ARG TARGETARCH',
+            'FROM build_${TARGETARCH} AS build',
+          ),
+        ),
+      ),
+    ).toEqual([]);
+  });
+
+  it("CopyIgnoredFile (experimental): only when asked for, and only with the context's .dockerignore", () => {
+    const dockerignore = parseDockerignore('secret.txt\nbuild/\n');
+    const df = lines(
+      '# check=experimental=CopyIgnoredFile',
+      'FROM alpine',
+      'COPY secret.txt app.txt /app/',
+      'ADD ./build/out.bin /app/',
+      'COPY --from=alpine secret.txt /x',
+    );
+    expect(short(checkDockerfile(df, { dockerignore }))).toEqual([
+      'CopyIgnoredFile: Attempting to Copy file "secret.txt" that is excluded by .dockerignore (line 3)',
+      'CopyIgnoredFile: Attempting to Add file "./build/out.bin" that is excluded by .dockerignore (line 4)',
+    ]);
+    expect(rules(checkDockerfile(df))).toEqual([]); // no context (stratum build --check)
+    expect(
+      rules(checkDockerfile(df.replace('# check=experimental=CopyIgnoredFile\n', ''), { dockerignore })),
+    ).toEqual([]);
+    expect(checkRuleEnabled(parseCheckConfig('experimental=all'), 'CopyIgnoredFile')).toBe(true);
+    expect(
+      checkRuleEnabled(parseCheckConfig('experimental=all;skip=CopyIgnoredFile'), 'CopyIgnoredFile'),
+    ).toBe(false);
+    expect(checkRuleEnabled(parseCheckConfig(''), 'InvalidBaseImagePlatform')).toBe(true);
   });
 
   it('every warning carries its rule description and documentation URL', () => {

@@ -5,6 +5,7 @@
 import { tryParseReference } from '@stratum/oci';
 import { createStageScope, planBuild, type BuildPlan } from './build-planner';
 import { closestName } from './closest-name';
+import type { Dockerignore } from './dockerignore';
 import { DockerfileError } from './dockerfile-error';
 import { parseDockerfile, parseWords } from './dockerfile-parser';
 import { expandInstruction } from './expand-instruction';
@@ -95,7 +96,28 @@ export const CHECK_RULES = {
     'Default value for global ARG results in an empty or invalid base image name',
     'invalid-default-arg-in-from',
   ),
+  FromPlatformFlagConstDisallowed: rule(
+    'FromPlatformFlagConstDisallowed',
+    'FROM --platform flag should not use a constant value',
+    'from-platform-flag-const-disallowed',
+  ),
+  InvalidBaseImagePlatform: rule(
+    'InvalidBaseImagePlatform',
+    'Base image platform does not match expected target platform',
+    'invalid-base-image-platform',
+  ),
+  CopyIgnoredFile: rule(
+    'CopyIgnoredFile',
+    'Attempting to Copy file that is excluded by .dockerignore',
+    'copy-ignored-file',
+  ),
 } as const satisfies Record<string, CheckRule>;
+
+/**
+ * Rules BuildKit runs only when `# check=experimental=<rule>` (or `experimental=all`) asks for
+ * them (linter.Rule.Experimental).
+ */
+export const EXPERIMENTAL_CHECK_RULES: readonly string[] = ['CopyIgnoredFile'];
 
 export type CheckRuleName = keyof typeof CHECK_RULES;
 
@@ -114,6 +136,9 @@ export interface CheckWarning {
 export interface CheckConfig {
   readonly skip: readonly string[];
   readonly skipAll: boolean;
+  /** `experimental=A,B` (or `all`): experimental rules to run as well. */
+  readonly experimental: readonly string[];
+  readonly experimentalAll: boolean;
   /** Warnings fail the build (and a `--check` run). */
   readonly error: boolean;
 }
@@ -131,8 +156,10 @@ export function parseCheckConfig(value: string | undefined, line?: number): Chec
   let skip: string[] = [];
   let skipAll = false;
   let error = false;
+  let experimental: string[] = [];
+  let experimentalAll = false;
   if (text === '') {
-    return { skip, skipAll, error };
+    return { skip, skipAll, error, experimental, experimentalAll };
   }
   const bad = (msg: string): never => {
     throw new DockerfileError('DOCKERFILE_PARSE', msg, line);
@@ -150,6 +177,12 @@ export function parseCheckConfig(value: string | undefined, line?: number): Chec
       } else {
         skip = v.split(',').map((r) => r.trim());
       }
+    } else if (key === 'experimental') {
+      if (v === 'all') {
+        experimentalAll = true;
+      } else {
+        experimental = v.split(',').map((r) => r.trim());
+      }
     } else if (key === 'error') {
       // Go's strconv.ParseBool
       if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(v)) {
@@ -163,7 +196,23 @@ export function parseCheckConfig(value: string | undefined, line?: number): Chec
       bad(`invalid check option "${key}"`);
     }
   }
-  return { skip, skipAll, error };
+  return { skip, skipAll, error, experimental, experimentalAll };
+}
+
+/** Whether `config` reports `rule`: not skipped, and asked for when experimental. */
+export function checkRuleEnabled(config: CheckConfig, rule: CheckRuleName): boolean {
+  if (config.skipAll || config.skip.includes(rule)) {
+    return false;
+  }
+  return (
+    !EXPERIMENTAL_CHECK_RULES.includes(rule) || config.experimentalAll || config.experimental.includes(rule)
+  );
+}
+
+/** A finding of `rule` at `line` (a check the builder makes while building, as InvalidBaseImagePlatform). */
+export function checkWarning(rule: CheckRuleName, message: string, line: number): CheckWarning {
+  const r = CHECK_RULES[rule];
+  return { rule, message, description: r.description, url: r.url, line, endLine: line };
 }
 
 export interface CheckOptions {
@@ -176,6 +225,11 @@ export interface CheckOptions {
    * reference to one is not an undefined variable. `PATH` is always assumed.
    */
   baseImageEnv?: (ref: string) => readonly string[] | undefined;
+  /**
+   * The build context's .dockerignore, when the caller has the context: COPY/ADD sources it
+   * excludes are reported (CopyIgnoredFile, experimental). Without it that rule finds nothing.
+   */
+  dockerignore?: Dockerignore;
 }
 
 export interface CheckResult {
@@ -204,7 +258,7 @@ export function checkDockerfile(text: string, options: CheckOptions = {}): Check
     override === undefined ? checkLine : undefined,
   );
   const all = collectWarnings(df, options);
-  const warnings = config.skipAll ? [] : all.filter((w) => !config.skip.includes(w.rule));
+  const warnings = all.filter((w) => checkRuleEnabled(config, w.rule));
   warnings.sort((a, b) => a.line - b.line || a.rule.localeCompare(b.rule));
   const rules = [...new Set(warnings.map((w) => w.rule))];
   return {
@@ -337,6 +391,19 @@ function collectWarnings(df: Dockerfile, options: CheckOptions): CheckWarning[] 
       seen.add(name);
     }
     const platform = from.platform;
+    if (platform !== undefined && !platform.includes('$')) {
+      // BuildKit (dockerfile2llb reportConstPlatformDisallowed): unless the stage's name says
+      // which platform it is for (`build_amd64`), by its OS, architecture or variant.
+      const stageName = (words.length === 3 ? (words[2] ?? '') : '').toLowerCase();
+      const parts = platform.toLowerCase().split('/').filter(Boolean);
+      if (!parts.some((p) => stageName.includes(p))) {
+        warn(
+          'FromPlatformFlagConstDisallowed',
+          `FROM --platform flag should not use constant value "${platform}"`,
+          from,
+        );
+      }
+    }
     if (platform === '$TARGETPLATFORM' || platform === '${TARGETPLATFORM}') {
       warn(
         'RedundantTargetPlatform',
@@ -428,6 +495,28 @@ function collectWarnings(df: Dockerfile, options: CheckOptions): CheckWarning[] 
             warn(
               'UndefinedVar',
               withSuggestion(`Usage of undefined variable '$${name}'`, name, known, '$'),
+              instr,
+            );
+          }
+        }
+      }
+      if (
+        options.dockerignore !== undefined &&
+        expanded !== undefined &&
+        (expanded.kind === 'COPY' || expanded.kind === 'ADD') &&
+        (expanded.kind === 'ADD' || expanded.from === undefined)
+      ) {
+        // BuildKit's validateCopySourcePath: each source of the main context, as written,
+        // against the ignore file's patterns (a match of it or of a parent directory).
+        const cmd = expanded.kind === 'ADD' ? 'Add' : 'Copy';
+        for (const src of expanded.sources) {
+          if (/^[a-z][a-z0-9+.-]*:\/\//i.test(src) || /^[^/\s]+@[^/\s]+:/.test(src)) {
+            continue; // a URL or git source, not the context
+          }
+          if (options.dockerignore.isIgnored(src.replace(/^(\.\/)+/, ''))) {
+            warn(
+              'CopyIgnoredFile',
+              `Attempting to ${cmd} file "${src}" that is excluded by .dockerignore`,
               instr,
             );
           }

@@ -6,13 +6,18 @@ import { BuildJobData, Digest, StepRecord, StepStatus } from '@stratum/contracts
 import {
   BuildPlan,
   CHECK_BUILD_ARG,
+  CheckConfig,
   checkDockerfile,
+  checkRuleEnabled,
+  checkWarning,
   createStageScope,
+  Dockerignore,
   formatCheckWarning,
   DockerfileError,
   expandInstruction,
   ExpansionScope,
   Instruction,
+  parseCheckConfig,
   parseDockerfile,
   planBuild,
   PlannedStage,
@@ -37,6 +42,7 @@ import {
   stepCacheKey,
 } from './build-cache';
 import { BuildContext } from './build-context';
+import { readDockerignore } from './context-filter';
 import { BuildError } from './build-errors';
 import { prepareCopyStep } from './copy-step';
 import { BuildEngineOptions, BuildOutcome, BuildRunContext, RemoteImage } from './engine-options';
@@ -143,6 +149,8 @@ class BuildRun implements NamedContextHost {
    */
   private readonly pendingRecords: Promise<Error | null>[] = [];
   private readonly stageNames = new Map<string, number>();
+  /** The build's `# check=` configuration, once the Dockerfile is planned. */
+  private checkConfig: CheckConfig | null = null;
   /** Each finished stage's state, by stage index: what FROM <stage> and --from=<stage> read. */
   private readonly results = new Map<number, ImageState>();
   /** `SOURCE_DATE_EPOCH` build arg (seconds), or null. */
@@ -366,11 +374,26 @@ class BuildRun implements NamedContextHost {
         );
       }
     }
+    // CopyIgnoredFile (experimental, asked for by `# check=experimental=…`) needs the context's
+    // ignore file: the context is extracted for it only then.
+    let config: CheckConfig | null = null;
+    try {
+      config = parseCheckConfig(this.data.buildArgs[CHECK_BUILD_ARG] ?? dockerfile.directives.check);
+    } catch {
+      // a bad directive: checkDockerfile below fails with its line
+    }
+    let dockerignore: Dockerignore | null = null;
+    if (config !== null && checkRuleEnabled(config, 'CopyIgnoredFile')) {
+      await this.context.materialize();
+      dockerignore = await readDockerignore(this.contextDir, this.data.dockerfile);
+    }
     const checks = checkDockerfile(text, {
       ...(this.data.target !== null ? { target: this.data.target } : {}),
       buildArgs: this.data.buildArgs,
       baseImageEnv: (ref) => baseEnv.get(ref),
+      ...(dockerignore !== null ? { dockerignore } : {}),
     });
+    this.checkConfig = checks.config;
     if (checks.warnings.length > 0) {
       const n = checks.warnings.length;
       const lines = checks.warnings.map((w) => ` - ${formatCheckWarning(w)}\n`).join('');
@@ -408,7 +431,7 @@ class BuildRun implements NamedContextHost {
         if (named !== null) {
           return cloneState(await named);
         }
-        const image = await this.resolveImage(stage.base.ref, stage.stage.from.startLine, platform);
+        const image = await this.resolveImage(stage.base.ref, stage.stage.from.startLine, platform, true);
         return {
           layers: [...image.layers],
           config: structuredClone(image.config),
@@ -429,15 +452,37 @@ class BuildRun implements NamedContextHost {
     ref: string,
     line: number,
     platform: Platform,
+    base = false,
   ): Promise<Awaited<ReturnType<ImageService['resolve']>>> {
     const image = await this.findImage(ref, line, platform);
     if (!platformMatches(image.config, platform)) {
-      // BuildKit uses such an image all the same and warns (InvalidBaseImagePlatform).
-      this.ctx.reporter.log(
-        null,
-        'system',
-        `warning: line ${line}: ${ref} is for ${formatPlatform({ os: image.config.os, architecture: image.config.architecture, variant: image.config.variant })}, not ${formatPlatform(platform)}\n`,
-      );
+      const actual = formatPlatform({
+        os: image.config.os,
+        architecture: image.config.architecture,
+        variant: image.config.variant,
+      });
+      if (!base) {
+        this.ctx.reporter.log(
+          null,
+          'system',
+          `warning: line ${line}: ${ref} is for ${actual}, not ${formatPlatform(platform)}\n`,
+        );
+      } else if (
+        this.checkConfig === null ||
+        checkRuleEnabled(this.checkConfig, 'InvalidBaseImagePlatform')
+      ) {
+        // BuildKit uses such a base all the same and reports the InvalidBaseImagePlatform check
+        // (a build failure under `# check=error=true`).
+        const w = checkWarning(
+          'InvalidBaseImagePlatform',
+          `Base image ${ref} was pulled with platform "${actual}", expected "${formatPlatform(platform)}" for current build`,
+          line,
+        );
+        this.ctx.reporter.log(null, 'system', `warning: ${formatCheckWarning(w)}\n`);
+        if (this.checkConfig?.error === true) {
+          throw new BuildError('lint violation found for rules: InvalidBaseImagePlatform', line);
+        }
+      }
     }
     return image;
   }

@@ -16,6 +16,23 @@ export async function applyDockerignore(
   dockerfile: string,
   warn: (text: string) => void = () => undefined,
 ): Promise<number> {
+  const rules = await readDockerignore(contextDir, dockerfile, warn);
+  if (rules === null || rules.patterns.length === 0) {
+    return 0;
+  }
+  const hasExceptions = rules.patterns.some((p) => p.startsWith('!'));
+  return prune(contextDir, '', rules, hasExceptions);
+}
+
+/**
+ * The context's ignore file (`<Dockerfile>.dockerignore`, else `.dockerignore`), parsed; null
+ * when there is none. Both stay in the extracted context, so this reads it after pruning too.
+ */
+export async function readDockerignore(
+  contextDir: string,
+  dockerfile: string,
+  warn: (text: string) => void = () => undefined,
+): Promise<Dockerignore | null> {
   const dockerfilePath = posix.normalize(`/${dockerfile}`).slice(1);
   let text: string | null = null;
   for (const candidate of [`${dockerfilePath}.dockerignore`, '.dockerignore']) {
@@ -37,15 +54,7 @@ export async function applyDockerignore(
       break;
     }
   }
-  if (text === null) {
-    return 0;
-  }
-  const rules = parseDockerignore(text, { dockerfilePath });
-  if (rules.patterns.length === 0) {
-    return 0;
-  }
-  const hasExceptions = rules.patterns.some((p) => p.startsWith('!'));
-  return prune(contextDir, '', rules, hasExceptions);
+  return text === null ? null : parseDockerignore(text, { dockerfilePath });
 }
 
 async function prune(

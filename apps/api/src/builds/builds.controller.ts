@@ -90,7 +90,7 @@ export class BuildsController {
     summary: "Run BuildKit's build checks over a Dockerfile without building (docker build --check)",
     description:
       'Body: the Dockerfile text. Query: buildargs (JSON object), target. Answers {warnings: [{rule, message, ' +
-      'description, url, line, endLine}], config: {skip, skipAll, error}, error?} — error is set when the ' +
+      'description, url, line, endLine}], config: {skip, skipAll, error, experimental, experimentalAll}, error?} — error is set when the ' +
       "file's `# check=error=true` (or the BUILDKIT_DOCKERFILE_CHECK build arg) turns the warnings into a failure. " +
       'A Dockerfile that does not parse is 400 with its line.',
   })
