@@ -98,13 +98,16 @@ it('the attempt after a lost worker still has the build secret and the ssh key; 
     redis.disconnect();
   }
   // The killed worker left its step behind (the secret's tmpfs, the agent's socket dir, the
-  // overlay); restarted with the same id, its start-up sweep removes all of it.
+  // overlay, the idmapped mounts); restarted with the same id, its start-up sweep removes all of it.
   const scratch = join(dataDir, 'worker', KILLED);
   const mountsLeft = (): string[] =>
     execFileSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' })
       .split('\n')
       .filter((t) => t.startsWith(`${scratch}/`));
   expect(mountsLeft().some((t) => /\/secrets-[0-9a-f]+$/.test(t))).toBe(true);
+  // and, in its user namespace, the idmapped views of the secret and the socket, and its sandbox's sysfs
+  expect(mountsLeft().filter((t) => /\/idmap\/[0-9a-f]+$/.test(t))).toHaveLength(2);
+  expect(mountsLeft().some((t) => /\/bundles\/[^/]+\/sys$/.test(t))).toBe(true);
   const restarted = await startWorker(KILLED);
   expect(mountsLeft()).toEqual([]);
   expect(entriesOf(join(scratch, 'jobs'))).toEqual([]);
