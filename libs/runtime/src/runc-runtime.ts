@@ -321,6 +321,14 @@ export class RuncRuntime {
         sandbox = await this.sandboxNetwork(bundle, { hostAddresses, nameservers });
         netnsPath = sandbox.netnsPath;
       }
+      if (options.userns !== undefined) {
+        // root's in the step, as Docker's userns-remap makes them (else they show as nobody's)
+        for (const file of [networkFiles?.hosts, networkFiles?.resolvConf]) {
+          if (file !== undefined) {
+            await fs.chown(file, options.userns.uid, options.userns.gid);
+          }
+        }
+      }
       let sysfsSource: string | undefined;
       if (options.userns !== undefined && network === 'host') {
         sysfsSource = '/sys';

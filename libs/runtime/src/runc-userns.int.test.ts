@@ -101,17 +101,17 @@ it("network none: root in the step, the range's root on the host; what it writes
   expect([made.uid, made.gid]).toEqual([1000, 1000]);
 });
 
-it('network sandbox: /sys shows the sandbox (lo, tap0), mounted in its namespace and gone after', async () => {
+it("network sandbox: /etc/hosts and resolv.conf are root's, /sys shows the sandbox (lo, tap0), mounted in its namespace and gone after", async () => {
   const c = await container();
   const r = await run(
     c.merged,
-    'ls /sys/class/net | tr "\\n" " "; ping -c1 -W3 10.0.2.2 >/dev/null 2>&1; echo ping=$?',
+    'stat -c %u:%g /etc/hosts /etc/resolv.conf | tr "\\n" " "; ls /sys/class/net | tr "\\n" " "; ping -c1 -W3 10.0.2.2 >/dev/null 2>&1; echo ping=$?',
     {
       network: 'sandbox',
     },
   );
   expect({ code: r.exitCode, err: r.stderr }).toEqual({ code: 0, err: '' });
-  expect(r.stdout).toMatch(/^lo tap0 /);
+  expect(r.stdout).toMatch(/^0:0 0:0 lo tap0 /);
   expect((await listMountsUnder(bundleDir)).filter((m) => m.fsType === 'sysfs')).toEqual([]);
 });
 
