@@ -263,6 +263,10 @@ it('kill -9 of one host\'s worker (its namespace stays): RUN container gone, "wo
   ]);
   const log = await request(api.url).get(`/api/v1/builds/${id}/logs`).buffer(true);
   expect(String(log.text)).toContain(`worker ${victim} lost, attempt 2 on worker ${survivor}`);
+  // Another host's containers are out of the survivor's sight: the log says who removes them.
+  expect(String(log.text)).toContain(
+    `worker ${victim}'s containers are not on this host: its death watch removes them when it dies`,
+  );
 
   // Back on the same host (namespace, WORKER_ID, DATA_DIR): its start-up sweep clears the rest.
   const restarted = await startWorker(victim);

@@ -16,6 +16,7 @@ import { BuildRecordStore, BuildSecretBundle, BuildSecretStore } from '@stratum/
 import { parsePlatform, parseReference } from '@stratum/oci';
 import { pushIdForBuild, PushSubmitter } from '@stratum/registry';
 import { BuildEventSink } from './build-event-sink';
+import { OldAttemptCheck } from './old-attempt-check';
 import { AbortReason, JobHandler, WORKER_ID } from './job-handler';
 import { PlatformReporter, WorkerPlatforms } from './worker-platforms';
 
@@ -53,6 +54,8 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
     @Optional() @Inject(WORKER_ID) private readonly workerId: string = hostname(),
     /** What this worker builds for (absent in tests: linux/amd64). */
     @Optional() private readonly platforms?: WorkerPlatforms,
+    /** Clears the old attempt's containers on a takeover (absent in tests without a host). */
+    @Optional() private readonly oldAttempts?: OldAttemptCheck,
   ) {}
 
   /**
@@ -307,6 +310,12 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
     );
     const sink = new BuildEventSink(this.records, buildId, this.workerId);
     try {
+      if (takeover !== null && typeof existing.worker === 'string' && this.oldAttempts !== undefined) {
+        // Before any step runs again: the old attempt's containers must be gone (issue 20).
+        const cleared = await this.oldAttempts.clear(buildId, existing.worker);
+        this.logger.log(`build ${buildId}: ${cleared}`);
+        sink.log(null, 'system', `${cleared}\n`);
+      }
       const { local, remote } = splitTags(job.data.tags);
       // An image only pushed elsewhere still lives in our registry, under the build's id.
       const tags = local.length > 0 ? local : [`builds/${buildId}:latest`];

@@ -16,6 +16,7 @@ import {
   RunContainerProcessor,
 } from './containers/containers-worker.module';
 import { DeathWatch } from './death-watch';
+import { OldAttemptCheck } from './old-attempt-check';
 import { HostSweeper, workerPaths } from './host-sweeper';
 import { JOB_HANDLERS, JobHandler, WORKER_ID } from './job-handler';
 import { PushProcessor } from './push/push.processor';
@@ -132,6 +133,7 @@ export class WorkerModule {
         { provide: WORKER_ID, useValue: config.worker.id },
         HostSweeper,
         DeathWatch,
+        OldAttemptCheck,
         BuildProcessor,
         BuildPlatformProcessor,
         {
