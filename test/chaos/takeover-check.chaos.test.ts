@@ -78,6 +78,16 @@ it('a build taken over from a stopped (not dead) worker on the same host: its RU
   const log = await request(api()).get(`/api/v1/builds/${id}/logs`).buffer(true);
   expect(String(log.text)).toContain(line);
   stopped.process.kill('SIGKILL');
+  const killed = stopped.process;
+  await pollFor(
+    'the stopped worker to exit',
+    () => (killed.signalCode !== null ? true : undefined),
+    10_000,
+    50,
+  );
+  // Back with the same WORKER_ID, its start-up sweep removes the mounts its attempt left.
+  const restarted = await stack.startWorker(STOPPED);
+  expect(restarted.output()).toMatch(/swept what a previous worker left/);
   process.stdout.write(
     `chaos takeover-check: worker ${STOPPED} SIGSTOPped during RUN; ${SURVIVOR} took over and killed its container ${clearedMs} ms after the stop; build succeeded in attempt ${rec.attempts}\n`,
   );
