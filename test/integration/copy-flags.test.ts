@@ -266,6 +266,22 @@ describe('COPY --parents', () => {
       'out/lib/deep/inner/c.c=c',
     ]);
   });
+  it("parent directories take their source directories' modes (as BuildKit's copier), not 0755", async () => {
+    const r = await build({
+      Dockerfile: [
+        'FROM scratch AS src',
+        'COPY --chmod=0750 src/ /src/',
+        'FROM scratch',
+        'COPY --from=src --parents /src/./lib/deep/a.c /from/',
+      ].join('\n'),
+      'src/lib/deep/a.c': 'a',
+    });
+    const root = await unpack(r.imageDigest);
+    const mode = async (p: string): Promise<number> => (await lstat(join(root, p))).mode & 0o7777;
+    expect(await mode('from/lib')).toBe(0o750);
+    expect(await mode('from/lib/deep')).toBe(0o750);
+    expect(await mode('from')).toBe(0o755); // the destination itself is made as any COPY makes it
+  });
 });
 
 describe('COPY --link', () => {

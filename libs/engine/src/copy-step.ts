@@ -9,7 +9,14 @@ import { applyLayer, detectCompression } from '@stratum/layers';
 import { resolveUser } from '@stratum/runtime';
 import { stableJson, stepCacheKey } from './build-cache';
 import { BuildError } from './build-errors';
-import { copyIntoContainer, ExcludeFilter, matchSources, SourceEntry } from './file-copy';
+import {
+  copyIntoContainer,
+  ensureContainerDir,
+  ExcludeFilter,
+  makeParentDirs,
+  matchSources,
+  SourceEntry,
+} from './file-copy';
 import { isGitSource } from '@stratum/git';
 import { checkoutBuildGitSource, resolveBuildGitSource } from './git-checkout';
 import { fetchRemote, isRemoteSource, parseChecksum, remoteFileName } from './remote-source';
@@ -299,7 +306,7 @@ async function findSources(
       if (excluded && (!e.stat.isDirectory() || opts.exclude?.hasExceptions !== true)) {
         continue;
       }
-      out.push({ ...e, excludeBase: e.rel });
+      out.push({ ...e, excludeBase: e.rel, parentsRoot: pivotHost });
     }
   }
   return out;
@@ -338,10 +345,15 @@ async function copyInto(
     await copyIntoContainer({ ...req, sources, dest: instr.dest });
     return;
   }
-  // --parents: the destination is a directory; each match lands at its path below it.
+  // --parents: the destination is a directory; each match lands at its path below it, its
+  // parents (and a matched directory itself) made with their source directories' metadata.
   const destDir = posix.isAbsolute(instr.dest) ? instr.dest : posix.join(workdir, instr.dest);
+  await ensureContainerDir(req, destDir);
   for (const src of sources) {
     const at = src.stat.isDirectory() ? src.rel : posix.dirname(src.rel);
+    if (src.parentsRoot !== undefined) {
+      await makeParentDirs(req, src.parentsRoot, destDir, at);
+    }
     await copyIntoContainer({ ...req, sources: [src], dest: `${posix.join(destDir, at)}/` });
   }
 }

@@ -36,6 +36,8 @@ export interface SourceEntry {
    * `COPY --parents` match, its path below the pivot.
    */
   readonly excludeBase?: string;
+  /** A `COPY --parents` match: host path of its pivot, whose directories its parents copy. */
+  readonly parentsRoot?: string;
 }
 
 /** `COPY/ADD --exclude` patterns (see `createPathMatcher` of @stratum/dockerfile). */
@@ -163,6 +165,11 @@ export async function copyIntoContainer(req: CopyRequest): Promise<number> {
  * Makes container directory `dir` exist (missing parts as 0755, owned by the --chown owner)
  * and returns its resolved container path.
  */
+export function ensureContainerDir(req: Omit<CopyRequest, 'sources' | 'dest'>, dir: string): Promise<string> {
+  const abs = posix.normalize(posix.isAbsolute(dir) ? dir : posix.join(req.workdir, dir));
+  return ensureDir(req as CopyRequest, abs);
+}
+
 async function ensureDir(req: CopyRequest, dir: string): Promise<string> {
   const resolved = await resolveInRoot(req.targetRoot, dir);
   let cur = '/';
@@ -288,4 +295,42 @@ function applyMeta(path: string, mode: number, st: Stats, req: CopyRequest): voi
   lchownSync(path, req.owner?.uid ?? 0, req.owner?.gid ?? 0);
   chmodSync(path, req.mode ?? mode);
   lutimesSync(path, st.atime, st.mtime);
+}
+
+/**
+ * `COPY --parents`: makes the directories of `rel` (a match's path below its pivot, `a/b`) below
+ * container dir `destDir`, each missing one with the metadata of the source directory it stands
+ * for (`pivotHost/a`, `pivotHost/a/b`): its mode (or --chmod), times, and owner (root unless
+ * --chown, as every copied entry here). BuildKit's copier creates the parents of included paths
+ * the same way (tonistiigi/fsutil copy: createParentDirs copies each parent's file info); a
+ * directory already in the target is left as it is.
+ */
+export async function makeParentDirs(
+  req: Omit<CopyRequest, 'sources' | 'dest'>,
+  pivotHost: string,
+  destDir: string,
+  rel: string,
+): Promise<void> {
+  let srcCur = pivotHost;
+  let destCur = posix.normalize(posix.isAbsolute(destDir) ? destDir : posix.join(req.workdir, destDir));
+  for (const part of rel.split('/').filter((p) => p !== '' && p !== '.')) {
+    srcCur = join(srcCur, part);
+    destCur = posix.join(destCur, part);
+    const st = await lstat(srcCur).catch(() => null);
+    if (st === null || !st.isDirectory()) {
+      return; // a linked or vanished parent: the copy below makes it as a plain directory
+    }
+    const parent = await resolveInRoot(req.targetRoot, posix.dirname(destCur));
+    const host = containerPath(req.targetRoot, posix.join(parent, part));
+    const existing = await lstat(host).catch(() => null);
+    if (existing !== null) {
+      continue;
+    }
+    const parentHost = containerPath(req.targetRoot, parent);
+    if (!(await lstat(parentHost).catch(() => null))?.isDirectory()) {
+      return; // the destination's own parents: made (0755) by the copy below
+    }
+    await mkdir(host);
+    applyMeta(host, st.mode & 0o7777, st, req as CopyRequest);
+  }
 }
