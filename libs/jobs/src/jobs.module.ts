@@ -108,14 +108,12 @@ export class JobsModule implements OnApplicationShutdown {
             config.repositoryQuotas.length > 0 ? new RedisQuotaLedger(redis, config.repositoryQuotas) : null,
         },
         {
-          // Registry notifications of every tag write, for the StorageModule's repository store
-          // (null without NOTIFY_URLS: registry events go to the service's receivers only).
+          // Registry notifications of every tag write, for the StorageModule's repository store.
+          // Written whatever this process's NOTIFY_URLS: the API's relay sends them to its own
+          // receivers, so a worker need not be configured with them.
           provide: REPOSITORY_EVENTS,
-          inject: [REDIS, STRATUM_CONFIG],
-          useFactory: (redis: Redis, config: StratumConfig) =>
-            config.git.notify.urls.length > 0
-              ? new RepositoryOutboxSink(redis, `stratum-${process.pid}`)
-              : null,
+          inject: [REDIS],
+          useFactory: (redis: Redis) => new RepositoryOutboxSink(redis, `stratum-${process.pid}`),
         },
         // IMMUTABLE_TAGS: first-writer claims, so two racing first writers cannot both win.
         { provide: TAG_CLAIMS, inject: [REDIS], useFactory: (redis: Redis) => new RedisTagClaims(redis) },

@@ -55,8 +55,8 @@ export function buildOutboxEntry(record: BuildRecord): BuildOutboxEntry {
 
 /**
  * Writes each repository change into the outbox (one XADD: the store's write is a file or an
- * object, not in Redis, so it is written just after). Only when someone receives notifications
- * (NOTIFY_URLS); a Redis error is logged, never thrown: the tag stands.
+ * object, not in Redis, so it is written just after); the API's relay sends it to its receivers
+ * (NOTIFY_URLS), if any. A Redis error is logged, never thrown: the tag stands.
  */
 export class RepositoryOutboxSink implements RepositoryEventSink {
   private readonly logger = new Logger('RepositoryEvents');

@@ -56,11 +56,8 @@ export function registryEnvelope(
  * store, see REPOSITORY_EVENTS): written to the outbox stream, which the API's OutboxRelay sends
  * to the service's receivers (NOTIFY_URLS). A Redis error is logged and the push goes on.
  */
-export function registryNotifier(redis: Redis, config: StratumConfig): (e: ManifestEvent) => Promise<void> {
+export function registryNotifier(redis: Redis): (e: ManifestEvent) => Promise<void> {
   return async (e) => {
-    if (config.git.notify.urls.length === 0) {
-      return;
-    }
     const tx = redis.multi();
     addToOutbox(tx, {
       kind: 'registry',

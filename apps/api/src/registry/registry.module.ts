@@ -51,16 +51,15 @@ const SWEEP_INTERVAL_MS = 3600 * 1000;
     },
     {
       provide: RegistryService,
-      inject: [BLOB_STORE, REPOSITORY_STORE, UploadSessionStore, REDIS, STRATUM_CONFIG],
+      inject: [BLOB_STORE, REPOSITORY_STORE, UploadSessionStore, REDIS],
       useFactory: (
         blobs: BlobStore,
         repositories: RepositoryStore,
         uploads: UploadSessionStore,
         redis: Redis,
-        config: StratumConfig,
       ) =>
         new RegistryService(blobs, repositories, uploads, redis, {
-          onManifestEvent: registryNotifier(redis, config),
+          onManifestEvent: registryNotifier(redis),
         }),
     },
     RegistryAccessGuard,
