@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import request from 'supertest';
-import { runCli } from '@stratum/testing';
+import { contextTar, runCli } from '@stratum/testing';
 import { ApiServerHandle, startTestApi, TestApi } from '../support/api-server';
 import { isolatedTool, makeImage, skopeo, writeOciLayout } from './registry-fixtures';
 
@@ -281,6 +281,75 @@ describe('scoped access (e2e, ACCESS_RULES, token flow + REST)', () => {
       .expect(201);
     await http.delete('/api/v1/images/ci/copy:v1').set('Authorization', `Bearer ${OPS_TOKEN}`).expect(200);
     await http.head('/v2/team/app/manifests/v1').auth('alice', 'alice-password').expect(200);
+  });
+
+  it('REST reads need pull: image list, inspect and history, a build tagging into the repository and its logs', async () => {
+    const as =
+      (token: string) =>
+      (r: request.Test): request.Test =>
+        r.set('Authorization', `Bearer ${token}`);
+    const asCi = as(CI_TOKEN);
+    const asOps = as(OPS_TOKEN);
+    const listed = async (token: string): Promise<string[]> =>
+      ((await as(token)(http.get('/api/v1/images')).expect(200)).body as { repository: string }[]).map(
+        (i) => i.repository,
+      );
+    expect(await listed(OPS_TOKEN)).toContain('team/app');
+    expect(await listed(CI_TOKEN)).not.toContain('team/app');
+    const inspect = await asCi(http.get('/api/v1/images/team/app:v1')).expect(403);
+    expect(inspect.body.message).toMatch(/token:ci may not pull team\/app/);
+    await asCi(http.get('/api/v1/images/team/app:v1/history')).expect(403);
+    await asOps(http.get('/api/v1/images/team/app:v1')).expect(200);
+    // a build by ops into team/app (queued: no worker here) is not ci's to read
+    const submitted = await asOps(
+      http.post('/api/v1/builds?t=team/app:read').set('Content-Type', 'application/x-tar'),
+    )
+      .send(await contextTar({ Dockerfile: 'FROM scratch\nCOPY Dockerfile /\n' }))
+      .expect(202);
+    const id = (submitted.body as { id: string }).id;
+    await asOps(http.get(`/api/v1/builds/${id}`)).expect(200);
+    expect((await asCi(http.get(`/api/v1/builds/${id}`)).expect(403)).body.message).toMatch(
+      /token:ci may not pull team\/app/,
+    );
+    await asCi(http.get(`/api/v1/builds/${id}/logs`)).expect(403);
+    await asOps(http.delete(`/api/v1/builds/${id}`)).expect(200);
+  });
+
+  it('a project needs push on the repositories its builds tag into, at creation and on change', async () => {
+    const asCi = (r: request.Test): request.Test => r.set('Authorization', `Bearer ${CI_TOKEN}`);
+    const project = { repoUrl: 'https://git.example.com/x/app.git', branches: ['main'] };
+    const into = await asCi(http.post('/api/v1/projects'))
+      .send({ ...project, name: 'into-team', repository: 'team/app' })
+      .expect(403);
+    expect(into.body.message).toMatch(/token:ci may not push team\/app/);
+    // {repo} defaults to the project's name
+    expect(
+      (
+        await asCi(http.post('/api/v1/projects'))
+          .send({ ...project, name: 'named' })
+          .expect(403)
+      ).body.message,
+    ).toMatch(/may not push named/);
+    const template = await asCi(http.post('/api/v1/projects'))
+      .send({ ...project, name: 'templated', repository: 'ci/app', tags: ['team/{repo}:{sha}'] })
+      .expect(403);
+    expect(template.body.message).toMatch(/may not push team\/ci\/app/);
+    const placeholder = await asCi(http.post('/api/v1/projects'))
+      .send({ ...project, name: 'placeholder', repository: 'ci/app', tags: ['ci/{branch}:{sha}'] })
+      .expect(403);
+    expect(placeholder.body.message).toMatch(
+      /tag template "ci\/\{branch\}:\{sha\}" names its repository with a placeholder/,
+    );
+    await asCi(http.post('/api/v1/projects'))
+      .send({
+        ...project,
+        name: 'ci-app',
+        repository: 'ci/app',
+        tags: ['{repo}:{branch}', 'ci/mirror:{sha}'],
+      })
+      .expect(201);
+    await asCi(http.put('/api/v1/projects/ci-app')).send({ repository: 'team/app' }).expect(403);
+    await asCi(http.put('/api/v1/projects/ci-app')).send({ repository: 'ci/other' }).expect(200);
   });
 
   it('the audit log records logins, pushes, tags, deletes and robot changes with who and from where', async () => {

@@ -88,6 +88,86 @@ export class RepositoryAccess {
     return (req as WithPrincipal)[PRINCIPAL]?.subject ?? (this.config.auth.api ? 'anonymous' : 'local');
   }
 
+  /** Whether the request's principal may pull `repository` (always with API_AUTH off). */
+  mayPull(req: Request, repository: string): boolean {
+    if (!this.config.auth.api) {
+      return true;
+    }
+    const principal = (req as WithPrincipal)[PRINCIPAL];
+    return this.policy.actionsFor(principal ?? null, repository).includes('pull');
+  }
+
+  /** Pull on the repository of each tag of our registry (reading a build that tags into them). */
+  assertPullTags(req: Request, tags: readonly string[]): void {
+    for (const tag of tags) {
+      let repository: string;
+      try {
+        const ref = parseReference(tag);
+        if (ref.registry !== null) {
+          continue;
+        }
+        repository = ref.repository;
+      } catch {
+        continue;
+      }
+      this.assert(req, repository, 'pull');
+    }
+  }
+
+  /**
+   * At project creation (and change): push on every repository of our registry its builds will
+   * tag into — `repository` (what `{repo}` stands for) and each template's repository part — so
+   * a webhook or schedule can never build into a repository its creator may not push to. A
+   * template whose repository part has a placeholder other than `{repo}` cannot be checked
+   * ahead and is refused (DENIED) while API_AUTH is on.
+   */
+  assertProjectTargets(
+    req: Request,
+    project: {
+      readonly repository: string;
+      readonly tags: readonly string[];
+      readonly tagTemplates?: readonly string[] | undefined;
+      readonly prTemplates?: readonly string[] | undefined;
+      readonly pullRequests?: boolean | undefined;
+    },
+  ): void {
+    if (!this.config.auth.api) {
+      return;
+    }
+    const templates = [
+      ...project.tags,
+      ...(project.tagTemplates ?? ['{repo}:{tag}']),
+      ...(project.pullRequests === false ? [] : (project.prTemplates ?? ['{repo}:pr-{pr}'])),
+    ];
+    const repositories = new Set<string>([project.repository]);
+    for (const template of templates) {
+      const filled = template.replace(/\{repo\}/g, project.repository);
+      const at = filled.indexOf('@');
+      let name = at >= 0 ? filled.slice(0, at) : filled;
+      const colon = name.lastIndexOf(':');
+      if (colon > name.lastIndexOf('/')) {
+        name = name.slice(0, colon);
+      }
+      if (name.includes('{')) {
+        throw new StratumError(
+          'DENIED',
+          `tag template "${template}" names its repository with a placeholder: with API_AUTH on, a project's repositories must be fixed so that push on them can be checked`,
+        );
+      }
+      try {
+        const ref = parseReference(`${name}:x`);
+        if (ref.registry === null) {
+          repositories.add(ref.repository);
+        }
+      } catch {
+        // not a valid reference: the project's own validation names it
+      }
+    }
+    for (const repository of repositories) {
+      this.assert(req, repository, 'push');
+    }
+  }
+
   /** Push on the repository of each tag of our registry that a build or commit will write. */
   assertTags(req: Request, tags: readonly string[]): void {
     for (const tag of tags) {

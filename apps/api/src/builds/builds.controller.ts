@@ -146,8 +146,11 @@ export class BuildsController {
 
   @Get(':id')
   @ApiOperation({ summary: 'A build: state, steps, timings, image digest, error' })
-  get(@Param('id', uuid) id: string): Promise<BuildRecord> {
-    return this.builds.get(id);
+  async get(@Param('id', uuid) id: string, @Req() req: Request): Promise<BuildRecord> {
+    const record = await this.builds.get(id);
+    // A build that tags into repositories is read with pull on them (ACCESS_RULES).
+    this.access.assertPullTags(req, record.tags);
+    return record;
   }
 
   @Get(':id/logs')
@@ -161,6 +164,7 @@ export class BuildsController {
         `Last-Event-ID "${lastEventId}" is not an event id of this stream`,
       );
     }
+    this.access.assertPullTags(req, (await this.builds.get(id)).tags);
     const abort = new AbortController();
     const events = await this.builds.events(id, lastEventId, abort.signal);
     await writeSse(req, res, async function* (signal) {
@@ -186,12 +190,7 @@ export class BuildsController {
     @Res() res: Response,
   ): Promise<void> {
     // The output is the build's image: pull on the repositories it was tagged into.
-    for (const tag of (await this.builds.get(id)).tags) {
-      const ref = tryParseReference(tag);
-      if (ref !== null && ref.registry === null) {
-        this.access.assert(req, ref.repository, 'pull');
-      }
-    }
+    this.access.assertPullTags(req, (await this.builds.get(id)).tags);
     const abort = new AbortController();
     const stream = Readable.from(await this.builds.output(id, query.type, abort.signal));
     res.status(200);

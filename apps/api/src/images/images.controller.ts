@@ -56,8 +56,9 @@ export class ImagesController {
 
   @Get()
   @ApiOperation({ summary: 'Every tag of every repository, with manifest digest, size and creation time' })
-  list(): Promise<ImageSummary[]> {
-    return this.images.list();
+  async list(@Req() req: Request): Promise<ImageSummary[]> {
+    // Only the repositories the caller may pull (ACCESS_RULES, REPOSITORY_ACCESS).
+    return (await this.images.list()).filter((i) => this.access.mayPull(req, i.repository));
   }
 
   // `*ref`: a reference holds slashes (team/app:1), sent as they are or URL-encoded; the routes
@@ -74,7 +75,8 @@ export class ImagesController {
     description: 'repo, repo:tag or repo@sha256:… (slashes as they are, or URL-encoded)',
   })
   @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
-  history(@Param('ref', ref) reference: string): Promise<ImageHistoryEntry[]> {
+  history(@Req() req: Request, @Param('ref', ref) reference: string): Promise<ImageHistoryEntry[]> {
+    this.access.assert(req, parseReference(reference).repository, 'pull');
     return this.images.history(reference);
   }
 
@@ -85,7 +87,8 @@ export class ImagesController {
     description: 'repo, repo:tag or repo@sha256:… (slashes as they are, or URL-encoded)',
   })
   @ApiResponse({ status: 404, description: 'IMAGE_UNKNOWN' })
-  get(@Param('ref', ref) reference: string): Promise<ImageDetail> {
+  get(@Req() req: Request, @Param('ref', ref) reference: string): Promise<ImageDetail> {
+    this.access.assert(req, parseReference(reference).repository, 'pull');
     return this.images.get(reference);
   }
 

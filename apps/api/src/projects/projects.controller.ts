@@ -1,6 +1,8 @@
-import { Body, Controller, Delete, Get, HttpCode, Param, Post, Put } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Param, Post, Put, Req } from '@nestjs/common';
+import { Request } from 'express';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { ProjectRefState, ProjectTrigger, ProjectView } from '@stratum/contracts';
+import { RepositoryAccess } from '../auth/repository-access';
 import { ZodPipe } from '../common/zod-query.pipe';
 import {
   CreateProjectBody,
@@ -18,7 +20,10 @@ const projectName = new ZodPipe(ProjectNameSchema);
 @ApiTags('projects')
 @Controller('api/v1/projects')
 export class ProjectsController {
-  constructor(private readonly projects: ProjectsService) {}
+  constructor(
+    private readonly projects: ProjectsService,
+    private readonly access: RepositoryAccess,
+  ) {}
 
   @Post()
   @ApiOperation({
@@ -26,7 +31,12 @@ export class ProjectsController {
     description:
       'Body: name, repoUrl, forge (github|gitlab|gitea), branches, context, dockerfile, tags (templates with {repo} {branch} {sha} {shortsha}), repository, buildArgs, target, secret (webhook), credentials {username, token}, schedule (cron), scheduleBranch.',
   })
-  create(@Body(new ZodPipe(CreateProjectBodySchema)) body: CreateProjectBody): Promise<ProjectView> {
+  create(
+    @Req() req: Request,
+    @Body(new ZodPipe(CreateProjectBodySchema)) body: CreateProjectBody,
+  ): Promise<ProjectView> {
+    // Its webhook and scheduled builds tag into these: push there for whoever sets them up.
+    this.access.assertProjectTargets(req, { ...body, repository: body.repository ?? body.name });
     return this.projects.create(body);
   }
 
@@ -52,10 +62,14 @@ export class ProjectsController {
 
   @Put(':name')
   @ApiOperation({ summary: 'Change a project: the fields given replace the stored ones' })
-  update(
+  async update(
+    @Req() req: Request,
     @Param('name', projectName) name: string,
     @Body(new ZodPipe(UpdateProjectBodySchema)) body: UpdateProjectBody,
   ): Promise<ProjectView> {
+    const current = await this.projects.get(name);
+    const defined = Object.fromEntries(Object.entries(body).filter(([, v]) => v !== undefined));
+    this.access.assertProjectTargets(req, { ...current, ...defined });
     return this.projects.update(name, body);
   }
 
