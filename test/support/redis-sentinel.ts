@@ -27,7 +27,12 @@ export interface SentinelRedis {
   close(): Promise<void>;
 }
 
-async function waitFor<T>(what: string, check: () => Promise<T | undefined>, ms: number): Promise<T> {
+/** Polls `check` every 200 ms until it gives a value (a throw counts as none), for at most `ms`. */
+export async function waitForValue<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  ms: number,
+): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await check().catch(() => undefined);
@@ -106,7 +111,7 @@ export async function startSentinelRedis(name = 'stratum'): Promise<SentinelRedi
       );
       start([conf, '--sentinel']);
     }
-    await waitFor(
+    await waitForValue(
       'the replica to sync',
       async () => {
         const r = await connect(replicaPort);
@@ -117,7 +122,7 @@ export async function startSentinelRedis(name = 'stratum'): Promise<SentinelRedi
       20_000,
     );
     for (const port of sentinelPorts) {
-      await waitFor(
+      await waitForValue(
         `sentinel ${port} to see the replica`,
         async () => {
           const s = await connect(port);
@@ -147,7 +152,7 @@ export async function startSentinelRedis(name = 'stratum'): Promise<SentinelRedi
         }
       },
       promoted: async (since, timeoutMs = 30_000) =>
-        waitFor(
+        waitForValue(
           'the replica to be promoted',
           async () => {
             const r = await connect(replicaPort);

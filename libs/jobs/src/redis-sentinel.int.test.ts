@@ -5,7 +5,7 @@
 // replicated) before the kill and every job added after it completes exactly once.
 import { Queue, Worker } from 'bullmq';
 import { loadConfig } from '@stratum/config';
-import { SentinelRedis, startSentinelRedis } from '@stratum/testing';
+import { SentinelRedis, startSentinelRedis, waitForValue } from '@stratum/testing';
 import { createRedis, QUEUE_PREFIX } from './redis';
 
 jest.setTimeout(120_000);
@@ -15,20 +15,6 @@ let ha: SentinelRedis | undefined;
 afterAll(async () => {
   await ha?.close();
 });
-
-async function waitFor<T>(what: string, check: () => Promise<T | undefined>, ms: number): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check().catch(() => undefined);
-    if (v !== undefined) {
-      return v;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what}`);
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 it('jobs outlive the primary: the replica is promoted, every job completes once', async () => {
   ha = await startSentinelRedis('stratum');
@@ -69,7 +55,7 @@ it('jobs outlive the primary: the replica is promoted, every job completes once'
       await queue.add('job', {}, { jobId: id, attempts: 5, backoff: { type: 'fixed', delay: 500 } });
     }
     const failoverMs = Date.now() - killedAt;
-    await waitFor(
+    await waitForValue(
       'every job to complete',
       async () => ([...before, ...after].every((id) => done.has(id)) ? true : undefined),
       60_000,
