@@ -7,6 +7,7 @@ import { chromium } from 'playwright-core';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { QUEUE_PREFIX, WORKER_SEEN_KEY } from '@stratum/jobs';
+import { listOverlayMountsUnder, unmountOverlay } from '@stratum/layers';
 import { BUSYBOX_FIXTURE } from '@stratum/testing';
 import { runCli } from '../support/cli';
 import { ChaosStack, pollFor, runcContainers, startChaosStack } from './chaos-support';
@@ -71,6 +72,10 @@ afterAll(async () => {
   const root = join(stack.dataDir, 'worker', GONE, 'runc');
   for (const id of runcContainers(root)) {
     execFileSync('runc', ['--root', root, 'delete', '--force', id], { stdio: 'ignore' });
+  }
+  // Its containers' overlays stay mounted (a worker that never returns never sweeps them).
+  for (const m of await listOverlayMountsUnder(stack.dataDir)) {
+    await unmountOverlay(m.target);
   }
   await stack?.close();
 });
