@@ -9,7 +9,9 @@
 # 2. A clean clone of this repository's HEAD (committed work only) goes to <root>/work/main and
 #    the shared folder beside it to <root>/work/shared. The host's Node.js is bound in read-only
 #    (the machines we run on come with Node 20 and npm 11; Debian 12's nodejs is 18), nothing else.
-# 3. In the root (chroot with /proc, /sys, /dev of the host; same network):
+# 3. In the root (entered as a machine's own "/": a private mount namespace whose root is
+#    pivot_root'ed to it, with /proc, /sys, /dev of the host; same network). Not chroot: the
+#    kernel refuses user namespaces to a chrooted process, and our steps run in them:
 #    - `./infra/up.sh` on a free port, then the README's example build with the CLI, then SIGINT;
 #      checks that every process it started is gone;
 #    - `CI=true ./infra/test.sh` (what .ci/run calls).
@@ -49,11 +51,16 @@ REPORT=$ROOT.report
 : >"$REPORT"
 started=$(date +%s)
 
-# Processes whose root directory is the fresh root (so: started in it), by PID.
+# The root's own mount namespace is held by one process (NS_PID, a `sleep` whose root is the fresh
+# root after pivot_root); every command of the check enters it with nsenter. Processes started in
+# the root are those in that namespace (by PID; the holder itself is stopped last).
+NS_PID=
 root_pids() {
-  local p
+  [[ -n $NS_PID ]] || return 0
+  local p ns
+  ns=$(readlink "/proc/$NS_PID/ns/mnt" 2>/dev/null) || return 0
   for p in /proc/[0-9]*; do
-    [[ $(readlink "$p/root" 2>/dev/null) == "$ROOT" ]] && echo "${p#/proc/}"
+    [[ ${p#/proc/} != "$NS_PID" && $(readlink "$p/ns/mnt" 2>/dev/null) == "$ns" ]] && echo "${p#/proc/}"
   done
   return 0
 }
@@ -68,6 +75,11 @@ cleanup() {
     pids=$(root_pids)
     [[ -z $pids ]] || kill -KILL $pids 2>/dev/null || true
     sleep 0.5
+  fi
+  # The holder last: with it the namespace goes, and every mount made in the root with it.
+  if [[ -n $NS_PID ]]; then
+    kill -KILL "$NS_PID" 2>/dev/null || true
+    wait "$NS_PID" 2>/dev/null || true
   fi
   # Deepest first; lazy only as a last resort (a mount still busy after every process is gone).
   findmnt -rn -o TARGET | grep -E "^$ROOT(/|$)" | sort -r | while read -r m; do
@@ -119,8 +131,22 @@ mkdir -p "$ROOT/work"
 git clone -q "$STRATUM_ROOT" "$ROOT/work/main"
 cp -a "$STRATUM_ROOT/../shared" "$ROOT/work/shared"
 
-in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 "${machine_env[@]}" \
-  PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
+# The namespace holder: a private copy of this mount namespace whose "/" becomes the root (it is a
+# mount point: the bind above), the host's tree detached under it.
+mkdir -p "$ROOT/.oldroot"
+unshare --mount --propagation private sh -c \
+  'cd "$1" && pivot_root . .oldroot && /.oldroot/usr/bin/umount -l /.oldroot && exec /bin/sleep infinity' \
+  sh "$ROOT" &
+NS_PID=$!
+for _ in $(seq 1 100); do
+  [[ $(cat "/proc/$NS_PID/comm" 2>/dev/null) == sleep ]] && break
+  kill -0 "$NS_PID" 2>/dev/null || { echo "could not pivot_root into $ROOT" >&2; exit 1; }
+  sleep 0.1
+done
+rmdir "$ROOT/.oldroot"
+# setns(CLONE_NEWNS) sets the caller's root and cwd to the namespace's root: no chroot involved.
+in_root() { nsenter --target "$NS_PID" --mount /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+  "${machine_env[@]}" PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 
 # What the root lacks before the scripts run: every program a script or a test runs.
 programs=(redis-server redis-cli runc git curl skopeo podman buildah dockerd docker docker-registry
