@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { BlobDigest } from './blob-store';
-import { RepositoryStore } from './repository-store';
+import { ForwardingRepositoryStore, RepositoryStore } from './repository-store';
 import { StorageError } from './storage-error';
 
 /** A repository pattern and a tag pattern (`*` matches any run of characters): IMMUTABLE_TAGS. */
@@ -58,24 +58,25 @@ function glob(pattern: string): RegExp {
  * two writers racing on a new immutable tag cannot both win: the first claim does, the other is
  * refused. Without claims (a store used outside the services) the second writer's digest stays.
  */
-export class ImmutableTagsRepositoryStore implements RepositoryStore {
+export class ImmutableTagsRepositoryStore extends ForwardingRepositoryStore {
   private readonly rules: { repository: RegExp; tag: RegExp }[];
 
   constructor(
-    private readonly inner: RepositoryStore,
+    inner: RepositoryStore,
     rules: readonly ImmutableTagRule[],
     private readonly claims: TagClaims | null = null,
   ) {
+    super(inner);
     this.rules = rules.map((r) => ({ repository: glob(r.repository), tag: glob(r.tag) }));
   }
 
   /** Whether `repository:tag` may not move or go away once set. */
-  isImmutable(repository: string, tag: string): boolean {
+  override isImmutable(repository: string, tag: string): boolean {
     return this.rules.some((r) => r.repository.test(repository) && r.tag.test(tag));
   }
 
   /** Throws TAG_IMMUTABLE when `repository:tag` is immutable and names (or is being set to) another digest. */
-  async assertTagSettable(repository: string, tag: string, digest: BlobDigest): Promise<void> {
+  override async assertTagSettable(repository: string, tag: string, digest: BlobDigest): Promise<void> {
     if (!this.isImmutable(repository, tag)) {
       return;
     }
@@ -85,7 +86,7 @@ export class ImmutableTagsRepositoryStore implements RepositoryStore {
     }
   }
 
-  async setTag(repository: string, tag: string, digest: BlobDigest): Promise<void> {
+  override async setTag(repository: string, tag: string, digest: BlobDigest): Promise<void> {
     if (!this.isImmutable(repository, tag)) {
       return this.inner.setTag(repository, tag, digest);
     }
@@ -107,7 +108,7 @@ export class ImmutableTagsRepositoryStore implements RepositoryStore {
     }
   }
 
-  async deleteTag(repository: string, tag: string): Promise<boolean> {
+  override async deleteTag(repository: string, tag: string): Promise<boolean> {
     if (this.isImmutable(repository, tag) && (await this.inner.getTag(repository, tag)) !== null) {
       throw new StorageError(
         'TAG_IMMUTABLE',
@@ -115,40 +116,6 @@ export class ImmutableTagsRepositoryStore implements RepositoryStore {
       );
     }
     return this.inner.deleteTag(repository, tag);
-  }
-
-  getTag(repository: string, tag: string): Promise<BlobDigest | null> {
-    return this.inner.getTag(repository, tag);
-  }
-  listTags(repository: string): Promise<string[]> {
-    return this.inner.listTags(repository);
-  }
-  listRepositories(): Promise<string[]> {
-    return this.inner.listRepositories();
-  }
-  hasRepository(repository: string): Promise<boolean> {
-    return this.inner.hasRepository(repository);
-  }
-  linkManifest(repository: string, digest: BlobDigest): Promise<void> {
-    return this.inner.linkManifest(repository, digest);
-  }
-  hasManifest(repository: string, digest: BlobDigest): Promise<boolean> {
-    return this.inner.hasManifest(repository, digest);
-  }
-  unlinkManifest(repository: string, digest: BlobDigest): Promise<boolean> {
-    return this.inner.unlinkManifest(repository, digest);
-  }
-  listManifests(repository: string): Promise<BlobDigest[]> {
-    return this.inner.listManifests(repository);
-  }
-  linkBlob(repository: string, digest: BlobDigest): Promise<void> {
-    return this.inner.linkBlob(repository, digest);
-  }
-  hasBlob(repository: string, digest: BlobDigest): Promise<boolean> {
-    return this.inner.hasBlob(repository, digest);
-  }
-  unlinkBlob(repository: string, digest: BlobDigest): Promise<boolean> {
-    return this.inner.unlinkBlob(repository, digest);
   }
 }
 

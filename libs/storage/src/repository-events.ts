@@ -1,5 +1,5 @@
 import { BlobDigest } from './blob-store';
-import { RepositoryStore } from './repository-store';
+import { ForwardingRepositoryStore, RepositoryStore } from './repository-store';
 
 /**
  * A change of what a repository serves: a tag set (`push`, with its digest), a tag deleted
@@ -24,25 +24,20 @@ export interface RepositoryEventSink {
  * delete APIs, retention — so registry notifications come from this one place. A sink error
  * is the sink's to log: the write has happened and stands.
  */
-export class RepositoryEventsStore implements RepositoryStore {
+export class RepositoryEventsStore extends ForwardingRepositoryStore {
   constructor(
-    private readonly inner: RepositoryStore,
+    inner: RepositoryStore,
     private readonly sink: RepositoryEventSink,
-  ) {}
-
-  isImmutable(repository: string, tag: string): boolean {
-    return this.inner.isImmutable?.(repository, tag) ?? false;
-  }
-  async assertTagSettable(repository: string, tag: string, digest: BlobDigest): Promise<void> {
-    await this.inner.assertTagSettable?.(repository, tag, digest);
+  ) {
+    super(inner);
   }
 
-  async setTag(repository: string, tag: string, digest: BlobDigest): Promise<void> {
+  override async setTag(repository: string, tag: string, digest: BlobDigest): Promise<void> {
     await this.inner.setTag(repository, tag, digest);
     await this.sink.repositoryChanged({ action: 'push', repository, tag, digest });
   }
 
-  async deleteTag(repository: string, tag: string): Promise<boolean> {
+  override async deleteTag(repository: string, tag: string): Promise<boolean> {
     const was = await this.inner.getTag(repository, tag);
     const deleted = await this.inner.deleteTag(repository, tag);
     if (deleted && was !== null) {
@@ -51,42 +46,11 @@ export class RepositoryEventsStore implements RepositoryStore {
     return deleted;
   }
 
-  async unlinkManifest(repository: string, digest: BlobDigest): Promise<boolean> {
+  override async unlinkManifest(repository: string, digest: BlobDigest): Promise<boolean> {
     const unlinked = await this.inner.unlinkManifest(repository, digest);
     if (unlinked) {
       await this.sink.repositoryChanged({ action: 'delete', repository, tag: null, digest });
     }
     return unlinked;
-  }
-
-  getTag(repository: string, tag: string): Promise<BlobDigest | null> {
-    return this.inner.getTag(repository, tag);
-  }
-  listTags(repository: string): Promise<string[]> {
-    return this.inner.listTags(repository);
-  }
-  listRepositories(): Promise<string[]> {
-    return this.inner.listRepositories();
-  }
-  hasRepository(repository: string): Promise<boolean> {
-    return this.inner.hasRepository(repository);
-  }
-  linkManifest(repository: string, digest: BlobDigest): Promise<void> {
-    return this.inner.linkManifest(repository, digest);
-  }
-  hasManifest(repository: string, digest: BlobDigest): Promise<boolean> {
-    return this.inner.hasManifest(repository, digest);
-  }
-  listManifests(repository: string): Promise<BlobDigest[]> {
-    return this.inner.listManifests(repository);
-  }
-  linkBlob(repository: string, digest: BlobDigest): Promise<void> {
-    return this.inner.linkBlob(repository, digest);
-  }
-  hasBlob(repository: string, digest: BlobDigest): Promise<boolean> {
-    return this.inner.hasBlob(repository, digest);
-  }
-  unlinkBlob(repository: string, digest: BlobDigest): Promise<boolean> {
-    return this.inner.unlinkBlob(repository, digest);
   }
 }

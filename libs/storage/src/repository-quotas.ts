@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { BlobDigest, BlobStore } from './blob-store';
-import { RepositoryStore } from './repository-store';
+import { ForwardingRepositoryStore, RepositoryStore } from './repository-store';
 import { StorageError } from './storage-error';
 
 /** A repository pattern (`*` matches any run of characters) and the bytes its repositories may hold. */
@@ -284,12 +284,14 @@ export class RedisQuotaLedger {
  * (a build's image, an import, a tag copy) call {@link reserve} first, so that they are refused
  * as a whole before anything is linked. Unlinks release the blob's bytes.
  */
-export class QuotaRepositoryStore implements RepositoryStore {
+export class QuotaRepositoryStore extends ForwardingRepositoryStore {
   constructor(
-    private readonly inner: RepositoryStore,
+    inner: RepositoryStore,
     private readonly blobs: BlobStore,
     readonly ledger: RedisQuotaLedger,
-  ) {}
+  ) {
+    super(inner);
+  }
 
   /**
    * Admits every blob of a write into `repository` at once (QuotaExceededError past a limit,
@@ -335,61 +337,27 @@ export class QuotaRepositoryStore implements RepositoryStore {
     await this.ledger.release(repository, unlinked);
   }
 
-  async linkBlob(repository: string, digest: BlobDigest): Promise<void> {
+  override async linkBlob(repository: string, digest: BlobDigest): Promise<void> {
     await this.reserve(repository, [{ digest }]);
     return this.inner.linkBlob(repository, digest);
   }
-  async linkManifest(repository: string, digest: BlobDigest): Promise<void> {
+  override async linkManifest(repository: string, digest: BlobDigest): Promise<void> {
     await this.reserve(repository, [{ digest }]);
     return this.inner.linkManifest(repository, digest);
   }
-  async unlinkBlob(repository: string, digest: BlobDigest): Promise<boolean> {
+  override async unlinkBlob(repository: string, digest: BlobDigest): Promise<boolean> {
     const removed = await this.inner.unlinkBlob(repository, digest);
     if (removed && !(await this.inner.hasManifest(repository, digest))) {
       await this.ledger.release(repository, [digest]);
     }
     return removed;
   }
-  async unlinkManifest(repository: string, digest: BlobDigest): Promise<boolean> {
+  override async unlinkManifest(repository: string, digest: BlobDigest): Promise<boolean> {
     const removed = await this.inner.unlinkManifest(repository, digest);
     if (removed && !(await this.inner.hasBlob(repository, digest))) {
       await this.ledger.release(repository, [digest]);
     }
     return removed;
-  }
-
-  setTag(repository: string, tag: string, digest: BlobDigest): Promise<void> {
-    return this.inner.setTag(repository, tag, digest);
-  }
-  getTag(repository: string, tag: string): Promise<BlobDigest | null> {
-    return this.inner.getTag(repository, tag);
-  }
-  listTags(repository: string): Promise<string[]> {
-    return this.inner.listTags(repository);
-  }
-  deleteTag(repository: string, tag: string): Promise<boolean> {
-    return this.inner.deleteTag(repository, tag);
-  }
-  listRepositories(): Promise<string[]> {
-    return this.inner.listRepositories();
-  }
-  hasRepository(repository: string): Promise<boolean> {
-    return this.inner.hasRepository(repository);
-  }
-  hasManifest(repository: string, digest: BlobDigest): Promise<boolean> {
-    return this.inner.hasManifest(repository, digest);
-  }
-  listManifests(repository: string): Promise<BlobDigest[]> {
-    return this.inner.listManifests(repository);
-  }
-  hasBlob(repository: string, digest: BlobDigest): Promise<boolean> {
-    return this.inner.hasBlob(repository, digest);
-  }
-  isImmutable(repository: string, tag: string): boolean {
-    return this.inner.isImmutable?.(repository, tag) ?? false;
-  }
-  async assertTagSettable(repository: string, tag: string, digest: BlobDigest): Promise<void> {
-    await this.inner.assertTagSettable?.(repository, tag, digest);
   }
 }
 

@@ -48,6 +48,61 @@ export interface RepositoryStore {
   assertTagSettable?(repository: string, tag: string, digest: BlobDigest): Promise<void>;
 }
 
+/**
+ * A {@link RepositoryStore} that passes every call to `inner`; the store wrappers (immutable
+ * tags, repository events, quotas) extend it and override only what they add to. The optional
+ * pre-checks pass through too, so a check of an inner wrapper holds through any outer ones.
+ */
+export abstract class ForwardingRepositoryStore implements RepositoryStore {
+  protected constructor(protected readonly inner: RepositoryStore) {}
+
+  setTag(repository: string, tag: string, digest: BlobDigest): Promise<void> {
+    return this.inner.setTag(repository, tag, digest);
+  }
+  getTag(repository: string, tag: string): Promise<BlobDigest | null> {
+    return this.inner.getTag(repository, tag);
+  }
+  listTags(repository: string): Promise<string[]> {
+    return this.inner.listTags(repository);
+  }
+  deleteTag(repository: string, tag: string): Promise<boolean> {
+    return this.inner.deleteTag(repository, tag);
+  }
+  listRepositories(): Promise<string[]> {
+    return this.inner.listRepositories();
+  }
+  hasRepository(repository: string): Promise<boolean> {
+    return this.inner.hasRepository(repository);
+  }
+  linkManifest(repository: string, digest: BlobDigest): Promise<void> {
+    return this.inner.linkManifest(repository, digest);
+  }
+  hasManifest(repository: string, digest: BlobDigest): Promise<boolean> {
+    return this.inner.hasManifest(repository, digest);
+  }
+  unlinkManifest(repository: string, digest: BlobDigest): Promise<boolean> {
+    return this.inner.unlinkManifest(repository, digest);
+  }
+  listManifests(repository: string): Promise<BlobDigest[]> {
+    return this.inner.listManifests(repository);
+  }
+  linkBlob(repository: string, digest: BlobDigest): Promise<void> {
+    return this.inner.linkBlob(repository, digest);
+  }
+  hasBlob(repository: string, digest: BlobDigest): Promise<boolean> {
+    return this.inner.hasBlob(repository, digest);
+  }
+  unlinkBlob(repository: string, digest: BlobDigest): Promise<boolean> {
+    return this.inner.unlinkBlob(repository, digest);
+  }
+  isImmutable(repository: string, tag: string): boolean {
+    return this.inner.isImmutable?.(repository, tag) ?? false;
+  }
+  async assertTagSettable(repository: string, tag: string, digest: BlobDigest): Promise<void> {
+    await this.inner.assertTagSettable?.(repository, tag, digest);
+  }
+}
+
 /** Throws TAG_IMMUTABLE when any of `tags` is immutable in `store` (before deleting any of them). */
 export function assertTagsRemovable(
   store: RepositoryStore,
