@@ -81,7 +81,8 @@ describe('repository quotas (e2e, REPOSITORY_QUOTAS)', () => {
     await worker?.close();
     await api?.close();
     await redis?.stop();
-    await rm(dataDir, { recursive: true, force: true });
+    // seen once in the fresh-root run: ENOTEMPTY, a file still being removed in worker/ as close() returned
+    await rm(dataDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
     await rm(work, { recursive: true, force: true });
   });
 
