@@ -118,6 +118,8 @@ export class GitCli {
     const transports: GitTransport[] = ['https', 'http', 'ssh', 'git', 'file'];
     const config: [string, string][] = [
       ['core.hooksPath', '/dev/null'],
+      // No template in any repository git makes (a submodule's clone too): no sample hooks.
+      ['init.templateDir', ''],
       ['protocol.allow', 'never'],
       ...transports.map((t): [string, string] => [
         `protocol.${t}.allow`,
