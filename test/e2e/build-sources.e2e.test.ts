@@ -21,7 +21,7 @@
 //
 // Needs: `npm run build` (worker and CLI run compiled), git, buildah, runc.
 import 'reflect-metadata';
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
 import {
@@ -33,7 +33,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer, Server } from 'node:http';
 import { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,6 +42,7 @@ import {
   busyboxContext,
   CliResult,
   fileTreeSummary,
+  gitHttpBackend,
   requireTools,
   runCli,
   runGit,
@@ -88,51 +89,6 @@ function makeRepo(
   git(w, 'commit', '--quiet', '-m', name);
   git(work, 'clone', '--quiet', '--bare', w, join(work, `${name}.git`));
   return git(w, 'rev-parse', 'HEAD');
-}
-
-/** Git's smart HTTP protocol for the bare repository: `git http-backend` as a CGI program. */
-function gitHttpBackend(req: IncomingMessage, res: ServerResponse): void {
-  const url = new URL(req.url ?? '/', 'http://x');
-  const child = spawn('/usr/lib/git-core/git-http-backend', [], {
-    env: {
-      GIT_PROJECT_ROOT: work,
-      GIT_HTTP_EXPORT_ALL: '1',
-      PATH_INFO: url.pathname.slice('/git'.length),
-      QUERY_STRING: url.search.slice(1),
-      REQUEST_METHOD: req.method ?? 'GET',
-      CONTENT_TYPE: req.headers['content-type'] ?? '',
-      GIT_PROTOCOL: String(req.headers['git-protocol'] ?? ''),
-      HTTP_CONTENT_ENCODING: String(req.headers['content-encoding'] ?? ''),
-    },
-  });
-  req.pipe(child.stdin);
-  let head = Buffer.alloc(0);
-  let started = false;
-  child.stdout.on('data', (chunk: Buffer) => {
-    if (started) {
-      res.write(chunk);
-      return;
-    }
-    head = Buffer.concat([head, chunk]);
-    const end = head.indexOf('\r\n\r\n');
-    if (end < 0) {
-      return;
-    }
-    started = true;
-    let status = 200;
-    for (const line of head.subarray(0, end).toString().split('\r\n')) {
-      const colon = line.indexOf(':');
-      const [k, v] = [line.slice(0, colon).trim(), line.slice(colon + 1).trim()];
-      if (k.toLowerCase() === 'status') {
-        status = Number(v.split(' ')[0]);
-      } else {
-        res.setHeader(k, v);
-      }
-    }
-    res.writeHead(status);
-    res.write(head.subarray(end + 4));
-  });
-  child.on('close', () => res.end());
 }
 
 function stratum(args: string[]): Promise<CliResult> {
@@ -191,7 +147,7 @@ beforeAll(async () => {
   ]);
   server = createServer((req, res) => {
     if (req.url?.startsWith('/git/') === true) {
-      gitHttpBackend(req, res);
+      gitHttpBackend(work, req, res);
       return;
     }
     if (req.url === '/ctx.tar.gz') {

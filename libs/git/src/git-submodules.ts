@@ -18,6 +18,8 @@ export interface SubmoduleFetch {
   readonly ssh: boolean;
   /** For messages: the parent repository, redacted. */
   readonly parent: string;
+  /** For messages: the setting that lists the transports; default `ADD_GIT_SCHEMES=<list>`. */
+  readonly policy?: string;
   readonly signal?: AbortSignal;
 }
 
@@ -179,7 +181,7 @@ export async function checkoutSubmodules(
       new StratumError('BAD_REQUEST', `${where}: submodule "${s.path}" (${redact(target)}): ${why}`);
     if (!(fetch.transports as readonly string[]).includes(transport)) {
       throw refuse(
-        `the ${transport.replace(/::$/, '')} transport is not allowed here (ADD_GIT_SCHEMES=${fetch.transports.join(',') || '(none)'})`,
+        `the ${transport.replace(/::$/, '')} transport is not allowed here (${fetch.policy ?? `ADD_GIT_SCHEMES=${fetch.transports.join(',') || '(none)'}`})`,
       );
     }
     if (target.startsWith('-')) {

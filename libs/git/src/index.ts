@@ -35,6 +35,7 @@ export {
 export {
   checkKnownHosts,
   checkRepositoryUrl,
+  credentialScopeOf,
   fetchCommit,
   isSshRepositoryUrl,
   pullRequestRef,
