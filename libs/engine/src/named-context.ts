@@ -123,6 +123,8 @@ export class NamedContexts {
           remote: git.remote,
           commit: git.resolved.commit,
           subdir: git.source.subdir,
+          // As ADD's key: the commit pins the submodules; older entries lack them.
+          submodules: 'recursive',
         };
         return this.layerState(name, id, async (fs) => {
           const { checkout, dir } = await checkoutBuildGitSource(

@@ -118,6 +118,13 @@ async function listSubmodules(dir: string, fetch: SubmoduleFetch, where: string)
     byName.set(m[1], entry);
   }
   return gitlinks.map((path) => {
+    // git refuses such paths itself; checked here too, as the recursion joins them to `dir`.
+    if (path.startsWith('/') || path.split('/').some((c) => c === '..' || c === '.' || c === '')) {
+      throw new StratumError(
+        'GIT_FETCH_FAILED',
+        `${where}: submodule path "${path}" is not a plain relative path`,
+      );
+    }
     const found = [...byName].find(([, e]) => e.path === path);
     if (found === undefined || found[1].url === undefined || found[1].url === '') {
       throw new StratumError(
