@@ -5,8 +5,15 @@
 //   with the line), keyed by the resolved commit (a moved branch rebuilds, an unchanged one is
 //   cached). Debian's buildah 1.28 has no ADD of git repositories: this follows the Dockerfile
 //   reference ("Adding files from a Git repository").
+// - Submodules, as BuildKit's git source checks them out (`git submodule update --init
+//   --recursive --depth=1`): nested, relative URLs resolved against the parent's URL (file:// and
+//   git smart HTTP), `.git` files dropped unless --keep-git-dir; a transport the policy does not
+//   list is refused by name.
 // - ADD --unpack=true of a URL (a local HTTP server): the archive is unpacked; without the flag
 //   it is copied as a file (Dockerfile reference, ADD --unpack).
+// - --build-context name=oci-layout://DIR[:tag|@digest] (a layout skopeo wrote from our registry):
+//   the CLI uploads the image it names, FROM name uses it; a missing layout, an unknown tag and
+//   an index without the build's platform fail with what is missing (buildx's semantics).
 // - --build-context name=DIR|docker-image://REF|GIT URL|http(s) tarball: `FROM name` and
 //   `COPY --from=name` use it, as buildx. The directory case is compared with buildah 1.28's
 //   own --build-context. One named like a stage replaces that stage (buildx docs: "When
@@ -14,7 +21,9 @@
 //
 // Needs: `npm run build` (worker and CLI run compiled), git, buildah, runc.
 import 'reflect-metadata';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { promisify } from 'node:util';
 import {
   existsSync,
   mkdirSync,
@@ -24,7 +33,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer, Server } from 'node:http';
 import { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,6 +42,7 @@ import {
   busyboxContext,
   CliResult,
   fileTreeSummary,
+  gitHttpBackend,
   requireTools,
   runCli,
   runGit,
@@ -51,50 +61,34 @@ let httpUrl: string;
 const sha: Record<string, string> = {};
 
 const git = (cwd: string, ...args: string[]): string => runGit(work, cwd, ...args);
+const execFileP = promisify(execFile);
 
-/** Git's smart HTTP protocol for the bare repository: `git http-backend` as a CGI program. */
-function gitHttpBackend(req: IncomingMessage, res: ServerResponse): void {
-  const url = new URL(req.url ?? '/', 'http://x');
-  const child = spawn('/usr/lib/git-core/git-http-backend', [], {
-    env: {
-      GIT_PROJECT_ROOT: work,
-      GIT_HTTP_EXPORT_ALL: '1',
-      PATH_INFO: url.pathname.slice('/git'.length),
-      QUERY_STRING: url.search.slice(1),
-      REQUEST_METHOD: req.method ?? 'GET',
-      CONTENT_TYPE: req.headers['content-type'] ?? '',
-      GIT_PROTOCOL: String(req.headers['git-protocol'] ?? ''),
-      HTTP_CONTENT_ENCODING: String(req.headers['content-encoding'] ?? ''),
-    },
-  });
-  req.pipe(child.stdin);
-  let head = Buffer.alloc(0);
-  let started = false;
-  child.stdout.on('data', (chunk: Buffer) => {
-    if (started) {
-      res.write(chunk);
-      return;
-    }
-    head = Buffer.concat([head, chunk]);
-    const end = head.indexOf('\r\n\r\n');
-    if (end < 0) {
-      return;
-    }
-    started = true;
-    let status = 200;
-    for (const line of head.subarray(0, end).toString().split('\r\n')) {
-      const colon = line.indexOf(':');
-      const [k, v] = [line.slice(0, colon).trim(), line.slice(colon + 1).trim()];
-      if (k.toLowerCase() === 'status') {
-        status = Number(v.split(' ')[0]);
-      } else {
-        res.setHeader(k, v);
-      }
-    }
-    res.writeHead(status);
-    res.write(head.subarray(end + 4));
-  });
-  child.on('close', () => res.end());
+/**
+ * A bare repository `<name>.git` in `work` with `files` and gitlinks to `subs` (.gitmodules
+ * entries and index entries, as `git submodule add` leaves them); answers its commit.
+ */
+function makeRepo(
+  name: string,
+  files: Record<string, string>,
+  subs: { name: string; path: string; url: string; commit: string }[] = [],
+): string {
+  const w = join(work, `${name}-work`);
+  writeTree(files, w);
+  git(w, 'init', '--quiet', '-b', 'main', '.');
+  if (subs.length > 0) {
+    writeFileSync(
+      join(w, '.gitmodules'),
+      subs.map((m) => `[submodule "${m.name}"]\n\tpath = ${m.path}\n\turl = ${m.url}\n`).join(''),
+    );
+  }
+  git(w, 'add', '.');
+  // After `add .`, which would drop a gitlink whose directory is not there.
+  for (const m of subs) {
+    git(w, 'update-index', '--add', '--cacheinfo', `160000,${m.commit},${m.path}`);
+  }
+  git(w, 'commit', '--quiet', '-m', name);
+  git(work, 'clone', '--quiet', '--bare', w, join(work, `${name}.git`));
+  return git(w, 'rev-parse', 'HEAD');
 }
 
 function stratum(args: string[]): Promise<CliResult> {
@@ -132,6 +126,18 @@ beforeAll(async () => {
   git(work, 'clone', '--quiet', '--bare', repoWork, bare);
   git(repoWork, 'remote', 'add', 'origin', bare);
 
+  // Submodules: app has lib (relative URL, next to app.git), lib has inner (relative too).
+  sha.inner = makeRepo('inner', { 'inner.txt': 'inner\n' });
+  sha.lib = makeRepo('lib', { 'lib.txt': 'lib\n' }, [
+    { name: 'inner', path: 'inner', url: '../inner.git', commit: sha.inner },
+  ]);
+  makeRepo('app', { 'app.txt': 'app\n' }, [
+    { name: 'lib', path: 'vendor/lib', url: '../lib.git', commit: sha.lib },
+  ]);
+  makeRepo('evil', { 'x.txt': 'x\n' }, [
+    { name: 'pwn', path: 'pwn', url: 'ext::sh -c touch% /tmp/stratum-pwned', commit: sha.inner },
+  ]);
+
   // A tarball (and a plain file) over HTTP, for ADD --unpack and an http named context.
   const tarball = join(work, 'ctx.tar.gz');
   writeTree({ 't.txt': 'from the tarball\n', 'd/e.txt': 'deep\n' }, join(work, 'tarball-src'));
@@ -141,7 +147,7 @@ beforeAll(async () => {
   ]);
   server = createServer((req, res) => {
     if (req.url?.startsWith('/git/') === true) {
-      gitHttpBackend(req, res);
+      gitHttpBackend(work, req, res);
       return;
     }
     if (req.url === '/ctx.tar.gz') {
@@ -218,6 +224,45 @@ describe('ADD <git url>', () => {
     expect(res.stderr).toBe('');
     expect(res.code).toBe(0);
     expect(readdirSync(join(out, 'h'))).toEqual(['b.txt']);
+  });
+
+  it('checks out submodules, nested, at their pinned commits; .git files only with --keep-git-dir', async () => {
+    const { res, out } = await buildOut(
+      'submodules',
+      [
+        `ADD file://${work}/app.git#main /app`,
+        // Over git smart HTTP: the relative URLs resolve against the parent's http:// URL.
+        `ADD ${httpUrl}/git/app.git /http-app`,
+        `ADD --keep-git-dir=true file://${work}/app.git /kept`,
+        '',
+      ].join('\n'),
+    );
+    expect(res.stderr).toBe('');
+    expect(res.code).toBe(0);
+    for (const root of ['app', 'http-app', 'kept']) {
+      expect(readFileSync(join(out, root, 'app.txt'), 'utf8')).toBe('app\n');
+      expect(readFileSync(join(out, root, 'vendor/lib/lib.txt'), 'utf8')).toBe('lib\n');
+      expect(readFileSync(join(out, root, 'vendor/lib/inner/inner.txt'), 'utf8')).toBe('inner\n');
+    }
+    expect(existsSync(join(out, 'app/.git'))).toBe(false);
+    expect(existsSync(join(out, 'app/vendor/lib/.git'))).toBe(false);
+    expect(existsSync(join(out, 'app/vendor/lib/inner/.git'))).toBe(false);
+    // git's own layout: the submodules' repositories in the parent's .git/modules.
+    expect(readFileSync(join(out, 'kept/vendor/lib/.git'), 'utf8')).toMatch(
+      /^gitdir: (\.\.\/)+\.git\/modules\/lib\n/,
+    );
+    expect(git(join(out, 'kept/vendor/lib/inner'), '-c', 'safe.directory=*', 'rev-parse', 'HEAD')).toBe(
+      sha.inner,
+    );
+  });
+
+  it('a submodule URL whose transport ADD_GIT_SCHEMES does not list fails, naming it', async () => {
+    const { res } = await buildOut('evil-sub', `ADD file://${work}/evil.git /x\n`);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain(
+      'submodule "pwn" (ext::sh -c touch% /tmp/stratum-pwned): the ext transport is not allowed here (ADD_GIT_SCHEMES=https,ssh,file,http)',
+    );
+    expect(res.stderr).toMatch(/line 4|Dockerfile:4/);
   });
 
   it('an unknown ref fails naming it', async () => {
@@ -342,6 +387,87 @@ describe('--build-context', () => {
     expect(readFileSync(join(out2, 'a.txt'), 'utf8')).toBe('one\n');
   });
 
+  it('oci-layout://DIR:tag (skopeo copy of an image of ours): FROM name uses the image the CLI uploads', async () => {
+    const src = writeTree(busyboxContext('RUN echo from-layout > /layout.txt\n'), join(work, 'layout-src'));
+    expect((await stratum(['build', '-t', 'layout/src:1', src])).code).toBe(0);
+    const layout = join(work, 'layout');
+    // Async: the API answering skopeo runs in this process.
+    await execFileP('skopeo', [
+      'copy',
+      '--src-tls-verify=false',
+      `docker://${new URL(stack.api.url).host}/layout/src:1`,
+      `oci:${layout}:v1`,
+    ]);
+    // An index naming that image for linux/amd64 (tag multi) and one naming it for arm64 only.
+    const index = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8')) as {
+      manifests: { mediaType: string; digest: string; size: number; annotations?: Record<string, string> }[];
+    };
+    const image = index.manifests[0];
+    const addIndex = (tag: string, arch: string): void => {
+      const body = JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.index.v1+json',
+        manifests: [
+          {
+            mediaType: image.mediaType,
+            digest: image.digest,
+            size: image.size,
+            platform: { os: 'linux', architecture: arch },
+          },
+        ],
+      });
+      const hex = createHash('sha256').update(body).digest('hex');
+      writeFileSync(join(layout, 'blobs/sha256', hex), body);
+      index.manifests.push({
+        mediaType: 'application/vnd.oci.image.index.v1+json',
+        digest: `sha256:${hex}`,
+        size: Buffer.byteLength(body),
+        annotations: { 'org.opencontainers.image.ref.name': tag },
+      });
+    };
+    addIndex('multi', 'amd64');
+    addIndex('arm-only', 'arm64');
+    writeFileSync(join(layout, 'index.json'), JSON.stringify(index));
+
+    const ctx = writeTree(
+      { Dockerfile: 'FROM base\nRUN cat /layout.txt > /seen.txt\n' },
+      join(work, 'layout-ctx'),
+    );
+    const build = (spec: string, out: string, extra: string[] = []): Promise<CliResult> =>
+      stratum(['build', '--build-context', spec, ...extra, '--output', `type=local,dest=${out}`, ctx]);
+
+    const byTag = await build(`base=oci-layout://${layout}:v1`, join(work, 'out-layout'));
+    expect(byTag.stderr).toBe('');
+    expect(byTag.code).toBe(0);
+    expect(byTag.stdout).toContain(`named context base: OCI layout image ${image.digest}`);
+    expect(readFileSync(join(work, 'out-layout/seen.txt'), 'utf8')).toBe('from-layout\n');
+    // An index: the build's platform is taken from it (here the worker's, linux/amd64).
+    const byIndex = await build(`base=oci-layout://${layout}:multi`, join(work, 'out-layout-multi'));
+    expect(byIndex.code).toBe(0);
+    expect(readFileSync(join(work, 'out-layout-multi/seen.txt'), 'utf8')).toBe('from-layout\n');
+    // By digest, as buildx's @sha256:… form.
+    const byDigest = await build(`base=oci-layout://${layout}@${image.digest}`, join(work, 'out-layout-d'));
+    expect(byDigest.code).toBe(0);
+
+    const noTag = await build(`base=oci-layout://${layout}:nope`, join(work, 'out-x'));
+    expect(noTag.code).toBe(2);
+    expect(noTag.stderr).toContain('the tag "nope" is not in index.json (it has v1, multi, arm-only)');
+    // No image for the build's platform: the CLI says so for --platform, the worker without it.
+    const cliSide = await build(`base=oci-layout://${layout}:multi`, join(work, 'out-x'), [
+      '--platform',
+      'linux/arm64',
+    ]);
+    expect(cliSide.code).toBe(2);
+    expect(cliSide.stderr).toMatch(
+      /has no image for the build's platform linux\/arm64 \(it has linux\/amd64\)/,
+    );
+    const workerSide = await build(`base=oci-layout://${layout}:arm-only`, join(work, 'out-x'));
+    expect(workerSide.code).toBe(1);
+    expect(workerSide.stderr).toMatch(
+      /has no image for the build's platform linux\/amd64 \(it has linux\/arm64\)/,
+    );
+  });
+
   it('a named context named like a stage replaces that stage, whose steps do not run (buildx: "it is overwritten")', async () => {
     const dir = writeTree({ 'hello.txt': 'from the named dir\n' }, join(work, 'stage-dir'));
     // The stage would fail if it ran (scratch has no shell), and would leave no hello.txt.
@@ -375,7 +501,8 @@ describe('--build-context', () => {
     const ctx = writeTree({ Dockerfile: 'FROM scratch\n' }, join(work, 'bad-ctx'));
     for (const [spec, msg] of [
       ['x=/nonexistent/dir', /not a directory/],
-      ['x=oci-layout:///tmp/l', /not supported here/],
+      ['x=oci-layout:///nonexistent/layout', /no OCI image layout there \(no oci-layout file\)/],
+      ['x=target:other', /no bake targets/],
       ['Bad Name=docker-image://a', /not a context name/],
       ['x=git://host/repo#--upload-pack=x', /not a valid ref/],
     ] as const) {

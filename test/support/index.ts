@@ -22,3 +22,4 @@ export * from './file-tree';
 export * from './sshd';
 export * from './netns-lab';
 export * from './redis-sentinel';
+export * from './git-http';

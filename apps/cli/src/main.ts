@@ -181,7 +181,7 @@ export function buildProgram(
       [],
     )
     .option(
-      '--build-context <name=DIR|docker-image://REF|GIT-URL|https://TARBALL>',
+      '--build-context <name=DIR|docker-image://REF|oci-layout://DIR[:TAG|@DIGEST]|GIT-URL|https://TARBALL>',
       'a named context for FROM name / COPY --from=name (repeatable), as docker buildx build --build-context',
       collect,
       [],
@@ -235,7 +235,7 @@ export function buildProgram(
         const loc = locateDockerfile(dir, o.file, process.cwd());
         const secrets = parseSecrets(o.secret, api.config.environment ?? {});
         const ssh = parseSsh(o.ssh);
-        const named = await buildContexts(api, o.buildContext, process.cwd(), out);
+        const named = await buildContexts(api, o.buildContext, process.cwd(), out, o.platform);
         const options: SubmitOptions = {
           ...(Object.keys(named).length > 0 ? { buildContexts: named } : {}),
           ...(secrets.size + ssh.size > 0 ? { secrets: await api.putSecrets(secrets, ssh) } : {}),

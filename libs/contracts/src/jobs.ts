@@ -60,11 +60,14 @@ export interface BuildPlatformJobResult {
 /**
  * What a named build context is (buildx `--build-context name=<value>`): a directory the
  * client uploaded (its tar's digest), an image (`docker-image://ref`), a git repository (a git
- * URL with `#ref:subdir`), or a tarball over HTTP(S).
+ * URL with `#ref:subdir`), a tarball over HTTP(S), or an image from the client's OCI image
+ * layout (`oci-layout://dir[:tag|@digest]`: the client uploads a layout holding only that
+ * image, as a tar; `root` is the manifest or index it names).
  * https://docs.docker.com/reference/cli/docker/buildx/build/#build-context
  */
 export type NamedContextSource =
   | { readonly kind: 'local'; readonly digest: Digest }
+  | { readonly kind: 'oci-layout'; readonly digest: Digest; readonly root: Digest }
   | { readonly kind: 'image'; readonly ref: string }
   | { readonly kind: 'git'; readonly url: string }
   | { readonly kind: 'http'; readonly url: string };

@@ -458,6 +458,9 @@ async function prepareAddGit(
         commit: git.resolved.commit,
         subdir: git.source.subdir,
         keepGitDir: instr.keepGitDir,
+        // Still keyed by the parent commit alone (it pins the submodules'); the marker keeps
+        // steps cached before submodules were checked out from being reused without them.
+        submodules: 'recursive',
       },
     },
   });

@@ -72,12 +72,16 @@ async function withGitSsh<T>(
   what: string,
   line: number,
   fn: (sshCommand: string | undefined) => Promise<T>,
+  forSubmodules = false,
 ): Promise<T> {
-  if (source.transport !== 'ssh') {
+  const keys = ssh?.get(GIT_SSH_ID);
+  const hasKeys = keys !== undefined && keys.length > 0;
+  // A checkout's submodules may be ssh ones under an https parent: the key is served to
+  // them too when the build has one (without it an ssh submodule is refused by name).
+  if (source.transport !== 'ssh' && !(forSubmodules && hasKeys)) {
     return fn(undefined);
   }
-  const keys = ssh?.get(GIT_SSH_ID);
-  if (keys === undefined || keys.length === 0) {
+  if (!hasKeys) {
     throw new BuildError(
       `${what}: ${redact(source.remote)} is fetched over ssh with the build's ssh key "${GIT_SSH_ID}", which this build was not given (stratum build --ssh ${GIT_SSH_ID}=<private key file>, or a project deploy key)`,
       line,
@@ -185,8 +189,10 @@ export async function resolveBuildGitSource(
 }
 
 /**
- * Checks the resolved commit out below `scratch`: `checkout` is the repository (without `.git`
- * unless `keepGitDir`; the caller removes it), `dir` what to copy: the checkout, or its
+ * Checks the resolved commit out below `scratch`, submodules included (recursively, as
+ * BuildKit's git source does): `checkout` is the repository (without `.git` unless
+ * `keepGitDir`, which keeps git's own layout: the parent's `.git` with `modules/<name>`, a
+ * `.git` file in each submodule; the caller removes it), `dir` what to copy: the checkout, or its
  * `#…:subdir` resolved inside it (a symlink leading out of the repository is an error).
  */
 export async function checkoutBuildGitSource(
@@ -200,15 +206,27 @@ export async function checkoutBuildGitSource(
   ssh: BuildSshKeys,
 ): Promise<{ checkout: string; dir: string }> {
   const dir = join(scratch, `git-${randomBytes(6).toString('hex')}`);
+  let submodules: readonly string[];
   try {
-    await withGitSsh(git.source, options, ssh, what, line, (sshCommand) =>
-      checkoutGitSource(git.source, git.resolved, dir, gitOptions(options, signal, sshCommand)),
-    );
+    ({ submodules } = await withGitSsh(
+      git.source,
+      options,
+      ssh,
+      what,
+      line,
+      (sshCommand) =>
+        checkoutGitSource(git.source, git.resolved, dir, gitOptions(options, signal, sshCommand)),
+      true,
+    ));
   } catch (err) {
     throw asBuildError(err, what, line);
   }
   if (!keepGitDir) {
+    // The repository's .git, and each submodule's `.git` file that pointed into it.
     await rm(join(dir, '.git'), { recursive: true, force: true });
+    for (const sub of submodules) {
+      await rm(join(dir, sub, '.git'), { recursive: true, force: true });
+    }
   }
   if (git.source.subdir === null) {
     return { checkout: dir, dir };

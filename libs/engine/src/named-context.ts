@@ -4,11 +4,12 @@ import { join } from 'node:path';
 import { NamedContextSource } from '@stratum/contracts';
 import { ContainerFs, LayerDescriptor } from '@stratum/images';
 import { applyLayer, LayerError } from '@stratum/layers';
-import { HistoryEntry } from '@stratum/oci';
+import { HistoryEntry, parsePlatform } from '@stratum/oci';
 import { stepCacheKey } from './build-cache';
 import { BuildError } from './build-errors';
 import { checkoutBuildGitSource, resolveBuildGitSource } from './git-checkout';
 import { ImageState, scratchState } from './image-state';
+import { ociLayoutState } from './oci-layout-context';
 import { fetchRemote } from './remote-source';
 import { StepHost } from './step-host';
 
@@ -35,12 +36,14 @@ export interface NamedContextHost extends StepHost {
   imageState(ref: string, line: number): Promise<ImageState>;
   /** Time stamp of new history entries. */
   now(): string;
+  /** The platform built for (an OCI layout's index gives its image for it). */
+  readonly targetPlatform: string;
 }
 
 /**
  * A build's named contexts (`--build-context name=…`, as buildx): each becomes an image state
  * once, when `FROM name`, `COPY --from=name` or `RUN --mount=from=name` first needs it. An
- * image context is that image; a directory, git repository or tarball becomes one layer on
+ * image context is that image, an OCI layout one the image the client uploaded from it; a directory, git repository or tarball becomes one layer on
  * scratch (no config), keyed by its content (the uploaded tar's digest, the commit, the
  * download's digest) so a rebuild reuses it.
  */
@@ -98,6 +101,10 @@ export class NamedContexts {
           });
         });
       }
+      case 'oci-layout': {
+        log(`named context ${name}: OCI layout image ${source.root} (${source.digest})\n`);
+        return ociLayoutState(host, name, source, parsePlatform(host.targetPlatform), line);
+      }
       case 'git': {
         const what = `named context ${name}`;
         const scratch = join(host.jobDir, 'git');
@@ -116,6 +123,8 @@ export class NamedContexts {
           remote: git.remote,
           commit: git.resolved.commit,
           subdir: git.source.subdir,
+          // As ADD's key: the commit pins the submodules; older entries lack them.
+          submodules: 'recursive',
         };
         return this.layerState(name, id, async (fs) => {
           const { checkout, dir } = await checkoutBuildGitSource(

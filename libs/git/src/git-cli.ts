@@ -18,6 +18,12 @@ export interface GitCliOptions {
   readonly allowFile: boolean;
   readonly credentials?: GitCredentials | null;
   /**
+   * Only URLs below this prefix get {@link credentials} (`http.<prefix>.extraHeader`, git's URL
+   * matching): a submodule on another host never sees a project's token. Absent: every URL.
+   * https://git-scm.com/docs/git-config#Documentation/git-config.txt-httpltURLgt
+   */
+  readonly credentialScope?: string;
+  /**
    * The transports git may use, when the caller keeps its own allowlist (ADD of a git source:
    * ADD_GIT_SCHEMES); absent: http, https, ssh, git, and file when {@link allowFile}.
    */
@@ -118,6 +124,8 @@ export class GitCli {
     const transports: GitTransport[] = ['https', 'http', 'ssh', 'git', 'file'];
     const config: [string, string][] = [
       ['core.hooksPath', '/dev/null'],
+      // No template in any repository git makes (a submodule's clone too): no sample hooks.
+      ['init.templateDir', ''],
       ['protocol.allow', 'never'],
       ...transports.map((t): [string, string] => [
         `protocol.${t}.allow`,
@@ -131,7 +139,11 @@ export class GitCli {
     const creds = this.options.credentials;
     if (creds) {
       const basic = Buffer.from(`${creds.username ?? 'git'}:${creds.token}`).toString('base64');
-      config.push(['http.extraHeader', `Authorization: Basic ${basic}`]);
+      const key =
+        this.options.credentialScope !== undefined
+          ? `http.${this.options.credentialScope}.extraHeader`
+          : 'http.extraHeader';
+      config.push([key, `Authorization: Basic ${basic}`]);
     }
     const env: NodeJS.ProcessEnv = {
       PATH: '/usr/local/bin:/usr/bin:/bin',

@@ -1,9 +1,9 @@
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GitForge } from '@stratum/contracts';
-import { runGit } from '@stratum/testing';
-import { fetchCommit, GitSource, pullRequestRef } from './index';
+import { runGit, startGitHttpServer } from '@stratum/testing';
+import { credentialScopeOf, fetchCommit, GitSource, pullRequestRef } from './index';
 
 // A local bare repository whose pull/merge request heads live only under refs/pull and
 // refs/merge-requests (as a forge keeps a fork's commits in the base repository), and that
@@ -80,5 +80,116 @@ describe('fetchCommit falls back to the ref holding the commit', () => {
     await expect(fetchCommit(source, prCommit, 'refs/notes/x', v0Dir())).rejects.toThrow(
       /not a ref to fetch/,
     );
+  });
+});
+
+describe('fetchCommit checks out submodules, as BuildKit does for a git context', () => {
+  const subRoot = join(root, 'subs');
+  const servers: { url: string; close: () => Promise<void> }[] = [];
+  /** Authorization headers each server saw ('' for a request without one), by server. */
+  const seen: string[][] = [[], []];
+  let appSha = '';
+
+  /** A bare repository `<name>.git` with `files` and gitlinks (as `git submodule add` leaves them). */
+  function makeRepo(
+    name: string,
+    files: Record<string, string>,
+    subs: { name: string; path: string; url: string; commit: string }[] = [],
+  ): string {
+    const w = join(subRoot, `${name}-work`);
+    mkdirSync(w, { recursive: true });
+    git(w, 'init', '--quiet', '-b', 'main', '.');
+    for (const [path, text] of Object.entries(files)) {
+      writeFileSync(join(w, path), text);
+    }
+    if (subs.length > 0) {
+      writeFileSync(
+        join(w, '.gitmodules'),
+        subs.map((m) => `[submodule "${m.name}"]\n\tpath = ${m.path}\n\turl = ${m.url}\n`).join(''),
+      );
+    }
+    git(w, 'add', '.');
+    for (const m of subs) {
+      git(w, 'update-index', '--add', '--cacheinfo', `160000,${m.commit},${m.path}`);
+    }
+    git(w, 'commit', '--quiet', '-m', name);
+    git(subRoot, 'clone', '--quiet', '--bare', w, join(subRoot, `${name}.git`));
+    return git(w, 'rev-parse', 'HEAD');
+  }
+
+  beforeAll(async () => {
+    mkdirSync(subRoot);
+    for (const i of [0, 1]) {
+      servers.push(
+        await startGitHttpServer(subRoot, (req) => seen[i].push(String(req.headers.authorization ?? ''))),
+      );
+    }
+    const inner = makeRepo('inner', { 'inner.txt': 'inner\n' });
+    // `same`: relative, so on the project's own server; `other`: another origin (port).
+    appSha = makeRepo('app', { 'app.txt': 'app\n' }, [
+      { name: 'same', path: 'same', url: '../inner.git', commit: inner },
+      { name: 'other', path: 'other', url: `${servers[1].url}/git/inner.git`, commit: inner },
+    ]);
+  });
+
+  afterAll(async () => {
+    for (const s of servers) {
+      await s.close();
+    }
+  });
+
+  it('over HTTP: the project token goes to its own origin only, never to a submodule elsewhere', async () => {
+    const dir = join(root, 'co-http-subs');
+    const result = await fetchCommit(
+      {
+        url: `${servers[0].url}/git/app.git`,
+        allowFile: false,
+        timeoutMs: 30_000,
+        credentials: { username: 'x-access-token', token: 't0ken' },
+      },
+      appSha,
+      null,
+      dir,
+    );
+    expect([...result.submodules].sort()).toEqual(['other', 'same']);
+    expect(readFileSync(join(dir, 'same/inner.txt'), 'utf8')).toBe('inner\n');
+    expect(readFileSync(join(dir, 'other/inner.txt'), 'utf8')).toBe('inner\n');
+    const basic = `Basic ${Buffer.from('x-access-token:t0ken').toString('base64')}`;
+    // Project fetch and the relative submodule: same origin, every request authorised.
+    expect(seen[0].length).toBeGreaterThan(2);
+    expect(new Set(seen[0])).toEqual(new Set([basic]));
+    // The submodule on the other origin was fetched, without the token.
+    expect(seen[1].length).toBeGreaterThan(0);
+    expect(new Set(seen[1])).toEqual(new Set(['']));
+    expect(credentialScopeOf('https://u:p@forge.example:8443/org/r.git')).toBe('https://forge.example:8443/');
+    expect(credentialScopeOf('git@forge.example:org/r.git')).toBeNull();
+  });
+
+  it('file:// submodules only where file:// projects are allowed', async () => {
+    const fileApp = makeRepo('file-app', { 'a.txt': 'a\n' }, [
+      {
+        name: 'local',
+        path: 'local',
+        url: `file://${subRoot}/inner.git`,
+        commit: git(subRoot, '--git-dir', join(subRoot, 'inner.git'), 'rev-parse', 'HEAD'),
+      },
+    ]);
+    const viaHttp = fetchCommit(
+      { url: `${servers[0].url}/git/file-app.git`, allowFile: false, timeoutMs: 30_000 },
+      fileApp,
+      null,
+      join(root, 'co-file-subs-http'),
+    );
+    await expect(viaHttp).rejects.toThrow(
+      `submodule "local" (file://${subRoot}/inner.git): the file transport is not allowed here (https, http, ssh and git; GIT_ALLOW_FILE_URLS is off)`,
+    );
+    const allowed = await fetchCommit(
+      { url: `file://${subRoot}/file-app.git`, allowFile: true, timeoutMs: 30_000 },
+      fileApp,
+      null,
+      join(root, 'co-file-subs-ok'),
+    );
+    expect(allowed.submodules).toEqual(['local']);
+    expect(existsSync(join(root, 'co-file-subs-ok/local/inner.txt'))).toBe(true);
   });
 });

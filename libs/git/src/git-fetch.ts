@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { GitForge, StratumError } from '@stratum/contracts';
-import { GitCli, GitCliOptions, isCommitSha, redact } from './git-cli';
+import { GitCli, GitCliOptions, GitTransport, isCommitSha, redact } from './git-cli';
+import { checkoutSubmodules } from './git-submodules';
 
 /** Where a project's repository lives; credentials optional. */
 export interface GitSource extends GitCliOptions {
@@ -81,9 +82,31 @@ export function pullRequestRef(forge: GitForge, number: number): string {
 }
 
 /**
- * Fetches exactly one commit into `dir` (a fresh repository) and checks it out, without
- * history, submodules, hooks or LFS smudging: `git init`, `git fetch --depth 1 <url> <sha>`,
- * `git checkout --detach`. Servers that refuse to serve an unadvertised commit id
+ * Where a repository's HTTP credentials may go: its origin (`https://host:port/`), as
+ * actions/checkout and BuildKit (for github.com) scope a token, so that submodules on the same
+ * forge get it and those elsewhere do not. Null for a URL that is not http(s).
+ */
+export function credentialScopeOf(url: string): string | null {
+  try {
+    const u = new URL(url);
+    return u.protocol === 'https:' || u.protocol === 'http:' ? `${u.protocol}//${u.host}/` : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The transports a project's repository (and so its submodules) may use. */
+function projectTransports(source: GitSource): GitTransport[] {
+  return ['https', 'http', 'ssh', 'git', ...(source.allowFile ? ['file' as const] : [])];
+}
+
+/**
+ * Fetches exactly one commit into `dir` (a fresh repository) and checks it out, then its
+ * submodules at the commits it pins, recursively, as BuildKit's git context does
+ * ({@link checkoutSubmodules}: URLs resolved against the repository's, file:// only when
+ * allowed, ssh ones only with the project's deploy key and host keys, HTTP credentials sent to
+ * the repository's origin only), without history, hooks or LFS smudging: `git init`,
+ * `git fetch --depth 1 <url> <sha>`, `git checkout --detach`. Servers that refuse to serve an unadvertised commit id
  * (uploadpack.allowReachableSHA1InWant off, protocol v0) get `fallbackRef` fetched instead —
  * the branch head, the tag, or the pull/merge request head ref ({@link pullRequestRef}) —
  * which must then be that commit or have it within its last 50 commits.
@@ -94,7 +117,7 @@ export async function fetchCommit(
   fallbackRef: string | null,
   dir: string,
   signal?: AbortSignal,
-): Promise<void> {
+): Promise<{ submodules: string[] }> {
   if (!isCommitSha(sha)) {
     throw new StratumError('BAD_REQUEST', `not a commit id: ${JSON.stringify(sha)}`);
   }
@@ -105,7 +128,8 @@ export async function fetchCommit(
   if (problem !== null) {
     throw new StratumError('BAD_REQUEST', `repository ${redact(source.url)}: ${problem}`);
   }
-  const git = new GitCli(source);
+  const scope = credentialScopeOf(source.url);
+  const git = new GitCli(scope !== null ? { ...source, credentialScope: scope } : source);
   await mkdir(dir, { recursive: true });
   await git.run(['init', '--quiet', '--template=', '.'], dir, signal);
   try {
@@ -121,6 +145,17 @@ export async function fetchCommit(
     );
   }
   await git.run(['-c', 'core.symlinks=true', 'checkout', '--quiet', '--detach', sha, '--'], dir, signal);
+  const submodules = await checkoutSubmodules(dir, source.url, {
+    git,
+    transports: projectTransports(source),
+    ssh: source.ssh !== undefined,
+    parent: redact(source.url),
+    policy: source.allowFile
+      ? 'https, http, ssh, git and file'
+      : 'https, http, ssh and git; GIT_ALLOW_FILE_URLS is off',
+    ...(signal !== undefined ? { signal } : {}),
+  });
+  return { submodules };
 }
 
 /** The commit a branch points at (`git ls-remote`), or null when the branch does not exist. */

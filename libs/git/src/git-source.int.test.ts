@@ -4,7 +4,13 @@ import { join } from 'node:path';
 import {
   checkGitChecksum,
   checkoutGitSource,
+  checkoutSubmodules,
+  GitCli,
   GitSourceOptions,
+  GitTransport,
+  resolveSubmoduleUrl,
+  SubmoduleFetch,
+  submoduleTransport,
   parseGitSource,
   parseGitTransports,
   resolveGitSource,
@@ -136,5 +142,146 @@ describe('resolve and check out a git source', () => {
     expect(checkGitChecksum(src, resolved, sha.tagObject)).toBeNull();
     expect(checkGitChecksum(src, resolved, sha.two)).toMatch(/expected checksum to match/);
     expect(checkGitChecksum(src, resolved, 'sha256:abc')).toMatch(/commit id/);
+  });
+});
+
+describe('submodules (BuildKit: git submodule update --init --recursive --depth=1)', () => {
+  const subRoot = join(root, 'subs');
+  const pinned: Record<string, string> = {};
+
+  /**
+   * A bare repository `<name>.git` under subRoot with `files` and gitlinks to `subs` (written as
+   * .gitmodules entries and index entries, as `git submodule add` would leave them).
+   */
+  function makeRepo(
+    name: string,
+    files: Record<string, string>,
+    subs: { name: string; path: string; url: string; commit: string }[] = [],
+  ): string {
+    const w = join(subRoot, `${name}-work`);
+    mkdirSync(w, { recursive: true });
+    git(w, 'init', '--quiet', '-b', 'main', '.');
+    for (const [path, text] of Object.entries(files)) {
+      mkdirSync(join(w, path, '..'), { recursive: true });
+      writeFileSync(join(w, path), text);
+    }
+    if (subs.length > 0) {
+      writeFileSync(
+        join(w, '.gitmodules'),
+        subs.map((s) => `[submodule "${s.name}"]\n\tpath = ${s.path}\n\turl = ${s.url}\n`).join(''),
+      );
+    }
+    git(w, 'add', '.');
+    // After `add .`, which would drop a gitlink whose directory is not there.
+    for (const s of subs) {
+      git(w, 'update-index', '--add', '--cacheinfo', `160000,${s.commit},${s.path}`);
+    }
+    git(w, 'commit', '--quiet', '-m', name);
+    const head = git(w, 'rev-parse', 'HEAD');
+    git(subRoot, 'clone', '--quiet', '--bare', w, join(subRoot, `${name}.git`));
+    return head;
+  }
+
+  beforeAll(() => {
+    mkdirSync(subRoot);
+    // inner: two commits; lib pins the first (not the branch tip), so the pin is what is fetched.
+    pinned.inner = makeRepo('inner', { 'inner.txt': 'pinned\n' });
+    const iw = join(subRoot, 'inner-work');
+    writeFileSync(join(iw, 'inner.txt'), 'tip\n');
+    git(iw, 'commit', '--quiet', '-am', 'tip');
+    git(iw, 'push', '--quiet', join(subRoot, 'inner.git'), 'main');
+    // lib has inner as a nested submodule by a relative URL (next to lib.git).
+    pinned.lib = makeRepo('lib', { 'lib.txt': 'lib\n' }, [
+      { name: 'deep', path: 'deep', url: '../inner.git', commit: pinned.inner },
+    ]);
+    pinned.app = makeRepo('app', { 'app.txt': 'app\n' }, [
+      { name: 'lib', path: 'vendor/lib', url: '../lib.git', commit: pinned.lib },
+      { name: 'abs', path: 'abs', url: `file://${subRoot}/inner.git`, commit: pinned.inner },
+    ]);
+    makeRepo('https-sub', { 'x.txt': 'x\n' }, [
+      { name: 'ext', path: 'ext', url: 'https://example.invalid/org/x.git', commit: pinned.inner },
+    ]);
+    makeRepo('ssh-sub', { 'x.txt': 'x\n' }, [
+      { name: 'ext', path: 'ext', url: 'git@example.invalid:org/x.git', commit: pinned.inner },
+    ]);
+    makeRepo('climb-sub', { 'x.txt': 'x\n' }, [
+      {
+        name: 'up',
+        path: 'up',
+        url: '../../../../../../../../../../../../../../x.git',
+        commit: pinned.inner,
+      },
+    ]);
+  });
+
+  async function checkout(name: string, dir: string, opts: GitSourceOptions = options) {
+    const src = parseGitSource(`file://${subRoot}/${name}.git#main`)!;
+    return checkoutGitSource(src, await resolveGitSource(src, root, opts), join(root, dir), opts);
+  }
+
+  it('checks out submodules at their pinned commits, nested ones too, relative URLs next to the parent', async () => {
+    const result = await checkout('app', 'co-subs');
+    const dir = join(root, 'co-subs');
+    expect([...result.submodules].sort()).toEqual(['abs', 'vendor/lib', 'vendor/lib/deep']);
+    expect(readFileSync(join(dir, 'app.txt'), 'utf8')).toBe('app\n');
+    expect(readFileSync(join(dir, 'vendor/lib/lib.txt'), 'utf8')).toBe('lib\n');
+    expect(readFileSync(join(dir, 'vendor/lib/deep/inner.txt'), 'utf8')).toBe('pinned\n');
+    expect(readFileSync(join(dir, 'abs/inner.txt'), 'utf8')).toBe('pinned\n');
+    // git's layout: the objects in the parent's .git/modules, a .git file in the submodule.
+    expect(readFileSync(join(dir, 'vendor/lib/.git'), 'utf8')).toMatch(/^gitdir: .*\.git\/modules\/lib/);
+    expect(existsSync(join(dir, '.git/modules/lib/modules/deep'))).toBe(true);
+    // No template in a submodule's clone: no (sample) hooks.
+    expect(existsSync(join(dir, '.git/modules/lib/hooks'))).toBe(false);
+    expect(git(join(dir, 'vendor/lib/deep'), 'rev-parse', 'HEAD')).toBe(pinned.inner);
+  });
+
+  it('refuses a submodule whose transport the policy does not list, naming it, before git fetches it', async () => {
+    await expect(checkout('https-sub', 'co-https')).rejects.toThrow(
+      'git source file://' +
+        `${subRoot}/https-sub.git: submodule "ext" (https://example.invalid/org/x.git): the https transport is not allowed here (ADD_GIT_SCHEMES=file)`,
+    );
+  });
+
+  it('refuses a file:// submodule (or a local path) to a policy without file; relative URLs follow the parent', async () => {
+    // app's checkout, its submodules then taken as if app had come from an https forge.
+    const dir = join(root, 'co-as-https');
+    const src = parseGitSource(`file://${subRoot}/app.git#main`)!;
+    await checkoutGitSource(src, await resolveGitSource(src, root, options), dir, options);
+    const fetch = (transports: GitTransport[]): SubmoduleFetch => ({
+      git: new GitCli({ timeoutMs: 30_000, allowFile: false, protocols: transports }),
+      transports,
+      ssh: false,
+      parent: 'https://forge.invalid/org/app.git',
+    });
+    await expect(
+      checkoutSubmodules(dir, 'https://forge.invalid/org/app.git', fetch(['https'])),
+    ).rejects.toThrow(
+      `git source https://forge.invalid/org/app.git: submodule "abs" (file://${subRoot}/inner.git): the file transport is not allowed here (ADD_GIT_SCHEMES=https)`,
+    );
+    expect(resolveSubmoduleUrl('https://forge.invalid/org/app.git', '../lib.git')).toBe(
+      'https://forge.invalid/org/lib.git',
+    );
+    expect(resolveSubmoduleUrl('git@forge.invalid:org/app.git', './sub/x.git')).toBe(
+      'git@forge.invalid:org/app.git/sub/x.git',
+    );
+    expect(resolveSubmoduleUrl('git@forge.invalid:org/app.git', '../../x.git')).toBe(
+      'git@forge.invalid:x.git',
+    );
+    expect(submoduleTransport('/srv/repo.git')).toBe('file');
+    expect(submoduleTransport('ext::sh -c touch% /tmp/x')).toBe('ext::');
+  });
+
+  it('an ssh submodule needs the build ssh key; a relative URL may not climb above the parent', async () => {
+    await expect(checkout('ssh-sub', 'co-ssh', { ...options, transports: ['file', 'ssh'] })).rejects.toThrow(
+      /submodule "ext" \(git@example.invalid:org\/x.git\): it is fetched over ssh with the build's ssh key "default", which this build was not given/,
+    );
+    await expect(checkout('climb-sub', 'co-climb')).rejects.toThrow(/climbs above the repository URL/);
+  });
+
+  it('counts submodules in the size limit', async () => {
+    // app alone takes about 104 KiB on disk (measured with du), with its submodules more than 200.
+    await expect(checkout('app', 'co-subs-big', { ...options, maxBytes: 200 * 1024 })).rejects.toMatchObject({
+      code: 'GIT_SOURCE_TOO_LARGE',
+    });
   });
 });

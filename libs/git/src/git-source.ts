@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, rm } from 'node:fs/promises';
 import { StratumError } from '@stratum/contracts';
 import { GitCli, GitTransport, isCommitSha, redact } from './git-cli';
+import { checkoutSubmodules } from './git-submodules';
 
 /**
  * A git source as a Dockerfile names it (`ADD <git ref> <dir>`, a `--build-context` value):
@@ -200,18 +201,31 @@ function diskUse(dir: string): Promise<number> {
   });
 }
 
+/** What {@link checkoutGitSource} checked out beside the repository itself. */
+export interface GitCheckout {
+  /**
+   * The submodules checked out, relative to the checkout, nested ones included. Each holds a
+   * `.git` file pointing into the parent's `.git/modules/` (git's layout); a caller that drops
+   * `.git` drops those files too.
+   */
+  readonly submodules: readonly string[];
+}
+
 /**
  * Fetches exactly the resolved commit into `dir` (a new repository: `git init`, a depth-1 fetch
- * of the ref or commit, a detached checkout), without hooks, submodules or LFS smudging, and
- * within {@link GitSourceOptions.maxBytes} (watched while git runs: past it git is killed) and
- * the time limit. Leaves `.git` in place; the caller drops it unless `--keep-git-dir`.
+ * of the ref or commit, a detached checkout), then its submodules at the commits it pins,
+ * recursively ({@link checkoutSubmodules}: the same transports, ssh command and limits, URLs
+ * checked before git sees them), without hooks or LFS smudging (as BuildKit: LFS files stay
+ * pointers), and within {@link GitSourceOptions.maxBytes} (watched while git runs: past it git
+ * is killed; submodules count) and the time limit. The cache key stays the parent's commit: it
+ * pins every submodule's. Leaves `.git` in place; the caller drops it unless `--keep-git-dir`.
  */
 export async function checkoutGitSource(
   source: GitSourceRef,
   resolved: ResolvedGitRef,
   dir: string,
   options: GitSourceOptions,
-): Promise<void> {
+): Promise<GitCheckout> {
   checkTransport(source, options);
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
@@ -233,6 +247,7 @@ export async function checkoutGitSource(
       'GIT_SOURCE_TOO_LARGE',
       `git source ${redact(source.remote)}: the repository at ${resolved.commit} takes more than ${options.maxBytes} bytes (ADD_GIT_MAX_BYTES)`,
     );
+  let submodules: string[];
   try {
     await git.run(['init', '--quiet', '--template=', '.'], dir, signal);
     const what = resolved.refName ?? resolved.commit;
@@ -242,6 +257,20 @@ export async function checkoutGitSource(
       dir,
       signal,
     );
+    const head = (await git.run(['rev-parse', 'HEAD'], dir, signal)).trim();
+    if (head !== resolved.commit) {
+      throw new StratumError(
+        'GIT_FETCH_FAILED',
+        `git source ${redact(source.remote)}: fetched ${head}, expected ${resolved.commit} (the ref moved while fetching)`,
+      );
+    }
+    submodules = await checkoutSubmodules(dir, source.remote, {
+      git,
+      transports: options.transports,
+      ssh: options.sshCommand !== undefined,
+      parent: redact(source.remote),
+      signal,
+    });
   } catch (err) {
     if (exceeded) {
       throw tooLarge();
@@ -253,13 +282,7 @@ export async function checkoutGitSource(
   if (exceeded || (await diskUse(dir)) > options.maxBytes) {
     throw tooLarge();
   }
-  const head = (await git.run(['rev-parse', 'HEAD'], dir, options.signal)).trim();
-  if (head !== resolved.commit) {
-    throw new StratumError(
-      'GIT_FETCH_FAILED',
-      `git source ${redact(source.remote)}: fetched ${head}, expected ${resolved.commit} (the ref moved while fetching)`,
-    );
-  }
+  return { submodules };
 }
 
 /**

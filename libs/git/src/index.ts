@@ -19,13 +19,23 @@ export {
   parseGitSource,
   parseGitTransports,
   resolveGitSource,
+  type GitCheckout,
   type GitSourceOptions,
   type GitSourceRef,
   type ResolvedGitRef,
 } from './git-source';
 export {
+  checkoutSubmodules,
+  MAX_SUBMODULE_DEPTH,
+  MAX_SUBMODULES,
+  resolveSubmoduleUrl,
+  submoduleTransport,
+  type SubmoduleFetch,
+} from './git-submodules';
+export {
   checkKnownHosts,
   checkRepositoryUrl,
+  credentialScopeOf,
   fetchCommit,
   isSshRepositoryUrl,
   pullRequestRef,

@@ -102,7 +102,10 @@ export class BuildsService {
   private async namedContexts(query: SubmitBuildQuery): Promise<Record<string, NamedContextSource> | null> {
     const named = parseNamedContexts(query.buildcontexts ?? {}, this.config.addGit.schemes);
     for (const [name, source] of Object.entries(named)) {
-      if (source.kind === 'local' && !(await this.blobs.has(source.digest))) {
+      if (
+        (source.kind === 'local' || source.kind === 'oci-layout') &&
+        !(await this.blobs.has(source.digest))
+      ) {
         throw new StratumError(
           'CONTEXT_MISSING',
           `named context ${name}: ${source.digest} is not stored (send its tar to POST /api/v1/builds/contexts first)`,

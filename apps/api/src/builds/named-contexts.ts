@@ -13,8 +13,9 @@ const NAME = /^[a-z0-9][a-z0-9._\-/:@]{0,254}$/;
 /**
  * Reads `buildcontexts` values (buildx `--build-context name=<value>`; the CLI uploads a
  * directory first and sends its digest): `sha256:<hex>` (an uploaded context), `docker-image://ref`,
- * a git URL (BuildKit's rules, `#ref:subdir`; transports of ADD_GIT_SCHEMES only), or an
- * `https://` (or `http://`) URL of a tarball.
+ * a git URL (BuildKit's rules, `#ref:subdir`; transports of ADD_GIT_SCHEMES only), an
+ * `https://` (or `http://`) URL of a tarball, or `oci-layout://<tar digest>@<root digest>` (an
+ * image of the client's OCI layout, uploaded by the CLI as a layout tar).
  */
 export function parseNamedContexts(
   raw: Record<string, string>,
@@ -53,8 +54,19 @@ function parseOne(name: string, value: string, gitTransports: readonly GitTransp
     }
     return { kind: 'image', ref };
   }
-  if (value.startsWith('oci-layout://') || value.startsWith('target:')) {
-    throw bad('oci-layout:// and target: contexts are not supported here');
+  if (value.startsWith('oci-layout://')) {
+    const m = /^oci-layout:\/\/(sha256:[0-9a-f]{64})@(sha256:[0-9a-f]{64})$/.exec(value);
+    if (m === null) {
+      throw bad(
+        'an OCI layout is a directory on the client: the CLI uploads the image it names and sends oci-layout://<uploaded tar digest>@<manifest digest> (stratum build --build-context name=oci-layout:///dir[:tag|@digest])',
+      );
+    }
+    return { kind: 'oci-layout', digest: m[1] as `sha256:${string}`, root: m[2] as `sha256:${string}` };
+  }
+  if (value.startsWith('target:')) {
+    throw bad(
+      'target: names another target of a bake file (docker buildx bake); Stratum builds one Dockerfile per build and has no bake targets: build that target first and name its image (docker-image://)',
+    );
   }
   let git;
   try {

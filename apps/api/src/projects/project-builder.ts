@@ -299,8 +299,12 @@ export class ProjectBuilder {
       const branch =
         fallbackRef?.startsWith('refs/heads/') === true ? fallbackRef.slice('refs/heads/'.length) : 'HEAD';
       await resolveBranch(await this.source(project, true), branch, dir);
-      await fetchCommit(await this.source(project), sha, fallbackRef, checkout);
+      const { submodules } = await fetchCommit(await this.source(project), sha, fallbackRef, checkout);
       const info = await readCommitInfo(await this.source(project, true), checkout).catch(() => null);
+      // As the top .git (never sent): the submodules' `.git` files, which point into it.
+      for (const sub of submodules) {
+        await rm(join(checkout, sub, '.git'), { force: true, recursive: true });
+      }
       // The context directory and the Dockerfile must stay inside the checkout, symlinks too:
       // resolved component by component, a link out of the repository is an error naming the
       // project's path only (never what the link points at on this host).
