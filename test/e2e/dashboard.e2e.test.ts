@@ -132,6 +132,9 @@ describe('in the browser', () => {
   it('submits a build through the page, shows its log live, its steps and the digest', async () => {
     await page.goto(`${stack.api.url}/`);
     await page.waitForSelector('#submit-build');
+    // API_AUTH is off: no sign-in form, no sign-out control
+    expect(await page.locator('#signin').count()).toBe(0);
+    expect(await page.isHidden('#sign-out')).toBe(true);
     const tar = await contextTar(
       busyboxContext('RUN echo dashboard-first-line && sleep 3 && echo dashboard-second-line\n'),
     );

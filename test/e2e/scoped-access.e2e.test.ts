@@ -308,11 +308,81 @@ describe('scoped access (e2e, ACCESS_RULES, token flow + REST)', () => {
       .expect(202);
     const id = (submitted.body as { id: string }).id;
     await asOps(http.get(`/api/v1/builds/${id}`)).expect(200);
-    expect((await asCi(http.get(`/api/v1/builds/${id}`)).expect(403)).body.message).toMatch(
-      /token:ci may not pull team\/app/,
-    );
-    await asCi(http.get(`/api/v1/builds/${id}/logs`)).expect(403);
+    // not ci's to read, nor to know of: 404 as a missing build, the repository not named
+    const hidden = await asCi(http.get(`/api/v1/builds/${id}`)).expect(404);
+    expect(hidden.body).toMatchObject({ code: 'BUILD_UNKNOWN', message: `no build with id "${id}"` });
+    await asCi(http.get(`/api/v1/builds/${id}/logs`)).expect(404);
     await asOps(http.delete(`/api/v1/builds/${id}`)).expect(200);
+  });
+
+  it('the build list, its counts and the trends show only builds of repositories the caller may pull', async () => {
+    const as =
+      (token: string) =>
+      (r: request.Test): request.Test =>
+        r.set('Authorization', `Bearer ${token}`);
+    const asCi = as(CI_TOKEN);
+    const asOps = as(OPS_TOKEN);
+    const tar = await contextTar({ Dockerfile: 'FROM scratch\nCOPY Dockerfile /\n' });
+    const submit = async (asWho: typeof asCi, tag: string): Promise<string> =>
+      (
+        (
+          await asWho(http.post(`/api/v1/builds?t=${tag}`).set('Content-Type', 'application/x-tar'))
+            .send(tar)
+            .expect(202)
+        ).body as { id: string }
+      ).id;
+    // queued (no worker here): one into ci's repository, one into team's, one into both
+    const ciBuild = await submit(asCi, 'ci/app:listed');
+    const teamBuild = await submit(asOps, 'team/app:listed');
+    const bothBuild = await submit(asOps, 'ci/app:both&t=team/app:both');
+    const ids = async (asWho: typeof asCi, query = ''): Promise<{ ids: string[]; total: number }> => {
+      const page = (await asWho(http.get(`/api/v1/builds?limit=200${query}`)).expect(200)).body as {
+        items: { id: string }[];
+        total: number;
+      };
+      return { ids: page.items.map((b) => b.id), total: page.total };
+    };
+    const ci = await ids(asCi);
+    expect(ci.ids).toContain(ciBuild);
+    expect(ci.ids).not.toContain(teamBuild);
+    expect(ci.ids).not.toContain(bothBuild);
+    expect(ci.total).toBe(ci.ids.length);
+    const ops = await ids(asOps);
+    expect(ops.ids).toEqual(expect.arrayContaining([ciBuild, teamBuild, bothBuild]));
+    expect(ops.total).toBe(ops.ids.length);
+    expect(ops.total).toBeGreaterThan(ci.total);
+    // the per-state counts the dashboard's tabs show, and paging, count visible builds only
+    const queued = await ids(asCi, '&state=queued');
+    expect(queued.ids).toEqual([ciBuild]);
+    expect(queued.total).toBe(1);
+    const firstOnly = await ids(asOps, '&state=queued&offset=1');
+    expect(firstOnly.total).toBe(3);
+    expect(firstOnly.ids).toEqual([teamBuild, ciBuild]);
+    // every read of a hidden build is a 404 with the message of a missing one
+    for (const hidden of [teamBuild, bothBuild]) {
+      const message = `no build with id "${hidden}"`;
+      for (const r of [
+        http.get(`/api/v1/builds/${hidden}`),
+        http.get(`/api/v1/builds/${hidden}/logs`),
+        http.get(`/api/v1/builds/${hidden}/output?type=tar`),
+        http.delete(`/api/v1/builds/${hidden}`),
+        http.post(`/api/v1/builds/${hidden}/retry`),
+      ]) {
+        expect((await asCi(r).expect(404)).body).toMatchObject({ code: 'BUILD_UNKNOWN', message });
+      }
+    }
+    await asCi(http.get(`/api/v1/builds/${ciBuild}`)).expect(200);
+    // the trends count finished builds: cancel all three (queued: dropped at once)
+    for (const id of [ciBuild, teamBuild, bothBuild]) {
+      await asOps(http.delete(`/api/v1/builds/${id}`)).expect(200);
+    }
+    const sampled = async (asWho: typeof asCi): Promise<number> =>
+      ((await asWho(http.get('/api/v1/builds/stats?days=1')).expect(200)).body as { sampled: number })
+        .sampled;
+    const [ciSampled, opsSampled] = [await sampled(asCi), await sampled(asOps)];
+    expect(opsSampled - ciSampled).toBeGreaterThanOrEqual(2);
+    expect(ciSampled).toBe((await ids(asCi, '&state=cancelled')).total);
+    expect(opsSampled).toBe((await ids(asOps, '&state=cancelled')).total);
   });
 
   it('a project needs push on the repositories its builds tag into, at creation and on change', async () => {

@@ -107,11 +107,27 @@ export class BuildRecordStore {
     offset: number,
     limit: number,
     state?: BuildState,
+    visible?: (record: BuildRecord) => boolean,
   ): Promise<BuildPage> {
     const index =
       filter.ref === undefined
         ? RedisKeys.projectBuilds(filter.project)
         : RedisKeys.projectRefBuilds(filter.project, filter.ref);
+    return this.scanPage(index, offset, limit, (record) => matches(record, state, visible), true);
+  }
+
+  /**
+   * One page of the records of `index` (newest first) that `match`: the index is read in chunks
+   * until the page is filled, at most {@link MAX_SOURCE_SCAN} ids per request (so `total` counts
+   * within those). With `dropGone`, ids whose record expired leave the index on the way.
+   */
+  private async scanPage(
+    index: string,
+    offset: number,
+    limit: number,
+    match: (record: BuildRecord) => boolean,
+    dropGone: boolean,
+  ): Promise<BuildPage> {
     const matching: BuildRecord[] = [];
     let total = 0;
     for (let start = 0; start < MAX_SOURCE_SCAN; start += 500) {
@@ -127,7 +143,7 @@ export class BuildRecordStore {
           return;
         }
         const record = JSON.parse(raw) as BuildRecord;
-        if (state !== undefined && record.state !== state) {
+        if (!match(record)) {
           return;
         }
         if (total >= offset && matching.length < limit) {
@@ -135,7 +151,7 @@ export class BuildRecordStore {
         }
         total++;
       });
-      if (gone.length > 0) {
+      if (gone.length > 0 && dropGone) {
         await this.redis.zrem(index, ...gone);
         start -= gone.length;
       }
@@ -220,10 +236,21 @@ export class BuildRecordStore {
    * expire in Redis at the same instant, see {@link indexWrite}); an index that does not match
    * the records (data from before the state indexes, or written by an older version) is rebuilt.
    */
-  async list(offset: number, limit: number, state?: BuildState): Promise<BuildPage> {
+  async list(
+    offset: number,
+    limit: number,
+    state?: BuildState,
+    visible?: (record: BuildRecord) => boolean,
+  ): Promise<BuildPage> {
     await this.pruneExpired();
     await this.reindexIfInconsistent();
     const index = state === undefined ? RedisKeys.buildIndex : RedisKeys.buildStateIndex(state);
+    if (visible !== undefined) {
+      // Only the builds a caller may see (API_AUTH): the index is scanned, not paged by rank,
+      // so a page and its total count those alone (bounded as listBySource is). An id whose
+      // record is gone is skipped here and left to the unfiltered read, which reindexes it.
+      return this.scanPage(index, offset, limit, (record) => matches(record, state, visible), false);
+    }
     // A record that vanished (deleted by hand) or whose index entry is stale is fixed and the
     // page read again; a few rounds settle it (each round fixes every entry it saw).
     for (let round = 0; ; round++) {
@@ -638,3 +665,12 @@ for _, id in ipairs(ids) do
 end
 return #ids
 `;
+
+/** Whether a record is in `state` (when given) and `visible` (when given). */
+function matches(
+  record: BuildRecord,
+  state: BuildState | undefined,
+  visible: ((record: BuildRecord) => boolean) | undefined,
+): boolean {
+  return (state === undefined || record.state === state) && (visible === undefined || visible(record));
+}

@@ -260,6 +260,38 @@ describe('BuildRecordStore', () => {
       expect(ids(await st.list(11, 4))).toEqual([]);
     });
 
+    it('with a visibility filter (API_AUTH): pages and totals count the visible builds only', async () => {
+      const made: BuildRecord[] = [];
+      for (let i = 0; i < 10; i++) {
+        // even ones tag into team/app, odd ones into other/app; every third is failed
+        const r = record({
+          createdAt: at(i),
+          tags: [i % 2 === 0 ? `team/app:${i}` : `other/app:${i}`],
+          state: i % 3 === 0 ? 'failed' : 'succeeded',
+        });
+        made[i] = r;
+        await st.create(r);
+      }
+      const team = (r: BuildRecord): boolean => r.tags.every((t) => t.startsWith('team/'));
+      const evenNewestFirst = [8, 6, 4, 2, 0].map((i) => made[i].id);
+      const seen: string[] = [];
+      for (let offset = 0; offset < 6; offset += 2) {
+        const page = await st.list(offset, 2, undefined, team);
+        expect(page).toMatchObject({ total: 5, offset, limit: 2 });
+        seen.push(...ids(page));
+      }
+      expect(seen).toEqual(evenNewestFirst);
+      // with a state: failed and visible (0 and 6)
+      expect(await st.list(0, 10, 'failed', team)).toMatchObject({ total: 2 });
+      expect(ids(await st.list(0, 10, 'failed', team))).toEqual([made[6].id, made[0].id]);
+      // a record gone from Redis is skipped, not counted
+      await db.del(RedisKeys.build(made[8].id));
+      expect(await st.list(0, 10, undefined, team)).toMatchObject({ total: 4 });
+      expect(ids(await st.list(0, 1, undefined, team))).toEqual([made[6].id]);
+      // without the filter, every build
+      expect((await st.list(0, 20)).total).toBe(9);
+    });
+
     it('follows transitions: a build is listed under its current state only', async () => {
       const a = record({ createdAt: at(1) });
       const b = record({ createdAt: at(2) });

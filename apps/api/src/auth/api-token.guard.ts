@@ -33,8 +33,14 @@ export class ApiTokenGuard implements CanActivate {
     const token = parseBearer(req.headers.authorization);
     const principal =
       token === null ? null : (this.verifier.verifyToken(token) ?? (await this.robots.verify(token)));
-    if (principal === null) {
+    if (token === null) {
       throw new UnauthorizedException('an API token is required: Authorization: Bearer <token>');
+    }
+    if (principal === null) {
+      // Said apart from a missing token, so a sign-in (the dashboard's, the CLI's) can tell a typo.
+      throw new UnauthorizedException(
+        'the API token was not accepted: it is neither a token of API_TOKENS nor a live robot token',
+      );
     }
     setApiPrincipal(req, principal);
     return true;

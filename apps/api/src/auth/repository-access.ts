@@ -97,20 +97,27 @@ export class RepositoryAccess {
     return this.policy.actionsFor(principal ?? null, repository).includes('pull');
   }
 
-  /** Pull on the repository of each tag of our registry (reading a build that tags into them). */
-  assertPullTags(req: Request, tags: readonly string[]): void {
-    for (const tag of tags) {
-      let repository: string;
-      try {
-        const ref = parseReference(tag);
-        if (ref.registry !== null) {
-          continue;
-        }
-        repository = ref.repository;
-      } catch {
-        continue;
-      }
-      this.assert(req, repository, 'pull');
+  /**
+   * Which builds the request may see: under API_AUTH a build is visible only when the principal
+   * may pull every repository of our registry that it tags into (tags naming another registry,
+   * and untagged builds, check nothing): what reading one needs. Null with
+   * API_AUTH off: every build, no filter to run.
+   */
+  buildFilter(req: Request): ((build: { readonly tags: readonly string[] }) => boolean) | null {
+    if (!this.config.auth.api) {
+      return null;
+    }
+    return (build) => repositoriesOf(build.tags).every((repository) => this.mayPull(req, repository));
+  }
+
+  /**
+   * A build the request may not see is answered as if it did not exist (BUILD_UNKNOWN, 404),
+   * with the message of a missing build: a 403 would tell a team the names of another's builds.
+   */
+  assertBuildVisible(req: Request, build: { readonly id: string; readonly tags: readonly string[] }): void {
+    const visible = this.buildFilter(req);
+    if (visible !== null && !visible(build)) {
+      throw new StratumError('BUILD_UNKNOWN', `no build with id "${build.id}"`);
     }
   }
 
@@ -177,4 +184,20 @@ export class RepositoryAccess {
       }
     }
   }
+}
+
+/** The repositories of our registry that `tags` name (those of other registries, and bad ones, left out). */
+function repositoriesOf(tags: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const tag of tags) {
+    try {
+      const ref = parseReference(tag);
+      if (ref.registry === null) {
+        out.push(ref.repository);
+      }
+    } catch {
+      // not a reference: nothing of ours to check
+    }
+  }
+  return out;
 }

@@ -130,27 +130,34 @@ export class BuildsController {
   }
 
   @Get()
-  @ApiOperation({ summary: 'List builds, newest first (offset, limit, state)' })
-  list(@Query(new ZodPipe(ListBuildsQuerySchema)) query: ListBuildsQuery): Promise<BuildPage> {
-    return this.builds.list(query);
+  @ApiOperation({
+    summary: 'List builds, newest first (offset, limit, state)',
+    description: 'With API_AUTH on: only builds whose repositories the caller may pull.',
+  })
+  list(
+    @Req() req: Request,
+    @Query(new ZodPipe(ListBuildsQuerySchema)) query: ListBuildsQuery,
+  ): Promise<BuildPage> {
+    return this.builds.list(query, this.access.buildFilter(req) ?? undefined);
   }
 
   @Get('stats')
   @ApiOperation({
     summary: 'Build trends: per UTC day, finished builds, outcomes, p50/p95 run time and cache hit rate',
-    description: 'Query: days (1-90, default 14), project.',
+    description:
+      'Query: days (1-90, default 14), project. With API_AUTH on: drawn from the builds whose repositories the caller may pull.',
   })
-  stats(@Query(new ZodPipe(BuildStatsQuerySchema)) query: BuildStatsQuery): Promise<BuildStats> {
-    return this.builds.stats(query);
+  stats(
+    @Req() req: Request,
+    @Query(new ZodPipe(BuildStatsQuerySchema)) query: BuildStatsQuery,
+  ): Promise<BuildStats> {
+    return this.builds.stats(query, this.access.buildFilter(req) ?? undefined);
   }
 
   @Get(':id')
   @ApiOperation({ summary: 'A build: state, steps, timings, image digest, error' })
   async get(@Param('id', uuid) id: string, @Req() req: Request): Promise<BuildRecord> {
-    const record = await this.builds.get(id);
-    // A build that tags into repositories is read with pull on them (ACCESS_RULES).
-    this.access.assertPullTags(req, record.tags);
-    return record;
+    return this.visibleBuild(req, id);
   }
 
   @Get(':id/logs')
@@ -164,7 +171,7 @@ export class BuildsController {
         `Last-Event-ID "${lastEventId}" is not an event id of this stream`,
       );
     }
-    this.access.assertPullTags(req, (await this.builds.get(id)).tags);
+    await this.visibleBuild(req, id);
     const abort = new AbortController();
     const events = await this.builds.events(id, lastEventId, abort.signal);
     await writeSse(req, res, async function* (signal) {
@@ -190,7 +197,7 @@ export class BuildsController {
     @Res() res: Response,
   ): Promise<void> {
     // The output is the build's image: pull on the repositories it was tagged into.
-    this.access.assertPullTags(req, (await this.builds.get(id)).tags);
+    await this.visibleBuild(req, id);
     const abort = new AbortController();
     const stream = Readable.from(await this.builds.output(id, query.type, abort.signal));
     res.status(200);
@@ -205,7 +212,8 @@ export class BuildsController {
 
   @Delete(':id')
   @ApiOperation({ summary: 'Cancel a build: a queued build is dropped, a running step is killed' })
-  cancel(@Param('id', uuid) id: string): Promise<BuildRecord> {
+  async cancel(@Param('id', uuid) id: string, @Req() req: Request): Promise<BuildRecord> {
+    await this.visibleBuild(req, id);
     return this.builds.cancel(id);
   }
 
@@ -219,9 +227,19 @@ export class BuildsController {
     @Req() req: Request,
     @Res({ passthrough: true }) res: Response,
   ): Promise<BuildSubmitted> {
-    this.access.assertTags(req, (await this.builds.get(id)).tags);
+    this.access.assertTags(req, (await this.visibleBuild(req, id)).tags);
     const submitted = await this.builds.retry(id);
     res.setHeader('Location', submitted.url);
     return submitted;
+  }
+
+  /**
+   * The build, when the caller may see it: under API_AUTH a build tagging into a repository the
+   * caller may not pull is a 404 as a missing one is (ACCESS_RULES), never a 403 naming it.
+   */
+  private async visibleBuild(req: Request, id: string): Promise<BuildRecord> {
+    const record = await this.builds.get(id);
+    this.access.assertBuildVisible(req, record);
+    return record;
   }
 }

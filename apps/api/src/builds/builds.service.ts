@@ -367,24 +367,33 @@ export class BuildsService {
     return record;
   }
 
-  list(query: ListBuildsQuery): Promise<BuildPage> {
+  /**
+   * A page of builds, newest first. `visible` (API_AUTH: the builds the caller may pull) leaves
+   * the others out of the page and of its total.
+   */
+  list(query: ListBuildsQuery, visible?: (record: BuildRecord) => boolean): Promise<BuildPage> {
     if (query.project !== undefined) {
       return this.records.listBySource(
         { project: query.project, ...(query.ref !== undefined ? { ref: query.ref } : {}) },
         query.offset,
         query.limit,
         query.state,
+        visible,
       );
     }
-    return this.records.list(query.offset, query.limit, query.state);
+    return this.records.list(query.offset, query.limit, query.state, visible);
   }
 
-  /** Per-day duration percentiles, outcomes and cache hit rates of the last `days` days. */
-  async stats(query: BuildStatsQuery): Promise<BuildStats> {
+  /**
+   * Per-day duration percentiles, outcomes and cache hit rates of the last `days` days, drawn
+   * from the builds `visible` keeps (all when not given).
+   */
+  async stats(query: BuildStatsQuery, visible?: (record: BuildRecord) => boolean): Promise<BuildStats> {
     const now = new Date();
     const since =
       Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()) - (query.days - 1) * 86_400_000;
-    const records = await this.records.createdSince(since, query.project);
+    const created = await this.records.createdSince(since, query.project);
+    const records = visible === undefined ? created : created.filter(visible);
     return buildStats(records, {
       days: query.days,
       now,

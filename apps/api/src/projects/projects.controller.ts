@@ -56,8 +56,8 @@ export class ProjectsController {
   @ApiOperation({
     summary: 'The branches, tags and pull requests the project built, each with its latest build',
   })
-  refs(@Param('name', projectName) name: string): Promise<ProjectRefState[]> {
-    return this.projects.refs(name);
+  refs(@Param('name', projectName) name: string, @Req() req: Request): Promise<ProjectRefState[]> {
+    return this.projects.refs(name, this.access.buildFilter(req) ?? undefined);
   }
 
   @Put(':name')

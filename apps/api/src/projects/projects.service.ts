@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { ProjectRefState, ProjectTrigger, ProjectView, StratumError } from '@stratum/contracts';
+import { BuildRecord, ProjectRefState, ProjectTrigger, ProjectView, StratumError } from '@stratum/contracts';
 import { BuildRecordStore, SecretBox } from '@stratum/jobs';
 import { checkRepositoryUrl, isCommitSha } from '@stratum/git';
 import { ProjectBuilder } from './project-builder';
@@ -44,17 +44,21 @@ export class ProjectsService {
   }
 
   /** Each ref the project built, with its latest build, newest first. */
-  async refs(name: string): Promise<ProjectRefState[]> {
+  /** Each ref the project built with its latest build; `visible` (API_AUTH) drops refs whose latest build it hides. */
+  async refs(name: string, visible?: (build: BuildRecord) => boolean): Promise<ProjectRefState[]> {
     await this.store.require(name);
-    return (await this.builds.latestByRef(name)).map(({ ref, build }) => ({
-      ref,
-      buildId: build.id,
-      state: build.state,
-      sha: build.source?.sha ?? null,
-      commitUrl: build.source?.commitUrl ?? null,
-      createdAt: build.createdAt,
-      finishedAt: build.finishedAt,
-    }));
+    const latest = await this.builds.latestByRef(name);
+    return latest
+      .filter(({ build }) => visible === undefined || visible(build))
+      .map(({ ref, build }) => ({
+        ref,
+        buildId: build.id,
+        state: build.state,
+        sha: build.source?.sha ?? null,
+        commitUrl: build.source?.commitUrl ?? null,
+        createdAt: build.createdAt,
+        finishedAt: build.finishedAt,
+      }));
   }
 
   async create(body: CreateProjectBody): Promise<ProjectView> {

@@ -51,22 +51,281 @@ class ApiError extends Error {
   }
 }
 
+/** The body of an answer: JSON, or its text as `{message}`. */
+async function bodyOf(res) {
+  const text = await res.text();
+  try {
+    return text === '' ? null : JSON.parse(text);
+  } catch {
+    return { message: text };
+  }
+}
+
 async function api(path, init = {}) {
+  const token = storedToken();
   const res = await fetch(path, {
     ...init,
-    headers: { accept: 'application/json', ...(init.headers ?? {}) },
+    headers: { accept: 'application/json', ...authHeaders(), ...(init.headers ?? {}) },
   });
-  const text = await res.text();
-  let body = null;
-  try {
-    body = text === '' ? null : JSON.parse(text);
-  } catch {
-    body = { message: text };
-  }
+  const body = await bodyOf(res);
   if (!res.ok) {
-    throw new ApiError(res.status, body);
+    const err = new ApiError(res.status, body);
+    if (res.status === 401) {
+      needSignIn(err, token);
+    }
+    throw err;
   }
   return body;
+}
+
+// ---------------------------------------------------------------- sign-in (API_AUTH)
+
+// With API_AUTH on every /api request needs `Authorization: Bearer <token>` (a token of
+// API_TOKENS, or a robot's). The first 401 puts up the sign-in form; the token is kept for this
+// tab only (sessionStorage) and sent on every /api request, the log streams included. With
+// API_AUTH off no request answers 401 and the form never shows.
+
+const TOKEN_KEY = 'stratum.apiToken';
+
+function storedToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null; // storage refused (a sandboxed frame): no token kept
+  }
+}
+
+function authHeaders() {
+  const token = storedToken();
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
+let signingIn = false;
+const signInError = h('p', { class: 'error', role: 'alert', id: 'signin-error', hidden: true });
+const tokenInput = h('input', {
+  type: 'password',
+  name: 'token',
+  id: 'signin-token',
+  autocomplete: 'current-password',
+  required: true,
+});
+const signInForm = h(
+  'form',
+  { class: 'card signin', id: 'signin' },
+  h('h1', {}, 'Sign in'),
+  h(
+    'p',
+    { class: 'muted' },
+    'This Stratum needs an API token: the token of a ',
+    h('code', {}, 'name:token'),
+    ' pair of API_TOKENS, or a robot account’s token. It is kept for this tab only.',
+  ),
+  h('label', {}, 'API token', tokenInput),
+  h('button', { type: 'submit' }, 'Sign in'),
+  signInError,
+);
+
+function showSignInError(message) {
+  signInError.textContent = message;
+  signInError.hidden = message === null;
+}
+
+/**
+ * A 401 from the API: the view stops polling and streaming, and the sign-in form takes its
+ * place (once: the other requests of the view answer 401 too). A stored token that the API no
+ * longer takes (revoked robot, changed API_TOKENS) is dropped, and why is shown; a 401 to a
+ * request sent before the current sign-in (`sentToken` is not the kept one) is stale and ignored.
+ */
+function needSignIn(err, sentToken) {
+  const kept = storedToken();
+  if (kept !== null && kept !== sentToken) {
+    return; // asked before the current sign-in: stale
+  }
+  if (kept !== null) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showSignInError(`Signed out: ${err.message}`);
+  }
+  updateSignOut();
+  if (signingIn) {
+    return;
+  }
+  signingIn = true;
+  stop();
+  stop = () => undefined;
+  replace(view, signInForm);
+  tokenInput.focus();
+}
+
+signInForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const token = tokenInput.value.trim();
+  const button = signInForm.querySelector('button');
+  button.disabled = true;
+  try {
+    // Checked with a cheap read before it is kept: a wrong token shows the API's own answer.
+    const res = await fetch('/api/v1/builds?limit=1', {
+      headers: { accept: 'application/json', authorization: `Bearer ${token}` },
+    });
+    if (!res.ok) {
+      showSignInError(new ApiError(res.status, await bodyOf(res)).message);
+      return;
+    }
+    sessionStorage.setItem(TOKEN_KEY, token);
+    tokenInput.value = '';
+    showSignInError(null);
+    signingIn = false;
+    updateSignOut();
+    route();
+  } catch (err) {
+    showSignInError(err instanceof Error ? err.message : String(err));
+  } finally {
+    button.disabled = false;
+  }
+});
+
+/** The header's sign-out control: shown while a token is kept. */
+function updateSignOut() {
+  const button = document.getElementById('sign-out');
+  if (button) {
+    button.hidden = storedToken() === null;
+  }
+}
+
+document.getElementById('sign-out')?.addEventListener('click', () => {
+  sessionStorage.removeItem(TOKEN_KEY);
+  showSignInError(null);
+  updateSignOut();
+  route(); // the view's first request answers 401: the form
+});
+
+// ---------------------------------------------------------------- server-sent events
+
+const EOL = /\r\n|\r|\n/g;
+
+/**
+ * Reads a Server-Sent Events stream with fetch(), so that it carries the Authorization header
+ * (EventSource cannot send one). As EventSource does (https://html.spec.whatwg.org/multipage/server-sent-events.html):
+ * `event:`/`data:`/`id:`/`retry:` fields, comments and a leading BOM skipped, an event
+ * dispatched at a blank line; when the stream ends or the network fails it reconnects after the
+ * retry delay, sending the last event id as Last-Event-ID; a non-2xx answer or another content
+ * type fails it for good. `on.event(type, data, id)` per event, `on.error({closed, error})` on
+ * each break (closed: no reconnect follows). Returns `{close()}`.
+ */
+function sseStream(url, on) {
+  let closed = false;
+  let lastEventId = '';
+  let retryMs = 3000;
+  let controller = null;
+  let timer = null;
+
+  const fail = (error, reconnect) => {
+    if (closed) {
+      return;
+    }
+    if (!reconnect) {
+      closed = true;
+    }
+    on.error({ closed: !reconnect, error });
+    if (reconnect && !closed) {
+      timer = setTimeout(() => void connect(), retryMs);
+    }
+  };
+
+  const connect = async () => {
+    controller = new AbortController();
+    const token = storedToken();
+    const headers = { accept: 'text/event-stream', ...authHeaders() };
+    if (lastEventId !== '') {
+      headers['last-event-id'] = lastEventId;
+    }
+    let res;
+    try {
+      res = await fetch(url, { headers, cache: 'no-store', signal: controller.signal });
+    } catch (err) {
+      fail(err, true);
+      return;
+    }
+    const type = res.headers.get('content-type') ?? '';
+    if (!res.ok || !type.toLowerCase().startsWith('text/event-stream')) {
+      const err = res.ok
+        ? new Error(`not an event stream (${type})`)
+        : new ApiError(res.status, await bodyOf(res).catch(() => null));
+      if (res.status === 401) {
+        needSignIn(err, token);
+      }
+      fail(err, false);
+      return;
+    }
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = '';
+    let eventType = '';
+    let data = [];
+    const line = (text) => {
+      if (text === '') {
+        if (data.length > 0) {
+          const payload = data.join('\n');
+          const name = eventType || 'message';
+          data = [];
+          eventType = '';
+          on.event(name, payload, lastEventId);
+        }
+        eventType = '';
+        return;
+      }
+      if (text.startsWith(':')) {
+        return;
+      }
+      const colon = text.indexOf(':');
+      const field = colon < 0 ? text : text.slice(0, colon);
+      let value = colon < 0 ? '' : text.slice(colon + 1);
+      if (value.startsWith(' ')) {
+        value = value.slice(1);
+      }
+      if (field === 'event') {
+        eventType = value;
+      } else if (field === 'data') {
+        data.push(value);
+      } else if (field === 'id' && !value.includes('\0')) {
+        lastEventId = value;
+      } else if (field === 'retry' && /^\d+$/.test(value)) {
+        retryMs = Number(value);
+      }
+    };
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || closed) {
+          break;
+        }
+        buffer += value;
+        EOL.lastIndex = 0;
+        let start = 0;
+        let m;
+        while (!closed && (m = EOL.exec(buffer)) !== null) {
+          if (m[0] === '\r' && EOL.lastIndex === buffer.length) {
+            break; // a CR that ends the chunk may be the first half of a CRLF
+          }
+          line(buffer.slice(start, m.index));
+          start = EOL.lastIndex;
+        }
+        buffer = buffer.slice(start);
+      }
+    } catch (err) {
+      fail(err, true);
+      return;
+    }
+    // The server ended the stream: EventSource reconnects, and so does this (unless closed).
+    fail(new Error('the stream ended'), true);
+  };
+
+  void connect();
+  return {
+    close() {
+      closed = true;
+      clearTimeout(timer);
+      controller?.abort();
+    },
+  };
 }
 
 function bytes(n) {
@@ -537,36 +796,38 @@ function buildView(id) {
   }
 
   // The stream replays the build's events from the start, then follows it live; the server ends
-  // it after the terminal state, and EventSource would reconnect, so close it then.
+  // it after the terminal state, and the reader would reconnect (as EventSource), so close it then.
   function follow() {
-    source = new EventSource(`/api/v1/builds/${id}/logs`);
-    source.addEventListener('log', (e) => {
-      const ev = JSON.parse(e.data);
-      appendLog(ev.text, ev.stream);
-    });
-    source.addEventListener('step', (e) => {
-      const ev = JSON.parse(e.data);
-      steps.set(ev.step.index, ev.step);
-      renderSteps();
-    });
-    source.addEventListener('result', () => void refresh());
-    source.addEventListener('error', (e) => {
-      if (e.data) {
-        appendLog(`error: ${JSON.parse(e.data).message}\n`, 'stderr');
-      } else if (source.readyState === EventSource.CLOSED && !stopped) {
-        replace(message, errorBox('the log stream closed'));
-      }
-    });
-    source.addEventListener('state', (e) => {
-      const ev = JSON.parse(e.data);
-      if (build) {
-        replace(stateEl, badge(ev.state));
-      }
-      if (TERMINAL.has(ev.state)) {
-        source.close();
-        log.dataset.ended = 'true';
-      }
-      void refresh();
+    source = sseStream(`/api/v1/builds/${id}/logs`, {
+      event(type, data) {
+        if (type === 'log') {
+          const ev = JSON.parse(data);
+          appendLog(ev.text, ev.stream);
+        } else if (type === 'step') {
+          const ev = JSON.parse(data);
+          steps.set(ev.step.index, ev.step);
+          renderSteps();
+        } else if (type === 'result') {
+          void refresh();
+        } else if (type === 'error') {
+          appendLog(`error: ${JSON.parse(data).message}\n`, 'stderr');
+        } else if (type === 'state') {
+          const ev = JSON.parse(data);
+          if (build) {
+            replace(stateEl, badge(ev.state));
+          }
+          if (TERMINAL.has(ev.state)) {
+            source.close();
+            log.dataset.ended = 'true';
+          }
+          void refresh();
+        }
+      },
+      error({ closed }) {
+        if (closed && !stopped && !signingIn) {
+          replace(message, errorBox('the log stream closed'));
+        }
+      },
     });
   }
 
@@ -1391,6 +1652,11 @@ let stop = () => undefined;
 
 function route() {
   stop();
+  stop = () => undefined;
+  if (signingIn) {
+    replace(view, signInForm);
+    return;
+  }
   const hash = location.hash.replace(/^#/, '') || '/builds';
   const [path, queryString] = hash.split('?');
   const params = new URLSearchParams(queryString ?? '');
@@ -1426,5 +1692,6 @@ function route() {
 }
 
 window.addEventListener('hashchange', route);
+updateSignOut();
 route();
 watchHealth();
