@@ -474,6 +474,9 @@ export async function prepareRunMounts(
               } else if (key.source !== null) {
                 // copied as on disk: the cache keeps in-image owners, as every layer does
                 const from = await openFrom(m.from as string, false);
+                if (key.source !== '/' && !(await resolveSource(m, line, from.root, false)).isDir) {
+                  notDir(); // a `source` the stage lacks fails here too: before any copy
+                }
                 try {
                   await deps.cacheStore.copySeed(from.root, dir);
                 } catch (err) {
@@ -481,10 +484,6 @@ export async function prepareRunMounts(
                     fail(m, line, `cannot seed the cache from ${m.from as string}: ${err.message}`);
                   }
                   throw err;
-                }
-                if (key.source !== '/') {
-                  // A `source` the stage lacks fails here, and no directory is kept for it.
-                  await sourceIn(dir);
                 }
               } else {
                 await chmod(dir, 0o755);
