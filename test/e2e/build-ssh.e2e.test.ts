@@ -247,6 +247,60 @@ describe('project secrets and deploy key', () => {
     expect((enc.body as { message: string }).message).toMatch(/passphrase-protected/);
   });
 
+  it("stratum projects secrets set --ssh-known-hosts FILE|-: the project's sshKnownHosts, read back through the API", async () => {
+    // A project of its own: known hosts change how an ssh:// repository is fetched, not app's file:// one.
+    await request(stack.api.url)
+      .post('/api/v1/projects')
+      .send({ name: 'kh', repoUrl: bareUrl, branches: ['main'] })
+      .expect(201);
+    const hostKey = (name: string): string => {
+      const k = join(tempDir('stratum-ssh-hostkey-'), 'k');
+      execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', k]);
+      return `${name} ${readFileSync(`${k}.pub`, 'utf8').trim().split(' ').slice(0, 2).join(' ')}`;
+    };
+    const knownHosts = async (): Promise<unknown> =>
+      (
+        (await request(stack.api.url).get('/api/v1/projects/kh').expect(200)).body as {
+          sshKnownHosts: unknown;
+        }
+      ).sshKnownHosts;
+    const file = join(tempDir('stratum-ssh-known-'), 'known_hosts');
+    const one = `# git.example.test, checked out of band\n${hostKey('git.example.test')}\n`;
+    writeFileSync(file, one);
+    const set = await stratum(['projects', 'secrets', 'set', 'kh', '--ssh-known-hosts', file]);
+    expect(set.stderr).toBe('');
+    expect(set.code).toBe(0);
+    expect(set.stdout).toBe('ssh known hosts set: 1 line\n');
+    expect(await knownHosts()).toBe(one);
+    // `-`: from stdin; the stored lines are replaced.
+    const two = `${hostKey('[git.example.test]:2222')}\n${hostKey('mirror.example.test')}\n`;
+    const fromStdin = await runCli(['projects', 'secrets', 'set', 'kh', '--ssh-known-hosts', '-'], {
+      url: stack.api.url,
+      input: two,
+    });
+    expect(fromStdin.stderr).toBe('');
+    expect(fromStdin.stdout).toBe('ssh known hosts set: 2 lines\n');
+    expect(await knownHosts()).toBe(two);
+    // Bad input: lines that are not known_hosts lines (the server's check, naming the line), a
+    // missing file. Exit 2, and the stored lines stay.
+    writeFileSync(file, 'git.example.test not-a-key\n');
+    const bad = await stratum(['projects', 'secrets', 'set', 'kh', '--ssh-known-hosts', file]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/sshKnownHosts.*line 1 is not/);
+    const missing = await stratum([
+      'projects',
+      'secrets',
+      'set',
+      'kh',
+      '--ssh-known-hosts',
+      join(file, 'nope'),
+    ]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/--ssh-known-hosts: cannot read .*nope/);
+    expect(await knownHosts()).toBe(two);
+    await request(stack.api.url).delete('/api/v1/projects/kh').expect(204);
+  });
+
   it('a webhook-triggered build of the project gets them; an untrusted build does not', async () => {
     // GitHub's push example (the community's collection), pointed at our repository and commit.
     // eslint-disable-next-line @typescript-eslint/no-require-imports

@@ -248,6 +248,75 @@ describe('type=cache', () => {
     expect(await readFile(join(root, 'stage'), 'utf8')).toBe('s\n');
   });
 
+  it('a seeded cache directory is a copy of the whole `from` root: a whole mount after a source mount shows all of it', async () => {
+    const r = await build(
+      busyboxContext(
+        [
+          'RUN mkdir -p /seed /other && echo s > /seed/s && echo o > /other/o && ln -s seed /link',
+          'FROM scratch AS final',
+          'ADD rootfs.tar /',
+          'ENV PATH=/bin',
+          'RUN --mount=type=bind,from=0,target=/b ls -A /b > /stage',
+          // The first mount of the directory shows one path of it...
+          'RUN --mount=type=cache,id=whole,from=0,source=/seed,target=/c sh -c "ls -A /c > /l1; echo w > /c/w"',
+          // ...but the directory holds the whole stage, with that mount's write.
+          'RUN --mount=type=cache,id=whole,from=0,target=/c sh -c "ls -A /c > /l2; cat /c/other/o /c/seed/w > /o2"',
+          // A source through a link of the stage: resolved inside the directory, as in the stage.
+          'RUN --mount=type=cache,id=whole,from=0,source=/link,target=/c ls -A /c > /l3',
+        ].join('\n'),
+      ),
+    );
+    const root = await unpack(r.imageDigest);
+    const read = (f: string): Promise<string> => readFile(join(root, f), 'utf8');
+    expect(await read('l1')).toBe('s\n');
+    const stage = await read('stage');
+    expect(stage.split('\n')).toEqual(expect.arrayContaining(['bin', 'link', 'other', 'seed']));
+    expect(await read('l2')).toBe(stage);
+    expect(await read('o2')).toBe('o\nw\n');
+    expect(await read('l3')).toBe('s\nw\n');
+  });
+
+  it('a seed source the stage lacks, or a seed over the cache budget: a clear error, no directory kept', async () => {
+    const cacheDirs = async (dir: string): Promise<string[]> =>
+      (await readdir(dir).catch(() => [] as string[])).filter((n) => n !== '.locks').sort();
+    const before = await cacheDirs(join(work, 'run-cache'));
+    const err = await failure(
+      busyboxContext(
+        [
+          'RUN mkdir /seed',
+          'FROM scratch AS final',
+          'ADD rootfs.tar /',
+          'RUN --mount=type=cache,id=lacks,from=0,source=/nope,target=/c true',
+        ].join('\n'),
+      ),
+    );
+    expect(err.message).toMatch(/^Dockerfile:7: .*source "\/nope" not found in 0/);
+    expect(await cacheDirs(join(work, 'run-cache'))).toEqual(before);
+    // A host whose cache budget is smaller than the stage: the seed is refused before any copy.
+    const small = join(work, 'small-budget');
+    const tight = bed.engine(small, { runCacheMaxBytes: 64 * 1024 });
+    const tooBig = await build(
+      busyboxContext(
+        [
+          'RUN true',
+          'FROM scratch AS final',
+          'ADD rootfs.tar /',
+          'RUN --mount=type=cache,from=0,target=/c true',
+        ].join('\n'),
+      ),
+      { on: tight },
+    ).then(
+      () => new Error('the build succeeded'),
+      (e: unknown) => e as Error,
+    );
+    expect(isUserBuildError(tooBig)).toBe(true);
+    expect(tooBig.message).toMatch(
+      /^Dockerfile:7: .*cannot seed the cache from 0: the seed is \d+ bytes, more than this host's budget for cache mounts \(RUN_CACHE_MAX_BYTES=65536\)/,
+    );
+    expect(await cacheDirs(join(small, 'run-cache'))).toEqual([]);
+    expect(mountsUnderWork()).toEqual([]);
+  });
+
   it('a cache directory is keyed as BuildKit keys it: id, plus `from`, plus uid/gid/mode without a source', async () => {
     // BuildKit: id defaults to path.Clean(target); the cache ref is `<id>:<seed ref>` when a seed
     // exists (`from`, or the mkdir that uid/gid/mode make when there is no source), else `<id>`.

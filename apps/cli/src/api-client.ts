@@ -9,6 +9,7 @@ import type {
   ContainerChanges,
   ContainerRecord,
   ErrorBody,
+  ProjectView,
   PushRecord,
   WorkerRemoved,
   WorkerView,
@@ -442,6 +443,11 @@ export class ApiClient {
         body: Readable.from([Buffer.from(JSON.stringify(body))]),
       },
     );
+  }
+
+  /** Changes the given fields of a project (`PUT /api/v1/projects/:name`); the others stay. */
+  updateProject(project: string, fields: { readonly sshKnownHosts?: string | null }): Promise<ProjectView> {
+    return this.json('PUT', `/api/v1/projects/${encodeURIComponent(project)}`, fields);
   }
 
   removeProjectSecret(project: string, kind: 'secret' | 'ssh', id: string): Promise<unknown> {

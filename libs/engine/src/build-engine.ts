@@ -50,7 +50,7 @@ import { addHistory, cloneState, envMap, ImageState, scratchState } from './imag
 import { NamedContextHost, NamedContexts } from './named-context';
 import { LayerExports } from './layer-export';
 import { applyMetadata, isMetadataInstruction } from './metadata-steps';
-import { RunCacheStore } from './run-cache';
+import { DEFAULT_RUN_CACHE_MAX_BYTES, RunCacheStore } from './run-cache';
 import { MountedFrom } from './run-mounts';
 import { prepareRunStep } from './run-step';
 import { BuildAborted, PreparedStep, stateWorkdir } from './step-host';
@@ -88,6 +88,7 @@ export class BuildEngine {
     this.cacheIndex = options.cacheIndex ?? new MemoryBuildCacheIndex();
     this.runCache = new RunCacheStore(
       options.runCacheDir ?? join(dirname(options.layerCacheDir), 'run-cache'),
+      options.runCacheMaxBytes ?? DEFAULT_RUN_CACHE_MAX_BYTES,
     );
   }
 
@@ -129,7 +130,7 @@ export class BuildEngine {
         .evict({ maxBytes: this.options.layerCacheMaxBytes ?? 50 * 1024 * 1024 * 1024 })
         .catch((err: unknown) => ctx.reporter.log(null, 'system', `layer cache eviction: ${String(err)}\n`));
       await this.runCache
-        .trim(this.options.runCacheMaxBytes ?? 10 * 1024 * 1024 * 1024)
+        .trim()
         .catch((err: unknown) => ctx.reporter.log(null, 'system', `cache mount trim: ${String(err)}\n`));
     }
   }

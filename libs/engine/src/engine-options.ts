@@ -54,7 +54,10 @@ export interface BuildEngineOptions {
    * (default: `run-cache` beside `layerCacheDir`).
    */
   readonly runCacheDir?: string;
-  /** After each build the cache mount directories are trimmed to this (LRU, unused ones only). Default 10 GiB. */
+  /**
+   * After each build the cache mount directories are trimmed to this (LRU, unused ones only);
+   * a cache mount's `from` seed larger than it is refused. Default 10 GiB.
+   */
   readonly runCacheMaxBytes?: number;
   readonly stepTimeoutMs: number;
   /** Memory limit of each RUN step (default 4 GiB): a hog is killed, the worker lives on. */

@@ -86,6 +86,22 @@ export function runCacheName(id: string, seed: string | null): string {
   return seed === null ? opaqueName(id) : opaqueName(`${id}\0${seed}`);
 }
 
+/** Default budget of a host's cache mount directories (`RUN_CACHE_MAX_BYTES`). */
+export const DEFAULT_RUN_CACHE_MAX_BYTES = 10 * 1024 * 1024 * 1024;
+
+/** A seed (a `from` root) larger than the whole budget of the host's cache mounts: it is not copied. */
+export class RunCacheSeedTooLargeError extends Error {
+  constructor(
+    readonly bytes: number,
+    readonly maxBytes: number,
+  ) {
+    super(
+      `the seed is ${bytes} bytes, more than this host's budget for cache mounts (RUN_CACHE_MAX_BYTES=${maxBytes})`,
+    );
+    this.name = 'RunCacheSeedTooLargeError';
+  }
+}
+
 /** Most instances of one `sharing=private` cache in use at once on a host. */
 export const MAX_PRIVATE_CACHE_INSTANCES = 64;
 
@@ -108,7 +124,14 @@ export const MAX_PRIVATE_CACHE_INSTANCES = 64;
 export class RunCacheStore {
   readonly root: string;
 
-  constructor(root: string) {
+  /**
+   * @param maxBytes the budget {@link trim} keeps the unused directories to by default, and the
+   *   largest seed {@link copySeed} copies.
+   */
+  constructor(
+    root: string,
+    readonly maxBytes: number = DEFAULT_RUN_CACHE_MAX_BYTES,
+  ) {
     this.root = resolve(root);
   }
 
@@ -119,7 +142,9 @@ export class RunCacheStore {
   /**
    * The directory for cache `id` seeded by `seed` ({@link runCacheName}). A directory made
    * now is prepared by `init` (owner, mode, seed content) in a temporary name first, then
-   * renamed into place: a crash never leaves a half-seeded cache behind.
+   * renamed into place: a crash never leaves a half-seeded cache behind. A seeded directory
+   * (`seed` not null: maybe a copy of a whole stage) is made once per host: a step that finds
+   * another making it waits for it (an flock on `.locks/<name>.seed`) instead of copying too.
    */
   async acquire(
     id: string,
@@ -148,7 +173,7 @@ export class RunCacheStore {
     const lock: FileLock = held as FileLock;
     const dir = join(this.root, name);
     try {
-      await this.ensure(dir, init);
+      await this.ensure(dir, init, seed === null ? null : `${this.lockFile(name)}.seed`, signal);
     } catch (err) {
       await lock.release();
       throw err;
@@ -168,10 +193,31 @@ export class RunCacheStore {
     };
   }
 
-  private async ensure(dir: string, init: (dir: string) => Promise<void>): Promise<void> {
-    if ((await stat(dir).catch(() => null))?.isDirectory() === true) {
+  private async ensure(
+    dir: string,
+    init: (dir: string) => Promise<void>,
+    onceLock: string | null,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const exists = async (): Promise<boolean> => (await stat(dir).catch(() => null))?.isDirectory() === true;
+    if (await exists()) {
       return;
     }
+    if (onceLock === null) {
+      return this.make(dir, init);
+    }
+    // Taken only while the directory is missing, after the directory's own lock: never a cycle.
+    const once = (await flockFile(onceLock, { exclusive: true, wait: true }, signal)) as FileLock;
+    try {
+      if (!(await exists())) {
+        await this.make(dir, init);
+      }
+    } finally {
+      await once.release();
+    }
+  }
+
+  private async make(dir: string, init: (dir: string) => Promise<void>): Promise<void> {
     const tmp = join(this.root, `.tmp-${randomBytes(8).toString('hex')}`);
     await mkdir(tmp);
     try {
@@ -188,11 +234,27 @@ export class RunCacheStore {
   }
 
   /**
+   * Copies the tree `root` (a seed: a `from` stage's root) into `dir`, a directory being made by
+   * {@link acquire}'s `init`: owners, modes, links and times kept; a reflink where the
+   * filesystem has them, else a plain copy, never a hard link into the seed (a step's writes to
+   * the cache must not reach the stage). A seed larger than {@link maxBytes} would be trimmed
+   * as soon as it is unused: it is refused ({@link RunCacheSeedTooLargeError}) before any copy.
+   * Cost, once per seeded directory: ~0.1-0.3 s (du + cp) for a 100 MB stage on ext4 (no reflink).
+   */
+  async copySeed(root: string, dir: string): Promise<void> {
+    const bytes = await duBytes(root);
+    if (bytes > this.maxBytes) {
+      throw new RunCacheSeedTooLargeError(bytes, this.maxBytes);
+    }
+    await execFileP('cp', ['-a', '--reflink=auto', `${root}/.`, dir]);
+  }
+
+  /**
    * Removes unused cache directories, least recently used first, until the rest take at most
    * `maxBytes` (sizes by `du`, hard links counted once per directory). Directories in use are
    * kept, whatever their size. Leftover temporaries of a crash are removed too.
    */
-  async trim(maxBytes: number): Promise<{ removed: number; freedBytes: number }> {
+  async trim(maxBytes: number = this.maxBytes): Promise<{ removed: number; freedBytes: number }> {
     const names = await readdir(this.root).catch(() => [] as string[]);
     const entries: { name: string; size: number; used: number }[] = [];
     for (const name of names) {

@@ -22,7 +22,7 @@ import type { Mount, RunInstruction } from '@stratum/dockerfile';
 import { IdMap, mountIdmapped, removeMountPoint } from '@stratum/layers';
 import type { BindMount, TmpfsMount } from '@stratum/runtime';
 import { BuildError } from './build-errors';
-import { RunCacheLease, RunCacheStore } from './run-cache';
+import { RunCacheLease, RunCacheSeedTooLargeError, RunCacheStore } from './run-cache';
 import { SshAgentServer } from './ssh-agent';
 
 const execFileP = promisify(execFile);
@@ -315,25 +315,29 @@ export function cacheMountKey(m: Mount, fromKey: string | null): CacheMountKey {
 }
 
 /**
- * The host path of `source` inside cache directory `dir`, copied from the seed (`seedHost()`)
- * the first time a step mounts it: BuildKit's cache directory is a copy of the whole `from`
- * root, of which each mount shows its `source`; copying only the paths mounted shows the same,
- * with one known difference: a whole-`from` mount (no `source`) of a directory made earlier for
- * a `source` mount shows only the paths copied so far, where BuildKit shows the whole root.
+ * The host path of `source` inside a seeded cache directory `dir`, resolved as the stage's own
+ * filesystem resolves it (links followed, never out of `dir`). BuildKit's seeded cache directory
+ * is a copy of the whole `from` root, made once when the directory is made (see
+ * {@link prepareRunMounts}), of which each mount shows its `source`; so a later whole-`from`
+ * mount of it shows the whole root. A `source` missing from the directory (a step removed it,
+ * or the directory was made before it held the whole root) is copied from the seed
+ * (`seedHost()`) again, beside its place then renamed: a concurrent step seeding the same path
+ * finds it whole or not at all. A `source` that is not a directory is an error, as in the seed.
  */
 async function seedCacheSource(
   dir: string,
   source: string,
   seedHost: () => Promise<string>,
+  notDir: () => never,
 ): Promise<string> {
   const rel = await resolveInRoot(dir, source, { symlinks: 'in-root', what: 'cache source' });
   const host = containerPath(dir, rel);
-  if ((await stat(host).catch(() => null)) !== null) {
-    return host;
+  const st = await stat(host).catch(() => null);
+  if (st !== null) {
+    return st.isDirectory() ? host : notDir();
   }
   const from = await seedHost();
   await mkdir(dirname(host), { recursive: true });
-  // Copied beside it, then renamed: a concurrent step seeding the same path finds it whole or not at all.
   const tmp = join(dirname(host), `.stratum-seed-${randomBytes(6).toString('hex')}`);
   await mkdir(tmp);
   try {
@@ -442,19 +446,45 @@ export async function prepareRunMounts(
         case 'cache': {
           const destination = mountTarget(m, workdir);
           const key = cacheMountKey(m, m.from !== undefined ? await deps.fromKey(m.from, line) : null);
+          const notDir = (): never =>
+            fail(m, line, `source "${m.source ?? '.'}" in ${m.from as string} is not a directory`);
+          // The mount's `source` in a seeded cache directory (see seedCacheSource).
+          const sourceIn = (dir: string): Promise<string> =>
+            seedCacheSource(
+              dir,
+              key.source as string,
+              async () => {
+                const from = await openFrom(m.from as string, false);
+                const seed = await resolveSource(m, line, from.root, false);
+                return seed.isDir ? seed.host : notDir();
+              },
+              notDir,
+            );
           const lease: RunCacheLease = await deps.cacheStore.acquire(
             key.id,
             key.seed,
             m.sharing ?? 'shared',
             async (dir) => {
               // BuildKit's new cache directory: the mode/owner asked for (then empty, whatever
-              // `from` holds), or a copy of `from`'s root (its owner and mode), or 0755 root's.
+              // `from` holds), or a copy of `from`'s whole root (its owner and mode) whatever
+              // `source` this mount shows of it, or 0755 root's.
               if (key.perms) {
                 await chmod(dir, m.mode ?? 0o755);
                 await chown(dir, m.uid ?? 0, m.gid ?? 0);
-              } else if (key.source === '/') {
+              } else if (key.source !== null) {
                 // copied as on disk: the cache keeps in-image owners, as every layer does
-                await copyTree((await openFrom(m.from as string, false)).root, dir, true);
+                const from = await openFrom(m.from as string, false);
+                if (key.source !== '/' && !(await resolveSource(m, line, from.root, false)).isDir) {
+                  notDir(); // a `source` the stage lacks fails here too: before any copy
+                }
+                try {
+                  await deps.cacheStore.copySeed(from.root, dir);
+                } catch (err) {
+                  if (err instanceof RunCacheSeedTooLargeError) {
+                    fail(m, line, `cannot seed the cache from ${m.from as string}: ${err.message}`);
+                  }
+                  throw err;
+                }
               } else {
                 await chmod(dir, 0o755);
                 await chown(dir, 0, 0);
@@ -465,16 +495,7 @@ export async function prepareRunMounts(
           undo.push(() => lease.release());
           let host = lease.dir;
           if (key.source !== null && key.source !== '/') {
-            // One cache directory per id and `from`, as BuildKit's: it holds the seed's tree,
-            // each `source` of it copied in when a step first mounts that path.
-            host = await seedCacheSource(lease.dir, key.source, async () => {
-              const from = await openFrom(m.from as string, false);
-              const seed = await resolveSource(m, line, from.root, false);
-              if (!seed.isDir) {
-                fail(m, line, `source "${m.source ?? '.'}" in ${m.from as string} is not a directory`);
-              }
-              return seed.host;
-            });
+            host = await sourceIn(lease.dir);
           }
           await addStub(destination);
           mounts.push({ source: host, destination, readonly: m.readOnly });
