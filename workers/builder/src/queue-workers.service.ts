@@ -207,6 +207,17 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
       worker.on('failed', (job, err) =>
         this.logger.warn(`${queue} job ${job?.id ?? '?'} failed: ${err.message}`),
       );
+      if (route.has(JobName.Build)) {
+        // The job was handed on (its lock lapsed while this worker stalled): its steps stop
+        // here, so the worker taking it over does not wait for them (OldAttemptCheck).
+        worker.on('lockRenewalFailed', (ids: string[]) => {
+          for (const id of ids) {
+            if (worker.cancelJob(id, AbortReason.LockLost)) {
+              this.logger.warn(`${queue} job ${id}: lock lost (taken over elsewhere), stopping it here`);
+            }
+          }
+        });
+      }
       // Once per 10 s: while Redis is unreachable the worker reports every reconnect attempt.
       logErrorsThrottled(worker, this.logger, `${queue} worker`);
       this.workers.push(worker);
