@@ -1,17 +1,22 @@
 // Lost-worker detection with the production defaults (WORKER_LOST_MS=8000, nothing overridden):
 // a worker SIGKILLed mid-RUN is taken over within 10 s of its death and its liveness record
 // says it is gone since about then; a worker whose CPU is taken by busy loops on every core
-// while its RUN step runs is not taken for lost (one attempt, the step ran once).
+// while its RUN step runs is not taken for lost (one attempt, the step ran once); a worker on
+// another host that stalled past its lock and came back stops its attempt, and the worker
+// taking the build over waits for that before it runs the steps (never both at once).
 import 'reflect-metadata';
 import { ChildProcess, spawn } from 'node:child_process';
-import { availableParallelism } from 'node:os';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import request from 'supertest';
-import { busyboxContext } from '@stratum/testing';
+import { busyboxContext, startWorkerProcess, WorkerProcessHandle } from '@stratum/testing';
 import {
   alive,
   ChaosStack,
   pollFor,
+  overlayMountsUnder,
   runcContainers,
   sleep,
   startChaosStack,
@@ -198,4 +203,122 @@ it('a worker whose CPU is taken by busy loops on every core during a 15 s RUN st
   figures.push(
     `${cores} busy loops for 20 s during a 15 s RUN on ${runner}: one attempt, done ${tookMs} ms after the load began`,
   );
+});
+
+it('a worker on another host that stalled past its lock and came back: it stops its attempt, the taker waits for it, the step never runs on both', async () => {
+  await stack.stopWorkers();
+  // "Another host": its own DATA_DIR (scratch, runc root, layer cache), the same store (linked).
+  const otherDir = mkdtempSync(join(tmpdir(), 'stratum-chaos-lost-other-'));
+  mkdirSync(join(stack.dataDir, 'store'), { recursive: true });
+  symlinkSync(join(stack.dataDir, 'store'), join(otherDir, 'store'));
+  const redis = new Redis(stack.redisServer.url);
+  let far: WorkerProcessHandle | undefined;
+  let sampler: NodeJS.Timeout | undefined;
+  try {
+    far = await startWorkerProcess({ ...stack.env('chaos-lost-far'), DATA_DIR: otherDir }, 60_000);
+    const farRunc = join(otherDir, 'worker', 'chaos-lost-far', 'runc');
+    const res = await submitBuild(
+      stack.api.url,
+      busyboxContext('RUN echo step-began-$((6*7)) && sleep 12\n'),
+      {
+        t: 'chaos/lost:far',
+        nocache: 'true',
+      },
+    );
+    expect(res.status).toBe(202);
+    const id = (res.body as { id: string }).id;
+    await pollFor(
+      'the RUN container on the far worker',
+      () => (runcContainers(farRunc).length > 0 ? true : undefined),
+      60_000,
+      50,
+    );
+    const near = await stack.startWorker(A);
+    // Both runc roots sampled all along: the step must never run on both hosts at once.
+    let overlaps = 0;
+    sampler = setInterval(() => {
+      if (runcContainers(farRunc).length > 0 && runcContainers(runc(A)).length > 0) {
+        overlaps++;
+      }
+    }, 50);
+
+    // The far worker stalls (SIGSTOP) while no stalled check may run (its key held here), so its
+    // lock lapses and nobody has taken the job yet; it comes back and heartbeats again (listing
+    // the build), and only then may the check hand the job on.
+    const checkKey = 'bull:build:stalled-check';
+    await redis.set(checkKey, 'held-by-test', 'PX', 60_000);
+    far.process.kill('SIGSTOP');
+    const stoppedAt = Date.now();
+    await pollFor(
+      "the far worker's lock to lapse",
+      async () => ((await redis.exists(`bull:build:${id}:lock`)) === 0 ? true : undefined),
+      30_000,
+      20,
+    );
+    const lapsedMs = Date.now() - stoppedAt;
+    // Back, it must not take the job again itself (the wait is what is under test): its store
+    // answers ENOTDIR from now on, so its health gate pauses it at its first probe.
+    rmSync(join(otherDir, 'store'));
+    writeFileSync(join(otherDir, 'store'), 'not a store\n');
+    far.process.kill('SIGCONT');
+    const resumedAt = Date.now();
+    await pollFor(
+      'a heartbeat of the resumed far worker',
+      async () => {
+        const text = await redis.hget('stratum:workers:platforms', 'chaos-lost-far');
+        const advert = text === null ? null : (JSON.parse(text) as { seenAt?: number });
+        return advert?.seenAt !== undefined && advert.seenAt >= resumedAt ? true : undefined;
+      },
+      10_000,
+      20,
+    );
+    await redis.del(checkKey);
+
+    const rec = await waitForBuild(stack.api.url, id, ['succeeded', 'failed', 'cancelled'], 120_000);
+    clearInterval(sampler);
+    sampler = undefined;
+    const log = String((await request(stack.api.url).get(`/api/v1/builds/${id}/logs`).buffer(true)).text);
+    expect({ state: rec.state, attempts: rec.attempts, worker: rec.worker }).toEqual({
+      state: 'succeeded',
+      attempts: 2,
+      worker: A,
+    });
+    expect(log).toContain(`worker chaos-lost-far lost, attempt 2 on worker ${A}`);
+    const stopped =
+      /worker chaos-lost-far is alive on another host and stopped its attempt of this build(?: after (\d+) ms)?/.exec(
+        log,
+      );
+    expect(stopped).not.toBeNull();
+    expect(far.output()).toMatch(/lock lost \(taken over elsewhere\), stopping it here/);
+    expect(far.output()).toMatch(/object storage does not answer/);
+    expect(overlaps).toBe(0);
+    expect(near.output()).not.toMatch(/still runs this build/);
+    figures.push(
+      `far worker SIGSTOPped mid-RUN: lock lapsed after ${lapsedMs} ms, resumed; it stopped its attempt and ${A} ${stopped?.[1] !== undefined ? `waited ${stopped[1]} ms for that` : 'found it stopped'}; ${overlaps} overlapping samples`,
+    );
+  } finally {
+    if (sampler !== undefined) {
+      clearInterval(sampler);
+    }
+    redis.disconnect();
+    rmSync(join(otherDir, 'store'), { force: true });
+    symlinkSync(join(stack.dataDir, 'store'), join(otherDir, 'store'));
+    if (far !== undefined) {
+      if (far.process.pid !== undefined && alive(far.process.pid)) {
+        far.process.kill('SIGCONT');
+      }
+      await far.stop(10_000);
+      // Its leftovers (if any) swept by a restart on the same dir, then the dir removed.
+      if (overlayMountsUnder(otherDir).length > 0) {
+        const again = await startWorkerProcess(
+          { ...stack.env('chaos-lost-far'), DATA_DIR: otherDir },
+          60_000,
+        );
+        await again.stop(10_000);
+      }
+    }
+    if (overlayMountsUnder(otherDir).length === 0) {
+      rmSync(otherDir, { recursive: true, force: true });
+    }
+  }
 });
