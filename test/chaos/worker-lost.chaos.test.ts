@@ -205,7 +205,7 @@ it('a worker whose CPU is taken by busy loops on every core during a 15 s RUN st
   );
 });
 
-it('a worker on another host that stalled past its lock and came back: it stops its attempt, the taker waits for it, the step never runs on both', async () => {
+it('a worker on another host that stalled past its lock and came back: it stops its attempt before the taker runs the steps (waiting for it if need be), never both at once', async () => {
   await stack.stopWorkers();
   // "Another host": its own DATA_DIR (scratch, runc root, layer cache), the same store (linked).
   const otherDir = mkdtempSync(join(tmpdir(), 'stratum-chaos-lost-other-'));
