@@ -14,7 +14,7 @@ import { ChaosStack, pollFor, runcContainers, startChaosStack } from './chaos-su
 
 // Issue 20 item 3: a container's files live on the worker that ran it, so its commits and its
 // removal wait on that worker's own queue. When that worker is SIGKILLed and never returns,
-// they must not wait forever: they fail CONTAINER_WORKER_TIMEOUT_MS after its heartbeat lapsed,
+// they must not wait forever: they fail CONTAINER_WORKER_TIMEOUT_MS after its last heartbeat,
 // naming the worker, the queues view shows the worker gone, and what it left is listed by
 // `stratum workers ls` and dropped by `stratum workers rm` (refused while a worker is live).
 // Real redis-server, API in process, workers from dist/ (npm run build).
@@ -128,11 +128,11 @@ it('fails commits and removals of a SIGKILLed worker’s containers after the ti
   const failedAt = Date.now();
   expect(failed.error).toContain(`worker ${GONE} that holds container ${exited.id} is gone since`);
   expect(failed.error).toContain(`stratum workers rm ${GONE}`);
-  // Measured from when its heartbeat lapsed: not before the timeout, and at most a sweep after.
+  // Measured from its last heartbeat: not before the timeout, and at most a sweep after.
   expect(failedAt - goneSince).toBeGreaterThanOrEqual(TIMEOUT_MS);
   expect(failedAt - Math.max(goneSince + TIMEOUT_MS, goneSeenAt)).toBeLessThan(5000);
   process.stdout.write(
-    `worker killed -> heartbeat lapsed ${goneSince - killedAt} ms, commit failed ${failedAt - killedAt} ms after the kill\n`,
+    `worker killed -> last heartbeat ${killedAt - goneSince} ms before the kill, commit failed ${failedAt - killedAt} ms after the kill\n`,
   );
 
   // New requests fail at once: 503 with the same message.

@@ -43,7 +43,7 @@ const stopWorkers = (): Promise<void> => stack.stopWorkers();
 const scratch = (id: string): string => join(dataDir, 'worker', id);
 
 beforeAll(async () => {
-  // the production stalled-job detection (WORKER_LOCK_DURATION_MS + WORKER_STALLED_INTERVAL_MS: 10 s)
+  // the production stalled-job detection (WORKER_LOST_MS: 8 s)
   stack = await startChaosStack('chaos-crash', SURVIVOR);
   ({ dataDir, api } = stack);
 });

@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig, unreachableByClients } from './config';
+import { ConfigError, loadConfig, lostWorkerTimings, unreachableByClients } from './config';
 
 describe('loadConfig', () => {
   const minimal = { REDIS_URL: 'redis://127.0.0.1:6390' };
@@ -253,13 +253,67 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...minimal, MAX_ADD_UNPACKED_BYTES: '0' })).toThrow(/MAX_ADD_UNPACKED_BYTES/);
   });
 
-  it('reads the stalled-job timings, 30 s lock and 15 s check by default', () => {
-    expect(loadConfig(minimal).worker).toMatchObject({ lockDurationMs: 8_000, stalledIntervalMs: 2_000 });
-    const c = loadConfig({ ...minimal, WORKER_LOCK_DURATION_MS: '4000', WORKER_STALLED_INTERVAL_MS: '2000' });
-    expect(c.worker).toMatchObject({ lockDurationMs: 4000, stalledIntervalMs: 2000 });
+  it('derives the takeover timings from WORKER_LOST_MS (8 s by default)', () => {
+    expect(loadConfig(minimal).worker).toMatchObject({
+      lostMs: 8_000,
+      lockDurationMs: 5_600,
+      lockRenewMs: 1_867,
+      stalledIntervalMs: 2_000,
+      heartbeatMs: 1_000,
+      livenessTtlMs: 3_000,
+    });
+    expect(loadConfig({ ...minimal, WORKER_LOST_MS: '20000' }).worker).toMatchObject({
+      lostMs: 20_000,
+      lockDurationMs: 14_000,
+      stalledIntervalMs: 5_000,
+      heartbeatMs: 2_500,
+      livenessTtlMs: 7_500,
+    });
+    expect(() => loadConfig({ ...minimal, WORKER_LOST_MS: '1000' })).toThrow(/WORKER_LOST_MS/);
+    expect(() => loadConfig({ ...minimal, WORKER_LOST_MS: 'soon' })).toThrow(/WORKER_LOST_MS/);
+  });
+
+  it('keeps the derived timings within the bound for every WORKER_LOST_MS', () => {
+    for (const lost of [2_000, 2_001, 3_333, 8_000, 9_999, 60_000, 600_000]) {
+      const t = lostWorkerTimings(lost)!;
+      // worst-case detection: lock expiry (a full lock after the last renewal) + one stalled interval
+      expect(t.lockDurationMs + t.stalledIntervalMs).toBeLessThanOrEqual(lost);
+      // a dead worker's liveness record lapses before its jobs can be taken over (the earliest:
+      // one lock after a renewal that was due just when it died)
+      expect(t.livenessTtlMs).toBeLessThan(t.lockDurationMs - t.lockRenewMs);
+      // a live worker renews several times per lock and heartbeats several times per record
+      expect(t.lockRenewMs * 3).toBeLessThanOrEqual(t.lockDurationMs + 1);
+      expect(t.heartbeatMs * 3).toBe(t.livenessTtlMs);
+    }
+  });
+
+  it('takes WORKER_LOCK_DURATION_MS / WORKER_STALLED_INTERVAL_MS as overrides whose sum fits WORKER_LOST_MS', () => {
+    const c = loadConfig({ ...minimal, WORKER_LOCK_DURATION_MS: '4000', WORKER_STALLED_INTERVAL_MS: '1000' });
+    expect(c.worker).toMatchObject({
+      lostMs: 8_000,
+      lockDurationMs: 4000,
+      lockRenewMs: 1333,
+      stalledIntervalMs: 1000,
+    });
+    expect(loadConfig({ ...minimal, WORKER_STALLED_INTERVAL_MS: '2400' }).worker).toMatchObject({
+      lockDurationMs: 5_600,
+      stalledIntervalMs: 2_400,
+    });
     expect(() => loadConfig({ ...minimal, WORKER_LOCK_DURATION_MS: '10' })).toThrow(
       /WORKER_LOCK_DURATION_MS/,
     );
+    // the former defaults (8 s + 2 s) exceed the 8 s bound: refused, naming the way out
+    expect(() =>
+      loadConfig({ ...minimal, WORKER_LOCK_DURATION_MS: '8000', WORKER_STALLED_INTERVAL_MS: '2000' }),
+    ).toThrow(/\(8000 \+ 2000 ms\) exceed WORKER_LOST_MS \(8000 ms\).*raise WORKER_LOST_MS/);
+    expect(
+      loadConfig({
+        ...minimal,
+        WORKER_LOST_MS: '10000',
+        WORKER_LOCK_DURATION_MS: '8000',
+        WORKER_STALLED_INTERVAL_MS: '2000',
+      }).worker,
+    ).toMatchObject({ lostMs: 10_000, lockDurationMs: 8000, stalledIntervalMs: 2000, heartbeatMs: 1250 });
   });
 
   it('pulls unqualified bases from Docker Hub by default, without mirrors', () => {

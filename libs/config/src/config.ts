@@ -183,12 +183,15 @@ function buildSchemas() {
         'WORKER_PLATFORMS must be a comma list like linux/amd64,linux/arm64',
       )
       .optional(),
-    // BullMQ stalled-job detection: a crashed worker's job is picked up again after at most
-    // lockDuration + stalledInterval (10 s by default). The lock is renewed every lockDuration/2
-    // by a timer, so a false takeover needs the worker's event loop stalled for 4 s or Redis
-    // unreachable for as long; a redelivery to the same worker waits for its first run.
-    WORKER_LOCK_DURATION_MS: positiveInt.min(1000).default(8_000),
-    WORKER_STALLED_INTERVAL_MS: positiveInt.min(1000).default(2_000),
+    // How long after a worker dies (or hangs, or loses Redis) its jobs go on elsewhere, at most.
+    // The BullMQ lock and stalled-check timings and the liveness heartbeat derive from it
+    // (lostWorkerTimings). A smaller value takes over sooner but tolerates shorter pauses of a
+    // live worker (about 0.47 of it: an event loop or Redis stall that long is a false takeover).
+    WORKER_LOST_MS: positiveInt.min(2000).max(600_000).default(8_000),
+    // Expert overrides of the derived BullMQ timings (lockDuration, stalledInterval); their sum
+    // is the worst-case detection time and may not exceed WORKER_LOST_MS.
+    WORKER_LOCK_DURATION_MS: positiveInt.min(1000).optional(),
+    WORKER_STALLED_INTERVAL_MS: positiveInt.min(500).optional(),
     // A commit or removal of a container whose worker (the host holding its files) has been gone
     // this long fails with a message naming the worker, instead of waiting for it forever.
     CONTAINER_WORKER_TIMEOUT_MS: positiveInt.min(1000).default(30_000),
@@ -799,10 +802,18 @@ export interface StratumConfig {
     readonly id: string;
     readonly concurrency: number;
     readonly shutdownTimeoutMs: number;
+    /** WORKER_LOST_MS: a lost worker's jobs go on elsewhere at most this long after it stops. */
+    readonly lostMs: number;
     /** BullMQ job lock: a job whose worker stops renewing it for this long is stalled. */
     readonly lockDurationMs: number;
+    /** How often the lock of a running job is renewed (BullMQ lockRenewTime). */
+    readonly lockRenewMs: number;
     /** How often BullMQ looks for stalled jobs (and moves them back to waiting). */
     readonly stalledIntervalMs: number;
+    /** How often the worker writes its liveness record (advert) to Redis. */
+    readonly heartbeatMs: number;
+    /** How long one liveness record says the worker is alive: it is gone this long after its last heartbeat. */
+    readonly livenessTtlMs: number;
     /** Host scratch space: container roots, upper dirs, extracted contexts. */
     readonly scratchDir: string;
     /** WORKER_PLATFORMS as given (unparsed; the worker checks it against what the host can run). */
@@ -900,6 +911,60 @@ function describe(issues: z.core.$ZodIssue[]): string[] {
   return issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
 }
 
+/** The worker timings derived from WORKER_LOST_MS (see {@link lostWorkerTimings}). */
+export interface LostWorkerTimings {
+  readonly lostMs: number;
+  readonly lockDurationMs: number;
+  readonly lockRenewMs: number;
+  readonly stalledIntervalMs: number;
+  readonly heartbeatMs: number;
+  readonly livenessTtlMs: number;
+}
+
+/**
+ * Derives the takeover timings from one bound, `lostMs` (WORKER_LOST_MS, L).
+ *
+ * BullMQ moves a job back to waiting at the first stalled check after its lock expired, so a
+ * dead worker's job is free at most lockDuration + stalledInterval after its death (the lock was
+ * renewed at the latest when it died). lockDuration = 0.7 L and stalledInterval = 0.25 L keep
+ * that at 0.95 L, the rest for the check itself and the pick-up by another worker. The lock is
+ * renewed every lockDuration / 3 (BullMQ's default, / 2, would tolerate less): a live worker is
+ * taken for lost only when a renewal is late by more than 2/3 lockDuration (0.47 L, 3.7 s by
+ * default), e.g. its event loop or Redis stalled that long.
+ *
+ * The liveness record (advert) is written every L / 8 and lasts 3/8 L: a dead worker's record
+ * has lapsed before its build is taken over (which is at least 2/3 lockDuration = 0.47 L after
+ * the death), so a record still live at a takeover means the old worker is alive.
+ *
+ * `overrides` (WORKER_LOCK_DURATION_MS, WORKER_STALLED_INTERVAL_MS) replace the derived BullMQ
+ * timings; their sum may not exceed L (a problem is added otherwise).
+ */
+export function lostWorkerTimings(
+  lostMs: number,
+  overrides: { lockDurationMs?: number; stalledIntervalMs?: number } = {},
+  problems: string[] = [],
+): LostWorkerTimings | null {
+  const lockDurationMs = overrides.lockDurationMs ?? Math.round(lostMs * 0.7);
+  const stalledIntervalMs = overrides.stalledIntervalMs ?? Math.round(lostMs / 4);
+  if (lockDurationMs + stalledIntervalMs > lostMs) {
+    problems.push(
+      `WORKER_LOCK_DURATION_MS + WORKER_STALLED_INTERVAL_MS (${lockDurationMs} + ${stalledIntervalMs} ms) ` +
+        `exceed WORKER_LOST_MS (${lostMs} ms): a lost worker could go undetected that long; ` +
+        `raise WORKER_LOST_MS or unset the overrides (they are derived from it)`,
+    );
+    return null;
+  }
+  const heartbeatMs = Math.round(lostMs / 8);
+  return {
+    lostMs,
+    lockDurationMs,
+    lockRenewMs: Math.round(lockDurationMs / 3),
+    stalledIntervalMs,
+    heartbeatMs,
+    livenessTtlMs: 3 * heartbeatMs,
+  };
+}
+
 /**
  * Validates the environment. Backend-specific settings are required only when that backend
  * is chosen (S3_* only with STORAGE=s3). Throws {@link ConfigError} naming every problem.
@@ -951,7 +1016,24 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (base.success && base.data.STEP_NETWORK_DEFAULT === 'sandbox' && !base.data.ALLOW_SANDBOX_NETWORK) {
     problems.push('STEP_NETWORK_DEFAULT: "sandbox" cannot be the default with ALLOW_SANDBOX_NETWORK=false');
   }
-  if (!base.success || storage === null || auth === null || registryClients === null || problems.length > 0) {
+  const timings = base.success
+    ? lostWorkerTimings(
+        base.data.WORKER_LOST_MS,
+        {
+          lockDurationMs: base.data.WORKER_LOCK_DURATION_MS,
+          stalledIntervalMs: base.data.WORKER_STALLED_INTERVAL_MS,
+        },
+        problems,
+      )
+    : null;
+  if (
+    !base.success ||
+    storage === null ||
+    auth === null ||
+    registryClients === null ||
+    timings === null ||
+    problems.length > 0
+  ) {
     throw new ConfigError(problems);
   }
   const c = base.data;
@@ -997,8 +1079,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       id: c.WORKER_ID,
       concurrency: c.WORKER_CONCURRENCY,
       shutdownTimeoutMs: c.WORKER_SHUTDOWN_TIMEOUT_MS,
-      lockDurationMs: c.WORKER_LOCK_DURATION_MS,
-      stalledIntervalMs: c.WORKER_STALLED_INTERVAL_MS,
+      ...timings,
       scratchDir: resolve(dataDir, 'worker', c.WORKER_ID),
       platforms: c.WORKER_PLATFORMS ?? null,
     },

@@ -3,7 +3,7 @@ import { RedisServerHandle, startRedisServer } from '@stratum/testing';
 import { WORKER_ADVERTS_KEY, WORKER_SEEN_KEY, WorkerRegistry } from './worker-registry';
 
 // The worker registry against a real redis-server, with a clock the test moves: live while the
-// advert lasts, gone since its expiry (or since a clean withdraw), remembered until forgotten.
+// advert lasts, gone since its last heartbeat (or since a clean withdraw), remembered until forgotten.
 
 let server: RedisServerHandle;
 let redis: Redis;
@@ -21,7 +21,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-it('a crashed worker is gone since its advert expired, a stopped one since it withdrew; forget drops both', async () => {
+it('a crashed worker is gone since its last heartbeat once its advert lapsed, a stopped one since it withdrew; forget drops both', async () => {
   await registry.advertise('crashed', ['linux/amd64'], 30_000);
   await registry.advertise('stopped', ['linux/arm64'], 30_000);
   expect(await registry.all()).toEqual([
@@ -40,13 +40,14 @@ it('a crashed worker is gone since its advert expired, a stopped one since it wi
   });
   expect((await registry.liveness('crashed')).live).toBe(true);
 
-  // The crashed one stops re-advertising: gone since its advert's expiry, not since it was noticed.
-  now = 1_000_000 + 45_000; // its advert lapsed at 1_030_000
+  // The crashed one stops re-advertising: once its advert lapsed (at 1_030_000) it is gone
+  // since its last heartbeat, not since its record lapsed or was noticed.
+  now = 1_000_000 + 45_000;
   expect(await registry.liveness('crashed')).toEqual({
     workerId: 'crashed',
     live: false,
     platforms: [],
-    goneSince: 1_030_000,
+    goneSince: 1_000_000,
   });
   expect(await registry.platforms()).toEqual(new Set());
 
@@ -68,4 +69,36 @@ it('a crashed worker is gone since its advert expired, a stopped one since it wi
   expect(await redis.hexists(WORKER_SEEN_KEY, 'crashed')).toBe(0);
   expect(await redis.hexists(WORKER_ADVERTS_KEY, 'crashed')).toBe(0);
   expect((await registry.all()).map((w) => w.workerId)).toEqual(['from-a-queue', 'stopped']);
+});
+
+it('a live advert says when it was written and which jobs the worker ran; none once it lapsed or was withdrawn', async () => {
+  now = 2_000_000;
+  await registry.advertise('busy', ['linux/amd64'], 3_000, ['b1', 'b2.linux-arm64']);
+  expect(await registry.advert('busy')).toEqual({
+    workerId: 'busy',
+    platforms: ['linux/amd64'],
+    expiresAt: 2_003_000,
+    seenAt: 2_000_000,
+    jobs: ['b1', 'b2.linux-arm64'],
+  });
+  now += 2_999;
+  expect((await registry.advert('busy'))?.jobs).toEqual(['b1', 'b2.linux-arm64']);
+  now += 1;
+  expect(await registry.advert('busy')).toBeNull();
+  expect(await registry.liveness('busy')).toMatchObject({ live: false, goneSince: 2_000_000 });
+
+  await registry.advertise('busy', ['linux/amd64'], 3_000);
+  expect((await registry.advert('busy'))?.jobs).toEqual([]);
+  await registry.withdraw('busy');
+  expect(await registry.advert('busy')).toBeNull();
+  expect(await registry.advert('never-seen')).toBeNull();
+  // An advert of an older worker (no seenAt, no jobs) still counts; garbage does not.
+  await redis.hset(
+    WORKER_ADVERTS_KEY,
+    'old',
+    JSON.stringify({ workerId: 'old', platforms: [], expiresAt: now + 1 }),
+  );
+  expect(await registry.advert('old')).toEqual({ workerId: 'old', platforms: [], expiresAt: now + 1 });
+  await redis.hset(WORKER_ADVERTS_KEY, 'junk', '{"platforms":"x"}');
+  expect(await registry.advert('junk')).toBeNull();
 });

@@ -4,8 +4,8 @@ import { Redis } from 'ioredis';
 export const WORKER_ADVERTS_KEY = 'stratum:workers:platforms';
 
 /**
- * Redis hash: worker id -> until when it was last known alive (ms since the epoch): its last
- * advert's expiry, or the moment it withdrew. Never expires by itself: a worker that never
+ * Redis hash: worker id -> when it was last known alive (ms since the epoch): its last
+ * heartbeat (advert), or the moment it withdrew. Never expires by itself: a worker that never
  * comes back stays listed (with what it left) until `DELETE /api/v1/workers/:id` forgets it.
  */
 export const WORKER_SEEN_KEY = 'stratum:workers:seen';
@@ -16,21 +16,30 @@ export interface WorkerLiveness {
   readonly live: boolean;
   /** Its advert while live. */
   readonly platforms: string[];
-  /** When its advert lapsed or it withdrew; null while live, or for a worker never seen. */
+  /** Its last heartbeat before its advert lapsed, or when it withdrew; null while live. */
   readonly goneSince: number | null;
 }
 
-/** What a live worker says it can build for, until `expiresAt` (ms since the epoch). */
+/**
+ * A worker's liveness record (its heartbeat): what it builds for and runs, written at `seenAt`
+ * and true until `expiresAt` (ms since the epoch).
+ */
 export interface WorkerAdvert {
   readonly workerId: string;
   readonly platforms: string[];
   readonly expiresAt: number;
+  /** When it was written (absent in the adverts of older workers). */
+  readonly seenAt?: number;
+  /** Ids of the jobs it was running then (absent in the adverts of older workers). */
+  readonly jobs?: string[];
 }
 
 /**
- * Which platforms the live workers build for. Each worker re-advertises every third of its
- * TTL while it runs and withdraws on shutdown; a crashed worker's advert lapses after the TTL.
- * The API reads it to refuse at once a build asking for a platform no worker runs.
+ * The workers' liveness records. Each worker re-advertises (its heartbeat) every third of its
+ * TTL while it runs (WORKER_LOST_MS / 8, the record lasting 3/8 of it) and withdraws on
+ * shutdown; a crashed worker's advert lapses one TTL after its last heartbeat. The API reads it
+ * to refuse at once a build asking for a platform no worker runs and to give up on containers of
+ * a gone worker; a worker taking a build over reads the old worker's record.
  */
 export class WorkerRegistry {
   constructor(
@@ -38,13 +47,32 @@ export class WorkerRegistry {
     private readonly now: () => number = Date.now,
   ) {}
 
-  async advertise(workerId: string, platforms: readonly string[], ttlMs: number): Promise<void> {
-    const advert: WorkerAdvert = { workerId, platforms: [...platforms], expiresAt: this.now() + ttlMs };
+  /** A heartbeat: `workerId` is alive for `ttlMs` from now, building for `platforms`, running `jobs`. */
+  async advertise(
+    workerId: string,
+    platforms: readonly string[],
+    ttlMs: number,
+    jobs: readonly string[] = [],
+  ): Promise<void> {
+    const seenAt = this.now();
+    const advert: WorkerAdvert = {
+      workerId,
+      platforms: [...platforms],
+      expiresAt: seenAt + ttlMs,
+      seenAt,
+      jobs: [...jobs],
+    };
     await this.redis
       .multi()
       .hset(WORKER_ADVERTS_KEY, workerId, JSON.stringify(advert))
-      .hset(WORKER_SEEN_KEY, workerId, String(advert.expiresAt))
+      .hset(WORKER_SEEN_KEY, workerId, String(seenAt))
       .exec();
+  }
+
+  /** `workerId`'s liveness record while it lasts; null once it lapsed or was withdrawn. */
+  async advert(workerId: string): Promise<WorkerAdvert | null> {
+    const advert = parseAdvert(await this.redis.hget(WORKER_ADVERTS_KEY, workerId));
+    return advert !== null && advert.expiresAt > this.now() ? advert : null;
   }
 
   /** A clean shutdown: not live from now on (gone since now, until it advertises again). */
@@ -101,13 +129,8 @@ export class WorkerRegistry {
     const out: WorkerAdvert[] = [];
     const stale: string[] = [];
     for (const [id, text] of Object.entries(all)) {
-      let advert: WorkerAdvert | null;
-      try {
-        advert = JSON.parse(text) as WorkerAdvert;
-      } catch {
-        advert = null;
-      }
-      if (advert === null || !Array.isArray(advert.platforms) || !(advert.expiresAt > now)) {
+      const advert = parseAdvert(text);
+      if (advert === null || !(advert.expiresAt > now)) {
         stale.push(id);
       } else {
         out.push(advert);
@@ -122,5 +145,23 @@ export class WorkerRegistry {
   /** Every platform some live worker builds for. */
   async platforms(): Promise<Set<string>> {
     return new Set((await this.live()).flatMap((a) => a.platforms));
+  }
+}
+
+/** A stored advert, or null when it is not one (malformed, or written by something else). */
+function parseAdvert(text: string | null): WorkerAdvert | null {
+  if (text === null) {
+    return null;
+  }
+  try {
+    const advert = JSON.parse(text) as WorkerAdvert | null;
+    return advert !== null &&
+      typeof advert === 'object' &&
+      Array.isArray(advert.platforms) &&
+      typeof advert.expiresAt === 'number'
+      ? advert
+      : null;
+  } catch {
+    return null;
   }
 }

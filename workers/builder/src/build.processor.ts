@@ -313,8 +313,23 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
       if (takeover !== null && typeof existing.worker === 'string' && this.oldAttempts !== undefined) {
         // Before any step runs again: the old attempt's containers must be gone (issue 20).
         const cleared = await this.oldAttempts.clear(buildId, existing.worker);
-        this.logger.log(`build ${buildId}: ${cleared}`);
-        sink.log(null, 'system', `${cleared}\n`);
+        this.logger.log(`build ${buildId}: ${cleared.message}`);
+        sink.log(null, 'system', `${cleared.message}\n`);
+        if (cleared.waitedMs > 0) {
+          // The old attempt went on meanwhile: it may have finished the build.
+          const now = await this.records.get(buildId);
+          if (now?.state === BuildState.Succeeded) {
+            await sink.flush();
+            return done('succeeded', now.imageDigest);
+          }
+          if (now?.state === BuildState.Failed || now?.state === BuildState.Cancelled) {
+            await sink.flush();
+            return done(now.state);
+          }
+          if (now?.state === BuildState.Queued) {
+            await this.records.transition(buildId, BuildState.Running, { worker: this.workerId });
+          }
+        }
       }
       const { local, remote } = splitTags(job.data.tags);
       // An image only pushed elsewhere still lives in our registry, under the build's id.
@@ -352,6 +367,11 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
     } catch (err) {
       await sink.flush().catch(() => undefined);
       const message = truncateErrorMessage(err instanceof Error ? err.message : String(err));
+      if (signal.aborted && signal.reason === AbortReason.LockLost) {
+        // Another worker runs the build now: its record, secrets and result are that attempt's.
+        this.logger.warn(`build ${buildId}: lock lost, this attempt stopped (${message})`);
+        throw new Error(`lock lost: the build was taken over (${message})`, { cause: err });
+      }
       if (signal.aborted && signal.reason === AbortReason.Cancelled) {
         await this.records.appendEvent(buildId, {
           type: 'log',

@@ -10,6 +10,11 @@ export const AbortReason = {
   Cancelled: 'cancelled',
   /** The worker is shutting down: fail the attempt so the job is retried elsewhere. */
   Shutdown: 'shutdown',
+  /**
+   * BullMQ could not renew the job's lock (this worker stalled or was cut off long enough for
+   * the job to be handed on): stop, touching nothing of the build, which another worker runs now.
+   */
+  LockLost: 'lock-lost',
 } as const;
 
 /**

@@ -133,15 +133,23 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
   }
 
   private advertTimer: NodeJS.Timeout | null = null;
+  /** Ids of the jobs this worker runs now (in its liveness record, for a worker taking one over). */
+  private readonly running = new Map<string, number>();
 
-  /** Says which platforms this worker builds for, now and every 10 s (the advert lives 30 s). */
+  /**
+   * The liveness record (heartbeat): which platforms this worker builds for and which jobs it
+   * runs, now and every WORKER_LOST_MS / 8, each record lasting 3/8 of it (lostWorkerTimings).
+   */
   private async advertise(): Promise<void> {
+    const { heartbeatMs, livenessTtlMs } = this.config.worker;
     const send = (): Promise<void> =>
-      this.registry.advertise(this.config.worker.id, this.platforms.served, 30_000);
+      this.registry.advertise(this.config.worker.id, this.platforms.served, livenessTtlMs, [
+        ...this.running.keys(),
+      ]);
     await send();
     this.advertTimer = setInterval(() => {
-      send().catch((err: unknown) => this.logger.warn(`platform advert: ${String(err)}`));
-    }, 10_000);
+      send().catch((err: unknown) => this.logger.warn(`liveness heartbeat: ${String(err)}`));
+    }, heartbeatMs);
     this.advertTimer.unref();
   }
 
@@ -169,15 +177,29 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
           if (!handler) {
             throw new Error(`no handler for job "${job.name}" on queue "${queue}"`);
           }
-          return handler.handle(job as never, signal ?? new AbortController().signal);
+          const id = job.id ?? '';
+          // Counted: a job redelivered here while its first run still goes is running twice.
+          this.running.set(id, (this.running.get(id) ?? 0) + 1);
+          try {
+            return await handler.handle(job as never, signal ?? new AbortController().signal);
+          } finally {
+            const left = (this.running.get(id) ?? 1) - 1;
+            if (left > 0) {
+              this.running.set(id, left);
+            } else {
+              this.running.delete(id);
+            }
+          }
         },
         {
           connection,
           prefix: QUEUE_PREFIX,
           concurrency: this.config.worker.concurrency,
           name: this.config.worker.id,
-          // A crashed worker's job is picked up again once its lock expires (stalled-job check).
+          // A crashed worker's job is picked up again once its lock expires (stalled-job check):
+          // at most lockDuration + stalledInterval <= WORKER_LOST_MS after it died.
           lockDuration: this.config.worker.lockDurationMs,
+          lockRenewTime: this.config.worker.lockRenewMs,
           stalledInterval: this.config.worker.stalledIntervalMs,
           maxStalledCount: 2,
         },
@@ -185,6 +207,17 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
       worker.on('failed', (job, err) =>
         this.logger.warn(`${queue} job ${job?.id ?? '?'} failed: ${err.message}`),
       );
+      if (route.has(JobName.Build)) {
+        // The job was handed on (its lock lapsed while this worker stalled): its steps stop
+        // here, so the worker taking it over does not wait for them (OldAttemptCheck).
+        worker.on('lockRenewalFailed', (ids: string[]) => {
+          for (const id of ids) {
+            if (worker.cancelJob(id, AbortReason.LockLost)) {
+              this.logger.warn(`${queue} job ${id}: lock lost (taken over elsewhere), stopping it here`);
+            }
+          }
+        });
+      }
       // Once per 10 s: while Redis is unreachable the worker reports every reconnect attempt.
       logErrorsThrottled(worker, this.logger, `${queue} worker`);
       this.workers.push(worker);

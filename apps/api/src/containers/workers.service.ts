@@ -117,7 +117,7 @@ export class WorkersService implements OnModuleInit, OnModuleDestroy {
     if (w.live) {
       throw new StratumError(
         'WORKER_LIVE',
-        `worker ${workerId} is live; stop it first (its advert lapses 30 s after it dies)`,
+        `worker ${workerId} is live; stop it first (its liveness record lapses ${this.config.worker.livenessTtlMs} ms after it dies)`,
       );
     }
     const reason = `worker ${workerId} that held container %s was removed (gone since ${new Date(w.goneSince ?? Date.now()).toISOString()})`;
