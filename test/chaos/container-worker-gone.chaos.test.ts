@@ -1,14 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { chromium } from 'playwright-core';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { QUEUE_PREFIX, WORKER_SEEN_KEY } from '@stratum/jobs';
 import { listOverlayMountsUnder, unmountOverlay } from '@stratum/layers';
 import { BUSYBOX_FIXTURE } from '@stratum/testing';
+import { launchChromium } from '../support/chromium';
 import { runCli } from '../support/cli';
 import { ChaosStack, pollFor, runcContainers, startChaosStack } from './chaos-support';
 
@@ -157,27 +155,15 @@ it('fails commits and removals of a SIGKILLed worker’s containers after the ti
   }
 
   // The dashboard's Queues page lists the gone worker with what it left (headless Chromium).
-  const profile = mkdtempSync(join(tmpdir(), 'stratum-chaos-chromium-'));
-  const browser = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-    ],
-  });
+  const chrome = await launchChromium();
   try {
-    const page = browser.pages()[0] ?? (await browser.newPage());
+    const { page } = chrome;
     await page.goto(`${stack.api.url}/#/queues`);
     const row = page.locator(`#gone-workers tr[data-worker="${GONE}"]`);
     await row.waitFor({ timeout: 20_000 });
     expect((await row.locator('td').allInnerTexts()).slice(3)).toEqual(['2', '0']);
   } finally {
-    await browser.close();
-    rmSync(profile, { recursive: true, force: true });
+    await chrome.close();
   }
 
   // The leftovers are listed, a live worker cannot be forgotten, an unknown one is a 404.

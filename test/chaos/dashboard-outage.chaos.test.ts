@@ -6,32 +6,20 @@ import 'reflect-metadata';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BrowserContext, chromium, Page } from 'playwright-core';
+import { Page } from 'playwright-core';
 import { freePort, RedisServerHandle, S3rverProcess, startRedisServer } from '@stratum/testing';
 import { ApiServerHandle, startApiServer, testConfig } from '../support/api-server';
+import { HeadlessChromium, launchChromium } from '../support/chromium';
 
 jest.setTimeout(120_000);
-
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 let redisServer: RedisServerHandle;
 let s3: S3rverProcess;
 let dataDir: string;
-let profileDir: string;
 let api: ApiServerHandle;
-let browser: BrowserContext;
+let chrome: HeadlessChromium | undefined;
 let page: Page;
-const pageErrors: string[] = [];
+let pageErrors: string[] = [];
 
 beforeAll(async () => {
   redisServer = await startRedisServer();
@@ -50,25 +38,17 @@ beforeAll(async () => {
       S3_BUCKET: 'stratum-banner',
     }),
   );
-  profileDir = mkdtempSync(join(tmpdir(), 'stratum-chaos-chromium-'));
-  browser = await chromium.launchPersistentContext(profileDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-  });
-  page = browser.pages()[0] ?? (await browser.newPage());
-  page.on('pageerror', (err) => pageErrors.push(err.message));
+  chrome = await launchChromium();
+  ({ page, pageErrors } = chrome);
 });
 
 afterAll(async () => {
-  await browser?.close();
+  await chrome?.close();
   await api?.close();
   await s3?.destroy();
   await redisServer?.stop();
-  for (const dir of [dataDir, profileDir]) {
-    if (dir !== undefined) {
-      rmSync(dir, { recursive: true, force: true });
-    }
+  if (dataDir !== undefined) {
+    rmSync(dataDir, { recursive: true, force: true });
   }
 });
 

@@ -1,12 +1,12 @@
 // Decorator metadata is only recorded when reflect-metadata is loaded before any decorated
 // class (main.ts does the same).
 import 'reflect-metadata';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { BrowserContext, chromium, Page } from 'playwright-core';
+import { Page } from 'playwright-core';
 import { BuildRecord } from '@stratum/contracts';
 import { busyboxContext, contextTar } from '@stratum/testing';
+import { HeadlessChromium, launchChromium } from '../support/chromium';
 import { StackHandle, startStack } from '../support/stack';
 
 // Issue 19: the dashboard under API_AUTH=true. Every /api request answers 401 without a token,
@@ -17,29 +17,16 @@ import { StackHandle, startStack } from '../support/stack';
 
 jest.setTimeout(120_000);
 
-const CHROMIUM = '/usr/bin/chromium';
 const SCREENSHOTS = resolve(__dirname, '../../test-output/dashboard-auth');
-/** Chromium on a machine without network stalls on its background fetches unless told not to make them. */
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const SECRET = 'a-dashboard-auth-secret-of-32-characters!';
 const TEAM_TOKEN = 'dash-team-token-0123456789abcdef';
 const OTHER_TOKEN = 'dash-other-token-0123456789abcdef';
 const TOKEN_KEY = 'stratum.apiToken';
 
 let stack: StackHandle;
-let profileDir: string;
-let browser: BrowserContext;
+let chrome: HeadlessChromium | undefined;
 let page: Page;
-const pageErrors: string[] = [];
+let pageErrors: string[] = [];
 let teamBuild: string;
 let otherBuild: string;
 
@@ -94,24 +81,13 @@ beforeAll(async () => {
       ANONYMOUS_PULL: 'false',
     },
   });
-  profileDir = mkdtempSync(join(tmpdir(), 'stratum-e2e-chromium-'));
-  browser = await chromium.launchPersistentContext(profileDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1280, height: 900 },
-  });
-  page = browser.pages()[0] ?? (await browser.newPage());
-  page.setDefaultTimeout(20_000);
-  page.on('pageerror', (err) => pageErrors.push(err.message));
+  chrome = await launchChromium({ viewport: { width: 1280, height: 900 }, timeoutMs: 20_000 });
+  ({ page, pageErrors } = chrome);
 });
 
 afterAll(async () => {
-  await browser?.close();
+  await chrome?.close();
   await stack?.stop();
-  if (profileDir !== undefined) {
-    rmSync(profileDir, { recursive: true, force: true });
-  }
 });
 
 it('without a token every /api request is 401, and the page shows the sign-in form', async () => {

@@ -2,37 +2,24 @@
 // class (main.ts does the same).
 import 'reflect-metadata';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { BrowserContext, chromium, Page } from 'playwright-core';
+import { Page } from 'playwright-core';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
 import { busyboxContext, contextTar, pollBuild, writeTree } from '@stratum/testing';
+import { HeadlessChromium, launchChromium } from '../support/chromium';
 import { StackHandle, startStack } from '../support/stack';
 
 jest.setTimeout(90_000);
 
 const WORKER_ID = 'e2e-dashboard';
-const CHROMIUM = '/usr/bin/chromium';
 const SCREENSHOTS = resolve(__dirname, '../../test-output/dashboard');
-/** Chromium on a machine without network stalls on its background fetches unless told not to make them. */
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 let stack: StackHandle;
-let profileDir: string;
-let browser: BrowserContext;
+let chrome: HeadlessChromium | undefined;
 let page: Page;
-const pageErrors: string[] = [];
+let pageErrors: string[] = [];
 
 async function getBuild(id: string): Promise<BuildRecord> {
   return (await request(stack.api.url).get(`/api/v1/builds/${id}`)).body as BuildRecord;
@@ -70,24 +57,13 @@ beforeAll(async () => {
       GIT_ALLOW_FILE_URLS: 'true',
     },
   });
-  profileDir = mkdtempSync(join(tmpdir(), 'stratum-e2e-chromium-'));
-  browser = await chromium.launchPersistentContext(profileDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1280, height: 900 },
-  });
-  page = browser.pages()[0] ?? (await browser.newPage());
-  page.setDefaultTimeout(20_000);
-  page.on('pageerror', (err) => pageErrors.push(err.message));
+  chrome = await launchChromium({ viewport: { width: 1280, height: 900 }, timeoutMs: 20_000 });
+  ({ page, pageErrors } = chrome);
 });
 
 afterAll(async () => {
-  await browser?.close();
+  await chrome?.close();
   await stack?.stop();
-  if (profileDir !== undefined) {
-    rmSync(profileDir, { recursive: true, force: true });
-  }
 });
 
 describe('serving', () => {
