@@ -45,6 +45,8 @@ import {
   gitHttpBackend,
   requireTools,
   runCli,
+  GitSubmoduleLink,
+  makeBareRepo,
   runGit,
   writeTree,
 } from '@stratum/testing';
@@ -63,33 +65,8 @@ const sha: Record<string, string> = {};
 const git = (cwd: string, ...args: string[]): string => runGit(work, cwd, ...args);
 const execFileP = promisify(execFile);
 
-/**
- * A bare repository `<name>.git` in `work` with `files` and gitlinks to `subs` (.gitmodules
- * entries and index entries, as `git submodule add` leaves them); answers its commit.
- */
-function makeRepo(
-  name: string,
-  files: Record<string, string>,
-  subs: { name: string; path: string; url: string; commit: string }[] = [],
-): string {
-  const w = join(work, `${name}-work`);
-  writeTree(files, w);
-  git(w, 'init', '--quiet', '-b', 'main', '.');
-  if (subs.length > 0) {
-    writeFileSync(
-      join(w, '.gitmodules'),
-      subs.map((m) => `[submodule "${m.name}"]\n\tpath = ${m.path}\n\turl = ${m.url}\n`).join(''),
-    );
-  }
-  git(w, 'add', '.');
-  // After `add .`, which would drop a gitlink whose directory is not there.
-  for (const m of subs) {
-    git(w, 'update-index', '--add', '--cacheinfo', `160000,${m.commit},${m.path}`);
-  }
-  git(w, 'commit', '--quiet', '-m', name);
-  git(work, 'clone', '--quiet', '--bare', w, join(work, `${name}.git`));
-  return git(w, 'rev-parse', 'HEAD');
-}
+const makeRepo = (name: string, files: Record<string, string>, subs: GitSubmoduleLink[] = []): string =>
+  makeBareRepo(work, work, name, files, subs);
 
 function stratum(args: string[]): Promise<CliResult> {
   return runCli(args, { url: stack.api.url, timeoutMs: 180_000 });

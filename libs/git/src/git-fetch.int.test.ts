@@ -1,8 +1,8 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GitForge } from '@stratum/contracts';
-import { runGit, startGitHttpServer } from '@stratum/testing';
+import { GitSubmoduleLink, makeBareRepo, runGit, startGitHttpServer } from '@stratum/testing';
 import { credentialScopeOf, fetchCommit, GitSource, pullRequestRef } from './index';
 
 // A local bare repository whose pull/merge request heads live only under refs/pull and
@@ -90,32 +90,8 @@ describe('fetchCommit checks out submodules, as BuildKit does for a git context'
   const seen: string[][] = [[], []];
   let appSha = '';
 
-  /** A bare repository `<name>.git` with `files` and gitlinks (as `git submodule add` leaves them). */
-  function makeRepo(
-    name: string,
-    files: Record<string, string>,
-    subs: { name: string; path: string; url: string; commit: string }[] = [],
-  ): string {
-    const w = join(subRoot, `${name}-work`);
-    mkdirSync(w, { recursive: true });
-    git(w, 'init', '--quiet', '-b', 'main', '.');
-    for (const [path, text] of Object.entries(files)) {
-      writeFileSync(join(w, path), text);
-    }
-    if (subs.length > 0) {
-      writeFileSync(
-        join(w, '.gitmodules'),
-        subs.map((m) => `[submodule "${m.name}"]\n\tpath = ${m.path}\n\turl = ${m.url}\n`).join(''),
-      );
-    }
-    git(w, 'add', '.');
-    for (const m of subs) {
-      git(w, 'update-index', '--add', '--cacheinfo', `160000,${m.commit},${m.path}`);
-    }
-    git(w, 'commit', '--quiet', '-m', name);
-    git(subRoot, 'clone', '--quiet', '--bare', w, join(subRoot, `${name}.git`));
-    return git(w, 'rev-parse', 'HEAD');
-  }
+  const makeRepo = (name: string, files: Record<string, string>, subs: GitSubmoduleLink[] = []): string =>
+    makeBareRepo(root, subRoot, name, files, subs);
 
   beforeAll(async () => {
     mkdirSync(subRoot);

@@ -15,7 +15,7 @@ import {
   parseGitTransports,
   resolveGitSource,
 } from './index';
-import { runGit } from '@stratum/testing';
+import { GitSubmoduleLink, makeBareRepo, runGit } from '@stratum/testing';
 
 // A local bare repository (file:// is allowed here only because the test lists it).
 const root = mkdtempSync(join(tmpdir(), 'stratum-git-source-'));
@@ -149,38 +149,8 @@ describe('submodules (BuildKit: git submodule update --init --recursive --depth=
   const subRoot = join(root, 'subs');
   const pinned: Record<string, string> = {};
 
-  /**
-   * A bare repository `<name>.git` under subRoot with `files` and gitlinks to `subs` (written as
-   * .gitmodules entries and index entries, as `git submodule add` would leave them).
-   */
-  function makeRepo(
-    name: string,
-    files: Record<string, string>,
-    subs: { name: string; path: string; url: string; commit: string }[] = [],
-  ): string {
-    const w = join(subRoot, `${name}-work`);
-    mkdirSync(w, { recursive: true });
-    git(w, 'init', '--quiet', '-b', 'main', '.');
-    for (const [path, text] of Object.entries(files)) {
-      mkdirSync(join(w, path, '..'), { recursive: true });
-      writeFileSync(join(w, path), text);
-    }
-    if (subs.length > 0) {
-      writeFileSync(
-        join(w, '.gitmodules'),
-        subs.map((s) => `[submodule "${s.name}"]\n\tpath = ${s.path}\n\turl = ${s.url}\n`).join(''),
-      );
-    }
-    git(w, 'add', '.');
-    // After `add .`, which would drop a gitlink whose directory is not there.
-    for (const s of subs) {
-      git(w, 'update-index', '--add', '--cacheinfo', `160000,${s.commit},${s.path}`);
-    }
-    git(w, 'commit', '--quiet', '-m', name);
-    const head = git(w, 'rev-parse', 'HEAD');
-    git(subRoot, 'clone', '--quiet', '--bare', w, join(subRoot, `${name}.git`));
-    return head;
-  }
+  const makeRepo = (name: string, files: Record<string, string>, subs: GitSubmoduleLink[] = []): string =>
+    makeBareRepo(root, subRoot, name, files, subs);
 
   beforeAll(() => {
     mkdirSync(subRoot);
