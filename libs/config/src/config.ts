@@ -798,22 +798,10 @@ export interface StratumConfig {
   /** Most entries a build context may hold (MAX_CONTEXT_ENTRIES): refused with 413 beyond. */
   readonly maxContextEntries: number;
   readonly buildRetentionSeconds: number;
-  readonly worker: {
+  readonly worker: LostWorkerTimings & {
     readonly id: string;
     readonly concurrency: number;
     readonly shutdownTimeoutMs: number;
-    /** WORKER_LOST_MS: a lost worker's jobs go on elsewhere at most this long after it stops. */
-    readonly lostMs: number;
-    /** BullMQ job lock: a job whose worker stops renewing it for this long is stalled. */
-    readonly lockDurationMs: number;
-    /** How often the lock of a running job is renewed (BullMQ lockRenewTime). */
-    readonly lockRenewMs: number;
-    /** How often BullMQ looks for stalled jobs (and moves them back to waiting). */
-    readonly stalledIntervalMs: number;
-    /** How often the worker writes its liveness record (advert) to Redis. */
-    readonly heartbeatMs: number;
-    /** How long one liveness record says the worker is alive: it is gone this long after its last heartbeat. */
-    readonly livenessTtlMs: number;
     /** Host scratch space: container roots, upper dirs, extracted contexts. */
     readonly scratchDir: string;
     /** WORKER_PLATFORMS as given (unparsed; the worker checks it against what the host can run). */
@@ -913,11 +901,17 @@ function describe(issues: z.core.$ZodIssue[]): string[] {
 
 /** The worker timings derived from WORKER_LOST_MS (see {@link lostWorkerTimings}). */
 export interface LostWorkerTimings {
+  /** WORKER_LOST_MS: a lost worker's jobs go on elsewhere at most this long after it stops. */
   readonly lostMs: number;
+  /** BullMQ job lock: a job whose worker stops renewing it for this long is stalled. */
   readonly lockDurationMs: number;
+  /** How often the lock of a running job is renewed (BullMQ lockRenewTime). */
   readonly lockRenewMs: number;
+  /** How often BullMQ looks for stalled jobs (and moves them back to waiting). */
   readonly stalledIntervalMs: number;
+  /** How often the worker writes its liveness record (advert) to Redis. */
   readonly heartbeatMs: number;
+  /** How long one liveness record says the worker is alive: it is gone this long after its last heartbeat. */
   readonly livenessTtlMs: number;
 }
 
