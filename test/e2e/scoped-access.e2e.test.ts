@@ -26,6 +26,13 @@ describe('scoped access (e2e, ACCESS_RULES, token flow + REST)', () => {
   let host: string;
   let http: ReturnType<typeof request>;
   let layout: string;
+  /** A request with `token` as its Bearer API token. */
+  const as =
+    (token: string) =>
+    (r: request.Test): request.Test =>
+      r.set('Authorization', `Bearer ${token}`);
+  const asCi = as(CI_TOKEN);
+  const asOps = as(OPS_TOKEN);
 
   beforeAll(async () => {
     stack = await startTestApi('scoped', {
@@ -284,12 +291,6 @@ describe('scoped access (e2e, ACCESS_RULES, token flow + REST)', () => {
   });
 
   it('REST reads need pull: image list, inspect and history, a build tagging into the repository and its logs', async () => {
-    const as =
-      (token: string) =>
-      (r: request.Test): request.Test =>
-        r.set('Authorization', `Bearer ${token}`);
-    const asCi = as(CI_TOKEN);
-    const asOps = as(OPS_TOKEN);
     const listed = async (token: string): Promise<string[]> =>
       ((await as(token)(http.get('/api/v1/images')).expect(200)).body as { repository: string }[]).map(
         (i) => i.repository,
@@ -316,12 +317,6 @@ describe('scoped access (e2e, ACCESS_RULES, token flow + REST)', () => {
   });
 
   it('the build list, its counts and the trends show only builds of repositories the caller may pull', async () => {
-    const as =
-      (token: string) =>
-      (r: request.Test): request.Test =>
-        r.set('Authorization', `Bearer ${token}`);
-    const asCi = as(CI_TOKEN);
-    const asOps = as(OPS_TOKEN);
     const tar = await contextTar({ Dockerfile: 'FROM scratch\nCOPY Dockerfile /\n' });
     const submit = async (asWho: typeof asCi, tag: string): Promise<string> =>
       (
