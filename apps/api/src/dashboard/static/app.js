@@ -787,12 +787,15 @@ function buildView(id) {
     }
   }
 
+  /** Renders the record; false when there is no such build (to this caller), so nothing to follow. */
   async function refresh() {
     try {
       render(await api(`/api/v1/builds/${id}`));
     } catch (err) {
       replace(message, errorBox(err));
+      return !(err instanceof ApiError && err.status === 404);
     }
+    return true;
   }
 
   // The stream replays the build's events from the start, then follows it live; the server ends
@@ -831,8 +834,9 @@ function buildView(id) {
     });
   }
 
-  void refresh().then(() => {
-    if (!stopped) {
+  // Not for a build that is not there: its stream's 404 would replace the page's "no build" error.
+  void refresh().then((found) => {
+    if (found && !stopped) {
       follow();
     }
   });
