@@ -27,9 +27,13 @@ out=${BENCH_OUT:-$STRATUM_ROOT/test-output/pull-bench}
 rm -rf "$out"; mkdir -p "$out"
 work=$(mktemp -d /tmp/stratum-pull-bench.XXXX)
 pids=()
+# Newest first: the APIs and the worker stop while their Redis (started first) still answers.
 cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
   pids=()
   if ! grep -qF "$work" /proc/self/mountinfo; then rm -rf "$work"; fi
 }
