@@ -2,7 +2,7 @@ import { createWriteStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import * as tar from 'tar';
+import type * as Tar from 'tar';
 import { ApiError } from './api-client';
 
 /**
@@ -73,6 +73,9 @@ export async function writeOutput(
 ): Promise<void> {
   if (spec.type === 'local') {
     await mkdir(spec.dest, { recursive: true });
+    // Loaded here, not at start: every CLI run would pay for it, only --output uses it.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- deferred on purpose
+    const tar = require('tar') as typeof Tar;
     await pipeline(body, tar.x({ cwd: spec.dest, preservePaths: false, strict: false, chmod: true }));
     return;
   }

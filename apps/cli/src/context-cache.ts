@@ -2,7 +2,7 @@ import type { Hash } from 'node:crypto';
 import { lstatSync, readdirSync, readFileSync, type BigIntStats } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseDockerignore } from '@stratum/dockerfile';
+import { parseDockerignore } from '@stratum/context';
 import { DockerfileLocation } from './context-tar';
 
 /** Bump when what goes into the tar (or into the fingerprint) changes. */

@@ -1,7 +1,7 @@
 import { lstat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
-import { planContextFiles } from '@stratum/dockerfile';
+import { planContextFiles } from '@stratum/context';
 import type * as Tar from '@stratum/tar';
 
 export interface ContextPlan {

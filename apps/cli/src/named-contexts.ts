@@ -1,6 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { planContextFiles } from '@stratum/dockerfile';
+import { planContextFiles } from '@stratum/context';
 import { ApiClient, ApiError } from './api-client';
 import { tarContext } from './context-tar';
 import type * as OciLayout from './oci-layout';

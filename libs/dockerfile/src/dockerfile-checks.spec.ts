@@ -6,7 +6,7 @@ import {
   type CheckResult,
 } from './dockerfile-checks';
 import { DockerfileError } from './dockerfile-error';
-import { parseDockerignore } from './dockerignore';
+import { parseDockerignore } from '@stratum/context';
 
 const lines = (...ls: string[]): string => ls.join('\n') + '\n';
 const rules = (r: CheckResult): string[] => r.warnings.map((w) => `${w.line} ${w.rule}`);

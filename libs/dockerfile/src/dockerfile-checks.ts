@@ -5,7 +5,7 @@
 import { tryParseReference } from '@stratum/oci';
 import { createStageScope, planBuild, type BuildPlan } from './build-planner';
 import { closestName } from './closest-name';
-import type { Dockerignore } from './dockerignore';
+import type { Dockerignore } from '@stratum/context';
 import { DockerfileError } from './dockerfile-error';
 import { parseDockerfile, parseWords } from './dockerfile-parser';
 import { expandInstruction } from './expand-instruction';

@@ -97,10 +97,11 @@ export {
 } from './build-planner';
 export {
   createPathMatcher,
+  MAX_DOCKERIGNORE_BYTES,
   parseDockerignore,
+  planContextFiles,
   splitParentsSource,
   type Dockerignore,
   type DockerignoreOptions,
   type PathMatcher,
-} from './dockerignore';
-export { MAX_DOCKERIGNORE_BYTES, planContextFiles } from './context-files';
+} from '@stratum/context';
