@@ -1,10 +1,13 @@
 import 'reflect-metadata';
-import { isLoopbackHost, loadConfigOrExit } from '@stratum/config';
+import { exitIfShutdownOverruns, isLoopbackHost, loadConfigOrExit } from '@stratum/config';
 import { createApiApp } from './bootstrap';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit('stratum-api');
   const app = await createApiApp(config);
+  // Closing waits for open requests (a log stream lasts as long as its build) and for Redis
+  // (its clients retry forever when it is gone): bounded, so a SIGTERM always ends the API.
+  exitIfShutdownOverruns('stratum-api', config.api.shutdownTimeoutMs, (m) => process.stderr.write(`${m}\n`));
   await app.listen(config.api.port, config.api.host);
   process.stdout.write(
     `stratum-api listening on http://${config.api.host}:${config.api.port} (docs at /docs)\n`,

@@ -132,6 +132,9 @@ function buildSchemas() {
     // Listen beyond loopback without our auth: only behind something in front that authenticates.
     ALLOW_UNAUTHENTICATED_NETWORK: bool.default(false),
     API_PORT: port.default(8080),
+    // A stopping API waits for open requests (a log stream stays open until its build ends) and
+    // for Redis; past this it exits anyway.
+    API_SHUTDOWN_TIMEOUT_MS: positiveInt.default(10_000),
     PUBLIC_URL: z.url().optional(),
     // Proxies in front of the API whose X-Forwarded-For is believed (Express's "trust proxy": a
     // hop count, or addresses/subnets/loopback/uniquelocal, comma-separated). Unset, the client
@@ -780,6 +783,8 @@ export interface StratumConfig {
     readonly publicUrl: string | null;
     /** Express's "trust proxy" (hops, or trusted addresses); null: no proxy is trusted. */
     readonly trustProxy: number | string | null;
+    /** API_SHUTDOWN_TIMEOUT_MS: how long a SIGTERM'd API may take to close before it exits anyway. */
+    readonly shutdownTimeoutMs: number;
   };
   readonly maxContextBytes: number;
   /** MAX_ADD_UNPACKED_BYTES: the local archives of one ADD unpack to at most this much. */
@@ -1056,6 +1061,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
           : /^\d+$/.test(c.TRUST_PROXY)
             ? Number(c.TRUST_PROXY)
             : c.TRUST_PROXY,
+      shutdownTimeoutMs: c.API_SHUTDOWN_TIMEOUT_MS,
     },
     maxContextBytes: c.MAX_CONTEXT_BYTES,
     maxAddUnpackedBytes: c.MAX_ADD_UNPACKED_BYTES,
@@ -1164,6 +1170,23 @@ export function loadCliConfig(env: Record<string, string | undefined> = process.
     configDir: configHome === '' ? null : `${configHome}/stratum`,
     environment: env,
   };
+}
+
+/**
+ * For a process entry point, before Nest's shutdown hooks: on the first SIGTERM or SIGINT, a
+ * timer (not keeping the process alive) that exits with code 1 if the graceful shutdown has not
+ * ended within `ms`. A shutdown waits for Redis (BullMQ hands jobs back, ioredis quits) and for
+ * open connections; with Redis gone those waits never end and the signal would be ignored.
+ */
+export function exitIfShutdownOverruns(processName: string, ms: number, log: (m: string) => void): void {
+  const deadline = (): void => {
+    setTimeout(() => {
+      log(`${processName}: shutdown did not finish within ${ms} ms (Redis unreachable?): exiting`);
+      process.exit(1);
+    }, ms).unref();
+  };
+  process.once('SIGTERM', deadline);
+  process.once('SIGINT', deadline);
 }
 
 /** Nest logger levels enabled by a LOG_LEVEL (that level and everything more severe). */

@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { loadConfigOrExit, loggerLevels } from '@stratum/config';
+import { exitIfShutdownOverruns, loadConfigOrExit, loggerLevels } from '@stratum/config';
 import { WorkerModule } from './worker.module';
 
 /** What a shutdown may take beyond WORKER_SHUTDOWN_TIMEOUT_MS before the worker exits anyway. */
@@ -14,19 +14,12 @@ async function main(): Promise<void> {
   });
   app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
   // The graceful shutdown waits for running builds (WORKER_SHUTDOWN_TIMEOUT_MS) and then for
-  // BullMQ to hand their jobs back through Redis; with Redis gone that second wait never ends
-  // and the worker ignored SIGTERM for good. Past the timeout and a margin it exits anyway: its
-  // jobs' locks expire and another worker takes them, as after a crash.
-  const deadline = (): void => {
-    setTimeout(() => {
-      new Logger('Worker').error(
-        `shutdown did not finish within ${config.worker.shutdownTimeoutMs + SHUTDOWN_MARGIN_MS} ms (Redis unreachable?): exiting`,
-      );
-      process.exit(1);
-    }, config.worker.shutdownTimeoutMs + SHUTDOWN_MARGIN_MS).unref();
-  };
-  process.once('SIGTERM', deadline);
-  process.once('SIGINT', deadline);
+  // BullMQ to hand their jobs back through Redis; with Redis gone that second wait never ends.
+  // Past the timeout and a margin it exits anyway: its jobs' locks expire and another worker
+  // takes them, as after a crash.
+  exitIfShutdownOverruns('stratum-worker', config.worker.shutdownTimeoutMs + SHUTDOWN_MARGIN_MS, (m) =>
+    new Logger('Worker').error(m),
+  );
   await app.init();
   new Logger('Worker').log(`stratum-worker ${config.worker.id} ready (pid ${process.pid})`);
 }
