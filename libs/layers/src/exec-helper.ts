@@ -1,5 +1,6 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { IDMAP_OPS_PY } from './idmap-ops';
 
 /**
  * Runs short host commands (mount, umount, du, mknod, setfattr, ...) through one long-lived
@@ -25,6 +26,15 @@ def reply(msg):
         sys.stdout.write(data)
         sys.stdout.flush()
 def serve(req):
+    if "idmap" in req:
+        try:
+            idmap(req["idmap"])
+            reply({"id": req["id"], "code": 0, "stdout": "", "stderr": ""})
+        except Exception as e:
+            text = str(e) if isinstance(e, IdmapError) else "%s: %s" % (type(e).__name__, e)
+            reply({"id": req["id"], "code": 1, "stdout": "",
+                   "stderr": base64.b64encode(text.encode()).decode()})
+        return
     try:
         p = subprocess.run(req["argv"], cwd=req.get("cwd"), stdin=subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -35,9 +45,17 @@ def serve(req):
         reply({"id": req["id"], "errno": e.errno, "error": e.strerror or str(e)})
     except Exception as e:
         reply({"id": req["id"], "errno": 0, "error": repr(e)})
+${IDMAP_OPS_PY}
 for line in sys.stdin:
     threading.Thread(target=serve, args=(json.loads(line),), daemon=True).start()
 `;
+
+/**
+ * The python3 the worker's root helpers run on: Debian's, by absolute path. Not looked up in
+ * PATH: a root helper must not run whatever a PATH entry calls python3, and a version manager's
+ * shim there (pyenv's is a bash script) made every idmapped mount ~250 ms slower here.
+ */
+export const HOST_PYTHON = '/usr/bin/python3';
 
 /** How a command run through the helper ended. `code` is negative for a signal (-9: SIGKILL). */
 export interface HelperResult {
@@ -69,17 +87,24 @@ export class ExecHelper {
   private readonly pending = new Map<number, Pending>();
   private seq = 0;
 
-  constructor(private readonly python = 'python3') {}
+  constructor(private readonly python = HOST_PYTHON) {}
 
   /** Runs `argv` to completion (stdin /dev/null), in `cwd` when given. */
   exec(argv: readonly string[], options: { cwd?: string } = {}): Promise<HelperResult> {
+    return this.send({ argv, ...(options.cwd !== undefined ? { cwd: options.cwd } : {}) });
+  }
+
+  /** An idmapped-mount request (idmap-ops.ts) done by the helper itself; code 1 and stderr on failure. */
+  idmap(request: unknown): Promise<HelperResult> {
+    return this.send({ idmap: request });
+  }
+
+  private send(request: object): Promise<HelperResult> {
     const child = this.started();
     const id = ++this.seq;
     return new Promise<HelperResult>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      child.stdin.write(
-        `${JSON.stringify({ id, argv, ...(options.cwd !== undefined ? { cwd: options.cwd } : {}) })}\n`,
-      );
+      child.stdin.write(`${JSON.stringify({ id, ...request })}\n`);
       // Kept alive only while something waits on it.
       setRef(child, true);
     });
@@ -100,7 +125,7 @@ export class ExecHelper {
     if (this.child !== null) {
       return this.child;
     }
-    const child = spawn(this.python, ['-u', '-c', HELPER], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(this.python, ['-I', '-S', '-u', '-c', HELPER], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child = child;
     const stderr: Buffer[] = [];
     child.stderr.on('data', (b: Buffer) => {
