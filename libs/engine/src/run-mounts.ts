@@ -1,6 +1,5 @@
 // RUN --mount: what each mount type becomes for one step, with BuildKit's semantics.
 // https://docs.docker.com/reference/dockerfile/#run---mount
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   chmod,
@@ -16,16 +15,13 @@ import {
   writeFile,
 } from 'node:fs/promises';
 import { dirname, join, posix } from 'node:path';
-import { promisify } from 'node:util';
 import { ConfineError, containerPath, resolveInRoot } from '@stratum/confine';
 import type { Mount, RunInstruction } from '@stratum/dockerfile';
-import { IdMap, mountIdmapped, removeMountPoint } from '@stratum/layers';
+import { IdMap, mountIdmapped, removeMountPoint, runHostCommand } from '@stratum/layers';
 import type { BindMount, TmpfsMount } from '@stratum/runtime';
 import { BuildError } from './build-errors';
 import { RunCacheLease, RunCacheSeedTooLargeError, RunCacheStore } from './run-cache';
 import { SshAgentServer } from './ssh-agent';
-
-const execFileP = promisify(execFile);
 
 /** Largest secret value, as BuildKit's (500 KiB): a file past it is refused at submission and here. */
 export const MAX_SECRET_BYTES = 500 * 1024;
@@ -354,7 +350,7 @@ async function seedCacheSource(
 
 async function copyTree(source: string, dest: string, isDir: boolean): Promise<void> {
   // cp -a keeps owners, modes, links and times: the step sees the bound tree as it is.
-  await execFileP('cp', ['-a', '--reflink=auto', isDir ? `${source}/.` : source, dest]);
+  await runHostCommand('cp', ['-a', '--reflink=auto', isDir ? `${source}/.` : source, dest]);
 }
 
 /**
@@ -549,7 +545,7 @@ export async function prepareRunMounts(
       const dir = join(deps.jobDir, `secrets-${randomBytes(8).toString('hex')}`);
       await mkdir(dir, { recursive: true, mode: 0o700 });
       const bytes = secretFiles.reduce((s, f) => s + f.value.length + 4096, 64 * 1024);
-      await execFileP('mount', [
+      await runHostCommand('mount', [
         '-t',
         'tmpfs',
         '-o',
@@ -558,7 +554,7 @@ export async function prepareRunMounts(
         dir,
       ]);
       undo.push(async () => {
-        await execFileP('umount', [dir]);
+        await runHostCommand('umount', [dir]);
         await rm(dir, { recursive: true, force: true });
       });
       for (const [i, f] of secretFiles.entries()) {

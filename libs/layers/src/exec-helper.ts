@@ -1,6 +1,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { IDMAP_OPS_PY } from './idmap-ops';
+import { SANDBOX_OPS_PY } from './sandbox-ops';
 
 /**
  * Runs short host commands (mount, umount, du, mknod, setfattr, ...) through one long-lived
@@ -26,15 +27,17 @@ def reply(msg):
         sys.stdout.write(data)
         sys.stdout.flush()
 def serve(req):
-    if "idmap" in req:
-        try:
-            idmap(req["idmap"])
-            reply({"id": req["id"], "code": 0, "stdout": "", "stderr": ""})
-        except Exception as e:
-            text = str(e) if isinstance(e, IdmapError) else "%s: %s" % (type(e).__name__, e)
-            reply({"id": req["id"], "code": 1, "stdout": "",
-                   "stderr": base64.b64encode(text.encode()).decode()})
-        return
+    for name, op in (("idmap", idmap), ("sandbox", sandbox)):
+        if name in req:
+            try:
+                out = json.dumps(op(req[name]) or {}).encode()
+                reply({"id": req["id"], "code": 0, "stdout": base64.b64encode(out).decode(), "stderr": ""})
+            except Exception as e:
+                known = isinstance(e, (IdmapError, SandboxError))
+                text = str(e) if known else "%s: %s" % (type(e).__name__, e)
+                reply({"id": req["id"], "code": 1, "stdout": "",
+                       "stderr": base64.b64encode(text.encode()).decode()})
+            return
     try:
         p = subprocess.run(req["argv"], cwd=req.get("cwd"), stdin=subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -46,6 +49,7 @@ def serve(req):
     except Exception as e:
         reply({"id": req["id"], "errno": 0, "error": repr(e)})
 ${IDMAP_OPS_PY}
+${SANDBOX_OPS_PY}
 for line in sys.stdin:
     threading.Thread(target=serve, args=(json.loads(line),), daemon=True).start()
 `;
@@ -97,6 +101,14 @@ export class ExecHelper {
   /** An idmapped-mount request (idmap-ops.ts) done by the helper itself; code 1 and stderr on failure. */
   idmap(request: unknown): Promise<HelperResult> {
     return this.send({ idmap: request });
+  }
+
+  /**
+   * A sandbox-network request (sandbox-ops.ts) done by the helper itself: its reply as JSON on
+   * stdout (code 0), or code 1 and why on stderr.
+   */
+  sandbox(request: unknown): Promise<HelperResult> {
+    return this.send({ sandbox: request });
   }
 
   private send(request: object): Promise<HelperResult> {

@@ -16,6 +16,7 @@
  */
 export { LayerError, type LayerErrorCode } from './layer-error';
 export { ExecHelper, execHelper, HelperSpawnError, type HelperResult } from './exec-helper';
+export { run as runHostCommand, type RunResult as HostCommandResult } from './host-tools';
 export {
   applyLayer,
   OVERLAY_OPAQUE_XATTR,

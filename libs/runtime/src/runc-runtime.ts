@@ -1,11 +1,11 @@
-import { execFile, spawn } from 'node:child_process';
-import { promisify } from 'node:util';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants as osConstants } from 'node:os';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { ConfineError, resolveBeneath } from '@stratum/confine';
+import { execHelper, runHostCommand } from '@stratum/layers';
 import { detectMemoryCgroup, readOomKillCount, type MemoryCgroupLayout } from './cgroups';
 import { RuntimeError } from './runtime-error';
 import {
@@ -115,8 +115,6 @@ interface RuncOutput {
   stderr: string;
 }
 
-const execFileP = promisify(execFile);
-
 /** Lazily unmounts the sysfs a run mounted in its bundle dir (`<bundle>/sys`), if any. */
 async function unmountIn(bundle: string): Promise<void> {
   const target = path.join(bundle, 'sys');
@@ -124,7 +122,8 @@ async function unmountIn(bundle: string): Promise<void> {
     .split('\n')
     .some((l) => l.split(' ')[4] === target);
   if (mounted) {
-    await execFileP('umount', ['-l', target]);
+    // through the exec helper: no fork of this process (see @stratum/layers' exec-helper.ts)
+    await runHostCommand('umount', ['-l', target]);
   }
 }
 
@@ -336,7 +335,7 @@ export class RuncRuntime {
         // a sysfs made in the sandbox's namespace (it lists tap0 and lo, nothing of the host's)
         sysfs = path.join(bundle, 'sys');
         await fs.mkdir(sysfs);
-        await execFileP('nsenter', [
+        await runHostCommand('nsenter', [
           `--net=${netnsPath}`,
           'mount',
           '-t',
@@ -743,24 +742,10 @@ export class RuncRuntime {
     }
   }
 
-  private runc(args: string[]): Promise<RuncOutput> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(this.options.runcPath, ['--root', this.options.stateRoot, ...args], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      const stdout: Buffer[] = [];
-      const stderr: Buffer[] = [];
-      child.stdout.on('data', (c: Buffer) => stdout.push(c));
-      child.stderr.on('data', (c: Buffer) => stderr.push(c));
-      child.once('error', reject);
-      child.once('close', (code) =>
-        resolve({
-          code,
-          stdout: Buffer.concat(stdout).toString('utf8'),
-          stderr: Buffer.concat(stderr).toString('utf8'),
-        }),
-      );
-    });
+  /** runc's short commands (state, delete, kill, list), through the exec helper: no fork of this (large) process. */
+  private async runc(args: string[]): Promise<RuncOutput> {
+    const out = await execHelper.exec([this.options.runcPath, '--root', this.options.stateRoot, ...args]);
+    return { code: out.code, stdout: out.stdout.toString('utf8'), stderr: out.stderr.toString('utf8') };
   }
 }
 

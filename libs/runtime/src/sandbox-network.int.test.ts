@@ -4,6 +4,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+import { execHelper } from '@stratum/layers';
 import { BUSYBOX_FIXTURE } from '@stratum/testing';
 import { RuncRuntime, type RunIo, type RunOptions } from './runc-runtime';
 import { hostIpv4Addresses, SandboxNetwork } from './sandbox-network';
@@ -36,7 +37,9 @@ function helperChildren(): string[] {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
       const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      if (ppid === process.pid && ['slirp4netns', 'cat', 'unshare', 'sh'].includes(comm)) {
+      // started by the worker's exec helper (its child), or by this process
+      const parent = ppid === process.pid || ppid === execHelper.pid;
+      if (parent && ['slirp4netns', 'cat', 'unshare', 'sh'].includes(comm)) {
         out.push(`${pid}:${comm}`);
       }
     } catch {

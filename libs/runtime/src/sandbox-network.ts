@@ -1,9 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import * as path from 'node:path';
-import type { Readable } from 'node:stream';
+import { execHelper, type HelperResult } from '@stratum/layers';
 import { RuntimeError } from './runtime-error';
 
 /**
@@ -123,72 +123,22 @@ export function sandboxRules(addresses: SandboxAddresses): string {
 export const SANDBOX_PIDS_FILE = 'sandbox.pids';
 
 const READY_TIMEOUT_MS = 15_000;
-const EXIT_WAIT_MS = 2_000;
-
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) {
-    return Promise.resolve();
-  }
-  return new Promise((resolve) => child.once('exit', () => resolve()));
-}
-
-function collect(stream: Readable | null | undefined, into: Buffer[]): void {
-  stream?.on('data', (c: Buffer) => {
-    if (into.length < 64) {
-      into.push(c);
-    }
-  });
-}
-
-/**
- * Waits until `child` writes a line to `stream` (its "ready" signal); rejects with what it
- * said on stderr when it exits or stalls first.
- */
-function waitReady(child: ChildProcess, stream: Readable, what: string, stderr: Buffer[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const fail = (why: string): void => {
-      cleanup();
-      const said = Buffer.concat(stderr).toString('utf8').trim();
-      reject(new RuntimeError('NETWORK_FAILED', `${what} ${why}${said !== '' ? `: ${said}` : ''}`));
-    };
-    const onData = (): void => {
-      cleanup();
-      resolve();
-    };
-    const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
-      fail(`exited (${code ?? signal ?? '?'}) before it was ready`);
-    const onError = (err: Error): void =>
-      fail(
-        `could not be run (${err.message}${(err as NodeJS.ErrnoException).code === 'ENOENT' ? '; infra/up.sh installs it' : ''})`,
-      );
-    const timer = setTimeout(() => fail(`was not ready after ${READY_TIMEOUT_MS} ms`), READY_TIMEOUT_MS);
-    function cleanup(): void {
-      clearTimeout(timer);
-      stream.off('data', onData);
-      child.off('exit', onExit);
-      child.off('error', onError);
-    }
-    stream.once('data', onData);
-    child.once('exit', onExit);
-    child.once('error', onError);
-  });
-}
 
 /**
  * One step's sandboxed network: a network namespace held by a small process, the netfilter
  * rules of {@link sandboxRules} inside it, and slirp4netns giving it outbound NAT, the way
  * rootless Podman and BuildKit do it (slirp4netns `--configure --disable-host-loopback`).
  *
- * Both helpers end on their own when the worker dies: the holder (`cat`) at EOF on the stdin
- * pipe we hold, slirp4netns when its `--exit-fd` closes. {@link close} ends them at once;
- * {@link sweepSandboxProcesses} kills any that a crashed worker left anyway.
+ * Both helpers are started by the worker's long-lived exec helper (@stratum/layers'
+ * sandbox-ops.ts), not by forks of the worker, and end on their own when it ends (the worker
+ * died): the holder (`cat`) at EOF on its stdin, slirp4netns when its `--exit-fd` closes.
+ * {@link close} ends them at once; {@link sweepSandboxProcesses} kills any left anyway.
  */
 export class SandboxNetwork {
   private closed = false;
 
   private constructor(
-    private readonly holder: ChildProcess,
-    private readonly slirp: ChildProcess | null,
+    private readonly key: string,
     /** `/proc/<holder>/ns/net`: what the container joins. */
     readonly netnsPath: string,
   ) {}
@@ -205,60 +155,36 @@ export class SandboxNetwork {
   ): Promise<SandboxNetwork> {
     const rulesFile = path.join(dir, 'sandbox.rules');
     await fs.writeFile(rulesFile, sandboxRules(addresses), { mode: 0o600 });
-    // One spawn does it all: unshare makes the namespace, iptables-restore fills it, `ready`
-    // says both are done (reading /proc/<pid>/ns/net earlier could still name the host's
-    // namespace), and cat then holds it open for as long as we hold its stdin.
-    const holder = spawn(
-      tools.unshare ?? '/usr/bin/unshare',
-      [
-        '--net',
-        '--',
-        '/bin/sh',
-        '-c',
-        // ping through ICMP datagram sockets for every group (set here, not by runc: a step in a
-        // user namespace may not write the sysctls of a namespace it does not own)
-        '"$0" -w 5 "$1" && echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_range && echo ready && exec cat',
-        tools.iptablesRestore ?? '/usr/sbin/iptables-restore',
-        rulesFile,
-      ],
-      { stdio: ['pipe', 'pipe', 'pipe'] },
-    );
-    const holderErr: Buffer[] = [];
-    collect(holder.stderr, holderErr);
-    // a write to a holder that died must not throw out of the event loop
-    holder.stdin?.on('error', () => undefined);
-    let slirp: ChildProcess | null = null;
+    const key = randomBytes(8).toString('hex');
+    let res: HelperResult;
     try {
-      await waitReady(holder, holder.stdout, 'the sandbox network namespace', holderErr);
-      const pid = holder.pid as number;
-      slirp = spawn(
-        tools.slirp4netns ?? '/usr/bin/slirp4netns',
-        [
-          '--configure',
-          // Podman's MTU: fewer, larger frames through slirp's user-space TCP stack
-          '--mtu=65520',
-          // 10.0.2.2 must not mean the host's 127.0.0.1 (Redis, the API)
-          '--disable-host-loopback',
-          // slirp4netns parses the step's packets as root on the host: confine it (as Podman does)
-          '--enable-sandbox',
-          '--enable-seccomp',
-          '--ready-fd=3',
-          '--exit-fd=4',
-          String(pid),
-          'tap0',
-        ],
-        { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'] },
-      );
-      const slirpErr: Buffer[] = [];
-      collect(slirp.stderr, slirpErr);
-      await waitReady(slirp, slirp.stdio[3] as Readable, 'slirp4netns', slirpErr);
-      // (a worker that crashes before this line leaves nothing: both helpers end with it)
-      await fs.writeFile(path.join(dir, SANDBOX_PIDS_FILE), `${pid}\n${slirp.pid ?? ''}\n`);
-      return new SandboxNetwork(holder, slirp, `/proc/${pid}/ns/net`);
+      res = await execHelper.sandbox({
+        op: 'open',
+        key,
+        // ping through ICMP datagram sockets for every group is set by the holder, not by runc:
+        // a step in a user namespace may not write the sysctls of a namespace it does not own
+        unshare: tools.unshare ?? '/usr/bin/unshare',
+        iptablesRestore: tools.iptablesRestore ?? '/usr/sbin/iptables-restore',
+        slirp4netns: tools.slirp4netns ?? '/usr/bin/slirp4netns',
+        rules: rulesFile,
+        timeoutMs: READY_TIMEOUT_MS,
+      });
     } catch (err) {
-      await new SandboxNetwork(holder, slirp, '').close();
+      throw new RuntimeError('NETWORK_FAILED', `the sandbox network: ${(err as Error).message}`);
+    }
+    if (res.code !== 0) {
+      throw new RuntimeError('NETWORK_FAILED', res.stderr.toString('utf8').trim());
+    }
+    const { pids } = JSON.parse(res.stdout.toString('utf8')) as { pids: number[] };
+    const net = new SandboxNetwork(key, `/proc/${pids[0]}/ns/net`);
+    try {
+      // (a worker that crashes before this line leaves nothing: both helpers end with it)
+      await fs.writeFile(path.join(dir, SANDBOX_PIDS_FILE), `${pids.join('\n')}\n`);
+    } catch (err) {
+      await net.close();
       throw err;
     }
+    return net;
   }
 
   /** Ends slirp4netns and the namespace's holder and waits for both (bounded). Idempotent. */
@@ -267,22 +193,8 @@ export class SandboxNetwork {
       return;
     }
     this.closed = true;
-    const children = [this.holder, ...(this.slirp !== null ? [this.slirp] : [])];
-    for (const child of children) {
-      child.kill('SIGKILL');
-    }
-    const all = Promise.all(children.map(exited));
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([all, new Promise((resolve) => (timer = setTimeout(resolve, EXIT_WAIT_MS)))]);
-    clearTimeout(timer);
-    for (const child of children) {
-      child.stdin?.destroy();
-      child.stdout?.destroy();
-      child.stderr?.destroy();
-      for (const s of child.stdio.slice(3)) {
-        (s as Readable | null)?.destroy();
-      }
-    }
+    // a helper that died took both with it: nothing left to end
+    await execHelper.sandbox({ op: 'close', key: this.key }).catch(() => undefined);
   }
 }
 
@@ -308,7 +220,7 @@ export async function sweepSandboxProcesses(bundle: string): Promise<number> {
       // the holder is a bare `cat`; slirp4netns carries our flags
       const ours =
         (name === 'cat' && argv.filter(Boolean).length === 1) ||
-        (name === 'slirp4netns' && argv.includes('--exit-fd=4'));
+        (name === 'slirp4netns' && argv.some((a) => a.startsWith('--exit-fd=')));
       if (ours) {
         process.kill(pid, 'SIGKILL');
         killed++;
