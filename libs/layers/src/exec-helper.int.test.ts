@@ -42,6 +42,49 @@ describe('ExecHelper (python3)', () => {
     expect((await helper.exec(['sh', '-c', 'kill -9 $$'])).code).toBe(-9);
   });
 
+  it('stream: the pid first, then stdout and stderr as they come (before the exit), then the exit code', async () => {
+    const events: string[] = [];
+    let pid = 0;
+    const out: Buffer[] = [];
+    const done = helper.stream(
+      ['sh', '-c', 'echo one; echo err >&2; sleep 0.5; head -c 200000 /dev/zero; exit 4'],
+      {
+        onPid: (p) => {
+          pid = p;
+          events.push('pid');
+        },
+        onStdout: (c) => {
+          out.push(c);
+          if (events.at(-1) !== 'out') {
+            events.push('out');
+          }
+        },
+        onStderr: (c) => events.push(`err:${c.toString()}`),
+      },
+      { drainMs: 5000 },
+    );
+    // the first line arrives while the command still runs
+    for (let i = 0; i < 40 && out.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(Buffer.concat(out).toString()).toBe('one\n');
+    expect(pid).toBeGreaterThan(1);
+    const r = await done;
+    expect(r.code).toBe(4);
+    expect(events[0]).toBe('pid');
+    expect(events).toContain('err:err\n');
+    expect(Buffer.concat(out).length).toBe(4 + 200000);
+  });
+
+  it('stream: a signal is a negative code; a process left holding the pipes does not hold the end past drainMs', async () => {
+    const killed = helper.stream(['sh', '-c', 'kill -9 $$'], noEvents, { drainMs: 5000 });
+    expect((await killed).code).toBe(-9);
+    const started = Date.now();
+    const left = await helper.stream(['sh', '-c', '(sleep 3 &) ; echo bye'], noEvents, { drainMs: 300 });
+    expect(left.code).toBe(0);
+    expect(Date.now() - started).toBeLessThan(2500);
+  });
+
   it('a missing program is an ENOENT HelperSpawnError; host-tools run() maps it to LAYER_TOOL_MISSING', async () => {
     await expect(helper.exec(['/nonexistent/tool'])).rejects.toMatchObject({
       name: HelperSpawnError.name,
@@ -68,3 +111,5 @@ describe('ExecHelper (python3)', () => {
     await expect(none.exec(['true'])).rejects.toThrow('Debian package python3');
   });
 });
+
+const noEvents = { onPid: () => undefined, onStdout: () => undefined, onStderr: () => undefined };

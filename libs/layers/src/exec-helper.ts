@@ -18,7 +18,7 @@ import { SANDBOX_OPS_PY } from './sandbox-ops';
  * the next one.
  */
 const HELPER = String.raw`
-import base64, json, subprocess, sys, threading
+import base64, json, os, subprocess, sys, threading, time
 lock = threading.Lock()
 LIMIT = 1 << 20
 def reply(msg):
@@ -38,6 +38,9 @@ def serve(req):
                 reply({"id": req["id"], "code": 1, "stdout": "",
                        "stderr": base64.b64encode(text.encode()).decode()})
             return
+    if "stream" in req:
+        stream(req)
+        return
     try:
         p = subprocess.run(req["argv"], cwd=req.get("cwd"), stdin=subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -48,6 +51,38 @@ def serve(req):
         reply({"id": req["id"], "errno": e.errno, "error": e.strerror or str(e)})
     except Exception as e:
         reply({"id": req["id"], "errno": 0, "error": repr(e)})
+def stream(req):
+    rid = req["id"]
+    try:
+        p = subprocess.Popen(req["argv"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as e:
+        reply({"id": rid, "errno": e.errno, "error": e.strerror or str(e)})
+        return
+    reply({"id": rid, "event": "pid", "pid": p.pid})
+    done = threading.Event()
+    def pump(pipe, fd):
+        try:
+            while not done.is_set():
+                data = os.read(pipe.fileno(), 65536)
+                if not data or done.is_set():
+                    return
+                reply({"id": rid, "event": "data", "fd": fd, "data": base64.b64encode(data).decode()})
+        except OSError:
+            pass
+        finally:
+            pipe.close()
+    pumps = [threading.Thread(target=pump, args=(p.stdout, 1), daemon=True),
+             threading.Thread(target=pump, args=(p.stderr, 2), daemon=True)]
+    for t in pumps:
+        t.start()
+    p.wait()
+    # a stray holder of the pipes (a process the command left) must not hold the reply forever
+    deadline = time.monotonic() + req["stream"]["drainMs"] / 1000.0
+    for t in pumps:
+        t.join(max(0.0, deadline - time.monotonic()))
+    done.set()
+    reply({"id": rid, "code": p.returncode, "stdout": "", "stderr": ""})
 ${IDMAP_OPS_PY}
 ${SANDBOX_OPS_PY}
 for line in sys.stdin:
@@ -84,6 +119,15 @@ const ERRNO_NAMES: Record<number, string> = { 2: 'ENOENT', 13: 'EACCES', 8: 'ENO
 interface Pending {
   resolve: (r: HelperResult) => void;
   reject: (e: Error) => void;
+  events?: StreamHandlers;
+}
+
+/** What {@link ExecHelper.stream} reports while its command runs. */
+export interface StreamHandlers {
+  /** The command's pid, once it started (before any output). */
+  onPid(pid: number): void;
+  onStdout(chunk: Buffer): void;
+  onStderr(chunk: Buffer): void;
 }
 
 export class ExecHelper {
@@ -96,6 +140,20 @@ export class ExecHelper {
   /** Runs `argv` to completion (stdin /dev/null), in `cwd` when given. */
   exec(argv: readonly string[], options: { cwd?: string } = {}): Promise<HelperResult> {
     return this.send({ argv, ...(options.cwd !== undefined ? { cwd: options.cwd } : {}) });
+  }
+
+  /**
+   * Runs `argv` (stdin /dev/null) and streams its output as it comes; resolves when it has
+   * exited and its output ended (or `drainMs` after its exit, when a process it left holds
+   * the pipes), with `code` negative for a signal and empty stdout/stderr (they went to
+   * `handlers`). The helper's pipe to us is shared: a slow handler slows every request.
+   */
+  stream(
+    argv: readonly string[],
+    handlers: StreamHandlers,
+    options: { drainMs: number },
+  ): Promise<HelperResult> {
+    return this.send({ argv, stream: { drainMs: options.drainMs } }, handlers);
   }
 
   /** An idmapped-mount request (idmap-ops.ts) done by the helper itself; code 1 and stderr on failure. */
@@ -111,11 +169,11 @@ export class ExecHelper {
     return this.send({ sandbox: request });
   }
 
-  private send(request: object): Promise<HelperResult> {
+  private send(request: object, events?: StreamHandlers): Promise<HelperResult> {
     const child = this.started();
     const id = ++this.seq;
     return new Promise<HelperResult>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, ...(events !== undefined ? { events } : {}) });
       child.stdin.write(`${JSON.stringify({ id, ...request })}\n`);
       // Kept alive only while something waits on it.
       setRef(child, true);
@@ -171,7 +229,18 @@ export class ExecHelper {
   }
 
   private answer(line: string): void {
-    let msg: { id: number; code?: number; stdout?: string; stderr?: string; errno?: number; error?: string };
+    let msg: {
+      id: number;
+      code?: number;
+      stdout?: string;
+      stderr?: string;
+      errno?: number;
+      error?: string;
+      event?: 'pid' | 'data';
+      pid?: number;
+      fd?: number;
+      data?: string;
+    };
     try {
       msg = JSON.parse(line) as typeof msg;
     } catch {
@@ -179,6 +248,20 @@ export class ExecHelper {
     }
     const p = this.pending.get(msg.id);
     if (p === undefined) {
+      return;
+    }
+    if (msg.event !== undefined) {
+      // a streamed command's progress; its end comes as a normal reply
+      if (msg.event === 'pid' && msg.pid !== undefined) {
+        p.events?.onPid(msg.pid);
+      } else if (msg.event === 'data') {
+        const chunk = Buffer.from(msg.data ?? '', 'base64');
+        if (msg.fd === 2) {
+          p.events?.onStderr(chunk);
+        } else {
+          p.events?.onStdout(chunk);
+        }
+      }
       return;
     }
     this.pending.delete(msg.id);

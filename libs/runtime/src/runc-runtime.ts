@@ -168,6 +168,29 @@ const ID_PATTERN = /^[A-Za-z0-9_+-][A-Za-z0-9_+.-]{0,127}$/;
 const KILL_RETRY_MS = 200;
 const STDIO_DRAIN_MS = 5000;
 
+/** How `runc run` ended: its exit code, or the signal that ended it. */
+interface RuncExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** Hands a chunk of the run's output to a sink (a throwing sink stops the run). */
+type Deliver = (sink: (chunk: Buffer) => void, chunk: Buffer) => void;
+
+/** A started `runc run`. */
+interface RuncProcess {
+  /** runc's pid, once known. */
+  pid: () => number | undefined;
+  ended: Promise<RuncExit>;
+  /** Lets go of what the run was given (its stdin). */
+  release: () => void;
+}
+
+/** The name of signal `n` (9: SIGKILL), or null. */
+function signalName(n: number): NodeJS.Signals | null {
+  return (SIGNAL_NAMES.get(n) as NodeJS.Signals | undefined) ?? null;
+}
+
 const SIGNAL_NAMES = new Map<number, string>(
   Object.entries(osConstants.signals).map(([name, num]) => [num, name] as [number, string]),
 );
@@ -501,27 +524,21 @@ export class RuncRuntime {
     io: RunIo,
   ): Promise<RunResult> {
     const logFile = path.join(bundle, 'runc.log');
-    const child = spawn(
+    const argv = [
       this.options.runcPath,
-      [
-        '--root',
-        this.options.stateRoot,
-        '--log',
-        logFile,
-        '--log-format',
-        'json',
-        'run',
-        // keep the stopped container (and its cgroup) so we can read OOM counters; we delete it
-        '--keep',
-        '--bundle',
-        bundle,
-        id,
-      ],
-      { stdio: [io.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] },
-    );
-    // both are pipes by construction; the stdio tuple's type only loses that
-    const stdout = child.stdout as Readable;
-    const stderr = child.stderr as Readable;
+      '--root',
+      this.options.stateRoot,
+      '--log',
+      logFile,
+      '--log-format',
+      'json',
+      'run',
+      // keep the stopped container (and its cgroup) so we can read OOM counters; we delete it
+      '--keep',
+      '--bundle',
+      bundle,
+      id,
+    ];
     // a throwing sink must not become an uncaught exception: stop the container, rethrow later
     let sinkError: unknown = null;
     const deliver = (sink: (chunk: Buffer) => void, chunk: Buffer): void => {
@@ -535,36 +552,12 @@ export class RuncRuntime {
         stop('abort');
       }
     };
-    stdout.on('data', (chunk: Buffer) => deliver((c) => io.onStdout(c), chunk));
-    stderr.on('data', (chunk: Buffer) => deliver((c) => io.onStderr(c), chunk));
-    if (io.stdin && child.stdin) {
-      // the process may exit without reading its stdin: EPIPE is not our failure
-      child.stdin.on('error', () => undefined);
-      io.stdin.pipe(child.stdin);
-    }
+    const runc = io.stdin ? this.spawnRunc(argv, io.stdin, deliver, io) : this.streamRunc(argv, deliver, io);
 
     let exited = false;
     let stopReason: 'timeout' | 'abort' | null = null;
-    const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-      let exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
-      let drainTimer: NodeJS.Timeout | undefined;
-      child.once('error', (err) => {
-        exited = true;
-        reject(new RuntimeError('RUNC_FAILED', `cannot run ${this.options.runcPath}: ${err.message}`));
-      });
-      child.once('exit', (code, signal) => {
-        exited = true;
-        exit = { code, signal };
-        // a stray holder of our pipes must not hang the run forever
-        drainTimer = setTimeout(() => {
-          stdout.destroy();
-          stderr.destroy();
-        }, STDIO_DRAIN_MS);
-      });
-      child.once('close', (code: number | null, signal: NodeJS.Signals | null) => {
-        clearTimeout(drainTimer);
-        resolve(exit ?? { code, signal });
-      });
+    const ended = runc.ended.finally(() => {
+      exited = true;
     });
 
     function stop(reason: 'timeout' | 'abort'): void {
@@ -572,7 +565,7 @@ export class RuncRuntime {
         return;
       }
       stopReason = reason;
-      void killUntilExit(id, child.pid, () => exited);
+      void killUntilExit(id, runc.pid, () => exited);
     }
     const killUntilExit = this.killUntilExit.bind(this);
     const onAbort = (): void => stop('abort');
@@ -585,9 +578,7 @@ export class RuncRuntime {
     } finally {
       clearTimeout(timer);
       io.signal?.removeEventListener('abort', onAbort);
-      if (io.stdin && child.stdin) {
-        io.stdin.unpipe(child.stdin);
-      }
+      runc.release();
     }
 
     let oomKilled: boolean | undefined;
@@ -622,21 +613,80 @@ export class RuncRuntime {
   }
 
   /**
+   * `runc run` started by the worker's exec helper, its output streamed back through it: no
+   * fork of this (large) process per step (see @stratum/layers' exec-helper.ts).
+   */
+  private streamRunc(argv: string[], deliver: Deliver, io: RunIo): RuncProcess {
+    let pid: number | undefined;
+    const ended = execHelper
+      .stream(
+        argv,
+        {
+          onPid: (p) => (pid = p),
+          onStdout: (c) => deliver((chunk) => io.onStdout(chunk), c),
+          onStderr: (c) => deliver((chunk) => io.onStderr(chunk), c),
+        },
+        { drainMs: STDIO_DRAIN_MS },
+      )
+      .then(
+        (r) =>
+          r.code < 0
+            ? { code: null, signal: signalName(-r.code) }
+            : { code: r.code, signal: null as NodeJS.Signals | null },
+        (err: unknown) => {
+          throw new RuntimeError('RUNC_FAILED', `cannot run ${argv[0]}: ${(err as Error).message}`);
+        },
+      );
+    return { pid: () => pid, ended, release: () => undefined };
+  }
+
+  /** `runc run` as a child of this process, for a run whose stdin is piped in. */
+  private spawnRunc(argv: string[], stdin: Readable, deliver: Deliver, io: RunIo): RuncProcess {
+    const child = spawn(this.options.runcPath, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    child.stdout.on('data', (chunk: Buffer) => deliver((c) => io.onStdout(c), chunk));
+    child.stderr.on('data', (chunk: Buffer) => deliver((c) => io.onStderr(c), chunk));
+    // the process may exit without reading its stdin: EPIPE is not our failure
+    child.stdin.on('error', () => undefined);
+    stdin.pipe(child.stdin);
+    const ended = new Promise<RuncExit>((resolve, reject) => {
+      let exit: RuncExit | null = null;
+      let drainTimer: NodeJS.Timeout | undefined;
+      child.once('error', (err) => {
+        reject(new RuntimeError('RUNC_FAILED', `cannot run ${argv[0]}: ${err.message}`));
+      });
+      child.once('exit', (code, signal) => {
+        exit = { code, signal };
+        // a stray holder of our pipes must not hang the run forever
+        drainTimer = setTimeout(() => {
+          child.stdout.destroy();
+          child.stderr.destroy();
+        }, STDIO_DRAIN_MS);
+      });
+      child.once('close', (code: number | null, signal: NodeJS.Signals | null) => {
+        clearTimeout(drainTimer);
+        resolve(exit ?? { code, signal });
+      });
+    });
+    return { pid: () => child.pid, ended, release: () => stdin.unpipe(child.stdin) };
+  }
+
+  /**
    * `runc kill <id> KILL` until `runc run` returns: the container may not exist yet when a
    * timeout fires during start-up. After killGraceMs, SIGKILL runc itself; the `--keep`
    * state it leaves is removed by the caller's `runc delete -f`.
    */
   private async killUntilExit(
     id: string,
-    runcPid: number | undefined,
+    runcPid: () => number | undefined,
     hasExited: () => boolean,
   ): Promise<void> {
     const deadline = Date.now() + this.killGraceMs;
     while (!hasExited()) {
       if (Date.now() > deadline) {
-        if (runcPid !== undefined) {
+        const pid = runcPid();
+        if (pid !== undefined) {
           try {
-            process.kill(runcPid, 'SIGKILL');
+            process.kill(pid, 'SIGKILL');
           } catch {
             // already gone
           }
