@@ -6,7 +6,8 @@
 #   - Stratum, S3 store, blob GETs redirected to presigned S3 URLs (S3_REDIRECT=on);
 #   - CNCF Distribution (Debian's docker-registry), filesystem store,
 # each the median of ROUNDS rounds, with the API's CPU seconds per pull (utime+stime of the API
-# process from /proc, over all rounds, divided by the pulls).
+# process from /proc, over all rounds, divided by the pulls); then the servers alone: the layer
+# blobs fetched by N curl clients from Stratum (fs), s3rver (presigned URLs) and Distribution.
 # Usage: test/bench/pull-bench.sh [--clients N] [--rounds R] [--layer-mb M]
 #        (defaults 20, 3, 25: an image of four 25 MB random layers on a busybox root)
 source "$(dirname "$0")/../../infra/lib.sh"
@@ -136,4 +137,38 @@ for t in "${targets[@]}"; do
   cpu=-
   [[ -n $pid ]] && cpu=$(echo "scale=3; ($(cpu_seconds "$pid") - ${cpu0[$name]}) / ($clients * $rounds)" | bc)
   printf '%-22s %10.2f %14s\n' "$name" "$median" "$cpu" | tee -a "$out/report.txt"
+done
+
+# 4. The servers alone: the same bytes fetched with curl (no skopeo hashing or writing), N clients
+# at once each GETting every layer blob to /dev/null, from Stratum's fs store, from s3rver at the
+# presigned URLs Stratum's redirects name, and from Distribution. Shows which server bounds the
+# redirected S3 pull: when s3rver alone is slower than Distribution, the S3 figures above are
+# s3rver's, not Stratum's (MinIO is the production target; it is not on this machine).
+layers=$(skopeo inspect --tls-verify=false --raw "docker://127.0.0.1:$fs_port/bench/pull:latest" |
+  node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).layers.map(l=>l.digest).join(" ")))')
+direct() { # name url... : N clients, each fetching every url; appends "name seconds" to direct.txt
+  local name=$1 s e c jobs=() args=()
+  shift
+  for u in "$@"; do args+=(-o /dev/null "$u"); done
+  s=$(now)
+  for c in $(seq 1 "$clients"); do curl -fsS "${args[@]}" >>"$out/curl.log" 2>&1 & jobs+=($!); done
+  for j in "${jobs[@]}"; do wait "$j" || { log "a curl of $name failed; see $out/curl-$name.log"; exit 1; }; done
+  e=$(now)
+  echo "$name $(echo "$e - $s" | bc)" >>"$out/direct.txt"
+}
+fs_urls=() s3_urls=() d_urls=()
+for l in $layers; do
+  fs_urls+=("http://127.0.0.1:$fs_port/v2/bench/pull/blobs/$l")
+  d_urls+=("http://127.0.0.1:$dport/v2/bench/pull/blobs/$l")
+  s3_urls+=("$(curl -s -o /dev/null -w '%{redirect_url}' "http://127.0.0.1:$s3on_port/v2/bench/pull/blobs/$l")")
+done
+printf '\nservers alone (%s curl clients, every layer blob each, median of %s):\n' "$clients" "$rounds" | tee -a "$out/report.txt"
+for r in $(seq 1 "$rounds"); do
+  direct stratum-fs-api "${fs_urls[@]}"
+  direct s3rver-presigned "${s3_urls[@]}"
+  direct distribution-fs "${d_urls[@]}"
+done
+for name in stratum-fs-api s3rver-presigned distribution-fs; do
+  median=$(awk -v n="$name" '$1 == n {print $2}' "$out/direct.txt" | sort -n | sed -n "$(((rounds + 1) / 2))p")
+  printf '%-22s %10.2f\n' "$name" "$median" | tee -a "$out/report.txt"
 done
