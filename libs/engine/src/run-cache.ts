@@ -173,7 +173,7 @@ export class RunCacheStore {
     const lock: FileLock = held as FileLock;
     const dir = join(this.root, name);
     try {
-      await this.ensure(dir, init, seed === null ? null : `${this.lockFile(name)}.seed`, signal);
+      await this.ensure(dir, init, `${this.lockFile(name)}.seed`, signal);
     } catch (err) {
       await lock.release();
       throw err;
@@ -193,18 +193,21 @@ export class RunCacheStore {
     };
   }
 
+  /**
+   * Makes `dir` when it is missing, under `onceLock` even for an empty cache: two steps making
+   * it at once would both rename a directory into place, and a rename replaces an empty
+   * directory, so the first one's step would hold a deleted directory (its writes lost, and
+   * runc's bind of it failing with ENOENT: seen with two workers on one host).
+   */
   private async ensure(
     dir: string,
     init: (dir: string) => Promise<void>,
-    onceLock: string | null,
+    onceLock: string,
     signal: AbortSignal,
   ): Promise<void> {
     const exists = async (): Promise<boolean> => (await stat(dir).catch(() => null))?.isDirectory() === true;
     if (await exists()) {
       return;
-    }
-    if (onceLock === null) {
-      return this.make(dir, init);
     }
     // Taken only while the directory is missing, after the directory's own lock: never a cycle.
     const once = (await flockFile(onceLock, { exclusive: true, wait: true }, signal)) as FileLock;
