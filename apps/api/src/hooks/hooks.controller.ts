@@ -2,6 +2,7 @@ import { Controller, HttpCode, Param, ParseEnumPipe, Post, Req, Res } from '@nes
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { Request, Response } from 'express';
 import { GitForge, WebhookResult } from '@stratum/contracts';
+import { closeAfterAnswer } from '../common/linger';
 import { HooksService } from './hooks.service';
 
 @ApiTags('hooks')
@@ -27,7 +28,7 @@ export class HooksController {
       if (!req.complete) {
         // Refused before the body was read to its end: the connection closes after the answer
         // instead of Node draining (or the client sending) the rest of a body nobody wants.
-        res.setHeader('Connection', 'close');
+        closeAfterAnswer(req, res);
       }
       throw err;
     }
