@@ -26,11 +26,11 @@ HOLDER_SCRIPT = ('"$0" -w 5 "$1" && echo "0 2147483647" > /proc/sys/net/ipv4/pin
 class SandboxError(Exception):
     pass
 
-def sandbox_wait(fd, proc, what, deadline):
+def sandbox_wait(fd, proc, what, deadline, timeout_ms):
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise SandboxError("%s was not ready after %d ms" % (what, SANDBOX_TIMEOUT_MS[0]))
+            raise SandboxError("%s was not ready after %d ms" % (what, timeout_ms))
         r, _, _ = select.select([fd], [], [], min(left, 0.2))
         if r:
             data = os.read(fd, 64)
@@ -72,8 +72,6 @@ def sandbox_end(entry):
             except Exception:
                 pass
 
-SANDBOX_TIMEOUT_MS = [15000]
-
 def sandbox(req):
     if req["op"] == "close":
         with SANDBOX_LOCK:
@@ -81,8 +79,8 @@ def sandbox(req):
         if entry is not None:
             sandbox_end(entry)
         return {}
-    SANDBOX_TIMEOUT_MS[0] = int(req.get("timeoutMs", 15000))
-    deadline = time.monotonic() + SANDBOX_TIMEOUT_MS[0] / 1000.0
+    timeout_ms = int(req.get("timeoutMs", 15000))
+    deadline = time.monotonic() + timeout_ms / 1000.0
     entry = {"procs": [], "fds": []}
     what = "the sandbox network namespace"
     current = None
@@ -97,7 +95,7 @@ def sandbox(req):
                                % (what, req["unshare"], e.strerror))
         entry["procs"].append(holder)
         current = holder
-        sandbox_wait(holder.stdout.fileno(), holder, what, deadline)
+        sandbox_wait(holder.stdout.fileno(), holder, what, deadline, timeout_ms)
         what = "slirp4netns"
         ready_r, ready_w = os.pipe()
         exit_r, exit_w = os.pipe()
@@ -118,7 +116,7 @@ def sandbox(req):
         os.close(exit_r)
         entry["procs"].append(slirp)
         current = slirp
-        sandbox_wait(ready_r, slirp, what, deadline)
+        sandbox_wait(ready_r, slirp, what, deadline, timeout_ms)
     except Exception as e:
         said = sandbox_stderr(current) if current is not None else ""
         sandbox_end(entry)

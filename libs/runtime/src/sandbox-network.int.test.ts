@@ -207,7 +207,9 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
     const r = await run([
       'sh',
       '-c',
-      '(echo pong | nc -l -p 7777 >/dev/null &); i=0; until nc -w 2 127.0.0.1 7777 </dev/null; do i=$((i+1)); [ $i -gt 20 ] && exit 9; sleep 0.1; done',
+      // The client sends, the listener writes what it got: bytes sent before a close always
+      // arrive (the other way, a client whose stdin ended could close before reading them).
+      'nc -l -p 7777 >/tmp/got & l=$!; i=0; until echo pong | nc -w 2 127.0.0.1 7777; do i=$((i+1)); [ $i -gt 20 ] && exit 9; sleep 0.1; done; wait $l; cat /tmp/got',
     ]);
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toBe('pong\n');
