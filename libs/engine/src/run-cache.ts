@@ -142,9 +142,10 @@ export class RunCacheStore {
   /**
    * The directory for cache `id` seeded by `seed` ({@link runCacheName}). A directory made
    * now is prepared by `init` (owner, mode, seed content) in a temporary name first, then
-   * renamed into place: a crash never leaves a half-seeded cache behind. A seeded directory
-   * (`seed` not null: maybe a copy of a whole stage) is made once per host: a step that finds
-   * another making it waits for it (an flock on `.locks/<name>.seed`) instead of copying too.
+   * renamed into place: a crash never leaves a half-seeded cache behind. Every directory is
+   * made once per host, seeded or not: a step that finds another making it waits for it (an
+   * flock on `.locks/<name>.seed`) instead of making it too — a second rename would replace
+   * the first (rename replaces an empty directory) under a step already using it.
    */
   async acquire(
     id: string,
