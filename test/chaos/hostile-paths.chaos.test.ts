@@ -109,11 +109,14 @@ it('RUN --mount=type=cache ids ..  ../..  /  and a long id: an empty dir each, n
   expect(written.sort()).toEqual(
     ids.map((id, i) => join(stack.dataDir, 'run-cache', opaqueName(id), `pwned${i}`)).sort(),
   );
-  // and .locks: the (empty) lock files of those directories
+  // and .locks: the (empty) lock files of those directories, `<name>` (in use) and
+  // `<name>.seed` (made once, see RunCacheStore)
   expect(readdirSync(join(stack.dataDir, 'run-cache')).sort()).toEqual(
     ['.locks', ...ids.map(opaqueName)].sort(),
   );
-  expect(readdirSync(join(stack.dataDir, 'run-cache', '.locks')).sort()).toEqual(ids.map(opaqueName).sort());
+  expect(readdirSync(join(stack.dataDir, 'run-cache', '.locks')).sort()).toEqual(
+    ids.flatMap((id) => [opaqueName(id), `${opaqueName(id)}.seed`]).sort(),
+  );
   await servesNext();
 });
 
