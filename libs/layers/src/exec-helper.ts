@@ -27,7 +27,7 @@ def reply(msg):
         sys.stdout.write(data)
         sys.stdout.flush()
 def serve(req):
-    for name, op in (("idmap", idmap), ("sandbox", sandbox)):
+    for name, op in (("idmap", idmap), ("mount", mount_op), ("sandbox", sandbox)):
         if name in req:
             try:
                 out = json.dumps(op(req[name]) or {}).encode()
@@ -159,6 +159,14 @@ export class ExecHelper {
   /** An idmapped-mount request (idmap-ops.ts) done by the helper itself; code 1 and stderr on failure. */
   idmap(request: unknown): Promise<HelperResult> {
     return this.send({ idmap: request });
+  }
+
+  /** A mount-syscall request (`mount_op` in idmap-ops.ts) done by the helper itself; code 1 and stderr on failure. */
+  mount(
+    request:
+      { op: 'umount'; target: string; lazy?: boolean } | { op: 'sysfs'; netns: string; target: string },
+  ): Promise<HelperResult> {
+    return this.send({ mount: request });
   }
 
   /**

@@ -104,3 +104,50 @@ export function spawnFilter(cmd: string, args: string[], options: { niceness?: n
   exited.catch(() => undefined);
   return { duplex, exited, child };
 }
+
+/** Outcome of {@link unmount}: done, or the errno umount(2) failed with and why. */
+export type UnmountOutcome = { ok: true } | { ok: false; errno: number; message: string };
+
+/**
+ * umount(2) of `target` (`lazy`: MNT_DETACH, as `umount -l`) in the exec helper: no umount(8)
+ * process (exec, libmount, a read of the mount table) per unmount, one of the costs of every
+ * step. EINVAL: not a mount point; ENOENT: no such path; EBUSY: in use.
+ */
+export async function unmount(target: string, options: { lazy?: boolean } = {}): Promise<UnmountOutcome> {
+  const out = await helperMount({ op: 'umount', target, ...(options.lazy === true ? { lazy: true } : {}) });
+  if (out.code === 0) {
+    return { ok: true };
+  }
+  const message = out.stderr.toString('utf8').trim();
+  return { ok: false, errno: Number(/\[Errno (\d+)\]/.exec(message)?.[1] ?? 0), message };
+}
+
+/**
+ * Mounts a read-only sysfs (nosuid, nodev, noexec) at `target` as seen from the network
+ * namespace `netns` (a path such as /proc/PID/ns/net): its class/net lists that namespace's
+ * interfaces. Done by a child of the exec helper that joins the namespace (no nsenter + mount).
+ */
+export async function mountSysfsOf(netns: string, target: string): Promise<void> {
+  const out = await helperMount({ op: 'sysfs', netns, target });
+  if (out.code !== 0) {
+    throw new LayerError(
+      'LAYER_MOUNT_FAILED',
+      `mounting sysfs at ${target}: ${out.stderr.toString('utf8').trim()}`,
+    );
+  }
+}
+
+async function helperMount(request: Parameters<typeof execHelper.mount>[0]): Promise<HelperResult> {
+  try {
+    return await execHelper.mount(request);
+  } catch (e) {
+    throw new LayerError(
+      'LAYER_TOOL_FAILED',
+      `the exec helper could not run a mount request: ${(e as Error).message}`,
+      undefined,
+      {
+        cause: e,
+      },
+    );
+  }
+}

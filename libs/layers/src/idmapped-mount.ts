@@ -5,7 +5,7 @@
 import { mkdir, mkdtemp, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { execHelper, HelperResult } from './exec-helper';
-import { run } from './host-tools';
+import { run, unmount } from './host-tools';
 import { LayerError } from './layer-error';
 
 /**
@@ -73,7 +73,7 @@ async function runHelper(request: unknown, what: string): Promise<void> {
  * Mounts, for each pair, an idmapped view of `source` (a directory or a file) at `target`
  * (which must exist and be of the same kind): a file owned by `n` on disk shows as
  * `map.uid + n` there, so a step in the user namespace of `map` sees it owned by `n`.
- * Unmount each target with `umount` when done.
+ * Unmount each target with {@link removeMountPoint} (or umount(2)) when done.
  */
 export async function mountIdmapped(
   map: IdMap,
@@ -170,7 +170,7 @@ export async function probeIdmappedOverlay(dir: string, map: IdMap): Promise<str
     return (e as Error).message;
   } finally {
     if (mounted) {
-      await run('umount', [merged], { allowFail: true });
+      await unmount(merged);
     }
     await rm(root, { recursive: true, force: true }).catch(() => undefined);
   }
@@ -178,6 +178,6 @@ export async function probeIdmappedOverlay(dir: string, map: IdMap): Promise<str
 
 /** Removes an empty attachment point left by {@link mountIdmapped} after its unmount. */
 export async function removeMountPoint(target: string): Promise<void> {
-  await run('umount', [target], { allowFail: true });
+  await unmount(target);
   await rmdir(target).catch(async () => rm(target, { force: true }).catch(() => undefined));
 }

@@ -16,7 +16,13 @@
  */
 export { LayerError, type LayerErrorCode } from './layer-error';
 export { ExecHelper, execHelper, HelperSpawnError, type HelperResult } from './exec-helper';
-export { run as runHostCommand, type RunResult as HostCommandResult } from './host-tools';
+export {
+  mountSysfsOf,
+  run as runHostCommand,
+  unmount,
+  type RunResult as HostCommandResult,
+  type UnmountOutcome,
+} from './host-tools';
 export {
   applyLayer,
   OVERLAY_OPAQUE_XATTR,

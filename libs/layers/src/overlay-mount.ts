@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, symlink } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { constants, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { run } from './host-tools';
+import { run, unmount } from './host-tools';
 import { IdMap, mountIdmappedOverlay } from './idmapped-mount';
 import { LayerError } from './layer-error';
 
@@ -146,14 +146,17 @@ export async function mountOverlay(spec: OverlayMountSpec): Promise<void> {
   }
 }
 
+const { EINVAL, ENOENT } = constants.errno;
+
 /** Result of {@link unmountOverlay}: `false` when nothing was mounted there. */
 export interface UnmountResult {
   unmounted: boolean;
 }
 
 /**
- * Unmounts `target`. Retries briefly while busy; with `lazy` falls back to a lazy detach
- * (`umount -l`) as a last resort. Not mounted is a value, not an error.
+ * Unmounts `target` (umount(2) in the exec helper). Retries briefly while busy; with `lazy`
+ * falls back to a lazy detach (MNT_DETACH, as `umount -l`) as a last resort. Not mounted is a
+ * value, not an error.
  */
 export async function unmountOverlay(
   target: string,
@@ -164,19 +167,22 @@ export async function unmountOverlay(
     if (!(await isMountPoint(abs))) {
       return { unmounted: false };
     }
-    const res = await run('umount', [abs], { allowFail: true });
-    if (res.code === 0) {
+    const res = await unmount(abs);
+    if (res.ok) {
       return { unmounted: true };
     }
-    if (/not mounted|no mount point/i.test(res.stderr)) {
-      return { unmounted: false };
+    if (res.errno === EINVAL || res.errno === ENOENT) {
+      return { unmounted: false }; // not (or no longer) a mount point
     }
     if (attempt >= 5) {
       if (options.lazy === true) {
-        await run('umount', ['-l', abs]);
+        const lazy = await unmount(abs, { lazy: true });
+        if (!lazy.ok) {
+          throw new LayerError('LAYER_MOUNT_FAILED', `unmounting ${abs} (lazily) failed: ${lazy.message}`);
+        }
         return { unmounted: true };
       }
-      throw new LayerError('LAYER_MOUNT_FAILED', `unmounting ${abs} failed: ${res.stderr}`);
+      throw new LayerError('LAYER_MOUNT_FAILED', `unmounting ${abs} failed: ${res.message}`);
     }
     await new Promise((r) => setTimeout(r, 100 * (attempt + 1)));
   }

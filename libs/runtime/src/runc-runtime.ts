@@ -5,7 +5,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { ConfineError, resolveBeneath } from '@stratum/confine';
-import { execHelper, runHostCommand } from '@stratum/layers';
+import { execHelper, mountSysfsOf, unmount } from '@stratum/layers';
 import { detectMemoryCgroup, readOomKillCount, type MemoryCgroupLayout } from './cgroups';
 import { RuntimeError } from './runtime-error';
 import {
@@ -122,8 +122,11 @@ async function unmountIn(bundle: string): Promise<void> {
     .split('\n')
     .some((l) => l.split(' ')[4] === target);
   if (mounted) {
-    // through the exec helper: no fork of this process (see @stratum/layers' exec-helper.ts)
-    await runHostCommand('umount', ['-l', target]);
+    // umount(2) in the exec helper: no fork of this process (see @stratum/layers' exec-helper.ts)
+    const res = await unmount(target, { lazy: true });
+    if (!res.ok) {
+      throw new Error(`unmounting ${target}: ${res.message}`);
+    }
   }
 }
 
@@ -358,16 +361,7 @@ export class RuncRuntime {
         // a sysfs made in the sandbox's namespace (it lists tap0 and lo, nothing of the host's)
         sysfs = path.join(bundle, 'sys');
         await fs.mkdir(sysfs);
-        await runHostCommand('nsenter', [
-          `--net=${netnsPath}`,
-          'mount',
-          '-t',
-          'sysfs',
-          '-o',
-          'ro,nosuid,nodev,noexec',
-          'sysfs',
-          sysfs,
-        ]);
+        await mountSysfsOf(netnsPath, sysfs);
         sysfsSource = sysfs;
       }
       const seccompProfile = await this.seccompProfile();
