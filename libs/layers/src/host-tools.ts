@@ -125,7 +125,7 @@ export async function unmount(target: string, options: { lazy?: boolean } = {}):
 /**
  * Mounts a read-only sysfs (nosuid, nodev, noexec) at `target` as seen from the network
  * namespace `netns` (a path such as /proc/PID/ns/net): its class/net lists that namespace's
- * interfaces. Done by a child of the exec helper that joins the namespace (no nsenter + mount).
+ * interfaces. Done by a thread of the exec helper that joins the namespace (no nsenter + mount).
  */
 export async function mountSysfsOf(netns: string, target: string): Promise<void> {
   const out = await helperMount({ op: 'sysfs', netns, target });
