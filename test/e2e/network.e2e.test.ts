@@ -79,3 +79,21 @@ it('RUN --network=none in the Dockerfile wins over the default, and a bad networ
   expect(bad.status).toBe(400);
   expect(JSON.stringify(bad.body)).toMatch(/sandbox, none or default/);
 });
+
+it("a build's RUN steps take turns on one sandbox network, which still reaches out in the later step", async () => {
+  const { rec, log } = await build(
+    [
+      'FROM debian:bookworm',
+      'RUN readlink /proc/self/ns/net > /ns1',
+      'RUN readlink /proc/self/ns/net > /ns2 && echo "ns1=$(cat /ns1) ns2=$(cat /ns2)" && getent hosts deb.debian.org',
+      '',
+    ].join('\n'),
+    { t: 'net/shared:1' },
+  );
+  expect([rec.state, rec.error]).toEqual(['succeeded', null]);
+  const [, ns1, ns2] = /ns1=(net:\[\d+\]) ns2=(net:\[\d+\])/.exec(log) ?? [];
+  expect(ns1).toBeDefined();
+  expect(ns2).toBe(ns1);
+  // getent's answer: an address, then the name
+  expect(log).toMatch(/^[0-9a-f.:]+\s+deb\.debian\.org/m);
+});

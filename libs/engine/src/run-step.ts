@@ -3,7 +3,7 @@ import { lstat } from 'node:fs/promises';
 import { ConfineError, containerPath, resolveInRoot } from '@stratum/confine';
 import { RunInstruction } from '@stratum/dockerfile';
 import { ContainerFs } from '@stratum/images';
-import { execHelper } from '@stratum/layers';
+import { diskUsage } from '@stratum/layers';
 import { stableJson, stepCacheKey } from './build-cache';
 import { BuildError } from './build-errors';
 import { ImageState } from './image-state';
@@ -166,6 +166,8 @@ async function runProcess(
         cwd: workdir,
         ...(user ? { user } : {}),
         network,
+        // the build's steps share one sandbox network, one step at a time (released in cleanup)
+        sandboxShare: host.data.buildId,
         mounts: prepared.mounts,
         // runc's state, the network and the bundle go while the next step runs (cleanup waits)
         deferTeardown: true,
@@ -308,7 +310,7 @@ const DEFAULT_STEP_DISK_BYTES = 64 * 1024 * 1024 * 1024;
 const DISK_CHECK_INTERVAL_MS = 2000;
 
 /**
- * Watches what a RUN step writes to its layer (its overlay upper dir) with `du` every 2 s: a
+ * Watches what a RUN step writes to its layer (its overlay upper dir), as `du` counts, every 2 s: a
  * step that would fill the host's disk is stopped (its signal aborts) once past `limit`, and
  * the build fails naming the limit. `du -sx` stays on the upper dir's filesystem and counts
  * allocated bytes, which is what fills the disk (a sparse file counts only what it holds).
@@ -327,10 +329,7 @@ function watchDiskUse(
   let over = false;
   let busy = false;
   const check = async (): Promise<boolean> => {
-    const used = await execHelper
-      .exec(['du', '-sx', '--block-size=1', upper])
-      .then((r) => (r.code === 0 ? Number(r.stdout.toString().split('\t')[0]) : 0))
-      .catch(() => 0);
+    const used = await diskUsage(upper).catch(() => 0);
     if (used > limit) {
       over = true;
     }

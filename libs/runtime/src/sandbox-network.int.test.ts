@@ -362,4 +362,60 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
     }
     // afterEach: no helper process, bundle dir or container is left once the spare is closed
   }, 60_000);
+
+  it('runs of one sandboxShare take turns on one namespace, another share has its own, and a release closes them', async () => {
+    const sharing = new RuncRuntime({
+      runcPath: RUNC,
+      stateRoot: path.join(work, 'state-share'),
+      bundleDir,
+      cgroupParent: CGROUP_PARENT,
+      killGraceMs: 5000,
+    });
+    const ids: string[] = [];
+    const netns = async (share: string): Promise<string> => {
+      const id = `n${process.pid}-${++seq}`;
+      ids.push(id);
+      const r = await runCollected(
+        sharing,
+        id,
+        {
+          rootfs,
+          args: ['sh', '-c', 'readlink /proc/self/ns/net; ip -4 route | grep -c "^default via 10.0.2.2"'],
+          network: 'sandbox',
+          sandboxShare: share,
+        },
+        { timeoutMs: 30_000 },
+      );
+      expect(r.exitCode).toBe(0);
+      const [ns, routes] = r.stdout.trim().split('\n');
+      expect(routes).toBe('1');
+      return ns;
+    };
+    const slirps = (): number => helperChildren().filter((p) => p.endsWith(':slirp4netns')).length;
+    try {
+      const a1 = await netns('build-a');
+      expect(await netns('build-a')).toBe(a1);
+      // build-a's namespace lives (it waits for build-a's next run), so the numbers compare
+      const b1 = await netns('build-b');
+      expect(b1).not.toBe(a1);
+      // two runs of one share at once: one gets the waiting namespace, the other a new one
+      const both = await Promise.all([netns('build-a'), netns('build-a')]);
+      expect(new Set(both).size).toBe(2);
+      expect(both).toContain(a1);
+      expect(slirps()).toBe(3);
+      await sharing.releaseSandboxes('build-a');
+      expect(slirps()).toBe(1);
+      // every run's runc state and cgroups are gone, though no `runc delete` ran for them
+      expect(await sharing.list()).toEqual([]);
+      for (const id of ids) {
+        expect(existsSync(path.join(work, 'state-share', id))).toBe(false);
+        expect(existsSync(path.join('/sys/fs/cgroup/memory', CGROUP_PARENT, id))).toBe(false);
+        expect(existsSync(path.join('/sys/fs/cgroup/pids', CGROUP_PARENT, id))).toBe(false);
+      }
+    } finally {
+      await sharing.closeSpare();
+    }
+    expect(slirps()).toBe(0);
+    // afterEach: no helper process, bundle dir or container is left
+  }, 60_000);
 });
