@@ -2,6 +2,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { IDMAP_OPS_PY } from './idmap-ops';
 import { SANDBOX_OPS_PY } from './sandbox-ops';
+import { TREE_OPS_PY } from './tree-ops';
 
 /**
  * Runs short host commands (mount, umount, du, mknod, setfattr, ...) through one long-lived
@@ -27,13 +28,13 @@ def reply(msg):
         sys.stdout.write(data)
         sys.stdout.flush()
 def serve(req):
-    for name, op in (("idmap", idmap), ("mount", mount_op), ("sandbox", sandbox)):
+    for name, op in (("idmap", idmap), ("mount", mount_op), ("sandbox", sandbox), ("tree", tree_op)):
         if name in req:
             try:
                 out = json.dumps(op(req[name]) or {}).encode()
                 reply({"id": req["id"], "code": 0, "stdout": base64.b64encode(out).decode(), "stderr": ""})
             except Exception as e:
-                known = isinstance(e, (IdmapError, SandboxError))
+                known = isinstance(e, (IdmapError, SandboxError, TreeError))
                 text = str(e) if known else "%s: %s" % (type(e).__name__, e)
                 reply({"id": req["id"], "code": 1, "stdout": "",
                        "stderr": base64.b64encode(text.encode()).decode()})
@@ -85,6 +86,7 @@ def stream(req):
     reply({"id": rid, "code": p.returncode, "stdout": "", "stderr": ""})
 ${IDMAP_OPS_PY}
 ${SANDBOX_OPS_PY}
+${TREE_OPS_PY}
 for line in sys.stdin:
     threading.Thread(target=serve, args=(json.loads(line),), daemon=True).start()
 `;
@@ -167,6 +169,11 @@ export class ExecHelper {
       { op: 'umount'; target: string; lazy?: boolean } | { op: 'sysfs'; netns: string; target: string },
   ): Promise<HelperResult> {
     return this.send({ mount: request });
+  }
+
+  /** A tree walk (tree-ops.ts) done by the helper itself: its reply as JSON on stdout (code 0), or code 1 and why on stderr. */
+  tree(request: { op: 'xattrs' | 'du'; root: string; limit: number }): Promise<HelperResult> {
+    return this.send({ tree: request });
   }
 
   /**

@@ -1,5 +1,6 @@
 // Extended attributes and device nodes through host CLIs: node has no xattr or mknod API
 // and we avoid native addons. Debian packages: `attr` (getfattr/setfattr), coreutils (mknod).
+import { execHelper } from './exec-helper';
 import { run } from './host-tools';
 
 /** Sets one xattr on `path` without following a final symlink. */
@@ -35,9 +36,51 @@ function unescapeGetfattr(s: string): string {
 
 /**
  * All xattrs (every namespace, as root) of every file under `dir`, without following
- * symlinks, in one `getfattr -R` run. Keys are absolute paths; files without xattrs are absent.
+ * symlinks. Keys are absolute paths; files without xattrs are absent. A small tree is walked by
+ * the exec helper itself (tree-ops.ts), a larger one by one `getfattr -R` run.
  */
 export async function readXattrsRecursive(dir: string): Promise<Map<string, Map<string, Buffer>>> {
+  const walked = await walkTree<{ files: [string, Record<string, string>][] }>('xattrs', dir);
+  if (walked !== null) {
+    const decode = (b64: string): string => Buffer.from(b64, 'base64').toString('utf8');
+    return new Map(
+      walked.files.map(([file, attrs]) => [
+        decode(file),
+        new Map(Object.entries(attrs).map(([name, value]) => [decode(name), Buffer.from(value, 'base64')])),
+      ]),
+    );
+  }
+  return getfattrRecursive(dir);
+}
+
+/**
+ * Allocated bytes of `dir` and everything under it on its filesystem, each inode once
+ * (`du -sx --block-size=1`): walked by the exec helper when small, else by du.
+ */
+export async function diskUsage(dir: string): Promise<number> {
+  const walked = await walkTree<{ bytes: number }>('du', dir);
+  if (walked !== null) {
+    return walked.bytes;
+  }
+  const { stdout } = await run('du', ['-sx', '--block-size=1', dir]);
+  return Number(stdout.toString().split('\t')[0]);
+}
+
+/** Entries a helper walk looks at before it leaves the tree to getfattr or du (see tree-ops.ts). */
+const HELPER_WALK_LIMIT = 2000;
+
+/** The helper's walk of `dir`, or null when the tree is too large for it (or the walk failed). */
+async function walkTree<T>(op: 'xattrs' | 'du', dir: string): Promise<T | null> {
+  const out = await execHelper.tree({ op, root: dir, limit: HELPER_WALK_LIMIT }).catch(() => null);
+  if (out === null || out.code !== 0) {
+    return null;
+  }
+  const reply = JSON.parse(out.stdout.toString('utf8')) as T & { tooMany?: boolean };
+  return reply.tooMany === true ? null : reply;
+}
+
+/** {@link readXattrsRecursive} by one `getfattr -R` run. */
+async function getfattrRecursive(dir: string): Promise<Map<string, Map<string, Buffer>>> {
   const { stdout } = await run(
     'getfattr',
     ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'base64', '--absolute-names', '--', dir],

@@ -16,6 +16,7 @@
  */
 export { LayerError, type LayerErrorCode } from './layer-error';
 export { ExecHelper, execHelper, HelperSpawnError, type HelperResult } from './exec-helper';
+export { diskUsage } from './fs-attrs';
 export {
   mountSysfsOf,
   run as runHostCommand,
