@@ -843,7 +843,8 @@ class BuildRun implements NamedContextHost {
     await Promise.all(this.pendingRecords);
     // RUN containers' runc state and networks, torn down beside the later steps
     await this.options.runtime.settled();
-    await this.options.runtime.releaseSandboxes(this.data.buildId);
+    // closed beside the next build (the runtime's settled() waits for them)
+    this.options.runtime.releaseSandboxes(this.data.buildId);
     for (const fs of [...this.live]) {
       await this.filesystems.remove(fs).catch(() => undefined);
       this.live.delete(fs);

@@ -166,7 +166,9 @@ export class ExecHelper {
   /** A mount-syscall request (`mount_op` in idmap-ops.ts) done by the helper itself; code 1 and stderr on failure. */
   mount(
     request:
-      { op: 'umount'; target: string; lazy?: boolean } | { op: 'sysfs'; netns: string; target: string },
+      | { op: 'umount'; target: string; lazy?: boolean }
+      | { op: 'overlay'; cwd: string; target: string; options: string }
+      | { op: 'sysfs'; netns: string; target: string },
   ): Promise<HelperResult> {
     return this.send({ mount: request });
   }

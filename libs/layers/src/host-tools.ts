@@ -123,6 +123,20 @@ export async function unmount(target: string, options: { lazy?: boolean } = {}):
 }
 
 /**
+ * Mounts an overlay at `target` with `options` (mount(2) data: at most a page), its relative
+ * lowerdir names resolved against `cwd`: done by a thread of the exec helper, no mount(8).
+ */
+export async function mountOverlayAt(cwd: string, target: string, options: string): Promise<void> {
+  const out = await helperMount({ op: 'overlay', cwd, target, options });
+  if (out.code !== 0) {
+    throw new LayerError(
+      'LAYER_MOUNT_FAILED',
+      `mounting overlay at ${target} failed: ${out.stderr.toString('utf8').trim()}`,
+    );
+  }
+}
+
+/**
  * Mounts a read-only sysfs (nosuid, nodev, noexec) at `target` as seen from the network
  * namespace `netns` (a path such as /proc/PID/ns/net): its class/net lists that namespace's
  * interfaces. Done by a thread of the exec helper that joins the namespace (no nsenter + mount).

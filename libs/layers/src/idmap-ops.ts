@@ -13,8 +13,10 @@
  *   fsuid and fsgid set to the range's root (its copy-ups and new files pass through the
  *   idmapped upper and land on disk as uid 0), and the attachments are detached at once: overlay
  *   holds private clones of its layers, so only the overlay itself stays mounted.
- * - `mount_op`: `{"op":"umount", target, lazy}` (umount2) and `{"op":"sysfs", netns, target}`
- *   (a read-only sysfs of that network namespace, mounted by a thread that joined it).
+ * - `mount_op`: `{"op":"umount", target, lazy}` (umount2), `{"op":"overlay", cwd, target,
+ *   options}` (an overlay mount(2) by a thread whose cwd is `cwd`, for relative lowerdirs) and
+ *   `{"op":"sysfs", netns, target}` (a read-only sysfs of that network namespace, mounted by a
+ *   thread that joined it).
  * Errors are raised as `OSError: [Errno N] what: why` (or IdmapError) for the caller's message.
  */
 export const IDMAP_OPS_PY = String.raw`
@@ -186,6 +188,12 @@ def mount_op(req):
     # plain mount syscalls, without a umount(8) or nsenter(8) + mount(8) process each
     if req['op'] == 'umount':
         check(libc.umount2(req['target'].encode(), MNT_DETACH if req.get('lazy') else 0), 'umount ' + req['target'])
+    elif req['op'] == 'overlay':
+        def mount_overlay_plain():
+            # relative lowerdir names resolve against this thread's own cwd (the options fit a page)
+            os.chdir(req['cwd'])
+            check(libc.mount(b'overlay', req['target'].encode(), b'overlay', 0, req['options'].encode()), 'mount overlay at ' + req['target'])
+        in_own_thread(mount_overlay_plain)
     elif req['op'] == 'sysfs':
         def mount_sysfs():
             # sysfs shows the mounter's network namespace: the thread joins the one asked for

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, symlink } from 'node:fs/promises';
 import { constants, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { run, unmount } from './host-tools';
+import { mountOverlayAt, unmount } from './host-tools';
 import { IdMap, mountIdmappedOverlay } from './idmapped-mount';
 import { LayerError } from './layer-error';
 
@@ -62,7 +62,7 @@ async function emptyLowerDir(near: string): Promise<string> {
  * paths do not fit. As Docker's overlay2 driver does with its `l/` directory of short
  * symlinks (https://github.com/moby/moby/blob/master/daemon/graphdriver/overlay2/overlay.go,
  * "mountFrom" / "l/"), we make a temp dir of one- or two-character symlinks to the lower
- * dirs and run `mount` with that as its cwd, so `lowerdir=0:1:2…` is resolved relative to
+ * dirs and mount with that as the mounting thread's cwd, so `lowerdir=0:1:2…` is resolved relative to
  * it. overlayfs resolves the paths at mount time and holds the directories, so the
  * symlinks are removed right after. https://docs.kernel.org/filesystems/overlayfs.html
  *
@@ -131,16 +131,7 @@ export async function mountOverlay(spec: OverlayMountSpec): Promise<void> {
         'overlay mount options exceed one page even with short lowerdir links',
       );
     }
-    try {
-      await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target], { cwd: linkDir });
-    } catch (e) {
-      throw new LayerError(
-        'LAYER_MOUNT_FAILED',
-        `mounting overlay at ${target} failed: ${(e as Error).message}`,
-        undefined,
-        { cause: e },
-      );
-    }
+    await mountOverlayAt(linkDir, target, options);
   } finally {
     await rm(linkDir, { recursive: true, force: true });
   }

@@ -52,11 +52,11 @@ export interface RuncRuntimeOptions {
    */
   seccompProfile?: string | null;
   /**
-   * Make the next sandboxed run's network ahead (one spare): while a sandboxed step runs, the
-   * namespace, its rules and slirp4netns for the next one start, as BuildKit's CNI provider
+   * Make the next sandboxed runs' networks ahead (two spares): while a sandboxed step runs, the
+   * namespace, its rules and slirp4netns for a later one start, as BuildKit's CNI provider
    * keeps a pool of namespaces. A spare serves one run, or the runs of one `sandboxShare`
-   * (see {@link RunOptions.sandboxShare}). Default false; {@link closeSpare} ends the spare and
-   * the shared networks (worker shutdown).
+   * (see {@link RunOptions.sandboxShare}). Default false; {@link closeSpare} ends the spares
+   * and the shared networks (worker shutdown).
    */
   sandboxSpare?: boolean;
 }
@@ -216,6 +216,8 @@ function isMissingContainer(stderr: string): boolean {
 /** Sandbox networks waiting for their share's next run: per share, and in all. */
 const MAX_SHARED_PER_KEY = 4;
 const MAX_SHARED = 16;
+/** Spare sandbox networks kept made ahead (see RuncRuntimeOptions.sandboxSpare). */
+const SANDBOX_SPARES = 2;
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -233,9 +235,8 @@ export class RuncRuntime {
   private readonly active = new Set<string>();
   /** Teardowns of runs that resolved before their runc state and network were gone. */
   private readonly teardowns = new Map<string, Promise<void>>();
-  /** The next sandboxed run's network, being made (see `sandboxSpare`). */
-  private spare: { readonly id: string; readonly key: string; readonly net: Promise<SandboxNetwork> } | null =
-    null;
+  /** The next sandboxed runs' networks, made or being made (see `sandboxSpare`), oldest first. */
+  private spares: { readonly id: string; readonly key: string; readonly net: Promise<SandboxNetwork> }[] = [];
   /** Spare networks in use, by the bundle-dir name they were made in (removed after the run). */
   private readonly spareDirs = new Map<SandboxNetwork, string>();
   /** Networks of stopped runs waiting for the next run of their `sandboxShare`, by share. */
@@ -475,10 +476,9 @@ export class RuncRuntime {
       }
       return net;
     }
-    const spare = this.spare;
-    this.spare = null;
+    const spare = this.spares.shift();
     let net: SandboxNetwork | null = null;
-    if (spare !== null) {
+    if (spare !== undefined) {
       const made = await spare.net.catch(() => null);
       if (made !== null && spare.key === key) {
         net = made;
@@ -494,14 +494,11 @@ export class RuncRuntime {
       this.spareDirs.set(net, own.id);
     }
     net ??= await SandboxNetwork.open(bundle, addresses, this.options.sandboxTools);
-    if (this.options.sandboxSpare === true && !this.closing) {
-      this.makeSpare(addresses, key);
+    // topped up: two, so the two first RUNs of parallel stages both find one
+    while (this.options.sandboxSpare === true && !this.closing && this.spares.length < SANDBOX_SPARES) {
+      this.spares.push({ key, ...this.openInOwnDir(addresses) });
     }
     return net;
-  }
-
-  private makeSpare(addresses: SandboxAddresses, key: string): void {
-    this.spare = { key, ...this.openInOwnDir(addresses) };
   }
 
   /** A network made in a bundle-dir of its own (`spare-*`), which a sweep leaves alone while it is ours. */
@@ -532,13 +529,24 @@ export class RuncRuntime {
   }
 
   /**
-   * Closes the networks runs of `share` left (a build calls it when it ends). A run of the
-   * share still in flight afterwards leaves its network for {@link closeSpare}.
+   * Closes the networks runs of `share` left, in the background (a build calls it when it
+   * ends: its result need not wait); {@link settled} waits for it. A run of the share still in
+   * flight afterwards leaves its network for {@link closeSpare}.
    */
-  async releaseSandboxes(share: string): Promise<void> {
+  releaseSandboxes(share: string): void {
     const waiting = this.shared.get(share) ?? [];
     this.shared.delete(share);
-    await Promise.all(waiting.map((e) => this.closeNetwork(e.net)));
+    if (waiting.length === 0) {
+      return;
+    }
+    const key = `share-${randomBytes(6).toString('hex')}`;
+    this.teardowns.set(
+      key,
+      Promise.all(waiting.map((e) => this.closeNetwork(e.net)))
+        .then(() => undefined)
+        .catch((err: unknown) => this.warn(`closing the sandbox networks of ${share}: ${String(err)}`))
+        .finally(() => this.teardowns.delete(key)),
+    );
   }
 
   private async closeNetwork(net: SandboxNetwork): Promise<void> {
@@ -559,22 +567,29 @@ export class RuncRuntime {
     this.active.delete(id);
   }
 
-  /** Ends the spare sandbox network, if one is made or being made; no new one is made after. */
+  /**
+   * Ends the spare sandbox networks, made or being made, and the shared ones; no new one is
+   * made after.
+   */
   async closeSpare(): Promise<void> {
     this.closing = true;
     await this.settled();
-    const spare = this.spare;
-    this.spare = null;
-    if (spare !== null) {
+    const spares = this.spares;
+    this.spares = [];
+    for (const spare of spares) {
       await (await spare.net.catch(() => null))?.close();
       await this.dropSpareDir(spare.id);
     }
-    await Promise.all([...this.shared.keys()].map((share) => this.releaseSandboxes(share)));
+    for (const share of [...this.shared.keys()]) {
+      this.releaseSandboxes(share);
+    }
+    await this.settled();
   }
 
-  /** The network namespace of the spare, once made (`/proc/<pid>/ns/net`), or null. */
+  /** The network namespace of the next spare, once made (`/proc/<pid>/ns/net`), or null. */
   async spareNetns(): Promise<string | null> {
-    return this.spare === null ? null : ((await this.spare.net.catch(() => null))?.netnsPath ?? null);
+    const next = this.spares[0];
+    return next === undefined ? null : ((await next.net.catch(() => null))?.netnsPath ?? null);
   }
 
   /** The profile, read once; a failed read is retried on the next run. */

@@ -403,7 +403,8 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
       expect(new Set(both).size).toBe(2);
       expect(both).toContain(a1);
       expect(slirps()).toBe(3);
-      await sharing.releaseSandboxes('build-a');
+      sharing.releaseSandboxes('build-a');
+      await sharing.settled();
       expect(slirps()).toBe(1);
       // every run's runc state and cgroups are gone, though no `runc delete` ran for them
       expect(await sharing.list()).toEqual([]);
