@@ -83,9 +83,11 @@ const statuses = (r: Result): string[] => r.steps.map((s) => s.status);
 
 /**
  * What a build leaves in the worker's scratch places: per-build dirs (jobs), runc bundles and
- * runc state (a container not deleted). All empty between builds, failed ones included.
+ * runc state (a container not deleted). All empty between builds, failed ones included, once
+ * what a build leaves to the background (its sandbox networks) has ended.
  */
 async function scratchLeftovers(): Promise<string[]> {
+  await engine.settled();
   const out: string[] = [];
   for (const d of ['jobs', 'bundles', 'runc']) {
     const names = await readdir(join(work, d)).catch(() => [] as string[]);

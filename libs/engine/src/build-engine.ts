@@ -92,6 +92,14 @@ export class BuildEngine {
     );
   }
 
+  /**
+   * Resolves when what ended builds left to the background has ended: their last containers'
+   * runc state and bundles, and their sandbox networks (a build's result does not wait for them).
+   */
+  async settled(): Promise<void> {
+    await this.options.runtime.settled();
+  }
+
   async build(data: BuildJobData, ctx: BuildRunContext): Promise<BuildOutcome> {
     // A job payload is data from Redis: its build id becomes a directory name only once checked.
     const jobDir = nameBeneath(this.options.jobsDir, data.buildId, 'build id');
