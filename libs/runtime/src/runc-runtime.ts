@@ -467,14 +467,21 @@ export class RuncRuntime {
     share: string | undefined,
   ): Promise<SandboxNetwork> {
     const key = JSON.stringify(addresses);
-    const waiting = share !== undefined ? this.shared.get(share) : undefined;
-    const at = waiting?.findIndex((e) => e.key === key) ?? -1;
-    if (waiting !== undefined && at !== -1) {
+    for (;;) {
+      const waiting = share !== undefined ? this.shared.get(share) : undefined;
+      const at = waiting?.findIndex((e) => e.key === key) ?? -1;
+      if (waiting === undefined || at === -1) {
+        break;
+      }
       const [{ net }] = waiting.splice(at, 1);
       if (waiting.length === 0) {
         this.shared.delete(share as string);
       }
-      return net;
+      if (await net.alive()) {
+        return net;
+      }
+      // its slirp4netns or holder died (killed from outside): a new one serves
+      await this.closeNetwork(net);
     }
     const spare = this.spares.shift();
     let net: SandboxNetwork | null = null;

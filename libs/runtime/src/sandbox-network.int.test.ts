@@ -363,7 +363,7 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
     // afterEach: no helper process, bundle dir or container is left once the spare is closed
   }, 60_000);
 
-  it('runs of one sandboxShare take turns on one namespace, another share has its own, and a release closes them', async () => {
+  it('runs of one sandboxShare take turns on one live namespace, another share has its own, and a release closes them', async () => {
     const sharing = new RuncRuntime({
       runcPath: RUNC,
       stateRoot: path.join(work, 'state-share'),
@@ -393,7 +393,14 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
     };
     const slirps = (): number => helperChildren().filter((p) => p.endsWith(':slirp4netns')).length;
     try {
+      const a0 = await netns('build-a');
+      expect(await netns('build-a')).toBe(a0);
+      // a waiting network whose slirp4netns died (killed from outside) serves no run: a new one does
+      const dead = helperChildren().filter((p) => p.endsWith(':slirp4netns'));
+      expect(dead).toHaveLength(1);
+      process.kill(Number(dead[0].split(':')[0]), 'SIGKILL');
       const a1 = await netns('build-a');
+      expect(slirps()).toBe(1);
       expect(await netns('build-a')).toBe(a1);
       // build-a's namespace lives (it waits for build-a's next run), so the numbers compare
       const b1 = await netns('build-b');

@@ -141,6 +141,8 @@ export class SandboxNetwork {
     private readonly key: string,
     /** `/proc/<holder>/ns/net`: what the container joins. */
     readonly netnsPath: string,
+    /** The holder's and slirp4netns' pids. */
+    private readonly pids: readonly number[],
   ) {}
 
   /**
@@ -176,7 +178,7 @@ export class SandboxNetwork {
       throw new RuntimeError('NETWORK_FAILED', res.stderr.toString('utf8').trim());
     }
     const { pids } = JSON.parse(res.stdout.toString('utf8')) as { pids: number[] };
-    const net = new SandboxNetwork(key, `/proc/${pids[0]}/ns/net`);
+    const net = new SandboxNetwork(key, `/proc/${pids[0]}/ns/net`, pids);
     try {
       // (a worker that crashes before this line leaves nothing: both helpers end with it)
       await fs.writeFile(path.join(dir, SANDBOX_PIDS_FILE), `${pids.join('\n')}\n`);
@@ -185,6 +187,18 @@ export class SandboxNetwork {
       throw err;
     }
     return net;
+  }
+
+  /**
+   * Whether the namespace's holder and slirp4netns still run (a network kept for a later run is
+   * checked before it serves one: without slirp4netns it would reach nothing).
+   */
+  async alive(): Promise<boolean> {
+    if (this.closed) {
+      return false;
+    }
+    const running = await Promise.all(this.pids.map((pid) => isSandboxHelper(pid)));
+    return running.every(Boolean);
   }
 
   /** Ends slirp4netns and the namespace's holder and waits for both (bounded). Idempotent. */
@@ -214,20 +228,28 @@ export async function sweepSandboxProcesses(bundle: string): Promise<number> {
     .split('\n')
     .map(Number)
     .filter((n) => Number.isSafeInteger(n) && n > 1)) {
-    try {
-      const argv = (await fs.readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
-      const name = path.basename(argv[0] ?? '');
-      // the holder is a bare `cat`; slirp4netns carries our flags
-      const ours =
-        (name === 'cat' && argv.filter(Boolean).length === 1) ||
-        (name === 'slirp4netns' && argv.some((a) => a.startsWith('--exit-fd=')));
-      if (ours) {
+    if (await isSandboxHelper(pid)) {
+      try {
         process.kill(pid, 'SIGKILL');
         killed++;
+      } catch {
+        // gone meanwhile
       }
-    } catch {
-      // gone already
     }
   }
   return killed;
+}
+
+/** Whether `pid` runs one of our sandbox helpers (the holder is a bare `cat`; slirp4netns carries our flags). */
+async function isSandboxHelper(pid: number): Promise<boolean> {
+  try {
+    const argv = (await fs.readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+    const name = path.basename(argv[0] ?? '');
+    return (
+      (name === 'cat' && argv.filter(Boolean).length === 1) ||
+      (name === 'slirp4netns' && argv.some((a) => a.startsWith('--exit-fd=')))
+    );
+  } catch {
+    return false; // gone
+  }
 }
