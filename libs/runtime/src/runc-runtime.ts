@@ -356,15 +356,10 @@ export class RuncRuntime {
         networkFiles = { hosts };
       }
       if (network === 'sandbox') {
-        const hostAddresses = hostIpv4Addresses();
-        const hostResolv = await fs
-          .readFile(this.options.hostResolvConf ?? '/etc/resolv.conf', 'utf8')
-          .catch(() => '');
-        const nameservers = stepNameservers(hostResolv, hostAddresses);
+        const { addresses, hostResolv } = await this.sandboxAddresses();
         const resolvConf = path.join(bundle, 'resolv.conf');
-        await fs.writeFile(resolvConf, stepResolvConf(hostResolv, nameservers), { mode: 0o644 });
+        await fs.writeFile(resolvConf, stepResolvConf(hostResolv, addresses.nameservers), { mode: 0o644 });
         networkFiles = { ...networkFiles, resolvConf };
-        const addresses = { hostAddresses, nameservers };
         sandboxKey = JSON.stringify(addresses);
         sandbox = await this.sandboxNetwork(bundle, addresses, options.sandboxShare);
         netnsPath = sandbox.netnsPath;
@@ -501,11 +496,38 @@ export class RuncRuntime {
       this.spareDirs.set(net, own.id);
     }
     net ??= await SandboxNetwork.open(bundle, addresses, this.options.sandboxTools);
-    // topped up: two, so the two first RUNs of parallel stages both find one
+    this.topUpSpares(addresses, key);
+    return net;
+  }
+
+  /** The host's addresses a sandboxed step may not reach, and its nameservers, as of now. */
+  private async sandboxAddresses(): Promise<{ addresses: SandboxAddresses; hostResolv: string }> {
+    const hostAddresses = hostIpv4Addresses();
+    const hostResolv = await fs
+      .readFile(this.options.hostResolvConf ?? '/etc/resolv.conf', 'utf8')
+      .catch(() => '');
+    return {
+      addresses: { hostAddresses, nameservers: stepNameservers(hostResolv, hostAddresses) },
+      hostResolv,
+    };
+  }
+
+  /** With `sandboxSpare`: two spares, so the two first RUNs of parallel stages both find one. */
+  private topUpSpares(addresses: SandboxAddresses, key: string): void {
     while (this.options.sandboxSpare === true && !this.closing && this.spares.length < SANDBOX_SPARES) {
       this.spares.push({ key, ...this.openInOwnDir(addresses) });
     }
-    return net;
+  }
+
+  /**
+   * With `sandboxSpare`, makes the spares now (worker start-up), as BuildKit's CNI provider
+   * fills its namespace pool when it starts: a fresh worker's first RUN steps need not make
+   * their networks. Resolves when they are made; one that fails is made again by a run.
+   */
+  async makeSpares(): Promise<void> {
+    const { addresses } = await this.sandboxAddresses();
+    this.topUpSpares(addresses, JSON.stringify(addresses));
+    await Promise.all(this.spares.map((spare) => spare.net.catch(() => null)));
   }
 
   /** A network made in a bundle-dir of its own (`spare-*`), which a sweep leaves alone while it is ours. */

@@ -363,6 +363,35 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
     // afterEach: no helper process, bundle dir or container is left once the spare is closed
   }, 60_000);
 
+  it('makeSpares: a fresh runtime has its two spares before its first run, which takes one', async () => {
+    const spared = new RuncRuntime({
+      runcPath: RUNC,
+      stateRoot: path.join(work, 'state-warm'),
+      bundleDir,
+      cgroupParent: CGROUP_PARENT,
+      killGraceMs: 5000,
+      sandboxSpare: true,
+    });
+    const slirps = (): number => helperChildren().filter((p) => p.endsWith(':slirp4netns')).length;
+    try {
+      await spared.makeSpares();
+      expect(slirps()).toBe(2);
+      const spare = await spared.spareNetns();
+      expect(spare).not.toBeNull();
+      const made = await fs.readlink(spare as string);
+      const r = await runCollected(
+        spared,
+        `n${process.pid}-${++seq}`,
+        { rootfs, args: ['readlink', '/proc/self/ns/net'], network: 'sandbox' },
+        { timeoutMs: 30_000 },
+      );
+      expect([r.exitCode, r.stdout.trim()]).toEqual([0, made]);
+    } finally {
+      await spared.closeSpare();
+    }
+    expect(slirps()).toBe(0);
+  }, 60_000);
+
   it('runs of one sandboxShare take turns on one live namespace, another share has its own, and a release closes them', async () => {
     const sharing = new RuncRuntime({
       runcPath: RUNC,

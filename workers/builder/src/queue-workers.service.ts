@@ -155,6 +155,10 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
 
   async onApplicationBootstrap(): Promise<void> {
     await this.sweeper.sweep();
+    // the first sandboxed steps' networks, made while the queues connect (ended at shutdown)
+    void this.runtime
+      .makeSpares()
+      .catch((err: unknown) => this.logger.warn(`sandbox spares: ${String(err)}`));
     for (const [queue, route] of this.routes) {
       const connection = createRedis(
         this.config.redisUrl,
