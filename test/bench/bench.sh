@@ -51,7 +51,12 @@ cleanup() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   pids=()
   # The stack's data dir goes with it (never through a mount a stopped worker left behind).
-  if [[ -n $data ]] && ! grep -qF "$data" /proc/self/mountinfo; then rm -rf "$data"; fi
+  # (retried: a process of the stack's may still be ending and writing there; one run of three
+  # failed once on "Directory not empty")
+  if [[ -n $data ]] && ! grep -qF "$data" /proc/self/mountinfo; then
+    for _ in 1 2 3 4 5; do rm -rf "$data" 2>/dev/null && break; sleep 0.5; done
+    [[ ! -e $data ]] || { log "cannot remove $data"; return 1; }
+  fi
   data=""
 }
 trap cleanup EXIT
@@ -73,6 +78,12 @@ start_stack() {
   node dist/apps/api/src/main.js >>"$out/api.log" 2>&1 &
   api_pid=$!; pids+=($api_pid)
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$aport/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+  # and until the worker serves its queues (it advertises itself then): the peers' daemons are
+  # up before their cold builds too, so "cold" is empty caches, not a worker still booting
+  for _ in $(seq 1 150); do
+    curl -fs "http://127.0.0.1:$aport/api/v1/workers" 2>/dev/null | grep -q '"live":true' && break
+    sleep 0.1
+  done
   export STRATUM_URL=http://127.0.0.1:$aport
 }
 
