@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { execHelper } from '@stratum/layers';
 import { BUSYBOX_FIXTURE } from '@stratum/testing';
-import { RuncRuntime, type RunIo, type RunOptions } from './runc-runtime';
+import { RuncRuntime, type RuncRuntimeOptions, type RunIo, type RunOptions } from './runc-runtime';
 import { hostIpv4Addresses, SandboxNetwork } from './sandbox-network';
 import { CollectedRun, runCollected } from '../test-support/run-collected';
 
@@ -89,6 +89,36 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
       { timeoutMs: 30_000, ...io },
     );
 
+  /** A runtime over the test's bundle dir and cgroup parent, with its own runc state. */
+  const runtimeWith = (state: string, extra: Partial<RuncRuntimeOptions> = {}): RuncRuntime =>
+    new RuncRuntime({
+      runcPath: RUNC,
+      stateRoot: path.join(work, state),
+      bundleDir,
+      cgroupParent: CGROUP_PARENT,
+      killGraceMs: 5000,
+      ...extra,
+    });
+
+  /** The network namespace a sandboxed run on `rt` got (checked to have slirp's default route). */
+  const netnsOf = async (rt: RuncRuntime, id: string, options: Partial<RunOptions> = {}): Promise<string> => {
+    const r = await runCollected(
+      rt,
+      id,
+      {
+        rootfs,
+        args: ['sh', '-c', 'readlink /proc/self/ns/net; ip -4 route | grep -c "^default via 10.0.2.2"'],
+        network: 'sandbox',
+        ...options,
+      },
+      { timeoutMs: 30_000 },
+    );
+    expect(r.exitCode).toBe(0);
+    const [ns, routes] = r.stdout.trim().split('\n');
+    expect(routes).toBe('1');
+    return ns;
+  };
+
   beforeAll(async () => {
     requireTools();
     work = await fs.mkdtemp(path.join(os.tmpdir(), 'stratum-sandbox-'));
@@ -98,13 +128,7 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
     await fs.mkdir(rootfs, { mode: 0o755 });
     execFileSync('tar', ['-xf', tarball, '-C', rootfs]);
     bundleDir = path.join(work, 'bundles');
-    runtime = new RuncRuntime({
-      runcPath: RUNC,
-      stateRoot: path.join(work, 'state'),
-      bundleDir,
-      cgroupParent: CGROUP_PARENT,
-      killGraceMs: 5000,
-    });
+    runtime = runtimeWith('state');
   }, 60_000);
 
   afterEach(async () => {
@@ -310,30 +334,8 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
     expect(median(times.sandbox ?? [])).toBeLessThan(median(times.none ?? []) + 1000);
   }, 60_000);
   it('with sandboxSpare, the next step gets a namespace made while this one ran, fresh each time', async () => {
-    const spared = new RuncRuntime({
-      runcPath: RUNC,
-      stateRoot: path.join(work, 'state-spare'),
-      bundleDir,
-      cgroupParent: CGROUP_PARENT,
-      killGraceMs: 5000,
-      sandboxSpare: true,
-    });
-    const netns = async (): Promise<string> => {
-      const r = await runCollected(
-        spared,
-        `n${process.pid}-${++seq}`,
-        {
-          rootfs,
-          args: ['sh', '-c', 'readlink /proc/self/ns/net; ip -4 route | grep -c "^default via 10.0.2.2"'],
-          network: 'sandbox',
-        },
-        { timeoutMs: 30_000 },
-      );
-      expect(r.exitCode).toBe(0);
-      const [ns, routes] = r.stdout.trim().split('\n');
-      expect(routes).toBe('1');
-      return ns;
-    };
+    const spared = runtimeWith('state-spare', { sandboxSpare: true });
+    const netns = (): Promise<string> => netnsOf(spared, `n${process.pid}-${++seq}`);
     // The spare of a run is made while that run's namespace lives (so their inode numbers
     // differ; a destroyed namespace's number may be reused later, so only live ones compare).
     const spareInode = async (): Promise<string> => {
@@ -364,14 +366,7 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
   }, 60_000);
 
   it('makeSpares: a fresh runtime has its two spares before its first run, which takes one', async () => {
-    const spared = new RuncRuntime({
-      runcPath: RUNC,
-      stateRoot: path.join(work, 'state-warm'),
-      bundleDir,
-      cgroupParent: CGROUP_PARENT,
-      killGraceMs: 5000,
-      sandboxSpare: true,
-    });
+    const spared = runtimeWith('state-warm', { sandboxSpare: true });
     const slirps = (): number => helperChildren().filter((p) => p.endsWith(':slirp4netns')).length;
     try {
       await spared.makeSpares();
@@ -379,13 +374,7 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
       const spare = await spared.spareNetns();
       expect(spare).not.toBeNull();
       const made = await fs.readlink(spare as string);
-      const r = await runCollected(
-        spared,
-        `n${process.pid}-${++seq}`,
-        { rootfs, args: ['readlink', '/proc/self/ns/net'], network: 'sandbox' },
-        { timeoutMs: 30_000 },
-      );
-      expect([r.exitCode, r.stdout.trim()]).toEqual([0, made]);
+      expect(await netnsOf(spared, `n${process.pid}-${++seq}`)).toBe(made);
     } finally {
       await spared.closeSpare();
     }
@@ -393,32 +382,12 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
   }, 60_000);
 
   it('runs of one sandboxShare take turns on one live namespace, another share has its own, and a release closes them', async () => {
-    const sharing = new RuncRuntime({
-      runcPath: RUNC,
-      stateRoot: path.join(work, 'state-share'),
-      bundleDir,
-      cgroupParent: CGROUP_PARENT,
-      killGraceMs: 5000,
-    });
+    const sharing = runtimeWith('state-share');
     const ids: string[] = [];
-    const netns = async (share: string): Promise<string> => {
+    const netns = (share: string): Promise<string> => {
       const id = `n${process.pid}-${++seq}`;
       ids.push(id);
-      const r = await runCollected(
-        sharing,
-        id,
-        {
-          rootfs,
-          args: ['sh', '-c', 'readlink /proc/self/ns/net; ip -4 route | grep -c "^default via 10.0.2.2"'],
-          network: 'sandbox',
-          sandboxShare: share,
-        },
-        { timeoutMs: 30_000 },
-      );
-      expect(r.exitCode).toBe(0);
-      const [ns, routes] = r.stdout.trim().split('\n');
-      expect(routes).toBe('1');
-      return ns;
+      return netnsOf(sharing, id, { sandboxShare: share });
     };
     const slirps = (): number => helperChildren().filter((p) => p.endsWith(':slirp4netns')).length;
     try {
