@@ -65,6 +65,10 @@ describe('registry integrity (e2e)', () => {
       DATA_DIR: dataDir,
       LOG_LEVEL: 'error',
       PRETTY_LOGS: 'false',
+      // no scheduled run between the test's own: the weekly fsck (Sunday 04:43) once fired
+      // during the fsck test and made its run count 3
+      FSCK_SCHEDULE: 'off',
+      MAINTENANCE_SCHEDULE: 'off',
     });
     app = await createApiApp(config);
     const port = await freePort();
