@@ -1,4 +1,4 @@
-import { mkdir, readdir, rm, rmdir } from 'node:fs/promises';
+import { mkdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nameBeneath } from '@stratum/confine';
 import { StratumError } from '@stratum/contracts';
@@ -7,6 +7,7 @@ import {
   LayerLease,
   mountOverlay,
   overlayChanges,
+  unchangedDirectories,
   type OverlayChanges,
   type OverlayChangesOptions,
   type IdMap,
@@ -186,10 +187,7 @@ export class ContainerFilesystems {
     let copiedUp: string[] = [];
     const lowerDirs = this.lowers.get(fs.merged);
     if (lowerDirs !== undefined) {
-      const { changes } = await overlayChanges(fs.upper, lowerDirs);
-      const changed = changes.map((c) => c.path);
-      const dirs = await directoriesBelow(fs.upper);
-      copiedUp = dirs.filter((d) => !changed.some((c) => c === d || c.startsWith(`${d}/`)));
+      copiedUp = await unchangedDirectories(fs.upper, lowerDirs);
     }
     await this.unmount(fs);
     // deepest first; rmdir refuses a directory that still holds anything (then it stays)
@@ -220,20 +218,4 @@ export class ContainerFilesystems {
     await this.unmount(fs);
     await rm(fs.dir, { recursive: true, force: true });
   }
-}
-
-/** Every directory below `root`, as container paths (`/etc`, `/etc/ssl`). */
-async function directoriesBelow(root: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (rel: string): Promise<void> => {
-    for (const entry of await readdir(join(root, rel), { withFileTypes: true })) {
-      if (entry.isDirectory()) {
-        const child = `${rel}/${entry.name}`;
-        out.push(child);
-        await walk(child);
-      }
-    }
-  };
-  await walk('');
-  return out;
 }

@@ -72,6 +72,7 @@ export {
 export { LayerCache, type CachedLayer, type EvictResult, type LayerLease } from './layer-cache';
 export {
   overlayChanges,
+  unchangedDirectories,
   type FsChange,
   type FsChangeKind,
   type OverlayChanges,

@@ -1,9 +1,9 @@
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mknod, setXattr } from './fs-attrs';
 import { OVERLAY_OPAQUE_XATTR } from './layer-apply';
-import { overlayChanges } from './overlay-changes';
+import { overlayChanges, unchangedDirectories } from './overlay-changes';
 
 // An upper dir written as overlayfs writes one (whiteouts are char 0/0, an opaque dir carries
 // trusted.overlay.opaque=y; root only) over two lower layers, read as `docker diff` lists it.
@@ -82,4 +82,49 @@ it('stops at the limit and says so', async () => {
     { kind: 'A', path: '/n' },
     { kind: 'A', path: '/n/1' },
   ]);
+});
+
+it('unchangedDirectories: the directories copy-up alone made, the same as filtering by the full change list', async () => {
+  const lower = tree(join(root, 'l1'), {
+    'etc/passwd': 'root\n',
+    'usr/share/doc/readme': 'r',
+    'var/keep': 'k',
+    'bin/vi': 'vi',
+    'p/d/x': 'x',
+    'q/e': null,
+    'w/file': 'f',
+  });
+  const upper = tree(join(root, 'upper'), {
+    etc: null, // copied up for a stub runc made and removed: no change
+    'usr/share/doc': null, // copied up three deep: none of them changed
+    var: null,
+    bin: null,
+    'p/d': null,
+    'q/e': null,
+    w: null,
+    'new/sub/f': 'n', // all new: not walked below /new
+    'etc2/passwd': 'x',
+  });
+  chmodSync(join(upper, 'var'), 0o700); // another mode: C
+  chmodSync(join(lower, 'var'), 0o755);
+  await mknod(join(upper, 'bin', 'vi'), 'char', 0o600, 0, 0); // deletes a file below: D
+  await mknod(join(upper, 'w', 'never-there'), 'char', 0o600, 0, 0); // hides nothing: no change
+  await setXattr(join(upper, 'p', 'd'), OVERLAY_OPAQUE_XATTR, Buffer.from('y')); // hides p/d/x: D
+  await setXattr(join(upper, 'q', 'e'), OVERLAY_OPAQUE_XATTR, Buffer.from('y')); // hides nothing
+  const found = await unchangedDirectories(upper, [lower]);
+  expect(found.sort()).toEqual(['/etc', '/q', '/q/e', '/usr', '/usr/share', '/usr/share/doc', '/w']);
+  // the definition it replaces: every directory of the upper dir with no change at or below it
+  const { changes } = await overlayChanges(upper, [lower]);
+  const dirs: string[] = [];
+  const walk = (rel: string): void => {
+    for (const e of readdirSync(join(upper, rel), { withFileTypes: true })) {
+      if (e.isDirectory()) {
+        dirs.push(`${rel}/${e.name}`);
+        walk(`${rel}/${e.name}`);
+      }
+    }
+  };
+  walk('');
+  const oracle = dirs.filter((d) => !changes.some((c) => c.path === d || c.path.startsWith(`${d}/`)));
+  expect(found.sort()).toEqual(oracle.sort());
 });

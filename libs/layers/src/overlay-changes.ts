@@ -52,6 +52,49 @@ function byteOrder(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
+/** The entry at `path` as the layers below show it, topmost first (a whiteout there hides it). */
+function entryBelow(lowers: readonly string[], path: string): Stats | null {
+  for (const lower of lowers) {
+    const st = lstatOrNull(join(lower, path));
+    if (st !== null) {
+      return isWhiteout(st) ? null : st;
+    }
+  }
+  return null;
+}
+
+/** Names the layers below hold in directory `path` (whiteouts and opaque dirs respected). */
+function namesInLowers(
+  lowers: readonly string[],
+  path: string,
+  opaque: (abs: string) => boolean,
+): Set<string> {
+  const names = new Set<string>();
+  const hidden = new Set<string>();
+  for (const lower of lowers) {
+    const dir = join(lower, path);
+    const st = lstatOrNull(dir);
+    if (st === null) {
+      continue;
+    }
+    if (!st.isDirectory()) {
+      break;
+    }
+    for (const name of readdirSync(dir)) {
+      const child = lstatSync(join(dir, name));
+      if (isWhiteout(child)) {
+        hidden.add(name);
+      } else if (!hidden.has(name)) {
+        names.add(name);
+      }
+    }
+    if (opaque(dir)) {
+      break;
+    }
+  }
+  return names;
+}
+
 /**
  * The changes of a container's upper dir over the image's layers, as `docker diff` lists them:
  * a whiteout is `D`; an entry the layers below do not have is `A` (and so is everything below
@@ -75,44 +118,8 @@ export async function overlayChanges(
   const changes: FsChange[] = [];
   let truncated = false;
 
-  /** The entry at `path` as the layers below show it (a whiteout there hides it). */
-  const below = (path: string): Stats | null => {
-    for (const lower of lowers) {
-      const st = lstatOrNull(join(lower, path));
-      if (st !== null) {
-        return isWhiteout(st) ? null : st;
-      }
-    }
-    return null;
-  };
-
-  /** Names the layers below hold in directory `path` (whiteouts and opaque dirs respected). */
-  const namesBelow = (path: string): Set<string> => {
-    const names = new Set<string>();
-    const hidden = new Set<string>();
-    for (const lower of lowers) {
-      const dir = join(lower, path);
-      const st = lstatOrNull(dir);
-      if (st === null) {
-        continue;
-      }
-      if (!st.isDirectory()) {
-        break;
-      }
-      for (const name of readdirSync(dir)) {
-        const child = lstatSync(join(dir, name));
-        if (isWhiteout(child)) {
-          hidden.add(name);
-        } else if (!hidden.has(name)) {
-          names.add(name);
-        }
-      }
-      if (opaque(dir)) {
-        break;
-      }
-    }
-    return names;
-  };
+  const below = (path: string): Stats | null => entryBelow(lowers, path);
+  const namesBelow = (path: string): Set<string> => namesInLowers(lowers, path, opaque);
 
   const push = (change: FsChange): void => {
     if (changes.length >= limit) {
@@ -193,4 +200,73 @@ export async function overlayChanges(
     truncated = true;
   }
   return { changes, truncated };
+}
+
+/**
+ * The upper dir's directories in which, and below which, {@link overlayChanges} sees no change:
+ * directories overlay's copy-up alone put there (a directory on both sides, same mode and
+ * owner, holding only such directories). The same answer as filtering every directory of the
+ * upper dir by the full change list, without its cost: a directory the layers below do not
+ * have is all new, so nothing under it is walked or compared (a RUN that writes 20,000 files
+ * into a new directory: one lstat instead of ~250 ms), and xattrs are read only for the few
+ * candidates (an opaque one that hides entries of the layers below is a change).
+ *
+ * @returns container paths (`/etc`), parents before their children.
+ */
+export async function unchangedDirectories(upper: string, lowers: readonly string[]): Promise<string[]> {
+  const found: string[] = [];
+  /** Walks upper dir `path` (a directory on both sides); returns whether it or anything below changed. */
+  const walk = (path: string, st: Stats, old: Stats): boolean => {
+    let changed = st.mode !== old.mode || st.uid !== old.uid || st.gid !== old.gid;
+    const at = found.length;
+    found.push(path);
+    for (const name of readdirSync(join(upper, path)).sort(byteOrder)) {
+      const childPath = `${path}/${name}`;
+      const child = lstatSync(join(upper, childPath));
+      const under = entryBelow(lowers, childPath);
+      if (isWhiteout(child)) {
+        changed ||= under !== null;
+      } else if (under === null || !child.isDirectory() || !under.isDirectory()) {
+        changed = true; // added, a file (C), or a file turned directory or back
+      } else if (walk(childPath, child, under)) {
+        changed = true;
+      }
+    }
+    if (changed) {
+      found.splice(at, 1);
+    }
+    return changed;
+  };
+  for (const name of readdirSync(upper).sort(byteOrder)) {
+    const st = lstatSync(join(upper, name));
+    const old = entryBelow(lowers, `/${name}`);
+    if (st.isDirectory() && old?.isDirectory() === true) {
+      walk(`/${name}`, st, old);
+    }
+  }
+  if (found.length === 0) {
+    return found;
+  }
+  // Opaque candidates: one that hides names of the layers below has D changes, and so have
+  // the candidates above it.
+  const xattrs = new Map<string, Map<string, Buffer>>();
+  const candidates = new Set(found);
+  for (const top of found.filter((d) => !candidates.has(d.slice(0, d.lastIndexOf('/'))))) {
+    for (const [k, v] of await readXattrsRecursive(join(upper, top))) {
+      xattrs.set(k, v);
+    }
+  }
+  const opaque = (abs: string): boolean => xattrs.get(abs)?.get(OVERLAY_OPAQUE_XATTR)?.toString() === 'y';
+  const gone = new Set<string>();
+  for (const dir of found) {
+    const abs = join(upper, dir);
+    const kept = opaque(abs) ? new Set(readdirSync(abs)) : null;
+    // (lower dirs' own opaque markers are not looked at, as overlayChanges does not)
+    if (kept !== null && [...namesInLowers(lowers, dir, () => false)].some((n) => !kept.has(n))) {
+      for (let d = dir; d !== ''; d = d.slice(0, d.lastIndexOf('/'))) {
+        gone.add(d);
+      }
+    }
+  }
+  return found.filter((d) => !gone.has(d));
 }
