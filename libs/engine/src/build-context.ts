@@ -1,5 +1,7 @@
+import type { Stats } from 'node:fs';
+import { resolve } from 'node:path';
 import { Digest, StratumError } from '@stratum/contracts';
-import { applyLayer, LayerError } from '@stratum/layers';
+import { applyLayer, type FileContentDigest, knownContentDigest, LayerError } from '@stratum/layers';
 import { BlobStore } from '@stratum/storage';
 import { applyDockerignore } from './context-filter';
 
@@ -10,6 +12,8 @@ import { applyDockerignore } from './context-filter';
  */
 export class BuildContext {
   private extracted: Promise<void> | null = null;
+  /** Content digests of the files as extracted: a COPY's cache key need not read them again. */
+  private readonly digests = new Map<string, FileContentDigest>();
 
   constructor(
     private readonly blobs: BlobStore,
@@ -35,6 +39,7 @@ export class BuildContext {
         await applyLayer(await this.blobs.get(this.digest), this.dir, {
           devices: 'reject',
           kind: 'plain',
+          contentDigests: this.digests,
           ...(this.maxBytes !== undefined ? { maxBytes: this.maxBytes } : {}),
           ...(this.maxEntries !== undefined ? { maxEntries: this.maxEntries } : {}),
         });
@@ -55,4 +60,13 @@ export class BuildContext {
     })();
     return this.extracted;
   }
+
+  /**
+   * The sha256 (hex) of the extracted file at host path `path` that `st` describes, as computed
+   * while extracting it; undefined for a file not extracted here or changed since (size or mtime).
+   */
+  readonly knownDigest = (path: string, st: Stats): string | undefined => {
+    const root = `${resolve(this.dir)}/`;
+    return path.startsWith(root) ? knownContentDigest(this.digests, path.slice(root.length), st) : undefined;
+  };
 }

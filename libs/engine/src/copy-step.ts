@@ -172,7 +172,7 @@ export async function prepareCopyStep(
   };
   let sourcesDigest = local.length === 0 ? null : ((await host.engine.cacheIndex.getMemo?.(memoKey)) ?? null);
   if (sourcesDigest === null) {
-    sourcesDigest = await hashSources(await localSources(), opts.exclude);
+    sourcesDigest = await hashSources(await localSources(), opts.exclude, host.context.knownDigest);
     if (local.length > 0) {
       await host.engine.cacheIndex.putMemo?.(memoKey, sourcesDigest);
     }

@@ -281,7 +281,7 @@ async function bindInputs(host: StepHost, instr: RunInstruction, workdir: string
           instr.startLine,
         );
       }
-      digest = await hashSources([{ rel: '.', host: bound, stat: st }]);
+      digest = await hashSources([{ rel: '.', host: bound, stat: st }], undefined, host.context.knownDigest);
       await host.engine.cacheIndex.putMemo?.(memoKey, digest);
     }
     out.push({ target, source, digest });

@@ -26,7 +26,12 @@ const YIELD_EVERY = 256;
  * {@link YIELD_EVERY} entries: a thread-pool round trip per syscall made hashing a 5,000-file
  * context mostly waiting.
  */
-export async function hashSources(sources: readonly SourceEntry[], exclude?: ExcludeFilter): Promise<string> {
+export async function hashSources(
+  sources: readonly SourceEntry[],
+  exclude?: ExcludeFilter,
+  /** A file's content digest when already known (a build context's, recorded as it was extracted). */
+  known?: (host: string, st: Stats) => string | undefined,
+): Promise<string> {
   const entries: HashedEntry[] = [];
   for (const [i, s] of sources.entries()) {
     const top = `${i}:${s.rel}`;
@@ -42,7 +47,8 @@ export async function hashSources(sources: readonly SourceEntry[], exclude?: Exc
     let content = '';
     if (e.st.isFile()) {
       content =
-        e.st.size <= SYNC_READ_MAX_BYTES ? fileDigestSync(e.host, buf) : await fileDigest(e.host, buf);
+        known?.(e.host, e.st) ??
+        (e.st.size <= SYNC_READ_MAX_BYTES ? fileDigestSync(e.host, buf) : await fileDigest(e.host, buf));
     } else if (e.st.isSymbolicLink()) {
       content = `link:${readlinkSync(e.host)}`;
     }

@@ -26,11 +26,13 @@ export {
 } from './host-tools';
 export {
   applyLayer,
+  knownContentDigest,
   OVERLAY_OPAQUE_XATTR,
   WHITEOUT_OPAQUE,
   WHITEOUT_PREFIX,
   type ApplyLayerOptions,
   type ApplyLayerResult,
+  type FileContentDigest,
 } from './layer-apply';
 export {
   compressLayer,

@@ -1,6 +1,6 @@
-import { lstat, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, lstat, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { applyLayer, LayerError } from '.';
+import { applyLayer, type FileContentDigest, knownContentDigest, LayerError } from '.';
 import {
   buildTar,
   busyboxTar,
@@ -442,5 +442,36 @@ describe('applyLayer: hostile tars', () => {
       code: 'LAYER_PATH_ESCAPE',
       entry: 'loop/x',
     });
+  });
+});
+
+describe('applyLayer: content digests', () => {
+  it("records each written file's sha256 (small, streamed, xattrs, hard link), trusted only while size and mtime match", async () => {
+    const target = await fresh();
+    const big = Buffer.alloc(3 * 1024 * 1024, 'b'); // above SMALL_FILE: written by the streamed path
+    const tar = buildTar([
+      { path: 'small', content: 'hello', mtime: 1_600_000_100 },
+      { path: 'dir/big', content: big, mtime: 1_600_000_200 },
+      { path: 'dir/hard', type: 'link', linkpath: 'small' },
+      { path: 'x', content: 'attrs', xattrs: new Map([['user.stratum', Buffer.from('v')]]) },
+      { path: 'sym', type: 'symlink', linkpath: 'small' },
+    ]);
+    const digests = new Map<string, FileContentDigest>();
+    await applyLayer(streamOf(tar), target, { kind: 'plain', contentDigests: digests });
+    const known = async (rel: string): Promise<string | undefined> =>
+      knownContentDigest(digests, rel, await lstat(join(target, rel)));
+    for (const rel of ['small', 'dir/big', 'dir/hard', 'x']) {
+      expect([rel, await known(rel)]).toEqual([
+        rel,
+        sha256(await readFile(join(target, rel))).slice('sha256:'.length),
+      ]);
+    }
+    expect(await known('sym')).toBeUndefined();
+    // changed after extraction: a new size, or only a new mtime, is not trusted
+    await appendFile(join(target, 'small'), '!');
+    expect(await known('small')).toBeUndefined();
+    await writeFile(join(target, 'x'), 'other');
+    await utimes(join(target, 'x'), 1_600_000_000, 1_600_000_000);
+    expect(await known('x')).toBeUndefined();
   });
 });

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { chmod, lchown, link, lstat, lutimes, open, readdir, realpath, rm, utimes } from 'node:fs/promises';
 import {
   chmodSync,
@@ -57,6 +57,14 @@ export interface ApplyLayerOptions {
    * files, extracted as they are (as `docker build` does with its context).
    */
   kind?: 'layer' | 'plain';
+  /**
+   * When given, each regular file written gets its content's sha256 recorded here by its path
+   * below the target (`dir/file`),
+   * with the size and mtime it was written with (see {@link FileContentDigest}): what a later
+   * hash of the same files (a COPY's cache key over a build context) would compute, known
+   * without reading them again.
+   */
+  contentDigests?: Map<string, FileContentDigest>;
   /** Fail (LAYER_INVALID_TAR) once the uncompressed tar exceeds this many bytes. */
   maxBytes?: number;
   /**
@@ -64,6 +72,33 @@ export interface ApplyLayerOptions {
    * the extraction remembers per entry (the archive rules' tree) stays bounded.
    */
   maxEntries?: number;
+}
+
+/** A file's content digest as {@link applyLayer} wrote it; trust it only while size and mtime still match. */
+export interface FileContentDigest {
+  /** sha256 of the content, hex. */
+  readonly sha256: string;
+  readonly size: number;
+  /** Seconds since the epoch, as set from the tar entry. */
+  readonly mtime: number;
+}
+
+/**
+ * The recorded digest of the file `st` describes at `path` (below the target, as recorded), or
+ * undefined when it changed since (or was never recorded).
+ */
+export function knownContentDigest(
+  digests: ReadonlyMap<string, FileContentDigest>,
+  path: string,
+  st: { size: number; mtimeMs: number; isFile(): boolean },
+): string | undefined {
+  const rec = digests.get(path);
+  return rec !== undefined &&
+    st.isFile() &&
+    st.size === rec.size &&
+    Math.round(st.mtimeMs) === Math.round(rec.mtime * 1000)
+    ? rec.sha256
+    : undefined;
 }
 
 /** What {@link applyLayer} did. */
@@ -121,7 +156,24 @@ class Applier {
     readonly plain: boolean,
     /** Set when the target started empty: the archive rules the API checks uploads with. */
     readonly rules: ArchiveRules | undefined,
+    readonly contentDigests: Map<string, FileContentDigest> | undefined,
   ) {}
+
+  /** Records `abs`'s content digest (see ApplyLayerOptions.contentDigests), by its path below the root. */
+  private recordContent(abs: string, entry: TarEntry, hash: Hash | undefined): void {
+    if (hash !== undefined) {
+      this.contentDigests?.set(this.below(abs), {
+        sha256: hash.digest('hex'),
+        size: entry.size,
+        mtime: entry.mtime,
+      });
+    }
+  }
+
+  /** `abs` (a path this applier made from its root) relative to the root. */
+  private below(abs: string): string {
+    return abs.slice(this.root.length + 1);
+  }
 
   warn(message: string): void {
     if (this.warnings.length < MAX_WARNINGS) {
@@ -216,10 +268,15 @@ class Applier {
           return;
         }
         break;
-      case 'link':
+      case 'link': {
         await link(linkTarget as string, abs);
+        const same = this.contentDigests?.get(this.below(linkTarget as string));
+        if (same !== undefined) {
+          this.contentDigests?.set(this.below(abs), same); // one inode, one content
+        }
         this.remember(rel);
         return; // the inode's metadata belongs to the entry that created it
+      }
       case 'char':
       case 'block':
         if (this.rejectDevices) {
@@ -284,6 +341,7 @@ class Applier {
       chunks.push(chunk);
     }
     await this.maybeYield();
+    const hash = this.contentDigests !== undefined ? createHash('sha256') : undefined;
     const fd = openSync(abs, O_CREATE_EXCL, 0o600);
     try {
       for (const chunk of chunks) {
@@ -291,6 +349,7 @@ class Applier {
         while (off < chunk.length) {
           off += writeSync(fd, chunk, off, chunk.length - off);
         }
+        hash?.update(chunk);
         this.bytes += chunk.length;
       }
       fchownSync(fd, entry.uid, entry.gid);
@@ -299,9 +358,11 @@ class Applier {
     } finally {
       closeSync(fd);
     }
+    this.recordContent(abs, entry, hash);
   }
 
   private async writeFile(abs: string, entry: TarEntry): Promise<void> {
+    const hash = this.contentDigests !== undefined ? createHash('sha256') : undefined;
     const fh = await open(abs, 'wx', 0o600);
     try {
       for await (const chunk of entry.body()) {
@@ -310,11 +371,13 @@ class Applier {
           const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
           off += bytesWritten;
         }
+        hash?.update(chunk);
         this.bytes += chunk.length;
       }
     } finally {
       await fh.close();
     }
+    this.recordContent(abs, entry, hash); // its mtime is set by metadata() right after
   }
 
   private async metadata(abs: string, entry: TarEntry): Promise<void> {
@@ -459,6 +522,7 @@ export async function applyLayer(
     rejectDevices,
     kind === 'plain',
     rules,
+    options.contentDigests,
   );
   const hash = createHash('sha256');
   const reader = new ByteReader(input.stream, { maxBytes: options.maxBytes, hash });
