@@ -786,6 +786,10 @@ class BuildRun implements NamedContextHost {
     }
   }
 
+  containerStarted(): void {
+    this.exports.nudge();
+  }
+
   async mountState(name: string, state: ImageState, options: { idmap?: IdMap } = {}): Promise<MountedFrom> {
     const fs = await this.filesystems.create(name, state.layers, { volatile: true, ...options });
     this.live.add(fs);

@@ -4,6 +4,8 @@ import { ContainerFilesystems, ContainerFs, LayerDescriptor } from '@stratum/ima
 
 /** Prefix of a layer this build made whose blob is not stored yet (never leaves the run). */
 const PENDING = 'pending:';
+/** Longest an export waits for the next step's container to start (see {@link LayerExports.nudge}). */
+export const EXPORT_HOLD_MAX_MS = 150;
 
 interface Export {
   readonly fs: ContainerFs;
@@ -24,6 +26,8 @@ export class LayerExports {
   private running = 0;
   private readonly waiting: (() => void)[] = [];
   private failure: Error | null = null;
+  /** Opened (and replaced) by {@link nudge}; null once the build's steps are over. */
+  private gate: { opened: Promise<void>; open: () => void } | null = newGate();
 
   constructor(
     private readonly filesystems: ContainerFilesystems,
@@ -41,15 +45,53 @@ export class LayerExports {
     const entry: Export = {
       fs,
       layer: null,
-      done: this.slot(async () => {
-        const layer = await store(fs);
-        entry.layer = layer;
-        return layer;
-      }),
+      done: this.held().then(() =>
+        this.slot(async () => {
+          const layer = await store(fs);
+          entry.layer = layer;
+          return layer;
+        }),
+      ),
     };
     this.watch(entry.done);
     this.exports.set(id, entry);
     return placeholder;
+  }
+
+  /**
+   * The next step's container has started: exports waiting for it may start. A new export
+   * waits for that (at most {@link EXPORT_HOLD_MAX_MS}), so that the next step's setup — its
+   * mounts, bundle and network, a few helper round trips — is not queued behind the export's
+   * tar walk on this thread: measured on the steps workload, the first RUN's container
+   * started 121-213 ms after the ADD step ended while the ADD's 2 MB layer was being tarred,
+   * against ~38 ms between later RUNs.
+   */
+  nudge(): void {
+    this.gate?.open();
+    if (this.gate !== null) {
+      this.gate = newGate();
+    }
+  }
+
+  /** The steps are over: every export may start at once. */
+  private openForGood(): void {
+    this.gate?.open();
+    this.gate = null;
+  }
+
+  /** Resolves at the next {@link nudge}, after EXPORT_HOLD_MAX_MS, or at once after the steps. */
+  private async held(): Promise<void> {
+    if (this.gate === null) {
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.gate.opened,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, EXPORT_HOLD_MAX_MS);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   /** True for a placeholder of {@link add}. */
@@ -89,6 +131,7 @@ export class LayerExports {
 
   /** `layers` with every placeholder replaced by its stored layer (waits for those). */
   async resolve(layers: readonly LayerDescriptor[]): Promise<LayerDescriptor[]> {
+    this.openForGood();
     return Promise.all(
       layers.map(async (l) => {
         const entry = this.exports.get(l.digest);
@@ -102,6 +145,7 @@ export class LayerExports {
    * mounts are gone by then, so nothing uses them as lower dirs). Throws the first failure.
    */
   async finish(adopt: (fs: ContainerFs, layer: LayerDescriptor) => Promise<void>): Promise<void> {
+    this.openForGood();
     await Promise.allSettled([...this.exports.values()].map((e) => e.done));
     this.check();
     for (const [id, e] of this.exports) {
@@ -115,6 +159,7 @@ export class LayerExports {
 
   /** Waits for whatever is still running (a failed or cancelled build), ignoring its outcome. */
   async drain(): Promise<void> {
+    this.openForGood();
     await Promise.allSettled([...this.exports.values()].map((e) => e.done));
   }
 
@@ -130,4 +175,12 @@ export class LayerExports {
       this.waiting.shift()?.();
     }
   }
+}
+
+function newGate(): { opened: Promise<void>; open: () => void } {
+  let open: () => void = () => undefined;
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
 }

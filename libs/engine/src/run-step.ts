@@ -192,6 +192,7 @@ async function runProcess(
           ),
         signal: AbortSignal.any([host.ctx.signal, disk.signal]),
         timeoutMs: host.options.stepTimeoutMs,
+        onStarted: () => host.containerStarted(),
       },
     );
   } catch (err) {

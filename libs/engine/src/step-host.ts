@@ -75,6 +75,8 @@ export interface StepHost {
    * `idmap`, seen through that uid range (for a step in its user namespace).
    */
   mountState(name: string, state: ImageState, options?: { idmap?: IdMap }): Promise<MountedFrom>;
+  /** A step's container has started: the earlier steps' layer exports may go (LayerExports.nudge). */
+  containerStarted(): void;
 }
 
 /** Thrown inside the engine when the build's signal fires. */

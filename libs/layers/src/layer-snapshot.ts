@@ -253,7 +253,7 @@ async function* tarItems(cfg: WalkConfig): AsyncGenerator<TarItem> {
   }
 }
 
-const BATCH = 1024 * 1024;
+const BATCH = 256 * 1024;
 /** Files up to this size are copied into the batch; bigger ones are streamed on their own. */
 const SMALL = BATCH / 4;
 

@@ -95,6 +95,8 @@ export interface RunIo {
   timeoutMs?: number;
   /** Piped to the process's stdin; without it stdin is /dev/null. */
   stdin?: Readable;
+  /** Called once `runc run` has been started (the container is being made and run). */
+  onStarted?: () => void;
 }
 
 /** How a run ended. Expected outcomes (non-zero exit, timeout, abort, OOM) are values, not errors. */
@@ -741,7 +743,10 @@ export class RuncRuntime {
       .stream(
         argv,
         {
-          onPid: (p) => (pid = p),
+          onPid: (p) => {
+            pid = p;
+            io.onStarted?.();
+          },
           onStdout: (c) => deliver((chunk) => io.onStdout(chunk), c),
           onStderr: (c) => deliver((chunk) => io.onStderr(chunk), c),
         },
@@ -767,6 +772,7 @@ export class RuncRuntime {
     // the process may exit without reading its stdin: EPIPE is not our failure
     child.stdin.on('error', () => undefined);
     stdin.pipe(child.stdin);
+    io.onStarted?.();
     const ended = new Promise<RuncExit>((resolve, reject) => {
       let exit: RuncExit | null = null;
       let drainTimer: NodeJS.Timeout | undefined;
