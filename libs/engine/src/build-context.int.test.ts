@@ -5,7 +5,6 @@ import { createReadStream } from 'node:fs';
 import { appendFile, lstat, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Digest } from '@stratum/contracts';
 import { FsBlobStore } from '@stratum/storage';
 import { BuildContext } from './build-context';
 import { matchSources } from './file-copy';
@@ -33,7 +32,7 @@ it('a COPY of the context hashes to the same key from the recorded digests, with
   const { digest } = await blobs.put(createReadStream(tarFile));
   const dir = join(work, 'ctx');
   await mkdir(dir);
-  const context = new BuildContext(blobs, digest as Digest, dir, 'Dockerfile', () => undefined);
+  const context = new BuildContext(blobs, digest, dir, 'Dockerfile', () => undefined);
   await context.materialize();
 
   const sources = await matchSources(dir, ['.'], 2, 'COPY');

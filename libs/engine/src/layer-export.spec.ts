@@ -1,4 +1,3 @@
-import { Digest } from '@stratum/contracts';
 import { ContainerFilesystems, ContainerFs, LayerDescriptor } from '@stratum/images';
 import { EXPORT_HOLD_MAX_MS, LayerExports } from './layer-export';
 
@@ -10,8 +9,8 @@ const filesystems = {
 } as unknown as ContainerFilesystems;
 const fs = (id: string): ContainerFs => ({ id, upper: `/nowhere/${id}` }) as unknown as ContainerFs;
 const stored = (id: string): LayerDescriptor => ({
-  digest: `sha256:${id.padEnd(64, '0')}` as Digest,
-  diffId: `sha256:${id.padEnd(64, '0')}` as Digest,
+  digest: `sha256:${id.padEnd(64, '0')}`,
+  diffId: `sha256:${id.padEnd(64, '0')}`,
   size: 1,
   mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
 });
