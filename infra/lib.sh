@@ -16,7 +16,7 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 # redis-tools (a dependency of redis-server), gcc's in gcc-12 (of gcc), ldd in libc-bin (essential).
 # python3 runs the worker's idmapped-mount helper (libs/layers/src/idmapped-mount.ts; ctypes is in its stdlib).
 # openssh-client: the worker's git fetches ssh git sources (ADD git@host:…) with it.
-SYSTEM_PACKAGES=(redis-server runc git busybox-static ca-certificates curl attr isal pigz zstd util-linux iproute2 openssl slirp4netns iptables golang-github-containers-common python3 openssh-client)
+SYSTEM_PACKAGES=(redis-server runc crun git busybox-static ca-certificates curl attr isal pigz zstd util-linux iproute2 openssl slirp4netns iptables golang-github-containers-common python3 openssh-client)
 TEST_PACKAGES=(umoci skopeo podman buildah docker.io docker-registry chromium debootstrap python3 gcc libc6-dev qemu-user-static openssh-client openssh-server)
 
 apt_install() {

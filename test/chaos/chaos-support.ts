@@ -1,3 +1,4 @@
+import { defaultRuntimePath } from '@stratum/config';
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -54,7 +55,8 @@ export function overlayMountsUnder(dir: string): string[] {
 /** Ids of the runc containers in a runc root (empty when the root does not exist). */
 export function runcContainers(root: string): string[] {
   try {
-    return execFileSync('runc', ['--root', root, 'list', '-q'], {
+    // the worker's runtime (crun or runc): each reads only its own state dirs
+    return execFileSync(defaultRuntimePath(), ['--root', root, 'list', '-q'], {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'ignore'],
     })

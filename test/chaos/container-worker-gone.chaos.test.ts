@@ -1,3 +1,4 @@
+import { defaultRuntimePath } from '@stratum/config';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
@@ -69,7 +70,7 @@ afterAll(async () => {
   // The SIGKILLed worker's container is killed by its death watch; make sure nothing stays.
   const root = join(stack.dataDir, 'worker', GONE, 'runc');
   for (const id of runcContainers(root)) {
-    execFileSync('runc', ['--root', root, 'delete', '--force', id], { stdio: 'ignore' });
+    execFileSync(defaultRuntimePath(), ['--root', root, 'delete', '--force', id], { stdio: 'ignore' });
   }
   // Its containers' overlays stay mounted (a worker that never returns never sweeps them).
   for (const m of await listOverlayMountsUnder(stack.dataDir)) {

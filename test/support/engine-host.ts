@@ -1,3 +1,4 @@
+import { defaultRuntimePath } from '@stratum/config';
 import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -51,7 +52,7 @@ export async function startEngineTestBed(name: string): Promise<EngineTestBed> {
         blobs,
         repositories,
         runtime: new RuncRuntime({
-          runcPath: '/usr/sbin/runc',
+          runcPath: defaultRuntimePath(),
           stateRoot: join(dir, 'runc'),
           bundleDir: join(dir, 'bundles'),
           cgroupParent: `/stratum-test-${name}-${process.pid}`,

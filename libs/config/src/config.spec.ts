@@ -1,4 +1,10 @@
-import { ConfigError, loadConfig, lostWorkerTimings, unreachableByClients } from './config';
+import {
+  ConfigError,
+  defaultRuntimePath,
+  loadConfig,
+  lostWorkerTimings,
+  unreachableByClients,
+} from './config';
 
 describe('loadConfig', () => {
   const minimal = { REDIS_URL: 'redis://127.0.0.1:6390' };
@@ -8,7 +14,8 @@ describe('loadConfig', () => {
     expect(c.storage).toEqual({ kind: 'fs', root: '/var/lib/stratum/store' });
     expect(c.api.port).toBe(8080);
     expect(c.worker.concurrency).toBe(2);
-    expect(c.runtimePath).toBe('/usr/sbin/runc');
+    expect(c.runtimePath).toBe(defaultRuntimePath());
+    expect(loadConfig({ ...minimal, RUNTIME: '/usr/sbin/runc' }).runtimePath).toBe('/usr/sbin/runc');
     expect(c.worker.scratchDir.startsWith('/var/lib/stratum/worker/')).toBe(true);
   });
 

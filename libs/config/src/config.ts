@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
@@ -126,7 +127,7 @@ function buildSchemas() {
     REDIS_SENTINEL_NAME: z.string().min(1).max(128).default('mymaster'),
     DATA_DIR: z.string().min(1).default('./.data'),
     STORAGE: z.enum(['fs', 's3'], { message: 'STORAGE must be "fs" or "s3"' }).default('fs'),
-    RUNTIME: z.string().min(1).default('/usr/sbin/runc'),
+    RUNTIME: z.string().min(1).default(defaultRuntimePath),
     // Unset: loopback until REGISTRY_AUTH=token and API_AUTH=true, then every interface (see apiHost).
     API_HOST: z.string().min(1).optional(),
     // Listen beyond loopback without our auth: only behind something in front that authenticates.
@@ -767,6 +768,16 @@ export type StorageConfig =
 export interface RedisSentinelConfig {
   readonly sentinels: readonly { readonly host: string; readonly port: number }[];
   readonly name: string;
+}
+
+/**
+ * The OCI runtime a worker runs steps with when RUNTIME is unset: Debian's crun when it is
+ * installed (a container starts in ~30 ms, runc's take ~70 ms on a 2-core host), else runc.
+ */
+export const CRUN_PATH = '/usr/bin/crun';
+export const RUNC_PATH = '/usr/sbin/runc';
+export function defaultRuntimePath(): string {
+  return existsSync(CRUN_PATH) ? CRUN_PATH : RUNC_PATH;
 }
 
 /** The whole validated configuration, read once at boot. */

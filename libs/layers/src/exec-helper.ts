@@ -43,6 +43,7 @@ def serve(req):
         stream(req)
         return
     try:
+        hide_mounts(req.get("hide"))
         p = subprocess.run(req["argv"], cwd=req.get("cwd"), stdin=subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         reply({"id": req["id"], "code": p.returncode,
@@ -52,9 +53,26 @@ def serve(req):
         reply({"id": req["id"], "errno": e.errno, "error": e.strerror or str(e)})
     except Exception as e:
         reply({"id": req["id"], "errno": 0, "error": repr(e)})
+CLONE_NEWNS = 0x20000
+MS_REC, MS_SLAVE = 0x4000, 0x80000
+subreaper = []
+def hide_mounts(paths):
+    # The command runs in a mount namespace of this (request's) thread's own, where paths are
+    # detached; mounts made on the host later still show in it (slave), nothing of it leaks out.
+    if not paths:
+        return
+    check(libc.unshare(CLONE_NEWNS), 'unshare(CLONE_NEWNS)')
+    check(libc.mount(b'none', b'/', None, MS_REC | MS_SLAVE, None), 'make / a slave mount')
+    for path in paths:
+        check(libc.umount2(path.encode(), MNT_DETACH), 'umount ' + path)
 def stream(req):
     rid = req["id"]
+    init = req["stream"].get("initPidFile")
     try:
+        hide_mounts(req.get("hide"))
+        if init and not subreaper:
+            check(libc.prctl(36, 1, 0, 0, 0), 'prctl(PR_SET_CHILD_SUBREAPER)')
+            subreaper.append(True)
         p = subprocess.Popen(req["argv"], stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as e:
@@ -77,13 +95,30 @@ def stream(req):
              threading.Thread(target=pump, args=(p.stderr, 2), daemon=True)]
     for t in pumps:
         t.start()
-    p.wait()
+    code = p.wait()
+    if init and code == 0:
+        try:
+            pid = int(open(init).read().strip())
+            reply({"id": rid, "event": "pid", "pid": pid})
+            # crun forks twice: the init's parent is a process of crun's that exits right after
+            # the command; an orphan, it is ours. Reaped first, it hands us the init.
+            with open("/proc/%d/stat" % pid) as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            if parent != os.getpid():
+                os.waitpid(parent, 0)
+            _, status = os.waitpid(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            if code < 0:
+                code = 128 - code  # as runc reports a killed init: 128+n (137: SIGKILL)
+        except (OSError, ValueError) as e:
+            code = 255
+            reply({"id": rid, "event": "data", "fd": 2, "data": base64.b64encode(("no container init to wait for: %s\n" % e).encode()).decode()})
     # a stray holder of the pipes (a process the command left) must not hold the reply forever
     deadline = time.monotonic() + req["stream"]["drainMs"] / 1000.0
     for t in pumps:
         t.join(max(0.0, deadline - time.monotonic()))
     done.set()
-    reply({"id": rid, "code": p.returncode, "stdout": "", "stderr": ""})
+    reply({"id": rid, "code": code, "stdout": "", "stderr": ""})
 ${IDMAP_OPS_PY}
 ${SANDBOX_OPS_PY}
 ${TREE_OPS_PY}
@@ -124,9 +159,26 @@ interface Pending {
   events?: StreamHandlers;
 }
 
+/**
+ * Mount points a command must not see: it runs in a mount namespace of its own (a slave of the
+ * host's: later host mounts still show) with each of them detached. crun refuses a hybrid
+ * cgroup host whose cgroup2 mount holds a controller (`/sys/fs/cgroup/unified`); hidden, the
+ * host is plain cgroup v1 to it.
+ */
+export interface HiddenMounts {
+  hide?: readonly string[];
+}
+
+function hideField(hide: readonly string[] | undefined): { hide?: readonly string[] } {
+  return hide !== undefined && hide.length > 0 ? { hide } : {};
+}
+
 /** What {@link ExecHelper.stream} reports while its command runs. */
 export interface StreamHandlers {
-  /** The command's pid, once it started (before any output). */
+  /**
+   * The command's pid, once it started (before any output); with `initPidFile`, called again
+   * with the container init's pid once the command has exited and left it running.
+   */
   onPid(pid: number): void;
   onStdout(chunk: Buffer): void;
   onStderr(chunk: Buffer): void;
@@ -139,9 +191,16 @@ export class ExecHelper {
 
   constructor(private readonly python = HOST_PYTHON) {}
 
-  /** Runs `argv` to completion (stdin /dev/null), in `cwd` when given. */
-  exec(argv: readonly string[], options: { cwd?: string } = {}): Promise<HelperResult> {
-    return this.send({ argv, ...(options.cwd !== undefined ? { cwd: options.cwd } : {}) });
+  /**
+   * Runs `argv` to completion (stdin /dev/null), in `cwd` when given; with `hide`, in a mount
+   * namespace of its own where those mount points are detached (see {@link HiddenMounts}).
+   */
+  exec(argv: readonly string[], options: { cwd?: string } & HiddenMounts = {}): Promise<HelperResult> {
+    return this.send({
+      argv,
+      ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+      ...hideField(options.hide),
+    });
   }
 
   /**
@@ -149,13 +208,26 @@ export class ExecHelper {
    * exited and its output ended (or `drainMs` after its exit, when a process it left holds
    * the pipes), with `code` negative for a signal and empty stdout/stderr (they went to
    * `handlers`). The helper's pipe to us is shared: a slow handler slows every request.
+   * With `initPidFile` the command is a runtime's `run --detach --pid-file F`: when it exits 0
+   * the helper (a child subreaper from then on) waits for the pid F names, and that process's
+   * status is the result; the pipes the command handed it stream on.
    */
   stream(
     argv: readonly string[],
     handlers: StreamHandlers,
-    options: { drainMs: number },
+    options: { drainMs: number; initPidFile?: string } & HiddenMounts,
   ): Promise<HelperResult> {
-    return this.send({ argv, stream: { drainMs: options.drainMs } }, handlers);
+    return this.send(
+      {
+        argv,
+        stream: {
+          drainMs: options.drainMs,
+          ...(options.initPidFile !== undefined ? { initPidFile: options.initPidFile } : {}),
+        },
+        ...hideField(options.hide),
+      },
+      handlers,
+    );
   }
 
   /** An idmapped-mount request (idmap-ops.ts) done by the helper itself; code 1 and stderr on failure. */

@@ -15,7 +15,13 @@
  * gzip), `util-linux` (mount/umount), `coreutils` (mknod). Runs as root.
  */
 export { LayerError, type LayerErrorCode } from './layer-error';
-export { ExecHelper, execHelper, HelperSpawnError, type HelperResult } from './exec-helper';
+export {
+  ExecHelper,
+  execHelper,
+  HelperSpawnError,
+  type HelperResult,
+  type HiddenMounts,
+} from './exec-helper';
 export { diskUsage } from './fs-attrs';
 export {
   mountSysfsOf,

@@ -55,3 +55,42 @@ export async function readOomKillCount(
     return null;
   }
 }
+
+/**
+ * The cgroup2 mounts crun must not see on this host: on a hybrid host (v1 controllers at
+ * /sys/fs/cgroup, cgroup2 beside them, as /sys/fs/cgroup/unified) whose cgroup2 holds a
+ * controller, crun refuses to run ("cgroups in hybrid mode not supported, drop all controllers
+ * from cgroupv2"); runc uses the v1 hierarchies and ignores it. Empty on a v2 or plain v1 host
+ * and when the cgroup2 mount holds no controller.
+ */
+export async function hybridCgroup2Mounts(mountinfo?: string): Promise<string[]> {
+  const text = mountinfo ?? (await fs.readFile('/proc/self/mountinfo', 'utf8'));
+  const v2: string[] = [];
+  for (const line of text.split('\n')) {
+    const sep = line.indexOf(' - ');
+    if (sep === -1) {
+      continue;
+    }
+    const mountPoint = line.slice(0, sep).split(' ')[4];
+    const [fsType] = line.slice(sep + 3).split(' ');
+    if (fsType !== 'cgroup2' || mountPoint === undefined) {
+      continue;
+    }
+    if (mountPoint === '/sys/fs/cgroup') {
+      return []; // unified: nothing to hide
+    }
+    if (mountPoint.startsWith('/sys/fs/cgroup/')) {
+      v2.push(mountPoint);
+    }
+  }
+  const busy: string[] = [];
+  for (const mountPoint of v2) {
+    const controllers = await fs
+      .readFile(path.join(mountPoint, 'cgroup.controllers'), 'utf8')
+      .catch(() => '');
+    if (controllers.trim() !== '') {
+      busy.push(mountPoint);
+    }
+  }
+  return busy;
+}

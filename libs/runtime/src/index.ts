@@ -28,6 +28,7 @@ export { resolveUser, type ResolvedUser } from './user';
 export {
   RuncRuntime,
   makeTraversable,
+  withHiddenMounts,
   type RuncRuntimeOptions,
   type RunOptions,
   type RunIo,
@@ -35,6 +36,7 @@ export {
   type SweepResult,
 } from './runc-runtime';
 export { RuntimeError, type RuntimeErrorReason } from './runtime-error';
+export { hybridCgroup2Mounts } from './cgroups';
 export {
   BLOCKED_SYSCALLS,
   DEFAULT_SECCOMP_PROFILE,

@@ -3,23 +3,27 @@ import { existsSync, promises as fs, readdirSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
-import { detectMemoryCgroup } from './cgroups';
-import { RuncRuntime, type RunIo, type RunOptions } from './runc-runtime';
+import { detectMemoryCgroup, hybridCgroup2Mounts } from './cgroups';
+import { RuncRuntime, withHiddenMounts, type RunIo, type RunOptions } from './runc-runtime';
 import { RuntimeError } from './runtime-error';
 import { generateRuntimeSpec } from './runtime-spec';
 import { BUSYBOX_FIXTURE } from '@stratum/testing';
 import { CollectedRun, runCollected } from '../test-support/run-collected';
 
-// Real runc against a busybox rootfs made by the shared fixture script. Needs root.
-const RUNC = '/usr/sbin/runc';
+// Real runc and real crun (each runs every test) against a busybox rootfs made by the shared
+// fixture script. Needs root.
+const RUNTIMES = [
+  ['runc', '/usr/sbin/runc'],
+  ['crun', '/usr/bin/crun'],
+] as const;
 const FIXTURE = BUSYBOX_FIXTURE;
-// Never skipped: on a machine without root or runc these fail, naming what is missing.
-function requireRunc(): void {
+// Never skipped: on a machine without root, runc or crun these fail, naming what is missing.
+function requireRunc(RUNC: string, name: string): void {
   if (process.getuid?.() !== 0) {
     throw new Error('the runc integration tests need root');
   }
   if (!existsSync(RUNC)) {
-    throw new Error(`no runc at ${RUNC} (Debian package runc; infra/test.sh installs it)`);
+    throw new Error(`no ${name} at ${RUNC} (Debian package ${name}; infra/test.sh installs it)`);
   }
   if (!existsSync(FIXTURE)) {
     throw new Error(`no fixture script ${FIXTURE}`);
@@ -29,7 +33,7 @@ function requireRunc(): void {
 // cgroup parent unique to this test process, removed at the end
 const CGROUP_PARENT = `/stratum-test-${process.pid}`;
 
-describe('RuncRuntime (real runc)', () => {
+describe.each(RUNTIMES)('RuncRuntime (real %s)', (name, RUNC) => {
   let work: string;
   let tarball: string;
   let rootfs: string; // shared, for runs that write nothing that matters
@@ -56,7 +60,7 @@ describe('RuncRuntime (real runc)', () => {
     runCollected(runtime, `t${process.pid}-${++seq}`, { rootfs, args, ...options }, { ...io });
 
   beforeAll(async () => {
-    requireRunc();
+    requireRunc(RUNC, name);
     work = await fs.mkdtemp(path.join(os.tmpdir(), 'stratum-runtime-'));
     tarball = path.join(work, 'busybox.tar');
     execFileSync(FIXTURE, [tarball], { stdio: 'ignore' });
@@ -360,10 +364,11 @@ describe('RuncRuntime (real runc)', () => {
       nofile: { soft: 1024, hard: 1024 },
     });
     await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
-    const created = spawnSync(RUNC, ['--root', stateRoot, 'create', '--bundle', bundle, 'leftover'], {
-      stdio: 'ignore',
-      timeout: 20_000,
-    });
+    const [bin, ...args] = withHiddenMounts(
+      [RUNC, '--root', stateRoot, 'create', '--bundle', bundle, 'leftover'],
+      name === 'crun' ? await hybridCgroup2Mounts() : [],
+    );
+    const created = spawnSync(bin, args, { stdio: 'ignore', timeout: 20_000 });
     expect(created.status).toBe(0);
     await fs.mkdir(path.join(bundleDir, 'stray'));
     expect(await runtime.list()).toEqual(['leftover']);

@@ -1,5 +1,6 @@
 // RuncRuntime with `userns` on an overlay over idmapped layers (what a RUN step gets with
 // USERNS_REMAP): each network mode's /sys, a bind from a noexec tmpfs, owners on disk. Needs root.
+import { defaultRuntimePath } from '@stratum/config';
 import { execFileSync } from 'node:child_process';
 import { existsSync, promises as fs, readdirSync } from 'node:fs';
 import * as os from 'node:os';
@@ -11,7 +12,8 @@ import { RuncRuntime, type RunOptions } from './runc-runtime';
 
 jest.setTimeout(60_000);
 
-const RUNC = '/usr/sbin/runc';
+// the runtime a worker runs with by default (crun when installed, as infra/lib.sh installs it)
+const RUNC = defaultRuntimePath();
 const map = parseIdMap('100000:65536');
 const CGROUP_PARENT = `/stratum-test-userns-${process.pid}`;
 let work: string;
@@ -22,7 +24,7 @@ let seq = 0;
 
 beforeAll(async () => {
   if (!existsSync(RUNC)) {
-    throw new Error(`no runc at ${RUNC} (Debian package runc)`);
+    throw new Error(`no OCI runtime at ${RUNC} (Debian package crun or runc)`);
   }
   work = await fs.mkdtemp(path.join(os.tmpdir(), 'stratum-runc-userns-'));
   // runc sets the container up from inside its namespace: the way to the rootfs must let it pass

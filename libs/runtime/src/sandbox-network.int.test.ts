@@ -1,3 +1,4 @@
+import { defaultRuntimePath } from '@stratum/config';
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, promises as fs, readdirSync, readFileSync } from 'node:fs';
 import * as net from 'node:net';
@@ -13,7 +14,8 @@ import { CollectedRun, runCollected } from '../test-support/run-collected';
 // Real runc, slirp4netns and iptables against a busybox rootfs. Test traffic goes only to this
 // host's loopback, to its own addresses (refused inside the step's namespace, so it never
 // leaves it) and to namespaces the test made.
-const RUNC = '/usr/sbin/runc';
+// the runtime a worker runs with by default (crun when installed, as infra/lib.sh installs it)
+const RUNC = defaultRuntimePath();
 const TOOLS = ['/usr/bin/slirp4netns', '/usr/sbin/iptables-restore', '/usr/bin/unshare', RUNC];
 
 function requireTools(): void {
