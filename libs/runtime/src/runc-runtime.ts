@@ -234,9 +234,10 @@ function delay(ms: number): Promise<void> {
 }
 
 /**
- * Runs processes in containers with runc, one foreground `runc run --keep` per process, its
- * stdout and stderr as separate pipes (no terminal). Every run removes its runc state and
- * bundle dir when it ends; the rootfs is never deleted.
+ * Runs processes in containers with runc or crun, one `runc run --keep` (or `crun run
+ * --detach`, its init reaped by the exec helper) per process, its stdout and stderr as separate
+ * pipes (no terminal). Every run removes its runtime state and bundle dir when it ends; the
+ * rootfs is never deleted.
  * https://github.com/opencontainers/runc/blob/v1.1.5/docs/terminals.md (pass-through stdio)
  */
 export class RuncRuntime {
