@@ -43,38 +43,94 @@ def serve(req):
         stream(req)
         return
     try:
-        hide_mounts(req.get("hide"))
-        p = subprocess.run(req["argv"], cwd=req.get("cwd"), stdin=subprocess.DEVNULL,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = spawn(req["argv"], req.get("hide"), cwd=req.get("cwd"), stdin=subprocess.DEVNULL,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = p.communicate()
+        finally:
+            waited(p.pid)
         reply({"id": req["id"], "code": p.returncode,
-               "stdout": base64.b64encode(p.stdout[:LIMIT]).decode(),
-               "stderr": base64.b64encode(p.stderr[:LIMIT]).decode()})
+               "stdout": base64.b64encode(out[:LIMIT]).decode(),
+               "stderr": base64.b64encode(err[:LIMIT]).decode()})
     except OSError as e:
         reply({"id": req["id"], "errno": e.errno, "error": e.strerror or str(e)})
     except Exception as e:
         reply({"id": req["id"], "errno": 0, "error": repr(e)})
 CLONE_NEWNS = 0x20000
 MS_REC, MS_SLAVE = 0x4000, 0x80000
+HOST_MNT = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+# Children a thread of ours waits for (spawned here, or a detached run's init): never taken by
+# reap_orphans. Spawning and reaping hold CHILD_LOCK, so a child is known before it can end.
+CHILD_LOCK = threading.Lock()
+KNOWN = set()
 subreaper = []
-def hide_mounts(paths):
-    # The command runs in a mount namespace of this (request's) thread's own, where paths are
-    # detached; mounts made on the host later still show in it (slave), nothing of it leaks out.
-    if not paths:
-        return
-    check(libc.unshare(CLONE_NEWNS), 'unshare(CLONE_NEWNS)')
-    check(libc.mount(b'none', b'/', None, MS_REC | MS_SLAVE, None), 'make / a slave mount')
-    for path in paths:
-        check(libc.umount2(path.encode(), MNT_DETACH), 'umount ' + path)
+def spawn(argv, hide, **kw):
+    # With hide: the command runs in a mount namespace of its own, a slave of the host's (later
+    # host mounts show in it), with those mount points detached; this thread goes back to the
+    # host's at once, so the copy lives only as long as the command's processes.
+    if hide:
+        check(libc.unshare(CLONE_NEWNS), 'unshare(CLONE_NEWNS)')
+        try:
+            check(libc.mount(b'none', b'/', None, MS_REC | MS_SLAVE, None), 'make / a slave mount')
+            for path in hide:
+                check(libc.umount2(path.encode(), MNT_DETACH), 'umount ' + path)
+            with CHILD_LOCK:
+                p = subprocess.Popen(argv, **kw)
+                KNOWN.add(p.pid)
+        finally:
+            check(libc.setns(HOST_MNT, CLONE_NEWNS), 'setns (the host mount namespace)')
+        return p
+    with CHILD_LOCK:
+        p = subprocess.Popen(argv, **kw)
+        KNOWN.add(p.pid)
+    return p
+def waited(pid):
+    with CHILD_LOCK:
+        KNOWN.discard(pid)
+def reap_orphans(wait_s=0.0):
+    # A child subreaper is given orphans: crun's monitor of a detached run (it exits as the run
+    # command does, or just after), or what a killed process left. Those named crun are reaped
+    # here once they have ended, unless a thread of ours waits for them; for up to wait_s the
+    # ones still running are waited for too.
+    deadline = time.monotonic() + wait_s
+    while True:
+        running = 0
+        with CHILD_LOCK:
+            for task in os.listdir("/proc/self/task"):
+                try:
+                    with open("/proc/self/task/%s/children" % task) as f:
+                        pids = [int(x) for x in f.read().split()]
+                except OSError:
+                    continue
+                for pid in pids:
+                    if pid in KNOWN:
+                        continue
+                    try:
+                        with open("/proc/%d/stat" % pid) as f:
+                            stat = f.read()
+                    except OSError:
+                        continue
+                    if stat[stat.index("(") + 1:stat.rindex(")")] != "crun":
+                        continue
+                    if stat[stat.rindex(")") + 2:].startswith("Z"):
+                        try:
+                            os.waitpid(pid, os.WNOHANG)
+                        except ChildProcessError:
+                            pass
+                    else:
+                        running += 1
+        if running == 0 or time.monotonic() >= deadline:
+            return
+        time.sleep(0.001)
 def stream(req):
     rid = req["id"]
     init = req["stream"].get("initPidFile")
     try:
-        hide_mounts(req.get("hide"))
         if init and not subreaper:
             check(libc.prctl(36, 1, 0, 0, 0), 'prctl(PR_SET_CHILD_SUBREAPER)')
             subreaper.append(True)
-        p = subprocess.Popen(req["argv"], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = spawn(req["argv"], req.get("hide"), stdin=subprocess.DEVNULL,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as e:
         reply({"id": rid, "errno": e.errno, "error": e.strerror or str(e)})
         return
@@ -95,30 +151,53 @@ def stream(req):
              threading.Thread(target=pump, args=(p.stderr, 2), daemon=True)]
     for t in pumps:
         t.start()
-    code = p.wait()
-    if init and code == 0:
-        try:
-            pid = int(open(init).read().strip())
-            reply({"id": rid, "event": "pid", "pid": pid})
-            # crun forks twice: the init's parent is a process of crun's that exits right after
-            # the command; an orphan, it is ours. Reaped first, it hands us the init.
-            with open("/proc/%d/stat" % pid) as f:
-                parent = int(f.read().rsplit(")", 1)[1].split()[1])
-            if parent != os.getpid():
-                os.waitpid(parent, 0)
-            _, status = os.waitpid(pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-            if code < 0:
-                code = 128 - code  # as runc reports a killed init: 128+n (137: SIGKILL)
-        except (OSError, ValueError) as e:
-            code = 255
-            reply({"id": rid, "event": "data", "fd": 2, "data": base64.b64encode(("no container init to wait for: %s\n" % e).encode()).decode()})
+    try:
+        code = p.wait()
+    finally:
+        waited(p.pid)
+    if init:
+        # once the init was handed to us crun's monitor has ended; if not, it may still be ending
+        handed = False
+        if code == 0:
+            code, handed = wait_init(rid, init)
+        reap_orphans(0 if handed else 0.5)
     # a stray holder of the pipes (a process the command left) must not hold the reply forever
     deadline = time.monotonic() + req["stream"]["drainMs"] / 1000.0
     for t in pumps:
         t.join(max(0.0, deadline - time.monotonic()))
     done.set()
     reply({"id": rid, "code": code, "stdout": "", "stderr": ""})
+def wait_init(rid, pid_file):
+    # The command (crun run --detach) exited once its container's init started. crun forks
+    # twice: the init's parent is a process of crun's that exits right after it; an orphan,
+    # it is ours (reaped by reap_orphans), and so is the init then: its status is the run's.
+    try:
+        with open(pid_file) as f:
+            pid = int(f.read().strip())
+        with CHILD_LOCK:
+            KNOWN.add(pid)
+    except (OSError, ValueError) as e:
+        reply({"id": rid, "event": "data", "fd": 2, "data": base64.b64encode(("no container init to wait for: %s\n" % e).encode()).decode()})
+        return 255, False
+    try:
+        reply({"id": rid, "event": "pid", "pid": pid})
+        for _ in range(10000):
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except ChildProcessError:
+                # not ours yet: crun's process above it has not ended
+                reap_orphans()
+                time.sleep(0.001)
+        else:
+            raise OSError(10, "the container init %d never became the helper's child" % pid)
+        code = os.waitstatus_to_exitcode(status)
+        return (128 - code if code < 0 else code), True  # as runc reports a killed init: 128+n
+    except OSError as e:
+        reply({"id": rid, "event": "data", "fd": 2, "data": base64.b64encode(("no container init to wait for: %s\n" % e).encode()).decode()})
+        return 255, False
+    finally:
+        waited(pid)
 ${IDMAP_OPS_PY}
 ${SANDBOX_OPS_PY}
 ${TREE_OPS_PY}

@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, promises as fs, readdirSync } from 'node:fs';
+import { existsSync, promises as fs, readdirSync, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
@@ -7,6 +7,7 @@ import { detectMemoryCgroup, hybridCgroup2Mounts } from './cgroups';
 import { RuncRuntime, withHiddenMounts, type RunIo, type RunOptions } from './runc-runtime';
 import { RuntimeError } from './runtime-error';
 import { generateRuntimeSpec } from './runtime-spec';
+import { execHelper } from '@stratum/layers';
 import { BUSYBOX_FIXTURE } from '@stratum/testing';
 import { CollectedRun, runCollected } from '../test-support/run-collected';
 
@@ -28,6 +29,32 @@ function requireRunc(RUNC: string, name: string): void {
   if (!existsSync(FIXTURE)) {
     throw new Error(`no fixture script ${FIXTURE}`);
   }
+}
+
+/** Children of the worker's exec helper that ended and were not reaped (`pid:comm`). */
+function helperZombies(): string[] {
+  const helper = execHelper.pid;
+  if (helper === undefined) {
+    return [];
+  }
+  const zombies: string[] = [];
+  // a thread (a request's) or a child may end while we look: what is gone is no zombie
+  const read = (file: string): string => {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  for (const task of readdirSync(`/proc/${helper}/task`)) {
+    for (const pid of read(`/proc/${helper}/task/${task}/children`).split(' ')) {
+      const stat = read(`/proc/${pid.trim()}/stat`);
+      if (pid.trim() !== '' && stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) {
+        zombies.push(`${pid.trim()}:${stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))}`);
+      }
+    }
+  }
+  return zombies;
 }
 
 // cgroup parent unique to this test process, removed at the end
@@ -80,6 +107,9 @@ describe.each(RUNTIMES)('RuncRuntime (real %s)', (name, RUNC) => {
     // every run must leave no runc state and no bundle behind
     expect(await runtime.list()).toEqual([]);
     expect(existsSync(bundleDir) ? readdirSync(bundleDir) : []).toEqual([]);
+    // nor an unreaped process under the exec helper (with crun a child subreaper: the detached
+    // run's init and crun's monitor above it become its children)
+    expect(helperZombies()).toEqual([]);
   });
 
   afterAll(async () => {
@@ -339,6 +369,16 @@ describe.each(RUNTIMES)('RuncRuntime (real %s)', (name, RUNC) => {
     expect(err).toBeInstanceOf(RuntimeError);
     expect(err).toMatchObject({ reason: 'START_FAILED', code: 'BAD_REQUEST' });
     expect((err as Error).message).toMatch(/no-such-binary.*not found/);
+  });
+
+  it('quick runs side by side each report their own exit code', async () => {
+    // crun's init may end before the command that started it: reaped all the same, none lost
+    // (each run its own rootfs, as each step has its own overlay: mount-point stubs are per rootfs)
+    const roots = await Promise.all(Array.from({ length: 12 }, () => freshRootfs()));
+    const codes = await Promise.all(
+      roots.map((own, i) => run(['sh', '-c', `exit ${i}`], { rootfs: own }).then((r) => r.exitCode)),
+    );
+    expect(codes).toEqual(Array.from({ length: 12 }, (_, i) => i));
   });
 
   it('refuses a second run with an id in use', async () => {

@@ -219,8 +219,9 @@ const SIGNAL_NAMES = new Map<number, string>(
   Object.entries(osConstants.signals).map(([name, num]) => [num, name] as [number, string]),
 );
 
+/** runc: "container x does not exist"; crun: "cannot open directory '<root>/x': No such file or directory". */
 function isMissingContainer(stderr: string): boolean {
-  return /does not exist|not exist|not found/i.test(stderr);
+  return /does not exist|not exist|not found|No such file or directory/i.test(stderr);
 }
 
 /** Sandbox networks waiting for their share's next run: per share, and in all. */

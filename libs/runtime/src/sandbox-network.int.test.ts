@@ -41,7 +41,7 @@ function helperChildren(): string[] {
       const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
       // started by the worker's exec helper (its child), or by this process
       const parent = ppid === process.pid || ppid === execHelper.pid;
-      if (parent && ['slirp4netns', 'cat', 'unshare', 'sh'].includes(comm)) {
+      if (parent && ['slirp4netns', 'cat', 'unshare', 'sh', 'crun'].includes(comm)) {
         out.push(`${pid}:${comm}`);
       }
     } catch {
