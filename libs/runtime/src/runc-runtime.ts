@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { constants as osConstants } from 'node:os';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
@@ -257,6 +257,11 @@ export class RuncRuntime {
   private memoryCgroup: Promise<MemoryCgroupLayout> | undefined;
   private seccomp: Promise<SeccompProfile | null> | undefined;
   private flavour: Promise<RuntimeFlavour> | undefined;
+  /**
+   * crun: the seccomp filter it compiled for a profile (its state dir's seccomp.bpf, base64),
+   * by the sha256 of the spec's seccomp section; see {@link SECCOMP_BPF_ANNOTATION}.
+   */
+  private readonly seccompBpf = new Map<string, string>();
 
   constructor(private readonly options: RuncRuntimeOptions) {
     for (const [key, value] of [
@@ -409,6 +414,15 @@ export class RuncRuntime {
       if (options.userns !== undefined) {
         await keepLockedFlags(spec.mounts);
       }
+      const flavour = await this.runtimeFlavour();
+      const seccompKey =
+        flavour.kind === 'crun' && spec.linux.seccomp !== undefined
+          ? createHash('sha256').update(JSON.stringify(spec.linux.seccomp)).digest('hex')
+          : null;
+      const bpf = seccompKey !== null ? this.seccompBpf.get(seccompKey) : undefined;
+      if (bpf !== undefined) {
+        spec.annotations = { ...spec.annotations, [SECCOMP_BPF_ANNOTATION]: bpf };
+      }
       // Docker sets HOME from the passwd entry when the image does not
       if (!spec.process.env?.some((e) => e.startsWith('HOME='))) {
         spec.process.env?.push(`HOME=${home}`);
@@ -423,6 +437,9 @@ export class RuncRuntime {
         return { exitCode: null, signal: null, timedOut: false, cancelled: true };
       }
       const result = await this.execute(id, bundle, cgroupsPath, options.memoryBytes !== undefined, io);
+      if (seccompKey !== null && bpf === undefined && result.exitCode !== null) {
+        await this.keepSeccompBpf(id, seccompKey);
+      }
       // runc run returned the container's status: the container is stopped, its processes
       // and mounts are gone (a runc killed after killGraceMs may leave it running: no defer)
       stopped = result.exitCode !== null;
@@ -646,6 +663,18 @@ export class RuncRuntime {
       throw err;
     });
     return this.seccomp;
+  }
+
+  /**
+   * Keeps the filter crun compiled for container `id` (still in its state dir: a detached
+   * run's state stays until its delete) for the next runs with the same profile.
+   */
+  private async keepSeccompBpf(id: string, key: string): Promise<void> {
+    const data = await fs.readFile(path.join(this.options.stateRoot, id, 'seccomp.bpf')).catch(() => null);
+    // a BPF program is an array of 8-byte instructions
+    if (data !== null && data.length > 0 && data.length % 8 === 0 && this.seccompBpf.size < 16) {
+      this.seccompBpf.set(key, data.toString('base64'));
+    }
   }
 
   /**
@@ -1033,6 +1062,16 @@ export class RuncRuntime {
     return { code: out.code, stdout: out.stdout.toString('utf8'), stderr: out.stderr.toString('utf8') };
   }
 }
+
+/**
+ * crun's annotation for a seccomp filter already compiled: it loads these bytes (base64 of the
+ * BPF program) and does not compile the spec's seccomp section. Compiling Docker's profile
+ * cost crun ~16 ms of CPU a container here (a step's spec, busybox `true`: 41-44 ms a run,
+ * 27 ms given the compiled filter, 24 ms without any); the first run of a profile compiles
+ * it, and its seccomp.bpf serves the later ones.
+ * https://github.com/containers/crun/blob/main/crun.1.md (run.oci.seccomp_bpf_data)
+ */
+const SECCOMP_BPF_ANNOTATION = 'run.oci.seccomp_bpf_data';
 
 /** Which OCI runtime runs the containers, and the mounts it must not see. */
 interface RuntimeFlavour {
