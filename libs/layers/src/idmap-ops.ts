@@ -32,6 +32,7 @@ MOVE_MOUNT_F_EMPTY_PATH = 4
 MOUNT_ATTR_IDMAP = 0x100000
 CLONE_NEWUSER = 0x10000000
 MNT_DETACH = 2
+UMOUNT_NOFOLLOW = 8
 libc.syscall.restype = ctypes.c_long
 
 class MountAttr(ctypes.Structure):
@@ -187,7 +188,8 @@ CLONE_NEWNET = 0x40000000
 def mount_op(req):
     # plain mount syscalls, without a umount(8) or nsenter(8) + mount(8) process each
     if req['op'] == 'umount':
-        check(libc.umount2(req['target'].encode(), MNT_DETACH if req.get('lazy') else 0), 'umount ' + req['target'])
+        # NOFOLLOW: a symlink at the target is not a mount point (EINVAL), never the way to another
+        check(libc.umount2(req['target'].encode(), UMOUNT_NOFOLLOW | (MNT_DETACH if req.get('lazy') else 0)), 'umount ' + req['target'])
     elif req['op'] == 'overlay':
         def mount_overlay_plain():
             # relative lowerdir names resolve against this thread's own cwd (the options fit a page)

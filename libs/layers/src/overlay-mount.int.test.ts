@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import {
@@ -119,6 +119,21 @@ describe('mountOverlay', () => {
     } finally {
       await unmountOverlay(target);
     }
+  });
+
+  it('unmounts neither a plain directory nor a mount through a symlink to it', async () => {
+    const base = join(scratch, 'via-link');
+    const target = join(base, 'merged');
+    await mountOverlay({ lowerDirs: [], upperDir: join(base, 'upper'), workDir: join(base, 'work'), target });
+    try {
+      await symlink(target, join(base, 'link'));
+      expect(await unmountOverlay(join(base, 'link'))).toEqual({ unmounted: false });
+      expect(await unmountOverlay(join(base, 'upper'))).toEqual({ unmounted: false });
+      expect((await readMountInfo()).some((m) => m.target === target)).toBe(true);
+    } finally {
+      expect(await unmountOverlay(target)).toEqual({ unmounted: true });
+    }
+    expect(await unmountOverlay(target)).toEqual({ unmounted: false });
   });
 
   it('reports a failed mount and unmounting nothing as values/errors with codes', async () => {
