@@ -136,6 +136,55 @@ interface RuncOutput {
   stderr: string;
 }
 
+/** The part of runc's `<root>/<id>/state.json` we read. */
+interface RuncState {
+  init_process_pid?: unknown;
+  init_process_start?: unknown;
+  cgroup_paths?: Record<string, unknown>;
+}
+
+/** A runc container's cgroup dirs from its state, each checked to be under cgroupfs and to end in `cgroupsPath`. */
+function runcCgroupDirs(state: RuncState, cgroupsPath: string): string[] {
+  return Object.values(state.cgroup_paths ?? {}).map((p) => {
+    if (
+      typeof p !== 'string' ||
+      !p.startsWith('/sys/fs/cgroup/') ||
+      !p.endsWith(cgroupsPath) ||
+      path.posix.normalize(p) !== p
+    ) {
+      throw new Error(`not this container's cgroup: ${String(p)}`);
+    }
+    return p;
+  });
+}
+
+async function removeCgroups(dirs: string[]): Promise<void> {
+  await Promise.all(
+    dirs.map((p) =>
+      fs.rmdir(p).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') {
+          throw err;
+        }
+      }),
+    ),
+  );
+}
+
+/**
+ * Field 22 of /proc/<pid>/stat (start time in clock ticks, as runc records it), or null when
+ * there is no such process or it has ended (a zombie not yet reaped).
+ */
+async function processStartTime(pid: number): Promise<string | null> {
+  try {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+    // the command name (field 2) may hold spaces and parentheses: fields 3.. follow its last ')'
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return fields[0] === 'Z' || fields[0] === 'X' ? null : (fields[19] ?? null);
+  } catch {
+    return null;
+  }
+}
+
 /** Lazily unmounts the sysfs a run mounted in its bundle dir (`<bundle>/sys`), if any. */
 async function unmountIn(bundle: string): Promise<void> {
   const target = path.join(bundle, 'sys');
@@ -952,11 +1001,15 @@ export class RuncRuntime {
    */
   async sweep(): Promise<SweepResult> {
     const containers: string[] = [];
-    for (const id of await this.list()) {
+    const listed = await this.list();
+    for (const id of listed) {
       if (!this.active.has(id) && ID_PATTERN.test(id)) {
         await this.delete(id, { force: true });
         containers.push(id);
       }
+    }
+    if ((await this.runtimeFlavour()).kind === 'crun') {
+      containers.push(...(await this.sweepRuncLeftovers(new Set(listed))));
     }
     const bundles: string[] = [];
     let entries: string[] = [];
@@ -1004,33 +1057,62 @@ export class RuncRuntime {
     }
     const dir = path.join(this.options.stateRoot, id);
     try {
-      const state = JSON.parse(await fs.readFile(path.join(dir, 'state.json'), 'utf8')) as {
-        cgroup_paths?: Record<string, unknown>;
-      };
-      const cgroups = Object.values(state.cgroup_paths ?? {});
-      for (const p of cgroups) {
-        if (
-          typeof p !== 'string' ||
-          !p.startsWith('/sys/fs/cgroup/') ||
-          !p.endsWith(cgroupsPath) ||
-          path.posix.normalize(p) !== p
-        ) {
-          throw new Error(`not this container's cgroup: ${String(p)}`);
-        }
-      }
-      await Promise.all(
-        cgroups.map((p) =>
-          fs.rmdir(p as string).catch((err: NodeJS.ErrnoException) => {
-            if (err.code !== 'ENOENT') {
-              throw err;
-            }
-          }),
-        ),
-      );
+      const state = JSON.parse(await fs.readFile(path.join(dir, 'state.json'), 'utf8')) as RuncState;
+      await removeCgroups(runcCgroupDirs(state, cgroupsPath));
       await fs.rm(dir, { recursive: true, force: true });
     } catch {
       await this.forceDelete(id);
     }
+  }
+
+  /**
+   * With crun: the containers a worker that ran its steps with runc left in the same state root
+   * (a crash, then an upgrade that installed crun). crun's `list` does not see runc's
+   * `state.json` dirs, so they are done here as `runc delete --force` does them: the init (its
+   * pid namespace's, so every process in it) is killed if it is still the same process (its
+   * start time), then its cgroups and state dir go.
+   */
+  private async sweepRuncLeftovers(listed: Set<string>): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await fs.readdir(this.options.stateRoot);
+    } catch {
+      return [];
+    }
+    const swept: string[] = [];
+    for (const id of names) {
+      if (listed.has(id) || this.active.has(id) || !ID_PATTERN.test(id)) {
+        continue;
+      }
+      const dir = path.join(this.options.stateRoot, id);
+      let state: RuncState;
+      try {
+        state = JSON.parse(await fs.readFile(path.join(dir, 'state.json'), 'utf8')) as RuncState;
+      } catch {
+        continue; // not runc's
+      }
+      const pid = state.init_process_pid;
+      const started = String(state.init_process_start);
+      if (typeof pid === 'number' && pid > 1 && (await processStartTime(pid)) === started) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone already
+        }
+        for (let i = 0; i < 100 && (await processStartTime(pid)) === started; i++) {
+          await delay(20);
+        }
+      }
+      try {
+        await removeCgroups(runcCgroupDirs(state, path.posix.join(this.cgroupParent, id)));
+      } catch (err) {
+        this.warn(`sweeping runc's leftover ${id}: ${(err as Error).message}`);
+        continue;
+      }
+      await fs.rm(dir, { recursive: true, force: true });
+      swept.push(id);
+    }
+    return swept;
   }
 
   private async forceDelete(id: string): Promise<void> {
