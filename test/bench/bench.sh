@@ -63,6 +63,18 @@ trap cleanup EXIT
 peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status" 2>/dev/null || echo "?"; }
 now() { date +%s.%N; }
 
+# Every builder starts its part of a run from the same kernel state. Each container (ours,
+# BuildKit's, Buildah's) leaves a dying memory cgroup behind while the page cache it wrote stays
+# charged to it, and on this host's kernel file creation slows with their number: the
+# manyfiles RUN loop took 0.4 s of system CPU with 20 memory cgroups and 5 s with 389. Whoever
+# ran later in a run paid for everyone before it, so the page cache is written back and
+# dropped (which lets those cgroups go) before each builder, and their count is logged.
+settle_kernel() { # label
+  sync
+  echo 3 >/proc/sys/vm/drop_caches
+  printf '%s\tmemory cgroups after settling: %s\n' "$1" "$(awk '$1 == "memory" {print $3}' /proc/cgroups)" >>"$out/kernel.txt"
+}
+
 # A fresh stack per workload: new Redis, empty store and layer cache, so "cold" is cold.
 start_stack() {
   cleanup
@@ -90,6 +102,7 @@ start_stack() {
 one_run() {
   : >"$out/peers.tsv"
   if ((${#workloads[@]})); then
+    settle_kernel peers
     log "peers (BuildKit, Buildah): $shared/bench/peers.sh ${workloads[*]}"
     "$shared/bench/peers.sh" "${workloads[@]}" | tee -a "$out/peers.tsv"
   fi
@@ -98,6 +111,7 @@ one_run() {
     test/bench/peers-project.sh "${projects[@]}" | tee -a "$out/peers.tsv"
   fi
   : >"$out/stratum.tsv"
+  settle_kernel stratum
   for w in "${workloads[@]}"; do
     ctx=$BENCH_TMP/ctx/$w # the same context dirs peers.sh built
     start_stack

@@ -53,6 +53,7 @@ throughput_bench() {
         buildah rm --all >/dev/null 2>&1 || true
         buildah rmi --all --force >/dev/null 2>&1 || true ;;
     esac
+    settle_kernel "throughput $tool"
     : >"$tdir/$tool.times"
     local s e jobs=()
     s=$(now)
