@@ -1,6 +1,6 @@
 import { defaultRuntimePath } from '@stratum/config';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -40,6 +40,7 @@ export async function startEngineTestBed(name: string): Promise<EngineTestBed> {
     throw err;
   }
   const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+  const cgroupParent = `/stratum-test-${name}-${process.pid}`;
   const blobs = new FsBlobStore(join(work, 'store'));
   const repositories = new FsRepositoryStore(join(work, 'store'));
   return {
@@ -55,7 +56,7 @@ export async function startEngineTestBed(name: string): Promise<EngineTestBed> {
           runcPath: defaultRuntimePath(),
           stateRoot: join(dir, 'runc'),
           bundleDir: join(dir, 'bundles'),
-          cgroupParent: `/stratum-test-${name}-${process.pid}`,
+          cgroupParent,
         }),
         jobsDir: join(dir, 'jobs'),
         layerCacheDir: join(dir, 'layers'),
@@ -69,8 +70,23 @@ export async function startEngineTestBed(name: string): Promise<EngineTestBed> {
       redis.disconnect();
       await redisServer.stop();
       await rm(work, { recursive: true, force: true });
+      await removeCgroupTree(cgroupParent);
     },
   };
+}
+
+/** Removes `parent` and the (empty) cgroups below it, the runtimes' slots, in every hierarchy. */
+async function removeCgroupTree(parent: string): Promise<void> {
+  const root = '/sys/fs/cgroup';
+  const hierarchies = [root, ...(await readdir(root)).map((c) => join(root, c))];
+  for (const hierarchy of hierarchies) {
+    const dir = join(hierarchy, parent);
+    const children = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    for (const child of children.filter((d) => d.isDirectory())) {
+      await rmdir(join(dir, child.name)).catch(() => undefined);
+    }
+    await rmdir(dir).catch(() => undefined);
+  }
 }
 
 /** Mount targets (of `type`, or any type) below `dir`, from findmnt. */

@@ -398,6 +398,36 @@ describe.each(RUNTIMES)('RuncRuntime (real %s)', (name, RUNC) => {
     expect((await first).exitCode).toBe(0);
   });
 
+  it('runs one after another reuse a cgroup: the host keeps no memory cgroup per run', async () => {
+    // a removed memory cgroup lingers while the page cache its run wrote stays cached
+    const memoryCgroups = (): number =>
+      Number(/^memory\s+\d+\s+(\d+)/m.exec(readFileSync('/proc/cgroups', 'utf8'))?.[1] ?? NaN);
+    const own = await freshRootfs();
+    const before = memoryCgroups();
+    for (let i = 0; i < 8; i++) {
+      const r = await run(
+        ['sh', '-c', `mkdir /w${i} && for f in $(seq 1 50); do echo $f > /w${i}/$f; done`],
+        {
+          rootfs: own,
+          memoryBytes: 256 * 1024 * 1024,
+        },
+      );
+      expect(r).toMatchObject({ exitCode: 0, oomKilled: false });
+    }
+    expect(memoryCgroups() - before).toBeLessThanOrEqual(1);
+    const layout = await detectMemoryCgroup();
+    const memoryRoot = layout?.version === 2 ? layout.root : layout?.memoryMount;
+    const slots = readdirSync(path.join(memoryRoot ?? '/sys/fs/cgroup/memory', CGROUP_PARENT), {
+      withFileTypes: true,
+    })
+      .filter((d) => d.isDirectory())
+      .map((d) => d.name);
+    // slots (as many as runs were at once), no cgroup named after a container
+    expect(slots.length).toBeGreaterThan(0);
+    expect(slots.filter((name) => !/^slot-[0-9a-f]{8}-\d+$/.test(name))).toEqual([]);
+    await fs.rm(own, { recursive: true, force: true });
+  });
+
   it('sweep removes a leftover container and stale bundle dirs', async () => {
     // what a crashed worker leaves: a created container, its bundle, a stray bundle dir
     const bundle = path.join(bundleDir, 'leftover');

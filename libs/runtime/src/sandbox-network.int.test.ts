@@ -1,5 +1,6 @@
 import { defaultRuntimePath } from '@stratum/config';
 import { execFile, execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, promises as fs, readdirSync, readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -385,6 +386,8 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
 
   it('runs of one sandboxShare take turns on one live namespace, another share has its own, and a release closes them', async () => {
     const sharing = runtimeWith('state-share');
+    // its cgroup slots' names: `slot-<8 hex of sha256(stateRoot)>-<n>`
+    const sharingSlots = `slot-${createHash('sha256').update(path.join(work, 'state-share')).digest('hex').slice(0, 8)}-`;
     const ids: string[] = [];
     const netns = (share: string): Promise<string> => {
       const id = `n${process.pid}-${++seq}`;
@@ -413,16 +416,29 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
       sharing.releaseSandboxes('build-a');
       await sharing.settled();
       expect(slirps()).toBe(1);
-      // every run's runc state and cgroups are gone, though no `runc delete` ran for them
+      // every run's runtime state is gone, though no `runc delete` ran for them; their cgroups
+      // are slots, kept empty for the next runs
       expect(await sharing.list()).toEqual([]);
       for (const id of ids) {
         expect(existsSync(path.join(work, 'state-share', id))).toBe(false);
-        expect(existsSync(path.join('/sys/fs/cgroup/memory', CGROUP_PARENT, id))).toBe(false);
-        expect(existsSync(path.join('/sys/fs/cgroup/pids', CGROUP_PARENT, id))).toBe(false);
+      }
+      const slots = (hierarchy: string): string[] =>
+        readdirSync(path.join('/sys/fs/cgroup', hierarchy, CGROUP_PARENT), { withFileTypes: true })
+          .filter((d) => d.isDirectory() && d.name.startsWith(sharingSlots))
+          .map((d) => path.join('/sys/fs/cgroup', hierarchy, CGROUP_PARENT, d.name));
+      expect(slots('memory').length).toBeGreaterThan(0);
+      for (const slot of [...slots('memory'), ...slots('pids')]) {
+        expect(readFileSync(path.join(slot, 'cgroup.procs'), 'utf8')).toBe('');
       }
     } finally {
       await sharing.closeSpare();
     }
+    // closeSpare removed the slots
+    expect(
+      readdirSync(path.join('/sys/fs/cgroup/memory', CGROUP_PARENT)).filter((n) =>
+        n.startsWith(sharingSlots),
+      ),
+    ).toEqual([]);
     expect(slirps()).toBe(0);
     // afterEach: no helper process, bundle dir or container is left
   }, 60_000);
