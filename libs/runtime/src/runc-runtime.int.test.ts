@@ -1,4 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, promises as fs, readdirSync, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -456,47 +457,57 @@ describe.each(RUNTIMES)('RuncRuntime (real %s)', (name, RUNC) => {
     expect(await runtime.delete('leftover', { force: true })).toBe(false);
   });
 
-  it('sweep kills and removes a running container runc left in the state root (then upgraded to crun)', async () => {
-    const id = 'runc-left';
-    const bundle = path.join(work, 'runc-left-bundle');
-    await fs.mkdir(bundle, { recursive: true });
-    const spec = generateRuntimeSpec({
-      rootfs,
-      args: ['sleep', '60'],
-      cgroupsPath: `${CGROUP_PARENT}/${id}`,
-      nofile: { soft: 1024, hard: 1024 },
-    });
-    await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
-    const RUNC_ITSELF = RUNTIMES[0][1];
-    for (const args of [
-      ['create', '--bundle', bundle, id],
-      ['start', id],
-    ]) {
-      expect(
-        spawnSync(RUNC_ITSELF, ['--root', stateRoot, ...args], { stdio: 'ignore', timeout: 20_000 }).status,
-      ).toBe(0);
-    }
-    const state = JSON.parse(readFileSync(path.join(stateRoot, id, 'state.json'), 'utf8')) as {
-      init_process_pid: number;
-      cgroup_paths: Record<string, string>;
-    };
-    const pid = state.init_process_pid;
-    // `runc start` returns once the init is told to go: it execs sleep a moment later
-    const cmdline = (): string =>
-      existsSync(`/proc/${pid}`) ? readFileSync(`/proc/${pid}/cmdline`, 'utf8') : '';
-    for (let i = 0; i < 100 && !cmdline().includes('sleep'); i++) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    expect(cmdline()).toContain('sleep');
-    const cgroups = Object.values(state.cgroup_paths);
-    expect(cgroups.length).toBeGreaterThan(0);
+  // its own cgroup (a worker from before cgroup slots) or one of this runtime's slots
+  it.each([
+    ['its own cgroup', (id: string) => `${CGROUP_PARENT}/${id}`],
+    [
+      'a cgroup slot',
+      () => `${CGROUP_PARENT}/slot-${createHash('sha256').update(stateRoot).digest('hex').slice(0, 8)}-7`,
+    ],
+  ])(
+    'sweep kills and removes a running container runc left in the state root, in %s (then upgraded to crun)',
+    async (_, cgroupOf) => {
+      const id = 'runc-left';
+      const bundle = path.join(work, 'runc-left-bundle');
+      await fs.mkdir(bundle, { recursive: true });
+      const spec = generateRuntimeSpec({
+        rootfs,
+        args: ['sleep', '60'],
+        cgroupsPath: cgroupOf(id),
+        nofile: { soft: 1024, hard: 1024 },
+      });
+      await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
+      const RUNC_ITSELF = RUNTIMES[0][1];
+      for (const args of [
+        ['create', '--bundle', bundle, id],
+        ['start', id],
+      ]) {
+        expect(
+          spawnSync(RUNC_ITSELF, ['--root', stateRoot, ...args], { stdio: 'ignore', timeout: 20_000 }).status,
+        ).toBe(0);
+      }
+      const state = JSON.parse(readFileSync(path.join(stateRoot, id, 'state.json'), 'utf8')) as {
+        init_process_pid: number;
+        cgroup_paths: Record<string, string>;
+      };
+      const pid = state.init_process_pid;
+      // `runc start` returns once the init is told to go: it execs sleep a moment later
+      const cmdline = (): string =>
+        existsSync(`/proc/${pid}`) ? readFileSync(`/proc/${pid}/cmdline`, 'utf8') : '';
+      for (let i = 0; i < 100 && !cmdline().includes('sleep'); i++) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(cmdline()).toContain('sleep');
+      const cgroups = Object.values(state.cgroup_paths);
+      expect(cgroups.length).toBeGreaterThan(0);
 
-    const swept = await runtime.sweep();
-    expect(swept.containers).toEqual([id]);
-    const stat = existsSync(`/proc/${pid}/stat`) ? readFileSync(`/proc/${pid}/stat`, 'utf8') : '';
-    expect(stat === '' || stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')).toBe(true);
-    expect(existsSync(path.join(stateRoot, id))).toBe(false);
-    expect(cgroups.filter((dir) => existsSync(dir))).toEqual([]);
-    await fs.rm(bundle, { recursive: true, force: true });
-  });
+      const swept = await runtime.sweep();
+      expect(swept.containers).toEqual([id]);
+      const stat = existsSync(`/proc/${pid}/stat`) ? readFileSync(`/proc/${pid}/stat`, 'utf8') : '';
+      expect(stat === '' || stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')).toBe(true);
+      expect(existsSync(path.join(stateRoot, id))).toBe(false);
+      expect(cgroups.filter((dir) => existsSync(dir))).toEqual([]);
+      await fs.rm(bundle, { recursive: true, force: true });
+    },
+  );
 });

@@ -145,14 +145,14 @@ interface RuncState {
   cgroup_paths?: Record<string, unknown>;
 }
 
-/** A runc container's cgroup dirs from its state, each checked to be under cgroupfs and to end in `cgroupsPath`. */
-function runcCgroupDirs(state: RuncState, cgroupsPath: string): string[] {
+/** A runc container's cgroup dirs from its state, each checked to be under cgroupfs and `ours`. */
+function runcCgroupDirs(state: RuncState, ours: (dir: string) => boolean): string[] {
   return Object.values(state.cgroup_paths ?? {}).map((p) => {
     if (
       typeof p !== 'string' ||
       !p.startsWith('/sys/fs/cgroup/') ||
-      !p.endsWith(cgroupsPath) ||
-      path.posix.normalize(p) !== p
+      path.posix.normalize(p) !== p ||
+      !ours(p)
     ) {
       throw new Error(`not this container's cgroup: ${String(p)}`);
     }
@@ -710,7 +710,7 @@ export class RuncRuntime {
 
   /**
    * Ends the spare sandbox networks, made or being made, and the shared ones; no new one is
-   * made after.
+   * made after. Removes the free cgroup slots (a worker's shutdown).
    */
   async closeSpare(): Promise<void> {
     this.closing = true;
@@ -785,6 +785,12 @@ export class RuncRuntime {
     return this.flavour;
   }
 
+  /** The OOM kills counted in a cgroup (null: unknown). */
+  private async oomKills(cgroupsPath: string): Promise<number | null> {
+    this.memoryCgroup ??= detectMemoryCgroup().catch(() => null);
+    return readOomKillCount(await this.memoryCgroup, cgroupsPath);
+  }
+
   private async execute(
     id: string,
     bundle: string,
@@ -793,11 +799,8 @@ export class RuncRuntime {
     io: RunIo,
   ): Promise<RunResult> {
     const flavour = await this.runtimeFlavour();
-    let oomBefore: number | null = null;
-    if (hasMemoryLimit) {
-      this.memoryCgroup ??= detectMemoryCgroup().catch(() => null);
-      oomBefore = await readOomKillCount(await this.memoryCgroup, cgroupsPath);
-    }
+    // the slot's cgroup may have counted earlier runs' kills
+    const oomBefore = hasMemoryLimit ? await this.oomKills(cgroupsPath) : null;
     const logFile = path.join(bundle, 'runc.log');
     const initPidFile = path.join(bundle, 'init.pid');
     // The stopped container (and its cgroup) must outlive the run so we can read its OOM
@@ -872,9 +875,7 @@ export class RuncRuntime {
 
     let oomKilled: boolean | undefined;
     if (hasMemoryLimit) {
-      this.memoryCgroup ??= detectMemoryCgroup().catch(() => null);
-      const count = await readOomKillCount(await this.memoryCgroup, cgroupsPath);
-      // the slot's cgroup may have counted earlier runs' kills
+      const count = await this.oomKills(cgroupsPath);
       oomKilled = count === null ? undefined : count > (oomBefore ?? 0);
     }
 
@@ -1139,7 +1140,13 @@ export class RuncRuntime {
         }
       }
       try {
-        await removeCgroups(runcCgroupDirs(state, path.posix.join(this.cgroupParent, id)));
+        // its own cgroup (a worker from before cgroup slots) or one of our slots
+        const own = path.posix.join(this.cgroupParent, id);
+        const ours = (dir: string): boolean =>
+          dir.endsWith(own) ||
+          (path.posix.dirname(dir).endsWith(this.cgroupParent) &&
+            path.posix.basename(dir).startsWith(this.slotPrefix));
+        await removeCgroups(runcCgroupDirs(state, ours));
       } catch (err) {
         this.warn(`sweeping runc's leftover ${id}: ${(err as Error).message}`);
         continue;
