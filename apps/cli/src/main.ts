@@ -372,7 +372,7 @@ export function buildProgram(
   return program;
 }
 
-async function main(): Promise<void> {
+export async function main(): Promise<void> {
   try {
     const config = loadCliConfig();
     const store = config.configDir === null ? null : new CredentialStore(config.configDir);
