@@ -291,18 +291,17 @@ export class ImageService {
     const manifestJson = encodeJson(manifest);
     // Independent store operations run together (a cached rebuild writes nothing new, and a
     // dozen sequential existence checks were most of its image write); what another one relies
-    // on still comes first: the config before the manifest naming it, blob links before the
-    // manifest link, every link before a tag.
-    const [haveConfig, haveManifest] = await Promise.all([
-      this.blobs.has(configJson.digest),
-      this.blobs.has(manifestJson.digest),
-    ]);
-    if (!haveConfig) {
-      await this.putJson(configJson);
-    }
-    if (!haveManifest) {
-      await this.putJson(manifestJson);
-    }
+    // on still comes first: blob links before the manifest link, every link before a tag. The
+    // config and manifest blobs are stored side by side (each put ends with an fsync; a cold
+    // steps build's two puts took 9-15 ms in sequence, 8-12 together): a blob is reachable
+    // only through a link, and both are stored before any link is made.
+    await Promise.all(
+      [configJson, manifestJson].map(async (json) => {
+        if (!(await this.blobs.has(json.digest))) {
+          await this.putJson(json);
+        }
+      }),
+    );
     const targets = image.tags.map((t) => {
       const r = localReference(t);
       return { repository: r.repository, tag: r.tag ?? 'latest' };
