@@ -142,6 +142,31 @@ describe('FsBlobStore integrity on serve', () => {
     await expect(readdir(join(root, 'quarantine'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
+  it('does not trust an empty record (records are not fsynced: a crash may leave one empty)', async () => {
+    const data = Buffer.from('record lost in a crash');
+    const { digest } = await store.put(Readable.from([data]));
+    const hex = digest.slice('sha256:'.length);
+    const recorded = await readFile(recordPath(hex), 'utf8');
+    await writeFile(recordPath(hex), '');
+    // the blob's bytes changed too (same size): an empty record must send the read to a re-hash
+    const path = store.pathOf(digest);
+    const evil = Buffer.from(data);
+    evil.write('EVIL', 0);
+    await writeFile(path, evil);
+    store = new FsBlobStore(root); // a restarted process: nothing remembered in memory
+    expect(await codeOf(store.get(digest))).toBe('BLOB_CORRUPT');
+    // an intact blob behind an empty record is re-hashed, served, and recorded again
+    const good = Buffer.from('intact behind an empty record');
+    const put = await store.put(Readable.from([good]));
+    const goodHex = put.digest.slice('sha256:'.length);
+    const goodRecord = await readFile(recordPath(goodHex), 'utf8');
+    await writeFile(recordPath(goodHex), '');
+    store = new FsBlobStore(root);
+    expect((await readAll(await store.get(put.digest))).equals(good)).toBe(true);
+    expect(await readFile(recordPath(goodHex), 'utf8')).toBe(goodRecord);
+    expect(recorded).not.toBe('');
+  });
+
   it('serves a recorded blob without re-hashing it (a stale record with the same identity is trusted)', async () => {
     // Proves the fast path reads only the record: a record forged to match a tampered file would
     // be trusted, which is why fsck re-hashes regardless (see the contract tests).

@@ -44,20 +44,25 @@ export async function syncDir(dir: string): Promise<void> {
 
 /**
  * Writes a small file atomically: temp file in `tmpDir` (same filesystem), fsync, rename over
- * `finalPath`. Readers see the old content or the new, never a mix.
+ * `finalPath`, fsync of `dir`. Readers see the old content or the new, never a mix. With
+ * `durable: false` the two fsyncs are skipped: for a file that only saves work (a cache
+ * record), which a crash may leave empty or old and which its reader then does not trust.
  */
 export async function writeFileAtomic(
   tmpDir: string,
   finalPath: string,
   dir: string,
   content: string,
+  { durable = true }: { durable?: boolean } = {},
 ): Promise<void> {
   const tmp = await tempPath(tmpDir);
   try {
     const fh = await open(tmp, 'wx');
     try {
       await fh.writeFile(content);
-      await fh.sync();
+      if (durable) {
+        await fh.sync();
+      }
     } finally {
       await fh.close();
     }
@@ -67,7 +72,9 @@ export async function writeFileAtomic(
     await unlinkQuietly(tmp).catch(() => undefined);
     throw wrapFsError(err);
   }
-  await syncDir(dir);
+  if (durable) {
+    await syncDir(dir);
+  }
 }
 
 /** Keeps StorageErrors, turns disk-level failures into UNAVAILABLE with the cause attached. */
