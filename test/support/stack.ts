@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { ApiServerHandle, startApiServer, testConfig } from './api-server';
 import { RedisServerHandle, startRedisServer } from './redis-server';
 import { startWorkerProcess, WorkerProcessHandle } from './worker-process';
-import { mountsUnder } from './tools';
+import { mountsUnder, removeWorkerRunDirs } from './tools';
 
 export interface StackOptions {
   /** Names the data directory (`stratum-e2e-<name>-*`) and the worker id (`e2e-<name>`). */
@@ -45,6 +45,7 @@ export async function startStack(options: StackOptions): Promise<StackHandle> {
     }
     // A mount left below it (a leak the test should report) is not deleted through.
     if (mountsUnder(dataDir).length === 0) {
+      removeWorkerRunDirs(dataDir);
       rmSync(dataDir, { recursive: true, force: true });
     }
     if (failures.length > 0) {

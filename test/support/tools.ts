@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { accessSync, constants, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 
 /**
  * Fails (never skips) when a program a test needs is missing, naming it: a skipped test checks
@@ -49,5 +50,28 @@ export function mountsUnder(dir: string): string[] {
 export function unmountUnder(dir: string): void {
   for (const m of mountsUnder(dir).sort().reverse()) {
     execFileSync('umount', [m], { stdio: 'ignore' });
+  }
+}
+
+/**
+ * Removes the tmpfs dirs (runc state, bundles) of the stopped workers that used `dataDir`: each
+ * worker's scratch dir links to its own (`<scratch>/runc` -> `<tmpfs dir>/runc`), which removing
+ * the data dir would leave behind.
+ */
+export function removeWorkerRunDirs(dataDir: string): void {
+  let workers: string[];
+  try {
+    workers = readdirSync(join(dataDir, 'worker'));
+  } catch {
+    return;
+  }
+  for (const w of workers) {
+    let target: string;
+    try {
+      target = readlinkSync(join(dataDir, 'worker', w, 'runc'));
+    } catch {
+      continue; // not a link: the state was in the scratch dir
+    }
+    rmSync(dirname(target), { recursive: true, force: true });
   }
 }

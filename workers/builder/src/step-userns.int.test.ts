@@ -24,6 +24,7 @@ function setup(name: string, usernsRemap: string): { config: StratumConfig; path
   const scratch = join(root, name, 'worker');
   const paths: WorkerPaths = {
     scratch,
+    run: null,
     runcRoot: join(scratch, 'runc'),
     bundles: join(scratch, 'bundles'),
     jobs: join(scratch, 'jobs'),
