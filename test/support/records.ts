@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
 import { BuildRecord } from '@stratum/contracts';
+import { BuildRecordStore, createRedis } from '@stratum/jobs';
+import { RedisServerHandle, startRedisServer } from './redis-server';
 
 /** A queued build record with a new id, as the API creates one; `over` replaces fields. */
 export function newBuildRecord(over: Partial<BuildRecord> = {}): BuildRecord {
@@ -33,4 +36,30 @@ export async function buildSecretBundleKeys(redisUrl: string): Promise<string[]>
   } finally {
     redis.disconnect();
   }
+}
+
+/**
+ * A Redis server of the test file's own and a BuildRecordStore on it, started before its tests
+ * and stopped after them; the returned function gives both once started.
+ */
+export function recordStoreSuite(name: string): () => { redis: Redis; records: BuildRecordStore } {
+  let server: RedisServerHandle | undefined;
+  let redis: Redis | undefined;
+  let records: BuildRecordStore | undefined;
+  beforeAll(async () => {
+    server = await startRedisServer();
+    redis = createRedis(server.url, name);
+    records = new BuildRecordStore(redis, 3600);
+  });
+  afterAll(async () => {
+    await records?.close();
+    redis?.disconnect();
+    await server?.stop();
+  });
+  return () => {
+    if (redis === undefined || records === undefined) {
+      throw new Error('recordStoreSuite: used before its beforeAll ran');
+    }
+    return { redis, records };
+  };
 }

@@ -1,30 +1,16 @@
 // BuildEventSink against a real Redis: step changes reported close together go out as one
 // record update (one script call, one read for a follower), in the order reported, a log
 // between them keeps its place, and flush() writes what waits at once.
-import { Redis } from 'ioredis';
 import { BuildEvent, StepRecord, StepStatus } from '@stratum/contracts';
-import { BuildRecordStore, createRedis, RedisKeys } from '@stratum/jobs';
-import { newBuildRecord, RedisServerHandle, startRedisServer } from '@stratum/testing';
+import { RedisKeys } from '@stratum/jobs';
+import { newBuildRecord, recordStoreSuite } from '@stratum/testing';
 import { BuildEventSink } from './build-event-sink';
 
-let server: RedisServerHandle;
-let redis: Redis;
-let records: BuildRecordStore;
-
-beforeAll(async () => {
-  server = await startRedisServer();
-  redis = createRedis(server.url, 'build-event-sink-int-test');
-  records = new BuildRecordStore(redis, 3600);
-});
-afterAll(async () => {
-  await records.close();
-  redis.disconnect();
-  await server.stop();
-});
+const suite = recordStoreSuite('build-event-sink-int-test');
 
 /** Script calls (EVAL/EVALSHA) the server has answered so far. */
 async function scriptCalls(): Promise<number> {
-  const info = await redis.info('commandstats');
+  const info = await suite().redis.info('commandstats');
   let n = 0;
   for (const m of info.matchAll(/^cmdstat_(eval|evalsha):calls=(\d+)/gm)) {
     n += Number(m[2]);
@@ -33,7 +19,7 @@ async function scriptCalls(): Promise<number> {
 }
 
 async function events(id: string): Promise<BuildEvent[]> {
-  const entries = await redis.xrange(RedisKeys.buildEvents(id), '-', '+');
+  const entries = await suite().redis.xrange(RedisKeys.buildEvents(id), '-', '+');
   return entries.map(([, fields]) => JSON.parse(fields[1]) as BuildEvent);
 }
 
@@ -49,13 +35,13 @@ const step = (index: number, status: StepStatus): StepRecord => ({
 
 async function newRecord(): Promise<string> {
   const record = newBuildRecord();
-  await records.create(record);
+  await suite().records.create(record);
   return record.id;
 }
 
 it('step changes reported within the window are one write, in the order reported', async () => {
   const id = await newRecord();
-  const sink = new BuildEventSink(records, id, 'w1', 200);
+  const sink = new BuildEventSink(suite().records, id, 'w1', 200);
   const before = await scriptCalls();
   for (let i = 0; i < 5; i++) {
     await sink.step(step(i, StepStatus.Cached));
@@ -74,26 +60,26 @@ it('step changes reported within the window are one write, in the order reported
     '2:done',
   ]);
   expect(got.every((s) => s.worker === 'w1')).toBe(true);
-  const record = await records.get(id);
+  const record = await suite().records.get(id);
   expect(record?.steps.map((s) => s.status)).toEqual(['cached', 'cached', 'done', 'cached', 'cached']);
 });
 
 it('a change is written after the window without a flush (a follower sees it)', async () => {
   const id = await newRecord();
-  const sink = new BuildEventSink(records, id, undefined, 100);
+  const sink = new BuildEventSink(suite().records, id, undefined, 100);
   await sink.step(step(0, StepStatus.Running));
-  expect((await records.get(id))?.steps).toEqual([]); // still gathering
+  expect((await suite().records.get(id))?.steps).toEqual([]); // still gathering
   const until = Date.now() + 5000;
-  while ((await records.get(id))?.steps.length === 0 && Date.now() < until) {
+  while ((await suite().records.get(id))?.steps.length === 0 && Date.now() < until) {
     await new Promise((r) => setTimeout(r, 20));
   }
-  expect((await records.get(id))?.steps.map((s) => s.status)).toEqual(['running']);
+  expect((await suite().records.get(id))?.steps.map((s) => s.status)).toEqual(['running']);
   await sink.flush();
 });
 
 it('a log closes the batch before it and keeps its place; flush writes at once', async () => {
   const id = await newRecord();
-  const sink = new BuildEventSink(records, id, undefined, 60_000); // a window no test waits out
+  const sink = new BuildEventSink(suite().records, id, undefined, 60_000); // a window no test waits out
   const started = Date.now();
   await sink.step(step(0, StepStatus.Running));
   sink.log(0, 'stdout', 'hello\n');
