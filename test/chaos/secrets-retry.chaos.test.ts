@@ -10,7 +10,13 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { BuildRecord } from '@stratum/contracts';
-import { busyboxContext, requireTools, sshToolsTar, WorkerProcessHandle } from '@stratum/testing';
+import {
+  busyboxContext,
+  requireTools,
+  sshToolsTar,
+  WorkerProcessHandle,
+  workerRunDir,
+} from '@stratum/testing';
 import { ApiServerHandle } from '../support/api-server';
 import { entriesOf, ChaosStack, submitBuild, startChaosStack, waitForBuild } from './chaos-support';
 
@@ -98,12 +104,14 @@ it('the attempt after a lost worker still has the build secret and the ssh key; 
     redis.disconnect();
   }
   // The killed worker left its step behind (the secret's tmpfs, the agent's socket dir, the
-  // overlay, the idmapped mounts); restarted with the same id, its start-up sweep removes all of it.
+  // overlay, the idmapped mounts; its bundle's sysfs in its tmpfs run dir); restarted with the
+  // same id, its start-up sweep removes all of it.
   const scratch = join(dataDir, 'worker', KILLED);
+  const places = [scratch, workerRunDir(scratch) ?? scratch];
   const mountsLeft = (): string[] =>
     execFileSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' })
       .split('\n')
-      .filter((t) => t.startsWith(`${scratch}/`));
+      .filter((t) => places.some((p) => t.startsWith(`${p}/`)));
   expect(mountsLeft().some((t) => /\/secrets-[0-9a-f]+$/.test(t))).toBe(true);
   // and, in its user namespace, the idmapped views of the secret and the socket, and its sandbox's sysfs
   expect(mountsLeft().filter((t) => /\/idmap\/[0-9a-f]+$/.test(t))).toHaveLength(2);

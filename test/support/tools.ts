@@ -54,9 +54,20 @@ export function unmountUnder(dir: string): void {
 }
 
 /**
- * Removes the tmpfs dirs (runc state, bundles) of the stopped workers that used `dataDir`: each
- * worker's scratch dir links to its own (`<scratch>/runc` -> `<tmpfs dir>/runc`), which removing
- * the data dir would leave behind.
+ * The tmpfs dir a worker keeps its runtime state and bundles in (its scratch dir's `runc` links
+ * to `<dir>/runc`), or null when they are in the scratch dir itself.
+ */
+export function workerRunDir(scratch: string): string | null {
+  try {
+    return dirname(readlinkSync(join(scratch, 'runc')));
+  } catch {
+    return null; // not a link
+  }
+}
+
+/**
+ * Removes the tmpfs dirs ({@link workerRunDir}) of the stopped workers that used `dataDir`,
+ * which removing the data dir would leave behind.
  */
 export function removeWorkerRunDirs(dataDir: string): void {
   let workers: string[];
@@ -66,12 +77,9 @@ export function removeWorkerRunDirs(dataDir: string): void {
     return;
   }
   for (const w of workers) {
-    let target: string;
-    try {
-      target = readlinkSync(join(dataDir, 'worker', w, 'runc'));
-    } catch {
-      continue; // not a link: the state was in the scratch dir
+    const run = workerRunDir(join(dataDir, 'worker', w));
+    if (run !== null) {
+      rmSync(run, { recursive: true, force: true });
     }
-    rmSync(dirname(target), { recursive: true, force: true });
   }
 }
