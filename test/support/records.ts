@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { BuildRecord } from '@stratum/contracts';
 import { BuildRecordStore, createRedis } from '@stratum/jobs';
-import { RedisServerHandle, startRedisServer } from './redis-server';
+import { startRedisServer } from './redis-server';
 
 /** A queued build record with a new id, as the API creates one; `over` replaces fields. */
 export function newBuildRecord(over: Partial<BuildRecord> = {}): BuildRecord {
@@ -38,28 +38,25 @@ export async function buildSecretBundleKeys(redisUrl: string): Promise<string[]>
   }
 }
 
-/**
- * A Redis server of the test file's own and a BuildRecordStore on it, started before its tests
- * and stopped after them; the returned function gives both once started.
- */
-export function recordStoreSuite(name: string): () => { redis: Redis; records: BuildRecordStore } {
-  let server: RedisServerHandle | undefined;
-  let redis: Redis | undefined;
-  let records: BuildRecordStore | undefined;
-  beforeAll(async () => {
-    server = await startRedisServer();
-    redis = createRedis(server.url, name);
-    records = new BuildRecordStore(redis, 3600);
-  });
-  afterAll(async () => {
-    await records?.close();
-    redis?.disconnect();
-    await server?.stop();
-  });
-  return () => {
-    if (redis === undefined || records === undefined) {
-      throw new Error('recordStoreSuite: used before its beforeAll ran');
-    }
-    return { redis, records };
+/** A Redis server of a test file's own and a BuildRecordStore on it. */
+export interface RecordStoreHandle {
+  readonly redis: Redis;
+  readonly records: BuildRecordStore;
+  stop(): Promise<void>;
+}
+
+/** Starts a {@link RecordStoreHandle} (a test file's beforeAll; its afterAll calls `stop`). */
+export async function startRecordStore(name: string): Promise<RecordStoreHandle> {
+  const server = await startRedisServer();
+  const redis = createRedis(server.url, name);
+  const records = new BuildRecordStore(redis, 3600);
+  return {
+    redis,
+    records,
+    stop: async () => {
+      await records.close();
+      redis.disconnect();
+      await server.stop();
+    },
   };
 }

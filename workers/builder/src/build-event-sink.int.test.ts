@@ -3,14 +3,18 @@
 // between them keeps its place, and flush() writes what waits at once.
 import { BuildEvent, StepRecord, StepStatus } from '@stratum/contracts';
 import { RedisKeys } from '@stratum/jobs';
-import { newBuildRecord, recordStoreSuite } from '@stratum/testing';
+import { newBuildRecord, RecordStoreHandle, startRecordStore } from '@stratum/testing';
 import { BuildEventSink } from './build-event-sink';
 
-const suite = recordStoreSuite('build-event-sink-int-test');
+let store: RecordStoreHandle;
+beforeAll(async () => {
+  store = await startRecordStore('build-event-sink-int-test');
+});
+afterAll(() => store.stop());
 
 /** Script calls (EVAL/EVALSHA) the server has answered so far. */
 async function scriptCalls(): Promise<number> {
-  const info = await suite().redis.info('commandstats');
+  const info = await store.redis.info('commandstats');
   let n = 0;
   for (const m of info.matchAll(/^cmdstat_(eval|evalsha):calls=(\d+)/gm)) {
     n += Number(m[2]);
@@ -19,7 +23,7 @@ async function scriptCalls(): Promise<number> {
 }
 
 async function events(id: string): Promise<BuildEvent[]> {
-  const entries = await suite().redis.xrange(RedisKeys.buildEvents(id), '-', '+');
+  const entries = await store.redis.xrange(RedisKeys.buildEvents(id), '-', '+');
   return entries.map(([, fields]) => JSON.parse(fields[1]) as BuildEvent);
 }
 
@@ -35,13 +39,13 @@ const step = (index: number, status: StepStatus): StepRecord => ({
 
 async function newRecord(): Promise<string> {
   const record = newBuildRecord();
-  await suite().records.create(record);
+  await store.records.create(record);
   return record.id;
 }
 
 it('step changes reported within the window are one write, in the order reported', async () => {
   const id = await newRecord();
-  const sink = new BuildEventSink(suite().records, id, 'w1', 200);
+  const sink = new BuildEventSink(store.records, id, 'w1', 200);
   const before = await scriptCalls();
   for (let i = 0; i < 5; i++) {
     await sink.step(step(i, StepStatus.Cached));
@@ -60,26 +64,26 @@ it('step changes reported within the window are one write, in the order reported
     '2:done',
   ]);
   expect(got.every((s) => s.worker === 'w1')).toBe(true);
-  const record = await suite().records.get(id);
+  const record = await store.records.get(id);
   expect(record?.steps.map((s) => s.status)).toEqual(['cached', 'cached', 'done', 'cached', 'cached']);
 });
 
 it('a change is written after the window without a flush (a follower sees it)', async () => {
   const id = await newRecord();
-  const sink = new BuildEventSink(suite().records, id, undefined, 100);
+  const sink = new BuildEventSink(store.records, id, undefined, 100);
   await sink.step(step(0, StepStatus.Running));
-  expect((await suite().records.get(id))?.steps).toEqual([]); // still gathering
+  expect((await store.records.get(id))?.steps).toEqual([]); // still gathering
   const until = Date.now() + 5000;
-  while ((await suite().records.get(id))?.steps.length === 0 && Date.now() < until) {
+  while ((await store.records.get(id))?.steps.length === 0 && Date.now() < until) {
     await new Promise((r) => setTimeout(r, 20));
   }
-  expect((await suite().records.get(id))?.steps.map((s) => s.status)).toEqual(['running']);
+  expect((await store.records.get(id))?.steps.map((s) => s.status)).toEqual(['running']);
   await sink.flush();
 });
 
 it('a log closes the batch before it and keeps its place; flush writes at once', async () => {
   const id = await newRecord();
-  const sink = new BuildEventSink(suite().records, id, undefined, 60_000); // a window no test waits out
+  const sink = new BuildEventSink(store.records, id, undefined, 60_000); // a window no test waits out
   const started = Date.now();
   await sink.step(step(0, StepStatus.Running));
   sink.log(0, 'stdout', 'hello\n');

@@ -8,10 +8,14 @@ import { BuildEngine, BuildError, MAX_STORED_ERROR_LENGTH } from '@stratum/engin
 import { BuildJobData, BuildJobResult, BuildRecord, JobName } from '@stratum/contracts';
 import { RedisKeys } from '@stratum/jobs';
 import { PushSubmitter } from '@stratum/registry';
-import { newBuildRecord, recordStoreSuite } from '@stratum/testing';
+import { newBuildRecord, RecordStoreHandle, startRecordStore } from '@stratum/testing';
 import { BuildProcessor } from './build.processor';
 
-const suite = recordStoreSuite('build-processor-int-test');
+let store: RecordStoreHandle;
+beforeAll(async () => {
+  store = await startRecordStore('build-processor-int-test');
+});
+afterAll(() => store.stop());
 
 const IMAGE = `sha256:${'a'.repeat(64)}`;
 
@@ -44,7 +48,7 @@ async function newBuild(
   over: Partial<BuildRecord> = {},
 ): Promise<Job<BuildJobData, BuildJobResult, typeof JobName.Build>> {
   const id = randomUUID();
-  await suite().records.create(newBuildRecord({ id, tags: ['it/processor:1'], ...over }));
+  await store.records.create(newBuildRecord({ id, tags: ['it/processor:1'], ...over }));
   const data: BuildJobData = {
     buildId: id,
     contextDigest: `sha256:${'c'.repeat(64)}`,
@@ -63,7 +67,7 @@ async function newBuild(
 
 it('a second delivery of a running build waits for the first, then finds it done', async () => {
   const e = slowEngine();
-  const processor = new BuildProcessor(suite().records, e.engine, {} as PushSubmitter);
+  const processor = new BuildProcessor(store.records, e.engine, {} as PushSubmitter);
   const job = await newBuild();
   const signal = new AbortController().signal;
   const first = processor.handle(job, signal);
@@ -76,13 +80,13 @@ it('a second delivery of a running build waits for the first, then finds it done
   expect(await second).toEqual({ buildId: job.data.buildId, state: 'succeeded', imageDigest: IMAGE });
   expect(e.runs()).toBe(1);
   expect(e.maxAtOnce()).toBe(1);
-  expect((await suite().records.get(job.data.buildId))?.state).toBe('succeeded');
+  expect((await store.records.get(job.data.buildId))?.state).toBe('succeeded');
 });
 
 it('a build that failed or was cancelled for good is not run again', async () => {
   const e = slowEngine();
   e.release();
-  const processor = new BuildProcessor(suite().records, e.engine, {} as PushSubmitter);
+  const processor = new BuildProcessor(store.records, e.engine, {} as PushSubmitter);
   for (const state of ['failed', 'cancelled'] as const) {
     const job = await newBuild({ state, finishedAt: new Date().toISOString(), error: 'earlier' });
     expect(await processor.handle(job, new AbortController().signal)).toEqual({
@@ -97,7 +101,7 @@ it('a build that failed or was cancelled for good is not run again', async () =>
 it('a build whose worker was lost twice fails for good, not handed to a third worker', async () => {
   const e = slowEngine();
   e.release();
-  const processor = new BuildProcessor(suite().records, e.engine, {} as PushSubmitter);
+  const processor = new BuildProcessor(store.records, e.engine, {} as PushSubmitter);
   // One lost worker: the build still runs (the kill -9 chaos case).
   const once = await newBuild({ state: 'running', attempts: 1 });
   Object.assign(once, { stalledCounter: 1 });
@@ -110,7 +114,7 @@ it('a build whose worker was lost twice fails for good, not handed to a third wo
     expect.objectContaining({ name: 'UnrecoverableError' }) as Error,
   );
   expect(e.runs()).toBe(1); // not run again
-  const record = await suite().records.get(twice.data.buildId);
+  const record = await store.records.get(twice.data.buildId);
   expect(record?.state).toBe('failed');
   expect(record?.error).toMatch(/^worker lost 2 times running this build/);
 });
@@ -123,15 +127,15 @@ it('stores a shortened error, keeping its start (the line) and its end (the exit
         new BuildError(`process "/bin/sh -c ${command}" did not complete successfully: exit code: 1`, 7),
       ),
   } as unknown as BuildEngine;
-  const processor = new BuildProcessor(suite().records, engine, {} as PushSubmitter);
+  const processor = new BuildProcessor(store.records, engine, {} as PushSubmitter);
   const job = await newBuild();
   await expect(processor.handle(job, new AbortController().signal)).rejects.toThrow(/exit code: 1$/);
-  const record = await suite().records.get(job.data.buildId);
+  const record = await store.records.get(job.data.buildId);
   expect(record?.error?.length).toBeLessThanOrEqual(MAX_STORED_ERROR_LENGTH);
   expect(record?.error).toMatch(
     /^Dockerfile:7: process "\/bin\/sh -c x+ \[\.\.\. \d+ characters omitted \.\.\.\] x+" did not complete successfully: exit code: 1$/,
   );
-  const events = await suite().redis.xrange(RedisKeys.buildEvents(job.data.buildId), '-', '+');
+  const events = await store.redis.xrange(RedisKeys.buildEvents(job.data.buildId), '-', '+');
   const errorEvent = events
     .map(([, f]) => JSON.parse(f[1]) as { type: string; message?: string })
     .find((ev) => ev.type === 'error');
