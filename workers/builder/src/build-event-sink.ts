@@ -6,7 +6,7 @@ import { BuildRecordStore } from '@stratum/jobs';
  * How long a step change waits for more before it is written: the step changes reported in
  * that time go out as one record update and one read by each follower. A cached step takes
  * ~1 ms, so a fully cached build's 17 steps were 17 writes, 17 stream reads in the API and
- * 17 chunks to the CLI; batched, a cached `steps` build took 105-106 ms instead of 115-119
+ * 17 chunks to the CLI; batched, a cached `steps` build took 105-111 ms instead of 115-119
  * (median of 25, the CLI's wall time). A follower sees a change at most this much later.
  */
 export const STEP_BATCH_WINDOW_MS = 15;
