@@ -1,11 +1,10 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, promises as fs, readdirSync, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { detectMemoryCgroup, hybridCgroup2Mounts } from './cgroups';
-import { RuncRuntime, withHiddenMounts, type RunIo, type RunOptions } from './runc-runtime';
+import { cgroupSlotPrefix, RuncRuntime, withHiddenMounts, type RunIo, type RunOptions } from './runc-runtime';
 import { RuntimeError } from './runtime-error';
 import { generateRuntimeSpec } from './runtime-spec';
 import { execHelper } from '@stratum/layers';
@@ -460,10 +459,7 @@ describe.each(RUNTIMES)('RuncRuntime (real %s)', (name, RUNC) => {
   // its own cgroup (a worker from before cgroup slots) or one of this runtime's slots
   it.each([
     ['its own cgroup', (id: string) => `${CGROUP_PARENT}/${id}`],
-    [
-      'a cgroup slot',
-      () => `${CGROUP_PARENT}/slot-${createHash('sha256').update(stateRoot).digest('hex').slice(0, 8)}-7`,
-    ],
+    ['a cgroup slot', () => `${CGROUP_PARENT}/${cgroupSlotPrefix(stateRoot)}7`],
   ])(
     'sweep kills and removes a running container runc left in the state root, in %s (then upgraded to crun)',
     async (_, cgroupOf) => {

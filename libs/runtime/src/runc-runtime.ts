@@ -145,6 +145,15 @@ interface RuncState {
   cgroup_paths?: Record<string, unknown>;
 }
 
+/**
+ * The name prefix of the cgroup slots of the runtime with state root `stateRoot` (slot n is
+ * `<cgroupParent>/<prefix><n>`): one worker's slots apart from another's on the same host, as
+ * each has its own state root.
+ */
+export function cgroupSlotPrefix(stateRoot: string): string {
+  return `slot-${createHash('sha256').update(stateRoot).digest('hex').slice(0, 8)}-`;
+}
+
 /** A runc container's cgroup dirs from its state, each checked to be under cgroupfs and `ours`. */
 function runcCgroupDirs(state: RuncState, ours: (dir: string) => boolean): string[] {
   return Object.values(state.cgroup_paths ?? {}).map((p) => {
@@ -341,8 +350,7 @@ export class RuncRuntime {
       throw new RuntimeError('OPTIONS_INVALID', 'cgroupParent must be absolute');
     }
     this.killGraceMs = options.killGraceMs ?? 10_000;
-    // one worker's slots apart from another's on the same host (each has its own state root)
-    this.slotPrefix = `slot-${createHash('sha256').update(options.stateRoot).digest('hex').slice(0, 8)}-`;
+    this.slotPrefix = cgroupSlotPrefix(options.stateRoot);
   }
 
   /** The cgroup slot a run takes (the lowest free one); its teardown gives it back once the container is gone. */

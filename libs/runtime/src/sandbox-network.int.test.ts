@@ -1,6 +1,5 @@
 import { defaultRuntimePath } from '@stratum/config';
 import { execFile, execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, promises as fs, readdirSync, readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -8,7 +7,13 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { execHelper } from '@stratum/layers';
 import { BUSYBOX_FIXTURE } from '@stratum/testing';
-import { RuncRuntime, type RuncRuntimeOptions, type RunIo, type RunOptions } from './runc-runtime';
+import {
+  cgroupSlotPrefix,
+  RuncRuntime,
+  type RuncRuntimeOptions,
+  type RunIo,
+  type RunOptions,
+} from './runc-runtime';
 import { hostIpv4Addresses, SandboxNetwork } from './sandbox-network';
 import { CollectedRun, runCollected } from '../test-support/run-collected';
 
@@ -386,8 +391,7 @@ describe('sandbox network (real runc, slirp4netns, iptables)', () => {
 
   it('runs of one sandboxShare take turns on one live namespace, another share has its own, and a release closes them', async () => {
     const sharing = runtimeWith('state-share');
-    // its cgroup slots' names: `slot-<8 hex of sha256(stateRoot)>-<n>`
-    const sharingSlots = `slot-${createHash('sha256').update(path.join(work, 'state-share')).digest('hex').slice(0, 8)}-`;
+    const sharingSlots = cgroupSlotPrefix(path.join(work, 'state-share'));
     const ids: string[] = [];
     const netns = (share: string): Promise<string> => {
       const id = `n${process.pid}-${++seq}`;
