@@ -325,7 +325,9 @@ export class ExecHelper {
   }
 
   /** A tree walk (tree-ops.ts) done by the helper itself: its reply as JSON on stdout (code 0), or code 1 and why on stderr. */
-  tree(request: { op: 'xattrs' | 'du'; root: string; limit: number }): Promise<HelperResult> {
+  tree(
+    request: { op: 'xattrs' | 'du'; root: string; limit: number } | { op: 'opaque'; paths: string[] },
+  ): Promise<HelperResult> {
     return this.send({ tree: request });
   }
 

@@ -66,6 +66,21 @@ export async function diskUsage(dir: string): Promise<number> {
   return Number(stdout.toString().split('\t')[0]);
 }
 
+/**
+ * Which of `dirs` overlay sees as opaque (`trusted.overlay.opaque` "y"): one helper request,
+ * no walk. A path that is gone or has no such xattr is not.
+ */
+export async function opaqueDirs(dirs: readonly string[]): Promise<Set<string>> {
+  if (dirs.length === 0) {
+    return new Set();
+  }
+  const out = await execHelper.tree({ op: 'opaque', paths: [...dirs] });
+  if (out.code !== 0) {
+    throw new Error(`reading overlay opaque markers: ${out.stderr.toString('utf8')}`);
+  }
+  return new Set((JSON.parse(out.stdout.toString('utf8')) as { opaque: string[] }).opaque);
+}
+
 /** Entries a helper walk looks at before it leaves the tree to getfattr or du (see tree-ops.ts). */
 const HELPER_WALK_LIMIT = 2000;
 

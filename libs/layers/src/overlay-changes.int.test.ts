@@ -128,3 +128,15 @@ it('unchangedDirectories: the directories copy-up alone made, the same as filter
   const oracle = dirs.filter((d) => !changes.some((c) => c.path === d || c.path.startsWith(`${d}/`)));
   expect(found.sort()).toEqual(oracle.sort());
 });
+
+it('unchangedDirectories: a directory whose counterpart an opaque directory above hides is new, not copied up', async () => {
+  // l1 (bottom) has /swap/sub and /keep/sub; l2 replaced /swap opaquely (`rm -rf /swap && mkdir
+  // /swap`) and holds a plain /keep. The step made /swap/sub again, empty, with the same mode:
+  // the container had no /swap/sub, so it is an A change (the image must carry it).
+  const l1 = tree(join(root, 'l1'), { 'swap/sub': null, 'keep/sub': null });
+  const l2 = tree(join(root, 'l2'), { swap: null, keep: null });
+  await setXattr(join(l2, 'swap'), OVERLAY_OPAQUE_XATTR, Buffer.from('y'));
+  const upper = tree(join(root, 'upper'), { 'swap/sub': null, 'keep/sub': null });
+  const found = await unchangedDirectories(upper, [l2, l1]);
+  expect(found.sort()).toEqual(['/keep', '/keep/sub']);
+});

@@ -1,6 +1,6 @@
 import { lstatSync, readdirSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
-import { readXattrsRecursive } from './fs-attrs';
+import { opaqueDirs, readXattrsRecursive } from './fs-attrs';
 import { OVERLAY_OPAQUE_XATTR } from './layer-apply';
 
 /** `docker diff`'s kinds: A added, C changed, D deleted. */
@@ -247,6 +247,17 @@ export async function unchangedDirectories(upper: string, lowers: readonly strin
   if (found.length === 0) {
     return found;
   }
+  const gone = new Set<string>();
+  const drop = (dir: string): void => {
+    for (let d = dir; d !== ''; d = d.slice(0, d.lastIndexOf('/'))) {
+      gone.add(d);
+    }
+  };
+  // A candidate whose counterpart below is hidden from the container (under an opaque
+  // directory, a whiteout or a file of a higher layer) is new there: an A change.
+  for (const dir of await hiddenBelow(lowers, found)) {
+    drop(dir);
+  }
   // Opaque candidates: one that hides names of the layers below has D changes, and so have
   // the candidates above it.
   const xattrs = new Map<string, Map<string, Buffer>>();
@@ -257,16 +268,48 @@ export async function unchangedDirectories(upper: string, lowers: readonly strin
     }
   }
   const opaque = (abs: string): boolean => xattrs.get(abs)?.get(OVERLAY_OPAQUE_XATTR)?.toString() === 'y';
-  const gone = new Set<string>();
   for (const dir of found) {
     const abs = join(upper, dir);
     const kept = opaque(abs) ? new Set(readdirSync(abs)) : null;
     // (lower dirs' own opaque markers are not looked at, as overlayChanges does not)
     if (kept !== null && [...namesInLowers(lowers, dir, () => false)].some((n) => !kept.has(n))) {
-      for (let d = dir; d !== ''; d = d.slice(0, d.lastIndexOf('/'))) {
-        gone.add(d);
-      }
+      drop(dir);
     }
   }
   return found.filter((d) => !gone.has(d));
+}
+
+/**
+ * Those of `dirs` (container paths found in some layer below) that the layers above the one
+ * holding each do hide: an ancestor there is an opaque directory (`rm -rf /d && mkdir /d` in
+ * that layer), a whiteout or a file. Opaque markers are read (one helper request) only for the
+ * ancestors that higher layers hold as directories.
+ */
+async function hiddenBelow(lowers: readonly string[], dirs: readonly string[]): Promise<string[]> {
+  const hidden = new Set<string>();
+  /** Ancestor dirs of higher layers whose opaque marker decides, with the paths they would hide. */
+  const ask = new Map<string, string[]>();
+  for (const dir of dirs) {
+    const holder = lowers.findIndex((lower) => lstatOrNull(join(lower, dir)) !== null);
+    for (let i = 0; i < holder && !hidden.has(dir); i++) {
+      for (let a = dir.slice(0, dir.lastIndexOf('/')); a !== ''; a = a.slice(0, a.lastIndexOf('/'))) {
+        const st = lstatOrNull(join(lowers[i], a));
+        if (st === null) {
+          continue;
+        }
+        if (!st.isDirectory()) {
+          hidden.add(dir); // a whiteout or a file of a higher layer
+          break;
+        }
+        const abs = join(lowers[i], a);
+        ask.set(abs, [...(ask.get(abs) ?? []), dir]);
+      }
+    }
+  }
+  for (const abs of await opaqueDirs([...ask.keys()])) {
+    for (const dir of ask.get(abs) ?? []) {
+      hidden.add(dir);
+    }
+  }
+  return [...hidden];
 }

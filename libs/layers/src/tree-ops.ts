@@ -10,9 +10,20 @@
  *   values base64 (raw bytes; files without xattrs are absent). As `getfattr -R -P -h -d -m -`.
  * - `{"op":"du", root, limit}`: `{"bytes": n}`, the blocks allocated to `root` and everything
  *   under it on its filesystem, each inode once. As `du -sx --block-size=1`.
+ * - `{"op":"opaque", paths}`: `{"opaque": [path, ...]}`, those of `paths` (no walk) that are
+ *   directories overlay sees as opaque (trusted.overlay.opaque "y").
  */
 export const TREE_OPS_PY = String.raw`
 def tree_op(req):
+    if req['op'] == 'opaque':
+        found = []
+        for p in req['paths']:
+            try:
+                if os.getxattr(p, 'trusted.overlay.opaque', follow_symlinks=False) == b'y':
+                    found.append(p)
+            except OSError:
+                pass
+        return {'opaque': found}
     root = os.fsencode(req['root'])
     limit = req['limit']
     st = os.lstat(root)
