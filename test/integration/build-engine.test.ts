@@ -325,6 +325,39 @@ describe('Docker/BuildKit behaviours', () => {
     expect([st.uid, st.gid, st.mode & 0o7777]).toEqual([65534, 65534, 0o755]);
   });
 
+  it('WORKDIR sees the image as overlay does: a deleted, an opaquely replaced or a symlinked dir', async () => {
+    // whether a WORKDIR exists is first looked up in the layer dirs without a mount: these
+    // are the cases where the layers above must win (or a mount must decide)
+    const e = host('wd');
+    const r = await build(
+      e,
+      busyboxContext(
+        [
+          'RUN mkdir -p /gone /swap/sub /real && ln -s /real /link',
+          'RUN rm -rf /gone /swap && mkdir /swap',
+          'WORKDIR /gone',
+          'WORKDIR /swap/sub',
+          'WORKDIR /link',
+          'WORKDIR /real',
+          'WORKDIR /bin',
+        ].join('\n'),
+      ),
+    );
+    const image = await e.images.load(null, r.imageDigest);
+    const workdirs = (image.config.history ?? []).filter((h) => h.created_by?.startsWith('WORKDIR'));
+    expect(workdirs.map((h) => [h.created_by, h.empty_layer ?? false])).toEqual([
+      ['WORKDIR /gone', false],
+      ['WORKDIR /swap/sub', false],
+      ['WORKDIR /link', true],
+      ['WORKDIR /real', true],
+      ['WORKDIR /bin', true],
+    ]);
+    const root = await unpack(e, r.imageDigest);
+    expect((await lstat(join(root, 'gone'))).isDirectory()).toBe(true);
+    expect((await lstat(join(root, 'swap/sub'))).isDirectory()).toBe(true);
+    expect((await lstat(join(root, 'link'))).isSymbolicLink()).toBe(true);
+  });
+
   it('RUN --mount=type=secret: a required secret fails with its line, an optional one is skipped', async () => {
     const e = host('s');
     await expect(

@@ -22,6 +22,10 @@ export async function workdirStep(
   if (dir === '/') {
     return null;
   }
+  // Most WORKDIRs name a directory the image has: seen in its layer dirs, no overlay mount.
+  if ((await host.filesystems.isDirectory(state.layers, dir)) === true) {
+    return null;
+  }
   return host.withContainer(state, async (fs) => {
     const resolved = await resolveInRoot(fs.merged, dir);
     const st = await lstat(containerPath(fs.merged, resolved)).catch(() => null);

@@ -1,4 +1,4 @@
-import { mkdir, rm, rmdir } from 'node:fs/promises';
+import { lstat, mkdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nameBeneath } from '@stratum/confine';
 import { StratumError } from '@stratum/contracts';
@@ -107,10 +107,15 @@ export class ContainerFilesystems {
     return fs;
   }
 
-  /** Mounts an existing container's filesystem (its upper dir keeps earlier changes). */
-  async mount(fs: ContainerFs): Promise<void> {
+  /**
+   * Leases `layers` from the cache (extracting any the host does not have yet) and gives their
+   * dirs, topmost first: a frozen layer's upper dir where there is one.
+   */
+  private async leaseLowers(
+    layers: readonly LayerDescriptor[],
+  ): Promise<{ lease: LayerLease; lowerDirs: string[] }> {
     const { cache, blobs } = this.options;
-    const cached = fs.layers.filter((l) => !this.frozen.has(l.diffId));
+    const cached = layers.filter((l) => !this.frozen.has(l.diffId));
     // An eviction may remove a layer between ensure() and acquire(): ensure again and retry.
     let lease;
     for (let attempt = 1; ; attempt++) {
@@ -124,16 +129,59 @@ export class ContainerFilesystems {
         }
       }
     }
+    // topmost first, as the lease gives its own
+    const leased = [...lease.lowerDirs];
+    const lowerDirs = [...layers]
+      .reverse()
+      .map((l) => this.frozen.get(l.diffId) ?? (leased.shift() as string));
+    return { lease, lowerDirs };
+  }
+
+  /**
+   * Whether `path` (absolute, normalized, in-image) is a directory in the image `layers` make,
+   * told without mounting them: true only when the topmost layer holding anything at the
+   * path's first component holds every component as a real directory (no symlink, no
+   * whiteout). No layer above it touches the path then, and its own opaque markers hide only
+   * what lies below it. Anything else (a symlink, a path split across layers, where an opaque
+   * directory would decide) gives null: look through a mount.
+   */
+  async isDirectory(layers: readonly LayerDescriptor[], path: string): Promise<true | null> {
+    const parts = path.split('/').filter(Boolean);
+    if (parts.length === 0 || parts.some((p) => p === '..' || p === '.')) {
+      return null;
+    }
+    const { lease, lowerDirs } = await this.leaseLowers(layers);
+    try {
+      for (const dir of lowerDirs) {
+        const top = await lstat(join(dir, parts[0])).catch(() => null);
+        if (top === null) {
+          continue;
+        }
+        let cur = dir;
+        for (const part of parts) {
+          cur = join(cur, part);
+          const st = part === parts[0] ? top : await lstat(cur).catch(() => null);
+          if (st === null || !st.isDirectory()) {
+            return null;
+          }
+        }
+        return true;
+      }
+      return null;
+    } finally {
+      this.options.cache.release(lease);
+    }
+  }
+
+  /** Mounts an existing container's filesystem (its upper dir keeps earlier changes). */
+  async mount(fs: ContainerFs): Promise<void> {
+    const { cache } = this.options;
+    const { lease, lowerDirs } = await this.leaseLowers(fs.layers);
     try {
       await mkdir(fs.upper, { recursive: true });
       await rm(fs.work, { recursive: true, force: true });
       await mkdir(fs.work, { recursive: true });
       await mkdir(fs.merged, { recursive: true });
-      // topmost first, as the lease gives its own
-      const leased = [...lease.lowerDirs];
-      const lowerDirs = [...fs.layers]
-        .reverse()
-        .map((l) => this.frozen.get(l.diffId) ?? (leased.shift() as string));
       await mountOverlay({
         lowerDirs,
         upperDir: fs.upper,
