@@ -1,4 +1,5 @@
-import { lstat, mkdir, rm, rmdir } from 'node:fs/promises';
+import { mkdirSync, rmdirSync, rmSync } from 'node:fs';
+import { lstat, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nameBeneath } from '@stratum/confine';
 import { StratumError } from '@stratum/contracts';
@@ -102,7 +103,7 @@ export class ContainerFilesystems {
       volatile: options.volatile === true,
       ...(options.idmap !== undefined ? { idmap: options.idmap } : {}),
     };
-    await mkdir(fs.upper, { recursive: true });
+    mkdirSync(fs.upper, { recursive: true });
     await this.mount(fs);
     return fs;
   }
@@ -178,10 +179,11 @@ export class ContainerFilesystems {
     const { cache } = this.options;
     const { lease, lowerDirs } = await this.leaseLowers(fs.layers);
     try {
-      await mkdir(fs.upper, { recursive: true });
-      await rm(fs.work, { recursive: true, force: true });
-      await mkdir(fs.work, { recursive: true });
-      await mkdir(fs.merged, { recursive: true });
+      // synchronous: a few microseconds each, not a thread-pool round trip (see mountOverlay)
+      mkdirSync(fs.upper, { recursive: true });
+      rmSync(fs.work, { recursive: true, force: true }); // overlay's own scratch: a few entries
+      mkdirSync(fs.work, { recursive: true });
+      mkdirSync(fs.merged, { recursive: true });
       await mountOverlay({
         lowerDirs,
         upperDir: fs.upper,
@@ -206,7 +208,7 @@ export class ContainerFilesystems {
       this.leases.delete(fs.merged);
     }
     this.lowers.delete(fs.merged);
-    await rm(fs.work, { recursive: true, force: true });
+    rmSync(fs.work, { recursive: true, force: true }); // overlay's own scratch: a few entries
   }
 
   /**
@@ -240,7 +242,11 @@ export class ContainerFilesystems {
     await this.unmount(fs);
     // deepest first; rmdir refuses a directory that still holds anything (then it stays)
     for (const dir of copiedUp.sort().reverse()) {
-      await rmdir(join(fs.upper, dir)).catch(() => undefined);
+      try {
+        rmdirSync(join(fs.upper, dir));
+      } catch {
+        // not empty after all: it stays
+      }
     }
   }
 
