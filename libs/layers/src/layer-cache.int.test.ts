@@ -137,4 +137,30 @@ describe('LayerCache', () => {
     expect(await readdir(join(root, 'layers'))).toEqual([]);
     expect(await readdir(join(root, 'meta'))).toEqual([]);
   });
+
+  it("writes a leased layer's last use only when the stored one is a minute old; a reopened cache sees it", async () => {
+    const root = join(scratch, 'c5');
+    const cache = new LayerCache(root);
+    const id = sha256(tarOf('x', 10));
+    await cache.ensure(id, async () => streamOf(tarOf('x', 10)));
+    const meta = join(root, 'meta', `${id.slice('sha256:'.length)}.json`);
+    const written = await readFile(meta, 'utf8');
+    const inode = (await stat(meta)).ino;
+    const t0 = Date.now();
+    const clock = jest.spyOn(Date, 'now');
+    try {
+      clock.mockReturnValue(t0 + 30_000);
+      cache.release(await cache.acquire([id]));
+      expect((await stat(meta)).ino).toBe(inode); // not rewritten: 30 s stale only
+      expect(await readFile(meta, 'utf8')).toBe(written);
+      clock.mockReturnValue(t0 + 61_000);
+      cache.release(await cache.acquire([id]));
+    } finally {
+      clock.mockRestore();
+    }
+    const stored = JSON.parse(await readFile(meta, 'utf8')) as { lastUsed: number };
+    expect(stored.lastUsed).toBe(t0 + 61_000);
+    const reopened = new LayerCache(root);
+    expect(await reopened.get(id)).toMatchObject({ diffId: id });
+  });
 });

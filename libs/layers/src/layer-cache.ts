@@ -36,8 +36,18 @@ interface Entry {
   diffId: string;
   size: number;
   lastUsed: number;
+  /** The lastUsed its meta file holds. */
+  storedLastUsed: number;
   refs: number;
 }
+
+/**
+ * How stale a layer's stored last use may get before a lease writes it again. Each write is a
+ * new file renamed over the old one, and a step leased every layer of its image: a step on 8
+ * layers made 8 files (and freed 8 inodes), where only the eviction order after a restart
+ * reads them, and a minute's precision serves that.
+ */
+const LAST_USED_PERSIST_MS = 60_000;
 
 interface Meta {
   diffId: string;
@@ -99,7 +109,13 @@ export class LayerCache {
           continue;
         }
         const meta = JSON.parse(await readFile(this.metaOf(hex), 'utf8')) as Meta;
-        this.entries.set(hex, { diffId: `sha256:${hex}`, size: meta.size, lastUsed: meta.lastUsed, refs: 0 });
+        this.entries.set(hex, {
+          diffId: `sha256:${hex}`,
+          size: meta.size,
+          lastUsed: meta.lastUsed,
+          storedLastUsed: meta.lastUsed,
+          refs: 0,
+        });
         this.clock = Math.max(this.clock, meta.lastUsed);
       }
     })();
@@ -108,11 +124,10 @@ export class LayerCache {
 
   private async writeMeta(hex: string, e: Entry): Promise<void> {
     const tmp = `${this.metaOf(hex)}.${randomUUID()}.tmp`;
-    await writeFile(
-      tmp,
-      JSON.stringify({ diffId: e.diffId, size: e.size, lastUsed: e.lastUsed } satisfies Meta),
-    );
+    const lastUsed = e.lastUsed;
+    await writeFile(tmp, JSON.stringify({ diffId: e.diffId, size: e.size, lastUsed } satisfies Meta));
     await rename(tmp, this.metaOf(hex));
+    e.storedLastUsed = Math.max(e.storedLastUsed, lastUsed);
   }
 
   /** The cached layer, or undefined. */
@@ -154,7 +169,7 @@ export class LayerCache {
           `layer content hashes to ${stats.diffId}, expected ${diffId}`,
         );
       }
-      const entry: Entry = { diffId, size: stats.bytes, lastUsed: this.now(), refs: 0 };
+      const entry: Entry = { diffId, size: stats.bytes, lastUsed: this.now(), storedLastUsed: 0, refs: 0 };
       await this.writeMeta(hex, entry);
       try {
         await rename(tmp, this.dirOf(hex));
@@ -186,7 +201,7 @@ export class LayerCache {
       existing.lastUsed = this.now();
       return { diffId, path: this.dirOf(hex), size: existing.size };
     }
-    const entry: Entry = { diffId, size, lastUsed: this.now(), refs: 0 };
+    const entry: Entry = { diffId, size, lastUsed: this.now(), storedLastUsed: 0, refs: 0 };
     await this.writeMeta(hex, entry);
     try {
       await rename(dir, this.dirOf(hex));
@@ -221,7 +236,10 @@ export class LayerCache {
       e.refs++;
       e.lastUsed = stamp;
     }
-    await Promise.all([...new Set(hexes)].map((hex) => this.writeMeta(hex, this.entries.get(hex) as Entry)));
+    const stale = [...new Set(hexes)].filter(
+      (hex) => stamp - (this.entries.get(hex) as Entry).storedLastUsed >= LAST_USED_PERSIST_MS,
+    );
+    await Promise.all(stale.map((hex) => this.writeMeta(hex, this.entries.get(hex) as Entry)));
     const lease: LayerLease = {
       id: randomUUID(),
       diffIds: [...diffIds],
