@@ -1,7 +1,15 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { constants as osConstants } from 'node:os';
-import { promises as fs } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  mkdirSync,
+  promises as fs,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { ConfineError, resolveBeneath } from '@stratum/confine';
@@ -211,15 +219,15 @@ async function unmountIn(bundle: string): Promise<void> {
   }
 }
 
-/**
- * Adds to each bind mount the nosuid/nodev/noexec flags of the mount its source is on: in a
- * user namespace those flags are locked, and runc 1.1's read-only remount of a bind, which
- * leaves them out, fails (EPERM) for a source on, say, a secrets tmpfs mounted noexec.
- */
-async function keepLockedFlags(
-  mounts: { type?: string; source?: string; options?: string[] }[],
-): Promise<void> {
-  const table = (await fs.readFile('/proc/self/mountinfo', 'utf8'))
+/** A mount of /proc/self/mountinfo: its target and its per-mount flags. */
+interface MountTableEntry {
+  target: string;
+  flags: string[];
+}
+
+/** This process's mounts (/proc/self/mountinfo), in order. */
+async function readMountTable(): Promise<MountTableEntry[]> {
+  return (await fs.readFile('/proc/self/mountinfo', 'utf8'))
     .split('\n')
     .filter((l) => l !== '')
     .map((l) => {
@@ -229,12 +237,24 @@ async function keepLockedFlags(
         flags: f[5].split(','),
       };
     });
+}
+
+/**
+ * Adds to each bind mount the nosuid/nodev/noexec flags of the mount its source is on (in
+ * `table`, {@link readMountTable}): in a user namespace those flags are locked, and runc 1.1's
+ * read-only remount of a bind, which leaves them out, fails (EPERM) for a source on, say, a
+ * secrets tmpfs mounted noexec.
+ */
+function keepLockedFlags(
+  mounts: { type?: string; source?: string; options?: string[] }[],
+  table: readonly MountTableEntry[],
+): void {
   for (const m of mounts) {
     if (m.type !== 'bind' || m.source === undefined) {
       continue;
     }
     const source = m.source;
-    let best: { target: string; flags: string[] } | undefined;
+    let best: MountTableEntry | undefined;
     for (const e of table) {
       const under = e.target === '/' || source === e.target || source.startsWith(`${e.target}/`);
       // the last mount at the deepest target is the one on top
@@ -245,6 +265,24 @@ async function keepLockedFlags(
     const locked = (best?.flags ?? []).filter((f) => f === 'nosuid' || f === 'nodev' || f === 'noexec');
     m.options = [...(m.options ?? []), ...locked.filter((f) => !(m.options ?? []).includes(f))];
   }
+}
+
+/**
+ * Waits for every one of `promises` (none is left running behind a failure, which a caller's
+ * cleanup could miss), then gives their values or throws the first failure.
+ */
+async function settledAll<T extends readonly unknown[]>(
+  promises: T,
+): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const results = await Promise.allSettled(promises);
+  for (const r of results) {
+    if (r.status === 'rejected') {
+      throw r.reason;
+    }
+  }
+  return results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as {
+    -readonly [K in keyof T]: Awaited<T[K]>;
+  };
 }
 
 /** runc's own rule for container ids, made a little stricter (no leading dot). */
@@ -317,6 +355,8 @@ export class RuncRuntime {
   private memoryCgroup: Promise<MemoryCgroupLayout> | undefined;
   private seccomp: Promise<SeccompProfile | null> | undefined;
   private flavour: Promise<RuntimeFlavour> | undefined;
+  /** {@link defaultNofile}, read once (this process's limit does not change). */
+  private nofile: Promise<{ soft: number; hard: number }> | undefined;
   /**
    * crun: the seccomp filter it compiled for a profile (its state dir's seccomp.bpf, base64),
    * by the sha256 of the spec's seccomp section; see {@link SECCOMP_BPF_ANNOTATION}.
@@ -401,32 +441,25 @@ export class RuncRuntime {
   }
 
   private async runActive(id: string, options: RunOptions, io: RunIo): Promise<RunResult> {
-    let user: ProcessUser;
-    let home = '/';
-    if (typeof options.user === 'object') {
-      user = options.user;
-    } else {
-      // also for the default (root): HOME and supplementary groups come from the image
-      const resolved = await resolveUser(options.rootfs, options.user);
-      user = resolved;
-      home = resolved.home;
-    }
-    const nofile = options.nofile ?? (await defaultNofile());
-
-    await fs.mkdir(this.options.bundleDir, { recursive: true, mode: 0o700 });
+    // The user (also for the default, root: HOME and supplementary groups come from the image)
+    // and the open-files limit are asked side by side; both fail before anything is made.
+    const [{ user, home }, nofile] = await settledAll([
+      typeof options.user === 'object'
+        ? { user: options.user, home: '/' }
+        : resolveUser(options.rootfs, options.user).then((u) => ({ user: u, home: u.home })),
+      options.nofile ?? (this.nofile ??= defaultNofile()),
+    ] as const);
+    // The bundle's small files and dirs are made synchronously: each takes microseconds on the
+    // runtime's tmpfs, where a thread-pool round trip took ~0.3-0.6 ms, ~10 of them per step.
     const bundle = path.join(this.options.bundleDir, id);
     try {
-      await fs.mkdir(bundle, { mode: 0o700 });
+      mkdirSync(this.options.bundleDir, { recursive: true, mode: 0o700 });
+      mkdirSync(bundle, { mode: 0o700 });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
         throw new RuntimeError('CONTAINER_EXISTS', `bundle for container ${id} already exists`, { id });
       }
       throw err;
-    }
-    if (options.userns !== undefined) {
-      // runc mounts the network files from inside the user namespace: its root must pass
-      // (search only: config.json stays 0600, and nothing here can be listed)
-      await makeTraversable(bundle);
     }
 
     // given back at the end of teardown: a forced delete empties and removes the cgroup it names
@@ -445,43 +478,59 @@ export class RuncRuntime {
       const hostname = options.hostname ?? 'stratum';
       let netnsPath: string | undefined;
       let networkFiles: RuntimeSpecOptions['networkFiles'];
-      if (network !== 'host') {
-        const hosts = path.join(bundle, 'hosts');
-        await fs.writeFile(
-          hosts,
-          stepHosts(hostname, network === 'sandbox' ? SLIRP_GUEST_ADDRESS : '127.0.1.1'),
-          { mode: 0o644 },
-        );
-        networkFiles = { hosts };
-      }
-      if (network === 'sandbox') {
-        const { addresses, hostResolv } = await this.sandboxAddresses();
-        const resolvConf = path.join(bundle, 'resolv.conf');
-        await fs.writeFile(resolvConf, stepResolvConf(hostResolv, addresses.nameservers), { mode: 0o644 });
-        networkFiles = { ...networkFiles, resolvConf };
-        sandboxKey = JSON.stringify(addresses);
-        sandbox = await this.sandboxNetwork(bundle, addresses, options.sandboxShare);
-        netnsPath = sandbox.netnsPath;
-      }
-      if (options.userns !== undefined) {
-        // root's in the step, as Docker's userns-remap makes them (else they show as nobody's)
-        for (const file of [networkFiles?.hosts, networkFiles?.resolvConf]) {
-          if (file !== undefined) {
-            await fs.chown(file, options.userns.uid, options.userns.gid);
+      let sysfsSource: string | undefined;
+      // The bundle's network side (its files, the sandbox and a sysfs of it) is made beside
+      // what the spec needs besides: a step's start waited ~12 ms for these one after another.
+      const networkSide = async (): Promise<void> => {
+        if (options.userns !== undefined) {
+          // runc mounts the network files from inside the user namespace: its root must pass
+          // (search only: config.json stays 0600, and nothing here can be listed)
+          makeTraversable(bundle);
+        }
+        if (network !== 'host') {
+          const hosts = path.join(bundle, 'hosts');
+          writeFileSync(
+            hosts,
+            stepHosts(hostname, network === 'sandbox' ? SLIRP_GUEST_ADDRESS : '127.0.1.1'),
+            {
+              mode: 0o644,
+            },
+          );
+          networkFiles = { hosts };
+        }
+        if (network === 'sandbox') {
+          const { addresses, hostResolv } = await this.sandboxAddresses();
+          const resolvConf = path.join(bundle, 'resolv.conf');
+          writeFileSync(resolvConf, stepResolvConf(hostResolv, addresses.nameservers), { mode: 0o644 });
+          networkFiles = { ...networkFiles, resolvConf };
+          sandboxKey = JSON.stringify(addresses);
+          sandbox = await this.sandboxNetwork(bundle, addresses, options.sandboxShare);
+          netnsPath = sandbox.netnsPath;
+        }
+        if (options.userns !== undefined) {
+          // root's in the step, as Docker's userns-remap makes them (else they show as nobody's)
+          const { uid, gid } = options.userns;
+          for (const file of [networkFiles?.hosts, networkFiles?.resolvConf]) {
+            if (file !== undefined) {
+              chownSync(file, uid, gid);
+            }
           }
         }
-      }
-      let sysfsSource: string | undefined;
-      if (options.userns !== undefined && network === 'host') {
-        sysfsSource = '/sys';
-      } else if (options.userns !== undefined && netnsPath !== undefined) {
-        // a sysfs made in the sandbox's namespace (it lists tap0 and lo, nothing of the host's)
-        sysfs = path.join(bundle, 'sys');
-        await fs.mkdir(sysfs);
-        await mountSysfsOf(netnsPath, sysfs);
-        sysfsSource = sysfs;
-      }
-      const seccompProfile = await this.seccompProfile();
+        if (options.userns !== undefined && network === 'host') {
+          sysfsSource = '/sys';
+        } else if (options.userns !== undefined && netnsPath !== undefined) {
+          // a sysfs made in the sandbox's namespace (it lists tap0 and lo, nothing of the host's)
+          sysfs = path.join(bundle, 'sys');
+          mkdirSync(sysfs);
+          await mountSysfsOf(netnsPath, sysfs);
+          sysfsSource = sysfs;
+        }
+      };
+      const [, seccompProfile, flavour] = await settledAll([
+        networkSide(),
+        this.seccompProfile(),
+        this.runtimeFlavour(),
+      ] as const);
       const spec = generateRuntimeSpec({
         ...options,
         ...(seccompProfile !== null ? { seccompProfile } : {}),
@@ -492,10 +541,6 @@ export class RuncRuntime {
         ...(networkFiles !== undefined ? { networkFiles } : {}),
         ...(sysfsSource !== undefined ? { sysfsSource } : {}),
       });
-      if (options.userns !== undefined) {
-        await keepLockedFlags(spec.mounts);
-      }
-      const flavour = await this.runtimeFlavour();
       const seccompKey =
         flavour.kind === 'crun' && spec.linux.seccomp !== undefined
           ? createHash('sha256').update(JSON.stringify(spec.linux.seccomp)).digest('hex')
@@ -508,11 +553,19 @@ export class RuncRuntime {
       if (!spec.process.env?.some((e) => e.startsWith('HOME='))) {
         spec.process.env?.push(`HOME=${home}`);
       }
-      stubs = await missingMountPoints(
-        options.rootfs,
-        spec.mounts.map((m) => m.destination),
-      );
-      await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec), { mode: 0o600 });
+      // (the mount table is read after the sysfs mount above: a bind of it must keep its flags)
+      const [missing, mountTable] = await settledAll([
+        missingMountPoints(
+          options.rootfs,
+          spec.mounts.map((m) => m.destination),
+        ),
+        options.userns !== undefined ? readMountTable() : null,
+      ] as const);
+      stubs = missing;
+      if (mountTable !== null) {
+        keepLockedFlags(spec.mounts, mountTable);
+      }
+      writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(spec), { mode: 0o600 });
       // the network took a moment: a cancel in it must not be missed by execute's listener
       if (io.signal?.aborted) {
         return { exitCode: null, signal: null, timedOut: false, cancelled: true };
@@ -623,9 +676,12 @@ export class RuncRuntime {
   /** The host's addresses a sandboxed step may not reach, and its nameservers, as of now. */
   private async sandboxAddresses(): Promise<{ addresses: SandboxAddresses; hostResolv: string }> {
     const hostAddresses = hostIpv4Addresses();
-    const hostResolv = await fs
-      .readFile(this.options.hostResolvConf ?? '/etc/resolv.conf', 'utf8')
-      .catch(() => '');
+    let hostResolv = '';
+    try {
+      hostResolv = readFileSync(this.options.hostResolvConf ?? '/etc/resolv.conf', 'utf8');
+    } catch {
+      // unreadable: as an empty one
+    }
     return {
       addresses: { hostAddresses, nameservers: stepNameservers(hostResolv, hostAddresses) },
       hostResolv,
@@ -1403,12 +1459,12 @@ async function removeStubs(stubs: string[]): Promise<void> {
  * inside it, so the path to its rootfs and mount sources must be searchable by the
  * namespace's root. Nothing becomes listable or readable.
  */
-export async function makeTraversable(dir: string): Promise<void> {
+export function makeTraversable(dir: string): void {
   let cur = path.resolve(dir);
   for (;;) {
-    const st = await fs.stat(cur);
+    const st = statSync(cur);
     if ((st.mode & 0o001) === 0) {
-      await fs.chmod(cur, (st.mode & 0o7777) | 0o001);
+      chmodSync(cur, (st.mode & 0o7777) | 0o001);
     }
     const parent = path.dirname(cur);
     if (parent === cur) {

@@ -41,7 +41,7 @@ export class StepUserns {
     // runc sets a step up from inside its namespace: the way to its root and mounts must let it pass
     for (const dir of [paths.jobs, paths.bundles]) {
       await mkdir(dir, { recursive: true });
-      await makeTraversable(dir);
+      makeTraversable(dir);
     }
     logger.log(
       `RUN steps run in a user namespace: root in a step is uid ${map.uid}..${map.uid + map.count - 1} on the host`,
