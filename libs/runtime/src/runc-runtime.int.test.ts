@@ -279,6 +279,36 @@ describe.each(RUNTIMES)('RuncRuntime (real %s)', (name, RUNC) => {
     expect(work).toMatchObject({ exitCode: 0, stdout: 'a\n/tmp/x\n' });
   });
 
+  it('warmUp runs a throwaway container; with crun the first run after it is given the compiled filter', async () => {
+    const fresh = new RuncRuntime({ runcPath: RUNC, stateRoot, bundleDir, cgroupParent: CGROUP_PARENT });
+    await fresh.warmUp();
+    const id = `t${process.pid}-${++seq}`;
+    let annotations: Record<string, string> | undefined;
+    const r = await runCollected(
+      fresh,
+      id,
+      { rootfs, args: ['sh', '-c', 'grep Seccomp: /proc/self/status'] },
+      {
+        // the bundle while the container runs: what the runtime gave it
+        onStarted: () => {
+          const spec = JSON.parse(readFileSync(path.join(bundleDir, id, 'config.json'), 'utf8')) as {
+            annotations?: Record<string, string>;
+          };
+          annotations = spec.annotations ?? {};
+        },
+      },
+    );
+    expect(r.stdout).toMatch(/Seccomp:\s+2/);
+    expect(annotations).toBeDefined();
+    if (name === 'crun') {
+      expect(annotations?.['run.oci.seccomp_bpf_data']).toMatch(/^[A-Za-z0-9+/]+=*$/);
+    } else {
+      expect(annotations?.['run.oci.seccomp_bpf_data']).toBeUndefined(); // runc: nothing to give
+    }
+    // it left nothing behind
+    expect(readdirSync(bundleDir).filter((n) => n.startsWith('warmup-'))).toEqual([]);
+  });
+
   it('a missing seccomp profile fails the run naming the file and the package', async () => {
     const broken = new RuncRuntime({
       runcPath: RUNC,

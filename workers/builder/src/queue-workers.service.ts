@@ -32,6 +32,7 @@ import { HostSweeper } from './host-sweeper';
 import { StoreHealthGate } from './store-health-gate';
 import { AbortReason, JOB_HANDLERS, JobHandler } from './job-handler';
 import { WorkerPlatforms } from './worker-platforms';
+import { StepUserns } from './step-userns';
 
 /**
  * The queues worker `workerId` consumes, with their job names: the shared queues
@@ -124,6 +125,7 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
     @Inject(JOB_HANDLERS) handlers: JobHandler[],
     private readonly sweeper: HostSweeper,
     private readonly runtime: RuncRuntime,
+    private readonly userns: StepUserns,
     private readonly platforms: WorkerPlatforms,
     private readonly registry: WorkerRegistry,
     @Inject(BLOB_STORE) blobs: BlobStore,
@@ -159,6 +161,10 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
     void this.runtime
       .makeSpares()
       .catch((err: unknown) => this.logger.warn(`sandbox spares: ${String(err)}`));
+    // and the steps' seccomp filter, compiled by a throwaway container meanwhile
+    void this.runtime
+      .warmUp(this.userns.map !== null ? { userns: this.userns.map } : {})
+      .catch((err: unknown) => this.logger.warn(`runtime warm-up: ${String(err)}`));
     for (const [queue, route] of this.routes) {
       const connection = createRedis(
         this.config.redisUrl,
