@@ -358,6 +358,28 @@ describe('Docker/BuildKit behaviours', () => {
     expect((await lstat(join(root, 'link'))).isSymbolicLink()).toBe(true);
   });
 
+  it('reports the written image (onImage) before the build cleans up; a failing report fails the build, cleaned up all the same', async () => {
+    const e = host('report');
+    const jobs = join(work, 'report', 'jobs');
+    let seen: { imageDigest: string; jobDirs: string[] } | null = null;
+    const r = await build(e, busyboxContext('RUN echo hi > /hi'), {
+      buildId: 'report-1',
+      onImage: async (outcome) => {
+        seen = { imageDigest: outcome.imageDigest, jobDirs: await readdir(jobs) };
+      },
+    });
+    // the image was written and the job dir (its containers, its context) not yet removed
+    expect(seen).toEqual({ imageDigest: r.imageDigest, jobDirs: ['report-1'] });
+    expect(await readdir(jobs)).toEqual([]); // gone once build() resolved
+    await expect(
+      build(e, busyboxContext('RUN echo again > /hi'), {
+        buildId: 'report-2',
+        onImage: () => Promise.reject(new Error('record store down')),
+      }),
+    ).rejects.toThrow('record store down');
+    expect(await readdir(jobs)).toEqual([]);
+  });
+
   it('RUN --mount=type=secret: a required secret fails with its line, an optional one is skipped', async () => {
     const e = host('s');
     await expect(

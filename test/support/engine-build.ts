@@ -1,7 +1,7 @@
 import { mkdtemp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import type { BuildEngine, BuildReporter } from '@stratum/engine';
+import type { BuildEngine, BuildReporter, BuildRunContext } from '@stratum/engine';
 import { BuildJobData, Digest, StepRecord } from '@stratum/contracts';
 import { applyLayer } from '@stratum/layers';
 import { BlobDigest, BlobStore } from '@stratum/storage';
@@ -22,6 +22,8 @@ export type EngineBuildOptions = Partial<
   readonly secrets?: Record<string, string>;
   /** Private key files by ssh id (`RUN --mount=type=ssh`). */
   readonly ssh?: Record<string, (string | Buffer)[]>;
+  /** The engine's hook for the written image (BuildRunContext.onImage). */
+  readonly onImage?: BuildRunContext['onImage'];
 };
 
 let seq = 0;
@@ -68,6 +70,7 @@ export async function buildWithEngine(
       ...(opts.ssh !== undefined
         ? { ssh: new Map(Object.entries(opts.ssh).map(([k, v]) => [k, v.map((b) => Buffer.from(b))])) }
         : {}),
+      ...(opts.onImage !== undefined ? { onImage: opts.onImage } : {}),
     },
   );
   return { imageDigest: out.imageDigest, steps: [...steps.values()].sort((a, b) => a.index - b.index), logs };

@@ -140,21 +140,33 @@ export class LayerExports {
     );
   }
 
-  /**
-   * Waits for every export, then hands each frozen dir to the host's layer cache (the build's
-   * mounts are gone by then, so nothing uses them as lower dirs). Throws the first failure.
-   */
-  async finish(adopt: (fs: ContainerFs, layer: LayerDescriptor) => Promise<void>): Promise<void> {
+  /** Waits for every export (of every stage); throws the first failure. */
+  async settle(): Promise<void> {
     this.openForGood();
     await Promise.allSettled([...this.exports.values()].map((e) => e.done));
     this.check();
-    for (const [id, e] of this.exports) {
-      if (e.layer !== null) {
-        await adopt(e.fs, e.layer);
-      }
-      this.filesystems.forgetFrozenLayer(id);
-    }
+  }
+
+  /**
+   * Waits for every export, then hands each frozen dir to the host's layer cache (the build's
+   * mounts are gone by then, so nothing uses them as lower dirs), all side by side: a rename
+   * and a small file each. Throws the first failure.
+   */
+  async finish(adopt: (fs: ContainerFs, layer: LayerDescriptor) => Promise<void>): Promise<void> {
+    await this.settle();
+    const adopted = await Promise.allSettled(
+      [...this.exports].map(async ([id, e]) => {
+        if (e.layer !== null) {
+          await adopt(e.fs, e.layer);
+        }
+        this.filesystems.forgetFrozenLayer(id);
+      }),
+    );
     this.exports.clear();
+    const failed = adopted.find((r) => r.status === 'rejected');
+    if (failed !== undefined) {
+      throw failed.reason;
+    }
   }
 
   /** Waits for whatever is still running (a failed or cancelled build), ignoring its outcome. */

@@ -1,7 +1,13 @@
 import { hostname } from 'node:os';
 import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { Job, UnrecoverableError } from 'bullmq';
-import { BuildEngine, BuildError, isUserBuildError, truncateErrorMessage } from '@stratum/engine';
+import {
+  BuildEngine,
+  BuildError,
+  BuildOutcome,
+  isUserBuildError,
+  truncateErrorMessage,
+} from '@stratum/engine';
 import {
   BuildJobData,
   BuildJobResult,
@@ -335,6 +341,19 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
       // An image only pushed elsewhere still lives in our registry, under the build's id.
       const tags = local.length > 0 ? local : [`builds/${buildId}:latest`];
       const secrets = await this.loadSecrets(job.data);
+      let reported = false;
+      const report = async (outcome: Pick<BuildOutcome, 'imageDigest'>): Promise<void> => {
+        await this.dropSecrets(job.data);
+        await sink.flush();
+        if (remote.length > 0 && job.data.push === true) {
+          await this.startPush(buildId, outcome.imageDigest, tags[0], remote);
+        }
+        // The result and the final state in one transaction (one round trip less at the end).
+        await this.records.transition(buildId, BuildState.Succeeded, { imageDigest: outcome.imageDigest }, [
+          { type: 'result', imageDigest: outcome.imageDigest },
+        ]);
+        reported = true;
+      };
       const outcome =
         job.data.platforms !== undefined && job.data.platforms.length > 0
           ? await this.assemble(job, tags)
@@ -345,6 +364,8 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
                 reporter: sink,
                 ...(this.platforms !== undefined ? { platform: this.platforms.native } : {}),
                 ...(secrets !== undefined ? { secrets: secrets.secrets, ssh: secrets.ssh } : {}),
+                // the result goes out as soon as the image is written; the build's cleanup follows
+                onImage: report,
               },
             );
       if (job.data.platforms !== undefined && job.data.platforms.length > 1) {
@@ -354,15 +375,9 @@ export class BuildProcessor implements JobHandler<typeof JobName.Build> {
           `image index ${outcome.imageDigest} (${job.data.platforms.join(', ')}) as ${tags.join(', ')}\n`,
         );
       }
-      await this.dropSecrets(job.data);
-      await sink.flush();
-      if (remote.length > 0 && job.data.push === true) {
-        await this.startPush(buildId, outcome.imageDigest, tags[0], remote);
+      if (!reported) {
+        await report(outcome);
       }
-      // The result and the final state in one transaction (one round trip less at the end).
-      await this.records.transition(buildId, BuildState.Succeeded, { imageDigest: outcome.imageDigest }, [
-        { type: 'result', imageDigest: outcome.imageDigest },
-      ]);
       return done('succeeded', outcome.imageDigest);
     } catch (err) {
       await sink.flush().catch(() => undefined);
