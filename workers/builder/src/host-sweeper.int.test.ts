@@ -61,6 +61,7 @@ describe('runtimeDir', () => {
       expect(st.uid).toBe(0);
       expect(st.mode & 0o7777).toBe(0o700);
     }
+    expect(readFileSync(join(dir as string, 'scratch'), 'utf8')).toBe('/data/worker/w1\n'); // for a later sweep
     expect(existsSync(join(disk, 'stratum'))).toBe(false); // not a tmpfs: not used
     expect(chooseRuntimeDir('w1', '/data/worker/w1', [ram])).toBe(dir);
     expect(chooseRuntimeDir('w1', '/other/worker/w1', [ram])).not.toBe(dir);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { lstatSync, mkdirSync, statfsSync } from 'node:fs';
+import { lstatSync, mkdirSync, statfsSync, writeFileSync } from 'node:fs';
 import { lstat, mkdir, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Inject, Injectable, Logger } from '@nestjs/common';
@@ -89,6 +89,9 @@ export function chooseRuntimeDir(
       logger.warn(`runtime state stays in ${scratch}: ${problem}`);
       return null;
     }
+    // It names its scratch dir from the start: a worker that fails to boot after this (its
+    // store probe, say) leaves a dir the next worker's sweep removes once that scratch is gone.
+    writeFileSync(join(dir, 'scratch'), `${scratch}\n`, { mode: 0o600 });
     return dir;
   }
   return null;
