@@ -734,7 +734,8 @@ export class RuncRuntime {
           noNewPrivileges: true,
           ...(options.userns !== undefined ? { userns: options.userns } : {}),
         },
-        { onStdout: () => undefined, onStderr: () => undefined },
+        // a runtime that hangs must not hold the worker's start-up
+        { onStdout: () => undefined, onStderr: () => undefined, timeoutMs: WARM_UP_TIMEOUT_MS },
       );
       if (result.exitCode !== 0) {
         throw new RuntimeError('START_FAILED', `warm-up container exited ${String(result.exitCode)}`);
@@ -1341,6 +1342,9 @@ export class RuncRuntime {
  * https://github.com/containers/crun/blob/main/crun.1.md (run.oci.seccomp_bpf_data)
  */
 const SECCOMP_BPF_ANNOTATION = 'run.oci.seccomp_bpf_data';
+
+/** How long {@link RuncRuntime.warmUp}'s container may take (it takes ~50 ms). */
+const WARM_UP_TIMEOUT_MS = 10_000;
 
 /** Which OCI runtime runs the containers, and the mounts it must not see. */
 interface RuntimeFlavour {

@@ -161,8 +161,9 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
     void this.runtime
       .makeSpares()
       .catch((err: unknown) => this.logger.warn(`sandbox spares: ${String(err)}`));
-    // and the steps' seccomp filter, compiled by a throwaway container meanwhile
-    void this.runtime
+    // and the steps' seccomp filter, compiled by a throwaway container before any job is
+    // taken (~50 ms; its container is gone before this worker says it is live)
+    await this.runtime
       .warmUp(this.userns.map !== null ? { userns: this.userns.map } : {})
       .catch((err: unknown) => this.logger.warn(`runtime warm-up: ${String(err)}`));
     for (const [queue, route] of this.routes) {
