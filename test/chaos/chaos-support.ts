@@ -12,6 +12,7 @@ import {
   freePort,
   pollBuild,
   RedisServerHandle,
+  removeWorkerRunDirs,
   startRedisServer,
   startWorkerProcess,
   WorkerProcessHandle,
@@ -271,6 +272,7 @@ export async function startChaosStack(
     await api?.close();
     await redisServer.stop();
     if (overlayMountsUnder(dataDir).length === 0) {
+      removeWorkerRunDirs(dataDir); // the workers' tmpfs dirs, which the data dir names
       rmSync(dataDir, { recursive: true, force: true });
     }
   };
