@@ -10,6 +10,7 @@ import {
   platformQueueName,
   QUEUE_JOBS,
   QueueName,
+  settledAll,
   StratumError,
   TERMINAL_BUILD_STATES,
   WORKER_QUEUE_JOBS,
@@ -146,5 +147,26 @@ describe('QUEUE_JOBS', () => {
   it('has unique queue and job name values', () => {
     expect(new Set(Object.values(QueueName)).size).toBe(Object.keys(QueueName).length);
     expect(new Set(Object.values(JobName)).size).toBe(Object.keys(JobName).length);
+  });
+});
+
+describe('settledAll', () => {
+  it('gives every value in order, or the first failure only once every promise has settled', async () => {
+    await expect(settledAll([Promise.resolve(1), 'two', Promise.resolve(3)] as const)).resolves.toEqual([
+      1,
+      'two',
+      3,
+    ]);
+    let slowDone = false;
+    const slow = new Promise<void>((resolve) =>
+      setTimeout(() => {
+        slowDone = true;
+        resolve();
+      }, 30),
+    );
+    await expect(
+      settledAll([Promise.reject(new Error('first')), slow, Promise.reject(new Error('second'))]),
+    ).rejects.toThrow('first');
+    expect(slowDone).toBe(true);
   });
 });

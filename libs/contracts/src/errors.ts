@@ -113,3 +113,21 @@ export interface ErrorBody {
   readonly message: string;
   readonly detail?: Record<string, unknown>;
 }
+
+/**
+ * Waits for every one of `promises` (none is left running behind a failure, which a caller's
+ * cleanup could miss), then gives their values or throws the first failure.
+ */
+export async function settledAll<T extends readonly unknown[]>(
+  promises: T,
+): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const results = await Promise.allSettled(promises);
+  for (const r of results) {
+    if (r.status === 'rejected') {
+      throw r.reason;
+    }
+  }
+  return results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as {
+    -readonly [K in keyof T]: Awaited<T[K]>;
+  };
+}

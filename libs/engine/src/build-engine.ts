@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ConfineError, nameBeneath, readFileBeneath } from '@stratum/confine';
-import { BuildJobData, Digest, StepRecord, StepStatus } from '@stratum/contracts';
+import { BuildJobData, Digest, settledAll, StepRecord, StepStatus } from '@stratum/contracts';
 import {
   BuildPlan,
   CHECK_BUILD_ARG,
@@ -317,7 +317,7 @@ class BuildRun implements NamedContextHost {
     // The frozen upper dirs go to the host's layer cache beside the image write: neither needs
     // the other (a build that finds a layer not adopted yet extracts it), and the adoption's
     // renames and small files took 7-8 ms of a cold steps build's end.
-    const [write, adoption] = await Promise.allSettled([
+    const [written] = await settledAll([
       this.engine.images.write({
         config: final.config,
         layers,
@@ -325,14 +325,7 @@ class BuildRun implements NamedContextHost {
         ...(this.ctx.untagged === true ? { untagged: true } : {}),
       }),
       this.exports.finish((fs, layer) => this.filesystems.adoptUpper(fs, layer)),
-    ]);
-    if (write.status === 'rejected') {
-      throw write.reason;
-    }
-    if (adoption.status === 'rejected') {
-      throw adoption.reason;
-    }
-    const written = write.value;
+    ] as const);
     const cached = this.steps.filter((s) => s.status === StepStatus.Cached).length;
     this.ctx.reporter.log(
       null,

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { Digest } from '@stratum/contracts';
+import { Digest, settledAll } from '@stratum/contracts';
 import { ContainerFilesystems, ContainerFs, LayerDescriptor } from '@stratum/images';
 
 /** Prefix of a layer this build made whose blob is not stored yet (never leaves the run). */
@@ -154,18 +154,17 @@ export class LayerExports {
    */
   async finish(adopt: (fs: ContainerFs, layer: LayerDescriptor) => Promise<void>): Promise<void> {
     await this.settle();
-    const adopted = await Promise.allSettled(
-      [...this.exports].map(async ([id, e]) => {
-        if (e.layer !== null) {
-          await adopt(e.fs, e.layer);
-        }
-        this.filesystems.forgetFrozenLayer(id);
-      }),
-    );
-    this.exports.clear();
-    const failed = adopted.find((r) => r.status === 'rejected');
-    if (failed !== undefined) {
-      throw failed.reason;
+    try {
+      await settledAll(
+        [...this.exports].map(async ([id, e]) => {
+          if (e.layer !== null) {
+            await adopt(e.fs, e.layer);
+          }
+          this.filesystems.forgetFrozenLayer(id);
+        }),
+      );
+    } finally {
+      this.exports.clear();
     }
   }
 

@@ -15,6 +15,7 @@ import {
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { ConfineError, resolveBeneath } from '@stratum/confine';
+import { settledAll } from '@stratum/contracts';
 import { execHelper, mountSysfsOf, unmount } from '@stratum/layers';
 import {
   detectMemoryCgroup,
@@ -268,24 +269,6 @@ function keepLockedFlags(
     const locked = (best?.flags ?? []).filter((f) => f === 'nosuid' || f === 'nodev' || f === 'noexec');
     m.options = [...(m.options ?? []), ...locked.filter((f) => !(m.options ?? []).includes(f))];
   }
-}
-
-/**
- * Waits for every one of `promises` (none is left running behind a failure, which a caller's
- * cleanup could miss), then gives their values or throws the first failure.
- */
-async function settledAll<T extends readonly unknown[]>(
-  promises: T,
-): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
-  const results = await Promise.allSettled(promises);
-  for (const r of results) {
-    if (r.status === 'rejected') {
-      throw r.reason;
-    }
-  }
-  return results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as {
-    -readonly [K in keyof T]: Awaited<T[K]>;
-  };
 }
 
 /** runc's own rule for container ids, made a little stricter (no leading dot). */
