@@ -29,4 +29,5 @@ export { applyDockerignore } from './context-filter';
 export { copyIntoContainer, matchSources, type CopyRequest, type SourceEntry } from './file-copy';
 export { hashSources } from './source-hash';
 export { applyMetadata, commandArgs, stageShell } from './metadata-steps';
+export { warmUpEngine } from './warm-up';
 export { scratchState, type ImageState } from './image-state';

@@ -45,6 +45,7 @@ export {
   decompressed,
   detectCompression,
   LAYER_MEDIA_TYPES,
+  probeCompressors,
   type CompressionOptions,
   type DetectedCompression,
   type LayerCompression,

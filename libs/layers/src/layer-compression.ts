@@ -55,6 +55,16 @@ export interface CompressionOptions {
   niceness?: number;
 }
 
+/**
+ * Asks once which gzip tools the `auto` choice may use (igzip, else pigz), so that a fresh
+ * process's first big layer does not: each answer costs a fork and exec of this process (~8 ms
+ * of a worker's main thread, which fell inside its first build's first RUN) and is kept for
+ * the life of the process. A worker calls it at start-up.
+ */
+export async function probeCompressors(): Promise<void> {
+  await Promise.all([hasTool('igzip'), hasTool('pigz')]);
+}
+
 async function compressor(options: CompressionOptions): Promise<{ duplex: Duplex; exited: Promise<void> }> {
   const compression = options.compression ?? 'gzip';
   switch (compression) {

@@ -26,6 +26,7 @@ import {
   RedisKeys,
   WorkerRegistry,
 } from '@stratum/jobs';
+import { warmUpEngine } from '@stratum/engine';
 import { RuncRuntime } from '@stratum/runtime';
 import { BLOB_STORE, BlobStore } from '@stratum/storage';
 import { HostSweeper } from './host-sweeper';
@@ -162,10 +163,14 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
       .makeSpares()
       .catch((err: unknown) => this.logger.warn(`sandbox spares: ${String(err)}`));
     // and the steps' seccomp filter, compiled by a throwaway container before any job is
-    // taken (~50 ms; its container is gone before this worker says it is live)
-    await this.runtime
-      .warmUp(this.userns.map !== null ? { userns: this.userns.map } : {})
-      .catch((err: unknown) => this.logger.warn(`runtime warm-up: ${String(err)}`));
+    // taken (~50 ms; its container is gone before this worker says it is live), beside the
+    // engine's one-time costs (compressor probe, first runs of the Dockerfile front end)
+    await Promise.all([
+      this.runtime
+        .warmUp(this.userns.map !== null ? { userns: this.userns.map } : {})
+        .catch((err: unknown) => this.logger.warn(`runtime warm-up: ${String(err)}`)),
+      warmUpEngine().catch((err: unknown) => this.logger.warn(`engine warm-up: ${String(err)}`)),
+    ]);
     for (const [queue, route] of this.routes) {
       const connection = createRedis(
         this.config.redisUrl,
