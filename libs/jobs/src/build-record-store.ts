@@ -220,6 +220,11 @@ export class BuildRecordStore {
     return this.records.update(id, change, alsoInTransaction);
   }
 
+  /** Opens the connection of updates and transitions now (see JsonRecords.prepare); at boot. */
+  prepare(): void {
+    this.records.prepare();
+  }
+
   /** Closes the connections this store opened itself. */
   close(): Promise<void> {
     this.closed = true; // a follow still running closes its connection when it ends

@@ -567,6 +567,36 @@ describe('BuildRecordStore', () => {
       expect(await clients()).toBe(before - 1);
     });
 
+    it('prepare() opens the update connection at once: the first transition opens none', async () => {
+      const connections = async (): Promise<number> =>
+        Number(/total_connections_received:(\d+)/.exec(await redis.info('stats'))?.[1]);
+      const fresh = new BuildRecordStore(redis, RETENTION);
+      try {
+        const before = await connections();
+        fresh.prepare();
+        fresh.prepare(); // once only
+        const r = record();
+        await fresh.create(r);
+        const opened = await connections();
+        expect(opened).toBe(before + 1);
+        expect((await fresh.transition(r.id, 'running'))?.state).toBe('running');
+        expect(await connections()).toBe(opened);
+      } finally {
+        await fresh.close();
+      }
+      // without it, the first update opens its connection then
+      const lazy = new BuildRecordStore(redis, RETENTION);
+      try {
+        const r = record();
+        await lazy.create(r);
+        const before = await connections();
+        await lazy.transition(r.id, 'running');
+        expect(await connections()).toBe(before + 1);
+      } finally {
+        await lazy.close();
+      }
+    });
+
     it('does not keep the connection of a follow that ends after close()', async () => {
       const local = new BuildRecordStore(redis, RETENTION);
       const r = record();

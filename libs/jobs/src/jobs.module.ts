@@ -1,4 +1,11 @@
-import { DynamicModule, Global, Inject, Module, OnApplicationShutdown } from '@nestjs/common';
+import {
+  DynamicModule,
+  Global,
+  Inject,
+  Module,
+  OnApplicationBootstrap,
+  OnApplicationShutdown,
+} from '@nestjs/common';
 import { Redis } from 'ioredis';
 import { BuildRecord, QueueName } from '@stratum/contracts';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
@@ -55,7 +62,7 @@ export const REDIS = Symbol('REDIS');
 
 @Global()
 @Module({})
-export class JobsModule implements OnApplicationShutdown {
+export class JobsModule implements OnApplicationBootstrap, OnApplicationShutdown {
   constructor(
     @Inject(REDIS) private readonly redis: Redis,
     private readonly records: BuildRecordStore,
@@ -153,6 +160,11 @@ export class JobsModule implements OnApplicationShutdown {
         NotificationOutbox,
       ],
     };
+  }
+
+  /** The build records' update connection is made before the first job or request needs it. */
+  onApplicationBootstrap(): void {
+    this.records.prepare();
   }
 
   async onApplicationShutdown(): Promise<void> {
