@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { BuildEvent, BuildRecord } from '@stratum/contracts';
+import { parseDockerfile } from '@stratum/dockerfile';
+import { SELF_TEST_DOCKERFILE } from '@stratum/engine';
 import { RedisKeys } from '@stratum/jobs';
 import {
   busyboxContext,
@@ -304,6 +306,14 @@ describe('builds with a real worker', () => {
 
   beforeAll(async () => {
     worker = await startWorkerProcess(env());
+  });
+
+  it('the worker built its self-test image before it said it was ready', () => {
+    const out = worker?.output() ?? '';
+    const selfTest = /self-test build: (\d+) steps in \d+ ms/.exec(out);
+    expect(out).not.toMatch(/self-test build failed/);
+    expect(Number(selfTest?.[1])).toBe(parseDockerfile(SELF_TEST_DOCKERFILE).stages[0].instructions.length);
+    expect(selfTest?.index).toBeLessThan(out.search(/ready \(pid \d+\)/));
   });
 
   it('submits a context: 202 with id, url, logsUrl and Location', async () => {

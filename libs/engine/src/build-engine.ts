@@ -92,6 +92,11 @@ export class BuildEngine {
     );
   }
 
+  /** An engine like this one (runtime, limits, user namespace) with some options replaced. */
+  derive(overrides: Partial<BuildEngineOptions>): BuildEngine {
+    return new BuildEngine({ ...this.options, ...overrides });
+  }
+
   /**
    * Resolves when what ended builds left to the background has ended: their last containers'
    * runc state and bundles, and their sandbox networks (a build's result does not wait for them).

@@ -29,5 +29,6 @@ export { applyDockerignore } from './context-filter';
 export { copyIntoContainer, matchSources, type CopyRequest, type SourceEntry } from './file-copy';
 export { hashSources } from './source-hash';
 export { applyMetadata, commandArgs, stageShell } from './metadata-steps';
+export { selfTestBuild, SELF_TEST_DOCKERFILE, type SelfTestResult } from './self-test';
 export { warmUpEngine } from './warm-up';
 export { scratchState, type ImageState } from './image-state';

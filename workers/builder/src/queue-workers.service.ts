@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import {
   BeforeApplicationShutdown,
   Inject,
@@ -26,7 +27,7 @@ import {
   RedisKeys,
   WorkerRegistry,
 } from '@stratum/jobs';
-import { warmUpEngine } from '@stratum/engine';
+import { BuildEngine, selfTestBuild, warmUpEngine } from '@stratum/engine';
 import { RuncRuntime } from '@stratum/runtime';
 import { BLOB_STORE, BlobStore } from '@stratum/storage';
 import { HostSweeper } from './host-sweeper';
@@ -111,6 +112,8 @@ export function routeHandlers(
 /** Runs one BullMQ worker per served queue; cancels jobs on request; shuts down gracefully. */
 /** How long a job handed back during a store outage waits before any worker takes it again. */
 const STORE_OUTAGE_HAND_BACK_MS = 1000;
+/** The start-up self-test build gives up after this (a hung runtime must not hold the boot). */
+const SELF_TEST_TIMEOUT_MS = 30_000;
 
 @Injectable()
 export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplicationShutdown {
@@ -130,6 +133,7 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
     private readonly platforms: WorkerPlatforms,
     private readonly registry: WorkerRegistry,
     @Inject(BLOB_STORE) blobs: BlobStore,
+    private readonly engine: BuildEngine,
   ) {
     this.routes = routeHandlers(handlers, config.worker.id, platforms.served);
     this.storeGate = new StoreHealthGate(blobs, () => this.workers);
@@ -171,6 +175,21 @@ export class QueueWorkersService implements OnApplicationBootstrap, BeforeApplic
         .catch((err: unknown) => this.logger.warn(`runtime warm-up: ${String(err)}`)),
       warmUpEngine().catch((err: unknown) => this.logger.warn(`engine warm-up: ${String(err)}`)),
     ]);
+    // then a small image, built by a private engine (its stores on a tmpfs of its own in the
+    // scratch dir, gone after):
+    // a worker that cannot build learns it now, and the build path's code has run once
+    const started = Date.now();
+    await selfTestBuild(this.engine, join(this.sweeper.paths.scratch, 'self-test'), {
+      signal: AbortSignal.timeout(SELF_TEST_TIMEOUT_MS),
+    })
+      .then((r) => {
+        if (r !== null) {
+          this.logger.log(`self-test build: ${r.steps} steps in ${r.ms} ms`);
+        }
+      })
+      .catch((err: unknown) =>
+        this.logger.warn(`self-test build failed after ${Date.now() - started} ms: ${String(err)}`),
+      );
     for (const [queue, route] of this.routes) {
       const connection = createRedis(
         this.config.redisUrl,
