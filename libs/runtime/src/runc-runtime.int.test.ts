@@ -4,7 +4,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { detectMemoryCgroup, hybridCgroup2Mounts } from './cgroups';
-import { cgroupSlotPrefix, RuncRuntime, withHiddenMounts, type RunIo, type RunOptions } from './runc-runtime';
+import {
+  cgroupSlotPrefix,
+  hiddenMountFailure,
+  RuncRuntime,
+  withHiddenMounts,
+  type RunIo,
+  type RunOptions,
+} from './runc-runtime';
 import { RuntimeError } from './runtime-error';
 import { generateRuntimeSpec } from './runtime-spec';
 import { execHelper } from '@stratum/layers';
@@ -472,6 +479,7 @@ describe.each(RUNTIMES)('RuncRuntime (real %s)', (name, RUNC) => {
     const [bin, ...args] = withHiddenMounts(
       [RUNC, '--root', stateRoot, 'create', '--bundle', bundle, 'leftover'],
       name === 'crun' ? await hybridCgroup2Mounts() : [],
+      path.join(bundle, 'hide.failed'),
     );
     const created = spawnSync(bin, args, { stdio: 'ignore', timeout: 20_000 });
     expect(created.status).toBe(0);
@@ -536,4 +544,47 @@ describe.each(RUNTIMES)('RuncRuntime (real %s)', (name, RUNC) => {
       await fs.rm(bundle, { recursive: true, force: true });
     },
   );
+});
+
+describe('withHiddenMounts', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'stratum-hide-'));
+  });
+  afterAll(async () => {
+    spawnSync('umount', ['-l', path.join(dir, 'mnt')]);
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it('a mount it cannot detach fails the start with a message, not as the command exiting 125', async () => {
+    const failed = path.join(dir, 'hide.failed');
+    const marker = path.join(dir, 'ran');
+    const notMounted = path.join(dir, 'not-a-mount');
+    await fs.mkdir(notMounted);
+    const [bin, ...args] = withHiddenMounts(['/bin/sh', '-c', `touch ${marker}`], [notMounted], failed);
+    const r = spawnSync(bin, args, { stdio: 'ignore' });
+    expect(r.status).toBe(125);
+    expect(existsSync(marker)).toBe(false); // the command never ran
+    expect(hiddenMountFailure(r.status, failed)).toBe(
+      `cannot detach ${notMounted} before starting the OCI runtime (umount -l failed): the container did not start`,
+    );
+  });
+
+  it("a command's own exit status 125 stays its own, and the mount is gone only inside", async () => {
+    const failed = path.join(dir, 'hide2.failed');
+    const mnt = path.join(dir, 'mnt');
+    await fs.mkdir(mnt);
+    execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', mnt]);
+    await fs.writeFile(path.join(mnt, 'seen'), 'x');
+    const [bin, ...args] = withHiddenMounts(
+      ['/bin/sh', '-c', `test ! -e ${mnt}/seen && exit 125`],
+      [mnt],
+      failed,
+    );
+    const r = spawnSync(bin, args, { stdio: 'ignore' });
+    expect(r.status).toBe(125);
+    expect(hiddenMountFailure(r.status, failed)).toBeNull();
+    expect(existsSync(path.join(mnt, 'seen'))).toBe(true); // still mounted outside
+    expect(hiddenMountFailure(0, failed)).toBeNull();
+  });
 });

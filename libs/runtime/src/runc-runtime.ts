@@ -936,8 +936,9 @@ export class RuncRuntime {
         stop('abort');
       }
     };
+    const hideFailed = path.join(bundle, 'hide.failed');
     const runc = io.stdin
-      ? this.spawnRunc(withHiddenMounts(argv, flavour.hide), io.stdin, deliver, io)
+      ? this.spawnRunc(withHiddenMounts(argv, flavour.hide, hideFailed), io.stdin, deliver, io)
       : this.streamRunc(argv, deliver, io, {
           hide: flavour.hide,
           ...(flavour.kind === 'crun' ? { initPidFile } : {}),
@@ -980,7 +981,7 @@ export class RuncRuntime {
       throw sinkError instanceof Error ? sinkError : new Error('output sink failed', { cause: sinkError });
     }
     if (stopReason === null && exit.code !== 0) {
-      const startError = await readRuncError(logFile);
+      const startError = hiddenMountFailure(exit.code, hideFailed) ?? (await readRuncError(logFile));
       if (startError !== null) {
         throw new RuntimeError('START_FAILED', startError, { id, exitCode: exit.code });
       }
@@ -1337,14 +1338,17 @@ interface RuntimeFlavour {
 
 /**
  * `argv` run in a mount namespace of its own with `hide` detached (util-linux unshare and
- * umount; for a run spawned here, not through the exec helper, which does it itself).
+ * umount; for a run spawned here, not through the exec helper, which does it itself). When a
+ * mount cannot be detached, `argv` does not run: the wrapper writes that mount's path to
+ * `failed` and exits 125 (a status the container's own command may also end with, so the
+ * caller tells the two apart by the file; see {@link hiddenMountFailure}).
  */
-export function withHiddenMounts(argv: string[], hide: readonly string[]): string[] {
+export function withHiddenMounts(argv: string[], hide: readonly string[], failed: string): string[] {
   if (hide.length === 0) {
     return argv;
   }
   const script =
-    'n=$1; shift; while [ "$n" -gt 0 ]; do umount -l "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"';
+    'n=$1; f=$2; shift 2; while [ "$n" -gt 0 ]; do umount -l "$1" || { printf %s "$1" > "$f"; exit 125; }; shift; n=$((n-1)); done; exec "$@"';
   return [
     '/usr/bin/unshare',
     '--mount',
@@ -1356,9 +1360,28 @@ export function withHiddenMounts(argv: string[], hide: readonly string[]): strin
     script,
     'sh',
     String(hide.length),
+    failed,
     ...hide,
     ...argv,
   ];
+}
+
+/**
+ * The start error of a {@link withHiddenMounts} run that ended with status 125 because a
+ * mount could not be detached (its `failed` file names it), else null: the status was the
+ * command's own.
+ */
+export function hiddenMountFailure(exitCode: number | null, failed: string): string | null {
+  if (exitCode !== 125) {
+    return null;
+  }
+  let mount: string;
+  try {
+    mount = readFileSync(failed, 'utf8');
+  } catch {
+    return null;
+  }
+  return `cannot detach ${mount} before starting the OCI runtime (umount -l failed): the container did not start`;
 }
 
 /**
