@@ -75,11 +75,12 @@ export async function selfTestBuild(
     'tmpfs',
     dir,
   ]);
+  let engine: BuildEngine | undefined;
   try {
     const store = join(dir, 'store');
     const blobs = new FsBlobStore(store);
     await blobs.init();
-    const engine = worker.derive({
+    engine = worker.derive({
       blobs,
       repositories: new FsRepositoryStore(store),
       cache: undefined,
@@ -108,10 +109,11 @@ export async function selfTestBuild(
       noCache: false,
     };
     const outcome = await engine.build(data, { signal: signal ?? new AbortController().signal, reporter });
-    // the last step's container is torn down in the background: gone before its dir is
-    await engine.settled();
     return { imageDigest: outcome.imageDigest, steps, ms: Math.round(performance.now() - started) };
   } finally {
+    // the last step's container is torn down in the background (a failed build's too): gone
+    // before its dir is
+    await engine?.settled().catch(() => undefined);
     await clearDir(dir, false);
   }
 }
