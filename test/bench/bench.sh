@@ -54,6 +54,12 @@ cleanup() {
   # (retried: a process of the stack's may still be ending and writing there; one run of three
   # failed once on "Directory not empty")
   if [[ -n $data ]] && ! grep -qF "$data" /proc/self/mountinfo; then
+    # and the worker's runtime dir on the tmpfs (its scratch dir's `runc` links into it), which
+    # the next worker's sweep removes only once a later stack starts
+    local link
+    for link in "$data"/worker/*/runc; do
+      if [[ -L $link ]]; then rm -rf "$(dirname "$(readlink "$link")")"; fi
+    done
     for _ in 1 2 3 4 5; do rm -rf "$data" 2>/dev/null && break; sleep 0.5; done
     [[ ! -e $data ]] || { log "cannot remove $data"; return 1; }
   fi
