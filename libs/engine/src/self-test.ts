@@ -4,7 +4,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { BuildJobData, Digest } from '@stratum/contracts';
-import { listMountsUnder, runHostCommand, unmountOverlay } from '@stratum/layers';
+import { runHostCommand, unmountAllUnder } from '@stratum/layers';
 import { FsBlobStore, FsRepositoryStore } from '@stratum/storage';
 import { encodeHeader, END_OF_ARCHIVE, padding, type EncodableHeader } from '@stratum/tar';
 import { MemoryBuildCacheIndex } from './build-cache';
@@ -123,9 +123,7 @@ const SELF_TEST_TMPFS_BYTES = 256 * 1024 * 1024;
 
 /** Unmounts whatever is mounted at or below `dir` (deepest first), then removes it; remade when `remake`. */
 async function clearDir(dir: string, remake = true): Promise<void> {
-  for (const m of await listMountsUnder(dir)) {
-    await unmountOverlay(m.target, { lazy: true });
-  }
+  await unmountAllUnder(dir);
   await rm(dir, { recursive: true, force: true });
   if (remake) {
     await mkdir(dir, { recursive: true, mode: 0o700 });

@@ -60,6 +60,7 @@ export {
 } from './layer-snapshot';
 export {
   listMountsUnder,
+  unmountAllUnder,
   listOverlayMountsUnder,
   MAX_LOWER_DIRS,
   mountOverlay,

@@ -246,3 +246,15 @@ export async function listMountsUnder(prefix: string, fsType?: string): Promise<
     (a, b) => b.target.split('/').length - a.target.split('/').length || (a.target < b.target ? -1 : 1),
   );
 }
+
+/**
+ * Unmounts every mount at or below `dir`, nested ones before their parents (lazily as a last
+ * resort: a directory is never deleted through a mount left in it). Returns what was mounted.
+ */
+export async function unmountAllUnder(dir: string): Promise<MountInfo[]> {
+  const mounts = await listMountsUnder(dir);
+  for (const m of mounts) {
+    await unmountOverlay(m.target, { lazy: true });
+  }
+  return mounts;
+}

@@ -4,7 +4,7 @@ import { lstat, mkdir, readdir, readFile, readlink, rm, symlink, writeFile } fro
 import { dirname, join } from 'node:path';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { STRATUM_CONFIG, StratumConfig } from '@stratum/config';
-import { listMountsUnder, unmountOverlay } from '@stratum/layers';
+import { unmountAllUnder } from '@stratum/layers';
 import { RuncRuntime } from '@stratum/runtime';
 import { BLOB_STORE, BlobStore } from '@stratum/storage';
 
@@ -155,10 +155,7 @@ export class HostSweeper {
     // Every mount under our scratch dir is ours: overlays, and a step's tmpfs mounts (secrets,
     // type=tmpfs) and rw bind copies — left mounted, they made the job dirs' removal fail
     // (EBUSY) and the worker could not start. Deepest first, nested before their parents.
-    const mounts = await listMountsUnder(this.paths.scratch);
-    for (const m of [...mounts].sort((a, b) => b.target.length - a.target.length)) {
-      await unmountOverlay(m.target, { lazy: true });
-    }
+    const mounts = await unmountAllUnder(this.paths.scratch);
     // Containers used a cache of their own before they shared the host's layer cache.
     await rm(join(this.config.dataDir, 'container-layer-cache'), { recursive: true, force: true });
     const jobDirs = await readdir(this.paths.jobs);
@@ -218,9 +215,7 @@ export class HostSweeper {
         continue;
       }
       // never delete through a mount (a step's sysfs in an old bundle)
-      for (const m of (await listMountsUnder(link)).sort((a, b) => b.target.length - a.target.length)) {
-        await unmountOverlay(m.target, { lazy: true });
-      }
+      await unmountAllUnder(link);
       await rm(link, { recursive: true, force: true });
       await symlink(target, link);
     }
